@@ -1,0 +1,352 @@
+//! One parser per kind of value. Each turns a TOML value into a typed one or says, without the
+//! key (the loader adds it), what was expected and how to fix it.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use http::uri::{Authority, Scheme};
+use http::{HeaderName, Uri};
+use toml::Value;
+
+use crate::schema::{AuthMode, LogFormat};
+use crate::secrets::is_env_var_name;
+
+/// Why a value was refused.
+#[derive(Debug)]
+pub(crate) struct Refusal {
+    pub(crate) message: String,
+    pub(crate) fix: String,
+    /// Whether the value may be shown back. False when it might be a secret.
+    pub(crate) echo: bool,
+}
+
+/// A field parser: the loader's table of fields pairs each key with one of these.
+pub(crate) type Parse<T> = fn(&Value) -> Result<T, Refusal>;
+
+impl Refusal {
+    fn new(message: impl Into<String>, fix: impl Into<String>) -> Self {
+        Self {
+            message: message.into(),
+            fix: fix.into(),
+            echo: true,
+        }
+    }
+
+    fn hiding_value(mut self) -> Self {
+        self.echo = false;
+        self
+    }
+}
+
+/// Headers the proxy itself manages; letting the config set them would break framing or routing.
+const PROXY_MANAGED_HEADERS: &[&str] = &[
+    "host",
+    "content-length",
+    "transfer-encoding",
+    "connection",
+    "keep-alive",
+    "te",
+    "trailer",
+    "upgrade",
+];
+
+pub(crate) fn boolean(value: &Value) -> Result<bool, Refusal> {
+    value.as_bool().ok_or_else(|| {
+        Refusal::new(
+            format!("expected true or false, found {}", a(value)),
+            "write true or false, without quotes",
+        )
+    })
+}
+
+pub(crate) fn string(value: &Value) -> Result<String, Refusal> {
+    value.as_str().map(str::to_owned).ok_or_else(|| {
+        Refusal::new(
+            format!("expected a string, found {}", a(value)),
+            "write the value in double quotes",
+        )
+    })
+}
+
+fn non_negative(value: &Value) -> Result<u64, Refusal> {
+    value
+        .as_integer()
+        .and_then(|n| u64::try_from(n).ok())
+        .ok_or_else(|| {
+            Refusal::new(
+                format!("expected a non-negative integer, found {}", a(value)),
+                "write a whole number without quotes, e.g. 64",
+            )
+        })
+}
+
+pub(crate) fn count(value: &Value) -> Result<usize, Refusal> {
+    let n = non_negative(value)?;
+    usize::try_from(n).map_err(|_| Refusal::new("the number is too large", "use a smaller number"))
+}
+
+pub(crate) fn body_bytes(value: &Value) -> Result<u64, Refusal> {
+    match non_negative(value)? {
+        0 => Err(Refusal::new(
+            "must be greater than 0: a zero limit would refuse every request with a body",
+            "set a size in bytes, e.g. 10485760 (10 MiB)",
+        )),
+        n => Ok(n),
+    }
+}
+
+pub(crate) fn header_bytes(value: &Value) -> Result<usize, Refusal> {
+    const RANGE: std::ops::RangeInclusive<u64> = 1024..=1_048_576;
+    let n = non_negative(value)?;
+    if !RANGE.contains(&n) {
+        return Err(Refusal::new(
+            "must be between 1024 and 1048576 bytes: smaller breaks ordinary requests, larger \
+             lets one client pin a lot of memory",
+            "set a size in that range, e.g. 65536",
+        ));
+    }
+    Ok(usize::try_from(n).unwrap_or(usize::MAX))
+}
+
+pub(crate) fn duration(value: &Value) -> Result<Duration, Refusal> {
+    let expected = || {
+        Refusal::new(
+            format!(
+                "expected a duration such as \"5s\" or \"250ms\", found {}",
+                a(value)
+            ),
+            "write a number with a unit, in quotes: \"250ms\", \"5s\", \"1m\"",
+        )
+    };
+    let text = value.as_str().ok_or_else(expected)?;
+    let parsed = humantime::parse_duration(text).map_err(|_| expected())?;
+    if parsed.is_zero() {
+        return Err(Refusal::new(
+            "must be greater than zero",
+            "set a positive duration, e.g. \"5s\"",
+        ));
+    }
+    Ok(parsed)
+}
+
+pub(crate) fn socket_addr(value: &Value) -> Result<SocketAddr, Refusal> {
+    let expected = || {
+        Refusal::new(
+            format!(
+                "expected an IP address and port such as \"127.0.0.1:8080\", found {}",
+                a(value)
+            ),
+            "write \"IP:port\" in quotes (host names are not resolved; IPv6 as \"[::1]:8080\")",
+        )
+    };
+    value
+        .as_str()
+        .ok_or_else(expected)?
+        .parse()
+        .map_err(|_| expected())
+}
+
+/// Parses and normalises the FinCode base URL. The http-vs-`allow_insecure` rule needs another
+/// key, so it is checked later; everything about the URL alone is checked here.
+pub(crate) fn base_url(value: &Value) -> Result<Uri, Refusal> {
+    const EXAMPLE: &str = "write the URL, e.g. \"https://acme.fincode.tech/api/v6/services\"";
+    let text = value.as_str().ok_or_else(|| {
+        Refusal::new(
+            format!("expected a URL string, found {}", a(value)),
+            EXAMPLE,
+        )
+    })?;
+
+    // Check for user info before anything else can echo the value: it holds a password.
+    let after_scheme = text.split_once("://").map_or(text, |(_, rest)| rest);
+    let authority = after_scheme
+        .split(['/', '?', '#'])
+        .next()
+        .unwrap_or_default();
+    if authority.contains('@') {
+        return Err(Refusal::new(
+            "the URL contains a user name or password (value not shown); secrets are never \
+             written in the config file",
+            "remove the \"user:password@\" part; the sidecar authenticates with auth.mode and \
+             auth.token_env",
+        )
+        .hiding_value());
+    }
+    // `http::Uri` silently drops a fragment, so look for it in the text.
+    if text.contains('#') {
+        return Err(Refusal::new(
+            "a fragment (#...) has no meaning in an API base URL",
+            "remove everything from '#'",
+        ));
+    }
+
+    let uri: Uri = text
+        .parse()
+        .map_err(|err| Refusal::new(format!("not a valid URL: {err}"), EXAMPLE))?;
+    let (Some(scheme), Some(authority)) = (uri.scheme(), uri.authority()) else {
+        return Err(Refusal::new(
+            "must be an absolute URL with a scheme and host",
+            "start it with https://, e.g. \"https://acme.fincode.tech/api/v6/services\"",
+        ));
+    };
+    if authority.host().is_empty() {
+        return Err(Refusal::new("the URL has no host", EXAMPLE));
+    }
+    if *scheme != Scheme::HTTPS && *scheme != Scheme::HTTP {
+        return Err(Refusal::new(
+            "the scheme must be https",
+            "use an https:// URL",
+        ));
+    }
+    if uri.query().is_some() {
+        return Err(Refusal::new(
+            "a query string (?...) is not allowed in the base URL; the app's own query is \
+             forwarded",
+            "remove everything from '?'",
+        ));
+    }
+
+    // Normalise: lower-case host (DNS is case-insensitive) and no trailing '/', so the proxy can
+    // append the app's path without producing "//".
+    let authority = Authority::try_from(authority.as_str().to_ascii_lowercase())
+        .map_err(|err| Refusal::new(format!("not a valid host: {err}"), EXAMPLE))?;
+    let path = uri.path().trim_end_matches('/');
+    Uri::builder()
+        .scheme(scheme.clone())
+        .authority(authority)
+        .path_and_query(if path.is_empty() { "/" } else { path })
+        .build()
+        .map_err(|err| Refusal::new(format!("not a valid URL: {err}"), EXAMPLE))
+}
+
+/// A PEM CA bundle: checked now so a typo fails `check`, not the first TLS handshake.
+pub(crate) fn pem_file(value: &Value) -> Result<PathBuf, Refusal> {
+    let path = PathBuf::from(string(value)?);
+    let bytes = std::fs::read(&path).map_err(|err| {
+        let message = if err.kind() == std::io::ErrorKind::NotFound {
+            "file not found".to_owned()
+        } else {
+            format!("cannot read the file: {err}")
+        };
+        Refusal::new(
+            message,
+            "point it at a readable PEM CA bundle, or remove the key to trust only the public roots",
+        )
+    })?;
+    let marker = b"-----BEGIN CERTIFICATE-----";
+    if !bytes.windows(marker.len()).any(|w| w == marker) {
+        return Err(Refusal::new(
+            "the file holds no PEM certificate (no \"-----BEGIN CERTIFICATE-----\" line)",
+            "use a PEM bundle; convert DER with `openssl x509 -inform der -in ca.der -out ca.pem`",
+        ));
+    }
+    Ok(path)
+}
+
+pub(crate) fn auth_mode(value: &Value) -> Result<AuthMode, Refusal> {
+    match value.as_str() {
+        Some("none") => Ok(AuthMode::None),
+        Some("static") => Ok(AuthMode::Static),
+        _ => Err(Refusal::new(
+            format!("expected \"none\" or \"static\", found {}", a(value)),
+            "set mode = \"static\" (with token_env) to inject the API token, or \"none\"",
+        )),
+    }
+}
+
+pub(crate) fn log_format(value: &Value) -> Result<LogFormat, Refusal> {
+    match value.as_str() {
+        Some("json") => Ok(LogFormat::Json),
+        Some("text") => Ok(LogFormat::Text),
+        _ => Err(Refusal::new(
+            format!("expected \"json\" or \"text\", found {}", a(value)),
+            "set format = \"json\" (for log shippers) or \"text\" (for a terminal)",
+        )),
+    }
+}
+
+pub(crate) fn header_name(value: &Value) -> Result<HeaderName, Refusal> {
+    let name = HeaderName::try_from(string(value)?).map_err(|_| {
+        Refusal::new(
+            "not a valid HTTP header name",
+            "use letters, digits and '-', e.g. \"X-Auth-Token\"",
+        )
+    })?;
+    if is_proxy_managed_header(name.as_str()) {
+        return Err(Refusal::new(
+            "the proxy manages this header itself",
+            "use the header FinCode expects the credential in, e.g. \"X-Auth-Token\"",
+        ));
+    }
+    Ok(name)
+}
+
+/// A `*_env` value: the name of a variable, never the secret. Not echoed, because when it is
+/// not a name it is most likely the secret pasted in by mistake.
+pub(crate) fn env_var_name(value: &Value) -> Result<String, Refusal> {
+    let name = string(value).map_err(Refusal::hiding_value)?;
+    if !is_env_var_name(&name) {
+        return Err(Refusal::new(
+            "must name an environment variable (letters, digits and '_', not starting with a \
+             digit, at most 128 characters), not hold the secret itself (value not shown)",
+            "put the secret in an environment variable and write its name here, e.g. \
+             \"FINCODE_API_TOKEN\"",
+        )
+        .hiding_value());
+    }
+    Ok(name)
+}
+
+/// A plausible `tracing` `EnvFilter` directive: comma-separated `level` or `target=level`.
+/// Checked here so a typo fails `check` instead of silently logging nothing.
+pub(crate) fn log_level(value: &Value) -> Result<String, Refusal> {
+    const LEVELS: &[&str] = &["trace", "debug", "info", "warn", "error", "off"];
+    let text = string(value)?;
+    let refuse = |what: String| {
+        Refusal::new(
+            what,
+            "use comma-separated `level` or `target=level` items, with level one of trace, \
+             debug, info, warn, error, off; e.g. \"info,fincode_proxy=debug\"",
+        )
+    };
+    if text.trim().is_empty() {
+        return Err(refuse("must not be empty".to_owned()));
+    }
+    for item in text.split(',').map(str::trim) {
+        let (target, level) = match item.split_once('=') {
+            Some((target, level)) => (Some(target.trim()), level.trim()),
+            None => (None, item),
+        };
+        if !LEVELS.contains(&level.to_ascii_lowercase().as_str()) {
+            return Err(refuse(format!("`{item}` does not end in a known level")));
+        }
+        let target_ok = |t: &str| {
+            !t.is_empty()
+                && t.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | ':' | '-' | '.'))
+        };
+        if target.is_some_and(|t| !target_ok(t)) {
+            return Err(refuse(format!("`{item}` does not name a valid target")));
+        }
+    }
+    Ok(text)
+}
+
+pub(crate) fn is_proxy_managed_header(name: &str) -> bool {
+    PROXY_MANAGED_HEADERS.contains(&name.to_ascii_lowercase().as_str())
+}
+
+/// "a string", "an integer"...: for "expected X, found Y" messages.
+fn a(value: &Value) -> &'static str {
+    match value {
+        Value::String(_) => "a string",
+        Value::Integer(n) if *n < 0 => "a negative integer",
+        Value::Integer(_) => "an integer",
+        Value::Float(_) => "a float",
+        Value::Boolean(_) => "a boolean",
+        Value::Datetime(_) => "a date-time",
+        Value::Array(_) => "an array",
+        Value::Table(_) => "a table",
+    }
+}

@@ -1,0 +1,740 @@
+//! Turning TOML text plus the environment into a [`Config`], collecting every problem on the way.
+//!
+//! The file is parsed into a `toml::Table`, the env overlay is written into it, and each known
+//! key is then *removed* from the table by a typed field parser. A parser failure records a
+//! problem and falls back to the default, so one pass finds everything. Whatever is left in the
+//! table afterwards is unknown: a typo (we suggest the nearest key) or a secret (refused).
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use http::{HeaderName, HeaderValue, Uri};
+use toml::{Table, Value};
+
+use crate::env::{Env, Origins, apply_overlay};
+use crate::fields::{self, Parse, Refusal};
+use crate::problem::{ConfigError, Problem, Severity, Source};
+use crate::schema::{
+    AuthConfig, AuthMode, Config, LimitsConfig, ListenConfig, LogConfig, UpstreamConfig,
+    default_extra_headers,
+};
+use crate::secrets::{is_credential_header, is_secret_key};
+
+/// Echoed values are cut to this many characters; a config value longer than that is not
+/// something a human needs to see in full.
+const MAX_ECHO_CHARS: usize = 120;
+
+const EXAMPLE_BASE_URL: &str = "https://acme.fincode.tech/api/v6/services";
+
+// === impl Config ===
+
+impl Config {
+    /// Reads the TOML file at `path`, overlays `FINCODE_SIDECAR__*` variables from `env` and
+    /// validates the result.
+    ///
+    /// Returns the configuration with its warnings, or every problem found at once.
+    pub fn load(path: &Path, env: &Env) -> Result<(Config, Vec<Problem>), ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::from_toml_str(&text, env).map_err(|err| match err {
+            ConfigError::Syntax {
+                line,
+                column,
+                message,
+                ..
+            } => ConfigError::Syntax {
+                path: Some(path.to_owned()),
+                line,
+                column,
+                message,
+            },
+            other => other,
+        })
+    }
+
+    /// Like [`Config::load`], from TOML text already in memory.
+    pub fn from_toml_str(text: &str, env: &Env) -> Result<(Config, Vec<Problem>), ConfigError> {
+        let mut root: Table = text.parse().map_err(|err| syntax_error(text, &err))?;
+        seed_extra_headers(&mut root);
+        let mut problems = Vec::new();
+        let origins = apply_overlay(&mut root, env, &mut problems);
+        let mut reader = Reader {
+            root,
+            origins,
+            problems,
+            known: Vec::new(),
+            leftovers: Vec::new(),
+        };
+        let config = reader.read_config();
+        let mut problems = reader.problems;
+        // Errors first, each group in the order found (which follows the file's sections).
+        problems.sort_by_key(|p| p.severity);
+        match config {
+            Some(config) if !problems.iter().any(Problem::is_error) => Ok((config, problems)),
+            _ => Err(ConfigError::Invalid { problems }),
+        }
+    }
+
+    /// Checks that every environment variable the configuration names is set and non-empty.
+    ///
+    /// Kept apart from loading because `check` may run where the secrets are not mounted: the
+    /// binary reports these as warnings in `check` and errors in `run`. They are returned as
+    /// [`Severity::Error`]. The variables' values are never read into a problem.
+    pub fn check_environment(&self, env: &Env) -> Vec<Problem> {
+        let mut problems = Vec::new();
+        if self.auth.mode == AuthMode::Static
+            && let Some(var) = &self.auth.token_env
+            && env.get(var).is_none_or(|v| v.trim().is_empty())
+        {
+            problems.push(Problem {
+                severity: Severity::Error,
+                key: "auth.token_env".to_owned(),
+                source: Source::File,
+                value: Some(toml_string(var)),
+                message: format!("environment variable {var} (named by auth.token_env) is not set"),
+                fix: format!(
+                    "set {var} to the FinCode API token in the sidecar's environment (e.g. from \
+                     a Kubernetes Secret)"
+                ),
+            });
+        }
+        problems
+    }
+
+    /// The configuration as a TOML file that [`Config::load`] reads back to an equal `Config`.
+    pub fn to_toml_string(&self) -> String {
+        // Every field is a string, bool, i64-range integer or string map, all of which TOML can
+        // hold, so this cannot fail; if it ever did, the comment makes the file fail to load
+        // (no base_url) with the reason visible, rather than crashing the caller.
+        toml::to_string(self)
+            .unwrap_or_else(|err| format!("# fincode-sidecar could not write this config: {err}\n"))
+    }
+}
+
+/// Every dotted key the schema knows (sections included), in schema order. Derived by running
+/// the loader, so the list cannot drift from what is actually read.
+#[cfg(test)]
+pub(crate) fn known_keys() -> Vec<String> {
+    let mut reader = Reader {
+        root: Table::new(),
+        origins: Origins::default(),
+        problems: Vec::new(),
+        known: Vec::new(),
+        leftovers: Vec::new(),
+    };
+    reader.read_config();
+    reader.known
+}
+
+/// Makes the default `extra_headers` explicit before the overlay, so that
+/// `FINCODE_SIDECAR__AUTH__EXTRA_HEADERS__X=...` adds to the defaults instead of replacing them.
+fn seed_extra_headers(root: &mut Table) {
+    let auth = root
+        .entry("auth")
+        .or_insert_with(|| Value::Table(Table::new()));
+    if let Value::Table(auth) = auth {
+        auth.entry("extra_headers").or_insert_with(|| {
+            Value::Table(
+                default_extra_headers()
+                    .into_iter()
+                    .map(|(k, v)| (k, Value::String(v)))
+                    .collect(),
+            )
+        });
+    }
+}
+
+/// Builds the syntax error from the parser's message and span only. toml's own `Display` quotes
+/// the offending line, which could be `password = "..."`.
+fn syntax_error(text: &str, err: &toml::de::Error) -> ConfigError {
+    let offset = err.span().map_or(0, |span| span.start).min(text.len());
+    let before = text.get(..offset).unwrap_or(text);
+    let line = before.matches('\n').count() + 1;
+    let column = before
+        .rsplit('\n')
+        .next()
+        .unwrap_or_default()
+        .chars()
+        .count()
+        + 1;
+    ConfigError::Syntax {
+        path: None,
+        line,
+        column,
+        message: err.message().trim().replace('\n', "; "),
+    }
+}
+
+/// The loader's state: what is left of the table, and what has been found so far.
+struct Reader {
+    root: Table,
+    origins: Origins,
+    problems: Vec<Problem>,
+    /// Dotted keys (and section names) the schema asked for, for suggestions.
+    known: Vec<String>,
+    /// Keys nobody asked for, reported once everything known has been taken.
+    leftovers: Vec<(String, Value)>,
+}
+
+/// One `[section]` being read. Taking a field removes it, so the rest is unknown.
+struct Section<'r> {
+    reader: &'r mut Reader,
+    name: &'static str,
+    table: Table,
+}
+
+// === impl Reader ===
+
+impl Reader {
+    /// Reads every section; `None` only when a required key is missing or invalid (problems
+    /// say why). The table of fields, in the order they are documented.
+    fn read_config(&mut self) -> Option<Config> {
+        let mut s = self.section("listen");
+        let defaults = ListenConfig::default();
+        let listen = ListenConfig {
+            egress: s.field("egress", fields::socket_addr, defaults.egress),
+            admin: s.field("admin", fields::socket_addr, defaults.admin),
+        };
+        s.finish();
+
+        let mut s = self.section("upstream");
+        let base_url = s.required(
+            "base_url",
+            fields::base_url,
+            &format!("base_url = \"{EXAMPLE_BASE_URL}\""),
+        );
+        let defaults = UpstreamConfig::new(Uri::from_static(EXAMPLE_BASE_URL));
+        let upstream = UpstreamConfig {
+            base_url: defaults.base_url,
+            ca_file: s.optional("ca_file", fields::pem_file),
+            allow_insecure: s.field("allow_insecure", fields::boolean, defaults.allow_insecure),
+            connect_timeout: s.field(
+                "connect_timeout",
+                fields::duration,
+                defaults.connect_timeout,
+            ),
+            request_timeout: s.field(
+                "request_timeout",
+                fields::duration,
+                defaults.request_timeout,
+            ),
+            pool_idle_timeout: s.field(
+                "pool_idle_timeout",
+                fields::duration,
+                defaults.pool_idle_timeout,
+            ),
+            pool_max_idle_per_host: s.field(
+                "pool_max_idle_per_host",
+                fields::count,
+                defaults.pool_max_idle_per_host,
+            ),
+            http2: s.field("http2", fields::boolean, defaults.http2),
+        };
+        s.finish();
+
+        let mut s = self.section("limits");
+        let defaults = LimitsConfig::default();
+        let limits = LimitsConfig {
+            max_request_body_bytes: s.field(
+                "max_request_body_bytes",
+                fields::body_bytes,
+                defaults.max_request_body_bytes,
+            ),
+            max_request_header_bytes: s.field(
+                "max_request_header_bytes",
+                fields::header_bytes,
+                defaults.max_request_header_bytes,
+            ),
+        };
+        s.finish();
+
+        let mut s = self.section("auth");
+        let defaults = AuthConfig::default();
+        let mode = s.field("mode", fields::auth_mode, defaults.mode);
+        let header = s.field("header", fields::header_name, defaults.header);
+        let token_env = s.optional("token_env", fields::env_var_name);
+        let extra_headers = s.extra_headers(&header);
+        let auth = AuthConfig {
+            mode,
+            header,
+            token_env,
+            extra_headers,
+        };
+        s.finish();
+
+        let mut s = self.section("log");
+        let defaults = LogConfig::default();
+        let log = LogConfig {
+            level: s.field("level", fields::log_level, defaults.level),
+            format: s.field("format", fields::log_format, defaults.format),
+        };
+        s.finish();
+
+        for (key, value) in std::mem::take(&mut self.root) {
+            self.leftovers.push((key, value));
+        }
+        for (dotted, value) in std::mem::take(&mut self.leftovers) {
+            self.report_unknown(&dotted, &value);
+        }
+
+        self.check_listen(&listen);
+        if let Some(base_url) = &base_url {
+            self.check_scheme(base_url, upstream.allow_insecure);
+        }
+        self.check_auth(&auth);
+
+        Some(Config {
+            listen,
+            upstream: UpstreamConfig {
+                base_url: base_url?,
+                ..upstream
+            },
+            limits,
+            auth,
+            log,
+        })
+    }
+
+    fn section(&mut self, name: &'static str) -> Section<'_> {
+        self.known.push(name.to_owned());
+        let table = match self.root.remove(name) {
+            None => Table::new(),
+            Some(Value::Table(table)) => table,
+            Some(other) => {
+                self.refuse(
+                    name,
+                    &other,
+                    Refusal {
+                        message: "expected a table".to_owned(),
+                        fix: format!("write it as a [{name}] section"),
+                        echo: false,
+                    },
+                );
+                Table::new()
+            }
+        };
+        Section {
+            reader: self,
+            name,
+            table,
+        }
+    }
+
+    fn report(
+        &mut self,
+        severity: Severity,
+        key: &str,
+        value: Option<String>,
+        message: impl Into<String>,
+        fix: impl Into<String>,
+    ) {
+        self.problems.push(Problem {
+            severity,
+            key: key.to_owned(),
+            source: self.origins.source_of(key),
+            value,
+            message: message.into(),
+            fix: fix.into(),
+        });
+    }
+
+    fn refuse(&mut self, key: &str, value: &Value, refusal: Refusal) {
+        let shown = refusal.echo.then(|| echo(value)).flatten();
+        self.report(Severity::Error, key, shown, refusal.message, refusal.fix);
+    }
+
+    /// A key the schema does not have. Secret-looking names are refused as secrets (the worse
+    /// mistake); others get a "did you mean". Values are never echoed: they could be anything.
+    fn report_unknown(&mut self, dotted: &str, value: &Value) {
+        let leaf = dotted.rsplit('.').next().unwrap_or(dotted);
+        if is_secret_key(leaf) {
+            self.refuse_secret(dotted);
+            return;
+        }
+        for nested in secret_keys_within(dotted, value) {
+            self.refuse_secret(&nested);
+        }
+        let what = if dotted.contains('.') || !value.is_table() {
+            "key"
+        } else {
+            "section"
+        };
+        let (message, fix) = match suggest(dotted, &self.known) {
+            Some(known) => (
+                format!("unknown {what}; did you mean `{known}`?"),
+                format!("rename it to `{known}`"),
+            ),
+            None => (
+                format!("unknown {what}"),
+                "remove it; config.example.toml documents every key".to_owned(),
+            ),
+        };
+        self.report(Severity::Error, dotted, None, message, fix);
+    }
+
+    fn refuse_secret(&mut self, dotted: &str) {
+        let section = dotted.split_once('.').map(|(section, _)| section);
+        let tailored = format!("{dotted}_env");
+        let fix = if self.known.contains(&tailored) {
+            format!(
+                "put the value in an environment variable and name it: set {tailored} = \"{}\"",
+                suggested_var(&tailored)
+            )
+        } else if section == Some("auth") {
+            "put the value in an environment variable and name it: set auth.token_env = \
+             \"FINCODE_API_TOKEN\""
+                .to_owned()
+        } else {
+            "remove it; secrets come from environment variables named by *_env keys (for the \
+             FinCode API token: set auth.token_env = \"FINCODE_API_TOKEN\")"
+                .to_owned()
+        };
+        self.report(
+            Severity::Error,
+            dotted,
+            None,
+            "secrets are never written in the config file",
+            fix,
+        );
+    }
+
+    // --- rules that span keys ---
+
+    fn check_listen(&mut self, listen: &ListenConfig) {
+        if !listen.egress.ip().is_loopback() {
+            self.report(
+                Severity::Warning,
+                "listen.egress",
+                Some(toml_string(&listen.egress.to_string())),
+                "not a loopback address: the app's unauthenticated port is reachable from the \
+                 network, and anyone who reaches it spends the merchant's credentials",
+                "use \"127.0.0.1:8080\" unless a network policy restricts who can connect",
+            );
+        }
+        let (egress, admin) = (listen.egress, listen.admin);
+        let overlap = egress.ip() == admin.ip()
+            || egress.ip().is_unspecified()
+            || admin.ip().is_unspecified();
+        if egress.port() == admin.port() && overlap {
+            self.report(
+                Severity::Error,
+                "listen.admin",
+                Some(toml_string(&admin.to_string())),
+                format!("clashes with listen.egress ({egress}): both listeners cannot bind it"),
+                "give the admin listener its own port, e.g. \"0.0.0.0:9090\"",
+            );
+        }
+    }
+
+    fn check_scheme(&mut self, base_url: &Uri, allow_insecure: bool) {
+        if base_url.scheme() != Some(&http::uri::Scheme::HTTP) {
+            return;
+        }
+        let shown = Some(toml_string(&base_url.to_string()));
+        if allow_insecure {
+            self.report(
+                Severity::Warning,
+                "upstream.base_url",
+                shown,
+                "plain HTTP to FinCode: tests only; credentials cross the network in clear text",
+                "use an https:// URL and remove upstream.allow_insecure outside tests",
+            );
+        } else {
+            self.report(
+                Severity::Error,
+                "upstream.base_url",
+                shown,
+                "plain HTTP is refused; FinCode must be reached over HTTPS",
+                "use an https:// URL (or set upstream.allow_insecure = true, for tests only)",
+            );
+        }
+    }
+
+    fn check_auth(&mut self, auth: &AuthConfig) {
+        match (auth.mode, &auth.token_env) {
+            (AuthMode::Static, None) => self.report(
+                Severity::Error,
+                "auth.token_env",
+                None,
+                "required when auth.mode = \"static\": it names the variable holding the API token",
+                "set auth.token_env = \"FINCODE_API_TOKEN\" and put the token in that variable",
+            ),
+            (AuthMode::None, token_env) => {
+                self.report(
+                    Severity::Warning,
+                    "auth.mode",
+                    Some(toml_string("none")),
+                    "the sidecar injects no credentials; the app must send its own",
+                    "set auth.mode = \"static\" and auth.token_env = \"FINCODE_API_TOKEN\"",
+                );
+                if token_env.is_some() {
+                    self.report(
+                        Severity::Warning,
+                        "auth.token_env",
+                        None,
+                        "ignored because auth.mode = \"none\"",
+                        "set auth.mode = \"static\" to use it, or remove it",
+                    );
+                }
+            }
+            (AuthMode::Static, Some(_)) => {}
+        }
+    }
+}
+
+// === impl Section ===
+
+impl Section<'_> {
+    fn dotted(&self, key: &str) -> String {
+        format!("{}.{key}", self.name)
+    }
+
+    /// Takes `key`, or `default` when it is absent or invalid (the problem is recorded).
+    fn field<T>(&mut self, key: &'static str, parse: Parse<T>, default: T) -> T {
+        self.optional(key, parse).unwrap_or(default)
+    }
+
+    /// Takes `key` if present; `None` when absent or invalid (the problem is recorded).
+    fn optional<T>(&mut self, key: &'static str, parse: Parse<T>) -> Option<T> {
+        let dotted = self.dotted(key);
+        self.reader.known.push(dotted.clone());
+        let value = self.table.remove(key)?;
+        match parse(&value) {
+            Ok(parsed) => Some(parsed),
+            Err(refusal) => {
+                // An env value that read as TOML of the wrong type may be meant as a string
+                // (`FINCODE_SIDECAR__LOG__LEVEL=inf`): give the raw text a second chance.
+                let raw = self
+                    .reader
+                    .origins
+                    .raw_of(&dotted)
+                    .filter(|_| !value.is_str());
+                if let Some(Ok(parsed)) = raw.map(|raw| parse(&Value::String(raw.to_owned()))) {
+                    return Some(parsed);
+                }
+                self.reader.refuse(&dotted, &value, refusal);
+                None
+            }
+        }
+    }
+
+    /// Takes a key that has no default; its absence is an error.
+    fn required<T>(&mut self, key: &'static str, parse: Parse<T>, example: &str) -> Option<T> {
+        if !self.table.contains_key(key) {
+            let dotted = self.dotted(key);
+            let var = format!("FINCODE_SIDECAR__{}", dotted.replace('.', "__")).to_uppercase();
+            self.reader.report(
+                Severity::Error,
+                &dotted,
+                None,
+                "missing required key",
+                format!("add {example} under [{}] (or set {var})", self.name),
+            );
+        }
+        self.optional(key, parse)
+    }
+
+    /// `auth.extra_headers`: a map, so each entry is checked (and reported) under its own key.
+    fn extra_headers(&mut self, auth_header: &HeaderName) -> BTreeMap<String, String> {
+        let dotted = self.dotted("extra_headers");
+        self.reader.known.push(dotted.clone());
+        let table = match self.table.remove("extra_headers") {
+            None => return default_extra_headers(),
+            Some(Value::Table(table)) => table,
+            Some(other) => {
+                self.reader.refuse(
+                    &dotted,
+                    &other,
+                    Refusal {
+                        message: "expected a table of header names to string values".to_owned(),
+                        fix: "write it as extra_headers = { platform = \"fincode\" }".to_owned(),
+                        echo: false,
+                    },
+                );
+                return default_extra_headers();
+            }
+        };
+        let mut headers = BTreeMap::new();
+        for (name, value) in table {
+            let key = format!("{dotted}.{name}");
+            if let Some((name, value)) = self.extra_header(&key, &name, &value, auth_header)
+                && headers.insert(name, value).is_some()
+            {
+                self.reader.report(
+                    Severity::Error,
+                    &key,
+                    None,
+                    "the same header is given twice (header names ignore case)",
+                    "keep one of them",
+                );
+            }
+        }
+        headers
+    }
+
+    fn extra_header(
+        &mut self,
+        key: &str,
+        name: &str,
+        value: &Value,
+        auth_header: &HeaderName,
+    ) -> Option<(String, String)> {
+        let reader = &mut *self.reader;
+        if is_credential_header(name, auth_header.as_str()) {
+            reader.report(
+                Severity::Error,
+                key,
+                None,
+                "a credential header's value is a secret, and secrets are never written in the \
+                 config file",
+                "remove it; the sidecar injects the credential itself (auth.mode = \"static\" \
+                 with auth.token_env = \"FINCODE_API_TOKEN\")",
+            );
+            return None;
+        }
+        let Ok(parsed_name) = HeaderName::try_from(name) else {
+            reader.report(
+                Severity::Error,
+                key,
+                None,
+                "not a valid HTTP header name",
+                "use letters, digits and '-', e.g. \"x-merchant-id\"",
+            );
+            return None;
+        };
+        if fields::is_proxy_managed_header(parsed_name.as_str()) {
+            reader.report(
+                Severity::Error,
+                key,
+                None,
+                "the proxy manages this header itself",
+                "remove it",
+            );
+            return None;
+        }
+        let text = match fields::string(value) {
+            Ok(text) => text,
+            Err(refusal) => {
+                reader.refuse(key, value, refusal);
+                return None;
+            }
+        };
+        if HeaderValue::from_str(&text).is_err() {
+            reader.refuse(
+                key,
+                value,
+                Refusal {
+                    message: "not a valid HTTP header value".to_owned(),
+                    fix: "use visible ASCII characters and spaces only".to_owned(),
+                    echo: true,
+                },
+            );
+            return None;
+        }
+        Some((parsed_name.as_str().to_owned(), text))
+    }
+
+    /// Hands whatever was not taken to the unknown-key report.
+    fn finish(self) {
+        for (key, value) in self.table {
+            self.reader
+                .leftovers
+                .push((format!("{}.{key}", self.name), value));
+        }
+    }
+}
+
+// --- helpers ---
+
+/// The value as TOML for a problem message: scalars only (a table or array could hold
+/// anything), cut to a readable length.
+fn echo(value: &Value) -> Option<String> {
+    if matches!(value, Value::Table(_) | Value::Array(_)) {
+        return None;
+    }
+    let text = value.to_string();
+    Some(if text.chars().count() > MAX_ECHO_CHARS {
+        format!(
+            "{}...",
+            text.chars().take(MAX_ECHO_CHARS).collect::<String>()
+        )
+    } else {
+        text
+    })
+}
+
+fn toml_string(text: &str) -> String {
+    Value::String(text.to_owned()).to_string()
+}
+
+/// Secret-looking keys anywhere inside an unknown table (or array of tables).
+fn secret_keys_within(dotted: &str, value: &Value) -> Vec<String> {
+    let mut found = Vec::new();
+    match value {
+        Value::Table(table) => {
+            for (key, inner) in table {
+                let nested = format!("{dotted}.{key}");
+                if is_secret_key(key) {
+                    found.push(nested);
+                } else {
+                    found.extend(secret_keys_within(&nested, inner));
+                }
+            }
+        }
+        Value::Array(items) => {
+            for item in items {
+                found.extend(secret_keys_within(dotted, item));
+            }
+        }
+        _ => {}
+    }
+    found
+}
+
+/// `auth.token_env` -> `FINCODE_API_TOKEN`; otherwise `FINCODE_<KEY>` from the key's leaf.
+fn suggested_var(env_key: &str) -> String {
+    if env_key == "auth.token_env" {
+        return "FINCODE_API_TOKEN".to_owned();
+    }
+    let leaf = env_key.rsplit('.').next().unwrap_or(env_key);
+    format!(
+        "FINCODE_{}",
+        leaf.trim_end_matches("_env").to_ascii_uppercase()
+    )
+}
+
+/// The known key nearest to an unknown one, if it is near enough to be a typo: compares the
+/// last path segment (so `[listen] base_url` finds `upstream.base_url`), preferring the same
+/// section on ties.
+fn suggest(unknown: &str, known: &[String]) -> Option<String> {
+    let (section, leaf) = unknown.rsplit_once('.').unwrap_or(("", unknown));
+    let leaf = leaf.to_ascii_lowercase();
+    let threshold = (leaf.chars().count() / 3).max(1);
+    known
+        .iter()
+        .filter(|k| k.contains('.') == unknown.contains('.') || !unknown.contains('.'))
+        .map(|k| {
+            let (k_section, k_leaf) = k.rsplit_once('.').unwrap_or(("", k));
+            (levenshtein(&leaf, k_leaf), k_section != section, k)
+        })
+        .filter(|(distance, _, _)| *distance <= threshold)
+        .min_by_key(|(distance, other_section, _)| (*distance, *other_section))
+        .map(|(_, _, k)| k.clone())
+}
+
+fn levenshtein(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut diagonal = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let substitution = diagonal + usize::from(ca != *cb);
+            diagonal = row[j + 1];
+            row[j + 1] = substitution.min(row[j] + 1).min(row[j + 1] + 1);
+        }
+    }
+    row[b.len()]
+}

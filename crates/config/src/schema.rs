@@ -1,0 +1,253 @@
+//! The typed configuration and its defaults.
+//!
+//! Every default lives in a `Default` impl (or [`UpstreamConfig::new`]) in this file and nowhere
+//! else: the loader falls back to these values, and `config.example.toml` is tested against them.
+
+use std::collections::BTreeMap;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use http::{HeaderName, Uri};
+use serde::{Serialize, Serializer};
+
+/// The whole sidecar configuration, validated.
+///
+/// Built once at start-up (and again on reload) by [`Config::load`](crate::Config::load); every
+/// behaviour is derived from it then, never looked up on the hot path.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Config {
+    /// Where the sidecar listens.
+    pub listen: ListenConfig,
+    /// How the sidecar reaches FinCode.
+    pub upstream: UpstreamConfig,
+    /// Size limits on what the app may send.
+    pub limits: LimitsConfig,
+    /// Which credentials the sidecar injects.
+    pub auth: AuthConfig,
+    /// What the sidecar logs and how.
+    pub log: LogConfig,
+}
+
+/// The sidecar's two listeners.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ListenConfig {
+    /// The egress port the app calls without credentials. Loopback by default because anyone who
+    /// can reach it spends the merchant's FinCode credentials.
+    pub egress: SocketAddr,
+    /// The admin port (health, readiness, metrics, webhooks). Open to the pod network by default
+    /// so kubelet probes and Prometheus can reach it.
+    pub admin: SocketAddr,
+}
+
+/// How the sidecar reaches FinCode.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct UpstreamConfig {
+    /// FinCode's API base, e.g. `https://acme.fincode.tech/api/v6/services`. Normalised: absolute,
+    /// lower-case scheme and host, no user info, query or fragment, and no trailing `/` on the path
+    /// (a bare host keeps the single `/` that [`Uri`] always prints).
+    #[serde(serialize_with = "ser_display")]
+    pub base_url: Uri,
+    /// An extra PEM CA bundle trusted on top of the webpki roots (for a TLS-inspecting egress
+    /// proxy or a test CA). Checked at load time to exist and hold a certificate.
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "ser_opt_path"
+    )]
+    pub ca_file: Option<PathBuf>,
+    /// Permit `http://` base URLs. Only for tests against the sandbox: it puts credentials on the
+    /// wire in clear text.
+    pub allow_insecure: bool,
+    /// How long to wait for a TCP + TLS connection to FinCode.
+    #[serde(serialize_with = "humantime_serde::serialize")]
+    pub connect_timeout: Duration,
+    /// How long to wait for FinCode's response head once the request is sent.
+    #[serde(serialize_with = "humantime_serde::serialize")]
+    pub request_timeout: Duration,
+    /// How long an idle pooled connection is kept before it is closed.
+    #[serde(serialize_with = "humantime_serde::serialize")]
+    pub pool_idle_timeout: Duration,
+    /// How many idle connections to keep per FinCode host (0 disables pooling).
+    pub pool_max_idle_per_host: usize,
+    /// Offer HTTP/2 via ALPN; one multiplexed connection is cheaper than a pool of HTTP/1.1 ones.
+    pub http2: bool,
+}
+
+/// Size limits on the app's requests, so one runaway request cannot exhaust the sidecar.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct LimitsConfig {
+    /// Largest request body accepted from the app, in bytes.
+    #[serde(serialize_with = "ser_u64_saturating")]
+    pub max_request_body_bytes: u64,
+    /// Largest total size of the request head accepted from the app, in bytes.
+    pub max_request_header_bytes: usize,
+}
+
+/// How the sidecar authenticates to FinCode on the app's behalf.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AuthMode {
+    /// Inject nothing: the app sends its own credentials (a migration step, not the goal).
+    #[default]
+    None,
+    /// Inject a static API token read from the environment variable named by `auth.token_env`.
+    Static,
+}
+
+/// Which credentials the sidecar injects, and where they come from.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct AuthConfig {
+    /// The credential mode.
+    pub mode: AuthMode,
+    /// The request header the credential is sent in.
+    #[serde(serialize_with = "ser_header_name")]
+    pub header: HeaderName,
+    /// The *name* of the environment variable holding the API token; the token itself never
+    /// appears in the file. Required when `mode` is [`AuthMode::Static`].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token_env: Option<String>,
+    /// Non-secret headers added to every upstream request (lower-case names). Credential headers
+    /// are refused here because their values would be secrets written in the file.
+    pub extra_headers: BTreeMap<String, String>,
+}
+
+/// The log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// One JSON object per line, for log shippers.
+    #[default]
+    Json,
+    /// Human-readable lines, for a terminal.
+    Text,
+}
+
+/// What the sidecar logs and how.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct LogConfig {
+    /// A `tracing` `EnvFilter` directive such as `info` or `info,fincode_proxy=debug`.
+    pub level: String,
+    /// The output format.
+    pub format: LogFormat,
+}
+
+// === impl Config ===
+
+impl Config {
+    /// A configuration with every default filled in and the given FinCode base URL.
+    ///
+    /// The URL is taken as given (not validated or normalised); use it for programmatic set-ups
+    /// such as `demo` and tests, and [`Config::load`](crate::Config::load) for operator input.
+    pub fn with_base_url(base_url: Uri) -> Self {
+        Self {
+            listen: ListenConfig::default(),
+            upstream: UpstreamConfig::new(base_url),
+            limits: LimitsConfig::default(),
+            auth: AuthConfig::default(),
+            log: LogConfig::default(),
+        }
+    }
+}
+
+// === impl ListenConfig ===
+
+impl Default for ListenConfig {
+    fn default() -> Self {
+        Self {
+            egress: SocketAddr::from((Ipv4Addr::LOCALHOST, 8080)),
+            admin: SocketAddr::from((Ipv4Addr::UNSPECIFIED, 9090)),
+        }
+    }
+}
+
+// === impl UpstreamConfig ===
+
+impl UpstreamConfig {
+    /// Every upstream default, with the given base URL (there is no sensible default tenant).
+    pub fn new(base_url: Uri) -> Self {
+        Self {
+            base_url,
+            ca_file: None,
+            allow_insecure: false,
+            connect_timeout: Duration::from_secs(5),
+            request_timeout: Duration::from_secs(30),
+            pool_idle_timeout: Duration::from_secs(30),
+            pool_max_idle_per_host: 64,
+            http2: true,
+        }
+    }
+
+    /// The base URL's path without a trailing `/` (`""` for a bare host), ready to have the
+    /// app's request path appended.
+    pub fn base_path(&self) -> &str {
+        self.base_url.path().trim_end_matches('/')
+    }
+}
+
+// === impl LimitsConfig ===
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        Self {
+            max_request_body_bytes: 10 * 1024 * 1024,
+            max_request_header_bytes: 64 * 1024,
+        }
+    }
+}
+
+// === impl AuthConfig ===
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        Self {
+            mode: AuthMode::None,
+            header: HeaderName::from_static("x-auth-token"),
+            token_env: None,
+            extra_headers: default_extra_headers(),
+        }
+    }
+}
+
+/// FinCode identifies the calling platform by this header; sending it by default means the app
+/// does not have to.
+pub(crate) fn default_extra_headers() -> BTreeMap<String, String> {
+    BTreeMap::from([("platform".to_owned(), "fincode".to_owned())])
+}
+
+// === impl LogConfig ===
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            level: "info".to_owned(),
+            format: LogFormat::Json,
+        }
+    }
+}
+
+// === serde helpers ===
+// `http` types do not implement `Serialize`; write them as the strings the loader reads back.
+
+fn ser_display<T: std::fmt::Display, S: Serializer>(value: &T, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_str(value)
+}
+
+fn ser_header_name<S: Serializer>(name: &HeaderName, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(name.as_str())
+}
+
+// The loader only ever produces UTF-8 paths (they come from TOML strings); a programmatically
+// built non-UTF-8 path is written lossily rather than failing the whole file.
+#[allow(clippy::ref_option)] // serde's `serialize_with` hands us `&Option<_>`.
+fn ser_opt_path<S: Serializer>(path: &Option<PathBuf>, s: S) -> Result<S::Ok, S::Error> {
+    match path {
+        Some(path) => s.serialize_str(&path.to_string_lossy()),
+        None => s.serialize_none(),
+    }
+}
+
+// TOML integers are i64; anything above is "unlimited" in practice, so saturate rather than fail.
+#[allow(clippy::trivially_copy_pass_by_ref)] // serde's `serialize_with` hands us `&u64`.
+fn ser_u64_saturating<S: Serializer>(value: &u64, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_i64(i64::try_from(*value).unwrap_or(i64::MAX))
+}

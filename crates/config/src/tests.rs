@@ -1,0 +1,574 @@
+#![allow(clippy::unwrap_used)]
+
+use std::io::Write as _;
+use std::time::Duration;
+
+use http::Uri;
+
+use super::*;
+
+const BASE_URL: &str = "https://acme.fincode.tech/api/v6/services";
+const CANARY: &str = "CANARY-s3cr3t-9f8e";
+const EXAMPLE: &str = include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/../../config.example.toml"));
+
+fn minimal() -> String {
+    format!("[upstream]\nbase_url = \"{BASE_URL}\"\n")
+}
+
+fn env(pairs: &[(&str, &str)]) -> Env {
+    Env::from_pairs(pairs.iter().copied())
+}
+
+fn load(text: &str) -> Result<(Config, Vec<Problem>), ConfigError> {
+    Config::from_toml_str(text, &Env::default())
+}
+
+#[track_caller]
+fn load_ok(text: &str, vars: &[(&str, &str)]) -> (Config, Vec<Problem>) {
+    match Config::from_toml_str(text, &env(vars)) {
+        Ok(loaded) => loaded,
+        Err(err) => panic!("expected a valid config, got:\n{err}"),
+    }
+}
+
+/// Loads text expected to be invalid and returns its error problems (warnings dropped).
+#[track_caller]
+fn errors(text: &str, vars: &[(&str, &str)]) -> Vec<Problem> {
+    match Config::from_toml_str(text, &env(vars)) {
+        Ok((config, _)) => panic!("expected problems, got {config:?}"),
+        Err(err) => err
+            .problems()
+            .iter()
+            .filter(|p| p.is_error())
+            .cloned()
+            .collect(),
+    }
+}
+
+fn keys(problems: &[Problem]) -> Vec<&str> {
+    problems.iter().map(|p| p.key.as_str()).collect()
+}
+
+/// Asserts the canary appears nowhere an operator or a log could see it.
+#[track_caller]
+fn assert_no_canary(text: &str, vars: &[(&str, &str)]) -> ConfigError {
+    let err = Config::from_toml_str(text, &env(vars)).unwrap_err();
+    let display = err.to_string();
+    let debug = format!("{err:?}");
+    assert!(!display.contains(CANARY), "Display leaks the secret:\n{display}");
+    assert!(!debug.contains(CANARY), "Debug leaks the secret:\n{debug}");
+    for problem in err.problems() {
+        assert!(!problem.to_string().contains(CANARY));
+        assert!(!format!("{problem:?}").contains(CANARY));
+    }
+    err
+}
+
+fn pem_file(contents: &str) -> tempfile::NamedTempFile {
+    let mut file = tempfile::NamedTempFile::new().unwrap();
+    file.write_all(contents.as_bytes()).unwrap();
+    file
+}
+
+const PEM: &str = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n";
+
+// --- defaults and the example file ---
+
+#[test]
+fn minimal_file_gets_every_default() {
+    let (config, warnings) = load_ok(&minimal(), &[]);
+    assert_eq!(config, Config::with_base_url(Uri::from_static(BASE_URL)));
+    assert_eq!(config.listen.egress, "127.0.0.1:8080".parse().unwrap());
+    assert_eq!(config.listen.admin, "0.0.0.0:9090".parse().unwrap());
+    assert_eq!(config.upstream.connect_timeout, Duration::from_secs(5));
+    assert_eq!(config.upstream.request_timeout, Duration::from_secs(30));
+    assert_eq!(config.upstream.pool_idle_timeout, Duration::from_secs(30));
+    assert_eq!(config.upstream.pool_max_idle_per_host, 64);
+    assert!(config.upstream.http2 && !config.upstream.allow_insecure);
+    assert_eq!(config.upstream.ca_file, None);
+    assert_eq!(config.limits.max_request_body_bytes, 10_485_760);
+    assert_eq!(config.limits.max_request_header_bytes, 65_536);
+    assert_eq!(config.auth.mode, AuthMode::None);
+    assert_eq!(config.auth.header, "x-auth-token");
+    assert_eq!(config.auth.token_env, None);
+    assert_eq!(config.auth.extra_headers["platform"], "fincode");
+    assert_eq!(config.log.level, "info");
+    assert_eq!(config.log.format, LogFormat::Json);
+    // Mode "none" works but weakens the posture: one warning, nothing else.
+    assert_eq!(keys(&warnings), ["auth.mode"]);
+    assert_eq!(warnings[0].severity, Severity::Warning);
+    assert!(warnings[0].message.contains("the app must send its own"));
+}
+
+#[test]
+fn example_file_loads_without_errors_and_matches_the_defaults() {
+    let (config, warnings) = load_ok(EXAMPLE, &[]);
+    assert!(warnings.iter().all(|p| !p.is_error()));
+    assert_eq!(config, Config::with_base_url(Uri::from_static(BASE_URL)));
+}
+
+#[test]
+fn example_file_documents_every_key() {
+    // Collect `key =` and `# key =` lines per `[section]` of the example.
+    let mut documented = Vec::new();
+    let mut section = String::new();
+    for line in EXAMPLE.lines().map(str::trim) {
+        if let Some(name) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
+            section = name.to_owned();
+            documented.push(section.clone());
+        } else if let Some((key, _)) = line.trim_start_matches("# ").split_once(" = ") {
+            documented.push(format!("{section}.{key}"));
+        }
+    }
+    let known = load::known_keys();
+    assert!(known.len() > 20, "schema walk found too few keys: {known:?}");
+    let missing: Vec<_> = known.iter().filter(|k| !documented.contains(k)).collect();
+    assert!(missing.is_empty(), "config.example.toml does not document {missing:?}");
+}
+
+// --- env overlay ---
+
+#[test]
+fn env_overlay_sets_strings_numbers_bools_and_nested_maps() {
+    let (config, _) = load_ok(
+        "",
+        &[
+            ("FINCODE_SIDECAR__UPSTREAM__BASE_URL", "https://other.fincode.tech/api/"),
+            ("FINCODE_SIDECAR__UPSTREAM__POOL_MAX_IDLE_PER_HOST", "9"),
+            ("FINCODE_SIDECAR__UPSTREAM__HTTP2", "false"),
+            ("FINCODE_SIDECAR__UPSTREAM__CONNECT_TIMEOUT", "250ms"),
+            ("FINCODE_SIDECAR__LISTEN__EGRESS", "127.0.0.1:18080"),
+            ("FINCODE_SIDECAR__AUTH__EXTRA_HEADERS__X_MERCHANT", "m-42"),
+            // Case-insensitive, and a quoted TOML string is unquoted.
+            ("fincode_sidecar__log__format", "\"text\""),
+            ("UNRELATED", "ignored"),
+        ],
+    );
+    assert_eq!(config.upstream.base_url, "https://other.fincode.tech/api");
+    assert_eq!(config.upstream.pool_max_idle_per_host, 9);
+    assert!(!config.upstream.http2);
+    assert_eq!(config.upstream.connect_timeout, Duration::from_millis(250));
+    assert_eq!(config.listen.egress.port(), 18080);
+    assert_eq!(config.log.format, LogFormat::Text);
+    // Entries are added to the default map, not replacing it.
+    assert_eq!(config.auth.extra_headers["x_merchant"], "m-42");
+    assert_eq!(config.auth.extra_headers["platform"], "fincode");
+}
+
+#[test]
+fn env_overlay_overrides_the_file() {
+    let text = format!("{}[auth]\nextra_headers = {{ platform = \"a\" }}\n", minimal());
+    let (config, _) = load_ok(
+        &text,
+        &[
+            ("FINCODE_SIDECAR__UPSTREAM__BASE_URL", "https://b.fincode.tech"),
+            ("FINCODE_SIDECAR__AUTH__EXTRA_HEADERS__PLATFORM", "fincode"),
+        ],
+    );
+    assert_eq!(config.upstream.base_url, "https://b.fincode.tech/");
+    assert_eq!(config.upstream.base_path(), "");
+    assert_eq!(config.auth.extra_headers["platform"], "fincode");
+}
+
+#[test]
+fn env_value_of_the_wrong_toml_type_is_retried_as_a_string() {
+    // `true` reads as a boolean, but here it is meant as a variable name.
+    let text = format!("{}[auth]\nmode = \"static\"\n", minimal());
+    let (config, _) = load_ok(&text, &[("FINCODE_SIDECAR__AUTH__TOKEN_ENV", "true")]);
+    assert_eq!(config.auth.token_env.as_deref(), Some("true"));
+}
+
+#[test]
+fn env_problems_name_the_variable() {
+    let var = "FINCODE_SIDECAR__UPSTREAM__CONNECT_TIMEOUT";
+    let problems = errors(&minimal(), &[(var, "five")]);
+    assert_eq!(keys(&problems), ["upstream.connect_timeout"]);
+    assert_eq!(problems[0].source, Source::Env(var.to_owned()));
+    assert_eq!(problems[0].value.as_deref(), Some("\"five\""));
+    let shown = problems[0].to_string();
+    assert!(
+        shown.starts_with(&format!("error: upstream.connect_timeout (from {var}) = \"five\": expected a duration")),
+        "{shown}"
+    );
+}
+
+#[test]
+fn malformed_overlay_variables_are_reported() {
+    let problems = errors(
+        &minimal(),
+        &[
+            ("FINCODE_SIDECAR__UPSTREAM____HTTP2", "true"),
+            ("FINCODE_SIDECAR__UPSTREAM__HTTP2__X", "1"),
+            ("FINCODE_SIDECAR__UPSTREAM__HTTP3", "true"),
+        ],
+    );
+    assert_eq!(
+        keys(&problems),
+        ["upstream..http2", "upstream.http2.x", "upstream.http3"],
+        "{problems:#?}"
+    );
+    assert!(problems.iter().all(|p| matches!(p.source, Source::Env(_))));
+    assert!(problems[2].message.contains("did you mean `upstream.http2`?"));
+}
+
+// --- bad values ---
+
+#[test]
+fn each_bad_value_names_its_key_and_what_was_expected() {
+    let cases: &[(&str, &str, &str, &str)] = &[
+        ("listen", "egress = \"localhost:8080\"", "listen.egress", "IP address and port"),
+        ("listen", "admin = 9090", "listen.admin", "IP address and port"),
+        ("upstream", "connect_timeout = \"five\"", "upstream.connect_timeout", "duration such as \"5s\""),
+        ("upstream", "request_timeout = 30", "upstream.request_timeout", "duration"),
+        ("upstream", "pool_idle_timeout = \"0s\"", "upstream.pool_idle_timeout", "greater than zero"),
+        ("upstream", "pool_max_idle_per_host = -1", "upstream.pool_max_idle_per_host", "non-negative integer"),
+        ("upstream", "http2 = \"yes\"", "upstream.http2", "expected true or false"),
+        ("upstream", "allow_insecure = 1", "upstream.allow_insecure", "expected true or false"),
+        ("limits", "max_request_body_bytes = 0", "limits.max_request_body_bytes", "greater than 0"),
+        ("limits", "max_request_header_bytes = 512", "limits.max_request_header_bytes", "between 1024 and 1048576"),
+        ("limits", "max_request_header_bytes = 2000000", "limits.max_request_header_bytes", "between 1024 and 1048576"),
+        ("auth", "mode = \"oauth\"", "auth.mode", "\"none\" or \"static\""),
+        ("auth", "header = \"X Auth\"", "auth.header", "not a valid HTTP header name"),
+        ("auth", "header = \"Host\"", "auth.header", "manages this header"),
+        ("auth", "extra_headers = { \"bad header\" = \"x\" }", "auth.extra_headers.bad header", "header name"),
+        ("auth", "extra_headers = { x-ok = \"bad\\nvalue\" }", "auth.extra_headers.x-ok", "header value"),
+        ("auth", "extra_headers = { x-ok = 5 }", "auth.extra_headers.x-ok", "expected a string"),
+        ("auth", "extra_headers = \"platform\"", "auth.extra_headers", "expected a table"),
+        ("log", "level = \"verbose\"", "log.level", "known level"),
+        ("log", "level = \"hyper proto=info\"", "log.level", "valid target"),
+        ("log", "level = \"\"", "log.level", "must not be empty"),
+        ("log", "format = \"yaml\"", "log.format", "\"json\" or \"text\""),
+    ];
+    for (section, line, key, expected) in cases {
+        let text = if *section == "upstream" {
+            format!("{}{line}\n", minimal())
+        } else {
+            format!("{}[{section}]\n{line}\n", minimal())
+        };
+        let problems = errors(&text, &[]);
+        assert_eq!(keys(&problems), [*key], "for `{line}`: {problems:#?}");
+        assert!(problems[0].message.contains(expected), "for `{line}`: {}", problems[0]);
+        assert!(!problems[0].fix.is_empty());
+        assert_eq!(problems[0].source, Source::File);
+    }
+}
+
+#[test]
+fn good_log_levels_are_accepted() {
+    for level in ["info", "WARN", "info,fincode_proxy=debug", "hyper::proto = off, error"] {
+        let text = format!("{}[log]\nlevel = \"{level}\"\n", minimal());
+        assert_eq!(load_ok(&text, &[]).0.log.level, level);
+    }
+}
+
+#[test]
+fn every_problem_is_reported_in_one_pass() {
+    let text = "\
+[listen]
+egress = \"nowhere\"
+[upstream]
+connect_timeout = \"five\"
+pool_max_idle_per_host = -1
+http2 = \"yes\"
+ca_fil = \"/etc/ca.pem\"
+[auth]
+mode = \"static\"
+[log]
+format = \"yaml\"
+";
+    let problems = errors(text, &[]);
+    assert_eq!(
+        keys(&problems),
+        [
+            "listen.egress",
+            "upstream.base_url",
+            "upstream.connect_timeout",
+            "upstream.pool_max_idle_per_host",
+            "upstream.http2",
+            "log.format",
+            "upstream.ca_fil",
+            "auth.token_env",
+        ],
+        "{problems:#?}"
+    );
+    let err = load(text).unwrap_err();
+    let shown = err.to_string();
+    assert!(shown.starts_with("invalid configuration: 8 errors, 0 warnings\n"), "{shown}");
+    assert_eq!(shown.matches("\n  fix: ").count(), 8);
+    assert!(shown.contains("error: upstream.base_url: missing required key\n  fix: add base_url = "));
+}
+
+#[test]
+fn warnings_ride_along_with_errors() {
+    let text = format!("[listen]\negress = \"0.0.0.0:8080\"\n{}http2 = 3\n", minimal());
+    let err = load(&text).unwrap_err();
+    let problems = err.problems();
+    assert_eq!(keys(problems), ["upstream.http2", "listen.egress", "auth.mode"]);
+    assert_eq!(problems[1].severity, Severity::Warning);
+    assert!(problems[1].message.contains("reachable from the network"));
+}
+
+// --- unknown keys ---
+
+#[test]
+fn unknown_keys_get_a_did_you_mean() {
+    let text = format!(
+        "{}ca_fil = \"/x.pem\"\n[listen]\nbase_url = \"x\"\n[upstrem]\nhttp2 = true\n[zzz]\n",
+        minimal()
+    );
+    let problems = errors(&text, &[]);
+    let find = |key: &str| problems.iter().find(|p| p.key == key).unwrap();
+    assert!(find("upstream.ca_fil").message.contains("did you mean `upstream.ca_file`?"));
+    assert_eq!(find("upstream.ca_fil").fix, "rename it to `upstream.ca_file`");
+    assert!(find("listen.base_url").message.contains("did you mean `upstream.base_url`?"));
+    assert!(find("upstrem").message.contains("unknown section; did you mean `upstream`?"));
+    assert_eq!(find("zzz").message, "unknown section");
+    assert!(problems.iter().all(|p| p.value.is_none()));
+    assert_eq!(problems.len(), 4);
+}
+
+// --- secrets ---
+
+#[test]
+fn literal_secrets_are_refused_and_never_echoed() {
+    let cases: &[(&str, &str)] = &[
+        ("password = \"{c}\"\n{m}", "password"),
+        ("{m}api_key = \"{c}\"\n", "upstream.api_key"),
+        ("{m}[auth]\ntoken = \"{c}\"\n", "auth.token"),
+        ("{m}[auth]\nclient_secret = \"{c}\"\n", "auth.client_secret"),
+        ("{m}[vault]\nlogin = {{ passwd = \"{c}\" }}\n", "vault.login.passwd"),
+        ("{m}[log]\ncard_pin = \"{c}\"\n", "log.card_pin"),
+        ("{m}[auth]\nextra_headers = {{ Authorization = \"Bearer {c}\" }}\n", "auth.extra_headers.Authorization"),
+        ("{m}[auth]\nextra_headers = {{ x-session-token = \"{c}\" }}\n", "auth.extra_headers.x-session-token"),
+        ("{m}[auth]\nheader = \"X-Key\"\nextra_headers = {{ x-key = \"{c}\" }}\n", "auth.extra_headers.x-key"),
+    ];
+    for (template, key) in cases {
+        let text = template.replace("{m}", &minimal()).replace("{c}", CANARY).replace("{{", "{").replace("}}", "}");
+        let err = assert_no_canary(&text, &[]);
+        let problem = err.problems().iter().find(|p| p.key == *key);
+        let problem = problem.unwrap_or_else(|| panic!("no problem for {key}: {err}"));
+        assert!(problem.message.contains("secrets are never written in the config file"), "{problem}");
+        assert_eq!(problem.value, None);
+    }
+}
+
+#[test]
+fn secret_fix_names_the_env_key_to_use() {
+    let text = format!("{}[auth]\ntoken = \"{CANARY}\"\n", minimal());
+    let problems = errors(&text, &[]);
+    assert_eq!(
+        problems[0].fix,
+        "put the value in an environment variable and name it: set auth.token_env = \"FINCODE_API_TOKEN\""
+    );
+}
+
+#[test]
+fn secrets_from_the_env_overlay_are_refused_too() {
+    let var = "FINCODE_SIDECAR__AUTH__TOKEN";
+    let err = assert_no_canary(&minimal(), &[(var, CANARY)]);
+    let problems = err.problems();
+    assert_eq!(keys(problems)[0], "auth.token");
+    assert_eq!(problems[0].source, Source::Env(var.to_owned()));
+    assert!(problems[0].to_string().contains("(from FINCODE_SIDECAR__AUTH__TOKEN)"));
+}
+
+#[test]
+fn env_keys_must_hold_a_name_not_the_secret() {
+    for bad in [format!("sk live {CANARY}"), format!("9{CANARY}"), "x".repeat(129)] {
+        let text = format!("{}[auth]\nmode = \"static\"\ntoken_env = \"{bad}\"\n", minimal());
+        let err = assert_no_canary(&text, &[]);
+        let problems = err.problems();
+        assert_eq!(keys(problems), ["auth.token_env", "auth.token_env"], "{err}");
+        assert!(problems[0].message.contains("must name an environment variable"));
+        assert!(!err.to_string().contains(&bad));
+        // The second is the consequence: static mode without a usable token_env.
+        assert!(problems[1].message.contains("required when auth.mode = \"static\""));
+    }
+    // Also through the overlay.
+    assert_no_canary(
+        &minimal(),
+        &[("FINCODE_SIDECAR__AUTH__TOKEN_ENV", &format!("Bearer {CANARY}"))],
+    );
+}
+
+#[test]
+fn syntax_errors_give_line_and_column_without_the_line() {
+    let text = format!("[auth]\n\npassword = \"{CANARY}\n");
+    let err = assert_no_canary(&text, &[]);
+    let ConfigError::Syntax { line, column, .. } = err else {
+        panic!("expected a syntax error, got {err:?}");
+    };
+    assert_eq!(line, 3);
+    assert!(column > 1);
+    assert!(err.to_string().ends_with("\n  fix: fix the TOML syntax"), "{err}");
+}
+
+#[test]
+fn env_debug_shows_names_only() {
+    let shown = format!("{:?}", env(&[("FINCODE_API_TOKEN", CANARY)]));
+    assert!(shown.contains("FINCODE_API_TOKEN") && !shown.contains(CANARY), "{shown}");
+}
+
+// --- upstream.base_url ---
+
+#[test]
+fn plain_http_is_refused_unless_allow_insecure_then_warned() {
+    let text = "[upstream]\nbase_url = \"http://acme.fincode.tech\"\n";
+    let problems = errors(text, &[]);
+    assert_eq!(keys(&problems), ["upstream.base_url"]);
+    assert_eq!(
+        problems[0].to_string(),
+        "error: upstream.base_url = \"http://acme.fincode.tech/\": plain HTTP is refused; FinCode \
+         must be reached over HTTPS\n  fix: use an https:// URL (or set \
+         upstream.allow_insecure = true, for tests only)"
+    );
+
+    let (config, warnings) = load_ok(&format!("{text}allow_insecure = true\n"), &[]);
+    assert_eq!(config.upstream.base_url, "http://acme.fincode.tech/");
+    let warning = warnings.iter().find(|p| p.key == "upstream.base_url").unwrap();
+    assert!(warning.message.contains("tests only"));
+}
+
+#[test]
+fn base_url_is_normalised() {
+    let text = "[upstream]\nbase_url = \"HTTPS://Acme.FinCode.tech:443/api/v6/services//\"\n";
+    let (config, _) = load_ok(text, &[]);
+    assert_eq!(config.upstream.base_url, "https://acme.fincode.tech:443/api/v6/services");
+    assert_eq!(config.upstream.base_path(), "/api/v6/services");
+}
+
+#[test]
+fn bad_base_urls_are_refused() {
+    for (url, expected) in [
+        ("acme.fincode.tech", "absolute URL"),
+        ("/api/v6", "absolute URL"),
+        ("ftp://acme.fincode.tech", "scheme must be https"),
+        ("https://acme.fincode.tech/api?x=1", "query string"),
+        ("https://acme.fincode.tech/api#top", "fragment"),
+        ("https://acme fincode", "not a valid URL"),
+    ] {
+        let problems = errors(&format!("[upstream]\nbase_url = \"{url}\"\n"), &[]);
+        assert_eq!(keys(&problems), ["upstream.base_url"], "{url}");
+        assert!(problems[0].message.contains(expected), "{url}: {}", problems[0]);
+    }
+}
+
+#[test]
+fn userinfo_in_base_url_is_refused_without_echo() {
+    let text = format!("[upstream]\nbase_url = \"https://merchant:{CANARY}@acme.fincode.tech/api\"\n");
+    let err = assert_no_canary(&text, &[]);
+    assert_eq!(keys(err.problems()), ["upstream.base_url"]);
+    assert_eq!(err.problems()[0].value, None);
+    assert!(err.problems()[0].message.contains("user name or password"));
+}
+
+// --- upstream.ca_file ---
+
+#[test]
+fn ca_file_must_exist_and_hold_a_pem_certificate() {
+    let missing = format!("{}ca_file = \"/nonexistent/ca.pem\"\n", minimal());
+    let problems = errors(&missing, &[]);
+    assert_eq!(keys(&problems), ["upstream.ca_file"]);
+    assert!(problems[0].message.contains("file not found"));
+    assert_eq!(problems[0].value.as_deref(), Some("\"/nonexistent/ca.pem\""));
+
+    let not_pem = pem_file("this is not a certificate");
+    let text = format!("{}ca_file = {:?}\n", minimal(), not_pem.path());
+    let problems = errors(&text, &[]);
+    assert!(problems[0].message.contains("no PEM certificate"), "{}", problems[0]);
+
+    let good = pem_file(PEM);
+    let text = format!("{}ca_file = {:?}\n", minimal(), good.path());
+    assert_eq!(load_ok(&text, &[]).0.upstream.ca_file.as_deref(), Some(good.path()));
+}
+
+// --- cross-field rules ---
+
+#[test]
+fn static_mode_needs_token_env() {
+    let text = format!("{}[auth]\nmode = \"static\"\n", minimal());
+    let problems = errors(&text, &[]);
+    assert_eq!(keys(&problems), ["auth.token_env"]);
+    assert!(problems[0].fix.contains("auth.token_env = \"FINCODE_API_TOKEN\""));
+
+    let text = format!("{text}token_env = \"FINCODE_API_TOKEN\"\n");
+    let (config, warnings) = load_ok(&text, &[]);
+    assert_eq!(config.auth.mode, AuthMode::Static);
+    assert!(warnings.is_empty(), "{warnings:?}");
+}
+
+#[test]
+fn listeners_cannot_share_a_port() {
+    let text = format!("[listen]\negress = \"127.0.0.1:9090\"\n{}", minimal());
+    assert_eq!(keys(&errors(&text, &[])), ["listen.admin"]);
+}
+
+// --- reading files ---
+
+#[test]
+fn load_reads_a_file_and_names_it_in_errors() {
+    let file = pem_file(&minimal());
+    assert!(Config::load(file.path(), &Env::default()).is_ok());
+
+    let err = Config::load(std::path::Path::new("/nonexistent/fincode.toml"), &Env::default()).unwrap_err();
+    assert!(matches!(err, ConfigError::Read { .. }));
+    assert!(err.to_string().contains("/nonexistent/fincode.toml"), "{err}");
+
+    let broken = pem_file("[upstream\n");
+    let err = Config::load(broken.path(), &Env::default()).unwrap_err();
+    assert!(err.to_string().contains(&broken.path().display().to_string()), "{err}");
+    assert!(err.to_string().contains("line 1"), "{err}");
+}
+
+// --- serialisation ---
+
+#[test]
+fn to_toml_string_round_trips() {
+    let ca = pem_file(PEM);
+    let mut config = Config::with_base_url(Uri::from_static("http://127.0.0.1:18443/api"));
+    config.listen.egress = "[::1]:18080".parse().unwrap();
+    config.listen.admin = "127.0.0.1:19090".parse().unwrap();
+    config.upstream.ca_file = Some(ca.path().to_owned());
+    config.upstream.allow_insecure = true;
+    config.upstream.connect_timeout = Duration::from_millis(250);
+    config.upstream.request_timeout = Duration::from_secs(90);
+    config.upstream.pool_idle_timeout = Duration::from_secs(1);
+    config.upstream.pool_max_idle_per_host = 0;
+    config.upstream.http2 = false;
+    config.limits.max_request_body_bytes = 1;
+    config.limits.max_request_header_bytes = 1024;
+    config.auth.mode = AuthMode::Static;
+    config.auth.header = http::HeaderName::from_static("x-fincode-key");
+    config.auth.token_env = Some("FINCODE_API_TOKEN".to_owned());
+    config.auth.extra_headers.insert("x-merchant".to_owned(), "m 42".to_owned());
+    config.log.level = "debug,hyper=info".to_owned();
+    config.log.format = LogFormat::Text;
+
+    let text = config.to_toml_string();
+    let (reloaded, _) = load_ok(&text, &[]);
+    assert_eq!(reloaded, config, "{text}");
+
+    let defaults = Config::with_base_url(Uri::from_static(BASE_URL));
+    assert_eq!(load_ok(&defaults.to_toml_string(), &[]).0, defaults);
+}
+
+// --- check_environment ---
+
+#[test]
+fn check_environment_reports_unset_token_variable_without_value() {
+    let text = format!("{}[auth]\nmode = \"static\"\ntoken_env = \"FINCODE_API_TOKEN\"\n", minimal());
+    let (config, _) = load_ok(&text, &[]);
+
+    let problems = config.check_environment(&Env::default());
+    assert_eq!(keys(&problems), ["auth.token_env"]);
+    assert_eq!(
+        problems[0].message,
+        "environment variable FINCODE_API_TOKEN (named by auth.token_env) is not set"
+    );
+    assert_eq!(config.check_environment(&env(&[("FINCODE_API_TOKEN", " ")])).len(), 1);
+    assert!(config.check_environment(&env(&[("FINCODE_API_TOKEN", CANARY)])).is_empty());
+
+    // Mode "none" reads no variable.
+    let (config, _) = load_ok(&minimal(), &[]);
+    assert!(config.check_environment(&Env::default()).is_empty());
+}

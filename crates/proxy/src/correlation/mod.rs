@@ -1,0 +1,70 @@
+//! Correlation: every request gets an `X-Request-ID`, kept if the app sent a valid
+//! one (or an `X-Correlation-ID`), otherwise minted as a UUIDv7 (time-ordered, so ids
+//! sort like the logs they appear in). The id is forwarded to FinCode, stored in the
+//! request extensions for inner layers, and echoed on the response, including on
+//! errors the sidecar makes.
+//!
+//! This is the outermost layer so that nothing below it ever runs without an id.
+
+mod layer;
+mod service;
+
+pub use self::layer::CorrelationLayer;
+pub use self::service::{Correlation, ResponseFuture};
+
+use http::{HeaderMap, HeaderValue, header::HeaderName};
+
+/// `X-Request-ID`: the id the sidecar echoes and forwards.
+pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+/// `X-Correlation-ID`: accepted from the app as an alternative spelling.
+pub static X_CORRELATION_ID: HeaderName = HeaderName::from_static("x-correlation-id");
+
+/// Longest id accepted from the app; longer ones are replaced, not truncated,
+/// so that two different ids can never collapse into one.
+const MAX_ID_LEN: usize = 128;
+
+/// The request's correlation id, stored in request extensions.
+#[derive(Clone, Debug)]
+pub struct RequestId(HeaderValue);
+
+// === impl RequestId ===
+
+impl RequestId {
+    /// Takes the app's id when it is well formed, else mints a UUIDv7.
+    pub fn from_headers(headers: &HeaderMap) -> Self {
+        [&X_REQUEST_ID, &X_CORRELATION_ID]
+            .into_iter()
+            .filter_map(|name| headers.get(name))
+            .find(|value| is_well_formed(value.as_bytes()))
+            .map_or_else(Self::mint, |value| Self(value.clone()))
+    }
+
+    /// A fresh UUIDv7 id.
+    pub fn mint() -> Self {
+        let mut buf = [0u8; uuid::fmt::Hyphenated::LENGTH];
+        let text = uuid::Uuid::now_v7().hyphenated().encode_lower(&mut buf);
+        Self(HeaderValue::from_str(text).unwrap_or_else(|_| HeaderValue::from_static("invalid")))
+    }
+
+    /// The id as a header value.
+    pub fn header_value(&self) -> &HeaderValue {
+        &self.0
+    }
+
+    /// The id as text (always ASCII: see [`is_well_formed`]).
+    pub fn as_str(&self) -> &str {
+        self.0.to_str().unwrap_or_default()
+    }
+}
+
+/// Bounded length and a conservative charset, so an id can be logged, used as a
+/// metric exemplar or a file name without escaping and cannot forge a log line.
+fn is_well_formed(id: &[u8]) -> bool {
+    (1..=MAX_ID_LEN).contains(&id.len())
+        && id
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.:/+=@".contains(b))
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,67 @@
+use std::{
+    future::Future,
+    pin::Pin,
+    task::{Context, Poll},
+};
+
+use http::{HeaderValue, Request, Response};
+use pin_project_lite::pin_project;
+use tower::Service;
+
+use super::{RequestId, X_REQUEST_ID};
+
+/// Stamps the correlation id on the request and echoes it on the response.
+#[derive(Clone, Debug)]
+pub struct Correlation<S> {
+    pub(super) inner: S,
+}
+
+impl<S, B, RB> Service<Request<B>> for Correlation<S>
+where
+    S: Service<Request<B>, Response = Response<RB>>,
+{
+    type Response = Response<RB>;
+    type Error = S::Error;
+    type Future = ResponseFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: Request<B>) -> Self::Future {
+        let id = RequestId::from_headers(req.headers());
+        let value = id.header_value().clone();
+        req.headers_mut().insert(&X_REQUEST_ID, value.clone());
+        req.extensions_mut().insert(id);
+        ResponseFuture {
+            inner: self.inner.call(req),
+            id: Some(value),
+        }
+    }
+}
+
+pin_project! {
+    /// Echoes the id on the response once it is ready.
+    #[derive(Debug)]
+    pub struct ResponseFuture<F> {
+        #[pin]
+        inner: F,
+        id: Option<HeaderValue>,
+    }
+}
+
+impl<F, RB, E> Future for ResponseFuture<F>
+where
+    F: Future<Output = Result<Response<RB>, E>>,
+{
+    type Output = Result<Response<RB>, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let mut response = std::task::ready!(this.inner.poll(cx))?;
+        if let Some(id) = this.id.take() {
+            response.headers_mut().insert(&X_REQUEST_ID, id);
+        }
+        Poll::Ready(Ok(response))
+    }
+}

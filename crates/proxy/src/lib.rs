@@ -1,0 +1,98 @@
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+//! The egress proxy: the app calls `http://127.0.0.1:8080/...` without credentials and
+//! the sidecar forwards to `upstream.base_url` over rustls with its own.
+//!
+//! The stack is assembled in one place, [`EgressProxy::serve`], outermost first:
+//!
+//! 1. [`correlation`]: every request gets an `X-Request-ID` (kept or minted), echoed back.
+//! 2. [`problem`]: errors from any layer below become problem+json responses.
+//! 3. [`limits`]: head (431) and body (413) size limits, body streamed through a counter.
+//! 4. [`authorize`]: the sidecar's credentials replace whatever the app sent.
+//! 5. the upstream client: pooled rustls, HTTP/2 by ALPN, HTTPS only, timeouts.
+//!
+//! Later layers (telemetry, audit, load shedding, rate limiting, circuit breaking,
+//! retries) slot in between 2 and 4 in the order DESIGN.md 5.1 gives.
+
+pub mod authorize;
+pub mod correlation;
+mod error;
+mod headers;
+pub mod limits;
+pub mod problem;
+mod server;
+mod upstream;
+
+use std::{future::Future, path::PathBuf, time::Duration};
+
+use fincode_auth::Credentials;
+use fincode_config::Config;
+use http_body_util::Limited;
+use hyper::body::Incoming;
+use tokio::net::TcpListener;
+use tower::ServiceBuilder;
+
+pub use self::error::{ErrorKind, SIDECAR_ERROR_HEADER, SidecarError};
+
+/// Why the proxy could not be built from a valid config. Names the key and the fix.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    /// `upstream.base_url` cannot be used.
+    #[error("upstream.base_url: {0}")]
+    BaseUrl(&'static str),
+    /// `upstream.ca_file` cannot be read or holds no certificate.
+    #[error("upstream.ca_file = {path:?}: {detail}; point it at a PEM file with the CA certificate(s)")]
+    CaFile {
+        /// The configured path.
+        path: PathBuf,
+        /// What was wrong with it.
+        detail: String,
+    },
+    /// rustls refused the TLS settings.
+    #[error("TLS client setup failed: {0}")]
+    Tls(rustls::Error),
+}
+
+/// The egress proxy, built once from the config; [`EgressProxy::serve`] runs it.
+#[derive(Debug)]
+pub struct EgressProxy {
+    upstream: upstream::Upstream<Limited<Incoming>>,
+    credentials: Credentials,
+    max_body: u64,
+    max_head: usize,
+    drain: Duration,
+}
+
+// === impl EgressProxy ===
+
+impl EgressProxy {
+    /// Builds the upstream client (TLS roots, pool) and the layers from `config`.
+    pub fn new(config: &Config, credentials: Credentials) -> Result<Self, BuildError> {
+        let max_body = config.limits.max_request_body_bytes;
+        Ok(Self {
+            upstream: upstream::Upstream::new(&config.upstream, max_body)?,
+            credentials,
+            max_body,
+            max_head: config.limits.max_request_header_bytes,
+            drain: Duration::from_secs(20),
+        })
+    }
+
+    /// Sets how long in-flight requests may run after shutdown begins.
+    #[must_use]
+    pub fn with_drain(mut self, drain: Duration) -> Self {
+        self.drain = drain;
+        self
+    }
+
+    /// Serves the app on `listener` until `shutdown` resolves, then drains.
+    pub async fn serve(self, listener: TcpListener, shutdown: impl Future<Output = ()>) {
+        let stack = ServiceBuilder::new()
+            .layer(correlation::CorrelationLayer::new())
+            .layer(problem::ErrorResponderLayer::new())
+            .layer(limits::RequestLimitsLayer::new(self.max_body, self.max_head))
+            .layer(authorize::AuthorizeLayer::new(self.credentials))
+            .service(self.upstream);
+        server::serve(listener, stack, self.max_head, self.drain, shutdown).await;
+    }
+}

@@ -1,0 +1,378 @@
+//! The upstream client: pooled keep-alive connections to FinCode over rustls, HTTP/2
+//! when ALPN offers it, HTTPS only.
+//!
+//! This is the innermost service of the egress stack. It maps the app's path onto
+//! `upstream.base_url`, strips hop-by-hop headers both ways, bounds the wait for the
+//! response head, and classifies failures into [`SidecarError`]s an app can act on.
+//! It never falls back to plain HTTP: the connector is built HTTPS-only unless the
+//! operator set `upstream.allow_insecure` for tests.
+
+use std::{
+    error::Error as StdError,
+    future::Future,
+    io,
+    pin::Pin,
+    sync::Arc,
+    task::{Context, Poll},
+    time::Duration,
+};
+
+use bytes::Bytes;
+use fincode_config::UpstreamConfig;
+use http::{Request, Response, Uri, Version, header, uri};
+use hyper::body::Incoming;
+use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
+use hyper_util::{
+    client::legacy::{Client, connect::HttpConnector},
+    rt::{TokioExecutor, TokioTimer},
+};
+use rustls::pki_types::{CertificateDer, pem::PemObject};
+use tower::Service;
+
+use crate::{BuildError, ErrorKind, SidecarError, headers::strip_hop_by_hop, limits::body_too_large};
+
+/// HTTP/2 header lists from FinCode up to this size are accepted (hyper's default is
+/// 16 KiB, which a large JWT plus tracing headers can approach).
+const H2_MAX_HEADER_LIST: u32 = 64 * 1024;
+
+/// Where requests go: the scheme and authority of `upstream.base_url` and the path
+/// prefix every app path is placed under.
+#[derive(Debug)]
+pub(crate) struct Target {
+    scheme: uri::Scheme,
+    authority: uri::Authority,
+    base_path: String,
+}
+
+// === impl Target ===
+
+impl Target {
+    pub(crate) fn new(base: &Uri) -> Result<Self, BuildError> {
+        let (Some(scheme), Some(authority)) = (base.scheme().cloned(), base.authority().cloned())
+        else {
+            return Err(BuildError::BaseUrl("it must be absolute, like https://acme.fincode.tech/api/v6/services"));
+        };
+        let base_path = base.path().trim_end_matches('/').to_owned();
+        Ok(Self {
+            scheme,
+            authority,
+            base_path,
+        })
+    }
+
+    /// The upstream URI for the app's request URI. The app may call either the path
+    /// below the base (`/transactionmanagement/...`) or the full path
+    /// (`/api/v6/services/transactionmanagement/...`); both reach the same place.
+    pub(crate) fn rewrite(&self, uri: &Uri) -> Result<Uri, SidecarError> {
+        let path = uri.path();
+        if !path.starts_with('/') || has_dot_segment(path) {
+            return Err(SidecarError::new(
+                ErrorKind::BadRequest,
+                "the request path must be absolute and free of '.' and '..' segments",
+            ));
+        }
+        let under_base = self.base_path.is_empty()
+            || path
+                .strip_prefix(self.base_path.as_str())
+                .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'));
+        let mut path_and_query =
+            String::with_capacity(self.base_path.len() + path.len() + uri.query().map_or(0, |q| q.len() + 1));
+        if !under_base {
+            path_and_query.push_str(&self.base_path);
+        }
+        path_and_query.push_str(path);
+        if let Some(query) = uri.query() {
+            path_and_query.push('?');
+            path_and_query.push_str(query);
+        }
+        Uri::builder()
+            .scheme(self.scheme.clone())
+            .authority(self.authority.clone())
+            .path_and_query(path_and_query)
+            .build()
+            .map_err(|_| SidecarError::new(ErrorKind::BadRequest, "the request path is not a valid URI path"))
+    }
+}
+
+/// `.` and `..` segments, plain or percent-encoded: FinCode (or a CDN in front of it)
+/// may normalise them and so route a request outside `upstream.base_url`.
+fn has_dot_segment(path: &str) -> bool {
+    path.split('/').any(|segment| {
+        let decoded = segment.replace("%2e", ".").replace("%2E", ".");
+        decoded == "." || decoded == ".."
+    })
+}
+
+type Connector = HttpsConnector<HttpConnector>;
+
+/// The pooled HTTPS client to FinCode, as a tower service.
+#[derive(Debug)]
+pub(crate) struct Upstream<B> {
+    client: Client<Connector, B>,
+    target: Arc<Target>,
+    request_timeout: Duration,
+    connect_timeout: Duration,
+    max_body: u64,
+}
+
+// Manual impl: `B` need not be `Clone`.
+impl<B> Clone for Upstream<B> {
+    fn clone(&self) -> Self {
+        Self {
+            client: self.client.clone(),
+            target: self.target.clone(),
+            request_timeout: self.request_timeout,
+            connect_timeout: self.connect_timeout,
+            max_body: self.max_body,
+        }
+    }
+}
+
+// === impl Upstream ===
+
+impl<B> Upstream<B>
+where
+    B: http_body::Body + Send + 'static + Unpin,
+    B::Data: Send,
+    B::Error: Into<Box<dyn StdError + Send + Sync>>,
+{
+    pub(crate) fn new(config: &UpstreamConfig, max_body: u64) -> Result<Self, BuildError> {
+        let target = Target::new(&config.base_url)?;
+        let tls = tls_config(config)?;
+
+        let mut http = HttpConnector::new();
+        http.enforce_http(false);
+        http.set_connect_timeout(Some(config.connect_timeout));
+        http.set_nodelay(true);
+        http.set_keepalive(Some(Duration::from_secs(30)));
+
+        let builder = HttpsConnectorBuilder::new().with_tls_config(tls);
+        let builder = if config.allow_insecure {
+            builder.https_or_http()
+        } else {
+            builder.https_only()
+        };
+        let connector = if config.http2 {
+            builder.enable_http1().enable_http2().wrap_connector(http)
+        } else {
+            builder.enable_http1().wrap_connector(http)
+        };
+
+        let client = Client::builder(TokioExecutor::new())
+            .pool_timer(TokioTimer::new())
+            .timer(TokioTimer::new())
+            .pool_idle_timeout(config.pool_idle_timeout)
+            .pool_max_idle_per_host(config.pool_max_idle_per_host)
+            .http2_max_header_list_size(H2_MAX_HEADER_LIST)
+            .http2_keep_alive_interval(Duration::from_secs(20))
+            .http2_keep_alive_while_idle(true)
+            .build(connector);
+
+        Ok(Self {
+            client,
+            target: Arc::new(target),
+            request_timeout: config.request_timeout,
+            connect_timeout: config.connect_timeout,
+            max_body,
+        })
+    }
+}
+
+impl<B> Service<Request<B>> for Upstream<B>
+where
+    B: http_body::Body<Data = Bytes> + Send + 'static + Unpin,
+    B::Error: Into<Box<dyn StdError + Send + Sync>>,
+{
+    type Response = Response<Incoming>;
+    type Error = SidecarError;
+    type Future = Pin<Box<dyn Future<Output = Result<Response<Incoming>, SidecarError>> + Send>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        // The legacy client queues internally and is always ready.
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Request<B>) -> Self::Future {
+        let (mut parts, body) = req.into_parts();
+        parts.uri = match self.target.rewrite(&parts.uri) {
+            Ok(uri) => uri,
+            Err(error) => return Box::pin(std::future::ready(Err(error))),
+        };
+        strip_hop_by_hop(&mut parts.headers);
+        // The client derives Host / :authority from the URI.
+        parts.headers.remove(header::HOST);
+        // The pooled connection decides the wire version; the app's h2c must not
+        // force HTTP/2 on an HTTP/1.1 connection.
+        parts.version = Version::HTTP_11;
+
+        let response = self.client.request(Request::from_parts(parts, body));
+        let this = self.clone();
+        Box::pin(async move {
+            match tokio::time::timeout(this.request_timeout, response).await {
+                Err(_elapsed) => Err(SidecarError::new(
+                    ErrorKind::UpstreamTimeout,
+                    format!(
+                        "FinCode ({}) sent no response within {} (upstream.request_timeout)",
+                        this.target.authority,
+                        humanize(this.request_timeout)
+                    ),
+                )),
+                Ok(Err(error)) => Err(this.classify(&error)),
+                Ok(Ok(mut response)) => {
+                    strip_hop_by_hop(response.headers_mut());
+                    Ok(response)
+                }
+            }
+        })
+    }
+}
+
+impl<B> Upstream<B> {
+    /// Names the cause of a client failure in words an operator can act on. Only
+    /// error kinds and addresses are used: never request content.
+    fn classify(&self, error: &hyper_util::client::legacy::Error) -> SidecarError {
+        let authority = &self.target.authority;
+        let mut cause: Option<&(dyn StdError + 'static)> = Some(error);
+        let mut io_error = None;
+        while let Some(err) = cause {
+            if err.downcast_ref::<http_body_util::LengthLimitError>().is_some() {
+                return body_too_large(self.max_body, self.max_body);
+            }
+            if let Some(tls) = err.downcast_ref::<rustls::Error>() {
+                return tls_error(authority, tls);
+            }
+            if let Some(io) = err.downcast_ref::<io::Error>() {
+                // io::Error hides a wrapped error from `source()`; look inside.
+                if let Some(tls) = io.get_ref().and_then(|e| e.downcast_ref::<rustls::Error>()) {
+                    return tls_error(authority, tls);
+                }
+                io_error.get_or_insert(io);
+            }
+            cause = err.source();
+        }
+        if error.is_connect() {
+            if io_error.is_some_and(|io| io.kind() == io::ErrorKind::TimedOut)
+                || format!("{error:?}").contains("ConnectTimeout")
+            {
+                return SidecarError::new(
+                    ErrorKind::UpstreamTimeout,
+                    format!(
+                        "connecting to FinCode ({authority}) timed out after {} (upstream.connect_timeout)",
+                        humanize(self.connect_timeout)
+                    ),
+                );
+            }
+            let why = io_error.map_or_else(|| "connection failed".to_owned(), ToString::to_string);
+            return SidecarError::new(
+                ErrorKind::UpstreamUnreachable,
+                format!("could not connect to FinCode ({authority}): {why}"),
+            );
+        }
+        let why = io_error.map_or_else(
+            || "the connection closed before a complete response".to_owned(),
+            ToString::to_string,
+        );
+        SidecarError::new(
+            ErrorKind::UpstreamUnreachable,
+            format!("the connection to FinCode ({authority}) failed before a response: {why}"),
+        )
+    }
+}
+
+fn tls_error(authority: &uri::Authority, error: &rustls::Error) -> SidecarError {
+    SidecarError::new(
+        ErrorKind::UpstreamTls,
+        format!(
+            "TLS handshake with FinCode ({authority}) failed: {error}; the sidecar never falls back to plain HTTP. If FinCode's certificate comes from a private CA, set upstream.ca_file"
+        ),
+    )
+}
+
+/// "250ms", "5s", "1.5s": short and unambiguous in an error detail.
+fn humanize(duration: Duration) -> String {
+    let ms = duration.as_millis();
+    if ms < 1000 || !ms.is_multiple_of(1000) {
+        if ms >= 1000 {
+            return format!("{}s", duration.as_secs_f64());
+        }
+        return format!("{ms}ms");
+    }
+    format!("{}s", duration.as_secs())
+}
+
+/// rustls with the webpki roots plus `upstream.ca_file`, TLS 1.2 and 1.3 only, ring.
+fn tls_config(config: &UpstreamConfig) -> Result<rustls::ClientConfig, BuildError> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    if let Some(path) = &config.ca_file {
+        let certs = CertificateDer::pem_file_iter(path)
+            .map_err(|source| BuildError::CaFile {
+                path: path.clone(),
+                detail: source.to_string(),
+            })?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|source| BuildError::CaFile {
+                path: path.clone(),
+                detail: source.to_string(),
+            })?;
+        let (added, _ignored) = roots.add_parsable_certificates(certs);
+        if added == 0 {
+            return Err(BuildError::CaFile {
+                path: path.clone(),
+                detail: "no usable CA certificate in it".to_owned(),
+            });
+        }
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        .map_err(BuildError::Tls)?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(config)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn target(base: &str) -> Target {
+        Target::new(&base.parse().unwrap()).unwrap()
+    }
+
+    #[test]
+    fn places_app_paths_under_the_base_path() {
+        let t = target("https://acme.fincode.tech/api/v6/services");
+        let uri = t.rewrite(&"/transactionmanagement/transactions?page=2".parse().unwrap()).unwrap();
+        assert_eq!(
+            uri.to_string(),
+            "https://acme.fincode.tech/api/v6/services/transactionmanagement/transactions?page=2"
+        );
+    }
+
+    #[test]
+    fn keeps_paths_that_already_carry_the_base_path() {
+        let t = target("https://acme.fincode.tech/api/v6/services/");
+        let uri = t.rewrite(&"/api/v6/services/securitymanagement/login".parse().unwrap()).unwrap();
+        assert_eq!(uri.to_string(), "https://acme.fincode.tech/api/v6/services/securitymanagement/login");
+        // A path that merely starts with the same letters is not under the base.
+        let uri = t.rewrite(&"/api/v6/servicesX".parse().unwrap()).unwrap();
+        assert_eq!(uri.to_string(), "https://acme.fincode.tech/api/v6/services/api/v6/servicesX");
+    }
+
+    #[test]
+    fn refuses_dot_segments() {
+        let t = target("https://acme.fincode.tech/api/v6/services");
+        for bad in ["/../admin", "/a/./b", "/a/%2e%2E/b", "/.."] {
+            let err = t.rewrite(&bad.parse().unwrap()).unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::BadRequest, "{bad}");
+        }
+    }
+
+    #[test]
+    fn durations_read_naturally() {
+        assert_eq!(humanize(Duration::from_millis(250)), "250ms");
+        assert_eq!(humanize(Duration::from_secs(5)), "5s");
+        assert_eq!(humanize(Duration::from_millis(1500)), "1.5s");
+    }
+}

@@ -1,0 +1,94 @@
+#![forbid(unsafe_code)]
+//! `fincode-sidecar`: the binary only wires the crates together.
+//!
+//! Commands: `run` (the default), `check`, `demo`. Exit codes: 0 success, 1 runtime
+//! failure (a port taken, say), 2 invalid configuration or usage.
+
+mod admin;
+mod demo;
+mod run;
+
+use std::{path::PathBuf, process::ExitCode};
+
+use clap::{Parser, Subcommand};
+use fincode_config::{Config, Env, Severity};
+
+/// Where `run` and `check` look for the config when `--config` is not given.
+const DEFAULT_CONFIG: &str = "/etc/fincode-sidecar/config.toml";
+
+#[derive(Parser, Debug)]
+#[command(name = "fincode-sidecar", version, about = "Makes a merchant app's FinCode integration production-grade.")]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    /// Config file for the default `run` command.
+    #[arg(long, env = "FINCODE_SIDECAR_CONFIG", default_value = DEFAULT_CONFIG, global = true)]
+    config: PathBuf,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run the sidecar (the default).
+    Run,
+    /// Validate the config and the environment it names; exit 0 if valid, 2 if not.
+    Check,
+    /// Start a FinCode sandbox and the sidecar on loopback, and print curl lines to try.
+    Demo,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command.unwrap_or(Command::Run) {
+        Command::Check => check(&cli.config),
+        Command::Run => match runtime() {
+            Ok(rt) => rt.block_on(run::run_from_file(&cli.config)),
+            Err(code) => code,
+        },
+        Command::Demo => match runtime() {
+            Ok(rt) => rt.block_on(demo::demo()),
+            Err(code) => code,
+        },
+    }
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|error| {
+            eprintln!("error: cannot start the async runtime: {error}");
+            ExitCode::FAILURE
+        })
+}
+
+/// `check`: prints every problem (errors and warnings) and a summary line.
+fn check(path: &std::path::Path) -> ExitCode {
+    let env = Env::from_process();
+    match Config::load(path, &env) {
+        Ok((config, warnings)) => {
+            // Unset secret variables are warnings here: `check` often runs where the
+            // secrets are not (CI, a laptop); `run` treats them as errors.
+            let missing = config.check_environment(&env);
+            for problem in warnings.iter().chain(&missing) {
+                println!("{}", problem.to_string().replacen("error:", "warning:", 1));
+            }
+            println!(
+                "{}: valid ({} warning(s))",
+                path.display(),
+                warnings.len() + missing.len()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            println!("{error}");
+            let errors = error
+                .problems()
+                .iter()
+                .filter(|p| p.severity == Severity::Error)
+                .count()
+                .max(1);
+            println!("{}: invalid ({errors} error(s))", path.display());
+            ExitCode::from(2)
+        }
+    }
+}

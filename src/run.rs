@@ -1,0 +1,154 @@
+//! `run`: load and validate the config, build every part, serve until SIGTERM/SIGINT,
+//! then fail readiness, drain and exit.
+
+use std::{future::Future, path::Path, process::ExitCode};
+
+use fincode_auth::Credentials;
+use fincode_config::{Config, Env, LogConfig, LogFormat};
+use fincode_proxy::EgressProxy;
+use tokio::net::TcpListener;
+use tracing_subscriber::EnvFilter;
+
+use crate::admin::{self, Readiness};
+
+/// Exit code for a config that cannot be used.
+const INVALID_CONFIG: u8 = 2;
+
+pub(crate) async fn run_from_file(path: &Path) -> ExitCode {
+    let env = Env::from_process();
+    let config = match Config::load(path, &env) {
+        Ok((config, warnings)) => {
+            init_logging(&config.log);
+            for warning in warnings {
+                tracing::warn!(%warning, "config warning");
+            }
+            config
+        }
+        Err(error) => {
+            eprintln!("{error}");
+            eprintln!(
+                "{}: invalid config; `fincode-sidecar check --config {}` lists every problem",
+                path.display(),
+                path.display()
+            );
+            return ExitCode::from(INVALID_CONFIG);
+        }
+    };
+    run(config, &env, shutdown_signal()).await
+}
+
+/// Runs the sidecar with a validated `config` until `shutdown` resolves.
+pub(crate) async fn run(config: Config, env: &Env, shutdown: impl Future<Output = ()>) -> ExitCode {
+    let missing = config.check_environment(env);
+    if !missing.is_empty() {
+        for problem in &missing {
+            tracing::error!(%problem, "environment");
+            eprintln!("{problem}");
+        }
+        return ExitCode::from(INVALID_CONFIG);
+    }
+    if config.upstream.base_url.scheme_str() == Some("http") {
+        tracing::warn!(
+            upstream = %config.upstream.base_url,
+            "PLAIN HTTP TO FINCODE: upstream.allow_insecure is set; credentials and payments travel unencrypted. Tests only."
+        );
+    }
+    let credentials = match Credentials::from_config(&config.auth, env) {
+        Ok(credentials) => credentials,
+        Err(error) => return fail(INVALID_CONFIG, &error),
+    };
+    let proxy = match EgressProxy::new(&config, credentials) {
+        Ok(proxy) => proxy,
+        Err(error) => return fail(INVALID_CONFIG, &error),
+    };
+    let egress = match bind("listen.egress", config.listen.egress).await {
+        Ok(listener) => listener,
+        Err(code) => return code,
+    };
+    let admin_listener = match bind("listen.admin", config.listen.admin).await {
+        Ok(listener) => listener,
+        Err(code) => return code,
+    };
+
+    // The bound addresses, not the configured ones: port 0 means "any free port".
+    let local = |l: &TcpListener| l.local_addr().map_or_else(|e| e.to_string(), |a| a.to_string());
+    let (egress_addr, admin_addr) = (local(&egress), local(&admin_listener));
+
+    let readiness = Readiness::default();
+    let (stop_admin, admin_stopped) = tokio::sync::oneshot::channel::<()>();
+    let admin = tokio::spawn(admin::serve(admin_listener, readiness.clone(), async {
+        let _ = admin_stopped.await;
+    }));
+
+    readiness.set(true);
+    tracing::info!(
+        egress = %egress_addr,
+        admin = %admin_addr,
+        upstream = %config.upstream.base_url,
+        "fincode-sidecar ready"
+    );
+
+    let draining = readiness.clone();
+    proxy
+        .serve(egress, async move {
+            shutdown.await;
+            // Fail readiness first so no new traffic is routed while we drain.
+            draining.set(false);
+            tracing::info!("shutting down: draining in-flight requests");
+        })
+        .await;
+
+    // The admin port outlives the drain so probes keep answering until the end.
+    let _ = stop_admin.send(());
+    let _ = admin.await;
+    tracing::info!("fincode-sidecar stopped");
+    ExitCode::SUCCESS
+}
+
+async fn bind(key: &str, addr: std::net::SocketAddr) -> Result<TcpListener, ExitCode> {
+    TcpListener::bind(addr).await.map_err(|error| {
+        let message = format!("cannot listen on {key} = \"{addr}\": {error}; choose a free port or stop what uses it");
+        tracing::error!("{message}");
+        eprintln!("error: {message}");
+        ExitCode::FAILURE
+    })
+}
+
+fn fail(code: u8, error: &dyn std::error::Error) -> ExitCode {
+    tracing::error!(%error, "cannot start");
+    eprintln!("error: {error}");
+    ExitCode::from(code)
+}
+
+/// Resolves on SIGTERM (Kubernetes) or SIGINT (Ctrl-C).
+pub(crate) async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => {},
+                    _ = tokio::signal::ctrl_c() => {},
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+/// JSON lines (or text) on stdout; `RUST_LOG` overrides `log.level`.
+pub(crate) fn init_logging(config: &LogConfig) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&config.level));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stdout);
+    let _ = match config.format {
+        LogFormat::Json => builder.json().flatten_event(true).with_current_span(false).try_init(),
+        LogFormat::Text => builder.try_init(),
+    };
+}

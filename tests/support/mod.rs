@@ -1,0 +1,336 @@
+//! The one end-to-end harness: a FinCode sandbox in-process over real TLS, the real
+//! `fincode-sidecar` binary as a child process, and small HTTP clients.
+#![allow(dead_code, unreachable_pub, clippy::unwrap_used)]
+
+use std::{
+    io::{BufRead, BufReader},
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use bytes::Bytes;
+use fincode_sandbox::{Sandbox, SandboxConfig};
+use http::{Request, Response};
+use http_body_util::{BodyExt, Full};
+use hyper_util::{
+    client::legacy::{Client, connect::HttpConnector},
+    rt::TokioExecutor,
+};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_fincode-sidecar");
+
+/// A sandbox with its own temporary state directory.
+pub struct TestSandbox {
+    pub sandbox: Sandbox,
+    pub dir: tempfile::TempDir,
+}
+
+impl TestSandbox {
+    pub async fn start() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let sandbox = Sandbox::start(SandboxConfig {
+            state_dir: dir.path().join("sandbox"),
+            ..SandboxConfig::default()
+        })
+        .await
+        .expect("sandbox starts");
+        Self { sandbox, dir }
+    }
+}
+
+impl std::ops::Deref for TestSandbox {
+    type Target = Sandbox;
+    fn deref(&self) -> &Sandbox {
+        &self.sandbox
+    }
+}
+
+/// Builds a sidecar config as a TOML table, starting from loopback ephemeral ports.
+pub struct SidecarBuilder {
+    table: toml::Table,
+    env: Vec<(String, String)>,
+    dir: tempfile::TempDir,
+}
+
+impl SidecarBuilder {
+    /// A config pointing at `sandbox`, trusting its CA.
+    pub fn new(sandbox: &Sandbox) -> Self {
+        let mut builder = Self::bare(&sandbox.base_url());
+        builder = builder.set(
+            "upstream.ca_file",
+            sandbox.ca_cert_path().display().to_string(),
+        );
+        builder
+    }
+
+    /// A config pointing at `base_url`, nothing trusted beyond the webpki roots.
+    pub fn bare(base_url: &str) -> Self {
+        let text = format!(
+            r#"
+[listen]
+egress = "127.0.0.1:0"
+admin = "127.0.0.1:0"
+[upstream]
+base_url = "{base_url}"
+connect_timeout = "2s"
+request_timeout = "5s"
+[limits]
+max_request_body_bytes = 8388608
+[log]
+level = "debug"
+"#
+        );
+        Self {
+            table: text.parse().unwrap(),
+            env: Vec::new(),
+            dir: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    /// Sets a dotted key, e.g. `set("upstream.request_timeout", "1s")`.
+    pub fn set(mut self, key: &str, value: impl Into<toml::Value>) -> Self {
+        let mut parts: Vec<&str> = key.split('.').collect();
+        let last = parts.pop().unwrap();
+        let mut table = &mut self.table;
+        for part in parts {
+            table = table
+                .entry(part)
+                .or_insert_with(|| toml::Value::Table(toml::Table::new()))
+                .as_table_mut()
+                .unwrap();
+        }
+        table.insert(last.to_owned(), value.into());
+        self
+    }
+
+    /// Static-token mode with `token` in the environment.
+    pub fn static_token(self, token: &str) -> Self {
+        self.set("auth.mode", "static")
+            .set("auth.token_env", "TEST_FINCODE_API_TOKEN")
+            .env("TEST_FINCODE_API_TOKEN", token)
+    }
+
+    pub fn env(mut self, key: &str, value: &str) -> Self {
+        self.env.push((key.to_owned(), value.to_owned()));
+        self
+    }
+
+    pub fn config_path(&self) -> PathBuf {
+        self.dir.path().join("config.toml")
+    }
+
+    /// Writes the config and starts the binary; waits until it logs that it is ready.
+    pub fn start(self) -> Sidecar {
+        let path = self.config_path();
+        std::fs::write(&path, toml::to_string(&self.table).unwrap()).unwrap();
+        let mut command = Command::new(BIN);
+        command
+            .args(["run", "--config"])
+            .arg(&path)
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        for (k, v) in &self.env {
+            command.env(k, v);
+        }
+        let mut child = command.spawn().expect("sidecar binary runs");
+        let output = Arc::new(Mutex::new(String::new()));
+        let stdout = child.stdout.take().unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        spawn_reader(stdout, output.clone(), Some(ready_tx));
+        spawn_reader(stderr, output.clone(), None);
+        let line: String = match ready_rx.recv_timeout(Duration::from_secs(30)) {
+            Ok(line) => line,
+            Err(_) => {
+                let _ = child.kill();
+                panic!("sidecar did not become ready:\n{}", output.lock().unwrap());
+            }
+        };
+        let json: serde_json::Value = serde_json::from_str(&line).unwrap();
+        let addr = |key: &str| -> SocketAddr { json[key].as_str().unwrap().parse().unwrap() };
+        Sidecar {
+            egress: addr("egress"),
+            admin: addr("admin"),
+            child,
+            output,
+            _dir: self.dir,
+        }
+    }
+}
+
+fn spawn_reader(
+    stream: impl std::io::Read + Send + 'static,
+    output: Arc<Mutex<String>>,
+    ready: Option<std::sync::mpsc::Sender<String>>,
+) {
+    std::thread::spawn(move || {
+        for line in BufReader::new(stream).lines() {
+            let Ok(line) = line else { break };
+            if let Some(tx) = &ready {
+                if line.contains("fincode-sidecar ready") {
+                    let _ = tx.send(line.clone());
+                }
+            }
+            let mut out = output.lock().unwrap();
+            out.push_str(&line);
+            out.push('\n');
+        }
+    });
+}
+
+/// The running sidecar binary. Killed on drop.
+pub struct Sidecar {
+    pub egress: SocketAddr,
+    pub admin: SocketAddr,
+    child: Child,
+    output: Arc<Mutex<String>>,
+    _dir: tempfile::TempDir,
+}
+
+impl Sidecar {
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.egress)
+    }
+
+    pub fn admin_url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.admin)
+    }
+
+    /// Everything the process wrote to stdout and stderr so far.
+    pub fn output(&self) -> String {
+        self.output.lock().unwrap().clone()
+    }
+
+    /// Sends SIGTERM and waits for the exit status.
+    pub fn terminate(mut self, within: Duration) -> std::process::ExitStatus {
+        let pid = self.child.id().to_string();
+        Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "sidecar did not exit after SIGTERM");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Sidecar {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A plain-HTTP client, as the app uses to call the sidecar.
+pub fn app_client() -> Client<HttpConnector, Full<Bytes>> {
+    Client::builder(TokioExecutor::new()).build_http()
+}
+
+/// An h2c (HTTP/2 prior knowledge) client.
+pub fn app_client_h2c() -> Client<HttpConnector, Full<Bytes>> {
+    Client::builder(TokioExecutor::new())
+        .http2_only(true)
+        .build_http()
+}
+
+/// A client that talks to the sandbox directly over TLS, trusting its CA.
+pub fn direct_client(
+    ca: &Path,
+) -> Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>> {
+    use rustls::pki_types::{CertificateDer, pem::PemObject};
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(ca).unwrap() {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let connector = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(tls)
+        .https_only()
+        .enable_http1()
+        .build();
+    Client::builder(TokioExecutor::new()).build(connector)
+}
+
+/// A response with its body collected.
+#[derive(Debug)]
+pub struct Collected {
+    pub status: http::StatusCode,
+    pub headers: http::HeaderMap,
+    pub body: Bytes,
+}
+
+impl Collected {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", String::from_utf8_lossy(&self.body)))
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    /// Asserts a problem+json error of the given kind and returns its body.
+    pub fn assert_problem(&self, status: u16, kind: &str) -> serde_json::Value {
+        assert_eq!(self.status.as_u16(), status, "body: {:?}", String::from_utf8_lossy(&self.body));
+        assert_eq!(self.header("content-type"), Some("application/problem+json"));
+        assert_eq!(self.header("x-sidecar-error"), Some(kind));
+        let problem = self.json();
+        assert_eq!(problem["status"], status);
+        assert_eq!(problem["type"], format!("urn:fincode-sidecar:error:{kind}"));
+        assert!(problem["title"].is_string());
+        assert!(problem["detail"].as_str().is_some_and(|d| !d.is_empty()));
+        assert_eq!(
+            problem["correlation_id"].as_str(),
+            self.header("x-request-id"),
+            "the problem names the request's correlation id"
+        );
+        problem
+    }
+}
+
+pub async fn send<C>(client: &Client<C, Full<Bytes>>, req: Request<Full<Bytes>>) -> Collected
+where
+    C: hyper_util::client::legacy::connect::Connect + Clone + Send + Sync + 'static,
+{
+    let response: Response<hyper::body::Incoming> = client.request(req).await.expect("request sent");
+    let (parts, body) = response.into_parts();
+    let body = body.collect().await.expect("body read").to_bytes();
+    Collected {
+        status: parts.status,
+        headers: parts.headers,
+        body,
+    }
+}
+
+pub async fn get<C>(client: &Client<C, Full<Bytes>>, url: &str) -> Collected
+where
+    C: hyper_util::client::legacy::connect::Connect + Clone + Send + Sync + 'static,
+{
+    send(client, Request::get(url).body(Full::default()).unwrap()).await
+}
+
+/// Deterministic pseudo-random bytes (no RNG dependency, reproducible failures).
+pub fn pattern(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 24) as u8
+        })
+        .collect()
+}
