@@ -34,7 +34,11 @@ impl Readiness {
 }
 
 /// Serves the admin routes until `shutdown` resolves.
-pub(crate) async fn serve(listener: TcpListener, readiness: Readiness, shutdown: impl Future<Output = ()>) {
+pub(crate) async fn serve(
+    listener: TcpListener,
+    readiness: Readiness,
+    shutdown: impl Future<Output = ()>,
+) {
     tokio::pin!(shutdown);
     loop {
         let stream = tokio::select! {
@@ -49,7 +53,8 @@ pub(crate) async fn serve(listener: TcpListener, readiness: Readiness, shutdown:
             () = &mut shutdown => return,
         };
         let readiness = readiness.clone();
-        let service = service_fn(move |req| std::future::ready(Ok::<_, Infallible>(route(&req, &readiness))));
+        let service =
+            service_fn(move |req| std::future::ready(Ok::<_, Infallible>(route(&req, &readiness))));
         tokio::spawn(async move {
             let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
                 .serve_connection(TokioIo::new(stream), service)
@@ -66,15 +71,19 @@ fn route(req: &Request<Incoming>, readiness: &Readiness) -> Response<Full<Bytes>
         "/healthz" => text(StatusCode::OK, "ok\n"),
         "/readyz" if readiness.is_ready() => text(StatusCode::OK, "ready\n"),
         "/readyz" => text(StatusCode::SERVICE_UNAVAILABLE, "not ready\n"),
-        _ => text(StatusCode::NOT_FOUND, "not found: try /healthz or /readyz\n"),
+        _ => text(
+            StatusCode::NOT_FOUND,
+            "not found: try /healthz or /readyz\n",
+        ),
     }
 }
 
 fn text(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {
     let mut response = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
     *response.status_mut() = status;
-    response
-        .headers_mut()
-        .insert(header::CONTENT_TYPE, http::HeaderValue::from_static("text/plain; charset=utf-8"));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        http::HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
     response
 }

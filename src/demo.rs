@@ -27,7 +27,7 @@ async fn start() -> anyhow::Result<ExitCode> {
     })
     .await?;
     // A long-lived dashboard-style API token: the sidecar's static credential mode.
-    let token = sandbox.mint_static_token(Duration::from_secs(24 * 3600));
+    let token = sandbox.mint_static_token(Duration::from_hours(24));
 
     let mut config = Config::with_base_url(sandbox.base_url().parse()?);
     config.upstream.ca_file = Some(sandbox.ca_cert_path());
@@ -57,9 +57,11 @@ Try, in another terminal:
   curl -s http://{egress}/transactionmanagement/transactions
   curl -s {sandbox_admin}/counters        # what FinCode saw (side effects per key)
   curl -s http://{admin}/readyz
-  # FinCode down for a moment: the sidecar answers with problem+json
+  # FinCode's own errors pass through untouched (with your request id)
   curl -s -X POST {sandbox_admin}/faults -d '{{"kind":"status","status":503,"times":1}}'
   curl -i http://{egress}/transactionmanagement/transactions
+  # errors the sidecar makes are problem+json with x-sidecar-error
+  curl -i -X POST http://{egress}/sandbox/echo -H 'Content-Length: 99999999' -d x
 
 Ctrl-C stops both.
 "#,

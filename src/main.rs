@@ -17,7 +17,11 @@ use fincode_config::{Config, Env, Severity};
 const DEFAULT_CONFIG: &str = "/etc/fincode-sidecar/config.toml";
 
 #[derive(Parser, Debug)]
-#[command(name = "fincode-sidecar", version, about = "Makes a merchant app's FinCode integration production-grade.")]
+#[command(
+    name = "fincode-sidecar",
+    version,
+    about = "Makes a merchant app's FinCode integration production-grade."
+)]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,

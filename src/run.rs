@@ -71,7 +71,10 @@ pub(crate) async fn run(config: Config, env: &Env, shutdown: impl Future<Output 
     };
 
     // The bound addresses, not the configured ones: port 0 means "any free port".
-    let local = |l: &TcpListener| l.local_addr().map_or_else(|e| e.to_string(), |a| a.to_string());
+    let local = |l: &TcpListener| {
+        l.local_addr()
+            .map_or_else(|e| e.to_string(), |a| a.to_string())
+    };
     let (egress_addr, admin_addr) = (local(&egress), local(&admin_listener));
 
     let readiness = Readiness::default();
@@ -107,7 +110,9 @@ pub(crate) async fn run(config: Config, env: &Env, shutdown: impl Future<Output 
 
 async fn bind(key: &str, addr: std::net::SocketAddr) -> Result<TcpListener, ExitCode> {
     TcpListener::bind(addr).await.map_err(|error| {
-        let message = format!("cannot listen on {key} = \"{addr}\": {error}; choose a free port or stop what uses it");
+        let message = format!(
+            "cannot listen on {key} = \"{addr}\": {error}; choose a free port or stop what uses it"
+        );
         tracing::error!("{message}");
         eprintln!("error: {message}");
         ExitCode::FAILURE
@@ -145,10 +150,17 @@ pub(crate) async fn shutdown_signal() {
 
 /// JSON lines (or text) on stdout; `RUST_LOG` overrides `log.level`.
 pub(crate) fn init_logging(config: &LogConfig) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&config.level));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stdout);
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&config.level));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stdout);
     let _ = match config.format {
-        LogFormat::Json => builder.json().flatten_event(true).with_current_span(false).try_init(),
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .try_init(),
         LogFormat::Text => builder.try_init(),
     };
 }

@@ -52,14 +52,14 @@ fn a_minimal_config_passes() {
 
 #[test]
 fn plain_http_upstream_is_refused() {
-    let (code, out) = check("[upstream]\nbase_url = \"http://acme.fincode.tech/api/v6/services\"\n");
+    let (code, out) =
+        check("[upstream]\nbase_url = \"http://acme.fincode.tech/api/v6/services\"\n");
     assert_eq!(code, 2, "{out}");
     assert!(out.contains("upstream.base_url"), "{out}");
     assert!(out.contains("https"), "{out}");
     // Allowed, loudly, only when the operator opts in.
-    let (code, out) = check(
-        "[upstream]\nbase_url = \"http://127.0.0.1:9/api\"\nallow_insecure = true\n",
-    );
+    let (code, out) =
+        check("[upstream]\nbase_url = \"http://127.0.0.1:9/api\"\nallow_insecure = true\n");
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("warning"), "{out}");
 }
@@ -68,14 +68,32 @@ fn plain_http_upstream_is_refused() {
 fn each_kind_of_bad_config_names_its_key() {
     let cases: &[(&str, &str)] = &[
         ("[upstream]\n", "upstream.base_url"),
-        (&format!("{VALID}connect_timeout = \"five\"\n"), "upstream.connect_timeout"),
-        (&format!("{VALID}pool_max_idle_per_host = -1\n"), "upstream.pool_max_idle_per_host"),
+        (
+            &format!("{VALID}connect_timeout = \"five\"\n"),
+            "upstream.connect_timeout",
+        ),
+        (
+            &format!("{VALID}pool_max_idle_per_host = -1\n"),
+            "upstream.pool_max_idle_per_host",
+        ),
         (&format!("{VALID}http2 = \"yes\"\n"), "upstream.http2"),
-        (&format!("{VALID}ca_file = \"/nonexistent/ca.pem\"\n"), "upstream.ca_file"),
+        (
+            &format!("{VALID}ca_file = \"/nonexistent/ca.pem\"\n"),
+            "upstream.ca_file",
+        ),
         (&format!("{VALID}cafile = \"/x\"\n"), "upstream.cafile"),
-        (&format!("{VALID}[listen]\negress = \"not an address\"\n"), "listen.egress"),
-        (&format!("{VALID}[limits]\nmax_request_body_bytes = 0\n"), "limits.max_request_body_bytes"),
-        (&format!("{VALID}[auth]\nmode = \"static\"\n"), "auth.token_env"),
+        (
+            &format!("{VALID}[listen]\negress = \"not an address\"\n"),
+            "listen.egress",
+        ),
+        (
+            &format!("{VALID}[limits]\nmax_request_body_bytes = 0\n"),
+            "limits.max_request_body_bytes",
+        ),
+        (
+            &format!("{VALID}[auth]\nmode = \"static\"\n"),
+            "auth.token_env",
+        ),
         (&format!("{VALID}[auth]\nmode = \"magic\"\n"), "auth.mode"),
         (&format!("{VALID}[log]\nlevel = \"loud\"\n"), "log.level"),
         ("[upstream\nbase_url = 1", "line"),
@@ -94,7 +112,12 @@ fn every_problem_is_reported_at_once() {
         "{VALID}connect_timeout = \"five\"\nhttp2 = \"yes\"\n[limits]\nmax_request_body_bytes = 0\n[nonsense]\nx = 1\n"
     ));
     assert_eq!(code, 2);
-    for key in ["upstream.connect_timeout", "upstream.http2", "limits.max_request_body_bytes", "nonsense"] {
+    for key in [
+        "upstream.connect_timeout",
+        "upstream.http2",
+        "limits.max_request_body_bytes",
+        "nonsense",
+    ] {
         assert!(out.contains(key), "{key} missing from:\n{out}");
     }
 }
@@ -109,7 +132,10 @@ fn a_literal_secret_is_refused_and_never_echoed() {
     ] {
         let (code, out) = check(&toml);
         assert_eq!(code, 2, "{out}");
-        assert!(out.contains("auth.") || out.contains("upstream.base_url"), "{out}");
+        assert!(
+            out.contains("auth.") || out.contains("upstream.base_url"),
+            "{out}"
+        );
         assert!(!out.contains(CANARY), "secret echoed:\n{out}");
     }
 }
@@ -125,8 +151,16 @@ fn a_missing_file_names_the_path() {
 fn run_refuses_an_invalid_config_with_exit_2() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("config.toml");
-    std::fs::write(&path, "[upstream]\nbase_url = \"http://acme.fincode.tech\"\n").unwrap();
-    let out = Command::new(BIN).args(["run", "--config"]).arg(&path).output().unwrap();
+    std::fs::write(
+        &path,
+        "[upstream]\nbase_url = \"http://acme.fincode.tech\"\n",
+    )
+    .unwrap();
+    let out = Command::new(BIN)
+        .args(["run", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("upstream.base_url"));
 }
@@ -147,6 +181,10 @@ fn run_refuses_a_missing_secret_variable() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(text.contains("FINCODE_TEST_UNSET_TOKEN"), "{text}");
 }

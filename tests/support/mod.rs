@@ -144,12 +144,9 @@ level = "debug"
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         spawn_reader(stdout, output.clone(), Some(ready_tx));
         spawn_reader(stderr, output.clone(), None);
-        let line: String = match ready_rx.recv_timeout(Duration::from_secs(30)) {
-            Ok(line) => line,
-            Err(_) => {
-                let _ = child.kill();
-                panic!("sidecar did not become ready:\n{}", output.lock().unwrap());
-            }
+        let Ok(line) = ready_rx.recv_timeout(Duration::from_secs(30)) else {
+            let _ = child.kill();
+            panic!("sidecar did not become ready:\n{}", output.lock().unwrap());
         };
         let json: serde_json::Value = serde_json::from_str(&line).unwrap();
         let addr = |key: &str| -> SocketAddr { json[key].as_str().unwrap().parse().unwrap() };
@@ -171,10 +168,11 @@ fn spawn_reader(
     std::thread::spawn(move || {
         for line in BufReader::new(stream).lines() {
             let Ok(line) = line else { break };
-            if let Some(tx) = &ready {
-                if line.contains("fincode-sidecar ready") {
-                    let _ = tx.send(line.clone());
-                }
+            if let Some(tx) = ready
+                .as_ref()
+                .filter(|_| line.contains("fincode-sidecar ready"))
+            {
+                let _ = tx.send(line.clone());
             }
             let mut out = output.lock().unwrap();
             out.push_str(&line);
@@ -215,7 +213,10 @@ impl Sidecar {
             if let Some(status) = self.child.try_wait().unwrap() {
                 return status;
             }
-            assert!(Instant::now() < deadline, "sidecar did not exit after SIGTERM");
+            assert!(
+                Instant::now() < deadline,
+                "sidecar did not exit after SIGTERM"
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -284,9 +285,22 @@ impl Collected {
 
     /// Asserts a problem+json error of the given kind and returns its body.
     pub fn assert_problem(&self, status: u16, kind: &str) -> serde_json::Value {
-        assert_eq!(self.status.as_u16(), status, "body: {:?}", String::from_utf8_lossy(&self.body));
-        assert_eq!(self.header("content-type"), Some("application/problem+json"));
-        assert_eq!(self.header("x-sidecar-error"), Some(kind));
+        assert_eq!(
+            self.status.as_u16(),
+            status,
+            "body: {:?}",
+            String::from_utf8_lossy(&self.body)
+        );
+        assert_eq!(
+            self.header("content-type"),
+            Some("application/problem+json")
+        );
+        assert_eq!(
+            self.header("x-sidecar-error"),
+            Some(kind),
+            "body: {:?}",
+            String::from_utf8_lossy(&self.body)
+        );
         let problem = self.json();
         assert_eq!(problem["status"], status);
         assert_eq!(problem["type"], format!("urn:fincode-sidecar:error:{kind}"));
@@ -305,7 +319,8 @@ pub async fn send<C>(client: &Client<C, Full<Bytes>>, req: Request<Full<Bytes>>)
 where
     C: hyper_util::client::legacy::connect::Connect + Clone + Send + Sync + 'static,
 {
-    let response: Response<hyper::body::Incoming> = client.request(req).await.expect("request sent");
+    let response: Response<hyper::body::Incoming> =
+        client.request(req).await.expect("request sent");
     let (parts, body) = response.into_parts();
     let body = body.collect().await.expect("body read").to_bytes();
     Collected {

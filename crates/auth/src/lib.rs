@@ -26,7 +26,9 @@ const CREDENTIAL_HEADERS: [&str; 3] = ["x-auth-token", "authorization", "proxy-a
 #[derive(Debug, thiserror::Error)]
 pub enum AuthError {
     /// The environment variable named in the config is missing or empty.
-    #[error("environment variable {var} (named by {key}) is not set; export it with the FinCode API token")]
+    #[error(
+        "environment variable {var} (named by {key}) is not set; export it with the FinCode API token"
+    )]
     MissingEnv {
         /// The variable's name (not its value).
         var: String,
@@ -60,13 +62,12 @@ impl Credentials {
             AuthMode::None => None,
             AuthMode::Static => {
                 let var = config.token_env.clone().unwrap_or_default();
-                let value = env
-                    .get(&var)
-                    .filter(|v| !v.is_empty())
-                    .ok_or_else(|| AuthError::MissingEnv {
+                let value = env.get(&var).filter(|v| !v.is_empty()).ok_or_else(|| {
+                    AuthError::MissingEnv {
                         var: var.clone(),
                         key: "auth.token_env",
-                    })?;
+                    }
+                })?;
                 // Validate once here so that building the header per request cannot fail.
                 if HeaderValue::from_str(value).is_err() {
                     return Err(AuthError::InvalidToken { var });

@@ -48,7 +48,11 @@ fn token_with_newline_is_refused_without_echo() {
 
 #[test]
 fn none_mode_passes_app_credentials_through() {
-    let creds = Credentials::from_config(&AuthConfig::default(), &Env::from_pairs::<_, &str, &str>([])).unwrap();
+    let creds = Credentials::from_config(
+        &AuthConfig::default(),
+        &Env::from_pairs::<_, &str, &str>([]),
+    )
+    .unwrap();
     let mut headers = HeaderMap::new();
     headers.insert("x-auth-token", HeaderValue::from_static("app-token"));
     creds.apply(&mut headers);

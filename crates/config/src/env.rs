@@ -77,8 +77,8 @@ struct Origin {
 // === impl Origins ===
 
 impl Origins {
-    /// Where `dotted` came from: the variable that set it or one of its parent tables, else the
-    /// file.
+    /// Where `dotted` came from: the variable that set it or one of its parent tables; else one
+    /// that created it as a table by setting a key inside it; else the file.
     pub(crate) fn source_of(&self, dotted: &str) -> Source {
         let mut key = dotted;
         loop {
@@ -87,9 +87,14 @@ impl Origins {
             }
             match key.rsplit_once('.') {
                 Some((parent, _)) => key = parent,
-                None => return Source::File,
+                None => break,
             }
         }
+        let inside = format!("{dotted}.");
+        self.by_key
+            .iter()
+            .find(|(key, _)| key.starts_with(&inside))
+            .map_or(Source::File, |(_, origin)| Source::Env(origin.var.clone()))
     }
 
     /// The raw text of the variable that set exactly `dotted`, for a second reading as a plain

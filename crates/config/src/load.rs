@@ -69,8 +69,22 @@ impl Config {
         };
         let config = reader.read_config();
         let mut problems = reader.problems;
-        // Errors first, each group in the order found (which follows the file's sections).
-        problems.sort_by_key(|p| p.severity);
+        // Errors first, then grouped by section in schema order (unknown sections last), so
+        // the report reads like the file; within a section, in the order found.
+        let sections: Vec<&str> = reader
+            .known
+            .iter()
+            .filter(|k| !k.contains('.'))
+            .map(String::as_str)
+            .collect();
+        problems.sort_by_key(|p| {
+            let section = p.key.split('.').next().unwrap_or_default();
+            let rank = sections
+                .iter()
+                .position(|s| *s == section)
+                .unwrap_or(sections.len());
+            (p.severity, rank)
+        });
         match config {
             Some(config) if !problems.iter().any(Problem::is_error) => Ok((config, problems)),
             _ => Err(ConfigError::Invalid { problems }),
@@ -417,7 +431,8 @@ impl Reader {
         let overlap = egress.ip() == admin.ip()
             || egress.ip().is_unspecified()
             || admin.ip().is_unspecified();
-        if egress.port() == admin.port() && overlap {
+        // Port 0 asks the OS for any free port, so two of them never clash.
+        if egress.port() == admin.port() && egress.port() != 0 && overlap {
             self.report(
                 Severity::Error,
                 "listen.admin",
@@ -432,7 +447,8 @@ impl Reader {
         if base_url.scheme() != Some(&http::uri::Scheme::HTTP) {
             return;
         }
-        let shown = Some(toml_string(&base_url.to_string()));
+        // Shown without the '/' a bare host always prints, to match what the operator wrote.
+        let shown = Some(toml_string(base_url.to_string().trim_end_matches('/')));
         if allow_insecure {
             self.report(
                 Severity::Warning,

@@ -9,7 +9,10 @@ use super::*;
 
 const BASE_URL: &str = "https://acme.fincode.tech/api/v6/services";
 const CANARY: &str = "CANARY-s3cr3t-9f8e";
-const EXAMPLE: &str = include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/../../config.example.toml"));
+const EXAMPLE: &str = include_str!(concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../../config.example.toml"
+));
 
 fn minimal() -> String {
     format!("[upstream]\nbase_url = \"{BASE_URL}\"\n")
@@ -55,7 +58,10 @@ fn assert_no_canary(text: &str, vars: &[(&str, &str)]) -> ConfigError {
     let err = Config::from_toml_str(text, &env(vars)).unwrap_err();
     let display = err.to_string();
     let debug = format!("{err:?}");
-    assert!(!display.contains(CANARY), "Display leaks the secret:\n{display}");
+    assert!(
+        !display.contains(CANARY),
+        "Display leaks the secret:\n{display}"
+    );
     assert!(!debug.contains(CANARY), "Debug leaks the secret:\n{debug}");
     for problem in err.problems() {
         assert!(!problem.to_string().contains(CANARY));
@@ -121,9 +127,15 @@ fn example_file_documents_every_key() {
         }
     }
     let known = load::known_keys();
-    assert!(known.len() > 20, "schema walk found too few keys: {known:?}");
+    assert!(
+        known.len() > 20,
+        "schema walk found too few keys: {known:?}"
+    );
     let missing: Vec<_> = known.iter().filter(|k| !documented.contains(k)).collect();
-    assert!(missing.is_empty(), "config.example.toml does not document {missing:?}");
+    assert!(
+        missing.is_empty(),
+        "config.example.toml does not document {missing:?}"
+    );
 }
 
 // --- env overlay ---
@@ -133,7 +145,10 @@ fn env_overlay_sets_strings_numbers_bools_and_nested_maps() {
     let (config, _) = load_ok(
         "",
         &[
-            ("FINCODE_SIDECAR__UPSTREAM__BASE_URL", "https://other.fincode.tech/api/"),
+            (
+                "FINCODE_SIDECAR__UPSTREAM__BASE_URL",
+                "https://other.fincode.tech/api/",
+            ),
             ("FINCODE_SIDECAR__UPSTREAM__POOL_MAX_IDLE_PER_HOST", "9"),
             ("FINCODE_SIDECAR__UPSTREAM__HTTP2", "false"),
             ("FINCODE_SIDECAR__UPSTREAM__CONNECT_TIMEOUT", "250ms"),
@@ -157,11 +172,17 @@ fn env_overlay_sets_strings_numbers_bools_and_nested_maps() {
 
 #[test]
 fn env_overlay_overrides_the_file() {
-    let text = format!("{}[auth]\nextra_headers = {{ platform = \"a\" }}\n", minimal());
+    let text = format!(
+        "{}[auth]\nextra_headers = {{ platform = \"a\" }}\n",
+        minimal()
+    );
     let (config, _) = load_ok(
         &text,
         &[
-            ("FINCODE_SIDECAR__UPSTREAM__BASE_URL", "https://b.fincode.tech"),
+            (
+                "FINCODE_SIDECAR__UPSTREAM__BASE_URL",
+                "https://b.fincode.tech",
+            ),
             ("FINCODE_SIDECAR__AUTH__EXTRA_HEADERS__PLATFORM", "fincode"),
         ],
     );
@@ -187,7 +208,9 @@ fn env_problems_name_the_variable() {
     assert_eq!(problems[0].value.as_deref(), Some("\"five\""));
     let shown = problems[0].to_string();
     assert!(
-        shown.starts_with(&format!("error: upstream.connect_timeout (from {var}) = \"five\": expected a duration")),
+        shown.starts_with(&format!(
+            "error: upstream.connect_timeout (from {var}) = \"five\": expected a duration"
+        )),
         "{shown}"
     );
 }
@@ -195,7 +218,7 @@ fn env_problems_name_the_variable() {
 #[test]
 fn malformed_overlay_variables_are_reported() {
     let problems = errors(
-        &minimal(),
+        &format!("{}http2 = true\n", minimal()),
         &[
             ("FINCODE_SIDECAR__UPSTREAM____HTTP2", "true"),
             ("FINCODE_SIDECAR__UPSTREAM__HTTP2__X", "1"),
@@ -204,11 +227,20 @@ fn malformed_overlay_variables_are_reported() {
     );
     assert_eq!(
         keys(&problems),
-        ["upstream..http2", "upstream.http2.x", "upstream.http3"],
+        ["upstream.http2.x", "upstream..http2", "upstream.http3"],
         "{problems:#?}"
     );
     assert!(problems.iter().all(|p| matches!(p.source, Source::Env(_))));
-    assert!(problems[2].message.contains("did you mean `upstream.http2`?"));
+    assert!(
+        problems[0]
+            .message
+            .contains("`upstream.http2`, which is not a table")
+    );
+    assert!(
+        problems[2]
+            .message
+            .contains("did you mean `upstream.http2`?")
+    );
 }
 
 // --- bad values ---
@@ -216,28 +248,128 @@ fn malformed_overlay_variables_are_reported() {
 #[test]
 fn each_bad_value_names_its_key_and_what_was_expected() {
     let cases: &[(&str, &str, &str, &str)] = &[
-        ("listen", "egress = \"localhost:8080\"", "listen.egress", "IP address and port"),
-        ("listen", "admin = 9090", "listen.admin", "IP address and port"),
-        ("upstream", "connect_timeout = \"five\"", "upstream.connect_timeout", "duration such as \"5s\""),
-        ("upstream", "request_timeout = 30", "upstream.request_timeout", "duration"),
-        ("upstream", "pool_idle_timeout = \"0s\"", "upstream.pool_idle_timeout", "greater than zero"),
-        ("upstream", "pool_max_idle_per_host = -1", "upstream.pool_max_idle_per_host", "non-negative integer"),
-        ("upstream", "http2 = \"yes\"", "upstream.http2", "expected true or false"),
-        ("upstream", "allow_insecure = 1", "upstream.allow_insecure", "expected true or false"),
-        ("limits", "max_request_body_bytes = 0", "limits.max_request_body_bytes", "greater than 0"),
-        ("limits", "max_request_header_bytes = 512", "limits.max_request_header_bytes", "between 1024 and 1048576"),
-        ("limits", "max_request_header_bytes = 2000000", "limits.max_request_header_bytes", "between 1024 and 1048576"),
-        ("auth", "mode = \"oauth\"", "auth.mode", "\"none\" or \"static\""),
-        ("auth", "header = \"X Auth\"", "auth.header", "not a valid HTTP header name"),
-        ("auth", "header = \"Host\"", "auth.header", "manages this header"),
-        ("auth", "extra_headers = { \"bad header\" = \"x\" }", "auth.extra_headers.bad header", "header name"),
-        ("auth", "extra_headers = { x-ok = \"bad\\nvalue\" }", "auth.extra_headers.x-ok", "header value"),
-        ("auth", "extra_headers = { x-ok = 5 }", "auth.extra_headers.x-ok", "expected a string"),
-        ("auth", "extra_headers = \"platform\"", "auth.extra_headers", "expected a table"),
+        (
+            "listen",
+            "egress = \"localhost:8080\"",
+            "listen.egress",
+            "IP address and port",
+        ),
+        (
+            "listen",
+            "admin = 9090",
+            "listen.admin",
+            "IP address and port",
+        ),
+        (
+            "upstream",
+            "connect_timeout = \"five\"",
+            "upstream.connect_timeout",
+            "duration such as \"5s\"",
+        ),
+        (
+            "upstream",
+            "request_timeout = 30",
+            "upstream.request_timeout",
+            "duration",
+        ),
+        (
+            "upstream",
+            "pool_idle_timeout = \"0s\"",
+            "upstream.pool_idle_timeout",
+            "greater than zero",
+        ),
+        (
+            "upstream",
+            "pool_max_idle_per_host = -1",
+            "upstream.pool_max_idle_per_host",
+            "non-negative integer",
+        ),
+        (
+            "upstream",
+            "http2 = \"yes\"",
+            "upstream.http2",
+            "expected true or false",
+        ),
+        (
+            "upstream",
+            "allow_insecure = 1",
+            "upstream.allow_insecure",
+            "expected true or false",
+        ),
+        (
+            "limits",
+            "max_request_body_bytes = 0",
+            "limits.max_request_body_bytes",
+            "greater than 0",
+        ),
+        (
+            "limits",
+            "max_request_header_bytes = 512",
+            "limits.max_request_header_bytes",
+            "between 1024 and 1048576",
+        ),
+        (
+            "limits",
+            "max_request_header_bytes = 2000000",
+            "limits.max_request_header_bytes",
+            "between 1024 and 1048576",
+        ),
+        (
+            "auth",
+            "mode = \"oauth\"",
+            "auth.mode",
+            "\"none\" or \"static\"",
+        ),
+        (
+            "auth",
+            "header = \"X Auth\"",
+            "auth.header",
+            "not a valid HTTP header name",
+        ),
+        (
+            "auth",
+            "header = \"Host\"",
+            "auth.header",
+            "manages this header",
+        ),
+        (
+            "auth",
+            "extra_headers = { \"bad header\" = \"x\" }",
+            "auth.extra_headers.bad header",
+            "header name",
+        ),
+        (
+            "auth",
+            "extra_headers = { x-ok = \"bad\\nvalue\" }",
+            "auth.extra_headers.x-ok",
+            "header value",
+        ),
+        (
+            "auth",
+            "extra_headers = { x-ok = 5 }",
+            "auth.extra_headers.x-ok",
+            "expected a string",
+        ),
+        (
+            "auth",
+            "extra_headers = \"platform\"",
+            "auth.extra_headers",
+            "expected a table",
+        ),
         ("log", "level = \"verbose\"", "log.level", "known level"),
-        ("log", "level = \"hyper proto=info\"", "log.level", "valid target"),
+        (
+            "log",
+            "level = \"hyper proto=info\"",
+            "log.level",
+            "valid target",
+        ),
         ("log", "level = \"\"", "log.level", "must not be empty"),
-        ("log", "format = \"yaml\"", "log.format", "\"json\" or \"text\""),
+        (
+            "log",
+            "format = \"yaml\"",
+            "log.format",
+            "\"json\" or \"text\"",
+        ),
     ];
     for (section, line, key, expected) in cases {
         let text = if *section == "upstream" {
@@ -247,7 +379,11 @@ fn each_bad_value_names_its_key_and_what_was_expected() {
         };
         let problems = errors(&text, &[]);
         assert_eq!(keys(&problems), [*key], "for `{line}`: {problems:#?}");
-        assert!(problems[0].message.contains(expected), "for `{line}`: {}", problems[0]);
+        assert!(
+            problems[0].message.contains(expected),
+            "for `{line}`: {}",
+            problems[0]
+        );
         assert!(!problems[0].fix.is_empty());
         assert_eq!(problems[0].source, Source::File);
     }
@@ -255,7 +391,12 @@ fn each_bad_value_names_its_key_and_what_was_expected() {
 
 #[test]
 fn good_log_levels_are_accepted() {
-    for level in ["info", "WARN", "info,fincode_proxy=debug", "hyper::proto = off, error"] {
+    for level in [
+        "info",
+        "WARN",
+        "info,fincode_proxy=debug",
+        "hyper::proto = off, error",
+    ] {
         let text = format!("{}[log]\nlevel = \"{level}\"\n", minimal());
         assert_eq!(load_ok(&text, &[]).0.log.level, level);
     }
@@ -285,25 +426,36 @@ format = \"yaml\"
             "upstream.connect_timeout",
             "upstream.pool_max_idle_per_host",
             "upstream.http2",
-            "log.format",
             "upstream.ca_fil",
             "auth.token_env",
+            "log.format",
         ],
         "{problems:#?}"
     );
     let err = load(text).unwrap_err();
     let shown = err.to_string();
-    assert!(shown.starts_with("invalid configuration: 8 errors, 0 warnings\n"), "{shown}");
+    assert!(
+        shown.starts_with("invalid configuration: 8 errors, 0 warnings\n"),
+        "{shown}"
+    );
     assert_eq!(shown.matches("\n  fix: ").count(), 8);
-    assert!(shown.contains("error: upstream.base_url: missing required key\n  fix: add base_url = "));
+    assert!(
+        shown.contains("error: upstream.base_url: missing required key\n  fix: add base_url = ")
+    );
 }
 
 #[test]
 fn warnings_ride_along_with_errors() {
-    let text = format!("[listen]\negress = \"0.0.0.0:8080\"\n{}http2 = 3\n", minimal());
+    let text = format!(
+        "[listen]\negress = \"0.0.0.0:8080\"\n{}http2 = 3\n",
+        minimal()
+    );
     let err = load(&text).unwrap_err();
     let problems = err.problems();
-    assert_eq!(keys(problems), ["upstream.http2", "listen.egress", "auth.mode"]);
+    assert_eq!(
+        keys(problems),
+        ["upstream.http2", "listen.egress", "auth.mode"]
+    );
     assert_eq!(problems[1].severity, Severity::Warning);
     assert!(problems[1].message.contains("reachable from the network"));
 }
@@ -318,10 +470,25 @@ fn unknown_keys_get_a_did_you_mean() {
     );
     let problems = errors(&text, &[]);
     let find = |key: &str| problems.iter().find(|p| p.key == key).unwrap();
-    assert!(find("upstream.ca_fil").message.contains("did you mean `upstream.ca_file`?"));
-    assert_eq!(find("upstream.ca_fil").fix, "rename it to `upstream.ca_file`");
-    assert!(find("listen.base_url").message.contains("did you mean `upstream.base_url`?"));
-    assert!(find("upstrem").message.contains("unknown section; did you mean `upstream`?"));
+    assert!(
+        find("upstream.ca_fil")
+            .message
+            .contains("did you mean `upstream.ca_file`?")
+    );
+    assert_eq!(
+        find("upstream.ca_fil").fix,
+        "rename it to `upstream.ca_file`"
+    );
+    assert!(
+        find("listen.base_url")
+            .message
+            .contains("did you mean `upstream.base_url`?")
+    );
+    assert!(
+        find("upstrem")
+            .message
+            .contains("unknown section; did you mean `upstream`?")
+    );
     assert_eq!(find("zzz").message, "unknown section");
     assert!(problems.iter().all(|p| p.value.is_none()));
     assert_eq!(problems.len(), 4);
@@ -336,18 +503,39 @@ fn literal_secrets_are_refused_and_never_echoed() {
         ("{m}api_key = \"{c}\"\n", "upstream.api_key"),
         ("{m}[auth]\ntoken = \"{c}\"\n", "auth.token"),
         ("{m}[auth]\nclient_secret = \"{c}\"\n", "auth.client_secret"),
-        ("{m}[vault]\nlogin = {{ passwd = \"{c}\" }}\n", "vault.login.passwd"),
+        (
+            "{m}[vault]\nlogin = {{ passwd = \"{c}\" }}\n",
+            "vault.login.passwd",
+        ),
         ("{m}[log]\ncard_pin = \"{c}\"\n", "log.card_pin"),
-        ("{m}[auth]\nextra_headers = {{ Authorization = \"Bearer {c}\" }}\n", "auth.extra_headers.Authorization"),
-        ("{m}[auth]\nextra_headers = {{ x-session-token = \"{c}\" }}\n", "auth.extra_headers.x-session-token"),
-        ("{m}[auth]\nheader = \"X-Key\"\nextra_headers = {{ x-key = \"{c}\" }}\n", "auth.extra_headers.x-key"),
+        (
+            "{m}[auth]\nextra_headers = {{ Authorization = \"Bearer {c}\" }}\n",
+            "auth.extra_headers.Authorization",
+        ),
+        (
+            "{m}[auth]\nextra_headers = {{ x-session-token = \"{c}\" }}\n",
+            "auth.extra_headers.x-session-token",
+        ),
+        (
+            "{m}[auth]\nheader = \"X-Key\"\nextra_headers = {{ x-key = \"{c}\" }}\n",
+            "auth.extra_headers.x-key",
+        ),
     ];
     for (template, key) in cases {
-        let text = template.replace("{m}", &minimal()).replace("{c}", CANARY).replace("{{", "{").replace("}}", "}");
+        let text = template
+            .replace("{m}", &minimal())
+            .replace("{c}", CANARY)
+            .replace("{{", "{")
+            .replace("}}", "}");
         let err = assert_no_canary(&text, &[]);
         let problem = err.problems().iter().find(|p| p.key == *key);
         let problem = problem.unwrap_or_else(|| panic!("no problem for {key}: {err}"));
-        assert!(problem.message.contains("secrets are never written in the config file"), "{problem}");
+        assert!(
+            problem
+                .message
+                .contains("secrets are never written in the config file"),
+            "{problem}"
+        );
         assert_eq!(problem.value, None);
     }
 }
@@ -369,25 +557,51 @@ fn secrets_from_the_env_overlay_are_refused_too() {
     let problems = err.problems();
     assert_eq!(keys(problems)[0], "auth.token");
     assert_eq!(problems[0].source, Source::Env(var.to_owned()));
-    assert!(problems[0].to_string().contains("(from FINCODE_SIDECAR__AUTH__TOKEN)"));
+    assert!(
+        problems[0]
+            .to_string()
+            .contains("(from FINCODE_SIDECAR__AUTH__TOKEN)")
+    );
 }
 
 #[test]
 fn env_keys_must_hold_a_name_not_the_secret() {
-    for bad in [format!("sk live {CANARY}"), format!("9{CANARY}"), "x".repeat(129)] {
-        let text = format!("{}[auth]\nmode = \"static\"\ntoken_env = \"{bad}\"\n", minimal());
+    for bad in [
+        format!("sk live {CANARY}"),
+        format!("9{CANARY}"),
+        "x".repeat(129),
+    ] {
+        let text = format!(
+            "{}[auth]\nmode = \"static\"\ntoken_env = \"{bad}\"\n",
+            minimal()
+        );
         let err = assert_no_canary(&text, &[]);
         let problems = err.problems();
-        assert_eq!(keys(problems), ["auth.token_env", "auth.token_env"], "{err}");
-        assert!(problems[0].message.contains("must name an environment variable"));
+        assert_eq!(
+            keys(problems),
+            ["auth.token_env", "auth.token_env"],
+            "{err}"
+        );
+        assert!(
+            problems[0]
+                .message
+                .contains("must name an environment variable")
+        );
         assert!(!err.to_string().contains(&bad));
         // The second is the consequence: static mode without a usable token_env.
-        assert!(problems[1].message.contains("required when auth.mode = \"static\""));
+        assert!(
+            problems[1]
+                .message
+                .contains("required when auth.mode = \"static\"")
+        );
     }
     // Also through the overlay.
     assert_no_canary(
         &minimal(),
-        &[("FINCODE_SIDECAR__AUTH__TOKEN_ENV", &format!("Bearer {CANARY}"))],
+        &[(
+            "FINCODE_SIDECAR__AUTH__TOKEN_ENV",
+            &format!("Bearer {CANARY}"),
+        )],
     );
 }
 
@@ -400,13 +614,27 @@ fn syntax_errors_give_line_and_column_without_the_line() {
     };
     assert_eq!(line, 3);
     assert!(column > 1);
-    assert!(err.to_string().ends_with("\n  fix: fix the TOML syntax"), "{err}");
+    assert!(
+        err.to_string().ends_with("\n  fix: fix the TOML syntax"),
+        "{err}"
+    );
+}
+
+#[test]
+fn env_that_creates_a_table_where_a_value_belongs_is_blamed() {
+    let var = "FINCODE_SIDECAR__UPSTREAM__HTTP2__X";
+    let problems = errors(&minimal(), &[(var, "1")]);
+    assert_eq!(keys(&problems), ["upstream.http2"]);
+    assert_eq!(problems[0].source, Source::Env(var.to_owned()));
 }
 
 #[test]
 fn env_debug_shows_names_only() {
     let shown = format!("{:?}", env(&[("FINCODE_API_TOKEN", CANARY)]));
-    assert!(shown.contains("FINCODE_API_TOKEN") && !shown.contains(CANARY), "{shown}");
+    assert!(
+        shown.contains("FINCODE_API_TOKEN") && !shown.contains(CANARY),
+        "{shown}"
+    );
 }
 
 // --- upstream.base_url ---
@@ -418,14 +646,17 @@ fn plain_http_is_refused_unless_allow_insecure_then_warned() {
     assert_eq!(keys(&problems), ["upstream.base_url"]);
     assert_eq!(
         problems[0].to_string(),
-        "error: upstream.base_url = \"http://acme.fincode.tech/\": plain HTTP is refused; FinCode \
+        "error: upstream.base_url = \"http://acme.fincode.tech\": plain HTTP is refused; FinCode \
          must be reached over HTTPS\n  fix: use an https:// URL (or set \
          upstream.allow_insecure = true, for tests only)"
     );
 
     let (config, warnings) = load_ok(&format!("{text}allow_insecure = true\n"), &[]);
     assert_eq!(config.upstream.base_url, "http://acme.fincode.tech/");
-    let warning = warnings.iter().find(|p| p.key == "upstream.base_url").unwrap();
+    let warning = warnings
+        .iter()
+        .find(|p| p.key == "upstream.base_url")
+        .unwrap();
     assert!(warning.message.contains("tests only"));
 }
 
@@ -433,7 +664,10 @@ fn plain_http_is_refused_unless_allow_insecure_then_warned() {
 fn base_url_is_normalised() {
     let text = "[upstream]\nbase_url = \"HTTPS://Acme.FinCode.tech:443/api/v6/services//\"\n";
     let (config, _) = load_ok(text, &[]);
-    assert_eq!(config.upstream.base_url, "https://acme.fincode.tech:443/api/v6/services");
+    assert_eq!(
+        config.upstream.base_url,
+        "https://acme.fincode.tech:443/api/v6/services"
+    );
     assert_eq!(config.upstream.base_path(), "/api/v6/services");
 }
 
@@ -449,15 +683,20 @@ fn bad_base_urls_are_refused() {
     ] {
         let problems = errors(&format!("[upstream]\nbase_url = \"{url}\"\n"), &[]);
         assert_eq!(keys(&problems), ["upstream.base_url"], "{url}");
-        assert!(problems[0].message.contains(expected), "{url}: {}", problems[0]);
+        assert!(
+            problems[0].message.contains(expected),
+            "{url}: {}",
+            problems[0]
+        );
     }
 }
 
 #[test]
 fn userinfo_in_base_url_is_refused_without_echo() {
-    let text = format!("[upstream]\nbase_url = \"https://merchant:{CANARY}@acme.fincode.tech/api\"\n");
+    let text =
+        format!("[upstream]\nbase_url = \"https://merchant:{CANARY}@acme.fincode.tech/api\"\n");
     let err = assert_no_canary(&text, &[]);
-    assert_eq!(keys(err.problems()), ["upstream.base_url"]);
+    assert_eq!(keys(err.problems()), ["upstream.base_url", "auth.mode"]);
     assert_eq!(err.problems()[0].value, None);
     assert!(err.problems()[0].message.contains("user name or password"));
 }
@@ -470,16 +709,26 @@ fn ca_file_must_exist_and_hold_a_pem_certificate() {
     let problems = errors(&missing, &[]);
     assert_eq!(keys(&problems), ["upstream.ca_file"]);
     assert!(problems[0].message.contains("file not found"));
-    assert_eq!(problems[0].value.as_deref(), Some("\"/nonexistent/ca.pem\""));
+    assert_eq!(
+        problems[0].value.as_deref(),
+        Some("\"/nonexistent/ca.pem\"")
+    );
 
     let not_pem = pem_file("this is not a certificate");
     let text = format!("{}ca_file = {:?}\n", minimal(), not_pem.path());
     let problems = errors(&text, &[]);
-    assert!(problems[0].message.contains("no PEM certificate"), "{}", problems[0]);
+    assert!(
+        problems[0].message.contains("no PEM certificate"),
+        "{}",
+        problems[0]
+    );
 
     let good = pem_file(PEM);
     let text = format!("{}ca_file = {:?}\n", minimal(), good.path());
-    assert_eq!(load_ok(&text, &[]).0.upstream.ca_file.as_deref(), Some(good.path()));
+    assert_eq!(
+        load_ok(&text, &[]).0.upstream.ca_file.as_deref(),
+        Some(good.path())
+    );
 }
 
 // --- cross-field rules ---
@@ -489,7 +738,11 @@ fn static_mode_needs_token_env() {
     let text = format!("{}[auth]\nmode = \"static\"\n", minimal());
     let problems = errors(&text, &[]);
     assert_eq!(keys(&problems), ["auth.token_env"]);
-    assert!(problems[0].fix.contains("auth.token_env = \"FINCODE_API_TOKEN\""));
+    assert!(
+        problems[0]
+            .fix
+            .contains("auth.token_env = \"FINCODE_API_TOKEN\"")
+    );
 
     let text = format!("{text}token_env = \"FINCODE_API_TOKEN\"\n");
     let (config, warnings) = load_ok(&text, &[]);
@@ -510,13 +763,24 @@ fn load_reads_a_file_and_names_it_in_errors() {
     let file = pem_file(&minimal());
     assert!(Config::load(file.path(), &Env::default()).is_ok());
 
-    let err = Config::load(std::path::Path::new("/nonexistent/fincode.toml"), &Env::default()).unwrap_err();
+    let err = Config::load(
+        std::path::Path::new("/nonexistent/fincode.toml"),
+        &Env::default(),
+    )
+    .unwrap_err();
     assert!(matches!(err, ConfigError::Read { .. }));
-    assert!(err.to_string().contains("/nonexistent/fincode.toml"), "{err}");
+    assert!(
+        err.to_string().contains("/nonexistent/fincode.toml"),
+        "{err}"
+    );
 
     let broken = pem_file("[upstream\n");
     let err = Config::load(broken.path(), &Env::default()).unwrap_err();
-    assert!(err.to_string().contains(&broken.path().display().to_string()), "{err}");
+    assert!(
+        err.to_string()
+            .contains(&broken.path().display().to_string()),
+        "{err}"
+    );
     assert!(err.to_string().contains("line 1"), "{err}");
 }
 
@@ -540,7 +804,10 @@ fn to_toml_string_round_trips() {
     config.auth.mode = AuthMode::Static;
     config.auth.header = http::HeaderName::from_static("x-fincode-key");
     config.auth.token_env = Some("FINCODE_API_TOKEN".to_owned());
-    config.auth.extra_headers.insert("x-merchant".to_owned(), "m 42".to_owned());
+    config
+        .auth
+        .extra_headers
+        .insert("x-merchant".to_owned(), "m 42".to_owned());
     config.log.level = "debug,hyper=info".to_owned();
     config.log.format = LogFormat::Text;
 
@@ -556,7 +823,10 @@ fn to_toml_string_round_trips() {
 
 #[test]
 fn check_environment_reports_unset_token_variable_without_value() {
-    let text = format!("{}[auth]\nmode = \"static\"\ntoken_env = \"FINCODE_API_TOKEN\"\n", minimal());
+    let text = format!(
+        "{}[auth]\nmode = \"static\"\ntoken_env = \"FINCODE_API_TOKEN\"\n",
+        minimal()
+    );
     let (config, _) = load_ok(&text, &[]);
 
     let problems = config.check_environment(&Env::default());
@@ -565,8 +835,17 @@ fn check_environment_reports_unset_token_variable_without_value() {
         problems[0].message,
         "environment variable FINCODE_API_TOKEN (named by auth.token_env) is not set"
     );
-    assert_eq!(config.check_environment(&env(&[("FINCODE_API_TOKEN", " ")])).len(), 1);
-    assert!(config.check_environment(&env(&[("FINCODE_API_TOKEN", CANARY)])).is_empty());
+    assert_eq!(
+        config
+            .check_environment(&env(&[("FINCODE_API_TOKEN", " ")]))
+            .len(),
+        1
+    );
+    assert!(
+        config
+            .check_environment(&env(&[("FINCODE_API_TOKEN", CANARY)]))
+            .is_empty()
+    );
 
     // Mode "none" reads no variable.
     let (config, _) = load_ok(&minimal(), &[]);

@@ -41,7 +41,9 @@ pub enum BuildError {
     #[error("upstream.base_url: {0}")]
     BaseUrl(&'static str),
     /// `upstream.ca_file` cannot be read or holds no certificate.
-    #[error("upstream.ca_file = {path:?}: {detail}; point it at a PEM file with the CA certificate(s)")]
+    #[error(
+        "upstream.ca_file = {path:?}: {detail}; point it at a PEM file with the CA certificate(s)"
+    )]
     CaFile {
         /// The configured path.
         path: PathBuf,
@@ -90,7 +92,10 @@ impl EgressProxy {
         let stack = ServiceBuilder::new()
             .layer(correlation::CorrelationLayer::new())
             .layer(problem::ErrorResponderLayer::new())
-            .layer(limits::RequestLimitsLayer::new(self.max_body, self.max_head))
+            .layer(limits::RequestLimitsLayer::new(
+                self.max_body,
+                self.max_head,
+            ))
             .layer(authorize::AuthorizeLayer::new(self.credentials))
             .service(self.upstream);
         server::serve(listener, stack, self.max_head, self.drain, shutdown).await;

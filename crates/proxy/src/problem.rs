@@ -103,8 +103,14 @@ where
         let response = match std::task::ready!(this.inner.poll(cx)) {
             Ok(response) => response.map(Either::Left),
             Err(error) => {
-                tracing::debug!(error.kind = error.kind().code(), detail = error.detail(), "sidecar error");
-                error.to_response::<Full<Bytes>>(this.id.as_str()).map(Either::Right)
+                tracing::debug!(
+                    error.kind = error.kind().code(),
+                    detail = error.detail(),
+                    "sidecar error"
+                );
+                error
+                    .to_response::<Full<Bytes>>(this.id.as_str())
+                    .map(Either::Right)
             }
         };
         Poll::Ready(Ok(response))

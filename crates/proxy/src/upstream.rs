@@ -29,7 +29,9 @@ use hyper_util::{
 use rustls::pki_types::{CertificateDer, pem::PemObject};
 use tower::Service;
 
-use crate::{BuildError, ErrorKind, SidecarError, headers::strip_hop_by_hop, limits::body_too_large};
+use crate::{
+    BuildError, ErrorKind, SidecarError, headers::strip_hop_by_hop, limits::body_too_large,
+};
 
 /// HTTP/2 header lists from FinCode up to this size are accepted (hyper's default is
 /// 16 KiB, which a large JWT plus tracing headers can approach).
@@ -50,7 +52,9 @@ impl Target {
     pub(crate) fn new(base: &Uri) -> Result<Self, BuildError> {
         let (Some(scheme), Some(authority)) = (base.scheme().cloned(), base.authority().cloned())
         else {
-            return Err(BuildError::BaseUrl("it must be absolute, like https://acme.fincode.tech/api/v6/services"));
+            return Err(BuildError::BaseUrl(
+                "it must be absolute, like https://acme.fincode.tech/api/v6/services",
+            ));
         };
         let base_path = base.path().trim_end_matches('/').to_owned();
         Ok(Self {
@@ -75,8 +79,9 @@ impl Target {
             || path
                 .strip_prefix(self.base_path.as_str())
                 .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'));
-        let mut path_and_query =
-            String::with_capacity(self.base_path.len() + path.len() + uri.query().map_or(0, |q| q.len() + 1));
+        let mut path_and_query = String::with_capacity(
+            self.base_path.len() + path.len() + uri.query().map_or(0, |q| q.len() + 1),
+        );
         if !under_base {
             path_and_query.push_str(&self.base_path);
         }
@@ -90,7 +95,12 @@ impl Target {
             .authority(self.authority.clone())
             .path_and_query(path_and_query)
             .build()
-            .map_err(|_| SidecarError::new(ErrorKind::BadRequest, "the request path is not a valid URI path"))
+            .map_err(|_| {
+                SidecarError::new(
+                    ErrorKind::BadRequest,
+                    "the request path is not a valid URI path",
+                )
+            })
     }
 }
 
@@ -235,15 +245,17 @@ impl<B> Upstream<B> {
         let mut cause: Option<&(dyn StdError + 'static)> = Some(error);
         let mut io_error = None;
         while let Some(err) = cause {
-            if err.downcast_ref::<http_body_util::LengthLimitError>().is_some() {
+            if err
+                .downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some()
+            {
                 return body_too_large(self.max_body, self.max_body);
             }
             if let Some(tls) = err.downcast_ref::<rustls::Error>() {
                 return tls_error(authority, tls);
             }
             if let Some(io) = err.downcast_ref::<io::Error>() {
-                // io::Error hides a wrapped error from `source()`; look inside.
-                if let Some(tls) = io.get_ref().and_then(|e| e.downcast_ref::<rustls::Error>()) {
+                if let Some(tls) = rustls_inside(io) {
                     return tls_error(authority, tls);
                 }
                 io_error.get_or_insert(io);
@@ -276,6 +288,18 @@ impl<B> Upstream<B> {
             ErrorKind::UpstreamUnreachable,
             format!("the connection to FinCode ({authority}) failed before a response: {why}"),
         )
+    }
+}
+
+/// `io::Error` hides a wrapped error from `source()`, and hyper-rustls wraps
+/// tokio-rustls's `io::Error` in another one: look inside, layer by layer.
+fn rustls_inside(mut io: &io::Error) -> Option<&rustls::Error> {
+    loop {
+        let inner = io.get_ref()?;
+        if let Some(tls) = inner.downcast_ref::<rustls::Error>() {
+            return Some(tls);
+        }
+        io = inner.downcast_ref::<io::Error>()?;
     }
 }
 
@@ -343,7 +367,13 @@ mod tests {
     #[test]
     fn places_app_paths_under_the_base_path() {
         let t = target("https://acme.fincode.tech/api/v6/services");
-        let uri = t.rewrite(&"/transactionmanagement/transactions?page=2".parse().unwrap()).unwrap();
+        let uri = t
+            .rewrite(
+                &"/transactionmanagement/transactions?page=2"
+                    .parse()
+                    .unwrap(),
+            )
+            .unwrap();
         assert_eq!(
             uri.to_string(),
             "https://acme.fincode.tech/api/v6/services/transactionmanagement/transactions?page=2"
@@ -353,11 +383,19 @@ mod tests {
     #[test]
     fn keeps_paths_that_already_carry_the_base_path() {
         let t = target("https://acme.fincode.tech/api/v6/services/");
-        let uri = t.rewrite(&"/api/v6/services/securitymanagement/login".parse().unwrap()).unwrap();
-        assert_eq!(uri.to_string(), "https://acme.fincode.tech/api/v6/services/securitymanagement/login");
+        let uri = t
+            .rewrite(&"/api/v6/services/securitymanagement/login".parse().unwrap())
+            .unwrap();
+        assert_eq!(
+            uri.to_string(),
+            "https://acme.fincode.tech/api/v6/services/securitymanagement/login"
+        );
         // A path that merely starts with the same letters is not under the base.
         let uri = t.rewrite(&"/api/v6/servicesX".parse().unwrap()).unwrap();
-        assert_eq!(uri.to_string(), "https://acme.fincode.tech/api/v6/services/api/v6/servicesX");
+        assert_eq!(
+            uri.to_string(),
+            "https://acme.fincode.tech/api/v6/services/api/v6/servicesX"
+        );
     }
 
     #[test]

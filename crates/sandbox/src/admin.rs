@@ -10,7 +10,7 @@ use axum::response::Response;
 use axum::routing::{get, post, put};
 use http::StatusCode;
 use serde::Deserialize;
-use serde_json::{Value, json};
+use serde_json::json;
 
 use crate::api::{fincode_error, json_response, read_json, validation_error};
 use crate::faults::FaultRule;
@@ -25,7 +25,10 @@ pub(crate) fn router(app: Arc<App>) -> Router {
         .route("/healthz", get(healthz))
         .route("/counters", get(counters))
         .route("/requests", get(requests))
-        .route("/faults", post(add_faults).get(list_faults).delete(clear_faults))
+        .route(
+            "/faults",
+            post(add_faults).get(list_faults).delete(clear_faults),
+        )
         .route("/reset", post(reset))
         .route("/settings", put(settings))
         .route("/tokens", post(mint_token))
@@ -122,7 +125,9 @@ async fn settings(State(app): State<Arc<App>>, body: Body) -> Response {
     };
     app.tokens.set_lifetimes(
         settings.token_lifetime_secs.map(Duration::from_secs),
-        settings.refresh_token_lifetime_secs.map(Duration::from_secs),
+        settings
+            .refresh_token_lifetime_secs
+            .map(Duration::from_secs),
     );
     ok()
 }
@@ -135,9 +140,8 @@ struct MintRequest {
 
 async fn mint_token(State(app): State<Arc<App>>, body: Body) -> Response {
     // An empty body means "the default lifetime".
-    let bytes = match axum::body::to_bytes(body, 64 * 1024).await {
-        Ok(bytes) => bytes,
-        Err(_) => return validation_error("request body could not be read"),
+    let Ok(bytes) = axum::body::to_bytes(body, 64 * 1024).await else {
+        return validation_error("request body could not be read");
     };
     let lifetime = if bytes.iter().all(u8::is_ascii_whitespace) {
         DEFAULT_STATIC_LIFETIME_SECS
@@ -150,7 +154,7 @@ async fn mint_token(State(app): State<Arc<App>>, body: Body) -> Response {
         }
     };
     let token = app.tokens.mint_static(Duration::from_secs(lifetime));
-    json_response(StatusCode::OK, &Value::from(json!({"token": token})))
+    json_response(StatusCode::OK, &json!({"token": token}))
 }
 
 async fn expire_tokens(State(app): State<Arc<App>>) -> Response {

@@ -109,7 +109,7 @@ pub(crate) fn validation_error(message: &str) -> Response {
     fincode_error(StatusCode::UNPROCESSABLE_ENTITY, message)
 }
 
-fn success(message: &str, data: Value) -> Response {
+fn success(message: &str, data: &Value) -> Response {
     json_response(
         StatusCode::OK,
         &json!({"status": "SUCCESS", "message": message, "data": data}),
@@ -169,13 +169,12 @@ async fn observe(State(app): State<Arc<App>>, request: Request, next: Next) -> R
     let request = Request::from_parts(parts, body);
 
     let before = decide(&app, &method, &path, FaultPhase::Before);
-    let response = match apply(before, abort.as_ref()).await {
-        Some(faulted) => faulted,
-        None => {
-            let real = next.run(request).await;
-            let after = decide(&app, &method, &path, FaultPhase::After);
-            apply(after, abort.as_ref()).await.unwrap_or(real)
-        }
+    let response = if let Some(faulted) = apply(before, abort.as_ref()).await {
+        faulted
+    } else {
+        let real = next.run(request).await;
+        let after = decide(&app, &method, &path, FaultPhase::After);
+        apply(after, abort.as_ref()).await.unwrap_or(real)
     };
     with_request_id(response)
 }
@@ -278,7 +277,7 @@ async fn login_inner(app: &App, body: Body) -> Response {
     let pair = app.tokens.issue_pair(email);
     success(
         "Login successful",
-        json!({"token": pair.token, "refresh_token": pair.refresh_token, "expires_in": pair.expires_in}),
+        &json!({"token": pair.token, "refresh_token": pair.refresh_token, "expires_in": pair.expires_in}),
     )
 }
 
@@ -290,15 +289,14 @@ async fn refresh(State(app): State<Arc<App>>, body: Body) -> Response {
             Some(token) => match app.tokens.refresh(token) {
                 Ok(pair) => success(
                     "Token refreshed",
-                    json!({"token": pair.token, "refresh_token": pair.refresh_token, "expires_in": pair.expires_in}),
+                    &json!({"token": pair.token, "refresh_token": pair.refresh_token, "expires_in": pair.expires_in}),
                 ),
                 Err(RefreshError::AlreadyUsed) => {
                     fincode_error(StatusCode::FORBIDDEN, "Token Already Used")
                 }
-                Err(RefreshError::Invalid) => fincode_error(
-                    StatusCode::UNAUTHORIZED,
-                    "Invalid or expired refresh token",
-                ),
+                Err(RefreshError::Invalid) => {
+                    fincode_error(StatusCode::UNAUTHORIZED, "Invalid or expired refresh token")
+                }
             },
         },
     };
@@ -315,7 +313,7 @@ async fn logout(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
     match auth_token(&headers) {
         Some(token) if app.tokens.logout(token) => {
             CounterCells::bump(&app.counters.logouts);
-            success("Logged out", json!({}))
+            success("Logged out", &json!({}))
         }
         _ => auth_required(),
     }
@@ -332,10 +330,11 @@ fn auth_required() -> Response {
     fincode_error(StatusCode::UNAUTHORIZED, "Authentication required")
 }
 
-fn check_auth(app: &App, headers: &HeaderMap) -> Result<(), Response> {
+/// `None` when the request carries a valid token, else FinCode's 401 to send instead.
+fn auth_rejection(app: &App, headers: &HeaderMap) -> Option<Response> {
     match auth_token(headers) {
-        Some(token) if app.tokens.is_valid(token) => Ok(()),
-        _ => Err(auth_required()),
+        Some(token) if app.tokens.is_valid(token) => None,
+        _ => Some(auth_required()),
     }
 }
 
@@ -346,7 +345,7 @@ async fn create_transaction(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    if let Err(response) = check_auth(&app, &headers) {
+    if let Some(response) = auth_rejection(&app, &headers) {
         return response;
     }
     let Some(key) = headers
@@ -427,7 +426,7 @@ async fn get_transaction(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Response {
-    if let Err(response) = check_auth(&app, &headers) {
+    if let Some(response) = auth_rejection(&app, &headers) {
         return response;
     }
     let ledger = lock(&app.ledger);
@@ -437,7 +436,7 @@ async fn get_transaction(
             || t.get("reference").and_then(Value::as_str) == Some(id.as_str())
     });
     match found {
-        Some(transaction) => success("Transaction found", transaction.clone()),
+        Some(transaction) => success("Transaction found", transaction),
         None => fincode_error(StatusCode::NOT_FOUND, "Transaction not found"),
     }
 }
@@ -453,7 +452,7 @@ async fn list_transactions(
     headers: HeaderMap,
     request: Request,
 ) -> Response {
-    if let Err(response) = check_auth(&app, &headers) {
+    if let Some(response) = auth_rejection(&app, &headers) {
         return response;
     }
     let Ok(Query(params)) = Query::<ListParams>::try_from_uri(request.uri()) else {
@@ -474,7 +473,7 @@ async fn list_transactions(
     drop(ledger);
     success(
         "Transactions",
-        json!({"items": items, "page": page, "size": size, "total": total}),
+        &json!({"items": items, "page": page, "size": size, "total": total}),
     )
 }
 
@@ -538,6 +537,5 @@ async fn not_found() -> Response {
 }
 
 async fn method_not_allowed() -> Response {
-    fincode_error(StatusCode::METHOD_NOT_ALLOWED, "Method not allowed")
-        .into_response()
+    fincode_error(StatusCode::METHOD_NOT_ALLOWED, "Method not allowed").into_response()
 }

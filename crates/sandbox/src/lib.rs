@@ -93,8 +93,8 @@ impl Default for SandboxConfig {
                 email: DEMO_EMAIL.to_owned(),
                 password: DEMO_PASSWORD.to_owned(),
             }],
-            token_lifetime: Duration::from_secs(3600),
-            refresh_token_lifetime: Duration::from_secs(86_400),
+            token_lifetime: Duration::from_hours(1),
+            refresh_token_lifetime: Duration::from_hours(24),
             static_tokens: Vec::new(),
         }
     }
@@ -109,7 +109,10 @@ impl fmt::Debug for SandboxConfig {
             .field("users", &self.users)
             .field("token_lifetime", &self.token_lifetime)
             .field("refresh_token_lifetime", &self.refresh_token_lifetime)
-            .field("static_tokens", &format!("[{} REDACTED]", self.static_tokens.len()))
+            .field(
+                "static_tokens",
+                &format!("[{} REDACTED]", self.static_tokens.len()),
+            )
             .finish()
     }
 }
@@ -151,9 +154,7 @@ impl Sandbox {
         }
         tokio::fs::create_dir_all(&config.state_dir)
             .await
-            .map_err(|e| {
-                SandboxError::io(format!("creating {}", config.state_dir.display()), e)
-            })?;
+            .map_err(|e| SandboxError::io(format!("creating {}", config.state_dir.display()), e))?;
         let acceptor = tls::build_acceptor(&config.state_dir)?;
         let login_key = keys::LoginKey::load_or_generate(&config.state_dir).await?;
         let tokens = Tokens::new(

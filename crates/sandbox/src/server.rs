@@ -34,11 +34,8 @@ impl ConnAbort {
 }
 
 /// Accepts until `shutdown` flips; dropping the loop aborts every connection task.
-async fn accept_loop<F, Fut>(
-    listener: TcpListener,
-    mut shutdown: watch::Receiver<bool>,
-    handle: F,
-) where
+async fn accept_loop<F, Fut>(listener: TcpListener, mut shutdown: watch::Receiver<bool>, handle: F)
+where
     F: Fn(TcpStream) -> Fut,
     Fut: Future<Output = ()> + Send + 'static,
 {
@@ -233,7 +230,8 @@ async fn sniff(stream: &TcpStream) -> std::io::Result<Sniffed> {
 }
 
 async fn refuse_plain_http(mut stream: TcpStream) {
-    let body = br#"{"status":"FAILED","code":"VALIDATION_ERROR","message":"This port only speaks HTTPS"}"#;
+    let body =
+        br#"{"status":"FAILED","code":"VALIDATION_ERROR","message":"This port only speaks HTTPS"}"#;
     let head = format!(
         "HTTP/1.1 400 Bad Request\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
         body.len()
