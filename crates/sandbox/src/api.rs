@@ -3,8 +3,10 @@
 //! Handlers never use axum's `Json` extractor: its rejections are plain text, and FinCode answers
 //! malformed input with its own 422 JSON shape, which clients (and the sidecar) parse.
 
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
 
 use axum::Router;
 use axum::body::Body;
@@ -15,7 +17,7 @@ use axum::routing::{any, get, post, put};
 use bytes::Bytes;
 use http::header::{CONTENT_TYPE, RETRY_AFTER};
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
-use http_body_util::BodyExt as _;
+use hyper::body::{Frame, SizeHint};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -154,13 +156,10 @@ async fn observe(State(app): State<Arc<App>>, request: Request, next: Next) -> R
         },
         body_len: body_len.clone(),
     });
-    // Count body bytes as they stream through, so echo stays unbuffered.
-    let body = Body::new(body.map_frame(move |frame| {
-        if let Some(data) = frame.data_ref() {
-            body_len.fetch_add(data.len() as u64, Ordering::Relaxed);
-        }
-        frame
-    }));
+    let body = Body::new(CountingBody {
+        inner: body,
+        counted: body_len,
+    });
 
     let method = parts.method.as_str().to_owned();
     let path = parts.uri.path();
@@ -177,6 +176,41 @@ async fn observe(State(app): State<Arc<App>>, request: Request, next: Next) -> R
         apply(after, abort.as_ref()).await.unwrap_or(real)
     };
     with_request_id(response)
+}
+
+/// Counts body bytes as they stream through, so echo stays unbuffered, while keeping the size
+/// hint (a `map_frame` adapter would drop it and turn a `content-length` echo into chunked).
+struct CountingBody {
+    inner: Body,
+    counted: Arc<AtomicU64>,
+}
+
+// === impl CountingBody ===
+
+impl hyper::body::Body for CountingBody {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        if let Poll::Ready(Some(Ok(frame))) = &polled
+            && let Some(data) = frame.data_ref()
+        {
+            self.counted.fetch_add(data.len() as u64, Ordering::Relaxed);
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
 }
 
 fn decide(app: &App, method: &str, path: &str, phase: FaultPhase) -> FaultDecision {

@@ -370,6 +370,14 @@ async fn echo_streams_five_mebibytes_over_http1_and_http2() {
             "/api/v6/services/sandbox/echo/some/path?respond_header=X-Custom:hello&x=1"
         );
         assert_eq!(reply.headers["x-custom"], "hello");
+        if version == "HTTP/1.1" {
+            let length = payload.len().to_string();
+            assert_eq!(
+                reply.headers["content-length"],
+                length.as_str(),
+                "size hint kept"
+            );
+        }
         assert_eq!(reply.headers["content-type"], "application/octet-stream");
         assert!(reply.headers.contains_key("x-fincode-request-id"));
     }
