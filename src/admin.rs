@@ -11,6 +11,7 @@ use std::{
 };
 
 use bytes::Bytes;
+use fincode_auth::Credentials;
 use http::{Method, Request, Response, StatusCode, header};
 use http_body_util::Full;
 use hyper::{body::Incoming, service::service_fn};
@@ -18,18 +19,35 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpListener;
 
 /// Whether the sidecar should receive traffic. Starts not ready; becomes ready once
-/// every listener is bound, and not ready again as soon as shutdown begins, so the
-/// kubelet stops routing before connections are drained.
-#[derive(Clone, Debug, Default)]
-pub(crate) struct Readiness(Arc<AtomicBool>);
+/// every listener is bound and a FinCode token is held, and not ready again as soon as
+/// shutdown begins, so the kubelet stops routing before connections are drained.
+#[derive(Clone, Debug)]
+pub(crate) struct Readiness {
+    serving: Arc<AtomicBool>,
+    credentials: Credentials,
+}
 
 impl Readiness {
-    pub(crate) fn set(&self, ready: bool) {
-        self.0.store(ready, Ordering::Release);
+    pub(crate) fn new(credentials: Credentials) -> Self {
+        Self {
+            serving: Arc::default(),
+            credentials,
+        }
     }
 
-    fn is_ready(&self) -> bool {
-        self.0.load(Ordering::Acquire)
+    pub(crate) fn set(&self, ready: bool) {
+        self.serving.store(ready, Ordering::Release);
+    }
+
+    /// `Err` names what is missing.
+    fn check(&self) -> Result<(), &'static str> {
+        if !self.serving.load(Ordering::Acquire) {
+            return Err("not ready: starting or shutting down\n");
+        }
+        if !self.credentials.is_ready() {
+            return Err("not ready: no FinCode token yet (login pending or failing)\n");
+        }
+        Ok(())
     }
 }
 
@@ -69,8 +87,10 @@ fn route(req: &Request<Incoming>, readiness: &Readiness) -> Response<Full<Bytes>
     }
     match req.uri().path() {
         "/healthz" => text(StatusCode::OK, "ok\n"),
-        "/readyz" if readiness.is_ready() => text(StatusCode::OK, "ready\n"),
-        "/readyz" => text(StatusCode::SERVICE_UNAVAILABLE, "not ready\n"),
+        "/readyz" => match readiness.check() {
+            Ok(()) => text(StatusCode::OK, "ready\n"),
+            Err(why) => text(StatusCode::SERVICE_UNAVAILABLE, why),
+        },
         _ => text(
             StatusCode::NOT_FOUND,
             "not found: try /healthz or /readyz\n",

@@ -3,7 +3,6 @@
 
 use std::{future::Future, path::Path, process::ExitCode};
 
-use fincode_auth::Credentials;
 use fincode_config::{Config, Env, LogConfig, LogFormat};
 use fincode_proxy::EgressProxy;
 use tokio::net::TcpListener;
@@ -53,11 +52,7 @@ pub(crate) async fn run(config: Config, env: &Env, shutdown: impl Future<Output 
             "PLAIN HTTP TO FINCODE: upstream.allow_insecure is set; credentials and payments travel unencrypted. Tests only."
         );
     }
-    let credentials = match Credentials::from_config(&config.auth, env) {
-        Ok(credentials) => credentials,
-        Err(error) => return fail(INVALID_CONFIG, &error),
-    };
-    let proxy = match EgressProxy::new(&config, credentials) {
+    let proxy = match EgressProxy::new(&config, env) {
         Ok(proxy) => proxy,
         Err(error) => return fail(INVALID_CONFIG, &error),
     };
@@ -77,7 +72,11 @@ pub(crate) async fn run(config: Config, env: &Env, shutdown: impl Future<Output 
     };
     let (egress_addr, admin_addr) = (local(&egress), local(&admin_listener));
 
-    let readiness = Readiness::default();
+    // Login mode: log in now and keep the token fresh until shutdown.
+    let credentials = proxy.credentials().clone();
+    let refresher = credentials.start();
+
+    let readiness = Readiness::new(credentials.clone());
     let (stop_admin, admin_stopped) = tokio::sync::oneshot::channel::<()>();
     let admin = tokio::spawn(admin::serve(admin_listener, readiness.clone(), async {
         let _ = admin_stopped.await;
@@ -101,6 +100,11 @@ pub(crate) async fn run(config: Config, env: &Env, shutdown: impl Future<Output 
         })
         .await;
 
+    // Revoke our tokens (best effort, bounded) once nothing in flight needs them.
+    credentials.logout().await;
+    if let Some(refresher) = refresher {
+        refresher.abort();
+    }
     // The admin port outlives the drain so probes keep answering until the end.
     let _ = stop_admin.send(());
     let _ = admin.await;

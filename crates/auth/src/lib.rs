@@ -2,33 +2,127 @@
 #![warn(missing_docs)]
 //! FinCode credentials for the egress proxy.
 //!
-//! The sidecar owns credentials: the app never sees or sends them. Today this crate
-//! knows two modes, chosen by `auth.mode`:
+//! The sidecar owns credentials: the app never sees or sends them. Three modes, chosen by
+//! `auth.mode`:
 //!
-//! - `none`: inject nothing; the app's own credential headers pass through. Only for
-//!   setups where another component owns credentials; `check` warns about it.
-//! - `static`: a long-lived dashboard API token read once from the environment
-//!   variable named by `auth.token_env`.
+//! - `login`: email and password from the environment; the password is encrypted
+//!   RSA-OAEP-SHA256 with the tenant public key for `PUT securitymanagement/login`. The
+//!   access token is refreshed ahead of expiry (read from the JWT `exp`), single-flight,
+//!   with single-use refresh tokens; a stale refresh token falls back to a fresh login;
+//!   failed logins back off exponentially. See [`manager`](crate::manager).
+//! - `static`: a long-lived dashboard API token read once from `auth.token_env`.
+//! - `none`: inject nothing; the app's own credential headers pass through.
 //!
-//! The token is held as a [`SecretString`] so that it is zeroized on drop and its
-//! `Debug` prints `[REDACTED]`; it is only exposed at the moment a request header is
-//! built, and that header is marked sensitive so HTTP/2 never indexes it in HPACK.
+//! Secrets are held as [`SecretString`]s (zeroized on drop, `Debug` prints
+//! `[REDACTED]`), exposed only to build a header value that is marked sensitive (so
+//! HTTP/2 never indexes it). They are never logged or persisted.
 
+mod backoff;
+mod jwt;
+mod login;
+mod manager;
+
+use std::{fmt, future::Future, pin::Pin, sync::Arc, time::Duration};
+
+use bytes::Bytes;
 use fincode_config::{AuthConfig, AuthMode, Env};
-use http::{HeaderMap, HeaderName, HeaderValue};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
+use rsa::{RsaPublicKey, pkcs1::DecodeRsaPublicKey, pkcs8::DecodePublicKey};
 use secrecy::{ExposeSecret, SecretString};
 
-/// Headers that carry a credential and that the app must never be able to set
-/// on its own when the sidecar owns credentials.
+pub use self::backoff::Backoff;
+use self::{login::LoginSettings, manager::TokenManager};
+
+/// Headers that carry a credential; the app can never set them when the sidecar owns
+/// credentials.
 const CREDENTIAL_HEADERS: [&str; 3] = ["x-auth-token", "authorization", "proxy-authorization"];
+
+/// A boxed future, for the object-safe [`Transport`].
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// An auth call to FinCode (login, refresh, logout).
+#[derive(Debug)]
+pub struct AuthRequest {
+    /// Always `PUT` for FinCode's security endpoints today.
+    pub method: Method,
+    /// The path below `upstream.base_url`.
+    pub path: String,
+    /// Headers, including sensitive ones.
+    pub headers: HeaderMap,
+    /// The JSON body. Holds secrets: never log it.
+    pub body: Bytes,
+}
+
+/// FinCode's answer to an [`AuthRequest`].
+#[derive(Debug)]
+pub struct AuthResponse {
+    /// The HTTP status.
+    pub status: StatusCode,
+    /// The body (holds tokens: never log it).
+    pub body: Bytes,
+}
+
+/// The request could not be completed; the text names the cause without secrets.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{0}")]
+pub struct TransportError(pub String);
+
+/// How auth calls reach FinCode. The proxy implements it with its pooled TLS client,
+/// so auth calls share the upstream's TLS settings and timeouts without this crate
+/// depending on the proxy.
+pub trait Transport: Send + Sync + 'static {
+    /// Sends one auth call.
+    fn send(&self, request: AuthRequest) -> BoxFuture<'_, Result<AuthResponse, TransportError>>;
+}
+
+/// Why no token is available. The text is the `detail` of the app's 503 `auth_failed`:
+/// it names the cause and never a secret.
+#[derive(Debug, Clone)]
+pub enum AuthFailure {
+    /// The first login has not completed yet.
+    Pending,
+    /// FinCode answered 401: wrong email or password.
+    BadCredentials,
+    /// FinCode answered 403: the account is locked.
+    Locked,
+    /// FinCode answered 404: no such user.
+    UnknownUser,
+    /// FinCode could not be reached.
+    Unreachable(String),
+    /// FinCode answered with an unexpected status.
+    Unexpected(u16),
+    /// FinCode's answer could not be understood.
+    BadResponse(&'static str),
+    /// The sidecar's own settings cannot work.
+    Config(String),
+}
+
+impl fmt::Display for AuthFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Pending => f.write_str("the sidecar is still logging in to FinCode; retry shortly"),
+            Self::BadCredentials => f.write_str(
+                "FinCode rejected the sidecar's login (401: bad credentials); check the email and password variables named by auth.email_env and auth.password_env, and auth.public_key_file",
+            ),
+            Self::Locked => f.write_str(
+                "FinCode refused the sidecar's login (403: account locked); unlock the account with FinCode support",
+            ),
+            Self::UnknownUser => f.write_str(
+                "FinCode does not know the sidecar's login email (404); check the variable named by auth.email_env",
+            ),
+            Self::Unreachable(why) => write!(f, "FinCode's login could not be reached: {why}"),
+            Self::Unexpected(status) => write!(f, "FinCode's login answered HTTP {status}"),
+            Self::BadResponse(why) => write!(f, "FinCode's login answer was not understood: {why}"),
+            Self::Config(why) => f.write_str(why),
+        }
+    }
+}
 
 /// Why credentials could not be built. Never contains a secret value.
 #[derive(Debug, thiserror::Error)]
 pub enum AuthError {
     /// The environment variable named in the config is missing or empty.
-    #[error(
-        "environment variable {var} (named by {key}) is not set; export it with the FinCode API token"
-    )]
+    #[error("environment variable {var} (named by {key}) is not set")]
     MissingEnv {
         /// The variable's name (not its value).
         var: String,
@@ -43,39 +137,47 @@ pub enum AuthError {
         /// The variable's name (not its value).
         var: String,
     },
+    /// The tenant public key cannot be used.
+    #[error("{key}: {detail}; use the tenant's RSA public key in PEM form")]
+    PublicKey {
+        /// The config key that names the key.
+        key: &'static str,
+        /// What was wrong.
+        detail: String,
+    },
 }
+
+/// Which token a request carried, so a 401 renews that token and not a newer one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Grant(u64);
 
 /// The credentials the egress proxy puts on every upstream request.
 #[derive(Debug, Clone)]
 pub struct Credentials {
     header: HeaderName,
-    token: Option<SecretString>,
     extra_headers: Vec<(HeaderName, HeaderValue)>,
+    source: Source,
+    logout_timeout: Duration,
+}
+
+#[derive(Debug, Clone)]
+enum Source {
+    None,
+    Static(SecretString),
+    Login(TokenManager),
 }
 
 // === impl Credentials ===
 
 impl Credentials {
-    /// Builds credentials from the `[auth]` section, reading secrets from `env`.
-    pub fn from_config(config: &AuthConfig, env: &Env) -> Result<Self, AuthError> {
-        let token = match config.mode {
-            AuthMode::None => None,
-            AuthMode::Static => {
-                let var = config.token_env.clone().unwrap_or_default();
-                let value = env.get(&var).filter(|v| !v.is_empty()).ok_or_else(|| {
-                    AuthError::MissingEnv {
-                        var: var.clone(),
-                        key: "auth.token_env",
-                    }
-                })?;
-                // Validate once here so that building the header per request cannot fail.
-                if HeaderValue::from_str(value).is_err() {
-                    return Err(AuthError::InvalidToken { var });
-                }
-                Some(SecretString::from(value.to_owned()))
-            }
-        };
-        let extra_headers = config
+    /// Builds credentials from the `[auth]` section, reading secrets from `env`. Auth
+    /// calls (login mode) go through `transport`.
+    pub fn from_config(
+        config: &AuthConfig,
+        env: &Env,
+        transport: Arc<dyn Transport>,
+    ) -> Result<Self, AuthError> {
+        let mut extra_headers: Vec<(HeaderName, HeaderValue)> = config
             .extra_headers
             .iter()
             .filter_map(|(name, value)| {
@@ -86,10 +188,53 @@ impl Credentials {
                 ))
             })
             .collect();
+        if config.mode == AuthMode::Login {
+            let device_id = config
+                .device_id
+                .clone()
+                .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+            if let Ok(value) = HeaderValue::from_str(&device_id) {
+                extra_headers.push((config.device_id_header.clone(), value));
+            }
+        }
+        let source = match config.mode {
+            AuthMode::None => Source::None,
+            AuthMode::Static => {
+                let (var, value) = secret(env, "auth.token_env", config.token_env.as_deref())?;
+                // Validate once here so that building the header per request cannot fail.
+                if HeaderValue::from_str(value.expose_secret()).is_err() {
+                    return Err(AuthError::InvalidToken { var });
+                }
+                Source::Static(value)
+            }
+            AuthMode::Login => {
+                let (_, email) = secret(env, "auth.email_env", config.email_env.as_deref())?;
+                let (_, password) =
+                    secret(env, "auth.password_env", config.password_env.as_deref())?;
+                let settings = LoginSettings {
+                    email,
+                    password,
+                    public_key: public_key(config, env)?,
+                    login_path: config.login_path.clone(),
+                    refresh_path: config.refresh_path.clone(),
+                    logout_path: config.logout_path.clone(),
+                    token_header: config.header.clone(),
+                    headers: extra_headers.iter().cloned().collect(),
+                    fallback_lifetime: config.token_lifetime,
+                };
+                Source::Login(TokenManager::new(
+                    settings,
+                    transport,
+                    config.refresh_before,
+                    Backoff::new(config.login_backoff_initial, config.login_backoff_max),
+                ))
+            }
+        };
         Ok(Self {
             header: config.header.clone(),
-            token,
             extra_headers,
+            source,
+            logout_timeout: config.logout_timeout,
         })
     }
 
@@ -97,32 +242,107 @@ impl Credentials {
     pub fn none() -> Self {
         Self {
             header: HeaderName::from_static("x-auth-token"),
-            token: None,
             extra_headers: Vec::new(),
+            source: Source::None,
+            logout_timeout: Duration::ZERO,
         }
     }
 
-    /// Whether the sidecar owns credentials (and so strips the app's).
-    pub fn is_injecting(&self) -> bool {
-        self.token.is_some()
+    /// Starts the background login and refresh task (login mode); call once, inside the
+    /// runtime. The task ends when the returned handle is aborted.
+    pub fn start(&self) -> Option<tokio::task::JoinHandle<()>> {
+        match &self.source {
+            Source::Login(manager) => Some(tokio::spawn(manager.clone().run())),
+            Source::None | Source::Static(_) => None,
+        }
+    }
+
+    /// Whether the sidecar can authenticate requests now (`/readyz`).
+    pub fn is_ready(&self) -> bool {
+        match &self.source {
+            Source::Login(manager) => manager.is_ready(),
+            Source::None | Source::Static(_) => true,
+        }
+    }
+
+    /// Whether a 401 from FinCode can be cured by renewing the token (login mode).
+    pub fn renews_tokens(&self) -> bool {
+        matches!(self.source, Source::Login(_))
     }
 
     /// Puts our credentials on an outgoing request, replacing any the app sent.
-    pub fn apply(&self, headers: &mut HeaderMap) {
-        if let Some(token) = &self.token {
+    pub async fn apply(&self, headers: &mut HeaderMap) -> Result<Grant, AuthFailure> {
+        let (value, grant) = match &self.source {
+            Source::None => (None, Grant(0)),
+            Source::Static(token) => {
+                let mut value = HeaderValue::from_str(token.expose_secret()).map_err(|_| {
+                    AuthFailure::Config("the static token is not a header value".into())
+                })?;
+                value.set_sensitive(true);
+                (Some(value), Grant(0))
+            }
+            Source::Login(manager) => {
+                let (value, generation) = manager.current().await?;
+                (Some(value), Grant(generation))
+            }
+        };
+        if let Some(value) = value {
             for name in CREDENTIAL_HEADERS {
                 headers.remove(name);
             }
-            headers.remove(&self.header);
-            if let Ok(mut value) = HeaderValue::from_str(token.expose_secret()) {
-                value.set_sensitive(true);
-                headers.insert(self.header.clone(), value);
-            }
+            headers.insert(self.header.clone(), value);
         }
         for (name, value) in &self.extra_headers {
             headers.insert(name.clone(), value.clone());
         }
+        Ok(grant)
     }
+
+    /// FinCode rejected the token of `grant` with 401: renew it (single flight).
+    pub async fn rejected(&self, grant: Grant) {
+        if let Source::Login(manager) = &self.source {
+            manager.rejected(grant.0).await;
+        }
+    }
+
+    /// Best-effort logout on shutdown, bounded by `auth.logout_timeout`.
+    pub async fn logout(&self) {
+        if let Source::Login(manager) = &self.source {
+            manager.logout(self.logout_timeout).await;
+        }
+    }
+}
+
+/// Reads the secret in the variable named by `key`.
+fn secret(
+    env: &Env,
+    key: &'static str,
+    var: Option<&str>,
+) -> Result<(String, SecretString), AuthError> {
+    let var = var.unwrap_or_default().to_owned();
+    match env.get(&var).filter(|v| !v.trim().is_empty()) {
+        Some(value) => Ok((var, SecretString::from(value.to_owned()))),
+        None => Err(AuthError::MissingEnv { var, key }),
+    }
+}
+
+fn public_key(config: &AuthConfig, env: &Env) -> Result<RsaPublicKey, AuthError> {
+    let (key, pem) = if let Some(path) = &config.public_key_file {
+        let pem = std::fs::read_to_string(path).map_err(|e| AuthError::PublicKey {
+            key: "auth.public_key_file",
+            detail: format!("cannot read {}: {e}", path.display()),
+        })?;
+        ("auth.public_key_file", pem)
+    } else {
+        let (_, pem) = secret(env, "auth.public_key_env", config.public_key_env.as_deref())?;
+        ("auth.public_key_env", pem.expose_secret().to_owned())
+    };
+    RsaPublicKey::from_public_key_pem(pem.trim())
+        .or_else(|_| RsaPublicKey::from_pkcs1_pem(pem.trim()))
+        .map_err(|_| AuthError::PublicKey {
+            key,
+            detail: "not an RSA public key in PEM (SPKI or PKCS#1)".to_owned(),
+        })
 }
 
 #[cfg(test)]

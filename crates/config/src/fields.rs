@@ -248,9 +248,14 @@ pub(crate) fn auth_mode(value: &Value) -> Result<AuthMode, Refusal> {
     match value.as_str() {
         Some("none") => Ok(AuthMode::None),
         Some("static") => Ok(AuthMode::Static),
+        Some("login") => Ok(AuthMode::Login),
         _ => Err(Refusal::new(
-            format!("expected \"none\" or \"static\", found {}", a(value)),
-            "set mode = \"static\" (with token_env) to inject the API token, or \"none\"",
+            format!(
+                "expected \"login\", \"static\" or \"none\", found {}",
+                a(value)
+            ),
+            "set mode = \"login\" (with email_env, password_env, public_key_file), \"static\" \
+             (with token_env), or \"none\"",
         )),
     }
 }
@@ -349,4 +354,51 @@ fn a(value: &Value) -> &'static str {
         Value::Array(_) => "an array",
         Value::Table(_) => "a table",
     }
+}
+
+/// A tenant RSA public key in PEM (SPKI `PUBLIC KEY` or PKCS#1 `RSA PUBLIC KEY`).
+pub(crate) fn public_key_file(value: &Value) -> Result<PathBuf, Refusal> {
+    let path = PathBuf::from(string(value)?);
+    let text = std::fs::read_to_string(&path).map_err(|e| {
+        Refusal::new(
+            format!("cannot read the file: {e}"),
+            "point it at the PEM public key FinCode gave you for the tenant",
+        )
+    })?;
+    if !text.contains("-----BEGIN PUBLIC KEY-----")
+        && !text.contains("-----BEGIN RSA PUBLIC KEY-----")
+    {
+        return Err(Refusal::new(
+            "the file holds no PEM public key (no \"-----BEGIN PUBLIC KEY-----\" line)",
+            "use the tenant's RSA public key in PEM form",
+        ));
+    }
+    Ok(path)
+}
+
+/// A FinCode API path below `upstream.base_url`, like `/securitymanagement/login`.
+pub(crate) fn api_path(value: &Value) -> Result<String, Refusal> {
+    let path = string(value)?;
+    if !path.starts_with('/')
+        || path.parse::<http::uri::PathAndQuery>().is_err()
+        || path.contains('?')
+    {
+        return Err(Refusal::new(
+            "expected an absolute path such as \"/securitymanagement/login\"",
+            "start it with '/', without a query string",
+        ));
+    }
+    Ok(path)
+}
+
+/// A non-secret, printable header value such as a device id.
+pub(crate) fn header_value(value: &Value) -> Result<String, Refusal> {
+    let text = string(value)?;
+    if text.is_empty() || http::HeaderValue::from_str(&text).is_err() {
+        return Err(Refusal::new(
+            "not a valid HTTP header value",
+            "use printable ASCII without line breaks",
+        ));
+    }
+    Ok(text)
 }

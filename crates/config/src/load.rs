@@ -98,21 +98,19 @@ impl Config {
     /// [`Severity::Error`]. The variables' values are never read into a problem.
     pub fn check_environment(&self, env: &Env) -> Vec<Problem> {
         let mut problems = Vec::new();
-        if self.auth.mode == AuthMode::Static
-            && let Some(var) = &self.auth.token_env
-            && env.get(var).is_none_or(|v| v.trim().is_empty())
-        {
-            problems.push(Problem {
-                severity: Severity::Error,
-                key: "auth.token_env".to_owned(),
-                source: Source::File,
-                value: Some(toml_string(var)),
-                message: format!("environment variable {var} (named by auth.token_env) is not set"),
-                fix: format!(
-                    "set {var} to the FinCode API token in the sidecar's environment (e.g. from \
-                     a Kubernetes Secret)"
-                ),
-            });
+        for (key, var) in self.auth.secret_env_vars() {
+            if env.get(var).is_none_or(|v| v.trim().is_empty()) {
+                problems.push(Problem {
+                    severity: Severity::Error,
+                    key: key.to_owned(),
+                    source: Source::File,
+                    value: Some(toml_string(var)),
+                    message: format!("environment variable {var} (named by {key}) is not set"),
+                    fix: format!(
+                        "set {var} in the sidecar's environment (e.g. from a Kubernetes Secret)"
+                    ),
+                });
+            }
         }
         problems
     }
@@ -275,6 +273,32 @@ impl Reader {
             header,
             token_env,
             extra_headers,
+            email_env: s.optional("email_env", fields::env_var_name),
+            password_env: s.optional("password_env", fields::env_var_name),
+            public_key_file: s.optional("public_key_file", fields::public_key_file),
+            public_key_env: s.optional("public_key_env", fields::env_var_name),
+            device_id_header: s.field(
+                "device_id_header",
+                fields::header_name,
+                defaults.device_id_header,
+            ),
+            device_id: s.optional("device_id", fields::header_value),
+            refresh_before: s.field("refresh_before", fields::duration, defaults.refresh_before),
+            token_lifetime: s.field("token_lifetime", fields::duration, defaults.token_lifetime),
+            login_backoff_initial: s.field(
+                "login_backoff_initial",
+                fields::duration,
+                defaults.login_backoff_initial,
+            ),
+            login_backoff_max: s.field(
+                "login_backoff_max",
+                fields::duration,
+                defaults.login_backoff_max,
+            ),
+            logout_timeout: s.field("logout_timeout", fields::duration, defaults.logout_timeout),
+            login_path: s.field("login_path", fields::api_path, defaults.login_path),
+            refresh_path: s.field("refresh_path", fields::api_path, defaults.refresh_path),
+            logout_path: s.field("logout_path", fields::api_path, defaults.logout_path),
         };
         s.finish();
 
@@ -469,23 +493,25 @@ impl Reader {
     }
 
     fn check_auth(&mut self, auth: &AuthConfig) {
-        match (auth.mode, &auth.token_env) {
-            (AuthMode::Static, None) => self.report(
+        match auth.mode {
+            AuthMode::Static if auth.token_env.is_none() => self.report(
                 Severity::Error,
                 "auth.token_env",
                 None,
                 "required when auth.mode = \"static\": it names the variable holding the API token",
                 "set auth.token_env = \"FINCODE_API_TOKEN\" and put the token in that variable",
             ),
-            (AuthMode::None, token_env) => {
+            AuthMode::Static => {}
+            AuthMode::Login => self.check_login(auth),
+            AuthMode::None => {
                 self.report(
                     Severity::Warning,
                     "auth.mode",
                     Some(toml_string("none")),
                     "the sidecar injects no credentials; the app must send its own",
-                    "set auth.mode = \"static\" and auth.token_env = \"FINCODE_API_TOKEN\"",
+                    "set auth.mode = \"login\" (or \"static\" with auth.token_env)",
                 );
-                if token_env.is_some() {
+                if auth.token_env.is_some() {
                     self.report(
                         Severity::Warning,
                         "auth.token_env",
@@ -495,7 +521,71 @@ impl Reader {
                     );
                 }
             }
-            (AuthMode::Static, Some(_)) => {}
+        }
+        if auth.mode != AuthMode::Login && auth.email_env.is_some() {
+            self.report(
+                Severity::Warning,
+                "auth.email_env",
+                None,
+                "ignored because auth.mode is not \"login\"",
+                "set auth.mode = \"login\" to use it, or remove it",
+            );
+        }
+    }
+
+    fn check_login(&mut self, auth: &AuthConfig) {
+        if auth.email_env.is_none() {
+            self.report(
+                Severity::Error,
+                "auth.email_env",
+                None,
+                "required when auth.mode = \"login\": it names the variable holding the login email",
+                "set auth.email_env = \"FINCODE_EMAIL\" and put the email in that variable",
+            );
+        }
+        if auth.password_env.is_none() {
+            self.report(
+                Severity::Error,
+                "auth.password_env",
+                None,
+                "required when auth.mode = \"login\": it names the variable holding the password",
+                "set auth.password_env = \"FINCODE_PASSWORD\" and put the password in that variable",
+            );
+        }
+        match (&auth.public_key_file, &auth.public_key_env) {
+            (None, None) => self.report(
+                Severity::Error,
+                "auth.public_key_file",
+                None,
+                "login mode needs the tenant's RSA public key to encrypt the password",
+                "set auth.public_key_file = \"/etc/fincode/public_key.pem\" (or auth.public_key_env)",
+            ),
+            (Some(_), Some(_)) => self.report(
+                Severity::Error,
+                "auth.public_key_env",
+                None,
+                "both auth.public_key_file and auth.public_key_env are set; which key is meant?",
+                "keep one of them",
+            ),
+            _ => {}
+        }
+        if auth.refresh_before >= auth.token_lifetime {
+            self.report(
+                Severity::Error,
+                "auth.refresh_before",
+                None,
+                "must be shorter than auth.token_lifetime, or every token is refreshed at once",
+                "keep the default \"5m\" (FinCode tokens live about an hour)",
+            );
+        }
+        if auth.login_backoff_initial > auth.login_backoff_max {
+            self.report(
+                Severity::Error,
+                "auth.login_backoff_initial",
+                None,
+                "is longer than auth.login_backoff_max",
+                "keep the defaults \"2s\" and \"5m\"",
+            );
         }
     }
 }

@@ -92,6 +92,9 @@ pub enum AuthMode {
     None,
     /// Inject a static API token read from the environment variable named by `auth.token_env`.
     Static,
+    /// Log in with email and RSA-encrypted password (both from the environment), then keep the
+    /// access token fresh with single-use refresh tokens.
+    Login,
 }
 
 /// Which credentials the sidecar injects, and where they come from.
@@ -109,6 +112,49 @@ pub struct AuthConfig {
     /// Non-secret headers added to every upstream request (lower-case names). Credential headers
     /// are refused here because their values would be secrets written in the file.
     pub extra_headers: BTreeMap<String, String>,
+    /// Login mode: the *name* of the variable holding the login email.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub email_env: Option<String>,
+    /// Login mode: the *name* of the variable holding the password (sent RSA-OAEP encrypted).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub password_env: Option<String>,
+    /// Login mode: the tenant's RSA public key as a PEM file (or use `public_key_env`).
+    #[serde(
+        serialize_with = "ser_opt_path",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub public_key_file: Option<PathBuf>,
+    /// Login mode: the *name* of a variable holding the tenant's RSA public key PEM.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub public_key_env: Option<String>,
+    /// The header carrying the device id FinCode asks for.
+    #[serde(serialize_with = "ser_header_name")]
+    pub device_id_header: HeaderName,
+    /// The device id sent in `device_id_header`; a random UUID per process when unset.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub device_id: Option<String>,
+    /// Refresh this long before the access token expires, so requests never meet an expired one.
+    #[serde(with = "humantime_serde")]
+    pub refresh_before: Duration,
+    /// Assumed token lifetime when the JWT carries no `exp` claim.
+    #[serde(with = "humantime_serde")]
+    pub token_lifetime: Duration,
+    /// First wait after a failed login; doubles per failure (with jitter) up to `login_backoff_max`.
+    /// FinCode locks accounts that fail too often, so the sidecar never hammers login.
+    #[serde(with = "humantime_serde")]
+    pub login_backoff_initial: Duration,
+    /// Longest wait between login attempts.
+    #[serde(with = "humantime_serde")]
+    pub login_backoff_max: Duration,
+    /// How long shutdown waits for the best-effort logout.
+    #[serde(with = "humantime_serde")]
+    pub logout_timeout: Duration,
+    /// Login path below `upstream.base_url`.
+    pub login_path: String,
+    /// Refresh path below `upstream.base_url`.
+    pub refresh_path: String,
+    /// Logout path below `upstream.base_url`.
+    pub logout_path: String,
 }
 
 /// The log output format.
@@ -197,6 +243,32 @@ impl Default for LimitsConfig {
 
 // === impl AuthConfig ===
 
+impl AuthConfig {
+    /// The `(key, variable)` pairs naming secrets that the configured mode reads.
+    pub fn secret_env_vars(&self) -> Vec<(&'static str, &str)> {
+        fn named<'a>(
+            key: &'static str,
+            var: Option<&'a String>,
+        ) -> Option<(&'static str, &'a str)> {
+            var.map(|v| (key, v.as_str()))
+        }
+        match self.mode {
+            AuthMode::None => Vec::new(),
+            AuthMode::Static => named("auth.token_env", self.token_env.as_ref())
+                .into_iter()
+                .collect(),
+            AuthMode::Login => [
+                named("auth.email_env", self.email_env.as_ref()),
+                named("auth.password_env", self.password_env.as_ref()),
+                named("auth.public_key_env", self.public_key_env.as_ref()),
+            ]
+            .into_iter()
+            .flatten()
+            .collect(),
+        }
+    }
+}
+
 impl Default for AuthConfig {
     fn default() -> Self {
         Self {
@@ -204,6 +276,20 @@ impl Default for AuthConfig {
             header: HeaderName::from_static("x-auth-token"),
             token_env: None,
             extra_headers: default_extra_headers(),
+            email_env: None,
+            password_env: None,
+            public_key_file: None,
+            public_key_env: None,
+            device_id_header: HeaderName::from_static("uuid"),
+            device_id: None,
+            refresh_before: Duration::from_mins(5),
+            token_lifetime: Duration::from_hours(1),
+            login_backoff_initial: Duration::from_secs(2),
+            login_backoff_max: Duration::from_mins(5),
+            logout_timeout: Duration::from_secs(2),
+            login_path: "/securitymanagement/login".to_owned(),
+            refresh_path: "/securitymanagement/refresh-token".to_owned(),
+            logout_path: "/securitymanagement/logout".to_owned(),
         }
     }
 }

@@ -318,7 +318,7 @@ fn each_bad_value_names_its_key_and_what_was_expected() {
             "auth",
             "mode = \"oauth\"",
             "auth.mode",
-            "\"none\" or \"static\"",
+            "\"login\", \"static\" or \"none\"",
         ),
         (
             "auth",

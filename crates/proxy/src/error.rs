@@ -30,6 +30,8 @@ pub enum ErrorKind {
     HeadersTooLarge,
     /// The request cannot be forwarded as it is (bad path, unreadable body).
     BadRequest,
+    /// The sidecar holds no usable FinCode token (login failing, account locked...).
+    AuthFailed,
 }
 
 // === impl ErrorKind ===
@@ -44,6 +46,7 @@ impl ErrorKind {
             Self::BodyTooLarge => "body_too_large",
             Self::HeadersTooLarge => "headers_too_large",
             Self::BadRequest => "bad_request",
+            Self::AuthFailed => "auth_failed",
         }
     }
 
@@ -55,6 +58,7 @@ impl ErrorKind {
             Self::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             Self::BadRequest => StatusCode::BAD_REQUEST,
+            Self::AuthFailed => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -66,6 +70,7 @@ impl ErrorKind {
             Self::BodyTooLarge => "Request body too large",
             Self::HeadersTooLarge => "Request headers too large",
             Self::BadRequest => "Request cannot be forwarded",
+            Self::AuthFailed => "Not authenticated with FinCode",
         }
     }
 }

@@ -23,11 +23,12 @@ pub mod problem;
 mod server;
 mod upstream;
 
-use std::{future::Future, path::PathBuf, time::Duration};
+use std::{future::Future, path::PathBuf, sync::Arc, time::Duration};
 
+use bytes::Bytes;
 use fincode_auth::Credentials;
-use fincode_config::Config;
-use http_body_util::Limited;
+use fincode_config::{Config, Env};
+use http_body_util::{Either, Full, Limited};
 use hyper::body::Incoming;
 use tokio::net::TcpListener;
 use tower::ServiceBuilder;
@@ -53,12 +54,18 @@ pub enum BuildError {
     /// rustls refused the TLS settings.
     #[error("TLS client setup failed: {0}")]
     Tls(rustls::Error),
+    /// Credentials could not be built (a variable unset, a bad public key...).
+    #[error(transparent)]
+    Auth(#[from] fincode_auth::AuthError),
 }
+
+/// A request body on its way to FinCode: buffered (replayable) or streamed from the app.
+pub type UpstreamBody = Either<Full<Bytes>, Limited<Incoming>>;
 
 /// The egress proxy, built once from the config; [`EgressProxy::serve`] runs it.
 #[derive(Debug)]
 pub struct EgressProxy {
-    upstream: upstream::Upstream<Limited<Incoming>>,
+    upstream: upstream::Upstream<UpstreamBody>,
     credentials: Credentials,
     max_body: u64,
     max_head: usize,
@@ -68,16 +75,27 @@ pub struct EgressProxy {
 // === impl EgressProxy ===
 
 impl EgressProxy {
-    /// Builds the upstream client (TLS roots, pool) and the layers from `config`.
-    pub fn new(config: &Config, credentials: Credentials) -> Result<Self, BuildError> {
+    /// Builds the upstream client (TLS roots, pool), the credentials (secrets read from
+    /// `env`) and the layers from `config`.
+    pub fn new(config: &Config, env: &Env) -> Result<Self, BuildError> {
         let max_body = config.limits.max_request_body_bytes;
+        let upstream = upstream::Upstream::new(&config.upstream, max_body)?;
+        let transport = Arc::new(upstream::AuthTransport {
+            upstream: upstream.clone(),
+        });
+        let credentials = Credentials::from_config(&config.auth, env, transport)?;
         Ok(Self {
-            upstream: upstream::Upstream::new(&config.upstream, max_body)?,
+            upstream,
             credentials,
             max_body,
             max_head: config.limits.max_request_header_bytes,
             drain: Duration::from_secs(20),
         })
+    }
+
+    /// The credentials, for readiness, the background refresher and logout.
+    pub fn credentials(&self) -> &Credentials {
+        &self.credentials
     }
 
     /// Sets how long in-flight requests may run after shutdown begins.

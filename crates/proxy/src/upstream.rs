@@ -20,6 +20,7 @@ use std::{
 use bytes::Bytes;
 use fincode_config::UpstreamConfig;
 use http::{Request, Response, Uri, Version, header, uri};
+use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
 use hyper_util::{
@@ -354,6 +355,47 @@ fn tls_config(config: &UpstreamConfig) -> Result<rustls::ClientConfig, BuildErro
         .with_root_certificates(roots)
         .with_no_client_auth();
     Ok(config)
+}
+
+/// Auth calls (login, refresh, logout) go through the same pooled TLS client, bypassing
+/// the app-facing layers: they are the sidecar's own requests.
+pub(crate) struct AuthTransport<B> {
+    pub(crate) upstream: Upstream<B>,
+}
+
+/// Largest auth response read; FinCode's are a few KiB.
+const MAX_AUTH_RESPONSE: usize = 1024 * 1024;
+
+impl fincode_auth::Transport for AuthTransport<crate::UpstreamBody> {
+    fn send(
+        &self,
+        request: fincode_auth::AuthRequest,
+    ) -> fincode_auth::BoxFuture<'_, Result<fincode_auth::AuthResponse, fincode_auth::TransportError>>
+    {
+        let mut upstream = self.upstream.clone();
+        Box::pin(async move {
+            let uri: Uri = request.path.parse().map_err(|_| {
+                fincode_auth::TransportError(format!("bad auth path {:?}", request.path))
+            })?;
+            let mut req = Request::new(http_body_util::Either::Left(Full::new(request.body)));
+            *req.method_mut() = request.method;
+            *req.uri_mut() = uri;
+            *req.headers_mut() = request.headers;
+            let response = upstream
+                .call(req)
+                .await
+                .map_err(|e| fincode_auth::TransportError(e.detail().to_owned()))?;
+            let status = response.status();
+            let body = http_body_util::Limited::new(response.into_body(), MAX_AUTH_RESPONSE)
+                .collect()
+                .await
+                .map_err(|e| {
+                    fincode_auth::TransportError(format!("reading FinCode's answer failed: {e}"))
+                })?
+                .to_bytes();
+            Ok(fincode_auth::AuthResponse { status, body })
+        })
+    }
 }
 
 #[cfg(test)]
