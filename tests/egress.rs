@@ -429,9 +429,8 @@ async fn sigterm_drains_and_exits_cleanly() {
     let url = sidecar.url("/sandbox/ping");
     let in_flight = tokio::spawn(async move { get(&app_client(), &url).await.status });
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let status = tokio::task::spawn_blocking(move || sidecar.terminate(Duration::from_secs(10)))
-        .await
-        .unwrap();
+    let mut sidecar = sidecar;
+    let status = sidecar.terminate(Duration::from_secs(10)).await;
     assert!(status.success(), "{status:?}");
     assert_eq!(
         in_flight.await.unwrap(),

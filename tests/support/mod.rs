@@ -30,13 +30,18 @@ pub struct TestSandbox {
 
 impl TestSandbox {
     pub async fn start() -> Self {
+        Self::start_with(|_| {}).await
+    }
+
+    /// Starts a sandbox after `adjust` has changed its config (users, lifetimes...).
+    pub async fn start_with(adjust: impl FnOnce(&mut SandboxConfig)) -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let sandbox = Sandbox::start(SandboxConfig {
+        let mut config = SandboxConfig {
             state_dir: dir.path().join("sandbox"),
             ..SandboxConfig::default()
-        })
-        .await
-        .expect("sandbox starts");
+        };
+        adjust(&mut config);
+        let sandbox = Sandbox::start(config).await.expect("sandbox starts");
         Self { sandbox, dir }
     }
 }
@@ -111,6 +116,19 @@ level = "debug"
         self.set("auth.mode", "static")
             .set("auth.token_env", "TEST_FINCODE_API_TOKEN")
             .env("TEST_FINCODE_API_TOKEN", token)
+    }
+
+    /// Login mode with `email` / `password` in the environment and the sandbox's key.
+    pub fn login(self, sandbox: &Sandbox, email: &str, password: &str) -> Self {
+        self.set("auth.mode", "login")
+            .set("auth.email_env", "TEST_FINCODE_EMAIL")
+            .set("auth.password_env", "TEST_FINCODE_PASSWORD")
+            .set(
+                "auth.public_key_file",
+                sandbox.public_key_path().display().to_string(),
+            )
+            .env("TEST_FINCODE_EMAIL", email)
+            .env("TEST_FINCODE_PASSWORD", password)
     }
 
     pub fn env(mut self, key: &str, value: &str) -> Self {
@@ -199,13 +217,31 @@ impl Sidecar {
         format!("http://{}{path}", self.admin)
     }
 
+    /// Polls `/readyz` until it answers 200 (panics after `within`).
+    pub async fn wait_ready(&self, within: Duration) {
+        let client = app_client();
+        let deadline = Instant::now() + within;
+        loop {
+            if get(&client, &self.admin_url("/readyz")).await.status == 200 {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "sidecar not ready:\n{}",
+                self.output()
+            );
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
     /// Everything the process wrote to stdout and stderr so far.
     pub fn output(&self) -> String {
         self.output.lock().unwrap().clone()
     }
 
-    /// Sends SIGTERM and waits for the exit status.
-    pub fn terminate(mut self, within: Duration) -> std::process::ExitStatus {
+    /// Sends SIGTERM and waits for the exit status. Async so that an in-process sandbox
+    /// keeps serving (the sidecar logs out and drains against it while stopping).
+    pub async fn terminate(&mut self, within: Duration) -> std::process::ExitStatus {
         let pid = self.child.id().to_string();
         Command::new("kill").args(["-TERM", &pid]).status().unwrap();
         let deadline = Instant::now() + within;
@@ -217,7 +253,7 @@ impl Sidecar {
                 Instant::now() < deadline,
                 "sidecar did not exit after SIGTERM"
             );
-            std::thread::sleep(Duration::from_millis(20));
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
 }
@@ -348,4 +384,31 @@ pub fn pattern(len: usize, seed: u64) -> Vec<u8> {
             (x >> 24) as u8
         })
         .collect()
+}
+
+/// The secret canary: asserts that no secret, nor any 12-byte window of one, appears in
+/// `haystack` (the sidecar's output, exported spans, metrics...). Windows catch a secret
+/// that was truncated or split rather than printed whole.
+pub fn assert_no_secrets(haystack: &str, secrets: &[&str]) {
+    const WINDOW: usize = 12;
+    for secret in secrets {
+        assert!(!secret.is_empty());
+        let bytes = secret.as_bytes();
+        let windows: Vec<&[u8]> = if bytes.len() <= WINDOW {
+            vec![bytes]
+        } else {
+            bytes.windows(WINDOW).collect()
+        };
+        for window in windows {
+            let window = String::from_utf8_lossy(window);
+            if let Some(at) = haystack.find(window.as_ref()) {
+                let start = at.saturating_sub(80);
+                let end = (at + 80).min(haystack.len());
+                panic!(
+                    "secret fragment {window:?} leaked; context: {:?}",
+                    haystack.get(start..end).unwrap_or("<non-utf8 boundary>")
+                );
+            }
+        }
+    }
 }

@@ -33,6 +33,7 @@ pub(crate) fn router(app: Arc<App>) -> Router {
         .route("/settings", put(settings))
         .route("/tokens", post(mint_token))
         .route("/tokens/expire", post(expire_tokens))
+        .route("/tokens/consume-refresh", post(consume_refresh_tokens))
         .fallback(|| async { fincode_error(StatusCode::NOT_FOUND, "No such admin route") })
         .with_state(app)
 }
@@ -155,6 +156,11 @@ async fn mint_token(State(app): State<Arc<App>>, body: Body) -> Response {
     };
     let token = app.tokens.mint_static(Duration::from_secs(lifetime));
     json_response(StatusCode::OK, &json!({"token": token}))
+}
+
+async fn consume_refresh_tokens(State(app): State<Arc<App>>) -> Response {
+    app.tokens.consume_refresh_tokens();
+    ok()
 }
 
 async fn expire_tokens(State(app): State<Arc<App>>) -> Response {

@@ -271,6 +271,12 @@ impl Sandbox {
         self.app.tokens.expire_access_tokens();
     }
 
+    /// Marks every outstanding refresh token as already used (403 "Token Already Used"
+    /// on its next use), as if another client had used it.
+    pub fn consume_refresh_tokens(&self) {
+        self.app.tokens.consume_refresh_tokens();
+    }
+
     /// Stops both listeners and drops every open connection.
     pub async fn shutdown(mut self) {
         self.shutdown.send_replace(true);

@@ -216,6 +216,16 @@ impl Tokens {
         }
     }
 
+    /// Marks every fresh refresh token as used, as if another client (a second replica
+    /// sharing the account) had used it first: the next refresh gets 403 "Token Already Used".
+    pub(crate) fn consume_refresh_tokens(&self) {
+        for record in lock(&self.store).refresh.values_mut() {
+            if matches!(record.state, RefreshState::Fresh) {
+                record.state = RefreshState::Used;
+            }
+        }
+    }
+
     fn sign_jwt(&self, subject: &str, now: SystemTime, lifetime: Duration) -> (String, String) {
         let iat = now.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
         let jti = uuid::Uuid::now_v7().to_string();
