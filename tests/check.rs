@@ -96,6 +96,30 @@ fn each_kind_of_bad_config_names_its_key() {
         ),
         (&format!("{VALID}[auth]\nmode = \"magic\"\n"), "auth.mode"),
         (&format!("{VALID}[log]\nlevel = \"loud\"\n"), "log.level"),
+        (
+            &format!("{VALID}[auth]\nmode = \"login\"\n"),
+            "auth.email_env",
+        ),
+        (
+            &format!("{VALID}[auth]\nmode = \"login\"\n"),
+            "auth.password_env",
+        ),
+        (
+            &format!("{VALID}[auth]\nmode = \"login\"\n"),
+            "auth.public_key_file",
+        ),
+        (
+            &format!("{VALID}[auth]\npublic_key_file = \"/nonexistent.pem\"\n"),
+            "auth.public_key_file",
+        ),
+        (
+            &format!("{VALID}[auth]\nmode = \"login\"\nrefresh_before = \"2h\"\n"),
+            "auth.refresh_before",
+        ),
+        (
+            &format!("{VALID}[auth]\nlogin_path = \"login\"\n"),
+            "auth.login_path",
+        ),
         ("[upstream\nbase_url = 1", "line"),
     ];
     for (toml, key) in cases {
@@ -187,4 +211,24 @@ fn run_refuses_a_missing_secret_variable() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(text.contains("FINCODE_TEST_UNSET_TOKEN"), "{text}");
+}
+
+#[test]
+fn a_login_config_passes_and_names_unset_secret_variables_as_warnings() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("key.pem");
+    std::fs::write(
+        &key,
+        "-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----\n",
+    )
+    .unwrap();
+    let (code, out) = check(&format!(
+        "{VALID}[auth]\nmode = \"login\"\nemail_env = \"FINCODE_TEST_UNSET_EMAIL\"\npassword_env = \"FINCODE_TEST_UNSET_PASSWORD\"\npublic_key_file = \"{}\"\n",
+        key.display()
+    ));
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("warning") && out.contains("FINCODE_TEST_UNSET_PASSWORD"),
+        "{out}"
+    );
 }
