@@ -1,5 +1,6 @@
-//! The admin listener: `/healthz` (the process is alive) and `/readyz` (the sidecar
-//! can serve traffic now). Read-only; Kubernetes probes and Prometheus use it.
+//! The admin listener: `/healthz` (the process is alive), `/readyz` (the sidecar can
+//! serve traffic now) and `/metrics` (Prometheus). Read-only; Kubernetes probes and
+//! Prometheus use it.
 
 use std::{
     convert::Infallible,
@@ -12,6 +13,7 @@ use std::{
 
 use bytes::Bytes;
 use fincode_auth::Credentials;
+use fincode_telemetry::{METRICS_CONTENT_TYPE, Metrics};
 use http::{Method, Request, Response, StatusCode, header};
 use http_body_util::Full;
 use hyper::{body::Incoming, service::service_fn};
@@ -55,6 +57,7 @@ impl Readiness {
 pub(crate) async fn serve(
     listener: TcpListener,
     readiness: Readiness,
+    metrics: Metrics,
     shutdown: impl Future<Output = ()>,
 ) {
     tokio::pin!(shutdown);
@@ -70,9 +73,10 @@ pub(crate) async fn serve(
             },
             () = &mut shutdown => return,
         };
-        let readiness = readiness.clone();
-        let service =
-            service_fn(move |req| std::future::ready(Ok::<_, Infallible>(route(&req, &readiness))));
+        let (readiness, metrics) = (readiness.clone(), metrics.clone());
+        let service = service_fn(move |req| {
+            std::future::ready(Ok::<_, Infallible>(route(&req, &readiness, &metrics)))
+        });
         tokio::spawn(async move {
             let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
                 .serve_connection(TokioIo::new(stream), service)
@@ -81,7 +85,11 @@ pub(crate) async fn serve(
     }
 }
 
-fn route(req: &Request<Incoming>, readiness: &Readiness) -> Response<Full<Bytes>> {
+fn route(
+    req: &Request<Incoming>,
+    readiness: &Readiness,
+    metrics: &Metrics,
+) -> Response<Full<Bytes>> {
     if req.method() != Method::GET && req.method() != Method::HEAD {
         return text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n");
     }
@@ -91,9 +99,17 @@ fn route(req: &Request<Incoming>, readiness: &Readiness) -> Response<Full<Bytes>
             Ok(()) => text(StatusCode::OK, "ready\n"),
             Err(why) => text(StatusCode::SERVICE_UNAVAILABLE, why),
         },
+        "/metrics" => {
+            let mut response = Response::new(Full::new(Bytes::from(metrics.render())));
+            response.headers_mut().insert(
+                header::CONTENT_TYPE,
+                http::HeaderValue::from_static(METRICS_CONTENT_TYPE),
+            );
+            response
+        }
         _ => text(
             StatusCode::NOT_FOUND,
-            "not found: try /healthz or /readyz\n",
+            "not found: try /healthz, /readyz or /metrics\n",
         ),
     }
 }

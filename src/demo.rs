@@ -40,7 +40,7 @@ async fn start() -> anyhow::Result<ExitCode> {
     let config_path = dir.path().join("config.toml");
     std::fs::write(&config_path, config.to_toml_string())?;
 
-    crate::run::init_logging(&config.log);
+    fincode_telemetry::init_logging(&config.log);
     let egress = config.listen.egress;
     let admin = config.listen.admin;
     println!(

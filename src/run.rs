@@ -3,10 +3,10 @@
 
 use std::{future::Future, path::Path, process::ExitCode};
 
-use fincode_config::{Config, Env, LogConfig, LogFormat};
+use fincode_config::{Config, Env};
 use fincode_proxy::EgressProxy;
+use fincode_telemetry::{Metrics, init_logging};
 use tokio::net::TcpListener;
-use tracing_subscriber::EnvFilter;
 
 use crate::admin::{self, Readiness};
 
@@ -52,7 +52,8 @@ pub(crate) async fn run(config: Config, env: &Env, shutdown: impl Future<Output 
             "PLAIN HTTP TO FINCODE: upstream.allow_insecure is set; credentials and payments travel unencrypted. Tests only."
         );
     }
-    let proxy = match EgressProxy::new(&config, env) {
+    let metrics = Metrics::new();
+    let proxy = match EgressProxy::new(&config, env, metrics.clone()) {
         Ok(proxy) => proxy,
         Err(error) => return fail(INVALID_CONFIG, &error),
     };
@@ -78,9 +79,14 @@ pub(crate) async fn run(config: Config, env: &Env, shutdown: impl Future<Output 
 
     let readiness = Readiness::new(credentials.clone());
     let (stop_admin, admin_stopped) = tokio::sync::oneshot::channel::<()>();
-    let admin = tokio::spawn(admin::serve(admin_listener, readiness.clone(), async {
-        let _ = admin_stopped.await;
-    }));
+    let admin = tokio::spawn(admin::serve(
+        admin_listener,
+        readiness.clone(),
+        metrics,
+        async {
+            let _ = admin_stopped.await;
+        },
+    ));
 
     readiness.set(true);
     tracing::info!(
@@ -150,21 +156,4 @@ pub(crate) async fn shutdown_signal() {
     {
         let _ = tokio::signal::ctrl_c().await;
     }
-}
-
-/// JSON lines (or text) on stdout; `RUST_LOG` overrides `log.level`.
-pub(crate) fn init_logging(config: &LogConfig) {
-    let filter =
-        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&config.level));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stdout);
-    let _ = match config.format {
-        LogFormat::Json => builder
-            .json()
-            .flatten_event(true)
-            .with_current_span(false)
-            .try_init(),
-        LogFormat::Text => builder.try_init(),
-    };
 }

@@ -147,6 +147,24 @@ pub enum AuthError {
     },
 }
 
+/// A login or refresh happened; for metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthEvent {
+    /// A login attempt ended.
+    Login {
+        /// Whether FinCode issued a token.
+        ok: bool,
+    },
+    /// A refresh attempt ended.
+    Refresh {
+        /// Whether FinCode issued a token.
+        ok: bool,
+    },
+}
+
+/// Receives [`AuthEvent`]s.
+pub type Observer = Arc<dyn Fn(AuthEvent) + Send + Sync>;
+
 /// Which token a request carried, so a 401 renews that token and not a newer one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Grant(u64);
@@ -254,6 +272,13 @@ impl Credentials {
         match &self.source {
             Source::Login(manager) => Some(tokio::spawn(manager.clone().run())),
             Source::None | Source::Static(_) => None,
+        }
+    }
+
+    /// Reports logins and refreshes to `observer` (login mode); call before [`Self::start`].
+    pub fn observe(&self, observer: Observer) {
+        if let Source::Login(manager) = &self.source {
+            manager.observe(observer);
         }
     }
 

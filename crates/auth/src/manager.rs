@@ -10,7 +10,7 @@
 //! neither the background task nor a request. FinCode locks accounts that fail too often.
 
 use std::{
-    sync::{Arc, Mutex, RwLock},
+    sync::{Arc, Mutex, OnceLock, RwLock},
     time::Duration,
 };
 
@@ -19,7 +19,7 @@ use secrecy::{ExposeSecret, SecretString};
 use tokio::{sync::Notify, time::Instant};
 
 use crate::{
-    AuthFailure, Transport,
+    AuthEvent, AuthFailure, Observer, Transport,
     backoff::Backoff,
     login::{Issued, LoginSettings, RefreshError},
 };
@@ -43,6 +43,7 @@ struct State {
 }
 
 struct Shared {
+    observer: OnceLock<Observer>,
     settings: LoginSettings,
     transport: Arc<dyn Transport>,
     refresh_before: Duration,
@@ -75,6 +76,7 @@ impl TokenManager {
     ) -> Self {
         Self {
             shared: Arc::new(Shared {
+                observer: OnceLock::new(),
                 settings,
                 transport,
                 refresh_before,
@@ -117,6 +119,17 @@ impl TokenManager {
     /// FinCode answered 401 to a request carrying generation `seen`: renew once.
     pub(crate) async fn rejected(&self, seen: u64) {
         self.renew(seen).await;
+    }
+
+    /// Reports logins and refreshes to `observer` (metrics); set once.
+    pub(crate) fn observe(&self, observer: Observer) {
+        let _ = self.shared.observer.set(observer);
+    }
+
+    fn emit(&self, event: AuthEvent) {
+        if let Some(observer) = self.shared.observer.get() {
+            observer(event);
+        }
     }
 
     /// Whether a usable token is held.
@@ -179,25 +192,41 @@ impl TokenManager {
             Some(refresh_token) => match settings.refresh(transport, &refresh_token).await {
                 Ok(issued) => {
                     tracing::info!("FinCode token refreshed");
+                    self.emit(AuthEvent::Refresh { ok: true });
                     Ok(issued)
                 }
                 Err(RefreshError::Stale) => {
                     tracing::info!(
                         "refresh token rejected (already used or expired); logging in again"
                     );
-                    settings.login(transport).await
+                    self.emit(AuthEvent::Refresh { ok: false });
+                    self.login().await
                 }
-                Err(RefreshError::Failed(failure)) => Err(failure),
+                Err(RefreshError::Failed(failure)) => {
+                    self.emit(AuthEvent::Refresh { ok: false });
+                    Err(failure)
+                }
             },
-            None => settings.login(transport).await.inspect(|_| {
-                tracing::info!("logged in to FinCode");
-            }),
+            None => self.login().await,
         };
         match result {
             Ok(issued) => self.install(issued),
             Err(failure) => self.fail(failure),
         }
         self.shared.changed.notify_waiters();
+    }
+
+    async fn login(&self) -> Result<Issued, AuthFailure> {
+        let result = self
+            .shared
+            .settings
+            .login(self.shared.transport.as_ref())
+            .await;
+        if result.is_ok() {
+            tracing::info!("logged in to FinCode");
+        }
+        self.emit(AuthEvent::Login { ok: result.is_ok() });
+        result
     }
 
     fn install(&self, issued: Issued) {

@@ -5,14 +5,16 @@
 //!
 //! The stack is assembled in one place, [`EgressProxy::serve`], outermost first:
 //!
-//! 1. [`correlation`]: every request gets an `X-Request-ID` (kept or minted), echoed back.
-//! 2. [`problem`]: errors from any layer below become problem+json responses.
-//! 3. [`limits`]: head (431) and body (413) size limits, body streamed through a counter.
-//! 4. [`authorize`]: the sidecar's credentials replace whatever the app sent.
-//! 5. the upstream client: pooled rustls, HTTP/2 by ALPN, HTTPS only, timeouts.
+//! 1. [`correlation`]: every request gets an `X-Request-ID` (kept or minted), echoed
+//!    back, and a W3C trace context sent on to FinCode.
+//! 2. [`telemetry`]: the access log line, duration metrics, the request span.
+//! 3. [`problem`]: errors from any layer below become problem+json responses.
+//! 4. [`limits`]: head (431) and body (413) size limits, body streamed through a counter.
+//! 5. [`authorize`]: the sidecar's credentials replace whatever the app sent.
+//! 6. the upstream client: pooled rustls, HTTP/2 by ALPN, HTTPS only, timeouts.
 //!
-//! Later layers (telemetry, audit, load shedding, rate limiting, circuit breaking,
-//! retries) slot in between 2 and 4 in the order DESIGN.md 5.1 gives.
+//! Later layers (audit, load shedding, rate limiting, circuit breaking, retries) slot in
+//! between 3 and 5 in the order DESIGN.md 5.1 gives.
 
 pub mod authorize;
 pub mod correlation;
@@ -20,7 +22,9 @@ mod error;
 mod headers;
 pub mod limits;
 pub mod problem;
+pub mod routes;
 mod server;
+pub mod telemetry;
 mod upstream;
 
 use std::{future::Future, path::PathBuf, sync::Arc, time::Duration};
@@ -28,6 +32,7 @@ use std::{future::Future, path::PathBuf, sync::Arc, time::Duration};
 use bytes::Bytes;
 use fincode_auth::Credentials;
 use fincode_config::{Config, Env};
+use fincode_telemetry::Metrics;
 use http_body_util::{Either, Full, Limited};
 use hyper::body::Incoming;
 use tokio::net::TcpListener;
@@ -66,6 +71,8 @@ pub type UpstreamBody = Either<Full<Bytes>, Limited<Incoming>>;
 #[derive(Debug)]
 pub struct EgressProxy {
     upstream: upstream::Upstream<UpstreamBody>,
+    metrics: Metrics,
+    routes: routes::RouteTable,
     credentials: Credentials,
     max_body: u64,
     max_head: usize,
@@ -77,15 +84,22 @@ pub struct EgressProxy {
 impl EgressProxy {
     /// Builds the upstream client (TLS roots, pool), the credentials (secrets read from
     /// `env`) and the layers from `config`.
-    pub fn new(config: &Config, env: &Env) -> Result<Self, BuildError> {
+    pub fn new(config: &Config, env: &Env, metrics: Metrics) -> Result<Self, BuildError> {
         let max_body = config.limits.max_request_body_bytes;
         let upstream = upstream::Upstream::new(&config.upstream, max_body)?;
         let transport = Arc::new(upstream::AuthTransport {
             upstream: upstream.clone(),
         });
         let credentials = Credentials::from_config(&config.auth, env, transport)?;
+        let http = metrics.http.clone();
+        credentials.observe(Arc::new(move |event| match event {
+            fincode_auth::AuthEvent::Login { ok } => http.login(ok),
+            fincode_auth::AuthEvent::Refresh { ok } => http.token_refresh(ok),
+        }));
         Ok(Self {
+            routes: routes::RouteTable::new(config.upstream.base_url.path()),
             upstream,
+            metrics,
             credentials,
             max_body,
             max_head: config.limits.max_request_header_bytes,
@@ -109,6 +123,10 @@ impl EgressProxy {
     pub async fn serve(self, listener: TcpListener, shutdown: impl Future<Output = ()>) {
         let stack = ServiceBuilder::new()
             .layer(correlation::CorrelationLayer::new())
+            .layer(telemetry::TelemetryLayer::new(
+                self.metrics.http.clone(),
+                self.routes,
+            ))
             .layer(problem::ErrorResponderLayer::new())
             .layer(limits::RequestLimitsLayer::new(
                 self.max_body,

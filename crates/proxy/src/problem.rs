@@ -108,9 +108,10 @@ where
                     detail = error.detail(),
                     "sidecar error"
                 );
-                error
-                    .to_response::<Full<Bytes>>(this.id.as_str())
-                    .map(Either::Right)
+                let mut response = error.to_response::<Full<Bytes>>(this.id.as_str());
+                // The telemetry layer counts errors by kind from here.
+                response.extensions_mut().insert(error.kind());
+                response.map(Either::Right)
             }
         };
         Poll::Ready(Ok(response))

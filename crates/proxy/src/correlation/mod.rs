@@ -4,13 +4,18 @@
 //! request extensions for inner layers, and echoed on the response, including on
 //! errors the sidecar makes.
 //!
+//! It also continues (or starts) the W3C trace context and sends FinCode a
+//! `traceparent` naming the sidecar's span.
+//!
 //! This is the outermost layer so that nothing below it ever runs without an id.
 
 mod layer;
 mod service;
+mod trace;
 
 pub use self::layer::CorrelationLayer;
 pub use self::service::{Correlation, ResponseFuture};
+pub use self::trace::{TRACEPARENT, TRACESTATE, TraceContext};
 
 use http::{HeaderMap, HeaderValue, header::HeaderName};
 

@@ -8,7 +8,7 @@ use http::{HeaderValue, Request, Response};
 use pin_project_lite::pin_project;
 use tower::Service;
 
-use super::{RequestId, X_REQUEST_ID};
+use super::{RequestId, TRACEPARENT, TRACESTATE, TraceContext, X_REQUEST_ID};
 
 /// Stamps the correlation id on the request and echoes it on the response.
 #[derive(Clone, Debug)]
@@ -33,6 +33,13 @@ where
         let value = id.header_value().clone();
         req.headers_mut().insert(&X_REQUEST_ID, value.clone());
         req.extensions_mut().insert(id);
+        let trace = TraceContext::from_headers(req.headers());
+        if trace.parent_span_id.is_none() {
+            // tracestate only means something alongside the traceparent it came with.
+            req.headers_mut().remove(&TRACESTATE);
+        }
+        req.headers_mut().insert(&TRACEPARENT, trace.traceparent());
+        req.extensions_mut().insert(trace);
         ResponseFuture {
             inner: self.inner.call(req),
             id: Some(value),

@@ -1,0 +1,172 @@
+//! W3C Trace Context (`traceparent`/`tracestate`): continued when the app sent a valid
+//! one, started otherwise, and sent to FinCode with the sidecar's span as the parent,
+//! so a FinCode support ticket and the app's traces meet on one trace id.
+
+use std::fmt::Write as _;
+
+use http::{HeaderMap, HeaderValue, header::HeaderName};
+
+/// `traceparent`.
+pub static TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
+/// `tracestate`: forwarded untouched with a valid `traceparent`, dropped otherwise.
+pub static TRACESTATE: HeaderName = HeaderName::from_static("tracestate");
+
+/// The request's trace context, stored in request extensions.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TraceContext {
+    /// The trace id (never all zeros).
+    pub trace_id: [u8; 16],
+    /// The app's span that called us, when the app sent a `traceparent`.
+    pub parent_span_id: Option<[u8; 8]>,
+    /// The sidecar's span for this request: FinCode's parent.
+    pub span_id: [u8; 8],
+    /// Trace flags (bit 0: sampled).
+    pub flags: u8,
+}
+
+// === impl TraceContext ===
+
+impl TraceContext {
+    /// Continues a valid incoming `traceparent`, else starts a new sampled trace.
+    pub fn from_headers(headers: &HeaderMap) -> Self {
+        let incoming = headers
+            .get(&TRACEPARENT)
+            .and_then(|v| v.to_str().ok())
+            .and_then(parse);
+        let span_id = random_span_id();
+        if let Some((trace_id, parent, flags)) = incoming {
+            return Self {
+                trace_id,
+                parent_span_id: Some(parent),
+                span_id,
+                flags,
+            };
+        }
+        let mut trace_id = *uuid::Uuid::new_v4().as_bytes();
+        trace_id[0] |= 1; // never the all-zero invalid id
+        Self {
+            trace_id,
+            parent_span_id: None,
+            span_id,
+            flags: 1,
+        }
+    }
+
+    /// The trace id as 32 lowercase hex digits.
+    pub fn trace_id_hex(&self) -> String {
+        hex(&self.trace_id)
+    }
+
+    /// The `traceparent` to send upstream: our span as the parent.
+    pub fn traceparent(&self) -> HeaderValue {
+        let value = format!(
+            "00-{}-{}-{:02x}",
+            hex(&self.trace_id),
+            hex(&self.span_id),
+            self.flags
+        );
+        HeaderValue::from_str(&value).unwrap_or_else(|_| HeaderValue::from_static(""))
+    }
+}
+
+/// `00-<32 hex>-<16 hex>-<2 hex>`, lowercase, ids not all zero (W3C Trace Context).
+fn parse(value: &str) -> Option<([u8; 16], [u8; 8], u8)> {
+    let mut parts = value.trim().split('-');
+    let (version, trace, parent, flags) =
+        (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+    // Version 00 has exactly four fields; a future version may add more after flags.
+    if version.len() != 2 || version == "ff" || (version == "00" && parts.next().is_some()) {
+        return None;
+    }
+    let trace_id: [u8; 16] = unhex(trace)?;
+    let parent: [u8; 8] = unhex(parent)?;
+    let [flags] = unhex::<1>(flags)?;
+    if trace_id == [0; 16] || parent == [0; 8] {
+        return None;
+    }
+    Some((trace_id, parent, flags))
+}
+
+fn unhex<const N: usize>(s: &str) -> Option<[u8; N]> {
+    if s.len() != N * 2
+        || !s
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    {
+        return None;
+    }
+    let mut out = [0u8; N];
+    for (i, byte) in out.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(s.get(i * 2..i * 2 + 2)?, 16).ok()?;
+    }
+    Some(out)
+}
+
+fn hex(bytes: &[u8]) -> String {
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        let _ = write!(out, "{b:02x}");
+    }
+    out
+}
+
+fn random_span_id() -> [u8; 8] {
+    let bytes = uuid::Uuid::new_v4().into_bytes();
+    let mut id = [0u8; 8];
+    id.copy_from_slice(&bytes[..8]);
+    id[0] |= 1;
+    id
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn continues_a_valid_traceparent_with_a_new_parent() {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            &TRACEPARENT,
+            HeaderValue::from_static("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"),
+        );
+        let ctx = TraceContext::from_headers(&headers);
+        assert_eq!(ctx.trace_id_hex(), "4bf92f3577b34da6a3ce929d0e0e4736");
+        assert_eq!(
+            ctx.parent_span_id,
+            Some([0x00, 0xf0, 0x67, 0xaa, 0x0b, 0xa9, 0x02, 0xb7])
+        );
+        let out = ctx.traceparent();
+        let out = out.to_str().unwrap();
+        assert!(
+            out.starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-"),
+            "{out}"
+        );
+        assert!(
+            !out.contains("00f067aa0ba902b7"),
+            "our span is the new parent: {out}"
+        );
+        assert!(out.ends_with("-01"));
+    }
+
+    #[test]
+    fn starts_a_trace_for_missing_or_invalid_headers() {
+        for bad in [
+            "",
+            "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",
+            "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",
+            "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-extra",
+            "garbage\r\nx",
+        ] {
+            let mut headers = HeaderMap::new();
+            if let Ok(v) = HeaderValue::from_str(bad) {
+                headers.insert(&TRACEPARENT, v);
+            }
+            let ctx = TraceContext::from_headers(&headers);
+            assert_eq!(ctx.parent_span_id, None, "{bad:?}");
+            assert_ne!(ctx.trace_id, [0; 16]);
+            assert_eq!(ctx.flags, 1);
+        }
+    }
+}

@@ -1,0 +1,104 @@
+//! Route templates: the bounded names requests are counted, limited and audited under.
+//!
+//! A metric label or a log field must never be a raw path (ids make cardinality
+//! unbounded and can be personal data), so every path maps to one of a fixed set of
+//! templates such as `/transactionmanagement/transactions/{id}`, or to `other`.
+
+/// The FinCode routes the sidecar knows by name. `{id}` matches one path segment.
+const TEMPLATES: [&str; 8] = [
+    "/securitymanagement/login",
+    "/securitymanagement/refresh-token",
+    "/securitymanagement/logout",
+    "/transactionmanagement/create-transaction",
+    "/transactionmanagement/transactions",
+    "/transactionmanagement/transactions/{id}",
+    "/sandbox/echo",
+    "/sandbox/ping",
+];
+
+/// The template for paths that match none.
+pub const OTHER: &str = "other";
+
+/// The create-transaction route, whose business outcome is counted.
+pub const CREATE_TRANSACTION: &str = "/transactionmanagement/create-transaction";
+
+/// Maps request paths to route templates.
+#[derive(Clone, Debug)]
+pub struct RouteTable {
+    base_path: String,
+}
+
+/// The route template of a request, stored in its extensions by the telemetry layer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Route(pub &'static str);
+
+// === impl RouteTable ===
+
+impl RouteTable {
+    /// A table for an upstream whose base path is `base_path` (`/api/v6/services`); the
+    /// app may call paths with or without it.
+    pub fn new(base_path: &str) -> Self {
+        Self {
+            base_path: base_path.trim_end_matches('/').to_owned(),
+        }
+    }
+
+    /// The template for `path`, or [`OTHER`].
+    pub fn template(&self, path: &str) -> &'static str {
+        let path = match path.strip_prefix(self.base_path.as_str()) {
+            Some(rest)
+                if !self.base_path.is_empty() && (rest.is_empty() || rest.starts_with('/')) =>
+            {
+                rest
+            }
+            _ => path,
+        };
+        let path = path.trim_end_matches('/');
+        TEMPLATES
+            .iter()
+            .find(|template| matches(template, path))
+            .copied()
+            .unwrap_or(OTHER)
+    }
+}
+
+fn matches(template: &str, path: &str) -> bool {
+    let mut want = template.split('/');
+    let mut got = path.split('/');
+    loop {
+        match (want.next(), got.next()) {
+            (None, None) => return true,
+            (Some("{id}"), Some(segment)) if !segment.is_empty() => {}
+            (Some(w), Some(g)) if w == g => {}
+            _ => return false,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn maps_paths_to_bounded_templates() {
+        let table = RouteTable::new("/api/v6/services");
+        assert_eq!(
+            table.template("/transactionmanagement/transactions/TXN-42"),
+            "/transactionmanagement/transactions/{id}"
+        );
+        assert_eq!(
+            table.template("/api/v6/services/transactionmanagement/create-transaction"),
+            CREATE_TRANSACTION
+        );
+        assert_eq!(
+            table.template("/transactionmanagement/transactions/"),
+            "/transactionmanagement/transactions"
+        );
+        assert_eq!(
+            table.template("/transactionmanagement/transactions/a/b"),
+            OTHER
+        );
+        assert_eq!(table.template("/customer/4111111111111111"), OTHER);
+        assert_eq!(table.template("/"), OTHER);
+    }
+}

@@ -1,0 +1,282 @@
+//! Telemetry layer: one access-log line and one duration observation per app request,
+//! a span carrying the correlation id around everything logged while serving it, and
+//! the business outcome of create-transaction calls.
+//!
+//! It sits right inside correlation and outside the error responder, so it sees every
+//! response the app gets, including the sidecar's own problem+json errors (their kind
+//! rides in the response extensions), with the correlation id already assigned.
+
+use std::{
+    convert::Infallible,
+    future::Future,
+    pin::Pin,
+    task::{Context, Poll},
+    time::Instant,
+};
+
+use bytes::{Bytes, BytesMut};
+use fincode_telemetry::{HttpLabels, HttpMetrics, status_class};
+use http::{Method, Request, Response, header};
+use http_body::{Body, Frame, SizeHint};
+use pin_project_lite::pin_project;
+use tower::{Layer, Service};
+use tracing::{Instrument, instrument::Instrumented};
+
+use crate::{
+    ErrorKind,
+    correlation::{RequestId, TraceContext},
+    routes::{CREATE_TRANSACTION, Route, RouteTable},
+};
+
+/// Largest create-transaction response inspected for its business outcome.
+const MAX_OUTCOME_BODY: usize = 64 * 1024;
+
+/// How many tries FinCode saw for a request; set by the retry layer (1 without it).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Attempts(pub u32);
+
+/// Adds [`Telemetry`] to a stack.
+#[derive(Clone, Debug)]
+pub struct TelemetryLayer {
+    metrics: HttpMetrics,
+    routes: RouteTable,
+}
+
+/// Logs, measures and spans each request.
+#[derive(Clone, Debug)]
+pub struct Telemetry<S> {
+    inner: S,
+    metrics: HttpMetrics,
+    routes: RouteTable,
+}
+
+// === impl TelemetryLayer ===
+
+impl TelemetryLayer {
+    /// Records into `metrics`, naming requests by `routes`.
+    pub fn new(metrics: HttpMetrics, routes: RouteTable) -> Self {
+        Self { metrics, routes }
+    }
+}
+
+impl<S> Layer<S> for TelemetryLayer {
+    type Service = Telemetry<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        Telemetry {
+            inner,
+            metrics: self.metrics.clone(),
+            routes: self.routes.clone(),
+        }
+    }
+}
+
+// === impl Telemetry ===
+
+impl<S, B, RB> Service<Request<B>> for Telemetry<S>
+where
+    S: Service<Request<B>, Response = Response<RB>, Error = Infallible>,
+{
+    type Response = Response<OutcomeBody<RB>>;
+    type Error = Infallible;
+    type Future = ResponseFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: Request<B>) -> Self::Future {
+        let route = self.routes.template(req.uri().path());
+        req.extensions_mut().insert(Route(route));
+        let method = method_label(req.method());
+        let id = req
+            .extensions()
+            .get::<RequestId>()
+            .map(|id| id.as_str().to_owned())
+            .unwrap_or_default();
+        let trace_id = req
+            .extensions()
+            .get::<TraceContext>()
+            .map(TraceContext::trace_id_hex)
+            .unwrap_or_default();
+        let request_bytes = content_length(req.headers());
+        let span = tracing::info_span!("request", correlation_id = %id, trace_id = %trace_id, method, route);
+        ResponseFuture {
+            inner: self.inner.call(req).instrument(span.clone()),
+            state: Some(Pending {
+                started: Instant::now(),
+                method,
+                route,
+                request_bytes,
+                span,
+                metrics: self.metrics.clone(),
+            }),
+        }
+    }
+}
+
+struct Pending {
+    started: Instant,
+    method: &'static str,
+    route: &'static str,
+    request_bytes: Option<u64>,
+    span: tracing::Span,
+    metrics: HttpMetrics,
+}
+
+pin_project! {
+    /// Records the request once the response head is ready.
+    pub struct ResponseFuture<F> {
+        #[pin]
+        inner: Instrumented<F>,
+        state: Option<Pending>,
+    }
+}
+
+impl<F, RB> Future for ResponseFuture<F>
+where
+    F: Future<Output = Result<Response<RB>, Infallible>>,
+{
+    type Output = Result<Response<OutcomeBody<RB>>, Infallible>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let Ok(response) = std::task::ready!(this.inner.poll(cx));
+        let Some(pending) = this.state.take() else {
+            // Polled after completion: the response was already returned once.
+            return Poll::Pending;
+        };
+        Poll::Ready(Ok(pending.finish(response)))
+    }
+}
+
+impl Pending {
+    fn finish<RB>(self, response: Response<RB>) -> Response<OutcomeBody<RB>> {
+        let elapsed = self.started.elapsed();
+        let status = response.status().as_u16();
+        let error = response
+            .extensions()
+            .get::<ErrorKind>()
+            .map(|kind| kind.code());
+        let attempts = response.extensions().get::<Attempts>().map_or(1, |a| a.0);
+        let labels = HttpLabels {
+            method: self.method,
+            route: self.route,
+            status_class: status_class(status),
+        };
+        self.metrics.observe_server(&labels, elapsed.as_secs_f64());
+        if let Some(kind) = error {
+            self.metrics.sidecar_error(kind);
+        }
+        let _entered = self.span.enter();
+        // Every field is bounded and secret-free by construction: method and route
+        // are templates, the id was validated, the rest are numbers.
+        tracing::info!(
+            target: "fincode_sidecar::access",
+            status,
+            upstream_status = if error.is_none() { status } else { 0 },
+            latency_ms = elapsed.as_secs_f64() * 1000.0,
+            attempts,
+            request_bytes = self.request_bytes,
+            response_bytes = content_length(response.headers()),
+            error = error.unwrap_or(""),
+            "access"
+        );
+        let watch = self.route == CREATE_TRANSACTION && error.is_none();
+        response.map(|body| OutcomeBody {
+            inner: body,
+            watch: watch.then(|| (BytesMut::new(), self.metrics.clone())),
+        })
+    }
+}
+
+fn method_label(method: &Method) -> &'static str {
+    match *method {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::PATCH => "PATCH",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        _ => "_OTHER",
+    }
+}
+
+fn content_length(headers: &http::HeaderMap) -> Option<u64> {
+    headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+}
+
+pin_project! {
+    /// Streams the response through; for create-transaction it also keeps a bounded copy
+    /// and counts FinCode's business outcome (`"status": "SUCCESS"`) at the end.
+    pub struct OutcomeBody<B> {
+        #[pin]
+        inner: B,
+        watch: Option<(BytesMut, HttpMetrics)>,
+    }
+}
+
+impl<B> Body for OutcomeBody<B>
+where
+    B: Body<Data = Bytes>,
+{
+    type Data = Bytes;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        let mut this = self.project();
+        let frame = std::task::ready!(this.inner.as_mut().poll_frame(cx));
+        match &frame {
+            Some(Ok(frame)) => {
+                if let (Some(data), Some((copy, _))) = (frame.data_ref(), this.watch.as_mut()) {
+                    if copy.len() + data.len() <= MAX_OUTCOME_BODY {
+                        copy.extend_from_slice(data);
+                    } else {
+                        *this.watch = None;
+                    }
+                }
+                // hyper stops polling once a sized body reports its end, so the last
+                // data frame may be the last poll.
+                if this.inner.is_end_stream() {
+                    finish_outcome(this.watch);
+                }
+            }
+            None => finish_outcome(this.watch),
+            Some(Err(_)) => *this.watch = None,
+        }
+        Poll::Ready(frame)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+fn finish_outcome(watch: &mut Option<(BytesMut, HttpMetrics)>) {
+    if let Some((copy, metrics)) = watch.take() {
+        metrics.transaction(is_business_success(&copy));
+    }
+}
+
+/// FinCode's success shape: `{"status": "SUCCESS", ...}`.
+fn is_business_success(body: &[u8]) -> bool {
+    serde_json::from_slice::<serde_json::Value>(body)
+        .ok()
+        .and_then(|v| {
+            v.get("status")
+                .and_then(|s| s.as_str())
+                .map(|s| s == "SUCCESS")
+        })
+        .unwrap_or(false)
+}

@@ -1,0 +1,149 @@
+//! The HTTP metric families, named after the OpenTelemetry semantic conventions
+//! (`http.server.request.duration` becomes `http_server_request_duration_seconds`).
+
+use prometheus_client::{
+    encoding::EncodeLabelSet,
+    metrics::{counter::Counter, family::Family, histogram::Histogram},
+    registry::Registry,
+};
+
+/// The semconv buckets for HTTP durations, in seconds.
+pub const DURATION_BUCKETS: [f64; 14] = [
+    0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0,
+];
+
+/// Labels of the duration histograms. Every value is a static string from a bounded set.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct HttpLabels {
+    /// `GET`, `POST`... or `_OTHER` for anything unusual.
+    pub method: &'static str,
+    /// A route template such as `/transactionmanagement/transactions/{id}`, or `other`.
+    pub route: &'static str,
+    /// `1xx` .. `5xx`.
+    pub status_class: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KindLabel {
+    kind: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabel {
+    outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResultLabel {
+    result: &'static str,
+}
+
+/// The families the proxy records per request. Cheap to clone (all `Arc` inside).
+#[derive(Clone, Debug)]
+pub struct HttpMetrics {
+    server_duration: Family<HttpLabels, Histogram, fn() -> Histogram>,
+    client_duration: Family<HttpLabels, Histogram, fn() -> Histogram>,
+    sidecar_errors: Family<KindLabel, Counter>,
+    transactions: Family<OutcomeLabel, Counter>,
+    token_refreshes: Family<ResultLabel, Counter>,
+    logins: Family<ResultLabel, Counter>,
+}
+
+fn duration_histogram() -> Histogram {
+    Histogram::new(DURATION_BUCKETS)
+}
+
+// === impl HttpMetrics ===
+
+impl HttpMetrics {
+    pub(crate) fn register(registry: &mut Registry) -> Self {
+        let this = Self {
+            server_duration: Family::new_with_constructor(duration_histogram),
+            client_duration: Family::new_with_constructor(duration_histogram),
+            sidecar_errors: Family::default(),
+            transactions: Family::default(),
+            token_refreshes: Family::default(),
+            logins: Family::default(),
+        };
+        registry.register(
+            "http_server_request_duration_seconds",
+            "Duration of the app's requests through the sidecar",
+            this.server_duration.clone(),
+        );
+        registry.register(
+            "http_client_request_duration_seconds",
+            "Duration of each request try to FinCode",
+            this.client_duration.clone(),
+        );
+        // prometheus-client appends `_total` to counters.
+        registry.register(
+            "fincode_sidecar_errors",
+            "Errors the sidecar itself produced, by x-sidecar-error kind",
+            this.sidecar_errors.clone(),
+        );
+        registry.register(
+            "fincode_transactions",
+            "FinCode create-transaction business outcomes (from the response body)",
+            this.transactions.clone(),
+        );
+        registry.register(
+            "fincode_token_refreshes",
+            "FinCode token refreshes by result",
+            this.token_refreshes.clone(),
+        );
+        registry.register(
+            "fincode_logins",
+            "FinCode logins by result",
+            this.logins.clone(),
+        );
+        this
+    }
+
+    /// One app request finished after `seconds`.
+    pub fn observe_server(&self, labels: &HttpLabels, seconds: f64) {
+        self.server_duration.get_or_create(labels).observe(seconds);
+    }
+
+    /// One try to FinCode finished after `seconds`.
+    pub fn observe_client(&self, labels: &HttpLabels, seconds: f64) {
+        self.client_duration.get_or_create(labels).observe(seconds);
+    }
+
+    /// The sidecar produced an error of `kind` (the `x-sidecar-error` value).
+    pub fn sidecar_error(&self, kind: &'static str) {
+        self.sidecar_errors.get_or_create(&KindLabel { kind }).inc();
+    }
+
+    /// A create-transaction call ended in a business `success` or `failure`.
+    pub fn transaction(&self, success: bool) {
+        let outcome = if success { "success" } else { "failure" };
+        self.transactions
+            .get_or_create(&OutcomeLabel { outcome })
+            .inc();
+    }
+
+    /// A token refresh ended `ok` or `failed`.
+    pub fn token_refresh(&self, ok: bool) {
+        let result = if ok { "ok" } else { "failed" };
+        self.token_refreshes
+            .get_or_create(&ResultLabel { result })
+            .inc();
+    }
+
+    /// A login ended `ok` or `failed`.
+    pub fn login(&self, ok: bool) {
+        let result = if ok { "ok" } else { "failed" };
+        self.logins.get_or_create(&ResultLabel { result }).inc();
+    }
+}
+
+/// `2xx` for 200..=299 and so on; `5xx` for anything out of range.
+pub fn status_class(status: u16) -> &'static str {
+    match status {
+        100..=199 => "1xx",
+        200..=299 => "2xx",
+        300..=399 => "3xx",
+        400..=499 => "4xx",
+        _ => "5xx",
+    }
+}

@@ -1,0 +1,37 @@
+use super::*;
+
+#[test]
+fn renders_observations_with_bounded_labels() {
+    let metrics = Metrics::new();
+    let labels = HttpLabels {
+        method: "POST",
+        route: "/transactionmanagement/create-transaction",
+        status_class: status_class(201),
+    };
+    metrics.http.observe_server(&labels, 0.02);
+    metrics.http.observe_server(&labels, 4.0);
+    metrics.http.sidecar_error("upstream_timeout");
+    metrics.http.transaction(true);
+    let text = metrics.render();
+    assert!(text.contains(
+        r#"http_server_request_duration_seconds_count{method="POST",route="/transactionmanagement/create-transaction",status_class="2xx"} 2"#
+    ), "{text}");
+    assert!(text.contains(r#"le="0.025""#), "{text}");
+    assert!(
+        text.contains(r#"fincode_sidecar_errors_total{kind="upstream_timeout"} 1"#),
+        "{text}"
+    );
+    assert!(
+        text.contains(r#"fincode_transactions_total{outcome="success"} 1"#),
+        "{text}"
+    );
+    assert!(text.ends_with("# EOF\n"));
+}
+
+#[test]
+fn status_classes() {
+    assert_eq!(status_class(200), "2xx");
+    assert_eq!(status_class(404), "4xx");
+    assert_eq!(status_class(503), "5xx");
+    assert_eq!(status_class(999), "5xx");
+}
