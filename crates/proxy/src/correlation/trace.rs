@@ -42,7 +42,7 @@ impl TraceContext {
                 flags,
             };
         }
-        let mut trace_id = *uuid::Uuid::new_v4().as_bytes();
+        let mut trace_id: [u8; 16] = rand::random();
         trace_id[0] |= 1; // never the all-zero invalid id
         Self {
             trace_id,
@@ -110,10 +110,9 @@ fn hex(bytes: &[u8]) -> String {
     out
 }
 
+/// From the thread-local CSPRNG: no syscall per request (uuid v4 calls getrandom).
 fn random_span_id() -> [u8; 8] {
-    let bytes = uuid::Uuid::new_v4().into_bytes();
-    let mut id = [0u8; 8];
-    id.copy_from_slice(&bytes[..8]);
+    let mut id: [u8; 8] = rand::random();
     id[0] |= 1;
     id
 }
