@@ -8,8 +8,6 @@ mod support;
 use std::time::Duration;
 
 use fincode_sandbox::User;
-use http::Request;
-use http_body_util::Full;
 use support::*;
 
 const EMAIL: &str = "ops-canary-7c1e@merchant.test";
@@ -133,11 +131,11 @@ async fn a_401_is_renewed_and_replayed_once_but_an_unkeyed_post_is_sent_once() {
     sandbox.expire_access_tokens();
     let keyed = send(
         &app,
-        Request::post(sidecar.url("/transactionmanagement/create-transaction"))
-            .header("content-type", "application/json")
-            .header("x-idempotency-key", "k-401")
-            .body(Full::from(r#"{"amount":100,"currency":"GBP"}"#))
-            .unwrap(),
+        create_transaction(
+            &sidecar,
+            Some("k-401"),
+            r#"{"amount":100,"currency":"GBP"}"#,
+        ),
     )
     .await;
     assert_eq!(keyed.status, 200, "{keyed:?}");
@@ -148,10 +146,7 @@ async fn a_401_is_renewed_and_replayed_once_but_an_unkeyed_post_is_sent_once() {
     sandbox.expire_access_tokens();
     let unkeyed = send(
         &app,
-        Request::post(sidecar.url("/transactionmanagement/create-transaction"))
-            .header("content-type", "application/json")
-            .body(Full::from(r#"{"amount":100,"currency":"GBP"}"#))
-            .unwrap(),
+        create_transaction(&sidecar, None, r#"{"amount":100,"currency":"GBP"}"#),
     )
     .await;
     assert_eq!(unkeyed.status, 401);
@@ -254,11 +249,11 @@ async fn secrets_never_reach_the_output_even_at_trace_and_logout_on_shutdown() {
     get(&app, &sidecar.url("/transactionmanagement/transactions")).await;
     send(
         &app,
-        Request::post(sidecar.url("/transactionmanagement/create-transaction"))
-            .header("content-type", "application/json")
-            .header("x-idempotency-key", "canary-order")
-            .body(Full::from(r#"{"amount":100,"currency":"GBP"}"#))
-            .unwrap(),
+        create_transaction(
+            &sidecar,
+            Some("canary-order"),
+            r#"{"amount":100,"currency":"GBP"}"#,
+        ),
     )
     .await;
 

@@ -47,25 +47,14 @@ async fn metrics_count_the_traffic_sent() {
     for key in ["m-1", "m-2", "m-3"] {
         let created = send(
             &app,
-            Request::post(sidecar.url("/transactionmanagement/create-transaction"))
-                .header("content-type", "application/json")
-                .header("x-idempotency-key", key)
-                .body(Full::from(r#"{"amount":5,"currency":"GBP"}"#))
-                .unwrap(),
+            create_transaction(&sidecar, Some(key), r#"{"amount":5,"currency":"GBP"}"#),
         )
         .await;
         assert_eq!(created.status, 200);
         ids.push(created.json()["data"]["id"].as_str().unwrap().to_owned());
     }
     // A business failure: FinCode refuses a create without an idempotency key (422).
-    let refused = send(
-        &app,
-        Request::post(sidecar.url("/transactionmanagement/create-transaction"))
-            .header("content-type", "application/json")
-            .body(Full::from(r#"{"amount":5}"#))
-            .unwrap(),
-    )
-    .await;
+    let refused = send(&app, create_transaction(&sidecar, None, r#"{"amount":5}"#)).await;
     assert_eq!(refused.status, 422);
     for id in &ids {
         let found = get(

@@ -366,6 +366,21 @@ where
     }
 }
 
+/// The app's create-transaction call through the sidecar, with or without an
+/// idempotency key.
+pub fn create_transaction(
+    sidecar: &Sidecar,
+    key: Option<&str>,
+    body: &'static str,
+) -> Request<Full<Bytes>> {
+    let mut request = Request::post(sidecar.url("/transactionmanagement/create-transaction"))
+        .header("content-type", "application/json");
+    if let Some(key) = key {
+        request = request.header("x-idempotency-key", key);
+    }
+    request.body(Full::from(body)).unwrap()
+}
+
 pub async fn get<C>(client: &Client<C, Full<Bytes>>, url: &str) -> Collected
 where
     C: hyper_util::client::legacy::connect::Connect + Clone + Send + Sync + 'static,
