@@ -1,6 +1,7 @@
 //! One parser per kind of value. Each turns a TOML value into a typed one or says, without the
 //! key (the loader adds it), what was expected and how to fix it.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -9,7 +10,7 @@ use http::uri::{Authority, Scheme};
 use http::{HeaderName, Uri};
 use toml::Value;
 
-use crate::schema::{AuthMode, LogFormat};
+use crate::schema::{AuthMode, BodyLevel, FieldAction, LogFormat};
 use crate::secrets::is_env_var_name;
 
 /// Why a value was refused.
@@ -401,4 +402,136 @@ pub(crate) fn header_value(value: &Value) -> Result<String, Refusal> {
         ));
     }
     Ok(text)
+}
+
+pub(crate) fn body_level(value: &Value) -> Result<BodyLevel, Refusal> {
+    match value.as_str() {
+        Some("trace") => Ok(BodyLevel::Trace),
+        Some("debug") => Ok(BodyLevel::Debug),
+        Some("info") => Ok(BodyLevel::Info),
+        _ => Err(Refusal::new(
+            format!(
+                "expected \"trace\", \"debug\" or \"info\", found {}",
+                a(value)
+            ),
+            "set body_level = \"debug\" (shown with level = \"debug\") or \"trace\"",
+        )),
+    }
+}
+
+/// A ratio such as a sampling share: a number from 0.0 to 1.0 (an integer 0 or 1 is fine).
+pub(crate) fn ratio(value: &Value) -> Result<f64, Refusal> {
+    let refuse = || {
+        Refusal::new(
+            format!("expected a number from 0.0 to 1.0, found {}", a(value)),
+            "write a decimal such as 0.1 (one in ten) or 1.0 (all)",
+        )
+    };
+    #[allow(clippy::cast_precision_loss)] // only 0 and 1 get this far
+    let number = match value {
+        Value::Float(f) => *f,
+        Value::Integer(i @ (0 | 1)) => *i as f64,
+        _ => return Err(refuse()),
+    };
+    if (0.0..=1.0).contains(&number) {
+        Ok(number)
+    } else {
+        Err(refuse())
+    }
+}
+
+/// A list of header names or query parameter names, lower-cased (both match
+/// case-insensitively).
+pub(crate) fn name_list(value: &Value) -> Result<Vec<String>, Refusal> {
+    let refuse = || {
+        Refusal::new(
+            format!("expected a list of names, found {}", a(value)),
+            "write a list of strings, e.g. [\"x-customer-pin\"]",
+        )
+    };
+    let Value::Array(items) = value else {
+        return Err(refuse());
+    };
+    items
+        .iter()
+        .map(|item| {
+            let name = item.as_str().ok_or_else(refuse)?;
+            if name.is_empty()
+                || !name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+            {
+                return Err(Refusal::new(
+                    format!("`{name}` is not a header or parameter name"),
+                    "use letters, digits, '-', '_' and '.'",
+                ));
+            }
+            Ok(name.to_ascii_lowercase())
+        })
+        .collect()
+}
+
+/// `redact.fields`: JSON key to action.
+pub(crate) fn field_actions(value: &Value) -> Result<BTreeMap<String, FieldAction>, Refusal> {
+    let fix = "write it as fields = { customerRef = \"hash\", secretAnswer = \"drop\" }, each \
+               action one of \"drop\", \"mask\" or \"hash\"";
+    let Value::Table(table) = value else {
+        return Err(Refusal::new(
+            format!(
+                "expected a table of field names to actions, found {}",
+                a(value)
+            ),
+            fix,
+        ));
+    };
+    table
+        .iter()
+        .map(|(key, action)| {
+            let action = match action.as_str() {
+                Some("drop") => FieldAction::Drop,
+                Some("mask") => FieldAction::Mask,
+                Some("hash") => FieldAction::Hash,
+                _ => {
+                    return Err(Refusal::new(
+                        format!("the action for `{key}` must be \"drop\", \"mask\" or \"hash\""),
+                        fix,
+                    ));
+                }
+            };
+            Ok((key.clone(), action))
+        })
+        .collect()
+}
+
+/// An OTLP/HTTP endpoint: `http://` or `https://` (collectors usually listen in the pod or
+/// cluster without TLS). User info is refused: collector credentials go in
+/// `OTEL_EXPORTER_OTLP_HEADERS`.
+pub(crate) fn otlp_endpoint(value: &Value) -> Result<Uri, Refusal> {
+    const EXAMPLE: &str = "write the URL, e.g. \"http://otel-collector:4318/v1/traces\"";
+    let text = string(value)?;
+    let after_scheme = text
+        .split_once("://")
+        .map_or(text.as_str(), |(_, rest)| rest);
+    if after_scheme
+        .split(['/', '?', '#'])
+        .next()
+        .unwrap_or_default()
+        .contains('@')
+    {
+        return Err(Refusal::new(
+            "the URL contains a user name or password (value not shown)",
+            "remove it; put collector credentials in OTEL_EXPORTER_OTLP_HEADERS",
+        )
+        .hiding_value());
+    }
+    let uri: Uri = text
+        .parse()
+        .map_err(|err| Refusal::new(format!("not a valid URL: {err}"), EXAMPLE))?;
+    match (uri.scheme(), uri.authority()) {
+        (Some(scheme), Some(_)) if *scheme == Scheme::HTTP || *scheme == Scheme::HTTPS => Ok(uri),
+        _ => Err(Refusal::new(
+            "must be an absolute http:// or https:// URL",
+            EXAMPLE,
+        )),
+    }
 }

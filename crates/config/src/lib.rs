@@ -42,7 +42,8 @@ mod secrets;
 pub use env::Env;
 pub use problem::{ConfigError, Problem, Severity, Source};
 pub use schema::{
-    AuthConfig, AuthMode, Config, LimitsConfig, ListenConfig, LogConfig, LogFormat, UpstreamConfig,
+    AuthConfig, AuthMode, BodyLevel, Config, FieldAction, LimitsConfig, ListenConfig, LogConfig,
+    LogFormat, RedactConfig, TracesConfig, UpstreamConfig,
 };
 
 #[cfg(test)]

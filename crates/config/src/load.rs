@@ -15,8 +15,8 @@ use crate::env::{Env, Origins, apply_overlay};
 use crate::fields::{self, Parse, Refusal};
 use crate::problem::{ConfigError, Problem, Severity, Source};
 use crate::schema::{
-    AuthConfig, AuthMode, Config, LimitsConfig, ListenConfig, LogConfig, UpstreamConfig,
-    default_extra_headers,
+    AuthConfig, AuthMode, Config, LimitsConfig, ListenConfig, LogConfig, RedactConfig,
+    TracesConfig, UpstreamConfig, default_extra_headers,
 };
 use crate::secrets::{is_credential_header, is_secret_key};
 
@@ -307,6 +307,28 @@ impl Reader {
         let log = LogConfig {
             level: s.field("level", fields::log_level, defaults.level),
             format: s.field("format", fields::log_format, defaults.format),
+            bodies: s.field("bodies", fields::boolean, defaults.bodies),
+            body_level: s.field("body_level", fields::body_level, defaults.body_level),
+            max_body_bytes: s.field("max_body_bytes", fields::count, defaults.max_body_bytes),
+        };
+        s.finish();
+
+        let mut s = self.section("redact");
+        let redact = RedactConfig {
+            headers: s.field("headers", fields::name_list, Vec::new()),
+            query_params: s.field("query_params", fields::name_list, Vec::new()),
+            fields: s.field("fields", fields::field_actions, BTreeMap::new()),
+            hash_key_env: s.optional("hash_key_env", fields::env_var_name),
+        };
+        s.finish();
+
+        let mut s = self.section("traces");
+        let defaults = TracesConfig::default();
+        let traces = TracesConfig {
+            otlp_endpoint: s.optional("otlp_endpoint", fields::otlp_endpoint),
+            sample_ratio: s.field("sample_ratio", fields::ratio, defaults.sample_ratio),
+            service_name: s.field("service_name", fields::string, defaults.service_name),
+            export_timeout: s.field("export_timeout", fields::duration, defaults.export_timeout),
         };
         s.finish();
 
@@ -332,6 +354,8 @@ impl Reader {
             limits,
             auth,
             log,
+            redact,
+            traces,
         })
     }
 

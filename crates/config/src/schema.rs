@@ -27,6 +27,10 @@ pub struct Config {
     pub auth: AuthConfig,
     /// What the sidecar logs and how.
     pub log: LogConfig,
+    /// What is scrubbed from everything the sidecar writes down.
+    pub redact: RedactConfig,
+    /// OpenTelemetry trace export.
+    pub traces: TracesConfig,
 }
 
 /// The sidecar's two listeners.
@@ -175,6 +179,78 @@ pub struct LogConfig {
     pub level: String,
     /// The output format.
     pub format: LogFormat,
+    /// Log request and response bodies, redacted, one line each. Off by default: even
+    /// redacted, bodies are personal data the merchant must account for.
+    pub bodies: bool,
+    /// The level the body lines are logged at (`trace`, `debug` or `info`), so they can be
+    /// switched on for one target without raising everything else.
+    pub body_level: BodyLevel,
+    /// Bodies longer than this are not logged (a note says so); redaction needs the whole
+    /// body, and a truncated one could cut a card number in half.
+    pub max_body_bytes: usize,
+}
+
+/// The level body lines are logged at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BodyLevel {
+    /// Only with `RUST_LOG=...=trace`.
+    Trace,
+    /// The default: visible with `level = "debug"`.
+    #[default]
+    Debug,
+    /// Always, when `log.bodies` is on.
+    Info,
+}
+
+/// What the redactor scrubs on top of its built-in rules (which cover every sensitive FinCode
+/// field: tokens, passwords, PINs, card data, ids, phones, emails, names, accounts).
+#[derive(Debug, Clone, PartialEq, Default, Serialize)]
+pub struct RedactConfig {
+    /// Extra header names whose values are never written down.
+    pub headers: Vec<String>,
+    /// Extra URL query parameters whose values are never written down.
+    pub query_params: Vec<String>,
+    /// Extra JSON field rules by key (case-insensitive): `drop`, `mask` (keep the last 4) or
+    /// `hash` (a keyed HMAC pseudonym, so records about one customer can be linked without
+    /// naming them).
+    pub fields: BTreeMap<String, FieldAction>,
+    /// The variable holding the key for `hash`. Without it, `hash` fields are dropped.
+    pub hash_key_env: Option<String>,
+}
+
+/// What happens to a JSON field's value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FieldAction {
+    /// Replaced by `[REDACTED]`.
+    Drop,
+    /// All but the last four characters replaced.
+    Mask,
+    /// A keyed HMAC pseudonym.
+    Hash,
+}
+
+/// OpenTelemetry trace export over OTLP/HTTP (protobuf).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TracesConfig {
+    /// Where spans go, e.g. `http://otel-collector:4318/v1/traces`. When unset,
+    /// `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` or `OTEL_EXPORTER_OTLP_ENDPOINT` (+ `/v1/traces`)
+    /// is used; when none is set, no spans are exported.
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "ser_opt_display"
+    )]
+    pub otlp_endpoint: Option<Uri>,
+    /// The share of new traces recorded, 0.0 to 1.0. A trace the app started keeps the app's
+    /// sampling decision.
+    pub sample_ratio: f64,
+    /// `service.name` on every span.
+    pub service_name: String,
+    /// How long one export may take before it is abandoned (spans are dropped, never queued
+    /// without bound).
+    #[serde(serialize_with = "humantime_serde::serialize")]
+    pub export_timeout: Duration,
 }
 
 // === impl Config ===
@@ -191,6 +267,8 @@ impl Config {
             limits: LimitsConfig::default(),
             auth: AuthConfig::default(),
             log: LogConfig::default(),
+            redact: RedactConfig::default(),
+            traces: TracesConfig::default(),
         }
     }
 }
@@ -307,6 +385,20 @@ impl Default for LogConfig {
         Self {
             level: "info".to_owned(),
             format: LogFormat::Json,
+            bodies: false,
+            body_level: BodyLevel::Debug,
+            max_body_bytes: 64 * 1024,
+        }
+    }
+}
+
+impl Default for TracesConfig {
+    fn default() -> Self {
+        Self {
+            otlp_endpoint: None,
+            sample_ratio: 1.0,
+            service_name: "fincode-sidecar".to_owned(),
+            export_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -316,6 +408,17 @@ impl Default for LogConfig {
 
 fn ser_display<T: std::fmt::Display, S: Serializer>(value: &T, s: S) -> Result<S::Ok, S::Error> {
     s.collect_str(value)
+}
+
+#[allow(clippy::ref_option)] // serde's `serialize_with` hands us `&Option<T>`.
+fn ser_opt_display<T: std::fmt::Display, S: Serializer>(
+    value: &Option<T>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    match value {
+        Some(value) => s.collect_str(value),
+        None => s.serialize_none(),
+    }
 }
 
 fn ser_header_name<S: Serializer>(name: &HeaderName, s: S) -> Result<S::Ok, S::Error> {

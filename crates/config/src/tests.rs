@@ -851,3 +851,68 @@ fn check_environment_reports_unset_token_variable_without_value() {
     let (config, _) = load_ok(&minimal(), &[]);
     assert!(config.check_environment(&Env::default()).is_empty());
 }
+
+// --- logging bodies, redaction and traces ---
+
+#[test]
+fn redact_and_traces_keys_load() {
+    let text = format!(
+        "{}[log]\nbodies = true\nbody_level = \"trace\"\n\
+         [redact]\nheaders = [\"X-Customer-Pin\"]\nquery_params = [\"ref\"]\n\
+         fields = {{ secretAnswer = \"drop\", customerRef = \"hash\", card = \"mask\" }}\n\
+         hash_key_env = \"HASH_KEY\"\n\
+         [traces]\notlp_endpoint = \"http://127.0.0.1:4318/v1/traces\"\nsample_ratio = 0.25\n",
+        minimal()
+    );
+    let (config, _) = load_ok(&text, &[]);
+    assert!(config.log.bodies);
+    assert_eq!(config.log.body_level, BodyLevel::Trace);
+    assert_eq!(config.redact.headers, ["x-customer-pin"]);
+    assert_eq!(config.redact.fields["customerRef"], FieldAction::Hash);
+    assert_eq!(config.redact.fields["card"], FieldAction::Mask);
+    assert_eq!(config.redact.hash_key_env.as_deref(), Some("HASH_KEY"));
+    assert_eq!(
+        config.traces.otlp_endpoint.unwrap().to_string(),
+        "http://127.0.0.1:4318/v1/traces"
+    );
+    assert!((config.traces.sample_ratio - 0.25).abs() < f64::EPSILON);
+}
+
+#[test]
+fn bad_redact_and_traces_values_name_their_keys() {
+    let text = format!(
+        "{}[log]\nbody_level = \"loud\"\n\
+         [redact]\nheaders = \"x\"\nfields = {{ a = \"shred\" }}\nhash_key_env = \"{CANARY}\"\n\
+         [traces]\notlp_endpoint = \"ftp://collector\"\nsample_ratio = 1.5\n",
+        minimal()
+    );
+    let problems = errors(&text, &[]);
+    let mut got = keys(&problems);
+    got.sort_unstable();
+    assert_eq!(
+        got,
+        [
+            "log.body_level",
+            "redact.fields",
+            "redact.hash_key_env",
+            "redact.headers",
+            "traces.otlp_endpoint",
+            "traces.sample_ratio"
+        ]
+    );
+    let err = assert_no_canary(&text, &[]);
+    assert!(err.to_string().contains("drop"), "{err}");
+}
+
+#[test]
+fn otlp_endpoint_with_credentials_is_refused_without_echo() {
+    let text = format!(
+        "{}[traces]\notlp_endpoint = \"https://user:{CANARY}@collector:4318\"\n",
+        minimal()
+    );
+    let err = assert_no_canary(&text, &[]);
+    assert!(
+        err.to_string().contains("OTEL_EXPORTER_OTLP_HEADERS"),
+        "{err}"
+    );
+}
