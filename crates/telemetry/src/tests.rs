@@ -26,6 +26,14 @@ fn renders_observations_with_bounded_labels() {
         "{text}"
     );
     assert!(text.ends_with("# EOF\n"));
+    // Known label values exist before their first event, so alerts see the first one.
+    for series in [
+        r#"fincode_transactions_total{outcome="failure"} 0"#,
+        r#"fincode_token_refreshes_total{result="failed"} 0"#,
+        r#"fincode_logins_total{result="ok"} 0"#,
+    ] {
+        assert!(text.contains(series), "{series} in {text}");
+    }
 }
 
 #[test]
