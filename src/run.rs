@@ -1,11 +1,11 @@
 //! `run`: load and validate the config, build every part, serve until SIGTERM/SIGINT,
 //! then fail readiness, drain and exit.
 
-use std::{future::Future, path::Path, process::ExitCode};
+use std::{future::Future, path::Path, process::ExitCode, time::Duration};
 
 use fincode_config::{Config, Env};
 use fincode_proxy::EgressProxy;
-use fincode_telemetry::{Metrics, init_logging};
+use fincode_telemetry::{Metrics, Traces, init_logging};
 use tokio::net::TcpListener;
 
 use crate::admin::{self, Readiness};
@@ -53,8 +53,12 @@ pub(crate) async fn run(config: Config, env: &Env, shutdown: impl Future<Output 
         );
     }
     let metrics = Metrics::new();
+    let traces = match Traces::from_config(&config.traces, env) {
+        Ok(traces) => traces,
+        Err(error) => return fail(INVALID_CONFIG, &error),
+    };
     let proxy = match EgressProxy::new(&config, env, metrics.clone()) {
-        Ok(proxy) => proxy,
+        Ok(proxy) => proxy.with_traces(traces.clone()),
         Err(error) => return fail(INVALID_CONFIG, &error),
     };
     let egress = match bind("listen.egress", config.listen.egress).await {
@@ -114,6 +118,8 @@ pub(crate) async fn run(config: Config, env: &Env, shutdown: impl Future<Output 
     // The admin port outlives the drain so probes keep answering until the end.
     let _ = stop_admin.send(());
     let _ = admin.await;
+    // Send the last spans; joining the exporter thread blocks, so not on a runtime thread.
+    let _ = tokio::task::spawn_blocking(move || traces.shutdown(Duration::from_secs(5))).await;
     tracing::info!("fincode-sidecar stopped");
     ExitCode::SUCCESS
 }

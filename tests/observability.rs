@@ -7,6 +7,7 @@ use std::{collections::HashMap, time::Duration};
 
 use http::Request;
 use http_body_util::Full;
+use opentelemetry_proto::tonic::trace::v1::span::SpanKind;
 use support::*;
 
 /// Parses the integer series (counts, counters) of the OpenMetrics exposition into
@@ -111,6 +112,31 @@ async fn metrics_count_the_traffic_sent() {
         1,
     );
     assert_eq!(server("POST", "/sandbox/echo", "4xx"), 1);
+    // One client observation per try towards FinCode; the 413 never got there.
+    let client = |method: &str, route: &str, class: &str| {
+        value(&format!(
+            r#"http_client_request_duration_seconds_count{{method="{method}",route="{route}",status_class="{class}"}}"#
+        ))
+    };
+    assert_eq!(
+        client("GET", "/transactionmanagement/transactions", "2xx"),
+        7
+    );
+    assert_eq!(
+        client("POST", "/transactionmanagement/create-transaction", "2xx"),
+        3
+    );
+    assert_eq!(
+        client("POST", "/transactionmanagement/create-transaction", "4xx"),
+        1
+    );
+    assert!(
+        !series.keys().any(
+            |k| k.starts_with("http_client_request_duration_seconds_count")
+                && k.contains("/sandbox/echo")
+        ),
+        "{text}"
+    );
     assert_eq!(value(r#"fincode_transactions_total{outcome="success"}"#), 3,);
     assert_eq!(value(r#"fincode_transactions_total{outcome="failure"}"#), 1,);
     assert_eq!(
@@ -212,4 +238,170 @@ async fn every_log_line_is_one_json_object_whatever_the_input() {
         assert_ne!(parsed["message"], "FORGED", "a forged line: {line}");
     }
     assert!(output.contains("\"access\""), "access lines were logged");
+}
+
+/// The sidecar's config for exporting to `receiver` with a short batch delay.
+fn exporting(builder: SidecarBuilder, receiver: &OtlpReceiver) -> SidecarBuilder {
+    builder
+        .set("traces.otlp_endpoint", receiver.endpoint())
+        .env("OTEL_BSP_SCHEDULE_DELAY", "100")
+}
+
+#[tokio::test]
+async fn spans_reach_the_collector_with_semconv_names_kinds_and_links() {
+    let receiver = OtlpReceiver::start().await;
+    let sandbox = TestSandbox::start().await;
+    let token = sandbox.mint_static_token(Duration::from_hours(1));
+    let sidecar = exporting(
+        SidecarBuilder::new(&sandbox)
+            .static_token(&token)
+            .set("traces.service_name", "checkout-sidecar"),
+        &receiver,
+    )
+    .start();
+    let app = app_client();
+
+    // A call the app traced itself, and one it did not.
+    let continued = send(
+        &app,
+        Request::get(sidecar.url("/transactionmanagement/transactions?page=2"))
+            .header(
+                "traceparent",
+                "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            )
+            .body(Full::default())
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(continued.status, 200);
+    sandbox.add_fault(
+        fincode_sandbox::FaultRule::status(503)
+            .times(1)
+            .path_prefix("/sandbox/ping"),
+    );
+    assert_eq!(get(&app, &sidecar.url("/sandbox/ping")).await.status, 503);
+
+    let spans = receiver.wait_for(4, Duration::from_secs(10)).await;
+    assert_eq!(spans.len(), 4, "{spans:#?}");
+    assert!(spans.iter().all(|s| s.service_name == "checkout-sidecar"));
+
+    let app_trace = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let server = spans
+        .iter()
+        .find(|s| s.trace_id == app_trace && s.kind == SpanKind::Server)
+        .expect("a SERVER span in the app's trace");
+    assert_eq!(server.name, "GET /transactionmanagement/transactions");
+    assert_eq!(
+        server.parent_span_id, "00f067aa0ba902b7",
+        "the app's span is the parent"
+    );
+    assert_eq!(server.attr("http.request.method"), Some("GET"));
+    assert_eq!(
+        server.attr("http.route"),
+        Some("/transactionmanagement/transactions")
+    );
+    assert_eq!(server.attr("http.response.status_code"), Some("200"));
+    assert_eq!(server.attr("error.type"), None);
+    assert!(!server.error);
+
+    let client = spans
+        .iter()
+        .find(|s| s.trace_id == app_trace && s.kind == SpanKind::Client)
+        .expect("a CLIENT span in the app's trace");
+    assert_eq!(client.name, "GET");
+    assert_eq!(
+        client.parent_span_id, server.span_id,
+        "one try under the app's call"
+    );
+    assert_eq!(
+        client.attr("url.full"),
+        Some(
+            format!(
+                "{}/transactionmanagement/transactions?page=2",
+                sandbox.base_url()
+            )
+            .as_str()
+        )
+    );
+    assert_eq!(client.attr("server.address"), Some("127.0.0.1"));
+    assert_eq!(client.attr("http.response.status_code"), Some("200"));
+    assert_eq!(client.attr("http.request.resend_count"), None);
+
+    // FinCode's parent is the try's span.
+    let seen = sandbox.requests();
+    let traceparent = seen[0]
+        .headers
+        .iter()
+        .find(|(k, _)| k == "traceparent")
+        .map(|(_, v)| v.clone())
+        .unwrap();
+    assert_eq!(traceparent, format!("00-{app_trace}-{}-01", client.span_id));
+
+    // The failed call: a new trace, error.type on both spans.
+    let failed: Vec<&ReceivedSpan> = spans.iter().filter(|s| s.trace_id != app_trace).collect();
+    assert_eq!(failed.len(), 2, "{failed:#?}");
+    let failed_server = failed.iter().find(|s| s.kind == SpanKind::Server).unwrap();
+    let failed_client = failed.iter().find(|s| s.kind == SpanKind::Client).unwrap();
+    assert_eq!(failed_server.name, "GET /sandbox/ping");
+    assert_eq!(failed_server.parent_span_id, "", "a root span");
+    assert_eq!(failed_server.attr("error.type"), Some("503"));
+    assert!(failed_server.error);
+    assert_eq!(failed_client.parent_span_id, failed_server.span_id);
+    assert_eq!(failed_client.attr("error.type"), Some("503"));
+    assert_eq!(failed_client.attr("http.response.status_code"), Some("503"));
+}
+
+#[tokio::test]
+async fn a_replayed_try_carries_its_resend_count_and_a_sidecar_error_its_kind() {
+    let receiver = OtlpReceiver::start().await;
+    let sandbox = TestSandbox::start().await;
+    let sidecar = exporting(
+        SidecarBuilder::new(&sandbox).login(
+            &sandbox,
+            fincode_sandbox::DEMO_EMAIL,
+            fincode_sandbox::DEMO_PASSWORD,
+        ),
+        &receiver,
+    )
+    .start();
+    sidecar.wait_ready(Duration::from_secs(20)).await;
+    let app = app_client();
+
+    // FinCode forgets the token: the GET gets a 401, the sidecar renews and replays it.
+    sandbox.expire_access_tokens();
+    let replayed = get(&app, &sidecar.url("/transactionmanagement/transactions")).await;
+    assert_eq!(replayed.status, 200);
+
+    let spans = receiver.wait_for(3, Duration::from_secs(10)).await;
+    let server = spans
+        .iter()
+        .find(|s| s.kind == SpanKind::Server)
+        .expect("the app's call");
+    let mut tries: Vec<&ReceivedSpan> = spans
+        .iter()
+        .filter(|s| s.kind == SpanKind::Client && s.trace_id == server.trace_id)
+        .collect();
+    tries.sort_by_key(|s| {
+        s.attr("http.request.resend_count")
+            .unwrap_or("0")
+            .to_owned()
+    });
+    assert_eq!(tries.len(), 2, "{spans:#?}");
+    assert_eq!(tries[0].attr("http.response.status_code"), Some("401"));
+    assert_eq!(tries[0].attr("error.type"), Some("401"));
+    assert_eq!(tries[1].attr("http.request.resend_count"), Some("1"));
+    assert_eq!(tries[1].attr("http.response.status_code"), Some("200"));
+    assert!(tries.iter().all(|t| t.parent_span_id == server.span_id));
+    assert_ne!(tries[0].span_id, tries[1].span_id);
+
+    // A try that never got an answer: error.type is the sidecar's kind.
+    sandbox.add_fault(fincode_sandbox::FaultRule::reset().path_prefix("/sandbox/ping"));
+    let reset = get(&app, &sidecar.url("/sandbox/ping")).await;
+    assert_eq!(reset.status, 502);
+    let spans = receiver.wait_for(5, Duration::from_secs(10)).await;
+    let unreachable: Vec<&ReceivedSpan> = spans
+        .iter()
+        .filter(|s| s.attr("error.type") == Some("upstream_unreachable"))
+        .collect();
+    assert_eq!(unreachable.len(), 2, "server and client span: {spans:#?}");
 }

@@ -2,6 +2,10 @@
 //! `fincode-sidecar` binary as a child process, and small HTTP clients.
 #![allow(dead_code, unreachable_pub, clippy::unwrap_used)]
 
+mod otlp;
+#[allow(unused_imports)]
+pub use otlp::{OtlpReceiver, ReceivedSpan};
+
 use std::{
     io::{BufRead, BufReader},
     net::SocketAddr,
@@ -149,6 +153,9 @@ level = "debug"
             .args(["run", "--config"])
             .arg(&path)
             .env_remove("RUST_LOG")
+            .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
+            .env_remove("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+            .env_remove("OTEL_SDK_DISABLED")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());

@@ -22,7 +22,7 @@ use http_body::Body;
 use http_body_util::{BodyExt, Either, Full, LengthLimitError};
 use tower::{Layer, Service, ServiceExt};
 
-use crate::{ErrorKind, SidecarError};
+use crate::{ErrorKind, SidecarError, telemetry::Resend};
 
 /// Largest body buffered so a request can be replayed after a 401.
 pub const MAX_REPLAY_BODY: u64 = 64 * 1024;
@@ -113,6 +113,7 @@ where
                         uri: parts.uri.clone(),
                         version: parts.version,
                         headers: parts.headers.clone(),
+                        extensions: parts.extensions.clone(),
                         body: bytes,
                     }),
                 ),
@@ -136,6 +137,8 @@ where
             *request.uri_mut() = replay.uri;
             *request.version_mut() = replay.version;
             *request.headers_mut() = replay.headers;
+            *request.extensions_mut() = replay.extensions;
+            request.extensions_mut().insert(Resend(1));
             credentials
                 .apply(request.headers_mut())
                 .await
@@ -151,6 +154,9 @@ struct Replay {
     uri: Uri,
     version: Version,
     headers: HeaderMap,
+    /// The correlation id and trace context ride along, so the replay is one more try of
+    /// the same request in logs and traces.
+    extensions: http::Extensions,
     body: Bytes,
 }
 

@@ -8,15 +8,17 @@
 //! 1. [`correlation`]: every request gets an `X-Request-ID` (kept or minted), echoed
 //!    back, and a W3C trace context sent on to FinCode.
 //! 2. [`telemetry`]: the access log line, duration metrics, the request span.
-//! 3. [`problem`]: errors from any layer below become problem+json responses.
-//! 4. [`limits`]: head (431) and body (413) size limits, body streamed through a counter.
-//! 5. [`authorize`]: the sidecar's credentials replace whatever the app sent.
-//! 6. the upstream client: pooled rustls, HTTP/2 by ALPN, HTTPS only, timeouts.
+//! 3. [`body_log`]: with `log.bodies`, request and response bodies, redacted.
+//! 4. [`problem`]: errors from any layer below become problem+json responses.
+//! 5. [`limits`]: head (431) and body (413) size limits, body streamed through a counter.
+//! 6. [`authorize`]: the sidecar's credentials replace whatever the app sent.
+//! 7. the upstream client: pooled rustls, HTTP/2 by ALPN, HTTPS only, timeouts.
 //!
 //! Later layers (audit, load shedding, rate limiting, circuit breaking, retries) slot in
-//! between 3 and 5 in the order DESIGN.md 5.1 gives.
+//! between 4 and 6 in the order DESIGN.md 5.1 gives.
 
 pub mod authorize;
+pub mod body_log;
 pub mod correlation;
 mod error;
 mod headers;
@@ -32,7 +34,8 @@ use std::{future::Future, path::PathBuf, sync::Arc, time::Duration};
 use bytes::Bytes;
 use fincode_auth::Credentials;
 use fincode_config::{Config, Env};
-use fincode_telemetry::Metrics;
+use fincode_redact::Redactor;
+use fincode_telemetry::{Metrics, Traces};
 use http_body_util::{Either, Full, Limited};
 use hyper::body::Incoming;
 use tokio::net::TcpListener;
@@ -59,13 +62,49 @@ pub enum BuildError {
     /// rustls refused the TLS settings.
     #[error("TLS client setup failed: {0}")]
     Tls(rustls::Error),
+    /// `redact.hash_key_env` names a variable that is not set.
+    #[error(
+        "redact.hash_key_env: the variable {0} is not set or empty; set it to a random key of \
+         at least 32 bytes, or remove redact.hash_key_env (hashed fields are then dropped)"
+    )]
+    HashKey(String),
     /// Credentials could not be built (a variable unset, a bad public key...).
     #[error(transparent)]
     Auth(#[from] fincode_auth::AuthError),
 }
 
+/// The redactor for `[redact]`: the built-in rules plus the operator's, with the hash key
+/// read from the variable `redact.hash_key_env` names.
+fn redactor(config: &fincode_config::RedactConfig, env: &Env) -> Result<Redactor, BuildError> {
+    use fincode_config::FieldAction;
+    use fincode_redact::Action;
+    let mut builder = Redactor::builder();
+    for header in &config.headers {
+        builder = builder.header(header);
+    }
+    for param in &config.query_params {
+        builder = builder.query_param(param);
+    }
+    for (key, action) in &config.fields {
+        let action = match action {
+            FieldAction::Drop => Action::Drop,
+            FieldAction::Mask => Action::MaskLast4,
+            FieldAction::Hash => Action::Hash,
+        };
+        builder = builder.field(key, action);
+    }
+    if let Some(var) = &config.hash_key_env {
+        let key = env
+            .get(var)
+            .filter(|key| !key.is_empty())
+            .ok_or_else(|| BuildError::HashKey(var.clone()))?;
+        builder = builder.hash_key(key.as_bytes().to_vec().into());
+    }
+    Ok(builder.build())
+}
+
 /// A request body on its way to FinCode: buffered (replayable) or streamed from the app.
-pub type UpstreamBody = Either<Full<Bytes>, Limited<Incoming>>;
+pub type UpstreamBody = Either<Full<Bytes>, Limited<body_log::LoggedBody<Incoming>>>;
 
 /// The egress proxy, built once from the config; [`EgressProxy::serve`] runs it.
 #[derive(Debug)]
@@ -74,6 +113,10 @@ pub struct EgressProxy {
     metrics: Metrics,
     routes: routes::RouteTable,
     credentials: Credentials,
+    traces: Traces,
+    redactor: Redactor,
+    sample_ratio: f64,
+    body_log: body_log::BodyLogLayer,
     max_body: u64,
     max_head: usize,
     drain: Duration,
@@ -85,10 +128,17 @@ impl EgressProxy {
     /// Builds the upstream client (TLS roots, pool), the credentials (secrets read from
     /// `env`) and the layers from `config`.
     pub fn new(config: &Config, env: &Env, metrics: Metrics) -> Result<Self, BuildError> {
+        let redactor = redactor(&config.redact, env)?;
         let max_body = config.limits.max_request_body_bytes;
-        let upstream = upstream::Upstream::new(&config.upstream, max_body)?;
+        let mut upstream = upstream::Upstream::new(&config.upstream, max_body)?;
+        // Auth calls are not app calls: they get no spans and no client-duration series.
         let transport = Arc::new(upstream::AuthTransport {
             upstream: upstream.clone(),
+        });
+        upstream.set_spans(upstream::Spans {
+            traces: Traces::default(),
+            redactor: redactor.clone(),
+            metrics: Some(metrics.http.clone()),
         });
         let credentials = Credentials::from_config(&config.auth, env, transport)?;
         let http = metrics.http.clone();
@@ -101,6 +151,10 @@ impl EgressProxy {
             upstream,
             metrics,
             credentials,
+            traces: Traces::default(),
+            sample_ratio: config.traces.sample_ratio,
+            body_log: body_log::BodyLogLayer::new(&config.log, redactor.clone()),
+            redactor,
             max_body,
             max_head: config.limits.max_request_header_bytes,
             drain: Duration::from_secs(20),
@@ -110,6 +164,20 @@ impl EgressProxy {
     /// The credentials, for readiness, the background refresher and logout.
     pub fn credentials(&self) -> &Credentials {
         &self.credentials
+    }
+
+    /// Records a SERVER span per app call and a CLIENT span per try into `traces`.
+    #[must_use]
+    pub fn with_traces(mut self, traces: Traces) -> Self {
+        self.upstream.set_traces(traces.clone());
+        self.traces = traces;
+        self
+    }
+
+    /// The redactor built from `[redact]`, shared with everything else that writes down
+    /// what passed through.
+    pub fn redactor(&self) -> &Redactor {
+        &self.redactor
     }
 
     /// Sets how long in-flight requests may run after shutdown begins.
@@ -122,11 +190,20 @@ impl EgressProxy {
     /// Serves the app on `listener` until `shutdown` resolves, then drains.
     pub async fn serve(self, listener: TcpListener, shutdown: impl Future<Output = ()>) {
         let stack = ServiceBuilder::new()
-            .layer(correlation::CorrelationLayer::new())
+            .layer(correlation::CorrelationLayer::new(
+                if self.traces.is_enabled() {
+                    self.sample_ratio
+                } else {
+                    1.0
+                },
+            ))
             .layer(telemetry::TelemetryLayer::new(
                 self.metrics.http.clone(),
                 self.routes,
+                self.traces,
+                self.redactor,
             ))
+            .layer(self.body_log)
             .layer(problem::ErrorResponderLayer::new())
             .layer(limits::RequestLimitsLayer::new(
                 self.max_body,

@@ -7,15 +7,19 @@
 //! rides in the response extensions), with the correlation id already assigned.
 
 use std::{
+    borrow::Cow,
     convert::Infallible,
     future::Future,
     pin::Pin,
     task::{Context, Poll},
-    time::Instant,
+    time::{Instant, SystemTime},
 };
 
 use bytes::{Bytes, BytesMut};
-use fincode_telemetry::{HttpLabels, HttpMetrics, status_class};
+use fincode_redact::Redactor;
+use fincode_telemetry::{
+    HttpLabels, HttpMetrics, KeyValue, SpanKind, SpanRecord, Traces, status_class,
+};
 use http::{Method, Request, Response, header};
 use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
@@ -25,7 +29,7 @@ use tracing::{Instrument, instrument::Instrumented};
 use crate::{
     ErrorKind,
     correlation::{RequestId, TraceContext},
-    routes::{CREATE_TRANSACTION, Route, RouteTable},
+    routes::{CREATE_TRANSACTION, OTHER, Route, RouteTable},
 };
 
 /// Largest create-transaction response inspected for its business outcome.
@@ -35,11 +39,18 @@ const MAX_OUTCOME_BODY: usize = 64 * 1024;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Attempts(pub u32);
 
+/// On a request sent again (a replay after 401, a retry): how many times it was sent
+/// before. Becomes `http.request.resend_count` on the try's CLIENT span.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Resend(pub u32);
+
 /// Adds [`Telemetry`] to a stack.
 #[derive(Clone, Debug)]
 pub struct TelemetryLayer {
     metrics: HttpMetrics,
     routes: RouteTable,
+    traces: Traces,
+    redactor: Redactor,
 }
 
 /// Logs, measures and spans each request.
@@ -48,14 +59,27 @@ pub struct Telemetry<S> {
     inner: S,
     metrics: HttpMetrics,
     routes: RouteTable,
+    traces: Traces,
+    redactor: Redactor,
 }
 
 // === impl TelemetryLayer ===
 
 impl TelemetryLayer {
-    /// Records into `metrics`, naming requests by `routes`.
-    pub fn new(metrics: HttpMetrics, routes: RouteTable) -> Self {
-        Self { metrics, routes }
+    /// Records into `metrics`, naming requests by `routes`, and sends a SERVER span per
+    /// request to `traces` with its path scrubbed by `redactor`.
+    pub fn new(
+        metrics: HttpMetrics,
+        routes: RouteTable,
+        traces: Traces,
+        redactor: Redactor,
+    ) -> Self {
+        Self {
+            metrics,
+            routes,
+            traces,
+            redactor,
+        }
     }
 }
 
@@ -67,6 +91,8 @@ impl<S> Layer<S> for TelemetryLayer {
             inner,
             metrics: self.metrics.clone(),
             routes: self.routes.clone(),
+            traces: self.traces.clone(),
+            redactor: self.redactor.clone(),
         }
     }
 }
@@ -94,15 +120,29 @@ where
             .get::<RequestId>()
             .map(|id| id.as_str().to_owned())
             .unwrap_or_default();
-        let trace_id = req
-            .extensions()
-            .get::<TraceContext>()
+        let trace = req.extensions().get::<TraceContext>().copied();
+        let trace_id = trace
+            .as_ref()
             .map(TraceContext::trace_id_hex)
             .unwrap_or_default();
+        let server_span = trace
+            .filter(|trace| trace.is_sampled() && self.traces.is_enabled())
+            .map(|trace| ServerSpan {
+                trace,
+                start: SystemTime::now(),
+                path: self.redactor.url(req.uri().path()),
+                correlation_id: id.clone(),
+                traces: self.traces.clone(),
+            });
         let request_bytes = content_length(req.headers());
         let span = tracing::info_span!("request", correlation_id = %id, trace_id = %trace_id, method, route);
+        // Inner layers see the span as current while they set up the call, too.
+        let inner = {
+            let _entered = span.enter();
+            self.inner.call(req)
+        };
         ResponseFuture {
-            inner: self.inner.call(req).instrument(span.clone()),
+            inner: inner.instrument(span.clone()),
             state: Some(Pending {
                 started: Instant::now(),
                 method,
@@ -110,6 +150,7 @@ where
                 request_bytes,
                 span,
                 metrics: self.metrics.clone(),
+                server_span,
             }),
         }
     }
@@ -122,6 +163,59 @@ struct Pending {
     request_bytes: Option<u64>,
     span: tracing::Span,
     metrics: HttpMetrics,
+    server_span: Option<ServerSpan>,
+}
+
+/// The app's call, recorded as a SERVER span once the response head is ready.
+struct ServerSpan {
+    trace: TraceContext,
+    start: SystemTime,
+    /// The request path, redacted.
+    path: String,
+    correlation_id: String,
+    traces: Traces,
+}
+
+impl ServerSpan {
+    fn finish(
+        self,
+        method: &'static str,
+        route: &'static str,
+        status: u16,
+        error: Option<&'static str>,
+    ) {
+        let error: Option<Cow<'static, str>> = error
+            .map(Cow::Borrowed)
+            .or_else(|| (status >= 500).then(|| Cow::Owned(status.to_string())));
+        let mut attributes = vec![
+            KeyValue::new("http.request.method", method),
+            KeyValue::new("http.route", route),
+            KeyValue::new("url.scheme", "http"),
+            KeyValue::new("url.path", self.path),
+            KeyValue::new("http.response.status_code", i64::from(status)),
+            KeyValue::new("fincode_sidecar.correlation_id", self.correlation_id),
+        ];
+        if let Some(kind) = &error {
+            attributes.push(KeyValue::new("error.type", kind.clone()));
+        }
+        self.traces.record(SpanRecord {
+            trace_id: self.trace.trace_id,
+            span_id: self.trace.span_id,
+            parent_span_id: self.trace.parent_span_id,
+            parent_is_remote: self.trace.parent_span_id.is_some(),
+            kind: SpanKind::Server,
+            // Semconv: `{method} {http.route}`, or the method alone without a route.
+            name: if route == OTHER {
+                method.into()
+            } else {
+                format!("{method} {route}").into()
+            },
+            start: self.start,
+            end: SystemTime::now(),
+            attributes,
+            error,
+        });
+    }
 }
 
 pin_project! {
@@ -168,6 +262,9 @@ impl Pending {
         if let Some(kind) = error {
             self.metrics.sidecar_error(kind);
         }
+        if let Some(span) = self.server_span {
+            span.finish(self.method, self.route, status, error);
+        }
         let _entered = self.span.enter();
         // Every field is bounded and secret-free by construction: method and route
         // are templates, the id was validated, the rest are numbers.
@@ -190,7 +287,8 @@ impl Pending {
     }
 }
 
-fn method_label(method: &Method) -> &'static str {
+/// The method as a bounded label: unknown methods share one value.
+pub(crate) fn method_label(method: &Method) -> &'static str {
     match *method {
         Method::GET => "GET",
         Method::POST => "POST",

@@ -8,17 +8,22 @@
 //! operator set `upstream.allow_insecure` for tests.
 
 use std::{
+    borrow::Cow,
     error::Error as StdError,
     future::Future,
     io,
     pin::Pin,
     sync::Arc,
     task::{Context, Poll},
-    time::Duration,
+    time::{Duration, SystemTime},
 };
 
 use bytes::Bytes;
 use fincode_config::UpstreamConfig;
+use fincode_redact::Redactor;
+use fincode_telemetry::{
+    HttpLabels, HttpMetrics, KeyValue, SpanKind, SpanRecord, Traces, status_class,
+};
 use http::{Request, Response, Uri, Version, header, uri};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
@@ -31,7 +36,12 @@ use rustls::pki_types::{CertificateDer, pem::PemObject};
 use tower::Service;
 
 use crate::{
-    BuildError, ErrorKind, SidecarError, headers::strip_hop_by_hop, limits::body_too_large,
+    BuildError, ErrorKind, SidecarError,
+    correlation::{TRACEPARENT, TraceContext},
+    headers::strip_hop_by_hop,
+    limits::body_too_large,
+    routes::{OTHER, Route},
+    telemetry::{Resend, method_label},
 };
 
 /// HTTP/2 header lists from FinCode up to this size are accepted (hyper's default is
@@ -124,6 +134,15 @@ pub(crate) struct Upstream<B> {
     request_timeout: Duration,
     connect_timeout: Duration,
     max_body: u64,
+    spans: Spans,
+}
+
+/// What the client records per try: a CLIENT span and the client duration.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Spans {
+    pub(crate) traces: Traces,
+    pub(crate) redactor: Redactor,
+    pub(crate) metrics: Option<HttpMetrics>,
 }
 
 // Manual impl: `B` need not be `Clone`.
@@ -135,6 +154,7 @@ impl<B> Clone for Upstream<B> {
             request_timeout: self.request_timeout,
             connect_timeout: self.connect_timeout,
             max_body: self.max_body,
+            spans: self.spans.clone(),
         }
     }
 }
@@ -185,7 +205,18 @@ where
             request_timeout: config.request_timeout,
             connect_timeout: config.connect_timeout,
             max_body,
+            spans: Spans::default(),
         })
+    }
+
+    /// Records a CLIENT span and the client duration per try through `spans`.
+    pub(crate) fn set_spans(&mut self, spans: Spans) {
+        self.spans = spans;
+    }
+
+    /// Sends the CLIENT spans to `traces`.
+    pub(crate) fn set_traces(&mut self, traces: Traces) {
+        self.spans.traces = traces;
     }
 }
 
@@ -215,10 +246,61 @@ where
         // The pooled connection decides the wire version; the app's h2c must not
         // force HTTP/2 on an HTTP/1.1 connection.
         parts.version = Version::HTTP_11;
+        // Each try is a span of its own, and FinCode's parent.
+        let span = parts.extensions.get::<TraceContext>().map(|trace| {
+            let span_id = TraceContext::new_span_id();
+            parts
+                .headers
+                .insert(&TRACEPARENT, trace.traceparent_for(span_id));
+            (*trace, span_id)
+        });
+        let span = span
+            .filter(|(trace, _)| trace.is_sampled() && self.spans.traces.is_enabled())
+            .map(|(trace, span_id)| ClientSpan {
+                trace,
+                span_id,
+                start: SystemTime::now(),
+                method: parts.method.clone(),
+                url: self.spans.redactor.url(&parts.uri.to_string()),
+                resend: parts.extensions.get::<Resend>().map_or(0, |r| r.0),
+            });
+
+        let method = method_label(&parts.method);
+        let route = parts.extensions.get::<Route>().map_or(OTHER, |r| r.0);
+        let started = std::time::Instant::now();
 
         let response = self.client.request(Request::from_parts(parts, body));
         let this = self.clone();
         Box::pin(async move {
+            let result = this.send(response).await;
+            if let Some(metrics) = &this.spans.metrics {
+                let status_class = match &result {
+                    Ok(response) => status_class(response.status().as_u16()),
+                    // No answer at all: its own class, so it is not mistaken for a 5xx.
+                    Err(_) => "error",
+                };
+                let labels = HttpLabels {
+                    method,
+                    route,
+                    status_class,
+                };
+                metrics.observe_client(&labels, started.elapsed().as_secs_f64());
+            }
+            if let Some(span) = span {
+                this.spans.traces.record(span.finish(&this.target, &result));
+            }
+            result
+        })
+    }
+}
+
+impl<B> Upstream<B> {
+    async fn send(
+        &self,
+        response: hyper_util::client::legacy::ResponseFuture,
+    ) -> Result<Response<Incoming>, SidecarError> {
+        let this = self;
+        {
             match tokio::time::timeout(this.request_timeout, response).await {
                 Err(_elapsed) => Err(SidecarError::new(
                     ErrorKind::UpstreamTimeout,
@@ -234,7 +316,70 @@ where
                     Ok(response)
                 }
             }
-        })
+        }
+    }
+}
+
+/// One try towards FinCode, recorded as a CLIENT span when it ends.
+struct ClientSpan {
+    trace: TraceContext,
+    span_id: [u8; 8],
+    start: SystemTime,
+    method: http::Method,
+    url: String,
+    resend: u32,
+}
+
+impl ClientSpan {
+    /// The span with the semantic-convention attributes: `error.type` is the sidecar's
+    /// error kind when no response came, or the status code for a 4xx/5xx answer.
+    fn finish(
+        self,
+        target: &Target,
+        result: &Result<Response<Incoming>, SidecarError>,
+    ) -> SpanRecord {
+        let mut attributes = vec![
+            KeyValue::new("http.request.method", self.method.to_string()),
+            KeyValue::new("url.full", self.url),
+            KeyValue::new("server.address", target.authority.host().to_owned()),
+            KeyValue::new(
+                "server.port",
+                i64::from(target.authority.port_u16().unwrap_or(443)),
+            ),
+        ];
+        if self.resend > 0 {
+            attributes.push(KeyValue::new(
+                "http.request.resend_count",
+                i64::from(self.resend),
+            ));
+        }
+        let error: Option<Cow<'static, str>> = match result {
+            Ok(response) => {
+                let status = response.status();
+                attributes.push(KeyValue::new(
+                    "http.response.status_code",
+                    i64::from(status.as_u16()),
+                ));
+                (status.is_client_error() || status.is_server_error())
+                    .then(|| Cow::Owned(status.as_str().to_owned()))
+            }
+            Err(error) => Some(Cow::Borrowed(error.kind().code())),
+        };
+        if let Some(kind) = &error {
+            attributes.push(KeyValue::new("error.type", kind.clone()));
+        }
+        SpanRecord {
+            trace_id: self.trace.trace_id,
+            span_id: self.span_id,
+            parent_span_id: Some(self.trace.span_id),
+            parent_is_remote: false,
+            kind: SpanKind::Client,
+            name: self.method.to_string().into(),
+            start: self.start,
+            end: SystemTime::now(),
+            attributes,
+            error,
+        }
     }
 }
 

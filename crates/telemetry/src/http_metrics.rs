@@ -99,11 +99,11 @@ impl HttpMetrics {
         // Every known label value exists from the start at 0, so `increase()` in an alert
         // sees the first event (a series born at 1 has no increase to show).
         for outcome in ["success", "failure"] {
-            this.transactions.get_or_create(&OutcomeLabel { outcome });
+            let _ = this.transactions.get_or_create(&OutcomeLabel { outcome });
         }
         for result in ["ok", "failed"] {
-            this.token_refreshes.get_or_create(&ResultLabel { result });
-            this.logins.get_or_create(&ResultLabel { result });
+            let _ = this.token_refreshes.get_or_create(&ResultLabel { result });
+            let _ = this.logins.get_or_create(&ResultLabel { result });
         }
         this
     }

@@ -10,6 +10,7 @@
 //!   (methods, route templates, status classes, error kinds): never a raw path or an id.
 
 mod http_metrics;
+mod traces;
 
 use std::sync::{Arc, Mutex};
 
@@ -18,6 +19,8 @@ use prometheus_client::registry::Registry;
 use tracing_subscriber::EnvFilter;
 
 pub use self::http_metrics::{DURATION_BUCKETS, HttpLabels, HttpMetrics, status_class};
+pub use self::traces::{OtlpHttpClient, SpanRecord, Traces, TracesError};
+pub use opentelemetry::{KeyValue, trace::SpanKind};
 
 /// The process's metrics: the registry plus the families the proxy records on the hot
 /// path. Cheap to clone.

@@ -3,15 +3,17 @@ use tower::Layer;
 use super::Correlation;
 
 /// Adds [`Correlation`] to a stack.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct CorrelationLayer(());
+#[derive(Clone, Copy, Debug)]
+pub struct CorrelationLayer {
+    sample_ratio: f64,
+}
 
 // === impl CorrelationLayer ===
 
 impl CorrelationLayer {
-    /// The layer; it has no configuration.
-    pub fn new() -> Self {
-        Self(())
+    /// New traces are sampled with probability `sample_ratio` (`traces.sample_ratio`).
+    pub fn new(sample_ratio: f64) -> Self {
+        Self { sample_ratio }
     }
 }
 
@@ -19,6 +21,9 @@ impl<S> Layer<S> for CorrelationLayer {
     type Service = Correlation<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        Correlation { inner }
+        Correlation {
+            inner,
+            sample_ratio: self.sample_ratio,
+        }
     }
 }

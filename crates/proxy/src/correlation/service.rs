@@ -14,6 +14,7 @@ use super::{RequestId, TRACEPARENT, TRACESTATE, TraceContext, X_REQUEST_ID};
 #[derive(Clone, Debug)]
 pub struct Correlation<S> {
     pub(super) inner: S,
+    pub(super) sample_ratio: f64,
 }
 
 impl<S, B, RB> Service<Request<B>> for Correlation<S>
@@ -33,7 +34,7 @@ where
         let value = id.header_value().clone();
         req.headers_mut().insert(&X_REQUEST_ID, value.clone());
         req.extensions_mut().insert(id);
-        let trace = TraceContext::from_headers(req.headers());
+        let trace = TraceContext::from_headers(req.headers(), self.sample_ratio);
         if trace.parent_span_id.is_none() {
             // tracestate only means something alongside the traceparent it came with.
             req.headers_mut().remove(&TRACESTATE);

@@ -27,8 +27,9 @@ pub struct TraceContext {
 // === impl TraceContext ===
 
 impl TraceContext {
-    /// Continues a valid incoming `traceparent`, else starts a new sampled trace.
-    pub fn from_headers(headers: &HeaderMap) -> Self {
+    /// Continues a valid incoming `traceparent` (keeping the app's sampling decision),
+    /// else starts a new trace, sampled with probability `sample_ratio`.
+    pub fn from_headers(headers: &HeaderMap, sample_ratio: f64) -> Self {
         let incoming = headers
             .get(&TRACEPARENT)
             .and_then(|v| v.to_str().ok())
@@ -44,12 +45,23 @@ impl TraceContext {
         }
         let mut trace_id: [u8; 16] = rand::random();
         trace_id[0] |= 1; // never the all-zero invalid id
+        let sampled = sample_ratio >= 1.0 || rand::random::<f64>() < sample_ratio;
         Self {
             trace_id,
             parent_span_id: None,
             span_id,
-            flags: 1,
+            flags: u8::from(sampled),
         }
+    }
+
+    /// Whether this trace is recorded (the W3C `sampled` flag).
+    pub fn is_sampled(&self) -> bool {
+        self.flags & 1 == 1
+    }
+
+    /// A fresh span id, for a child span such as one upstream try.
+    pub fn new_span_id() -> [u8; 8] {
+        random_span_id()
     }
 
     /// The trace id as 32 lowercase hex digits.
@@ -57,12 +69,18 @@ impl TraceContext {
         hex(&self.trace_id)
     }
 
-    /// The `traceparent` to send upstream: our span as the parent.
+    /// The `traceparent` naming our server span as the parent.
     pub fn traceparent(&self) -> HeaderValue {
+        self.traceparent_for(self.span_id)
+    }
+
+    /// The `traceparent` naming `span_id` (a child of ours, such as one upstream try) as
+    /// the parent.
+    pub fn traceparent_for(&self, span_id: [u8; 8]) -> HeaderValue {
         let value = format!(
             "00-{}-{}-{:02x}",
             hex(&self.trace_id),
-            hex(&self.span_id),
+            hex(&span_id),
             self.flags
         );
         HeaderValue::from_str(&value).unwrap_or_else(|_| HeaderValue::from_static(""))
@@ -128,7 +146,7 @@ mod tests {
             &TRACEPARENT,
             HeaderValue::from_static("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"),
         );
-        let ctx = TraceContext::from_headers(&headers);
+        let ctx = TraceContext::from_headers(&headers, 1.0);
         assert_eq!(ctx.trace_id_hex(), "4bf92f3577b34da6a3ce929d0e0e4736");
         assert_eq!(
             ctx.parent_span_id,
@@ -162,10 +180,40 @@ mod tests {
             if let Ok(v) = HeaderValue::from_str(bad) {
                 headers.insert(&TRACEPARENT, v);
             }
-            let ctx = TraceContext::from_headers(&headers);
+            let ctx = TraceContext::from_headers(&headers, 1.0);
             assert_eq!(ctx.parent_span_id, None, "{bad:?}");
             assert_ne!(ctx.trace_id, [0; 16]);
             assert_eq!(ctx.flags, 1);
         }
+    }
+
+    #[test]
+    fn new_traces_follow_the_ratio_and_continued_ones_keep_the_apps_decision() {
+        let empty = HeaderMap::new();
+        assert!(!TraceContext::from_headers(&empty, 0.0).is_sampled());
+        assert!(TraceContext::from_headers(&empty, 1.0).is_sampled());
+        let sampled = (0..2000)
+            .filter(|_| TraceContext::from_headers(&empty, 0.25).is_sampled())
+            .count();
+        assert!((300..700).contains(&sampled), "{sampled} of 2000 at 0.25");
+
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            &TRACEPARENT,
+            HeaderValue::from_static("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"),
+        );
+        assert!(TraceContext::from_headers(&headers, 0.0).is_sampled());
+        headers.insert(
+            &TRACEPARENT,
+            HeaderValue::from_static("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00"),
+        );
+        let ctx = TraceContext::from_headers(&headers, 1.0);
+        assert!(!ctx.is_sampled());
+        let child = TraceContext::new_span_id();
+        let out = ctx.traceparent_for(child);
+        assert_eq!(
+            out.to_str().unwrap(),
+            format!("00-4bf92f3577b34da6a3ce929d0e0e4736-{}-00", hex(&child))
+        );
     }
 }

@@ -1,0 +1,291 @@
+//! Optional body logging (`log.bodies`): one line for the request and one for the
+//! response, with headers and body passed through the redactor.
+//!
+//! Bodies stream through untouched; a bounded copy is kept and logged, redacted, when the
+//! body ends. A body over `log.max_body_bytes` is not logged at all (a line says so):
+//! redaction needs the whole document, and a truncated one could cut a card number in
+//! half and leave its middle digits in clear.
+//!
+//! The layer is always in the stack so the body types do not depend on configuration;
+//! when off, each frame costs one branch.
+
+use std::{
+    future::Future,
+    pin::Pin,
+    sync::Arc,
+    task::{Context, Poll},
+};
+
+use bytes::{Bytes, BytesMut};
+use fincode_config::{BodyLevel, LogConfig};
+use fincode_redact::Redactor;
+use http::{HeaderMap, Request, Response};
+use http_body::{Body, Frame, SizeHint};
+use pin_project_lite::pin_project;
+use tower::{Layer, Service};
+
+/// What body logging needs, shared by every request.
+#[derive(Debug)]
+struct Settings {
+    redactor: Redactor,
+    level: BodyLevel,
+    max_bytes: usize,
+}
+
+/// Adds [`BodyLog`] to a stack.
+#[derive(Clone, Debug)]
+pub struct BodyLogLayer {
+    settings: Option<Arc<Settings>>,
+}
+
+/// Logs request and response bodies, redacted, when enabled.
+#[derive(Clone, Debug)]
+pub struct BodyLog<S> {
+    inner: S,
+    settings: Option<Arc<Settings>>,
+}
+
+// === impl BodyLogLayer ===
+
+impl BodyLogLayer {
+    /// On when `log.bodies` is set.
+    pub fn new(config: &LogConfig, redactor: Redactor) -> Self {
+        Self {
+            settings: config.bodies.then(|| {
+                Arc::new(Settings {
+                    redactor,
+                    level: config.body_level,
+                    max_bytes: config.max_body_bytes,
+                })
+            }),
+        }
+    }
+}
+
+impl<S> Layer<S> for BodyLogLayer {
+    type Service = BodyLog<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        BodyLog {
+            inner,
+            settings: self.settings.clone(),
+        }
+    }
+}
+
+// === impl BodyLog ===
+
+impl<S, B, RB> Service<Request<B>> for BodyLog<S>
+where
+    S: Service<Request<LoggedBody<B>>, Response = Response<RB>>,
+{
+    type Response = Response<LoggedBody<RB>>;
+    type Error = S::Error;
+    type Future = ResponseFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<B>) -> Self::Future {
+        let capture = self
+            .settings
+            .as_ref()
+            .map(|settings| Capture::new(settings.clone(), "request", req.headers()));
+        let req = req.map(|inner| LoggedBody::new(inner, capture));
+        ResponseFuture {
+            inner: self.inner.call(req),
+            settings: self.settings.clone(),
+        }
+    }
+}
+
+pin_project! {
+    /// Wraps the response body once the head is ready.
+    pub struct ResponseFuture<F> {
+        #[pin]
+        inner: F,
+        settings: Option<Arc<Settings>>,
+    }
+}
+
+impl<F, RB, E> Future for ResponseFuture<F>
+where
+    F: Future<Output = Result<Response<RB>, E>>,
+{
+    type Output = Result<Response<LoggedBody<RB>>, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let response = std::task::ready!(this.inner.poll(cx))?;
+        let capture = this
+            .settings
+            .take()
+            .map(|settings| Capture::new(settings, "response", response.headers()));
+        Poll::Ready(Ok(response.map(|inner| LoggedBody::new(inner, capture))))
+    }
+}
+
+/// A bounded copy of one body, logged when it ends.
+struct Capture {
+    settings: Arc<Settings>,
+    direction: &'static str,
+    /// The redacted headers, as a JSON object.
+    headers: String,
+    copy: BytesMut,
+    too_large: bool,
+    /// The request's span: response bodies are polled after the request future is done.
+    span: tracing::Span,
+}
+
+impl Capture {
+    fn new(settings: Arc<Settings>, direction: &'static str, headers: &HeaderMap) -> Self {
+        let headers = redacted_headers(&settings.redactor, headers);
+        Self {
+            settings,
+            direction,
+            headers,
+            copy: BytesMut::new(),
+            too_large: false,
+            span: tracing::Span::current(),
+        }
+    }
+
+    fn keep(&mut self, data: &[u8]) {
+        if self.too_large {
+            return;
+        }
+        if self.copy.len() + data.len() > self.settings.max_bytes {
+            self.too_large = true;
+            self.copy = BytesMut::new();
+        } else {
+            self.copy.extend_from_slice(data);
+        }
+    }
+
+    fn log(self) {
+        let _entered = self.span.enter();
+        let body = if self.too_large {
+            format!(
+                "[not logged: larger than log.max_body_bytes = {}]",
+                self.settings.max_bytes
+            )
+        } else {
+            self.settings.redactor.json(&self.copy)
+        };
+        let (direction, headers) = (self.direction, self.headers.as_str());
+        // tracing needs the level at compile time.
+        match self.settings.level {
+            BodyLevel::Trace => {
+                tracing::trace!(target: "fincode_sidecar::body", direction, headers, body, "body");
+            }
+            BodyLevel::Debug => {
+                tracing::debug!(target: "fincode_sidecar::body", direction, headers, body, "body");
+            }
+            BodyLevel::Info => {
+                tracing::info!(target: "fincode_sidecar::body", direction, headers, body, "body");
+            }
+        }
+    }
+}
+
+/// Header names and redacted values as one JSON object (a repeated name keeps the last).
+fn redacted_headers(redactor: &Redactor, headers: &HeaderMap) -> String {
+    let map: serde_json::Map<String, serde_json::Value> = headers
+        .iter()
+        .map(|(name, value)| {
+            (
+                name.as_str().to_owned(),
+                redactor
+                    .header_value(name.as_str(), value.as_bytes())
+                    .into(),
+            )
+        })
+        .collect();
+    serde_json::Value::Object(map).to_string()
+}
+
+pin_project! {
+    /// A body passed through unchanged, copied (bounded) for the log when enabled.
+    pub struct LoggedBody<B> {
+        #[pin]
+        inner: B,
+        capture: Option<Capture>,
+    }
+
+    impl<B> PinnedDrop for LoggedBody<B> {
+        fn drop(this: Pin<&mut Self>) {
+            // An empty body may never be polled: log it when it goes away.
+            let this = this.project();
+            if let Some(capture) = this.capture.take()
+                && capture.copy.is_empty()
+                && !capture.too_large
+            {
+                capture.log();
+            }
+        }
+    }
+}
+
+impl<B: std::fmt::Debug> std::fmt::Debug for LoggedBody<B> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LoggedBody")
+            .field("inner", &self.inner)
+            .field("logging", &self.capture.is_some())
+            .finish()
+    }
+}
+
+impl<B> LoggedBody<B> {
+    fn new(inner: B, capture: Option<Capture>) -> Self {
+        Self { inner, capture }
+    }
+}
+
+impl<B> Body for LoggedBody<B>
+where
+    B: Body<Data = Bytes>,
+{
+    type Data = Bytes;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        let mut this = self.project();
+        let frame = std::task::ready!(this.inner.as_mut().poll_frame(cx));
+        if this.capture.is_none() {
+            return Poll::Ready(frame);
+        }
+        match &frame {
+            Some(Ok(frame)) => {
+                if let (Some(data), Some(capture)) = (frame.data_ref(), this.capture.as_mut()) {
+                    capture.keep(data);
+                }
+                // hyper stops polling once a sized body reports its end.
+                if this.inner.is_end_stream()
+                    && let Some(capture) = this.capture.take()
+                {
+                    capture.log();
+                }
+            }
+            None => {
+                if let Some(capture) = this.capture.take() {
+                    capture.log();
+                }
+            }
+            // The body broke off: nothing complete to log.
+            Some(Err(_)) => *this.capture = None,
+        }
+        Poll::Ready(frame)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
