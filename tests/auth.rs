@@ -257,17 +257,7 @@ async fn secrets_never_reach_the_output_even_at_trace_and_logout_on_shutdown() {
     )
     .await;
 
-    let tokens: Vec<String> = sandbox
-        .requests()
-        .iter()
-        .flat_map(|r| {
-            r.headers
-                .iter()
-                .filter(|(k, _)| k.eq_ignore_ascii_case("x-auth-token"))
-                .map(|(_, v)| v.clone())
-                .collect::<Vec<_>>()
-        })
-        .collect();
+    let tokens: Vec<String> = tokens_seen(&sandbox);
     assert!(tokens.len() >= 2, "the sandbox saw our tokens");
     let status = sidecar.terminate(Duration::from_secs(10)).await;
     assert!(status.success());

@@ -90,46 +90,34 @@ async fn metrics_count_the_traffic_sent() {
             .get(s)
             .unwrap_or_else(|| panic!("missing {s} in:\n{text}"))
     };
-    let server = |method: &str, route: &str, class: &str| {
-        value(&format!(
-            r#"http_server_request_duration_seconds_count{{method="{method}",route="{route}",status_class="{class}"}}"#
-        ))
-    };
-    assert_eq!(
-        server("GET", "/transactionmanagement/transactions", "2xx"),
-        7,
-    );
-    assert_eq!(
-        server("GET", "/transactionmanagement/transactions/{id}", "2xx"),
-        3,
-    );
-    assert_eq!(
-        server("POST", "/transactionmanagement/create-transaction", "2xx"),
-        3,
-    );
-    assert_eq!(
-        server("POST", "/transactionmanagement/create-transaction", "4xx"),
-        1,
-    );
-    assert_eq!(server("POST", "/sandbox/echo", "4xx"), 1);
-    // One client observation per try towards FinCode; the 413 never got there.
-    let client = |method: &str, route: &str, class: &str| {
-        value(&format!(
-            r#"http_client_request_duration_seconds_count{{method="{method}",route="{route}",status_class="{class}"}}"#
-        ))
-    };
-    assert_eq!(
-        client("GET", "/transactionmanagement/transactions", "2xx"),
-        7
-    );
-    assert_eq!(
-        client("POST", "/transactionmanagement/create-transaction", "2xx"),
-        3
-    );
-    assert_eq!(
-        client("POST", "/transactionmanagement/create-transaction", "4xx"),
-        1
-    );
+    // (side, method, route, status class, count): every app request has a server
+    // observation; every try towards FinCode a client one (the 413 never got there).
+    let list = "/transactionmanagement/transactions";
+    let create = "/transactionmanagement/create-transaction";
+    for (side, method, route, class, count) in [
+        ("server", "GET", list, "2xx", 7),
+        (
+            "server",
+            "GET",
+            "/transactionmanagement/transactions/{id}",
+            "2xx",
+            3,
+        ),
+        ("server", "POST", create, "2xx", 3),
+        ("server", "POST", create, "4xx", 1),
+        ("server", "POST", "/sandbox/echo", "4xx", 1),
+        ("client", "GET", list, "2xx", 7),
+        ("client", "POST", create, "2xx", 3),
+        ("client", "POST", create, "4xx", 1),
+    ] {
+        assert_eq!(
+            value(&format!(
+                r#"http_{side}_request_duration_seconds_count{{method="{method}",route="{route}",status_class="{class}"}}"#
+            )),
+            count,
+            "{side} {method} {route} {class}"
+        );
+    }
     assert!(
         !series.keys().any(
             |k| k.starts_with("http_client_request_duration_seconds_count")

@@ -141,17 +141,7 @@ async fn no_secret_or_personal_data_reaches_logs_spans_or_metrics() {
         fincode_sandbox::DEMO_PASSWORD,
         fincode_sandbox::DEMO_EMAIL,
     ];
-    let tokens: Vec<String> = sandbox
-        .requests()
-        .iter()
-        .flat_map(|r| {
-            r.headers
-                .iter()
-                .filter(|(k, _)| k.eq_ignore_ascii_case("x-auth-token"))
-                .map(|(_, v)| v.clone())
-                .collect::<Vec<_>>()
-        })
-        .collect();
+    let tokens: Vec<String> = tokens_seen(&sandbox);
     assert!(!tokens.is_empty(), "the sandbox saw our token");
     secrets.extend(tokens.iter().map(String::as_str));
     assert_no_secrets(&output, &secrets);

@@ -434,3 +434,18 @@ pub fn assert_no_secrets(haystack: &str, secrets: &[&str]) {
         }
     }
 }
+
+/// Every `X-Auth-Token` value the sandbox saw: the tokens the sidecar used.
+pub fn tokens_seen(sandbox: &Sandbox) -> Vec<String> {
+    sandbox
+        .requests()
+        .iter()
+        .flat_map(|r| {
+            r.headers
+                .iter()
+                .filter(|(k, _)| k.eq_ignore_ascii_case("x-auth-token"))
+                .map(|(_, v)| v.clone())
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}

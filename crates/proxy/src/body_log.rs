@@ -16,13 +16,14 @@ use std::{
     task::{Context, Poll},
 };
 
-use bytes::{Bytes, BytesMut};
+use bytes::BytesMut;
 use fincode_config::{BodyLevel, LogConfig};
 use fincode_redact::Redactor;
 use http::{HeaderMap, Request, Response};
-use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
 use tower::{Layer, Service};
+
+use crate::tap::{Tap, TapBody};
 
 /// What body logging needs, shared by every request.
 #[derive(Debug)]
@@ -92,7 +93,7 @@ where
             .settings
             .as_ref()
             .map(|settings| Capture::new(settings.clone(), "request", req.headers()));
-        let req = req.map(|inner| LoggedBody::new(inner, capture));
+        let req = req.map(|inner| TapBody::new(inner, capture));
         ResponseFuture {
             inner: self.inner.call(req),
             settings: self.settings.clone(),
@@ -122,12 +123,12 @@ where
             .settings
             .take()
             .map(|settings| Capture::new(settings, "response", response.headers()));
-        Poll::Ready(Ok(response.map(|inner| LoggedBody::new(inner, capture))))
+        Poll::Ready(Ok(response.map(|inner| TapBody::new(inner, capture))))
     }
 }
 
 /// A bounded copy of one body, logged when it ends.
-struct Capture {
+pub struct Capture {
     settings: Arc<Settings>,
     direction: &'static str,
     /// The redacted headers, as a JSON object.
@@ -205,87 +206,24 @@ fn redacted_headers(redactor: &Redactor, headers: &HeaderMap) -> String {
     serde_json::Value::Object(map).to_string()
 }
 
-pin_project! {
-    /// A body passed through unchanged, copied (bounded) for the log when enabled.
-    pub struct LoggedBody<B> {
-        #[pin]
-        inner: B,
-        capture: Option<Capture>,
+/// A body passed through unchanged, copied (bounded) for the log when enabled.
+pub type LoggedBody<B> = TapBody<B, Capture>;
+
+impl Tap for Capture {
+    fn data(&mut self, data: &[u8]) -> bool {
+        self.keep(data);
+        true
     }
 
-    impl<B> PinnedDrop for LoggedBody<B> {
-        fn drop(this: Pin<&mut Self>) {
-            // An empty body may never be polled: log it when it goes away.
-            let this = this.project();
-            if let Some(capture) = this.capture.take()
-                && capture.copy.is_empty()
-                && !capture.too_large
-            {
-                capture.log();
-            }
+    fn end(self) {
+        self.log();
+    }
+
+    fn abandoned(self) {
+        // An empty body may never be polled: log it when it goes away. A partly read one
+        // is incomplete and not logged.
+        if self.copy.is_empty() && !self.too_large {
+            self.log();
         }
-    }
-}
-
-impl<B: std::fmt::Debug> std::fmt::Debug for LoggedBody<B> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("LoggedBody")
-            .field("inner", &self.inner)
-            .field("logging", &self.capture.is_some())
-            .finish()
-    }
-}
-
-impl<B> LoggedBody<B> {
-    fn new(inner: B, capture: Option<Capture>) -> Self {
-        Self { inner, capture }
-    }
-}
-
-impl<B> Body for LoggedBody<B>
-where
-    B: Body<Data = Bytes>,
-{
-    type Data = Bytes;
-    type Error = B::Error;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
-        let mut this = self.project();
-        let frame = std::task::ready!(this.inner.as_mut().poll_frame(cx));
-        if this.capture.is_none() {
-            return Poll::Ready(frame);
-        }
-        match &frame {
-            Some(Ok(frame)) => {
-                if let (Some(data), Some(capture)) = (frame.data_ref(), this.capture.as_mut()) {
-                    capture.keep(data);
-                }
-                // hyper stops polling once a sized body reports its end.
-                if this.inner.is_end_stream()
-                    && let Some(capture) = this.capture.take()
-                {
-                    capture.log();
-                }
-            }
-            None => {
-                if let Some(capture) = this.capture.take() {
-                    capture.log();
-                }
-            }
-            // The body broke off: nothing complete to log.
-            Some(Err(_)) => *this.capture = None,
-        }
-        Poll::Ready(frame)
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
     }
 }

@@ -26,6 +26,7 @@ pub mod limits;
 pub mod problem;
 pub mod routes;
 mod server;
+pub mod tap;
 pub mod telemetry;
 mod upstream;
 

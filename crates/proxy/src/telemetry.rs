@@ -15,13 +15,12 @@ use std::{
     time::{Instant, SystemTime},
 };
 
-use bytes::{Bytes, BytesMut};
+use bytes::BytesMut;
 use fincode_redact::Redactor;
 use fincode_telemetry::{
     HttpLabels, HttpMetrics, KeyValue, SpanKind, SpanRecord, Traces, status_class,
 };
 use http::{Method, Request, Response, header};
-use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
 use tower::{Layer, Service};
 use tracing::{Instrument, instrument::Instrumented};
@@ -30,6 +29,7 @@ use crate::{
     ErrorKind,
     correlation::{RequestId, TraceContext},
     routes::{CREATE_TRANSACTION, OTHER, Route, RouteTable},
+    tap::{Tap, TapBody},
 };
 
 /// Largest create-transaction response inspected for its business outcome.
@@ -280,9 +280,14 @@ impl Pending {
             "access"
         );
         let watch = self.route == CREATE_TRANSACTION && error.is_none();
-        response.map(|body| OutcomeBody {
-            inner: body,
-            watch: watch.then(|| (BytesMut::new(), self.metrics.clone())),
+        response.map(|body| {
+            TapBody::new(
+                body,
+                watch.then(|| Outcome {
+                    copy: BytesMut::new(),
+                    metrics: self.metrics.clone(),
+                }),
+            )
         })
     }
 }
@@ -308,63 +313,33 @@ fn content_length(headers: &http::HeaderMap) -> Option<u64> {
         .and_then(|v| v.parse().ok())
 }
 
-pin_project! {
-    /// Streams the response through; for create-transaction it also keeps a bounded copy
-    /// and counts FinCode's business outcome (`"status": "SUCCESS"`) at the end.
-    pub struct OutcomeBody<B> {
-        #[pin]
-        inner: B,
-        watch: Option<(BytesMut, HttpMetrics)>,
-    }
+/// The response as the app gets it: for create-transaction, watched for FinCode's
+/// business outcome.
+pub type OutcomeBody<B> = TapBody<B, Outcome>;
+
+/// Keeps a bounded copy of a create-transaction response and counts FinCode's business
+/// outcome (`"status": "SUCCESS"`) when it ends.
+#[derive(Debug)]
+pub struct Outcome {
+    copy: BytesMut,
+    metrics: HttpMetrics,
 }
 
-impl<B> Body for OutcomeBody<B>
-where
-    B: Body<Data = Bytes>,
-{
-    type Data = Bytes;
-    type Error = B::Error;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
-        let mut this = self.project();
-        let frame = std::task::ready!(this.inner.as_mut().poll_frame(cx));
-        match &frame {
-            Some(Ok(frame)) => {
-                if let (Some(data), Some((copy, _))) = (frame.data_ref(), this.watch.as_mut()) {
-                    if copy.len() + data.len() <= MAX_OUTCOME_BODY {
-                        copy.extend_from_slice(data);
-                    } else {
-                        *this.watch = None;
-                    }
-                }
-                // hyper stops polling once a sized body reports its end, so the last
-                // data frame may be the last poll.
-                if this.inner.is_end_stream() {
-                    finish_outcome(this.watch);
-                }
-            }
-            None => finish_outcome(this.watch),
-            Some(Err(_)) => *this.watch = None,
+impl Tap for Outcome {
+    fn data(&mut self, data: &[u8]) -> bool {
+        // Too large to be FinCode's answer to a create: not counted.
+        if self.copy.len() + data.len() > MAX_OUTCOME_BODY {
+            return false;
         }
-        Poll::Ready(frame)
+        self.copy.extend_from_slice(data);
+        true
     }
 
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+    fn end(self) {
+        self.metrics.transaction(is_business_success(&self.copy));
     }
 
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
-    }
-}
-
-fn finish_outcome(watch: &mut Option<(BytesMut, HttpMetrics)>) {
-    if let Some((copy, metrics)) = watch.take() {
-        metrics.transaction(is_business_success(&copy));
-    }
+    fn abandoned(self) {}
 }
 
 /// FinCode's success shape: `{"status": "SUCCESS", ...}`.
