@@ -1,7 +1,10 @@
 //! The rule tables: built-in defaults covering every sensitive FinCode field (DESIGN.md 2),
 //! plus the operator's additions.
 
-use std::collections::{HashMap, HashSet};
+use std::{
+    collections::{HashMap, HashSet},
+    hash::{BuildHasherDefault, Hasher},
+};
 
 use hmac::{Hmac, Mac};
 use secrecy::{ExposeSecret, SecretSlice};
@@ -86,9 +89,9 @@ const FIELDS: &[(&str, Action)] = &[
     ("address", Action::Hash),
 ];
 
-/// Normalised JSON keys containing one of these are secrets whatever else they say
-/// (`newTransactionPassword`, `webhookSecret`, `sessionToken`).
-const FIELD_WORDS: &[&str] = &["password", "secret", "token", "apikey", "privatekey"];
+// Normalised JSON keys containing "password", "secret", "token", "apikey" or
+// "privatekey" are secrets whatever else they say (`newTransactionPassword`,
+// `webhookSecret`, `sessionToken`): see `contains_word`.
 
 /// Query parameters whose values are never written down.
 const QUERY_PARAMS: &[&str] = &[
@@ -111,7 +114,9 @@ const QUERY_PARAMS: &[&str] = &[
 /// The rule tables.
 pub(crate) struct Rules {
     headers: HashSet<String>,
-    fields: HashMap<String, Action>,
+    /// Keyed by the normalised key's bytes (always ASCII-lowercased), hashed with FNV:
+    /// this is looked up for every key of every logged body.
+    fields: HashMap<Vec<u8>, Action, BuildHasherDefault<Fnv>>,
     query_params: HashSet<String>,
     pub(crate) hash_key: Option<SecretSlice<u8>>,
 }
@@ -120,7 +125,10 @@ impl Default for Rules {
     fn default() -> Self {
         Self {
             headers: HEADERS.iter().map(|h| (*h).to_owned()).collect(),
-            fields: FIELDS.iter().map(|(k, a)| ((*k).to_owned(), *a)).collect(),
+            fields: FIELDS
+                .iter()
+                .map(|(k, a)| (k.as_bytes().to_vec(), *a))
+                .collect(),
             query_params: QUERY_PARAMS.iter().map(|p| (*p).to_owned()).collect(),
             hash_key: None,
         }
@@ -133,7 +141,7 @@ impl Rules {
     }
 
     pub(crate) fn add_field(&mut self, key: &str, action: Action) {
-        self.fields.insert(normalise(key), action);
+        self.fields.insert(normalise(key).into_bytes(), action);
     }
 
     pub(crate) fn add_query_param(&mut self, name: &str) {
@@ -147,20 +155,38 @@ impl Rules {
 
     pub(crate) fn is_sensitive_query_param(&self, name: &str) -> bool {
         let name = name.to_ascii_lowercase();
-        self.query_params.contains(&name)
-            || FIELD_WORDS.iter().any(|w| normalise(&name).contains(w))
+        self.query_params.contains(&name) || contains_word(normalise(&name).as_bytes())
     }
 
-    /// The rule for a JSON key, if any.
+    /// The rule for a JSON key, if any. Called for every key of every logged body, so
+    /// short ASCII keys are normalised on the stack.
     pub(crate) fn field(&self, key: &str) -> Option<Action> {
-        let key = normalise(key);
-        if let Some(action) = self.fields.get(&key) {
+        let mut buf = [0u8; 48];
+        let mut len = 0;
+        let mut short_ascii = key.len() <= buf.len();
+        if short_ascii {
+            for &b in key.as_bytes() {
+                if !b.is_ascii() {
+                    short_ascii = false;
+                    break;
+                }
+                if b != b'_' && b != b'-' {
+                    buf[len] = b.to_ascii_lowercase();
+                    len += 1;
+                }
+            }
+        }
+        let owned;
+        let key: &[u8] = if short_ascii {
+            &buf[..len]
+        } else {
+            owned = normalise(key);
+            owned.as_bytes()
+        };
+        if let Some(action) = self.fields.get(key) {
             return Some(*action);
         }
-        FIELD_WORDS
-            .iter()
-            .any(|w| key.contains(w))
-            .then_some(Action::Drop)
+        contains_word(key).then_some(Action::Drop)
     }
 
     /// The pseudonym for `value`, or `[REDACTED]` without a key.
@@ -185,6 +211,45 @@ impl Rules {
 }
 
 const HEX: &[u8; 16] = b"0123456789abcdef";
+
+/// Whether a normalised key contains a secret word. A byte loop: keys are
+/// short, and a substring searcher's set-up would cost more than the search.
+fn contains_word(key: &[u8]) -> bool {
+    (0..key.len()).any(|i| {
+        let rest = &key[i..];
+        match key[i] {
+            b'p' => rest.starts_with(b"password") || rest.starts_with(b"privatekey"),
+            b's' => rest.starts_with(b"secret"),
+            b't' => rest.starts_with(b"token"),
+            b'a' => rest.starts_with(b"apikey"),
+            _ => false,
+        }
+    })
+}
+
+/// FNV-1a: fast for the short keys of the field table, and the table is fixed at start-up
+/// (no attacker chooses what is stored in it).
+#[derive(Default)]
+pub(crate) struct Fnv(u64);
+
+impl Hasher for Fnv {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        let mut hash = if self.0 == 0 {
+            0xcbf2_9ce4_8422_2325
+        } else {
+            self.0
+        };
+        for &b in bytes {
+            hash ^= u64::from(b);
+            hash = hash.wrapping_mul(0x0100_0000_01b3);
+        }
+        self.0 = hash;
+    }
+}
 
 /// Lower case without `_` and `-`: `refresh_token`, `refreshToken` and `Refresh-Token`
 /// are one key.

@@ -253,3 +253,39 @@ fn urls_lose_sensitive_parameters_and_personal_data() {
     );
     assert_eq!(r.url("/plain?flag"), "/plain?flag");
 }
+
+#[test]
+fn json_escapes_are_decoded_before_the_rules_and_invalid_json_is_text() {
+    let r = Redactor::default();
+    // An escaped card number and email are still found.
+    let out =
+        r.json(br#"{"note":"\u0034539578763621486 \u0061da@example.ng \ud83d\ude00\t\"q\""}"#);
+    let parsed: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        parsed["note"],
+        "453957******1486 a***@example.ng \u{1f600}\\t\"q\""
+    );
+    for invalid in [
+        &b"{\"a\":01}"[..],
+        b"{\"a\":1,}",
+        b"[1 2]",
+        b"{\"a\" 1}",
+        b"\"\\ud800\"",
+        b"\"tab\there\"",
+        b"nul",
+        b"{} {}",
+        b"-",
+        b"1.",
+        b"1e",
+    ] {
+        let out = r.json(invalid);
+        assert!(
+            serde_json::from_slice::<Value>(invalid).is_err(),
+            "{:?} is invalid JSON",
+            String::from_utf8_lossy(invalid)
+        );
+        assert!(!out.chars().any(char::is_control), "{out:?}");
+    }
+    let deep = format!("{}{}", "[".repeat(200), "]".repeat(200));
+    assert_eq!(r.json(deep.as_bytes()), deep, "too deep: treated as text");
+}

@@ -20,11 +20,24 @@ const MIN_MASKED_DIGITS: usize = 10;
 
 pub(crate) fn redact(s: &str) -> Cow<'_, str> {
     let bytes = s.as_bytes();
-    let emails = find_emails(bytes);
+    // `contains` on bytes is a memchr: most values have no `@` at all.
+    let emails = if bytes.contains(&b'@') {
+        find_emails(bytes)
+    } else {
+        Vec::new()
+    };
     let mut emails = emails.iter().peekable();
     let mut out = Lazy::new(s);
     let mut i = 0;
     while i < bytes.len() {
+        // Skip what can never need a change, up to the next email.
+        let stop = emails.peek().map_or(bytes.len(), |email| email.start);
+        while i < stop && !INTERESTING[usize::from(bytes[i])] {
+            i += 1;
+        }
+        if i >= bytes.len() {
+            break;
+        }
         if let Some(email) = emails.peek()
             && email.start == i
         {
@@ -68,6 +81,21 @@ pub(crate) fn redact(s: &str) -> Cow<'_, str> {
     }
     out.finish()
 }
+
+/// Bytes that may start a change: digits, `+`, control characters and the first byte of
+/// any multi-byte character (which may be a C1 control or a line separator).
+static INTERESTING: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        table[b] = (b >= b'0' as usize && b <= b'9' as usize)
+            || b == b'+' as usize
+            || b < 0x20
+            || b >= 0x7f;
+        b += 1;
+    }
+    table
+};
 
 /// The output, allocated at the first change.
 struct Lazy<'a> {
@@ -122,6 +150,7 @@ fn escape(out: &mut String, c: char) {
 struct Run {
     start: usize,
     end: usize,
+    digits: usize,
     phone: bool,
 }
 
@@ -129,9 +158,11 @@ fn digit_run(bytes: &[u8], start: usize) -> Run {
     let phone = bytes[start] == b'+';
     let mut j = if phone { start + 1 } else { start };
     let mut separator = None;
+    let mut digits = 0;
     while j < bytes.len() {
         let b = bytes[j];
         if b.is_ascii_digit() {
+            digits += 1;
             j += 1;
             continue;
         }
@@ -148,12 +179,16 @@ fn digit_run(bytes: &[u8], start: usize) -> Run {
     Run {
         start,
         end: j,
+        digits,
         phone,
     }
 }
 
 /// The masked form of a run, or `None` when it may stay.
 fn mask_run(bytes: &[u8], run: &Run) -> Option<String> {
+    if run.digits < MIN_MASKED_DIGITS {
+        return None;
+    }
     let digits: Vec<u8> = bytes[run.start..run.end]
         .iter()
         .copied()
