@@ -262,15 +262,18 @@ async fn spans_reach_the_collector_with_semconv_names_kinds_and_links() {
     )
     .await;
     assert_eq!(continued.status, 200);
+    // Every try fails: three CLIENT spans (retry.max_attempts) under one SERVER span.
     sandbox.add_fault(
         fincode_sandbox::FaultRule::status(503)
-            .times(1)
+            .times(3)
             .path_prefix("/sandbox/ping"),
     );
-    assert_eq!(get(&app, &sidecar.url("/sandbox/ping")).await.status, 503);
+    let failed = get(&app, &sidecar.url("/sandbox/ping")).await;
+    assert_eq!(failed.status, 503);
+    assert_eq!(failed.header("x-sidecar-attempts"), Some("3"));
 
-    let spans = receiver.wait_for(4, Duration::from_secs(10)).await;
-    assert_eq!(spans.len(), 4, "{spans:#?}");
+    let spans = receiver.wait_for(6, Duration::from_secs(10)).await;
+    assert_eq!(spans.len(), 6, "{spans:#?}");
     assert!(spans.iter().all(|s| s.service_name == "checkout-sidecar"));
 
     let app_trace = "4bf92f3577b34da6a3ce929d0e0e4736";
@@ -325,18 +328,26 @@ async fn spans_reach_the_collector_with_semconv_names_kinds_and_links() {
         .unwrap();
     assert_eq!(traceparent, format!("00-{app_trace}-{}-01", client.span_id));
 
-    // The failed call: a new trace, error.type on both spans.
+    // The failed call: a new trace, error.type on every span, a resend count per retry.
     let failed: Vec<&ReceivedSpan> = spans.iter().filter(|s| s.trace_id != app_trace).collect();
-    assert_eq!(failed.len(), 2, "{failed:#?}");
+    assert_eq!(failed.len(), 4, "{failed:#?}");
     let failed_server = failed.iter().find(|s| s.kind == SpanKind::Server).unwrap();
-    let failed_client = failed.iter().find(|s| s.kind == SpanKind::Client).unwrap();
     assert_eq!(failed_server.name, "GET /sandbox/ping");
     assert_eq!(failed_server.parent_span_id, "", "a root span");
     assert_eq!(failed_server.attr("error.type"), Some("503"));
     assert!(failed_server.error);
-    assert_eq!(failed_client.parent_span_id, failed_server.span_id);
-    assert_eq!(failed_client.attr("error.type"), Some("503"));
-    assert_eq!(failed_client.attr("http.response.status_code"), Some("503"));
+    let mut resends: Vec<_> = failed
+        .iter()
+        .filter(|s| s.kind == SpanKind::Client)
+        .map(|client| {
+            assert_eq!(client.parent_span_id, failed_server.span_id);
+            assert_eq!(client.attr("error.type"), Some("503"));
+            assert_eq!(client.attr("http.response.status_code"), Some("503"));
+            client.attr("http.request.resend_count").map(str::to_owned)
+        })
+        .collect();
+    resends.sort();
+    assert_eq!(resends, [None, Some("1".to_owned()), Some("2".to_owned())]);
 }
 
 #[tokio::test]
@@ -386,10 +397,19 @@ async fn a_replayed_try_carries_its_resend_count_and_a_sidecar_error_its_kind() 
     sandbox.add_fault(fincode_sandbox::FaultRule::reset().path_prefix("/sandbox/ping"));
     let reset = get(&app, &sidecar.url("/sandbox/ping")).await;
     assert_eq!(reset.status, 502);
-    let spans = receiver.wait_for(5, Duration::from_secs(10)).await;
+    assert_eq!(reset.header("x-sidecar-attempts"), Some("3"));
+    assert_eq!(
+        reset.header("x-sidecar-retry-stopped"),
+        Some("max_attempts")
+    );
+    let spans = receiver.wait_for(7, Duration::from_secs(10)).await;
     let unreachable: Vec<&ReceivedSpan> = spans
         .iter()
         .filter(|s| s.attr("error.type") == Some("upstream_unreachable"))
         .collect();
-    assert_eq!(unreachable.len(), 2, "server and client span: {spans:#?}");
+    assert_eq!(
+        unreachable.len(),
+        4,
+        "the server span and one client span per try: {spans:#?}"
+    );
 }

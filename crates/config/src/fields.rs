@@ -87,6 +87,60 @@ pub(crate) fn count(value: &Value) -> Result<usize, Refusal> {
     usize::try_from(n).map_err(|_| Refusal::new("the number is too large", "use a smaller number"))
 }
 
+/// A count that must be at least 1, such as `limits.max_concurrent_requests`.
+pub(crate) fn positive_count(value: &Value) -> Result<usize, Refusal> {
+    match count(value)? {
+        0 => Err(at_least_one()),
+        n => Ok(n),
+    }
+}
+
+/// A count held as `u32` (rates, thresholds); 0 allowed.
+pub(crate) fn count_u32(value: &Value) -> Result<u32, Refusal> {
+    let n = non_negative(value)?;
+    u32::try_from(n).map_err(|_| {
+        Refusal::new(
+            format!("must be at most {}", u32::MAX),
+            "use a smaller number",
+        )
+    })
+}
+
+/// A `u32` count that must be at least 1 (a burst, a failure threshold, a probe count).
+pub(crate) fn positive_count_u32(value: &Value) -> Result<u32, Refusal> {
+    match count_u32(value)? {
+        0 => Err(at_least_one()),
+        n => Ok(n),
+    }
+}
+
+fn at_least_one() -> Refusal {
+    Refusal::new("must be at least 1", "write a whole number of 1 or more")
+}
+
+/// `retry.max_attempts`: tries per request, the first included.
+pub(crate) fn max_attempts(value: &Value) -> Result<u32, Refusal> {
+    const RANGE: std::ops::RangeInclusive<u64> = 1..=10;
+    let n = non_negative(value)?;
+    if !RANGE.contains(&n) {
+        return Err(Refusal::new(
+            "must be between 1 and 10: 1 turns retries off, and more tries only prolong an \
+             outage for the app",
+            "set 3 (the default), or 1 to turn retries off",
+        ));
+    }
+    Ok(u32::try_from(n).unwrap_or(u32::MAX))
+}
+
+/// A byte count where 0 is meaningful, such as `retry.max_replay_body = 0`: never keep a body
+/// for a retry.
+pub(crate) fn byte_count(value: &Value) -> Result<u64, Refusal> {
+    non_negative(value).map_err(|refusal| Refusal {
+        fix: "write a size in bytes without quotes, e.g. 65536 (64 KiB)".to_owned(),
+        ..refusal
+    })
+}
+
 pub(crate) fn body_bytes(value: &Value) -> Result<u64, Refusal> {
     match non_negative(value)? {
         0 => Err(Refusal::new(
@@ -111,6 +165,19 @@ pub(crate) fn header_bytes(value: &Value) -> Result<usize, Refusal> {
 }
 
 pub(crate) fn duration(value: &Value) -> Result<Duration, Refusal> {
+    let parsed = duration_or_zero(value)?;
+    if parsed.is_zero() {
+        return Err(Refusal::new(
+            "must be greater than zero",
+            "set a positive duration, e.g. \"5s\"",
+        ));
+    }
+    Ok(parsed)
+}
+
+/// A duration where zero is meaningful ("not at all"), such as `rate_limit.max_wait = "0s"`:
+/// never wait for a turn.
+pub(crate) fn duration_or_zero(value: &Value) -> Result<Duration, Refusal> {
     let expected = || {
         Refusal::new(
             format!(
@@ -121,11 +188,16 @@ pub(crate) fn duration(value: &Value) -> Result<Duration, Refusal> {
         )
     };
     let text = value.as_str().ok_or_else(expected)?;
-    let parsed = humantime::parse_duration(text).map_err(|_| expected())?;
-    if parsed.is_zero() {
+    humantime::parse_duration(text).map_err(|_| expected())
+}
+
+/// A window that rates are measured over (retry budget, breaker failure ratio).
+pub(crate) fn window(value: &Value) -> Result<Duration, Refusal> {
+    let parsed = duration(value)?;
+    if parsed < Duration::from_secs(1) {
         return Err(Refusal::new(
-            "must be greater than zero",
-            "set a positive duration, e.g. \"5s\"",
+            "must be at least 1s: a shorter window holds too few requests to judge by",
+            "set a window of a second or more, e.g. \"10s\"",
         ));
     }
     Ok(parsed)
@@ -438,6 +510,19 @@ pub(crate) fn ratio(value: &Value) -> Result<f64, Refusal> {
     } else {
         Err(refuse())
     }
+}
+
+/// `breaker.failure_ratio`: a share of failed requests in (0.0, 1.0].
+pub(crate) fn failure_ratio(value: &Value) -> Result<f64, Refusal> {
+    let share = ratio(value)?;
+    if share <= 0.0 {
+        return Err(Refusal::new(
+            "must be greater than 0.0: at 0.0 the breaker would open without a single failure",
+            "write a share such as 0.5 (half the requests failed); to switch the breaker off, \
+             set breaker.enabled = false",
+        ));
+    }
+    Ok(share)
 }
 
 /// A list of header names or query parameter names, lower-cased (both match

@@ -42,8 +42,9 @@ mod secrets;
 pub use env::Env;
 pub use problem::{ConfigError, Problem, Severity, Source};
 pub use schema::{
-    AuthConfig, AuthMode, BodyLevel, Config, FieldAction, LimitsConfig, ListenConfig, LogConfig,
-    LogFormat, RedactConfig, TracesConfig, UpstreamConfig,
+    AuthConfig, AuthMode, BodyLevel, BreakerConfig, CREATE_TRANSACTION_ROUTE, Config, FieldAction,
+    LimitsConfig, ListenConfig, LogConfig, LogFormat, RateLimitConfig, RedactConfig, RetryConfig,
+    RouteLimit, TracesConfig, UpstreamConfig,
 };
 
 #[cfg(test)]

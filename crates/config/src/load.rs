@@ -15,8 +15,9 @@ use crate::env::{Env, Origins, apply_overlay};
 use crate::fields::{self, Parse, Refusal};
 use crate::problem::{ConfigError, Problem, Severity, Source};
 use crate::schema::{
-    AuthConfig, AuthMode, Config, LimitsConfig, ListenConfig, LogConfig, RedactConfig,
-    TracesConfig, UpstreamConfig, default_extra_headers,
+    AuthConfig, AuthMode, BreakerConfig, CREATE_TRANSACTION_ROUTE, Config, LimitsConfig,
+    ListenConfig, LogConfig, RateLimitConfig, RedactConfig, RetryConfig, RouteLimit, TracesConfig,
+    UpstreamConfig, default_extra_headers,
 };
 use crate::secrets::{is_credential_header, is_secret_key};
 
@@ -259,6 +260,11 @@ impl Reader {
                 fields::header_bytes,
                 defaults.max_request_header_bytes,
             ),
+            max_concurrent_requests: s.field(
+                "max_concurrent_requests",
+                fields::positive_count,
+                defaults.max_concurrent_requests,
+            ),
         };
         s.finish();
 
@@ -332,6 +338,87 @@ impl Reader {
         };
         s.finish();
 
+        let mut s = self.section("retry");
+        let defaults = RetryConfig::default();
+        let retry = RetryConfig {
+            max_attempts: s.field("max_attempts", fields::max_attempts, defaults.max_attempts),
+            backoff_base: s.field("backoff_base", fields::duration, defaults.backoff_base),
+            backoff_cap: s.field("backoff_cap", fields::duration, defaults.backoff_cap),
+            per_try_timeout: s.field(
+                "per_try_timeout",
+                fields::duration,
+                defaults.per_try_timeout,
+            ),
+            deadline: s.field("deadline", fields::duration, defaults.deadline),
+            retry_after_cap: s.field(
+                "retry_after_cap",
+                fields::duration,
+                defaults.retry_after_cap,
+            ),
+            budget_ratio: s.field("budget_ratio", fields::ratio, defaults.budget_ratio),
+            budget_min_per_second: s.field(
+                "budget_min_per_second",
+                fields::count_u32,
+                defaults.budget_min_per_second,
+            ),
+            budget_window: s.field("budget_window", fields::window, defaults.budget_window),
+            max_replay_body: s.field(
+                "max_replay_body",
+                fields::byte_count,
+                defaults.max_replay_body,
+            ),
+            mint_idempotency_key: s.field(
+                "mint_idempotency_key",
+                fields::boolean,
+                defaults.mint_idempotency_key,
+            ),
+        };
+        s.finish();
+
+        let mut s = self.section("breaker");
+        let defaults = BreakerConfig::default();
+        let breaker = BreakerConfig {
+            enabled: s.field("enabled", fields::boolean, defaults.enabled),
+            consecutive_failures: s.field(
+                "consecutive_failures",
+                fields::positive_count_u32,
+                defaults.consecutive_failures,
+            ),
+            failure_ratio: s.field(
+                "failure_ratio",
+                fields::failure_ratio,
+                defaults.failure_ratio,
+            ),
+            min_requests: s.field(
+                "min_requests",
+                fields::positive_count_u32,
+                defaults.min_requests,
+            ),
+            window: s.field("window", fields::window, defaults.window),
+            open_for: s.field("open_for", fields::duration, defaults.open_for),
+            half_open_probes: s.field(
+                "half_open_probes",
+                fields::positive_count_u32,
+                defaults.half_open_probes,
+            ),
+        };
+        s.finish();
+
+        let mut s = self.section("rate_limit");
+        let defaults = RateLimitConfig::default();
+        let rate_limit = RateLimitConfig {
+            per_second: s.field("per_second", fields::count_u32, defaults.per_second),
+            burst: s.field("burst", fields::positive_count_u32, defaults.burst),
+            max_wait: s.field("max_wait", fields::duration_or_zero, defaults.max_wait),
+            upstream_backoff: s.field(
+                "upstream_backoff",
+                fields::duration,
+                defaults.upstream_backoff,
+            ),
+            routes: s.route_limits(defaults.routes),
+        };
+        s.finish();
+
         for (key, value) in std::mem::take(&mut self.root) {
             self.leftovers.push((key, value));
         }
@@ -344,6 +431,7 @@ impl Reader {
             self.check_scheme(base_url, upstream.allow_insecure);
         }
         self.check_auth(&auth);
+        self.check_retry(&retry);
 
         Some(Config {
             listen,
@@ -356,6 +444,9 @@ impl Reader {
             log,
             redact,
             traces,
+            retry,
+            breaker,
+            rate_limit,
         })
     }
 
@@ -553,6 +644,37 @@ impl Reader {
                 None,
                 "ignored because auth.mode is not \"login\"",
                 "set auth.mode = \"login\" to use it, or remove it",
+            );
+        }
+    }
+
+    fn check_retry(&mut self, retry: &RetryConfig) {
+        if retry.backoff_cap < retry.backoff_base {
+            self.report(
+                Severity::Error,
+                "retry.backoff_cap",
+                Some(toml_duration(retry.backoff_cap)),
+                format!(
+                    "is shorter than retry.backoff_base ({}): the first backoff would already \
+                     exceed its cap",
+                    humantime::format_duration(retry.backoff_base)
+                ),
+                "raise retry.backoff_cap or lower retry.backoff_base (the defaults are \"2s\" \
+                 and \"50ms\")",
+            );
+        }
+        if retry.per_try_timeout > retry.deadline {
+            self.report(
+                Severity::Error,
+                "retry.per_try_timeout",
+                Some(toml_duration(retry.per_try_timeout)),
+                format!(
+                    "is longer than retry.deadline ({}): the deadline would cut even the first \
+                     try short",
+                    humantime::format_duration(retry.deadline)
+                ),
+                "lower retry.per_try_timeout or raise retry.deadline (the defaults are \"10s\" \
+                 and \"30s\")",
             );
         }
     }
@@ -766,6 +888,116 @@ impl Section<'_> {
         Some((parsed_name.as_str().to_owned(), text))
     }
 
+    /// `rate_limit.routes`: a map, so each route is checked (and reported) under its own key.
+    /// When given at all it replaces `default`: an operator who lists routes means exactly those
+    /// (an empty table lifts every per-route limit).
+    fn route_limits(
+        &mut self,
+        default: BTreeMap<String, RouteLimit>,
+    ) -> BTreeMap<String, RouteLimit> {
+        let dotted = self.dotted("routes");
+        self.reader.known.push(dotted.clone());
+        let table = match self.table.remove("routes") {
+            None => return default,
+            Some(Value::Table(table)) => table,
+            Some(other) => {
+                self.reader.refuse(
+                    &dotted,
+                    &other,
+                    Refusal {
+                        message: "expected a table of route templates to limits".to_owned(),
+                        fix: format!(
+                            "write it as a [rate_limit.routes] section with lines such as \
+                             \"{CREATE_TRANSACTION_ROUTE}\" = {{ per_second = 20, burst = 40 }}"
+                        ),
+                        echo: false,
+                    },
+                );
+                return default;
+            }
+        };
+        let mut routes = BTreeMap::new();
+        for (route, value) in table {
+            let key = format!("{dotted}.{}", toml_string(&route));
+            if let Some(limit) = self.route_limit(&key, &route, value) {
+                routes.insert(route, limit);
+            }
+        }
+        routes
+    }
+
+    /// One `"/route" = { per_second = N, burst = M }` entry; `burst` defaults to `per_second`.
+    fn route_limit(&mut self, key: &str, route: &str, value: Value) -> Option<RouteLimit> {
+        let reader = &mut *self.reader;
+        if !route.starts_with('/') {
+            reader.report(
+                Severity::Error,
+                key,
+                None,
+                "a route template must start with '/'",
+                format!("write it as the path below upstream.base_url, e.g. \"/{route}\""),
+            );
+            return None;
+        }
+        let Value::Table(mut table) = value else {
+            reader.refuse(
+                key,
+                &value,
+                Refusal {
+                    message: "expected a table with per_second and (optionally) burst".to_owned(),
+                    fix: format!(
+                        "write it as {} = {{ per_second = 20, burst = 40 }}",
+                        toml_string(route)
+                    ),
+                    echo: true,
+                },
+            );
+            return None;
+        };
+        let per_second_key = format!("{key}.per_second");
+        let burst_key = format!("{key}.burst");
+        reader.known.push(per_second_key.clone());
+        reader.known.push(burst_key.clone());
+        if !table.contains_key("per_second") {
+            reader.report(
+                Severity::Error,
+                &per_second_key,
+                None,
+                "missing required key: a route limit needs its rate",
+                "add per_second = 20 to the route's table (burst is optional and defaults to \
+                 per_second)",
+            );
+        }
+        // Both at least 1: a route at 0/s would refuse every request to it.
+        let mut take = |name: &str, dotted: &str| {
+            let value = table.remove(name)?;
+            match fields::positive_count_u32(&value) {
+                Ok(n) => Some(n),
+                Err(refusal) => {
+                    let refusal = Refusal {
+                        fix: format!(
+                            "{}; to lift this route's own limit, remove the route",
+                            refusal.fix
+                        ),
+                        ..refusal
+                    };
+                    reader.refuse(dotted, &value, refusal);
+                    None
+                }
+            }
+        };
+        let per_second = take("per_second", &per_second_key);
+        let burst = take("burst", &burst_key);
+        for (name, value) in table {
+            reader.leftovers.push((format!("{key}.{name}"), value));
+        }
+        let per_second = per_second?;
+        Some(RouteLimit {
+            per_second,
+            burst: burst.unwrap_or(per_second),
+        })
+    }
+
     /// Hands whatever was not taken to the unknown-key report.
     fn finish(self) {
         for (key, value) in self.table {
@@ -797,6 +1029,10 @@ fn echo(value: &Value) -> Option<String> {
 
 fn toml_string(text: &str) -> String {
     Value::String(text.to_owned()).to_string()
+}
+
+fn toml_duration(duration: std::time::Duration) -> String {
+    toml_string(&humantime::format_duration(duration).to_string())
 }
 
 /// Secret-looking keys anywhere inside an unknown table (or array of tables).
@@ -847,24 +1083,31 @@ fn suggest(unknown: &str, known: &[String]) -> Option<String> {
         .filter(|k| k.contains('.') == unknown.contains('.') || !unknown.contains('.'))
         .map(|k| {
             let (k_section, k_leaf) = k.rsplit_once('.').unwrap_or(("", k));
-            (levenshtein(&leaf, k_leaf), k_section != section, k)
+            (edit_distance(&leaf, k_leaf), k_section != section, k)
         })
         .filter(|(distance, _, _)| *distance <= threshold)
         .min_by_key(|(distance, other_section, _)| (*distance, *other_section))
         .map(|(_, _, k)| k.clone())
 }
 
-fn levenshtein(a: &str, b: &str) -> usize {
+/// Edits between two keys: insertions, deletions, substitutions, and swaps of neighbouring
+/// letters (`burts` for `burst`, the commonest typo), each counted as one.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let a: Vec<char> = a.chars().collect();
     let b: Vec<char> = b.chars().collect();
-    let mut row: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut diagonal = row[0];
-        row[0] = i + 1;
-        for (j, cb) in b.iter().enumerate() {
-            let substitution = diagonal + usize::from(ca != *cb);
-            diagonal = row[j + 1];
-            row[j + 1] = substitution.min(row[j] + 1).min(row[j + 1] + 1);
+    // d[i][j]: edits between the first i letters of a and the first j of b.
+    let mut d = vec![vec![0; b.len() + 1]; a.len() + 1];
+    d[0] = (0..=b.len()).collect();
+    for i in 1..=a.len() {
+        d[i][0] = i;
+        for j in 1..=b.len() {
+            let substitution = d[i - 1][j - 1] + usize::from(a[i - 1] != b[j - 1]);
+            let mut best = substitution.min(d[i - 1][j] + 1).min(d[i][j - 1] + 1);
+            if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
+                best = best.min(d[i - 2][j - 2] + 1);
+            }
+            d[i][j] = best;
         }
     }
-    row[b.len()]
+    d[a.len()][b.len()]
 }

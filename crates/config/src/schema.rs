@@ -31,6 +31,12 @@ pub struct Config {
     pub redact: RedactConfig,
     /// OpenTelemetry trace export.
     pub traces: TracesConfig,
+    /// Retries of failed tries to FinCode.
+    pub retry: RetryConfig,
+    /// The circuit breaker in front of FinCode.
+    pub breaker: BreakerConfig,
+    /// How fast the sidecar lets the app call FinCode.
+    pub rate_limit: RateLimitConfig,
 }
 
 /// The sidecar's two listeners.
@@ -85,6 +91,9 @@ pub struct LimitsConfig {
     pub max_request_body_bytes: u64,
     /// Largest total size of the request head accepted from the app, in bytes.
     pub max_request_header_bytes: usize,
+    /// Requests in flight at once; the next one is refused at once with 503 `overloaded`
+    /// (load shedding) instead of queueing behind a slow FinCode.
+    pub max_concurrent_requests: usize,
 }
 
 /// How the sidecar authenticates to FinCode on the app's behalf.
@@ -253,6 +262,93 @@ pub struct TracesConfig {
     pub export_timeout: Duration,
 }
 
+/// Retries of failed tries to FinCode (DESIGN.md 5.1). A payment is never sent twice: only
+/// idempotent methods and POST/PATCH with `X-Idempotency-Key` are retried once FinCode may
+/// have seen a byte; anything else only when the connection never opened.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RetryConfig {
+    /// Tries per request, the first included; 1 turns retries off.
+    pub max_attempts: u32,
+    /// The first backoff ceiling; each retry doubles it (full jitter: the wait is uniform
+    /// between 0 and the ceiling).
+    #[serde(serialize_with = "humantime_serde::serialize")]
+    pub backoff_base: Duration,
+    /// The largest backoff ceiling.
+    #[serde(serialize_with = "humantime_serde::serialize")]
+    pub backoff_cap: Duration,
+    /// How long one try may wait for FinCode's response head.
+    #[serde(serialize_with = "humantime_serde::serialize")]
+    pub per_try_timeout: Duration,
+    /// How long a request may take over all its tries and waits.
+    #[serde(serialize_with = "humantime_serde::serialize")]
+    pub deadline: Duration,
+    /// The longest `Retry-After` from FinCode that is waited out; a longer one ends the
+    /// retries and its response goes to the app.
+    #[serde(serialize_with = "humantime_serde::serialize")]
+    pub retry_after_cap: Duration,
+    /// Retries allowed as a share of recent requests, so an outage never becomes a storm.
+    pub budget_ratio: f64,
+    /// Retries per second always allowed, whatever the ratio says.
+    pub budget_min_per_second: u32,
+    /// How far back "recent requests" reach.
+    #[serde(serialize_with = "humantime_serde::serialize")]
+    pub budget_window: Duration,
+    /// Largest request body kept in memory so it can be sent again; larger ones are not retried.
+    #[serde(serialize_with = "ser_u64_saturating")]
+    pub max_replay_body: u64,
+    /// Give a POST/PATCH without `X-Idempotency-Key` a fresh one (echoed to the app), which
+    /// makes it retryable. Only safe if FinCode deduplicates on the key for that endpoint.
+    pub mint_idempotency_key: bool,
+}
+
+/// The circuit breaker for FinCode: after repeated failures the sidecar answers at once with
+/// 503 `circuit_open` instead of piling requests onto a failing upstream.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct BreakerConfig {
+    /// Off means every request goes to FinCode whatever happened before.
+    pub enabled: bool,
+    /// Opens after this many failed requests in a row.
+    pub consecutive_failures: u32,
+    /// Opens when at least this share of requests in `window` failed...
+    pub failure_ratio: f64,
+    /// ...and the window holds at least this many requests.
+    pub min_requests: u32,
+    /// How far back the failure ratio looks.
+    #[serde(serialize_with = "humantime_serde::serialize")]
+    pub window: Duration,
+    /// How long it stays open before letting probes through.
+    #[serde(serialize_with = "humantime_serde::serialize")]
+    pub open_for: Duration,
+    /// Probes let through when half-open; this many successes close it, one failure reopens it.
+    pub half_open_probes: u32,
+}
+
+/// Local rate limiting (a token bucket per scope), plus back-off when FinCode answers 429.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RateLimitConfig {
+    /// Requests per second for all routes together; 0 turns the global limit off.
+    pub per_second: u32,
+    /// Requests allowed at once above the steady rate.
+    pub burst: u32,
+    /// How long a request over the limit may wait for its turn before 429 `rate_limited`.
+    #[serde(serialize_with = "humantime_serde::serialize")]
+    pub max_wait: Duration,
+    /// When FinCode answers 429 without `Retry-After`, requests to that route pause this long.
+    #[serde(serialize_with = "humantime_serde::serialize")]
+    pub upstream_backoff: Duration,
+    /// Tighter limits per route template, e.g. `"/transactionmanagement/create-transaction"`.
+    pub routes: BTreeMap<String, RouteLimit>,
+}
+
+/// One route's own rate, on top of the global one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct RouteLimit {
+    /// Requests per second on this route (at least 1).
+    pub per_second: u32,
+    /// Requests allowed at once above the steady rate (at least 1).
+    pub burst: u32,
+}
+
 // === impl Config ===
 
 impl Config {
@@ -269,6 +365,9 @@ impl Config {
             log: LogConfig::default(),
             redact: RedactConfig::default(),
             traces: TracesConfig::default(),
+            retry: RetryConfig::default(),
+            breaker: BreakerConfig::default(),
+            rate_limit: RateLimitConfig::default(),
         }
     }
 }
@@ -315,6 +414,7 @@ impl Default for LimitsConfig {
         Self {
             max_request_body_bytes: 10 * 1024 * 1024,
             max_request_header_bytes: 64 * 1024,
+            max_concurrent_requests: 1024,
         }
     }
 }
@@ -399,6 +499,59 @@ impl Default for TracesConfig {
             sample_ratio: 1.0,
             service_name: "fincode-sidecar".to_owned(),
             export_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+impl Default for RetryConfig {
+    fn default() -> Self {
+        Self {
+            max_attempts: 3,
+            backoff_base: Duration::from_millis(50),
+            backoff_cap: Duration::from_secs(2),
+            per_try_timeout: Duration::from_secs(10),
+            deadline: Duration::from_secs(30),
+            retry_after_cap: Duration::from_secs(10),
+            budget_ratio: 0.2,
+            budget_min_per_second: 10,
+            budget_window: Duration::from_secs(10),
+            max_replay_body: 64 * 1024,
+            mint_idempotency_key: false,
+        }
+    }
+}
+
+impl Default for BreakerConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            consecutive_failures: 5,
+            failure_ratio: 0.5,
+            min_requests: 20,
+            window: Duration::from_secs(10),
+            open_for: Duration::from_secs(15),
+            half_open_probes: 3,
+        }
+    }
+}
+
+/// The route FinCode charges money on: limited more tightly by default.
+pub const CREATE_TRANSACTION_ROUTE: &str = "/transactionmanagement/create-transaction";
+
+impl Default for RateLimitConfig {
+    fn default() -> Self {
+        Self {
+            per_second: 100,
+            burst: 200,
+            max_wait: Duration::from_millis(500),
+            upstream_backoff: Duration::from_secs(1),
+            routes: BTreeMap::from([(
+                CREATE_TRANSACTION_ROUTE.to_owned(),
+                RouteLimit {
+                    per_second: 20,
+                    burst: 40,
+                },
+            )]),
         }
     }
 }

@@ -1,5 +1,6 @@
 #![allow(clippy::unwrap_used)]
 
+use std::collections::BTreeMap;
 use std::io::Write as _;
 use std::time::Duration;
 
@@ -369,6 +370,188 @@ fn each_bad_value_names_its_key_and_what_was_expected() {
             "format = \"yaml\"",
             "log.format",
             "\"json\" or \"text\"",
+        ),
+        (
+            "limits",
+            "max_concurrent_requests = 0",
+            "limits.max_concurrent_requests",
+            "at least 1",
+        ),
+        (
+            "limits",
+            "max_concurrent_requests = -1",
+            "limits.max_concurrent_requests",
+            "non-negative integer",
+        ),
+        (
+            "retry",
+            "max_attempts = 0",
+            "retry.max_attempts",
+            "between 1 and 10",
+        ),
+        (
+            "retry",
+            "max_attempts = 11",
+            "retry.max_attempts",
+            "between 1 and 10",
+        ),
+        (
+            "retry",
+            "backoff_base = \"0s\"",
+            "retry.backoff_base",
+            "greater than zero",
+        ),
+        (
+            "retry",
+            "backoff_cap = \"10ms\"",
+            "retry.backoff_cap",
+            "shorter than retry.backoff_base (50ms)",
+        ),
+        (
+            "retry",
+            "per_try_timeout = \"0s\"",
+            "retry.per_try_timeout",
+            "greater than zero",
+        ),
+        (
+            "retry",
+            "deadline = \"5s\"",
+            "retry.per_try_timeout",
+            "longer than retry.deadline (5s)",
+        ),
+        ("retry", "deadline = 30", "retry.deadline", "duration"),
+        (
+            "retry",
+            "retry_after_cap = \"soon\"",
+            "retry.retry_after_cap",
+            "duration",
+        ),
+        (
+            "retry",
+            "budget_window = \"500ms\"",
+            "retry.budget_window",
+            "at least 1s",
+        ),
+        (
+            "retry",
+            "budget_ratio = 1.5",
+            "retry.budget_ratio",
+            "0.0 to 1.0",
+        ),
+        (
+            "retry",
+            "budget_ratio = 2",
+            "retry.budget_ratio",
+            "0.0 to 1.0",
+        ),
+        (
+            "retry",
+            "budget_min_per_second = -1",
+            "retry.budget_min_per_second",
+            "non-negative integer",
+        ),
+        (
+            "retry",
+            "max_replay_body = \"64KiB\"",
+            "retry.max_replay_body",
+            "non-negative integer",
+        ),
+        (
+            "retry",
+            "mint_idempotency_key = \"yes\"",
+            "retry.mint_idempotency_key",
+            "expected true or false",
+        ),
+        (
+            "breaker",
+            "enabled = 1",
+            "breaker.enabled",
+            "expected true or false",
+        ),
+        (
+            "breaker",
+            "consecutive_failures = 0",
+            "breaker.consecutive_failures",
+            "at least 1",
+        ),
+        (
+            "breaker",
+            "failure_ratio = 0.0",
+            "breaker.failure_ratio",
+            "greater than 0.0",
+        ),
+        (
+            "breaker",
+            "failure_ratio = 0",
+            "breaker.failure_ratio",
+            "greater than 0.0",
+        ),
+        (
+            "breaker",
+            "failure_ratio = 1.01",
+            "breaker.failure_ratio",
+            "0.0 to 1.0",
+        ),
+        (
+            "breaker",
+            "min_requests = 0",
+            "breaker.min_requests",
+            "at least 1",
+        ),
+        (
+            "breaker",
+            "window = \"999ms\"",
+            "breaker.window",
+            "at least 1s",
+        ),
+        (
+            "breaker",
+            "open_for = \"0s\"",
+            "breaker.open_for",
+            "greater than zero",
+        ),
+        (
+            "breaker",
+            "half_open_probes = 0",
+            "breaker.half_open_probes",
+            "at least 1",
+        ),
+        (
+            "breaker",
+            "half_open_probes = 4294967296",
+            "breaker.half_open_probes",
+            "at most 4294967295",
+        ),
+        (
+            "rate_limit",
+            "per_second = -5",
+            "rate_limit.per_second",
+            "non-negative integer",
+        ),
+        (
+            "rate_limit",
+            "per_second = 4294967296",
+            "rate_limit.per_second",
+            "at most 4294967295",
+        ),
+        ("rate_limit", "burst = 0", "rate_limit.burst", "at least 1"),
+        (
+            "rate_limit",
+            "max_wait = \"soon\"",
+            "rate_limit.max_wait",
+            "duration",
+        ),
+        (
+            "rate_limit",
+            "upstream_backoff = \"0s\"",
+            "rate_limit.upstream_backoff",
+            "greater than zero",
+        ),
+        (
+            "rate_limit",
+            "routes = 5",
+            "rate_limit.routes",
+            "table of route templates",
         ),
     ];
     for (section, line, key, expected) in cases {
@@ -810,6 +993,40 @@ fn to_toml_string_round_trips() {
         .insert("x-merchant".to_owned(), "m 42".to_owned());
     config.log.level = "debug,hyper=info".to_owned();
     config.log.format = LogFormat::Text;
+    config.limits.max_concurrent_requests = 7;
+    config.retry = RetryConfig {
+        max_attempts: 10,
+        backoff_base: Duration::from_millis(5),
+        backoff_cap: Duration::from_millis(1500),
+        per_try_timeout: Duration::from_secs(3),
+        deadline: Duration::from_secs(3),
+        retry_after_cap: Duration::from_mins(2),
+        budget_ratio: 0.05,
+        budget_min_per_second: 0,
+        budget_window: Duration::from_secs(1),
+        max_replay_body: 0,
+        mint_idempotency_key: true,
+    };
+    config.breaker = BreakerConfig {
+        enabled: false,
+        consecutive_failures: 1,
+        failure_ratio: 1.0,
+        min_requests: u32::MAX,
+        window: Duration::from_mins(1),
+        open_for: Duration::from_millis(1),
+        half_open_probes: 9,
+    };
+    config.rate_limit.per_second = 0;
+    config.rate_limit.burst = 1;
+    config.rate_limit.max_wait = Duration::ZERO;
+    config.rate_limit.upstream_backoff = Duration::from_millis(750);
+    config.rate_limit.routes.insert(
+        "/v1.0/payments".to_owned(),
+        RouteLimit {
+            per_second: 1,
+            burst: 3,
+        },
+    );
 
     let text = config.to_toml_string();
     let (reloaded, _) = load_ok(&text, &[]);
@@ -817,6 +1034,11 @@ fn to_toml_string_round_trips() {
 
     let defaults = Config::with_base_url(Uri::from_static(BASE_URL));
     assert_eq!(load_ok(&defaults.to_toml_string(), &[]).0, defaults);
+
+    // No per-route limits at all survives the trip too (an empty table, not "absent").
+    let mut no_routes = defaults;
+    no_routes.rate_limit.routes.clear();
+    assert_eq!(load_ok(&no_routes.to_toml_string(), &[]).0, no_routes);
 }
 
 // --- check_environment ---
@@ -914,5 +1136,255 @@ fn otlp_endpoint_with_credentials_is_refused_without_echo() {
     assert!(
         err.to_string().contains("OTEL_EXPORTER_OTLP_HEADERS"),
         "{err}"
+    );
+}
+
+// --- retry, breaker and rate limits ---
+
+#[test]
+fn retry_breaker_and_rate_limit_default_when_absent() {
+    let (config, _) = load_ok(&minimal(), &[]);
+    assert_eq!(config.limits.max_concurrent_requests, 1024);
+    assert_eq!(config.retry, RetryConfig::default());
+    assert_eq!(config.retry.max_attempts, 3);
+    assert_eq!(config.retry.backoff_base, Duration::from_millis(50));
+    assert_eq!(config.retry.deadline, Duration::from_secs(30));
+    assert!(!config.retry.mint_idempotency_key);
+    assert_eq!(config.breaker, BreakerConfig::default());
+    assert!(config.breaker.enabled);
+    assert_eq!(config.breaker.consecutive_failures, 5);
+    assert_eq!(config.rate_limit, RateLimitConfig::default());
+    assert_eq!(config.rate_limit.per_second, 100);
+    assert_eq!(
+        config.rate_limit.routes[CREATE_TRANSACTION_ROUTE],
+        RouteLimit {
+            per_second: 20,
+            burst: 40,
+        }
+    );
+    // Empty sections are the same as absent ones.
+    let text = format!("{}[retry]\n[breaker]\n[rate_limit]\n", minimal());
+    assert_eq!(load_ok(&text, &[]).0, config);
+}
+
+#[test]
+fn retry_breaker_and_rate_limit_sections_load() {
+    let text = format!(
+        "{}[limits]\nmax_concurrent_requests = 32\n\
+         [retry]\nmax_attempts = 5\nbackoff_base = \"20ms\"\nbackoff_cap = \"1s\"\n\
+         per_try_timeout = \"2s\"\ndeadline = \"8s\"\nretry_after_cap = \"3s\"\n\
+         budget_ratio = 0.5\nbudget_min_per_second = 0\nbudget_window = \"30s\"\n\
+         max_replay_body = 1048576\nmint_idempotency_key = true\n\
+         [breaker]\nenabled = false\nconsecutive_failures = 2\nfailure_ratio = 1\n\
+         min_requests = 4\nwindow = \"1m\"\nopen_for = \"500ms\"\nhalf_open_probes = 1\n\
+         [rate_limit]\nper_second = 0\nburst = 4294967295\nmax_wait = \"0s\"\n\
+         upstream_backoff = \"250ms\"\n",
+        minimal()
+    );
+    let (config, _) = load_ok(&text, &[]);
+    assert_eq!(config.limits.max_concurrent_requests, 32);
+    assert_eq!(
+        config.retry,
+        RetryConfig {
+            max_attempts: 5,
+            backoff_base: Duration::from_millis(20),
+            backoff_cap: Duration::from_secs(1),
+            per_try_timeout: Duration::from_secs(2),
+            deadline: Duration::from_secs(8),
+            retry_after_cap: Duration::from_secs(3),
+            budget_ratio: 0.5,
+            budget_min_per_second: 0,
+            budget_window: Duration::from_secs(30),
+            max_replay_body: 1_048_576,
+            mint_idempotency_key: true,
+        }
+    );
+    assert_eq!(
+        config.breaker,
+        BreakerConfig {
+            enabled: false,
+            consecutive_failures: 2,
+            failure_ratio: 1.0,
+            min_requests: 4,
+            window: Duration::from_mins(1),
+            open_for: Duration::from_millis(500),
+            half_open_probes: 1,
+        }
+    );
+    assert_eq!(config.rate_limit.per_second, 0);
+    assert_eq!(config.rate_limit.burst, u32::MAX);
+    assert_eq!(config.rate_limit.max_wait, Duration::ZERO);
+    assert_eq!(
+        config.rate_limit.upstream_backoff,
+        Duration::from_millis(250)
+    );
+    // Not mentioned, so the default route stays.
+    assert_eq!(config.rate_limit.routes, RateLimitConfig::default().routes);
+}
+
+#[test]
+fn the_edges_of_each_range_are_accepted() {
+    for (section, line) in [
+        ("retry", "max_attempts = 1"),
+        ("retry", "max_attempts = 10"),
+        ("retry", "budget_ratio = 0"),
+        ("retry", "budget_ratio = 1"),
+        ("retry", "budget_window = \"1s\""),
+        ("retry", "backoff_cap = \"50ms\""),
+        ("retry", "per_try_timeout = \"30s\""),
+        ("breaker", "failure_ratio = 1.0"),
+        ("breaker", "window = \"1s\""),
+        ("rate_limit", "per_second = 4294967295"),
+        ("limits", "max_concurrent_requests = 1"),
+    ] {
+        let text = format!("{}[{section}]\n{line}\n", minimal());
+        load_ok(&text, &[]);
+    }
+}
+
+#[test]
+fn routes_replace_the_default_map() {
+    let text = format!(
+        "{}[rate_limit.routes]\n\
+         \"/payments/charge\" = {{ per_second = 5 }}\n\
+         \"/payments/refund\" = {{ per_second = 1, burst = 10 }}\n",
+        minimal()
+    );
+    let (config, _) = load_ok(&text, &[]);
+    assert_eq!(
+        config.rate_limit.routes,
+        BTreeMap::from([
+            (
+                "/payments/charge".to_owned(),
+                // burst defaults to per_second.
+                RouteLimit {
+                    per_second: 5,
+                    burst: 5,
+                },
+            ),
+            (
+                "/payments/refund".to_owned(),
+                RouteLimit {
+                    per_second: 1,
+                    burst: 10,
+                },
+            ),
+        ])
+    );
+    // The rest of the section keeps its defaults.
+    assert_eq!(config.rate_limit.per_second, 100);
+
+    // An empty table lifts every per-route limit.
+    let text = format!("{}[rate_limit.routes]\n", minimal());
+    assert!(load_ok(&text, &[]).0.rate_limit.routes.is_empty());
+}
+
+#[test]
+fn bad_routes_are_refused_under_their_own_key() {
+    let cases: &[(&str, &str, &str)] = &[
+        (
+            "\"transactionmanagement/x\" = { per_second = 5 }",
+            "rate_limit.routes.\"transactionmanagement/x\"",
+            "must start with '/'",
+        ),
+        (
+            "\"/x\" = { per_second = 0 }",
+            "rate_limit.routes.\"/x\".per_second",
+            "at least 1",
+        ),
+        (
+            "\"/x\" = { per_second = 4294967296 }",
+            "rate_limit.routes.\"/x\".per_second",
+            "at most 4294967295",
+        ),
+        (
+            "\"/x\" = { per_second = 2, burst = 0 }",
+            "rate_limit.routes.\"/x\".burst",
+            "at least 1",
+        ),
+        (
+            "\"/x\" = { burst = 5 }",
+            "rate_limit.routes.\"/x\".per_second",
+            "missing required key",
+        ),
+        (
+            "\"/x\" = 5",
+            "rate_limit.routes.\"/x\"",
+            "expected a table with per_second",
+        ),
+        (
+            "\"/transactionmanagement/create-transaction\" = { per_second = 2, burts = 4 }",
+            "rate_limit.routes.\"/transactionmanagement/create-transaction\".burts",
+            "did you mean `rate_limit.routes.\"/transactionmanagement/create-transaction\".burst`?",
+        ),
+        (
+            "\"/x\" = { per_second = 2, rate = 4 }",
+            "rate_limit.routes.\"/x\".rate",
+            "unknown key",
+        ),
+    ];
+    for (line, key, expected) in cases {
+        let text = format!("{}[rate_limit.routes]\n{line}\n", minimal());
+        let problems = errors(&text, &[]);
+        assert_eq!(keys(&problems), [*key], "for `{line}`: {problems:#?}");
+        assert!(
+            problems[0].message.contains(expected),
+            "for `{line}`: {}",
+            problems[0]
+        );
+        assert!(!problems[0].fix.is_empty());
+    }
+
+    // A secret pasted into a route is refused as one, and not echoed.
+    let text = format!(
+        "{}[rate_limit.routes]\n\"/x\" = {{ per_second = 1, token = \"{CANARY}\" }}\n",
+        minimal()
+    );
+    assert_no_canary(&text, &[]);
+    let problems = errors(&text, &[]);
+    assert_eq!(keys(&problems), ["rate_limit.routes.\"/x\".token"]);
+    assert!(problems[0].message.contains("secrets are never written"));
+}
+
+#[test]
+fn env_overlay_reaches_the_new_sections() {
+    let (config, _) = load_ok(
+        &minimal(),
+        &[
+            ("FINCODE_SIDECAR__RETRY__MAX_ATTEMPTS", "5"),
+            ("FINCODE_SIDECAR__RETRY__DEADLINE", "45s"),
+            ("FINCODE_SIDECAR__BREAKER__ENABLED", "false"),
+            ("FINCODE_SIDECAR__BREAKER__FAILURE_RATIO", "0.25"),
+            ("FINCODE_SIDECAR__RATE_LIMIT__MAX_WAIT", "0s"),
+            ("FINCODE_SIDECAR__LIMITS__MAX_CONCURRENT_REQUESTS", "64"),
+        ],
+    );
+    assert_eq!(config.retry.max_attempts, 5);
+    assert_eq!(config.retry.deadline, Duration::from_secs(45));
+    assert!(!config.breaker.enabled);
+    assert!((config.breaker.failure_ratio - 0.25).abs() < f64::EPSILON);
+    assert_eq!(config.rate_limit.max_wait, Duration::ZERO);
+    assert_eq!(config.limits.max_concurrent_requests, 64);
+    // Routes were not touched, so the default stays.
+    assert_eq!(config.rate_limit.routes, RateLimitConfig::default().routes);
+
+    let var = "FINCODE_SIDECAR__RETRY__MAX_ATTEMPTS";
+    let problems = errors(&minimal(), &[(var, "50")]);
+    assert_eq!(keys(&problems), ["retry.max_attempts"]);
+    assert_eq!(problems[0].source, Source::Env(var.to_owned()));
+    assert_eq!(problems[0].value.as_deref(), Some("50"));
+}
+
+#[test]
+fn a_transposed_key_gets_a_did_you_mean() {
+    let text = format!("{}[retry]\nmax_attemtps = 5\n", minimal());
+    let problems = errors(&text, &[]);
+    assert_eq!(keys(&problems), ["retry.max_attemtps"]);
+    assert!(
+        problems[0]
+            .message
+            .contains("did you mean `retry.max_attempts`?"),
+        "{}",
+        problems[0]
     );
 }

@@ -4,10 +4,11 @@
 //!
 //! In login mode a 401 from FinCode means our token was rejected: the layer renews it
 //! (single flight, see `fincode_auth`) and replays the request once with the new token.
-//! Replay needs the body again, so small bodies of replayable requests are buffered up
-//! front. Only requests that are safe to send twice are replayed: idempotent methods,
-//! and POST/PATCH carrying an `X-Idempotency-Key`. Anything else gets FinCode's 401, and
-//! the renewed token serves the app's next call: a payment is never sent twice.
+//! Replay needs the body again: the retry layer above keeps small bodies of requests
+//! that may be sent twice ([`ReplayBody`]). Only requests that are safe to send twice
+//! are replayed: idempotent methods, and POST/PATCH carrying an `X-Idempotency-Key`.
+//! Anything else gets FinCode's 401, and the renewed token serves the app's next call:
+//! a payment is never sent twice.
 
 use std::{
     future::Future,
@@ -17,18 +18,18 @@ use std::{
 
 use bytes::Bytes;
 use fincode_auth::Credentials;
-use http::{HeaderMap, Method, Request, Response, StatusCode, Uri, Version};
-use http_body::Body;
-use http_body_util::{BodyExt, Either, Full, LengthLimitError};
+use http::{HeaderMap, Method, Request, Response, StatusCode};
+use http_body_util::{Either, Full};
 use tower::{Layer, Service, ServiceExt};
 
-use crate::{ErrorKind, SidecarError, telemetry::Resend};
-
-/// Largest body buffered so a request can be replayed after a 401.
-pub const MAX_REPLAY_BODY: u64 = 64 * 1024;
+use crate::{ErrorKind, SidecarError};
 
 /// The header that makes a POST safe to send twice: FinCode deduplicates on it.
-const IDEMPOTENCY_KEY: &str = "x-idempotency-key";
+pub(crate) const IDEMPOTENCY_KEY: &str = "x-idempotency-key";
+
+/// The request body, kept by the retry layer so the request can be sent again.
+#[derive(Clone, Debug)]
+pub(crate) struct ReplayBody(pub(crate) Bytes);
 
 /// Adds [`Authorize`] to a stack.
 #[derive(Clone, Debug)]
@@ -68,15 +69,14 @@ impl<S> Layer<S> for AuthorizeLayer {
 type BoxResponseFuture<RB> =
     Pin<Box<dyn Future<Output = Result<Response<RB>, SidecarError>> + Send>>;
 
-impl<S, B, RB> Service<Request<B>> for Authorize<S>
+impl<S, B, RB> Service<Request<Either<Full<Bytes>, B>>> for Authorize<S>
 where
     S: Service<Request<Either<Full<Bytes>, B>>, Response = Response<RB>, Error = SidecarError>
         + Clone
         + Send
         + 'static,
     S::Future: Send,
-    B: Body<Data = Bytes> + Send + 'static,
-    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    B: Send + 'static,
     RB: Send + 'static,
 {
     type Response = Response<RB>;
@@ -87,7 +87,7 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, req: Request<B>) -> Self::Future {
+    fn call(&mut self, req: Request<Either<Full<Bytes>, B>>) -> Self::Future {
         // Take the service that was driven to readiness; leave a clone in its place.
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
@@ -99,26 +99,21 @@ where
                 .await
                 .map_err(|failure| SidecarError::new(ErrorKind::AuthFailed, failure.to_string()))?;
 
-            let replay =
-                if credentials.renews_tokens() && may_send_twice(&parts.method, &parts.headers) {
-                    buffer_small(body).await?
-                } else {
-                    Buffered::Stream(body)
-                };
-            let (body, copy) = match replay {
-                Buffered::Bytes(bytes) => (
-                    Either::Left(Full::new(bytes.clone())),
-                    Some(Replay {
-                        method: parts.method.clone(),
-                        uri: parts.uri.clone(),
-                        version: parts.version,
-                        headers: parts.headers.clone(),
-                        extensions: parts.extensions.clone(),
-                        body: bytes,
-                    }),
-                ),
-                Buffered::Stream(body) => (Either::Right(body), None),
-            };
+            let replay = (credentials.renews_tokens()
+                && may_send_twice(&parts.method, &parts.headers))
+            .then(|| parts.extensions.get::<ReplayBody>().cloned())
+            .flatten()
+            .map(|body| {
+                let mut copy = Request::new(Either::Left(Full::new(body.0)));
+                *copy.method_mut() = parts.method.clone();
+                *copy.uri_mut() = parts.uri.clone();
+                *copy.version_mut() = parts.version;
+                *copy.headers_mut() = parts.headers.clone();
+                // The correlation id, trace context and try counter ride along, so the
+                // replay is one more try of the same request in logs and traces.
+                *copy.extensions_mut() = parts.extensions.clone();
+                copy
+            });
 
             let response = inner.call(Request::from_parts(parts, body)).await?;
             if response.status() != StatusCode::UNAUTHORIZED || !credentials.renews_tokens() {
@@ -126,19 +121,12 @@ where
             }
             tracing::info!("FinCode answered 401; renewing the token");
             credentials.rejected(grant).await;
-            let Some(replay) = copy else {
+            let Some(mut request) = replay else {
                 // Not safe (or not possible) to send again: the app sees the 401 and
                 // its next call carries the renewed token.
                 return Ok(response);
             };
             drop(response);
-            let mut request = Request::new(Either::Left(Full::new(replay.body)));
-            *request.method_mut() = replay.method;
-            *request.uri_mut() = replay.uri;
-            *request.version_mut() = replay.version;
-            *request.headers_mut() = replay.headers;
-            *request.extensions_mut() = replay.extensions;
-            request.extensions_mut().insert(Resend(1));
             credentials
                 .apply(request.headers_mut())
                 .await
@@ -148,55 +136,7 @@ where
     }
 }
 
-/// What is needed to send a request a second time.
-struct Replay {
-    method: Method,
-    uri: Uri,
-    version: Version,
-    headers: HeaderMap,
-    /// The correlation id and trace context ride along, so the replay is one more try of
-    /// the same request in logs and traces.
-    extensions: http::Extensions,
-    body: Bytes,
-}
-
-enum Buffered<B> {
-    Bytes(Bytes),
-    Stream(B),
-}
-
 /// Idempotent methods, or a request FinCode deduplicates by its idempotency key.
 pub(crate) fn may_send_twice(method: &Method, headers: &HeaderMap) -> bool {
     method.is_idempotent() || headers.contains_key(IDEMPOTENCY_KEY)
-}
-
-/// Buffers a body whose declared size fits [`MAX_REPLAY_BODY`]; streams anything else.
-async fn buffer_small<B>(body: B) -> Result<Buffered<B>, SidecarError>
-where
-    B: Body<Data = Bytes>,
-    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-{
-    if body
-        .size_hint()
-        .upper()
-        .is_none_or(|upper| upper > MAX_REPLAY_BODY)
-    {
-        return Ok(Buffered::Stream(body));
-    }
-    match body.collect().await {
-        Ok(collected) => Ok(Buffered::Bytes(collected.to_bytes())),
-        Err(error) => {
-            let error = error.into();
-            if error.downcast_ref::<LengthLimitError>().is_some() {
-                return Err(SidecarError::new(
-                    ErrorKind::BodyTooLarge,
-                    "the request body is over the limit (limits.max_request_body_bytes)",
-                ));
-            }
-            Err(SidecarError::new(
-                ErrorKind::BadRequest,
-                "the request body could not be read from the app's connection",
-            ))
-        }
-    }
 }

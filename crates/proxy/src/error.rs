@@ -8,10 +8,13 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{HeaderValue, Response, StatusCode, header};
+use http::{HeaderMap, HeaderName, HeaderValue, Response, StatusCode, header};
 
 /// The header naming the cause of an error the sidecar made.
 pub const SIDECAR_ERROR_HEADER: &str = "x-sidecar-error";
+
+/// The header telling the app how many tries to FinCode its request took.
+pub const ATTEMPTS_HEADER: &str = "x-sidecar-attempts";
 
 /// What went wrong, as far as the app needs to know. Each kind has one status,
 /// one stable code (the `x-sidecar-error` value) and one title.
@@ -32,6 +35,12 @@ pub enum ErrorKind {
     BadRequest,
     /// The sidecar holds no usable FinCode token (login failing, account locked...).
     AuthFailed,
+    /// The circuit breaker is open after repeated FinCode failures: failing fast.
+    CircuitOpen,
+    /// The app is over the configured rate (or FinCode asked the sidecar to slow down).
+    RateLimited,
+    /// Too many requests are in flight (`limits.max_concurrent_requests`).
+    Overloaded,
 }
 
 // === impl ErrorKind ===
@@ -47,6 +56,9 @@ impl ErrorKind {
             Self::HeadersTooLarge => "headers_too_large",
             Self::BadRequest => "bad_request",
             Self::AuthFailed => "auth_failed",
+            Self::CircuitOpen => "circuit_open",
+            Self::RateLimited => "rate_limited",
+            Self::Overloaded => "overloaded",
         }
     }
 
@@ -58,7 +70,10 @@ impl ErrorKind {
             Self::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             Self::BadRequest => StatusCode::BAD_REQUEST,
-            Self::AuthFailed => StatusCode::SERVICE_UNAVAILABLE,
+            Self::AuthFailed | Self::CircuitOpen | Self::Overloaded => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+            Self::RateLimited => StatusCode::TOO_MANY_REQUESTS,
         }
     }
 
@@ -71,6 +86,9 @@ impl ErrorKind {
             Self::HeadersTooLarge => "Request headers too large",
             Self::BadRequest => "Request cannot be forwarded",
             Self::AuthFailed => "Not authenticated with FinCode",
+            Self::CircuitOpen => "FinCode is failing; the sidecar is failing fast",
+            Self::RateLimited => "Too many requests",
+            Self::Overloaded => "The sidecar is at its in-flight request limit",
         }
     }
 }
@@ -82,6 +100,10 @@ pub struct SidecarError {
     kind: ErrorKind,
     detail: String,
     retry_after: Option<Duration>,
+    unsent: bool,
+    /// Headers the layer that failed wants the app to see (the minted idempotency key, why
+    /// retries stopped); boxed so the common error stays small.
+    headers: Option<Box<HeaderMap>>,
 }
 
 // === impl SidecarError ===
@@ -93,7 +115,40 @@ impl SidecarError {
             kind,
             detail: detail.into(),
             retry_after: None,
+            unsent: false,
+            headers: None,
         }
+    }
+
+    /// Marks a failure that happened before any byte of the request left: the connection
+    /// or the TLS handshake failed. Only such a request may be sent again whatever its
+    /// method, since FinCode cannot have acted on it.
+    #[must_use]
+    pub(crate) fn unsent(mut self) -> Self {
+        self.unsent = true;
+        self
+    }
+
+    /// Whether FinCode may have received (part of) the request.
+    pub fn may_have_been_sent(&self) -> bool {
+        !self.unsent
+    }
+
+    /// Adds a header to the problem response.
+    #[must_use]
+    pub(crate) fn with_header(mut self, name: HeaderName, value: HeaderValue) -> Self {
+        self.headers
+            .get_or_insert_with(Default::default)
+            .insert(name, value);
+        self
+    }
+
+    /// Appends a clause to the detail (e.g. what the retry layer did).
+    #[must_use]
+    pub(crate) fn with_note(mut self, note: &str) -> Self {
+        self.detail.push_str("; ");
+        self.detail.push_str(note);
+        self
     }
 
     /// Tells the app when trying again makes sense (`Retry-After` and `retry_after`).
@@ -124,7 +179,7 @@ impl SidecarError {
             "correlation_id": correlation_id,
         });
         if let Some(after) = self.retry_after {
-            problem["retry_after"] = after.as_secs().into();
+            problem["retry_after"] = whole_seconds(after).into();
         }
         let body = Bytes::from(problem.to_string());
         let mut response = Response::new(B::from(body));
@@ -140,8 +195,19 @@ impl SidecarError {
         );
         headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
         if let Some(after) = self.retry_after {
-            headers.insert(header::RETRY_AFTER, HeaderValue::from(after.as_secs()));
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(whole_seconds(after)));
+        }
+        if let Some(extra) = &self.headers {
+            for (name, value) in extra.iter() {
+                headers.insert(name, value.clone());
+            }
         }
         response
     }
+}
+
+/// `Retry-After` counts whole seconds: round up, so an app that waits exactly that long is
+/// not turned away again a moment too early.
+fn whole_seconds(after: Duration) -> u64 {
+    after.as_secs() + u64::from(after.subsec_nanos() > 0)
 }

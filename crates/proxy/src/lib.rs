@@ -11,21 +11,28 @@
 //! 3. [`body_log`]: with `log.bodies`, request and response bodies, redacted.
 //! 4. [`problem`]: errors from any layer below become problem+json responses.
 //! 5. [`limits`]: head (431) and body (413) size limits, body streamed through a counter.
-//! 6. [`authorize`]: the sidecar's credentials replace whatever the app sent.
-//! 7. the upstream client: pooled rustls, HTTP/2 by ALPN, HTTPS only, timeouts.
+//! 6. [`shed`]: a cap on requests in flight (503 `overloaded`).
+//! 7. [`rate_limit`]: local token buckets and FinCode's 429s (429 `rate_limited`).
+//! 8. [`breaker`]: fails fast while FinCode keeps failing (503 `circuit_open`).
+//! 9. [`retry`]: tries again when safe, within attempts, deadline and budget.
+//! 10. [`authorize`]: the sidecar's credentials replace whatever the app sent.
+//! 11. the upstream client: pooled rustls, HTTP/2 by ALPN, HTTPS only, timeouts.
 //!
-//! Later layers (audit, load shedding, rate limiting, circuit breaking, retries) slot in
-//! between 4 and 6 in the order DESIGN.md 5.1 gives.
+//! The audit layer slots in between 5 and 6, in the order DESIGN.md 5.1 gives.
 
 pub mod authorize;
 pub mod body_log;
+pub mod breaker;
 pub mod correlation;
 mod error;
 mod headers;
 pub mod limits;
 pub mod problem;
+pub mod rate_limit;
+pub mod retry;
 pub mod routes;
 mod server;
+pub mod shed;
 pub mod tap;
 pub mod telemetry;
 mod upstream;
@@ -42,7 +49,7 @@ use hyper::body::Incoming;
 use tokio::net::TcpListener;
 use tower::ServiceBuilder;
 
-pub use self::error::{ErrorKind, SIDECAR_ERROR_HEADER, SidecarError};
+pub use self::error::{ATTEMPTS_HEADER, ErrorKind, SIDECAR_ERROR_HEADER, SidecarError};
 
 /// Why the proxy could not be built from a valid config. Names the key and the fix.
 #[derive(Debug, thiserror::Error)]
@@ -69,6 +76,12 @@ pub enum BuildError {
          at least 32 bytes, or remove redact.hash_key_env (hashed fields are then dropped)"
     )]
     HashKey(String),
+    /// `rate_limit.routes` names a route the sidecar does not know.
+    #[error(
+        "rate_limit.routes.\"{0}\": not a known route template, so it would never match; use one of {known}",
+        known = routes::templates().join(", ")
+    )]
+    RateLimitRoute(String),
     /// Credentials could not be built (a variable unset, a bad public key...).
     #[error(transparent)]
     Auth(#[from] fincode_auth::AuthError),
@@ -118,6 +131,10 @@ pub struct EgressProxy {
     redactor: Redactor,
     sample_ratio: f64,
     body_log: body_log::BodyLogLayer,
+    shed: shed::LoadShedLayer,
+    rate_limit: rate_limit::RateLimitLayer,
+    breaker: breaker::Breaker,
+    retry: retry::RetryLayer,
     max_body: u64,
     max_head: usize,
     drain: Duration,
@@ -147,7 +164,31 @@ impl EgressProxy {
             fincode_auth::AuthEvent::Login { ok } => http.login(ok),
             fincode_auth::AuthEvent::Refresh { ok } => http.token_refresh(ok),
         }));
+        let throttle = rate_limit::Throttle::default();
+        let (shed, rate_limit, breaker, retry) = {
+            let mut registry = metrics.registry();
+            let upstream_host = config.upstream.base_url.host().unwrap_or("fincode");
+            (
+                shed::LoadShedLayer::new(config.limits.max_concurrent_requests, &mut registry),
+                rate_limit::RateLimitLayer::new(
+                    &config.rate_limit,
+                    throttle.clone(),
+                    &mut registry,
+                )?,
+                breaker::Breaker::new(&config.breaker, upstream_host, &mut registry),
+                retry::RetryLayer::new(
+                    &config.retry,
+                    throttle,
+                    config.rate_limit.upstream_backoff,
+                    &mut registry,
+                ),
+            )
+        };
         Ok(Self {
+            shed,
+            rate_limit,
+            breaker,
+            retry,
             routes: routes::RouteTable::new(config.upstream.base_url.path()),
             upstream,
             metrics,
@@ -160,6 +201,11 @@ impl EgressProxy {
             max_head: config.limits.max_request_header_bytes,
             drain: Duration::from_secs(20),
         })
+    }
+
+    /// The circuit breaker in front of FinCode, for readiness and tests.
+    pub fn breaker(&self) -> &breaker::Breaker {
+        &self.breaker
     }
 
     /// The credentials, for readiness, the background refresher and logout.
@@ -210,6 +256,10 @@ impl EgressProxy {
                 self.max_body,
                 self.max_head,
             ))
+            .layer(self.shed)
+            .layer(self.rate_limit)
+            .layer(breaker::BreakerLayer::new(self.breaker))
+            .layer(self.retry)
             .layer(authorize::AuthorizeLayer::new(self.credentials))
             .service(self.upstream);
         server::serve(listener, stack, self.max_head, self.drain, shutdown).await;

@@ -13,12 +13,12 @@ use std::{
 };
 
 use bytes::Bytes;
-use http::{Request, Response};
+use http::{HeaderValue, Request, Response};
 use http_body_util::{Either, Full};
 use pin_project_lite::pin_project;
 use tower::{Layer, Service};
 
-use crate::{SidecarError, correlation::RequestId};
+use crate::{ATTEMPTS_HEADER, SidecarError, correlation::RequestId, telemetry::Tries};
 
 /// A response body: FinCode's streamed through, or one the sidecar wrote.
 pub type ResponseBody<B> = Either<B, Full<Bytes>>;
@@ -75,9 +75,11 @@ where
             .get::<RequestId>()
             .cloned()
             .unwrap_or_else(RequestId::mint);
+        let tries = req.extensions().get::<Tries>().cloned();
         ResponseFuture {
             inner: self.inner.call(req),
             id,
+            tries,
         }
     }
 }
@@ -89,6 +91,7 @@ pin_project! {
         #[pin]
         inner: F,
         id: RequestId,
+        tries: Option<Tries>,
     }
 }
 
@@ -100,7 +103,7 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
-        let response = match std::task::ready!(this.inner.poll(cx)) {
+        let mut response = match std::task::ready!(this.inner.poll(cx)) {
             Ok(response) => response.map(Either::Left),
             Err(error) => {
                 tracing::debug!(
@@ -114,6 +117,12 @@ where
                 response.map(Either::Right)
             }
         };
+        // Every answer, FinCode's or ours, says how many tries it took.
+        if let Some(tries) = this.tries {
+            response
+                .headers_mut()
+                .insert(ATTEMPTS_HEADER, HeaderValue::from(tries.count()));
+        }
         Poll::Ready(Ok(response))
     }
 }

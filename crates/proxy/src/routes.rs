@@ -16,6 +16,19 @@ const TEMPLATES: [&str; 8] = [
     "/sandbox/ping",
 ];
 
+/// The known template spelled `route`, as the `'static` label value it is counted under.
+pub fn known(route: &str) -> Option<&'static str> {
+    TEMPLATES
+        .iter()
+        .copied()
+        .find(|template| *template == route)
+}
+
+/// Every known template, for error messages.
+pub fn templates() -> &'static [&'static str] {
+    &TEMPLATES
+}
+
 /// The template for paths that match none.
 pub const OTHER: &str = "other";
 

@@ -11,6 +11,10 @@ use std::{
     convert::Infallible,
     future::Future,
     pin::Pin,
+    sync::{
+        Arc,
+        atomic::{AtomicU32, Ordering},
+    },
     task::{Context, Poll},
     time::{Instant, SystemTime},
 };
@@ -35,14 +39,26 @@ use crate::{
 /// Largest create-transaction response inspected for its business outcome.
 const MAX_OUTCOME_BODY: usize = 64 * 1024;
 
-/// How many tries FinCode saw for a request; set by the retry layer (1 without it).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Attempts(pub u32);
+/// Counts the tries of one app request towards FinCode: retries and the replay after a
+/// 401 alike. The telemetry layer puts one on each request; the upstream client counts
+/// each send, so the access log's `attempts`, `x-sidecar-attempts` and the CLIENT span's
+/// `http.request.resend_count` agree however many layers sent the request again.
+#[derive(Clone, Debug, Default)]
+pub struct Tries(Arc<AtomicU32>);
 
-/// On a request sent again (a replay after 401, a retry): how many times it was sent
-/// before. Becomes `http.request.resend_count` on the try's CLIENT span.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Resend(pub u32);
+// === impl Tries ===
+
+impl Tries {
+    /// Counts one more try; returns how many were sent before it (its resend count).
+    pub fn start(&self) -> u32 {
+        self.0.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Tries so far (0 if the request never left the sidecar).
+    pub fn count(&self) -> u32 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
 
 /// Adds [`Telemetry`] to a stack.
 #[derive(Clone, Debug)]
@@ -114,6 +130,8 @@ where
     fn call(&mut self, mut req: Request<B>) -> Self::Future {
         let route = self.routes.template(req.uri().path());
         req.extensions_mut().insert(Route(route));
+        let tries = Tries::default();
+        req.extensions_mut().insert(tries.clone());
         let method = method_label(req.method());
         let id = req
             .extensions()
@@ -148,6 +166,7 @@ where
                 method,
                 route,
                 request_bytes,
+                tries,
                 span,
                 metrics: self.metrics.clone(),
                 server_span,
@@ -161,6 +180,7 @@ struct Pending {
     method: &'static str,
     route: &'static str,
     request_bytes: Option<u64>,
+    tries: Tries,
     span: tracing::Span,
     metrics: HttpMetrics,
     server_span: Option<ServerSpan>,
@@ -252,7 +272,7 @@ impl Pending {
             .extensions()
             .get::<ErrorKind>()
             .map(|kind| kind.code());
-        let attempts = response.extensions().get::<Attempts>().map_or(1, |a| a.0);
+        let attempts = self.tries.count();
         let labels = HttpLabels {
             method: self.method,
             route: self.route,

@@ -41,7 +41,7 @@ use crate::{
     headers::strip_hop_by_hop,
     limits::body_too_large,
     routes::{OTHER, Route},
-    telemetry::{Resend, method_label},
+    telemetry::{Tries, method_label},
 };
 
 /// HTTP/2 header lists from FinCode up to this size are accepted (hyper's default is
@@ -246,6 +246,7 @@ where
         // The pooled connection decides the wire version; the app's h2c must not
         // force HTTP/2 on an HTTP/1.1 connection.
         parts.version = Version::HTTP_11;
+        let resend = parts.extensions.get::<Tries>().map_or(0, Tries::start);
         // Each try is a span of its own, and FinCode's parent.
         let span = parts.extensions.get::<TraceContext>().map(|trace| {
             let span_id = TraceContext::new_span_id();
@@ -262,7 +263,7 @@ where
                 start: SystemTime::now(),
                 method: parts.method.clone(),
                 url: self.spans.redactor.url(&parts.uri.to_string()),
-                resend: parts.extensions.get::<Resend>().map_or(0, |r| r.0),
+                resend,
             });
 
         let method = method_label(&parts.method);
@@ -398,11 +399,11 @@ impl<B> Upstream<B> {
                 return body_too_large(self.max_body, self.max_body);
             }
             if let Some(tls) = err.downcast_ref::<rustls::Error>() {
-                return tls_error(authority, tls);
+                return tls_error(authority, tls).unsent();
             }
             if let Some(io) = err.downcast_ref::<io::Error>() {
                 if let Some(tls) = rustls_inside(io) {
-                    return tls_error(authority, tls);
+                    return tls_error(authority, tls).unsent();
                 }
                 io_error.get_or_insert(io);
             }
@@ -418,13 +419,15 @@ impl<B> Upstream<B> {
                         "connecting to FinCode ({authority}) timed out after {} (upstream.connect_timeout)",
                         humanize(self.connect_timeout)
                     ),
-                );
+                )
+                .unsent();
             }
             let why = io_error.map_or_else(|| "connection failed".to_owned(), ToString::to_string);
             return SidecarError::new(
                 ErrorKind::UpstreamUnreachable,
                 format!("could not connect to FinCode ({authority}): {why}"),
-            );
+            )
+            .unsent();
         }
         let why = io_error.map_or_else(
             || "the connection closed before a complete response".to_owned(),
@@ -459,7 +462,7 @@ fn tls_error(authority: &uri::Authority, error: &rustls::Error) -> SidecarError 
 }
 
 /// "250ms", "5s", "1.5s": short and unambiguous in an error detail.
-fn humanize(duration: Duration) -> String {
+pub(crate) fn humanize(duration: Duration) -> String {
     let ms = duration.as_millis();
     if ms < 1000 || !ms.is_multiple_of(1000) {
         if ms >= 1000 {
