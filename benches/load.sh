@@ -141,6 +141,11 @@ mode = "static"
 token_env = "BENCH_FINCODE_TOKEN"
 [log]
 level = "warn"
+# Retries, the breaker and load shedding stay on at their defaults. The local rate limit
+# is off: its whole point is to cap throughput below what this benchmark measures.
+[rate_limit]
+per_second = 0
+routes = {}
 CONF
 BENCH_FINCODE_TOKEN=bench-token "$BIN" run --config "$DIR/sidecar.toml" >"$DIR/sidecar.log" 2>&1 &
 PIDS+=($!)

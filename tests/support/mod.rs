@@ -241,6 +241,13 @@ impl Sidecar {
         }
     }
 
+    /// The admin port's `/metrics` exposition.
+    pub async fn scrape(&self) -> String {
+        let response = get(&app_client(), &self.admin_url("/metrics")).await;
+        assert_eq!(response.status, 200);
+        String::from_utf8(response.body.to_vec()).unwrap()
+    }
+
     /// Everything the process wrote to stdout and stderr so far.
     pub fn output(&self) -> String {
         self.output.lock().unwrap().clone()
@@ -448,4 +455,29 @@ pub fn tokens_seen(sandbox: &Sandbox) -> Vec<String> {
                 .collect::<Vec<_>>()
         })
         .collect()
+}
+
+/// The sum of every series of the metric `name` in an exposition (any labels).
+pub fn metric_value(text: &str, name: &str) -> f64 {
+    metric_series(text, name).map(|(_, value)| value).sum()
+}
+
+/// The sum of the series of `name` that have some label equal to `value`.
+pub fn metric_value_labelled(text: &str, name: &str, value: &str) -> f64 {
+    let label = format!("=\"{value}\"");
+    metric_series(text, name)
+        .filter(|(labels, _)| labels.contains(&label))
+        .map(|(_, value)| value)
+        .sum()
+}
+
+/// `(labels, value)` of each sample of `name`.
+fn metric_series<'a>(text: &'a str, name: &'a str) -> impl Iterator<Item = (&'a str, f64)> {
+    text.lines().filter_map(move |line| {
+        let rest = line.strip_prefix(name)?;
+        let (labels, value) = rest.rsplit_once(' ')?;
+        (labels.is_empty() || labels.starts_with('{'))
+            .then(|| Some((labels, value.parse().ok()?)))
+            .flatten()
+    })
 }
