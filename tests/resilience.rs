@@ -396,7 +396,7 @@ async fn every_new_sidecar_error_is_problem_json() {
         assert_eq!(call.await.unwrap().status, 200);
     }
     let metrics = sidecar.scrape().await;
-    assert!((metric_value(&metrics, "fincode_load_shed_total") - 1.0).abs() < f64::EPSILON);
+    assert!((metric_value(&metrics, "fincode_shed_total") - 1.0).abs() < f64::EPSILON);
     let local = metric_value_labelled(&metrics, "fincode_rate_limited_total", "local");
     assert!((local - 1.0).abs() < f64::EPSILON, "{local}");
 }

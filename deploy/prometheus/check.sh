@@ -38,7 +38,10 @@ counter   fincode_logins_total
 counter   fincode_retries_total
 counter   fincode_retry_budget_exhausted_total
 gauge     fincode_circuit_breaker_state
+counter   fincode_circuit_breaker_transitions_total
 counter   fincode_rate_limited_total
+counter   fincode_rate_limit_waits_total
+histogram fincode_rate_limit_wait_seconds
 counter   fincode_shed_total
 counter   fincode_webhooks_received_total
 counter   fincode_webhooks_rejected_total

@@ -191,6 +191,19 @@ pub(crate) fn duration_or_zero(value: &Value) -> Result<Duration, Refusal> {
     humantime::parse_duration(text).map_err(|_| expected())
 }
 
+/// The retry budget's window: 1s to 1 min (the budget keeps ten slots across it; a
+/// longer window would remember an outage long after it ended).
+pub(crate) fn budget_window(value: &Value) -> Result<Duration, Refusal> {
+    let parsed = window(value)?;
+    if parsed > Duration::from_mins(1) {
+        return Err(Refusal::new(
+            "must be at most 1m",
+            "set a window between \"1s\" and \"60s\", e.g. \"10s\"",
+        ));
+    }
+    Ok(parsed)
+}
+
 /// A window that rates are measured over (retry budget, breaker failure ratio).
 pub(crate) fn window(value: &Value) -> Result<Duration, Refusal> {
     let parsed = duration(value)?;

@@ -16,8 +16,8 @@ use crate::fields::{self, Parse, Refusal};
 use crate::problem::{ConfigError, Problem, Severity, Source};
 use crate::schema::{
     AuthConfig, AuthMode, BreakerConfig, CREATE_TRANSACTION_ROUTE, Config, LimitsConfig,
-    ListenConfig, LogConfig, RateLimitConfig, RedactConfig, RetryConfig, RouteLimit, TracesConfig,
-    UpstreamConfig, default_extra_headers,
+    ListenConfig, LogConfig, ROUTE_TEMPLATES, RateLimitConfig, RedactConfig, RetryConfig,
+    RouteLimit, TracesConfig, UpstreamConfig, default_extra_headers,
 };
 use crate::secrets::{is_credential_header, is_secret_key};
 
@@ -361,7 +361,11 @@ impl Reader {
                 fields::count_u32,
                 defaults.budget_min_per_second,
             ),
-            budget_window: s.field("budget_window", fields::window, defaults.budget_window),
+            budget_window: s.field(
+                "budget_window",
+                fields::budget_window,
+                defaults.budget_window,
+            ),
             max_replay_body: s.field(
                 "max_replay_body",
                 fields::byte_count,
@@ -936,6 +940,24 @@ impl Section<'_> {
                 None,
                 "a route template must start with '/'",
                 format!("write it as the path below upstream.base_url, e.g. \"/{route}\""),
+            );
+            return None;
+        }
+        if !ROUTE_TEMPLATES.contains(&route) {
+            let known: Vec<String> = ROUTE_TEMPLATES.iter().map(|r| (*r).to_owned()).collect();
+            let fix = match suggest(route, &known) {
+                Some(near) => format!(
+                    "did you mean \"{near}\"? The known routes are {}",
+                    known.join(", ")
+                ),
+                None => format!("use one of {}", known.join(", ")),
+            };
+            reader.report(
+                Severity::Error,
+                key,
+                None,
+                "not a route the sidecar knows, so the limit would never apply",
+                fix,
             );
             return None;
         }

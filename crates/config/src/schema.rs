@@ -538,6 +538,20 @@ impl Default for BreakerConfig {
 /// The route FinCode charges money on: limited more tightly by default.
 pub const CREATE_TRANSACTION_ROUTE: &str = "/transactionmanagement/create-transaction";
 
+/// The FinCode routes the sidecar knows by name, as paths below `upstream.base_url`;
+/// `{id}` matches one path segment. Metrics, logs and per-route limits use these names
+/// (never raw paths), so `rate_limit.routes` may name only these.
+pub const ROUTE_TEMPLATES: [&str; 8] = [
+    "/securitymanagement/login",
+    "/securitymanagement/refresh-token",
+    "/securitymanagement/logout",
+    CREATE_TRANSACTION_ROUTE,
+    "/transactionmanagement/transactions",
+    "/transactionmanagement/transactions/{id}",
+    "/sandbox/echo",
+    "/sandbox/ping",
+];
+
 impl Default for RateLimitConfig {
     fn default() -> Self {
         Self {

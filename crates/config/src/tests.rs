@@ -434,6 +434,12 @@ fn each_bad_value_names_its_key_and_what_was_expected() {
         ),
         (
             "retry",
+            "budget_window = \"5m\"",
+            "retry.budget_window",
+            "at most 1m",
+        ),
+        (
+            "retry",
             "budget_ratio = 1.5",
             "retry.budget_ratio",
             "0.0 to 1.0",
@@ -1021,7 +1027,7 @@ fn to_toml_string_round_trips() {
     config.rate_limit.max_wait = Duration::ZERO;
     config.rate_limit.upstream_backoff = Duration::from_millis(750);
     config.rate_limit.routes.insert(
-        "/v1.0/payments".to_owned(),
+        "/transactionmanagement/transactions/{id}".to_owned(),
         RouteLimit {
             per_second: 1,
             burst: 3,
@@ -1246,8 +1252,8 @@ fn the_edges_of_each_range_are_accepted() {
 fn routes_replace_the_default_map() {
     let text = format!(
         "{}[rate_limit.routes]\n\
-         \"/payments/charge\" = {{ per_second = 5 }}\n\
-         \"/payments/refund\" = {{ per_second = 1, burst = 10 }}\n",
+         \"/sandbox/echo\" = {{ per_second = 5 }}\n\
+         \"/transactionmanagement/transactions\" = {{ per_second = 1, burst = 10 }}\n",
         minimal()
     );
     let (config, _) = load_ok(&text, &[]);
@@ -1255,7 +1261,7 @@ fn routes_replace_the_default_map() {
         config.rate_limit.routes,
         BTreeMap::from([
             (
-                "/payments/charge".to_owned(),
+                "/sandbox/echo".to_owned(),
                 // burst defaults to per_second.
                 RouteLimit {
                     per_second: 5,
@@ -1263,7 +1269,7 @@ fn routes_replace_the_default_map() {
                 },
             ),
             (
-                "/payments/refund".to_owned(),
+                "/transactionmanagement/transactions".to_owned(),
                 RouteLimit {
                     per_second: 1,
                     burst: 10,
@@ -1288,28 +1294,33 @@ fn bad_routes_are_refused_under_their_own_key() {
             "must start with '/'",
         ),
         (
-            "\"/x\" = { per_second = 0 }",
-            "rate_limit.routes.\"/x\".per_second",
+            "\"/transactionmanagement/create-transactoin\" = { per_second = 5 }",
+            "rate_limit.routes.\"/transactionmanagement/create-transactoin\"",
+            "not a route the sidecar knows",
+        ),
+        (
+            "\"/sandbox/ping\" = { per_second = 0 }",
+            "rate_limit.routes.\"/sandbox/ping\".per_second",
             "at least 1",
         ),
         (
-            "\"/x\" = { per_second = 4294967296 }",
-            "rate_limit.routes.\"/x\".per_second",
+            "\"/sandbox/ping\" = { per_second = 4294967296 }",
+            "rate_limit.routes.\"/sandbox/ping\".per_second",
             "at most 4294967295",
         ),
         (
-            "\"/x\" = { per_second = 2, burst = 0 }",
-            "rate_limit.routes.\"/x\".burst",
+            "\"/sandbox/ping\" = { per_second = 2, burst = 0 }",
+            "rate_limit.routes.\"/sandbox/ping\".burst",
             "at least 1",
         ),
         (
-            "\"/x\" = { burst = 5 }",
-            "rate_limit.routes.\"/x\".per_second",
+            "\"/sandbox/ping\" = { burst = 5 }",
+            "rate_limit.routes.\"/sandbox/ping\".per_second",
             "missing required key",
         ),
         (
-            "\"/x\" = 5",
-            "rate_limit.routes.\"/x\"",
+            "\"/sandbox/ping\" = 5",
+            "rate_limit.routes.\"/sandbox/ping\"",
             "expected a table with per_second",
         ),
         (
@@ -1318,8 +1329,8 @@ fn bad_routes_are_refused_under_their_own_key() {
             "did you mean `rate_limit.routes.\"/transactionmanagement/create-transaction\".burst`?",
         ),
         (
-            "\"/x\" = { per_second = 2, rate = 4 }",
-            "rate_limit.routes.\"/x\".rate",
+            "\"/sandbox/ping\" = { per_second = 2, rate = 4 }",
+            "rate_limit.routes.\"/sandbox/ping\".rate",
             "unknown key",
         ),
     ];
@@ -1337,12 +1348,12 @@ fn bad_routes_are_refused_under_their_own_key() {
 
     // A secret pasted into a route is refused as one, and not echoed.
     let text = format!(
-        "{}[rate_limit.routes]\n\"/x\" = {{ per_second = 1, token = \"{CANARY}\" }}\n",
+        "{}[rate_limit.routes]\n\"/sandbox/ping\" = {{ per_second = 1, token = \"{CANARY}\" }}\n",
         minimal()
     );
     assert_no_canary(&text, &[]);
     let problems = errors(&text, &[]);
-    assert_eq!(keys(&problems), ["rate_limit.routes.\"/x\".token"]);
+    assert_eq!(keys(&problems), ["rate_limit.routes.\"/sandbox/ping\".token"]);
     assert!(problems[0].message.contains("secrets are never written"));
 }
 

@@ -4,17 +4,9 @@
 //! unbounded and can be personal data), so every path maps to one of a fixed set of
 //! templates such as `/transactionmanagement/transactions/{id}`, or to `other`.
 
-/// The FinCode routes the sidecar knows by name. `{id}` matches one path segment.
-const TEMPLATES: [&str; 8] = [
-    "/securitymanagement/login",
-    "/securitymanagement/refresh-token",
-    "/securitymanagement/logout",
-    "/transactionmanagement/create-transaction",
-    "/transactionmanagement/transactions",
-    "/transactionmanagement/transactions/{id}",
-    "/sandbox/echo",
-    "/sandbox/ping",
-];
+/// The FinCode routes the sidecar knows by name (defined with the config, which
+/// validates `rate_limit.routes` against them). `{id}` matches one path segment.
+const TEMPLATES: [&str; 8] = fincode_config::ROUTE_TEMPLATES;
 
 /// The known template spelled `route`, as the `'static` label value it is counted under.
 pub fn known(route: &str) -> Option<&'static str> {
@@ -33,7 +25,7 @@ pub fn templates() -> &'static [&'static str] {
 pub const OTHER: &str = "other";
 
 /// The create-transaction route, whose business outcome is counted.
-pub const CREATE_TRANSACTION: &str = "/transactionmanagement/create-transaction";
+pub const CREATE_TRANSACTION: &str = fincode_config::CREATE_TRANSACTION_ROUTE;
 
 /// Maps request paths to route templates.
 #[derive(Clone, Debug)]

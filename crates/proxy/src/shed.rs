@@ -46,7 +46,7 @@ impl LoadShedLayer {
     pub fn new(max: usize, registry: &mut Registry) -> Self {
         let shed = Counter::default();
         registry.register(
-            "fincode_load_shed",
+            "fincode_shed",
             "Requests refused with 503 overloaded because too many were in flight",
             shed.clone(),
         );
@@ -177,7 +177,7 @@ mod tests {
 
         let mut text = String::new();
         prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
-        assert!(text.contains("fincode_load_shed_total 1"), "{text}");
+        assert!(text.contains("fincode_shed_total 1"), "{text}");
     }
 
     #[tokio::test(start_paused = true)]
