@@ -17,7 +17,6 @@
 //! `[REDACTED]`), exposed only to build a header value that is marked sensitive (so
 //! HTTP/2 never indexes it). They are never logged or persisted.
 
-mod backoff;
 mod jwt;
 mod login;
 mod manager;
@@ -25,12 +24,12 @@ mod manager;
 use std::{fmt, future::Future, pin::Pin, sync::Arc, time::Duration};
 
 use bytes::Bytes;
+use fincode_backoff::Backoff;
 use fincode_config::{AuthConfig, AuthMode, Env};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
 use rsa::{RsaPublicKey, pkcs1::DecodeRsaPublicKey, pkcs8::DecodePublicKey};
 use secrecy::{ExposeSecret, SecretString};
 
-pub use self::backoff::Backoff;
 use self::{login::LoginSettings, manager::TokenManager};
 
 /// Headers that carry a credential; the app can never set them when the sidecar owns
@@ -244,7 +243,8 @@ impl Credentials {
                     settings,
                     transport,
                     config.refresh_before,
-                    Backoff::new(config.login_backoff_initial, config.login_backoff_max),
+                    Backoff::equal_jitter(config.login_backoff_initial, config.login_backoff_max)
+                        .streak(),
                 ))
             }
         };

@@ -6,7 +6,7 @@
 //! the generation has moved on and returns at once. So a thousand requests meeting an
 //! expired token cause one refresh call, not a thousand.
 //!
-//! Failed logins are paced by [`Backoff`]: until `retry_at`, nobody calls login again,
+//! Failed logins are paced by a [`Streak`] of equal-jitter backoff: until `retry_at`, nobody calls login again,
 //! neither the background task nor a request. FinCode locks accounts that fail too often.
 
 use std::{
@@ -18,9 +18,10 @@ use http::HeaderValue;
 use secrecy::{ExposeSecret, SecretString};
 use tokio::{sync::Notify, time::Instant};
 
+use fincode_backoff::Streak;
+
 use crate::{
     AuthEvent, AuthFailure, Observer, Transport,
-    backoff::Backoff,
     login::{Issued, LoginSettings, RefreshError},
 };
 
@@ -49,7 +50,7 @@ struct Shared {
     refresh_before: Duration,
     state: RwLock<State>,
     renewing: tokio::sync::Mutex<()>,
-    backoff: Mutex<Backoff>,
+    backoff: Mutex<Streak>,
     changed: Notify,
 }
 
@@ -72,7 +73,7 @@ impl TokenManager {
         settings: LoginSettings,
         transport: Arc<dyn Transport>,
         refresh_before: Duration,
-        backoff: Backoff,
+        backoff: Streak,
     ) -> Self {
         Self {
             shared: Arc::new(Shared {
@@ -280,7 +281,7 @@ impl TokenManager {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    fn backoff(&self) -> std::sync::MutexGuard<'_, Backoff> {
+    fn backoff(&self) -> std::sync::MutexGuard<'_, Streak> {
         self.shared
             .backoff
             .lock()

@@ -1353,7 +1353,10 @@ fn bad_routes_are_refused_under_their_own_key() {
     );
     assert_no_canary(&text, &[]);
     let problems = errors(&text, &[]);
-    assert_eq!(keys(&problems), ["rate_limit.routes.\"/sandbox/ping\".token"]);
+    assert_eq!(
+        keys(&problems),
+        ["rate_limit.routes.\"/sandbox/ping\".token"]
+    );
     assert!(problems[0].message.contains("secrets are never written"));
 }
 

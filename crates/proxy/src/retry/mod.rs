@@ -12,7 +12,7 @@
 //! kept, and so never retried.
 //!
 //! When it is worth it: at most `retry.max_attempts` tries; a full-jitter backoff between
-//! them ([`backoff`]); FinCode's `Retry-After` honoured up to `retry.retry_after_cap`;
+//! them ([`fincode_backoff`]); FinCode's `Retry-After` honoured up to `retry.retry_after_cap`;
 //! never past `retry.deadline`; and a retry budget (tower's [`TpsBudget`]: retries at
 //! most `budget_ratio` of recent requests plus `budget_min_per_second`), so an outage
 //! does not turn every app request into `max_attempts` requests to FinCode.
@@ -21,7 +21,6 @@
 //! from the shared [`Tries`](crate::telemetry::Tries) count), and when retrying stopped
 //! early, `x-sidecar-retry-stopped` saying why.
 
-pub mod backoff;
 pub mod retry_after;
 
 use std::{
@@ -33,6 +32,7 @@ use std::{
 };
 
 use bytes::Bytes;
+use fincode_backoff::Backoff;
 use fincode_config::RetryConfig;
 use http::{
     HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode, Uri, Version,
@@ -50,7 +50,6 @@ use tower::{
     retry::budget::{Budget, TpsBudget},
 };
 
-use self::backoff::Backoff;
 use crate::{
     ErrorKind, SidecarError,
     authorize::{IDEMPOTENCY_KEY, ReplayBody, may_send_twice},
@@ -230,7 +229,7 @@ impl RetryLayer {
         Self {
             policy: Arc::new(Policy {
                 max_attempts: config.max_attempts.max(1),
-                backoff: Backoff::new(config.backoff_base, config.backoff_cap),
+                backoff: Backoff::full_jitter(config.backoff_base, config.backoff_cap),
                 per_try_timeout: config.per_try_timeout,
                 deadline: config.deadline,
                 retry_after_cap: config.retry_after_cap,
