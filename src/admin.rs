@@ -1,6 +1,7 @@
 //! The admin listener: `/healthz` (the process is alive), `/readyz` (the sidecar can
-//! serve traffic now) and `/metrics` (Prometheus). Read-only; Kubernetes probes and
-//! Prometheus use it.
+//! serve traffic now) and `/metrics` (Prometheus), read-only, for Kubernetes probes and
+//! Prometheus; and, with webhooks on, `/webhooks/...` to list and replay events (loopback
+//! or the admin token only, see `fincode_webhooks::admin`).
 
 use std::{
     convert::Infallible,
@@ -14,6 +15,7 @@ use std::{
 use bytes::Bytes;
 use fincode_auth::Credentials;
 use fincode_telemetry::{METRICS_CONTENT_TYPE, Metrics};
+use fincode_webhooks::admin::Admin as WebhookAdmin;
 use http::{Method, Request, Response, StatusCode, header};
 use http_body_util::Full;
 use hyper::{body::Incoming, service::service_fn};
@@ -53,18 +55,20 @@ impl Readiness {
     }
 }
 
-/// Serves the admin routes until `shutdown` resolves.
+/// Serves the admin routes until `shutdown` resolves. `peer` decides access to the
+/// webhook routes.
 pub(crate) async fn serve(
     listener: TcpListener,
     readiness: Readiness,
     metrics: Metrics,
+    webhooks: Option<WebhookAdmin>,
     shutdown: impl Future<Output = ()>,
 ) {
     tokio::pin!(shutdown);
     loop {
-        let stream = tokio::select! {
+        let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => stream,
+                Ok(accepted) => accepted,
                 Err(error) => {
                     tracing::warn!(%error, "admin accept failed");
                     tokio::time::sleep(std::time::Duration::from_millis(50)).await;
@@ -73,9 +77,27 @@ pub(crate) async fn serve(
             },
             () = &mut shutdown => return,
         };
-        let (readiness, metrics) = (readiness.clone(), metrics.clone());
-        let service = service_fn(move |req| {
-            std::future::ready(Ok::<_, Infallible>(route(&req, &readiness, &metrics)))
+        let (readiness, metrics, webhooks) = (readiness.clone(), metrics.clone(), webhooks.clone());
+        let service = service_fn(move |req: Request<Incoming>| {
+            let (readiness, metrics, webhooks) =
+                (readiness.clone(), metrics.clone(), webhooks.clone());
+            async move {
+                if let Some(webhooks) = &webhooks {
+                    let answer = webhooks
+                        .handle(
+                            req.method(),
+                            req.uri().path(),
+                            req.uri().query(),
+                            req.headers(),
+                            peer,
+                        )
+                        .await;
+                    if let Some(answer) = answer {
+                        return Ok::<_, Infallible>(answer);
+                    }
+                }
+                Ok(route(&req, &readiness, &metrics))
+            }
         });
         tokio::spawn(async move {
             let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())

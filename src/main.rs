@@ -1,12 +1,13 @@
 #![forbid(unsafe_code)]
 //! `fincode-sidecar`: the binary only wires the crates together.
 //!
-//! Commands: `run` (the default), `check`, `demo`. Exit codes: 0 success, 1 runtime
+//! Commands: `run` (the default), `check`, `demo`, `webhooks`. Exit codes: 0 success, 1 runtime
 //! failure (a port taken, say), 2 invalid configuration or usage.
 
 mod admin;
 mod demo;
 mod run;
+mod webhooks_cli;
 
 use std::{path::PathBuf, process::ExitCode};
 
@@ -38,6 +39,11 @@ enum Command {
     Check,
     /// Start a FinCode sandbox and the sidecar on loopback, and print curl lines to try.
     Demo,
+    /// Webhook tools: check or make signatures; list, show and replay stored events.
+    Webhooks {
+        #[command(subcommand)]
+        command: webhooks_cli::WebhooksCommand,
+    },
 }
 
 fn main() -> ExitCode {
@@ -52,6 +58,7 @@ fn main() -> ExitCode {
             Ok(rt) => rt.block_on(demo::demo()),
             Err(code) => code,
         },
+        Command::Webhooks { command } => webhooks_cli::run(command),
     }
 }
 

@@ -1,12 +1,14 @@
 //! `run`: load and validate the config, build every part, serve until SIGTERM/SIGINT,
 //! then fail readiness, drain and exit.
 
-use std::{future::Future, path::Path, process::ExitCode, time::Duration};
+use std::{future::Future, path::Path, process::ExitCode, sync::Arc, time::Duration};
 
 use fincode_config::{Config, Env};
 use fincode_proxy::EgressProxy;
+use fincode_store::{EventStore, SqliteStore};
 use fincode_telemetry::{Metrics, Traces, init_logging};
-use tokio::net::TcpListener;
+use fincode_webhooks::Webhooks;
+use tokio::{net::TcpListener, sync::watch};
 
 use crate::admin::{self, Readiness};
 
@@ -61,6 +63,25 @@ pub(crate) async fn run(config: Config, env: &Env, shutdown: impl Future<Output 
         Ok(proxy) => proxy.with_traces(traces.clone()),
         Err(error) => return fail(INVALID_CONFIG, &error),
     };
+    let webhooks = if config.webhooks.enabled {
+        let store: Arc<dyn EventStore> = match SqliteStore::open(&config.store.sqlite_path) {
+            Ok(store) => Arc::new(store),
+            Err(error) => return fail(1, &error),
+        };
+        let built = Webhooks::from_config(
+            &config,
+            env,
+            store,
+            proxy.redactor().clone(),
+            &mut metrics.registry(),
+        );
+        match built {
+            Ok(webhooks) => webhooks,
+            Err(error) => return fail(INVALID_CONFIG, &error),
+        }
+    } else {
+        None
+    };
     let egress = match bind("listen.egress", config.listen.egress).await {
         Ok(listener) => listener,
         Err(code) => return code,
@@ -70,12 +91,21 @@ pub(crate) async fn run(config: Config, env: &Env, shutdown: impl Future<Output 
         Err(code) => return code,
     };
 
+    let webhook_socket = match &webhooks {
+        Some(webhooks) => match bind("webhooks.listen", webhooks.listen_addr()).await {
+            Ok(listener) => Some(listener),
+            Err(code) => return code,
+        },
+        None => None,
+    };
+
     // The bound addresses, not the configured ones: port 0 means "any free port".
     let local = |l: &TcpListener| {
         l.local_addr()
             .map_or_else(|e| e.to_string(), |a| a.to_string())
     };
     let (egress_addr, admin_addr) = (local(&egress), local(&admin_listener));
+    let webhook_addr = webhook_socket.as_ref().map(local);
 
     // Login mode: log in now and keep the token fresh until shutdown.
     let credentials = proxy.credentials().clone();
@@ -87,15 +117,36 @@ pub(crate) async fn run(config: Config, env: &Env, shutdown: impl Future<Output 
         admin_listener,
         readiness.clone(),
         metrics,
+        webhooks.as_ref().map(Webhooks::admin),
         async {
             let _ = admin_stopped.await;
         },
     ));
 
+    // Webhooks: the listener stops with the egress port; the dispatcher after it, so a
+    // confirm-by-query still has the egress path while deliveries finish.
+    let (stop_listening, listening) = watch::channel(false);
+    let (stop_dispatching, dispatching) = watch::channel(false);
+    let (webhook_listener, dispatcher) = match (webhooks, webhook_socket) {
+        (Some(webhooks), Some(socket)) => {
+            let (listener, dispatcher) = webhooks.into_parts();
+            (
+                Some(tokio::spawn(listener.serve(
+                    socket,
+                    Duration::from_secs(20),
+                    stopped(listening),
+                ))),
+                Some(tokio::spawn(dispatcher.run(stopped(dispatching)))),
+            )
+        }
+        _ => (None, None),
+    };
+
     readiness.set(true);
     tracing::info!(
         egress = %egress_addr,
         admin = %admin_addr,
+        webhooks = webhook_addr.as_deref().unwrap_or("off"),
         upstream = %config.upstream.base_url,
         "fincode-sidecar ready"
     );
@@ -106,9 +157,17 @@ pub(crate) async fn run(config: Config, env: &Env, shutdown: impl Future<Output 
             shutdown.await;
             // Fail readiness first so no new traffic is routed while we drain.
             draining.set(false);
+            let _ = stop_listening.send(true);
             tracing::info!("shutting down: draining in-flight requests");
         })
         .await;
+    if let Some(listener) = webhook_listener {
+        let _ = listener.await;
+    }
+    let _ = stop_dispatching.send(true);
+    if let Some(dispatcher) = dispatcher {
+        let _ = dispatcher.await;
+    }
 
     // Revoke our tokens (best effort, bounded) once nothing in flight needs them.
     credentials.logout().await;
@@ -122,6 +181,11 @@ pub(crate) async fn run(config: Config, env: &Env, shutdown: impl Future<Output 
     let _ = tokio::task::spawn_blocking(move || traces.shutdown(Duration::from_secs(5))).await;
     tracing::info!("fincode-sidecar stopped");
     ExitCode::SUCCESS
+}
+
+/// Resolves once `stop` turns true (or its sender is gone).
+async fn stopped(mut stop: watch::Receiver<bool>) {
+    let _ = stop.wait_for(|stop| *stop).await;
 }
 
 async fn bind(key: &str, addr: std::net::SocketAddr) -> Result<TcpListener, ExitCode> {

@@ -1,6 +1,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs, unreachable_pub)]
-//! The one exponential backoff policy of the sidecar.
+//! The one exponential backoff policy of the sidecar, and the one `Retry-After` parser
+//! ([`retry_after`]): when to try again, whoever is trying.
 //!
 //! The ceiling of the wait before retry `n` (0-based) is `min(cap, base * 2^n)`; the wait
 //! itself is drawn below it with one of two jitters (from the AWS architecture blog's
@@ -22,6 +23,8 @@
 //! assert_eq!(backoff.ceiling(3), Duration::from_millis(400));
 //! assert!(backoff.delay(3) <= Duration::from_millis(400));
 //! ```
+
+pub mod retry_after;
 
 use std::time::Duration;
 

@@ -2,15 +2,19 @@
 //! key (the loader adds it), what was expected and how to fix it.
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
+use std::ops::{Range, RangeInclusive};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use http::uri::{Authority, Scheme};
+use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{HeaderName, Uri};
+use ipnet::IpNet;
 use toml::Value;
 
-use crate::schema::{AuthMode, BodyLevel, FieldAction, LogFormat};
+use crate::schema::{
+    AuthMode, BodyLevel, FieldAction, HmacAlgorithm, HmacEncoding, LogFormat, WebhookScheme,
+};
 use crate::secrets::is_env_var_name;
 
 /// Why a value was refused.
@@ -206,12 +210,36 @@ pub(crate) fn budget_window(value: &Value) -> Result<Duration, Refusal> {
 
 /// A window that rates are measured over (retry budget, breaker failure ratio).
 pub(crate) fn window(value: &Value) -> Result<Duration, Refusal> {
+    at_least_a_second(
+        value,
+        "a shorter window holds too few requests to judge by",
+        "set a window of a second or more, e.g. \"10s\"",
+    )
+}
+
+/// `webhooks.tolerance`: signed timestamps are whole seconds, so anything shorter would refuse
+/// honest events.
+pub(crate) fn signature_tolerance(value: &Value) -> Result<Duration, Refusal> {
+    at_least_a_second(
+        value,
+        "signed timestamps are whole seconds, so a shorter tolerance refuses honest events",
+        "set \"5m\" (the default); lower it only if the clocks are tightly synchronised",
+    )
+}
+
+/// `webhooks.max_age`: how long an undelivered event is retried before it is a dead letter.
+pub(crate) fn event_max_age(value: &Value) -> Result<Duration, Refusal> {
+    at_least_a_second(
+        value,
+        "a shorter age leaves no time for a single retry",
+        "set how long the app may be down without losing events, e.g. \"24h\" (the default)",
+    )
+}
+
+fn at_least_a_second(value: &Value, why: &str, fix: &str) -> Result<Duration, Refusal> {
     let parsed = duration(value)?;
     if parsed < Duration::from_secs(1) {
-        return Err(Refusal::new(
-            "must be at least 1s: a shorter window holds too few requests to judge by",
-            "set a window of a second or more, e.g. \"10s\"",
-        ));
+        return Err(Refusal::new(format!("must be at least 1s: {why}"), fix));
     }
     Ok(parsed)
 }
@@ -245,12 +273,7 @@ pub(crate) fn base_url(value: &Value) -> Result<Uri, Refusal> {
     })?;
 
     // Check for user info before anything else can echo the value: it holds a password.
-    let after_scheme = text.split_once("://").map_or(text, |(_, rest)| rest);
-    let authority = after_scheme
-        .split(['/', '?', '#'])
-        .next()
-        .unwrap_or_default();
-    if authority.contains('@') {
+    if has_userinfo(text) {
         return Err(Refusal::new(
             "the URL contains a user name or password (value not shown); secrets are never \
              written in the config file",
@@ -306,8 +329,69 @@ pub(crate) fn base_url(value: &Value) -> Result<Uri, Refusal> {
         .map_err(|err| Refusal::new(format!("not a valid URL: {err}"), EXAMPLE))
 }
 
+/// What a PEM file must hold, and what to tell the operator when it does not.
+struct PemKind {
+    /// Any one of these lines marks the right kind of block.
+    markers: &'static [&'static str],
+    /// "the file holds no ..." when none is found.
+    missing: &'static str,
+    /// The fix when the file cannot be read.
+    unreadable_fix: &'static str,
+    /// The fix when it holds the wrong thing.
+    wrong_fix: &'static str,
+}
+
 /// A PEM CA bundle: checked now so a typo fails `check`, not the first TLS handshake.
 pub(crate) fn pem_file(value: &Value) -> Result<PathBuf, Refusal> {
+    pem(
+        value,
+        &PemKind {
+            markers: &["-----BEGIN CERTIFICATE-----"],
+            missing: "the file holds no PEM certificate (no \"-----BEGIN CERTIFICATE-----\" line)",
+            unreadable_fix: "point it at a readable PEM CA bundle, or remove the key to trust only \
+                             the public roots",
+            wrong_fix: "use a PEM bundle; convert DER with `openssl x509 -inform der -in ca.der \
+                        -out ca.pem`",
+        },
+    )
+}
+
+/// `webhooks.tls_cert_file`: the webhook listener's certificate chain.
+pub(crate) fn tls_cert_file(value: &Value) -> Result<PathBuf, Refusal> {
+    pem(
+        value,
+        &PemKind {
+            markers: &["-----BEGIN CERTIFICATE-----"],
+            missing: "the file holds no PEM certificate (no \"-----BEGIN CERTIFICATE-----\" line)",
+            unreadable_fix: "point it at the listener's PEM certificate chain, or remove \
+                             tls_cert_file and tls_key_file to serve plain HTTP behind a TLS \
+                             ingress",
+            wrong_fix: "use the certificate chain in PEM form, leaf first",
+        },
+    )
+}
+
+/// `webhooks.tls_key_file`: the private key for `tls_cert_file`. The path is not secret; the
+/// file's contents are never read into a problem.
+pub(crate) fn tls_key_file(value: &Value) -> Result<PathBuf, Refusal> {
+    pem(
+        value,
+        &PemKind {
+            markers: &[
+                "-----BEGIN PRIVATE KEY-----",
+                "-----BEGIN RSA PRIVATE KEY-----",
+                "-----BEGIN EC PRIVATE KEY-----",
+            ],
+            missing: "the file holds no PEM private key (no \"-----BEGIN PRIVATE KEY-----\" line)",
+            unreadable_fix: "point it at the PEM private key of tls_cert_file (readable by the \
+                             sidecar's user)",
+            wrong_fix: "use the certificate's private key in PEM form (PKCS#8, RSA or EC)",
+        },
+    )
+}
+
+/// Reads a PEM file now, so a typo fails `check` rather than the first TLS handshake.
+fn pem(value: &Value, kind: &PemKind) -> Result<PathBuf, Refusal> {
     let path = PathBuf::from(string(value)?);
     let bytes = std::fs::read(&path).map_err(|err| {
         let message = if err.kind() == std::io::ErrorKind::NotFound {
@@ -315,17 +399,11 @@ pub(crate) fn pem_file(value: &Value) -> Result<PathBuf, Refusal> {
         } else {
             format!("cannot read the file: {err}")
         };
-        Refusal::new(
-            message,
-            "point it at a readable PEM CA bundle, or remove the key to trust only the public roots",
-        )
+        Refusal::new(message, kind.unreadable_fix)
     })?;
-    let marker = b"-----BEGIN CERTIFICATE-----";
-    if !bytes.windows(marker.len()).any(|w| w == marker) {
-        return Err(Refusal::new(
-            "the file holds no PEM certificate (no \"-----BEGIN CERTIFICATE-----\" line)",
-            "use a PEM bundle; convert DER with `openssl x509 -inform der -in ca.der -out ca.pem`",
-        ));
+    let holds = |marker: &str| bytes.windows(marker.len()).any(|w| w == marker.as_bytes());
+    if !kind.markers.iter().any(|marker| holds(marker)) {
+        return Err(Refusal::new(kind.missing, kind.wrong_fix));
     }
     Ok(path)
 }
@@ -464,13 +542,19 @@ pub(crate) fn public_key_file(value: &Value) -> Result<PathBuf, Refusal> {
 
 /// A FinCode API path below `upstream.base_url`, like `/securitymanagement/login`.
 pub(crate) fn api_path(value: &Value) -> Result<String, Refusal> {
+    absolute_path(value, "/securitymanagement/login")
+}
+
+/// A path the webhook listener accepts, like `/webhooks/fincode`.
+pub(crate) fn webhook_path(value: &Value) -> Result<String, Refusal> {
+    absolute_path(value, "/webhooks/fincode")
+}
+
+fn absolute_path(value: &Value, example: &str) -> Result<String, Refusal> {
     let path = string(value)?;
-    if !path.starts_with('/')
-        || path.parse::<http::uri::PathAndQuery>().is_err()
-        || path.contains('?')
-    {
+    if !path.starts_with('/') || path.parse::<PathAndQuery>().is_err() || path.contains('?') {
         return Err(Refusal::new(
-            "expected an absolute path such as \"/securitymanagement/login\"",
+            format!("expected an absolute path such as \"{example}\""),
             "start it with '/', without a query string",
         ));
     }
@@ -605,31 +689,352 @@ pub(crate) fn field_actions(value: &Value) -> Result<BTreeMap<String, FieldActio
 /// cluster without TLS). User info is refused: collector credentials go in
 /// `OTEL_EXPORTER_OTLP_HEADERS`.
 pub(crate) fn otlp_endpoint(value: &Value) -> Result<Uri, Refusal> {
-    const EXAMPLE: &str = "write the URL, e.g. \"http://otel-collector:4318/v1/traces\"";
+    http_url(
+        value,
+        "write the URL, e.g. \"http://otel-collector:4318/v1/traces\"",
+        "remove it; put collector credentials in OTEL_EXPORTER_OTLP_HEADERS",
+    )
+}
+
+/// `webhooks.deliver_to`: the app's webhook endpoint, usually plain HTTP on loopback. User info
+/// is refused: the app knows a delivery is ours by its signature.
+pub(crate) fn deliver_to(value: &Value) -> Result<Uri, Refusal> {
+    http_url(
+        value,
+        "write the app's webhook URL, e.g. \"http://127.0.0.1:3000/webhooks/fincode\"",
+        "remove it; the app tells deliveries are the sidecar's by their signature (see \
+         webhooks.signing_secret_env)",
+    )
+}
+
+/// An absolute `http://` or `https://` URL without user info.
+fn http_url(value: &Value, example: &str, credentials_fix: &str) -> Result<Uri, Refusal> {
     let text = string(value)?;
-    let after_scheme = text
-        .split_once("://")
-        .map_or(text.as_str(), |(_, rest)| rest);
-    if after_scheme
-        .split(['/', '?', '#'])
-        .next()
-        .unwrap_or_default()
-        .contains('@')
-    {
+    if has_userinfo(&text) {
         return Err(Refusal::new(
             "the URL contains a user name or password (value not shown)",
-            "remove it; put collector credentials in OTEL_EXPORTER_OTLP_HEADERS",
+            credentials_fix,
         )
         .hiding_value());
     }
     let uri: Uri = text
         .parse()
-        .map_err(|err| Refusal::new(format!("not a valid URL: {err}"), EXAMPLE))?;
+        .map_err(|err| Refusal::new(format!("not a valid URL: {err}"), example))?;
     match (uri.scheme(), uri.authority()) {
-        (Some(scheme), Some(_)) if *scheme == Scheme::HTTP || *scheme == Scheme::HTTPS => Ok(uri),
+        (Some(scheme), Some(authority))
+            if (*scheme == Scheme::HTTP || *scheme == Scheme::HTTPS)
+                && !authority.host().is_empty() =>
+        {
+            Ok(uri)
+        }
         _ => Err(Refusal::new(
             "must be an absolute http:// or https:// URL",
-            EXAMPLE,
+            example,
         )),
     }
+}
+
+/// Whether a URL's authority carries `user:password@`. Checked on the text, before anything
+/// can echo it.
+fn has_userinfo(url: &str) -> bool {
+    let after_scheme = url.split_once("://").map_or(url, |(_, rest)| rest);
+    after_scheme
+        .split(['/', '?', '#'])
+        .next()
+        .unwrap_or_default()
+        .contains('@')
+}
+
+/// The items of a list; each is then parsed (and reported) on its own.
+pub(crate) fn items(value: &Value) -> Result<&[Value], Refusal> {
+    match value {
+        Value::Array(items) => Ok(items),
+        other => Err(Refusal::new(
+            format!("expected a list, found {}", a(other)),
+            "write it as a list in square brackets, each item in quotes: [\"a\", \"b\"]",
+        )),
+    }
+}
+
+// --- webhooks ---
+
+/// `webhooks.max_body_bytes`: FinCode's events are a few KiB; 64 MiB is a ceiling that still
+/// stops one sender from pinning the sidecar's memory.
+pub(crate) fn webhook_body_bytes(value: &Value) -> Result<usize, Refusal> {
+    const RANGE: RangeInclusive<u64> = 1..=64 * 1024 * 1024;
+    let n = non_negative(value)?;
+    if !RANGE.contains(&n) {
+        return Err(Refusal::new(
+            "must be between 1 and 67108864 bytes (64 MiB): 0 refuses every event, and more \
+             lets one sender pin a lot of memory",
+            "set a size in bytes, e.g. 1048576 (1 MiB, the default)",
+        ));
+    }
+    Ok(usize::try_from(n).unwrap_or(usize::MAX))
+}
+
+/// An allow-list entry: a CIDR range (`203.0.113.0/24`, `2001:db8::/32`) or a plain address,
+/// which means that address alone (`/32` or `/128`).
+pub(crate) fn ip_net(value: &Value) -> Result<IpNet, Refusal> {
+    let expected = || {
+        Refusal::new(
+            format!(
+                "expected an IP address or CIDR range such as \"203.0.113.0/24\", found {}",
+                a(value)
+            ),
+            "write an address (\"203.0.113.7\", \"2001:db8::7\") or a range \
+             (\"203.0.113.0/24\", \"2001:db8::/32\") in quotes",
+        )
+    };
+    let text = value.as_str().ok_or_else(expected)?;
+    text.parse::<IpNet>()
+        .or_else(|_| text.parse::<IpAddr>().map(IpNet::from))
+        .map_err(|_| expected())
+}
+
+pub(crate) fn webhook_scheme(value: &Value) -> Result<WebhookScheme, Refusal> {
+    match value.as_str() {
+        Some("hmac") => Ok(WebhookScheme::Hmac),
+        Some("standard-webhooks") => Ok(WebhookScheme::StandardWebhooks),
+        Some("stripe") => Ok(WebhookScheme::Stripe),
+        Some("shared-secret") => Ok(WebhookScheme::SharedSecret),
+        Some("none") => Ok(WebhookScheme::None),
+        _ => Err(Refusal::new(
+            format!(
+                "expected \"hmac\", \"standard-webhooks\", \"stripe\", \"shared-secret\" or \
+                 \"none\", found {}",
+                a(value)
+            ),
+            "set the scheme the sender signs with; for FinCode's signature, scheme = \"hmac\" \
+             with secret_envs = [\"FINCODE_WEBHOOK_SECRET\"]",
+        )),
+    }
+}
+
+pub(crate) fn hmac_algorithm(value: &Value) -> Result<HmacAlgorithm, Refusal> {
+    match value.as_str() {
+        Some("sha256") => Ok(HmacAlgorithm::Sha256),
+        Some("sha512") => Ok(HmacAlgorithm::Sha512),
+        _ => Err(Refusal::new(
+            format!("expected \"sha256\" or \"sha512\", found {}", a(value)),
+            "set hmac_algorithm = \"sha256\" unless the sender uses SHA-512",
+        )),
+    }
+}
+
+pub(crate) fn hmac_encoding(value: &Value) -> Result<HmacEncoding, Refusal> {
+    match value.as_str() {
+        Some("hex") => Ok(HmacEncoding::Hex),
+        Some("base64") => Ok(HmacEncoding::Base64),
+        _ => Err(Refusal::new(
+            format!("expected \"hex\" or \"base64\", found {}", a(value)),
+            "set hmac_encoding = \"hex\" (64 hex digits for SHA-256) or \"base64\"",
+        )),
+    }
+}
+
+/// `webhooks.signature_header`, lower-cased (header names ignore case).
+pub(crate) fn signature_header(value: &Value) -> Result<String, Refusal> {
+    header_name(value)
+        .map(|name| name.as_str().to_owned())
+        .map_err(|refusal| Refusal {
+            fix: "use the header the sender puts the signature in, e.g. \"X-Fincode-Signature\""
+                .to_owned(),
+            ..refusal
+        })
+}
+
+/// `webhooks.signature_prefix`: compared byte for byte with the start of the header, so
+/// printable ASCII only; empty means no prefix.
+pub(crate) fn signature_prefix(value: &Value) -> Result<String, Refusal> {
+    let text = string(value)?;
+    if !text.bytes().all(|b| b == b' ' || b.is_ascii_graphic()) {
+        return Err(Refusal::new(
+            "must be printable ASCII: it is compared byte for byte with the signature header",
+            "write the prefix exactly as the header carries it, e.g. \"sha256=\", or \"\" for none",
+        ));
+    }
+    Ok(text)
+}
+
+pub(crate) fn delivery_concurrency(value: &Value) -> Result<usize, Refusal> {
+    const RANGE: RangeInclusive<u64> = 1..=1024;
+    let n = non_negative(value)?;
+    if !RANGE.contains(&n) {
+        return Err(Refusal::new(
+            "must be between 1 and 1024: 0 never delivers, and more only floods the app",
+            "set 16 (the default); lower it if the app struggles with parallel deliveries",
+        ));
+    }
+    Ok(usize::try_from(n).unwrap_or(usize::MAX))
+}
+
+/// `webhooks.max_attempts`: deliveries per event before it is a dead letter.
+pub(crate) fn delivery_attempts(value: &Value) -> Result<u32, Refusal> {
+    const RANGE: RangeInclusive<u64> = 1..=1000;
+    let n = non_negative(value)?;
+    if !RANGE.contains(&n) {
+        return Err(Refusal::new(
+            "must be between 1 and 1000: 0 never delivers, and webhooks.max_age bounds the \
+             retries anyway",
+            "set 15 (the default); use webhooks.max_age to say how long to keep trying",
+        ));
+    }
+    Ok(u32::try_from(n).unwrap_or(u32::MAX))
+}
+
+/// An event key template (`webhooks.dedupe_key`, `webhooks.order_key`). Needs a placeholder:
+/// without one every event gets the same key.
+pub(crate) fn key_template(value: &Value) -> Result<String, Refusal> {
+    let text = string(value)?;
+    if placeholders(&text)?.is_empty() {
+        return Err(Refusal::new(
+            "has no placeholder, so every event would get the same key",
+            "build it from the event, e.g. \"{eventType}:{Reference}:{Status}\"",
+        ));
+    }
+    Ok(text)
+}
+
+/// `webhooks.confirm_path`: a FinCode API path below `upstream.base_url`, its placeholders
+/// filled from the event.
+pub(crate) fn confirm_path(value: &Value) -> Result<String, Refusal> {
+    let text = string(value)?;
+    let mut filled = text.clone();
+    // Checked as a path with each placeholder standing for one plain segment (back to front,
+    // so the earlier ranges stay valid).
+    for range in placeholders(&text)?.into_iter().rev() {
+        filled.replace_range(range, "x");
+    }
+    if !filled.starts_with('/') || filled.contains('#') || filled.parse::<PathAndQuery>().is_err() {
+        return Err(Refusal::new(
+            "expected an absolute path such as \"/transactionmanagement/transactions/{Reference}\"",
+            "start it with '/', with placeholders from the event where the path needs them",
+        ));
+    }
+    Ok(text)
+}
+
+/// `webhooks.confirm_status_pointer`: an RFC 6901 JSON pointer into FinCode's answer.
+pub(crate) fn json_pointer(value: &Value) -> Result<String, Refusal> {
+    let text = string(value)?;
+    if !is_json_pointer(&text) {
+        return Err(Refusal::new(
+            "not a JSON pointer: it is empty (the whole document) or starts with '/', and each \
+             '~' is followed by 0 or 1",
+            "write the path to the status, e.g. \"/data/status\"",
+        ));
+    }
+    Ok(text)
+}
+
+fn is_json_pointer(text: &str) -> bool {
+    (text.is_empty() || text.starts_with('/'))
+        && text
+            .split('~')
+            .skip(1)
+            .all(|after| after.starts_with(['0', '1']))
+}
+
+const PLACEHOLDER_FORMS: &str = "placeholders are {field} (a top-level JSON field), \
+                                 {/json/pointer} or {header:name}, and braces cannot appear \
+                                 outside them";
+
+/// The placeholders of a template, as byte ranges including their braces. Positions in the
+/// refusals count characters from 1, as an editor's column does.
+///
+/// The webhooks crate parses the same syntax to render keys; this is the load-time check, so
+/// a typo fails `check` rather than every event.
+fn placeholders(text: &str) -> Result<Vec<Range<usize>>, Refusal> {
+    let mut found = Vec::new();
+    // The byte offset and character position of the '{' being read.
+    let mut open: Option<(usize, usize)> = None;
+    for (index, (at, c)) in text.char_indices().enumerate() {
+        let position = index + 1;
+        match (c, open) {
+            ('{', None) => open = Some((at, position)),
+            ('{', Some((_, opened))) => {
+                return Err(Refusal::new(
+                    format!(
+                        "'{{' at character {position} is inside the placeholder opened at \
+                         character {opened}"
+                    ),
+                    format!("close the placeholder first; {PLACEHOLDER_FORMS}"),
+                ));
+            }
+            ('}', None) => {
+                return Err(Refusal::new(
+                    format!("'}}' at character {position} closes no placeholder"),
+                    format!("remove it or add the '{{' it closes; {PLACEHOLDER_FORMS}"),
+                ));
+            }
+            ('}', Some((start, opened))) => {
+                placeholder(&text[start + 1..at], opened)?;
+                found.push(start..at + 1);
+                open = None;
+            }
+            _ => {}
+        }
+    }
+    if let Some((_, opened)) = open {
+        return Err(Refusal::new(
+            format!("the '{{' at character {opened} is never closed"),
+            format!("add the closing '}}'; {PLACEHOLDER_FORMS}"),
+        ));
+    }
+    Ok(found)
+}
+
+/// One placeholder's inside: `name`, `/json/pointer` or `header:name`.
+fn placeholder(inner: &str, opened: usize) -> Result<(), Refusal> {
+    let refuse = |what: &str, fix: &str| {
+        Err(Refusal::new(
+            format!("the placeholder at character {opened} {what}"),
+            format!("{fix}{PLACEHOLDER_FORMS}"),
+        ))
+    };
+    if inner.is_empty() {
+        return refuse("is empty", "");
+    }
+    if let Some(name) = inner.strip_prefix("header:") {
+        if HeaderName::from_bytes(name.as_bytes()).is_err() {
+            return refuse("does not name a valid header", "");
+        }
+        return Ok(());
+    }
+    if inner.starts_with('/') {
+        if !is_json_pointer(inner) {
+            return refuse("is not a valid JSON pointer", "follow each '~' by 0 or 1; ");
+        }
+        return Ok(());
+    }
+    if inner.contains('.') {
+        return refuse(
+            "names a nested field with '.'",
+            "reach nested fields with a JSON pointer such as {/data/id}; ",
+        );
+    }
+    if !inner
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-'))
+    {
+        return refuse("is not a field name, JSON pointer or header", "");
+    }
+    Ok(())
+}
+
+// --- store ---
+
+/// `store.sqlite_path`: the SQLite file. Its directory need not exist yet (a volume may be
+/// mounted after `check` runs); the store creates the file.
+pub(crate) fn sqlite_path(value: &Value) -> Result<PathBuf, Refusal> {
+    let text = string(value)?;
+    if text.trim().is_empty() {
+        return Err(Refusal::new(
+            "must not be empty",
+            "name the SQLite file, e.g. \"/var/lib/fincode-sidecar/fincode-sidecar.db\" on a \
+             persistent volume",
+        ));
+    }
+    Ok(PathBuf::from(text))
 }

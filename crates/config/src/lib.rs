@@ -43,8 +43,9 @@ pub use env::Env;
 pub use problem::{ConfigError, Problem, Severity, Source};
 pub use schema::{
     AuthConfig, AuthMode, BodyLevel, BreakerConfig, CREATE_TRANSACTION_ROUTE, Config, FieldAction,
-    LimitsConfig, ListenConfig, LogConfig, LogFormat, ROUTE_TEMPLATES, RateLimitConfig,
-    RedactConfig, RetryConfig, RouteLimit, TracesConfig, UpstreamConfig,
+    HmacAlgorithm, HmacEncoding, LimitsConfig, ListenConfig, LogConfig, LogFormat, ROUTE_TEMPLATES,
+    RateLimitConfig, RedactConfig, RetryConfig, RouteLimit, StoreConfig, TracesConfig,
+    UpstreamConfig, WebhookScheme, WebhooksConfig,
 };
 
 #[cfg(test)]

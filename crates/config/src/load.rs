@@ -6,6 +6,7 @@
 //! table afterwards is unknown: a typo (we suggest the nearest key) or a secret (refused).
 
 use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::path::Path;
 
 use http::{HeaderName, HeaderValue, Uri};
@@ -17,7 +18,8 @@ use crate::problem::{ConfigError, Problem, Severity, Source};
 use crate::schema::{
     AuthConfig, AuthMode, BreakerConfig, CREATE_TRANSACTION_ROUTE, Config, LimitsConfig,
     ListenConfig, LogConfig, ROUTE_TEMPLATES, RateLimitConfig, RedactConfig, RetryConfig,
-    RouteLimit, TracesConfig, UpstreamConfig, default_extra_headers,
+    RouteLimit, StoreConfig, TracesConfig, UpstreamConfig, WebhookScheme, WebhooksConfig,
+    default_extra_headers,
 };
 use crate::secrets::{is_credential_header, is_secret_key};
 
@@ -92,14 +94,23 @@ impl Config {
         }
     }
 
-    /// Checks that every environment variable the configuration names is set and non-empty.
+    /// Checks that every environment variable the configuration names is set and non-empty:
+    /// those of the auth mode, and, when webhooks are enabled, their verification, signing and
+    /// admin secrets.
     ///
     /// Kept apart from loading because `check` may run where the secrets are not mounted: the
     /// binary reports these as warnings in `check` and errors in `run`. They are returned as
     /// [`Severity::Error`]. The variables' values are never read into a problem.
     pub fn check_environment(&self, env: &Env) -> Vec<Problem> {
         let mut problems = Vec::new();
-        for (key, var) in self.auth.secret_env_vars() {
+        let named = self
+            .auth
+            .secret_env_vars()
+            .into_iter()
+            .map(|(key, var)| (key.to_owned(), var))
+            .chain(webhook_secret_env_vars(&self.webhooks));
+        for (key, var) in named {
+            let key = key.as_str();
             if env.get(var).is_none_or(|v| v.trim().is_empty()) {
                 problems.push(Problem {
                     severity: Severity::Error,
@@ -124,6 +135,25 @@ impl Config {
         toml::to_string(self)
             .unwrap_or_else(|err| format!("# fincode-sidecar could not write this config: {err}\n"))
     }
+}
+
+/// The `(key, variable)` pairs naming secrets the webhooks read; none when they are off.
+fn webhook_secret_env_vars(webhooks: &WebhooksConfig) -> Vec<(String, &str)> {
+    if !webhooks.enabled {
+        return Vec::new();
+    }
+    let verification = webhooks
+        .secret_envs
+        .iter()
+        .enumerate()
+        .map(|(index, var)| (format!("webhooks.secret_envs[{index}]"), var.as_str()));
+    let own = [
+        ("webhooks.signing_secret_env", &webhooks.signing_secret_env),
+        ("webhooks.admin_token_env", &webhooks.admin_token_env),
+    ]
+    .into_iter()
+    .filter_map(|(key, var)| Some((key.to_owned(), var.as_deref()?)));
+    verification.chain(own).collect()
 }
 
 /// Every dotted key the schema knows (sections included), in schema order. Derived by running
@@ -423,6 +453,84 @@ impl Reader {
         };
         s.finish();
 
+        let mut s = self.section("webhooks");
+        let defaults = WebhooksConfig::default();
+        let webhooks = WebhooksConfig {
+            enabled: s.field("enabled", fields::boolean, defaults.enabled),
+            listen: s.field("listen", fields::socket_addr, defaults.listen),
+            paths: s.list("paths", fields::webhook_path, defaults.paths),
+            max_body_bytes: s.field(
+                "max_body_bytes",
+                fields::webhook_body_bytes,
+                defaults.max_body_bytes,
+            ),
+            tls_cert_file: s.optional("tls_cert_file", fields::tls_cert_file),
+            tls_key_file: s.optional("tls_key_file", fields::tls_key_file),
+            allow_ips: s.list("allow_ips", fields::ip_net, defaults.allow_ips),
+            trusted_proxies: s.list("trusted_proxies", fields::ip_net, defaults.trusted_proxies),
+            scheme: s.field("scheme", fields::webhook_scheme, defaults.scheme),
+            secret_envs: s.list("secret_envs", fields::env_var_name, defaults.secret_envs),
+            hmac_algorithm: s.field(
+                "hmac_algorithm",
+                fields::hmac_algorithm,
+                defaults.hmac_algorithm,
+            ),
+            hmac_encoding: s.field(
+                "hmac_encoding",
+                fields::hmac_encoding,
+                defaults.hmac_encoding,
+            ),
+            signature_header: s.optional("signature_header", fields::signature_header),
+            signature_prefix: s.field(
+                "signature_prefix",
+                fields::signature_prefix,
+                defaults.signature_prefix,
+            ),
+            tolerance: s.field("tolerance", fields::signature_tolerance, defaults.tolerance),
+            dedupe_key: s.field("dedupe_key", fields::key_template, defaults.dedupe_key),
+            order_key: s.optional("order_key", fields::key_template),
+            deliver_to: s.optional("deliver_to", fields::deliver_to),
+            signing_secret_env: s.optional("signing_secret_env", fields::env_var_name),
+            delivery_timeout: s.field(
+                "delivery_timeout",
+                fields::duration,
+                defaults.delivery_timeout,
+            ),
+            delivery_concurrency: s.field(
+                "delivery_concurrency",
+                fields::delivery_concurrency,
+                defaults.delivery_concurrency,
+            ),
+            max_attempts: s.field(
+                "max_attempts",
+                fields::delivery_attempts,
+                defaults.max_attempts,
+            ),
+            max_age: s.field("max_age", fields::event_max_age, defaults.max_age),
+            backoff_base: s.field("backoff_base", fields::duration, defaults.backoff_base),
+            backoff_cap: s.field("backoff_cap", fields::duration, defaults.backoff_cap),
+            confirm_by_query: s.field(
+                "confirm_by_query",
+                fields::boolean,
+                defaults.confirm_by_query,
+            ),
+            confirm_path: s.field("confirm_path", fields::confirm_path, defaults.confirm_path),
+            confirm_status_pointer: s.field(
+                "confirm_status_pointer",
+                fields::json_pointer,
+                defaults.confirm_status_pointer,
+            ),
+            admin_token_env: s.optional("admin_token_env", fields::env_var_name),
+        };
+        s.finish();
+
+        let mut s = self.section("store");
+        let defaults = StoreConfig::default();
+        let store = StoreConfig {
+            sqlite_path: s.field("sqlite_path", fields::sqlite_path, defaults.sqlite_path),
+        };
+        s.finish();
+
         for (key, value) in std::mem::take(&mut self.root) {
             self.leftovers.push((key, value));
         }
@@ -436,6 +544,7 @@ impl Reader {
         }
         self.check_auth(&auth);
         self.check_retry(&retry);
+        self.check_webhooks(&webhooks, &listen);
 
         Some(Config {
             listen,
@@ -451,6 +560,8 @@ impl Reader {
             retry,
             breaker,
             rate_limit,
+            webhooks,
+            store,
         })
     }
 
@@ -487,10 +598,16 @@ impl Reader {
         message: impl Into<String>,
         fix: impl Into<String>,
     ) {
+        // A list item (`webhooks.allow_ips[2]`) comes from wherever its list did. Only item
+        // keys end in ']': TOML keys holding brackets are quoted, so they end in '"'.
+        let source_key = key
+            .strip_suffix(']')
+            .and_then(|k| k.rsplit_once('['))
+            .map_or(key, |(list, _)| list);
         self.problems.push(Problem {
             severity,
             key: key.to_owned(),
-            source: self.origins.source_of(key),
+            source: self.origins.source_of(source_key),
             value,
             message: message.into(),
             fix: fix.into(),
@@ -571,11 +688,7 @@ impl Reader {
             );
         }
         let (egress, admin) = (listen.egress, listen.admin);
-        let overlap = egress.ip() == admin.ip()
-            || egress.ip().is_unspecified()
-            || admin.ip().is_unspecified();
-        // Port 0 asks the OS for any free port, so two of them never clash.
-        if egress.port() == admin.port() && egress.port() != 0 && overlap {
+        if clashes(egress, admin) {
             self.report(
                 Severity::Error,
                 "listen.admin",
@@ -680,6 +793,139 @@ impl Reader {
                 "lower retry.per_try_timeout or raise retry.deadline (the defaults are \"10s\" \
                  and \"30s\")",
             );
+        }
+    }
+
+    fn check_webhooks(&mut self, webhooks: &WebhooksConfig, listen: &ListenConfig) {
+        // These hold whether or not the listener is on, so switching it on brings no surprise.
+        if webhooks.paths.is_empty() {
+            self.report(
+                Severity::Error,
+                "webhooks.paths",
+                None,
+                "must list at least one path: with none, every webhook would get 404",
+                "list the path FinCode posts to, e.g. paths = [\"/webhooks/fincode\"]",
+            );
+        }
+        for (index, path) in webhooks.paths.iter().enumerate() {
+            if let Some(first) = webhooks.paths[..index].iter().position(|p| p == path) {
+                self.report(
+                    Severity::Error,
+                    &format!("webhooks.paths[{index}]"),
+                    Some(toml_string(path)),
+                    format!("repeats webhooks.paths[{first}]"),
+                    "remove the repeated path",
+                );
+            }
+        }
+        match (&webhooks.tls_cert_file, &webhooks.tls_key_file) {
+            (Some(_), None) => self.report(
+                Severity::Error,
+                "webhooks.tls_key_file",
+                None,
+                "required when webhooks.tls_cert_file is set: TLS needs the certificate's \
+                 private key",
+                "set webhooks.tls_key_file = \"/etc/fincode-sidecar/tls/tls.key\", or remove \
+                 webhooks.tls_cert_file to serve plain HTTP behind a TLS ingress",
+            ),
+            (None, Some(_)) => self.report(
+                Severity::Error,
+                "webhooks.tls_cert_file",
+                None,
+                "required when webhooks.tls_key_file is set: TLS needs the certificate the key \
+                 belongs to",
+                "set webhooks.tls_cert_file = \"/etc/fincode-sidecar/tls/tls.crt\", or remove \
+                 webhooks.tls_key_file to serve plain HTTP behind a TLS ingress",
+            ),
+            _ => {}
+        }
+        if webhooks.backoff_cap < webhooks.backoff_base {
+            self.report(
+                Severity::Error,
+                "webhooks.backoff_cap",
+                Some(toml_duration(webhooks.backoff_cap)),
+                format!(
+                    "is shorter than webhooks.backoff_base ({}): the first backoff would already \
+                     exceed its cap",
+                    humantime::format_duration(webhooks.backoff_base)
+                ),
+                "raise webhooks.backoff_cap or lower webhooks.backoff_base (the defaults are \
+                 \"10m\" and \"1s\")",
+            );
+        }
+
+        if !webhooks.enabled {
+            return;
+        }
+        if webhooks.deliver_to.is_none() {
+            self.report(
+                Severity::Error,
+                "webhooks.deliver_to",
+                None,
+                "required when webhooks.enabled = true: it is where events are delivered",
+                "set webhooks.deliver_to to the app's webhook endpoint, e.g. \
+                 \"http://127.0.0.1:3000/webhooks/fincode\"",
+            );
+        }
+        if webhooks.signing_secret_env.is_none() {
+            self.report(
+                Severity::Error,
+                "webhooks.signing_secret_env",
+                None,
+                "required when webhooks.enabled = true: deliveries are signed with it, so the \
+                 app can tell they come from the sidecar",
+                "set webhooks.signing_secret_env = \"FINCODE_SIDECAR_WEBHOOK_SIGNING_SECRET\" \
+                 and put a whsec_... secret in that variable",
+            );
+        }
+        if webhooks.scheme == WebhookScheme::None {
+            if webhooks.allow_ips.is_empty() {
+                self.report(
+                    Severity::Error,
+                    "webhooks.allow_ips",
+                    None,
+                    "required when webhooks.scheme = \"none\": with neither a signature nor an \
+                     address allow-list, anyone who can reach the listener could post fake \
+                     payment events",
+                    "list FinCode's published source addresses, e.g. allow_ips = \
+                     [\"203.0.113.0/24\"], or use a signature scheme such as \"hmac\"",
+                );
+            }
+            if !webhooks.confirm_by_query {
+                self.report(
+                    Severity::Warning,
+                    "webhooks.confirm_by_query",
+                    Some("false".to_owned()),
+                    "unsigned events (webhooks.scheme = \"none\") are delivered unconfirmed: \
+                     only their source address vouches for them",
+                    "set webhooks.confirm_by_query = true, so each event is checked against \
+                     FinCode before it is delivered",
+                );
+            }
+        } else if webhooks.secret_envs.is_empty() {
+            self.report(
+                Severity::Error,
+                "webhooks.secret_envs",
+                None,
+                "required unless webhooks.scheme = \"none\": it names the variables holding the \
+                 secret the sender signs with",
+                "set webhooks.secret_envs = [\"FINCODE_WEBHOOK_SECRET\"] and put FinCode's \
+                 webhook secret in that variable",
+            );
+        }
+        for (key, other) in [
+            ("listen.egress", listen.egress),
+            ("listen.admin", listen.admin),
+        ] {
+            if clashes(webhooks.listen, other) {
+                self.report(
+                    Severity::Error,
+                    "webhooks.listen",
+                    Some(toml_string(&webhooks.listen.to_string())),
+                    format!("clashes with {key} ({other}): both listeners cannot bind it"),
+                    "give the webhook listener its own port, e.g. \"0.0.0.0:8081\"",
+                );
+            }
         }
     }
 
@@ -790,6 +1036,37 @@ impl Section<'_> {
             );
         }
         self.optional(key, parse)
+    }
+
+    /// Takes a list read item by item, so a bad item is reported under its own key
+    /// (`webhooks.allow_ips[2]`). Like [`Section::field`], gives `default` when the list is
+    /// absent or anything in it is invalid.
+    fn list<T>(&mut self, key: &'static str, item: Parse<T>, default: Vec<T>) -> Vec<T> {
+        let dotted = self.dotted(key);
+        self.reader.known.push(dotted.clone());
+        let Some(value) = self.table.remove(key) else {
+            return default;
+        };
+        let items = match fields::items(&value) {
+            Ok(items) => items,
+            Err(refusal) => {
+                self.reader.refuse(&dotted, &value, refusal);
+                return default;
+            }
+        };
+        let mut parsed = Vec::with_capacity(items.len());
+        let mut all_valid = true;
+        for (index, value) in items.iter().enumerate() {
+            match item(value) {
+                Ok(one) => parsed.push(one),
+                Err(refusal) => {
+                    all_valid = false;
+                    self.reader
+                        .refuse(&format!("{dotted}[{index}]"), value, refusal);
+                }
+            }
+        }
+        if all_valid { parsed } else { default }
     }
 
     /// `auth.extra_headers`: a map, so each entry is checked (and reported) under its own key.
@@ -1055,6 +1332,13 @@ fn toml_string(text: &str) -> String {
 
 fn toml_duration(duration: std::time::Duration) -> String {
     toml_string(&humantime::format_duration(duration).to_string())
+}
+
+/// Whether two listeners would try to bind the same socket.
+fn clashes(a: SocketAddr, b: SocketAddr) -> bool {
+    let overlap = a.ip() == b.ip() || a.ip().is_unspecified() || b.ip().is_unspecified();
+    // Port 0 asks the OS for any free port, so two of them never clash.
+    a.port() == b.port() && a.port() != 0 && overlap
 }
 
 /// Secret-looking keys anywhere inside an unknown table (or array of tables).

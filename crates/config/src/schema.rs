@@ -37,6 +37,10 @@ pub struct Config {
     pub breaker: BreakerConfig,
     /// How fast the sidecar lets the app call FinCode.
     pub rate_limit: RateLimitConfig,
+    /// Inbound FinCode webhooks and their delivery to the app.
+    pub webhooks: WebhooksConfig,
+    /// Where durable state (webhook events) is kept.
+    pub store: StoreConfig,
 }
 
 /// The sidecar's two listeners.
@@ -349,6 +353,146 @@ pub struct RouteLimit {
     pub burst: u32,
 }
 
+/// Inbound webhooks (DESIGN.md 5.3): the listener checks, in order, method and path, body
+/// size, source IP, signature, timestamp and JSON; commits the event durably; answers 200;
+/// and a dispatcher delivers it to `deliver_to`, retrying until `max_attempts` or `max_age`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct WebhooksConfig {
+    /// Off: no listener, no dispatcher.
+    pub enabled: bool,
+    /// Where FinCode's webhooks arrive (usually through the cluster's ingress).
+    pub listen: SocketAddr,
+    /// The paths accepted (POST only); anything else is 404.
+    pub paths: Vec<String>,
+    /// Largest body accepted, in bytes; larger gets 413 before it is read.
+    pub max_body_bytes: usize,
+    /// PEM certificate chain for TLS on the listener; with `tls_key_file`. Unset: plain HTTP
+    /// (TLS terminated by the ingress).
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "ser_opt_path"
+    )]
+    pub tls_cert_file: Option<PathBuf>,
+    /// PEM private key for `tls_cert_file`.
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "ser_opt_path"
+    )]
+    pub tls_key_file: Option<PathBuf>,
+    /// Source addresses allowed (CIDRs); empty allows any. FinCode publishes its addresses.
+    #[serde(serialize_with = "ser_display_list")]
+    pub allow_ips: Vec<ipnet::IpNet>,
+    /// Proxies (CIDRs) whose `X-Forwarded-For` is believed for the allow-list check.
+    #[serde(serialize_with = "ser_display_list")]
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// How the sender proves it is FinCode.
+    pub scheme: WebhookScheme,
+    /// Variables holding the verification secrets; several at once during a rotation.
+    pub secret_envs: Vec<String>,
+    /// For `hmac`: the digest.
+    pub hmac_algorithm: HmacAlgorithm,
+    /// For `hmac`: how the signature is written.
+    pub hmac_encoding: HmacEncoding,
+    /// For `hmac`, `stripe` and `shared-secret`: the header carrying the signature (or secret).
+    /// Unset: `x-fincode-signature`, `stripe-signature`, `x-webhook-secret` respectively.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub signature_header: Option<String>,
+    /// For `hmac`: a prefix before the signature, such as `sha256=`.
+    pub signature_prefix: String,
+    /// For `standard-webhooks` and `stripe`: how far the signed timestamp may be from now,
+    /// either way.
+    #[serde(serialize_with = "humantime_serde::serialize")]
+    pub tolerance: Duration,
+    /// The deduplication key: `{field}` is a top-level JSON field, `{/a/b}` a JSON pointer,
+    /// `{header:name}` a request header.
+    pub dedupe_key: String,
+    /// Events with equal ordering keys (same template syntax) are delivered in arrival
+    /// order. Unset: no ordering.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub order_key: Option<String>,
+    /// The app's webhook endpoint, e.g. `http://127.0.0.1:3000/webhooks/fincode`.
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "ser_opt_display"
+    )]
+    pub deliver_to: Option<Uri>,
+    /// The variable holding the sidecar's own `whsec_...` secret: deliveries carry a Standard
+    /// Webhooks signature made with it, so the app can verify they come from the sidecar.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub signing_secret_env: Option<String>,
+    /// How long one delivery attempt may take.
+    #[serde(serialize_with = "humantime_serde::serialize")]
+    pub delivery_timeout: Duration,
+    /// Deliveries in flight at once.
+    pub delivery_concurrency: usize,
+    /// Attempts before an event becomes a dead letter.
+    pub max_attempts: u32,
+    /// Age after which an undelivered event becomes a dead letter.
+    #[serde(serialize_with = "humantime_serde::serialize")]
+    pub max_age: Duration,
+    /// The first backoff ceiling between attempts (full jitter, doubling).
+    #[serde(serialize_with = "humantime_serde::serialize")]
+    pub backoff_base: Duration,
+    /// The largest backoff ceiling.
+    #[serde(serialize_with = "humantime_serde::serialize")]
+    pub backoff_cap: Duration,
+    /// Before delivering an event, fetch the transaction from FinCode (through the egress
+    /// path) and deliver only if its status matches. For `scheme = "none"`.
+    pub confirm_by_query: bool,
+    /// The path queried, with `{field}` placeholders from the event.
+    pub confirm_path: String,
+    /// JSON pointer to the status in FinCode's answer, compared with the event's `Status`.
+    pub confirm_status_pointer: String,
+    /// The variable holding a token for the admin API's webhook routes from beyond
+    /// loopback (`Authorization: Bearer ...`). Unset: loopback only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub admin_token_env: Option<String>,
+}
+
+/// How webhook senders are verified.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum WebhookScheme {
+    /// HMAC of the raw body in a header.
+    Hmac,
+    /// Standard Webhooks (`webhook-id`, `webhook-timestamp`, `webhook-signature`).
+    StandardWebhooks,
+    /// Stripe-style `t=...,v1=...`.
+    Stripe,
+    /// A header equal to a secret.
+    SharedSecret,
+    /// No signature: only with `allow_ips`.
+    None,
+}
+
+/// The HMAC digest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HmacAlgorithm {
+    /// HMAC-SHA256.
+    Sha256,
+    /// HMAC-SHA512.
+    Sha512,
+}
+
+/// How an HMAC signature is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HmacEncoding {
+    /// Lowercase or uppercase hex.
+    Hex,
+    /// Standard base64.
+    Base64,
+}
+
+/// Durable state.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct StoreConfig {
+    /// The SQLite file holding webhook events (on a persistent volume in Kubernetes).
+    #[serde(serialize_with = "ser_path")]
+    pub sqlite_path: PathBuf,
+}
+
 // === impl Config ===
 
 impl Config {
@@ -368,6 +512,8 @@ impl Config {
             retry: RetryConfig::default(),
             breaker: BreakerConfig::default(),
             rate_limit: RateLimitConfig::default(),
+            webhooks: WebhooksConfig::default(),
+            store: StoreConfig::default(),
         }
     }
 }
@@ -570,6 +716,50 @@ impl Default for RateLimitConfig {
     }
 }
 
+impl Default for WebhooksConfig {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            listen: SocketAddr::from((Ipv4Addr::UNSPECIFIED, 8081)),
+            paths: vec!["/webhooks/fincode".to_owned()],
+            max_body_bytes: 1024 * 1024,
+            tls_cert_file: None,
+            tls_key_file: None,
+            allow_ips: Vec::new(),
+            trusted_proxies: Vec::new(),
+            scheme: WebhookScheme::Hmac,
+            secret_envs: Vec::new(),
+            hmac_algorithm: HmacAlgorithm::Sha256,
+            hmac_encoding: HmacEncoding::Hex,
+            signature_header: None,
+            signature_prefix: String::new(),
+            tolerance: Duration::from_mins(5),
+            dedupe_key: "{eventType}:{Reference}:{Status}".to_owned(),
+            order_key: None,
+            deliver_to: None,
+            signing_secret_env: None,
+            delivery_timeout: Duration::from_secs(10),
+            delivery_concurrency: 16,
+            max_attempts: 15,
+            max_age: Duration::from_hours(24),
+            backoff_base: Duration::from_secs(1),
+            backoff_cap: Duration::from_mins(10),
+            confirm_by_query: false,
+            confirm_path: "/transactionmanagement/transactions/{Reference}".to_owned(),
+            confirm_status_pointer: "/data/status".to_owned(),
+            admin_token_env: None,
+        }
+    }
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        Self {
+            sqlite_path: PathBuf::from("fincode-sidecar.db"),
+        }
+    }
+}
+
 // === serde helpers ===
 // `http` types do not implement `Serialize`; write them as the strings the loader reads back.
 
@@ -606,4 +796,15 @@ fn ser_opt_path<S: Serializer>(path: &Option<PathBuf>, s: S) -> Result<S::Ok, S:
 #[allow(clippy::trivially_copy_pass_by_ref)] // serde's `serialize_with` hands us `&u64`.
 fn ser_u64_saturating<S: Serializer>(value: &u64, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_i64(i64::try_from(*value).unwrap_or(i64::MAX))
+}
+
+fn ser_path<S: Serializer>(path: &std::path::Path, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&path.to_string_lossy())
+}
+
+fn ser_display_list<T: std::fmt::Display, S: Serializer>(
+    values: &[T],
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    s.collect_seq(values.iter().map(ToString::to_string))
 }

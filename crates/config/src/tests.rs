@@ -78,6 +78,7 @@ fn pem_file(contents: &str) -> tempfile::NamedTempFile {
 }
 
 const PEM: &str = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n";
+const PEM_KEY: &str = "-----BEGIN PRIVATE KEY-----\nMIIE\n-----END PRIVATE KEY-----\n";
 
 // --- defaults and the example file ---
 
@@ -559,6 +560,342 @@ fn each_bad_value_names_its_key_and_what_was_expected() {
             "rate_limit.routes",
             "table of route templates",
         ),
+        (
+            "webhooks",
+            "enabled = \"yes\"",
+            "webhooks.enabled",
+            "expected true or false",
+        ),
+        (
+            "webhooks",
+            "listen = \"localhost:8081\"",
+            "webhooks.listen",
+            "IP address and port",
+        ),
+        (
+            "webhooks",
+            "paths = \"/webhooks/fincode\"",
+            "webhooks.paths",
+            "expected a list, found a string",
+        ),
+        (
+            "webhooks",
+            "paths = []",
+            "webhooks.paths",
+            "at least one path",
+        ),
+        (
+            "webhooks",
+            "paths = [\"/a\", \"webhooks/fincode\"]",
+            "webhooks.paths[1]",
+            "absolute path",
+        ),
+        (
+            "webhooks",
+            "paths = [\"/a?x=1\"]",
+            "webhooks.paths[0]",
+            "absolute path",
+        ),
+        (
+            "webhooks",
+            "paths = [\"/a\", \"/b\", \"/a\"]",
+            "webhooks.paths[2]",
+            "repeats webhooks.paths[0]",
+        ),
+        (
+            "webhooks",
+            "max_body_bytes = 0",
+            "webhooks.max_body_bytes",
+            "between 1 and 67108864",
+        ),
+        (
+            "webhooks",
+            "max_body_bytes = 67108865",
+            "webhooks.max_body_bytes",
+            "between 1 and 67108864",
+        ),
+        (
+            "webhooks",
+            "max_body_bytes = -1",
+            "webhooks.max_body_bytes",
+            "non-negative integer",
+        ),
+        (
+            "webhooks",
+            "tls_cert_file = \"/nonexistent/tls.crt\"",
+            "webhooks.tls_cert_file",
+            "file not found",
+        ),
+        (
+            "webhooks",
+            "tls_key_file = \"/nonexistent/tls.key\"",
+            "webhooks.tls_key_file",
+            "file not found",
+        ),
+        (
+            "webhooks",
+            "allow_ips = [\"10.0.0.0/8\", \"192.168.1.0/24\", \"10.0.0.300\"]",
+            "webhooks.allow_ips[2]",
+            "IP address or CIDR range",
+        ),
+        (
+            "webhooks",
+            "allow_ips = [\"10.0.0.0/33\"]",
+            "webhooks.allow_ips[0]",
+            "IP address or CIDR range",
+        ),
+        (
+            "webhooks",
+            "allow_ips = [\"fincode.jp\"]",
+            "webhooks.allow_ips[0]",
+            "IP address or CIDR range",
+        ),
+        (
+            "webhooks",
+            "allow_ips = [10]",
+            "webhooks.allow_ips[0]",
+            "found an integer",
+        ),
+        (
+            "webhooks",
+            "trusted_proxies = [\"fe80::/129\"]",
+            "webhooks.trusted_proxies[0]",
+            "IP address or CIDR range",
+        ),
+        (
+            "webhooks",
+            "trusted_proxies = \"10.0.0.1\"",
+            "webhooks.trusted_proxies",
+            "expected a list",
+        ),
+        (
+            "webhooks",
+            "scheme = \"hmac-sha256\"",
+            "webhooks.scheme",
+            "\"hmac\", \"standard-webhooks\", \"stripe\", \"shared-secret\" or \"none\"",
+        ),
+        (
+            "webhooks",
+            "secret_envs = [\"FINCODE_WEBHOOK_SECRET\", \"not a name\"]",
+            "webhooks.secret_envs[1]",
+            "must name an environment variable",
+        ),
+        (
+            "webhooks",
+            "hmac_algorithm = \"sha1\"",
+            "webhooks.hmac_algorithm",
+            "\"sha256\" or \"sha512\"",
+        ),
+        (
+            "webhooks",
+            "hmac_encoding = \"base32\"",
+            "webhooks.hmac_encoding",
+            "\"hex\" or \"base64\"",
+        ),
+        (
+            "webhooks",
+            "signature_header = \"X Signature\"",
+            "webhooks.signature_header",
+            "not a valid HTTP header name",
+        ),
+        (
+            "webhooks",
+            "signature_prefix = \"v1,\\u00e9\"",
+            "webhooks.signature_prefix",
+            "printable ASCII",
+        ),
+        (
+            "webhooks",
+            "signature_prefix = \"sha256=\\t\"",
+            "webhooks.signature_prefix",
+            "printable ASCII",
+        ),
+        (
+            "webhooks",
+            "tolerance = \"500ms\"",
+            "webhooks.tolerance",
+            "at least 1s",
+        ),
+        (
+            "webhooks",
+            "dedupe_key = \"{eventType\"",
+            "webhooks.dedupe_key",
+            "the '{' at character 1 is never closed",
+        ),
+        (
+            "webhooks",
+            "dedupe_key = \"fincode\"",
+            "webhooks.dedupe_key",
+            "no placeholder",
+        ),
+        (
+            "webhooks",
+            "dedupe_key = \"{}\"",
+            "webhooks.dedupe_key",
+            "placeholder at character 1 is empty",
+        ),
+        (
+            "webhooks",
+            "dedupe_key = \"{data.id}\"",
+            "webhooks.dedupe_key",
+            "nested field",
+        ),
+        (
+            "webhooks",
+            "dedupe_key = \"{header:bad header}\"",
+            "webhooks.dedupe_key",
+            "valid header",
+        ),
+        (
+            "webhooks",
+            "dedupe_key = \"{/data/~2}\"",
+            "webhooks.dedupe_key",
+            "not a valid JSON pointer",
+        ),
+        (
+            "webhooks",
+            "dedupe_key = \"{event type}\"",
+            "webhooks.dedupe_key",
+            "not a field name",
+        ),
+        (
+            "webhooks",
+            "order_key = \"{Reference}}\"",
+            "webhooks.order_key",
+            "'}' at character 12 closes no placeholder",
+        ),
+        (
+            "webhooks",
+            "order_key = \"x\"",
+            "webhooks.order_key",
+            "no placeholder",
+        ),
+        (
+            "webhooks",
+            "deliver_to = \"ftp://127.0.0.1/hooks\"",
+            "webhooks.deliver_to",
+            "absolute http:// or https:// URL",
+        ),
+        (
+            "webhooks",
+            "deliver_to = \"/webhooks/fincode\"",
+            "webhooks.deliver_to",
+            "absolute http:// or https:// URL",
+        ),
+        (
+            "webhooks",
+            "deliver_to = 3000",
+            "webhooks.deliver_to",
+            "expected a string",
+        ),
+        (
+            "webhooks",
+            "signing_secret_env = \"whsec_abc def\"",
+            "webhooks.signing_secret_env",
+            "must name an environment variable",
+        ),
+        (
+            "webhooks",
+            "delivery_timeout = \"0s\"",
+            "webhooks.delivery_timeout",
+            "greater than zero",
+        ),
+        (
+            "webhooks",
+            "delivery_concurrency = 0",
+            "webhooks.delivery_concurrency",
+            "between 1 and 1024",
+        ),
+        (
+            "webhooks",
+            "delivery_concurrency = 1025",
+            "webhooks.delivery_concurrency",
+            "between 1 and 1024",
+        ),
+        (
+            "webhooks",
+            "max_attempts = 0",
+            "webhooks.max_attempts",
+            "between 1 and 1000",
+        ),
+        (
+            "webhooks",
+            "max_attempts = 1001",
+            "webhooks.max_attempts",
+            "between 1 and 1000",
+        ),
+        (
+            "webhooks",
+            "max_age = \"999ms\"",
+            "webhooks.max_age",
+            "at least 1s",
+        ),
+        (
+            "webhooks",
+            "backoff_base = \"0s\"",
+            "webhooks.backoff_base",
+            "greater than zero",
+        ),
+        (
+            "webhooks",
+            "backoff_cap = \"500ms\"",
+            "webhooks.backoff_cap",
+            "shorter than webhooks.backoff_base (1s)",
+        ),
+        (
+            "webhooks",
+            "confirm_by_query = 1",
+            "webhooks.confirm_by_query",
+            "expected true or false",
+        ),
+        (
+            "webhooks",
+            "confirm_path = \"transactions/{Reference}\"",
+            "webhooks.confirm_path",
+            "absolute path",
+        ),
+        (
+            "webhooks",
+            "confirm_path = \"/transactions/{Reference\"",
+            "webhooks.confirm_path",
+            "never closed",
+        ),
+        (
+            "webhooks",
+            "confirm_status_pointer = \"data/status\"",
+            "webhooks.confirm_status_pointer",
+            "not a JSON pointer",
+        ),
+        (
+            "webhooks",
+            "admin_token_env = \"Bearer abc\"",
+            "webhooks.admin_token_env",
+            "must name an environment variable",
+        ),
+        (
+            "webhooks",
+            "dedup_key = \"{Reference}\"",
+            "webhooks.dedup_key",
+            "did you mean `webhooks.dedupe_key`?",
+        ),
+        (
+            "store",
+            "sqlite_path = \"\"",
+            "store.sqlite_path",
+            "must not be empty",
+        ),
+        (
+            "store",
+            "sqlite_path = \" \"",
+            "store.sqlite_path",
+            "must not be empty",
+        ),
+        (
+            "store",
+            "sqlite_path = 5",
+            "store.sqlite_path",
+            "expected a string",
+        ),
     ];
     for (section, line, key, expected) in cases {
         let text = if *section == "upstream" {
@@ -1034,9 +1371,82 @@ fn to_toml_string_round_trips() {
         },
     );
 
+    let tls_cert = pem_file(PEM);
+    let tls_key = pem_file(PEM_KEY);
+    config.webhooks = WebhooksConfig {
+        enabled: true,
+        listen: "[::1]:18081".parse().unwrap(),
+        paths: vec!["/webhooks/fincode".to_owned(), "/hooks/v2".to_owned()],
+        max_body_bytes: 1,
+        tls_cert_file: Some(tls_cert.path().to_owned()),
+        tls_key_file: Some(tls_key.path().to_owned()),
+        allow_ips: vec![
+            "203.0.113.0/24".parse().unwrap(),
+            ipnet::IpNet::from("2001:db8::7".parse::<std::net::IpAddr>().unwrap()),
+        ],
+        trusted_proxies: vec!["10.0.0.0/8".parse().unwrap()],
+        scheme: WebhookScheme::StandardWebhooks,
+        secret_envs: vec!["WEBHOOK_SECRET_OLD".to_owned(), "WEBHOOK_SECRET".to_owned()],
+        hmac_algorithm: HmacAlgorithm::Sha512,
+        hmac_encoding: HmacEncoding::Base64,
+        signature_header: Some("x-signature".to_owned()),
+        signature_prefix: "v1=".to_owned(),
+        tolerance: Duration::from_secs(1),
+        dedupe_key: "{header:webhook-id}".to_owned(),
+        order_key: Some("{/data/customer_id}".to_owned()),
+        deliver_to: Some(Uri::from_static("https://app.internal:8443/hooks/fincode")),
+        signing_secret_env: Some("FINCODE_SIDECAR_WEBHOOK_SIGNING_SECRET".to_owned()),
+        delivery_timeout: Duration::from_millis(250),
+        delivery_concurrency: 1024,
+        max_attempts: 1000,
+        max_age: Duration::from_mins(90),
+        backoff_base: Duration::from_secs(2),
+        backoff_cap: Duration::from_secs(2),
+        confirm_by_query: true,
+        confirm_path: "/payments/{Reference}/status".to_owned(),
+        confirm_status_pointer: String::new(),
+        admin_token_env: Some("FINCODE_SIDECAR_ADMIN_TOKEN".to_owned()),
+    };
+    config.store.sqlite_path = "/var/lib/fincode-sidecar/events.db".into();
+
     let text = config.to_toml_string();
     let (reloaded, _) = load_ok(&text, &[]);
     assert_eq!(reloaded, config, "{text}");
+    // Lists of ranges are written as strings, and a plain address as its one-address range.
+    assert!(
+        text.contains("allow_ips = [\"203.0.113.0/24\", \"2001:db8::7/128\"]"),
+        "{text}"
+    );
+
+    // Every spelling of the enums reads back.
+    for (scheme, algorithm, encoding) in [
+        (
+            WebhookScheme::Hmac,
+            HmacAlgorithm::Sha256,
+            HmacEncoding::Hex,
+        ),
+        (
+            WebhookScheme::Stripe,
+            HmacAlgorithm::Sha512,
+            HmacEncoding::Base64,
+        ),
+        (
+            WebhookScheme::SharedSecret,
+            HmacAlgorithm::Sha256,
+            HmacEncoding::Base64,
+        ),
+        (
+            WebhookScheme::None,
+            HmacAlgorithm::Sha512,
+            HmacEncoding::Hex,
+        ),
+    ] {
+        config.webhooks.scheme = scheme;
+        config.webhooks.hmac_algorithm = algorithm;
+        config.webhooks.hmac_encoding = encoding;
+        let text = config.to_toml_string();
+        assert_eq!(load_ok(&text, &[]).0, config, "{text}");
+    }
 
     let defaults = Config::with_base_url(Uri::from_static(BASE_URL));
     assert_eq!(load_ok(&defaults.to_toml_string(), &[]).0, defaults);
@@ -1078,6 +1488,65 @@ fn check_environment_reports_unset_token_variable_without_value() {
     // Mode "none" reads no variable.
     let (config, _) = load_ok(&minimal(), &[]);
     assert!(config.check_environment(&Env::default()).is_empty());
+}
+
+#[test]
+fn check_environment_reports_unset_webhook_secrets_by_name_only() {
+    let text = format!(
+        "{}[webhooks]\nenabled = true\nsecret_envs = [\"WEBHOOK_SECRET_OLD\", \"WEBHOOK_SECRET\"]\n\
+         deliver_to = \"http://127.0.0.1:3000/webhooks/fincode\"\n\
+         signing_secret_env = \"SIGNING_SECRET\"\nadmin_token_env = \"ADMIN_TOKEN\"\n",
+        minimal()
+    );
+    let (config, _) = load_ok(&text, &[]);
+
+    let problems = config.check_environment(&Env::default());
+    assert_eq!(
+        keys(&problems),
+        [
+            "webhooks.secret_envs[0]",
+            "webhooks.secret_envs[1]",
+            "webhooks.signing_secret_env",
+            "webhooks.admin_token_env",
+        ]
+    );
+    assert_eq!(
+        problems[0].message,
+        "environment variable WEBHOOK_SECRET_OLD (named by webhooks.secret_envs[0]) is not set"
+    );
+    assert_eq!(problems[0].value.as_deref(), Some("\"WEBHOOK_SECRET_OLD\""));
+    assert!(problems.iter().all(|p| p.severity == Severity::Error));
+
+    // Set ones are not reported, and their values never appear; blank counts as unset.
+    let problems = config.check_environment(&env(&[
+        ("WEBHOOK_SECRET_OLD", CANARY),
+        ("WEBHOOK_SECRET", CANARY),
+        ("SIGNING_SECRET", " "),
+        ("ADMIN_TOKEN", CANARY),
+    ]));
+    assert_eq!(keys(&problems), ["webhooks.signing_secret_env"]);
+    for problem in &problems {
+        assert!(!problem.to_string().contains(CANARY));
+        assert!(!format!("{problem:?}").contains(CANARY));
+    }
+
+    // Webhooks off: their variables are not needed.
+    let mut off = config.clone();
+    off.webhooks.enabled = false;
+    assert!(off.check_environment(&Env::default()).is_empty());
+
+    // Alongside the auth variables, auth first.
+    let text = format!("{text}[auth]\nmode = \"static\"\ntoken_env = \"FINCODE_API_TOKEN\"\n");
+    let (config, _) = load_ok(&text, &[]);
+    let problems = config.check_environment(&env(&[
+        ("WEBHOOK_SECRET_OLD", "a"),
+        ("WEBHOOK_SECRET", "b"),
+        ("SIGNING_SECRET", "c"),
+    ]));
+    assert_eq!(
+        keys(&problems),
+        ["auth.token_env", "webhooks.admin_token_env"]
+    );
 }
 
 // --- logging bodies, redaction and traces ---
@@ -1400,5 +1869,459 @@ fn a_transposed_key_gets_a_did_you_mean() {
             .contains("did you mean `retry.max_attempts`?"),
         "{}",
         problems[0]
+    );
+}
+
+// --- webhooks and store ---
+
+/// `[webhooks]` enabled with everything the enabled-only rules require.
+fn webhooks_on(extra: &str) -> String {
+    format!(
+        "{}[webhooks]\nenabled = true\nsecret_envs = [\"FINCODE_WEBHOOK_SECRET\"]\n\
+         deliver_to = \"http://127.0.0.1:3000/webhooks/fincode\"\n\
+         signing_secret_env = \"FINCODE_SIDECAR_WEBHOOK_SIGNING_SECRET\"\n{extra}",
+        minimal()
+    )
+}
+
+#[test]
+fn webhooks_and_store_default_when_absent() {
+    let (config, warnings) = load_ok(&minimal(), &[]);
+    assert_eq!(config.webhooks, WebhooksConfig::default());
+    assert!(!config.webhooks.enabled);
+    assert_eq!(config.webhooks.listen, "0.0.0.0:8081".parse().unwrap());
+    assert_eq!(config.webhooks.paths, ["/webhooks/fincode"]);
+    assert_eq!(config.webhooks.max_body_bytes, 1_048_576);
+    assert_eq!(config.webhooks.scheme, WebhookScheme::Hmac);
+    assert_eq!(config.webhooks.hmac_algorithm, HmacAlgorithm::Sha256);
+    assert_eq!(config.webhooks.hmac_encoding, HmacEncoding::Hex);
+    assert!(config.webhooks.allow_ips.is_empty() && config.webhooks.secret_envs.is_empty());
+    assert_eq!(
+        config.webhooks.dedupe_key,
+        "{eventType}:{Reference}:{Status}"
+    );
+    assert_eq!(config.webhooks.deliver_to, None);
+    assert_eq!(config.webhooks.max_age, Duration::from_hours(24));
+    assert_eq!(config.store, StoreConfig::default());
+    assert_eq!(
+        config.store.sqlite_path.to_str(),
+        Some("fincode-sidecar.db")
+    );
+    // Nothing about webhooks to warn of while they are off.
+    assert_eq!(keys(&warnings), ["auth.mode"]);
+    // Empty sections are the same as absent ones.
+    let text = format!("{}[webhooks]\n[store]\n", minimal());
+    assert_eq!(load_ok(&text, &[]).0, config);
+}
+
+#[test]
+fn every_webhooks_and_store_key_is_read() {
+    let cert = pem_file(PEM);
+    let key = pem_file(PEM_KEY);
+    let text = format!(
+        "{}[webhooks]\n\
+         enabled = true\n\
+         listen = \"127.0.0.1:18081\"\n\
+         paths = [\"/webhooks/fincode\", \"/webhooks/fincode-v2\"]\n\
+         max_body_bytes = 67108864\n\
+         tls_cert_file = {:?}\n\
+         tls_key_file = {:?}\n\
+         allow_ips = [\"203.0.113.0/24\", \"198.51.100.7\", \"2001:db8::/32\", \"2001:db8::7\"]\n\
+         trusted_proxies = [\"10.0.0.0/8\", \"fd00::1\"]\n\
+         scheme = \"stripe\"\n\
+         secret_envs = [\"FINCODE_WEBHOOK_SECRET_OLD\", \"FINCODE_WEBHOOK_SECRET\"]\n\
+         hmac_algorithm = \"sha512\"\n\
+         hmac_encoding = \"base64\"\n\
+         signature_header = \"Stripe-Signature\"\n\
+         signature_prefix = \"sha512=\"\n\
+         tolerance = \"30s\"\n\
+         dedupe_key = \"id-{{/data/id}}-{{header:webhook-id}}\"\n\
+         order_key = \"{{Reference}}\"\n\
+         deliver_to = \"http://127.0.0.1:3000/webhooks/fincode\"\n\
+         signing_secret_env = \"FINCODE_SIDECAR_WEBHOOK_SIGNING_SECRET\"\n\
+         delivery_timeout = \"3s\"\n\
+         delivery_concurrency = 4\n\
+         max_attempts = 1000\n\
+         max_age = \"1s\"\n\
+         backoff_base = \"100ms\"\n\
+         backoff_cap = \"100ms\"\n\
+         confirm_by_query = true\n\
+         confirm_path = \"/transactionmanagement/transactions/{{/data/id}}?shop={{ShopId}}\"\n\
+         confirm_status_pointer = \"/data/a~1b\"\n\
+         admin_token_env = \"FINCODE_SIDECAR_ADMIN_TOKEN\"\n\
+         [store]\n\
+         sqlite_path = \"/var/lib/fincode-sidecar/not-yet-mounted/events.db\"\n",
+        minimal(),
+        cert.path(),
+        key.path(),
+    );
+    let (config, warnings) = load_ok(&text, &[]);
+    assert_eq!(keys(&warnings), ["auth.mode"]);
+    let net = |s: &str| s.parse::<ipnet::IpNet>().unwrap();
+    assert_eq!(
+        config.webhooks,
+        WebhooksConfig {
+            enabled: true,
+            listen: "127.0.0.1:18081".parse().unwrap(),
+            paths: vec![
+                "/webhooks/fincode".to_owned(),
+                "/webhooks/fincode-v2".to_owned()
+            ],
+            max_body_bytes: 64 * 1024 * 1024,
+            tls_cert_file: Some(cert.path().to_owned()),
+            tls_key_file: Some(key.path().to_owned()),
+            allow_ips: vec![
+                net("203.0.113.0/24"),
+                net("198.51.100.7/32"),
+                net("2001:db8::/32"),
+                net("2001:db8::7/128"),
+            ],
+            trusted_proxies: vec![net("10.0.0.0/8"), net("fd00::1/128")],
+            scheme: WebhookScheme::Stripe,
+            secret_envs: vec![
+                "FINCODE_WEBHOOK_SECRET_OLD".to_owned(),
+                "FINCODE_WEBHOOK_SECRET".to_owned(),
+            ],
+            hmac_algorithm: HmacAlgorithm::Sha512,
+            hmac_encoding: HmacEncoding::Base64,
+            // Header names ignore case; kept lower-case like every other header name.
+            signature_header: Some("stripe-signature".to_owned()),
+            signature_prefix: "sha512=".to_owned(),
+            tolerance: Duration::from_secs(30),
+            dedupe_key: "id-{/data/id}-{header:webhook-id}".to_owned(),
+            order_key: Some("{Reference}".to_owned()),
+            deliver_to: Some(Uri::from_static("http://127.0.0.1:3000/webhooks/fincode")),
+            signing_secret_env: Some("FINCODE_SIDECAR_WEBHOOK_SIGNING_SECRET".to_owned()),
+            delivery_timeout: Duration::from_secs(3),
+            delivery_concurrency: 4,
+            max_attempts: 1000,
+            max_age: Duration::from_secs(1),
+            backoff_base: Duration::from_millis(100),
+            backoff_cap: Duration::from_millis(100),
+            confirm_by_query: true,
+            confirm_path: "/transactionmanagement/transactions/{/data/id}?shop={ShopId}".to_owned(),
+            confirm_status_pointer: "/data/a~1b".to_owned(),
+            admin_token_env: Some("FINCODE_SIDECAR_ADMIN_TOKEN".to_owned()),
+        }
+    );
+    assert_eq!(
+        config.store.sqlite_path.to_str(),
+        Some("/var/lib/fincode-sidecar/not-yet-mounted/events.db")
+    );
+}
+
+#[test]
+fn allow_lists_take_cidrs_and_plain_addresses_of_both_families() {
+    let text = format!(
+        "{}[webhooks]\nallow_ips = [\"203.0.113.0/24\", \"198.51.100.7\", \"2001:db8::/32\", \
+         \"::1\", \"10.1.2.3/8\"]\ntrusted_proxies = [\"0.0.0.0/0\", \"::/0\"]\n",
+        minimal()
+    );
+    let (config, _) = load_ok(&text, &[]);
+    let ips = &config.webhooks.allow_ips;
+    let shown: Vec<String> = ips.iter().map(ToString::to_string).collect();
+    // A plain address is that one address; a range is kept as written.
+    assert_eq!(
+        shown,
+        [
+            "203.0.113.0/24",
+            "198.51.100.7/32",
+            "2001:db8::/32",
+            "::1/128",
+            "10.1.2.3/8"
+        ]
+    );
+    let addr = |s: &str| s.parse::<std::net::IpAddr>().unwrap();
+    assert!(ips[0].contains(&addr("203.0.113.200")));
+    assert!(ips[1].contains(&addr("198.51.100.7")) && !ips[1].contains(&addr("198.51.100.8")));
+    assert!(ips[2].contains(&addr("2001:db8:ffff::1")));
+    assert!(ips[3].contains(&addr("::1")) && !ips[3].contains(&addr("::2")));
+    assert!(ips[4].contains(&addr("10.200.0.1")));
+    assert_eq!(config.webhooks.trusted_proxies.len(), 2);
+
+    // Every bad entry is reported under its own index, and good ones are not.
+    let text = format!(
+        "{}[webhooks]\nallow_ips = [\"bad\", \"10.0.0.0/8\", \"2001:db8::/200\"]\n",
+        minimal()
+    );
+    let problems = errors(&text, &[]);
+    assert_eq!(
+        keys(&problems),
+        ["webhooks.allow_ips[0]", "webhooks.allow_ips[2]"]
+    );
+    assert_eq!(problems[1].value.as_deref(), Some("\"2001:db8::/200\""));
+}
+
+#[test]
+fn template_errors_say_where() {
+    let cases = [
+        (
+            "{eventType}:{Reference:{Status}",
+            "'{' at character 24 is inside the placeholder opened at character 13",
+        ),
+        (
+            "{eventType}:Reference}",
+            "'}' at character 22 closes no placeholder",
+        ),
+        (
+            "{eventType}:{Status",
+            "the '{' at character 13 is never closed",
+        ),
+        // Positions count characters, not bytes.
+        ("é{", "the '{' at character 2 is never closed"),
+        ("{a}:{}", "the placeholder at character 5 is empty"),
+    ];
+    for (template, expected) in cases {
+        let text = format!("{}[webhooks]\ndedupe_key = \"{template}\"\n", minimal());
+        let problems = errors(&text, &[]);
+        assert_eq!(keys(&problems), ["webhooks.dedupe_key"], "{template}");
+        assert_eq!(problems[0].message, expected, "{template}");
+        assert!(
+            problems[0].fix.contains("{/json/pointer}"),
+            "{}",
+            problems[0]
+        );
+        assert_eq!(
+            problems[0].value,
+            Some(format!("\"{template}\"")),
+            "templates are not secret, so they are shown"
+        );
+    }
+
+    for good in [
+        "{eventType}:{Reference}:{Status}",
+        "{/data/id}",
+        "{/a~1b/~0c}",
+        "{header:webhook-id}",
+        "{header:Webhook-Id}",
+        "shop-{shop_id}-{order-id}",
+    ] {
+        let text = format!(
+            "{}[webhooks]\ndedupe_key = \"{good}\"\norder_key = \"{good}\"\n",
+            minimal()
+        );
+        let (config, _) = load_ok(&text, &[]);
+        assert_eq!(config.webhooks.dedupe_key, good);
+        assert_eq!(config.webhooks.order_key.as_deref(), Some(good));
+    }
+
+    // confirm_path takes placeholders but needs none.
+    for good in [
+        "/transactionmanagement/transactions",
+        "/t/{Reference}?x={/a/b}",
+    ] {
+        let text = format!("{}[webhooks]\nconfirm_path = \"{good}\"\n", minimal());
+        assert_eq!(load_ok(&text, &[]).0.webhooks.confirm_path, good);
+    }
+    // An empty pointer means the whole answer.
+    let text = format!("{}[webhooks]\nconfirm_status_pointer = \"\"\n", minimal());
+    assert_eq!(load_ok(&text, &[]).0.webhooks.confirm_status_pointer, "");
+}
+
+#[test]
+fn enabled_webhooks_need_a_destination_a_signing_secret_and_verification_secrets() {
+    let text = format!("{}[webhooks]\nenabled = true\n", minimal());
+    let problems = errors(&text, &[]);
+    assert_eq!(
+        keys(&problems),
+        [
+            "webhooks.deliver_to",
+            "webhooks.signing_secret_env",
+            "webhooks.secret_envs",
+        ],
+        "{problems:#?}"
+    );
+    assert!(problems.iter().all(|p| p.message.contains("required")));
+    assert!(
+        problems[0]
+            .fix
+            .contains("\"http://127.0.0.1:3000/webhooks/fincode\"")
+    );
+    assert!(problems[1].fix.contains("whsec_"));
+    assert!(problems[2].fix.contains("[\"FINCODE_WEBHOOK_SECRET\"]"));
+
+    // The same keys, switched off, are fine: nothing is checked for a listener that never runs.
+    let text = format!(
+        "{}[webhooks]\nenabled = false\nscheme = \"none\"\n",
+        minimal()
+    );
+    let (config, warnings) = load_ok(&text, &[]);
+    assert_eq!(config.webhooks.scheme, WebhookScheme::None);
+    assert_eq!(keys(&warnings), ["auth.mode"]);
+
+    // The realistic set-up from config.example.toml loads cleanly.
+    let (config, warnings) = load_ok(&webhooks_on(""), &[]);
+    assert!(config.webhooks.enabled);
+    assert_eq!(keys(&warnings), ["auth.mode"]);
+}
+
+#[test]
+fn unsigned_webhooks_need_an_allow_list_and_are_warned_about_unless_confirmed() {
+    // scheme = "none" needs no secret_envs, but always allow_ips.
+    let base = format!(
+        "{}[webhooks]\nenabled = true\nscheme = \"none\"\n\
+         deliver_to = \"http://127.0.0.1:3000/webhooks/fincode\"\n\
+         signing_secret_env = \"FINCODE_SIDECAR_WEBHOOK_SIGNING_SECRET\"\n",
+        minimal()
+    );
+    for confirm in ["false", "true"] {
+        let text = format!("{base}confirm_by_query = {confirm}\n");
+        let problems = errors(&text, &[]);
+        assert_eq!(keys(&problems), ["webhooks.allow_ips"], "{confirm}");
+        assert!(
+            problems[0].message.contains("fake payment events"),
+            "{}",
+            problems[0]
+        );
+        assert!(problems[0].fix.contains("allow_ips = [\"203.0.113.0/24\"]"));
+    }
+
+    let text = format!("{base}allow_ips = [\"203.0.113.0/24\"]\n");
+    let (_, warnings) = load_ok(&text, &[]);
+    // Sorted like the file: [auth] comes before [webhooks].
+    assert_eq!(keys(&warnings), ["auth.mode", "webhooks.confirm_by_query"]);
+    let warning = &warnings[1];
+    assert_eq!(warning.severity, Severity::Warning);
+    assert_eq!(warning.value.as_deref(), Some("false"));
+    assert!(warning.message.contains("delivered unconfirmed"));
+    assert!(warning.fix.contains("confirm_by_query = true"));
+
+    let text = format!("{text}confirm_by_query = true\n");
+    let (_, warnings) = load_ok(&text, &[]);
+    assert_eq!(keys(&warnings), ["auth.mode"]);
+}
+
+#[test]
+fn tls_needs_both_files() {
+    let cert = pem_file(PEM);
+    let key = pem_file(PEM_KEY);
+    let cert_line = format!("tls_cert_file = {:?}\n", cert.path());
+    let key_line = format!("tls_key_file = {:?}\n", key.path());
+
+    let text = format!("{}[webhooks]\n{cert_line}", minimal());
+    let problems = errors(&text, &[]);
+    assert_eq!(keys(&problems), ["webhooks.tls_key_file"]);
+    assert!(
+        problems[0]
+            .message
+            .contains("required when webhooks.tls_cert_file is set")
+    );
+
+    let text = format!("{}[webhooks]\n{key_line}", minimal());
+    let problems = errors(&text, &[]);
+    assert_eq!(keys(&problems), ["webhooks.tls_cert_file"]);
+    assert!(
+        problems[0]
+            .message
+            .contains("required when webhooks.tls_key_file is set")
+    );
+
+    let text = format!("{}[webhooks]\n{cert_line}{key_line}", minimal());
+    let (config, _) = load_ok(&text, &[]);
+    assert_eq!(config.webhooks.tls_cert_file.as_deref(), Some(cert.path()));
+    assert_eq!(config.webhooks.tls_key_file.as_deref(), Some(key.path()));
+
+    // Each file must hold what its key says; the key file's contents are never shown.
+    let text = format!(
+        "{}[webhooks]\ntls_cert_file = {:?}\ntls_key_file = {:?}\n",
+        minimal(),
+        key.path(),
+        cert.path()
+    );
+    let problems = errors(&text, &[]);
+    assert_eq!(
+        keys(&problems),
+        ["webhooks.tls_cert_file", "webhooks.tls_key_file"]
+    );
+    assert!(problems[0].message.contains("no PEM certificate"));
+    assert!(problems[1].message.contains("no PEM private key"));
+}
+
+#[test]
+fn webhook_listener_cannot_share_a_port_when_enabled() {
+    let clash = webhooks_on("listen = \"0.0.0.0:9090\"\n");
+    let problems = errors(&clash, &[]);
+    assert_eq!(keys(&problems), ["webhooks.listen"]);
+    assert!(problems[0].message.contains("clashes with listen.admin"));
+
+    let clash = webhooks_on("listen = \"127.0.0.1:8080\"\n");
+    assert!(
+        errors(&clash, &[])[0]
+            .message
+            .contains("clashes with listen.egress")
+    );
+
+    // Off, it binds nothing.
+    let text = format!("{}[webhooks]\nlisten = \"0.0.0.0:9090\"\n", minimal());
+    load_ok(&text, &[]);
+}
+
+#[test]
+fn env_overlay_reaches_webhooks_and_store() {
+    let (config, _) = load_ok(
+        &webhooks_on(""),
+        &[
+            (
+                "FINCODE_SIDECAR__WEBHOOKS__ALLOW_IPS",
+                "[\"203.0.113.0/24\", \"2001:db8::7\"]",
+            ),
+            ("FINCODE_SIDECAR__WEBHOOKS__SCHEME", "standard-webhooks"),
+            ("FINCODE_SIDECAR__WEBHOOKS__MAX_ATTEMPTS", "3"),
+            ("FINCODE_SIDECAR__STORE__SQLITE_PATH", "/data/events.db"),
+        ],
+    );
+    assert_eq!(config.webhooks.allow_ips.len(), 2);
+    assert_eq!(config.webhooks.scheme, WebhookScheme::StandardWebhooks);
+    assert_eq!(config.webhooks.max_attempts, 3);
+    assert_eq!(config.store.sqlite_path.to_str(), Some("/data/events.db"));
+
+    // A bad item set from a variable is blamed on that variable.
+    let var = "FINCODE_SIDECAR__WEBHOOKS__ALLOW_IPS";
+    let problems = errors(&minimal(), &[(var, "[\"10.0.0.0/8\", \"nope\"]")]);
+    assert_eq!(keys(&problems), ["webhooks.allow_ips[1]"]);
+    assert_eq!(problems[0].source, Source::Env(var.to_owned()));
+    assert!(problems[0].to_string().contains(&format!("(from {var})")));
+}
+
+#[test]
+fn webhook_secrets_are_never_echoed() {
+    // A secret pasted where a variable name belongs, in a list or a single key.
+    let text = format!(
+        "{}[webhooks]\nsecret_envs = [\"OK_NAME\", \"whsec_{CANARY}\"]\n\
+         signing_secret_env = \"whsec_{CANARY}=\"\n",
+        minimal()
+    );
+    let err = assert_no_canary(&text, &[]);
+    assert_eq!(
+        keys(err.problems()),
+        [
+            "webhooks.secret_envs[1]",
+            "webhooks.signing_secret_env",
+            "auth.mode"
+        ]
+    );
+    assert!(err.problems()[..2].iter().all(|p| p.value.is_none()));
+
+    // A URL with a password.
+    let text = format!(
+        "{}[webhooks]\ndeliver_to = \"http://app:{CANARY}@127.0.0.1:3000/hooks\"\n",
+        minimal()
+    );
+    let err = assert_no_canary(&text, &[]);
+    assert_eq!(keys(err.problems())[0], "webhooks.deliver_to");
+    assert!(err.problems()[0].message.contains("user name or password"));
+
+    // The secret itself under a made-up key: refused, with the *_env key to use instead.
+    let text = format!(
+        "{}[webhooks]\nsigning_secret = \"whsec_{CANARY}\"\n",
+        minimal()
+    );
+    let err = assert_no_canary(&text, &[]);
+    let problem = &err.problems()[0];
+    assert_eq!(problem.key, "webhooks.signing_secret");
+    assert!(problem.message.contains("secrets are never written"));
+    assert!(
+        problem.fix.contains("set webhooks.signing_secret_env = "),
+        "{problem}"
     );
 }

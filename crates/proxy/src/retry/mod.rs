@@ -21,8 +21,6 @@
 //! from the shared [`Tries`](crate::telemetry::Tries) count), and when retrying stopped
 //! early, `x-sidecar-retry-stopped` saying why.
 
-pub mod retry_after;
-
 use std::{
     future::Future,
     pin::Pin,
@@ -32,7 +30,7 @@ use std::{
 };
 
 use bytes::Bytes;
-use fincode_backoff::Backoff;
+use fincode_backoff::{Backoff, retry_after};
 use fincode_config::RetryConfig;
 use http::{
     HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode, Uri, Version,

@@ -1,0 +1,687 @@
+//! The conformance suite: one set of checks every [`EventStore`] backend must pass.
+//!
+//! It uses nothing but the trait, so the SQLite tests and the Postgres tests run the
+//! very same checks. Each check takes a fresh, empty store and panics (via `assert!`)
+//! on the first broken promise, naming it. Run them all with [`run_all`], or one per
+//! test through [`CHECKS`] so a failure names the check:
+//!
+//! ```no_run
+//! # async fn example() {
+//! use std::sync::Arc;
+//! use fincode_store::{EventStore, SqliteStore, conformance};
+//!
+//! let dir = std::env::temp_dir();
+//! let mut n = 0;
+//! conformance::run_all(|| {
+//!     n += 1;
+//!     let path = dir.join(format!("conformance-{n}.db"));
+//!     async move {
+//!         let store = SqliteStore::open(&path).map_err(|e| e.to_string());
+//!         match store {
+//!             Ok(store) => Arc::new(store) as Arc<dyn EventStore>,
+//!             Err(error) => panic!("{error}"),
+//!         }
+//!     }
+//! })
+//! .await;
+//! # }
+//! ```
+//!
+//! Besides the trait's documentation, the checks pin down:
+//! - a new event is due at its `received_at`;
+//! - times round-trip at millisecond precision (the checks use whole milliseconds);
+//! - a lease blocks other claimants until it expires, and `mark_*` release it;
+//! - `mark_failed` and `mark_dead` change pending events only, so a claimant whose
+//!   lease ran out cannot bring back an event another claimant delivered;
+//! - `replay` of a pending event changes nothing and returns true.
+//!
+//! Checks build their times from the wall clock (`replay` makes an event due at the
+//! store's "now"), but never sleep: leases and due times are exercised through the
+//! explicit `now` that `claim_due` takes.
+
+use std::collections::HashSet;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+
+use crate::{Counts, EventId, EventStore, Inserted, NewEvent, Status, StoreError, StoredEvent};
+
+/// One check: takes a fresh, empty store, panics on a broken promise.
+pub type Check = fn(Arc<dyn EventStore>) -> Pin<Box<dyn Future<Output = ()> + Send>>;
+
+/// Every check, by name, in the order [`run_all`] runs them.
+pub const CHECKS: &[(&str, Check)] = &[
+    ("insert_then_duplicate", |s| {
+        Box::pin(insert_then_duplicate(s))
+    }),
+    ("concurrent_inserts_of_one_key", |s| {
+        Box::pin(concurrent_inserts_of_one_key(s))
+    }),
+    ("concurrent_distinct_inserts", |s| {
+        Box::pin(concurrent_distinct_inserts(s))
+    }),
+    ("claim_honours_limit_oldest_first", |s| {
+        Box::pin(claim_honours_limit_oldest_first(s))
+    }),
+    ("claim_honours_next_attempt_at", |s| {
+        Box::pin(claim_honours_next_attempt_at(s))
+    }),
+    ("claim_honours_leases", |s| {
+        Box::pin(claim_honours_leases(s))
+    }),
+    ("order_key_serialises_delivery", |s| {
+        Box::pin(order_key_serialises_delivery(s))
+    }),
+    ("mark_failed_reschedules_and_keeps_bytes", |s| {
+        Box::pin(mark_failed_reschedules_and_keeps_bytes(s))
+    }),
+    ("dead_letters_list_and_replay", |s| {
+        Box::pin(dead_letters_list_and_replay(s))
+    }),
+    ("late_marks_do_not_resurrect", |s| {
+        Box::pin(late_marks_do_not_resurrect(s))
+    }),
+    ("missing_and_empty", |s| Box::pin(missing_and_empty(s))),
+    ("counts_follow_transitions", |s| {
+        Box::pin(counts_follow_transitions(s))
+    }),
+];
+
+/// Runs every check in [`CHECKS`], each on a store from `fresh_store`.
+pub async fn run_all<F, Fut>(mut fresh_store: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Arc<dyn EventStore>>,
+{
+    for (name, check) in CHECKS {
+        eprintln!("conformance check: {name}");
+        check(fresh_store().await).await;
+    }
+}
+
+/// A new event is stored as given and reported `New`; the same dedupe key again is
+/// reported `Duplicate` of it, whatever the rest of the event, and changes nothing,
+/// even after delivery.
+pub async fn insert_then_duplicate(store: Arc<dyn EventStore>) {
+    let t = whole_millis_now();
+    let event = sample("TRANSACTION_STATUS:PCN1:PAID", Some("PCN1"), t);
+    let id = insert_new(&*store, event.clone()).await;
+    let stored = get_existing(&*store, id).await;
+    assert_same_event(&stored, &event);
+    assert_eq!(stored.status, Status::Pending, "a new event is pending");
+    assert_eq!(stored.attempts, 0, "a new event has no attempts");
+    assert_eq!(stored.last_error, None, "a new event has no error");
+    assert_eq!(
+        stored.next_attempt_at, t,
+        "a new event is due at received_at"
+    );
+
+    let mut again = sample("TRANSACTION_STATUS:PCN1:PAID", None, t + secs(5));
+    again.body = Bytes::from_static(b"{\"different\":true}");
+    again.correlation_id = "another-correlation".to_owned();
+    assert_eq!(
+        ok(store.insert(again.clone()).await, "insert"),
+        Inserted::Duplicate(id),
+        "the same dedupe key is a duplicate of the first event"
+    );
+    assert_eq!(
+        get_existing(&*store, id).await,
+        stored,
+        "a duplicate changes nothing"
+    );
+    assert_eq!(
+        counts(&*store).await,
+        counts_of(1, 0, 0),
+        "a duplicate is not stored"
+    );
+    assert_eq!(ok(store.list(None, 10).await, "list").len(), 1);
+
+    let other = insert_new(&*store, sample("TRANSACTION_STATUS:PCN1:SENT", None, t)).await;
+    assert!(
+        other > id,
+        "ids increase in arrival order ({other} after {id})"
+    );
+
+    ok(store.mark_delivered(id, 1).await, "mark_delivered");
+    assert_eq!(
+        ok(store.insert(again).await, "insert"),
+        Inserted::Duplicate(id),
+        "a delivered event still deduplicates"
+    );
+    assert_eq!(get_existing(&*store, id).await.status, Status::Delivered);
+    assert_eq!(counts(&*store).await, counts_of(1, 1, 0));
+}
+
+/// 50 concurrent inserts of one key: exactly one `New`, 49 `Duplicate` of it.
+pub async fn concurrent_inserts_of_one_key(store: Arc<dyn EventStore>) {
+    let t = whole_millis_now();
+    let tasks: Vec<_> = (0..50)
+        .map(|n| {
+            let store = Arc::clone(&store);
+            let mut event = sample("TRANSACTION_STATUS:RACE:PAID", None, t);
+            event.correlation_id = format!("attempt-{n}");
+            tokio::spawn(async move { store.insert(event).await })
+        })
+        .collect();
+    let mut results = Vec::new();
+    for task in tasks {
+        results.push(ok(joined(task.await), "insert"));
+    }
+    let new: Vec<EventId> = results
+        .iter()
+        .filter_map(|r| match r {
+            Inserted::New(id) => Some(*id),
+            Inserted::Duplicate(_) => None,
+        })
+        .collect();
+    assert_eq!(new.len(), 1, "exactly one insert is new: {results:?}");
+    let winner = new[0];
+    assert!(
+        results
+            .iter()
+            .all(|r| *r == Inserted::New(winner) || *r == Inserted::Duplicate(winner)),
+        "every other insert is a duplicate of the one new event: {results:?}"
+    );
+    assert_eq!(counts(&*store).await, counts_of(1, 0, 0));
+}
+
+/// 1000 concurrent inserts of distinct keys: all `New`, distinct ids, all readable.
+pub async fn concurrent_distinct_inserts(store: Arc<dyn EventStore>) {
+    const N: usize = 1000;
+    let t = whole_millis_now();
+    let tasks: Vec<_> = (0..N)
+        .map(|n| {
+            let store = Arc::clone(&store);
+            let event = sample(&format!("TRANSACTION_STATUS:PCN{n}:PAID"), None, t);
+            tokio::spawn(async move { (n, store.insert(event).await) })
+        })
+        .collect();
+    let mut ids = Vec::with_capacity(N);
+    for task in tasks {
+        let (n, result) = joined(task.await);
+        match ok(result, "insert") {
+            Inserted::New(id) => ids.push((n, id)),
+            duplicate @ Inserted::Duplicate(_) => {
+                panic!("distinct key {n} came back as {duplicate:?}")
+            }
+        }
+    }
+    let distinct: HashSet<EventId> = ids.iter().map(|(_, id)| *id).collect();
+    assert_eq!(distinct.len(), N, "every new event has its own id");
+    for (n, id) in ids {
+        let stored = get_existing(&*store, id).await;
+        assert_same_event(
+            &stored,
+            &sample(&format!("TRANSACTION_STATUS:PCN{n}:PAID"), None, t),
+        );
+    }
+    assert_eq!(counts(&*store).await, counts_of(N as u64, 0, 0));
+    assert_eq!(ok(store.list(None, 2 * N).await, "list").len(), N);
+}
+
+/// `claim_due` returns at most `limit` events, oldest first, and not the ones leased.
+pub async fn claim_honours_limit_oldest_first(store: Arc<dyn EventStore>) {
+    let t = whole_millis_now();
+    let mut ids = Vec::new();
+    for n in 0..5 {
+        ids.push(insert_new(&*store, sample(&format!("claim-{n}"), None, t)).await);
+    }
+    assert!(
+        claim(&*store, t, 0, "a").await.is_empty(),
+        "limit 0 claims nothing"
+    );
+
+    let first = claim(&*store, t, 2, "a").await;
+    assert_eq!(ids_of(&first), ids[..2], "the two oldest first");
+    assert_same_event(&first[0], &sample("claim-0", None, t));
+    assert_eq!(
+        first[0].status,
+        Status::Pending,
+        "a claimed event stays pending"
+    );
+
+    let rest = claim(&*store, t, 10, "b").await;
+    assert_eq!(ids_of(&rest), ids[2..], "the rest, without the leased ones");
+    assert!(
+        claim(&*store, t, 10, "c").await.is_empty(),
+        "everything is leased"
+    );
+}
+
+/// An event is due at `received_at`, and after `mark_failed` at its `next_attempt_at`.
+pub async fn claim_honours_next_attempt_at(store: Arc<dyn EventStore>) {
+    let t = whole_millis_now();
+    let a = insert_new(&*store, sample("due-a", None, t)).await;
+    let b = insert_new(&*store, sample("due-b", None, t)).await;
+    let later = insert_new(&*store, sample("due-later", None, t + secs(60))).await;
+    assert!(
+        claim(&*store, t - millis(1), 10, "w").await.is_empty(),
+        "nothing is due before received_at"
+    );
+    assert_eq!(ids_of(&claim(&*store, t, 10, "w").await), [a, b]);
+
+    ok(
+        store.mark_failed(a, 1, t + secs(10), "http 503").await,
+        "mark_failed",
+    );
+    ok(
+        store.mark_failed(b, 1, t + secs(20), "timeout").await,
+        "mark_failed",
+    );
+    assert!(claim(&*store, t + millis(9_999), 10, "w").await.is_empty());
+    assert_eq!(ids_of(&claim(&*store, t + secs(10), 10, "w").await), [a]);
+    assert_eq!(ids_of(&claim(&*store, t + secs(20), 10, "w").await), [b]);
+    assert_eq!(
+        ids_of(&claim(&*store, t + secs(60), 10, "w").await),
+        [later]
+    );
+}
+
+/// A leased event goes to no other claimant until the lease expires; then it does.
+pub async fn claim_honours_leases(store: Arc<dyn EventStore>) {
+    let t = whole_millis_now();
+    let id = insert_new(&*store, sample("lease", None, t)).await;
+    let lease = secs(30);
+    assert_eq!(
+        ids_of(&ok(store.claim_due(t, 10, lease, "a").await, "claim_due")),
+        [id]
+    );
+    assert!(
+        ok(
+            store.claim_due(t + secs(29), 10, lease, "b").await,
+            "claim_due"
+        )
+        .is_empty(),
+        "a second claimant gets nothing while the lease holds"
+    );
+    assert!(
+        ok(
+            store.claim_due(t + secs(29), 10, lease, "a").await,
+            "claim_due"
+        )
+        .is_empty(),
+        "nor does the holder claim it twice"
+    );
+    let again = ok(
+        store.claim_due(t + secs(31), 10, lease, "b").await,
+        "claim_due",
+    );
+    assert_eq!(
+        ids_of(&again),
+        [id],
+        "an expired lease makes the event due again"
+    );
+    assert!(
+        ok(
+            store.claim_due(t + secs(32), 10, lease, "c").await,
+            "claim_due"
+        )
+        .is_empty(),
+        "the new lease holds in turn"
+    );
+    ok(store.mark_delivered(id, 2).await, "mark_delivered");
+    assert!(
+        ok(
+            store.claim_due(t + secs(3600), 10, lease, "c").await,
+            "claim_due"
+        )
+        .is_empty(),
+        "a delivered event is never claimed"
+    );
+}
+
+/// With an ordering key, an event waits until every earlier event with that key is
+/// delivered or dead; other keys and events without a key are unaffected.
+pub async fn order_key_serialises_delivery(store: Arc<dyn EventStore>) {
+    let t = whole_millis_now();
+    let a1 = insert_new(&*store, sample("a1", Some("A"), t)).await;
+    let n1 = insert_new(&*store, sample("n1", None, t)).await;
+    let a2 = insert_new(&*store, sample("a2", Some("A"), t)).await;
+    let b1 = insert_new(&*store, sample("b1", Some("B"), t)).await;
+    let n2 = insert_new(&*store, sample("n2", None, t)).await;
+    let a3 = insert_new(&*store, sample("a3", Some("A"), t)).await;
+
+    let first = claim(&*store, t, 10, "w").await;
+    assert_eq!(
+        ids_of(&first),
+        [a1, n1, b1, n2],
+        "only the first event of key A; B and unkeyed events unaffected"
+    );
+    assert!(
+        claim(&*store, t, 10, "other").await.is_empty(),
+        "a2 waits while a1 is leased"
+    );
+    for id in [n1, b1, n2] {
+        ok(store.mark_delivered(id, 1).await, "mark_delivered");
+    }
+    let b2 = insert_new(&*store, sample("b2", Some("B"), t)).await;
+    assert_eq!(
+        ids_of(&claim(&*store, t, 10, "w").await),
+        [b2],
+        "B moves on while A is blocked"
+    );
+
+    ok(
+        store.mark_failed(a1, 1, t + secs(10), "http 500").await,
+        "mark_failed",
+    );
+    assert!(
+        claim(&*store, t + secs(5), 10, "w").await.is_empty(),
+        "a2 waits while a1 is pending, even when a1 is not due"
+    );
+    assert_eq!(ids_of(&claim(&*store, t + secs(10), 10, "w").await), [a1]);
+    ok(store.mark_delivered(a1, 2).await, "mark_delivered");
+    assert_eq!(
+        ids_of(&claim(&*store, t + secs(10), 10, "w").await),
+        [a2],
+        "a2 after a1 is delivered, a3 still waits"
+    );
+    ok(store.mark_dead(a2, 8, "max attempts").await, "mark_dead");
+    assert_eq!(
+        ids_of(&claim(&*store, t + secs(10), 10, "w").await),
+        [a3],
+        "a3 after a2 is dead"
+    );
+}
+
+/// `mark_failed` records the attempt and error, reschedules, releases the lease, and
+/// keeps the body and headers byte for byte.
+pub async fn mark_failed_reschedules_and_keeps_bytes(store: Arc<dyn EventStore>) {
+    let t = whole_millis_now();
+    let mut event = sample("bytes", Some("ord"), t);
+    event.body = Bytes::from_static(b"\x00{\"a\":1}\xff\xfe\r\n\x00 \xe3\x81\x82");
+    event.headers = vec![
+        ("X-Dup".to_owned(), "1".to_owned()),
+        ("x-dup".to_owned(), "2".to_owned()),
+        ("empty".to_owned(), String::new()),
+        ("x-unicode".to_owned(), "値 ✓ \"quoted\", {json}".to_owned()),
+    ];
+    let id = insert_new(&*store, event.clone()).await;
+    let claimed = ok(store.claim_due(t, 1, secs(300), "a").await, "claim_due");
+    assert_eq!(ids_of(&claimed), [id]);
+    assert_same_event(&claimed[0], &event);
+
+    ok(
+        store.mark_failed(id, 1, t + secs(60), "http 503").await,
+        "mark_failed",
+    );
+    let failed = get_existing(&*store, id).await;
+    assert_same_event(&failed, &event);
+    assert_eq!(failed.status, Status::Pending);
+    assert_eq!(failed.attempts, 1);
+    assert_eq!(failed.next_attempt_at, t + secs(60));
+    assert_eq!(failed.last_error.as_deref(), Some("http 503"));
+
+    assert!(claim(&*store, t + millis(59_999), 10, "b").await.is_empty());
+    // "a" held a five-minute lease: "b" claiming at one minute shows it was released.
+    let retried = claim(&*store, t + secs(60), 10, "b").await;
+    assert_eq!(ids_of(&retried), [id], "due again, lease released");
+    assert_eq!(retried[0].attempts, 1);
+    assert_same_event(&retried[0], &event);
+
+    ok(
+        store.mark_failed(id, 2, t + secs(120), "timeout").await,
+        "mark_failed",
+    );
+    let twice = get_existing(&*store, id).await;
+    assert_eq!(
+        (twice.attempts, twice.last_error.as_deref()),
+        (2, Some("timeout"))
+    );
+    assert_same_event(&twice, &event);
+}
+
+/// Dead letters are listed (newest first), replayed one by one or all at once, and a
+/// replayed event is pending, due now, with attempts and error reset.
+pub async fn dead_letters_list_and_replay(store: Arc<dyn EventStore>) {
+    let t = whole_millis_now();
+    let mut ids = Vec::new();
+    for n in 0..4 {
+        ids.push(insert_new(&*store, sample(&format!("dlq-{n}"), None, t)).await);
+    }
+    let [e0, e1, e2, e3] = ids[..] else {
+        unreachable!("four events were inserted")
+    };
+    assert_eq!(claim(&*store, t, 10, "w").await.len(), 4);
+    ok(store.mark_dead(e0, 5, "max attempts").await, "mark_dead");
+    ok(store.mark_dead(e2, 3, "max age").await, "mark_dead");
+    ok(store.mark_delivered(e3, 1).await, "mark_delivered");
+
+    let dead = ok(store.list(Some(Status::Dead), 10).await, "list");
+    assert_eq!(ids_of(&dead), [e2, e0], "dead letters, newest first");
+    assert_eq!(dead[0].status, Status::Dead);
+    assert_eq!(
+        (dead[1].attempts, dead[1].last_error.as_deref()),
+        (5, Some("max attempts"))
+    );
+    let shared = &store;
+    let listed = |status| async move { ids_of(&ok(shared.list(status, 10).await, "list")) };
+    assert_eq!(listed(Some(Status::Pending)).await, [e1]);
+    assert_eq!(listed(Some(Status::Delivered)).await, [e3]);
+    assert_eq!(listed(None).await, [e3, e2, e1, e0]);
+    assert_eq!(
+        ids_of(&ok(store.list(None, 2).await, "list")),
+        [e3, e2],
+        "limit"
+    );
+    assert!(ok(store.list(Some(Status::Dead), 0).await, "list").is_empty());
+    assert_eq!(counts(&*store).await, counts_of(1, 1, 2));
+
+    assert!(
+        ok(store.replay(e0).await, "replay"),
+        "a dead letter replays"
+    );
+    let before_claim = SystemTime::now();
+    let replayed = get_existing(&*store, e0).await;
+    assert_eq!(replayed.status, Status::Pending);
+    assert_eq!((replayed.attempts, replayed.last_error), (0, None));
+    assert!(
+        replayed.next_attempt_at <= before_claim,
+        "a replayed event is due now"
+    );
+    // e1 is still leased (30 s from t), so only e0 comes back.
+    let due = claim(&*store, SystemTime::now() + secs(1), 10, "r").await;
+    assert_eq!(ids_of(&due), [e0]);
+    assert_eq!(counts(&*store).await, counts_of(2, 1, 1));
+
+    assert_eq!(ok(store.replay_all_dead().await, "replay_all_dead"), 1);
+    let e2_now = get_existing(&*store, e2).await;
+    assert_eq!(
+        (e2_now.status, e2_now.attempts, e2_now.last_error),
+        (Status::Pending, 0, None)
+    );
+    assert_eq!(ok(store.replay_all_dead().await, "replay_all_dead"), 0);
+    assert!(
+        ok(store.replay(e3).await, "replay"),
+        "a delivered event replays"
+    );
+    assert_eq!(get_existing(&*store, e3).await.status, Status::Pending);
+    assert!(
+        ok(store.replay(e1).await, "replay"),
+        "a pending event exists"
+    );
+    assert_eq!(get_existing(&*store, e1).await.status, Status::Pending);
+    assert!(
+        !ok(store.replay(e3 + 1000).await, "replay"),
+        "no such event"
+    );
+    assert_eq!(counts(&*store).await, counts_of(4, 0, 0));
+}
+
+/// A claimant whose lease ran out while another delivered the event cannot make it
+/// pending (or dead) again: it stays delivered, and is never claimed again.
+pub async fn late_marks_do_not_resurrect(store: Arc<dyn EventStore>) {
+    let t = whole_millis_now();
+    let id = insert_new(&*store, sample("late", None, t)).await;
+    let lease = secs(10);
+    assert_eq!(
+        ids_of(&ok(store.claim_due(t, 1, lease, "slow").await, "claim_due")),
+        [id]
+    );
+    let fast = ok(
+        store.claim_due(t + secs(11), 1, lease, "fast").await,
+        "claim_due",
+    );
+    assert_eq!(ids_of(&fast), [id]);
+    ok(store.mark_delivered(id, 1).await, "mark_delivered");
+    ok(
+        store.mark_failed(id, 1, t + secs(20), "timeout").await,
+        "mark_failed",
+    );
+    ok(store.mark_dead(id, 1, "gave up").await, "mark_dead");
+    let stored = get_existing(&*store, id).await;
+    assert_eq!(stored.status, Status::Delivered, "the delivery stands");
+    assert!(claim(&*store, t + secs(3600), 10, "any").await.is_empty());
+}
+
+/// Nothing stored: `get` of any id is `None`, lists and claims are empty, counts zero.
+pub async fn missing_and_empty(store: Arc<dyn EventStore>) {
+    let t = whole_millis_now();
+    for id in [0, 1, 42, EventId::MAX, -1] {
+        assert!(ok(store.get(id).await, "get").is_none(), "no event {id}");
+    }
+    assert!(ok(store.list(None, 10).await, "list").is_empty());
+    assert!(ok(store.list(Some(Status::Dead), 10).await, "list").is_empty());
+    assert_eq!(counts(&*store).await, Counts::default());
+    assert!(claim(&*store, t + secs(3600), 10, "w").await.is_empty());
+    assert!(!ok(store.replay(1).await, "replay"));
+    assert_eq!(ok(store.replay_all_dead().await, "replay_all_dead"), 0);
+
+    let id = insert_new(&*store, sample("only", None, t)).await;
+    assert!(ok(store.get(id + 1).await, "get").is_none());
+    assert!(ok(store.get(id).await, "get").is_some());
+}
+
+/// `counts` follows every transition.
+pub async fn counts_follow_transitions(store: Arc<dyn EventStore>) {
+    let t = whole_millis_now();
+    let a = insert_new(&*store, sample("count-a", None, t)).await;
+    let b = insert_new(&*store, sample("count-b", None, t)).await;
+    let _c = insert_new(&*store, sample("count-c", None, t)).await;
+    assert_eq!(counts(&*store).await, counts_of(3, 0, 0));
+    ok(store.mark_delivered(a, 1).await, "mark_delivered");
+    assert_eq!(counts(&*store).await, counts_of(2, 1, 0));
+    ok(store.mark_dead(b, 4, "max attempts").await, "mark_dead");
+    assert_eq!(counts(&*store).await, counts_of(1, 1, 1));
+    let _ = ok(store.insert(sample("count-b", None, t)).await, "insert");
+    assert_eq!(
+        counts(&*store).await,
+        counts_of(1, 1, 1),
+        "a duplicate counts nothing"
+    );
+    assert!(ok(store.replay(b).await, "replay"));
+    assert_eq!(counts(&*store).await, counts_of(2, 1, 0));
+}
+
+// === helpers ===
+
+/// The wall clock truncated to whole milliseconds, the precision every backend keeps.
+fn whole_millis_now() -> SystemTime {
+    let since_epoch = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    UNIX_EPOCH + millis(since_epoch.as_millis() as u64)
+}
+
+fn secs(n: u64) -> Duration {
+    Duration::from_secs(n)
+}
+
+fn millis(n: u64) -> Duration {
+    Duration::from_millis(n)
+}
+
+/// A FinCode-like event: JSON body, three headers.
+fn sample(dedupe_key: &str, order_key: Option<&str>, received_at: SystemTime) -> NewEvent {
+    NewEvent {
+        dedupe_key: dedupe_key.to_owned(),
+        order_key: order_key.map(str::to_owned),
+        correlation_id: format!("corr-{dedupe_key}"),
+        body: Bytes::from(format!(
+            r#"{{"eventType":"TRANSACTION_STATUS","Reference":"{dedupe_key}","Status":"PAID"}}"#
+        )),
+        headers: vec![
+            ("content-type".to_owned(), "application/json".to_owned()),
+            ("x-signature".to_owned(), format!("sha256={dedupe_key}")),
+            ("user-agent".to_owned(), "FinCode-Webhook/1.0".to_owned()),
+        ],
+        received_at,
+    }
+}
+
+fn ok<T>(result: Result<T, StoreError>, operation: &str) -> T {
+    match result {
+        Ok(value) => value,
+        Err(error) => panic!("{operation} failed: {error}"),
+    }
+}
+
+fn joined<T>(result: Result<T, tokio::task::JoinError>) -> T {
+    match result {
+        Ok(value) => value,
+        Err(error) => panic!("a concurrent task failed: {error}"),
+    }
+}
+
+async fn insert_new(store: &dyn EventStore, event: NewEvent) -> EventId {
+    let key = event.dedupe_key.clone();
+    match ok(store.insert(event).await, "insert") {
+        Inserted::New(id) => id,
+        duplicate @ Inserted::Duplicate(_) => {
+            panic!("{key}: expected a new event, got {duplicate:?}")
+        }
+    }
+}
+
+async fn get_existing(store: &dyn EventStore, id: EventId) -> StoredEvent {
+    match ok(store.get(id).await, "get") {
+        Some(event) => event,
+        None => panic!("event {id} is missing"),
+    }
+}
+
+/// Claims with a 30 s lease.
+async fn claim(
+    store: &dyn EventStore,
+    now: SystemTime,
+    limit: usize,
+    owner: &str,
+) -> Vec<StoredEvent> {
+    ok(
+        store.claim_due(now, limit, secs(30), owner).await,
+        "claim_due",
+    )
+}
+
+async fn counts(store: &dyn EventStore) -> Counts {
+    ok(store.counts().await, "counts")
+}
+
+fn counts_of(pending: u64, delivered: u64, dead: u64) -> Counts {
+    Counts {
+        pending,
+        delivered,
+        dead,
+    }
+}
+
+fn ids_of(events: &[StoredEvent]) -> Vec<EventId> {
+    events.iter().map(|event| event.id).collect()
+}
+
+/// `stored` holds what `sent` carried, byte for byte.
+fn assert_same_event(stored: &StoredEvent, sent: &NewEvent) {
+    let key = &sent.dedupe_key;
+    assert_eq!(stored.dedupe_key, sent.dedupe_key);
+    assert_eq!(stored.order_key, sent.order_key, "{key}: order key");
+    assert_eq!(
+        stored.correlation_id, sent.correlation_id,
+        "{key}: correlation id"
+    );
+    assert_eq!(stored.body, sent.body, "{key}: body bytes");
+    assert_eq!(stored.headers, sent.headers, "{key}: headers");
+    assert_eq!(stored.received_at, sent.received_at, "{key}: received_at");
+}

@@ -1,0 +1,208 @@
+#![forbid(unsafe_code)]
+#![warn(missing_docs, unreachable_pub)]
+//! Durable state for webhook events, behind one trait so the embedded SQLite file (one
+//! pod) and Postgres (replicas sharing webhooks) are interchangeable.
+//!
+//! The contract every backend keeps, checked by one conformance suite
+//! ([`conformance`]) that runs against each:
+//!
+//! - [`EventStore::insert`] returns only once the event is durably committed, and
+//!   inserts the event and its dedupe key atomically: a second event with the same key is
+//!   reported as a duplicate and never stored or delivered twice. Concurrent inserts are
+//!   committed together (group commit), so durability costs one sync per batch.
+//! - [`EventStore::claim_due`] hands out pending events whose time has come, each to one
+//!   claimant at a time (a lease), oldest first; with an ordering key, an event is not
+//!   handed out while an earlier event with the same key is still pending.
+//! - An event ends delivered or dead, never lost: a lease that expires (the claimant
+//!   crashed) makes the event due again.
+
+pub mod conformance;
+mod sqlite;
+
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+
+pub use self::sqlite::SqliteStore;
+
+/// A store's id for an event; increasing in arrival order.
+pub type EventId = i64;
+
+/// Where an event is in its life.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Status {
+    /// Waiting for (another) delivery attempt.
+    Pending,
+    /// The app acknowledged it (2xx).
+    Delivered,
+    /// Attempts or age ran out; kept for inspection and replay.
+    Dead,
+}
+
+// === impl Status ===
+
+impl Status {
+    /// `pending`, `delivered` or `dead`: the spelling in the CLI, the admin API and the
+    /// database.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Delivered => "delivered",
+            Self::Dead => "dead",
+        }
+    }
+
+    /// The inverse of [`Status::as_str`].
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "pending" => Some(Self::Pending),
+            "delivered" => Some(Self::Delivered),
+            "dead" => Some(Self::Dead),
+            _ => None,
+        }
+    }
+}
+
+/// A verified event as received, to be stored.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NewEvent {
+    /// The deduplication key (unique across the store).
+    pub dedupe_key: String,
+    /// Events with the same ordering key are delivered in arrival order; `None` for
+    /// unordered delivery.
+    pub order_key: Option<String>,
+    /// The correlation id stamped at receipt, forwarded as `X-Request-ID`.
+    pub correlation_id: String,
+    /// The raw body, byte for byte as received (signatures are over these bytes).
+    pub body: Bytes,
+    /// The provider headers to forward to the app, in order.
+    pub headers: Vec<(String, String)>,
+    /// When the listener received it.
+    pub received_at: SystemTime,
+}
+
+/// What [`EventStore::insert`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Inserted {
+    /// Stored and committed under this id.
+    New(EventId),
+    /// An event with the same dedupe key exists (this id); nothing was stored.
+    Duplicate(EventId),
+}
+
+/// An event as stored.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoredEvent {
+    /// The store's id.
+    pub id: EventId,
+    /// The deduplication key.
+    pub dedupe_key: String,
+    /// The ordering key, if any.
+    pub order_key: Option<String>,
+    /// The correlation id from receipt.
+    pub correlation_id: String,
+    /// The raw body.
+    pub body: Bytes,
+    /// The provider headers to forward.
+    pub headers: Vec<(String, String)>,
+    /// When it was received.
+    pub received_at: SystemTime,
+    /// Where it is in its life.
+    pub status: Status,
+    /// Delivery attempts made so far.
+    pub attempts: u32,
+    /// When it is next due (pending events).
+    pub next_attempt_at: SystemTime,
+    /// Why the last attempt failed (a status code or an error kind; never a secret).
+    pub last_error: Option<String>,
+}
+
+/// Events per status, for the queue-depth gauge and the admin API.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Counts {
+    /// Waiting for delivery.
+    pub pending: u64,
+    /// Delivered.
+    pub delivered: u64,
+    /// Dead letters.
+    pub dead: u64,
+}
+
+/// A store failure. Messages name the file or operation, never event content.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database could not be opened or migrated.
+    #[error("cannot open the webhook store at {path}: {detail}")]
+    Open {
+        /// The configured location.
+        path: String,
+        /// What went wrong.
+        detail: String,
+    },
+    /// A read or write failed.
+    #[error("webhook store {operation} failed: {detail}")]
+    Io {
+        /// Which operation.
+        operation: &'static str,
+        /// What went wrong.
+        detail: String,
+    },
+    /// The store is shutting down or its writer stopped.
+    #[error("the webhook store is closed")]
+    Closed,
+}
+
+/// Durable webhook events. Cheap to share (`Arc<dyn EventStore>`).
+#[async_trait::async_trait]
+pub trait EventStore: Send + Sync + std::fmt::Debug + 'static {
+    /// Commits `event` durably unless its dedupe key is already stored. Returns after
+    /// the commit (the caller acknowledges the sender only then).
+    async fn insert(&self, event: NewEvent) -> Result<Inserted, StoreError>;
+
+    /// Leases up to `limit` pending events due at `now` (not leased by anyone else, and
+    /// with no earlier pending event of the same ordering key) to `owner` for `lease`,
+    /// oldest first.
+    async fn claim_due(
+        &self,
+        now: SystemTime,
+        limit: usize,
+        lease: Duration,
+        owner: &str,
+    ) -> Result<Vec<StoredEvent>, StoreError>;
+
+    /// The app acknowledged event `id` after `attempts` attempts.
+    async fn mark_delivered(&self, id: EventId, attempts: u32) -> Result<(), StoreError>;
+
+    /// Attempt `attempts` failed with `error`; due again at `next_attempt_at`. Releases
+    /// the lease.
+    async fn mark_failed(
+        &self,
+        id: EventId,
+        attempts: u32,
+        next_attempt_at: SystemTime,
+        error: &str,
+    ) -> Result<(), StoreError>;
+
+    /// Attempts or age ran out: the event becomes a dead letter.
+    async fn mark_dead(&self, id: EventId, attempts: u32, error: &str) -> Result<(), StoreError>;
+
+    /// One event, whatever its status.
+    async fn get(&self, id: EventId) -> Result<Option<StoredEvent>, StoreError>;
+
+    /// Up to `limit` events, newest first, optionally of one status.
+    async fn list(
+        &self,
+        status: Option<Status>,
+        limit: usize,
+    ) -> Result<Vec<StoredEvent>, StoreError>;
+
+    /// Makes a dead (or delivered) event pending again, due now, with its attempts reset.
+    /// Returns false when no such event exists.
+    async fn replay(&self, id: EventId) -> Result<bool, StoreError>;
+
+    /// Makes every dead letter pending again; returns how many.
+    async fn replay_all_dead(&self) -> Result<u64, StoreError>;
+
+    /// Events per status.
+    async fn counts(&self) -> Result<Counts, StoreError>;
+}

@@ -1,0 +1,323 @@
+//! The embedded backend: one SQLite file, for a sidecar running as a single pod.
+//!
+//! Writes go through one writer thread that owns the only writing connection and
+//! commits in groups (see [`SqliteStore`]); reads use a second connection.
+
+/// The columns `codec::event_from_row` reads, in its order (a macro so SQL strings
+/// can `concat!` it).
+macro_rules! event_columns {
+    () => {
+        "id, dedupe_key, order_key, correlation_id, body, headers, received_at, status, \
+         attempts, next_attempt_at, last_error"
+    };
+}
+
+mod codec;
+mod schema;
+#[cfg(test)]
+mod tests;
+mod writer;
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::thread::JoinHandle;
+use std::time::{Duration, SystemTime};
+
+use rusqlite::{Connection, OptionalExtension};
+use tokio::sync::{mpsc, oneshot};
+
+use self::codec::{add_millis, encode_headers, event_from_row, io_error, to_millis};
+use self::schema::Role;
+use self::writer::{ClaimRequest, Command, InsertRow, Job, Mark, Replay, Reply};
+use crate::{Counts, EventId, EventStore, Inserted, NewEvent, Status, StoreError, StoredEvent};
+
+/// Commands that may wait for the writer before `insert` itself waits (backpressure
+/// on the webhook listener rather than unbounded memory).
+const QUEUE_DEPTH: usize = 4096;
+
+/// Webhook events in an SQLite file.
+///
+/// - **Writes** (`insert`, `claim_due`, `mark_*`, `replay*`) are sent to one writer
+///   thread. It takes the first queued command, drains up to 511 more, runs them all in
+///   one transaction, commits once (one fsync: `synchronous=FULL` in WAL mode) and only
+///   then answers each caller. Under load a thousand concurrent inserts cost a couple
+///   of fsyncs, not a thousand; a lone insert waits for nothing but its own commit.
+///   One writer also means SQLite never sees two writers contend for its lock.
+/// - **Reads** (`get`, `list`, `counts`) use a separate read-only connection on a
+///   blocking thread. In WAL mode a reader sees the last commit and never waits for
+///   the writer, so an admin listing dead letters or a metrics scrape cannot stall
+///   webhook acknowledgements by queueing behind a commit, and batches stay pure
+///   writes. Reads are rare (operators, the queue-depth gauge), so one connection
+///   behind a mutex is enough.
+///
+/// Dropping the store lets the writer finish every queued command, then joins it, so
+/// the file is closed when `drop` returns. [`SqliteStore::close`] does the same without
+/// dropping; any command after it fails with [`StoreError::Closed`].
+///
+/// ```no_run
+/// # async fn example() -> Result<(), fincode_store::StoreError> {
+/// use std::sync::Arc;
+/// use fincode_store::{EventStore, SqliteStore};
+///
+/// let store: Arc<dyn EventStore> =
+///     Arc::new(SqliteStore::open(std::path::Path::new("/var/lib/fincode/events.db"))?);
+/// println!("{:?}", store.counts().await?);
+/// # Ok(())
+/// # }
+/// ```
+pub struct SqliteStore {
+    path: PathBuf,
+    /// `None` once dropping.
+    commands: Option<mpsc::Sender<Command>>,
+    /// `None` once closed.
+    reader: Arc<Mutex<Option<Connection>>>,
+    writer: Option<JoinHandle<()>>,
+}
+
+// === impl SqliteStore ===
+
+impl SqliteStore {
+    /// Opens (creating if needed) the store at `path` and migrates its schema.
+    ///
+    /// Fails with [`StoreError::Open`], naming the path and what to do, when the
+    /// directory is missing or not writable, the file is not an SQLite database, or its
+    /// schema is newer than this build.
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        let conn = schema::open_connection(path, Role::Writer)?;
+        let reader = schema::open_connection(path, Role::Reader)?;
+        let (commands, queue) = mpsc::channel(QUEUE_DEPTH);
+        let writer = std::thread::Builder::new()
+            .name("fincode-store-writer".to_owned())
+            .spawn(move || writer::run_writer(conn, queue))
+            .map_err(|error| StoreError::Open {
+                path: path.display().to_string(),
+                detail: format!("cannot start the writer thread: {error}"),
+            })?;
+        tracing::info!(path = %path.display(), "webhook store opened");
+        Ok(Self {
+            path: path.to_owned(),
+            commands: Some(commands),
+            reader: Arc::new(Mutex::new(Some(reader))),
+            writer: Some(writer),
+        })
+    }
+
+    /// Finishes every command queued so far, closes the file, and fails every later
+    /// call with [`StoreError::Closed`]. Closing twice is fine.
+    pub async fn close(&self) {
+        self.reader
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        let Some(commands) = &self.commands else {
+            return;
+        };
+        let (reply, done) = oneshot::channel();
+        if commands.send(Command::Close(reply)).await.is_ok() {
+            // An error means the writer is already gone: closed either way.
+            let _ = done.await;
+        }
+    }
+
+    /// Sends a command to the writer and waits for its answer (after the commit).
+    async fn write<T>(&self, command: impl FnOnce(Reply<T>) -> Command) -> Result<T, StoreError> {
+        let commands = self.commands.as_ref().ok_or(StoreError::Closed)?;
+        let (reply, answer) = oneshot::channel();
+        commands
+            .send(command(reply))
+            .await
+            .map_err(|_| StoreError::Closed)?;
+        answer.await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// Runs `query` on the read connection, on a blocking thread.
+    async fn read<T: Send + 'static>(
+        &self,
+        operation: &'static str,
+        query: impl FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let reader = Arc::clone(&self.reader);
+        tokio::task::spawn_blocking(move || {
+            let guard = reader.lock().unwrap_or_else(PoisonError::into_inner);
+            let conn = guard.as_ref().ok_or(StoreError::Closed)?;
+            query(conn).map_err(|error| io_error(operation, &error))
+        })
+        .await
+        .map_err(|error| StoreError::Io {
+            operation,
+            detail: format!("the read task failed: {error}"),
+        })?
+    }
+}
+
+impl std::fmt::Debug for SqliteStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqliteStore")
+            .field("path", &self.path)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for SqliteStore {
+    fn drop(&mut self) {
+        // Closing the channel lets the writer drain what is queued and stop; joining
+        // it means the file is closed (and the WAL checkpointed) when drop returns.
+        self.commands.take();
+        if let Some(writer) = self.writer.take()
+            && writer.join().is_err()
+        {
+            tracing::error!(path = %self.path.display(), "the webhook store's writer thread panicked");
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl EventStore for SqliteStore {
+    async fn insert(&self, event: NewEvent) -> Result<Inserted, StoreError> {
+        let row = InsertRow {
+            headers: encode_headers(&event.headers)?,
+            received_at: to_millis(event.received_at),
+            dedupe_key: event.dedupe_key,
+            order_key: event.order_key,
+            correlation_id: event.correlation_id,
+            body: event.body,
+        };
+        self.write(|reply| Command::Insert(Job::new(row, reply)))
+            .await
+    }
+
+    async fn claim_due(
+        &self,
+        now: SystemTime,
+        limit: usize,
+        lease: Duration,
+        owner: &str,
+    ) -> Result<Vec<StoredEvent>, StoreError> {
+        let now = to_millis(now);
+        let request = ClaimRequest {
+            now,
+            limit: i64::try_from(limit).unwrap_or(i64::MAX),
+            lease_until: add_millis(now, lease),
+            owner: owner.to_owned(),
+        };
+        self.write(|reply| Command::Claim(Job::new(request, reply)))
+            .await
+    }
+
+    async fn mark_delivered(&self, id: EventId, attempts: u32) -> Result<(), StoreError> {
+        let mark = Mark::Delivered { id, attempts };
+        self.write(|reply| Command::Mark(Job::new(mark, reply)))
+            .await
+    }
+
+    async fn mark_failed(
+        &self,
+        id: EventId,
+        attempts: u32,
+        next_attempt_at: SystemTime,
+        error: &str,
+    ) -> Result<(), StoreError> {
+        let mark = Mark::Failed {
+            id,
+            attempts,
+            next_attempt_at: to_millis(next_attempt_at),
+            error: error.to_owned(),
+        };
+        self.write(|reply| Command::Mark(Job::new(mark, reply)))
+            .await
+    }
+
+    async fn mark_dead(&self, id: EventId, attempts: u32, error: &str) -> Result<(), StoreError> {
+        let mark = Mark::Dead {
+            id,
+            attempts,
+            error: error.to_owned(),
+        };
+        self.write(|reply| Command::Mark(Job::new(mark, reply)))
+            .await
+    }
+
+    async fn get(&self, id: EventId) -> Result<Option<StoredEvent>, StoreError> {
+        self.read("get", move |conn| {
+            conn.prepare_cached(concat!(
+                "SELECT ",
+                event_columns!(),
+                " FROM events WHERE id = ?1"
+            ))?
+            .query_row([id], event_from_row)
+            .optional()
+        })
+        .await
+    }
+
+    async fn list(
+        &self,
+        status: Option<Status>,
+        limit: usize,
+    ) -> Result<Vec<StoredEvent>, StoreError> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.read("list", move |conn| {
+            // Two statements rather than `?1 IS NULL OR status = ?1`, which would keep
+            // SQLite from using the status index.
+            let Some(status) = status else {
+                let mut all = conn.prepare_cached(concat!(
+                    "SELECT ",
+                    event_columns!(),
+                    " FROM events ORDER BY id DESC LIMIT ?1"
+                ))?;
+                return all.query_map([limit], event_from_row)?.collect();
+            };
+            let mut some = conn.prepare_cached(concat!(
+                "SELECT ",
+                event_columns!(),
+                " FROM events WHERE status = ?1 ORDER BY id DESC LIMIT ?2"
+            ))?;
+            some.query_map(rusqlite::params![status.as_str(), limit], event_from_row)?
+                .collect()
+        })
+        .await
+    }
+
+    async fn replay(&self, id: EventId) -> Result<bool, StoreError> {
+        let replay = Replay {
+            target: Some(id),
+            now: to_millis(SystemTime::now()),
+        };
+        let found = self
+            .write(|reply| Command::Replay(Job::new(replay, reply)))
+            .await?;
+        Ok(found > 0)
+    }
+
+    async fn replay_all_dead(&self) -> Result<u64, StoreError> {
+        let replay = Replay {
+            target: None,
+            now: to_millis(SystemTime::now()),
+        };
+        self.write(|reply| Command::Replay(Job::new(replay, reply)))
+            .await
+    }
+
+    async fn counts(&self) -> Result<Counts, StoreError> {
+        self.read("counts", |conn| {
+            let mut statement =
+                conn.prepare_cached("SELECT status, COUNT(*) FROM events GROUP BY status")?;
+            let mut rows = statement.query([])?;
+            let mut counts = Counts::default();
+            while let Some(row) = rows.next()? {
+                let status: String = row.get(0)?;
+                let count: i64 = row.get(1)?;
+                let count = count as u64;
+                match Status::parse(&status) {
+                    Some(Status::Pending) => counts.pending = count,
+                    Some(Status::Delivered) => counts.delivered = count,
+                    Some(Status::Dead) => counts.dead = count,
+                    // The CHECK constraint keeps other spellings out.
+                    None => {}
+                }
+            }
+            Ok(counts)
+        })
+        .await
+    }
+}

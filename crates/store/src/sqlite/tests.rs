@@ -1,0 +1,164 @@
+//! Unit tests for the pieces the conformance suite cannot see: pragmas, the batch
+//! executor, the codecs, query plans.
+
+#![allow(clippy::unwrap_used)]
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use rusqlite::Connection;
+use tokio::sync::oneshot;
+
+use super::codec::{decode_headers, encode_headers, from_millis, to_millis};
+use super::schema::{Role, SCHEMA_VERSION, open_connection};
+use super::writer::{self, CLAIM_SQL, Command, InsertRow, Job};
+use crate::{Inserted, StoreError};
+
+fn writer_connection() -> (tempfile::TempDir, Connection) {
+    let dir = tempfile::tempdir().unwrap();
+    let conn = open_connection(&dir.path().join("events.db"), Role::Writer).unwrap();
+    (dir, conn)
+}
+
+fn insert_command(key: &str) -> (Command, oneshot::Receiver<Result<Inserted, StoreError>>) {
+    let (reply, answer) = oneshot::channel();
+    let row = InsertRow {
+        dedupe_key: key.to_owned(),
+        order_key: None,
+        correlation_id: "c".to_owned(),
+        body: Bytes::from_static(b"{}"),
+        headers: Vec::new(),
+        received_at: 0,
+    };
+    (Command::Insert(Job::new(row, reply)), answer)
+}
+
+#[test]
+fn writer_connection_is_durable() {
+    let (_dir, conn) = writer_connection();
+    let pragma = |name: &str| -> String {
+        conn.pragma_query_value(None, name, |row| row.get::<_, rusqlite::types::Value>(0))
+            .map(|value| format!("{value:?}"))
+            .unwrap()
+    };
+    assert_eq!(pragma("journal_mode"), r#"Text("wal")"#);
+    assert_eq!(pragma("synchronous"), "Integer(2)", "FULL");
+    assert_eq!(pragma("foreign_keys"), "Integer(1)");
+    assert_eq!(pragma("busy_timeout"), "Integer(5000)");
+    assert_eq!(pragma("user_version"), format!("Integer({SCHEMA_VERSION})"));
+}
+
+#[test]
+fn reader_connection_cannot_write() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("events.db");
+    let _writer = open_connection(&path, Role::Writer).unwrap();
+    let reader = open_connection(&path, Role::Reader).unwrap();
+    let error = reader.execute("DELETE FROM events", []).unwrap_err();
+    assert!(error.to_string().contains("readonly"), "{error}");
+}
+
+#[test]
+fn duplicate_within_one_batch_is_duplicate_of_first() {
+    let (_dir, mut conn) = writer_connection();
+    let (first, first_answer) = insert_command("same");
+    let (other, other_answer) = insert_command("other");
+    let (second, second_answer) = insert_command("same");
+    let mut batch = vec![first, other, second];
+    writer::execute(&mut conn, &mut batch);
+    assert!(batch.is_empty(), "every command answered");
+    let first = first_answer.blocking_recv().unwrap().unwrap();
+    let Inserted::New(id) = first else {
+        panic!("first insert: {first:?}")
+    };
+    assert!(matches!(other_answer.blocking_recv().unwrap(), Ok(Inserted::New(o)) if o != id));
+    assert_eq!(
+        second_answer.blocking_recv().unwrap().unwrap(),
+        Inserted::Duplicate(id)
+    );
+}
+
+#[test]
+fn a_failing_command_does_not_fail_its_batch() {
+    let (_dir, mut conn) = writer_connection();
+    conn.execute_batch(
+        "CREATE TRIGGER poison BEFORE INSERT ON events WHEN NEW.dedupe_key = 'poison'
+         BEGIN SELECT RAISE(ABORT, 'poisoned'); END;",
+    )
+    .unwrap();
+    let (before, before_answer) = insert_command("before");
+    let (poison, poison_answer) = insert_command("poison");
+    let (after, after_answer) = insert_command("after");
+    let mut batch = vec![before, poison, after];
+    writer::execute(&mut conn, &mut batch);
+    assert!(matches!(
+        before_answer.blocking_recv().unwrap(),
+        Ok(Inserted::New(_))
+    ));
+    let error = poison_answer.blocking_recv().unwrap().unwrap_err();
+    assert!(
+        matches!(&error, StoreError::Io { operation: "insert", detail } if detail.contains("poisoned")),
+        "{error:?}"
+    );
+    assert!(matches!(
+        after_answer.blocking_recv().unwrap(),
+        Ok(Inserted::New(_))
+    ));
+    let stored: i64 = conn
+        .query_row("SELECT COUNT(*) FROM events", [], |row| row.get(0))
+        .unwrap();
+    assert_eq!(stored, 2);
+}
+
+#[test]
+fn claim_uses_the_indexes() {
+    let (_dir, conn) = writer_connection();
+    let plan: Vec<String> = conn
+        .prepare(&format!("EXPLAIN QUERY PLAN {CLAIM_SQL}"))
+        .unwrap()
+        .query_map(rusqlite::params![0, 10], |row| row.get::<_, String>(3))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    let plan = plan.join("\n");
+    assert!(plan.contains("events_status_due"), "{plan}");
+    assert!(plan.contains("events_order_key"), "{plan}");
+}
+
+#[test]
+fn headers_round_trip_in_order() {
+    let headers = vec![
+        ("A".to_owned(), "1".to_owned()),
+        ("a".to_owned(), String::new()),
+        (String::new(), "値 ✓".to_owned()),
+    ];
+    let blob = encode_headers(&headers).unwrap();
+    assert_eq!(decode_headers(&blob).unwrap(), headers);
+    assert_eq!(decode_headers(&encode_headers(&[]).unwrap()).unwrap(), []);
+}
+
+#[test]
+fn corrupt_headers_are_refused() {
+    let blob = encode_headers(&[("name".to_owned(), "value".to_owned())]).unwrap();
+    assert!(
+        decode_headers(&blob[..blob.len() - 1]).is_none(),
+        "truncated"
+    );
+    assert!(decode_headers(&blob[..3]).is_none(), "short length");
+    assert!(
+        decode_headers(&[1, 0, 0, 0, 0xff, 0, 0, 0, 0]).is_none(),
+        "not UTF-8"
+    );
+}
+
+#[test]
+fn times_round_trip_in_milliseconds() {
+    for ms in [0, 1, 1_700_000_000_123, -1, -86_400_000] {
+        assert_eq!(to_millis(from_millis(ms)), ms);
+    }
+    let before = UNIX_EPOCH - Duration::from_millis(1500);
+    assert_eq!(to_millis(before), -1500);
+    let now = SystemTime::now();
+    let truncated = from_millis(to_millis(now));
+    assert!(now.duration_since(truncated).unwrap() < Duration::from_millis(1));
+}

@@ -1,0 +1,355 @@
+//! The writer thread: the only connection that writes, committing whatever commands
+//! are queued in one transaction (group commit) and answering each after the commit.
+
+use bytes::Bytes;
+use rusqlite::{Connection, TransactionBehavior, params};
+use tokio::sync::{mpsc, oneshot};
+
+use super::codec::{event_from_row, io_error};
+use crate::{EventId, Inserted, StoreError, StoredEvent};
+
+/// The most commands committed in one transaction. Bounds the time a batch holds the
+/// write lock; under load the queue refills while a batch commits, so batches stay
+/// large without a timer adding latency to a lone insert.
+pub(super) const MAX_BATCH: usize = 512;
+
+/// Where a command's result goes.
+pub(super) type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
+
+/// A command's input, its reply channel, and its output once run (kept until the
+/// commit, which decides whether the output stands).
+pub(super) struct Job<I, O> {
+    input: I,
+    reply: Reply<O>,
+    output: Option<O>,
+}
+
+// === impl Job ===
+
+impl<I, O> Job<I, O> {
+    pub(super) fn new(input: I, reply: Reply<O>) -> Self {
+        Self {
+            input,
+            reply,
+            output: None,
+        }
+    }
+
+    fn respond(self, operation: &'static str) {
+        let result = self.output.ok_or_else(|| StoreError::Io {
+            operation,
+            detail: "the command was committed without running".to_owned(),
+        });
+        // The caller may have gone (a cancelled request): its command still counts.
+        let _ = self.reply.send(result);
+    }
+
+    fn fail(self, error: StoreError) {
+        let _ = self.reply.send(Err(error));
+    }
+}
+
+/// An event ready to insert (encoded by the caller, off the writer thread).
+pub(super) struct InsertRow {
+    pub(super) dedupe_key: String,
+    pub(super) order_key: Option<String>,
+    pub(super) correlation_id: String,
+    pub(super) body: Bytes,
+    pub(super) headers: Vec<u8>,
+    pub(super) received_at: i64,
+}
+
+/// `claim_due`'s arguments, times in unix milliseconds.
+pub(super) struct ClaimRequest {
+    pub(super) now: i64,
+    pub(super) limit: i64,
+    pub(super) lease_until: i64,
+    pub(super) owner: String,
+}
+
+/// The end of a delivery attempt.
+pub(super) enum Mark {
+    Delivered {
+        id: EventId,
+        attempts: u32,
+    },
+    Failed {
+        id: EventId,
+        attempts: u32,
+        next_attempt_at: i64,
+        error: String,
+    },
+    Dead {
+        id: EventId,
+        attempts: u32,
+        error: String,
+    },
+}
+
+/// What to make pending again, due at `now`.
+pub(super) struct Replay {
+    pub(super) target: Option<EventId>,
+    pub(super) now: i64,
+}
+
+/// One request to the writer.
+pub(super) enum Command {
+    Insert(Job<InsertRow, Inserted>),
+    Claim(Job<ClaimRequest, Vec<StoredEvent>>),
+    Mark(Job<Mark, ()>),
+    /// Output: events made pending (or, for one id that exists, at least 1).
+    Replay(Job<Replay, u64>),
+    /// Finish what is queued before this, then stop.
+    Close(oneshot::Sender<()>),
+}
+
+// === impl Command ===
+
+impl Command {
+    fn operation(&self) -> &'static str {
+        match self {
+            Self::Insert(_) => "insert",
+            Self::Claim(_) => "claim_due",
+            Self::Mark(_) => "mark",
+            Self::Replay(_) => "replay",
+            Self::Close(_) => "close",
+        }
+    }
+
+    fn run(&mut self, conn: &Connection) -> rusqlite::Result<()> {
+        match self {
+            Self::Insert(job) => job.output = Some(insert(conn, &job.input)?),
+            Self::Claim(job) => job.output = Some(claim(conn, &job.input)?),
+            Self::Mark(job) => job.output = Some(mark(conn, &job.input)?),
+            Self::Replay(job) => job.output = Some(replay(conn, &job.input)?),
+            Self::Close(_) => {}
+        }
+        Ok(())
+    }
+
+    fn respond(self) {
+        let operation = self.operation();
+        match self {
+            Self::Insert(job) => job.respond(operation),
+            Self::Claim(job) => job.respond(operation),
+            Self::Mark(job) => job.respond(operation),
+            Self::Replay(job) => job.respond(operation),
+            Self::Close(reply) => {
+                let _ = reply.send(());
+            }
+        }
+    }
+
+    fn fail(self, error: StoreError) {
+        match self {
+            Self::Insert(job) => job.fail(error),
+            Self::Claim(job) => job.fail(error),
+            Self::Mark(job) => job.fail(error),
+            Self::Replay(job) => job.fail(error),
+            // Closing an already closed store succeeds.
+            Self::Close(reply) => {
+                let _ = reply.send(());
+            }
+        }
+    }
+}
+
+/// The writer thread's body: batches until every sender is gone or a
+/// [`Command::Close`] arrives, then closes the connection.
+pub(super) fn run_writer(mut conn: Connection, mut commands: mpsc::Receiver<Command>) {
+    let mut batch = Vec::with_capacity(MAX_BATCH);
+    while let Some(first) = commands.blocking_recv() {
+        let mut close = None;
+        let mut next = Some(first);
+        while let Some(command) = next.take() {
+            if let Command::Close(reply) = command {
+                close = Some(reply);
+                break;
+            }
+            batch.push(command);
+            if batch.len() < MAX_BATCH {
+                next = commands.try_recv().ok();
+            }
+        }
+        if !batch.is_empty() {
+            execute(&mut conn, &mut batch);
+        }
+        if let Some(reply) = close {
+            // Refuse new commands; those queued behind the close are answered Closed.
+            commands.close();
+            while let Some(late) = commands.blocking_recv() {
+                late.fail(StoreError::Closed);
+            }
+            close_connection(conn);
+            let _ = reply.send(());
+            return;
+        }
+    }
+    close_connection(conn);
+}
+
+fn close_connection(conn: Connection) {
+    if let Err((_, error)) = conn.close() {
+        tracing::warn!(%error, "closing the webhook store's writer connection failed");
+    }
+}
+
+/// Runs `batch` in one transaction and answers every command, emptying `batch`.
+pub(super) fn execute(conn: &mut Connection, batch: &mut Vec<Command>) {
+    match run_in_transaction(conn, batch.iter_mut()) {
+        Ok(()) => batch.drain(..).for_each(Command::respond),
+        Err(error) if batch.len() == 1 => {
+            for command in batch.drain(..) {
+                let operation = command.operation();
+                command.fail(io_error(operation, &error));
+            }
+        }
+        Err(error) => {
+            // Nothing of the batch was committed. Run each command alone so one bad
+            // command (or a transient failure) does not fail its neighbours.
+            tracing::warn!(%error, commands = batch.len(), "group commit failed; retrying its commands one by one");
+            for mut command in batch.drain(..) {
+                match run_in_transaction(conn, std::iter::once(&mut command)) {
+                    Ok(()) => command.respond(),
+                    Err(error) => {
+                        let operation = command.operation();
+                        command.fail(io_error(operation, &error));
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn run_in_transaction<'a>(
+    conn: &mut Connection,
+    commands: impl Iterator<Item = &'a mut Command>,
+) -> rusqlite::Result<()> {
+    // IMMEDIATE: take the write lock up front, so a busy file (another process) waits
+    // in busy_timeout here rather than failing half-way through the batch.
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    for command in commands {
+        command.run(&tx)?;
+    }
+    // Dropping an uncommitted transaction (an early return above) rolls it back.
+    tx.commit()
+}
+
+fn insert(conn: &Connection, row: &InsertRow) -> rusqlite::Result<Inserted> {
+    let inserted = conn
+        .prepare_cached(
+            "INSERT INTO events (dedupe_key, order_key, correlation_id, body, headers, \
+                                 received_at, status, attempts, next_attempt_at) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'pending', 0, ?6) \
+             ON CONFLICT (dedupe_key) DO NOTHING",
+        )?
+        .execute(params![
+            row.dedupe_key,
+            row.order_key,
+            row.correlation_id,
+            &row.body[..],
+            row.headers,
+            row.received_at,
+        ])?;
+    if inserted == 1 {
+        return Ok(Inserted::New(conn.last_insert_rowid()));
+    }
+    // The key is taken, possibly by an earlier command of this same batch: this
+    // transaction sees it either way.
+    let existing = conn
+        .prepare_cached("SELECT id FROM events WHERE dedupe_key = ?1")?
+        .query_row([&row.dedupe_key], |row| row.get(0))?;
+    Ok(Inserted::Duplicate(existing))
+}
+
+/// Pending, due, unleased events with no earlier pending event of the same ordering
+/// key, oldest first. `?1` now, `?2` the limit (unix milliseconds).
+pub(super) const CLAIM_SQL: &str = concat!(
+    "SELECT ",
+    event_columns!(),
+    " FROM events AS e \
+     WHERE e.status = 'pending' AND e.next_attempt_at <= ?1 \
+       AND (e.lease_until IS NULL OR e.lease_until <= ?1) \
+       AND (e.order_key IS NULL OR NOT EXISTS ( \
+             SELECT 1 FROM events AS earlier \
+             WHERE earlier.order_key = e.order_key AND earlier.id < e.id \
+               AND earlier.status = 'pending')) \
+     ORDER BY e.id \
+     LIMIT ?2"
+);
+
+fn claim(conn: &Connection, request: &ClaimRequest) -> rusqlite::Result<Vec<StoredEvent>> {
+    if request.limit <= 0 {
+        return Ok(Vec::new());
+    }
+    let events = conn
+        .prepare_cached(CLAIM_SQL)?
+        .query_map(params![request.now, request.limit], event_from_row)?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    let mut lease =
+        conn.prepare_cached("UPDATE events SET lease_owner = ?2, lease_until = ?3 WHERE id = ?1")?;
+    for event in &events {
+        lease.execute(params![event.id, request.owner, request.lease_until])?;
+    }
+    Ok(events)
+}
+
+fn mark(conn: &Connection, mark: &Mark) -> rusqlite::Result<()> {
+    // Failed and Dead apply to pending events only: a claimant whose lease ran out must
+    // not turn an event that another claimant delivered back into a pending one.
+    match mark {
+        Mark::Delivered { id, attempts } => conn
+            .prepare_cached(
+                "UPDATE events SET status = 'delivered', attempts = ?2, \
+                     lease_owner = NULL, lease_until = NULL \
+                 WHERE id = ?1",
+            )?
+            .execute(params![id, attempts])?,
+        Mark::Failed {
+            id,
+            attempts,
+            next_attempt_at,
+            error,
+        } => conn
+            .prepare_cached(
+                "UPDATE events SET attempts = ?2, next_attempt_at = ?3, last_error = ?4, \
+                     lease_owner = NULL, lease_until = NULL \
+                 WHERE id = ?1 AND status = 'pending'",
+            )?
+            .execute(params![id, attempts, next_attempt_at, error])?,
+        Mark::Dead {
+            id,
+            attempts,
+            error,
+        } => conn
+            .prepare_cached(
+                "UPDATE events SET status = 'dead', attempts = ?2, last_error = ?3, \
+                     lease_owner = NULL, lease_until = NULL \
+                 WHERE id = ?1 AND status = 'pending'",
+            )?
+            .execute(params![id, attempts, error])?,
+    };
+    Ok(())
+}
+
+fn replay(conn: &Connection, replay: &Replay) -> rusqlite::Result<u64> {
+    const RESET: &str = "UPDATE events SET status = 'pending', attempts = 0, \
+         next_attempt_at = ?1, last_error = NULL, lease_owner = NULL, lease_until = NULL";
+    let Some(id) = replay.target else {
+        let sql = format!("{RESET} WHERE status = 'dead'");
+        return Ok(conn.prepare_cached(&sql)?.execute([replay.now])? as u64);
+    };
+    // A pending event is left alone (it is already due or leased to a claimant).
+    let sql = format!("{RESET} WHERE id = ?2 AND status <> 'pending'");
+    if conn
+        .prepare_cached(&sql)?
+        .execute(params![replay.now, id])?
+        == 1
+    {
+        return Ok(1);
+    }
+    let found: i64 = conn
+        .prepare_cached("SELECT COUNT(*) FROM events WHERE id = ?1")?
+        .query_row([id], |row| row.get(0))?;
+    Ok(found as u64)
+}

@@ -1,0 +1,228 @@
+//! The admin API for webhook events, served on the admin port. Reading and replaying
+//! events is an operator's act: allowed from loopback, or with the admin token
+//! (`Authorization: Bearer ...`, compared in constant time) from anywhere else.
+//!
+//! - `GET  /webhooks/events[?status=pending|delivered|dead][&limit=N]`: newest first.
+//! - `GET  /webhooks/events/{id}`: one event, its body passed through the redactor.
+//! - `POST /webhooks/events/{id}/replay`: due again now, attempts reset.
+//! - `POST /webhooks/dead/replay`: every dead letter.
+
+use std::{
+    net::SocketAddr,
+    sync::Arc,
+    time::{SystemTime, UNIX_EPOCH},
+};
+
+use bytes::Bytes;
+use fincode_redact::Redactor;
+use fincode_store::{EventStore, Status, StoredEvent};
+use http::{HeaderMap, HeaderValue, Method, Response, StatusCode, header};
+use http_body_util::Full;
+use secrecy::{ExposeSecret, SecretString};
+use serde_json::{Value, json};
+use subtle::ConstantTimeEq;
+use tokio::sync::Notify;
+
+/// The largest `limit` a list may ask for.
+const MAX_LIST: usize = 1000;
+
+/// The webhook routes of the admin port.
+#[derive(Debug, Clone)]
+pub struct Admin {
+    store: Arc<dyn EventStore>,
+    redactor: Redactor,
+    token: Option<Arc<SecretString>>,
+    wake: Arc<Notify>,
+}
+
+// === impl Admin ===
+
+impl Admin {
+    /// Routes over `store`; `token` admits callers beyond loopback; `wake` starts the
+    /// dispatcher on a replayed event at once.
+    pub fn new(
+        store: Arc<dyn EventStore>,
+        redactor: Redactor,
+        token: Option<SecretString>,
+        wake: Arc<Notify>,
+    ) -> Self {
+        Self {
+            store,
+            redactor,
+            token: token.map(Arc::new),
+            wake,
+        }
+    }
+
+    /// Answers a request under `/webhooks/`, or `None` for any other path.
+    pub async fn handle(
+        &self,
+        method: &Method,
+        path: &str,
+        query: Option<&str>,
+        headers: &HeaderMap,
+        peer: SocketAddr,
+    ) -> Option<Response<Full<Bytes>>> {
+        let rest = path.strip_prefix("/webhooks/")?;
+        if !self.admitted(headers, peer) {
+            return Some(reply(
+                StatusCode::FORBIDDEN,
+                &json!({"error": "webhook admin routes are served on loopback, or with webhooks.admin_token_env's token as a Bearer token"}),
+            ));
+        }
+        let segments: Vec<&str> = rest.split('/').collect();
+        let answer = match (method, segments.as_slice()) {
+            (&Method::GET, ["events"]) => self.list(query).await,
+            (&Method::GET, ["events", id]) => self.show(id).await,
+            (&Method::POST, ["events", id, "replay"]) => self.replay(id).await,
+            (&Method::POST, ["dead", "replay"]) => self.replay_all().await,
+            _ => Ok(reply(StatusCode::NOT_FOUND, &json!({"error": "no such webhook route"}))),
+        };
+        Some(answer.unwrap_or_else(|error| {
+            tracing::error!(%error, "webhook admin request failed");
+            reply(
+                StatusCode::SERVICE_UNAVAILABLE,
+                &json!({"error": "the webhook store is unavailable"}),
+            )
+        }))
+    }
+
+    fn admitted(&self, headers: &HeaderMap, peer: SocketAddr) -> bool {
+        if peer.ip().is_loopback() {
+            return true;
+        }
+        let (Some(token), Some(given)) = (
+            &self.token,
+            headers
+                .get(header::AUTHORIZATION)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.strip_prefix("Bearer ")),
+        ) else {
+            return false;
+        };
+        bool::from(token.expose_secret().as_bytes().ct_eq(given.as_bytes()))
+    }
+
+    async fn list(&self, query: Option<&str>) -> Result<Response<Full<Bytes>>, fincode_store::StoreError> {
+        let mut status = None;
+        let mut limit = 100;
+        for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
+            match pair.split_once('=') {
+                Some(("status", value)) => match Status::parse(value) {
+                    Some(parsed) => status = Some(parsed),
+                    None => {
+                        return Ok(reply(
+                            StatusCode::BAD_REQUEST,
+                            &json!({"error": "status must be pending, delivered or dead"}),
+                        ));
+                    }
+                },
+                Some(("limit", value)) => match value.parse::<usize>() {
+                    Ok(n) if (1..=MAX_LIST).contains(&n) => limit = n,
+                    _ => {
+                        return Ok(reply(
+                            StatusCode::BAD_REQUEST,
+                            &json!({"error": format!("limit must be 1 to {MAX_LIST}")}),
+                        ));
+                    }
+                },
+                _ => {
+                    return Ok(reply(
+                        StatusCode::BAD_REQUEST,
+                        &json!({"error": "known parameters: status, limit"}),
+                    ));
+                }
+            }
+        }
+        let events = self.store.list(status, limit).await?;
+        let events: Vec<Value> = events.iter().map(summary).collect();
+        Ok(reply(StatusCode::OK, &json!({ "events": events })))
+    }
+
+    async fn show(&self, id: &str) -> Result<Response<Full<Bytes>>, fincode_store::StoreError> {
+        let Ok(id) = id.parse() else {
+            return Ok(bad_id());
+        };
+        let Some(event) = self.store.get(id).await? else {
+            return Ok(reply(StatusCode::NOT_FOUND, &json!({"error": "no such event"})));
+        };
+        let mut shown = summary(&event);
+        let body = self.redactor.json(&event.body);
+        shown["body"] = serde_json::from_str(&body).unwrap_or(Value::String(body));
+        shown["headers"] = event
+            .headers
+            .iter()
+            .map(|(name, value)| {
+                let value = if self.redactor.is_sensitive_header(name) {
+                    fincode_redact::REDACTED.to_owned()
+                } else {
+                    self.redactor.text(value).into_owned()
+                };
+                json!([name, value])
+            })
+            .collect();
+        Ok(reply(StatusCode::OK, &shown))
+    }
+
+    async fn replay(&self, id: &str) -> Result<Response<Full<Bytes>>, fincode_store::StoreError> {
+        let Ok(id) = id.parse() else {
+            return Ok(bad_id());
+        };
+        if !self.store.replay(id).await? {
+            return Ok(reply(StatusCode::NOT_FOUND, &json!({"error": "no such event"})));
+        }
+        tracing::info!(target: "fincode_sidecar::webhooks", id, "webhook replay requested");
+        self.wake.notify_one();
+        Ok(reply(StatusCode::OK, &json!({"replayed": 1})))
+    }
+
+    async fn replay_all(&self) -> Result<Response<Full<Bytes>>, fincode_store::StoreError> {
+        let replayed = self.store.replay_all_dead().await?;
+        tracing::info!(target: "fincode_sidecar::webhooks", replayed, "dead letters replayed");
+        self.wake.notify_one();
+        Ok(reply(StatusCode::OK, &json!({ "replayed": replayed })))
+    }
+}
+
+/// What a list shows of an event: no body, no headers (they may hold personal data).
+fn summary(event: &StoredEvent) -> Value {
+    json!({
+        "id": event.id,
+        "status": event.status.as_str(),
+        "attempts": event.attempts,
+        "received_at": millis(event.received_at),
+        "next_attempt_at": millis(event.next_attempt_at),
+        "correlation_id": event.correlation_id,
+        "dedupe_key_hash": short_hash(&event.dedupe_key),
+        "last_error": event.last_error,
+    })
+}
+
+/// Dedupe keys hold references; the list shows a stable short digest instead.
+fn short_hash(text: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(text.as_bytes());
+    digest.iter().take(8).map(|b| format!("{b:02x}")).collect()
+}
+
+fn millis(time: SystemTime) -> u64 {
+    time.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+fn bad_id() -> Response<Full<Bytes>> {
+    reply(
+        StatusCode::BAD_REQUEST,
+        &json!({"error": "an event id is a number, as `webhooks list` shows"}),
+    )
+}
+
+fn reply(status: StatusCode, body: &Value) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(Bytes::from(body.to_string())));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    response
+}

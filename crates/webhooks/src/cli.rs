@@ -1,0 +1,318 @@
+//! `webhooks verify` and `webhooks sign`: the operator's tools for debugging signatures.
+//!
+//! When FinCode (or the sandbox, or an app checking the sidecar's deliveries) and the sidecar
+//! disagree about a signature, an operator saves the body and headers of one delivery and asks
+//! "does this verify with the secret we have?" (`verify`), or "what would a correct signature
+//! be?" (`sign`). Both run the same code as the listener and the dispatcher
+//! ([`crate::verify`]), so the answer is the sidecar's answer, not a reimplementation's.
+//!
+//! The secret comes from an environment variable (`--secret-env`), never from the command line
+//! (where `ps` and shell history would see it), and is never printed: not in results, not in
+//! errors. The one scheme whose "signature" is the secret itself, `shared-secret`, can be
+//! verified but not signed, for that reason.
+//!
+//! These functions return an [`Outcome`] rather than print or exit, so the binary does both and
+//! tests can look at the result.
+
+use std::path::PathBuf;
+use std::time::{Duration, SystemTime};
+
+use fincode_config::Env;
+use http::{HeaderMap, HeaderName, HeaderValue};
+use secrecy::SecretString;
+
+use crate::verify::{self, Algorithm, Encoding, Scheme, Verifier};
+
+/// Default header of the `hmac-*` schemes.
+const DEFAULT_HMAC_HEADER: &str = "x-fincode-signature";
+/// Default header of the `shared-secret` scheme.
+const DEFAULT_SHARED_SECRET_HEADER: &str = "x-webhook-secret";
+
+/// The signature scheme, as named on the command line.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum SchemeName {
+    /// HMAC-SHA256 of the body, hex.
+    #[value(name = "hmac-sha256-hex")]
+    HmacSha256Hex,
+    /// HMAC-SHA256 of the body, base64.
+    #[value(name = "hmac-sha256-base64")]
+    HmacSha256Base64,
+    /// HMAC-SHA512 of the body, hex.
+    #[value(name = "hmac-sha512-hex")]
+    HmacSha512Hex,
+    /// HMAC-SHA512 of the body, base64.
+    #[value(name = "hmac-sha512-base64")]
+    HmacSha512Base64,
+    /// Standard Webhooks (webhook-id, webhook-timestamp, webhook-signature; whsec_ secret).
+    #[value(name = "standard-webhooks")]
+    StandardWebhooks,
+    /// Stripe-style `t=<unix>,v1=<hex>`.
+    #[value(name = "stripe")]
+    Stripe,
+    /// A header equal to the secret.
+    #[value(name = "shared-secret")]
+    SharedSecret,
+}
+
+/// Arguments shared by `webhooks verify` and `webhooks sign`.
+#[derive(Debug, clap::Args)]
+pub struct SignatureArgs {
+    /// The signature scheme.
+    #[arg(long, value_enum)]
+    pub scheme: SchemeName,
+    /// The environment variable holding the secret: its bytes for hmac-*, stripe and
+    /// shared-secret; the "whsec_..." string for standard-webhooks.
+    #[arg(long)]
+    pub secret_env: String,
+    /// Text before the encoded signature, such as "sha256=" (hmac-* only).
+    #[arg(long)]
+    pub prefix: Option<String>,
+    /// The signature header [default: x-fincode-signature for hmac-*, stripe-signature for
+    /// stripe, x-webhook-secret for shared-secret; standard-webhooks' names are fixed].
+    #[arg(long)]
+    pub signature_header: Option<String>,
+    /// A received header, 'Name: value'; repeat for each (verify only).
+    #[arg(long = "header", value_name = "NAME: VALUE")]
+    pub headers: Vec<String>,
+    /// The file holding the raw body, byte for byte as received or to be sent.
+    #[arg(long)]
+    pub body_file: PathBuf,
+    /// The time to check or sign at, in unix seconds [default: the clock].
+    #[arg(long)]
+    pub now: Option<u64>,
+    /// How far the signed timestamp may be from now, either way, in seconds (verify with
+    /// standard-webhooks or stripe).
+    #[arg(long, default_value_t = 300)]
+    pub tolerance_secs: u64,
+    /// The webhook-id to sign with (sign with standard-webhooks) [default: a random
+    /// "msg_<32 hex digits>"].
+    #[arg(long)]
+    pub id: Option<String>,
+}
+
+/// What a command prints and its exit code: 0 valid or signed, 1 invalid, 2 usage error.
+///
+/// `output` has no trailing newline.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Outcome {
+    /// The process exit code.
+    pub code: u8,
+    /// What to print on stdout (results) or stderr (usage errors, code 2).
+    pub output: String,
+}
+
+// === impl Outcome ===
+
+impl Outcome {
+    /// Exit code of a valid signature or a successful signing.
+    pub const SUCCESS: u8 = 0;
+    /// Exit code of a signature that does not verify.
+    pub const INVALID: u8 = 1;
+    /// Exit code of a usage error.
+    pub const USAGE: u8 = 2;
+
+    fn success(output: String) -> Self {
+        Self {
+            code: Self::SUCCESS,
+            output,
+        }
+    }
+
+    fn usage(message: impl std::fmt::Display) -> Self {
+        Self {
+            code: Self::USAGE,
+            output: format!("error: {message}"),
+        }
+    }
+}
+
+/// Checks the body and headers with the secret: prints `valid` (exit 0) or
+/// `invalid: <reason>` (exit 1), or a usage error (exit 2: bad flag for the scheme, variable unset
+/// or empty, unusable secret, unreadable body file, malformed `--header`).
+pub fn verify(args: &SignatureArgs, env: &Env) -> Outcome {
+    match verify_inner(args, env) {
+        Ok(Ok(())) => Outcome::success("valid".to_owned()),
+        Ok(Err(rejection)) => Outcome {
+            code: Outcome::INVALID,
+            output: format!("invalid: {rejection}"),
+        },
+        Err(usage) => usage,
+    }
+}
+
+/// Signs the body with the secret: prints the header line(s) to send, `Name: value` one per line
+/// (exit 0), or a usage error (exit 2).
+pub fn sign(args: &SignatureArgs, env: &Env) -> Outcome {
+    match sign_inner(args, env) {
+        Ok(lines) => Outcome::success(lines),
+        Err(usage) => usage,
+    }
+}
+
+fn verify_inner(args: &SignatureArgs, env: &Env) -> Result<Result<(), verify::Rejection>, Outcome> {
+    if args.id.is_some() {
+        return Err(Outcome::usage(
+            "--id applies to sign; verify reads the id from --header 'webhook-id: ...'",
+        ));
+    }
+    let scheme = scheme(args)?;
+    let secret = secret(args, env)?;
+    let verifier = Verifier::new(
+        scheme,
+        vec![secret],
+        Duration::from_secs(args.tolerance_secs),
+    )
+    .map_err(|error| Outcome::usage(format_args!("{}: {error}", args.secret_env)))?;
+    let headers = headers(&args.headers)?;
+    let body = body(args)?;
+    Ok(verifier.verify(&headers, &body, now(args)?))
+}
+
+fn sign_inner(args: &SignatureArgs, env: &Env) -> Result<String, Outcome> {
+    if args.scheme == SchemeName::SharedSecret {
+        return Err(Outcome::usage(
+            "shared-secret has nothing to compute: its header is the secret itself, which this \
+             tool never prints; send the value of the variable as the header",
+        ));
+    }
+    if !args.headers.is_empty() {
+        return Err(Outcome::usage("--header applies to verify"));
+    }
+    if args.id.is_some() && args.scheme != SchemeName::StandardWebhooks {
+        return Err(Outcome::usage("--id applies to standard-webhooks only"));
+    }
+    let scheme = scheme(args)?;
+    let secret = secret(args, env)?;
+    let body = body(args)?;
+    let now = now(args)?;
+    let id = args.id.clone().unwrap_or_else(random_message_id);
+    let headers = verify::sign(&scheme, &secret, &body, now, &id)
+        .map_err(|error| Outcome::usage(format_args!("{}: {error}", args.secret_env)))?;
+    let lines: Vec<String> = headers
+        .iter()
+        .map(|(name, value)| {
+            // Every value `sign` makes is visible ASCII; lossy only guards against a bug.
+            format!("{name}: {}", String::from_utf8_lossy(value.as_bytes()))
+        })
+        .collect();
+    Ok(lines.join("\n"))
+}
+
+/// The [`Scheme`] the flags describe; flags that do not apply to it are usage errors rather
+/// than silently ignored, because a debugging tool that ignores input misleads.
+fn scheme(args: &SignatureArgs) -> Result<Scheme, Outcome> {
+    let hmac = |algorithm, encoding| -> Result<Scheme, Outcome> {
+        Ok(Scheme::Hmac {
+            algorithm,
+            encoding,
+            header: signature_header(args, DEFAULT_HMAC_HEADER)?,
+            prefix: args.prefix.clone().unwrap_or_default(),
+        })
+    };
+    if args.prefix.is_some() && !is_hmac(args.scheme) {
+        return Err(Outcome::usage("--prefix applies to the hmac-* schemes only"));
+    }
+    match args.scheme {
+        SchemeName::HmacSha256Hex => hmac(Algorithm::Sha256, Encoding::Hex),
+        SchemeName::HmacSha256Base64 => hmac(Algorithm::Sha256, Encoding::Base64),
+        SchemeName::HmacSha512Hex => hmac(Algorithm::Sha512, Encoding::Hex),
+        SchemeName::HmacSha512Base64 => hmac(Algorithm::Sha512, Encoding::Base64),
+        SchemeName::StandardWebhooks => {
+            if args.signature_header.is_some() {
+                return Err(Outcome::usage(
+                    "--signature-header does not apply to standard-webhooks: its headers are \
+                     webhook-id, webhook-timestamp and webhook-signature",
+                ));
+            }
+            Ok(Scheme::StandardWebhooks)
+        }
+        SchemeName::Stripe => Ok(Scheme::Stripe {
+            header: signature_header(args, verify::DEFAULT_STRIPE_HEADER.as_str())?,
+        }),
+        SchemeName::SharedSecret => Ok(Scheme::SharedSecret {
+            header: signature_header(args, DEFAULT_SHARED_SECRET_HEADER)?,
+        }),
+    }
+}
+
+const fn is_hmac(scheme: SchemeName) -> bool {
+    matches!(
+        scheme,
+        SchemeName::HmacSha256Hex
+            | SchemeName::HmacSha256Base64
+            | SchemeName::HmacSha512Hex
+            | SchemeName::HmacSha512Base64
+    )
+}
+
+fn signature_header(args: &SignatureArgs, default: &str) -> Result<HeaderName, Outcome> {
+    let name = args.signature_header.as_deref().unwrap_or(default);
+    HeaderName::try_from(name.trim())
+        .map_err(|_| Outcome::usage(format_args!("--signature-header {name:?} is not a header name")))
+}
+
+fn secret(args: &SignatureArgs, env: &Env) -> Result<SecretString, Outcome> {
+    env.get(&args.secret_env)
+        .filter(|value| !value.is_empty())
+        .map(|value| SecretString::from(value.to_owned()))
+        .ok_or_else(|| {
+            Outcome::usage(format_args!(
+                "the environment variable {} (--secret-env) is unset or empty",
+                args.secret_env
+            ))
+        })
+}
+
+fn body(args: &SignatureArgs) -> Result<Vec<u8>, Outcome> {
+    std::fs::read(&args.body_file).map_err(|error| {
+        Outcome::usage(format_args!(
+            "cannot read --body-file {}: {error}",
+            args.body_file.display()
+        ))
+    })
+}
+
+fn now(args: &SignatureArgs) -> Result<SystemTime, Outcome> {
+    match args.now {
+        None => Ok(SystemTime::now()),
+        Some(secs) => SystemTime::UNIX_EPOCH
+            .checked_add(Duration::from_secs(secs))
+            .ok_or_else(|| Outcome::usage(format_args!("--now {secs} is out of range"))),
+    }
+}
+
+/// Parses each `--header 'Name: value'`. Errors name the flag by position and never echo the
+/// value, which may be a secret (shared-secret) or a signature.
+fn headers(lines: &[String]) -> Result<HeaderMap, Outcome> {
+    let mut headers = HeaderMap::new();
+    for (index, line) in lines.iter().enumerate() {
+        let position = index + 1;
+        let malformed = || {
+            Outcome::usage(format_args!(
+                "--header #{position} is not 'Name: value' with a valid header name and value"
+            ))
+        };
+        let (name, value) = line.split_once(':').ok_or_else(malformed)?;
+        let name = HeaderName::try_from(name.trim()).map_err(|_| malformed())?;
+        // Bytes, not text: a value that is not visible ASCII must reach the verifier, which
+        // rejects it the way the listener would.
+        let value = HeaderValue::from_bytes(value.trim_matches([' ', '\t']).as_bytes())
+            .map_err(|_| malformed())?;
+        headers.append(name, value);
+    }
+    Ok(headers)
+}
+
+/// A fresh Standard Webhooks message id: `msg_` and 32 hex digits (128 random bits).
+fn random_message_id() -> String {
+    let bytes: [u8; 16] = rand::random();
+    let mut id = String::with_capacity(4 + 32);
+    id.push_str("msg_");
+    for byte in bytes {
+        id.push_str(&format!("{byte:02x}"));
+    }
+    id
+}
+
+#[cfg(test)]
+mod tests;

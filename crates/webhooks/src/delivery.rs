@@ -1,0 +1,251 @@
+//! Delivery over HTTP to the app, signed with the sidecar's own Standard Webhooks secret.
+//!
+//! What the app receives: the original body byte for byte, the provider's headers (its
+//! own `webhook-*` signature headers replaced by the sidecar's), `X-Request-ID` (the
+//! correlation id stamped at receipt), and `webhook-id` / `webhook-timestamp` /
+//! `webhook-signature` so it can verify the sidecar with any Standard Webhooks library.
+//! `webhook-id` is `evt_<id>`, the same on every attempt: the app deduplicates on it.
+//!
+//! With `webhooks.confirm_by_query`, an event is delivered only after FinCode, asked
+//! through the sidecar's own egress port (credentials, retries and audit included),
+//! reports the same status: an unsigned event cannot make the app act on a payment
+//! FinCode does not know.
+
+use std::{fmt, sync::Arc, time::Duration};
+
+use bytes::Bytes;
+use fincode_backoff::retry_after;
+use fincode_store::StoredEvent;
+use http::{HeaderName, HeaderValue, Method, Request, Uri, header};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper_rustls::HttpsConnector;
+use hyper_util::{
+    client::legacy::{Client, connect::HttpConnector},
+    rt::TokioExecutor,
+};
+use secrecy::SecretString;
+
+use crate::{
+    dispatcher::{Attempt, BoxFuture, Deliver},
+    template::Template,
+    verify::{Scheme, sign},
+};
+
+/// The most of an app's answer that is read (and discarded) so the connection can be
+/// reused.
+const MAX_ANSWER: usize = 64 * 1024;
+
+/// Headers of the provider that the sidecar's own signature replaces.
+const REPLACED: [&str; 4] = ["webhook-id", "webhook-timestamp", "webhook-signature", "content-type"];
+
+type HttpClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
+
+/// Confirm-by-query settings.
+#[derive(Debug)]
+pub struct Confirm {
+    /// The sidecar's egress base, e.g. `http://127.0.0.1:8080`.
+    pub egress: String,
+    /// The path template, e.g. `/transactionmanagement/transactions/{Reference}`.
+    pub path: Template,
+    /// Where FinCode's answer holds the status.
+    pub status_pointer: String,
+}
+
+/// Delivers to `deliver_to` over HTTP(S).
+pub struct HttpDelivery {
+    client: HttpClient,
+    deliver_to: Uri,
+    signing_secret: SecretString,
+    timeout: Duration,
+    confirm: Option<Arc<Confirm>>,
+}
+
+impl fmt::Debug for HttpDelivery {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HttpDelivery")
+            .field("deliver_to", &self.deliver_to)
+            .field("signing_secret", &"[REDACTED]")
+            .field("timeout", &self.timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+// === impl HttpDelivery ===
+
+impl HttpDelivery {
+    /// A client for `deliver_to` (http or https with the webpki roots).
+    pub fn new(
+        deliver_to: Uri,
+        signing_secret: SecretString,
+        timeout: Duration,
+        confirm: Option<Confirm>,
+    ) -> Self {
+        let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .map(|builder| {
+            let mut roots = rustls::RootCertStore::empty();
+            roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+            builder.with_root_certificates(roots).with_no_client_auth()
+        });
+        let mut http = HttpConnector::new();
+        http.enforce_http(false);
+        http.set_connect_timeout(Some(timeout));
+        let connector = match tls {
+            Ok(tls) => hyper_rustls::HttpsConnectorBuilder::new()
+                .with_tls_config(tls)
+                .https_or_http()
+                .enable_http1()
+                .wrap_connector(http),
+            // ring's default versions always build; fall back to plain roots if not.
+            Err(_) => hyper_rustls::HttpsConnectorBuilder::new()
+                .with_webpki_roots()
+                .https_or_http()
+                .enable_http1()
+                .wrap_connector(http),
+        };
+        Self {
+            client: Client::builder(TokioExecutor::new()).build(connector),
+            deliver_to,
+            signing_secret,
+            timeout,
+            confirm: confirm.map(Arc::new),
+        }
+    }
+
+    async fn send(&self, event: &StoredEvent) -> Attempt {
+        if let Some(confirm) = &self.confirm {
+            if let Err(why) = self.confirmed(confirm, event).await {
+                return Attempt::Failed {
+                    why,
+                    retry_after: None,
+                };
+            }
+        }
+        let message_id = format!("evt_{}", event.id);
+        let signature = match sign(
+            &Scheme::StandardWebhooks,
+            &self.signing_secret,
+            &event.body,
+            std::time::SystemTime::now(),
+            &message_id,
+        ) {
+            Ok(headers) => headers,
+            Err(_) => {
+                return Attempt::Failed {
+                    why: "signing failed (webhooks.signing_secret_env)".to_owned(),
+                    retry_after: None,
+                };
+            }
+        };
+        let mut request = Request::new(Full::new(event.body.clone()));
+        *request.method_mut() = Method::POST;
+        *request.uri_mut() = self.deliver_to.clone();
+        let headers = request.headers_mut();
+        for (name, value) in &event.headers {
+            if REPLACED.contains(&name.as_str()) {
+                continue;
+            }
+            if let (Ok(name), Ok(value)) = (
+                HeaderName::try_from(name.as_str()),
+                HeaderValue::try_from(value.as_str()),
+            ) {
+                headers.append(name, value);
+            }
+        }
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        if let Ok(id) = HeaderValue::try_from(event.correlation_id.as_str()) {
+            headers.insert("x-request-id", id);
+        }
+        for (name, value) in signature {
+            headers.insert(name, value);
+        }
+        match tokio::time::timeout(self.timeout, self.client.request(request)).await {
+            Err(_) => Attempt::Failed {
+                why: "timeout".to_owned(),
+                retry_after: None,
+            },
+            Ok(Err(error)) => Attempt::Failed {
+                why: if error.is_connect() {
+                    "connect error".to_owned()
+                } else {
+                    "connection error".to_owned()
+                },
+                retry_after: None,
+            },
+            Ok(Ok(response)) => {
+                let status = response.status();
+                let retry_after = retry_after::parse(response.headers(), std::time::SystemTime::now());
+                // Read the answer so the connection is reused; its content is not used.
+                let _ = tokio::time::timeout(
+                    self.timeout,
+                    Limited::new(response.into_body(), MAX_ANSWER).collect(),
+                )
+                .await;
+                if status.is_success() {
+                    Attempt::Delivered
+                } else {
+                    Attempt::Failed {
+                        why: format!("status {}", status.as_u16()),
+                        retry_after,
+                    }
+                }
+            }
+        }
+    }
+
+    /// Asks FinCode (through the egress port) whether the event's status is real.
+    async fn confirmed(&self, confirm: &Confirm, event: &StoredEvent) -> Result<(), String> {
+        let Ok(body) = serde_json::from_slice::<serde_json::Value>(&event.body) else {
+            return Err("unconfirmed: the event is not JSON".to_owned());
+        };
+        let Some(path) = confirm.path.render(&body, &http::HeaderMap::new()) else {
+            return Err("unconfirmed: the event lacks a field of webhooks.confirm_path".to_owned());
+        };
+        let claimed = body.get("Status").and_then(|s| s.as_str()).unwrap_or("");
+        let uri: Uri = format!("{}{}", confirm.egress, path)
+            .parse()
+            .map_err(|_| "unconfirmed: webhooks.confirm_path is not a valid path".to_owned())?;
+        let mut request = Request::new(Full::new(Bytes::new()));
+        *request.uri_mut() = uri;
+        if let Ok(id) = HeaderValue::try_from(event.correlation_id.as_str()) {
+            request.headers_mut().insert("x-request-id", id);
+        }
+        let response = tokio::time::timeout(self.timeout, self.client.request(request))
+            .await
+            .map_err(|_| "unconfirmed: FinCode query timed out".to_owned())?
+            .map_err(|_| "unconfirmed: the egress port is unreachable".to_owned())?;
+        if !response.status().is_success() {
+            return Err(format!(
+                "unconfirmed: FinCode answered {}",
+                response.status().as_u16()
+            ));
+        }
+        let answer = Limited::new(response.into_body(), MAX_ANSWER)
+            .collect()
+            .await
+            .map_err(|_| "unconfirmed: FinCode's answer could not be read".to_owned())?
+            .to_bytes();
+        let answer: serde_json::Value = serde_json::from_slice(&answer)
+            .map_err(|_| "unconfirmed: FinCode's answer is not JSON".to_owned())?;
+        let actual = answer
+            .pointer(&confirm.status_pointer)
+            .and_then(|s| s.as_str())
+            .unwrap_or("");
+        if actual.eq_ignore_ascii_case(claimed) && !claimed.is_empty() {
+            Ok(())
+        } else {
+            Err("unconfirmed: FinCode reports a different status".to_owned())
+        }
+    }
+}
+
+impl Deliver for HttpDelivery {
+    fn deliver<'a>(&'a self, event: &'a StoredEvent) -> BoxFuture<'a, Attempt> {
+        Box::pin(self.send(event))
+    }
+}

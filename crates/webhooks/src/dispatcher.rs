@@ -1,0 +1,276 @@
+//! The dispatcher: delivers committed events to the app, asynchronously, until the app
+//! acknowledges them or they become dead letters. Never loses one.
+//!
+//! Events are leased from the store ([`EventStore::claim_due`]), so a crash mid-delivery
+//! only means the lease runs out and the event is delivered again: delivery is at least
+//! once, and the app deduplicates on `webhook-id`, which is stable across attempts. Each
+//! failed attempt is rescheduled with full-jitter exponential backoff (or the app's
+//! `Retry-After`, up to the backoff cap); after `webhooks.max_attempts` attempts or
+//! `webhooks.max_age`, the event is dead and waits for an operator's replay.
+//!
+//! Time comes from a [`Clock`] that follows tokio's clock, so the schedule can be tested
+//! with paused time.
+
+use std::{
+    fmt,
+    future::Future,
+    pin::Pin,
+    sync::Arc,
+    time::{Duration, SystemTime},
+};
+
+use fincode_backoff::Backoff;
+use fincode_store::{EventStore, StoredEvent};
+use tokio::sync::{Notify, Semaphore};
+
+use crate::metrics::WebhookMetrics;
+
+/// How often the store is asked for due events when nothing wakes the dispatcher.
+const POLL: Duration = Duration::from_secs(1);
+
+/// How long in-flight deliveries may finish after shutdown begins.
+const DRAIN: Duration = Duration::from_secs(10);
+
+/// A boxed future, as trait objects return them.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// The result of one delivery attempt.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Attempt {
+    /// The app answered 2xx.
+    Delivered,
+    /// Anything else: why (a status or an error kind, never content), and the app's
+    /// `Retry-After`.
+    Failed {
+        /// Short, bounded reason, e.g. `status 503` or `connect error`.
+        why: String,
+        /// When the app asked to be called again.
+        retry_after: Option<Duration>,
+    },
+}
+
+/// Sends one event to the app. The HTTP implementation is [`crate::delivery::HttpDelivery`].
+pub trait Deliver: Send + Sync + fmt::Debug + 'static {
+    /// One attempt at delivering `event`.
+    fn deliver<'a>(&'a self, event: &'a StoredEvent) -> BoxFuture<'a, Attempt>;
+}
+
+/// Wall-clock time that advances with tokio's clock (and so pauses with it in tests).
+#[derive(Clone, Copy, Debug)]
+pub struct Clock {
+    origin: SystemTime,
+    started: tokio::time::Instant,
+}
+
+// === impl Clock ===
+
+impl Clock {
+    /// Now, as the system clock says.
+    pub fn new() -> Self {
+        Self {
+            origin: SystemTime::now(),
+            started: tokio::time::Instant::now(),
+        }
+    }
+
+    /// The current time.
+    pub fn now(&self) -> SystemTime {
+        self.origin + self.started.elapsed()
+    }
+}
+
+impl Default for Clock {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// When to give up on an event.
+#[derive(Clone, Copy, Debug)]
+pub struct Policy {
+    /// Attempts before the event is dead.
+    pub max_attempts: u32,
+    /// Age (since receipt) after which it is dead.
+    pub max_age: Duration,
+    /// Waits between attempts.
+    pub backoff: Backoff,
+    /// The longest wait, also the cap on the app's `Retry-After`.
+    pub backoff_cap: Duration,
+    /// Deliveries in flight at once.
+    pub concurrency: usize,
+    /// How long a claimed event is ours before another claimant may take it.
+    pub lease: Duration,
+}
+
+/// Delivers events from `store` through `deliver`.
+#[derive(Debug)]
+pub struct Dispatcher {
+    store: Arc<dyn EventStore>,
+    deliver: Arc<dyn Deliver>,
+    policy: Policy,
+    metrics: WebhookMetrics,
+    wake: Arc<Notify>,
+    clock: Clock,
+    owner: String,
+}
+
+// === impl Dispatcher ===
+
+impl Dispatcher {
+    /// A dispatcher; `wake` is notified by the listener on every new event.
+    pub fn new(
+        store: Arc<dyn EventStore>,
+        deliver: Arc<dyn Deliver>,
+        policy: Policy,
+        metrics: WebhookMetrics,
+        wake: Arc<Notify>,
+        clock: Clock,
+    ) -> Self {
+        Self {
+            store,
+            deliver,
+            policy,
+            metrics,
+            wake,
+            clock,
+            // Leases name their owner so an operator can tell replicas apart.
+            owner: format!("{}-{}", std::process::id(), uuid::Uuid::now_v7()),
+        }
+    }
+
+    /// Delivers until `shutdown` resolves, then lets in-flight deliveries finish (up to
+    /// ten seconds; an unfinished one is delivered again after its lease).
+    pub async fn run(self, shutdown: impl Future<Output = ()>) {
+        let this = Arc::new(self);
+        let permits = Arc::new(Semaphore::new(this.policy.concurrency.max(1)));
+        tokio::pin!(shutdown);
+        loop {
+            this.refresh_queue_depth().await;
+            let free = permits.available_permits();
+            if free > 0 {
+                match this
+                    .store
+                    .claim_due(this.clock.now(), free, this.policy.lease, &this.owner)
+                    .await
+                {
+                    Ok(events) => {
+                        for event in events {
+                            let Ok(permit) = permits.clone().try_acquire_owned() else {
+                                break;
+                            };
+                            let this = this.clone();
+                            tokio::spawn(async move {
+                                this.attempt(event).await;
+                                drop(permit);
+                                this.wake.notify_one();
+                            });
+                        }
+                    }
+                    Err(error) => tracing::warn!(%error, "cannot claim webhook events"),
+                }
+            }
+            tokio::select! {
+                () = this.wake.notified() => {}
+                () = tokio::time::sleep(POLL) => {}
+                () = &mut shutdown => break,
+            }
+        }
+        let all = u32::try_from(this.policy.concurrency.max(1)).unwrap_or(u32::MAX);
+        if tokio::time::timeout(DRAIN, permits.acquire_many(all))
+            .await
+            .is_err()
+        {
+            tracing::warn!("webhook deliveries still running at shutdown; they will be retried");
+        }
+    }
+
+    async fn refresh_queue_depth(&self) {
+        if let Ok(counts) = self.store.counts().await {
+            self.metrics.set_queue_depth(counts.pending);
+        }
+    }
+
+    /// One attempt at one event, and what the store records about it.
+    pub async fn attempt(&self, event: StoredEvent) {
+        let now = self.clock.now();
+        let age = now.duration_since(event.received_at).unwrap_or_default();
+        let attempts = event.attempts.saturating_add(1);
+        if age > self.policy.max_age {
+            self.dead(&event, event.attempts, "max_age").await;
+            return;
+        }
+        match self.deliver.deliver(&event).await {
+            Attempt::Delivered => {
+                if let Err(error) = self.store.mark_delivered(event.id, attempts).await {
+                    tracing::error!(%error, id = event.id, "delivered but not recorded; it will be delivered again");
+                    return;
+                }
+                self.metrics.delivery("delivered");
+                self.metrics.delivered_after(
+                    self.clock
+                        .now()
+                        .duration_since(event.received_at)
+                        .unwrap_or_default()
+                        .as_secs_f64(),
+                );
+                tracing::info!(
+                    target: "fincode_sidecar::webhooks",
+                    id = event.id,
+                    correlation_id = %event.correlation_id,
+                    attempts,
+                    "webhook delivered"
+                );
+            }
+            Attempt::Failed { why, retry_after } => {
+                self.metrics.delivery("failed");
+                if attempts >= self.policy.max_attempts {
+                    self.dead(&event, attempts, &why).await;
+                    return;
+                }
+                let delay = self.next_delay(attempts, retry_after);
+                tracing::warn!(
+                    target: "fincode_sidecar::webhooks",
+                    id = event.id,
+                    correlation_id = %event.correlation_id,
+                    attempts,
+                    why = %why,
+                    retry_in_ms = delay.as_millis(),
+                    "webhook delivery failed"
+                );
+                if let Err(error) = self
+                    .store
+                    .mark_failed(event.id, attempts, self.clock.now() + delay, &why)
+                    .await
+                {
+                    tracing::error!(%error, id = event.id, "failed attempt not recorded; the lease will expire and it is retried");
+                }
+            }
+        }
+    }
+
+    /// The wait after failed attempt number `attempts`: full jitter, or the app's
+    /// `Retry-After` when that is longer (never beyond the backoff cap).
+    pub fn next_delay(&self, attempts: u32, retry_after: Option<Duration>) -> Duration {
+        let delay = self.policy.backoff.delay(attempts.saturating_sub(1));
+        match retry_after {
+            Some(after) => delay.max(after.min(self.policy.backoff_cap)),
+            None => delay,
+        }
+    }
+
+    async fn dead(&self, event: &StoredEvent, attempts: u32, why: &str) {
+        if let Err(error) = self.store.mark_dead(event.id, attempts, why).await {
+            tracing::error!(%error, id = event.id, "dead letter not recorded; it will be retried");
+            return;
+        }
+        self.metrics.delivery("dead");
+        tracing::warn!(
+            target: "fincode_sidecar::webhooks",
+            id = event.id,
+            correlation_id = %event.correlation_id,
+            attempts,
+            why,
+            "webhook is a dead letter; replay it with `fincode-sidecar webhooks replay`"
+        );
+    }
+}

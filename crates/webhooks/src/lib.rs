@@ -1,0 +1,315 @@
+#![forbid(unsafe_code)]
+#![warn(missing_docs, unreachable_pub)]
+//! Inbound FinCode webhooks (DESIGN.md 5.3): verify, deduplicate, durably acknowledge,
+//! and deliver to the app with retries and dead letters.
+//!
+//! - [`listener`]: the ack path, from FinCode's POST to our 200 (checks, durable commit).
+//! - [`verify`]: the signature schemes, over the raw bytes, in constant time.
+//! - [`template`]: dedupe and ordering keys.
+//! - [`dispatcher`] and [`delivery`]: delivery to the app, signed by the sidecar, with
+//!   backoff, `Retry-After`, and dead letters.
+//! - [`admin`]: listing and replaying events on the admin port; [`cli`] for operators.
+//!
+//! [`Webhooks::from_config`] builds all of it once from `[webhooks]`.
+
+pub mod admin;
+pub mod cli;
+pub mod delivery;
+pub mod dispatcher;
+pub mod listener;
+mod metrics;
+pub mod server;
+pub mod template;
+pub mod verify;
+
+use std::{net::SocketAddr, sync::Arc, time::Duration};
+
+use fincode_backoff::Backoff;
+use fincode_config::{Config, Env, HmacAlgorithm, HmacEncoding, WebhookScheme};
+use fincode_redact::Redactor;
+use fincode_store::EventStore;
+use http::HeaderName;
+use prometheus_client::registry::Registry;
+use secrecy::SecretString;
+use tokio::{net::TcpListener, sync::Notify};
+use tokio_rustls::TlsAcceptor;
+
+pub use self::metrics::WebhookMetrics;
+use self::{
+    delivery::{Confirm, HttpDelivery},
+    dispatcher::{Clock, Dispatcher, Policy},
+    listener::Listener,
+    template::Template,
+    verify::{Algorithm, Encoding, Scheme, Verifier},
+};
+
+/// Why the webhook parts could not be built from a valid config. Names the key and the
+/// fix, never a secret.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    /// A secret variable is unset or empty.
+    #[error("{key}: the variable {var} is not set or empty; set it from a Kubernetes Secret")]
+    Secret {
+        /// The config key naming the variable.
+        key: &'static str,
+        /// The variable.
+        var: String,
+    },
+    /// The verification secrets or scheme cannot be used.
+    #[error("webhooks.secret_envs: {0}")]
+    Verifier(#[from] verify::VerifierError),
+    /// The sidecar's own signing secret is not a Standard Webhooks secret.
+    #[error(
+        "webhooks.signing_secret_env: the value of {0} must be a Standard Webhooks secret, \
+         \"whsec_\" followed by base64 (e.g. `echo whsec_$(head -c 32 /dev/urandom | base64)`)"
+    )]
+    SigningSecret(String),
+    /// A key template is malformed.
+    #[error("{key}: {error}")]
+    Template {
+        /// The config key.
+        key: &'static str,
+        /// What is wrong.
+        error: template::TemplateError,
+    },
+    /// A required key is missing (the loader checks these; programmatic configs may not).
+    #[error("{0} is required when webhooks.enabled = true")]
+    Missing(&'static str),
+    /// The listener's TLS files cannot be used.
+    #[error(transparent)]
+    Tls(#[from] server::TlsError),
+}
+
+/// The webhook parts, built from `[webhooks]`.
+pub struct Webhooks {
+    listen: SocketAddr,
+    listener: Arc<Listener>,
+    tls: Option<TlsAcceptor>,
+    dispatcher: Dispatcher,
+    admin: admin::Admin,
+}
+
+// === impl Webhooks ===
+
+impl std::fmt::Debug for Webhooks {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Webhooks")
+            .field("listen", &self.listen)
+            .field("tls", &self.tls.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Webhooks {
+    /// Builds the listener, dispatcher and admin routes over `store`, or `None` when
+    /// `webhooks.enabled` is false. Secrets are read from `env` here, once.
+    pub fn from_config(
+        config: &Config,
+        env: &Env,
+        store: Arc<dyn EventStore>,
+        redactor: Redactor,
+        registry: &mut Registry,
+    ) -> Result<Option<Self>, BuildError> {
+        let c = &config.webhooks;
+        if !c.enabled {
+            return Ok(None);
+        }
+        let secret = |key: &'static str, var: &str| {
+            env.get(var)
+                .filter(|v| !v.is_empty())
+                .map(|v| SecretString::from(v.to_owned()))
+                .ok_or_else(|| BuildError::Secret {
+                    key,
+                    var: var.to_owned(),
+                })
+        };
+        let secrets = c
+            .secret_envs
+            .iter()
+            .map(|var| secret("webhooks.secret_envs", var))
+            .collect::<Result<Vec<_>, _>>()?;
+        let verifier = Verifier::new(scheme(c), secrets, c.tolerance)?;
+        let template = |key, text: &str| {
+            Template::parse(text).map_err(|error| BuildError::Template { key, error })
+        };
+        let metrics = WebhookMetrics::register(registry);
+        let wake = Arc::new(Notify::new());
+        let listener = Arc::new(Listener {
+            paths: c.paths.clone(),
+            max_body: c.max_body_bytes,
+            allow_ips: c.allow_ips.clone(),
+            trusted_proxies: c.trusted_proxies.clone(),
+            verifier,
+            dedupe: template("webhooks.dedupe_key", &c.dedupe_key)?,
+            order: c
+                .order_key
+                .as_deref()
+                .map(|t| template("webhooks.order_key", t))
+                .transpose()?,
+            store: store.clone(),
+            metrics: metrics.clone(),
+            wake: wake.clone(),
+        });
+        let tls = match (&c.tls_cert_file, &c.tls_key_file) {
+            (Some(cert), Some(key)) => Some(server::tls_acceptor(cert, key)?),
+            _ => None,
+        };
+
+        let deliver_to = c
+            .deliver_to
+            .clone()
+            .ok_or(BuildError::Missing("webhooks.deliver_to"))?;
+        let signing_var = c
+            .signing_secret_env
+            .as_deref()
+            .ok_or(BuildError::Missing("webhooks.signing_secret_env"))?;
+        let signing = secret("webhooks.signing_secret_env", signing_var)?;
+        // Sign once now, so a malformed secret fails at start-up, not at the first event.
+        if verify::sign(
+            &Scheme::StandardWebhooks,
+            &signing,
+            b"",
+            std::time::SystemTime::now(),
+            "msg_startup_check",
+        )
+        .is_err()
+        {
+            return Err(BuildError::SigningSecret(signing_var.to_owned()));
+        }
+        let confirm = if c.confirm_by_query {
+            Some(Confirm {
+                egress: format!("http://{}", loopback(config.listen.egress)),
+                path: template("webhooks.confirm_path", &c.confirm_path)?,
+                status_pointer: c.confirm_status_pointer.clone(),
+            })
+        } else {
+            None
+        };
+        let delivery = Arc::new(HttpDelivery::new(
+            deliver_to,
+            signing,
+            c.delivery_timeout,
+            confirm,
+        ));
+        let policy = Policy {
+            max_attempts: c.max_attempts,
+            max_age: c.max_age,
+            backoff: Backoff::full_jitter(c.backoff_base, c.backoff_cap),
+            backoff_cap: c.backoff_cap,
+            concurrency: c.delivery_concurrency,
+            // Long enough for a slow delivery and its confirm query; short enough that a
+            // crashed sidecar's events are picked up again soon.
+            lease: c.delivery_timeout * 3 + Duration::from_secs(5),
+        };
+        let dispatcher = Dispatcher::new(
+            store.clone(),
+            delivery,
+            policy,
+            metrics,
+            wake.clone(),
+            Clock::new(),
+        );
+        let token = c
+            .admin_token_env
+            .as_deref()
+            .map(|var| secret("webhooks.admin_token_env", var))
+            .transpose()?;
+        let admin = admin::Admin::new(store, redactor, token, wake);
+        Ok(Some(Self {
+            listen: c.listen,
+            listener,
+            tls,
+            dispatcher,
+            admin,
+        }))
+    }
+
+    /// Where the listener binds (`webhooks.listen`).
+    pub fn listen_addr(&self) -> SocketAddr {
+        self.listen
+    }
+
+    /// The admin routes, for the admin port.
+    pub fn admin(&self) -> admin::Admin {
+        self.admin.clone()
+    }
+
+    /// Splits into the listener (serve it on a socket) and the dispatcher (run it).
+    pub fn into_parts(self) -> (ListenerTask, Dispatcher) {
+        (
+            ListenerTask {
+                listener: self.listener,
+                tls: self.tls,
+            },
+            self.dispatcher,
+        )
+    }
+}
+
+/// The listener, ready to serve.
+pub struct ListenerTask {
+    listener: Arc<Listener>,
+    tls: Option<TlsAcceptor>,
+}
+
+impl std::fmt::Debug for ListenerTask {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ListenerTask")
+            .field("tls", &self.tls.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl ListenerTask {
+    /// Serves webhooks on `socket` until `shutdown`, then drains for up to `drain`.
+    pub async fn serve(
+        self,
+        socket: TcpListener,
+        drain: Duration,
+        shutdown: impl std::future::Future<Output = ()>,
+    ) {
+        server::serve(socket, self.listener, self.tls, drain, shutdown).await;
+    }
+}
+
+/// The verification scheme `[webhooks]` describes.
+fn scheme(c: &fincode_config::WebhooksConfig) -> Scheme {
+    let header = |default: &'static str| {
+        c.signature_header
+            .as_deref()
+            .and_then(|h| HeaderName::try_from(h.to_ascii_lowercase()).ok())
+            .unwrap_or_else(|| HeaderName::from_static(default))
+    };
+    match c.scheme {
+        WebhookScheme::Hmac => Scheme::Hmac {
+            algorithm: match c.hmac_algorithm {
+                HmacAlgorithm::Sha256 => Algorithm::Sha256,
+                HmacAlgorithm::Sha512 => Algorithm::Sha512,
+            },
+            encoding: match c.hmac_encoding {
+                HmacEncoding::Hex => Encoding::Hex,
+                HmacEncoding::Base64 => Encoding::Base64,
+            },
+            header: header("x-fincode-signature"),
+            prefix: c.signature_prefix.clone(),
+        },
+        WebhookScheme::StandardWebhooks => Scheme::StandardWebhooks,
+        WebhookScheme::Stripe => Scheme::Stripe {
+            header: header("stripe-signature"),
+        },
+        WebhookScheme::SharedSecret => Scheme::SharedSecret {
+            header: header("x-webhook-secret"),
+        },
+        WebhookScheme::None => Scheme::None,
+    }
+}
+
+/// The egress address as the dispatcher dials it: an unspecified bind address is
+/// reached on loopback.
+fn loopback(addr: SocketAddr) -> SocketAddr {
+    if addr.ip().is_unspecified() {
+        SocketAddr::new(std::net::Ipv4Addr::LOCALHOST.into(), addr.port())
+    } else {
+        addr
+    }
+}

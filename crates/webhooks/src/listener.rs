@@ -1,0 +1,263 @@
+//! The ack path: what happens between FinCode's POST and our 200.
+//!
+//! Checks run in DESIGN.md's order, cheapest and least trusting first, so nothing
+//! expensive is done for a request that will be refused anyway:
+//!
+//! 1. method and path (405, 404);
+//! 2. declared body size (413, before a byte of the body is read);
+//! 3. source address against `webhooks.allow_ips` (403), believing `X-Forwarded-For`
+//!    only from `webhooks.trusted_proxies`;
+//! 4. the body, read up to the limit (413);
+//! 5. signature and timestamp over the raw bytes (401, with the same generic body for
+//!    every reason: a forger learns nothing about which check failed);
+//! 6. JSON (400).
+//!
+//! Then the event is committed with its dedupe key in one durable transaction (group
+//! commit across concurrent requests) and only then answered 200: a duplicate is
+//! answered 200 too (FinCode must stop redelivering) and never stored twice. A store
+//! failure is a 503 so FinCode redelivers later. Delivery to the app happens elsewhere
+//! ([`crate::dispatcher`]); nothing slower than the commit is on this path.
+
+use std::{
+    net::{IpAddr, SocketAddr},
+    sync::Arc,
+    time::{Instant, SystemTime},
+};
+
+use bytes::Bytes;
+use fincode_store::{EventStore, Inserted, NewEvent};
+use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, header};
+use http_body_util::{BodyExt, Full, Limited};
+use ipnet::IpNet;
+use tokio::sync::Notify;
+
+use crate::{
+    metrics::WebhookMetrics,
+    template::{Template, dedupe_key},
+    verify::Verifier,
+};
+
+/// Headers not forwarded to the app: hop-by-hop, framing, and what the sidecar sets.
+const NOT_FORWARDED: [&str; 11] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "host",
+    "content-length",
+    "x-request-id",
+    "authorization",
+];
+
+/// Everything the ack path needs, built once from the config.
+#[derive(Debug)]
+pub struct Listener {
+    pub(crate) paths: Vec<String>,
+    pub(crate) max_body: usize,
+    pub(crate) allow_ips: Vec<IpNet>,
+    pub(crate) trusted_proxies: Vec<IpNet>,
+    pub(crate) verifier: Verifier,
+    pub(crate) dedupe: Template,
+    pub(crate) order: Option<Template>,
+    pub(crate) store: Arc<dyn EventStore>,
+    pub(crate) metrics: WebhookMetrics,
+    /// Wakes the dispatcher when a new event is committed.
+    pub(crate) wake: Arc<Notify>,
+}
+
+/// A refusal: status, reason label, and a body that says no more than it must.
+struct Refusal {
+    status: StatusCode,
+    reason: &'static str,
+    body: &'static str,
+}
+
+const fn refuse(status: StatusCode, reason: &'static str, body: &'static str) -> Refusal {
+    Refusal {
+        status,
+        reason,
+        body,
+    }
+}
+
+// === impl Listener ===
+
+impl Listener {
+    /// Answers one request from `peer`.
+    pub async fn handle<B>(&self, req: Request<B>, peer: SocketAddr) -> Response<Full<Bytes>>
+    where
+        B: http_body::Body<Data = Bytes>,
+        B::Error: std::error::Error + Send + Sync + 'static,
+    {
+        match self.accept(req, peer).await {
+            Ok(body) => json(StatusCode::OK, body),
+            Err(refusal) => {
+                self.metrics.rejected(refusal.reason);
+                tracing::info!(
+                    target: "fincode_sidecar::webhooks",
+                    %peer,
+                    status = refusal.status.as_u16(),
+                    reason = refusal.reason,
+                    "webhook refused"
+                );
+                json(refusal.status, refusal.body)
+            }
+        }
+    }
+
+    async fn accept<B>(&self, req: Request<B>, peer: SocketAddr) -> Result<&'static str, Refusal>
+    where
+        B: http_body::Body<Data = Bytes>,
+        B::Error: std::error::Error + Send + Sync + 'static,
+    {
+        if !self.paths.iter().any(|p| p == req.uri().path()) {
+            return Err(refuse(StatusCode::NOT_FOUND, "not_found", r#"{"error":"not found"}"#));
+        }
+        if req.method() != Method::POST {
+            return Err(refuse(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method",
+                r#"{"error":"POST only"}"#,
+            ));
+        }
+        let declared = req
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if declared.is_some_and(|len| len > self.max_body as u64) {
+            return Err(too_large());
+        }
+        if !self.allow_ips.is_empty() {
+            let source = self.source_ip(peer.ip(), req.headers());
+            if !self.allow_ips.iter().any(|net| net.contains(&source)) {
+                return Err(refuse(
+                    StatusCode::FORBIDDEN,
+                    "ip_not_allowed",
+                    r#"{"error":"forbidden"}"#,
+                ));
+            }
+        }
+        let (parts, body) = req.into_parts();
+        let body = match Limited::new(body, self.max_body).collect().await {
+            Ok(collected) => collected.to_bytes(),
+            Err(error) if error.is::<http_body_util::LengthLimitError>() => {
+                return Err(too_large());
+            }
+            Err(_) => {
+                return Err(refuse(
+                    StatusCode::BAD_REQUEST,
+                    "body_read",
+                    r#"{"error":"the body could not be read"}"#,
+                ));
+            }
+        };
+        let read_at = Instant::now();
+        if let Err(rejection) = self.verifier.verify(&parts.headers, &body, SystemTime::now()) {
+            return Err(refuse(
+                StatusCode::UNAUTHORIZED,
+                rejection.as_str(),
+                r#"{"error":"unauthorized"}"#,
+            ));
+        }
+        let Ok(event) = serde_json::from_slice::<serde_json::Value>(&body) else {
+            return Err(refuse(
+                StatusCode::BAD_REQUEST,
+                "bad_json",
+                r#"{"error":"the body is not JSON"}"#,
+            ));
+        };
+        let new = NewEvent {
+            dedupe_key: dedupe_key(&self.dedupe, &event, &parts.headers, &body),
+            order_key: self
+                .order
+                .as_ref()
+                .and_then(|t| t.render(&event, &parts.headers)),
+            correlation_id: uuid::Uuid::now_v7().to_string(),
+            headers: forwarded(&parts.headers),
+            body,
+            received_at: SystemTime::now(),
+        };
+        let inserted = match self.store.insert(new).await {
+            Ok(inserted) => inserted,
+            Err(error) => {
+                tracing::error!(%error, "webhook not stored; answered 503 so FinCode redelivers");
+                return Err(refuse(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "store_unavailable",
+                    r#"{"error":"try again later"}"#,
+                ));
+            }
+        };
+        self.metrics.received();
+        self.metrics.ack(read_at.elapsed().as_secs_f64());
+        match inserted {
+            Inserted::New(id) => {
+                tracing::debug!(target: "fincode_sidecar::webhooks", id, "webhook stored");
+                self.wake.notify_one();
+                Ok(r#"{"status":"accepted"}"#)
+            }
+            Inserted::Duplicate(id) => {
+                self.metrics.duplicate();
+                tracing::debug!(target: "fincode_sidecar::webhooks", id, "duplicate webhook acknowledged");
+                Ok(r#"{"status":"duplicate"}"#)
+            }
+        }
+    }
+
+    /// The address the allow-list judges: the peer, unless the peer is a trusted proxy;
+    /// then the right-most `X-Forwarded-For` entry that is not itself a trusted proxy
+    /// (entries to its left could have been written by anyone).
+    fn source_ip(&self, peer: IpAddr, headers: &HeaderMap) -> IpAddr {
+        let trusted = |ip: &IpAddr| self.trusted_proxies.iter().any(|net| net.contains(ip));
+        if !trusted(&peer) {
+            return peer;
+        }
+        let mut source = peer;
+        for value in headers.get_all("x-forwarded-for").iter().rev() {
+            let Ok(text) = value.to_str() else {
+                return source;
+            };
+            for entry in text.rsplit(',') {
+                let Ok(ip) = entry.trim().parse::<IpAddr>() else {
+                    return source;
+                };
+                source = ip;
+                if !trusted(&ip) {
+                    return ip;
+                }
+            }
+        }
+        source
+    }
+}
+
+fn too_large() -> Refusal {
+    refuse(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "too_large",
+        r#"{"error":"body too large"}"#,
+    )
+}
+
+/// The provider's headers as they arrived, minus hop-by-hop and what the sidecar sets.
+fn forwarded(headers: &HeaderMap) -> Vec<(String, String)> {
+    headers
+        .iter()
+        .filter(|(name, _)| !NOT_FORWARDED.contains(&name.as_str()))
+        .filter_map(|(name, value)| Some((name.as_str().to_owned(), value.to_str().ok()?.to_owned())))
+        .collect()
+}
+
+fn json(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    response
+}
