@@ -189,7 +189,7 @@ async fn five_mib_streams_both_ways_and_larger_bodies_get_413() {
     // sidecar closing the connection (which an HTTP client reports as a broken pipe).
     let before = sandbox.counters().requests_total;
     let raw = raw_exchange(
-        sidecar.egress,
+        sidecar.egress_addr(),
         format!(
             "POST /sandbox/echo HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\nxxxx",
             8 * 1024 * 1024 + 1
@@ -404,7 +404,7 @@ async fn garbage_input_gets_4xx_and_the_sidecar_keeps_serving() {
         b"GET /x HTTP/1.1\r\nHost: a\r\nBad Header\r\n\r\n",
         b"GET /../../etc HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
     ] {
-        let text = raw_exchange(sidecar.egress, garbage).await;
+        let text = raw_exchange(sidecar.egress_addr(), garbage).await;
         assert!(text.starts_with("HTTP/1.1 4"), "{garbage:?} -> {text:?}");
     }
     assert_eq!(

@@ -206,7 +206,7 @@ async fn every_log_line_is_one_json_object_whatever_the_input() {
     ];
     for request in &nasty {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let mut stream = tokio::net::TcpStream::connect(sidecar.egress)
+        let mut stream = tokio::net::TcpStream::connect(sidecar.egress_addr())
             .await
             .unwrap();
         stream.write_all(request).await.unwrap();

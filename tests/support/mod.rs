@@ -2,7 +2,10 @@
 //! `fincode-sidecar` binary as a child process, and small HTTP clients.
 #![allow(dead_code, unreachable_pub, clippy::unwrap_used)]
 
+mod app;
 mod otlp;
+#[allow(unused_imports)]
+pub use app::{Delivery, TestApp};
 #[allow(unused_imports)]
 pub use otlp::{OtlpReceiver, ReceivedSpan};
 
@@ -148,10 +151,50 @@ level = "debug"
     pub fn start(self) -> Sidecar {
         let path = self.config_path();
         std::fs::write(&path, toml::to_string(&self.table).unwrap()).unwrap();
+        let process = Process::spawn(&path, &self.env);
+        Sidecar {
+            process,
+            config: path,
+            env: self.env,
+            _dir: self.dir,
+        }
+    }
+
+    /// Turns webhooks on: signed with `scheme` (`hmac` by default) and the secret in
+    /// `WEBHOOK_SECRET`, delivered to `deliver_to` signed with [`SIGNING_SECRET`], events in
+    /// `sqlite_path`, fast retries. Adjust with `set` afterwards.
+    pub fn webhooks(self, deliver_to: &str, secret: &str, sqlite_path: &Path) -> Self {
+        self.set("webhooks.enabled", true)
+            .set("webhooks.listen", "127.0.0.1:0")
+            .set("webhooks.secret_envs", vec!["WEBHOOK_SECRET".to_owned()])
+            .set("webhooks.deliver_to", deliver_to)
+            .set("webhooks.signing_secret_env", "SIDECAR_SIGNING_SECRET")
+            .set("webhooks.backoff_base", "50ms")
+            .set("webhooks.backoff_cap", "200ms")
+            .set("store.sqlite_path", sqlite_path.display().to_string())
+            .env("WEBHOOK_SECRET", secret)
+            .env("SIDECAR_SIGNING_SECRET", SIGNING_SECRET)
+    }
+}
+
+/// The sidecar's own Standard Webhooks secret in tests (what the app verifies with).
+pub const SIGNING_SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+
+/// One run of the binary and what it printed.
+struct Process {
+    child: Child,
+    output: Arc<Mutex<String>>,
+    egress: SocketAddr,
+    admin: SocketAddr,
+    webhooks: Option<SocketAddr>,
+}
+
+impl Process {
+    fn spawn(config: &Path, env: &[(String, String)]) -> Self {
         let mut command = Command::new(BIN);
         command
             .args(["run", "--config"])
-            .arg(&path)
+            .arg(config)
             .env_remove("RUST_LOG")
             .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
             .env_remove("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
@@ -159,7 +202,7 @@ level = "debug"
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
-        for (k, v) in &self.env {
+        for (k, v) in env {
             command.env(k, v);
         }
         let mut child = command.spawn().expect("sidecar binary runs");
@@ -174,13 +217,13 @@ level = "debug"
             panic!("sidecar did not become ready:\n{}", output.lock().unwrap());
         };
         let json: serde_json::Value = serde_json::from_str(&line).unwrap();
-        let addr = |key: &str| -> SocketAddr { json[key].as_str().unwrap().parse().unwrap() };
-        Sidecar {
-            egress: addr("egress"),
-            admin: addr("admin"),
+        let addr = |key: &str| -> Option<SocketAddr> { json[key].as_str()?.parse().ok() };
+        Self {
+            egress: addr("egress").unwrap(),
+            admin: addr("admin").unwrap(),
+            webhooks: addr("webhooks"),
             child,
             output,
-            _dir: self.dir,
         }
     }
 }
@@ -208,20 +251,46 @@ fn spawn_reader(
 
 /// The running sidecar binary. Killed on drop.
 pub struct Sidecar {
-    pub egress: SocketAddr,
-    pub admin: SocketAddr,
-    child: Child,
-    output: Arc<Mutex<String>>,
+    process: Process,
+    config: PathBuf,
+    env: Vec<(String, String)>,
     _dir: tempfile::TempDir,
 }
 
 impl Sidecar {
     pub fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.egress)
+        format!("http://{}{path}", self.process.egress)
     }
 
     pub fn admin_url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.admin)
+        format!("http://{}{path}", self.process.admin)
+    }
+
+    /// The webhook listener's URL for `path` (webhooks must be on).
+    pub fn webhook_url(&self, path: &str) -> String {
+        let addr = self.process.webhooks.expect("webhooks are enabled");
+        format!("http://{addr}{path}")
+    }
+
+    pub fn egress_addr(&self) -> SocketAddr {
+        self.process.egress
+    }
+
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.process.admin
+    }
+
+    /// `kill -9`: no drain, no flush, nothing.
+    pub fn kill(&mut self) {
+        self.process.child.kill().unwrap();
+        self.process.child.wait().unwrap();
+    }
+
+    /// Starts the binary again with the same config file and environment (new ports).
+    pub fn restart(&mut self) {
+        let _ = self.process.child.kill();
+        let _ = self.process.child.wait();
+        self.process = Process::spawn(&self.config, &self.env);
     }
 
     /// Polls `/readyz` until it answers 200 (panics after `within`).
@@ -250,17 +319,17 @@ impl Sidecar {
 
     /// Everything the process wrote to stdout and stderr so far.
     pub fn output(&self) -> String {
-        self.output.lock().unwrap().clone()
+        self.process.output.lock().unwrap().clone()
     }
 
     /// Sends SIGTERM and waits for the exit status. Async so that an in-process sandbox
     /// keeps serving (the sidecar logs out and drains against it while stopping).
     pub async fn terminate(&mut self, within: Duration) -> std::process::ExitStatus {
-        let pid = self.child.id().to_string();
+        let pid = self.process.child.id().to_string();
         Command::new("kill").args(["-TERM", &pid]).status().unwrap();
         let deadline = Instant::now() + within;
         loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
+            if let Some(status) = self.process.child.try_wait().unwrap() {
                 return status;
             }
             assert!(
@@ -274,8 +343,8 @@ impl Sidecar {
 
 impl Drop for Sidecar {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        let _ = self.process.child.kill();
+        let _ = self.process.child.wait();
     }
 }
 

@@ -110,14 +110,14 @@ impl Config {
             .map(|(key, var)| (key.to_owned(), var))
             .chain(webhook_secret_env_vars(&self.webhooks));
         for (key, var) in named {
-            let key = key.as_str();
             if env.get(var).is_none_or(|v| v.trim().is_empty()) {
+                let message = format!("environment variable {var} (named by {key}) is not set");
                 problems.push(Problem {
                     severity: Severity::Error,
-                    key: key.to_owned(),
+                    key,
                     source: Source::File,
                     value: Some(toml_string(var)),
-                    message: format!("environment variable {var} (named by {key}) is not set"),
+                    message,
                     fix: format!(
                         "set {var} in the sidecar's environment (e.g. from a Kubernetes Secret)"
                     ),

@@ -1,4 +1,4 @@
-//! The plain-HTTP admin API: faults, counters, the request log, token controls.
+//! The plain-HTTP admin API: faults, counters, the request log, token controls, webhooks.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,6 +16,7 @@ use crate::api::{fincode_error, json_response, read_json, validation_error};
 use crate::faults::FaultRule;
 use crate::lock;
 use crate::state::App;
+use crate::webhooks::{self, SendWebhooks};
 
 /// Static tokens minted without an explicit lifetime last a day.
 const DEFAULT_STATIC_LIFETIME_SECS: u64 = 86_400;
@@ -34,6 +35,7 @@ pub(crate) fn router(app: Arc<App>) -> Router {
         .route("/tokens", post(mint_token))
         .route("/tokens/expire", post(expire_tokens))
         .route("/tokens/consume-refresh", post(consume_refresh_tokens))
+        .route("/webhooks/send", post(send_webhooks))
         .fallback(|| async { fincode_error(StatusCode::NOT_FOUND, "No such admin route") })
         .with_state(app)
 }
@@ -166,4 +168,18 @@ async fn consume_refresh_tokens(State(app): State<Arc<App>>) -> Response {
 async fn expire_tokens(State(app): State<Arc<App>>) -> Response {
     app.tokens.expire_access_tokens();
     ok()
+}
+
+/// Sends the batch and answers once every request has finished. The admin router does not know
+/// the state directory, so `https` URLs trust the webpki roots only (not the sandbox CA).
+async fn send_webhooks(body: Body) -> Response {
+    let batch = match parse::<SendWebhooks>(body).await {
+        Ok(batch) => batch,
+        Err(response) => return response,
+    };
+    if let Err(reason) = batch.validate() {
+        return validation_error(&reason);
+    }
+    let sent = webhooks::send(None, batch).await;
+    json_response(StatusCode::OK, &json!({"sent": sent}))
 }

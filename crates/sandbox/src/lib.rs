@@ -22,6 +22,7 @@ mod server;
 mod state;
 mod tls;
 mod tokens;
+mod webhooks;
 
 #[cfg(test)]
 mod tests;
@@ -30,6 +31,7 @@ pub use crate::error::SandboxError;
 pub use crate::faults::{FaultKind, FaultPhase, FaultRule};
 pub use crate::keys::encrypt_password_for_tests;
 pub use crate::state::{Counters, FaultCounts, SeenRequest};
+pub use crate::webhooks::{SendWebhooks, SentWebhook, WebhookSigning, transaction_status_event};
 
 use crate::state::App;
 use crate::tokens::{Lifetimes, Tokens};
@@ -275,6 +277,12 @@ impl Sandbox {
     /// on its next use), as if another client had used it.
     pub fn consume_refresh_tokens(&self) {
         self.app.tokens.consume_refresh_tokens();
+    }
+
+    /// Sends a batch of signed webhooks, as FinCode would, and reports each request's outcome in
+    /// `(index, copy)` order. `https` URLs trust this sandbox's CA and the webpki roots.
+    pub async fn send_webhooks(&self, batch: SendWebhooks) -> Vec<SentWebhook> {
+        webhooks::send(Some(&self.ca_cert_path()), batch).await
     }
 
     /// Stops both listeners and drops every open connection.

@@ -121,7 +121,7 @@ pub async fn insert_then_duplicate(store: Arc<dyn EventStore>) {
 
     let mut again = sample("TRANSACTION_STATUS:PCN1:PAID", None, t + secs(5));
     again.body = Bytes::from_static(b"{\"different\":true}");
-    again.correlation_id = "another-correlation".to_owned();
+    again.correlation_id = String::from("another-correlation");
     assert_eq!(
         ok(store.insert(again.clone()).await, "insert"),
         Inserted::Duplicate(id),
@@ -273,7 +273,9 @@ pub async fn claim_honours_next_attempt_at(store: Arc<dyn EventStore>) {
     );
     assert!(claim(&*store, t + millis(9_999), 10, "w").await.is_empty());
     assert_eq!(ids_of(&claim(&*store, t + secs(10), 10, "w").await), [a]);
+    ok(store.mark_delivered(a, 2).await, "mark_delivered");
     assert_eq!(ids_of(&claim(&*store, t + secs(20), 10, "w").await), [b]);
+    ok(store.mark_delivered(b, 2).await, "mark_delivered");
     assert_eq!(
         ids_of(&claim(&*store, t + secs(60), 10, "w").await),
         [later]

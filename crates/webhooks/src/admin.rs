@@ -23,6 +23,8 @@ use serde_json::{Value, json};
 use subtle::ConstantTimeEq;
 use tokio::sync::Notify;
 
+use crate::template::hex;
+
 /// The largest `limit` a list may ask for.
 const MAX_LIST: usize = 1000;
 
@@ -76,7 +78,10 @@ impl Admin {
             (&Method::GET, ["events", id]) => self.show(id).await,
             (&Method::POST, ["events", id, "replay"]) => self.replay(id).await,
             (&Method::POST, ["dead", "replay"]) => self.replay_all().await,
-            _ => Ok(reply(StatusCode::NOT_FOUND, &json!({"error": "no such webhook route"}))),
+            _ => Ok(reply(
+                StatusCode::NOT_FOUND,
+                &json!({"error": "no such webhook route"}),
+            )),
         };
         Some(answer.unwrap_or_else(|error| {
             tracing::error!(%error, "webhook admin request failed");
@@ -103,7 +108,10 @@ impl Admin {
         bool::from(token.expose_secret().as_bytes().ct_eq(given.as_bytes()))
     }
 
-    async fn list(&self, query: Option<&str>) -> Result<Response<Full<Bytes>>, fincode_store::StoreError> {
+    async fn list(
+        &self,
+        query: Option<&str>,
+    ) -> Result<Response<Full<Bytes>>, fincode_store::StoreError> {
         let mut status = None;
         let mut limit = 100;
         for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
@@ -144,7 +152,10 @@ impl Admin {
             return Ok(bad_id());
         };
         let Some(event) = self.store.get(id).await? else {
-            return Ok(reply(StatusCode::NOT_FOUND, &json!({"error": "no such event"})));
+            return Ok(reply(
+                StatusCode::NOT_FOUND,
+                &json!({"error": "no such event"}),
+            ));
         };
         let mut shown = summary(&event);
         let body = self.redactor.json(&event.body);
@@ -169,7 +180,10 @@ impl Admin {
             return Ok(bad_id());
         };
         if !self.store.replay(id).await? {
-            return Ok(reply(StatusCode::NOT_FOUND, &json!({"error": "no such event"})));
+            return Ok(reply(
+                StatusCode::NOT_FOUND,
+                &json!({"error": "no such event"}),
+            ));
         }
         tracing::info!(target: "fincode_sidecar::webhooks", id, "webhook replay requested");
         self.wake.notify_one();
@@ -202,7 +216,7 @@ fn summary(event: &StoredEvent) -> Value {
 fn short_hash(text: &str) -> String {
     use sha2::{Digest, Sha256};
     let digest = Sha256::digest(text.as_bytes());
-    digest.iter().take(8).map(|b| format!("{b:02x}")).collect()
+    hex(&digest[..8])
 }
 
 fn millis(time: SystemTime) -> u64 {

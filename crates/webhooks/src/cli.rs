@@ -14,6 +14,7 @@
 //! These functions return an [`Outcome`] rather than print or exit, so the binary does both and
 //! tests can look at the result.
 
+use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 
@@ -210,7 +211,9 @@ fn scheme(args: &SignatureArgs) -> Result<Scheme, Outcome> {
         })
     };
     if args.prefix.is_some() && !is_hmac(args.scheme) {
-        return Err(Outcome::usage("--prefix applies to the hmac-* schemes only"));
+        return Err(Outcome::usage(
+            "--prefix applies to the hmac-* schemes only",
+        ));
     }
     match args.scheme {
         SchemeName::HmacSha256Hex => hmac(Algorithm::Sha256, Encoding::Hex),
@@ -247,8 +250,11 @@ const fn is_hmac(scheme: SchemeName) -> bool {
 
 fn signature_header(args: &SignatureArgs, default: &str) -> Result<HeaderName, Outcome> {
     let name = args.signature_header.as_deref().unwrap_or(default);
-    HeaderName::try_from(name.trim())
-        .map_err(|_| Outcome::usage(format_args!("--signature-header {name:?} is not a header name")))
+    HeaderName::try_from(name.trim()).map_err(|_| {
+        Outcome::usage(format_args!(
+            "--signature-header {name:?} is not a header name"
+        ))
+    })
 }
 
 fn secret(args: &SignatureArgs, env: &Env) -> Result<SecretString, Outcome> {
@@ -309,10 +315,378 @@ fn random_message_id() -> String {
     let mut id = String::with_capacity(4 + 32);
     id.push_str("msg_");
     for byte in bytes {
-        id.push_str(&format!("{byte:02x}"));
+        // Writing to a String cannot fail.
+        let _ = write!(id, "{byte:02x}");
     }
     id
 }
 
 #[cfg(test)]
-mod tests;
+mod tests {
+    use std::io::Write as _;
+
+    use clap::Parser;
+
+    use super::*;
+
+    const SPEC_SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+    const SPEC_BODY: &[u8] = br#"{"test": 2432232314}"#;
+    const HMAC_SECRET: &str = "fincode-test-secret";
+    const BODY: &[u8] = br#"{"eventType":"TRANSACTION_STATUS","Reference":"PCN-0001","Status":"PAID","msgCode":"00"}"#;
+    /// Python: hmac.new(b"fincode-test-secret", BODY, hashlib.sha256).hexdigest()
+    const HMAC_SHA256_HEX: &str =
+        "295ab5b574d4c3c3b086ad22893ab361f828ab028e0c73ab25dd4377ac080a9c";
+
+    /// The binary's shape, to check what clap itself refuses.
+    #[derive(Debug, Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: SignatureArgs,
+    }
+
+    fn body_file(body: &[u8]) -> tempfile::NamedTempFile {
+        let mut file = tempfile::NamedTempFile::new().unwrap();
+        file.write_all(body).unwrap();
+        file
+    }
+
+    fn args(scheme: SchemeName, body: &tempfile::NamedTempFile) -> SignatureArgs {
+        SignatureArgs {
+            scheme,
+            secret_env: "WEBHOOK_SECRET".to_owned(),
+            prefix: None,
+            signature_header: None,
+            headers: Vec::new(),
+            body_file: body.path().to_owned(),
+            now: None,
+            tolerance_secs: 300,
+            id: None,
+        }
+    }
+
+    fn env(secret: &str) -> Env {
+        Env::from_pairs([("WEBHOOK_SECRET", secret)])
+    }
+
+    fn assert_no_secret(outcome: &Outcome, secret: &str) {
+        assert!(
+            !outcome.output.contains(secret),
+            "the output shows the secret: {}",
+            outcome.output
+        );
+    }
+
+    #[test]
+    fn verify_valid_hmac() {
+        let body = body_file(BODY);
+        let mut a = args(SchemeName::HmacSha256Hex, &body);
+        a.prefix = Some("sha256=".to_owned());
+        a.headers = vec![format!("X-FinCode-Signature: sha256={HMAC_SHA256_HEX}")];
+        let outcome = verify(&a, &env(HMAC_SECRET));
+        assert_eq!(
+            outcome,
+            Outcome {
+                code: 0,
+                output: "valid".to_owned()
+            }
+        );
+    }
+
+    #[test]
+    fn verify_invalid_prints_the_reason() {
+        let body = body_file(b"tampered");
+        let mut a = args(SchemeName::HmacSha256Hex, &body);
+        a.headers = vec![format!("x-fincode-signature: {HMAC_SHA256_HEX}")];
+        let outcome = verify(&a, &env(HMAC_SECRET));
+        assert_eq!(
+            outcome,
+            Outcome {
+                code: 1,
+                output: "invalid: bad signature: no secret matches the signature over the body"
+                    .to_owned()
+            }
+        );
+        assert_no_secret(&outcome, HMAC_SECRET);
+
+        a.headers.clear();
+        let outcome = verify(&a, &env(HMAC_SECRET));
+        assert_eq!(outcome.code, 1);
+        assert!(
+            outcome.output.starts_with("invalid: missing signature"),
+            "{}",
+            outcome.output
+        );
+
+        a.headers = vec!["x-fincode-signature: zz".to_owned()];
+        let outcome = verify(&a, &env(HMAC_SECRET));
+        assert_eq!(outcome.code, 1);
+        assert!(
+            outcome.output.starts_with("invalid: malformed signature"),
+            "{}",
+            outcome.output
+        );
+    }
+
+    #[test]
+    fn verify_standard_webhooks_spec_vector_at_a_given_time() {
+        let body = body_file(SPEC_BODY);
+        let mut a = args(SchemeName::StandardWebhooks, &body);
+        a.headers = vec![
+            "webhook-id: msg_p5jXN8AQM9LWM0D4loKWxJek".to_owned(),
+            "webhook-timestamp: 1614265330".to_owned(),
+            "webhook-signature: v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=".to_owned(),
+        ];
+        a.now = Some(1_614_265_330 + 300);
+        assert_eq!(verify(&a, &env(SPEC_SECRET)).output, "valid");
+
+        a.now = Some(1_614_265_330 + 301);
+        let outcome = verify(&a, &env(SPEC_SECRET));
+        assert_eq!(outcome.code, 1);
+        assert!(
+            outcome.output.starts_with("invalid: stale timestamp"),
+            "{}",
+            outcome.output
+        );
+
+        a.tolerance_secs = 301;
+        assert_eq!(verify(&a, &env(SPEC_SECRET)).code, 0);
+
+        a.now = None; // the clock: years after 2021
+        assert_eq!(verify(&a, &env(SPEC_SECRET)).code, 1);
+    }
+
+    #[test]
+    fn sign_standard_webhooks_reproduces_the_spec_vector() {
+        let body = body_file(SPEC_BODY);
+        let mut a = args(SchemeName::StandardWebhooks, &body);
+        a.now = Some(1_614_265_330);
+        a.id = Some("msg_p5jXN8AQM9LWM0D4loKWxJek".to_owned());
+        let outcome = sign(&a, &env(SPEC_SECRET));
+        assert_eq!(
+            outcome,
+            Outcome {
+                code: 0,
+                output: "webhook-id: msg_p5jXN8AQM9LWM0D4loKWxJek\n\
+                         webhook-timestamp: 1614265330\n\
+                         webhook-signature: v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE="
+                    .to_owned()
+            }
+        );
+        assert_no_secret(&outcome, "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw");
+    }
+
+    #[test]
+    fn sign_standard_webhooks_mints_a_random_id() {
+        let body = body_file(b"{}");
+        let a = args(SchemeName::StandardWebhooks, &body);
+        let first = sign(&a, &env(SPEC_SECRET));
+        let second = sign(&a, &env(SPEC_SECRET));
+        assert_eq!(first.code, 0);
+        let id = first
+            .output
+            .lines()
+            .next()
+            .unwrap()
+            .strip_prefix("webhook-id: msg_")
+            .unwrap();
+        assert_eq!(id.len(), 32);
+        assert!(
+            id.bytes()
+                .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+        );
+        assert_ne!(first.output.lines().next(), second.output.lines().next());
+    }
+
+    #[test]
+    fn sign_hmac_and_stripe_known_answers() {
+        let body = body_file(BODY);
+        let mut a = args(SchemeName::HmacSha256Hex, &body);
+        a.prefix = Some("sha256=".to_owned());
+        a.signature_header = Some("X-Hub-Signature-256".to_owned());
+        assert_eq!(
+            sign(&a, &env(HMAC_SECRET)).output,
+            format!("x-hub-signature-256: sha256={HMAC_SHA256_HEX}")
+        );
+
+        // Python: hmac.new(b"whsec_stripe_style_test_secret", b"1700000000." + BODY,
+        //                  hashlib.sha256).hexdigest()
+        let mut a = args(SchemeName::Stripe, &body);
+        a.now = Some(1_700_000_000);
+        let outcome = sign(&a, &env("whsec_stripe_style_test_secret"));
+        assert_eq!(
+            outcome.output,
+            "stripe-signature: t=1700000000,\
+             v1=a152410c5fce1d04ae6ca1c9cf5104ffee171e4919e8c6aeccbd3dc1661fd3ee"
+        );
+        assert_no_secret(&outcome, "whsec_stripe_style_test_secret");
+    }
+
+    #[test]
+    fn sign_then_verify_round_trips_for_every_signable_scheme() {
+        let body = body_file(BODY);
+        for (scheme, secret) in [
+            (SchemeName::HmacSha256Hex, HMAC_SECRET),
+            (SchemeName::HmacSha256Base64, HMAC_SECRET),
+            (SchemeName::HmacSha512Hex, HMAC_SECRET),
+            (SchemeName::HmacSha512Base64, HMAC_SECRET),
+            (SchemeName::StandardWebhooks, SPEC_SECRET),
+            (SchemeName::Stripe, "stripe-secret"),
+        ] {
+            let mut a = args(scheme, &body);
+            a.now = Some(1_700_000_000);
+            let signed = sign(&a, &env(secret));
+            assert_eq!(signed.code, 0, "{scheme:?}: {}", signed.output);
+            assert_no_secret(&signed, secret);
+            a.headers = signed.output.lines().map(str::to_owned).collect();
+            a.now = Some(1_700_000_000 + 60);
+            assert_eq!(verify(&a, &env(secret)).output, "valid", "{scheme:?}");
+            let outcome = verify(&a, &env("a-different-secret"));
+            assert_eq!(
+                outcome.code,
+                if scheme == SchemeName::StandardWebhooks {
+                    2
+                } else {
+                    1
+                }
+            );
+        }
+    }
+
+    #[test]
+    fn verify_shared_secret() {
+        let body = body_file(b"anything");
+        let mut a = args(SchemeName::SharedSecret, &body);
+        a.headers = vec!["x-webhook-secret: s3cr3t".to_owned()];
+        assert_eq!(verify(&a, &env("s3cr3t")).code, 0);
+        let outcome = verify(&a, &env("other"));
+        assert_eq!(outcome.code, 1);
+        assert_no_secret(&outcome, "other");
+    }
+
+    #[test]
+    fn usage_errors_exit_2_without_the_secret() {
+        let body = body_file(BODY);
+        let secret = "sup3r-s3cret";
+        let hmac = args(SchemeName::HmacSha256Hex, &body);
+        let check = |outcome: Outcome, expect: &str| {
+            assert_eq!(outcome.code, 2, "{}", outcome.output);
+            assert!(outcome.output.starts_with("error: "), "{}", outcome.output);
+            assert!(outcome.output.contains(expect), "{}", outcome.output);
+            assert_no_secret(&outcome, secret);
+        };
+
+        // The variable unset or empty.
+        check(
+            verify(&hmac, &Env::from_pairs([("OTHER", secret)])),
+            "WEBHOOK_SECRET",
+        );
+        check(sign(&hmac, &env("")), "unset or empty");
+        // The body file unreadable.
+        let mut missing = args(SchemeName::HmacSha256Hex, &body);
+        missing.body_file = body.path().with_extension("does-not-exist");
+        check(verify(&missing, &env(secret)), "--body-file");
+        check(sign(&missing, &env(secret)), "--body-file");
+        // A malformed --header, whose value is never echoed.
+        for header in [
+            format!("x-webhook-secret {secret}"),
+            format!("bad name: {secret}"),
+            format!(": {secret}"),
+            format!("x-webhook-secret: {secret}\n"),
+        ] {
+            let mut a = args(SchemeName::SharedSecret, &body);
+            a.headers = vec!["x-ok: 1".to_owned(), header];
+            check(verify(&a, &env(secret)), "--header #2");
+        }
+        // A secret that the scheme cannot use.
+        check(
+            verify(&args(SchemeName::StandardWebhooks, &body), &env(secret)),
+            "secret #1",
+        );
+        check(
+            sign(&args(SchemeName::StandardWebhooks, &body), &env(secret)),
+            "secret #1",
+        );
+        // Flags that do not apply.
+        let mut a = args(SchemeName::Stripe, &body);
+        a.prefix = Some("sha256=".to_owned());
+        check(verify(&a, &env(secret)), "--prefix");
+        let mut a = args(SchemeName::StandardWebhooks, &body);
+        a.signature_header = Some("x-sig".to_owned());
+        check(verify(&a, &env(SPEC_SECRET)), "--signature-header");
+        let mut a = args(SchemeName::HmacSha256Hex, &body);
+        a.signature_header = Some("not a header".to_owned());
+        check(verify(&a, &env(secret)), "--signature-header");
+        let mut a = args(SchemeName::StandardWebhooks, &body);
+        a.id = Some("msg_1".to_owned());
+        check(verify(&a, &env(SPEC_SECRET)), "--id");
+        let mut a = args(SchemeName::Stripe, &body);
+        a.id = Some("msg_1".to_owned());
+        check(sign(&a, &env(secret)), "--id");
+        let mut a = args(SchemeName::Stripe, &body);
+        a.headers = vec!["x: y".to_owned()];
+        check(sign(&a, &env(secret)), "--header");
+        let mut a = args(SchemeName::StandardWebhooks, &body);
+        a.id = Some("msg 1".to_owned());
+        check(sign(&a, &env(SPEC_SECRET)), "message id");
+        // shared-secret's "signature" is the secret: not printed.
+        check(
+            sign(&args(SchemeName::SharedSecret, &body), &env(secret)),
+            "shared-secret",
+        );
+        // An invalid HMAC prefix.
+        let mut a = args(SchemeName::HmacSha256Hex, &body);
+        a.prefix = Some("sha 256=".to_owned());
+        check(verify(&a, &env(secret)), "prefix");
+        // A time that cannot be represented.
+        let mut a = args(SchemeName::Stripe, &body);
+        a.now = Some(u64::MAX);
+        check(sign(&a, &env(secret)), "--now");
+    }
+
+    #[test]
+    fn clap_refuses_an_unknown_scheme_with_exit_2() {
+        let parse = |scheme: &str| {
+            Cli::try_parse_from([
+                "webhooks",
+                "--scheme",
+                scheme,
+                "--secret-env",
+                "S",
+                "--body-file",
+                "/dev/null",
+            ])
+        };
+        let error = parse("hmac-md5-hex").unwrap_err();
+        assert_eq!(error.exit_code(), 2);
+        for name in [
+            "hmac-sha256-hex",
+            "hmac-sha256-base64",
+            "hmac-sha512-hex",
+            "hmac-sha512-base64",
+            "standard-webhooks",
+            "stripe",
+            "shared-secret",
+        ] {
+            let cli = parse(name).unwrap();
+            assert_eq!(cli.args.tolerance_secs, 300);
+        }
+        let cli = Cli::try_parse_from([
+            "webhooks",
+            "--scheme",
+            "stripe",
+            "--secret-env",
+            "S",
+            "--body-file",
+            "b",
+            "--header",
+            "a: 1",
+            "--header",
+            "b: 2",
+            "--now",
+            "5",
+        ])
+        .unwrap();
+        assert_eq!(cli.args.headers, ["a: 1", "b: 2"]);
+        assert_eq!(cli.args.now, Some(5));
+    }
+}

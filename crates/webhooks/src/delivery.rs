@@ -36,7 +36,12 @@ use crate::{
 const MAX_ANSWER: usize = 64 * 1024;
 
 /// Headers of the provider that the sidecar's own signature replaces.
-const REPLACED: [&str; 4] = ["webhook-id", "webhook-timestamp", "webhook-signature", "content-type"];
+const REPLACED: [&str; 4] = [
+    "webhook-id",
+    "webhook-timestamp",
+    "webhook-signature",
+    "content-type",
+];
 
 type HttpClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
 
@@ -115,29 +120,26 @@ impl HttpDelivery {
     }
 
     async fn send(&self, event: &StoredEvent) -> Attempt {
-        if let Some(confirm) = &self.confirm {
-            if let Err(why) = self.confirmed(confirm, event).await {
-                return Attempt::Failed {
-                    why,
-                    retry_after: None,
-                };
-            }
+        if let Some(confirm) = &self.confirm
+            && let Err(why) = self.confirmed(confirm, event).await
+        {
+            return Attempt::Failed {
+                why,
+                retry_after: None,
+            };
         }
         let message_id = format!("evt_{}", event.id);
-        let signature = match sign(
+        let Ok(signature) = sign(
             &Scheme::StandardWebhooks,
             &self.signing_secret,
             &event.body,
             std::time::SystemTime::now(),
             &message_id,
-        ) {
-            Ok(headers) => headers,
-            Err(_) => {
-                return Attempt::Failed {
-                    why: "signing failed (webhooks.signing_secret_env)".to_owned(),
-                    retry_after: None,
-                };
-            }
+        ) else {
+            return Attempt::Failed {
+                why: "signing failed (webhooks.signing_secret_env)".to_owned(),
+                retry_after: None,
+            };
         };
         let mut request = Request::new(Full::new(event.body.clone()));
         *request.method_mut() = Method::POST;
@@ -179,7 +181,8 @@ impl HttpDelivery {
             },
             Ok(Ok(response)) => {
                 let status = response.status();
-                let retry_after = retry_after::parse(response.headers(), std::time::SystemTime::now());
+                let retry_after =
+                    retry_after::parse(response.headers(), std::time::SystemTime::now());
                 // Read the answer so the connection is reused; its content is not used.
                 let _ = tokio::time::timeout(
                     self.timeout,

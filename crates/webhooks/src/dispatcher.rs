@@ -274,3 +274,202 @@ impl Dispatcher {
         );
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use bytes::Bytes;
+    use fincode_store::{NewEvent, SqliteStore, Status};
+    use prometheus_client::registry::Registry;
+
+    use super::*;
+
+    /// The app, scripted: answers each attempt from a list, then 200; records when.
+    #[derive(Debug, Default)]
+    struct App {
+        answers: Mutex<Vec<Attempt>>,
+        seen: Mutex<Vec<(i64, SystemTime)>>,
+        clock: Mutex<Option<Clock>>,
+    }
+
+    impl Deliver for App {
+        fn deliver<'a>(&'a self, event: &'a StoredEvent) -> BoxFuture<'a, Attempt> {
+            let now = self.clock.lock().unwrap().map(|c| c.now()).unwrap();
+            self.seen.lock().unwrap().push((event.id, now));
+            let mut answers = self.answers.lock().unwrap();
+            let answer = if answers.is_empty() {
+                Attempt::Delivered
+            } else {
+                answers.remove(0)
+            };
+            Box::pin(std::future::ready(answer))
+        }
+    }
+
+    fn down(times: usize) -> Vec<Attempt> {
+        (0..times)
+            .map(|_| Attempt::Failed {
+                why: "status 503".to_owned(),
+                retry_after: None,
+            })
+            .collect()
+    }
+
+    struct Setup {
+        dispatcher: Dispatcher,
+        store: Arc<dyn EventStore>,
+        app: Arc<App>,
+        clock: Clock,
+        _dir: tempfile::TempDir,
+    }
+
+    async fn setup(max_attempts: u32, answers: Vec<Attempt>) -> Setup {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn EventStore> =
+            Arc::new(SqliteStore::open(&dir.path().join("events.db")).unwrap());
+        let clock = Clock::new();
+        let app = Arc::new(App {
+            answers: Mutex::new(answers),
+            seen: Mutex::default(),
+            clock: Mutex::new(Some(clock)),
+        });
+        let policy = Policy {
+            max_attempts,
+            max_age: Duration::from_hours(24),
+            backoff: Backoff::full_jitter(Duration::from_secs(1), Duration::from_mins(1)),
+            backoff_cap: Duration::from_mins(1),
+            concurrency: 4,
+            lease: Duration::from_secs(30),
+        };
+        let dispatcher = Dispatcher::new(
+            store.clone(),
+            app.clone(),
+            policy,
+            WebhookMetrics::register(&mut Registry::default()),
+            Arc::new(Notify::new()),
+            clock,
+        );
+        store
+            .insert(NewEvent {
+                dedupe_key: "TRANSACTION_STATUS:PCN1:PAID".to_owned(),
+                order_key: None,
+                correlation_id: "c-1".to_owned(),
+                body: Bytes::from_static(br#"{"Reference":"PCN1","Status":"PAID"}"#),
+                headers: vec![],
+                received_at: clock.now(),
+            })
+            .await
+            .unwrap();
+        Setup {
+            dispatcher,
+            store,
+            app,
+            clock,
+            _dir: dir,
+        }
+    }
+
+    /// Claims what is due now and attempts it, as the run loop does.
+    async fn tick(s: &Setup) -> usize {
+        let due = s
+            .store
+            .claim_due(s.clock.now(), 10, Duration::from_secs(30), "test")
+            .await
+            .unwrap();
+        let n = due.len();
+        for event in due {
+            s.dispatcher.attempt(event).await;
+        }
+        n
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_app_that_stays_down_gets_the_backoff_schedule_then_a_dead_letter() {
+        let s = setup(5, down(100)).await;
+        let mut attempts = 0;
+        while attempts < 5 {
+            if tick(&s).await == 1 {
+                attempts += 1;
+                let event = s.store.get(1).await.unwrap().unwrap();
+                assert_eq!(event.attempts, attempts);
+                if attempts < 5 {
+                    assert_eq!(event.status, Status::Pending);
+                    // The wait after failure n is within the full-jitter ceiling
+                    // 1s * 2^(n-1), and nothing is attempted before it.
+                    let wait = event
+                        .next_attempt_at
+                        .duration_since(s.clock.now())
+                        .unwrap_or_default();
+                    let ceiling = Duration::from_secs(1 << (attempts - 1));
+                    assert!(
+                        wait <= ceiling,
+                        "attempt {attempts}: {wait:?} > {ceiling:?}"
+                    );
+                    assert_eq!(tick(&s).await, 0, "not due before its time");
+                }
+            }
+            tokio::time::advance(Duration::from_millis(100)).await;
+        }
+        let event = s.store.get(1).await.unwrap().unwrap();
+        assert_eq!(event.status, Status::Dead);
+        assert_eq!(event.last_error.as_deref(), Some("status 503"));
+        let seen = s.app.seen.lock().unwrap().clone();
+        assert_eq!(seen.len(), 5);
+        for (n, pair) in seen.windows(2).enumerate() {
+            let gap = pair[1].1.duration_since(pair[0].1).unwrap();
+            // Each gap: at most the ceiling plus one 100 ms step of the test's clock.
+            let ceiling = Duration::from_secs(1 << n) + Duration::from_millis(100);
+            assert!(gap <= ceiling, "gap {n}: {gap:?}");
+        }
+
+        // Dead letters stay dead until an operator replays them; then they are delivered.
+        tokio::time::advance(Duration::from_hours(1)).await;
+        assert_eq!(tick(&s).await, 0);
+        assert!(s.store.replay(1).await.unwrap());
+        s.app.answers.lock().unwrap().clear();
+        assert_eq!(tick(&s).await, 1);
+        let event = s.store.get(1).await.unwrap().unwrap();
+        assert_eq!(event.status, Status::Delivered);
+        assert_eq!(event.attempts, 1, "a replay starts counting again");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn retry_after_from_the_app_is_honoured_up_to_the_cap() {
+        let s = setup(
+            10,
+            vec![Attempt::Failed {
+                why: "status 429".to_owned(),
+                retry_after: Some(Duration::from_secs(45)),
+            }],
+        )
+        .await;
+        tick(&s).await;
+        let event = s.store.get(1).await.unwrap().unwrap();
+        let wait = event
+            .next_attempt_at
+            .duration_since(s.clock.now())
+            .unwrap_or_default();
+        // Paused time may creep while the store's writer thread commits: allow 1 s.
+        assert!(
+            wait >= Duration::from_secs(44) && wait <= Duration::from_mins(1),
+            "{wait:?}"
+        );
+        assert_eq!(
+            s.dispatcher.next_delay(1, Some(Duration::from_hours(1))),
+            Duration::from_mins(1),
+            "capped at backoff_cap"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn events_older_than_max_age_become_dead_without_an_attempt() {
+        let s = setup(100, down(100)).await;
+        tokio::time::advance(Duration::from_hours(25)).await;
+        tick(&s).await;
+        let event = s.store.get(1).await.unwrap().unwrap();
+        assert_eq!(event.status, Status::Dead);
+        assert_eq!(event.last_error.as_deref(), Some("max_age"));
+        assert!(s.app.seen.lock().unwrap().is_empty());
+    }
+}

@@ -114,7 +114,11 @@ impl Listener {
         B::Error: std::error::Error + Send + Sync + 'static,
     {
         if !self.paths.iter().any(|p| p == req.uri().path()) {
-            return Err(refuse(StatusCode::NOT_FOUND, "not_found", r#"{"error":"not found"}"#));
+            return Err(refuse(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                r#"{"error":"not found"}"#,
+            ));
         }
         if req.method() != Method::POST {
             return Err(refuse(
@@ -156,7 +160,10 @@ impl Listener {
             }
         };
         let read_at = Instant::now();
-        if let Err(rejection) = self.verifier.verify(&parts.headers, &body, SystemTime::now()) {
+        if let Err(rejection) = self
+            .verifier
+            .verify(&parts.headers, &body, SystemTime::now())
+        {
             return Err(refuse(
                 StatusCode::UNAUTHORIZED,
                 rejection.as_str(),
@@ -248,7 +255,9 @@ fn forwarded(headers: &HeaderMap) -> Vec<(String, String)> {
     headers
         .iter()
         .filter(|(name, _)| !NOT_FORWARDED.contains(&name.as_str()))
-        .filter_map(|(name, value)| Some((name.as_str().to_owned(), value.to_str().ok()?.to_owned())))
+        .filter_map(|(name, value)| {
+            Some((name.as_str().to_owned(), value.to_str().ok()?.to_owned()))
+        })
         .collect()
 }
 

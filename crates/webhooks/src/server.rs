@@ -138,7 +138,10 @@ pub async fn serve(
         });
     }
     drop(socket);
-    if tokio::time::timeout(drain, graceful.shutdown()).await.is_err() {
+    if tokio::time::timeout(drain, graceful.shutdown())
+        .await
+        .is_err()
+    {
         tracing::warn!("webhook requests still running after the drain period");
     }
 }

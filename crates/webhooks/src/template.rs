@@ -105,20 +105,29 @@ impl Template {
 /// collapse and distinct events never do.
 pub fn dedupe_key(template: &Template, event: &Value, headers: &HeaderMap, body: &[u8]) -> String {
     template.render(event, headers).unwrap_or_else(|| {
-        let digest = Sha256::digest(body);
-        let mut key = String::with_capacity(7 + 64);
-        key.push_str("sha256:");
-        for byte in digest {
-            key.push_str(&format!("{byte:02x}"));
-        }
+        let mut key = String::from("sha256:");
+        key.push_str(&hex(&Sha256::digest(body)));
         key
     })
+}
+
+/// Lowercase hex of `bytes`.
+pub(crate) fn hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for byte in bytes {
+        out.push(char::from(DIGITS[usize::from(byte >> 4)]));
+        out.push(char::from(DIGITS[usize::from(byte & 0xf)]));
+    }
+    out
 }
 
 fn placeholder(inner: &str) -> Result<Part, TemplateError> {
     let bad = || TemplateError::Placeholder(inner.to_owned());
     if let Some(name) = inner.strip_prefix("header:") {
-        return HeaderName::try_from(name).map(Part::Header).map_err(|_| bad());
+        return HeaderName::try_from(name)
+            .map(Part::Header)
+            .map_err(|_| bad());
     }
     if inner.starts_with('/') {
         return Ok(Part::Pointer(inner.to_owned()));
@@ -168,7 +177,10 @@ mod tests {
         assert_eq!(t.render(&event, &h).as_deref(), Some("42-msg_1-12.5"));
         // A missing header or field, or a null, renders nothing.
         assert_eq!(t.render(&event, &HeaderMap::new()), None);
-        assert_eq!(t.render(&json!({"data": {"id": null}, "amount": 1}), &h), None);
+        assert_eq!(
+            t.render(&json!({"data": {"id": null}, "amount": 1}), &h),
+            None
+        );
     }
 
     #[test]
@@ -188,7 +200,10 @@ mod tests {
             ("a}", TemplateError::Unbalanced(1)),
             ("x{a{b}}", TemplateError::Unbalanced(1)),
             ("{}", TemplateError::Placeholder(String::new())),
-            ("{header:bad name}", TemplateError::Placeholder("header:bad name".to_owned())),
+            (
+                "{header:bad name}",
+                TemplateError::Placeholder("header:bad name".to_owned()),
+            ),
             ("{a b}", TemplateError::Placeholder("a b".to_owned())),
             ("constant", TemplateError::NoPlaceholder),
         ];

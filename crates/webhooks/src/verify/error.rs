@@ -11,7 +11,9 @@ pub enum Rejection {
     #[error("missing signature: the signature header is absent")]
     MissingSignature,
     /// A signature, timestamp or id header is present but does not parse for this scheme.
-    #[error("malformed signature: a signature, timestamp or id header does not parse for this scheme")]
+    #[error(
+        "malformed signature: a signature, timestamp or id header does not parse for this scheme"
+    )]
     MalformedSignature,
     /// The signature parses but no configured secret produced it over this body.
     #[error("bad signature: no secret matches the signature over the body")]

@@ -289,7 +289,9 @@ pub fn sign(
             header,
             prefix,
         } => hmac::sign(key, *algorithm, *encoding, header, prefix, body),
-        Scheme::StandardWebhooks => standard_webhooks::sign(key, body, unix_seconds(now)?, message_id),
+        Scheme::StandardWebhooks => {
+            standard_webhooks::sign(key, body, unix_seconds(now)?, message_id)
+        }
         Scheme::Stripe { header } => stripe::sign(key, header, body, unix_seconds(now)?),
         Scheme::SharedSecret { header } => shared_secret::sign(key, header),
         Scheme::None => Ok(Vec::new()),

@@ -44,7 +44,9 @@ pub(super) fn check_secret(text: &str, position: usize) -> Result<SecretSlice<u8
     if text.is_empty() {
         return Err(VerifierError::EmptySecret { position });
     }
-    let visible = text.bytes().all(|b| b == b' ' || b == b'\t' || b.is_ascii_graphic());
+    let visible = text
+        .bytes()
+        .all(|b| b == b' ' || b == b'\t' || b.is_ascii_graphic());
     let trimmed = text.trim_matches(|c: char| c == ' ' || c == '\t').len() == text.len();
     if visible && trimmed {
         Ok(SecretSlice::from(text.as_bytes().to_vec()))

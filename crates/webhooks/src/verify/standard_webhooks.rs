@@ -33,20 +33,15 @@ pub(super) fn verify(
     body: &[u8],
     now: SystemTime,
 ) -> Result<(), Rejection> {
-    let signature = single_header(headers, &WEBHOOK_SIGNATURE)?.ok_or(Rejection::MissingSignature)?;
+    let signature =
+        single_header(headers, &WEBHOOK_SIGNATURE)?.ok_or(Rejection::MissingSignature)?;
     let timestamp_text =
         single_header(headers, &WEBHOOK_TIMESTAMP)?.ok_or(Rejection::MissingTimestamp)?;
     let timestamp = parse_timestamp(timestamp_text)?;
     let id = single_header(headers, &WEBHOOK_ID)?.ok_or(Rejection::MalformedSignature)?;
     let candidates = parse_signatures(signature)?;
 
-    let parts: [&[u8]; 5] = [
-        id.as_bytes(),
-        b".",
-        timestamp_text.as_bytes(),
-        b".",
-        body,
-    ];
+    let parts: [&[u8]; 5] = [id.as_bytes(), b".", timestamp_text.as_bytes(), b".", body];
     if !mac::any_matches(Algorithm::Sha256, keys, &parts, &candidates) {
         return Err(Rejection::BadSignature);
     }

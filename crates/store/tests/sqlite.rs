@@ -1,0 +1,383 @@
+//! The SQLite backend: the conformance suite on temporary files, then what only a file
+//! can do: survive a reopen, a dropped store and a killed process.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use fincode_store::{
+    EventId, EventStore, Inserted, NewEvent, SqliteStore, Status, StoreError, conformance,
+};
+
+fn open(path: &Path) -> Arc<dyn EventStore> {
+    Arc::new(SqliteStore::open(path).unwrap())
+}
+
+fn event(key: &str) -> NewEvent {
+    NewEvent {
+        dedupe_key: key.to_owned(),
+        order_key: None,
+        correlation_id: format!("corr-{key}"),
+        body: Bytes::from(format!(r#"{{"Reference":"{key}","Status":"PAID"}}"#)),
+        headers: vec![("content-type".to_owned(), "application/json".to_owned())],
+        received_at: SystemTime::now(),
+    }
+}
+
+// === conformance ===
+
+/// One test per conformance check, each on its own file, so a failure names the check.
+macro_rules! conformance_tests {
+    ($($check:ident),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $check() {
+                let dir = tempfile::tempdir().unwrap();
+                conformance::$check(open(&dir.path().join("events.db"))).await;
+            }
+        )*
+
+        const COVERED: &[&str] = &[$(stringify!($check)),*];
+    };
+}
+
+conformance_tests!(
+    insert_then_duplicate,
+    concurrent_inserts_of_one_key,
+    concurrent_distinct_inserts,
+    claim_honours_limit_oldest_first,
+    claim_honours_next_attempt_at,
+    claim_honours_leases,
+    order_key_serialises_delivery,
+    mark_failed_reschedules_and_keeps_bytes,
+    dead_letters_list_and_replay,
+    late_marks_do_not_resurrect,
+    missing_and_empty,
+    counts_follow_transitions,
+);
+
+#[test]
+fn every_conformance_check_has_a_test() {
+    let checks: Vec<&str> = conformance::CHECKS.iter().map(|(name, _)| *name).collect();
+    assert_eq!(checks, COVERED);
+}
+
+/// `run_all` itself, the entry point the Postgres tests use.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conformance_run_all() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut n = 0;
+    conformance::run_all(|| {
+        n += 1;
+        let store = open(&dir.path().join(format!("events-{n}.db")));
+        async move { store }
+    })
+    .await;
+}
+
+// === opening ===
+
+#[test]
+fn open_in_a_missing_directory_names_the_path_and_a_fix() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("not-mounted").join("events.db");
+    let error = SqliteStore::open(&path).unwrap_err();
+    let StoreError::Open {
+        path: named,
+        detail,
+    } = &error
+    else {
+        panic!("{error:?}")
+    };
+    assert_eq!(named, &path.display().to_string());
+    assert!(detail.contains("does not exist"), "{detail}");
+    assert!(detail.contains("store.sqlite_path"), "{detail}");
+    assert!(error.to_string().contains(&*path.display().to_string()));
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn open_in_an_unwritable_directory_names_the_path_and_a_fix() {
+    // /proc refuses new files even to root, unlike a chmod-ed directory.
+    let path = Path::new("/proc/fincode-sidecar-events.db");
+    let error = SqliteStore::open(path).unwrap_err();
+    let StoreError::Open {
+        path: named,
+        detail,
+    } = &error
+    else {
+        panic!("{error:?}")
+    };
+    assert_eq!(named, "/proc/fincode-sidecar-events.db");
+    assert!(detail.contains("writable"), "{detail}");
+    assert!(detail.contains("store.sqlite_path"), "{detail}");
+}
+
+#[test]
+fn open_of_a_file_that_is_not_a_database_fails() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("events.db");
+    std::fs::write(&path, vec![b'x'; 4096]).unwrap();
+    let error = SqliteStore::open(&path).unwrap_err();
+    assert!(matches!(error, StoreError::Open { .. }), "{error:?}");
+}
+
+#[test]
+fn open_refuses_a_newer_schema() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("events.db");
+    drop(SqliteStore::open(&path).unwrap());
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    conn.pragma_update(None, "user_version", 99).unwrap();
+    drop(conn);
+    let error = SqliteStore::open(&path).unwrap_err();
+    let StoreError::Open { detail, .. } = &error else {
+        panic!("{error:?}")
+    };
+    assert!(detail.contains("schema version 99 is newer"), "{detail}");
+}
+
+// === durability ===
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn data_survives_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("events.db");
+    let now = SystemTime::now();
+    let mut binary = event("binary");
+    binary.body = Bytes::from_static(b"\x00\xff{\"a\":1}\r\n");
+    binary.order_key = Some("PCN1".to_owned());
+    binary.headers.push(("x-empty".to_owned(), String::new()));
+
+    let store = open(&path);
+    let Inserted::New(kept) = store.insert(binary.clone()).await.unwrap() else {
+        panic!("new")
+    };
+    let Inserted::New(failed) = store.insert(event("failed")).await.unwrap() else {
+        panic!("new")
+    };
+    let Inserted::New(dead) = store.insert(event("dead")).await.unwrap() else {
+        panic!("new")
+    };
+    let Inserted::New(delivered) = store.insert(event("delivered")).await.unwrap() else {
+        panic!("new")
+    };
+    store
+        .claim_due(
+            now + Duration::from_secs(1),
+            10,
+            Duration::from_mins(1),
+            "w",
+        )
+        .await
+        .unwrap();
+    store
+        .mark_failed(failed, 3, now + Duration::from_mins(10), "http 503")
+        .await
+        .unwrap();
+    store.mark_dead(dead, 9, "max attempts").await.unwrap();
+    store.mark_delivered(delivered, 1).await.unwrap();
+    let before: Vec<_> = store.list(None, 10).await.unwrap();
+    let counts = store.counts().await.unwrap();
+    drop(store);
+
+    let store = open(&path);
+    assert_eq!(store.list(None, 10).await.unwrap(), before);
+    assert_eq!(store.counts().await.unwrap(), counts);
+    let kept = store.get(kept).await.unwrap().unwrap();
+    assert_eq!(kept.body, binary.body);
+    assert_eq!(kept.headers, binary.headers);
+    assert_eq!(kept.order_key.as_deref(), Some("PCN1"));
+    let failed = store.get(failed).await.unwrap().unwrap();
+    assert_eq!(
+        (failed.status, failed.attempts, failed.last_error.as_deref()),
+        (Status::Pending, 3, Some("http 503"))
+    );
+    assert_eq!(store.get(dead).await.unwrap().unwrap().status, Status::Dead);
+    assert_eq!(
+        store.get(delivered).await.unwrap().unwrap().status,
+        Status::Delivered
+    );
+    // Dedupe keys survive too, and ids keep increasing.
+    assert_eq!(
+        store.insert(event("dead")).await.unwrap(),
+        Inserted::Duplicate(dead)
+    );
+    let Inserted::New(next) = store.insert(event("next")).await.unwrap() else {
+        panic!("new")
+    };
+    assert!(next > delivered);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn close_finishes_queued_work_then_reports_closed() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("events.db");
+    let store = Arc::new(SqliteStore::open(&path).unwrap());
+    let inserts: Vec<_> = (0..100)
+        .map(|n| {
+            let store = Arc::clone(&store);
+            tokio::spawn(async move { store.insert(event(&format!("queued-{n}"))).await })
+        })
+        .collect();
+    store.close().await;
+    store.close().await;
+    assert!(matches!(
+        store.insert(event("late")).await,
+        Err(StoreError::Closed)
+    ));
+    assert!(matches!(store.counts().await, Err(StoreError::Closed)));
+    assert!(matches!(store.get(1).await, Err(StoreError::Closed)));
+    let mut committed = 0;
+    for insert in inserts {
+        match insert.await.unwrap() {
+            Ok(Inserted::New(_)) => committed += 1,
+            Err(StoreError::Closed) => {}
+            other => panic!("{other:?}"),
+        }
+    }
+    drop(store);
+    let reopened = open(&path);
+    assert_eq!(reopened.counts().await.unwrap().pending, committed);
+}
+
+/// Many inserts in flight, the tasks aborted and the store dropped mid-stream: every
+/// insert that returned `Ok` is in the file when it is opened again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acknowledged_inserts_survive_dropping_the_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("events.db");
+    let store = open(&path);
+    let (acks, mut acked) = tokio::sync::mpsc::unbounded_channel();
+    let tasks: Vec<_> = (0..2000)
+        .map(|n| {
+            let store = Arc::clone(&store);
+            let acks = acks.clone();
+            tokio::spawn(async move {
+                let key = format!("inflight-{n}");
+                if let Ok(Inserted::New(id)) = store.insert(event(&key)).await {
+                    let _ = acks.send((key, id));
+                }
+            })
+        })
+        .collect();
+    drop(acks);
+    let mut confirmed: Vec<(String, EventId)> = Vec::new();
+    while confirmed.len() < 200 {
+        confirmed.push(acked.recv().await.unwrap());
+    }
+    for task in &tasks {
+        task.abort();
+    }
+    for task in tasks {
+        let _ = task.await;
+    }
+    assert_eq!(Arc::strong_count(&store), 1, "every task has let go");
+    drop(store);
+    while let Ok(ack) = acked.try_recv() {
+        confirmed.push(ack);
+    }
+
+    let store = open(&path);
+    for (key, id) in &confirmed {
+        let stored = store.get(*id).await.unwrap();
+        assert_eq!(stored.map(|e| e.dedupe_key).as_deref(), Some(key.as_str()));
+    }
+    let pending = store.counts().await.unwrap().pending;
+    assert!(pending >= confirmed.len() as u64);
+}
+
+const CRASH_DB: &str = "FINCODE_STORE_TEST_CRASH_DB";
+
+/// A child process inserts as fast as it can and prints each acknowledged insert; it
+/// is killed with SIGKILL mid-stream. Every insert it acknowledged is in the file.
+#[test]
+fn acknowledged_inserts_survive_sigkill() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("events.db");
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "child_inserts_until_killed",
+            "--exact",
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(CRASH_DB, &path)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let mut output = BufReader::new(child.stdout.take().unwrap());
+    let mut acked: Vec<(String, EventId)> = Vec::new();
+    let mut parse = |line: &str| {
+        if let Some(ack) = line.trim_end().strip_prefix("ack ") {
+            let (key, id) = ack.split_once(' ').unwrap();
+            acked.push((key.to_owned(), id.parse().unwrap()));
+        }
+    };
+    let mut line = String::new();
+    let mut seen = 0;
+    while seen < 2000 {
+        line.clear();
+        if output.read_line(&mut line).unwrap() == 0 {
+            break;
+        }
+        seen += usize::from(line.starts_with("ack "));
+        parse(&line);
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    // What it printed before it died was acknowledged too.
+    for line in output.lines() {
+        parse(&line.unwrap());
+    }
+    assert!(
+        acked.len() >= 2000,
+        "the child stopped early: {}",
+        acked.len()
+    );
+
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let store = open(&path);
+        for (key, id) in &acked {
+            let stored = store.get(*id).await.unwrap();
+            assert_eq!(stored.map(|e| e.dedupe_key).as_deref(), Some(key.as_str()));
+        }
+        assert!(store.counts().await.unwrap().pending >= acked.len() as u64);
+    });
+}
+
+/// The child half of [`acknowledged_inserts_survive_sigkill`].
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "the child process of acknowledged_inserts_survive_sigkill"]
+async fn child_inserts_until_killed() {
+    let Some(path) = std::env::var_os(CRASH_DB) else {
+        return;
+    };
+    let store = open(&PathBuf::from(path));
+    let workers: Vec<_> = (0..32)
+        .map(|worker| {
+            let store = Arc::clone(&store);
+            tokio::spawn(async move {
+                // Bounded, in case the parent never kills it.
+                for n in 0..5_000 {
+                    let key = format!("w{worker}-{n}");
+                    match store.insert(event(&key)).await {
+                        Ok(Inserted::New(id)) => println!("ack {key} {id}"),
+                        other => panic!("{key}: {other:?}"),
+                    }
+                }
+            })
+        })
+        .collect();
+    for worker in workers {
+        worker.await.unwrap();
+    }
+}

@@ -1,0 +1,440 @@
+//! End-to-end webhooks: the sandbox sends FinCode-shaped events to the real binary,
+//! which verifies, deduplicates, commits to a real SQLite file, acknowledges, and
+//! delivers to a stand-in app, signed with its own secret.
+#![allow(clippy::unwrap_used)]
+
+mod support;
+
+use std::{
+    collections::BTreeSet,
+    process::Command,
+    time::{Duration, SystemTime},
+};
+
+use bytes::Bytes;
+use fincode_sandbox::{SendWebhooks, WebhookSigning, transaction_status_event};
+use fincode_webhooks::verify::{Scheme, Verifier};
+use http::Request;
+use http_body_util::Full;
+use secrecy::SecretString;
+use support::*;
+
+const SECRET: &str = "fincode-webhook-secret-for-tests";
+const PATH: &str = "/webhooks/fincode";
+
+fn hmac(secret: &str) -> WebhookSigning {
+    WebhookSigning::Hmac {
+        secret: secret.to_owned(),
+        algorithm: "sha256".to_owned(),
+        encoding: "hex".to_owned(),
+        header: None,
+        prefix: None,
+    }
+}
+
+fn batch(
+    sidecar: &Sidecar,
+    signing: WebhookSigning,
+    events: Vec<serde_json::Value>,
+) -> SendWebhooks {
+    SendWebhooks {
+        url: sidecar.webhook_url(PATH),
+        signing,
+        events,
+        copies: 1,
+        concurrency: 16,
+        tamper: false,
+        timestamp_offset_secs: 0,
+        extra_headers: Vec::new(),
+    }
+}
+
+/// Sends and returns the statuses in send order (0 when the request failed).
+async fn statuses(sandbox: &TestSandbox, batch: SendWebhooks) -> Vec<u16> {
+    let mut sent = sandbox.send_webhooks(batch).await;
+    sent.sort_by_key(|s| (s.index, s.copy));
+    sent.iter().map(|s| s.status.unwrap_or(0)).collect()
+}
+
+struct Setup {
+    sandbox: TestSandbox,
+    app: TestApp,
+    sidecar: Sidecar,
+    _dir: tempfile::TempDir,
+}
+
+async fn setup(adjust: impl FnOnce(SidecarBuilder) -> SidecarBuilder) -> Setup {
+    let sandbox = TestSandbox::start().await;
+    let app = TestApp::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let token = sandbox.mint_static_token(Duration::from_hours(1));
+    let builder = SidecarBuilder::new(&sandbox).static_token(&token).webhooks(
+        &app.url(),
+        SECRET,
+        &dir.path().join("events.db"),
+    );
+    let sidecar = adjust(builder).start();
+    sidecar.wait_ready(Duration::from_secs(20)).await;
+    Setup {
+        sandbox,
+        app,
+        sidecar,
+        _dir: dir,
+    }
+}
+
+fn sidecar_verifier() -> Verifier {
+    Verifier::new(
+        Scheme::StandardWebhooks,
+        vec![SecretString::from(SIGNING_SECRET)],
+        Duration::from_secs(300),
+    )
+    .unwrap()
+}
+
+#[tokio::test]
+async fn a_signed_event_is_acknowledged_then_delivered_byte_exact_and_signed_by_the_sidecar() {
+    let s = setup(|b| b).await;
+    let event = transaction_status_event("PCN0000000001", "PAID");
+    let sent = statuses(
+        &s.sandbox,
+        batch(&s.sidecar, hmac(SECRET), vec![event.clone()]),
+    )
+    .await;
+    assert_eq!(sent, [200]);
+
+    let delivered = s.app.wait_for(1, Duration::from_secs(10)).await;
+    let delivery = &delivered[0];
+    assert_eq!(
+        delivery.body,
+        serde_json::to_vec(&event).unwrap(),
+        "the original bytes"
+    );
+    assert_eq!(delivery.header("content-type"), Some("application/json"));
+    assert!(
+        delivery
+            .header("x-request-id")
+            .is_some_and(|id| id.len() >= 32)
+    );
+    assert!(
+        delivery.header("x-fincode-signature").is_some(),
+        "FinCode's own headers are forwarded"
+    );
+    // The app can check that the sidecar sent it, with any Standard Webhooks library.
+    sidecar_verifier()
+        .verify(&delivery.headers, &delivery.body, SystemTime::now())
+        .unwrap();
+    assert!(delivery.header("webhook-id").unwrap().starts_with("evt_"));
+
+    let metrics = s.sidecar.scrape().await;
+    assert!((metric_value(&metrics, "fincode_webhooks_received_total") - 1.0).abs() < 1e-9);
+    let delivered =
+        metric_value_labelled(&metrics, "fincode_webhook_deliveries_total", "delivered");
+    assert!((delivered - 1.0).abs() < 1e-9, "{metrics}");
+}
+
+#[tokio::test]
+async fn fifty_concurrent_copies_get_fifty_200s_and_one_delivery() {
+    let s = setup(|b| b).await;
+    let event = transaction_status_event("PCN0000000002", "PAID");
+    let mut flood = batch(&s.sidecar, hmac(SECRET), vec![event]);
+    flood.copies = 50;
+    flood.concurrency = 50;
+    let sent = statuses(&s.sandbox, flood).await;
+    assert_eq!(sent, vec![200; 50]);
+
+    // The same Reference moving through other statuses is new each time.
+    let moves = vec![
+        transaction_status_event("PCN0000000002", "PENDING"),
+        transaction_status_event("PCN0000000002", "FAILED"),
+    ];
+    assert_eq!(
+        statuses(&s.sandbox, batch(&s.sidecar, hmac(SECRET), moves)).await,
+        [200, 200]
+    );
+    s.app.wait_for(3, Duration::from_secs(10)).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let statuses: Vec<String> = s
+        .app
+        .deliveries()
+        .iter()
+        .map(|d| d.json()["Status"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(
+        statuses.len(),
+        3,
+        "one delivery per distinct event: {statuses:?}"
+    );
+    let metrics = s.sidecar.scrape().await;
+    assert!((metric_value(&metrics, "fincode_webhooks_duplicates_total") - 49.0).abs() < 1e-9);
+}
+
+#[tokio::test]
+async fn forged_oversized_and_malformed_requests_are_refused_counted_and_never_delivered() {
+    let s = setup(|b| b.set("webhooks.max_body_bytes", 2048)).await;
+    let event = transaction_status_event("PCN0000000003", "PAID");
+    let send = |signing, tamper| {
+        let mut b = batch(&s.sidecar, signing, vec![event.clone()]);
+        b.tamper = tamper;
+        b
+    };
+    assert_eq!(
+        statuses(&s.sandbox, send(hmac(SECRET), true)).await,
+        [401],
+        "tampered body"
+    );
+    assert_eq!(
+        statuses(&s.sandbox, send(hmac("not-the-secret"), false)).await,
+        [401]
+    );
+    assert_eq!(
+        statuses(&s.sandbox, send(WebhookSigning::None, false)).await,
+        [401]
+    );
+    let mut big = event.clone();
+    big["padding"] = "x".repeat(4096).into();
+    assert_eq!(
+        statuses(&s.sandbox, batch(&s.sidecar, hmac(SECRET), vec![big])).await,
+        [413]
+    );
+
+    let client = app_client();
+    let refused = get(&client, &s.sidecar.webhook_url(PATH)).await;
+    assert_eq!(refused.status, 405);
+    let refused = send_raw(&client, &s.sidecar.webhook_url("/elsewhere"), b"{}").await;
+    assert_eq!(refused.status, 404);
+    // Signed, but not JSON.
+    let body = b"not json".to_vec();
+    let headers = fincode_webhooks::verify::sign(
+        &Scheme::Hmac {
+            algorithm: fincode_webhooks::verify::Algorithm::Sha256,
+            encoding: fincode_webhooks::verify::Encoding::Hex,
+            header: http::HeaderName::from_static("x-fincode-signature"),
+            prefix: String::new(),
+        },
+        &SecretString::from(SECRET),
+        &body,
+        SystemTime::now(),
+        "msg_1",
+    )
+    .unwrap();
+    let mut request = Request::post(s.sidecar.webhook_url(PATH));
+    for (name, value) in headers {
+        request = request.header(name, value);
+    }
+    let refused = send(&client, request.body(Full::new(Bytes::from(body))).unwrap()).await;
+    assert_eq!(refused.status, 400);
+
+    // A 401 says nothing about which check failed.
+    let tampered = statuses(&s.sandbox, send(hmac(SECRET), true)).await;
+    assert_eq!(tampered, [401]);
+
+    let metrics = s.sidecar.scrape().await;
+    for (reason, count) in [
+        ("bad_signature", 3.0),
+        ("missing_signature", 1.0),
+        ("too_large", 1.0),
+        ("method", 1.0),
+        ("not_found", 1.0),
+        ("bad_json", 1.0),
+    ] {
+        let seen = metric_value_labelled(&metrics, "fincode_webhooks_rejected_total", reason);
+        assert!((seen - count).abs() < 1e-9, "{reason}: {seen}\n{metrics}");
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(s.app.deliveries().is_empty());
+}
+
+async fn send_raw(
+    client: &hyper_util::client::legacy::Client<
+        hyper_util::client::legacy::connect::HttpConnector,
+        Full<Bytes>,
+    >,
+    url: &str,
+    body: &'static [u8],
+) -> Collected {
+    send(
+        client,
+        Request::post(url)
+            .body(Full::new(Bytes::from_static(body)))
+            .unwrap(),
+    )
+    .await
+}
+
+#[tokio::test]
+async fn standard_webhooks_timestamps_outside_the_tolerance_are_refused() {
+    let whsec = "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD";
+    let s = setup(|b| {
+        b.set("webhooks.scheme", "standard-webhooks")
+            .set("webhooks.tolerance", "5m")
+            .env("WEBHOOK_SECRET", whsec)
+    })
+    .await;
+    let signing = WebhookSigning::StandardWebhooks {
+        secret: whsec.to_owned(),
+    };
+    let event = transaction_status_event("PCN0000000004", "PAID");
+    for (offset, want) in [(-600, 401), (600, 401), (-60, 200)] {
+        let mut b = batch(&s.sidecar, signing.clone(), vec![event.clone()]);
+        b.timestamp_offset_secs = offset;
+        assert_eq!(statuses(&s.sandbox, b).await, [want], "offset {offset}");
+    }
+    let metrics = s.sidecar.scrape().await;
+    let stale = metric_value_labelled(
+        &metrics,
+        "fincode_webhooks_rejected_total",
+        "stale_timestamp",
+    );
+    assert!((stale - 2.0).abs() < 1e-9, "{metrics}");
+    s.app.wait_for(1, Duration::from_secs(10)).await;
+}
+
+#[tokio::test]
+async fn the_ip_allow_list_believes_forwarded_for_only_from_trusted_proxies() {
+    let s = setup(|b| {
+        b.set("webhooks.allow_ips", vec!["10.0.0.0/8".to_owned()])
+            .set("webhooks.trusted_proxies", vec!["127.0.0.1".to_owned()])
+    })
+    .await;
+    let event = transaction_status_event("PCN0000000005", "PAID");
+    let with_xff = |xff: &str| {
+        let mut b = batch(&s.sidecar, hmac(SECRET), vec![event.clone()]);
+        b.extra_headers = vec![("x-forwarded-for".to_owned(), xff.to_owned())];
+        b
+    };
+    // Straight from 127.0.0.1 (a trusted proxy, but not an allowed source).
+    assert_eq!(
+        statuses(
+            &s.sandbox,
+            batch(&s.sidecar, hmac(SECRET), vec![event.clone()])
+        )
+        .await,
+        [403]
+    );
+    assert_eq!(statuses(&s.sandbox, with_xff("192.0.2.7")).await, [403]);
+    // Anyone can write the left of the list; the proxy appended the right-most entry.
+    assert_eq!(
+        statuses(&s.sandbox, with_xff("10.1.2.3, 192.0.2.7")).await,
+        [403]
+    );
+    assert_eq!(
+        statuses(&s.sandbox, with_xff("192.0.2.7, 10.1.2.3")).await,
+        [200]
+    );
+    s.app.wait_for(1, Duration::from_secs(10)).await;
+}
+
+fn cli(sidecar: &Sidecar, args: &[&str]) -> (bool, String) {
+    let admin = format!("http://{}", sidecar.admin_addr());
+    let output = Command::new(BIN)
+        .arg("webhooks")
+        .args(args)
+        .args(["--admin-url", &admin])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&output.stdout).into_owned()
+        + &String::from_utf8_lossy(&output.stderr);
+    (output.status.success(), text)
+}
+
+#[tokio::test]
+async fn an_app_that_stays_down_gets_a_dead_letter_that_replay_delivers() {
+    let s = setup(|b| b.set("webhooks.max_attempts", 3)).await;
+    s.app.answer(503);
+    let event = transaction_status_event("PCN0000000006", "PAID");
+    assert_eq!(
+        statuses(&s.sandbox, batch(&s.sidecar, hmac(SECRET), vec![event])).await,
+        [200]
+    );
+    // Three attempts 50-200 ms apart, then dead.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    let listed = loop {
+        let (ok, text) = cli(&s.sidecar, &["list", "--status", "dead"]);
+        assert!(ok, "{text}");
+        let listed: serde_json::Value = serde_json::from_str(&text).unwrap();
+        if !listed["events"].as_array().unwrap().is_empty() {
+            break listed;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "never dead: {text}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let dead = &listed["events"][0];
+    assert_eq!(dead["attempts"], 3);
+    assert_eq!(dead["last_error"], "status 503");
+    let id = dead["id"].as_i64().unwrap().to_string();
+
+    // `show` redacts: the beneficiary's name never appears in clear.
+    let (ok, shown) = cli(&s.sidecar, &["show", &id]);
+    assert!(ok, "{shown}");
+    assert!(shown.contains("PCN0000000006") || shown.contains("Reference"));
+    assert!(!shown.contains("Adaeze"), "{shown}");
+
+    s.app.answer(200);
+    let (ok, text) = cli(&s.sidecar, &["replay", &id]);
+    assert!(ok, "{text}");
+    let delivered = s.app.wait_for(1, Duration::from_secs(10)).await;
+    assert_eq!(delivered[0].json()["Reference"], "PCN0000000006");
+    let (_, text) = cli(&s.sidecar, &["list", "--status", "delivered"]);
+    assert!(text.contains(&format!("\"id\": {id}")), "{text}");
+    let metrics = s.sidecar.scrape().await;
+    let dead = metric_value_labelled(&metrics, "fincode_webhook_deliveries_total", "dead");
+    assert!((dead - 1.0).abs() < 1e-9, "{metrics}");
+}
+
+#[tokio::test]
+async fn kill_9_during_a_flood_loses_no_acknowledged_event() {
+    let mut s = setup(|b| b).await;
+    let events: Vec<_> = (0..400)
+        .map(|i| transaction_status_event(&format!("PCN{i:010}"), "PAID"))
+        .collect();
+    let flood = batch(&s.sidecar, hmac(SECRET), events);
+    let Setup {
+        sandbox,
+        app,
+        sidecar,
+        ..
+    } = &mut s;
+    // Let part of the flood be acknowledged and delivered, then pull the plug.
+    let (sent, ()) = tokio::join!(sandbox.send_webhooks(flood), async {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while app.deliveries().len() < 20 {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "no deliveries before the kill"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        sidecar.kill();
+    });
+    let acknowledged: BTreeSet<String> = sent
+        .iter()
+        .filter(|r| r.status == Some(200))
+        .map(|r| format!("PCN{:010}", r.index))
+        .collect();
+    assert!(
+        acknowledged.len() < 400,
+        "the kill landed mid-flood ({} acknowledged)",
+        acknowledged.len()
+    );
+
+    s.sidecar.restart();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let delivered: BTreeSet<String> = s
+            .app
+            .deliveries()
+            .iter()
+            .map(|d| d.json()["Reference"].as_str().unwrap().to_owned())
+            .collect();
+        let missing: Vec<_> = acknowledged.difference(&delivered).collect();
+        if missing.is_empty() {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "acknowledged but never delivered: {missing:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
