@@ -31,6 +31,7 @@ METRICS='
 histogram http_server_request_duration_seconds
 histogram http_client_request_duration_seconds
 histogram fincode_webhook_delivery_duration_seconds
+histogram fincode_webhook_ack_duration_seconds
 counter   fincode_sidecar_errors_total
 counter   fincode_transactions_total
 counter   fincode_token_refreshes_total
