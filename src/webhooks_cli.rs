@@ -71,10 +71,10 @@ pub(crate) fn run(command: WebhooksCommand) -> ExitCode {
             limit,
             admin,
         } => {
-            let mut path = format!("/webhooks/events?limit={limit}");
-            if let Some(status) = status {
-                path.push_str(&format!("&status={status}"));
-            }
+            let path = match status {
+                Some(status) => format!("/webhooks/events?limit={limit}&status={status}"),
+                None => format!("/webhooks/events?limit={limit}"),
+            };
             (Method::GET, path, admin)
         }
         WebhooksCommand::Show { id, admin } => {
@@ -89,16 +89,14 @@ pub(crate) fn run(command: WebhooksCommand) -> ExitCode {
             id: None, admin, ..
         } => (Method::POST, "/webhooks/dead/replay".to_owned(), admin),
     };
-    let token = match &admin.token_env {
-        Some(var) => match env.get(var).filter(|t| !t.is_empty()) {
-            Some(token) => Some(token.to_owned()),
-            None => {
-                eprintln!("error: --token-env {var}: the variable is not set or empty");
-                return ExitCode::from(Outcome::USAGE);
-            }
-        },
-        None => None,
-    };
+    let mut token = None;
+    if let Some(var) = &admin.token_env {
+        let Some(value) = env.get(var).filter(|t| !t.is_empty()) else {
+            eprintln!("error: --token-env {var}: the variable is not set or empty");
+            return ExitCode::from(Outcome::USAGE);
+        };
+        token = Some(value.to_owned());
+    }
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

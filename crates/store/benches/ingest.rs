@@ -89,6 +89,8 @@ fn bench_ingest(c: &mut Criterion) {
     let mut group = c.benchmark_group("sqlite_ingest");
     group.throughput(Throughput::Elements(EVENTS_PER_ITERATION));
     for tasks in [64, 1] {
+        // One task at a time is one fsync per event: slow, so fewer samples.
+        group.sample_size(if tasks == 1 { 10 } else { 100 });
         group.bench_function(format!("insert_{tasks}_concurrent"), |b| {
             b.iter_custom(|iterations| {
                 let total = iterations * EVENTS_PER_ITERATION;

@@ -381,3 +381,50 @@ async fn child_inserts_until_killed() {
         worker.await.unwrap();
     }
 }
+
+/// A sidecar killed mid-delivery leaves leases behind; the next run of the same (single)
+/// sidecar must not wait them out before delivering those events again.
+#[tokio::test]
+async fn reopening_voids_the_leases_of_the_previous_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("events.db");
+    let now = SystemTime::now();
+    let store = open(&path);
+    store.insert(event("leased")).await.unwrap();
+    let claimed = store
+        .claim_due(
+            now + Duration::from_secs(1),
+            10,
+            Duration::from_hours(1),
+            "old",
+        )
+        .await
+        .unwrap();
+    assert_eq!(claimed.len(), 1);
+    assert!(
+        store
+            .claim_due(
+                now + Duration::from_secs(1),
+                10,
+                Duration::from_hours(1),
+                "other"
+            )
+            .await
+            .unwrap()
+            .is_empty(),
+        "leased for an hour"
+    );
+    drop(store);
+
+    let store = open(&path);
+    let again = store
+        .claim_due(
+            now + Duration::from_secs(1),
+            10,
+            Duration::from_hours(1),
+            "new",
+        )
+        .await
+        .unwrap();
+    assert_eq!(again.len(), 1, "due again at once after the restart");
+}

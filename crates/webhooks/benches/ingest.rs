@@ -6,6 +6,8 @@
 //! The dispatcher does not run: this measures the ack path alone (DESIGN.md 7: ≥ 10 000
 //! events/s on SQLite).
 
+#![allow(clippy::unwrap_used)] // A benchmark: a failure should stop it loudly.
+
 use std::{
     sync::{
         Arc,

@@ -197,9 +197,10 @@ impl Webhooks {
             backoff: Backoff::full_jitter(c.backoff_base, c.backoff_cap),
             backoff_cap: c.backoff_cap,
             concurrency: c.delivery_concurrency,
-            // Long enough for a slow delivery and its confirm query; short enough that a
-            // crashed sidecar's events are picked up again soon.
-            lease: c.delivery_timeout * 3 + Duration::from_secs(5),
+            // Long enough for a delivery and its confirm query (each bounded by the
+            // delivery timeout); short enough that a crashed replica's events are picked
+            // up again soon. (A single SQLite sidecar voids old leases at start-up.)
+            lease: c.delivery_timeout * 2 + Duration::from_secs(5),
         };
         let dispatcher = Dispatcher::new(
             store.clone(),

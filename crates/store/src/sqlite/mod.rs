@@ -84,6 +84,26 @@ impl SqliteStore {
     /// schema is newer than this build.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
         let conn = schema::open_connection(path, Role::Writer)?;
+        // One sidecar per file (SQLite is the single-pod store): whoever held a lease
+        // before this open was a previous run of this process, killed mid-delivery. Its
+        // leases are void, so those events are delivered again now, not when the lease
+        // would have run out.
+        let released = conn
+            .execute(
+                "UPDATE events SET lease_owner = NULL, lease_until = NULL \
+                 WHERE lease_owner IS NOT NULL",
+                [],
+            )
+            .map_err(|error| StoreError::Open {
+                path: path.display().to_string(),
+                detail: format!("cannot release old leases: {error}"),
+            })?;
+        if released > 0 {
+            tracing::info!(
+                released,
+                "webhook deliveries interrupted by the last shutdown will be retried"
+            );
+        }
         let reader = schema::open_connection(path, Role::Reader)?;
         let (commands, queue) = mpsc::channel(QUEUE_DEPTH);
         let writer = std::thread::Builder::new()
