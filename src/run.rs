@@ -63,6 +63,18 @@ pub(crate) async fn run(config: Config, env: &Env, shutdown: impl Future<Output 
         Ok(proxy) => proxy.with_traces(traces.clone()),
         Err(error) => return fail(INVALID_CONFIG, &error),
     };
+    let egress = match bind("listen.egress", config.listen.egress).await {
+        Ok(listener) => listener,
+        Err(code) => return code,
+    };
+    let admin_listener = match bind("listen.admin", config.listen.admin).await {
+        Ok(listener) => listener,
+        Err(code) => return code,
+    };
+    let egress_bound = match egress.local_addr() {
+        Ok(addr) => addr,
+        Err(error) => return fail(1, &error),
+    };
     let webhooks = if config.webhooks.enabled {
         let store: Arc<dyn EventStore> = match SqliteStore::open(&config.store.sqlite_path) {
             Ok(store) => Arc::new(store),
@@ -71,6 +83,7 @@ pub(crate) async fn run(config: Config, env: &Env, shutdown: impl Future<Output 
         let built = Webhooks::from_config(
             &config,
             env,
+            egress_bound,
             store,
             proxy.redactor().clone(),
             &mut metrics.registry(),
@@ -81,14 +94,6 @@ pub(crate) async fn run(config: Config, env: &Env, shutdown: impl Future<Output 
         }
     } else {
         None
-    };
-    let egress = match bind("listen.egress", config.listen.egress).await {
-        Ok(listener) => listener,
-        Err(code) => return code,
-    };
-    let admin_listener = match bind("listen.admin", config.listen.admin).await {
-        Ok(listener) => listener,
-        Err(code) => return code,
     };
 
     let webhook_socket = match &webhooks {

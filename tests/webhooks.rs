@@ -438,3 +438,243 @@ async fn kill_9_during_a_flood_loses_no_acknowledged_event() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+#[tokio::test]
+async fn events_with_one_ordering_key_are_delivered_in_arrival_order() {
+    let s = setup(|b| b.set("webhooks.order_key", "{Reference}")).await;
+    s.app.answer(503);
+    let reference = "PCN0000000007";
+    for status in ["PENDING", "PROCESSING", "PAID"] {
+        let event = transaction_status_event(reference, status);
+        assert_eq!(
+            statuses(&s.sandbox, batch(&s.sidecar, hmac(SECRET), vec![event])).await,
+            [200]
+        );
+    }
+    // While the first cannot be delivered, the later ones wait behind it.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    s.app.answer(200);
+    let delivered = s.app.wait_for(3, Duration::from_secs(10)).await;
+    let order: Vec<_> = delivered
+        .iter()
+        .map(|d| d.json()["Status"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(order, ["PENDING", "PROCESSING", "PAID"]);
+}
+
+#[tokio::test]
+async fn unsigned_events_are_delivered_only_when_fincode_confirms_them() {
+    let s = setup(|b| {
+        b.set("webhooks.scheme", "none")
+            .set("webhooks.secret_envs", Vec::<String>::new())
+            .set("webhooks.allow_ips", vec!["127.0.0.1/32".to_owned()])
+            .set("webhooks.confirm_by_query", true)
+            .set("webhooks.max_attempts", 2)
+    })
+    .await;
+    // A real transaction: FinCode knows it as PENDING.
+    let created = send(
+        &app_client(),
+        create_transaction(
+            &s.sidecar,
+            Some("confirm-1"),
+            r#"{"amount":100,"currency":"NGN"}"#,
+        ),
+    )
+    .await;
+    assert_eq!(created.status, 200);
+    let reference = created.json()["data"]["reference"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    let claims = vec![
+        // What FinCode says: delivered.
+        transaction_status_event(&reference, "PENDING"),
+        // A forged "PAID" for the same reference: never delivered.
+        transaction_status_event(&reference, "PAID"),
+        // A reference FinCode does not know: never delivered.
+        transaction_status_event("PCN9999999999", "PAID"),
+    ];
+    assert_eq!(
+        statuses(&s.sandbox, batch(&s.sidecar, WebhookSigning::None, claims)).await,
+        [200, 200, 200]
+    );
+    let delivered = s.app.wait_for(1, Duration::from_secs(10)).await;
+    assert_eq!(delivered[0].json()["Status"], "PENDING");
+    // The other two run out of attempts as unconfirmed dead letters.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let (_, text) = cli(&s.sidecar, &["list", "--status", "dead"]);
+        let listed: serde_json::Value = serde_json::from_str(&text).unwrap();
+        let dead = listed["events"].as_array().unwrap();
+        if dead.len() == 2 {
+            assert!(
+                dead.iter()
+                    .all(|e| e["last_error"].as_str().unwrap().starts_with("unconfirmed")),
+                "{text}"
+            );
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{text}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(s.app.deliveries().len(), 1);
+    // The confirmation went through the egress path, with the sidecar's credentials.
+    assert!(s.sandbox.requests().iter().any(|r| {
+        r.uri
+            .ends_with(&format!("/transactionmanagement/transactions/{reference}"))
+    }));
+}
+
+#[tokio::test]
+async fn replay_all_dead_delivers_every_dead_letter() {
+    let s = setup(|b| b.set("webhooks.max_attempts", 1)).await;
+    s.app.answer(500);
+    let events: Vec<_> = (0..3)
+        .map(|i| transaction_status_event(&format!("PCN00000001{i:02}"), "PAID"))
+        .collect();
+    assert_eq!(
+        statuses(&s.sandbox, batch(&s.sidecar, hmac(SECRET), events)).await,
+        [200, 200, 200]
+    );
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, text) = cli(&s.sidecar, &["list", "--status", "dead"]);
+        if text.matches("\"id\"").count() == 3 {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{text}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    s.app.answer(200);
+    let (ok, text) = cli(&s.sidecar, &["replay", "--all-dead"]);
+    assert!(ok && text.contains("\"replayed\": 3"), "{text}");
+    s.app.wait_for(3, Duration::from_secs(10)).await;
+}
+
+#[test]
+fn the_verify_cli_checks_a_captured_webhook() {
+    let dir = tempfile::tempdir().unwrap();
+    let body = dir.path().join("body.json");
+    std::fs::write(
+        &body,
+        br#"{"eventType":"TRANSACTION_STATUS","Reference":"PCN1"}"#,
+    )
+    .unwrap();
+    let scheme = Scheme::Hmac {
+        algorithm: fincode_webhooks::verify::Algorithm::Sha256,
+        encoding: fincode_webhooks::verify::Encoding::Hex,
+        header: http::HeaderName::from_static("x-fincode-signature"),
+        prefix: String::new(),
+    };
+    let headers = fincode_webhooks::verify::sign(
+        &scheme,
+        &SecretString::from(SECRET),
+        &std::fs::read(&body).unwrap(),
+        SystemTime::now(),
+        "m",
+    )
+    .unwrap();
+    let header = format!("x-fincode-signature: {}", headers[0].1.to_str().unwrap());
+    let run = |secret: Option<&str>| {
+        let mut command = Command::new(BIN);
+        command.args([
+            "webhooks",
+            "verify",
+            "--scheme",
+            "hmac-sha256-hex",
+            "--secret-env",
+            "WH_SECRET",
+        ]);
+        command
+            .args(["--header", &header, "--body-file"])
+            .arg(&body);
+        command.env_remove("WH_SECRET");
+        if let Some(secret) = secret {
+            command.env("WH_SECRET", secret);
+        }
+        let output = command.output().unwrap();
+        (
+            output.status.code(),
+            String::from_utf8_lossy(&output.stdout).into_owned()
+                + &String::from_utf8_lossy(&output.stderr),
+        )
+    };
+    let (code, text) = run(Some(SECRET));
+    assert_eq!((code, text.trim()), (Some(0), "valid"));
+    let (code, text) = run(Some("the-wrong-secret"));
+    assert_eq!(code, Some(1), "{text}");
+    assert!(text.starts_with("invalid"), "{text}");
+    assert!(!text.contains("the-wrong-secret"));
+    let (code, text) = run(None);
+    assert_eq!(code, Some(2), "{text}");
+    assert!(text.contains("WH_SECRET"));
+}
+
+/// A CA and a leaf for 127.0.0.1, as PEM files in `dir`; returns the CA's PEM path.
+fn tls_files(dir: &std::path::Path) -> std::path::PathBuf {
+    use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
+    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = CertifiedIssuer::self_signed(ca, KeyPair::generate().unwrap()).unwrap();
+    let leaf_key = KeyPair::generate().unwrap();
+    let leaf = CertificateParams::new(vec!["127.0.0.1".to_owned()])
+        .unwrap()
+        .signed_by(&leaf_key, &ca)
+        .unwrap();
+    std::fs::write(dir.join("ca.pem"), ca.pem()).unwrap();
+    std::fs::write(dir.join("cert.pem"), leaf.pem()).unwrap();
+    std::fs::write(dir.join("key.pem"), leaf_key.serialize_pem()).unwrap();
+    dir.join("ca.pem")
+}
+
+#[tokio::test]
+async fn the_listener_terminates_tls_itself_when_given_a_certificate() {
+    let certs = tempfile::tempdir().unwrap();
+    let ca = tls_files(certs.path());
+    let s = setup(|b| {
+        b.set(
+            "webhooks.tls_cert_file",
+            certs.path().join("cert.pem").display().to_string(),
+        )
+        .set(
+            "webhooks.tls_key_file",
+            certs.path().join("key.pem").display().to_string(),
+        )
+    })
+    .await;
+    let body = serde_json::to_vec(&transaction_status_event("PCN0000000008", "PAID")).unwrap();
+    let scheme = Scheme::Hmac {
+        algorithm: fincode_webhooks::verify::Algorithm::Sha256,
+        encoding: fincode_webhooks::verify::Encoding::Hex,
+        header: http::HeaderName::from_static("x-fincode-signature"),
+        prefix: String::new(),
+    };
+    let headers = fincode_webhooks::verify::sign(
+        &scheme,
+        &SecretString::from(SECRET),
+        &body,
+        SystemTime::now(),
+        "m",
+    )
+    .unwrap();
+    let url = s.sidecar.webhook_url(PATH).replace("http://", "https://");
+    let mut request = Request::post(&url);
+    for (name, value) in headers {
+        request = request.header(name, value);
+    }
+    let client = direct_client(&ca);
+    let response = send(&client, request.body(Full::new(Bytes::from(body))).unwrap()).await;
+    assert_eq!(response.status, 200);
+    s.app.wait_for(1, Duration::from_secs(10)).await;
+    // Plain HTTP to the TLS port is not answered as a webhook.
+    let plain = app_client()
+        .request(
+            Request::post(s.sidecar.webhook_url(PATH))
+                .body(Full::new(Bytes::from_static(b"{}")))
+                .unwrap(),
+        )
+        .await;
+    assert!(plain.is_err() || plain.unwrap().status() != 200);
+}

@@ -134,6 +134,7 @@ async fn start(dir: &tempfile::TempDir) -> String {
     let webhooks = Webhooks::from_config(
         &config,
         &env,
+        config.listen.egress,
         store,
         fincode_redact::Redactor::default(),
         &mut prometheus_client::registry::Registry::default(),

@@ -102,10 +102,12 @@ impl std::fmt::Debug for Webhooks {
 
 impl Webhooks {
     /// Builds the listener, dispatcher and admin routes over `store`, or `None` when
-    /// `webhooks.enabled` is false. Secrets are read from `env` here, once.
+    /// `webhooks.enabled` is false. Secrets are read from `env` here, once. `egress` is
+    /// the egress listener's bound address, which confirm-by-query calls.
     pub fn from_config(
         config: &Config,
         env: &Env,
+        egress: SocketAddr,
         store: Arc<dyn EventStore>,
         redactor: Redactor,
         registry: &mut Registry,
@@ -178,7 +180,7 @@ impl Webhooks {
         }
         let confirm = if c.confirm_by_query {
             Some(Confirm {
-                egress: format!("http://{}", loopback(config.listen.egress)),
+                egress: format!("http://{}", loopback(egress)),
                 path: template("webhooks.confirm_path", &c.confirm_path)?,
                 status_pointer: c.confirm_status_pointer.clone(),
             })
