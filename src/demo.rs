@@ -1,14 +1,24 @@
 //! `demo`: a FinCode sandbox and the sidecar in one process on loopback, so a newcomer
 //! can see the whole path work with curl before touching a real tenant.
 
-use std::process::ExitCode;
+use std::{convert::Infallible, net::SocketAddr, process::ExitCode};
 
+use bytes::Bytes;
 use fincode_config::{AuthMode, Config, Env, LogFormat};
 use fincode_sandbox::{DEMO_EMAIL, DEMO_PASSWORD, Sandbox, SandboxConfig};
+use http::{Request, Response};
+use http_body_util::{BodyExt, Full};
+use hyper::{body::Incoming, service::service_fn};
+use hyper_util::rt::{TokioExecutor, TokioIo};
 
 /// The env vars the demo's generated config names for the login secrets.
 const EMAIL_ENV: &str = "FINCODE_EMAIL";
 const PASSWORD_ENV: &str = "FINCODE_PASSWORD";
+/// The webhook secrets: FinCode's (verified) and the sidecar's own (signs deliveries).
+const WEBHOOK_SECRET_ENV: &str = "FINCODE_WEBHOOK_SECRET";
+const WEBHOOK_SECRET: &str = "demo-webhook-secret";
+const SIGNING_SECRET_ENV: &str = "FINCODE_SIDECAR_SIGNING_SECRET";
+const SIGNING_SECRET: &str = "whsec_ZGVtby1zaWRlY2FyLXNpZ25pbmcta2V5LTMyYnl0ZXM=";
 
 pub(crate) async fn demo() -> ExitCode {
     match start().await {
@@ -37,6 +47,15 @@ async fn start() -> anyhow::Result<ExitCode> {
     config.auth.password_env = Some(PASSWORD_ENV.to_owned());
     config.auth.public_key_file = Some(sandbox.public_key_path());
     config.log.format = LogFormat::Text;
+    // Webhooks: FinCode (the sandbox) posts HMAC-signed events; the sidecar verifies,
+    // stores and acknowledges them, then delivers them to a stand-in app that prints them.
+    let app = demo_app().await?;
+    config.webhooks.enabled = true;
+    config.webhooks.listen = "127.0.0.1:8081".parse()?;
+    config.webhooks.secret_envs = vec![WEBHOOK_SECRET_ENV.to_owned()];
+    config.webhooks.deliver_to = Some(format!("http://{app}/webhooks/fincode").parse()?);
+    config.webhooks.signing_secret_env = Some(SIGNING_SECRET_ENV.to_owned());
+    config.store.sqlite_path = dir.path().join("events.db");
     let config_path = dir.path().join("config.toml");
     std::fs::write(&config_path, config.to_toml_string())?;
 
@@ -63,21 +82,64 @@ Try, in another terminal:
   curl -s -X POST {sandbox_admin}/tokens/expire
   curl -i http://{egress}/transactionmanagement/transactions
   curl -s http://{admin}/readyz
-  # FinCode's own errors pass through untouched (with your request id)
-  curl -s -X POST {sandbox_admin}/faults -d '{{"kind":"status","status":503,"times":1}}'
+  # FinCode fails twice with 503: the sidecar retries, the app sees 200, x-sidecar-attempts: 3
+  curl -s -X POST {sandbox_admin}/faults -d '{{"kind":"status","status":503,"times":2}}'
   curl -i http://{egress}/transactionmanagement/transactions
   # errors the sidecar makes are problem+json with x-sidecar-error
   curl -i -X POST http://{egress}/sandbox/echo -H 'Content-Length: 99999999' -d x
+  # FinCode sends a signed webhook three times: three 200s, the app (this terminal) gets it once
+  curl -s -X POST {sandbox_admin}/webhooks/send -d '{{"url":"http://{webhooks}/webhooks/fincode",
+       "signing":{{"kind":"hmac","secret":"{WEBHOOK_SECRET}","algorithm":"sha256","encoding":"hex"}},
+       "events":[{{"eventType":"TRANSACTION_STATUS","Reference":"PCN0000000001","Status":"PAID"}}],
+       "copies":3}}'
+  curl -s http://{admin}/webhooks/events          # stored events (loopback only)
 
 Ctrl-C stops both.
 "#,
         base = sandbox.base_url(),
         sandbox_admin = sandbox.admin_url(),
         config = config_path.display(),
+        webhooks = config.webhooks.listen,
     );
 
-    let env = Env::from_pairs([(EMAIL_ENV, DEMO_EMAIL), (PASSWORD_ENV, DEMO_PASSWORD)]);
+    let env = Env::from_pairs([
+        (EMAIL_ENV, DEMO_EMAIL),
+        (PASSWORD_ENV, DEMO_PASSWORD),
+        (WEBHOOK_SECRET_ENV, WEBHOOK_SECRET),
+        (SIGNING_SECRET_ENV, SIGNING_SECRET),
+    ]);
     let code = crate::run::run(config, &env, crate::run::shutdown_signal()).await;
     sandbox.shutdown().await;
     Ok(code)
+}
+
+/// The stand-in app: prints each webhook the sidecar delivers and answers 200.
+async fn demo_app() -> anyhow::Result<SocketAddr> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let service = service_fn(|req: Request<Incoming>| async move {
+                let id = req
+                    .headers()
+                    .get("webhook-id")
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("-")
+                    .to_owned();
+                let body = req.into_body().collect().await.map(|b| b.to_bytes());
+                let body = body.unwrap_or_default();
+                println!(
+                    "app: webhook {id} delivered (signed by the sidecar): {}",
+                    String::from_utf8_lossy(&body)
+                );
+                Ok::<_, Infallible>(Response::new(Full::new(Bytes::new())))
+            });
+            tokio::spawn(async move {
+                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    Ok(addr)
 }
