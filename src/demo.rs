@@ -126,7 +126,11 @@ async fn demo_app() -> anyhow::Result<SocketAddr> {
                     .and_then(|v| v.to_str().ok())
                     .unwrap_or("-")
                     .to_owned();
-                let body = req.into_body().collect().await.map(|b| b.to_bytes());
+                let body = req
+                    .into_body()
+                    .collect()
+                    .await
+                    .map(http_body_util::Collected::to_bytes);
                 let body = body.unwrap_or_default();
                 println!(
                     "app: webhook {id} delivered (signed by the sidecar): {}",
