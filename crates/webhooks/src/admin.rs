@@ -240,3 +240,118 @@ fn reply(status: StatusCode, body: &Value) -> Response<Full<Bytes>> {
     );
     response
 }
+
+#[cfg(test)]
+mod tests {
+    use fincode_store::SqliteStore;
+
+    use super::*;
+
+    fn admin(dir: &tempfile::TempDir, token: Option<&str>) -> Admin {
+        let store = Arc::new(SqliteStore::open(&dir.path().join("events.db")).unwrap());
+        Admin::new(
+            store,
+            Redactor::default(),
+            token.map(|t| SecretString::from(t.to_owned())),
+            Arc::new(Notify::new()),
+        )
+    }
+
+    async fn status(admin: &Admin, peer: &str, bearer: Option<&str>) -> StatusCode {
+        let mut headers = HeaderMap::new();
+        if let Some(bearer) = bearer {
+            headers.insert(
+                header::AUTHORIZATION,
+                HeaderValue::from_str(&format!("Bearer {bearer}")).unwrap(),
+            );
+        }
+        admin
+            .handle(
+                &Method::GET,
+                "/webhooks/events",
+                None,
+                &headers,
+                peer.parse().unwrap(),
+            )
+            .await
+            .unwrap()
+            .status()
+    }
+
+    #[tokio::test]
+    async fn loopback_or_the_token_and_nothing_else() {
+        let dir = tempfile::tempdir().unwrap();
+        let open = admin(&dir, None);
+        assert_eq!(status(&open, "127.0.0.1:5000", None).await, StatusCode::OK);
+        assert_eq!(status(&open, "[::1]:5000", None).await, StatusCode::OK);
+        assert_eq!(
+            status(&open, "10.0.0.7:5000", None).await,
+            StatusCode::FORBIDDEN
+        );
+        assert_eq!(
+            status(&open, "10.0.0.7:5000", Some("anything")).await,
+            StatusCode::FORBIDDEN,
+            "no token configured: loopback only"
+        );
+        drop(open);
+
+        let dir = tempfile::tempdir().unwrap();
+        let guarded = admin(&dir, Some("s3cret-admin-token"));
+        assert_eq!(
+            status(&guarded, "10.0.0.7:5000", Some("s3cret-admin-token")).await,
+            StatusCode::OK
+        );
+        assert_eq!(
+            status(&guarded, "10.0.0.7:5000", Some("s3cret-admin-tokeN")).await,
+            StatusCode::FORBIDDEN
+        );
+        assert_eq!(
+            status(&guarded, "10.0.0.7:5000", None).await,
+            StatusCode::FORBIDDEN
+        );
+    }
+
+    #[tokio::test]
+    async fn bad_parameters_and_ids_are_400_and_unknown_routes_404() {
+        let dir = tempfile::tempdir().unwrap();
+        let admin = admin(&dir, None);
+        let peer = "127.0.0.1:1".parse().unwrap();
+        let headers = HeaderMap::new();
+        let call = |method: Method, path: &'static str, query: Option<&'static str>| {
+            let (admin, headers) = (&admin, &headers);
+            async move {
+                admin
+                    .handle(&method, path, query, headers, peer)
+                    .await
+                    .map(|r| r.status())
+            }
+        };
+        let bad = Some(StatusCode::BAD_REQUEST);
+        assert_eq!(
+            call(Method::GET, "/webhooks/events", Some("status=lost")).await,
+            bad
+        );
+        assert_eq!(
+            call(Method::GET, "/webhooks/events", Some("limit=0")).await,
+            bad
+        );
+        assert_eq!(
+            call(Method::GET, "/webhooks/events", Some("page=2")).await,
+            bad
+        );
+        assert_eq!(call(Method::GET, "/webhooks/events/abc", None).await, bad);
+        assert_eq!(
+            call(Method::GET, "/webhooks/events/42", None).await,
+            Some(StatusCode::NOT_FOUND)
+        );
+        assert_eq!(
+            call(Method::POST, "/webhooks/events/42/replay", None).await,
+            Some(StatusCode::NOT_FOUND)
+        );
+        assert_eq!(
+            call(Method::DELETE, "/webhooks/events", None).await,
+            Some(StatusCode::NOT_FOUND)
+        );
+        assert_eq!(call(Method::GET, "/metrics", None).await, None, "not ours");
+    }
+}
