@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
-use std::ops::{Range, RangeInclusive};
+use std::ops::RangeInclusive;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -16,6 +16,7 @@ use crate::schema::{
     AuthMode, BodyLevel, FieldAction, HmacAlgorithm, HmacEncoding, LogFormat, WebhookScheme,
 };
 use crate::secrets::is_env_var_name;
+use crate::template::{KeyTemplate, is_json_pointer};
 
 /// Why a value was refused.
 #[derive(Debug)]
@@ -885,34 +886,34 @@ pub(crate) fn delivery_attempts(value: &Value) -> Result<u32, Refusal> {
 
 /// An event key template (`webhooks.dedupe_key`, `webhooks.order_key`). Needs a placeholder:
 /// without one every event gets the same key.
-pub(crate) fn key_template(value: &Value) -> Result<String, Refusal> {
-    let text = string(value)?;
-    if placeholders(&text)?.is_empty() {
+pub(crate) fn key_template(value: &Value) -> Result<KeyTemplate, Refusal> {
+    let template = template(value)?;
+    if !template.has_placeholder() {
         return Err(Refusal::new(
             "has no placeholder, so every event would get the same key",
             "build it from the event, e.g. \"{eventType}:{Reference}:{Status}\"",
         ));
     }
-    Ok(text)
+    Ok(template)
 }
 
 /// `webhooks.confirm_path`: a FinCode API path below `upstream.base_url`, its placeholders
 /// filled from the event.
-pub(crate) fn confirm_path(value: &Value) -> Result<String, Refusal> {
-    let text = string(value)?;
-    let mut filled = text.clone();
-    // Checked as a path with each placeholder standing for one plain segment (back to front,
-    // so the earlier ranges stay valid).
-    for range in placeholders(&text)?.into_iter().rev() {
-        filled.replace_range(range, "x");
-    }
+pub(crate) fn confirm_path(value: &Value) -> Result<KeyTemplate, Refusal> {
+    let template = template(value)?;
+    // Checked as a path with each placeholder standing for one plain segment.
+    let filled = template.fill("x");
     if !filled.starts_with('/') || filled.contains('#') || filled.parse::<PathAndQuery>().is_err() {
         return Err(Refusal::new(
             "expected an absolute path such as \"/transactionmanagement/transactions/{Reference}\"",
             "start it with '/', with placeholders from the event where the path needs them",
         ));
     }
-    Ok(text)
+    Ok(template)
+}
+
+fn template(value: &Value) -> Result<KeyTemplate, Refusal> {
+    KeyTemplate::parse(&string(value)?).map_err(|error| Refusal::new(error.message, error.fix))
 }
 
 /// `webhooks.confirm_status_pointer`: an RFC 6901 JSON pointer into FinCode's answer.
@@ -926,101 +927,6 @@ pub(crate) fn json_pointer(value: &Value) -> Result<String, Refusal> {
         ));
     }
     Ok(text)
-}
-
-fn is_json_pointer(text: &str) -> bool {
-    (text.is_empty() || text.starts_with('/'))
-        && text
-            .split('~')
-            .skip(1)
-            .all(|after| after.starts_with(['0', '1']))
-}
-
-const PLACEHOLDER_FORMS: &str = "placeholders are {field} (a top-level JSON field), \
-                                 {/json/pointer} or {header:name}, and braces cannot appear \
-                                 outside them";
-
-/// The placeholders of a template, as byte ranges including their braces. Positions in the
-/// refusals count characters from 1, as an editor's column does.
-///
-/// The webhooks crate parses the same syntax to render keys; this is the load-time check, so
-/// a typo fails `check` rather than every event.
-fn placeholders(text: &str) -> Result<Vec<Range<usize>>, Refusal> {
-    let mut found = Vec::new();
-    // The byte offset and character position of the '{' being read.
-    let mut open: Option<(usize, usize)> = None;
-    for (index, (at, c)) in text.char_indices().enumerate() {
-        let position = index + 1;
-        match (c, open) {
-            ('{', None) => open = Some((at, position)),
-            ('{', Some((_, opened))) => {
-                return Err(Refusal::new(
-                    format!(
-                        "'{{' at character {position} is inside the placeholder opened at \
-                         character {opened}"
-                    ),
-                    format!("close the placeholder first; {PLACEHOLDER_FORMS}"),
-                ));
-            }
-            ('}', None) => {
-                return Err(Refusal::new(
-                    format!("'}}' at character {position} closes no placeholder"),
-                    format!("remove it or add the '{{' it closes; {PLACEHOLDER_FORMS}"),
-                ));
-            }
-            ('}', Some((start, opened))) => {
-                placeholder(&text[start + 1..at], opened)?;
-                found.push(start..at + 1);
-                open = None;
-            }
-            _ => {}
-        }
-    }
-    if let Some((_, opened)) = open {
-        return Err(Refusal::new(
-            format!("the '{{' at character {opened} is never closed"),
-            format!("add the closing '}}'; {PLACEHOLDER_FORMS}"),
-        ));
-    }
-    Ok(found)
-}
-
-/// One placeholder's inside: `name`, `/json/pointer` or `header:name`.
-fn placeholder(inner: &str, opened: usize) -> Result<(), Refusal> {
-    let refuse = |what: &str, fix: &str| {
-        Err(Refusal::new(
-            format!("the placeholder at character {opened} {what}"),
-            format!("{fix}{PLACEHOLDER_FORMS}"),
-        ))
-    };
-    if inner.is_empty() {
-        return refuse("is empty", "");
-    }
-    if let Some(name) = inner.strip_prefix("header:") {
-        if HeaderName::from_bytes(name.as_bytes()).is_err() {
-            return refuse("does not name a valid header", "");
-        }
-        return Ok(());
-    }
-    if inner.starts_with('/') {
-        if !is_json_pointer(inner) {
-            return refuse("is not a valid JSON pointer", "follow each '~' by 0 or 1; ");
-        }
-        return Ok(());
-    }
-    if inner.contains('.') {
-        return refuse(
-            "names a nested field with '.'",
-            "reach nested fields with a JSON pointer such as {/data/id}; ",
-        );
-    }
-    if !inner
-        .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-'))
-    {
-        return refuse("is not a field name, JSON pointer or header", "");
-    }
-    Ok(())
 }
 
 // --- store ---

@@ -38,6 +38,7 @@ mod load;
 mod problem;
 mod schema;
 mod secrets;
+mod template;
 
 pub use env::Env;
 pub use problem::{ConfigError, Problem, Severity, Source};
@@ -47,6 +48,7 @@ pub use schema::{
     RateLimitConfig, RedactConfig, RetryConfig, RouteLimit, StoreConfig, TracesConfig,
     UpstreamConfig, WebhookScheme, WebhooksConfig,
 };
+pub use template::{KeyTemplate, TemplateError};
 
 #[cfg(test)]
 mod tests;

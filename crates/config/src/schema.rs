@@ -9,6 +9,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use http::{HeaderName, Uri};
+
+use crate::template::KeyTemplate;
 use serde::{Serialize, Serializer};
 
 /// The whole sidecar configuration, validated.
@@ -405,11 +407,11 @@ pub struct WebhooksConfig {
     pub tolerance: Duration,
     /// The deduplication key: `{field}` is a top-level JSON field, `{/a/b}` a JSON pointer,
     /// `{header:name}` a request header.
-    pub dedupe_key: String,
+    pub dedupe_key: KeyTemplate,
     /// Events with equal ordering keys (same template syntax) are delivered in arrival
     /// order. Unset: no ordering.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub order_key: Option<String>,
+    pub order_key: Option<KeyTemplate>,
     /// The app's webhook endpoint, e.g. `http://127.0.0.1:3000/webhooks/fincode`.
     #[serde(
         skip_serializing_if = "Option::is_none",
@@ -440,7 +442,7 @@ pub struct WebhooksConfig {
     /// path) and deliver only if its status matches. For `scheme = "none"`.
     pub confirm_by_query: bool,
     /// The path queried, with `{field}` placeholders from the event.
-    pub confirm_path: String,
+    pub confirm_path: KeyTemplate,
     /// JSON pointer to the status in FinCode's answer, compared with the event's `Status`.
     pub confirm_status_pointer: String,
     /// The variable holding a token for the admin API's webhook routes from beyond
@@ -734,7 +736,7 @@ impl Default for WebhooksConfig {
             signature_header: None,
             signature_prefix: String::new(),
             tolerance: Duration::from_mins(5),
-            dedupe_key: "{eventType}:{Reference}:{Status}".to_owned(),
+            dedupe_key: KeyTemplate::default_dedupe(),
             order_key: None,
             deliver_to: None,
             signing_secret_env: None,
@@ -745,7 +747,7 @@ impl Default for WebhooksConfig {
             backoff_base: Duration::from_secs(1),
             backoff_cap: Duration::from_mins(10),
             confirm_by_query: false,
-            confirm_path: "/transactionmanagement/transactions/{Reference}".to_owned(),
+            confirm_path: KeyTemplate::default_confirm_path(),
             confirm_status_pointer: "/data/status".to_owned(),
             admin_token_env: None,
         }

@@ -1392,8 +1392,8 @@ fn to_toml_string_round_trips() {
         signature_header: Some("x-signature".to_owned()),
         signature_prefix: "v1=".to_owned(),
         tolerance: Duration::from_secs(1),
-        dedupe_key: "{header:webhook-id}".to_owned(),
-        order_key: Some("{/data/customer_id}".to_owned()),
+        dedupe_key: tpl("{header:webhook-id}"),
+        order_key: Some(tpl("{/data/customer_id}")),
         deliver_to: Some(Uri::from_static("https://app.internal:8443/hooks/fincode")),
         signing_secret_env: Some("FINCODE_SIDECAR_WEBHOOK_SIGNING_SECRET".to_owned()),
         delivery_timeout: Duration::from_millis(250),
@@ -1403,7 +1403,7 @@ fn to_toml_string_round_trips() {
         backoff_base: Duration::from_secs(2),
         backoff_cap: Duration::from_secs(2),
         confirm_by_query: true,
-        confirm_path: "/payments/{Reference}/status".to_owned(),
+        confirm_path: tpl("/payments/{Reference}/status"),
         confirm_status_pointer: String::new(),
         admin_token_env: Some("FINCODE_SIDECAR_ADMIN_TOKEN".to_owned()),
     };
@@ -1897,7 +1897,7 @@ fn webhooks_and_store_default_when_absent() {
     assert_eq!(config.webhooks.hmac_encoding, HmacEncoding::Hex);
     assert!(config.webhooks.allow_ips.is_empty() && config.webhooks.secret_envs.is_empty());
     assert_eq!(
-        config.webhooks.dedupe_key,
+        config.webhooks.dedupe_key.to_string(),
         "{eventType}:{Reference}:{Status}"
     );
     assert_eq!(config.webhooks.deliver_to, None);
@@ -1988,8 +1988,8 @@ fn every_webhooks_and_store_key_is_read() {
             signature_header: Some("stripe-signature".to_owned()),
             signature_prefix: "sha512=".to_owned(),
             tolerance: Duration::from_secs(30),
-            dedupe_key: "id-{/data/id}-{header:webhook-id}".to_owned(),
-            order_key: Some("{Reference}".to_owned()),
+            dedupe_key: tpl("id-{/data/id}-{header:webhook-id}"),
+            order_key: Some(tpl("{Reference}")),
             deliver_to: Some(Uri::from_static("http://127.0.0.1:3000/webhooks/fincode")),
             signing_secret_env: Some("FINCODE_SIDECAR_WEBHOOK_SIGNING_SECRET".to_owned()),
             delivery_timeout: Duration::from_secs(3),
@@ -1999,7 +1999,7 @@ fn every_webhooks_and_store_key_is_read() {
             backoff_base: Duration::from_millis(100),
             backoff_cap: Duration::from_millis(100),
             confirm_by_query: true,
-            confirm_path: "/transactionmanagement/transactions/{/data/id}?shop={ShopId}".to_owned(),
+            confirm_path: tpl("/transactionmanagement/transactions/{/data/id}?shop={ShopId}"),
             confirm_status_pointer: "/data/a~1b".to_owned(),
             admin_token_env: Some("FINCODE_SIDECAR_ADMIN_TOKEN".to_owned()),
         }
@@ -2101,8 +2101,11 @@ fn template_errors_say_where() {
             minimal()
         );
         let (config, _) = load_ok(&text, &[]);
-        assert_eq!(config.webhooks.dedupe_key, good);
-        assert_eq!(config.webhooks.order_key.as_deref(), Some(good));
+        assert_eq!(config.webhooks.dedupe_key.to_string(), good);
+        assert_eq!(
+            config.webhooks.order_key.map(|t| t.to_string()).as_deref(),
+            Some(good)
+        );
     }
 
     // confirm_path takes placeholders but needs none.
@@ -2111,7 +2114,10 @@ fn template_errors_say_where() {
         "/t/{Reference}?x={/a/b}",
     ] {
         let text = format!("{}[webhooks]\nconfirm_path = \"{good}\"\n", minimal());
-        assert_eq!(load_ok(&text, &[]).0.webhooks.confirm_path, good);
+        assert_eq!(
+            load_ok(&text, &[]).0.webhooks.confirm_path.to_string(),
+            good
+        );
     }
     // An empty pointer means the whole answer.
     let text = format!("{}[webhooks]\nconfirm_status_pointer = \"\"\n", minimal());
@@ -2324,4 +2330,8 @@ fn webhook_secrets_are_never_echoed() {
         problem.fix.contains("set webhooks.signing_secret_env = "),
         "{problem}"
     );
+}
+
+fn tpl(text: &str) -> crate::KeyTemplate {
+    crate::KeyTemplate::parse(text).unwrap()
 }

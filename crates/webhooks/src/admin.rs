@@ -23,7 +23,7 @@ use serde_json::{Value, json};
 use subtle::ConstantTimeEq;
 use tokio::sync::Notify;
 
-use crate::template::hex;
+use crate::keys::hex;
 
 /// The largest `limit` a list may ask for.
 const MAX_LIST: usize = 1000;

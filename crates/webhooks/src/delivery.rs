@@ -15,6 +15,7 @@ use std::{fmt, sync::Arc, time::Duration};
 
 use bytes::Bytes;
 use fincode_backoff::retry_after;
+use fincode_config::KeyTemplate;
 use fincode_store::StoredEvent;
 use http::{HeaderName, HeaderValue, Method, Request, Uri, header};
 use http_body_util::{BodyExt, Full, Limited};
@@ -27,7 +28,6 @@ use secrecy::SecretString;
 
 use crate::{
     dispatcher::{Attempt, BoxFuture, Deliver},
-    template::Template,
     verify::{Scheme, sign},
 };
 
@@ -51,7 +51,7 @@ pub struct Confirm {
     /// The sidecar's egress base, e.g. `http://127.0.0.1:8080`.
     pub egress: String,
     /// The path template, e.g. `/transactionmanagement/transactions/{Reference}`.
-    pub path: Template,
+    pub path: KeyTemplate,
     /// Where FinCode's answer holds the status.
     pub status_pointer: String,
 }

@@ -5,7 +5,7 @@
 //!
 //! - [`listener`]: the ack path, from FinCode's POST to our 200 (checks, durable commit).
 //! - [`verify`]: the signature schemes, over the raw bytes, in constant time.
-//! - [`template`]: dedupe and ordering keys.
+//! - [`keys`]: dedupe and ordering keys from the config's templates.
 //! - [`dispatcher`] and [`delivery`]: delivery to the app, signed by the sidecar, with
 //!   backoff, `Retry-After`, and dead letters.
 //! - [`admin`]: listing and replaying events on the admin port; [`cli`] for operators.
@@ -16,10 +16,10 @@ pub mod admin;
 pub mod cli;
 pub mod delivery;
 pub mod dispatcher;
+pub mod keys;
 pub mod listener;
 mod metrics;
 pub mod server;
-pub mod template;
 pub mod verify;
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
@@ -39,7 +39,6 @@ use self::{
     delivery::{Confirm, HttpDelivery},
     dispatcher::{Clock, Dispatcher, Policy},
     listener::Listener,
-    template::Template,
     verify::{Algorithm, Encoding, Scheme, Verifier},
 };
 
@@ -64,14 +63,6 @@ pub enum BuildError {
          \"whsec_\" followed by base64 (e.g. `echo whsec_$(head -c 32 /dev/urandom | base64)`)"
     )]
     SigningSecret(String),
-    /// A key template is malformed.
-    #[error("{key}: {error}")]
-    Template {
-        /// The config key.
-        key: &'static str,
-        /// What is wrong.
-        error: template::TemplateError,
-    },
     /// A required key is missing (the loader checks these; programmatic configs may not).
     #[error("{0} is required when webhooks.enabled = true")]
     Missing(&'static str),
@@ -131,9 +122,6 @@ impl Webhooks {
             .map(|var| secret("webhooks.secret_envs", var))
             .collect::<Result<Vec<_>, _>>()?;
         let verifier = Verifier::new(scheme(c), secrets, c.tolerance)?;
-        let template = |key, text: &str| {
-            Template::parse(text).map_err(|error| BuildError::Template { key, error })
-        };
         let metrics = WebhookMetrics::register(registry);
         let wake = Arc::new(Notify::new());
         let listener = Arc::new(Listener {
@@ -142,12 +130,8 @@ impl Webhooks {
             allow_ips: c.allow_ips.clone(),
             trusted_proxies: c.trusted_proxies.clone(),
             verifier,
-            dedupe: template("webhooks.dedupe_key", &c.dedupe_key)?,
-            order: c
-                .order_key
-                .as_deref()
-                .map(|t| template("webhooks.order_key", t))
-                .transpose()?,
+            dedupe: c.dedupe_key.clone(),
+            order: c.order_key.clone(),
             store: store.clone(),
             metrics: metrics.clone(),
             wake: wake.clone(),
@@ -181,7 +165,7 @@ impl Webhooks {
         let confirm = if c.confirm_by_query {
             Some(Confirm {
                 egress: format!("http://{}", loopback(egress)),
-                path: template("webhooks.confirm_path", &c.confirm_path)?,
+                path: c.confirm_path.clone(),
                 status_pointer: c.confirm_status_pointer.clone(),
             })
         } else {

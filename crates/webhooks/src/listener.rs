@@ -31,11 +31,9 @@ use http_body_util::{BodyExt, Full, Limited};
 use ipnet::IpNet;
 use tokio::sync::Notify;
 
-use crate::{
-    metrics::WebhookMetrics,
-    template::{Template, dedupe_key},
-    verify::Verifier,
-};
+use fincode_config::KeyTemplate;
+
+use crate::{keys::dedupe_key, metrics::WebhookMetrics, verify::Verifier};
 
 /// Headers not forwarded to the app: hop-by-hop, framing, and what the sidecar sets.
 const NOT_FORWARDED: [&str; 11] = [
@@ -60,8 +58,8 @@ pub struct Listener {
     pub(crate) allow_ips: Vec<IpNet>,
     pub(crate) trusted_proxies: Vec<IpNet>,
     pub(crate) verifier: Verifier,
-    pub(crate) dedupe: Template,
-    pub(crate) order: Option<Template>,
+    pub(crate) dedupe: KeyTemplate,
+    pub(crate) order: Option<KeyTemplate>,
     pub(crate) store: Arc<dyn EventStore>,
     pub(crate) metrics: WebhookMetrics,
     /// Wakes the dispatcher when a new event is committed.
