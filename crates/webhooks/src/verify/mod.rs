@@ -53,6 +53,7 @@
 mod error;
 mod hmac;
 mod mac;
+pub(crate) use self::mac::encode_hex;
 mod shared_secret;
 mod standard_webhooks;
 mod stripe;
