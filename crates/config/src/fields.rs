@@ -237,6 +237,20 @@ pub(crate) fn event_max_age(value: &Value) -> Result<Duration, Refusal> {
     )
 }
 
+/// `webhooks.retention`: how long delivered events are kept. At least an hour, so a
+/// FinCode redelivery soon after delivery is still recognised as a duplicate.
+pub(crate) fn retention(value: &Value) -> Result<Duration, Refusal> {
+    let parsed = duration(value)?;
+    if parsed < Duration::from_hours(1) {
+        return Err(Refusal::new(
+            "must be at least 1h: a delivered event's dedupe key goes with it, and FinCode may \
+             redeliver an event it already sent",
+            "keep delivered events for days, e.g. \"7d\" (the default)",
+        ));
+    }
+    Ok(parsed)
+}
+
 fn at_least_a_second(value: &Value, why: &str, fix: &str) -> Result<Duration, Refusal> {
     let parsed = duration(value)?;
     if parsed < Duration::from_secs(1) {

@@ -507,6 +507,7 @@ impl Reader {
                 defaults.max_attempts,
             ),
             max_age: s.field("max_age", fields::event_max_age, defaults.max_age),
+            retention: s.field("retention", fields::retention, defaults.retention),
             backoff_base: s.field("backoff_base", fields::duration, defaults.backoff_base),
             backoff_cap: s.field("backoff_cap", fields::duration, defaults.backoff_cap),
             confirm_by_query: s.field(

@@ -432,6 +432,10 @@ pub struct WebhooksConfig {
     /// Age after which an undelivered event becomes a dead letter.
     #[serde(serialize_with = "humantime_serde::serialize")]
     pub max_age: Duration,
+    /// How long delivered events are kept (their bodies hold personal data; their dedupe
+    /// keys recognise redeliveries). Dead and pending events are kept until handled.
+    #[serde(serialize_with = "humantime_serde::serialize")]
+    pub retention: Duration,
     /// The first backoff ceiling between attempts (full jitter, doubling).
     #[serde(serialize_with = "humantime_serde::serialize")]
     pub backoff_base: Duration,
@@ -744,6 +748,7 @@ impl Default for WebhooksConfig {
             delivery_concurrency: 16,
             max_attempts: 15,
             max_age: Duration::from_hours(24),
+            retention: Duration::from_hours(7 * 24),
             backoff_base: Duration::from_secs(1),
             backoff_cap: Duration::from_mins(10),
             confirm_by_query: false,

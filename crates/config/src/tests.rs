@@ -832,6 +832,12 @@ fn each_bad_value_names_its_key_and_what_was_expected() {
         ),
         (
             "webhooks",
+            "retention = \"30m\"",
+            "webhooks.retention",
+            "at least 1h",
+        ),
+        (
+            "webhooks",
             "backoff_base = \"0s\"",
             "webhooks.backoff_base",
             "greater than zero",
@@ -1400,6 +1406,7 @@ fn to_toml_string_round_trips() {
         delivery_concurrency: 1024,
         max_attempts: 1000,
         max_age: Duration::from_mins(90),
+        retention: Duration::from_hours(48),
         backoff_base: Duration::from_secs(2),
         backoff_cap: Duration::from_secs(2),
         confirm_by_query: true,
@@ -1942,7 +1949,7 @@ fn every_webhooks_and_store_key_is_read() {
          delivery_timeout = \"3s\"\n\
          delivery_concurrency = 4\n\
          max_attempts = 1000\n\
-         max_age = \"1s\"\n\
+         max_age = \"1s\"\nretention = \"2days\"\n\
          backoff_base = \"100ms\"\n\
          backoff_cap = \"100ms\"\n\
          confirm_by_query = true\n\
@@ -1996,6 +2003,7 @@ fn every_webhooks_and_store_key_is_read() {
             delivery_concurrency: 4,
             max_attempts: 1000,
             max_age: Duration::from_secs(1),
+            retention: Duration::from_hours(48),
             backoff_base: Duration::from_millis(100),
             backoff_cap: Duration::from_millis(100),
             confirm_by_query: true,

@@ -88,6 +88,9 @@ pub const CHECKS: &[(&str, Check)] = &[
     ("counts_follow_transitions", |s| {
         Box::pin(counts_follow_transitions(s))
     }),
+    ("purge_deletes_only_old_delivered_events", |s| {
+        Box::pin(purge_deletes_only_old_delivered_events(s))
+    }),
 ];
 
 /// Runs every check in [`CHECKS`], each on a store from `fresh_store`.
@@ -576,6 +579,42 @@ pub async fn counts_follow_transitions(store: Arc<dyn EventStore>) {
     );
     assert!(ok(store.replay(b).await, "replay"));
     assert_eq!(counts(&*store).await, counts_of(2, 1, 0));
+}
+
+/// Retention deletes delivered events received before the cut-off, and nothing else;
+/// a purged event's dedupe key can be used again.
+pub async fn purge_deletes_only_old_delivered_events(store: Arc<dyn EventStore>) {
+    let old = whole_millis_now() - secs(3600);
+    let new = whole_millis_now();
+    let old_delivered = insert_new(&*store, sample("purge-old-delivered", None, old)).await;
+    let old_dead = insert_new(&*store, sample("purge-old-dead", None, old)).await;
+    let _old_pending = insert_new(&*store, sample("purge-old-pending", None, old)).await;
+    let new_delivered = insert_new(&*store, sample("purge-new-delivered", None, new)).await;
+    ok(
+        store.mark_delivered(old_delivered, 1).await,
+        "mark_delivered",
+    );
+    ok(
+        store.mark_dead(old_dead, 3, "status 503").await,
+        "mark_dead",
+    );
+    ok(
+        store.mark_delivered(new_delivered, 1).await,
+        "mark_delivered",
+    );
+    let purged = ok(
+        store.purge_delivered(new - secs(60)).await,
+        "purge_delivered",
+    );
+    assert_eq!(purged, 1, "only the old delivered event");
+    assert!(ok(store.get(old_delivered).await, "get").is_none());
+    assert!(ok(store.get(new_delivered).await, "get").is_some());
+    assert_eq!(counts(&*store).await, counts_of(1, 1, 1));
+    let again = ok(
+        store.insert(sample("purge-old-delivered", None, new)).await,
+        "insert",
+    );
+    assert!(matches!(again, Inserted::New(_)), "{again:?}");
 }
 
 // === helpers ===

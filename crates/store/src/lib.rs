@@ -205,4 +205,9 @@ pub trait EventStore: Send + Sync + std::fmt::Debug + 'static {
 
     /// Events per status.
     async fn counts(&self) -> Result<Counts, StoreError>;
+
+    /// Deletes delivered events received before `before` (retention: webhook bodies hold
+    /// personal data, and the store must not grow without bound). Pending and dead events
+    /// are kept. A deleted event's dedupe key is forgotten with it. Returns how many.
+    async fn purge_delivered(&self, before: SystemTime) -> Result<u64, StoreError>;
 }

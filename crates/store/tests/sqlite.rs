@@ -59,6 +59,7 @@ conformance_tests!(
     late_marks_do_not_resurrect,
     missing_and_empty,
     counts_follow_transitions,
+    purge_deletes_only_old_delivered_events,
 );
 
 #[test]

@@ -28,6 +28,12 @@ use crate::metrics::WebhookMetrics;
 /// How often the store is asked for due events when nothing wakes the dispatcher.
 const POLL: Duration = Duration::from_secs(1);
 
+/// How often the queue-depth gauge is refreshed (a count over the store).
+const DEPTH_EVERY: Duration = Duration::from_secs(1);
+
+/// How often delivered events past `webhooks.retention` are deleted.
+const PURGE_EVERY: Duration = Duration::from_hours(1);
+
 /// How long in-flight deliveries may finish after shutdown begins.
 const DRAIN: Duration = Duration::from_secs(10);
 
@@ -100,6 +106,8 @@ pub struct Policy {
     pub concurrency: usize,
     /// How long a claimed event is ours before another claimant may take it.
     pub lease: Duration,
+    /// How long delivered events are kept.
+    pub retention: Duration,
 }
 
 /// Delivers events from `store` through `deliver`.
@@ -144,8 +152,17 @@ impl Dispatcher {
         let this = Arc::new(self);
         let permits = Arc::new(Semaphore::new(this.policy.concurrency.max(1)));
         tokio::pin!(shutdown);
+        let mut depth_at: Option<tokio::time::Instant> = None;
+        let mut purged_at: Option<tokio::time::Instant> = None;
         loop {
-            this.refresh_queue_depth().await;
+            if depth_at.is_none_or(|at| at.elapsed() >= DEPTH_EVERY) {
+                this.refresh_queue_depth().await;
+                depth_at = Some(tokio::time::Instant::now());
+            }
+            if purged_at.is_none_or(|at| at.elapsed() >= PURGE_EVERY) {
+                this.purge().await;
+                purged_at = Some(tokio::time::Instant::now());
+            }
             let free = permits.available_permits();
             if free > 0 {
                 match this
@@ -181,6 +198,22 @@ impl Dispatcher {
             .is_err()
         {
             tracing::warn!("webhook deliveries still running at shutdown; they will be retried");
+        }
+    }
+
+    /// Deletes delivered events older than the retention period.
+    pub(crate) async fn purge(&self) {
+        let Some(before) = self.clock.now().checked_sub(self.policy.retention) else {
+            return;
+        };
+        match self.store.purge_delivered(before).await {
+            Ok(0) => {}
+            Ok(purged) => tracing::info!(
+                target: "fincode_sidecar::webhooks",
+                purged,
+                "delivered webhook events past webhooks.retention deleted"
+            ),
+            Err(error) => tracing::warn!(%error, "cannot delete old webhook events"),
         }
     }
 
@@ -341,6 +374,7 @@ mod tests {
             backoff_cap: Duration::from_mins(1),
             concurrency: 4,
             lease: Duration::from_secs(30),
+            retention: Duration::from_hours(1),
         };
         let dispatcher = Dispatcher::new(
             store.clone(),
@@ -459,6 +493,23 @@ mod tests {
             s.dispatcher.next_delay(1, Some(Duration::from_hours(1))),
             Duration::from_mins(1),
             "capped at backoff_cap"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn delivered_events_are_deleted_after_the_retention_period() {
+        let s = setup(5, Vec::new()).await;
+        assert_eq!(tick(&s).await, 1);
+        s.dispatcher.purge().await;
+        assert!(
+            s.store.get(1).await.unwrap().is_some(),
+            "still within retention"
+        );
+        tokio::time::advance(Duration::from_hours(2)).await;
+        s.dispatcher.purge().await;
+        assert!(
+            s.store.get(1).await.unwrap().is_none(),
+            "past retention (1h)"
         );
     }
 

@@ -187,6 +187,7 @@ impl Webhooks {
             // delivery timeout); short enough that a crashed replica's events are picked
             // up again soon. (A single SQLite sidecar voids old leases at start-up.)
             lease: c.delivery_timeout * 2 + Duration::from_secs(5),
+            retention: c.retention,
         };
         let dispatcher = Dispatcher::new(
             store.clone(),

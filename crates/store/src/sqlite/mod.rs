@@ -318,6 +318,12 @@ impl EventStore for SqliteStore {
             .await
     }
 
+    async fn purge_delivered(&self, before: SystemTime) -> Result<u64, StoreError> {
+        let before = to_millis(before);
+        self.write(|reply| Command::Purge(Job::new(before, reply)))
+            .await
+    }
+
     async fn counts(&self) -> Result<Counts, StoreError> {
         self.read("counts", |conn| {
             let mut statement =

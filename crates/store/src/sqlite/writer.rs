@@ -99,6 +99,8 @@ pub(super) enum Command {
     Mark(Job<Mark, ()>),
     /// Output: events made pending (or, for one id that exists, at least 1).
     Replay(Job<Replay, u64>),
+    /// Input: unix milliseconds; output: delivered events older than that, deleted.
+    Purge(Job<i64, u64>),
     /// Finish what is queued before this, then stop.
     Close(oneshot::Sender<()>),
 }
@@ -112,6 +114,7 @@ impl Command {
             Self::Claim(_) => "claim_due",
             Self::Mark(_) => "mark",
             Self::Replay(_) => "replay",
+            Self::Purge(_) => "purge_delivered",
             Self::Close(_) => "close",
         }
     }
@@ -122,6 +125,14 @@ impl Command {
             Self::Claim(job) => job.output = Some(claim(conn, &job.input)?),
             Self::Mark(job) => job.output = Some(mark(conn, &job.input)?),
             Self::Replay(job) => job.output = Some(replay(conn, &job.input)?),
+            Self::Purge(job) => {
+                job.output = Some(
+                    conn.prepare_cached(
+                        "DELETE FROM events WHERE status = 'delivered' AND received_at < ?1",
+                    )?
+                    .execute([job.input])? as u64,
+                );
+            }
             Self::Close(_) => {}
         }
         Ok(())
@@ -134,6 +145,7 @@ impl Command {
             Self::Claim(job) => job.respond(operation),
             Self::Mark(job) => job.respond(operation),
             Self::Replay(job) => job.respond(operation),
+            Self::Purge(job) => job.respond(operation),
             Self::Close(reply) => {
                 let _ = reply.send(());
             }
@@ -146,6 +158,7 @@ impl Command {
             Self::Claim(job) => job.fail(error),
             Self::Mark(job) => job.fail(error),
             Self::Replay(job) => job.fail(error),
+            Self::Purge(job) => job.fail(error),
             // Closing an already closed store succeeds.
             Self::Close(reply) => {
                 let _ = reply.send(());
