@@ -168,9 +168,15 @@ pub type Observer = Arc<dyn Fn(AuthEvent) + Send + Sync>;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Grant(u64);
 
-/// The credentials the egress proxy puts on every upstream request.
+/// The credentials the egress proxy puts on every upstream request. Cheap to clone (one
+/// `Arc`): every request's stack holds a copy, and the token itself is never copied.
 #[derive(Debug, Clone)]
 pub struct Credentials {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
     header: HeaderName,
     extra_headers: Vec<(HeaderName, HeaderValue)>,
     source: Source,
@@ -249,27 +255,31 @@ impl Credentials {
             }
         };
         Ok(Self {
-            header: config.header.clone(),
-            extra_headers,
-            source,
-            logout_timeout: config.logout_timeout,
+            inner: Arc::new(Inner {
+                header: config.header.clone(),
+                extra_headers,
+                source,
+                logout_timeout: config.logout_timeout,
+            }),
         })
     }
 
     /// Credentials that inject nothing (tests and `auth.mode = "none"`).
     pub fn none() -> Self {
         Self {
-            header: HeaderName::from_static("x-auth-token"),
-            extra_headers: Vec::new(),
-            source: Source::None,
-            logout_timeout: Duration::ZERO,
+            inner: Arc::new(Inner {
+                header: HeaderName::from_static("x-auth-token"),
+                extra_headers: Vec::new(),
+                source: Source::None,
+                logout_timeout: Duration::ZERO,
+            }),
         }
     }
 
     /// Starts the background login and refresh task (login mode); call once, inside the
     /// runtime. The task ends when the returned handle is aborted.
     pub fn start(&self) -> Option<tokio::task::JoinHandle<()>> {
-        match &self.source {
+        match &self.inner.source {
             Source::Login(manager) => Some(tokio::spawn(manager.clone().run())),
             Source::None | Source::Static(_) => None,
         }
@@ -277,14 +287,14 @@ impl Credentials {
 
     /// Reports logins and refreshes to `observer` (login mode); call before [`Self::start`].
     pub fn observe(&self, observer: Observer) {
-        if let Source::Login(manager) = &self.source {
+        if let Source::Login(manager) = &self.inner.source {
             manager.observe(observer);
         }
     }
 
     /// Whether the sidecar can authenticate requests now (`/readyz`).
     pub fn is_ready(&self) -> bool {
-        match &self.source {
+        match &self.inner.source {
             Source::Login(manager) => manager.is_ready(),
             Source::None | Source::Static(_) => true,
         }
@@ -292,12 +302,12 @@ impl Credentials {
 
     /// Whether a 401 from FinCode can be cured by renewing the token (login mode).
     pub fn renews_tokens(&self) -> bool {
-        matches!(self.source, Source::Login(_))
+        matches!(self.inner.source, Source::Login(_))
     }
 
     /// Puts our credentials on an outgoing request, replacing any the app sent.
     pub async fn apply(&self, headers: &mut HeaderMap) -> Result<Grant, AuthFailure> {
-        let (value, grant) = match &self.source {
+        let (value, grant) = match &self.inner.source {
             Source::None => (None, Grant(0)),
             Source::Static(token) => {
                 let mut value = HeaderValue::from_str(token.expose_secret()).map_err(|_| {
@@ -315,9 +325,9 @@ impl Credentials {
             for name in CREDENTIAL_HEADERS {
                 headers.remove(name);
             }
-            headers.insert(self.header.clone(), value);
+            headers.insert(self.inner.header.clone(), value);
         }
-        for (name, value) in &self.extra_headers {
+        for (name, value) in &self.inner.extra_headers {
             headers.insert(name.clone(), value.clone());
         }
         Ok(grant)
@@ -325,15 +335,15 @@ impl Credentials {
 
     /// FinCode rejected the token of `grant` with 401: renew it (single flight).
     pub async fn rejected(&self, grant: Grant) {
-        if let Source::Login(manager) = &self.source {
+        if let Source::Login(manager) = &self.inner.source {
             manager.rejected(grant.0).await;
         }
     }
 
     /// Best-effort logout on shutdown, bounded by `auth.logout_timeout`.
     pub async fn logout(&self) {
-        if let Source::Login(manager) = &self.source {
-            manager.logout(self.logout_timeout).await;
+        if let Source::Login(manager) = &self.inner.source {
+            manager.logout(self.inner.logout_timeout).await;
         }
     }
 }

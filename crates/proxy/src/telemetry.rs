@@ -63,16 +63,20 @@ impl Tries {
 /// Adds [`Telemetry`] to a stack.
 #[derive(Clone, Debug)]
 pub struct TelemetryLayer {
-    metrics: HttpMetrics,
-    routes: RouteTable,
-    traces: Traces,
-    redactor: Redactor,
+    shared: Arc<Shared>,
 }
 
 /// Logs, measures and spans each request.
 #[derive(Clone, Debug)]
 pub struct Telemetry<S> {
     inner: S,
+    shared: Arc<Shared>,
+}
+
+/// What every request's telemetry uses; behind one `Arc` because the stack is cloned
+/// per request.
+#[derive(Debug)]
+struct Shared {
     metrics: HttpMetrics,
     routes: RouteTable,
     traces: Traces,
@@ -91,10 +95,12 @@ impl TelemetryLayer {
         redactor: Redactor,
     ) -> Self {
         Self {
-            metrics,
-            routes,
-            traces,
-            redactor,
+            shared: Arc::new(Shared {
+                metrics,
+                routes,
+                traces,
+                redactor,
+            }),
         }
     }
 }
@@ -105,10 +111,7 @@ impl<S> Layer<S> for TelemetryLayer {
     fn layer(&self, inner: S) -> Self::Service {
         Telemetry {
             inner,
-            metrics: self.metrics.clone(),
-            routes: self.routes.clone(),
-            traces: self.traces.clone(),
-            redactor: self.redactor.clone(),
+            shared: self.shared.clone(),
         }
     }
 }
@@ -128,32 +131,41 @@ where
     }
 
     fn call(&mut self, mut req: Request<B>) -> Self::Future {
-        let route = self.routes.template(req.uri().path());
+        let shared = &self.shared;
+        let route = shared.routes.template(req.uri().path());
         req.extensions_mut().insert(Route(route));
         let tries = Tries::default();
         req.extensions_mut().insert(tries.clone());
         let method = method_label(req.method());
-        let id = req
-            .extensions()
-            .get::<RequestId>()
-            .map(|id| id.as_str().to_owned())
-            .unwrap_or_default();
+        let id = req.extensions().get::<RequestId>();
         let trace = req.extensions().get::<TraceContext>().copied();
-        let trace_id = trace
-            .as_ref()
-            .map(TraceContext::trace_id_hex)
-            .unwrap_or_default();
         let server_span = trace
-            .filter(|trace| trace.is_sampled() && self.traces.is_enabled())
+            .filter(|trace| trace.is_sampled() && shared.traces.is_enabled())
             .map(|trace| ServerSpan {
                 trace,
                 start: SystemTime::now(),
-                path: self.redactor.url(req.uri().path()),
-                correlation_id: id.clone(),
-                traces: self.traces.clone(),
+                path: shared.redactor.url(req.uri().path()),
+                correlation_id: id.map(|id| id.as_str().to_owned()).unwrap_or_default(),
+                traces: shared.traces.clone(),
             });
+        let span = tracing::info_span!(
+            "request",
+            correlation_id = tracing::field::Empty,
+            trace_id = tracing::field::Empty,
+            method,
+            route
+        );
+        // The ids are formatted only when the span is on (the per-request cost of a
+        // disabled span is one filter check).
+        if !span.is_disabled() {
+            if let Some(id) = id {
+                span.record("correlation_id", id.as_str());
+            }
+            if let Some(trace) = &trace {
+                span.record("trace_id", trace.trace_id_hex().as_str());
+            }
+        }
         let request_bytes = content_length(req.headers());
-        let span = tracing::info_span!("request", correlation_id = %id, trace_id = %trace_id, method, route);
         // Inner layers see the span as current while they set up the call, too.
         let inner = {
             let _entered = span.enter();
@@ -168,7 +180,7 @@ where
                 request_bytes,
                 tries,
                 span,
-                metrics: self.metrics.clone(),
+                shared: self.shared.clone(),
                 server_span,
             }),
         }
@@ -182,7 +194,7 @@ struct Pending {
     request_bytes: Option<u64>,
     tries: Tries,
     span: tracing::Span,
-    metrics: HttpMetrics,
+    shared: Arc<Shared>,
     server_span: Option<ServerSpan>,
 }
 
@@ -278,9 +290,10 @@ impl Pending {
             route: self.route,
             status_class: status_class(status),
         };
-        self.metrics.observe_server(&labels, elapsed.as_secs_f64());
+        let metrics = &self.shared.metrics;
+        metrics.observe_server(&labels, elapsed.as_secs_f64());
         if let Some(kind) = error {
-            self.metrics.sidecar_error(kind);
+            metrics.sidecar_error(kind);
         }
         if let Some(span) = self.server_span {
             span.finish(self.method, self.route, status, error);
@@ -305,7 +318,7 @@ impl Pending {
                 body,
                 watch.then(|| Outcome {
                     copy: BytesMut::new(),
-                    metrics: self.metrics.clone(),
+                    metrics: metrics.clone(),
                 }),
             )
         })

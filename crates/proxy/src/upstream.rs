@@ -50,7 +50,7 @@ const H2_MAX_HEADER_LIST: u32 = 64 * 1024;
 
 /// Where requests go: the scheme and authority of `upstream.base_url` and the path
 /// prefix every app path is placed under.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub(crate) struct Target {
     scheme: uri::Scheme,
     authority: uri::Authority,
@@ -126,11 +126,17 @@ fn has_dot_segment(path: &str) -> bool {
 
 type Connector = HttpsConnector<HttpConnector>;
 
-/// The pooled HTTPS client to FinCode, as a tower service.
+/// The pooled HTTPS client to FinCode, as a tower service. One `Arc` inside: the stack
+/// is cloned per request.
 #[derive(Debug)]
 pub(crate) struct Upstream<B> {
+    inner: Arc<Inner<B>>,
+}
+
+#[derive(Debug)]
+struct Inner<B> {
     client: Client<Connector, B>,
-    target: Arc<Target>,
+    target: Target,
     request_timeout: Duration,
     connect_timeout: Duration,
     max_body: u64,
@@ -145,8 +151,16 @@ pub(crate) struct Spans {
     pub(crate) metrics: Option<HttpMetrics>,
 }
 
-// Manual impl: `B` need not be `Clone`.
+// Manual impls: `B` need not be `Clone`.
 impl<B> Clone for Upstream<B> {
+    fn clone(&self) -> Self {
+        Self {
+            inner: self.inner.clone(),
+        }
+    }
+}
+
+impl<B> Clone for Inner<B> {
     fn clone(&self) -> Self {
         Self {
             client: self.client.clone(),
@@ -200,23 +214,26 @@ where
             .build(connector);
 
         Ok(Self {
-            client,
-            target: Arc::new(target),
-            request_timeout: config.request_timeout,
-            connect_timeout: config.connect_timeout,
-            max_body,
-            spans: Spans::default(),
+            inner: Arc::new(Inner {
+                client,
+                target,
+                request_timeout: config.request_timeout,
+                connect_timeout: config.connect_timeout,
+                max_body,
+                spans: Spans::default(),
+            }),
         })
     }
 
     /// Records a CLIENT span and the client duration per try through `spans`.
     pub(crate) fn set_spans(&mut self, spans: Spans) {
-        self.spans = spans;
+        // Clones of this client made before (the auth transport's) keep theirs.
+        Arc::make_mut(&mut self.inner).spans = spans;
     }
 
     /// Sends the CLIENT spans to `traces`.
     pub(crate) fn set_traces(&mut self, traces: Traces) {
-        self.spans.traces = traces;
+        Arc::make_mut(&mut self.inner).spans.traces = traces;
     }
 }
 
@@ -236,7 +253,7 @@ where
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
         let (mut parts, body) = req.into_parts();
-        parts.uri = match self.target.rewrite(&parts.uri) {
+        parts.uri = match self.inner.target.rewrite(&parts.uri) {
             Ok(uri) => uri,
             Err(error) => return Box::pin(std::future::ready(Err(error))),
         };
@@ -256,13 +273,13 @@ where
             (*trace, span_id)
         });
         let span = span
-            .filter(|(trace, _)| trace.is_sampled() && self.spans.traces.is_enabled())
+            .filter(|(trace, _)| trace.is_sampled() && self.inner.spans.traces.is_enabled())
             .map(|(trace, span_id)| ClientSpan {
                 trace,
                 span_id,
                 start: SystemTime::now(),
                 method: parts.method.clone(),
-                url: self.spans.redactor.url(&parts.uri.to_string()),
+                url: self.inner.spans.redactor.url(&parts.uri.to_string()),
                 resend,
             });
 
@@ -270,11 +287,11 @@ where
         let route = parts.extensions.get::<Route>().map_or(OTHER, |r| r.0);
         let started = std::time::Instant::now();
 
-        let response = self.client.request(Request::from_parts(parts, body));
+        let response = self.inner.client.request(Request::from_parts(parts, body));
         let this = self.clone();
         Box::pin(async move {
             let result = this.send(response).await;
-            if let Some(metrics) = &this.spans.metrics {
+            if let Some(metrics) = &this.inner.spans.metrics {
                 let status_class = match &result {
                     Ok(response) => status_class(response.status().as_u16()),
                     // No answer at all: its own class, so it is not mistaken for a 5xx.
@@ -288,7 +305,10 @@ where
                 metrics.observe_client(&labels, started.elapsed().as_secs_f64());
             }
             if let Some(span) = span {
-                this.spans.traces.record(span.finish(&this.target, &result));
+                this.inner
+                    .spans
+                    .traces
+                    .record(span.finish(&this.inner.target, &result));
             }
             result
         })
@@ -302,13 +322,13 @@ impl<B> Upstream<B> {
     ) -> Result<Response<Incoming>, SidecarError> {
         let this = self;
         {
-            match tokio::time::timeout(this.request_timeout, response).await {
+            match tokio::time::timeout(this.inner.request_timeout, response).await {
                 Err(_elapsed) => Err(SidecarError::new(
                     ErrorKind::UpstreamTimeout,
                     format!(
                         "FinCode ({}) sent no response within {} (upstream.request_timeout)",
-                        this.target.authority,
-                        humanize(this.request_timeout)
+                        this.inner.target.authority,
+                        humanize(this.inner.request_timeout)
                     ),
                 )),
                 Ok(Err(error)) => Err(this.classify(&error)),
@@ -388,7 +408,7 @@ impl<B> Upstream<B> {
     /// Names the cause of a client failure in words an operator can act on. Only
     /// error kinds and addresses are used: never request content.
     fn classify(&self, error: &hyper_util::client::legacy::Error) -> SidecarError {
-        let authority = &self.target.authority;
+        let authority = &self.inner.target.authority;
         let mut cause: Option<&(dyn StdError + 'static)> = Some(error);
         let mut io_error = None;
         while let Some(err) = cause {
@@ -396,7 +416,7 @@ impl<B> Upstream<B> {
                 .downcast_ref::<http_body_util::LengthLimitError>()
                 .is_some()
             {
-                return body_too_large(self.max_body, self.max_body);
+                return body_too_large(self.inner.max_body, self.inner.max_body);
             }
             if let Some(tls) = err.downcast_ref::<rustls::Error>() {
                 return tls_error(authority, tls).unsent();
@@ -417,7 +437,7 @@ impl<B> Upstream<B> {
                     ErrorKind::UpstreamTimeout,
                     format!(
                         "connecting to FinCode ({authority}) timed out after {} (upstream.connect_timeout)",
-                        humanize(self.connect_timeout)
+                        humanize(self.inner.connect_timeout)
                     ),
                 )
                 .unsent();

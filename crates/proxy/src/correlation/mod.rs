@@ -17,6 +17,8 @@ pub use self::layer::CorrelationLayer;
 pub use self::service::{Correlation, ResponseFuture};
 pub use self::trace::{TRACEPARENT, TRACESTATE, TraceContext};
 
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use http::{HeaderMap, HeaderValue, header::HeaderName};
 
 /// `X-Request-ID`: the id the sidecar echoes and forwards.
@@ -27,6 +29,31 @@ pub static X_CORRELATION_ID: HeaderName = HeaderName::from_static("x-correlation
 /// Longest id accepted from the app; longer ones are replaced, not truncated,
 /// so that two different ids can never collapse into one.
 const MAX_ID_LEN: usize = 128;
+
+/// The last (unix milliseconds << 12 | counter) handed out, so ids minted in the same
+/// millisecond still sort in minting order (RFC 9562 6.2, method 1).
+static LAST_V7: AtomicU64 = AtomicU64::new(0);
+
+/// A UUIDv7 whose random bits come from the thread-local CSPRNG: `Uuid::now_v7` reads
+/// the OS RNG, one `getrandom` syscall per request.
+fn uuid_v7() -> uuid::Uuid {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(0));
+    let mut last = LAST_V7.load(Ordering::Relaxed);
+    let stamp = loop {
+        let next = (now << 12).max(last + 1);
+        match LAST_V7.compare_exchange_weak(last, next, Ordering::Relaxed, Ordering::Relaxed) {
+            Ok(_) => break next,
+            Err(seen) => last = seen,
+        }
+    };
+    let mut random: [u8; 10] = rand::random();
+    // rand_a: the 12-bit counter (the builder sets the version nibble above it).
+    random[0] = ((stamp >> 8) & 0x0f) as u8;
+    random[1] = (stamp & 0xff) as u8;
+    uuid::Builder::from_unix_timestamp_millis(stamp >> 12, &random).into_uuid()
+}
 
 /// The request's correlation id, stored in request extensions.
 #[derive(Clone, Debug)]
@@ -47,7 +74,7 @@ impl RequestId {
     /// A fresh UUIDv7 id.
     pub fn mint() -> Self {
         let mut buf = [0u8; uuid::fmt::Hyphenated::LENGTH];
-        let text = uuid::Uuid::now_v7().hyphenated().encode_lower(&mut buf);
+        let text = uuid_v7().hyphenated().encode_lower(&mut buf);
         Self(HeaderValue::from_str(text).unwrap_or_else(|_| HeaderValue::from_static("invalid")))
     }
 

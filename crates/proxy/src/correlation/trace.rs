@@ -2,8 +2,6 @@
 //! one, started otherwise, and sent to FinCode with the sidecar's span as the parent,
 //! so a FinCode support ticket and the app's traces meet on one trace id.
 
-use std::fmt::Write as _;
-
 use http::{HeaderMap, HeaderValue, header::HeaderName};
 
 /// `traceparent`.
@@ -77,13 +75,15 @@ impl TraceContext {
     /// The `traceparent` naming `span_id` (a child of ours, such as one upstream try) as
     /// the parent.
     pub fn traceparent_for(&self, span_id: [u8; 8]) -> HeaderValue {
-        let value = format!(
-            "00-{}-{}-{:02x}",
-            hex(&self.trace_id),
-            hex(&span_id),
-            self.flags
-        );
-        HeaderValue::from_str(&value).unwrap_or_else(|_| HeaderValue::from_static(""))
+        // Once per try on the hot path: written into a stack buffer, no formatter.
+        let mut value = [0u8; 55];
+        value[..3].copy_from_slice(b"00-");
+        hex_into(&self.trace_id, &mut value[3..35]);
+        value[35] = b'-';
+        hex_into(&span_id, &mut value[36..52]);
+        value[52] = b'-';
+        hex_into(&[self.flags], &mut value[53..55]);
+        HeaderValue::from_bytes(&value).unwrap_or_else(|_| HeaderValue::from_static(""))
     }
 }
 
@@ -121,11 +121,19 @@ fn unhex<const N: usize>(s: &str) -> Option<[u8; N]> {
 }
 
 fn hex(bytes: &[u8]) -> String {
-    let mut out = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        let _ = write!(out, "{b:02x}");
+    let mut out = vec![0u8; bytes.len() * 2];
+    hex_into(bytes, &mut out);
+    // Hex digits are ASCII.
+    String::from_utf8(out).unwrap_or_default()
+}
+
+/// Lowercase hex of `bytes` into `out` (twice as long).
+fn hex_into(bytes: &[u8], out: &mut [u8]) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    for (byte, pair) in bytes.iter().zip(out.chunks_exact_mut(2)) {
+        pair[0] = DIGITS[usize::from(byte >> 4)];
+        pair[1] = DIGITS[usize::from(byte & 0xf)];
     }
-    out
 }
 
 /// From the thread-local CSPRNG: no syscall per request (uuid v4 calls getrandom).
