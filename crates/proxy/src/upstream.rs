@@ -118,10 +118,25 @@ impl Target {
 /// `.` and `..` segments, plain or percent-encoded: FinCode (or a CDN in front of it)
 /// may normalise them and so route a request outside `upstream.base_url`.
 fn has_dot_segment(path: &str) -> bool {
-    path.split('/').any(|segment| {
-        let decoded = segment.replace("%2e", ".").replace("%2E", ".");
-        decoded == "." || decoded == ".."
-    })
+    path.split('/').any(is_dot_segment)
+}
+
+/// `.` or `..`, each dot possibly written `%2e` / `%2E` (no allocation: this runs on
+/// every request).
+fn is_dot_segment(segment: &str) -> bool {
+    let mut rest = segment.as_bytes();
+    let mut dots = 0;
+    while !rest.is_empty() {
+        if rest[0] == b'.' {
+            rest = &rest[1..];
+        } else if rest.len() >= 3 && rest[..3].eq_ignore_ascii_case(b"%2e") {
+            rest = &rest[3..];
+        } else {
+            return false;
+        }
+        dots += 1;
+    }
+    matches!(dots, 1 | 2)
 }
 
 type Connector = HttpsConnector<HttpConnector>;
@@ -611,9 +626,26 @@ mod tests {
     #[test]
     fn refuses_dot_segments() {
         let t = target("https://acme.fincode.tech/api/v6/services");
-        for bad in ["/../admin", "/a/./b", "/a/%2e%2E/b", "/.."] {
+        for bad in [
+            "/../admin",
+            "/a/./b",
+            "/a/%2e%2E/b",
+            "/..",
+            "/a/.%2e",
+            "/%2E/x",
+        ] {
             let err = t.rewrite(&bad.parse().unwrap()).unwrap_err();
             assert_eq!(err.kind(), ErrorKind::BadRequest, "{bad}");
+        }
+    }
+
+    #[test]
+    fn dot_like_segments_that_are_not_dot_segments_pass() {
+        let t = target("https://acme.fincode.tech/api/v6/services");
+        for fine in [
+            "/a/.../b", "/a/.x/b", "/a/%2ex", "/a/%2", "/a//b", "/v1.0/x", "/a/%252e",
+        ] {
+            assert!(t.rewrite(&fine.parse().unwrap()).is_ok(), "{fine}");
         }
     }
 
