@@ -1,5 +1,6 @@
 //! The plain-HTTP admin API: faults, counters, the request log, token controls, webhooks.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -21,7 +22,7 @@ use crate::webhooks::{self, SendWebhooks};
 /// Static tokens minted without an explicit lifetime last a day.
 const DEFAULT_STATIC_LIFETIME_SECS: u64 = 86_400;
 
-pub(crate) fn router(app: Arc<App>) -> Router {
+pub(crate) fn router(app: Arc<App>, ca_file: PathBuf) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/counters", get(counters))
@@ -35,7 +36,10 @@ pub(crate) fn router(app: Arc<App>) -> Router {
         .route("/tokens", post(mint_token))
         .route("/tokens/expire", post(expire_tokens))
         .route("/tokens/consume-refresh", post(consume_refresh_tokens))
-        .route("/webhooks/send", post(send_webhooks))
+        .route(
+            "/webhooks/send",
+            post(move |body: Body| send_webhooks(body, ca_file.clone())),
+        )
         .fallback(|| async { fincode_error(StatusCode::NOT_FOUND, "No such admin route") })
         .with_state(app)
 }
@@ -170,9 +174,9 @@ async fn expire_tokens(State(app): State<Arc<App>>) -> Response {
     ok()
 }
 
-/// Sends the batch and answers once every request has finished. The admin router does not know
-/// the state directory, so `https` URLs trust the webpki roots only (not the sandbox CA).
-async fn send_webhooks(body: Body) -> Response {
+/// Sends the batch and answers once every request has finished. `https` URLs trust the
+/// webpki roots and the sandbox's own CA (`ca_file`).
+async fn send_webhooks(body: Body, ca_file: PathBuf) -> Response {
     let batch = match parse::<SendWebhooks>(body).await {
         Ok(batch) => batch,
         Err(response) => return response,
@@ -180,6 +184,6 @@ async fn send_webhooks(body: Body) -> Response {
     if let Err(reason) = batch.validate() {
         return validation_error(&reason);
     }
-    let sent = webhooks::send(None, batch).await;
+    let sent = webhooks::send(Some(&ca_file), batch).await;
     json_response(StatusCode::OK, &json!({"sent": sent}))
 }

@@ -198,7 +198,7 @@ impl Sandbox {
             )),
             tokio::spawn(server::serve_plain(
                 admin,
-                admin::router(app.clone()),
+                admin::router(app.clone(), config.state_dir.join(tls::CA_FILE)),
                 watcher,
             )),
         ];

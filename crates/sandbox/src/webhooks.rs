@@ -104,8 +104,7 @@ pub enum WebhookSigning {
 /// ```
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct SendWebhooks {
-    /// `http://` or `https://` (https trusts the webpki roots and, from
-    /// [`Sandbox::send_webhooks`](crate::Sandbox::send_webhooks), the sandbox's own CA).
+    /// `http://` or `https://` (https trusts the webpki roots and the sandbox's own CA).
     pub url: String,
     /// How each event is signed.
     pub signing: WebhookSigning,
