@@ -35,6 +35,10 @@ use fincode_config::KeyTemplate;
 
 use crate::{keys::dedupe_key, metrics::WebhookMetrics, verify::Verifier};
 
+/// How long a sender may take to send the body once the head arrived: a slow sender
+/// must not hold a connection (and a task) indefinitely.
+const BODY_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// Headers not forwarded to the app: hop-by-hop, framing, and what the sidecar sets.
 const NOT_FORWARDED: [&str; 11] = [
     "connection",
@@ -144,7 +148,18 @@ impl Listener {
             }
         }
         let (parts, body) = req.into_parts();
-        let body = match Limited::new(body, self.max_body).collect().await {
+        let read = tokio::time::timeout(
+            BODY_READ_TIMEOUT,
+            Limited::new(body, self.max_body).collect(),
+        );
+        let Ok(read) = read.await else {
+            return Err(refuse(
+                StatusCode::REQUEST_TIMEOUT,
+                "body_read",
+                r#"{"error":"the body was not sent in time"}"#,
+            ));
+        };
+        let body = match read {
             Ok(collected) => collected.to_bytes(),
             Err(error) if error.is::<http_body_util::LengthLimitError>() => {
                 return Err(too_large());
@@ -267,4 +282,73 @@ fn json(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {
         HeaderValue::from_static("application/json"),
     );
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{convert::Infallible, time::Duration};
+
+    use fincode_store::SqliteStore;
+    use http_body_util::StreamBody;
+    use hyper::body::Frame;
+    use prometheus_client::registry::Registry;
+    use secrecy::SecretString;
+
+    use super::*;
+    use crate::verify::{Algorithm, Encoding, Scheme};
+
+    fn listener(dir: &tempfile::TempDir) -> Listener {
+        Listener {
+            paths: vec!["/webhooks/fincode".to_owned()],
+            max_body: 1024,
+            allow_ips: Vec::new(),
+            trusted_proxies: Vec::new(),
+            verifier: Verifier::new(
+                Scheme::Hmac {
+                    algorithm: Algorithm::Sha256,
+                    encoding: Encoding::Hex,
+                    header: http::HeaderName::from_static("x-fincode-signature"),
+                    prefix: String::new(),
+                },
+                vec![SecretString::from("secret")],
+                Duration::from_mins(5),
+            )
+            .unwrap(),
+            dedupe: KeyTemplate::parse("{Reference}").unwrap(),
+            order: None,
+            store: Arc::new(SqliteStore::open(&dir.path().join("events.db")).unwrap()),
+            metrics: WebhookMetrics::register(&mut Registry::default()),
+            wake: Arc::new(Notify::new()),
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_body_that_never_finishes_gets_408_instead_of_holding_the_connection() {
+        let dir = tempfile::tempdir().unwrap();
+        let listener = listener(&dir);
+        let stalled = StreamBody::new(futures_util::stream::pending::<
+            Result<Frame<Bytes>, Infallible>,
+        >());
+        let request = Request::post("/webhooks/fincode").body(stalled).unwrap();
+        let response = listener
+            .handle(request, "127.0.0.1:9".parse().unwrap())
+            .await;
+        assert_eq!(response.status(), StatusCode::REQUEST_TIMEOUT);
+    }
+
+    #[tokio::test]
+    async fn a_chunked_body_over_the_limit_is_413_however_it_is_sent() {
+        let dir = tempfile::tempdir().unwrap();
+        let listener = listener(&dir);
+        let chunks = futures_util::stream::iter(
+            (0..8).map(|_| Ok::<_, Infallible>(Frame::data(Bytes::from(vec![b'x'; 200])))),
+        );
+        let request = Request::post("/webhooks/fincode")
+            .body(StreamBody::new(chunks))
+            .unwrap();
+        let response = listener
+            .handle(request, "127.0.0.1:9".parse().unwrap())
+            .await;
+        assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    }
 }
