@@ -400,3 +400,61 @@ async fn every_new_sidecar_error_is_problem_json() {
     let local = metric_value_labelled(&metrics, "fincode_rate_limited_total", "local");
     assert!((local - 1.0).abs() < f64::EPSILON, "{local}");
 }
+
+#[tokio::test]
+async fn a_fincode_429_pauses_that_route_for_every_request_and_no_other() {
+    let sandbox = TestSandbox::start().await;
+    let token = sandbox.mint_static_token(Duration::from_hours(1));
+    let sidecar = SidecarBuilder::new(&sandbox)
+        .static_token(&token)
+        .set("rate_limit.max_wait", "5s")
+        .start();
+    sidecar.wait_ready(Duration::from_secs(20)).await;
+    sandbox.add_fault(
+        FaultRule::status(429)
+            .times(1)
+            .retry_after("2")
+            .path_prefix("/sandbox/ping"),
+    );
+    let app = app_client();
+    let ping = sidecar.url("/sandbox/ping");
+    let first = {
+        let (app, ping) = (app.clone(), ping.clone());
+        tokio::spawn(async move {
+            let started = Instant::now();
+            (get(&app, &ping).await, started.elapsed())
+        })
+    };
+    // Once FinCode has said 429, a second call to the same route waits out the pause...
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while sandbox.counters().faults_applied.status == 0 {
+        assert!(Instant::now() < deadline, "the 429 was never sent");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let started = Instant::now();
+    let second = get(&app, &ping).await;
+    let second_took = started.elapsed();
+    // ...while another route is not held at all.
+    let started = Instant::now();
+    let other = get(&app, &sidecar.url(TRANSACTIONS)).await;
+    let other_took = started.elapsed();
+
+    let (first, first_took) = first.await.unwrap();
+    assert_eq!(first.status, 200, "retried after Retry-After");
+    assert_eq!(first.header("x-sidecar-attempts"), Some("2"));
+    assert!(first_took >= Duration::from_millis(1900), "{first_took:?}");
+    assert_eq!(second.status, 200);
+    assert_eq!(
+        second.header("x-sidecar-attempts"),
+        Some("1"),
+        "it never met the 429"
+    );
+    assert!(
+        second_took >= Duration::from_millis(1500),
+        "held by the pause: {second_took:?}"
+    );
+    assert_eq!(other.status, 200);
+    assert!(other_took < Duration::from_millis(1000), "{other_took:?}");
+    let metrics = sidecar.scrape().await;
+    assert!(metric_value_labelled(&metrics, "fincode_rate_limit_waits_total", "upstream") >= 1.0);
+}
