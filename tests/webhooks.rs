@@ -678,3 +678,24 @@ async fn the_listener_terminates_tls_itself_when_given_a_certificate() {
         .await;
     assert!(plain.is_err() || plain.unwrap().status() != 200);
 }
+
+#[tokio::test]
+async fn a_shared_secret_is_verified_then_neither_stored_nor_forwarded() {
+    let s = setup(|b| b.set("webhooks.scheme", "shared-secret")).await;
+    let signing = WebhookSigning::SharedSecret {
+        secret: SECRET.to_owned(),
+        header: None,
+    };
+    let event = transaction_status_event("PCN0000000009", "PAID");
+    assert_eq!(
+        statuses(&s.sandbox, batch(&s.sidecar, signing, vec![event])).await,
+        [200]
+    );
+    let delivered = s.app.wait_for(1, Duration::from_secs(10)).await;
+    assert_eq!(delivered[0].header("x-webhook-secret"), None);
+    assert!(!format!("{:?}", delivered[0].headers).contains(SECRET));
+    let (ok, shown) = cli(&s.sidecar, &["show", "1"]);
+    assert!(ok, "{shown}");
+    assert!(!shown.contains(SECRET), "{shown}");
+    assert!(!s.sidecar.output().contains(SECRET));
+}

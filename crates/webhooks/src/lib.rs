@@ -122,6 +122,10 @@ impl Webhooks {
             .map(|var| secret("webhooks.secret_envs", var))
             .collect::<Result<Vec<_>, _>>()?;
         let verifier = Verifier::new(scheme(c), secrets, c.tolerance)?;
+        let secret_header = match verifier.scheme() {
+            Scheme::SharedSecret { header } => Some(header.clone()),
+            _ => None,
+        };
         let metrics = WebhookMetrics::register(registry);
         let wake = Arc::new(Notify::new());
         let listener = Arc::new(Listener {
@@ -130,6 +134,7 @@ impl Webhooks {
             allow_ips: c.allow_ips.clone(),
             trusted_proxies: c.trusted_proxies.clone(),
             verifier,
+            secret_header,
             dedupe: c.dedupe_key.clone(),
             order: c.order_key.clone(),
             store: store.clone(),

@@ -26,7 +26,7 @@ use std::{
 
 use bytes::Bytes;
 use fincode_store::{EventStore, Inserted, NewEvent};
-use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, header};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode, header};
 use http_body_util::{BodyExt, Full, Limited};
 use ipnet::IpNet;
 use tokio::sync::Notify;
@@ -62,6 +62,9 @@ pub struct Listener {
     pub(crate) allow_ips: Vec<IpNet>,
     pub(crate) trusted_proxies: Vec<IpNet>,
     pub(crate) verifier: Verifier,
+    /// A header that carries a secret itself (the `shared-secret` scheme's): never stored,
+    /// never forwarded to the app.
+    pub(crate) secret_header: Option<HeaderName>,
     pub(crate) dedupe: KeyTemplate,
     pub(crate) order: Option<KeyTemplate>,
     pub(crate) store: Arc<dyn EventStore>,
@@ -197,7 +200,7 @@ impl Listener {
                 .as_ref()
                 .and_then(|t| t.render(&event, &parts.headers)),
             correlation_id: uuid::Uuid::now_v7().to_string(),
-            headers: forwarded(&parts.headers),
+            headers: forwarded(&parts.headers, self.secret_header.as_ref()),
             body,
             received_at: SystemTime::now(),
         };
@@ -263,11 +266,12 @@ fn too_large() -> Refusal {
     )
 }
 
-/// The provider's headers as they arrived, minus hop-by-hop and what the sidecar sets.
-fn forwarded(headers: &HeaderMap) -> Vec<(String, String)> {
+/// The provider's headers as they arrived, minus hop-by-hop, what the sidecar sets, and
+/// a header holding a secret.
+fn forwarded(headers: &HeaderMap, secret: Option<&HeaderName>) -> Vec<(String, String)> {
     headers
         .iter()
-        .filter(|(name, _)| !NOT_FORWARDED.contains(&name.as_str()))
+        .filter(|(name, _)| !NOT_FORWARDED.contains(&name.as_str()) && Some(*name) != secret)
         .filter_map(|(name, value)| {
             Some((name.as_str().to_owned(), value.to_str().ok()?.to_owned()))
         })
@@ -314,6 +318,7 @@ mod tests {
                 Duration::from_mins(5),
             )
             .unwrap(),
+            secret_header: None,
             dedupe: KeyTemplate::parse("{Reference}").unwrap(),
             order: None,
             store: Arc::new(SqliteStore::open(&dir.path().join("events.db")).unwrap()),
