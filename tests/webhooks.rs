@@ -56,6 +56,25 @@ async fn statuses(sandbox: &TestSandbox, batch: SendWebhooks) -> Vec<u16> {
     sent.iter().map(|s| s.status.unwrap_or(0)).collect()
 }
 
+/// The headers FinCode would send with `body` under the default `hmac` scheme, for
+/// requests the sandbox cannot make (a body that is not JSON, a private CA).
+fn hmac_headers(body: &[u8]) -> Vec<(http::HeaderName, http::HeaderValue)> {
+    let scheme = Scheme::Hmac {
+        algorithm: fincode_webhooks::verify::Algorithm::Sha256,
+        encoding: fincode_webhooks::verify::Encoding::Hex,
+        header: http::HeaderName::from_static("x-fincode-signature"),
+        prefix: String::new(),
+    };
+    fincode_webhooks::verify::sign(
+        &scheme,
+        &SecretString::from(SECRET),
+        body,
+        SystemTime::now(),
+        "msg_1",
+    )
+    .unwrap()
+}
+
 struct Setup {
     sandbox: TestSandbox,
     app: TestApp,
@@ -205,19 +224,7 @@ async fn forged_oversized_and_malformed_requests_are_refused_counted_and_never_d
     assert_eq!(refused.status, 404);
     // Signed, but not JSON.
     let body = b"not json".to_vec();
-    let headers = fincode_webhooks::verify::sign(
-        &Scheme::Hmac {
-            algorithm: fincode_webhooks::verify::Algorithm::Sha256,
-            encoding: fincode_webhooks::verify::Encoding::Hex,
-            header: http::HeaderName::from_static("x-fincode-signature"),
-            prefix: String::new(),
-        },
-        &SecretString::from(SECRET),
-        &body,
-        SystemTime::now(),
-        "msg_1",
-    )
-    .unwrap();
+    let headers = hmac_headers(&body);
     let mut request = Request::post(s.sidecar.webhook_url(PATH));
     for (name, value) in headers {
         request = request.header(name, value);
@@ -562,20 +569,7 @@ fn the_verify_cli_checks_a_captured_webhook() {
         br#"{"eventType":"TRANSACTION_STATUS","Reference":"PCN1"}"#,
     )
     .unwrap();
-    let scheme = Scheme::Hmac {
-        algorithm: fincode_webhooks::verify::Algorithm::Sha256,
-        encoding: fincode_webhooks::verify::Encoding::Hex,
-        header: http::HeaderName::from_static("x-fincode-signature"),
-        prefix: String::new(),
-    };
-    let headers = fincode_webhooks::verify::sign(
-        &scheme,
-        &SecretString::from(SECRET),
-        &std::fs::read(&body).unwrap(),
-        SystemTime::now(),
-        "m",
-    )
-    .unwrap();
+    let headers = hmac_headers(&std::fs::read(&body).unwrap());
     let header = format!("x-fincode-signature: {}", headers[0].1.to_str().unwrap());
     let run = |secret: Option<&str>| {
         let mut command = Command::new(BIN);
@@ -645,20 +639,7 @@ async fn the_listener_terminates_tls_itself_when_given_a_certificate() {
     })
     .await;
     let body = serde_json::to_vec(&transaction_status_event("PCN0000000008", "PAID")).unwrap();
-    let scheme = Scheme::Hmac {
-        algorithm: fincode_webhooks::verify::Algorithm::Sha256,
-        encoding: fincode_webhooks::verify::Encoding::Hex,
-        header: http::HeaderName::from_static("x-fincode-signature"),
-        prefix: String::new(),
-    };
-    let headers = fincode_webhooks::verify::sign(
-        &scheme,
-        &SecretString::from(SECRET),
-        &body,
-        SystemTime::now(),
-        "m",
-    )
-    .unwrap();
+    let headers = hmac_headers(&body);
     let url = s.sidecar.webhook_url(PATH).replace("http://", "https://");
     let mut request = Request::post(&url);
     for (name, value) in headers {

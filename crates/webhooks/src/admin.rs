@@ -16,14 +16,14 @@ use std::{
 use bytes::Bytes;
 use fincode_redact::Redactor;
 use fincode_store::{EventStore, Status, StoredEvent};
-use http::{HeaderMap, HeaderValue, Method, Response, StatusCode, header};
+use http::{HeaderMap, Method, Response, StatusCode, header};
 use http_body_util::Full;
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::{Value, json};
 use subtle::ConstantTimeEq;
 use tokio::sync::Notify;
 
-use crate::keys::hex;
+use crate::{keys::hex, listener::json_response};
 
 /// The largest `limit` a list may ask for.
 const MAX_LIST: usize = 1000;
@@ -232,18 +232,13 @@ fn bad_id() -> Response<Full<Bytes>> {
 }
 
 fn reply(status: StatusCode, body: &Value) -> Response<Full<Bytes>> {
-    let mut response = Response::new(Full::new(Bytes::from(body.to_string())));
-    *response.status_mut() = status;
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    response
+    json_response(status, Bytes::from(body.to_string()))
 }
 
 #[cfg(test)]
 mod tests {
     use fincode_store::SqliteStore;
+    use http::HeaderValue;
 
     use super::*;
 

@@ -279,7 +279,12 @@ fn forwarded(headers: &HeaderMap, secret: Option<&HeaderName>) -> Vec<(String, S
 }
 
 fn json(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {
-    let mut response = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
+    json_response(status, Bytes::from_static(body.as_bytes()))
+}
+
+/// A JSON response: the listener's short answers and the admin routes' bodies.
+pub(crate) fn json_response(status: StatusCode, body: Bytes) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(body));
     *response.status_mut() = status;
     response.headers_mut().insert(
         header::CONTENT_TYPE,
