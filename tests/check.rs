@@ -5,7 +5,7 @@ mod support;
 
 use std::process::Command;
 
-use support::BIN;
+use support::{BIN, run_binary};
 
 const CANARY: &str = "CANARY-s3cr3t-77aa";
 
@@ -17,18 +17,13 @@ fn check(toml: &str) -> (i32, String) {
 }
 
 fn check_path(path: &std::path::Path) -> (i32, String) {
-    let out = Command::new(BIN)
-        .args(["check", "--config"])
-        .arg(path)
-        .env_remove("RUST_LOG")
-        .output()
-        .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
+    let (code, text) = run_binary(
+        Command::new(BIN)
+            .args(["check", "--config"])
+            .arg(path)
+            .env_remove("RUST_LOG"),
     );
-    (out.status.code().unwrap_or(-1), text)
+    (code.unwrap_or(-1), text)
 }
 
 const VALID: &str = r#"
@@ -198,18 +193,13 @@ fn run_refuses_a_missing_secret_variable() {
         format!("{VALID}[auth]\nmode = \"static\"\ntoken_env = \"FINCODE_TEST_UNSET_TOKEN\"\n"),
     )
     .unwrap();
-    let out = Command::new(BIN)
-        .args(["run", "--config"])
-        .arg(&path)
-        .env_remove("FINCODE_TEST_UNSET_TOKEN")
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(2));
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
+    let (code, text) = run_binary(
+        Command::new(BIN)
+            .args(["run", "--config"])
+            .arg(&path)
+            .env_remove("FINCODE_TEST_UNSET_TOKEN"),
     );
+    assert_eq!(code, Some(2));
     assert!(text.contains("FINCODE_TEST_UNSET_TOKEN"), "{text}");
 }
 

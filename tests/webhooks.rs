@@ -334,15 +334,13 @@ async fn the_ip_allow_list_believes_forwarded_for_only_from_trusted_proxies() {
 
 fn cli(sidecar: &Sidecar, args: &[&str]) -> (bool, String) {
     let admin = format!("http://{}", sidecar.admin_addr());
-    let output = Command::new(BIN)
-        .arg("webhooks")
-        .args(args)
-        .args(["--admin-url", &admin])
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&output.stdout).into_owned()
-        + &String::from_utf8_lossy(&output.stderr);
-    (output.status.success(), text)
+    let (code, text) = run_binary(
+        Command::new(BIN)
+            .arg("webhooks")
+            .args(args)
+            .args(["--admin-url", &admin]),
+    );
+    (code == Some(0), text)
 }
 
 #[tokio::test]
@@ -588,12 +586,7 @@ fn the_verify_cli_checks_a_captured_webhook() {
         if let Some(secret) = secret {
             command.env("WH_SECRET", secret);
         }
-        let output = command.output().unwrap();
-        (
-            output.status.code(),
-            String::from_utf8_lossy(&output.stdout).into_owned()
-                + &String::from_utf8_lossy(&output.stderr),
-        )
+        run_binary(&mut command)
     };
     let (code, text) = run(Some(SECRET));
     assert_eq!((code, text.trim()), (Some(0), "valid"));

@@ -550,3 +550,12 @@ fn metric_series<'a>(text: &'a str, name: &'a str) -> impl Iterator<Item = (&'a 
             .flatten()
     })
 }
+
+/// Runs a one-shot command of the binary (`check`, `webhooks ...`) to completion: its exit
+/// code and everything it printed, stdout then stderr.
+pub fn run_binary(command: &mut Command) -> (Option<i32>, String) {
+    let output = command.output().unwrap();
+    let text = String::from_utf8_lossy(&output.stdout).into_owned()
+        + &String::from_utf8_lossy(&output.stderr);
+    (output.status.code(), text)
+}
