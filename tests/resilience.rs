@@ -463,3 +463,40 @@ async fn a_fincode_429_pauses_that_route_for_every_request_and_no_other() {
     let metrics = sidecar.scrape().await;
     assert!(metric_value_labelled(&metrics, "fincode_rate_limit_waits_total", "upstream") >= 1.0);
 }
+
+#[tokio::test]
+async fn a_minted_idempotency_key_makes_a_keyless_post_safe_to_retry_and_is_echoed() {
+    let sandbox = TestSandbox::start().await;
+    let token = sandbox.mint_static_token(Duration::from_hours(1));
+    let sidecar = SidecarBuilder::new(&sandbox)
+        .static_token(&token)
+        .set("retry.mint_idempotency_key", true)
+        .set("retry.backoff_base", "1ms")
+        .set("retry.backoff_cap", "5ms")
+        .start();
+    sidecar.wait_ready(Duration::from_secs(20)).await;
+    // FinCode creates the transaction, then the connection drops before the answer.
+    sandbox.add_fault(
+        FaultRule::reset()
+            .times(1)
+            .method("POST")
+            .path_prefix("/transactionmanagement")
+            .after_handler(),
+    );
+    let created = send(
+        &app_client(),
+        create_transaction(&sidecar, None, r#"{"amount":700,"currency":"NGN"}"#),
+    )
+    .await;
+    assert_eq!(created.status, 200, "{:?}", created.body);
+    assert_eq!(created.header("x-sidecar-attempts"), Some("2"));
+    let key = created
+        .header("x-idempotency-key")
+        .expect("the minted key is echoed");
+    let counters = sandbox.counters();
+    assert_eq!(counters.side_effects.get(key), Some(&1), "{counters:?}");
+    assert_eq!(
+        counters.idempotent_replays, 1,
+        "the retry was answered from the key"
+    );
+}
