@@ -673,3 +673,31 @@ async fn a_shared_secret_is_verified_then_neither_stored_nor_forwarded() {
     assert!(!shown.contains(SECRET), "{shown}");
     assert!(!s.sidecar.output().contains(SECRET));
 }
+
+#[tokio::test]
+async fn during_a_rotation_events_signed_with_either_secret_are_accepted() {
+    let s = setup(|b| {
+        b.set(
+            "webhooks.secret_envs",
+            vec!["WEBHOOK_SECRET".to_owned(), "WEBHOOK_SECRET_NEW".to_owned()],
+        )
+        .env("WEBHOOK_SECRET_NEW", "the-new-webhook-secret")
+    })
+    .await;
+    let events = |reference: &str| vec![transaction_status_event(reference, "PAID")];
+    let old = batch(&s.sidecar, hmac(SECRET), events("PCN0000000010"));
+    let new = batch(
+        &s.sidecar,
+        hmac("the-new-webhook-secret"),
+        events("PCN0000000011"),
+    );
+    let neither = batch(
+        &s.sidecar,
+        hmac("a-retired-secret"),
+        events("PCN0000000012"),
+    );
+    assert_eq!(statuses(&s.sandbox, old).await, [200]);
+    assert_eq!(statuses(&s.sandbox, new).await, [200]);
+    assert_eq!(statuses(&s.sandbox, neither).await, [401]);
+    s.app.wait_for(2, Duration::from_secs(10)).await;
+}
