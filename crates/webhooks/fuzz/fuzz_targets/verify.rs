@@ -1,4 +1,4 @@
-//! `cargo +nightly fuzz run verify` (from crates/webhooks): whatever a sender puts in the
+//! `RUSTC_BOOTSTRAP=1 cargo fuzz run verify` (from crates/webhooks): whatever a sender puts in the
 //! headers and body, verification answers (never panics), never accepts an unsigned or
 //! forged request, and key templates parse or refuse and render without panicking.
 //!
