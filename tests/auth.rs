@@ -207,6 +207,117 @@ async fn a_wrong_password_means_not_ready_503_and_spaced_login_attempts() {
     assert_no_secrets(&sidecar.output(), &["CANARY-wrong-pw-0d3c9"]);
 }
 
+/// The `uuid` header values the sandbox saw on requests whose path ends with `path_suffix`.
+fn device_ids_seen(sandbox: &TestSandbox, path_suffix: &str) -> Vec<String> {
+    sandbox
+        .requests()
+        .iter()
+        .filter(|r| r.uri.ends_with(path_suffix))
+        .flat_map(|r| {
+            r.headers
+                .iter()
+                .filter(|(k, _)| k.eq_ignore_ascii_case("uuid"))
+                .map(|(_, v)| v.clone())
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn login_works_with_the_public_key_as_fincodes_dashboard_shows_it_in_a_file_or_a_variable() {
+    let sandbox = sandbox_with(|_| {}).await;
+    let bare = std::fs::read_to_string(sandbox.public_key_base64_path()).unwrap();
+    assert!(
+        !bare.contains("-----") && !bare.trim().is_empty(),
+        "the sandbox hands out bare Base64"
+    );
+
+    // In a file.
+    let in_file = SidecarBuilder::new(&sandbox)
+        .login(&sandbox, EMAIL, PASSWORD)
+        .set(
+            "auth.public_key_file",
+            sandbox.public_key_base64_path().display().to_string(),
+        )
+        .start();
+    in_file.wait_ready(Duration::from_secs(20)).await;
+    let response = get(
+        &app_client(),
+        &in_file.url("/transactionmanagement/transactions"),
+    )
+    .await;
+    assert_eq!(response.status, 200);
+
+    // In a variable (no file), wrapped at 64 columns as a copy from a web page may leave it.
+    let wrapped: Vec<&str> = bare
+        .trim()
+        .as_bytes()
+        .chunks(64)
+        .map(|line| std::str::from_utf8(line).unwrap())
+        .collect();
+    let in_variable = SidecarBuilder::new(&sandbox)
+        .set("auth.mode", "login")
+        .set("auth.email_env", "TEST_FINCODE_EMAIL")
+        .set("auth.password_env", "TEST_FINCODE_PASSWORD")
+        .set("auth.public_key_env", "TEST_FINCODE_PUBLIC_KEY")
+        .env("TEST_FINCODE_EMAIL", EMAIL)
+        .env("TEST_FINCODE_PASSWORD", PASSWORD)
+        .env("TEST_FINCODE_PUBLIC_KEY", &wrapped.join("\n"))
+        .start();
+    in_variable.wait_ready(Duration::from_secs(20)).await;
+
+    let counters = sandbox.counters();
+    assert_eq!((counters.logins_ok, counters.logins_failed), (2, 0));
+    // FinCode's API reference: uuid "Use 200" on every request, login included.
+    assert_eq!(
+        device_ids_seen(&sandbox, "/securitymanagement/login"),
+        ["200", "200"]
+    );
+    assert_eq!(
+        device_ids_seen(&sandbox, "/transactionmanagement/transactions"),
+        ["200"]
+    );
+}
+
+#[tokio::test]
+async fn oaep_mgf1_sha256_is_refused_by_a_fincode_that_decrypts_like_java_and_works_where_configured()
+ {
+    // The default sandbox decrypts as FinCode's Java server does (MGF1-SHA1).
+    let sandbox = sandbox_with(|_| {}).await;
+    let sidecar = SidecarBuilder::new(&sandbox)
+        .login(&sandbox, EMAIL, PASSWORD)
+        .set("auth.oaep_mgf1", "sha256")
+        .set("auth.login_backoff_initial", "5s")
+        .start();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while sandbox.counters().logins_failed == 0 {
+        assert!(std::time::Instant::now() < deadline, "no login attempt");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let app = app_client();
+    let response = get(&app, &sidecar.url("/transactionmanagement/transactions")).await;
+    let problem = response.assert_problem(503, "auth_failed");
+    let detail = problem["detail"].as_str().unwrap();
+    assert!(
+        detail.contains("401") && detail.contains("bad credentials"),
+        "{detail}"
+    );
+    assert_eq!(sandbox.counters().logins_ok, 0);
+    assert_no_secrets(&sidecar.output(), &[PASSWORD]);
+
+    // A FinCode configured for MGF1-SHA256 accepts the same setting.
+    let sha256_sandbox =
+        sandbox_with(|config| config.oaep_mgf1 = fincode_sandbox::OaepMgf1::Sha256).await;
+    let sidecar = logged_in(
+        &sha256_sandbox,
+        SidecarBuilder::new(&sha256_sandbox).set("auth.oaep_mgf1", "sha256"),
+    )
+    .await;
+    let response = get(&app, &sidecar.url("/transactionmanagement/transactions")).await;
+    assert_eq!(response.status, 200);
+    assert_eq!(sha256_sandbox.counters().logins_failed, 0);
+}
+
 #[tokio::test]
 async fn static_mode_never_calls_login() {
     let sandbox = sandbox_with(|_| {}).await;
@@ -228,6 +339,11 @@ async fn static_mode_never_calls_login() {
         "{counters:?}"
     );
     assert_eq!(counters.refreshes_ok + counters.refreshes_failed, 0);
+    // FinCode's API reference: uuid "Use 200" on every request, whatever the credential.
+    assert_eq!(
+        device_ids_seen(&sandbox, "/transactionmanagement/transactions"),
+        ["200"; 5]
+    );
     let status = sidecar.terminate(Duration::from_secs(10)).await;
     assert!(status.success());
     assert_eq!(

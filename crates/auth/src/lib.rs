@@ -6,7 +6,8 @@
 //! `auth.mode`:
 //!
 //! - `login`: email and password from the environment; the password is encrypted
-//!   RSA-OAEP-SHA256 with the tenant public key for `PUT securitymanagement/login`. The
+//!   RSA-OAEP-SHA256 (MGF1-SHA1 by default, as FinCode's Java server decrypts; see
+//!   `auth.oaep_mgf1`) with the tenant public key for `PUT securitymanagement/login`. The
 //!   access token is refreshed ahead of expiry (read from the JWT `exp`), single-flight,
 //!   with single-use refresh tokens; a stale refresh token falls back to a fresh login;
 //!   failed logins back off exponentially. See [`manager`](crate::manager).
@@ -27,7 +28,7 @@ use bytes::Bytes;
 use fincode_backoff::Backoff;
 use fincode_config::{AuthConfig, AuthMode, Env};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
-use rsa::{RsaPublicKey, pkcs1::DecodeRsaPublicKey, pkcs8::DecodePublicKey};
+use rsa::RsaPublicKey;
 use secrecy::{ExposeSecret, SecretString};
 
 use self::{login::LoginSettings, manager::TokenManager};
@@ -39,8 +40,8 @@ const CREDENTIAL_HEADERS: [&str; 3] = ["x-auth-token", "authorization", "proxy-a
 /// A boxed future, for the object-safe [`Transport`].
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
-/// An auth call to FinCode (login, refresh, logout).
-#[derive(Debug)]
+/// An auth call to FinCode (login, refresh, logout). `Debug` shows the method, path and header
+/// names, never the body (it holds the encrypted password or a refresh token).
 pub struct AuthRequest {
     /// Always `PUT` for FinCode's security endpoints today.
     pub method: Method,
@@ -52,13 +53,43 @@ pub struct AuthRequest {
     pub body: Bytes,
 }
 
-/// FinCode's answer to an [`AuthRequest`].
-#[derive(Debug)]
+/// FinCode's answer to an [`AuthRequest`]. `Debug` shows the status, never the body (it holds
+/// tokens).
 pub struct AuthResponse {
     /// The HTTP status.
     pub status: StatusCode,
     /// The body (holds tokens: never log it).
     pub body: Bytes,
+}
+
+// === impl AuthRequest ===
+
+impl fmt::Debug for AuthRequest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AuthRequest")
+            .field("method", &self.method)
+            .field("path", &self.path)
+            .field("headers", &self.headers.keys().collect::<Vec<_>>())
+            .field(
+                "body",
+                &format_args!("[{} bytes redacted]", self.body.len()),
+            )
+            .finish()
+    }
+}
+
+// === impl AuthResponse ===
+
+impl fmt::Debug for AuthResponse {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AuthResponse")
+            .field("status", &self.status)
+            .field(
+                "body",
+                &format_args!("[{} bytes redacted]", self.body.len()),
+            )
+            .finish()
+    }
 }
 
 /// The request could not be completed; the text names the cause without secrets.
@@ -137,7 +168,9 @@ pub enum AuthError {
         var: String,
     },
     /// The tenant public key cannot be used.
-    #[error("{key}: {detail}; use the tenant's RSA public key in PEM form")]
+    #[error(
+        "{key}: {detail}; use the tenant's RSA public key as FinCode's dashboard shows it (bare Base64 of the DER SubjectPublicKeyInfo) or in PEM (SPKI or PKCS#1)"
+    )]
     PublicKey {
         /// The config key that names the key.
         key: &'static str,
@@ -211,12 +244,11 @@ impl Credentials {
                 ))
             })
             .collect();
-        if config.mode == AuthMode::Login {
-            let device_id = config
-                .device_id
-                .clone()
-                .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
-            if let Ok(value) = HeaderValue::from_str(&device_id) {
+        // FinCode documents the device id on every request, login included, whichever
+        // credential the sidecar holds. (Mode "none" leaves the app's own headers alone.)
+        if matches!(config.mode, AuthMode::Login | AuthMode::Static) {
+            // The config crate validated the value; skipping keeps this infallible.
+            if let Ok(value) = HeaderValue::from_str(&config.device_id) {
                 extra_headers.push((config.device_id_header.clone(), value));
             }
         }
@@ -238,6 +270,7 @@ impl Credentials {
                     email,
                     password,
                     public_key: public_key(config, env)?,
+                    oaep_mgf1: config.oaep_mgf1,
                     login_path: config.login_path.clone(),
                     refresh_path: config.refresh_path.clone(),
                     logout_path: config.logout_path.clone(),
@@ -362,22 +395,20 @@ fn secret(
 }
 
 fn public_key(config: &AuthConfig, env: &Env) -> Result<RsaPublicKey, AuthError> {
-    let (key, pem) = if let Some(path) = &config.public_key_file {
-        let pem = std::fs::read_to_string(path).map_err(|e| AuthError::PublicKey {
+    let (key, text) = if let Some(path) = &config.public_key_file {
+        let text = std::fs::read_to_string(path).map_err(|e| AuthError::PublicKey {
             key: "auth.public_key_file",
             detail: format!("cannot read {}: {e}", path.display()),
         })?;
-        ("auth.public_key_file", pem)
+        ("auth.public_key_file", text)
     } else {
-        let (_, pem) = secret(env, "auth.public_key_env", config.public_key_env.as_deref())?;
-        ("auth.public_key_env", pem.expose_secret().to_owned())
+        let (_, text) = secret(env, "auth.public_key_env", config.public_key_env.as_deref())?;
+        ("auth.public_key_env", text.expose_secret().to_owned())
     };
-    RsaPublicKey::from_public_key_pem(pem.trim())
-        .or_else(|_| RsaPublicKey::from_pkcs1_pem(pem.trim()))
-        .map_err(|_| AuthError::PublicKey {
-            key,
-            detail: "not an RSA public key in PEM (SPKI or PKCS#1)".to_owned(),
-        })
+    login::parse_public_key(&text).ok_or_else(|| AuthError::PublicKey {
+        key,
+        detail: "not an RSA public key".to_owned(),
+    })
 }
 
 #[cfg(test)]

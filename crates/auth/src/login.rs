@@ -8,9 +8,11 @@ use std::{
 
 use base64::Engine as _;
 use bytes::Bytes;
+use fincode_config::OaepMgf1;
 use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
-use rsa::{Oaep, RsaPublicKey};
+use rsa::{Oaep, RsaPublicKey, pkcs1::DecodeRsaPublicKey, pkcs8::DecodePublicKey};
 use secrecy::{ExposeSecret, SecretString};
+use sha1::Sha1;
 use sha2::Sha256;
 
 use crate::{AuthFailure, AuthRequest, Transport, jwt};
@@ -20,6 +22,8 @@ pub(crate) struct LoginSettings {
     pub(crate) email: SecretString,
     pub(crate) password: SecretString,
     pub(crate) public_key: RsaPublicKey,
+    /// MGF1's hash inside the password's RSA-OAEP; see [`OaepMgf1`] for why SHA-1 by default.
+    pub(crate) oaep_mgf1: OaepMgf1,
     pub(crate) login_path: String,
     pub(crate) refresh_path: String,
     pub(crate) logout_path: String,
@@ -34,6 +38,7 @@ impl fmt::Debug for LoginSettings {
         f.debug_struct("LoginSettings")
             .field("login_path", &self.login_path)
             .field("refresh_path", &self.refresh_path)
+            .field("oaep_mgf1", &self.oaep_mgf1)
             .finish_non_exhaustive()
     }
 }
@@ -128,13 +133,20 @@ impl LoginSettings {
         }
     }
 
-    /// RSA/ECB/OAEP with SHA-256 and MGF1-SHA-256, base64: what FinCode's docs describe.
+    /// RSA-OAEP with SHA-256 as the digest and MGF1 over `oaep_mgf1`, base64. FinCode's guide
+    /// encrypts with Java's `RSA/ECB/OAEPWithSHA-256AndMGF1Padding` and no parameter spec, which
+    /// Java's default provider runs with MGF1-SHA1; its server decrypts the same way, so
+    /// MGF1-SHA256 (most libraries' default, `Oaep::new::<Sha256>()`) fails there with 401.
     fn encrypt_password(&self) -> Result<String, AuthFailure> {
+        let padding = match self.oaep_mgf1 {
+            OaepMgf1::Sha1 => Oaep::new_with_mgf_hash::<Sha256, Sha1>(),
+            OaepMgf1::Sha256 => Oaep::new::<Sha256>(),
+        };
         let ciphertext = self
             .public_key
             .encrypt(
                 &mut rand::rngs::OsRng,
-                Oaep::new::<Sha256>(),
+                padding,
                 self.password.expose_secret().as_bytes(),
             )
             .map_err(|_| {
@@ -174,4 +186,25 @@ impl LoginSettings {
             lifetime,
         })
     }
+}
+
+/// Reads the tenant public key in the forms operators hold it: the bare Base64 of the DER
+/// SubjectPublicKeyInfo that FinCode's dashboard shows (line breaks and blanks from a copy and
+/// paste are fine), or PEM, SPKI (`PUBLIC KEY`) or PKCS#1 (`RSA PUBLIC KEY`). `None` if it is
+/// none of them; the caller names the config key.
+pub(crate) fn parse_public_key(text: &str) -> Option<RsaPublicKey> {
+    let text = text.trim();
+    if text.starts_with("-----BEGIN") {
+        return RsaPublicKey::from_public_key_pem(text)
+            .or_else(|_| RsaPublicKey::from_pkcs1_pem(text))
+            .ok();
+    }
+    let compact: String = text.chars().filter(|c| !c.is_ascii_whitespace()).collect();
+    let der = base64::engine::general_purpose::STANDARD
+        .decode(compact)
+        .ok()?;
+    // SPKI is what the dashboard gives; the bare PKCS#1 body costs nothing to accept too.
+    RsaPublicKey::from_public_key_der(&der)
+        .or_else(|_| RsaPublicKey::from_pkcs1_der(&der))
+        .ok()
 }

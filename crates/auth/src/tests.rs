@@ -1,5 +1,7 @@
 use std::sync::{Arc, Mutex};
 
+use base64::Engine as _;
+
 use super::*;
 
 /// A transport that must never be called (static and none modes).
@@ -175,4 +177,318 @@ async fn failed_logins_back_off_and_a_success_makes_it_ready() {
     assert!(headers.contains_key("uuid"), "device id header sent");
     task.abort();
     std::fs::remove_dir_all(dir).ok();
+}
+
+// === Cross-checks: FinCode's OAEP, as independent implementations do it ===
+
+/// A FinCode that refuses every login (401) and keeps what it was sent: enough to see the
+/// `currentPassword` the sidecar would put on the wire.
+#[derive(Default)]
+struct Recording {
+    requests: Mutex<Vec<AuthRequest>>,
+}
+
+impl Transport for Recording {
+    fn send(&self, request: AuthRequest) -> BoxFuture<'_, Result<AuthResponse, TransportError>> {
+        self.requests.lock().unwrap().push(request);
+        Box::pin(async {
+            Ok(AuthResponse {
+                status: StatusCode::UNAUTHORIZED,
+                body: Bytes::from_static(b"{}"),
+            })
+        })
+    }
+}
+
+/// The password the cross-checks encrypt; long enough to be more than a block of anything.
+const CROSS_CHECK_PASSWORD: &str = "CANARY-pw-Ωmega-7c1e";
+
+/// A tenant key pair on disk: the private half as PKCS#8 PEM (for openssl and Java), the public
+/// half as FinCode's dashboard hands it out (bare Base64 of the DER SPKI).
+struct TenantKey {
+    dir: tempfile::TempDir,
+    private: rsa::RsaPrivateKey,
+}
+
+impl TenantKey {
+    fn generate() -> Self {
+        use rsa::pkcs8::{EncodePrivateKey as _, EncodePublicKey as _, LineEnding};
+        let dir = tempfile::tempdir().unwrap();
+        let private = rsa::RsaPrivateKey::new(&mut rand::rngs::OsRng, 2048).unwrap();
+        let pem = private.to_pkcs8_pem(LineEnding::LF).unwrap();
+        std::fs::write(dir.path().join("private.pem"), pem.as_bytes()).unwrap();
+        let public = private.to_public_key();
+        std::fs::write(
+            dir.path().join("public.pem"),
+            public.to_public_key_pem(LineEnding::LF).unwrap(),
+        )
+        .unwrap();
+        let der = public.to_public_key_der().unwrap();
+        std::fs::write(
+            dir.path().join("public.b64"),
+            base64::engine::general_purpose::STANDARD.encode(der.as_bytes()),
+        )
+        .unwrap();
+        Self { dir, private }
+    }
+
+    fn path(&self, name: &str) -> std::path::PathBuf {
+        self.dir.path().join(name)
+    }
+
+    fn login_config(&self) -> AuthConfig {
+        AuthConfig {
+            mode: AuthMode::Login,
+            email_env: Some("E".into()),
+            password_env: Some("P".into()),
+            public_key_file: Some(self.path("public.pem")),
+            ..AuthConfig::default()
+        }
+    }
+}
+
+/// The headers of the sidecar's first login, and the ciphertext (raw bytes) it sends as
+/// `currentPassword`.
+async fn first_login(config: &AuthConfig) -> (HeaderMap, Vec<u8>) {
+    let env = Env::from_pairs([("E", "ops@merchant.test"), ("P", CROSS_CHECK_PASSWORD)]);
+    let transport = Arc::new(Recording::default());
+    let creds = Credentials::from_config(config, &env, transport.clone()).unwrap();
+    let task = creds.start().unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let (headers, body) = loop {
+        if let Some(request) = transport.requests.lock().unwrap().first() {
+            break (request.headers.clone(), request.body.clone());
+        }
+        assert!(std::time::Instant::now() < deadline, "no login was sent");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    };
+    task.abort();
+    let json: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    let encoded = json["currentPassword"].as_str().unwrap();
+    let ciphertext = base64::engine::general_purpose::STANDARD
+        .decode(encoded)
+        .unwrap();
+    (headers, ciphertext)
+}
+
+#[tokio::test]
+async fn login_calls_carry_the_documented_device_id() {
+    let key = TenantKey::generate();
+    let (headers, _) = first_login(&key.login_config()).await;
+    assert_eq!(headers["uuid"], "200", "the API reference: \"Use 200\"");
+}
+
+/// Runs an independent implementation (openssl, java). `None`, said loudly, when the tool is
+/// not installed, so a developer without a JDK can still run the suite; under CI a missing
+/// tool is a failure, because the cross-check is the point.
+fn run_tool(program: &str, args: &[&std::ffi::OsStr]) -> Option<std::process::Output> {
+    match std::process::Command::new(program).args(args).output() {
+        Ok(output) => Some(output),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            assert!(
+                std::env::var("CI").as_deref() != Ok("true"),
+                "{program} is required under CI for the OAEP cross-check"
+            );
+            eprintln!("SKIPPED: {program} is not installed; the OAEP cross-check did not run");
+            None
+        }
+        Err(e) => panic!("running {program}: {e}"),
+    }
+}
+
+/// `openssl pkeyutl -decrypt` with OAEP, SHA-256 as the digest and `mgf1` as the MGF1 hash:
+/// the plaintext, or openssl's complaint; `None` when openssl is not installed.
+fn openssl_decrypt(
+    key: &TenantKey,
+    ciphertext: &[u8],
+    mgf1: &str,
+) -> Option<Result<String, String>> {
+    let input = key.path(&format!("ct-{mgf1}.bin"));
+    std::fs::write(&input, ciphertext).unwrap();
+    let mgf1_opt = format!("rsa_mgf1_md:{mgf1}");
+    let private = key.path("private.pem");
+    let args: Vec<&std::ffi::OsStr> = vec![
+        "pkeyutl".as_ref(),
+        "-decrypt".as_ref(),
+        "-inkey".as_ref(),
+        private.as_os_str(),
+        "-in".as_ref(),
+        input.as_os_str(),
+        "-pkeyopt".as_ref(),
+        "rsa_padding_mode:oaep".as_ref(),
+        "-pkeyopt".as_ref(),
+        "rsa_oaep_md:sha256".as_ref(),
+        "-pkeyopt".as_ref(),
+        mgf1_opt.as_ref(),
+    ];
+    let output = run_tool("openssl", &args)?;
+    Some(if output.status.success() {
+        Ok(String::from_utf8(output.stdout).unwrap())
+    } else {
+        Err(String::from_utf8_lossy(&output.stderr).into_owned())
+    })
+}
+
+/// The Java program FinCode's guide describes (see `tests/java/FincodeOaep.java`), run with
+/// the JDK's single-file source launcher.
+fn java_oaep(args: &[&std::ffi::OsStr]) -> Option<Result<String, String>> {
+    let program = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/java/FincodeOaep.java");
+    let mut all: Vec<&std::ffi::OsStr> = vec![program.as_ref()];
+    all.extend_from_slice(args);
+    let output = run_tool("java", &all)?;
+    Some(if output.status.success() {
+        Ok(String::from_utf8(output.stdout).unwrap())
+    } else {
+        Err(String::from_utf8_lossy(&output.stderr).into_owned())
+    })
+}
+
+#[tokio::test]
+async fn default_login_ciphertext_is_what_openssl_decrypts_as_oaep_sha256_mgf1_sha1() {
+    let key = TenantKey::generate();
+    let (_, ciphertext) = first_login(&key.login_config()).await;
+    let Some(sha1) = openssl_decrypt(&key, &ciphertext, "sha1") else {
+        return;
+    };
+    assert_eq!(sha1.as_deref(), Ok(CROSS_CHECK_PASSWORD), "MGF1-SHA1");
+    let sha256 = openssl_decrypt(&key, &ciphertext, "sha256").unwrap();
+    assert!(sha256.is_err(), "must not decrypt as MGF1-SHA256");
+}
+
+#[tokio::test]
+async fn oaep_mgf1_sha256_setting_is_what_openssl_decrypts_as_mgf1_sha256_only() {
+    let key = TenantKey::generate();
+    let config = AuthConfig {
+        oaep_mgf1: fincode_config::OaepMgf1::Sha256,
+        ..key.login_config()
+    };
+    let (_, ciphertext) = first_login(&config).await;
+    let Some(sha256) = openssl_decrypt(&key, &ciphertext, "sha256") else {
+        return;
+    };
+    assert_eq!(sha256.as_deref(), Ok(CROSS_CHECK_PASSWORD), "MGF1-SHA256");
+    let sha1 = openssl_decrypt(&key, &ciphertext, "sha1").unwrap();
+    assert!(sha1.is_err(), "must not decrypt as MGF1-SHA1");
+}
+
+#[tokio::test]
+async fn default_login_ciphertext_is_what_javas_default_oaep_sha256_decrypts() {
+    let key = TenantKey::generate();
+    let (_, ciphertext) = first_login(&key.login_config()).await;
+    let encoded = base64::engine::general_purpose::STANDARD.encode(&ciphertext);
+    let private = key.path("private.pem");
+    let Some(plain) = java_oaep(&["decrypt".as_ref(), private.as_os_str(), encoded.as_ref()])
+    else {
+        return;
+    };
+    assert_eq!(plain.as_deref(), Ok(CROSS_CHECK_PASSWORD));
+}
+
+// === Public key forms, device id, Debug ===
+
+#[tokio::test]
+async fn public_key_is_accepted_as_bare_base64_pem_spki_and_pem_pkcs1_in_file_and_variable() {
+    use rsa::pkcs1::EncodeRsaPublicKey as _;
+    let key = TenantKey::generate();
+    let bare = std::fs::read_to_string(key.path("public.b64")).unwrap();
+    // The dashboard's form, also wrapped at 64 columns with CRLF and stray blanks, as a copy
+    // and paste leaves it.
+    let mut wrapped = String::new();
+    for line in bare.as_bytes().chunks(64) {
+        wrapped.push_str("  ");
+        wrapped.push_str(std::str::from_utf8(line).unwrap());
+        wrapped.push_str("\r\n");
+    }
+    let pkcs1 = key
+        .private
+        .to_public_key()
+        .to_pkcs1_pem(rsa::pkcs8::LineEnding::CRLF)
+        .unwrap();
+    let spki = std::fs::read_to_string(key.path("public.pem")).unwrap();
+    for (name, text) in [
+        ("bare", bare.as_str()),
+        ("wrapped", wrapped.as_str()),
+        ("pkcs1", pkcs1.as_str()),
+        ("spki", spki.as_str()),
+    ] {
+        let file = key.path(&format!("{name}.key"));
+        std::fs::write(&file, text).unwrap();
+        let in_file = AuthConfig {
+            public_key_file: Some(file),
+            ..key.login_config()
+        };
+        let in_variable = AuthConfig {
+            public_key_file: None,
+            public_key_env: Some("K".into()),
+            ..key.login_config()
+        };
+        for config in [in_file, in_variable] {
+            let env = Env::from_pairs([("E", "a@b.c"), ("P", "pw"), ("K", text)]);
+            let built = Credentials::from_config(&config, &env, Arc::new(Recording::default()));
+            assert!(built.is_ok(), "{name}: {}", built.unwrap_err());
+        }
+    }
+}
+
+#[test]
+fn an_unusable_public_key_names_the_key_and_the_accepted_forms() {
+    let key = TenantKey::generate();
+    let file = key.path("junk.key");
+    std::fs::write(&file, "CANARY-junk").unwrap();
+    let config = AuthConfig {
+        public_key_file: Some(file),
+        ..key.login_config()
+    };
+    let env = Env::from_pairs([("E", "a@b.c"), ("P", "pw")]);
+    let err = build(&config, &env).unwrap_err().to_string();
+    assert!(err.contains("auth.public_key_file"), "{err}");
+    assert!(err.contains("bare Base64"), "{err}");
+    assert!(err.contains("PEM"), "{err}");
+    assert!(!err.contains("CANARY"), "{err}");
+}
+
+#[tokio::test]
+async fn static_mode_sends_the_documented_device_id() {
+    let env = Env::from_pairs([("TEST_FINCODE_TOKEN", "CANARY-tok-123")]);
+    let creds = build(&static_config(), &env).unwrap();
+    let mut headers = HeaderMap::new();
+    creds.apply(&mut headers).await.unwrap();
+    assert_eq!(headers["uuid"], "200", "the API reference: \"Use 200\"");
+}
+
+#[tokio::test]
+async fn the_device_id_is_configurable() {
+    let env = Env::from_pairs([("TEST_FINCODE_TOKEN", "CANARY-tok-123")]);
+    let config = AuthConfig {
+        device_id: "device-7".to_owned(),
+        ..static_config()
+    };
+    let creds = build(&config, &env).unwrap();
+    let mut headers = HeaderMap::new();
+    creds.apply(&mut headers).await.unwrap();
+    assert_eq!(headers["uuid"], "device-7");
+}
+
+#[test]
+fn debug_of_auth_calls_never_shows_the_body() {
+    let mut headers = HeaderMap::new();
+    let mut token = HeaderValue::from_static("CANARY-tok-9");
+    token.set_sensitive(true);
+    headers.insert("x-auth-token", token);
+    let request = AuthRequest {
+        method: Method::PUT,
+        path: "/securitymanagement/login".to_owned(),
+        headers,
+        body: Bytes::from_static(br#"{"email":"a@b.c","currentPassword":"CANARY-cipher"}"#),
+    };
+    let text = format!("{request:?}");
+    assert!(!text.contains("CANARY"), "{text}");
+    assert!(text.contains("/securitymanagement/login"), "{text}");
+    let response = AuthResponse {
+        status: StatusCode::OK,
+        body: Bytes::from_static(br#"{"data":{"token":"CANARY-jwt","refresh_token":"CANARY-r"}}"#),
+    };
+    let text = format!("{response:?}");
+    assert!(!text.contains("CANARY"), "{text}");
+    assert!(text.contains("200"), "{text}");
 }

@@ -13,7 +13,8 @@ use ipnet::IpNet;
 use toml::Value;
 
 use crate::schema::{
-    AuthMode, BodyLevel, FieldAction, HmacAlgorithm, HmacEncoding, LogFormat, WebhookScheme,
+    AuthMode, BodyLevel, FieldAction, HmacAlgorithm, HmacEncoding, LogFormat, OaepMgf1,
+    WebhookScheme,
 };
 use crate::secrets::is_env_var_name;
 use crate::template::{KeyTemplate, is_json_pointer};
@@ -439,6 +440,17 @@ pub(crate) fn auth_mode(value: &Value) -> Result<AuthMode, Refusal> {
     }
 }
 
+pub(crate) fn oaep_mgf1(value: &Value) -> Result<OaepMgf1, Refusal> {
+    match value.as_str() {
+        Some("sha1") => Ok(OaepMgf1::Sha1),
+        Some("sha256") => Ok(OaepMgf1::Sha256),
+        _ => Err(Refusal::new(
+            format!("expected \"sha1\" or \"sha256\", found {}", a(value)),
+            "set oaep_mgf1 = \"sha1\" (what FinCode's Java server decrypts) or \"sha256\"",
+        )),
+    }
+}
+
 pub(crate) fn log_format(value: &Value) -> Result<LogFormat, Refusal> {
     match value.as_str() {
         Some("json") => Ok(LogFormat::Json),
@@ -535,24 +547,34 @@ fn a(value: &Value) -> &'static str {
     }
 }
 
-/// A tenant RSA public key in PEM (SPKI `PUBLIC KEY` or PKCS#1 `RSA PUBLIC KEY`).
+/// A tenant RSA public key file: the bare Base64 of the DER SubjectPublicKeyInfo, as FinCode's
+/// dashboard shows it, or PEM (SPKI `PUBLIC KEY` or PKCS#1 `RSA PUBLIC KEY`). Only the shape is
+/// checked here; the auth crate parses the key itself at start-up.
 pub(crate) fn public_key_file(value: &Value) -> Result<PathBuf, Refusal> {
     let path = PathBuf::from(string(value)?);
     let text = std::fs::read_to_string(&path).map_err(|e| {
         Refusal::new(
             format!("cannot read the file: {e}"),
-            "point it at the PEM public key FinCode gave you for the tenant",
+            "point it at the public key FinCode's dashboard shows for the tenant",
         )
     })?;
-    if !text.contains("-----BEGIN PUBLIC KEY-----")
-        && !text.contains("-----BEGIN RSA PUBLIC KEY-----")
-    {
+    let pem = text.contains("-----BEGIN PUBLIC KEY-----")
+        || text.contains("-----BEGIN RSA PUBLIC KEY-----");
+    if !pem && !is_bare_base64(&text) {
         return Err(Refusal::new(
-            "the file holds no PEM public key (no \"-----BEGIN PUBLIC KEY-----\" line)",
-            "use the tenant's RSA public key in PEM form",
+            "the file holds neither Base64 nor a PEM public key",
+            "paste the tenant's RSA public key from FinCode's dashboard (bare Base64 of the DER \
+             SubjectPublicKeyInfo), or use PEM (\"-----BEGIN PUBLIC KEY-----\")",
         ));
     }
     Ok(path)
+}
+
+/// Base64 text, line breaks and blanks allowed, as a copied key looks.
+fn is_bare_base64(text: &str) -> bool {
+    let mut chars = text.chars().filter(|c| !c.is_ascii_whitespace()).peekable();
+    chars.peek().is_some()
+        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '/' | '='))
 }
 
 /// A FinCode API path below `upstream.base_url`, like `/securitymanagement/login`.

@@ -313,12 +313,13 @@ impl Reader {
             password_env: s.optional("password_env", fields::env_var_name),
             public_key_file: s.optional("public_key_file", fields::public_key_file),
             public_key_env: s.optional("public_key_env", fields::env_var_name),
+            oaep_mgf1: s.field("oaep_mgf1", fields::oaep_mgf1, defaults.oaep_mgf1),
             device_id_header: s.field(
                 "device_id_header",
                 fields::header_name,
                 defaults.device_id_header,
             ),
-            device_id: s.optional("device_id", fields::header_value),
+            device_id: s.field("device_id", fields::header_value, defaults.device_id),
             refresh_before: s.field("refresh_before", fields::duration, defaults.refresh_before),
             token_lifetime: s.field("token_lifetime", fields::duration, defaults.token_lifetime),
             login_backoff_initial: s.field(

@@ -116,6 +116,25 @@ pub enum AuthMode {
     Login,
 }
 
+/// The hash MGF1 uses inside the RSA-OAEP encryption of the login password (the OAEP digest
+/// itself is always SHA-256).
+///
+/// FinCode's payload-encryption guide uses Java's
+/// `Cipher.getInstance("RSA/ECB/OAEPWithSHA-256AndMGF1Padding")` with no parameter spec; Java's
+/// default provider reads that as SHA-256 for the digest and SHA-1 for MGF1, and FinCode's server
+/// decrypts accordingly. Most other libraries default MGF1 to the digest (SHA-256), which such a
+/// server refuses: the login fails with 401.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OaepMgf1 {
+    /// MGF1 with SHA-1: what Java's default provider does, so what FinCode decrypts.
+    #[default]
+    Sha1,
+    /// MGF1 with SHA-256: for a server that passes an explicit `OAEPParameterSpec` (or uses a
+    /// provider such as Bouncy Castle that defaults MGF1 to the digest).
+    Sha256,
+}
+
 /// Which credentials the sidecar injects, and where they come from.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct AuthConfig {
@@ -137,21 +156,25 @@ pub struct AuthConfig {
     /// Login mode: the *name* of the variable holding the password (sent RSA-OAEP encrypted).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub password_env: Option<String>,
-    /// Login mode: the tenant's RSA public key as a PEM file (or use `public_key_env`).
+    /// Login mode: the tenant's RSA public key file (or use `public_key_env`): bare Base64 of the
+    /// DER SubjectPublicKeyInfo as FinCode's dashboard shows it, or PEM (SPKI or PKCS#1).
     #[serde(
         serialize_with = "ser_opt_path",
         skip_serializing_if = "Option::is_none"
     )]
     pub public_key_file: Option<PathBuf>,
-    /// Login mode: the *name* of a variable holding the tenant's RSA public key PEM.
+    /// Login mode: the *name* of a variable holding the tenant's RSA public key, in any of the
+    /// forms `public_key_file` accepts.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub public_key_env: Option<String>,
+    /// Login mode: the MGF1 hash of the password's RSA-OAEP (SHA-256) encryption.
+    pub oaep_mgf1: OaepMgf1,
     /// The header carrying the device id FinCode asks for.
     #[serde(serialize_with = "ser_header_name")]
     pub device_id_header: HeaderName,
-    /// The device id sent in `device_id_header`; a random UUID per process when unset.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub device_id: Option<String>,
+    /// The device id sent in `device_id_header` on every request, auth calls included (login
+    /// and static modes). FinCode's API reference documents the value as "Use 200".
+    pub device_id: String,
     /// Refresh this long before the access token expires, so requests never meet an expired one.
     #[serde(with = "humantime_serde")]
     pub refresh_before: Duration,
@@ -610,8 +633,9 @@ impl Default for AuthConfig {
             password_env: None,
             public_key_file: None,
             public_key_env: None,
+            oaep_mgf1: OaepMgf1::Sha1,
             device_id_header: HeaderName::from_static("uuid"),
-            device_id: None,
+            device_id: DEFAULT_DEVICE_ID.to_owned(),
             refresh_before: Duration::from_mins(5),
             token_lifetime: Duration::from_hours(1),
             login_backoff_initial: Duration::from_secs(2),
@@ -623,6 +647,9 @@ impl Default for AuthConfig {
         }
     }
 }
+
+/// The device id FinCode's API reference asks for ("Use 200").
+pub(crate) const DEFAULT_DEVICE_ID: &str = "200";
 
 /// FinCode identifies the calling platform by this header; sending it by default means the app
 /// does not have to.

@@ -100,6 +100,9 @@ fn minimal_file_gets_every_default() {
     assert_eq!(config.auth.header, "x-auth-token");
     assert_eq!(config.auth.token_env, None);
     assert_eq!(config.auth.extra_headers["platform"], "fincode");
+    // What FinCode documents: MGF1-SHA1 (Java's default provider) and device id "200".
+    assert_eq!(config.auth.oaep_mgf1, OaepMgf1::Sha1);
+    assert_eq!(config.auth.device_id, "200");
     assert_eq!(config.log.level, "info");
     assert_eq!(config.log.format, LogFormat::Json);
     // Mode "none" works but weakens the posture: one warning, nothing else.
@@ -321,6 +324,12 @@ fn each_bad_value_names_its_key_and_what_was_expected() {
             "mode = \"oauth\"",
             "auth.mode",
             "\"login\", \"static\" or \"none\"",
+        ),
+        (
+            "auth",
+            "oaep_mgf1 = \"md5\"",
+            "auth.oaep_mgf1",
+            "expected \"sha1\" or \"sha256\"",
         ),
         (
             "auth",
@@ -2342,4 +2351,47 @@ fn webhook_secrets_are_never_echoed() {
 
 fn tpl(text: &str) -> crate::KeyTemplate {
     crate::KeyTemplate::parse(text).unwrap()
+}
+
+#[test]
+fn oaep_mgf1_and_device_id_are_configurable() {
+    let text = format!(
+        "{}[auth]\noaep_mgf1 = \"sha256\"\ndevice_id = \"device-7\"\n",
+        minimal()
+    );
+    let (config, _) = load_ok(&text, &[]);
+    assert_eq!(config.auth.oaep_mgf1, OaepMgf1::Sha256);
+    assert_eq!(config.auth.device_id, "device-7");
+}
+
+#[test]
+fn public_key_file_may_be_bare_base64_as_the_dashboard_shows_it_or_pem() {
+    let dir = tempfile::tempdir().unwrap();
+    // The start of a real RSA-2048 SPKI; the auth crate parses the key itself.
+    let bare = "MIIBIjANBgkqhkiG9w0BAQEFAAOCAQ8AMIIBCgKCAQEAu1SU1LfVLPHCozMxH2Mo\r\n4lgOEePzNm0tRgeLezV6ffAt0gun\n";
+    let pem = format!("-----BEGIN PUBLIC KEY-----\n{bare}-----END PUBLIC KEY-----\n");
+    for (name, contents, ok) in [
+        ("bare.b64", bare.to_owned(), true),
+        ("key.pem", pem, true),
+        ("junk.txt", "not a key: at all".to_owned(), false),
+        ("empty.txt", " \n".to_owned(), false),
+    ] {
+        let path = dir.path().join(name);
+        std::fs::write(&path, contents).unwrap();
+        let text = format!(
+            "{}[auth]\nmode = \"login\"\nemail_env = \"E\"\npassword_env = \"P\"\npublic_key_file = \"{}\"\n",
+            minimal(),
+            path.display()
+        );
+        let vars = [("E", "a@b.c"), ("P", "pw")];
+        if ok {
+            load_ok(&text, &vars);
+        } else {
+            let problems = errors(&text, &vars);
+            // (A second problem follows from the first: login mode is left without a key.)
+            assert_eq!(keys(&problems)[0], "auth.public_key_file", "{name}");
+            let shown = problems[0].to_string();
+            assert!(shown.contains("Base64") && shown.contains("PEM"), "{shown}");
+        }
+    }
 }

@@ -29,7 +29,7 @@ mod tests;
 
 pub use crate::error::SandboxError;
 pub use crate::faults::{FaultKind, FaultPhase, FaultRule};
-pub use crate::keys::encrypt_password_for_tests;
+pub use crate::keys::{OaepMgf1, encrypt_password_for_tests};
 pub use crate::state::{Counters, FaultCounts, SeenRequest};
 pub use crate::webhooks::{SendWebhooks, SentWebhook, WebhookSigning, transaction_status_event};
 
@@ -82,6 +82,8 @@ pub struct SandboxConfig {
     pub refresh_token_lifetime: Duration,
     /// Tokens accepted as long-lived static API tokens (never expire).
     pub static_tokens: Vec<String>,
+    /// How login decrypts `currentPassword`; default MGF1-SHA1, as FinCode's Java server does.
+    pub oaep_mgf1: OaepMgf1,
 }
 
 impl Default for SandboxConfig {
@@ -98,6 +100,7 @@ impl Default for SandboxConfig {
             token_lifetime: Duration::from_hours(1),
             refresh_token_lifetime: Duration::from_hours(24),
             static_tokens: Vec::new(),
+            oaep_mgf1: OaepMgf1::default(),
         }
     }
 }
@@ -115,6 +118,7 @@ impl fmt::Debug for SandboxConfig {
                 "static_tokens",
                 &format!("[{} REDACTED]", self.static_tokens.len()),
             )
+            .field("oaep_mgf1", &self.oaep_mgf1)
             .finish()
     }
 }
@@ -158,7 +162,8 @@ impl Sandbox {
             .await
             .map_err(|e| SandboxError::io(format!("creating {}", config.state_dir.display()), e))?;
         let acceptor = tls::build_acceptor(&config.state_dir)?;
-        let login_key = keys::LoginKey::load_or_generate(&config.state_dir).await?;
+        let login_key =
+            keys::LoginKey::load_or_generate(&config.state_dir, config.oaep_mgf1).await?;
         let tokens = Tokens::new(
             Lifetimes {
                 access: config.token_lifetime,
@@ -241,6 +246,12 @@ impl Sandbox {
     /// The tenant public key (SPKI PEM) clients encrypt `currentPassword` with.
     pub fn public_key_path(&self) -> PathBuf {
         self.state_dir.join(keys::PUBLIC_KEY_FILE)
+    }
+
+    /// The same public key as FinCode's dashboard hands it out: a file holding the bare Base64
+    /// of the DER SubjectPublicKeyInfo (no PEM armour).
+    pub fn public_key_base64_path(&self) -> PathBuf {
+        self.state_dir.join(keys::PUBLIC_KEY_BASE64_FILE)
     }
 
     /// The counters, as `GET /counters` reports them.

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use anyhow::Context as _;
 use clap::Parser;
-use fincode_sandbox::{DEMO_EMAIL, DEMO_PASSWORD, Sandbox, SandboxConfig, User};
+use fincode_sandbox::{DEMO_EMAIL, DEMO_PASSWORD, OaepMgf1, Sandbox, SandboxConfig, User};
 
 /// A FinCode API emulator over real TLS, with fault injection and counters.
 #[derive(Debug, Parser)]
@@ -27,6 +27,10 @@ struct Cli {
     /// A static API token to accept; repeatable.
     #[arg(long = "static-token")]
     static_tokens: Vec<String>,
+    /// MGF1 hash of the login password's RSA-OAEP (SHA-256): "sha1", as FinCode's Java server
+    /// decrypts, or "sha256".
+    #[arg(long, default_value = "sha1")]
+    oaep_mgf1: OaepMgf1,
 }
 
 fn parse_user(raw: &str) -> Result<User, String> {
@@ -63,6 +67,7 @@ async fn main() -> anyhow::Result<()> {
         state_dir: cli.state_dir,
         users,
         static_tokens: cli.static_tokens,
+        oaep_mgf1: cli.oaep_mgf1,
         ..SandboxConfig::default()
     })
     .await
@@ -72,6 +77,10 @@ async fn main() -> anyhow::Result<()> {
     println!("admin url:  {}", sandbox.admin_url());
     println!("ca cert:    {}", sandbox.ca_cert_path().display());
     println!("public key: {}", sandbox.public_key_path().display());
+    println!(
+        "public key (bare base64, as the dashboard shows it): {}",
+        sandbox.public_key_base64_path().display()
+    );
 
     tokio::signal::ctrl_c()
         .await

@@ -11,17 +11,17 @@ use serde_json::{Value, json};
 use tower::ServiceExt as _;
 
 use crate::faults::{FaultBook, FaultKind, FaultPhase, FaultRule};
-use crate::keys::{LoginKey, PUBLIC_KEY_FILE};
+use crate::keys::{LoginKey, PUBLIC_KEY_BASE64_FILE, PUBLIC_KEY_FILE};
 use crate::server::{Sniffed, classify};
 use crate::state::App;
 use crate::tokens::{Lifetimes, RefreshError, Tokens};
-use crate::{DEMO_EMAIL, DEMO_PASSWORD, api, encrypt_password_for_tests};
+use crate::{DEMO_EMAIL, DEMO_PASSWORD, OaepMgf1, api, encrypt_password_for_tests};
 
 struct Harness {
     app: Arc<App>,
     router: Router,
     public_pem: String,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
 }
 
 fn lifetimes() -> Lifetimes {
@@ -32,8 +32,14 @@ fn lifetimes() -> Lifetimes {
 }
 
 async fn harness() -> Harness {
+    harness_with(OaepMgf1::default()).await
+}
+
+async fn harness_with(mgf1: OaepMgf1) -> Harness {
     let dir = tempfile::tempdir().expect("tempdir");
-    let key = LoginKey::load_or_generate(dir.path()).await.expect("key");
+    let key = LoginKey::load_or_generate(dir.path(), mgf1)
+        .await
+        .expect("key");
     let public_pem = std::fs::read_to_string(dir.path().join(PUBLIC_KEY_FILE)).expect("pem");
     let users = HashMap::from([(DEMO_EMAIL.to_owned(), DEMO_PASSWORD.to_owned())]);
     let app = Arc::new(App::new(
@@ -45,7 +51,7 @@ async fn harness() -> Harness {
         router: api::router(app.clone()),
         app,
         public_pem,
-        _dir: dir,
+        dir,
     }
 }
 
@@ -362,4 +368,133 @@ async fn unknown_routes_and_methods_keep_the_fincode_shape() {
     let log = h.app.seen_requests();
     assert_eq!(log.len(), 3);
     assert_eq!(log[0].uri, "/api/v6/services/nope");
+}
+
+// === Login decryption, cross-checked with independent implementations ===
+
+/// Runs an independent implementation (openssl, java); `None`, said loudly, when it is not
+/// installed, except under CI, where the cross-check must run.
+fn run_tool(program: &str, args: &[&std::ffi::OsStr]) -> Option<std::process::Output> {
+    match std::process::Command::new(program).args(args).output() {
+        Ok(output) => Some(output),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            assert!(
+                std::env::var("CI").as_deref() != Ok("true"),
+                "{program} is required under CI for the OAEP cross-check"
+            );
+            eprintln!("SKIPPED: {program} is not installed; the OAEP cross-check did not run");
+            None
+        }
+        Err(e) => panic!("running {program}: {e}"),
+    }
+}
+
+impl Harness {
+    /// `openssl pkeyutl -encrypt` of `password` under the sandbox's public key with OAEP,
+    /// SHA-256 as the digest and `mgf1` as the MGF1 hash; base64.
+    fn openssl_encrypt(&self, password: &str, mgf1: &str) -> Option<String> {
+        let public = self.dir.path().join(PUBLIC_KEY_FILE);
+        let input = self.dir.path().join("plain.txt");
+        std::fs::write(&input, password).expect("write");
+        let mgf1_opt = format!("rsa_mgf1_md:{mgf1}");
+        let args: Vec<&std::ffi::OsStr> = vec![
+            "pkeyutl".as_ref(),
+            "-encrypt".as_ref(),
+            "-pubin".as_ref(),
+            "-inkey".as_ref(),
+            public.as_os_str(),
+            "-in".as_ref(),
+            input.as_os_str(),
+            "-pkeyopt".as_ref(),
+            "rsa_padding_mode:oaep".as_ref(),
+            "-pkeyopt".as_ref(),
+            "rsa_oaep_md:sha256".as_ref(),
+            "-pkeyopt".as_ref(),
+            mgf1_opt.as_ref(),
+        ];
+        let output = run_tool("openssl", &args)?;
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        Some(base64::Engine::encode(
+            &base64::engine::general_purpose::STANDARD,
+            output.stdout,
+        ))
+    }
+
+    async fn login_with(&self, email: &str, current_password: &str) -> StatusCode {
+        let body = json!({"email": email, "currentPassword": current_password}).to_string();
+        let (status, _, _) = self
+            .call(Method::PUT, "/securitymanagement/login", &[], body)
+            .await;
+        status
+    }
+}
+
+#[tokio::test]
+async fn login_decrypts_like_fincodes_java_server_oaep_sha256_mgf1_sha1() {
+    let h = harness().await;
+    let Some(sha1) = h.openssl_encrypt(DEMO_PASSWORD, "sha1") else {
+        return;
+    };
+    assert_eq!(h.login_with(DEMO_EMAIL, &sha1).await, StatusCode::OK);
+    let Some(sha256) = h.openssl_encrypt(DEMO_PASSWORD, "sha256") else {
+        return;
+    };
+    assert_eq!(
+        h.login_with(DEMO_EMAIL, &sha256).await,
+        StatusCode::UNAUTHORIZED,
+        "FinCode's Java server does not decrypt MGF1-SHA256"
+    );
+}
+
+#[tokio::test]
+async fn login_configured_for_mgf1_sha256_decrypts_that_and_refuses_mgf1_sha1() {
+    let h = harness_with(OaepMgf1::Sha256).await;
+    let Some(sha256) = h.openssl_encrypt(DEMO_PASSWORD, "sha256") else {
+        return;
+    };
+    assert_eq!(h.login_with(DEMO_EMAIL, &sha256).await, StatusCode::OK);
+    let Some(sha1) = h.openssl_encrypt(DEMO_PASSWORD, "sha1") else {
+        return;
+    };
+    assert_eq!(
+        h.login_with(DEMO_EMAIL, &sha1).await,
+        StatusCode::UNAUTHORIZED
+    );
+}
+
+#[test]
+fn oaep_mgf1_parses_from_the_command_line_spelling() {
+    assert_eq!("sha1".parse::<OaepMgf1>(), Ok(OaepMgf1::Sha1));
+    assert_eq!("sha256".parse::<OaepMgf1>(), Ok(OaepMgf1::Sha256));
+    assert!("SHA-1".parse::<OaepMgf1>().is_err());
+}
+
+#[tokio::test]
+async fn login_accepts_what_javas_default_oaep_sha256_encrypts_with_the_bare_base64_key() {
+    let h = harness().await;
+    let public = h.dir.path().join(PUBLIC_KEY_BASE64_FILE);
+    let program = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../auth/tests/java/FincodeOaep.java"
+    );
+    let args: Vec<&std::ffi::OsStr> = vec![
+        program.as_ref(),
+        "encrypt".as_ref(),
+        public.as_os_str(),
+        DEMO_PASSWORD.as_ref(),
+    ];
+    let Some(output) = run_tool("java", &args) else {
+        return;
+    };
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let ciphertext = String::from_utf8(output.stdout).expect("base64");
+    assert_eq!(h.login_with(DEMO_EMAIL, &ciphertext).await, StatusCode::OK);
 }
