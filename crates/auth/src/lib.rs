@@ -30,7 +30,10 @@ use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
 use rsa::{RsaPublicKey, pkcs1::DecodeRsaPublicKey, pkcs8::DecodePublicKey};
 use secrecy::{ExposeSecret, SecretString};
 
-use self::{login::LoginSettings, manager::TokenManager};
+use self::{
+    login::LoginSettings,
+    manager::{RenewalPolicy, TokenManager},
+};
 
 /// Headers that carry a credential; the app can never set them when the sidecar owns
 /// credentials.
@@ -117,6 +120,45 @@ impl fmt::Display for AuthFailure {
     }
 }
 
+// === impl AuthFailure ===
+
+impl AuthFailure {
+    /// FinCode rejected the login itself: the `reason` label of `fincode_login_rejected`
+    /// (`bad_credentials`, `locked`, `unknown_user`). Such a failure is terminal for the
+    /// current credentials; anything else is transient and backs off.
+    pub fn rejection_reason(&self) -> Option<&'static str> {
+        match self {
+            Self::BadCredentials => Some("bad_credentials"),
+            Self::Locked => Some("locked"),
+            Self::UnknownUser => Some("unknown_user"),
+            Self::Pending
+            | Self::Unreachable(_)
+            | Self::Unexpected(_)
+            | Self::BadResponse(_)
+            | Self::Config(_) => None,
+        }
+    }
+}
+
+/// How the sidecar's FinCode credentials are doing: what `/readyz` reports.
+///
+/// Readiness needs only [`had_token`](Self::had_token): once a first token was obtained,
+/// FinCode or auth trouble must not take the app's pod out of its Service (the app has
+/// other work than payments); it shows in `/readyz`'s body, metrics and alerts instead.
+#[derive(Debug, Clone)]
+pub struct AuthStatus {
+    /// A token was obtained at least once since start (always true outside login mode).
+    pub had_token: bool,
+    /// An unexpired token is held now (always true outside login mode).
+    pub token_valid: bool,
+    /// Why the last login or refresh failed, while none has succeeded since.
+    pub trouble: Option<AuthFailure>,
+    /// FinCode's last answer to a login rejected the credentials (401, 403, 404).
+    pub rejected: bool,
+    /// No login or refresh is attempted before this much time has passed.
+    pub next_attempt_in: Option<Duration>,
+}
+
 /// Why credentials could not be built. Never contains a secret value.
 #[derive(Debug, thiserror::Error)]
 pub enum AuthError {
@@ -158,6 +200,13 @@ pub enum AuthEvent {
     Refresh {
         /// Whether FinCode issued a token.
         ok: bool,
+    },
+    /// FinCode rejected the login credentials (`Some` with the
+    /// [`rejection_reason`](AuthFailure::rejection_reason)), or a token was obtained after
+    /// such a rejection (`None`).
+    LoginRejected {
+        /// `bad_credentials`, `locked` or `unknown_user`; `None` once accepted again.
+        reason: Option<&'static str>,
     },
 }
 
@@ -248,7 +297,11 @@ impl Credentials {
                 Source::Login(TokenManager::new(
                     settings,
                     transport,
-                    config.refresh_before,
+                    RenewalPolicy {
+                        refresh_before: config.refresh_before,
+                        renew_on_401_min_age: config.renew_on_401_min_age,
+                        retry_after_rejection: config.login_retry_after_rejection,
+                    },
                     Backoff::equal_jitter(config.login_backoff_initial, config.login_backoff_max)
                         .streak(),
                 ))
@@ -292,11 +345,25 @@ impl Credentials {
         }
     }
 
-    /// Whether the sidecar can authenticate requests now (`/readyz`).
+    /// Whether the sidecar can authenticate requests now (an unexpired token is held).
     pub fn is_ready(&self) -> bool {
         match &self.inner.source {
             Source::Login(manager) => manager.is_ready(),
             Source::None | Source::Static(_) => true,
+        }
+    }
+
+    /// How the credentials are doing, for `/readyz` (see [`AuthStatus`]).
+    pub fn status(&self) -> AuthStatus {
+        match &self.inner.source {
+            Source::Login(manager) => manager.status(),
+            Source::None | Source::Static(_) => AuthStatus {
+                had_token: true,
+                token_valid: true,
+                trouble: None,
+                rejected: false,
+                next_attempt_in: None,
+            },
         }
     }
 
@@ -333,10 +400,14 @@ impl Credentials {
         Ok(grant)
     }
 
-    /// FinCode rejected the token of `grant` with 401: renew it (single flight).
-    pub async fn rejected(&self, grant: Grant) {
-        if let Source::Login(manager) = &self.inner.source {
-            manager.rejected(grant.0).await;
+    /// FinCode rejected the token of `grant` with 401: renew it (single flight), unless
+    /// it was issued less than `auth.renew_on_401_min_age` ago. `true` when a newer token
+    /// is now held, so that a replay is worth sending; dropping the returned future never
+    /// cancels the renewal.
+    pub async fn rejected(&self, grant: Grant) -> bool {
+        match &self.inner.source {
+            Source::Login(manager) => manager.rejected(grant.0).await,
+            Source::None | Source::Static(_) => false,
         }
     }
 
