@@ -8,8 +8,10 @@
 //! - `login`: email and password from the environment; the password is encrypted
 //!   RSA-OAEP-SHA256 with the tenant public key for `PUT securitymanagement/login`. The
 //!   access token is refreshed ahead of expiry (read from the JWT `exp`), single-flight,
-//!   with single-use refresh tokens; a stale refresh token falls back to a fresh login;
-//!   failed logins back off exponentially. See [`manager`](crate::manager).
+//!   with single-use refresh tokens, in a spawned task no request can cancel; a stale
+//!   refresh token falls back to a fresh login; failed logins back off exponentially, and
+//!   a login FinCode rejects (401/403/404) is not retried until the credentials change or
+//!   `auth.login_retry_after_rejection` passes. See [`manager`](crate::manager).
 //! - `static`: a long-lived dashboard API token read once from `auth.token_env`.
 //! - `none`: inject nothing; the app's own credential headers pass through.
 //!

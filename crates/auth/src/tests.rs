@@ -332,11 +332,58 @@ async fn a_locked_account_is_not_hammered_and_is_tried_again_after_the_long_inte
     }
     assert_eq!(fincode.calls().len(), 1, "one login attempt, then none");
     assert!(!creds.is_ready());
+    let status = creds.status();
+    assert!(status.rejected && !status.had_token, "{status:?}");
+    let wait = status.next_attempt_in.unwrap();
+    assert!(
+        wait > Duration::from_mins(29) && wait <= Duration::from_mins(31),
+        "{wait:?}"
+    );
 
     // auth.login_retry_after_rejection (1h) later: one more attempt, which succeeds.
     tokio::time::sleep(Duration::from_mins(31)).await;
     assert_eq!(fincode.calls().len(), 2);
     assert!(creds.is_ready());
+    task.abort();
+    std::fs::remove_dir_all(dir).ok();
+}
+
+#[tokio::test(start_paused = true)]
+async fn status_tells_readiness_whether_a_token_was_ever_held_and_what_is_wrong() {
+    let dir = temp_dir();
+    let (config, env) = login_config(&dir);
+    let fincode = SlowFincode::new(vec![
+        (Duration::ZERO, 503, "{}".into()),
+        (Duration::ZERO, 200, issued("t1", "r1")),
+        // The refresh is answered 502, and so is every login after it.
+        (Duration::ZERO, 502, "{}".into()),
+    ]);
+    let creds = Credentials::from_config(&config, &env, fincode.clone()).unwrap();
+    let pending = creds.status();
+    assert!(!pending.had_token && pending.trouble.is_none());
+    let task = creds.start().unwrap();
+    tokio::time::sleep(Duration::from_millis(10)).await;
+
+    let failing = creds.status();
+    assert!(!failing.had_token && !failing.token_valid && !failing.rejected);
+    let cause = failing.trouble.unwrap().to_string();
+    assert!(cause.contains("HTTP 503"), "{cause}");
+    assert!(failing.next_attempt_in.is_some());
+
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let fine = creds.status();
+    assert!(fine.had_token && fine.token_valid && fine.trouble.is_none());
+
+    // Refresh fails, then the token runs out: still "had a token", now with trouble.
+    tokio::time::sleep(Duration::from_hours(2)).await;
+    let expired = creds.status();
+    assert!(expired.had_token && !expired.token_valid, "{expired:?}");
+    assert!(expired.trouble.is_some(), "{expired:?}");
+
+    // Static and none modes always have their credential.
+    let env = Env::from_pairs([("TEST_FINCODE_TOKEN", "t")]);
+    let status = build(&static_config(), &env).unwrap().status();
+    assert!(status.had_token && status.token_valid && status.trouble.is_none());
     task.abort();
     std::fs::remove_dir_all(dir).ok();
 }
