@@ -360,22 +360,24 @@ async fn after_a_first_token_fincode_trouble_shows_in_the_readyz_body_not_its_st
     assert_eq!(ready.status, 200);
     assert_eq!(&ready.body[..], b"ready\n");
 
-    // FinCode's auth endpoints go down; the token runs out.
+    // FinCode's auth endpoints go down; the token runs out. All along, /readyz is 200:
+    // the app's pod stays in its Service.
     sandbox.add_fault(fincode_sandbox::FaultRule::status(503).path_prefix("/securitymanagement"));
-    tokio::time::sleep(Duration::from_secs(4)).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    let body = loop {
+        let ready = get(&app, &sidecar.admin_url("/readyz")).await;
+        let body = String::from_utf8_lossy(&ready.body).into_owned();
+        assert_eq!(ready.status, 200, "{body}");
+        assert!(body.starts_with("ready\n"), "{body}");
+        if body.contains("auth: no valid FinCode token") {
+            break body;
+        }
+        assert!(std::time::Instant::now() < deadline, "{body}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert!(body.contains("HTTP 503"), "the cause is named: {body}");
     let response = get(&app, &sidecar.url("/transactionmanagement/transactions")).await;
     response.assert_problem(503, "auth_failed");
-    let ready = get(&app, &sidecar.admin_url("/readyz")).await;
-    let body = String::from_utf8_lossy(&ready.body).into_owned();
-    assert_eq!(
-        ready.status, 200,
-        "the app's pod stays in its Service: {body}"
-    );
-    assert!(body.starts_with("ready\n"), "{body}");
-    assert!(
-        body.contains("auth: no valid FinCode token") && body.contains("HTTP 503"),
-        "{body}"
-    );
 
     // FinCode is back: the body is clean again.
     sandbox.clear_faults();
@@ -421,8 +423,10 @@ async fn an_auth_answer_whose_body_stalls_times_out_and_frees_the_renewal() {
     .await;
     assert_eq!(response.status, 200, "{response:?}");
     let counters = sandbox.counters();
-    assert!(counters.refreshes_ok >= 1, "{counters:?}");
-    assert_eq!(counters.logins_ok, 1, "{counters:?}");
+    assert!(
+        counters.refreshes_ok >= 1,
+        "a later renewal went ahead: {counters:?}"
+    );
     let output = sidecar.output();
     assert!(
         output.contains("timed out: FinCode") && output.contains("upstream.request_timeout"),
