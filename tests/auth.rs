@@ -497,3 +497,33 @@ async fn many_401s_on_a_fresh_token_start_no_refresh() {
         "none replayed with the same token"
     );
 }
+
+#[tokio::test]
+async fn an_open_circuit_is_listed_in_readyz_without_failing_it() {
+    let sandbox = sandbox_with(|_| {}).await;
+    let token = sandbox.mint_static_token(Duration::from_hours(1));
+    let sidecar = SidecarBuilder::new(&sandbox)
+        .static_token(&token)
+        .set("breaker.consecutive_failures", 5)
+        .set("breaker.open_for", "30s")
+        .set("retry.backoff_base", "1ms")
+        .set("retry.backoff_cap", "5ms")
+        .start();
+    sidecar.wait_ready(Duration::from_secs(20)).await;
+    let app = app_client();
+    sandbox.add_fault(fincode_sandbox::FaultRule::reset().path_prefix("/sandbox/ping"));
+    for _ in 0..5 {
+        get(&app, &sidecar.url("/sandbox/ping")).await;
+    }
+    get(&app, &sidecar.url("/sandbox/ping"))
+        .await
+        .assert_problem(503, "circuit_open");
+
+    let ready = get(&app, &sidecar.admin_url("/readyz")).await;
+    let body = String::from_utf8_lossy(&ready.body).into_owned();
+    assert_eq!(ready.status, 200, "{body}");
+    assert_eq!(
+        body,
+        "ready\nfincode: circuit open (requests fail fast with 503 circuit_open)\n"
+    );
+}
