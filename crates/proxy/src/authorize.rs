@@ -121,10 +121,10 @@ where
             if response.status() != StatusCode::UNAUTHORIZED || !credentials.renews_tokens() {
                 return Ok(response);
             }
-            tracing::info!("FinCode answered 401; renewing the token");
             // No newer token (this one is too young to be stale, or renewal failed): a
             // replay would carry the same token and meet the same 401.
             let renewed = credentials.rejected(grant).await;
+            tracing::info!(renewed, "FinCode answered 401 to the sidecar's token");
             let Some(mut request) = replay.filter(|_| renewed) else {
                 // Not safe (or not possible) to send again: the app sees the 401 and
                 // its next call carries the renewed token.
