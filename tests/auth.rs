@@ -334,6 +334,8 @@ async fn a_login_answered_locked_is_tried_once_named_in_readyz_and_retried_much_
         logged, 1,
         "one error line per rejection, not per request:\n{output}"
     );
+    assert_no_secrets(&output, &[PASSWORD, EMAIL]);
+    assert_no_secrets(&body, &[PASSWORD, EMAIL]);
 
     // FinCode support unlocked the account; the next attempt comes after
     // auth.login_retry_after_rejection, and succeeds.
