@@ -5,6 +5,7 @@
 
 use std::{
     convert::Infallible,
+    fmt::Write as _,
     future::Future,
     sync::{
         Arc,
@@ -13,7 +14,8 @@ use std::{
 };
 
 use bytes::Bytes;
-use fincode_auth::Credentials;
+use fincode_auth::{AuthFailure, Credentials};
+use fincode_proxy::breaker::{Breaker, State as BreakerState};
 use fincode_telemetry::{METRICS_CONTENT_TYPE, Metrics};
 use fincode_webhooks::admin::Admin as WebhookAdmin;
 use http::{Method, Request, Response, StatusCode, header};
@@ -23,19 +25,27 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpListener;
 
 /// Whether the sidecar should receive traffic. Starts not ready; becomes ready once
-/// every listener is bound and a FinCode token is held, and not ready again as soon as
-/// shutdown begins, so the kubelet stops routing before connections are drained.
+/// every listener is bound and a first FinCode token was obtained (so bad credentials
+/// still stop a rollout), and not ready again as soon as shutdown begins, so the kubelet
+/// stops routing before connections are drained.
+///
+/// Between the two, FinCode or auth trouble (an expired token that cannot be renewed, a
+/// rejected login, an open circuit) never fails readiness: that would take every pod of
+/// the merchant's app out of its Service during a FinCode outage, not just payments. It
+/// is listed in the body instead, beside the metrics and alerts that page about it.
 #[derive(Clone, Debug)]
 pub(crate) struct Readiness {
     serving: Arc<AtomicBool>,
     credentials: Credentials,
+    breaker: Breaker,
 }
 
 impl Readiness {
-    pub(crate) fn new(credentials: Credentials) -> Self {
+    pub(crate) fn new(credentials: Credentials, breaker: Breaker) -> Self {
         Self {
             serving: Arc::default(),
             credentials,
+            breaker,
         }
     }
 
@@ -43,16 +53,62 @@ impl Readiness {
         self.serving.store(ready, Ordering::Release);
     }
 
-    /// `Err` names what is missing.
-    fn check(&self) -> Result<(), &'static str> {
+    /// The `/readyz` status and its plain-text body: the verdict on the first line, then
+    /// one line per trouble.
+    fn check(&self) -> (StatusCode, String) {
         if !self.serving.load(Ordering::Acquire) {
-            return Err("not ready: starting or shutting down\n");
+            return (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "not ready: starting or shutting down\n".to_owned(),
+            );
         }
-        if !self.credentials.is_ready() {
-            return Err("not ready: no FinCode token yet (login pending or failing)\n");
+        let auth = self.credentials.status();
+        if !auth.had_token {
+            let cause = auth.trouble.unwrap_or(AuthFailure::Pending);
+            let mut body = format!("not ready: no FinCode token yet: {cause}\n");
+            if auth.rejected {
+                body.push_str(&retry_line(auth.next_attempt_in));
+            }
+            return (StatusCode::SERVICE_UNAVAILABLE, body);
         }
-        Ok(())
+        let mut body = String::from("ready\n");
+        // Writing to a String cannot fail.
+        let _ = match (&auth.trouble, auth.token_valid) {
+            (Some(cause), true) => {
+                writeln!(body, "auth: token still valid, renewal failing: {cause}")
+            }
+            (Some(cause), false) => writeln!(
+                body,
+                "auth: no valid FinCode token (token expired, renewal failing; requests get 503 auth_failed): {cause}"
+            ),
+            (None, false) => writeln!(body, "auth: token expired, renewal in progress"),
+            (None, true) => Ok(()),
+        };
+        if auth.rejected {
+            body.push_str(&retry_line(auth.next_attempt_in));
+        }
+        match self.breaker.state() {
+            BreakerState::Closed => {}
+            BreakerState::Open => {
+                body.push_str("fincode: circuit open (requests fail fast with 503 circuit_open)\n");
+            }
+            BreakerState::HalfOpen => {
+                body.push_str("fincode: circuit half-open (probing FinCode)\n");
+            }
+        }
+        (StatusCode::OK, body)
     }
+}
+
+/// When a rejected login is tried again.
+fn retry_line(next_attempt_in: Option<std::time::Duration>) -> String {
+    let when = next_attempt_in.map_or_else(
+        || "soon".to_owned(),
+        |wait| format!("in {}s", wait.as_secs()),
+    );
+    format!(
+        "auth: login rejected; next attempt {when} (auth.login_retry_after_rejection) or on restart with new credentials\n"
+    )
 }
 
 /// Serves the admin routes until `shutdown` resolves. `peer` decides access to the
@@ -117,10 +173,10 @@ fn route(
     }
     match req.uri().path() {
         "/healthz" => text(StatusCode::OK, "ok\n"),
-        "/readyz" => match readiness.check() {
-            Ok(()) => text(StatusCode::OK, "ready\n"),
-            Err(why) => text(StatusCode::SERVICE_UNAVAILABLE, why),
-        },
+        "/readyz" => {
+            let (status, body) = readiness.check();
+            text(status, body)
+        }
         "/metrics" => {
             let mut response = Response::new(Full::new(Bytes::from(metrics.render())));
             response.headers_mut().insert(
@@ -136,8 +192,8 @@ fn route(
     }
 }
 
-fn text(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {
-    let mut response = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
+fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(body.into()));
     *response.status_mut() = status;
     response.headers_mut().insert(
         header::CONTENT_TYPE,

@@ -116,7 +116,7 @@ pub(crate) async fn run(config: Config, env: &Env, shutdown: impl Future<Output 
     let credentials = proxy.credentials().clone();
     let refresher = credentials.start();
 
-    let readiness = Readiness::new(credentials.clone());
+    let readiness = Readiness::new(credentials.clone(), proxy.breaker().clone());
     let (stop_admin, admin_stopped) = tokio::sync::oneshot::channel::<()>();
     let admin = tokio::spawn(admin::serve(
         admin_listener,

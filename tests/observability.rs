@@ -355,11 +355,14 @@ async fn a_replayed_try_carries_its_resend_count_and_a_sidecar_error_its_kind() 
     let receiver = OtlpReceiver::start().await;
     let sandbox = TestSandbox::start().await;
     let sidecar = exporting(
-        SidecarBuilder::new(&sandbox).login(
-            &sandbox,
-            fincode_sandbox::DEMO_EMAIL,
-            fincode_sandbox::DEMO_PASSWORD,
-        ),
+        SidecarBuilder::new(&sandbox)
+            .login(
+                &sandbox,
+                fincode_sandbox::DEMO_EMAIL,
+                fincode_sandbox::DEMO_PASSWORD,
+            )
+            // A 401 on a token seconds old renews it only with this (default 10 s).
+            .set("auth.renew_on_401_min_age", "0s"),
         &receiver,
     )
     .start();

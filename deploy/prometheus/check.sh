@@ -36,6 +36,7 @@ counter   fincode_sidecar_errors_total
 counter   fincode_transactions_total
 counter   fincode_token_refreshes_total
 counter   fincode_logins_total
+gauge     fincode_login_rejected
 counter   fincode_retries_total
 counter   fincode_retry_budget_exhausted_total
 gauge     fincode_circuit_breaker_state

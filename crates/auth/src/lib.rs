@@ -9,8 +9,10 @@
 //!   RSA-OAEP-SHA256 (MGF1-SHA1 by default, as FinCode's Java server decrypts; see
 //!   `auth.oaep_mgf1`) with the tenant public key for `PUT securitymanagement/login`. The
 //!   access token is refreshed ahead of expiry (read from the JWT `exp`), single-flight,
-//!   with single-use refresh tokens; a stale refresh token falls back to a fresh login;
-//!   failed logins back off exponentially. See [`manager`](crate::manager).
+//!   with single-use refresh tokens, in a spawned task no request can cancel; a stale
+//!   refresh token falls back to a fresh login; failed logins back off exponentially, and
+//!   a login FinCode rejects (401/403/404) is not retried until the credentials change or
+//!   `auth.login_retry_after_rejection` passes. See [`manager`](crate::manager).
 //! - `static`: a long-lived dashboard API token read once from `auth.token_env`.
 //! - `none`: inject nothing; the app's own credential headers pass through.
 //!
@@ -31,7 +33,10 @@ use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
 use rsa::RsaPublicKey;
 use secrecy::{ExposeSecret, SecretString};
 
-use self::{login::LoginSettings, manager::TokenManager};
+use self::{
+    login::LoginSettings,
+    manager::{RenewalPolicy, TokenManager},
+};
 
 /// Headers that carry a credential; the app can never set them when the sidecar owns
 /// credentials.
@@ -148,6 +153,45 @@ impl fmt::Display for AuthFailure {
     }
 }
 
+// === impl AuthFailure ===
+
+impl AuthFailure {
+    /// FinCode rejected the login itself: the `reason` label of `fincode_login_rejected`
+    /// (`bad_credentials`, `locked`, `unknown_user`). Such a failure is terminal for the
+    /// current credentials; anything else is transient and backs off.
+    pub fn rejection_reason(&self) -> Option<&'static str> {
+        match self {
+            Self::BadCredentials => Some("bad_credentials"),
+            Self::Locked => Some("locked"),
+            Self::UnknownUser => Some("unknown_user"),
+            Self::Pending
+            | Self::Unreachable(_)
+            | Self::Unexpected(_)
+            | Self::BadResponse(_)
+            | Self::Config(_) => None,
+        }
+    }
+}
+
+/// How the sidecar's FinCode credentials are doing: what `/readyz` reports.
+///
+/// Readiness needs only [`had_token`](Self::had_token): once a first token was obtained,
+/// FinCode or auth trouble must not take the app's pod out of its Service (the app has
+/// other work than payments); it shows in `/readyz`'s body, metrics and alerts instead.
+#[derive(Debug, Clone)]
+pub struct AuthStatus {
+    /// A token was obtained at least once since start (always true outside login mode).
+    pub had_token: bool,
+    /// An unexpired token is held now (always true outside login mode).
+    pub token_valid: bool,
+    /// Why the last login or refresh failed, while none has succeeded since.
+    pub trouble: Option<AuthFailure>,
+    /// FinCode's last answer to a login rejected the credentials (401, 403, 404).
+    pub rejected: bool,
+    /// No login or refresh is attempted before this much time has passed.
+    pub next_attempt_in: Option<Duration>,
+}
+
 /// Why credentials could not be built. Never contains a secret value.
 #[derive(Debug, thiserror::Error)]
 pub enum AuthError {
@@ -191,6 +235,13 @@ pub enum AuthEvent {
     Refresh {
         /// Whether FinCode issued a token.
         ok: bool,
+    },
+    /// FinCode rejected the login credentials (`Some` with the
+    /// [`rejection_reason`](AuthFailure::rejection_reason)), or a token was obtained after
+    /// such a rejection (`None`).
+    LoginRejected {
+        /// `bad_credentials`, `locked` or `unknown_user`; `None` once accepted again.
+        reason: Option<&'static str>,
     },
 }
 
@@ -281,7 +332,11 @@ impl Credentials {
                 Source::Login(TokenManager::new(
                     settings,
                     transport,
-                    config.refresh_before,
+                    RenewalPolicy {
+                        refresh_before: config.refresh_before,
+                        renew_on_401_min_age: config.renew_on_401_min_age,
+                        retry_after_rejection: config.login_retry_after_rejection,
+                    },
                     Backoff::equal_jitter(config.login_backoff_initial, config.login_backoff_max)
                         .streak(),
                 ))
@@ -325,11 +380,25 @@ impl Credentials {
         }
     }
 
-    /// Whether the sidecar can authenticate requests now (`/readyz`).
+    /// Whether the sidecar can authenticate requests now (an unexpired token is held).
     pub fn is_ready(&self) -> bool {
         match &self.inner.source {
             Source::Login(manager) => manager.is_ready(),
             Source::None | Source::Static(_) => true,
+        }
+    }
+
+    /// How the credentials are doing, for `/readyz` (see [`AuthStatus`]).
+    pub fn status(&self) -> AuthStatus {
+        match &self.inner.source {
+            Source::Login(manager) => manager.status(),
+            Source::None | Source::Static(_) => AuthStatus {
+                had_token: true,
+                token_valid: true,
+                trouble: None,
+                rejected: false,
+                next_attempt_in: None,
+            },
         }
     }
 
@@ -366,10 +435,14 @@ impl Credentials {
         Ok(grant)
     }
 
-    /// FinCode rejected the token of `grant` with 401: renew it (single flight).
-    pub async fn rejected(&self, grant: Grant) {
-        if let Source::Login(manager) = &self.inner.source {
-            manager.rejected(grant.0).await;
+    /// FinCode rejected the token of `grant` with 401: renew it (single flight), unless
+    /// it was issued less than `auth.renew_on_401_min_age` ago. `true` when a newer token
+    /// is now held, so that a replay is worth sending; dropping the returned future never
+    /// cancels the renewal.
+    pub async fn rejected(&self, grant: Grant) -> bool {
+        match &self.inner.source {
+            Source::Login(manager) => manager.rejected(grant.0).await,
+            Source::None | Source::Static(_) => false,
         }
     }
 

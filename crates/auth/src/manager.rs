@@ -1,13 +1,27 @@
 //! The token manager: holds the current access token, refreshes it ahead of expiry in
 //! the background, and renews it single-flight when FinCode rejects it.
 //!
-//! Single flight: every renewal goes through one async mutex and is keyed by the token
-//! *generation* the caller saw. The first caller renews; everyone queued behind it sees
-//! the generation has moved on and returns at once. So a thousand requests meeting an
-//! expired token cause one refresh call, not a thousand.
+//! Single flight: a renewal is keyed by the token *generation* the caller saw, and runs
+//! in one spawned task at a time. The first caller starts it; everyone else (and the
+//! first caller too) awaits its end, then sees the generation has moved on. So a thousand
+//! requests meeting an expired token cause one refresh call, not a thousand.
 //!
-//! Failed logins are paced by a [`Streak`] of equal-jitter backoff: until `retry_at`, nobody calls login again,
-//! neither the background task nor a request. FinCode locks accounts that fail too often.
+//! Why a spawned task: renewals are often started by a request, and a request future is
+//! dropped when the app disconnects or a per-try timeout fires. Dropping a refresh
+//! halfway loses the answer to a single-use refresh token that FinCode has already
+//! consumed, and the next renewal then needs a full login. Callers only *await* the
+//! flight; dropping them never cancels it.
+//!
+//! A 401 on a token younger than `auth.renew_on_401_min_age` does not renew it: a token
+//! issued seconds ago is not stale, so such a 401 has another cause, and renewing on it
+//! would let one endpoint's 401s drive a refresh storm.
+//!
+//! Failed logins are paced by a [`Streak`] of equal-jitter backoff: until `retry_at`,
+//! nobody calls login again, neither the background task nor a request. FinCode locks
+//! accounts that fail too often. A login FinCode *rejects* (401 bad credentials, 403
+//! locked, 404 unknown user) is terminal for these credentials: the next attempt waits
+//! `auth.login_retry_after_rejection` (or a restart with new credentials), because
+//! retrying cannot cure it and may extend a lock.
 
 use std::{
     sync::{Arc, Mutex, OnceLock, RwLock},
@@ -16,19 +30,34 @@ use std::{
 
 use http::HeaderValue;
 use secrecy::{ExposeSecret, SecretString};
-use tokio::{sync::Notify, time::Instant};
+use tokio::{
+    sync::{Notify, watch},
+    time::Instant,
+};
 
 use fincode_backoff::Streak;
 
 use crate::{
-    AuthEvent, AuthFailure, Observer, Transport,
+    AuthEvent, AuthFailure, AuthStatus, Observer, Transport,
     login::{Issued, LoginSettings, RefreshError},
 };
+
+/// When tokens are renewed; from `[auth]`.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct RenewalPolicy {
+    /// Refresh this long before expiry (at most half a token's life).
+    pub(crate) refresh_before: Duration,
+    /// A 401 renews only a token at least this old.
+    pub(crate) renew_on_401_min_age: Duration,
+    /// After a rejected login, wait this long before the next attempt.
+    pub(crate) retry_after_rejection: Duration,
+}
 
 /// A token in use, with the times that govern it.
 struct Token {
     access: SecretString,
     refresh: Option<SecretString>,
+    issued_at: Instant,
     expires_at: Instant,
     refresh_at: Instant,
 }
@@ -41,15 +70,19 @@ struct State {
     failure: AuthFailure,
     /// No login or refresh attempt before this instant.
     retry_at: Option<Instant>,
+    /// FinCode's last word on the login credentials was a rejection, for this reason
+    /// (the `reason` label); cleared by the next successful login or refresh.
+    rejected: Option<&'static str>,
 }
 
 struct Shared {
     observer: OnceLock<Observer>,
     settings: LoginSettings,
     transport: Arc<dyn Transport>,
-    refresh_before: Duration,
+    policy: RenewalPolicy,
     state: RwLock<State>,
-    renewing: tokio::sync::Mutex<()>,
+    /// The renewal in flight, if any: its sender is dropped when it ends.
+    flight: Mutex<Option<watch::Receiver<()>>>,
     backoff: Mutex<Streak>,
     changed: Notify,
 }
@@ -72,7 +105,7 @@ impl TokenManager {
     pub(crate) fn new(
         settings: LoginSettings,
         transport: Arc<dyn Transport>,
-        refresh_before: Duration,
+        policy: RenewalPolicy,
         backoff: Streak,
     ) -> Self {
         Self {
@@ -80,14 +113,15 @@ impl TokenManager {
                 observer: OnceLock::new(),
                 settings,
                 transport,
-                refresh_before,
+                policy,
                 state: RwLock::new(State {
                     token: None,
                     generation: 0,
                     failure: AuthFailure::Pending,
                     retry_at: None,
+                    rejected: None,
                 }),
-                renewing: tokio::sync::Mutex::new(()),
+                flight: Mutex::new(None),
                 backoff: Mutex::new(backoff),
                 changed: Notify::new(),
             }),
@@ -117,9 +151,28 @@ impl TokenManager {
         Err(self.read().failure.clone())
     }
 
-    /// FinCode answered 401 to a request carrying generation `seen`: renew once.
-    pub(crate) async fn rejected(&self, seen: u64) {
+    /// FinCode answered 401 to a request carrying generation `seen`: renew once, unless
+    /// that token is too young to be stale. `true` when a newer token is now held (a
+    /// replay can carry it).
+    pub(crate) async fn rejected(&self, seen: u64) -> bool {
+        {
+            let state = self.read();
+            if state.generation != seen {
+                return true;
+            }
+            if let Some(token) = &state.token {
+                let age = Instant::now().saturating_duration_since(token.issued_at);
+                if age < self.shared.policy.renew_on_401_min_age {
+                    tracing::debug!(
+                        ?age,
+                        "FinCode answered 401 on a token issued moments ago; not renewing it (auth.renew_on_401_min_age)"
+                    );
+                    return false;
+                }
+            }
+        }
         self.renew(seen).await;
+        self.read().generation != seen
     }
 
     /// Reports logins and refreshes to `observer` (metrics); set once.
@@ -139,6 +192,23 @@ impl TokenManager {
             .token
             .as_ref()
             .is_some_and(|t| Instant::now() < t.expires_at)
+    }
+
+    /// A snapshot for `/readyz` and the logs.
+    pub(crate) fn status(&self) -> AuthStatus {
+        let now = Instant::now();
+        let state = self.read();
+        AuthStatus {
+            had_token: state.generation > 0,
+            token_valid: state.token.as_ref().is_some_and(|t| now < t.expires_at),
+            trouble: (!matches!(state.failure, AuthFailure::Pending))
+                .then(|| state.failure.clone()),
+            rejected: state.rejected.is_some(),
+            next_attempt_in: state
+                .retry_at
+                .map(|at| at.saturating_duration_since(now))
+                .filter(|wait| !wait.is_zero()),
+        }
     }
 
     /// Logs in, then keeps the token fresh until the task is dropped.
@@ -177,16 +247,46 @@ impl TokenManager {
     }
 
     /// Single flight: renews only if generation `seen` is still current and no backoff
-    /// is pending. Refresh first; a stale refresh token (or none) falls back to login.
+    /// is pending, in a spawned task that outlives the caller. Returns when that renewal
+    /// (or the one already in flight) has ended.
     async fn renew(&self, seen: u64) {
-        let _flight = self.shared.renewing.lock().await;
-        let refresh = {
-            let state = self.read();
-            if state.generation != seen || state.retry_at.is_some_and(|at| Instant::now() < at) {
-                return;
+        let mut done = {
+            let mut flight = self.flight();
+            match flight.as_ref() {
+                // A flight that ended without clearing the slot (it panicked) is gone:
+                // its sender is dropped, so `has_changed` fails.
+                Some(running) if running.has_changed().is_ok() => running.clone(),
+                _ => {
+                    if !self.renewal_due(seen) {
+                        return;
+                    }
+                    let (ended, done) = watch::channel(());
+                    *flight = Some(done.clone());
+                    let this = self.clone();
+                    tokio::spawn(async move {
+                        this.renew_now().await;
+                        // Clear the slot before waking the waiters, so that whoever they
+                        // wake sees the new generation and never this finished flight.
+                        *this.flight() = None;
+                        drop(ended);
+                    });
+                    done
+                }
             }
-            state.token.as_ref().and_then(|t| t.refresh.clone())
         };
+        // Resolves (with an error) once the flight's sender is dropped.
+        let _ = done.changed().await;
+    }
+
+    /// Whether generation `seen` is still current and no backoff is pending.
+    fn renewal_due(&self, seen: u64) -> bool {
+        let state = self.read();
+        state.generation == seen && state.retry_at.is_none_or(|at| Instant::now() >= at)
+    }
+
+    /// One renewal: refresh first; a stale refresh token (or none) falls back to login.
+    async fn renew_now(&self) {
+        let refresh = self.read().token.as_ref().and_then(|t| t.refresh.clone());
         let settings = &self.shared.settings;
         let transport = self.shared.transport.as_ref();
         let result = match refresh {
@@ -234,10 +334,11 @@ impl TokenManager {
         let now = Instant::now();
         // Never refresh earlier than half-way through a token's life, however short it
         // is: a tiny lifetime must not turn into a refresh loop.
-        let lead = self.shared.refresh_before.min(issued.lifetime / 2);
+        let lead = self.shared.policy.refresh_before.min(issued.lifetime / 2);
         let token = Token {
             access: issued.access,
             refresh: issued.refresh,
+            issued_at: now,
             expires_at: now + issued.lifetime,
             refresh_at: now + issued.lifetime.saturating_sub(lead),
         };
@@ -246,14 +347,38 @@ impl TokenManager {
         state.generation += 1;
         state.failure = AuthFailure::Pending;
         state.retry_at = None;
+        let was_rejected = state.rejected.take().is_some();
         drop(state);
         self.backoff().reset();
+        if was_rejected {
+            self.emit(AuthEvent::LoginRejected { reason: None });
+        }
     }
 
     fn fail(&self, failure: AuthFailure) {
-        let delay = self.backoff().next_delay();
-        tracing::warn!(cause = %failure, retry_in = ?delay, "FinCode authentication failed");
+        let rejection = failure.rejection_reason();
+        let delay = if rejection.is_some() {
+            // Terminal for these credentials: the backoff does not apply, and the streak
+            // starts afresh should the next attempt (much later) merely fail.
+            self.backoff().reset();
+            let delay = self.shared.policy.retry_after_rejection;
+            tracing::error!(
+                cause = %failure,
+                retry_in = ?delay,
+                "FinCode rejected the sidecar's login; no further attempt until the sidecar restarts with new credentials or auth.login_retry_after_rejection passes"
+            );
+            delay
+        } else {
+            let delay = self.backoff().next_delay();
+            tracing::warn!(cause = %failure, retry_in = ?delay, "FinCode authentication failed");
+            delay
+        };
         let mut state = self.write();
+        // Only FinCode's answer to a login says anything about the credentials; a
+        // transient failure leaves the last verdict in place.
+        if rejection.is_some() {
+            state.rejected = rejection;
+        }
         // An unexpired token stays usable through a failed refresh (FinCode may be
         // briefly down); an expired one is dropped so requests get a clear 503.
         if state
@@ -265,6 +390,10 @@ impl TokenManager {
         }
         state.failure = failure;
         state.retry_at = Some(Instant::now() + delay);
+        drop(state);
+        if rejection.is_some() {
+            self.emit(AuthEvent::LoginRejected { reason: rejection });
+        }
     }
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, State> {
@@ -278,6 +407,13 @@ impl TokenManager {
         self.shared
             .state
             .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn flight(&self) -> std::sync::MutexGuard<'_, Option<watch::Receiver<()>>> {
+        self.shared
+            .flight
+            .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 

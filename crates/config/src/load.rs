@@ -332,6 +332,16 @@ impl Reader {
                 fields::duration,
                 defaults.login_backoff_max,
             ),
+            login_retry_after_rejection: s.field(
+                "login_retry_after_rejection",
+                fields::duration,
+                defaults.login_retry_after_rejection,
+            ),
+            renew_on_401_min_age: s.field(
+                "renew_on_401_min_age",
+                fields::duration_or_zero,
+                defaults.renew_on_401_min_age,
+            ),
             logout_timeout: s.field("logout_timeout", fields::duration, defaults.logout_timeout),
             login_path: s.field("login_path", fields::api_path, defaults.login_path),
             refresh_path: s.field("refresh_path", fields::api_path, defaults.refresh_path),
@@ -983,6 +993,25 @@ impl Reader {
                 None,
                 "is longer than auth.login_backoff_max",
                 "keep the defaults \"2s\" and \"5m\"",
+            );
+        }
+        if auth.login_retry_after_rejection < auth.login_backoff_max {
+            self.report(
+                Severity::Error,
+                "auth.login_retry_after_rejection",
+                None,
+                "is shorter than auth.login_backoff_max: a login FinCode rejected (bad credentials, \
+                 locked, unknown user) would be retried sooner than one that merely failed",
+                "keep the default \"1h\", or at least auth.login_backoff_max",
+            );
+        }
+        if auth.renew_on_401_min_age >= auth.token_lifetime {
+            self.report(
+                Severity::Error,
+                "auth.renew_on_401_min_age",
+                None,
+                "must be shorter than auth.token_lifetime, or a 401 never renews a token",
+                "keep the default \"10s\"",
             );
         }
     }

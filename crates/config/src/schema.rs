@@ -188,6 +188,16 @@ pub struct AuthConfig {
     /// Longest wait between login attempts.
     #[serde(with = "humantime_serde")]
     pub login_backoff_max: Duration,
+    /// After FinCode rejects the login itself (401 bad credentials, 403 locked, 404 unknown
+    /// user), the next attempt waits this long unless the credentials change (restart). Those
+    /// answers do not cure themselves, and each further attempt can extend a lock.
+    #[serde(with = "humantime_serde")]
+    pub login_retry_after_rejection: Duration,
+    /// A 401 from FinCode renews the token only once the token is at least this old. A token
+    /// issued seconds ago is not stale: the 401 has another cause, and renewing on it would
+    /// turn one endpoint's 401s into a refresh storm.
+    #[serde(with = "humantime_serde")]
+    pub renew_on_401_min_age: Duration,
     /// How long shutdown waits for the best-effort logout.
     #[serde(with = "humantime_serde")]
     pub logout_timeout: Duration,
@@ -640,6 +650,8 @@ impl Default for AuthConfig {
             token_lifetime: Duration::from_hours(1),
             login_backoff_initial: Duration::from_secs(2),
             login_backoff_max: Duration::from_mins(5),
+            login_retry_after_rejection: Duration::from_hours(1),
+            renew_on_401_min_age: Duration::from_secs(10),
             logout_timeout: Duration::from_secs(2),
             login_path: "/securitymanagement/login".to_owned(),
             refresh_path: "/securitymanagement/refresh-token".to_owned(),

@@ -2395,3 +2395,56 @@ fn public_key_file_may_be_bare_base64_as_the_dashboard_shows_it_or_pem() {
         }
     }
 }
+
+// --- auth: rejected logins and 401 renewal ---
+
+fn login_section(extra: &str) -> String {
+    format!(
+        "{}[auth]\nmode = \"login\"\nemail_env = \"E\"\npassword_env = \"P\"\npublic_key_env = \"K\"\n{extra}",
+        minimal()
+    )
+}
+
+#[test]
+fn rejected_login_retry_and_401_min_age_have_safe_defaults() {
+    let (config, _) = load_ok(&login_section(""), &[]);
+    assert_eq!(
+        config.auth.login_retry_after_rejection,
+        Duration::from_hours(1)
+    );
+    assert_eq!(config.auth.renew_on_401_min_age, Duration::from_secs(10));
+    let (config, _) = load_ok(
+        &login_section("login_retry_after_rejection = \"10m\"\nrenew_on_401_min_age = \"0s\"\n"),
+        &[],
+    );
+    assert_eq!(
+        config.auth.login_retry_after_rejection,
+        Duration::from_mins(10)
+    );
+    assert_eq!(config.auth.renew_on_401_min_age, Duration::ZERO);
+}
+
+#[test]
+fn a_rejected_login_is_never_retried_sooner_than_a_failing_one() {
+    let problems = errors(
+        &login_section("login_retry_after_rejection = \"1m\"\n"),
+        &[],
+    );
+    assert_eq!(keys(&problems), ["auth.login_retry_after_rejection"]);
+    assert!(
+        problems[0].message.contains("auth.login_backoff_max"),
+        "{}",
+        problems[0].message
+    );
+    let problems = errors(
+        &login_section("login_retry_after_rejection = \"0s\"\n"),
+        &[],
+    );
+    assert_eq!(keys(&problems), ["auth.login_retry_after_rejection"]);
+}
+
+#[test]
+fn a_401_min_age_past_the_token_lifetime_is_refused() {
+    let problems = errors(&login_section("renew_on_401_min_age = \"2h\"\n"), &[]);
+    assert_eq!(keys(&problems), ["auth.renew_on_401_min_age"]);
+}

@@ -4,6 +4,8 @@
 //!
 //! In login mode a 401 from FinCode means our token was rejected: the layer renews it
 //! (single flight, see `fincode_auth`) and replays the request once with the new token.
+//! A token issued moments ago is not renewed (`auth.renew_on_401_min_age`), and then
+//! nothing is replayed: the 401 has another cause.
 //! Replay needs the body again: the retry layer above keeps small bodies of requests
 //! that may be sent twice ([`ReplayBody`]). Only requests that are safe to send twice
 //! are replayed: idempotent methods, and POST/PATCH carrying an `X-Idempotency-Key`.
@@ -119,9 +121,11 @@ where
             if response.status() != StatusCode::UNAUTHORIZED || !credentials.renews_tokens() {
                 return Ok(response);
             }
-            tracing::info!("FinCode answered 401; renewing the token");
-            credentials.rejected(grant).await;
-            let Some(mut request) = replay else {
+            // No newer token (this one is too young to be stale, or renewal failed): a
+            // replay would carry the same token and meet the same 401.
+            let renewed = credentials.rejected(grant).await;
+            tracing::info!(renewed, "FinCode answered 401 to the sidecar's token");
+            let Some(mut request) = replay.filter(|_| renewed) else {
                 // Not safe (or not possible) to send again: the app sees the 401 and
                 // its next call carries the renewed token.
                 return Ok(response);

@@ -152,6 +152,7 @@ impl EgressProxy {
         // Auth calls are not app calls: they get no spans and no client-duration series.
         let transport = Arc::new(upstream::AuthTransport {
             upstream: upstream.clone(),
+            timeout: config.upstream.request_timeout,
         });
         upstream.set_spans(upstream::Spans {
             traces: Traces::default(),
@@ -163,6 +164,7 @@ impl EgressProxy {
         credentials.observe(Arc::new(move |event| match event {
             fincode_auth::AuthEvent::Login { ok } => http.login(ok),
             fincode_auth::AuthEvent::Refresh { ok } => http.token_refresh(ok),
+            fincode_auth::AuthEvent::LoginRejected { reason } => http.login_rejected(reason),
         }));
         let throttle = rate_limit::Throttle::default();
         let (shed, rate_limit, breaker, retry) = {

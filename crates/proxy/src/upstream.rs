@@ -544,6 +544,10 @@ fn tls_config(config: &UpstreamConfig) -> Result<rustls::ClientConfig, BuildErro
 /// the app-facing layers: they are the sidecar's own requests.
 pub(crate) struct AuthTransport<B> {
     pub(crate) upstream: Upstream<B>,
+    /// Bounds the whole exchange, head *and* body (`upstream.request_timeout`). The
+    /// client bounds only the head; a FinCode that sends a head and then stalls the body
+    /// would otherwise hold a renewal, and every request waiting on it, forever.
+    pub(crate) timeout: Duration,
 }
 
 /// Largest auth response read; FinCode's are a few KiB.
@@ -556,7 +560,8 @@ impl fincode_auth::Transport for AuthTransport<crate::UpstreamBody> {
     ) -> fincode_auth::BoxFuture<'_, Result<fincode_auth::AuthResponse, fincode_auth::TransportError>>
     {
         let mut upstream = self.upstream.clone();
-        Box::pin(async move {
+        let timeout = self.timeout;
+        let exchange = async move {
             let uri: Uri = request.path.parse().map_err(|_| {
                 fincode_auth::TransportError(format!("bad auth path {:?}", request.path))
             })?;
@@ -577,6 +582,17 @@ impl fincode_auth::Transport for AuthTransport<crate::UpstreamBody> {
                 })?
                 .to_bytes();
             Ok(fincode_auth::AuthResponse { status, body })
+        };
+        let authority = self.upstream.inner.target.authority.clone();
+        Box::pin(async move {
+            tokio::time::timeout(timeout, exchange)
+                .await
+                .unwrap_or_else(|_elapsed| {
+                    Err(fincode_auth::TransportError(format!(
+                        "timed out: FinCode ({authority}) sent no complete answer within {} (upstream.request_timeout)",
+                        humanize(timeout)
+                    )))
+                })
         })
     }
 }

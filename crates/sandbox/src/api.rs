@@ -173,7 +173,13 @@ async fn observe(State(app): State<Arc<App>>, request: Request, next: Next) -> R
     } else {
         let real = next.run(request).await;
         let after = decide(&app, &method, &path, FaultPhase::After);
-        apply(after, abort.as_ref()).await.unwrap_or(real)
+        if let Some(FaultAction::Stall { hold, .. }) = after.action {
+            // FinCode acted on the request; its answer's head leaves, the body does not.
+            tokio::time::sleep(after.delay).await;
+            stall(real, hold).await
+        } else {
+            apply(after, abort.as_ref()).await.unwrap_or(real)
+        }
     };
     with_request_id(response)
 }
@@ -247,6 +253,11 @@ async fn apply(decision: FaultDecision, abort: Option<&ConnAbort>) -> Option<Res
             }
             Some(response)
         }
+        FaultAction::Stall { hold, status, body } => {
+            let status = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
+            let body = body.unwrap_or_else(|| json!({}));
+            Some(stall(json_response(status, &body), hold).await)
+        }
         FaultAction::Reset => match abort {
             Some(abort) => {
                 // The connection task drops the socket (with SO_LINGER 0) when notified; this
@@ -260,6 +271,48 @@ async fn apply(decision: FaultDecision, abort: Option<&ConnAbort>) -> Option<Res
                 "connection reset (simulated without a connection)",
             )),
         },
+    }
+}
+
+/// `response` with its head unchanged (but for the length, which a chunked stall cannot
+/// promise up front) and its body held back for `hold`, forever when `None`.
+async fn stall(response: Response, hold: Option<std::time::Duration>) -> Response {
+    let (mut parts, body) = response.into_parts();
+    let bytes = axum::body::to_bytes(body, usize::MAX)
+        .await
+        .unwrap_or_default();
+    parts.headers.remove(http::header::CONTENT_LENGTH);
+    let body = StalledBody {
+        hold: hold.map(|hold| Box::pin(tokio::time::sleep(hold))),
+        bytes: Some(bytes),
+    };
+    Response::from_parts(parts, Body::new(body))
+}
+
+/// Sends nothing until `hold` has passed (never when `None`), then `bytes`.
+struct StalledBody {
+    hold: Option<Pin<Box<tokio::time::Sleep>>>,
+    bytes: Option<Bytes>,
+}
+
+// === impl StalledBody ===
+
+impl hyper::body::Body for StalledBody {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        let Some(hold) = self.hold.as_mut() else {
+            // Held forever: never woken, until the client gives up and the connection goes.
+            return Poll::Pending;
+        };
+        if hold.as_mut().poll(cx).is_pending() {
+            return Poll::Pending;
+        }
+        Poll::Ready(self.bytes.take().map(|bytes| Ok(Frame::data(bytes))))
     }
 }
 

@@ -17,6 +17,11 @@ pub enum FaultKind {
     Status,
     /// Abort the connection (TCP RST) without sending a response byte.
     Reset,
+    /// Send the response head at once, then hold the body back for `latency_ms` (forever
+    /// when unset). After the handler (`phase = "after"`) it holds the real response's body;
+    /// before, a `status` answer's (default 200, body `body` or `{}`). A client that bounds
+    /// only the wait for the head hangs on it.
+    Stall,
 }
 
 /// When a fault applies relative to the real handler.
@@ -122,6 +127,15 @@ impl FaultRule {
         Self::new(FaultKind::Reset)
     }
 
+    /// A rule that sends the head of matching requests' responses, then holds their body
+    /// back for `hold` (forever when `None`).
+    pub fn stall_body(hold: Option<Duration>) -> Self {
+        Self {
+            latency_ms: hold.map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+            ..Self::new(FaultKind::Stall)
+        }
+    }
+
     /// Applies at most `times` times.
     #[must_use]
     pub fn times(mut self, times: u64) -> Self {
@@ -180,7 +194,9 @@ impl FaultRule {
             FaultKind::Latency if self.latency_ms.is_none() => {
                 Err("a latency fault needs latency_ms".to_owned())
             }
-            FaultKind::Status if self.status.is_some_and(|s| !(100..=599).contains(&s)) => {
+            FaultKind::Status | FaultKind::Stall
+                if self.status.is_some_and(|s| !(100..=599).contains(&s)) =>
+            {
                 Err("status must be between 100 and 599".to_owned())
             }
             _ => Ok(()),
@@ -217,6 +233,12 @@ pub(crate) enum FaultAction {
         body: Option<serde_json::Value>,
     },
     Reset,
+    Stall {
+        /// `None`: forever.
+        hold: Option<Duration>,
+        status: u16,
+        body: Option<serde_json::Value>,
+    },
 }
 
 /// The outcome of evaluating every rule for one request.
@@ -279,6 +301,14 @@ impl FaultBook {
                 }
                 FaultKind::Reset => {
                     decision.action = Some(FaultAction::Reset);
+                    break;
+                }
+                FaultKind::Stall => {
+                    decision.action = Some(FaultAction::Stall {
+                        hold: rule.latency_ms.map(Duration::from_millis),
+                        status: rule.status.unwrap_or(200),
+                        body: rule.body.clone(),
+                    });
                     break;
                 }
             }

@@ -59,6 +59,9 @@ pub struct FaultCounts {
     pub status: u64,
     /// Reset faults applied.
     pub reset: u64,
+    /// Stall faults applied.
+    #[serde(default)]
+    pub stall: u64,
 }
 
 /// One request as the sandbox saw it after TLS; `GET /requests` serves a list of these.
@@ -99,6 +102,7 @@ pub(crate) struct CounterCells {
     pub(crate) faults_latency: AtomicU64,
     pub(crate) faults_status: AtomicU64,
     pub(crate) faults_reset: AtomicU64,
+    pub(crate) faults_stall: AtomicU64,
     pub(crate) side_effects: Mutex<BTreeMap<String, u64>>,
 }
 
@@ -114,10 +118,11 @@ impl CounterCells {
             FaultKind::Latency => &self.faults_latency,
             FaultKind::Status => &self.faults_status,
             FaultKind::Reset => &self.faults_reset,
+            FaultKind::Stall => &self.faults_stall,
         });
     }
 
-    fn cells(&self) -> [&AtomicU64; 14] {
+    fn cells(&self) -> [&AtomicU64; 15] {
         [
             &self.requests_total,
             &self.connections,
@@ -133,6 +138,7 @@ impl CounterCells {
             &self.faults_latency,
             &self.faults_status,
             &self.faults_reset,
+            &self.faults_stall,
         ]
     }
 
@@ -155,6 +161,7 @@ impl CounterCells {
                 latency: get(&self.faults_latency),
                 status: get(&self.faults_status),
                 reset: get(&self.faults_reset),
+                stall: get(&self.faults_stall),
             },
         }
     }

@@ -498,3 +498,35 @@ async fn login_accepts_what_javas_default_oaep_sha256_encrypts_with_the_bare_bas
     let ciphertext = String::from_utf8(output.stdout).expect("base64");
     assert_eq!(h.login_with(DEMO_EMAIL, &ciphertext).await, StatusCode::OK);
 }
+
+#[tokio::test(start_paused = true)]
+async fn stall_fault_sends_the_head_and_holds_the_real_body_back() {
+    use http_body_util::BodyExt as _;
+
+    let h = harness().await;
+    crate::lock(&h.app.faults).push(
+        FaultRule::stall_body(Some(Duration::from_secs(30)))
+            .after_handler()
+            .path_prefix("/securitymanagement/login")
+            .times(1),
+    );
+    let encrypted = encrypt_password_for_tests(&h.public_pem, DEMO_PASSWORD).expect("encrypt");
+    let body = json!({"email": DEMO_EMAIL, "currentPassword": encrypted}).to_string();
+    let request = Request::builder()
+        .method(Method::PUT)
+        .uri(format!("{}/securitymanagement/login", api::API_PREFIX))
+        .body(Body::from(body))
+        .expect("request");
+    let started = tokio::time::Instant::now();
+    let response = h.router.clone().oneshot(request).await.expect("infallible");
+    assert_eq!(response.status(), StatusCode::OK, "the real head, at once");
+    assert!(started.elapsed() < Duration::from_secs(1));
+    let mut body = response.into_body();
+    let held = tokio::time::timeout(Duration::from_secs(29), body.frame()).await;
+    assert!(held.is_err(), "nothing before the hold ends");
+    let frame = body.frame().await.expect("a frame").expect("data");
+    let json: Value = serde_json::from_slice(frame.data_ref().expect("data")).expect("json");
+    assert!(json["data"]["token"].is_string(), "the real answer: {json}");
+    let counters = h.app.counters.snapshot();
+    assert_eq!((counters.faults_applied.stall, counters.logins_ok), (1, 1));
+}

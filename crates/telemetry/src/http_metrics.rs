@@ -3,7 +3,7 @@
 
 use prometheus_client::{
     encoding::EncodeLabelSet,
-    metrics::{counter::Counter, family::Family, histogram::Histogram},
+    metrics::{counter::Counter, family::Family, gauge::Gauge, histogram::Histogram},
     registry::Registry,
 };
 
@@ -38,6 +38,14 @@ struct ResultLabel {
     result: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabel {
+    reason: &'static str,
+}
+
+/// The reasons FinCode rejects a login (401, 403, 404), as `fincode_login_rejected` labels.
+const LOGIN_REJECTIONS: [&str; 3] = ["bad_credentials", "locked", "unknown_user"];
+
 /// The families the proxy records per request. Cheap to clone (all `Arc` inside).
 #[derive(Clone, Debug)]
 pub struct HttpMetrics {
@@ -47,6 +55,7 @@ pub struct HttpMetrics {
     transactions: Family<OutcomeLabel, Counter>,
     token_refreshes: Family<ResultLabel, Counter>,
     logins: Family<ResultLabel, Counter>,
+    login_rejected: Family<ReasonLabel, Gauge>,
 }
 
 fn duration_histogram() -> Histogram {
@@ -64,6 +73,7 @@ impl HttpMetrics {
             transactions: Family::default(),
             token_refreshes: Family::default(),
             logins: Family::default(),
+            login_rejected: Family::default(),
         };
         registry.register(
             "http_server_request_duration_seconds",
@@ -96,6 +106,16 @@ impl HttpMetrics {
             "FinCode logins by result",
             this.logins.clone(),
         );
+        // A gauge, not a counter: a rejected login is not retried (it could extend a lock),
+        // so a failure counter would stop growing while the credentials stay rejected.
+        registry.register(
+            "fincode_login_rejected",
+            "1 while FinCode rejects the sidecar's login credentials, by reason (bad_credentials 401, locked 403, unknown_user 404); logins are then not retried",
+            this.login_rejected.clone(),
+        );
+        for reason in LOGIN_REJECTIONS {
+            let _ = this.login_rejected.get_or_create(&ReasonLabel { reason });
+        }
         // Every known label value exists from the start at 0, so `increase()` in an alert
         // sees the first event (a series born at 1 has no increase to show).
         for outcome in ["success", "failure"] {
@@ -143,6 +163,17 @@ impl HttpMetrics {
     pub fn login(&self, ok: bool) {
         let result = if ok { "ok" } else { "failed" };
         self.logins.get_or_create(&ResultLabel { result }).inc();
+    }
+
+    /// FinCode rejects the login credentials for `reason` (`bad_credentials`, `locked`,
+    /// `unknown_user`), or accepts them again (`None`).
+    pub fn login_rejected(&self, reason: Option<&'static str>) {
+        for known in LOGIN_REJECTIONS {
+            let value = i64::from(reason == Some(known));
+            self.login_rejected
+                .get_or_create(&ReasonLabel { reason: known })
+                .set(value);
+        }
     }
 }
 

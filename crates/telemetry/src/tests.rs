@@ -43,3 +43,30 @@ fn status_classes() {
     assert_eq!(status_class(503), "5xx");
     assert_eq!(status_class(999), "5xx");
 }
+
+#[test]
+fn login_rejected_is_one_for_the_current_reason_only() {
+    let metrics = Metrics::new();
+    let text = metrics.render();
+    for reason in ["bad_credentials", "locked", "unknown_user"] {
+        let series = format!("fincode_login_rejected{{reason=\"{reason}\"}} 0");
+        assert!(text.contains(&series), "{series} in {text}");
+    }
+    metrics.http.login_rejected(Some("bad_credentials"));
+    metrics.http.login_rejected(Some("locked"));
+    let text = metrics.render();
+    assert!(
+        text.contains(r#"fincode_login_rejected{reason="locked"} 1"#),
+        "{text}"
+    );
+    assert!(
+        text.contains(r#"fincode_login_rejected{reason="bad_credentials"} 0"#),
+        "{text}"
+    );
+    metrics.http.login_rejected(None);
+    assert!(
+        metrics
+            .render()
+            .contains(r#"fincode_login_rejected{reason="locked"} 0"#)
+    );
+}
