@@ -137,7 +137,7 @@ impl fmt::Display for AuthFailure {
         match self {
             Self::Pending => f.write_str("the sidecar is still logging in to FinCode; retry shortly"),
             Self::BadCredentials => f.write_str(
-                "FinCode rejected the sidecar's login (401: bad credentials); check the email and password variables named by auth.email_env and auth.password_env, and auth.public_key_file",
+                "FinCode rejected the sidecar's login (401: bad credentials); check the email and password variables named by auth.email_env and auth.password_env, the tenant key (auth.public_key_file or auth.public_key_env) and auth.oaep_mgf1 (FinCode decrypts with MGF1-SHA1: \"sha1\")",
             ),
             Self::Locked => f.write_str(
                 "FinCode refused the sidecar's login (403: account locked); unlock the account with FinCode support",
