@@ -153,6 +153,10 @@ pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
 /// Marks every value of the headers `names` sensitive (HPACK never indexes them).
 pub(crate) fn mark_sensitive(headers: &mut HeaderMap, names: &[HeaderName]) {
     for name in names {
+        // `entry` may grow the map even for an absent name: look first.
+        if !headers.contains_key(name) {
+            continue;
+        }
         if let Entry::Occupied(mut entry) = headers.entry(name) {
             for value in entry.iter_mut() {
                 value.set_sensitive(true);
