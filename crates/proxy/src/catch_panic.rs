@@ -11,7 +11,9 @@
 //! The answer carries the app's `X-Request-ID` when it sent one; otherwise a fresh id,
 //! logged with the panic, since the id the correlation layer minted was unwound with
 //! the panic. The panic's message is not logged here (it could hold request data); the
-//! default panic hook reports where it happened.
+//! default panic hook reports where it happened. The telemetry layer was unwound too, so
+//! this layer counts the 500 itself (server duration with route `other`, and the
+//! sidecar error `internal`): the error-rate alert sees panics.
 
 use std::{
     convert::Infallible,
@@ -19,9 +21,11 @@ use std::{
     panic::AssertUnwindSafe,
     pin::Pin,
     task::{Context, Poll},
+    time::Instant,
 };
 
 use bytes::Bytes;
+use fincode_telemetry::{HttpLabels, HttpMetrics};
 use futures_util::{FutureExt, future::CatchUnwind};
 use http::{Request, Response};
 use http_body_util::{Either, Full};
@@ -31,24 +35,29 @@ use tower::{Layer, Service};
 use crate::{
     ErrorKind, SidecarError,
     correlation::{RequestId, X_REQUEST_ID},
+    routes::OTHER,
+    telemetry::method_label,
 };
 
 /// Adds [`CatchPanic`] to a stack.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct CatchPanicLayer(());
+#[derive(Clone, Debug)]
+pub struct CatchPanicLayer {
+    metrics: HttpMetrics,
+}
 
 /// Answers 500 problem+json when the inner service panics.
 #[derive(Clone, Debug)]
 pub struct CatchPanic<S> {
     inner: S,
+    metrics: HttpMetrics,
 }
 
 // === impl CatchPanicLayer ===
 
 impl CatchPanicLayer {
-    /// The layer; it has no configuration.
-    pub fn new() -> Self {
-        Self(())
+    /// Counts the panics' 500s into `metrics`.
+    pub fn new(metrics: HttpMetrics) -> Self {
+        Self { metrics }
     }
 }
 
@@ -56,7 +65,10 @@ impl<S> Layer<S> for CatchPanicLayer {
     type Service = CatchPanic<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        CatchPanic { inner }
+        CatchPanic {
+            inner,
+            metrics: self.metrics.clone(),
+        }
     }
 }
 
@@ -76,12 +88,19 @@ where
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
         let id = RequestId::from_app(req.headers());
+        let method = method_label(req.method());
         // The stack is cloned per request, so a service that panicked in `call` is not
         // used again.
         let inner = std::panic::catch_unwind(AssertUnwindSafe(|| self.inner.call(req)))
             .ok()
             .map(|future| AssertUnwindSafe(future).catch_unwind());
-        ResponseFuture { inner, id }
+        ResponseFuture {
+            inner,
+            id,
+            method,
+            started: Instant::now(),
+            metrics: self.metrics.clone(),
+        }
     }
 }
 
@@ -91,6 +110,9 @@ pin_project! {
         #[pin]
         inner: Option<CatchUnwind<AssertUnwindSafe<F>>>,
         id: Option<RequestId>,
+        method: &'static str,
+        started: Instant,
+        metrics: HttpMetrics,
     }
 }
 
@@ -108,6 +130,14 @@ where
             return Poll::Ready(Ok(response.map(Either::Left)));
         }
         let id = this.id.take().unwrap_or_else(RequestId::mint);
+        let labels = HttpLabels {
+            method: this.method,
+            route: OTHER,
+            status_class: "5xx",
+        };
+        this.metrics
+            .observe_server(&labels, this.started.elapsed().as_secs_f64());
+        this.metrics.sidecar_error(ErrorKind::Internal.code());
         tracing::error!(
             correlation_id = id.as_str(),
             "a request handler panicked (a sidecar bug); answered 500 internal"
@@ -157,8 +187,8 @@ mod tests {
         }
     }
 
-    fn stack() -> CatchPanic<Buggy> {
-        CatchPanicLayer::new().layer(Buggy)
+    fn stack(metrics: &fincode_telemetry::Metrics) -> CatchPanic<Buggy> {
+        CatchPanicLayer::new(metrics.http.clone()).layer(Buggy)
     }
 
     async fn body(response: Response<Either<Full<Bytes>, Full<Bytes>>>) -> Bytes {
@@ -167,7 +197,8 @@ mod tests {
 
     #[tokio::test]
     async fn a_panicking_inner_service_gets_500_problem_json_and_serving_goes_on() {
-        let service = stack();
+        let metrics = fincode_telemetry::Metrics::new();
+        let service = stack(&metrics);
         for path in ["/panic", "/panic-early"] {
             let req = Request::get(path)
                 .header("x-request-id", "req-42")
@@ -204,5 +235,14 @@ mod tests {
         let response = service.clone().oneshot(req).await.unwrap();
         assert_eq!(response.status(), StatusCode::OK);
         assert_eq!(body(response).await, "ok");
+        // The error-rate alert sees the three 500s.
+        let text = metrics.render();
+        assert!(text.contains(r#"kind="internal"} 3"#), "{text}");
+        assert!(
+            text.contains(
+                r#"http_server_request_duration_seconds_count{method="GET",route="other",status_class="5xx"} 3"#
+            ),
+            "{text}"
+        );
     }
 }

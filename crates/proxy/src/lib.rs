@@ -270,7 +270,7 @@ impl EgressProxy {
     /// Serves the app on `listener` until `shutdown` resolves, then drains.
     pub async fn serve(self, listener: TcpListener, shutdown: impl Future<Output = ()>) {
         let stack = ServiceBuilder::new()
-            .layer(catch_panic::CatchPanicLayer::new())
+            .layer(catch_panic::CatchPanicLayer::new(self.metrics.http.clone()))
             .layer(self.ingress)
             .layer(correlation::CorrelationLayer::new(
                 if self.traces.is_enabled() {
