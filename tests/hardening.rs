@@ -133,6 +133,42 @@ async fn a_connection_header_cannot_strip_the_credential_or_managed_headers() {
     }
 }
 
+/// A1, the response direction: hop-by-hop headers in FinCode's response, the ones its
+/// `Connection` header names and `Proxy-*` included, never reach the app.
+#[tokio::test]
+async fn hop_by_hop_headers_in_fincodes_response_do_not_reach_the_app() {
+    let sandbox = TestSandbox::start().await;
+    let sidecar = SidecarBuilder::new(&sandbox)
+        // HTTP/2 forbids connection-specific headers outright; HTTP/1.1 is where they live.
+        .set("upstream.http2", false)
+        .start();
+    sidecar.wait_ready(Duration::from_secs(20)).await;
+    let headers = [
+        "connection:x-fincode-hop",
+        "x-fincode-hop:1",
+        "keep-alive:timeout%3D5",
+        "proxy-status:fincode",
+        "proxy-authenticate:Basic",
+        "x-kept:yes",
+    ];
+    let query: Vec<String> = headers
+        .iter()
+        .map(|h| format!("respond_header={h}"))
+        .collect();
+    let url = sidecar.url(&format!("/sandbox/echo?{}", query.join("&")));
+    let response = get(&app_client(), &url).await;
+    assert_eq!(response.status, 200, "{response:?}");
+    assert_eq!(response.header("x-kept"), Some("yes"));
+    for name in [
+        "x-fincode-hop",
+        "keep-alive",
+        "proxy-status",
+        "proxy-authenticate",
+    ] {
+        assert!(response.header(name).is_none(), "{name}: {response:?}");
+    }
+}
+
 /// A6: in login mode the app cannot call FinCode's security management (logout would
 /// revoke the sidecar's token under every other request), however it spells the path.
 #[tokio::test]
