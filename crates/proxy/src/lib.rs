@@ -35,7 +35,6 @@ pub mod catch_panic;
 pub mod correlation;
 mod error;
 pub mod guard;
-#[doc(hidden)]
 pub mod headers;
 pub mod ingress;
 pub mod limits;
