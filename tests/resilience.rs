@@ -363,9 +363,9 @@ async fn every_new_sidecar_error_is_problem_json() {
     sidecar.wait_ready(Duration::from_secs(20)).await;
     let app = app_client();
 
-    // bad_request: a path that could escape the base URL.
+    // bad_path: a path that could escape the base URL.
     let response = get(&app, &sidecar.url("/a/%2e%2e/b")).await;
-    response.assert_problem(400, "bad_request");
+    response.assert_problem(400, "bad_path");
 
     // rate_limited: the route allows one per second and no waiting.
     let url = sidecar.url(TRANSACTIONS);

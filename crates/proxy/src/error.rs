@@ -31,8 +31,16 @@ pub enum ErrorKind {
     BodyTooLarge,
     /// The request head is larger than `limits.max_request_header_bytes`.
     HeadersTooLarge,
-    /// The request cannot be forwarded as it is (bad path, unreadable body).
+    /// The request cannot be forwarded as it is (unreadable body).
     BadRequest,
+    /// The request path could be read differently by FinCode than by the sidecar
+    /// (encoded dot segments or separators, path parameters, a backslash...).
+    BadPath,
+    /// The route is reserved for the sidecar (`/securitymanagement/*` while the sidecar
+    /// owns the credentials).
+    ForbiddenRoute,
+    /// The sidecar failed internally (a panic: a bug).
+    Internal,
     /// The sidecar holds no usable FinCode token (login failing, account locked...).
     AuthFailed,
     /// The circuit breaker is open after repeated FinCode failures: failing fast.
@@ -55,6 +63,9 @@ impl ErrorKind {
             Self::BodyTooLarge => "body_too_large",
             Self::HeadersTooLarge => "headers_too_large",
             Self::BadRequest => "bad_request",
+            Self::BadPath => "bad_path",
+            Self::ForbiddenRoute => "forbidden_route",
+            Self::Internal => "internal",
             Self::AuthFailed => "auth_failed",
             Self::CircuitOpen => "circuit_open",
             Self::RateLimited => "rate_limited",
@@ -69,7 +80,9 @@ impl ErrorKind {
             Self::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
             Self::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-            Self::BadRequest => StatusCode::BAD_REQUEST,
+            Self::BadRequest | Self::BadPath => StatusCode::BAD_REQUEST,
+            Self::ForbiddenRoute => StatusCode::FORBIDDEN,
+            Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
             Self::AuthFailed | Self::CircuitOpen | Self::Overloaded => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
@@ -85,6 +98,9 @@ impl ErrorKind {
             Self::BodyTooLarge => "Request body too large",
             Self::HeadersTooLarge => "Request headers too large",
             Self::BadRequest => "Request cannot be forwarded",
+            Self::BadPath => "Ambiguous request path",
+            Self::ForbiddenRoute => "Route reserved for the sidecar",
+            Self::Internal => "Internal sidecar error",
             Self::AuthFailed => "Not authenticated with FinCode",
             Self::CircuitOpen => "FinCode is failing; the sidecar is failing fast",
             Self::RateLimited => "Too many requests",
@@ -121,7 +137,7 @@ impl SidecarError {
     }
 
     /// Marks a failure that happened before any byte of the request left: the connection
-    /// or the TLS handshake failed. Only such a request may be sent again whatever its
+    /// or the TLS handshake failed (a TLS error after the handshake is not one). Only such a request may be sent again whatever its
     /// method, since FinCode cannot have acted on it.
     #[must_use]
     pub(crate) fn unsent(mut self) -> Self {

@@ -1,13 +1,23 @@
-//! Hop-by-hop header hygiene (RFC 9110 section 7.6.1).
+//! Hop-by-hop header hygiene (RFC 9110 section 7.6.1) and sensitive-header marking.
 //!
-//! These headers describe one connection, not the message: forwarding them would let
-//! the app (or FinCode) control the sidecar's pooled connections, e.g. a
+//! Hop-by-hop headers describe one connection, not the message: forwarding them would
+//! let the app (or FinCode) control the sidecar's pooled connections, e.g. a
 //! `Connection: close` that tears down a pooled TLS connection on every call.
+//!
+//! The app's `Connection` header is handled once, at ingress, before any layer reads the
+//! request: the layers decide on the headers FinCode will see (the retry layer repeats a
+//! POST because it carries `X-Idempotency-Key`), so nothing may remove a header after
+//! that decision. And a `Connection` header naming a header the sidecar manages (the
+//! idempotency key, the credential, correlation and trace headers) never removes it:
+//! otherwise `Connection: x-idempotency-key` turns a keyed, retried POST into several
+//! keyless ones, i.e. several payments. Towards FinCode only the fixed list is
+//! stripped; FinCode's responses lose their hop-by-hop headers, `Connection`-listed ones
+//! included, before the app sees them.
 
-use http::{HeaderMap, header};
+use http::{HeaderMap, HeaderName, header, header::Entry};
 
-/// Headers that are always connection-specific.
-const HOP_BY_HOP: [header::HeaderName; 8] = [
+/// Headers that are always connection-specific (plus every `Proxy-*` header).
+const HOP_BY_HOP: [HeaderName; 8] = [
     header::CONNECTION,
     header::TE,
     header::TRAILER,
@@ -15,23 +25,144 @@ const HOP_BY_HOP: [header::HeaderName; 8] = [
     header::UPGRADE,
     header::PROXY_AUTHORIZATION,
     header::PROXY_AUTHENTICATE,
-    header::HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("keep-alive"),
 ];
 
-/// Removes hop-by-hop headers, including any listed in `Connection`.
-pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    // Names listed in `Connection` are hop-by-hop too; collect them before removal.
-    let listed: Vec<header::HeaderName> = headers
+/// Headers the sidecar always manages, whatever the config says.
+const ALWAYS_MANAGED: [&str; 7] = [
+    "x-idempotency-key",
+    "x-auth-token",
+    "authorization",
+    "x-request-id",
+    "x-correlation-id",
+    "traceparent",
+    "tracestate",
+];
+
+/// Request headers whose values are secrets: marked sensitive so HTTP/2 (HPACK) never
+/// puts them in a compression table, where a compression oracle could guess them.
+const ALWAYS_SENSITIVE: [HeaderName; 5] = [
+    HeaderName::from_static("password"),
+    HeaderName::from_static("pin"),
+    header::COOKIE,
+    header::AUTHORIZATION,
+    HeaderName::from_static("x-auth-token"),
+];
+
+/// The headers a `Connection` header can never remove, and the ones marked sensitive,
+/// built once from the config.
+#[derive(Clone, Debug)]
+pub struct HeaderPolicy {
+    managed: Vec<HeaderName>,
+    sensitive: Vec<HeaderName>,
+}
+
+// === impl HeaderPolicy ===
+
+impl HeaderPolicy {
+    /// The fixed managed set plus `managed` (the configured credential header, the
+    /// device-id header, `platform` and the other static headers the sidecar adds);
+    /// `credential` (`auth.header`) is also marked sensitive.
+    pub fn new(managed: impl IntoIterator<Item = HeaderName>, credential: &HeaderName) -> Self {
+        let mut names: Vec<HeaderName> = ALWAYS_MANAGED
+            .iter()
+            .map(|name| HeaderName::from_static(name))
+            .collect();
+        for name in managed.into_iter().chain([credential.clone()]) {
+            if !names.contains(&name) {
+                names.push(name);
+            }
+        }
+        let mut sensitive = ALWAYS_SENSITIVE.to_vec();
+        if !sensitive.contains(credential) {
+            sensitive.push(credential.clone());
+        }
+        Self {
+            managed: names,
+            sensitive,
+        }
+    }
+
+    /// Whether `name` is a header the sidecar manages.
+    pub fn is_managed(&self, name: &HeaderName) -> bool {
+        self.managed.contains(name)
+    }
+
+    /// At ingress: removes `Connection`, every header it names that the sidecar does not
+    /// manage, the fixed hop-by-hop list and `Proxy-*`; marks secret headers sensitive.
+    pub fn apply(&self, headers: &mut HeaderMap) {
+        if headers.contains_key(header::CONNECTION) {
+            // Collected first: the names borrow the map. Only requests with a
+            // `Connection` header pay for the allocation.
+            let listed: Vec<HeaderName> = connection_listed(headers)
+                .filter(|name| !self.is_managed(name))
+                .collect();
+            for name in &listed {
+                headers.remove(name);
+            }
+        }
+        strip_fixed(headers);
+        mark_sensitive(headers, &self.sensitive);
+    }
+}
+
+/// The header names a `Connection` header lists (unparsable entries skipped).
+fn connection_listed(headers: &HeaderMap) -> impl Iterator<Item = HeaderName> + '_ {
+    headers
         .get_all(header::CONNECTION)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
-        .filter_map(|name| header::HeaderName::from_bytes(name.trim().as_bytes()).ok())
-        .collect();
-    for name in listed.iter().chain(HOP_BY_HOP.iter()) {
+        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+}
+
+/// Removes the fixed hop-by-hop headers and every `Proxy-*` header; what the upstream
+/// client does to a request (the app's `Connection` list was handled at ingress).
+pub(crate) fn strip_fixed(headers: &mut HeaderMap) {
+    for name in &HOP_BY_HOP {
         headers.remove(name);
     }
-    headers.remove("proxy-connection");
+    if headers.keys().any(is_proxy_header) {
+        let proxy: Vec<HeaderName> = headers
+            .keys()
+            .filter(|n| is_proxy_header(n))
+            .cloned()
+            .collect();
+        for name in &proxy {
+            headers.remove(name);
+        }
+    }
+}
+
+fn is_proxy_header(name: &HeaderName) -> bool {
+    name.as_str().starts_with("proxy-")
+}
+
+/// FinCode's response: the fixed list, `Proxy-*`, and every header its `Connection`
+/// header names (FinCode manages nothing of ours), before the app sees it.
+pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    if headers.contains_key(header::CONNECTION) {
+        let listed: Vec<HeaderName> = connection_listed(headers).collect();
+        for name in &listed {
+            headers.remove(name);
+        }
+    }
+    strip_fixed(headers);
+}
+
+/// Marks every value of the headers `names` sensitive (HPACK never indexes them).
+pub(crate) fn mark_sensitive(headers: &mut HeaderMap, names: &[HeaderName]) {
+    for name in names {
+        // `entry` may grow the map even for an absent name: look first.
+        if !headers.contains_key(name) {
+            continue;
+        }
+        if let Entry::Occupied(mut entry) = headers.entry(name) {
+            for value in entry.iter_mut() {
+                value.set_sensitive(true);
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -40,8 +171,18 @@ mod tests {
 
     use super::*;
 
+    fn policy() -> HeaderPolicy {
+        HeaderPolicy::new(
+            [
+                HeaderName::from_static("platform"),
+                HeaderName::from_static("uuid"),
+            ],
+            &HeaderName::from_static("x-fincode-key"),
+        )
+    }
+
     #[test]
-    fn strips_standard_and_connection_listed_headers() {
+    fn response_side_strips_standard_and_connection_listed_headers() {
         let mut headers = HeaderMap::new();
         headers.insert(
             header::CONNECTION,
@@ -55,9 +196,89 @@ mod tests {
             HeaderValue::from_static("chunked"),
         );
         headers.insert("proxy-connection", HeaderValue::from_static("keep-alive"));
+        headers.insert("proxy-status", HeaderValue::from_static("x"));
         headers.insert("x-kept", HeaderValue::from_static("yes"));
         strip_hop_by_hop(&mut headers);
         assert_eq!(headers.len(), 1, "{headers:?}");
         assert_eq!(headers["x-kept"], "yes");
+    }
+
+    #[test]
+    fn ingress_keeps_managed_headers_named_in_connection() {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            header::CONNECTION,
+            HeaderValue::from_static(
+                "keep-alive, X-Idempotency-Key, x-auth-token, Authorization, x-request-id, \
+                 x-correlation-id, traceparent, tracestate, platform, uuid, x-fincode-key",
+            ),
+        );
+        for name in [
+            "x-idempotency-key",
+            "x-auth-token",
+            "authorization",
+            "x-request-id",
+            "x-correlation-id",
+            "traceparent",
+            "tracestate",
+            "platform",
+            "uuid",
+            "x-fincode-key",
+        ] {
+            headers.insert(name, HeaderValue::from_static("v"));
+        }
+        policy().apply(&mut headers);
+        assert_eq!(headers.len(), 10, "{headers:?}");
+        assert!(!headers.contains_key(header::CONNECTION));
+    }
+
+    #[test]
+    fn ingress_strips_connection_listed_and_fixed_hop_by_hop_headers() {
+        let mut headers = HeaderMap::new();
+        headers.append(
+            header::CONNECTION,
+            HeaderValue::from_static("x-a, , bad name"),
+        );
+        headers.append(header::CONNECTION, HeaderValue::from_static("X-B"));
+        headers.insert("x-a", HeaderValue::from_static("1"));
+        headers.insert("x-b", HeaderValue::from_static("1"));
+        headers.insert(header::UPGRADE, HeaderValue::from_static("h2c"));
+        headers.insert(header::TRAILER, HeaderValue::from_static("x"));
+        headers.insert(header::PROXY_AUTHORIZATION, HeaderValue::from_static("x"));
+        headers.insert("proxy-connection", HeaderValue::from_static("x"));
+        headers.insert("x-idempotency-key", HeaderValue::from_static("k"));
+        policy().apply(&mut headers);
+        assert_eq!(headers.len(), 1, "{headers:?}");
+        assert_eq!(headers["x-idempotency-key"], "k");
+    }
+
+    #[test]
+    fn upstream_side_strips_only_the_fixed_list() {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("x-idempotency-key"),
+        );
+        headers.insert("x-idempotency-key", HeaderValue::from_static("k"));
+        headers.insert("proxy-authorization", HeaderValue::from_static("x"));
+        strip_fixed(&mut headers);
+        assert_eq!(headers.len(), 1, "{headers:?}");
+        assert_eq!(headers["x-idempotency-key"], "k");
+    }
+
+    #[test]
+    fn secrets_are_marked_sensitive_and_others_not() {
+        let mut headers = HeaderMap::new();
+        headers.insert("password", HeaderValue::from_static("enc-pin"));
+        headers.append(header::COOKIE, HeaderValue::from_static("a=1"));
+        headers.append(header::COOKIE, HeaderValue::from_static("b=2"));
+        headers.insert("x-fincode-key", HeaderValue::from_static("t"));
+        headers.insert("pin", HeaderValue::from_static("1234"));
+        headers.insert("x-idempotency-key", HeaderValue::from_static("k"));
+        policy().apply(&mut headers);
+        for (name, value) in &headers {
+            assert_eq!(value.is_sensitive(), name != "x-idempotency-key", "{name}");
+        }
+        assert_eq!(headers.get_all(header::COOKIE).iter().count(), 2);
     }
 }

@@ -5,28 +5,40 @@
 //!
 //! The stack is assembled in one place, [`EgressProxy::serve`], outermost first:
 //!
-//! 1. [`correlation`]: every request gets an `X-Request-ID` (kept or minted), echoed
+//! 1. [`catch_panic`]: a panic below (a bug) becomes a 500 `internal` problem+json, not
+//!    a dropped connection.
+//! 2. [`ingress`]: before any layer reads the request, hop-by-hop headers go (a
+//!    `Connection` header never removes a header the sidecar manages), secret headers
+//!    are marked sensitive, and the path is normalised ([`path`]) so every layer below
+//!    and FinCode see the same one.
+//! 3. [`correlation`]: every request gets an `X-Request-ID` (kept or minted), echoed
 //!    back, and a W3C trace context sent on to FinCode.
-//! 2. [`telemetry`]: the access log line, duration metrics, the request span.
-//! 3. [`body_log`]: with `log.bodies`, request and response bodies, redacted.
-//! 4. [`problem`]: errors from any layer below become problem+json responses.
-//! 5. [`limits`]: head (431) and body (413) size limits, body streamed through a counter.
-//! 6. [`shed`]: a cap on requests in flight (503 `overloaded`).
-//! 7. [`rate_limit`]: local token buckets and FinCode's 429s (429 `rate_limited`).
-//! 8. [`breaker`]: fails fast while FinCode keeps failing (503 `circuit_open`).
-//! 9. [`retry`]: tries again when safe, within attempts, deadline and budget.
-//! 10. [`authorize`]: the sidecar's credentials replace whatever the app sent.
-//! 11. the upstream client: pooled rustls, HTTP/2 by ALPN, HTTPS only, timeouts.
+//! 4. [`telemetry`]: the access log line, duration metrics, the request span.
+//! 5. [`body_log`]: with `log.bodies`, request and response bodies, redacted.
+//! 6. [`problem`]: errors from any layer below become problem+json responses.
+//! 7. [`guard`]: refused paths (400 `bad_path`) and routes reserved for the sidecar
+//!    (403 `forbidden_route`), before they cost a slot or a rate-limit token.
+//! 8. [`limits`]: head (431) and body (413) size limits, body streamed through a counter.
+//! 9. [`shed`]: a cap on requests in flight (503 `overloaded`).
+//! 10. [`rate_limit`]: local token buckets and FinCode's 429s (429 `rate_limited`).
+//! 11. [`breaker`]: fails fast while FinCode keeps failing (503 `circuit_open`).
+//! 12. [`retry`]: tries again when safe, within attempts, deadline and budget.
+//! 13. [`authorize`]: the sidecar's credentials replace whatever the app sent.
+//! 14. the upstream client: pooled rustls, HTTP/2 by ALPN, HTTPS only, timeouts.
 //!
-//! The audit layer slots in between 5 and 6, in the order DESIGN.md 5.1 gives.
+//! The audit layer slots in between 8 and 9, in the order DESIGN.md 5.1 gives.
 
 pub mod authorize;
 pub mod body_log;
 pub mod breaker;
+pub mod catch_panic;
 pub mod correlation;
 mod error;
-mod headers;
+pub mod guard;
+pub mod headers;
+pub mod ingress;
 pub mod limits;
+pub mod path;
 pub mod problem;
 pub mod rate_limit;
 pub mod retry;
@@ -131,6 +143,8 @@ pub struct EgressProxy {
     redactor: Redactor,
     sample_ratio: f64,
     body_log: body_log::BodyLogLayer,
+    ingress: ingress::IngressLayer,
+    guard: guard::GuardLayer,
     shed: shed::LoadShedLayer,
     rate_limit: rate_limit::RateLimitLayer,
     breaker: breaker::Breaker,
@@ -186,7 +200,25 @@ impl EgressProxy {
                 ),
             )
         };
+        let auth = &config.auth;
+        let managed = auth
+            .extra_headers
+            .keys()
+            .filter_map(|name| http::HeaderName::from_bytes(name.as_bytes()).ok())
+            .chain([auth.device_id_header.clone()]);
+        let ingress = ingress::IngressLayer::new(headers::HeaderPolicy::new(managed, &auth.header));
+        let guard = guard::GuardLayer::new(
+            config.upstream.base_url.path(),
+            auth.mode != fincode_config::AuthMode::None,
+            [
+                auth.login_path.as_str(),
+                auth.refresh_path.as_str(),
+                auth.logout_path.as_str(),
+            ],
+        );
         Ok(Self {
+            ingress,
+            guard,
             shed,
             rate_limit,
             breaker,
@@ -239,6 +271,8 @@ impl EgressProxy {
     /// Serves the app on `listener` until `shutdown` resolves, then drains.
     pub async fn serve(self, listener: TcpListener, shutdown: impl Future<Output = ()>) {
         let stack = ServiceBuilder::new()
+            .layer(catch_panic::CatchPanicLayer::new(self.metrics.http.clone()))
+            .layer(self.ingress)
             .layer(correlation::CorrelationLayer::new(
                 if self.traces.is_enabled() {
                     self.sample_ratio
@@ -254,6 +288,7 @@ impl EgressProxy {
             ))
             .layer(self.body_log)
             .layer(problem::ErrorResponderLayer::new())
+            .layer(self.guard)
             .layer(limits::RequestLimitsLayer::new(
                 self.max_body,
                 self.max_head,

@@ -2,8 +2,10 @@
 //! when ALPN offers it, HTTPS only.
 //!
 //! This is the innermost service of the egress stack. It maps the app's path onto
-//! `upstream.base_url`, strips hop-by-hop headers both ways, bounds the wait for the
-//! response head, and classifies failures into [`SidecarError`]s an app can act on.
+//! `upstream.base_url`, strips hop-by-hop headers both ways (the fixed list towards
+//! FinCode: the app's `Connection` list was handled at ingress, see [`crate::ingress`]),
+//! bounds the wait for the response head, and classifies failures into [`SidecarError`]s
+//! an app can act on.
 //! It never falls back to plain HTTP: the connector is built HTTPS-only unless the
 //! operator set `upstream.allow_insecure` for tests.
 
@@ -38,8 +40,9 @@ use tower::Service;
 use crate::{
     BuildError, ErrorKind, SidecarError,
     correlation::{TRACEPARENT, TraceContext},
-    headers::strip_hop_by_hop,
+    headers::{mark_sensitive, strip_fixed, strip_hop_by_hop},
     limits::body_too_large,
+    path,
     routes::{OTHER, Route},
     telemetry::{Tries, method_label},
 };
@@ -78,14 +81,13 @@ impl Target {
     /// The upstream URI for the app's request URI. The app may call either the path
     /// below the base (`/transactionmanagement/...`) or the full path
     /// (`/api/v6/services/transactionmanagement/...`); both reach the same place.
+    ///
+    /// The path goes through the one normaliser again (the ingress layer already did, so
+    /// this borrows): the auth transport's paths come from the config, not the app.
     pub(crate) fn rewrite(&self, uri: &Uri) -> Result<Uri, SidecarError> {
-        let path = uri.path();
-        if !path.starts_with('/') || has_dot_segment(path) {
-            return Err(SidecarError::new(
-                ErrorKind::BadRequest,
-                "the request path must be absolute and free of '.' and '..' segments",
-            ));
-        }
+        let path = path::normalise(uri.path())
+            .map_err(|why| SidecarError::new(ErrorKind::BadPath, why.to_string()))?;
+        let path = path.as_ref();
         let under_base = self.base_path.is_empty()
             || path
                 .strip_prefix(self.base_path.as_str())
@@ -113,30 +115,6 @@ impl Target {
                 )
             })
     }
-}
-
-/// `.` and `..` segments, plain or percent-encoded: FinCode (or a CDN in front of it)
-/// may normalise them and so route a request outside `upstream.base_url`.
-fn has_dot_segment(path: &str) -> bool {
-    path.split('/').any(is_dot_segment)
-}
-
-/// `.` or `..`, each dot possibly written `%2e` / `%2E` (no allocation: this runs on
-/// every request).
-fn is_dot_segment(segment: &str) -> bool {
-    let mut rest = segment.as_bytes();
-    let mut dots = 0;
-    while !rest.is_empty() {
-        if rest[0] == b'.' {
-            rest = &rest[1..];
-        } else if rest.len() >= 3 && rest[..3].eq_ignore_ascii_case(b"%2e") {
-            rest = &rest[3..];
-        } else {
-            return false;
-        }
-        dots += 1;
-    }
-    matches!(dots, 1 | 2)
 }
 
 type Connector = HttpsConnector<HttpConnector>;
@@ -272,7 +250,7 @@ where
             Ok(uri) => uri,
             Err(error) => return Box::pin(std::future::ready(Err(error))),
         };
-        strip_hop_by_hop(&mut parts.headers);
+        strip_fixed(&mut parts.headers);
         // The client derives Host / :authority from the URI.
         parts.headers.remove(header::HOST);
         // The pooled connection decides the wire version; the app's h2c must not
@@ -349,6 +327,8 @@ impl<B> Upstream<B> {
                 Ok(Err(error)) => Err(this.classify(&error)),
                 Ok(Ok(mut response)) => {
                     strip_hop_by_hop(response.headers_mut());
+                    // Never indexed by HPACK on the app's h2c connection.
+                    mark_sensitive(response.headers_mut(), &[header::SET_COOKIE]);
                     Ok(response)
                 }
             }
@@ -420,59 +400,90 @@ impl ClientSpan {
 }
 
 impl<B> Upstream<B> {
-    /// Names the cause of a client failure in words an operator can act on. Only
-    /// error kinds and addresses are used: never request content.
+    /// Names the cause of a client failure in words an operator can act on.
     fn classify(&self, error: &hyper_util::client::legacy::Error) -> SidecarError {
-        let authority = &self.inner.target.authority;
-        let mut cause: Option<&(dyn StdError + 'static)> = Some(error);
-        let mut io_error = None;
-        while let Some(err) = cause {
-            if err
-                .downcast_ref::<http_body_util::LengthLimitError>()
-                .is_some()
-            {
-                return body_too_large(self.inner.max_body, self.inner.max_body);
-            }
-            if let Some(tls) = err.downcast_ref::<rustls::Error>() {
-                return tls_error(authority, tls).unsent();
-            }
-            if let Some(io) = err.downcast_ref::<io::Error>() {
-                if let Some(tls) = rustls_inside(io) {
-                    return tls_error(authority, tls).unsent();
-                }
-                io_error.get_or_insert(io);
-            }
-            cause = err.source();
+        classify(
+            error,
+            error.is_connect(),
+            &self.inner.target.authority,
+            self.inner.connect_timeout,
+            self.inner.max_body,
+        )
+    }
+}
+
+/// Classifies a failed try from its error chain. `connecting`: the failure happened
+/// while the connection was being set up (TCP connect and TLS handshake), so no byte of
+/// the request left and it may be sent again whatever its method. Anything later, a
+/// TLS alert or decryption error on an established connection included, may have
+/// reached FinCode. Only error kinds and addresses are used: never request content.
+fn classify(
+    error: &(dyn StdError + 'static),
+    connecting: bool,
+    authority: &uri::Authority,
+    connect_timeout: Duration,
+    max_body: u64,
+) -> SidecarError {
+    let mut cause = Some(error);
+    let mut io_error = None;
+    let mut tls = None;
+    while let Some(err) = cause {
+        if err
+            .downcast_ref::<http_body_util::LengthLimitError>()
+            .is_some()
+        {
+            return body_too_large(max_body, max_body);
         }
-        if error.is_connect() {
-            if io_error.is_some_and(|io| io.kind() == io::ErrorKind::TimedOut)
-                || format!("{error:?}").contains("ConnectTimeout")
-            {
-                return SidecarError::new(
-                    ErrorKind::UpstreamTimeout,
-                    format!(
-                        "connecting to FinCode ({authority}) timed out after {} (upstream.connect_timeout)",
-                        humanize(self.inner.connect_timeout)
-                    ),
-                )
-                .unsent();
+        if tls.is_none() {
+            tls = err.downcast_ref::<rustls::Error>();
+        }
+        if let Some(io) = err.downcast_ref::<io::Error>() {
+            if tls.is_none() {
+                tls = rustls_inside(io);
             }
-            let why = io_error.map_or_else(|| "connection failed".to_owned(), ToString::to_string);
+            io_error.get_or_insert(io);
+        }
+        cause = err.source();
+    }
+    if let Some(tls) = tls {
+        if connecting {
+            return tls_error(authority, tls).unsent();
+        }
+        return SidecarError::new(
+            ErrorKind::UpstreamUnreachable,
+            format!(
+                "the TLS connection to FinCode ({authority}) failed after the handshake: {tls}; the request may have reached FinCode"
+            ),
+        );
+    }
+    if connecting {
+        if io_error.is_some_and(|io| io.kind() == io::ErrorKind::TimedOut)
+            || format!("{error:?}").contains("ConnectTimeout")
+        {
             return SidecarError::new(
-                ErrorKind::UpstreamUnreachable,
-                format!("could not connect to FinCode ({authority}): {why}"),
+                ErrorKind::UpstreamTimeout,
+                format!(
+                    "connecting to FinCode ({authority}) timed out after {} (upstream.connect_timeout)",
+                    humanize(connect_timeout)
+                ),
             )
             .unsent();
         }
-        let why = io_error.map_or_else(
-            || "the connection closed before a complete response".to_owned(),
-            ToString::to_string,
-        );
-        SidecarError::new(
+        let why = io_error.map_or_else(|| "connection failed".to_owned(), ToString::to_string);
+        return SidecarError::new(
             ErrorKind::UpstreamUnreachable,
-            format!("the connection to FinCode ({authority}) failed before a response: {why}"),
+            format!("could not connect to FinCode ({authority}): {why}"),
         )
+        .unsent();
     }
+    let why = io_error.map_or_else(
+        || "the connection closed before a complete response".to_owned(),
+        ToString::to_string,
+    );
+    SidecarError::new(
+        ErrorKind::UpstreamUnreachable,
+        format!("the connection to FinCode ({authority}) failed before a response: {why}"),
+    )
 }
 
 /// `io::Error` hides a wrapped error from `source()`, and hyper-rustls wraps
@@ -640,7 +651,7 @@ mod tests {
     }
 
     #[test]
-    fn refuses_dot_segments() {
+    fn refuses_ambiguous_paths() {
         let t = target("https://acme.fincode.tech/api/v6/services");
         for bad in [
             "/../admin",
@@ -649,20 +660,96 @@ mod tests {
             "/..",
             "/a/.%2e",
             "/%2E/x",
+            "/a/..%2fb",
+            "/a/..;/b",
+            "/a/%252e",
         ] {
             let err = t.rewrite(&bad.parse().unwrap()).unwrap_err();
-            assert_eq!(err.kind(), ErrorKind::BadRequest, "{bad}");
+            assert_eq!(err.kind(), ErrorKind::BadPath, "{bad}");
         }
     }
 
     #[test]
-    fn dot_like_segments_that_are_not_dot_segments_pass() {
+    fn dot_like_segments_that_are_not_dot_segments_pass_and_slashes_collapse() {
         let t = target("https://acme.fincode.tech/api/v6/services");
-        for fine in [
-            "/a/.../b", "/a/.x/b", "/a/%2ex", "/a/%2", "/a//b", "/v1.0/x", "/a/%252e",
-        ] {
+        for fine in ["/a/.../b", "/a/.x/b", "/v1.0/x"] {
             assert!(t.rewrite(&fine.parse().unwrap()).is_ok(), "{fine}");
         }
+        let uri = t.rewrite(&"//a//b?x=1".parse().unwrap()).unwrap();
+        assert_eq!(
+            uri.to_string(),
+            "https://acme.fincode.tech/api/v6/services/a/b?x=1"
+        );
+    }
+
+    /// What tokio-rustls and hyper-rustls make of a rustls error: an `io::Error` inside
+    /// an `io::Error`, under the client's own error.
+    #[derive(Debug)]
+    struct Wrapped(io::Error);
+
+    impl std::fmt::Display for Wrapped {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("client error")
+        }
+    }
+
+    impl StdError for Wrapped {
+        fn source(&self) -> Option<&(dyn StdError + 'static)> {
+            Some(&self.0)
+        }
+    }
+
+    fn tls_failure(error: rustls::Error) -> Wrapped {
+        Wrapped(io::Error::other(io::Error::new(
+            io::ErrorKind::InvalidData,
+            error,
+        )))
+    }
+
+    fn classify_test(error: &Wrapped, connecting: bool) -> SidecarError {
+        let authority = uri::Authority::from_static("acme.fincode.tech");
+        classify(error, connecting, &authority, Duration::from_secs(2), 1024)
+    }
+
+    #[test]
+    fn a_tls_failure_in_the_handshake_is_unsent_and_named_so() {
+        let error = tls_failure(rustls::Error::InvalidCertificate(
+            rustls::CertificateError::UnknownIssuer,
+        ));
+        let classified = classify_test(&error, true);
+        assert_eq!(classified.kind(), ErrorKind::UpstreamTls);
+        assert!(!classified.may_have_been_sent());
+        assert!(classified.detail().contains("handshake"));
+    }
+
+    #[test]
+    fn a_tls_failure_after_the_handshake_may_have_been_sent() {
+        for failure in [
+            rustls::Error::DecryptError,
+            rustls::Error::AlertReceived(rustls::AlertDescription::InternalError),
+            rustls::Error::AlertReceived(rustls::AlertDescription::BadRecordMac),
+        ] {
+            let classified = classify_test(&tls_failure(failure), false);
+            assert_eq!(classified.kind(), ErrorKind::UpstreamUnreachable);
+            assert!(classified.may_have_been_sent(), "never retried blindly");
+            assert!(!classified.detail().contains("handshake failed"));
+        }
+    }
+
+    #[test]
+    fn plain_io_failures_are_unsent_only_while_connecting() {
+        let refused = Wrapped(io::Error::from(io::ErrorKind::ConnectionRefused));
+        let classified = classify_test(&refused, true);
+        assert_eq!(classified.kind(), ErrorKind::UpstreamUnreachable);
+        assert!(!classified.may_have_been_sent());
+        let reset = Wrapped(io::Error::from(io::ErrorKind::ConnectionReset));
+        let classified = classify_test(&reset, false);
+        assert_eq!(classified.kind(), ErrorKind::UpstreamUnreachable);
+        assert!(classified.may_have_been_sent());
+        let timed_out = Wrapped(io::Error::from(io::ErrorKind::TimedOut));
+        let classified = classify_test(&timed_out, true);
+        assert_eq!(classified.kind(), ErrorKind::UpstreamTimeout);
+        assert!(!classified.may_have_been_sent());
     }
 
     #[test]

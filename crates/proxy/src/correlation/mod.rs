@@ -64,11 +64,16 @@ pub struct RequestId(HeaderValue);
 impl RequestId {
     /// Takes the app's id when it is well formed, else mints a UUIDv7.
     pub fn from_headers(headers: &HeaderMap) -> Self {
+        Self::from_app(headers).unwrap_or_else(Self::mint)
+    }
+
+    /// The app's id, when it sent a well-formed one; never mints.
+    pub fn from_app(headers: &HeaderMap) -> Option<Self> {
         [&X_REQUEST_ID, &X_CORRELATION_ID]
             .into_iter()
             .filter_map(|name| headers.get(name))
             .find(|value| is_well_formed(value.as_bytes()))
-            .map_or_else(Self::mint, |value| Self(value.clone()))
+            .map(|value| Self(value.clone()))
     }
 
     /// A fresh UUIDv7 id.
