@@ -53,6 +53,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    fincode_telemetry::install_panic_hook();
     let cli = Cli::parse();
     match cli.command.unwrap_or(Command::Run) {
         Command::Check => check(&cli.config),

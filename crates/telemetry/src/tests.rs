@@ -70,3 +70,39 @@ fn login_rejected_is_one_for_the_current_reason_only() {
             .contains(r#"fincode_login_rejected{reason="locked"} 0"#)
     );
 }
+
+/// Collects what a subscriber writes, for asserting on log output.
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[test]
+fn a_panic_is_logged_with_its_location_and_never_its_message() {
+    let captured = Captured::default();
+    let writer = captured.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .json()
+        .with_writer(move || writer.clone())
+        .finish();
+    install_panic_hook();
+    let canary = "4111111111111111-x-auth-token-canary";
+    let outcome = tracing::subscriber::with_default(subscriber, || {
+        std::panic::catch_unwind(|| panic!("bad header {canary}"))
+    });
+    let _ = std::panic::take_hook();
+    assert!(outcome.is_err());
+    let logged = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    assert!(logged.contains("panicked"), "{logged}");
+    assert!(logged.contains("tests.rs"), "{logged}");
+    assert!(!logged.contains(canary), "{logged}");
+}
