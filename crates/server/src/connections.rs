@@ -1,0 +1,181 @@
+//! The open connections of one listener: the cap, eviction of idle connections at the
+//! cap, and each connection's activity (requests in flight, for the idle timeout).
+
+use std::{
+    collections::BTreeMap,
+    sync::{
+        Arc, Mutex, PoisonError,
+        atomic::{AtomicU64, AtomicUsize, Ordering},
+    },
+    time::Duration,
+};
+
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use crate::metrics::ListenerMetrics;
+
+/// Connections being closed (evicted, not yet gone) may take the count over the cap by at
+/// most this factor; past it new connections are refused, so a burst of accepts cannot
+/// outrun the tasks that close evicted ones.
+const EVICTING_HEADROOM: usize = 2;
+
+/// The open connections of one listener.
+pub(crate) struct Connections {
+    max: usize,
+    open: Arc<Mutex<Registry>>,
+    metrics: ListenerMetrics,
+}
+
+#[derive(Default)]
+struct Registry {
+    next_id: u64,
+    /// By age: ids only grow, so the first entries are the oldest connections.
+    open: BTreeMap<u64, Entry>,
+}
+
+struct Entry {
+    activity: Arc<Activity>,
+    close: CancellationToken,
+}
+
+/// One admitted connection; dropping it gives the place back.
+pub(crate) struct Slot {
+    id: u64,
+    activity: Arc<Activity>,
+    close: CancellationToken,
+    open: Arc<Mutex<Registry>>,
+    metrics: ListenerMetrics,
+}
+
+/// Requests in flight on one connection, and when that last changed.
+#[derive(Debug, Default)]
+pub(crate) struct Activity {
+    in_flight: AtomicUsize,
+    /// Bumped on every request start and end; 0 means no request has started yet.
+    generation: AtomicU64,
+    changed: Notify,
+}
+
+// === impl Connections ===
+
+impl Connections {
+    pub(crate) fn new(max: usize, metrics: ListenerMetrics) -> Self {
+        Self {
+            max: max.max(1),
+            open: Arc::default(),
+            metrics,
+        }
+    }
+
+    /// A slot for a new connection, or `None` when the cap is reached and every connection
+    /// has a request in flight. At the cap, the oldest idle connection is closed to make
+    /// room. `force` closes every slot at once (the drain deadline).
+    pub(crate) fn admit(&self, force: &CancellationToken) -> Option<Slot> {
+        let mut registry = self.open.lock().unwrap_or_else(PoisonError::into_inner);
+        let open = registry.open.len();
+        if open >= self.max {
+            let victim = (open < self.max * EVICTING_HEADROOM)
+                .then(|| {
+                    registry
+                        .open
+                        .values()
+                        .find(|entry| entry.activity.is_idle() && !entry.close.is_cancelled())
+                })
+                .flatten();
+            let Some(entry) = victim else {
+                self.metrics.rejected("full");
+                return None;
+            };
+            entry.close.cancel();
+            self.metrics.rejected("evicted_idle");
+        }
+        let id = registry.next_id;
+        registry.next_id += 1;
+        let activity = Arc::new(Activity::default());
+        let close = force.child_token();
+        registry.open.insert(
+            id,
+            Entry {
+                activity: activity.clone(),
+                close: close.clone(),
+            },
+        );
+        self.metrics.opened();
+        Some(Slot {
+            id,
+            activity,
+            close,
+            open: self.open.clone(),
+            metrics: self.metrics.clone(),
+        })
+    }
+}
+
+// === impl Slot ===
+
+impl Slot {
+    pub(crate) fn activity(&self) -> Arc<Activity> {
+        self.activity.clone()
+    }
+
+    /// Resolves when this connection must close now (evicted, or the drain deadline).
+    pub(crate) async fn closed(&self) {
+        self.close.cancelled().await;
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.open
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .open
+            .remove(&self.id);
+        self.metrics.closed();
+    }
+}
+
+// === impl Activity ===
+
+impl Activity {
+    pub(crate) fn is_idle(&self) -> bool {
+        self.in_flight.load(Ordering::Acquire) == 0
+    }
+
+    pub(crate) fn request_started(&self) {
+        self.in_flight.fetch_add(1, Ordering::AcqRel);
+        self.generation.fetch_add(1, Ordering::AcqRel);
+        self.changed.notify_one();
+    }
+
+    pub(crate) fn request_ended(&self) {
+        self.in_flight.fetch_sub(1, Ordering::AcqRel);
+        self.generation.fetch_add(1, Ordering::AcqRel);
+        self.changed.notify_one();
+    }
+
+    /// Resolves once the connection has had no request in flight for `first` (before any
+    /// request started) or `between` (after one).
+    pub(crate) async fn idle_for(&self, first: Duration, between: Duration) {
+        loop {
+            // One waiter only (the connection's task): `notify_one` keeps a permit for it,
+            // so a change between the check and the wait is not lost.
+            let changed = self.changed.notified();
+            if !self.is_idle() {
+                changed.await;
+                continue;
+            }
+            let generation = self.generation.load(Ordering::Acquire);
+            let wait = if generation == 0 { first } else { between };
+            tokio::select! {
+                () = tokio::time::sleep(wait) => {
+                    if self.is_idle() && self.generation.load(Ordering::Acquire) == generation {
+                        return;
+                    }
+                }
+                () = changed => {}
+            }
+        }
+    }
+}
