@@ -280,6 +280,11 @@ impl Sidecar {
         self.process.admin
     }
 
+    /// The webhook listener's address (webhooks must be on).
+    pub fn webhook_addr(&self) -> SocketAddr {
+        self.process.webhooks.expect("webhooks are enabled")
+    }
+
     /// `kill -9`: no drain, no flush, nothing.
     pub fn kill(&mut self) {
         self.process.child.kill().unwrap();
