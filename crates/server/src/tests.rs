@@ -296,3 +296,87 @@ async fn a_request_still_running_at_the_drain_deadline_is_cut() {
     assert!(started.elapsed() < Duration::from_secs(2));
     assert!(time_to_close(&mut stream).await < Duration::from_secs(1));
 }
+
+#[tokio::test]
+async fn an_idle_http2_connection_is_closed_after_the_idle_timeout() {
+    let running = start(
+        ListenerLimits {
+            header_read_timeout: Duration::from_secs(30),
+            ..limits(8)
+        },
+        Duration::from_secs(1),
+    )
+    .await;
+    let stream = TcpStream::connect(running.addr).await.unwrap();
+    let (mut sender, connection) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+            .await
+            .unwrap();
+    let driver = tokio::spawn(connection);
+    let request = Request::get("http://test/")
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let response = sender.send_request(request).await.unwrap();
+    assert_eq!(response.status(), 200);
+    drop(response);
+    let started = Instant::now();
+    tokio::time::timeout(Duration::from_secs(3), driver)
+        .await
+        .expect("the idle HTTP/2 connection was closed")
+        .unwrap()
+        .ok();
+    assert!(started.elapsed() >= Duration::from_millis(300));
+    wait_for("the gauge to drop", || running.metrics.open("test") == 0).await;
+}
+
+#[tokio::test]
+async fn a_silent_tls_client_is_closed_after_the_header_read_timeout() {
+    // A TLS acceptor that is never completed: the client connects and sends nothing.
+    let running = {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let config = tokio_rustls::rustls::ServerConfig::builder_with_provider(Arc::new(
+            tokio_rustls::rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_cert_resolver(Arc::new(NoCert));
+        let server = Server::new(
+            "tls",
+            &ListenerLimits {
+                idle_timeout: Duration::from_secs(30),
+                ..limits(8)
+            },
+        )
+        .with_tls(Some(TlsAcceptor::from(Arc::new(config))));
+        tokio::spawn(server.serve(
+            listener,
+            Echo {
+                gate: Arc::new(Semaphore::new(0)),
+            },
+            CancellationToken::new(),
+            Duration::from_secs(1),
+        ));
+        addr
+    };
+    let mut stream = TcpStream::connect(running).await.unwrap();
+    let closed = time_to_close(&mut stream).await;
+    assert!(
+        closed >= Duration::from_millis(300) && closed < Duration::from_secs(3),
+        "{closed:?}"
+    );
+}
+
+/// Never offers a certificate; the handshake never gets that far in the test anyway.
+#[derive(Debug)]
+struct NoCert;
+
+impl tokio_rustls::rustls::server::ResolvesServerCert for NoCert {
+    fn resolve(
+        &self,
+        _: tokio_rustls::rustls::server::ClientHello<'_>,
+    ) -> Option<Arc<tokio_rustls::rustls::sign::CertifiedKey>> {
+        None
+    }
+}
