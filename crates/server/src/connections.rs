@@ -5,12 +5,12 @@ use std::{
     collections::BTreeMap,
     sync::{
         Arc, Mutex, PoisonError,
-        atomic::{AtomicU64, AtomicUsize, Ordering},
+        atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering},
     },
     time::Duration,
 };
 
-use tokio::sync::Notify;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::metrics::ListenerMetrics;
@@ -48,13 +48,17 @@ pub(crate) struct Slot {
     metrics: ListenerMetrics,
 }
 
-/// Requests in flight on one connection, and when that last changed.
-#[derive(Debug, Default)]
+/// Requests in flight on one connection, and when the last one ended. Kept to a few
+/// atomic operations per request: the idle timer reads them when it wakes, rather than
+/// being woken on every change (that would cost two task wake-ups per request).
+#[derive(Debug)]
 pub(crate) struct Activity {
     in_flight: AtomicUsize,
-    /// Bumped on every request start and end; 0 means no request has started yet.
-    generation: AtomicU64,
-    changed: Notify,
+    /// Whether any request has started on this connection.
+    used: AtomicBool,
+    /// When the last request ended, in nanoseconds since `opened`.
+    last_end: AtomicU64,
+    opened: Instant,
 }
 
 // === impl Connections ===
@@ -92,7 +96,7 @@ impl Connections {
         }
         let id = registry.next_id;
         registry.next_id += 1;
-        let activity = Arc::new(Activity::default());
+        let activity = Arc::new(Activity::new());
         let close = force.child_token();
         registry.open.insert(
             id,
@@ -139,43 +143,50 @@ impl Drop for Slot {
 // === impl Activity ===
 
 impl Activity {
+    pub(crate) fn new() -> Self {
+        Self {
+            in_flight: AtomicUsize::new(0),
+            used: AtomicBool::new(false),
+            last_end: AtomicU64::new(0),
+            opened: Instant::now(),
+        }
+    }
+
     pub(crate) fn is_idle(&self) -> bool {
         self.in_flight.load(Ordering::Acquire) == 0
     }
 
     pub(crate) fn request_started(&self) {
+        self.used.store(true, Ordering::Release);
         self.in_flight.fetch_add(1, Ordering::AcqRel);
-        self.generation.fetch_add(1, Ordering::AcqRel);
-        self.changed.notify_one();
     }
 
     pub(crate) fn request_ended(&self) {
+        let since_open = u64::try_from(self.opened.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        self.last_end.fetch_max(since_open, Ordering::AcqRel);
         self.in_flight.fetch_sub(1, Ordering::AcqRel);
-        self.generation.fetch_add(1, Ordering::AcqRel);
-        self.changed.notify_one();
     }
 
-    /// Resolves once the connection has had no request in flight for `first` (before any
-    /// request started) or `between` (after one).
+    /// Resolves once the connection has had no request in flight for `first` since it
+    /// was opened (no request started at all) or for `between` since the last one ended.
     pub(crate) async fn idle_for(&self, first: Duration, between: Duration) {
+        let mut wake = self.opened + first.min(between);
         loop {
-            // One waiter only (the connection's task): `notify_one` keeps a permit for it,
-            // so a change between the check and the wait is not lost.
-            let changed = self.changed.notified();
+            tokio::time::sleep_until(wake).await;
             if !self.is_idle() {
-                changed.await;
+                wake = Instant::now() + between;
                 continue;
             }
-            let generation = self.generation.load(Ordering::Acquire);
-            let wait = if generation == 0 { first } else { between };
-            tokio::select! {
-                () = tokio::time::sleep(wait) => {
-                    if self.is_idle() && self.generation.load(Ordering::Acquire) == generation {
-                        return;
-                    }
-                }
-                () = changed => {}
+            let deadline = if self.used.load(Ordering::Acquire) {
+                let last_end = Duration::from_nanos(self.last_end.load(Ordering::Acquire));
+                self.opened + last_end + between
+            } else {
+                self.opened + first
+            };
+            if Instant::now() >= deadline {
+                return;
             }
+            wake = deadline;
         }
     }
 }

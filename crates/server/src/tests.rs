@@ -380,3 +380,35 @@ impl tokio_rustls::rustls::server::ResolvesServerCert for NoCert {
         None
     }
 }
+
+#[tokio::test(start_paused = true)]
+async fn idle_means_no_request_in_flight_for_the_whole_timeout() {
+    use crate::connections::Activity;
+    let (first, between) = (Duration::from_secs(10), Duration::from_mins(1));
+
+    // Never used: closed `first` after opening.
+    let unused = Activity::new();
+    let started = tokio::time::Instant::now();
+    unused.idle_for(first, between).await;
+    assert_eq!(started.elapsed(), first);
+
+    // A request running far longer than both timeouts is never idle; `between` counts
+    // from its end.
+    let busy = Arc::new(Activity::new());
+    let started = tokio::time::Instant::now();
+    busy.request_started();
+    let ender = {
+        let busy = busy.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_mins(5)).await;
+            busy.request_ended();
+        })
+    };
+    busy.idle_for(first, between).await;
+    ender.await.unwrap();
+    let elapsed = started.elapsed();
+    assert!(
+        elapsed >= Duration::from_mins(6) && elapsed <= Duration::from_secs(361),
+        "{elapsed:?}"
+    );
+}
