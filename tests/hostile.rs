@@ -91,8 +91,8 @@ fn flood_size() -> (usize, usize) {
     scaled
 }
 
-/// A connection of the flood; resolves to how long the sidecar kept it open after the
-/// flood began (`None`: still open after 30 s).
+/// A connection of the flood; resolves to how long the sidecar kept it open after it
+/// connected (`None`: still open after 30 s).
 type Held = JoinHandle<Option<Duration>>;
 
 /// Opens `idle` connections that send nothing and `trickling` ones that send `head` a byte
@@ -104,7 +104,6 @@ async fn flood(
     preamble: &'static [u8],
     trickle: &'static [u8],
 ) -> Vec<Held> {
-    let began = Instant::now();
     let mut held = Vec::with_capacity(idle + trickling);
     let kinds = std::iter::repeat_n(false, idle).chain(std::iter::repeat_n(true, trickling));
     let kinds: Vec<bool> = kinds.collect();
@@ -115,12 +114,10 @@ async fn flood(
         for (trickles, stream) in futures_util::future::join_all(connects).await {
             let Ok(stream) = stream else {
                 // Refused outright counts as closed at once.
-                held.push(tokio::spawn(async move { Some(began.elapsed()) }));
+                held.push(tokio::spawn(async { Some(Duration::ZERO) }));
                 continue;
             };
-            held.push(tokio::spawn(hold(
-                stream, began, trickles, preamble, trickle,
-            )));
+            held.push(tokio::spawn(hold(stream, trickles, preamble, trickle)));
         }
     }
     held
@@ -128,11 +125,11 @@ async fn flood(
 
 async fn hold(
     mut stream: TcpStream,
-    began: Instant,
     trickles: bool,
     preamble: &'static [u8],
     trickle: &'static [u8],
 ) -> Option<Duration> {
+    let connected = Instant::now();
     let (mut read, mut write) = stream.split();
     let closed = async {
         let mut buf = [0; 1024];
@@ -166,7 +163,7 @@ async fn hold(
     tokio::time::timeout(Duration::from_secs(30), until_closed)
         .await
         .ok()
-        .map(|()| began.elapsed())
+        .map(|()| connected.elapsed())
 }
 
 /// Asserts the egress, the admin port and the webhook listener all answer within PROMPT.
@@ -227,10 +224,10 @@ async fn all_closed(held: Vec<Held>, what: &str) {
         }
     }
     assert_eq!(open, 0, "{what}: {open} connections still open after 30 s");
-    // Connecting thousands takes a while on a busy machine; each is cut within the
-    // timeout of its own start, so allow the timeout twice over plus slack.
+    // A connection may wait in the kernel's accept queue before the sidecar sees it;
+    // allow for that on a busy machine.
     assert!(
-        longest < HEADER_READ_TIMEOUT * 2 + Duration::from_secs(8),
+        longest < HEADER_READ_TIMEOUT + Duration::from_secs(6),
         "{what}: the slowest was closed after {longest:?}"
     );
 }

@@ -42,6 +42,8 @@ struct Entry {
 /// One admitted connection; dropping it gives the place back.
 pub(crate) struct Slot {
     id: u64,
+    /// Admitted by evicting another connection.
+    at_cap: bool,
     activity: Arc<Activity>,
     close: CancellationToken,
     open: Arc<Mutex<Registry>>,
@@ -78,7 +80,8 @@ impl Connections {
     pub(crate) fn admit(&self, force: &CancellationToken) -> Option<Slot> {
         let mut registry = self.open.lock().unwrap_or_else(PoisonError::into_inner);
         let open = registry.open.len();
-        if open >= self.max {
+        let at_cap = open >= self.max;
+        if at_cap {
             let victim = (open < self.max * EVICTING_HEADROOM)
                 .then(|| {
                     registry
@@ -110,6 +113,7 @@ impl Connections {
             id,
             activity,
             close,
+            at_cap,
             open: self.open.clone(),
             metrics: self.metrics.clone(),
         })
@@ -119,6 +123,11 @@ impl Connections {
 // === impl Slot ===
 
 impl Slot {
+    /// Whether another connection was evicted to admit this one.
+    pub(crate) fn at_cap(&self) -> bool {
+        self.at_cap
+    }
+
     pub(crate) fn activity(&self) -> Arc<Activity> {
         self.activity.clone()
     }

@@ -73,7 +73,8 @@ const DEFAULT_MAX_HEADER_BYTES: usize = 16 * 1024;
 /// After the drain deadline, how long closed connections get to finish unwinding.
 const FORCE_CLOSE_GRACE: Duration = Duration::from_secs(1);
 
-/// How long an idle connection asked to close gracefully (HTTP/2 GOAWAY) may take.
+/// How long an idle connection asked to close gracefully (HTTP/2 GOAWAY) may take before
+/// it is simply dropped.
 const IDLE_CLOSE_GRACE: Duration = Duration::from_secs(1);
 
 /// One listener's server: limits, optional TLS, metrics. Built once from the config.
@@ -208,6 +209,7 @@ impl Server {
                 continue;
             };
             let _ = stream.set_nodelay(true);
+            let at_cap = slot.at_cap();
             tracker.spawn(connection(
                 Conn {
                     builder: builder.clone(),
@@ -221,6 +223,12 @@ impl Server {
                 stream,
                 peer,
             ));
+            if at_cap {
+                // Under a flood the accept queue is long and this loop never waits; give
+                // the new connection a turn to read the request it has likely sent
+                // already (a probe does) before more accepts make it the oldest idle one.
+                tokio::task::yield_now().await;
+            }
         }
         drop(listener);
         tracker.close();
@@ -332,15 +340,18 @@ where
                 connection.as_mut().graceful_shutdown();
                 closing = true;
             }
-            () = &mut idle, if !closing => {
-                // Nothing in flight: ask politely (HTTP/2 GOAWAY), then just close.
-                connection.as_mut().graceful_shutdown();
-                let _ = tokio::time::timeout(IDLE_CLOSE_GRACE, connection.as_mut()).await;
-                return Ok(());
-            }
+            () = &mut idle, if !closing => break,
+            // Evicted at the cap, or the drain deadline passed: close at once. An evicted
+            // connection had nothing in flight, and under a flood the slot must be free
+            // again before the next accept, not after a polite goodbye.
             () = slot.closed() => return Ok(()),
         }
     }
+    // Nothing in flight: ask politely (an HTTP/2 client learns from the GOAWAY that no
+    // stream was processed and may retry elsewhere), then just close.
+    connection.as_mut().graceful_shutdown();
+    let _ = tokio::time::timeout(IDLE_CLOSE_GRACE, connection.as_mut()).await;
+    Ok(())
 }
 
 #[cfg(test)]
