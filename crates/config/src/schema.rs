@@ -79,7 +79,8 @@ pub struct ListenerLimits {
     /// whole request head has arrived; covers the TLS handshake and HTTP/2 preface too.
     #[serde(serialize_with = "humantime_serde::serialize")]
     pub header_read_timeout: Duration,
-    /// A connection with no request in flight for this long is closed.
+    /// A connection with no request in flight for this long is closed. (HTTP/1 also meets
+    /// `header_read_timeout` between keep-alive requests; the shorter one closes it.)
     #[serde(serialize_with = "humantime_serde::serialize")]
     pub idle_timeout: Duration,
     /// Connections open at once. At the cap the oldest connection with no request in flight is

@@ -131,7 +131,10 @@ impl Webhooks {
         let listener = Arc::new(Listener {
             paths: c.paths.clone(),
             max_body: c.max_body_bytes,
-            unverified: Arc::new(tokio::sync::Semaphore::new(c.max_unverified_bytes)),
+            unverified: Arc::new(tokio::sync::Semaphore::new(
+                c.max_unverified_bytes
+                    .min(tokio::sync::Semaphore::MAX_PERMITS),
+            )),
             allow_ips: c.allow_ips.clone(),
             trusted_proxies: c.trusted_proxies.clone(),
             verifier,
