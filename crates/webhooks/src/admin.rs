@@ -85,7 +85,9 @@ impl Admin {
         // operator's browser can make a "simple" cross-origin POST to a port-forwarded
         // admin port. Such a page cannot add a custom header without a CORS preflight,
         // which this port never answers; the token needs no such help.
-        if method != Method::GET && !self.has_token(headers) && !headers.contains_key(ADMIN_HEADER)
+        if !matches!(*method, Method::GET | Method::HEAD)
+            && !self.has_token(headers)
+            && !headers.contains_key(ADMIN_HEADER)
         {
             return Some(reply(
                 StatusCode::FORBIDDEN,
