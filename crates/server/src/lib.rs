@@ -23,7 +23,7 @@
 //!   `fincode_listener_connections_rejected_total{listener,reason}`.
 //! - **Lifecycle**: a [`CancellationToken`] stops accepting; connections are then asked to
 //!   finish (HTTP/1 after the response in flight, HTTP/2 with GOAWAY) and tracked with a
-//!   [`TaskTracker`](tokio_util::task::TaskTracker) until they are done or the drain
+//!   [`TaskTracker`] until they are done or the drain
 //!   deadline passes, when the rest are closed.
 //!
 //! Services see the client's address as a [`Peer`] request extension.
