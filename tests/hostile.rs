@@ -39,6 +39,10 @@ struct Setup {
 }
 
 async fn setup() -> Setup {
+    setup_with(|b| b).await
+}
+
+async fn setup_with(adjust: impl FnOnce(SidecarBuilder) -> SidecarBuilder) -> Setup {
     let sandbox = TestSandbox::start().await;
     let app = TestApp::start().await;
     let dir = tempfile::tempdir().unwrap();
@@ -51,7 +55,7 @@ async fn setup() -> Setup {
     for listener in ["egress", "admin", "webhooks"] {
         builder = builder.set(&format!("listeners.{listener}.header_read_timeout"), "2s");
     }
-    let sidecar = builder.start();
+    let sidecar = adjust(builder).start();
     sidecar.wait_ready(Duration::from_secs(20)).await;
     Setup {
         sandbox,
@@ -308,4 +312,46 @@ async fn the_webhook_listener_acks_a_signed_event_under_trickled_unsigned_bodies
     for body in bodies {
         body.abort();
     }
+}
+
+#[tokio::test]
+async fn unverified_bodies_over_the_budget_get_503_with_retry_after() {
+    let s = setup_with(|b| b.set("webhooks.max_unverified_bytes", 65536)).await;
+    let addr = s.sidecar.webhook_addr();
+    let head = |len: usize| {
+        format!(
+            "POST /webhooks/fincode HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n\
+             content-length: {len}\r\n\r\n"
+        )
+    };
+    // 60 000 of a declared 65 000 bytes arrive, then nothing: the budget holds them.
+    let mut hog = TcpStream::connect(addr).await.unwrap();
+    hog.write_all(head(65_000).as_bytes()).await.unwrap();
+    hog.write_all(&vec![b' '; 60_000]).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let mut over = TcpStream::connect(addr).await.unwrap();
+    over.write_all(head(10_000).as_bytes()).await.unwrap();
+    over.write_all(&vec![b' '; 10_000]).await.unwrap();
+    let mut answer = vec![0; 4096];
+    let n = tokio::time::timeout(PROMPT, over.read(&mut answer))
+        .await
+        .expect("answered promptly")
+        .unwrap();
+    let answer = String::from_utf8_lossy(&answer[..n]).to_ascii_lowercase();
+    assert!(answer.starts_with("http/1.1 503"), "{answer}");
+    assert!(answer.contains("retry-after: 1"), "{answer}");
+
+    // Once the hog is gone, its bytes are free again: a signed event is acknowledged.
+    drop(hog);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    everything_answers_promptly(&s, "after the hog left").await;
+    let metrics = s.sidecar.scrape().await;
+    assert!(
+        metric_value_labelled(
+            &metrics,
+            "fincode_webhooks_rejected_total",
+            "unverified_budget"
+        ) >= 1.0
+    );
 }
