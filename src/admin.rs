@@ -6,7 +6,6 @@
 use std::{
     convert::Infallible,
     fmt::Write as _,
-    future::Future,
     sync::{
         Arc,
         atomic::{AtomicBool, Ordering},
@@ -16,12 +15,12 @@ use std::{
 use bytes::Bytes;
 use fincode_auth::{AuthFailure, Credentials};
 use fincode_proxy::breaker::{Breaker, State as BreakerState};
+use fincode_server::{CancellationToken, Peer, Server};
 use fincode_telemetry::{METRICS_CONTENT_TYPE, Metrics};
 use fincode_webhooks::admin::Admin as WebhookAdmin;
 use http::{Method, Request, Response, StatusCode, header};
 use http_body_util::Full;
-use hyper::{body::Incoming, service::service_fn};
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper::body::Incoming;
 use tokio::net::TcpListener;
 
 /// Whether the sidecar should receive traffic. Starts not ready; becomes ready once
@@ -111,57 +110,44 @@ fn retry_line(next_attempt_in: Option<std::time::Duration>) -> String {
     )
 }
 
-/// Serves the admin routes until `shutdown` resolves. `peer` decides access to the
-/// webhook routes.
+/// Serves the admin routes with `server`'s limits (`[listeners.admin]`) until `shutdown`
+/// is cancelled. The peer (loopback or not) decides access to the webhook routes.
 pub(crate) async fn serve(
+    server: Server,
     listener: TcpListener,
     readiness: Readiness,
     metrics: Metrics,
     webhooks: Option<WebhookAdmin>,
-    shutdown: impl Future<Output = ()>,
+    shutdown: CancellationToken,
 ) {
-    tokio::pin!(shutdown);
-    loop {
-        let (stream, peer) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(error) => {
-                    tracing::warn!(%error, "admin accept failed");
-                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            () = &mut shutdown => return,
-        };
+    let service = tower::service_fn(move |req: Request<Incoming>| {
         let (readiness, metrics, webhooks) = (readiness.clone(), metrics.clone(), webhooks.clone());
-        let service = service_fn(move |req: Request<Incoming>| {
-            let (readiness, metrics, webhooks) =
-                (readiness.clone(), metrics.clone(), webhooks.clone());
-            async move {
-                if let Some(webhooks) = &webhooks {
-                    let answer = webhooks
-                        .handle(
-                            req.method(),
-                            req.uri().path(),
-                            req.uri().query(),
-                            req.headers(),
-                            peer,
-                        )
-                        .await;
-                    if let Some(answer) = answer {
-                        return Ok::<_, Infallible>(answer);
-                    }
+        async move {
+            if let (Some(webhooks), Some(Peer(peer))) =
+                (&webhooks, req.extensions().get::<Peer>().copied())
+            {
+                let answer = webhooks
+                    .handle(
+                        req.method(),
+                        req.uri().path(),
+                        req.uri().query(),
+                        req.headers(),
+                        peer,
+                    )
+                    .await;
+                if let Some(answer) = answer {
+                    return Ok::<_, Infallible>(answer);
                 }
-                Ok(route(&req, &readiness, &metrics))
             }
-        });
-        tokio::spawn(async move {
-            let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                .serve_connection(TokioIo::new(stream), service)
-                .await;
-        });
-    }
+            Ok(route(&req, &readiness, &metrics))
+        }
+    });
+    // Probes answer at once; nothing to drain beyond a second.
+    server.serve(listener, service, shutdown, ADMIN_DRAIN).await;
 }
+
+/// How long admin requests in flight may run once the admin port closes (last).
+const ADMIN_DRAIN: std::time::Duration = std::time::Duration::from_secs(1);
 
 fn route(
     req: &Request<Incoming>,

@@ -5,15 +5,20 @@ use std::{future::Future, path::Path, process::ExitCode, sync::Arc, time::Durati
 
 use fincode_config::{Config, Env};
 use fincode_proxy::EgressProxy;
+use fincode_server::{CancellationToken, ConnectionMetrics, Server};
 use fincode_store::{EventStore, SqliteStore};
 use fincode_telemetry::{Metrics, Traces, init_logging};
 use fincode_webhooks::Webhooks;
-use tokio::{net::TcpListener, sync::watch};
+use tokio::net::TcpListener;
 
 use crate::admin::{self, Readiness};
 
 /// Exit code for a config that cannot be used.
 const INVALID_CONFIG: u8 = 2;
+
+/// How long requests in flight on the egress and webhook ports may run after shutdown
+/// begins.
+const DRAIN: Duration = Duration::from_secs(20);
 
 pub(crate) async fn run_from_file(path: &Path) -> ExitCode {
     let env = Env::from_process();
@@ -117,31 +122,37 @@ pub(crate) async fn run(config: Config, env: &Env, shutdown: impl Future<Output 
     let refresher = credentials.start();
 
     let readiness = Readiness::new(credentials.clone(), proxy.breaker().clone());
-    let (stop_admin, admin_stopped) = tokio::sync::oneshot::channel::<()>();
+    let connections = ConnectionMetrics::register(&mut metrics.registry());
+    let server = |name, limits| Server::new(name, limits).with_metrics(connections.clone());
+    // Shutdown, in order: readiness off -> egress and webhook ports stop and drain ->
+    // dispatcher -> logout -> admin port last (probes answer until the end).
+    let stop_listeners = CancellationToken::new();
+    let stop_dispatcher = CancellationToken::new();
+    let stop_admin = CancellationToken::new();
     let admin = tokio::spawn(admin::serve(
+        server("admin", &config.listeners.admin),
         admin_listener,
         readiness.clone(),
         metrics,
         webhooks.as_ref().map(Webhooks::admin),
-        async {
-            let _ = admin_stopped.await;
-        },
+        stop_admin.clone(),
     ));
 
     // Webhooks: the listener stops with the egress port; the dispatcher after it, so a
     // confirm-by-query still has the egress path while deliveries finish.
-    let (stop_listening, listening) = watch::channel(false);
-    let (stop_dispatching, dispatching) = watch::channel(false);
     let (webhook_listener, dispatcher) = match (webhooks, webhook_socket) {
         (Some(webhooks), Some(socket)) => {
             let (listener, dispatcher) = webhooks.into_parts();
             (
                 Some(tokio::spawn(listener.serve(
+                    server("webhooks", &config.listeners.webhooks),
                     socket,
-                    Duration::from_secs(20),
-                    stopped(listening),
+                    stop_listeners.clone(),
+                    DRAIN,
                 ))),
-                Some(tokio::spawn(dispatcher.run(stopped(dispatching)))),
+                Some(tokio::spawn(
+                    dispatcher.run(stop_dispatcher.clone().cancelled_owned()),
+                )),
             )
         }
         _ => (None, None),
@@ -157,19 +168,25 @@ pub(crate) async fn run(config: Config, env: &Env, shutdown: impl Future<Output 
     );
 
     let draining = readiness.clone();
-    proxy
-        .serve(egress, async move {
+    let stopping = stop_listeners.clone();
+    tokio::join!(
+        proxy.with_drain(DRAIN).serve(
+            server("egress", &config.listeners.egress),
+            egress,
+            stop_listeners
+        ),
+        async move {
             shutdown.await;
             // Fail readiness first so no new traffic is routed while we drain.
             draining.set(false);
-            let _ = stop_listening.send(true);
             tracing::info!("shutting down: draining in-flight requests");
-        })
-        .await;
+            stopping.cancel();
+        },
+    );
     if let Some(listener) = webhook_listener {
         let _ = listener.await;
     }
-    let _ = stop_dispatching.send(true);
+    stop_dispatcher.cancel();
     if let Some(dispatcher) = dispatcher {
         let _ = dispatcher.await;
     }
@@ -180,17 +197,12 @@ pub(crate) async fn run(config: Config, env: &Env, shutdown: impl Future<Output 
         refresher.abort();
     }
     // The admin port outlives the drain so probes keep answering until the end.
-    let _ = stop_admin.send(());
+    stop_admin.cancel();
     let _ = admin.await;
     // Send the last spans; joining the exporter thread blocks, so not on a runtime thread.
     let _ = tokio::task::spawn_blocking(move || traces.shutdown(Duration::from_secs(5))).await;
     tracing::info!("fincode-sidecar stopped");
     ExitCode::SUCCESS
-}
-
-/// Resolves once `stop` turns true (or its sender is gone).
-async fn stopped(mut stop: watch::Receiver<bool>) {
-    let _ = stop.wait_for(|stop| *stop).await;
 }
 
 async fn bind(key: &str, addr: std::net::SocketAddr) -> Result<TcpListener, ExitCode> {

@@ -440,6 +440,36 @@ async fn sigterm_drains_and_exits_cleanly() {
 }
 
 #[tokio::test]
+async fn while_draining_the_admin_port_still_answers_and_readiness_is_off() {
+    let sandbox = TestSandbox::start().await;
+    let sidecar = SidecarBuilder::new(&sandbox).start();
+    sidecar.wait_ready(Duration::from_secs(20)).await;
+    sandbox.add_fault(
+        serde_json::from_value::<FaultRule>(
+            serde_json::json!({"kind": "latency", "latency_ms": 1500, "times": 1}),
+        )
+        .unwrap(),
+    );
+    let url = sidecar.url("/sandbox/ping");
+    let in_flight = tokio::spawn(async move { get(&app_client(), &url).await.status });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let pid = sidecar.pid().to_string();
+    std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The egress port is draining its one request; the admin port closes last.
+    let health = get(&app_client(), &sidecar.admin_url("/healthz")).await;
+    assert_eq!(health.status, 200);
+    let ready = get(&app_client(), &sidecar.admin_url("/readyz")).await;
+    assert_eq!(ready.status, 503, "readiness fails first on SIGTERM");
+    assert_eq!(in_flight.await.unwrap(), 200);
+    let mut sidecar = sidecar;
+    assert!(sidecar.terminate(Duration::from_secs(10)).await.success());
+}
+
+#[tokio::test]
 async fn static_token_never_reaches_the_logs() {
     let sandbox = TestSandbox::start().await;
     let token = sandbox.mint_static_token(Duration::from_hours(1));

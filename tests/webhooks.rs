@@ -558,6 +558,35 @@ async fn replay_all_dead_delivers_every_dead_letter() {
     s.app.wait_for(3, Duration::from_secs(10)).await;
 }
 
+#[tokio::test]
+async fn a_replay_from_loopback_needs_the_admin_header_so_a_browser_cannot_trigger_it() {
+    let s = setup(|b| b).await;
+    let client = app_client();
+    let post = |with_header: bool| {
+        let mut request = Request::post(s.sidecar.admin_url("/webhooks/dead/replay"))
+            // What a web page can send cross-origin without a preflight.
+            .header("content-type", "text/plain");
+        if with_header {
+            request = request.header("x-fincode-admin", "1");
+        }
+        send(&client, request.body(Full::new(Bytes::new())).unwrap())
+    };
+    let refused = post(false).await;
+    assert_eq!(refused.status, 403);
+    let body = String::from_utf8_lossy(&refused.body);
+    assert!(body.contains("X-Fincode-Admin"), "{body}");
+    let allowed = post(true).await;
+    assert_eq!(allowed.status, 200);
+    assert_eq!(allowed.json()["replayed"], 0);
+    // Reading stays open to loopback.
+    assert_eq!(
+        get(&app_client(), &s.sidecar.admin_url("/webhooks/events"))
+            .await
+            .status,
+        200
+    );
+}
+
 #[test]
 fn the_verify_cli_checks_a_captured_webhook() {
     let dir = tempfile::tempdir().unwrap();

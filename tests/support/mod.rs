@@ -280,6 +280,16 @@ impl Sidecar {
         self.process.admin
     }
 
+    /// The webhook listener's address (webhooks must be on).
+    pub fn webhook_addr(&self) -> SocketAddr {
+        self.process.webhooks.expect("webhooks are enabled")
+    }
+
+    /// The process id (to signal it).
+    pub fn pid(&self) -> u32 {
+        self.process.child.id()
+    }
+
     /// `kill -9`: no drain, no flush, nothing.
     pub fn kill(&mut self) {
         self.process.child.kill().unwrap();

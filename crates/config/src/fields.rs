@@ -804,10 +804,28 @@ pub(crate) fn webhook_body_bytes(value: &Value) -> Result<usize, Refusal> {
         return Err(Refusal::new(
             "must be between 1 and 67108864 bytes (64 MiB): 0 refuses every event, and more \
              lets one sender pin a lot of memory",
-            "set a size in bytes, e.g. 1048576 (1 MiB, the default)",
+            "set a size in bytes, e.g. 65536 (64 KiB, the default)",
         ));
     }
     Ok(usize::try_from(n).unwrap_or(usize::MAX))
+}
+
+/// `webhooks.max_unverified_bytes`: the memory all unverified bodies may hold at once.
+pub(crate) fn unverified_bytes(value: &Value) -> Result<usize, Refusal> {
+    const RANGE: RangeInclusive<u64> = 1..=1024 * 1024 * 1024;
+    let n = non_negative(value)?;
+    if !RANGE.contains(&n) {
+        return Err(Refusal::new(
+            "must be between 1 and 1073741824 bytes (1 GiB)",
+            "set a size in bytes, e.g. 8388608 (8 MiB, the default)",
+        ));
+    }
+    Ok(usize::try_from(n).unwrap_or(usize::MAX))
+}
+
+/// `listeners.*.http2_max_concurrent_streams`: at least 1 (0 would refuse every request).
+pub(crate) fn h2_streams(value: &Value) -> Result<u32, Refusal> {
+    positive_count_u32(value)
 }
 
 /// An allow-list entry: a CIDR range (`203.0.113.0/24`, `2001:db8::/32`) or a plain address,

@@ -44,9 +44,9 @@ pub use env::Env;
 pub use problem::{ConfigError, Problem, Severity, Source};
 pub use schema::{
     AuthConfig, AuthMode, BodyLevel, BreakerConfig, CREATE_TRANSACTION_ROUTE, Config, FieldAction,
-    HmacAlgorithm, HmacEncoding, LimitsConfig, ListenConfig, LogConfig, LogFormat, OaepMgf1,
-    ROUTE_TEMPLATES, RateLimitConfig, RedactConfig, RetryConfig, RouteLimit, StoreConfig,
-    TracesConfig, UpstreamConfig, WebhookScheme, WebhooksConfig,
+    HmacAlgorithm, HmacEncoding, LimitsConfig, ListenConfig, ListenerLimits, ListenersConfig,
+    LogConfig, LogFormat, OaepMgf1, ROUTE_TEMPLATES, RateLimitConfig, RedactConfig, RetryConfig,
+    RouteLimit, StoreConfig, TracesConfig, UpstreamConfig, WebhookScheme, WebhooksConfig,
 };
 pub use template::{KeyTemplate, TemplateError};
 

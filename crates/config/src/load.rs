@@ -17,9 +17,9 @@ use crate::fields::{self, Parse, Refusal};
 use crate::problem::{ConfigError, Problem, Severity, Source};
 use crate::schema::{
     AuthConfig, AuthMode, BreakerConfig, CREATE_TRANSACTION_ROUTE, Config, LimitsConfig,
-    ListenConfig, LogConfig, ROUTE_TEMPLATES, RateLimitConfig, RedactConfig, RetryConfig,
-    RouteLimit, StoreConfig, TracesConfig, UpstreamConfig, WebhookScheme, WebhooksConfig,
-    default_extra_headers,
+    ListenConfig, ListenerLimits, ListenersConfig, LogConfig, ROUTE_TEMPLATES, RateLimitConfig,
+    RedactConfig, RetryConfig, RouteLimit, StoreConfig, TracesConfig, UpstreamConfig,
+    WebhookScheme, WebhooksConfig, default_extra_headers,
 };
 use crate::secrets::{is_credential_header, is_secret_key};
 
@@ -241,6 +241,7 @@ impl Reader {
             admin: s.field("admin", fields::socket_addr, defaults.admin),
         };
         s.finish();
+        let listeners = self.listeners();
 
         let mut s = self.section("upstream");
         let base_url = s.required(
@@ -475,6 +476,11 @@ impl Reader {
                 fields::webhook_body_bytes,
                 defaults.max_body_bytes,
             ),
+            max_unverified_bytes: s.field(
+                "max_unverified_bytes",
+                fields::unverified_bytes,
+                defaults.max_unverified_bytes,
+            ),
             tls_cert_file: s.optional("tls_cert_file", fields::tls_cert_file),
             tls_key_file: s.optional("tls_key_file", fields::tls_key_file),
             allow_ips: s.list("allow_ips", fields::ip_net, defaults.allow_ips),
@@ -560,6 +566,7 @@ impl Reader {
 
         Some(Config {
             listen,
+            listeners,
             upstream: UpstreamConfig {
                 base_url: base_url?,
                 ..upstream
@@ -575,6 +582,67 @@ impl Reader {
             webhooks,
             store,
         })
+    }
+
+    /// `[listeners.egress]`, `[listeners.admin]`, `[listeners.webhooks]`: the same keys for
+    /// each, with per-listener defaults.
+    fn listeners(&mut self) -> ListenersConfig {
+        self.known.push("listeners".to_owned());
+        let mut table = match self.root.remove("listeners") {
+            None => Table::new(),
+            Some(Value::Table(table)) => table,
+            Some(other) => {
+                self.refuse(
+                    "listeners",
+                    &other,
+                    Refusal {
+                        message: "expected a table".to_owned(),
+                        fix: "write it as [listeners.egress], [listeners.admin] and \
+                              [listeners.webhooks] sections"
+                            .to_owned(),
+                        echo: false,
+                    },
+                );
+                Table::new()
+            }
+        };
+        let defaults = ListenersConfig::default();
+        let mut read = |reader: &mut Self, leaf: &str, name: &'static str, d: ListenerLimits| {
+            reader.known.push(name.to_owned());
+            let sub = match table.remove(leaf) {
+                None => Table::new(),
+                Some(Value::Table(sub)) => sub,
+                Some(other) => {
+                    reader.refuse(
+                        name,
+                        &other,
+                        Refusal {
+                            message: "expected a table".to_owned(),
+                            fix: format!("write it as a [{name}] section"),
+                            echo: false,
+                        },
+                    );
+                    Table::new()
+                }
+            };
+            let mut s = Section {
+                reader,
+                name,
+                table: sub,
+            };
+            let limits = s.listener_limits(&d);
+            s.finish();
+            limits
+        };
+        let listeners = ListenersConfig {
+            egress: read(self, "egress", "listeners.egress", defaults.egress),
+            admin: read(self, "admin", "listeners.admin", defaults.admin),
+            webhooks: read(self, "webhooks", "listeners.webhooks", defaults.webhooks),
+        };
+        for (key, value) in table {
+            self.leftovers.push((format!("listeners.{key}"), value));
+        }
+        listeners
     }
 
     fn section(&mut self, name: &'static str) -> Section<'_> {
@@ -810,6 +878,20 @@ impl Reader {
 
     fn check_webhooks(&mut self, webhooks: &WebhooksConfig, listen: &ListenConfig) {
         // These hold whether or not the listener is on, so switching it on brings no surprise.
+        if webhooks.max_unverified_bytes < webhooks.max_body_bytes {
+            self.report(
+                Severity::Error,
+                "webhooks.max_unverified_bytes",
+                Some(webhooks.max_unverified_bytes.to_string()),
+                format!(
+                    "is smaller than webhooks.max_body_bytes ({}): a body of the largest allowed \
+                     size could never be buffered",
+                    webhooks.max_body_bytes
+                ),
+                "raise webhooks.max_unverified_bytes (default 8388608) or lower \
+                 webhooks.max_body_bytes (default 65536)",
+            );
+        }
         if webhooks.paths.is_empty() {
             self.report(
                 Severity::Error,
@@ -1326,6 +1408,38 @@ impl Section<'_> {
             per_second,
             burst: burst.unwrap_or(per_second),
         })
+    }
+
+    /// One listener's limits, `d` filling what is absent.
+    fn listener_limits(&mut self, d: &ListenerLimits) -> ListenerLimits {
+        ListenerLimits {
+            header_read_timeout: self.field(
+                "header_read_timeout",
+                fields::duration,
+                d.header_read_timeout,
+            ),
+            idle_timeout: self.field("idle_timeout", fields::duration, d.idle_timeout),
+            max_connections: self.field(
+                "max_connections",
+                fields::positive_count,
+                d.max_connections,
+            ),
+            http2_max_concurrent_streams: self.field(
+                "http2_max_concurrent_streams",
+                fields::h2_streams,
+                d.http2_max_concurrent_streams,
+            ),
+            http2_keepalive_interval: self.field(
+                "http2_keepalive_interval",
+                fields::duration_or_zero,
+                d.http2_keepalive_interval,
+            ),
+            http2_keepalive_timeout: self.field(
+                "http2_keepalive_timeout",
+                fields::duration,
+                d.http2_keepalive_timeout,
+            ),
+        }
     }
 
     /// Hands whatever was not taken to the unknown-key report.

@@ -21,6 +21,8 @@ use serde::{Serialize, Serializer};
 pub struct Config {
     /// Where the sidecar listens.
     pub listen: ListenConfig,
+    /// What each listener tolerates from its clients: timeouts, connection caps, HTTP/2 limits.
+    pub listeners: ListenersConfig,
     /// How the sidecar reaches FinCode.
     pub upstream: UpstreamConfig,
     /// Size limits on what the app may send.
@@ -54,6 +56,44 @@ pub struct ListenConfig {
     /// The admin port (health, readiness, metrics, webhooks). Open to the pod network by default
     /// so kubelet probes and Prometheus can reach it.
     pub admin: SocketAddr,
+}
+
+/// Limits for each of the three listeners (`[listeners.egress]`, `[listeners.admin]`,
+/// `[listeners.webhooks]`): one server module applies them all (DESIGN.md 3).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ListenersConfig {
+    /// The app's port.
+    pub egress: ListenerLimits,
+    /// Probes, Prometheus and the admin API.
+    pub admin: ListenerLimits,
+    /// FinCode's webhooks (used when `webhooks.enabled`).
+    pub webhooks: ListenerLimits,
+}
+
+/// What one listener tolerates from a client before it closes the connection. Hostile or
+/// broken clients (slowloris, idle floods) cost at most `max_connections` sockets, each for at
+/// most `header_read_timeout` or `idle_timeout`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ListenerLimits {
+    /// Time allowed from accepting a connection (or the end of the previous response) until a
+    /// whole request head has arrived; covers the TLS handshake and HTTP/2 preface too.
+    #[serde(serialize_with = "humantime_serde::serialize")]
+    pub header_read_timeout: Duration,
+    /// A connection with no request in flight for this long is closed. (HTTP/1 also meets
+    /// `header_read_timeout` between keep-alive requests; the shorter one closes it.)
+    #[serde(serialize_with = "humantime_serde::serialize")]
+    pub idle_timeout: Duration,
+    /// Connections open at once. At the cap the oldest connection with no request in flight is
+    /// closed to make room; when every connection is busy the new one is closed at once.
+    pub max_connections: usize,
+    /// HTTP/2 streams (requests) in flight per connection.
+    pub http2_max_concurrent_streams: u32,
+    /// HTTP/2 PING interval on an otherwise quiet connection; zero disables pings.
+    #[serde(serialize_with = "humantime_serde::serialize")]
+    pub http2_keepalive_interval: Duration,
+    /// How long to wait for a PING's answer before closing the connection.
+    #[serde(serialize_with = "humantime_serde::serialize")]
+    pub http2_keepalive_timeout: Duration,
 }
 
 /// How the sidecar reaches FinCode.
@@ -401,6 +441,9 @@ pub struct WebhooksConfig {
     pub paths: Vec<String>,
     /// Largest body accepted, in bytes; larger gets 413 before it is read.
     pub max_body_bytes: usize,
+    /// Bytes of not-yet-verified bodies buffered across all requests at once; a body that would
+    /// go over gets 503 with `Retry-After`, so a flood of slow bodies cannot exhaust memory.
+    pub max_unverified_bytes: usize,
     /// PEM certificate chain for TLS on the listener; with `tls_key_file`. Unset: plain HTTP
     /// (TLS terminated by the ingress).
     #[serde(
@@ -542,6 +585,7 @@ impl Config {
     pub fn with_base_url(base_url: Uri) -> Self {
         Self {
             listen: ListenConfig::default(),
+            listeners: ListenersConfig::default(),
             upstream: UpstreamConfig::new(base_url),
             limits: LimitsConfig::default(),
             auth: AuthConfig::default(),
@@ -564,6 +608,43 @@ impl Default for ListenConfig {
         Self {
             egress: SocketAddr::from((Ipv4Addr::LOCALHOST, 8080)),
             admin: SocketAddr::from((Ipv4Addr::UNSPECIFIED, 9090)),
+        }
+    }
+}
+
+// === impl ListenersConfig ===
+
+impl Default for ListenersConfig {
+    fn default() -> Self {
+        Self {
+            // The app is on loopback and trusted more; a slow app (or a large head over a busy
+            // loopback) gets the longer head timeout, and it needs many connections.
+            egress: ListenerLimits {
+                header_read_timeout: Duration::from_secs(30),
+                max_connections: 1024,
+                http2_max_concurrent_streams: 256,
+                ..ListenerLimits::default()
+            },
+            // Probes and scrapes are a handful of short requests.
+            admin: ListenerLimits {
+                max_connections: 64,
+                http2_max_concurrent_streams: 16,
+                ..ListenerLimits::default()
+            },
+            webhooks: ListenerLimits::default(),
+        }
+    }
+}
+
+impl Default for ListenerLimits {
+    fn default() -> Self {
+        Self {
+            header_read_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_mins(1),
+            max_connections: 1024,
+            http2_max_concurrent_streams: 64,
+            http2_keepalive_interval: Duration::from_secs(30),
+            http2_keepalive_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -767,7 +848,8 @@ impl Default for WebhooksConfig {
             enabled: false,
             listen: SocketAddr::from((Ipv4Addr::UNSPECIFIED, 8081)),
             paths: vec!["/webhooks/fincode".to_owned()],
-            max_body_bytes: 1024 * 1024,
+            max_body_bytes: 64 * 1024,
+            max_unverified_bytes: 8 * 1024 * 1024,
             tls_cert_file: None,
             tls_key_file: None,
             allow_ips: Vec::new(),

@@ -1393,6 +1393,7 @@ fn to_toml_string_round_trips() {
         listen: "[::1]:18081".parse().unwrap(),
         paths: vec!["/webhooks/fincode".to_owned(), "/hooks/v2".to_owned()],
         max_body_bytes: 1,
+        max_unverified_bytes: 2,
         tls_cert_file: Some(tls_cert.path().to_owned()),
         tls_key_file: Some(tls_key.path().to_owned()),
         allow_ips: vec![
@@ -1907,7 +1908,8 @@ fn webhooks_and_store_default_when_absent() {
     assert!(!config.webhooks.enabled);
     assert_eq!(config.webhooks.listen, "0.0.0.0:8081".parse().unwrap());
     assert_eq!(config.webhooks.paths, ["/webhooks/fincode"]);
-    assert_eq!(config.webhooks.max_body_bytes, 1_048_576);
+    assert_eq!(config.webhooks.max_body_bytes, 65_536);
+    assert_eq!(config.webhooks.max_unverified_bytes, 8_388_608);
     assert_eq!(config.webhooks.scheme, WebhookScheme::Hmac);
     assert_eq!(config.webhooks.hmac_algorithm, HmacAlgorithm::Sha256);
     assert_eq!(config.webhooks.hmac_encoding, HmacEncoding::Hex);
@@ -1940,6 +1942,7 @@ fn every_webhooks_and_store_key_is_read() {
          listen = \"127.0.0.1:18081\"\n\
          paths = [\"/webhooks/fincode\", \"/webhooks/fincode-v2\"]\n\
          max_body_bytes = 67108864\n\
+         max_unverified_bytes = 134217728\n\
          tls_cert_file = {:?}\n\
          tls_key_file = {:?}\n\
          allow_ips = [\"203.0.113.0/24\", \"198.51.100.7\", \"2001:db8::/32\", \"2001:db8::7\"]\n\
@@ -1984,6 +1987,7 @@ fn every_webhooks_and_store_key_is_read() {
                 "/webhooks/fincode-v2".to_owned()
             ],
             max_body_bytes: 64 * 1024 * 1024,
+            max_unverified_bytes: 128 * 1024 * 1024,
             tls_cert_file: Some(cert.path().to_owned()),
             tls_key_file: Some(key.path().to_owned()),
             allow_ips: vec![
@@ -2447,4 +2451,97 @@ fn a_rejected_login_is_never_retried_sooner_than_a_failing_one() {
 fn a_401_min_age_past_the_token_lifetime_is_refused() {
     let problems = errors(&login_section("renew_on_401_min_age = \"2h\"\n"), &[]);
     assert_eq!(keys(&problems), ["auth.renew_on_401_min_age"]);
+}
+
+// --- listeners ---
+
+#[test]
+fn listener_limits_have_per_listener_defaults_and_read_every_key() {
+    let (config, _) = load_ok(&minimal(), &[]);
+    assert_eq!(config.listeners.admin.max_connections, 64);
+    assert_eq!(config.listeners.egress.max_connections, 1024);
+    assert_eq!(
+        config.listeners.egress.header_read_timeout,
+        Duration::from_secs(30)
+    );
+    assert_eq!(
+        config.listeners.webhooks.header_read_timeout,
+        Duration::from_secs(10)
+    );
+
+    let text = format!(
+        "{}[listeners.admin]\n\
+         header_read_timeout = \"2s\"\n\
+         idle_timeout = \"3s\"\n\
+         max_connections = 5\n\
+         http2_max_concurrent_streams = 7\n\
+         http2_keepalive_interval = \"0s\"\n\
+         http2_keepalive_timeout = \"4s\"\n",
+        minimal()
+    );
+    let (config, _) = load_ok(
+        &text,
+        &[("FINCODE_SIDECAR__LISTENERS__WEBHOOKS__MAX_CONNECTIONS", "9")],
+    );
+    assert_eq!(
+        config.listeners.admin,
+        ListenerLimits {
+            header_read_timeout: Duration::from_secs(2),
+            idle_timeout: Duration::from_secs(3),
+            max_connections: 5,
+            http2_max_concurrent_streams: 7,
+            http2_keepalive_interval: Duration::ZERO,
+            http2_keepalive_timeout: Duration::from_secs(4),
+        }
+    );
+    assert_eq!(config.listeners.webhooks.max_connections, 9);
+    assert_eq!(config.listeners.egress, ListenersConfig::default().egress);
+}
+
+#[test]
+fn listener_limits_are_validated_and_unknown_ones_named() {
+    for (section, line, key) in [
+        (
+            "admin",
+            "max_connections = 0",
+            "listeners.admin.max_connections",
+        ),
+        (
+            "egress",
+            "header_read_timeout = \"0s\"",
+            "listeners.egress.header_read_timeout",
+        ),
+        (
+            "webhooks",
+            "http2_max_concurrent_streams = 0",
+            "listeners.webhooks.http2_max_concurrent_streams",
+        ),
+        (
+            "admin",
+            "max_conections = 3",
+            "listeners.admin.max_conections",
+        ),
+        ("egres", "max_connections = 3", "listeners.egres"),
+    ] {
+        let text = format!("{}[listeners.{section}]\n{line}\n", minimal());
+        let problems = errors(&text, &[]);
+        assert!(
+            problems.iter().any(|p| p.key == key),
+            "{line}: expected a problem at {key}, got {problems:?}"
+        );
+    }
+}
+
+#[test]
+fn unverified_budget_must_hold_one_largest_body() {
+    let text = format!(
+        "{}[webhooks]\nmax_body_bytes = 65536\nmax_unverified_bytes = 1000\n",
+        minimal()
+    );
+    let problems = errors(&text, &[]);
+    let problem = problems
+        .iter()
+        .find(|p| p.key == "webhooks.max_unverified_bytes")
+        .expect("a problem at webhooks.max_unverified_bytes");
+    assert!(problem.message.contains("webhooks.max_body_bytes"));
 }

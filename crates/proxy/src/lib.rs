@@ -43,13 +43,12 @@ pub mod problem;
 pub mod rate_limit;
 pub mod retry;
 pub mod routes;
-mod server;
 pub mod shed;
 pub mod tap;
 pub mod telemetry;
 mod upstream;
 
-use std::{future::Future, path::PathBuf, sync::Arc, time::Duration};
+use std::{path::PathBuf, sync::Arc, time::Duration};
 
 use bytes::Bytes;
 use fincode_auth::Credentials;
@@ -268,8 +267,14 @@ impl EgressProxy {
         self
     }
 
-    /// Serves the app on `listener` until `shutdown` resolves, then drains.
-    pub async fn serve(self, listener: TcpListener, shutdown: impl Future<Output = ()>) {
+    /// Serves the app on `listener` with `server`'s limits (`[listeners.egress]`) until
+    /// `shutdown` is cancelled, then drains.
+    pub async fn serve(
+        self,
+        server: fincode_server::Server,
+        listener: TcpListener,
+        shutdown: fincode_server::CancellationToken,
+    ) {
         let stack = ServiceBuilder::new()
             .layer(catch_panic::CatchPanicLayer::new(self.metrics.http.clone()))
             .layer(self.ingress)
@@ -299,6 +304,12 @@ impl EgressProxy {
             .layer(self.retry)
             .layer(authorize::AuthorizeLayer::new(self.credentials))
             .service(self.upstream);
-        server::serve(listener, stack, self.max_head, self.drain, shutdown).await;
+        // A little room over the limit so that the limits layer, not the parser, answers a
+        // slightly oversized head, with a problem+json 431. Heads far over the limit get
+        // hyper's bare 431.
+        server
+            .with_max_header_bytes(self.max_head * 2)
+            .serve(listener, stack, shutdown, self.drain)
+            .await;
     }
 }

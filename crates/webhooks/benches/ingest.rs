@@ -144,7 +144,13 @@ async fn start(dir: &tempfile::TempDir) -> String {
     let (listener, _dispatcher) = webhooks.into_parts();
     let socket = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = socket.local_addr().unwrap();
-    tokio::spawn(listener.serve(socket, Duration::from_secs(1), std::future::pending()));
+    let server = fincode_server::Server::new("webhooks", &config.listeners.webhooks);
+    tokio::spawn(listener.serve(
+        server,
+        socket,
+        fincode_server::CancellationToken::new(),
+        Duration::from_secs(1),
+    ));
     format!("http://{addr}/webhooks/fincode")
 }
 

@@ -6,6 +6,9 @@
 //! - `GET  /webhooks/events/{id}`: one event, its body passed through the redactor.
 //! - `POST /webhooks/events/{id}/replay`: due again now, attempts reset.
 //! - `POST /webhooks/dead/replay`: every dead letter.
+//!
+//! The POST routes change state, so loopback alone is not enough for them: they need the
+//! token, or from loopback the [`ADMIN_HEADER`] (no browser can be made to send it).
 
 use std::{
     net::SocketAddr,
@@ -24,6 +27,12 @@ use subtle::ConstantTimeEq;
 use tokio::sync::Notify;
 
 use crate::{keys::hex, listener::json_response};
+
+/// The header that, from loopback, admits a state-changing request without the token. A
+/// CORS "simple" request cannot carry it, so a web page in an operator's browser (behind a
+/// `kubectl port-forward`) cannot send it cross-origin without a preflight, which this port
+/// never answers.
+pub const ADMIN_HEADER: &str = "x-fincode-admin";
 
 /// The largest `limit` a list may ask for.
 const MAX_LIST: usize = 1000;
@@ -72,6 +81,19 @@ impl Admin {
                 &json!({"error": "webhook admin routes are served on loopback, or with webhooks.admin_token_env's token as a Bearer token"}),
             ));
         }
+        // Reading is safe from loopback; changing state is not, because a web page in an
+        // operator's browser can make a "simple" cross-origin POST to a port-forwarded
+        // admin port. Such a page cannot add a custom header without a CORS preflight,
+        // which this port never answers; the token needs no such help.
+        if !matches!(*method, Method::GET | Method::HEAD)
+            && !self.has_token(headers)
+            && !headers.contains_key(ADMIN_HEADER)
+        {
+            return Some(reply(
+                StatusCode::FORBIDDEN,
+                &json!({"error": "state-changing webhook admin routes need the admin token as a Bearer token, or from loopback the header X-Fincode-Admin: 1 (fincode-sidecar webhooks sends it)"}),
+            ));
+        }
         let segments: Vec<&str> = rest.split('/').collect();
         let answer = match (method, segments.as_slice()) {
             (&Method::GET, ["events"]) => self.list(query).await,
@@ -93,9 +115,11 @@ impl Admin {
     }
 
     fn admitted(&self, headers: &HeaderMap, peer: SocketAddr) -> bool {
-        if peer.ip().is_loopback() {
-            return true;
-        }
+        peer.ip().is_loopback() || self.has_token(headers)
+    }
+
+    /// Whether the request carries the admin token (compared in constant time).
+    fn has_token(&self, headers: &HeaderMap) -> bool {
         let (Some(token), Some(given)) = (
             &self.token,
             headers
@@ -311,7 +335,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let admin = admin(&dir, None);
         let peer = "127.0.0.1:1".parse().unwrap();
-        let headers = HeaderMap::new();
+        let mut headers = HeaderMap::new();
+        headers.insert(ADMIN_HEADER, HeaderValue::from_static("1"));
         let call = |method: Method, path: &'static str, query: Option<&'static str>| {
             let (admin, headers) = (&admin, &headers);
             async move {
@@ -348,5 +373,73 @@ mod tests {
             Some(StatusCode::NOT_FOUND)
         );
         assert_eq!(call(Method::GET, "/metrics", None).await, None, "not ours");
+    }
+
+    #[tokio::test]
+    async fn a_replay_needs_the_token_or_from_loopback_the_admin_header() {
+        let dir = tempfile::tempdir().unwrap();
+        let admin = admin(&dir, Some("s3cret-admin-token"));
+        let replay = |peer: &'static str, headers: &'static [(&'static str, &'static str)]| {
+            let admin = &admin;
+            async move {
+                let mut map = HeaderMap::new();
+                for (name, value) in headers {
+                    map.insert(
+                        http::HeaderName::from_static(name),
+                        HeaderValue::from_static(value),
+                    );
+                }
+                let response = admin
+                    .handle(
+                        &Method::POST,
+                        "/webhooks/dead/replay",
+                        None,
+                        &map,
+                        peer.parse().unwrap(),
+                    )
+                    .await
+                    .unwrap();
+                let status = response.status();
+                let body = http_body_util::BodyExt::collect(response.into_body())
+                    .await
+                    .unwrap()
+                    .to_bytes();
+                (status, String::from_utf8_lossy(&body).into_owned())
+            }
+        };
+        // A browser behind a port-forward can send a simple cross-origin POST to loopback;
+        // it cannot add a custom header without a preflight (never answered).
+        let (status, body) = replay("127.0.0.1:5000", &[]).await;
+        assert_eq!(status, StatusCode::FORBIDDEN);
+        assert!(body.contains("X-Fincode-Admin"), "{body}");
+        assert_eq!(
+            replay("127.0.0.1:5000", &[("x-fincode-admin", "1")])
+                .await
+                .0,
+            StatusCode::OK
+        );
+        assert_eq!(
+            replay(
+                "127.0.0.1:5000",
+                &[("authorization", "Bearer s3cret-admin-token")]
+            )
+            .await
+            .0,
+            StatusCode::OK
+        );
+        // The header alone is no credential from elsewhere.
+        assert_eq!(
+            replay("10.0.0.7:5000", &[("x-fincode-admin", "1")]).await.0,
+            StatusCode::FORBIDDEN
+        );
+        // Reading keeps today's rule: loopback is enough.
+        assert_eq!(
+            status_of_list(&admin, "127.0.0.1:5000").await,
+            StatusCode::OK
+        );
+    }
+
+    async fn status_of_list(admin: &Admin, peer: &str) -> StatusCode {
+        status(admin, peer, None).await
     }
 }

@@ -131,6 +131,10 @@ impl Webhooks {
         let listener = Arc::new(Listener {
             paths: c.paths.clone(),
             max_body: c.max_body_bytes,
+            unverified: Arc::new(tokio::sync::Semaphore::new(
+                c.max_unverified_bytes
+                    .min(tokio::sync::Semaphore::MAX_PERMITS),
+            )),
             allow_ips: c.allow_ips.clone(),
             trusted_proxies: c.trusted_proxies.clone(),
             verifier,
@@ -254,14 +258,31 @@ impl std::fmt::Debug for ListenerTask {
 }
 
 impl ListenerTask {
-    /// Serves webhooks on `socket` until `shutdown`, then drains for up to `drain`.
+    /// Serves webhooks on `socket` with `server`'s limits (`[listeners.webhooks]`) until
+    /// `shutdown` is cancelled, then drains for up to `drain` (each request in flight is
+    /// either committed and answered, or not answered at all).
     pub async fn serve(
         self,
+        server: fincode_server::Server,
         socket: TcpListener,
+        shutdown: fincode_server::CancellationToken,
         drain: Duration,
-        shutdown: impl std::future::Future<Output = ()>,
     ) {
-        server::serve(socket, self.listener, self.tls, drain, shutdown).await;
+        let listener = self.listener;
+        let service = tower::service_fn(move |req: http::Request<hyper::body::Incoming>| {
+            let listener = listener.clone();
+            async move {
+                let peer = req.extensions().get::<fincode_server::Peer>().map_or(
+                    SocketAddr::from((std::net::Ipv4Addr::UNSPECIFIED, 0)),
+                    |peer| peer.0,
+                );
+                Ok::<_, std::convert::Infallible>(listener.handle(req, peer).await)
+            }
+        });
+        server
+            .with_tls(self.tls)
+            .serve(socket, service, shutdown, drain)
+            .await;
     }
 }
 

@@ -7,7 +7,9 @@
 //! 2. declared body size (413, before a byte of the body is read);
 //! 3. source address against `webhooks.allow_ips` (403), believing `X-Forwarded-For`
 //!    only from `webhooks.trusted_proxies`;
-//! 4. the body, read up to the limit (413);
+//! 4. the body, read up to the limit (413), its bytes counted against a budget shared by
+//!    every request not yet verified (`webhooks.max_unverified_bytes`: 503 with
+//!    `Retry-After` over it, so a flood of slow unsigned bodies cannot exhaust memory);
 //! 5. signature and timestamp over the raw bytes (401, with the same generic body for
 //!    every reason: a forger learns nothing about which check failed);
 //! 6. JSON (400).
@@ -27,9 +29,9 @@ use std::{
 use bytes::Bytes;
 use fincode_store::{EventStore, Inserted, NewEvent};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode, header};
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::{BodyExt, Full};
 use ipnet::IpNet;
-use tokio::sync::Notify;
+use tokio::sync::{Notify, Semaphore};
 
 use fincode_config::KeyTemplate;
 
@@ -59,6 +61,8 @@ const NOT_FORWARDED: [&str; 11] = [
 pub struct Listener {
     pub(crate) paths: Vec<String>,
     pub(crate) max_body: usize,
+    /// Bytes of unverified bodies that may be buffered at once, across every request.
+    pub(crate) unverified: Arc<Semaphore>,
     pub(crate) allow_ips: Vec<IpNet>,
     pub(crate) trusted_proxies: Vec<IpNet>,
     pub(crate) verifier: Verifier,
@@ -73,11 +77,15 @@ pub struct Listener {
     pub(crate) wake: Arc<Notify>,
 }
 
+/// How long a sender over the unverified-bytes budget is asked to wait (`Retry-After`).
+const BUDGET_RETRY_AFTER: HeaderValue = HeaderValue::from_static("1");
+
 /// A refusal: status, reason label, and a body that says no more than it must.
 struct Refusal {
     status: StatusCode,
     reason: &'static str,
     body: &'static str,
+    retry_after: Option<HeaderValue>,
 }
 
 const fn refuse(status: StatusCode, reason: &'static str, body: &'static str) -> Refusal {
@@ -85,6 +93,36 @@ const fn refuse(status: StatusCode, reason: &'static str, body: &'static str) ->
         status,
         reason,
         body,
+        retry_after: None,
+    }
+}
+
+/// Bytes taken from the unverified budget, given back when dropped.
+struct Reserved<'a> {
+    budget: &'a Semaphore,
+    bytes: usize,
+}
+
+impl Reserved<'_> {
+    /// Takes `bytes` more, without waiting; `false` when the budget has not that much left.
+    fn take(&mut self, bytes: usize) -> bool {
+        let Ok(n) = u32::try_from(bytes) else {
+            return false;
+        };
+        match self.budget.try_acquire_many(n) {
+            Ok(permit) => {
+                permit.forget();
+                self.bytes += bytes;
+                true
+            }
+            Err(_) => false,
+        }
+    }
+}
+
+impl Drop for Reserved<'_> {
+    fn drop(&mut self) {
+        self.budget.add_permits(self.bytes);
     }
 }
 
@@ -101,6 +139,7 @@ impl Listener {
             Ok(body) => json(StatusCode::OK, body),
             Err(refusal) => {
                 self.metrics.rejected(refusal.reason);
+                let retry_after = refusal.retry_after.clone();
                 tracing::info!(
                     target: "fincode_sidecar::webhooks",
                     %peer,
@@ -108,7 +147,13 @@ impl Listener {
                     reason = refusal.reason,
                     "webhook refused"
                 );
-                json(refusal.status, refusal.body)
+                let mut response = json(refusal.status, refusal.body);
+                if let Some(retry_after) = retry_after {
+                    response
+                        .headers_mut()
+                        .insert(header::RETRY_AFTER, retry_after);
+                }
+                response
             }
         }
     }
@@ -151,10 +196,12 @@ impl Listener {
             }
         }
         let (parts, body) = req.into_parts();
-        let read = tokio::time::timeout(
-            BODY_READ_TIMEOUT,
-            Limited::new(body, self.max_body).collect(),
-        );
+        // Held until the answer: the bytes stay buffered until the event is committed.
+        let mut reserved = Reserved {
+            budget: &self.unverified,
+            bytes: 0,
+        };
+        let read = tokio::time::timeout(BODY_READ_TIMEOUT, self.read_body(body, &mut reserved));
         let Ok(read) = read.await else {
             return Err(refuse(
                 StatusCode::REQUEST_TIMEOUT,
@@ -162,19 +209,7 @@ impl Listener {
                 r#"{"error":"the body was not sent in time"}"#,
             ));
         };
-        let body = match read {
-            Ok(collected) => collected.to_bytes(),
-            Err(error) if error.is::<http_body_util::LengthLimitError>() => {
-                return Err(too_large());
-            }
-            Err(_) => {
-                return Err(refuse(
-                    StatusCode::BAD_REQUEST,
-                    "body_read",
-                    r#"{"error":"the body could not be read"}"#,
-                ));
-            }
-        };
+        let body = read?;
         let read_at = Instant::now();
         if let Err(rejection) = self
             .verifier
@@ -229,6 +264,50 @@ impl Listener {
                 Ok(r#"{"status":"duplicate"}"#)
             }
         }
+    }
+
+    /// Reads the body up to `max_body`, taking each chunk's bytes from the shared
+    /// unverified budget as it arrives (so a trickled body holds only what it has sent).
+    async fn read_body<B>(&self, body: B, reserved: &mut Reserved<'_>) -> Result<Bytes, Refusal>
+    where
+        B: http_body::Body<Data = Bytes>,
+        B::Error: std::error::Error + Send + Sync + 'static,
+    {
+        let mut body = std::pin::pin!(body);
+        let mut chunks: Vec<Bytes> = Vec::new();
+        let mut len = 0;
+        while let Some(frame) = body.frame().await {
+            let Ok(frame) = frame else {
+                return Err(refuse(
+                    StatusCode::BAD_REQUEST,
+                    "body_read",
+                    r#"{"error":"the body could not be read"}"#,
+                ));
+            };
+            let Ok(data) = frame.into_data() else {
+                continue;
+            };
+            len += data.len();
+            if len > self.max_body {
+                return Err(too_large());
+            }
+            if !reserved.take(data.len()) {
+                return Err(Refusal {
+                    retry_after: Some(BUDGET_RETRY_AFTER),
+                    ..refuse(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "unverified_budget",
+                        r#"{"error":"too many webhooks arriving at once; try again later"}"#,
+                    )
+                });
+            }
+            chunks.push(data);
+        }
+        Ok(match chunks.len() {
+            0 => Bytes::new(),
+            1 => chunks.swap_remove(0),
+            _ => Bytes::from(chunks.concat()),
+        })
     }
 
     /// The address the allow-list judges: the peer, unless the peer is a trusted proxy;
@@ -298,6 +377,7 @@ mod tests {
     use std::{convert::Infallible, time::Duration};
 
     use fincode_store::SqliteStore;
+    use futures_util::StreamExt as _;
     use http_body_util::StreamBody;
     use hyper::body::Frame;
     use prometheus_client::registry::Registry;
@@ -310,6 +390,7 @@ mod tests {
         Listener {
             paths: vec!["/webhooks/fincode".to_owned()],
             max_body: 1024,
+            unverified: Arc::new(Semaphore::new(4096)),
             allow_ips: Vec::new(),
             trusted_proxies: Vec::new(),
             verifier: Verifier::new(
@@ -360,5 +441,51 @@ mod tests {
             .handle(request, "127.0.0.1:9".parse().unwrap())
             .await;
         assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    }
+
+    #[tokio::test]
+    async fn unverified_bodies_share_one_budget_and_over_it_get_503_with_retry_after() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut listener = listener(&dir);
+        listener.unverified = Arc::new(Semaphore::new(1500));
+        let peer = "127.0.0.1:9".parse().unwrap();
+        let stalled_after = |bytes: usize| {
+            let chunks = futures_util::stream::iter([Ok::<_, Infallible>(Frame::data(
+                Bytes::from(vec![b'x'; bytes]),
+            ))])
+            .chain(futures_util::stream::pending());
+            Request::post("/webhooks/fincode")
+                .body(StreamBody::new(chunks))
+                .unwrap()
+        };
+
+        // A trickling sender holds the 1000 bytes it has sent...
+        let mut first = Box::pin(listener.handle(stalled_after(1000), peer));
+        assert!(
+            tokio::time::timeout(Duration::from_millis(50), first.as_mut())
+                .await
+                .is_err()
+        );
+        // ...so another 1000 would go over: 503, come back later.
+        let second = listener.handle(stalled_after(1000), peer).await;
+        assert_eq!(second.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(second.headers()[header::RETRY_AFTER], "1");
+
+        // Once the first is gone its bytes are free again.
+        drop(first);
+        let third = listener
+            .handle(
+                Request::post("/webhooks/fincode")
+                    .body(Full::new(Bytes::from(vec![b'x'; 1000])))
+                    .unwrap(),
+                peer,
+            )
+            .await;
+        assert_eq!(
+            third.status(),
+            StatusCode::UNAUTHORIZED,
+            "read, then refused as unsigned"
+        );
+        assert_eq!(listener.unverified.available_permits(), 1500);
     }
 }

@@ -19,7 +19,7 @@ struct ResultLabel {
 }
 
 /// Why the listener refused a request (the `reason` label).
-pub(crate) const REJECT_REASONS: [&str; 12] = [
+pub(crate) const REJECT_REASONS: [&str; 13] = [
     "not_found",
     "method",
     "too_large",
@@ -32,6 +32,7 @@ pub(crate) const REJECT_REASONS: [&str; 12] = [
     "bad_json",
     "store_unavailable",
     "body_read",
+    "unverified_budget",
 ];
 
 /// The webhook families. Cheap to clone.

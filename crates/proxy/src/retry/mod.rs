@@ -336,7 +336,23 @@ impl Policy {
         let route = head.extensions.get::<Route>().map_or(OTHER, |r| r.0);
         let resendable = may_send_twice(&head.method, &head.headers);
 
-        let (bytes, mut stream) = match keep(body, self.max_replay_body).await? {
+        // The app's body arrives under the deadline too: a trickling app cannot hold a
+        // request (and its place under the concurrency limit) past retry.deadline, and
+        // nothing is sent to FinCode until the whole body is in.
+        let kept = tokio::time::timeout_at(deadline, keep(body, self.max_replay_body))
+            .await
+            .map_err(|_elapsed| {
+                SidecarError::new(
+                    ErrorKind::UpstreamTimeout,
+                    format!(
+                        "the app did not finish sending the request body within {} \
+                         (retry.deadline); nothing was sent to FinCode",
+                        humanize(self.deadline)
+                    ),
+                )
+                .unsent()
+            })??;
+        let (bytes, mut stream) = match kept {
             Kept::Bytes(bytes) => {
                 head.extensions.insert(ReplayBody(bytes.clone()));
                 (Some(bytes), None)

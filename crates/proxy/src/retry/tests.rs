@@ -460,3 +460,46 @@ async fn non_transient_errors_are_not_retried() {
         assert!(response.headers().get(RETRY_STOPPED_HEADER).is_none());
     }
 }
+
+/// A body that declares a small size (so it would be kept for replay) and then never
+/// sends it: an app trickling its request.
+struct Stalled;
+
+impl http_body::Body for Stalled {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        std::task::Poll::Pending
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        http_body::SizeHint::with_exact(10)
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn buffering_the_body_for_replay_happens_under_the_deadline() {
+    let h = harness(&RetryConfig {
+        deadline: Duration::from_secs(5),
+        ..config()
+    });
+    let script = Script::new(&[]);
+    let (mut req, _tries) = request(Method::POST, Some("key-1"), "");
+    *req.body_mut() = Stalled.boxed();
+    let started = Instant::now();
+    let error = tokio::time::timeout(Duration::from_mins(1), call(&h, &script, req))
+        .await
+        .expect("the trickling body held the request past retry.deadline")
+        .unwrap_err();
+    assert!(
+        started.elapsed() <= Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(error.kind(), ErrorKind::UpstreamTimeout);
+    assert!(script.seen().is_empty(), "nothing was sent to FinCode");
+}

@@ -1,0 +1,358 @@
+#![forbid(unsafe_code)]
+#![warn(missing_docs, unreachable_pub)]
+//! One server module for every listener (DESIGN.md 3): the egress port, the admin port
+//! and the webhook listener all accept connections here, so each gets the same defences
+//! against slow and hostile clients.
+//!
+//! - **Header-read timeout**: hyper's, for HTTP/1 heads (it also restarts between
+//!   keep-alive requests). hyper ignores it without a timer, so one is always installed.
+//! - **Protocol detection / first request**: the auto builder reads a preface before it
+//!   knows HTTP/1 from HTTP/2, and hyper puts no timer on that. A connection that has not
+//!   started a request within `header_read_timeout` of being accepted (TLS handshake,
+//!   preface and HTTP/2 SETTINGS included) is closed here.
+//! - **Idle timeout**: a connection with no request in flight for `idle_timeout` is
+//!   closed, HTTP/1 and HTTP/2 alike.
+//! - **HTTP/2**: a cap on concurrent streams, a header-list limit and keep-alive PINGs.
+//! - **Connection cap**: at `max_connections` the oldest connection with no request in
+//!   flight is closed to make room for the new one; only when every connection is busy is
+//!   the new one closed at once. Leaving surplus connections in the kernel's accept queue
+//!   (the other common choice) would put a kubelet probe behind thousands of idle
+//!   attackers, each holding a slot until its timeout; an idle connection, by contrast,
+//!   owes nobody an answer, so closing it loses nothing. Open connections are the
+//!   `fincode_listener_connections{listener}` gauge; closed-at-the-cap ones are counted in
+//!   `fincode_listener_connections_rejected_total{listener,reason}`.
+//! - **Lifecycle**: a [`CancellationToken`] stops accepting; connections are then asked to
+//!   finish (HTTP/1 after the response in flight, HTTP/2 with GOAWAY) and tracked with a
+//!   [`TaskTracker`] until they are done or the drain
+//!   deadline passes, when the rest are closed.
+//!
+//! Services see the client's address as a [`Peer`] request extension.
+
+mod connections;
+mod metrics;
+mod track;
+
+use std::{
+    convert::Infallible, error::Error as StdError, future::Future, net::SocketAddr, pin::pin,
+    sync::Arc, time::Duration,
+};
+
+use bytes::Bytes;
+use fincode_config::ListenerLimits;
+use http::{Request, Response};
+use hyper::body::Incoming;
+use hyper_util::{
+    rt::{TokioExecutor, TokioIo, TokioTimer},
+    server::{conn::auto, graceful::GracefulConnection},
+    service::TowerToHyperService,
+};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::TlsAcceptor;
+use tokio_util::task::TaskTracker;
+use tower::Service;
+
+pub use tokio_util::sync::CancellationToken;
+
+use self::{
+    connections::{Connections, Slot},
+    track::Track,
+};
+pub use self::{
+    metrics::ConnectionMetrics,
+    track::{Peer, TrackedBody},
+};
+
+/// hyper's smallest allowed HTTP/1 read buffer.
+const MIN_H1_BUFFER: usize = 8192;
+
+/// The head size admin and webhook clients get unless told otherwise: probes, scrapes and
+/// FinCode's deliveries carry small heads; hyper's own default (~400 KiB a connection)
+/// would let a few hundred slow clients pin a lot of memory.
+const DEFAULT_MAX_HEADER_BYTES: usize = 16 * 1024;
+
+/// After the drain deadline, how long closed connections get to finish unwinding.
+const FORCE_CLOSE_GRACE: Duration = Duration::from_secs(1);
+
+/// How long an idle connection asked to close gracefully (HTTP/2 GOAWAY) may take before
+/// it is simply dropped.
+const IDLE_CLOSE_GRACE: Duration = Duration::from_secs(1);
+
+/// One listener's server: limits, optional TLS, metrics. Built once from the config.
+#[derive(Clone)]
+pub struct Server {
+    name: &'static str,
+    limits: ListenerLimits,
+    max_header_bytes: usize,
+    tls: Option<TlsAcceptor>,
+    metrics: ConnectionMetrics,
+}
+
+// === impl Server ===
+
+impl std::fmt::Debug for Server {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Server")
+            .field("name", &self.name)
+            .field("limits", &self.limits)
+            .field("max_header_bytes", &self.max_header_bytes)
+            .field("tls", &self.tls.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Server {
+    /// A plain-TCP server for the listener `name` (the metrics' `listener` label) with
+    /// `limits`. Its metrics go nowhere until [`Server::with_metrics`].
+    pub fn new(name: &'static str, limits: &ListenerLimits) -> Self {
+        Self {
+            name,
+            limits: limits.clone(),
+            max_header_bytes: DEFAULT_MAX_HEADER_BYTES,
+            tls: None,
+            metrics: ConnectionMetrics::default(),
+        }
+    }
+
+    /// The largest request head accepted: HTTP/1's read buffer (at least hyper's 8 KiB
+    /// minimum) and HTTP/2's header-list size.
+    #[must_use]
+    pub fn with_max_header_bytes(mut self, bytes: usize) -> Self {
+        self.max_header_bytes = bytes;
+        self
+    }
+
+    /// Terminates TLS with `tls` (ALPN as the acceptor offers it). The handshake counts
+    /// against `header_read_timeout`.
+    #[must_use]
+    pub fn with_tls(mut self, tls: Option<TlsAcceptor>) -> Self {
+        self.tls = tls;
+        self
+    }
+
+    /// Reports open and refused connections into `metrics`.
+    #[must_use]
+    pub fn with_metrics(mut self, metrics: ConnectionMetrics) -> Self {
+        self.metrics = metrics;
+        self
+    }
+
+    /// The listener's name, as in its metrics and logs.
+    pub fn name(&self) -> &'static str {
+        self.name
+    }
+
+    fn builder(&self) -> auto::Builder<TokioExecutor> {
+        let limits = &self.limits;
+        let mut builder = auto::Builder::new(TokioExecutor::new());
+        builder
+            .http1()
+            .timer(TokioTimer::new())
+            .header_read_timeout(limits.header_read_timeout)
+            .max_buf_size(self.max_header_bytes.max(MIN_H1_BUFFER));
+        builder
+            .http2()
+            .timer(TokioTimer::new())
+            .max_concurrent_streams(limits.http2_max_concurrent_streams)
+            .max_header_list_size(u32::try_from(self.max_header_bytes).unwrap_or(u32::MAX))
+            .keep_alive_interval(
+                (!limits.http2_keepalive_interval.is_zero())
+                    .then_some(limits.http2_keepalive_interval),
+            )
+            .keep_alive_timeout(limits.http2_keepalive_timeout);
+        builder
+    }
+
+    /// Serves `service` on `listener` until `shutdown` is cancelled; then stops accepting,
+    /// lets requests in flight finish for up to `drain`, and closes what is left.
+    pub async fn serve<S, B>(
+        self,
+        listener: TcpListener,
+        service: S,
+        shutdown: CancellationToken,
+        drain: Duration,
+    ) where
+        S: Service<Request<Incoming>, Response = Response<B>, Error = Infallible>
+            + Clone
+            + Send
+            + 'static,
+        S::Future: Send + 'static,
+        B: http_body::Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<Box<dyn StdError + Send + Sync>>,
+    {
+        let name = self.name;
+        let builder = Arc::new(self.builder());
+        let connections =
+            Connections::new(self.limits.max_connections, self.metrics.for_listener(name));
+        let tracker = TaskTracker::new();
+        // Cancelled when the drain deadline passes: every connection closes at once.
+        let force = CancellationToken::new();
+        let timeouts = Timeouts {
+            first_request: self.limits.header_read_timeout,
+            idle: self.limits.idle_timeout,
+        };
+        loop {
+            let (stream, peer) = tokio::select! {
+                biased;
+                () = shutdown.cancelled() => break,
+                accepted = listener.accept() => match accepted {
+                    Ok(accepted) => accepted,
+                    Err(error) => {
+                        // EMFILE and friends: back off instead of spinning.
+                        tracing::warn!(listener = name, %error, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                },
+            };
+            let Some(slot) = connections.admit(&force) else {
+                tracing::debug!(listener = name, %peer, "connection cap reached and every connection busy; closed");
+                continue;
+            };
+            let _ = stream.set_nodelay(true);
+            let at_cap = slot.at_cap();
+            tracker.spawn(connection(
+                Conn {
+                    builder: builder.clone(),
+                    tls: self.tls.clone(),
+                    service: service.clone(),
+                    slot,
+                    timeouts,
+                    shutdown: shutdown.clone(),
+                    name,
+                },
+                stream,
+                peer,
+            ));
+            if at_cap {
+                // Under a flood the accept queue is long and this loop never waits; give
+                // the new connection a turn to read the request it has likely sent
+                // already (a probe does) before more accepts make it the oldest idle one.
+                tokio::task::yield_now().await;
+            }
+        }
+        drop(listener);
+        tracker.close();
+        if tokio::time::timeout(drain, tracker.wait()).await.is_err() {
+            tracing::warn!(
+                listener = name,
+                ?drain,
+                open = tracker.len(),
+                "requests still running after the drain period; closing their connections"
+            );
+            force.cancel();
+            let _ = tokio::time::timeout(FORCE_CLOSE_GRACE, tracker.wait()).await;
+        }
+    }
+}
+
+#[derive(Clone, Copy)]
+struct Timeouts {
+    first_request: Duration,
+    idle: Duration,
+}
+
+/// What one connection's task needs.
+struct Conn<S> {
+    builder: Arc<auto::Builder<TokioExecutor>>,
+    tls: Option<TlsAcceptor>,
+    service: S,
+    slot: Slot,
+    timeouts: Timeouts,
+    shutdown: CancellationToken,
+    name: &'static str,
+}
+
+/// Serves one connection; the slot it holds is given back when this returns.
+async fn connection<S, B>(conn: Conn<S>, stream: TcpStream, peer: SocketAddr)
+where
+    S: Service<Request<Incoming>, Response = Response<B>, Error = Infallible>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<Box<dyn StdError + Send + Sync>>,
+{
+    let activity = conn.slot.activity();
+    // From the accept: the TLS handshake, the preface and the first head all count.
+    let mut idle = pin!(activity.idle_for(conn.timeouts.first_request, conn.timeouts.idle));
+    let service = TowerToHyperService::new(Track::new(conn.service, peer, activity.clone()));
+    let result = match conn.tls {
+        None => {
+            let io = TokioIo::new(stream);
+            drive(
+                conn.builder.serve_connection(io, service),
+                idle,
+                &conn.slot,
+                &conn.shutdown,
+            )
+            .await
+        }
+        Some(tls) => {
+            let handshake = tokio::select! {
+                handshake = tls.accept(stream) => handshake,
+                () = &mut idle => return,
+                () = conn.slot.closed() => return,
+                () = conn.shutdown.cancelled() => return,
+            };
+            let stream = match handshake {
+                Ok(stream) => stream,
+                Err(error) => {
+                    tracing::debug!(listener = conn.name, %peer, %error, "TLS handshake failed");
+                    return;
+                }
+            };
+            drive(
+                conn.builder.serve_connection(TokioIo::new(stream), service),
+                idle,
+                &conn.slot,
+                &conn.shutdown,
+            )
+            .await
+        }
+    };
+    if let Err(error) = result {
+        tracing::debug!(listener = conn.name, %peer, error = %error, "connection ended with an error");
+    }
+}
+
+type BoxError = Box<dyn StdError + Send + Sync>;
+
+/// Polls `connection` until it ends, the listener shuts down (graceful: finish what is in
+/// flight), it idles out, or its slot is taken back (evicted at the cap, or the drain
+/// deadline passed).
+async fn drive<C>(
+    connection: C,
+    mut idle: std::pin::Pin<&mut impl Future<Output = ()>>,
+    slot: &Slot,
+    shutdown: &CancellationToken,
+) -> Result<(), BoxError>
+where
+    C: GracefulConnection,
+    C::Error: Into<BoxError>,
+{
+    let mut connection = pin!(connection);
+    let mut closing = false;
+    loop {
+        tokio::select! {
+            result = connection.as_mut() => return result.map_err(Into::into),
+            () = shutdown.cancelled(), if !closing => {
+                connection.as_mut().graceful_shutdown();
+                closing = true;
+            }
+            () = &mut idle, if !closing => break,
+            // Evicted at the cap, or the drain deadline passed: close at once. An evicted
+            // connection had nothing in flight, and under a flood the slot must be free
+            // again before the next accept, not after a polite goodbye.
+            () = slot.closed() => return Ok(()),
+        }
+    }
+    // Nothing in flight: ask politely (an HTTP/2 client learns from the GOAWAY that no
+    // stream was processed and may retry elsewhere), then just close.
+    connection.as_mut().graceful_shutdown();
+    let _ = tokio::time::timeout(IDLE_CLOSE_GRACE, connection.as_mut()).await;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests;

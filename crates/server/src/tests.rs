@@ -1,0 +1,414 @@
+//! Real sockets on loopback, with short timeouts.
+
+use std::{
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use http_body_util::Full;
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::TcpStream,
+    sync::Semaphore,
+};
+
+use super::*;
+
+fn limits(max_connections: usize) -> ListenerLimits {
+    ListenerLimits {
+        header_read_timeout: Duration::from_millis(400),
+        idle_timeout: Duration::from_millis(400),
+        max_connections,
+        ..ListenerLimits::default()
+    }
+}
+
+/// Answers with the peer's address; `/slow` waits for a permit from `gate` first.
+#[derive(Clone)]
+struct Echo {
+    gate: Arc<Semaphore>,
+}
+
+impl Service<Request<Incoming>> for Echo {
+    type Response = Response<Full<Bytes>>;
+    type Error = Infallible;
+    type Future =
+        std::pin::Pin<Box<dyn Future<Output = Result<Self::Response, Infallible>> + Send>>;
+
+    fn poll_ready(
+        &mut self,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Infallible>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Request<Incoming>) -> Self::Future {
+        let gate = self.gate.clone();
+        Box::pin(async move {
+            if req.uri().path() == "/slow" {
+                let _permit = gate.acquire().await;
+            }
+            let peer = req
+                .extensions()
+                .get::<Peer>()
+                .map_or_else(|| "none".to_owned(), |p| p.0.to_string());
+            Ok(Response::new(Full::new(Bytes::from(peer))))
+        })
+    }
+}
+
+struct Running {
+    addr: SocketAddr,
+    metrics: ConnectionMetrics,
+    gate: Arc<Semaphore>,
+    shutdown: CancellationToken,
+    served: tokio::task::JoinHandle<()>,
+}
+
+async fn start(limits: ListenerLimits, drain: Duration) -> Running {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let metrics = ConnectionMetrics::default();
+    let gate = Arc::new(Semaphore::new(0));
+    let shutdown = CancellationToken::new();
+    let server = Server::new("test", &limits).with_metrics(metrics.clone());
+    let served = tokio::spawn(server.serve(
+        listener,
+        Echo { gate: gate.clone() },
+        shutdown.clone(),
+        drain,
+    ));
+    Running {
+        addr,
+        metrics,
+        gate,
+        shutdown,
+        served,
+    }
+}
+
+fn get(path: &str) -> String {
+    format!("GET {path} HTTP/1.1\r\nhost: test\r\n\r\n")
+}
+
+/// Reads until the response's body (the peer address) arrives or the server closes.
+async fn read_some(stream: &mut TcpStream) -> String {
+    let mut buf = vec![0; 4096];
+    let n = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buf))
+        .await
+        .expect("no answer within 5 s")
+        .unwrap_or(0);
+    String::from_utf8_lossy(&buf[..n]).into_owned()
+}
+
+/// How long until the server closes `stream` (reads and discards whatever comes first).
+async fn time_to_close(stream: &mut TcpStream) -> Duration {
+    let started = Instant::now();
+    let mut buf = vec![0; 4096];
+    loop {
+        let read = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buf))
+            .await
+            .expect("still open after 5 s");
+        if !matches!(read, Ok(n) if n > 0) {
+            return started.elapsed();
+        }
+    }
+}
+
+async fn wait_for(what: &str, mut check: impl FnMut() -> bool) {
+    for _ in 0..200 {
+        if check() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("timed out waiting for {what}");
+}
+
+#[tokio::test]
+async fn a_request_is_answered_and_sees_its_peer() {
+    let running = start(limits(8), Duration::from_secs(1)).await;
+    let mut stream = TcpStream::connect(running.addr).await.unwrap();
+    stream.write_all(get("/").as_bytes()).await.unwrap();
+    let local = stream.local_addr().unwrap().to_string();
+    let answer = read_some(&mut stream).await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(
+        answer.ends_with(&local),
+        "the service saw the peer: {answer}"
+    );
+}
+
+#[tokio::test]
+async fn a_silent_connection_is_closed_after_the_header_read_timeout() {
+    // Nothing sent: hyper's auto builder is still detecting the protocol, where hyper
+    // itself has no timer.
+    let running = start(
+        ListenerLimits {
+            idle_timeout: Duration::from_secs(30),
+            ..limits(8)
+        },
+        Duration::from_secs(1),
+    )
+    .await;
+    let mut stream = TcpStream::connect(running.addr).await.unwrap();
+    let closed = time_to_close(&mut stream).await;
+    assert!(
+        closed >= Duration::from_millis(300) && closed < Duration::from_secs(3),
+        "{closed:?}"
+    );
+    wait_for("the gauge to drop", || running.metrics.open("test") == 0).await;
+}
+
+#[tokio::test]
+async fn a_trickled_head_is_cut_at_the_header_read_timeout() {
+    let running = start(
+        ListenerLimits {
+            idle_timeout: Duration::from_secs(30),
+            ..limits(8)
+        },
+        Duration::from_secs(1),
+    )
+    .await;
+    let mut stream = TcpStream::connect(running.addr).await.unwrap();
+    let started = Instant::now();
+    // A byte every 50 ms: the connection is never silent, the head never complete.
+    for byte in get("/").bytes().take(30).cycle() {
+        if stream.write_all(&[byte]).await.is_err() {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(4),
+            "a trickling head was not cut"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(started.elapsed() < Duration::from_secs(3));
+}
+
+#[tokio::test]
+async fn an_idle_keep_alive_connection_is_closed_after_the_idle_timeout() {
+    let running = start(
+        ListenerLimits {
+            // hyper would also cut an idle HTTP/1 connection at its header-read timeout;
+            // make that long so the idle timeout is what is seen.
+            header_read_timeout: Duration::from_secs(30),
+            ..limits(8)
+        },
+        Duration::from_secs(1),
+    )
+    .await;
+    let mut stream = TcpStream::connect(running.addr).await.unwrap();
+    stream.write_all(get("/").as_bytes()).await.unwrap();
+    assert!(read_some(&mut stream).await.starts_with("HTTP/1.1 200"));
+    let closed = time_to_close(&mut stream).await;
+    assert!(
+        closed >= Duration::from_millis(300) && closed < Duration::from_secs(3),
+        "{closed:?}"
+    );
+}
+
+#[tokio::test]
+async fn at_the_cap_the_oldest_idle_connection_makes_room() {
+    let running = start(
+        ListenerLimits {
+            header_read_timeout: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(30),
+            ..limits(2)
+        },
+        Duration::from_secs(1),
+    )
+    .await;
+    let mut oldest = TcpStream::connect(running.addr).await.unwrap();
+    wait_for("the first connection", || running.metrics.open("test") == 1).await;
+    let _second = TcpStream::connect(running.addr).await.unwrap();
+    wait_for("the second connection", || {
+        running.metrics.open("test") == 2
+    })
+    .await;
+
+    let mut probe = TcpStream::connect(running.addr).await.unwrap();
+    probe.write_all(get("/healthz").as_bytes()).await.unwrap();
+    assert!(read_some(&mut probe).await.starts_with("HTTP/1.1 200"));
+    assert!(time_to_close(&mut oldest).await < Duration::from_secs(1));
+    assert_eq!(running.metrics.rejected("test", "evicted_idle"), 1);
+    assert_eq!(running.metrics.open("test"), 2);
+}
+
+#[tokio::test]
+async fn at_the_cap_with_every_connection_busy_the_new_one_is_closed() {
+    let running = start(limits(2), Duration::from_secs(1)).await;
+    let mut busy = Vec::new();
+    for _ in 0..2 {
+        let mut stream = TcpStream::connect(running.addr).await.unwrap();
+        stream.write_all(get("/slow").as_bytes()).await.unwrap();
+        busy.push(stream);
+    }
+    wait_for("two connections", || running.metrics.open("test") == 2).await;
+    // Give the requests time to be parsed and counted as in flight.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+
+    let mut refused = TcpStream::connect(running.addr).await.unwrap();
+    assert!(time_to_close(&mut refused).await < Duration::from_secs(1));
+    assert_eq!(running.metrics.rejected("test", "full"), 1);
+
+    // The busy ones are not harmed, and not cut by the idle timeout while in flight.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    running.gate.add_permits(2);
+    for stream in &mut busy {
+        assert!(read_some(stream).await.starts_with("HTTP/1.1 200"));
+    }
+}
+
+#[tokio::test]
+async fn shutdown_lets_a_request_in_flight_finish_and_stops_accepting() {
+    let running = start(limits(8), Duration::from_secs(5)).await;
+    let mut stream = TcpStream::connect(running.addr).await.unwrap();
+    stream.write_all(get("/slow").as_bytes()).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    running.shutdown.cancel();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(
+        TcpStream::connect(running.addr).await.is_err(),
+        "no longer accepting"
+    );
+    running.gate.add_permits(1);
+    let answer = read_some(&mut stream).await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    tokio::time::timeout(Duration::from_secs(2), running.served)
+        .await
+        .expect("serve returned after the drain")
+        .unwrap();
+}
+
+#[tokio::test]
+async fn a_request_still_running_at_the_drain_deadline_is_cut() {
+    let running = start(limits(8), Duration::from_millis(300)).await;
+    let mut stream = TcpStream::connect(running.addr).await.unwrap();
+    stream.write_all(get("/slow").as_bytes()).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let started = Instant::now();
+    running.shutdown.cancel();
+    tokio::time::timeout(Duration::from_secs(3), running.served)
+        .await
+        .expect("serve returned at the drain deadline")
+        .unwrap();
+    assert!(started.elapsed() < Duration::from_secs(2));
+    assert!(time_to_close(&mut stream).await < Duration::from_secs(1));
+}
+
+#[tokio::test]
+async fn an_idle_http2_connection_is_closed_after_the_idle_timeout() {
+    let running = start(
+        ListenerLimits {
+            header_read_timeout: Duration::from_secs(30),
+            ..limits(8)
+        },
+        Duration::from_secs(1),
+    )
+    .await;
+    let stream = TcpStream::connect(running.addr).await.unwrap();
+    let (mut sender, connection) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+            .await
+            .unwrap();
+    let driver = tokio::spawn(connection);
+    let request = Request::get("http://test/")
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let response = sender.send_request(request).await.unwrap();
+    assert_eq!(response.status(), 200);
+    drop(response);
+    let started = Instant::now();
+    tokio::time::timeout(Duration::from_secs(3), driver)
+        .await
+        .expect("the idle HTTP/2 connection was closed")
+        .unwrap()
+        .ok();
+    assert!(started.elapsed() >= Duration::from_millis(300));
+    wait_for("the gauge to drop", || running.metrics.open("test") == 0).await;
+}
+
+#[tokio::test]
+async fn a_silent_tls_client_is_closed_after_the_header_read_timeout() {
+    // A TLS acceptor that is never completed: the client connects and sends nothing.
+    let running = {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let config = tokio_rustls::rustls::ServerConfig::builder_with_provider(Arc::new(
+            tokio_rustls::rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_cert_resolver(Arc::new(NoCert));
+        let server = Server::new(
+            "tls",
+            &ListenerLimits {
+                idle_timeout: Duration::from_secs(30),
+                ..limits(8)
+            },
+        )
+        .with_tls(Some(TlsAcceptor::from(Arc::new(config))));
+        tokio::spawn(server.serve(
+            listener,
+            Echo {
+                gate: Arc::new(Semaphore::new(0)),
+            },
+            CancellationToken::new(),
+            Duration::from_secs(1),
+        ));
+        addr
+    };
+    let mut stream = TcpStream::connect(running).await.unwrap();
+    let closed = time_to_close(&mut stream).await;
+    assert!(
+        closed >= Duration::from_millis(300) && closed < Duration::from_secs(3),
+        "{closed:?}"
+    );
+}
+
+/// Never offers a certificate; the handshake never gets that far in the test anyway.
+#[derive(Debug)]
+struct NoCert;
+
+impl tokio_rustls::rustls::server::ResolvesServerCert for NoCert {
+    fn resolve(
+        &self,
+        _: tokio_rustls::rustls::server::ClientHello<'_>,
+    ) -> Option<Arc<tokio_rustls::rustls::sign::CertifiedKey>> {
+        None
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn idle_means_no_request_in_flight_for_the_whole_timeout() {
+    use crate::connections::Activity;
+    let (first, between) = (Duration::from_secs(10), Duration::from_mins(1));
+
+    // Never used: closed `first` after opening.
+    let unused = Activity::new();
+    let started = tokio::time::Instant::now();
+    unused.idle_for(first, between).await;
+    assert_eq!(started.elapsed(), first);
+
+    // A request running far longer than both timeouts is never idle; `between` counts
+    // from its end.
+    let busy = Arc::new(Activity::new());
+    let started = tokio::time::Instant::now();
+    busy.request_started();
+    let ender = {
+        let busy = busy.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_mins(5)).await;
+            busy.request_ended();
+        })
+    };
+    busy.idle_for(first, between).await;
+    ender.await.unwrap();
+    let elapsed = started.elapsed();
+    assert!(
+        elapsed >= Duration::from_mins(6) && elapsed <= Duration::from_secs(361),
+        "{elapsed:?}"
+    );
+}
