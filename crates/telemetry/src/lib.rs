@@ -83,11 +83,22 @@ pub fn install_panic_hook() {
             .map_or_else(|| "unknown".to_owned(), ToString::to_string);
         let thread = std::thread::current();
         let thread = thread.name().unwrap_or("unnamed");
-        tracing::error!(
-            %location,
-            thread,
-            "panicked (message withheld: it may hold request data)"
-        );
+        let logging = tracing::dispatcher::get_default(|dispatch| {
+            !dispatch.is::<tracing::subscriber::NoSubscriber>()
+        });
+        if logging {
+            tracing::error!(
+                %location,
+                thread,
+                "panicked (message withheld: it may hold request data)"
+            );
+        } else {
+            // Before logging is set up (config loading, one-shot commands) a panic must
+            // still leave a trace.
+            eprintln!(
+                "fincode-sidecar panicked at {location} in thread {thread} (message withheld: it may hold request data)"
+            );
+        }
     }));
 }
 

@@ -106,3 +106,35 @@ fn a_panic_is_logged_with_its_location_and_never_its_message() {
     assert!(logged.contains("tests.rs"), "{logged}");
     assert!(!logged.contains(canary), "{logged}");
 }
+
+#[test]
+fn a_panic_before_logging_is_set_up_still_leaves_its_location_on_stderr() {
+    const CHILD: &str = "FINCODE_TELEMETRY_PANIC_CHILD";
+    let canary = "4111111111111111-before-logging-canary";
+    if std::env::var_os(CHILD).is_some() {
+        // In the child: no subscriber anywhere, as in config loading or a one-shot command.
+        install_panic_hook();
+        panic!("bad value {canary}");
+    }
+    let output = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "tests::a_panic_before_logging_is_set_up_still_leaves_its_location_on_stderr",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(CHILD, "1")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(!output.status.success(), "the child should have panicked");
+    assert!(
+        stderr.contains("fincode-sidecar panicked at") && stderr.contains("tests.rs"),
+        "{stderr}"
+    );
+    assert!(
+        !stderr.contains(canary) && !stdout.contains(canary),
+        "{stderr}{stdout}"
+    );
+}

@@ -9,6 +9,8 @@
 //!
 //! The POST routes change state, so loopback alone is not enough for them: they need the
 //! token, or from loopback the [`ADMIN_HEADER`] (no browser can be made to send it).
+//! Loopback admits nothing when the request names a host or origin that is not loopback:
+//! that is a web page reaching a port-forward by DNS rebinding or cross-site.
 
 use std::{
     net::SocketAddr,
@@ -78,7 +80,7 @@ impl Admin {
         if !self.admitted(headers, peer) {
             return Some(reply(
                 StatusCode::FORBIDDEN,
-                &json!({"error": "webhook admin routes are served on loopback, or with webhooks.admin_token_env's token as a Bearer token"}),
+                &json!({"error": "webhook admin routes are served on loopback (to a loopback Host, not from a web page elsewhere), or with webhooks.admin_token_env's token as a Bearer token"}),
             ));
         }
         // Reading is safe from loopback; changing state is not, because a web page in an
@@ -115,7 +117,7 @@ impl Admin {
     }
 
     fn admitted(&self, headers: &HeaderMap, peer: SocketAddr) -> bool {
-        peer.ip().is_loopback() || self.has_token(headers)
+        self.has_token(headers) || (peer.ip().is_loopback() && !from_a_browser_elsewhere(headers))
     }
 
     /// Whether the request carries the admin token (compared in constant time).
@@ -223,6 +225,45 @@ impl Admin {
 }
 
 /// What a list shows of an event: no body, no headers (they may hold personal data).
+/// Whether a loopback request was made by a web page that is not itself on loopback.
+///
+/// Loopback is where `kubectl port-forward` and the CLI come from, but a page in the
+/// operator's browser can reach it too: by DNS rebinding (evil.example re-resolved to
+/// 127.0.0.1 is same-origin with itself, so it may send custom headers and read answers)
+/// or by a plain cross-site request. Browsers always send `Host` (the page's host name)
+/// and, from `fetch()`, `Origin` and `Sec-Fetch-Site`; none of them can be forged by the
+/// page. Tools send a loopback `Host` and no `Origin`.
+fn from_a_browser_elsewhere(headers: &HeaderMap) -> bool {
+    let header = |name| headers.get(name).and_then(|v| v.to_str().ok());
+    let host_is_loopback = |host: &str| {
+        let host = host.trim();
+        let name = match host.strip_prefix('[') {
+            Some(v6) => v6.split(']').next().unwrap_or_default(),
+            None => host.rsplit_once(':').map_or(host, |(name, _port)| name),
+        };
+        name.eq_ignore_ascii_case("localhost")
+            || name
+                .parse::<std::net::IpAddr>()
+                .is_ok_and(|ip| ip.is_loopback())
+    };
+    if headers.contains_key(header::HOST)
+        && !header(header::HOST.as_str()).is_some_and(host_is_loopback)
+    {
+        return true;
+    }
+    if let Some(origin) = headers.get(header::ORIGIN) {
+        let loopback_origin = origin
+            .to_str()
+            .ok()
+            .and_then(|origin| origin.split_once("://"))
+            .is_some_and(|(_scheme, host)| host_is_loopback(host));
+        if !loopback_origin {
+            return true;
+        }
+    }
+    header("sec-fetch-site").is_some_and(|site| site.eq_ignore_ascii_case("cross-site"))
+}
+
 fn summary(event: &StoredEvent) -> Value {
     json!({
         "id": event.id,
@@ -441,5 +482,90 @@ mod tests {
 
     async fn status_of_list(admin: &Admin, peer: &str) -> StatusCode {
         status(admin, peer, None).await
+    }
+
+    /// DNS rebinding: a page on evil.example, re-resolved to 127.0.0.1, is same-origin with
+    /// itself, so it may add custom headers without a preflight; the request arrives from
+    /// loopback but names the attacker's host (and, from fetch(), a cross-site origin).
+    #[tokio::test]
+    async fn loopback_alone_does_not_admit_a_rebound_browser_page() {
+        let dir = tempfile::tempdir().unwrap();
+        let admin = admin(&dir, Some("s3cret-admin-token"));
+        let call =
+            |method: Method, path: &'static str, headers: Vec<(&'static str, &'static str)>| {
+                let admin = &admin;
+                async move {
+                    let mut map = HeaderMap::new();
+                    for (name, value) in headers {
+                        map.insert(
+                            http::HeaderName::from_static(name),
+                            HeaderValue::from_static(value),
+                        );
+                    }
+                    admin
+                        .handle(&method, path, None, &map, "127.0.0.1:5000".parse().unwrap())
+                        .await
+                        .unwrap()
+                        .status()
+                }
+            };
+        let replay = "/webhooks/dead/replay";
+        let list = "/webhooks/events";
+        let header = ("x-fincode-admin", "1");
+        for refused in [
+            vec![("host", "evil.example:9090"), header],
+            vec![
+                ("host", "127.0.0.1:9090"),
+                ("origin", "http://evil.example:9090"),
+                header,
+            ],
+            vec![
+                ("host", "localhost:9090"),
+                ("sec-fetch-site", "cross-site"),
+                header,
+            ],
+        ] {
+            assert_eq!(
+                call(Method::POST, replay, refused.clone()).await,
+                StatusCode::FORBIDDEN,
+                "{refused:?}"
+            );
+            assert_eq!(
+                call(Method::GET, list, refused.clone()).await,
+                StatusCode::FORBIDDEN,
+                "{refused:?}"
+            );
+        }
+        // curl and the CLI through a port-forward: a loopback host, no browser headers.
+        for admitted in [
+            vec![("host", "127.0.0.1:9090"), header],
+            vec![("host", "localhost"), header],
+            vec![("host", "[::1]:9090"), header],
+            vec![header],
+            vec![
+                ("host", "localhost:9090"),
+                ("origin", "http://localhost:9090"),
+                header,
+            ],
+        ] {
+            assert_eq!(
+                call(Method::POST, replay, admitted.clone()).await,
+                StatusCode::OK,
+                "{admitted:?}"
+            );
+        }
+        // The token admits whatever the host says (it is a credential, not an address).
+        assert_eq!(
+            call(
+                Method::POST,
+                replay,
+                vec![
+                    ("host", "sidecar.internal:9090"),
+                    ("authorization", "Bearer s3cret-admin-token")
+                ]
+            )
+            .await,
+            StatusCode::OK
+        );
     }
 }
