@@ -238,8 +238,9 @@ async fn the_app_cannot_revoke_the_static_token() {
     assert_eq!(get(&app, &sidecar.url(TRANSACTIONS)).await.status, 200);
 }
 
-/// A8: `//` is collapsed before the route is matched, so create-transaction's own limit
-/// holds however many slashes the app writes, and FinCode gets the canonical path.
+/// A8: `//` is collapsed and letter case ignored before the route is matched, so
+/// create-transaction's own limit holds however the app spells the path, and FinCode gets
+/// the canonical path.
 #[tokio::test]
 async fn double_slashes_do_not_escape_the_route_rate_limit() {
     let sandbox = TestSandbox::start().await;
@@ -282,6 +283,12 @@ async fn double_slashes_do_not_escape_the_route_rate_limit() {
             "k-4",
         ),
         ("///transactionmanagement///create-transaction", "k-5"),
+        // The guard reads paths in any letter case; so does the route.
+        ("/TransactionManagement/Create-Transaction", "k-6"),
+        (
+            "/API/V6/Services/TRANSACTIONMANAGEMENT/create-transaction",
+            "k-7",
+        ),
     ] {
         send(&app, post(path, key))
             .await
@@ -289,6 +296,12 @@ async fn double_slashes_do_not_escape_the_route_rate_limit() {
     }
     let creates = seen(&sandbox, CREATE);
     assert_eq!(creates.len(), 1, "only the first reached FinCode");
+    let any_case = sandbox
+        .requests()
+        .into_iter()
+        .filter(|r| r.uri.to_ascii_lowercase().ends_with(CREATE))
+        .count();
+    assert_eq!(any_case, 1, "in any letter case");
     assert_eq!(
         creates[0].uri, "/api/v6/services/transactionmanagement/create-transaction",
         "FinCode gets the normalised path"
