@@ -338,12 +338,14 @@ impl Policy {
 
         // The app's body arrives under the deadline too: a trickling app cannot hold a
         // request (and its place under the concurrency limit) past retry.deadline, and
-        // nothing is sent to FinCode until the whole body is in.
+        // nothing is sent to FinCode until the whole body is in. Its own kind (408
+        // body_timeout), not upstream_timeout: the breaker and the FinCode alerts must
+        // not blame FinCode for an app's slow upload.
         let kept = tokio::time::timeout_at(deadline, keep(body, self.max_replay_body))
             .await
             .map_err(|_elapsed| {
                 SidecarError::new(
-                    ErrorKind::UpstreamTimeout,
+                    ErrorKind::RequestBodyTimeout,
                     format!(
                         "the app did not finish sending the request body within {} \
                          (retry.deadline); nothing was sent to FinCode",

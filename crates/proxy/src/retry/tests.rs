@@ -500,6 +500,50 @@ async fn buffering_the_body_for_replay_happens_under_the_deadline() {
         "{:?}",
         started.elapsed()
     );
-    assert_eq!(error.kind(), ErrorKind::UpstreamTimeout);
+    // The app's slowness, not FinCode's: 408 body_timeout, never upstream_timeout.
+    let response = error.to_response::<Full<Bytes>>("id");
+    assert_eq!(response.status(), 408);
+    assert_eq!(
+        response.headers()[crate::SIDECAR_ERROR_HEADER],
+        "body_timeout"
+    );
+    assert_eq!(
+        response.headers()[http::header::CONTENT_TYPE],
+        "application/problem+json"
+    );
     assert!(script.seen().is_empty(), "nothing was sent to FinCode");
+}
+
+/// Five apps stalling their uploads are not five FinCode failures: the breaker above the
+/// retry layer stays closed, and FinCode stays reachable for everyone else.
+#[tokio::test(start_paused = true)]
+async fn stalled_app_bodies_never_open_the_breaker() {
+    use crate::breaker::{Breaker, BreakerLayer, State};
+
+    let h = harness(&RetryConfig {
+        deadline: Duration::from_secs(5),
+        ..config()
+    });
+    let mut registry = Registry::default();
+    let breaker = Breaker::new(
+        &fincode_config::BreakerConfig {
+            consecutive_failures: 2,
+            min_requests: 2,
+            ..fincode_config::BreakerConfig::default()
+        },
+        "fincode",
+        &mut registry,
+    );
+    let script = Script::new(&[]);
+    for _ in 0..5 {
+        let (mut req, _tries) = request(Method::POST, Some("key-1"), "");
+        *req.body_mut() = Stalled.boxed();
+        let service =
+            BreakerLayer::new(breaker.clone()).layer(h.layer.layer(script.clone().service()));
+        service.oneshot(req).await.unwrap_err();
+    }
+    assert_eq!(breaker.state(), State::Closed);
+    let (req, _tries) = request(Method::POST, Some("key-2"), "{}");
+    let service = BreakerLayer::new(breaker.clone()).layer(h.layer.layer(script.clone().service()));
+    assert_eq!(service.oneshot(req).await.unwrap().status(), 200);
 }
