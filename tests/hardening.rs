@@ -81,6 +81,77 @@ async fn a_connection_header_cannot_strip_the_idempotency_key() {
     assert_eq!(counters.side_effects.get("order-conn-1"), Some(&1));
 }
 
+/// A blank `X-Idempotency-Key` (an unset template variable in the app) is no key: FinCode
+/// would treat it as none, so each try would be a new payment. Through 503, 503 the
+/// sidecar sends the POST once and the app gets FinCode's 503 with
+/// `x-sidecar-retry-stopped: not_idempotent`.
+#[tokio::test]
+async fn a_blank_idempotency_key_does_not_make_a_post_retryable() {
+    let sandbox = TestSandbox::start().await;
+    let token = sandbox.mint_static_token(Duration::from_hours(1));
+    let sidecar = SidecarBuilder::new(&sandbox)
+        .static_token(&token)
+        .set("retry.backoff_base", "10ms")
+        .set("retry.backoff_cap", "50ms")
+        .start();
+    sidecar.wait_ready(Duration::from_secs(20)).await;
+    sandbox.add_fault(FaultRule::status(503).times(2).path_prefix(CREATE));
+
+    for blank in ["", "   "] {
+        let response = send(
+            &app_client(),
+            create_transaction(&sidecar, Some(blank), r#"{"amount":700,"currency":"GBP"}"#),
+        )
+        .await;
+        assert_eq!(response.status, 503, "{blank:?}: {response:?}");
+        assert_eq!(
+            response.header("x-sidecar-attempts"),
+            Some("1"),
+            "{blank:?}"
+        );
+        assert_eq!(
+            response.header("x-sidecar-retry-stopped"),
+            Some("not_idempotent"),
+            "{blank:?}"
+        );
+    }
+    assert_eq!(seen(&sandbox, CREATE).len(), 2, "one try per app request");
+}
+
+/// With `retry.mint_idempotency_key`, a blank key is replaced by a minted one, as a
+/// missing key is: FinCode sees the same minted key on every try, and the app gets it.
+#[tokio::test]
+async fn a_blank_idempotency_key_is_replaced_by_a_minted_one() {
+    let sandbox = TestSandbox::start().await;
+    let token = sandbox.mint_static_token(Duration::from_hours(1));
+    let sidecar = SidecarBuilder::new(&sandbox)
+        .static_token(&token)
+        .set("retry.backoff_base", "10ms")
+        .set("retry.backoff_cap", "50ms")
+        .set("retry.mint_idempotency_key", true)
+        .start();
+    sidecar.wait_ready(Duration::from_secs(20)).await;
+    sandbox.add_fault(FaultRule::status(503).times(2).path_prefix(CREATE));
+
+    let response = send(
+        &app_client(),
+        create_transaction(&sidecar, Some(""), r#"{"amount":800,"currency":"GBP"}"#),
+    )
+    .await;
+    assert_eq!(response.status, 200, "{response:?}");
+    assert_eq!(response.header("x-sidecar-attempts"), Some("3"));
+    let minted = response.header("x-idempotency-key").unwrap().to_owned();
+    assert!(!minted.trim().is_empty());
+    let tries = seen(&sandbox, CREATE);
+    assert_eq!(tries.len(), 3, "503, 503, 200");
+    for request in &tries {
+        assert_eq!(header(request, "x-idempotency-key"), vec![minted.as_str()]);
+    }
+    let counters = sandbox.counters();
+    assert_eq!(counters.transactions_created, 1);
+    assert_eq!(counters.side_effects.get(&minted), Some(&1));
+}
+
 /// A1: `Connection` naming the credential (and the other headers the sidecar manages)
 /// removes none of them, in static and in login mode.
 #[tokio::test]

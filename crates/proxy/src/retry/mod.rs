@@ -6,9 +6,10 @@
 //! When it is safe, above all else: a payment is never sent twice. A try that failed
 //! before any byte left (connect or TLS failure) may be sent again whatever the method.
 //! Once FinCode may have seen the request, only idempotent methods and POST/PATCH with an
-//! `X-Idempotency-Key` (which FinCode deduplicates on) are sent again. With
-//! `retry.mint_idempotency_key` the sidecar gives a keyless POST/PATCH a fresh key and
-//! echoes it to the app. A body larger than `retry.max_replay_body` is streamed, not
+//! `X-Idempotency-Key` (which FinCode deduplicates on) are sent again; a blank key, or
+//! several different keys, count as none ([`IdempotencyKey`]). With
+//! `retry.mint_idempotency_key` the sidecar gives a POST/PATCH without a key (or with a
+//! blank one) a fresh key and echoes it to the app. A body larger than `retry.max_replay_body` is streamed, not
 //! kept, and so never retried.
 //!
 //! When it is worth it: at most `retry.max_attempts` tries; a full-jitter backoff between
@@ -50,7 +51,7 @@ use tower::{
 
 use crate::{
     ErrorKind, SidecarError,
-    authorize::{IDEMPOTENCY_KEY, ReplayBody, may_send_twice},
+    authorize::{IDEMPOTENCY_KEY, IdempotencyKey, ReplayBody, may_send_twice},
     rate_limit::Throttle,
     routes::{OTHER, Route},
     upstream::humanize,
@@ -423,11 +424,17 @@ impl Policy {
         }
     }
 
-    /// With `retry.mint_idempotency_key`, a keyless POST/PATCH gets a fresh key.
+    /// With `retry.mint_idempotency_key`, a POST/PATCH without a key, or with only a blank
+    /// one, gets a fresh key (replacing the blank values). Keys the app did choose, even
+    /// unusable ones, are never replaced: the app's own retries carry them, and a key
+    /// minted per call would make each of those a new payment.
     fn mint_key(&self, head: &mut Head) -> Option<HeaderValue> {
         if !self.mint_idempotency_key
             || !matches!(head.method, Method::POST | Method::PATCH)
-            || head.headers.contains_key(IDEMPOTENCY_KEY)
+            || !matches!(
+                IdempotencyKey::of(&head.headers),
+                IdempotencyKey::Absent | IdempotencyKey::Blank
+            )
         {
             return None;
         }

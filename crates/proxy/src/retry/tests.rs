@@ -301,6 +301,70 @@ async fn minted_keys_make_posts_retryable_and_are_echoed() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_blank_key_is_no_key() {
+    // Without minting: a keyless POST, sent once.
+    let h = harness(&config());
+    for blank in ["", "  "] {
+        let script = Script::new(&[Answer::Status(503), Answer::Status(503)]);
+        let (req, tries) = request(Method::POST, Some(blank), "{}");
+        let response = call(&h, &script, req).await.unwrap();
+        assert_eq!(response.status(), 503, "{blank:?}");
+        assert_eq!(tries.count(), 1, "{blank:?}");
+        assert_eq!(response.headers()[RETRY_STOPPED_HEADER], "not_idempotent");
+        assert!(
+            response.headers().get(IDEMPOTENCY_KEY).is_none(),
+            "nothing was minted"
+        );
+    }
+
+    // With minting: the blank value is replaced by a minted key, as a missing one is.
+    let h = harness(&RetryConfig {
+        mint_idempotency_key: true,
+        ..config()
+    });
+    let script = Script::new(&[Answer::Status(503), Answer::Status(503)]);
+    let (mut req, tries) = request(Method::POST, Some(""), "{}");
+    req.headers_mut()
+        .append(IDEMPOTENCY_KEY, HeaderValue::from_static(" "));
+    let response = call(&h, &script, req).await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(tries.count(), 3);
+    let key = response.headers()[IDEMPOTENCY_KEY]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(uuid::Uuid::parse_str(&key).is_ok());
+    for seen in script.seen() {
+        assert_eq!(seen.key.as_deref(), Some(key.as_str()));
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn conflicting_keys_are_no_key_and_are_not_replaced() {
+    let h = harness(&RetryConfig {
+        mint_idempotency_key: true,
+        ..config()
+    });
+    let script = Script::new(&[Answer::Status(503)]);
+    let (mut req, tries) = request(Method::POST, Some("order-1"), "{}");
+    req.headers_mut()
+        .append(IDEMPOTENCY_KEY, HeaderValue::from_static("order-2"));
+    let response = call(&h, &script, req).await.unwrap();
+    assert_eq!(response.status(), 503);
+    assert_eq!(
+        tries.count(),
+        1,
+        "two different keys: not safe to send twice"
+    );
+    assert_eq!(response.headers()[RETRY_STOPPED_HEADER], "not_idempotent");
+    assert_eq!(
+        script.seen()[0].key.as_deref(),
+        Some("order-1"),
+        "the app's own keys are never replaced"
+    );
+}
+
+#[tokio::test(start_paused = true)]
 async fn streamed_bodies_are_sent_once() {
     let h = harness(&config());
     let script = Script::new(&[Answer::Status(503)]);
