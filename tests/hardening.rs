@@ -1,8 +1,9 @@
 //! End-to-end: egress hygiene. What the app puts in a request can change which headers
 //! and which path reach FinCode only in the ways the sidecar allows: a `Connection`
 //! header cannot take away the idempotency key or the credential, the app cannot log the
-//! sidecar out, and a path cannot be spelled so that it escapes its route's rate limit or
-//! the base URL.
+//! sidecar out, a blank idempotency key does not make a payment retryable, a stalled
+//! upload is not blamed on FinCode, and a path cannot be spelled (slashes, letter case)
+//! so that it escapes its route's rate limit or the base URL.
 #![allow(clippy::unwrap_used)]
 
 mod support;
@@ -422,6 +423,65 @@ async fn encoded_dot_segments_and_separators_are_refused() {
     assert_eq!(
         get(&app_client(), &sidecar.url(TRANSACTIONS)).await.status,
         200
+    );
+}
+
+/// An app that stops sending its body half-way gets 408 `body_timeout` at
+/// `retry.deadline`, nothing reaches FinCode, and however many apps do it the breaker
+/// stays closed: a slow upload is the app's fault, not FinCode's.
+#[tokio::test]
+async fn stalled_request_bodies_get_408_and_never_open_the_breaker() {
+    let sandbox = TestSandbox::start().await;
+    let token = sandbox.mint_static_token(Duration::from_hours(1));
+    let sidecar = SidecarBuilder::new(&sandbox)
+        .static_token(&token)
+        .set("retry.per_try_timeout", "1s")
+        .set("retry.deadline", "1s")
+        .set("breaker.consecutive_failures", 2)
+        .set("breaker.min_requests", 2)
+        .start();
+    sidecar.wait_ready(Duration::from_secs(20)).await;
+    let before = sandbox.requests().len();
+
+    let stalls = (0..4).map(|i| {
+        let addr = sidecar.egress_addr();
+        async move {
+            let head = format!(
+                "POST {CREATE} HTTP/1.1\r\nHost: sidecar\r\nContent-Type: application/json\r\n\
+                 X-Idempotency-Key: stall-{i}\r\nContent-Length: 40\r\n\r\n{{\"amount\":"
+            );
+            raw_exchange(addr, head.as_bytes()).await
+        }
+    });
+    for reply in futures_util::future::join_all(stalls).await {
+        assert!(reply.starts_with("HTTP/1.1 408"), "{reply:?}");
+        let lower = reply.to_ascii_lowercase();
+        assert!(lower.contains("x-sidecar-error: body_timeout"), "{reply:?}");
+        assert!(lower.contains("application/problem+json"), "{reply:?}");
+    }
+    assert_eq!(sandbox.requests().len(), before, "nothing reached FinCode");
+
+    let metrics = sidecar.scrape().await;
+    let state = metric_value(&metrics, "fincode_circuit_breaker_state");
+    assert!(state < 0.5, "breaker state {state} (0 is closed)");
+    let timeouts = metric_value_labelled(&metrics, "fincode_sidecar_errors_total", "body_timeout");
+    assert!(
+        (timeouts - 4.0).abs() < 0.5,
+        "{timeouts} body_timeout errors"
+    );
+    assert_eq!(
+        send(
+            &app_client(),
+            create_transaction(
+                &sidecar,
+                Some("after-stalls"),
+                r#"{"amount":9,"currency":"GBP"}"#
+            )
+        )
+        .await
+        .status,
+        200,
+        "FinCode is still reachable for everyone"
     );
 }
 
