@@ -121,7 +121,8 @@ impl Stop {
     fn explain(self) -> &'static str {
         match self {
             Self::NotIdempotent => {
-                "not retried: FinCode may have received it and it carries no X-Idempotency-Key"
+                "not retried: FinCode may have received it and it carries no usable \
+                 X-Idempotency-Key (one non-blank key of visible ASCII)"
             }
             Self::BodyTooLarge => "not retried: the body is over retry.max_replay_body",
             Self::MaxAttempts => "retry.max_attempts reached",
