@@ -131,7 +131,6 @@ pub fn normalise(path: &str) -> Result<Cow<'_, str>, PathError> {
     Ok(Cow::Owned(out))
 }
 
-/// The byte `%XY` at `at` stands for, if `X` and `Y` are hex digits.
 /// The rest of `path` below `base` (given without a trailing `/`), or `None` when `path`
 /// is not under it. The base matches in any ASCII letter case and only up to a segment
 /// boundary: under `/api/v6/services`, `/API/V6/Services/x` gives `/x` and
@@ -146,6 +145,7 @@ pub(crate) fn strip_base<'a>(path: &'a str, base: &str) -> Option<&'a str> {
     (head.eq_ignore_ascii_case(base) && (rest.is_empty() || rest.starts_with('/'))).then_some(rest)
 }
 
+/// The byte `%XY` at `at` stands for, if `X` and `Y` are hex digits.
 fn escape_at(bytes: &[u8], at: usize) -> Option<u8> {
     let hi = hex(*bytes.get(at + 1)?)?;
     let lo = hex(*bytes.get(at + 2)?)?;
