@@ -9,8 +9,8 @@
 //! `X-Idempotency-Key` (which FinCode deduplicates on) are sent again; a blank key, or
 //! several different keys, count as none ([`IdempotencyKey`]). With
 //! `retry.mint_idempotency_key` the sidecar gives a POST/PATCH without a key (or with a
-//! blank one) a fresh key and echoes it to the app. A body larger than `retry.max_replay_body` is streamed, not
-//! kept, and so never retried.
+//! blank one) a fresh key and echoes it to the app. A body larger than
+//! `retry.max_replay_body` is streamed, not kept, and so never retried.
 //!
 //! When it is worth it: at most `retry.max_attempts` tries; a full-jitter backoff between
 //! them ([`fincode_backoff`]); FinCode's `Retry-After` honoured up to `retry.retry_after_cap`;
