@@ -9,7 +9,7 @@
 //! Replay needs the body again: the retry layer above keeps small bodies of requests
 //! that may be sent twice ([`ReplayBody`]). Only requests that are safe to send twice
 //! are replayed: idempotent methods, and POST/PATCH carrying one usable
-//! `X-Idempotency-Key` ([`IdempotencyKey`]: a blank key is no key).
+//! `X-Idempotency-Key` (a blank key is no key).
 //! Anything else gets FinCode's 401, and the renewed token serves the app's next call:
 //! a payment is never sent twice.
 

@@ -7,7 +7,7 @@
 //! before any byte left (connect or TLS failure) may be sent again whatever the method.
 //! Once FinCode may have seen the request, only idempotent methods and POST/PATCH with an
 //! `X-Idempotency-Key` (which FinCode deduplicates on) are sent again; a blank key, or
-//! several different keys, count as none ([`IdempotencyKey`]). With
+//! several different keys, count as none (`IdempotencyKey` in `authorize`). With
 //! `retry.mint_idempotency_key` the sidecar gives a POST/PATCH without a key (or with a
 //! blank one) a fresh key and echoes it to the app. A body larger than
 //! `retry.max_replay_body` is streamed, not kept, and so never retried.
