@@ -1,8 +1,9 @@
 //! End-to-end: egress hygiene. What the app puts in a request can change which headers
 //! and which path reach FinCode only in the ways the sidecar allows: a `Connection`
 //! header cannot take away the idempotency key or the credential, the app cannot log the
-//! sidecar out, and a path cannot be spelled so that it escapes its route's rate limit or
-//! the base URL.
+//! sidecar out, a blank idempotency key does not make a payment retryable, a stalled
+//! upload is not blamed on FinCode, and a path cannot be spelled (slashes, letter case)
+//! so that it escapes its route's rate limit or the base URL.
 #![allow(clippy::unwrap_used)]
 
 mod support;
@@ -79,6 +80,77 @@ async fn a_connection_header_cannot_strip_the_idempotency_key() {
     let counters = sandbox.counters();
     assert_eq!(counters.transactions_created, 1);
     assert_eq!(counters.side_effects.get("order-conn-1"), Some(&1));
+}
+
+/// A blank `X-Idempotency-Key` (an unset template variable in the app) is no key: FinCode
+/// would treat it as none, so each try would be a new payment. Through 503, 503 the
+/// sidecar sends the POST once and the app gets FinCode's 503 with
+/// `x-sidecar-retry-stopped: not_idempotent`.
+#[tokio::test]
+async fn a_blank_idempotency_key_does_not_make_a_post_retryable() {
+    let sandbox = TestSandbox::start().await;
+    let token = sandbox.mint_static_token(Duration::from_hours(1));
+    let sidecar = SidecarBuilder::new(&sandbox)
+        .static_token(&token)
+        .set("retry.backoff_base", "10ms")
+        .set("retry.backoff_cap", "50ms")
+        .start();
+    sidecar.wait_ready(Duration::from_secs(20)).await;
+    sandbox.add_fault(FaultRule::status(503).times(2).path_prefix(CREATE));
+
+    for blank in ["", "   "] {
+        let response = send(
+            &app_client(),
+            create_transaction(&sidecar, Some(blank), r#"{"amount":700,"currency":"GBP"}"#),
+        )
+        .await;
+        assert_eq!(response.status, 503, "{blank:?}: {response:?}");
+        assert_eq!(
+            response.header("x-sidecar-attempts"),
+            Some("1"),
+            "{blank:?}"
+        );
+        assert_eq!(
+            response.header("x-sidecar-retry-stopped"),
+            Some("not_idempotent"),
+            "{blank:?}"
+        );
+    }
+    assert_eq!(seen(&sandbox, CREATE).len(), 2, "one try per app request");
+}
+
+/// With `retry.mint_idempotency_key`, a blank key is replaced by a minted one, as a
+/// missing key is: FinCode sees the same minted key on every try, and the app gets it.
+#[tokio::test]
+async fn a_blank_idempotency_key_is_replaced_by_a_minted_one() {
+    let sandbox = TestSandbox::start().await;
+    let token = sandbox.mint_static_token(Duration::from_hours(1));
+    let sidecar = SidecarBuilder::new(&sandbox)
+        .static_token(&token)
+        .set("retry.backoff_base", "10ms")
+        .set("retry.backoff_cap", "50ms")
+        .set("retry.mint_idempotency_key", true)
+        .start();
+    sidecar.wait_ready(Duration::from_secs(20)).await;
+    sandbox.add_fault(FaultRule::status(503).times(2).path_prefix(CREATE));
+
+    let response = send(
+        &app_client(),
+        create_transaction(&sidecar, Some(""), r#"{"amount":800,"currency":"GBP"}"#),
+    )
+    .await;
+    assert_eq!(response.status, 200, "{response:?}");
+    assert_eq!(response.header("x-sidecar-attempts"), Some("3"));
+    let minted = response.header("x-idempotency-key").unwrap().to_owned();
+    assert!(!minted.trim().is_empty());
+    let tries = seen(&sandbox, CREATE);
+    assert_eq!(tries.len(), 3, "503, 503, 200");
+    for request in &tries {
+        assert_eq!(header(request, "x-idempotency-key"), vec![minted.as_str()]);
+    }
+    let counters = sandbox.counters();
+    assert_eq!(counters.transactions_created, 1);
+    assert_eq!(counters.side_effects.get(&minted), Some(&1));
 }
 
 /// A1: `Connection` naming the credential (and the other headers the sidecar manages)
@@ -238,8 +310,9 @@ async fn the_app_cannot_revoke_the_static_token() {
     assert_eq!(get(&app, &sidecar.url(TRANSACTIONS)).await.status, 200);
 }
 
-/// A8: `//` is collapsed before the route is matched, so create-transaction's own limit
-/// holds however many slashes the app writes, and FinCode gets the canonical path.
+/// A8: `//` is collapsed and letter case ignored before the route is matched, so
+/// create-transaction's own limit holds however the app spells the path, and FinCode gets
+/// the canonical path.
 #[tokio::test]
 async fn double_slashes_do_not_escape_the_route_rate_limit() {
     let sandbox = TestSandbox::start().await;
@@ -282,6 +355,12 @@ async fn double_slashes_do_not_escape_the_route_rate_limit() {
             "k-4",
         ),
         ("///transactionmanagement///create-transaction", "k-5"),
+        // The guard reads paths in any letter case; so does the route.
+        ("/TransactionManagement/Create-Transaction", "k-6"),
+        (
+            "/API/V6/Services/TRANSACTIONMANAGEMENT/create-transaction",
+            "k-7",
+        ),
     ] {
         send(&app, post(path, key))
             .await
@@ -289,6 +368,12 @@ async fn double_slashes_do_not_escape_the_route_rate_limit() {
     }
     let creates = seen(&sandbox, CREATE);
     assert_eq!(creates.len(), 1, "only the first reached FinCode");
+    let any_case = sandbox
+        .requests()
+        .into_iter()
+        .filter(|r| r.uri.to_ascii_lowercase().ends_with(CREATE))
+        .count();
+    assert_eq!(any_case, 1, "in any letter case");
     assert_eq!(
         creates[0].uri, "/api/v6/services/transactionmanagement/create-transaction",
         "FinCode gets the normalised path"
@@ -338,6 +423,65 @@ async fn encoded_dot_segments_and_separators_are_refused() {
     assert_eq!(
         get(&app_client(), &sidecar.url(TRANSACTIONS)).await.status,
         200
+    );
+}
+
+/// An app that stops sending its body half-way gets 408 `body_timeout` at
+/// `retry.deadline`, nothing reaches FinCode, and however many apps do it the breaker
+/// stays closed: a slow upload is the app's fault, not FinCode's.
+#[tokio::test]
+async fn stalled_request_bodies_get_408_and_never_open_the_breaker() {
+    let sandbox = TestSandbox::start().await;
+    let token = sandbox.mint_static_token(Duration::from_hours(1));
+    let sidecar = SidecarBuilder::new(&sandbox)
+        .static_token(&token)
+        .set("retry.per_try_timeout", "1s")
+        .set("retry.deadline", "1s")
+        .set("breaker.consecutive_failures", 2)
+        .set("breaker.min_requests", 2)
+        .start();
+    sidecar.wait_ready(Duration::from_secs(20)).await;
+    let before = sandbox.requests().len();
+
+    let stalls = (0..4).map(|i| {
+        let addr = sidecar.egress_addr();
+        async move {
+            let head = format!(
+                "POST {CREATE} HTTP/1.1\r\nHost: sidecar\r\nContent-Type: application/json\r\n\
+                 X-Idempotency-Key: stall-{i}\r\nContent-Length: 40\r\n\r\n{{\"amount\":"
+            );
+            raw_exchange(addr, head.as_bytes()).await
+        }
+    });
+    for reply in futures_util::future::join_all(stalls).await {
+        assert!(reply.starts_with("HTTP/1.1 408"), "{reply:?}");
+        let lower = reply.to_ascii_lowercase();
+        assert!(lower.contains("x-sidecar-error: body_timeout"), "{reply:?}");
+        assert!(lower.contains("application/problem+json"), "{reply:?}");
+    }
+    assert_eq!(sandbox.requests().len(), before, "nothing reached FinCode");
+
+    let metrics = sidecar.scrape().await;
+    let state = metric_value(&metrics, "fincode_circuit_breaker_state");
+    assert!(state < 0.5, "breaker state {state} (0 is closed)");
+    let timeouts = metric_value_labelled(&metrics, "fincode_sidecar_errors_total", "body_timeout");
+    assert!(
+        (timeouts - 4.0).abs() < 0.5,
+        "{timeouts} body_timeout errors"
+    );
+    assert_eq!(
+        send(
+            &app_client(),
+            create_transaction(
+                &sidecar,
+                Some("after-stalls"),
+                r#"{"amount":9,"currency":"GBP"}"#
+            )
+        )
+        .await
+        .status,
+        200,
+        "FinCode is still reachable for everyone"
     );
 }
 

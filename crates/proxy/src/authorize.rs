@@ -8,7 +8,8 @@
 //! nothing is replayed: the 401 has another cause.
 //! Replay needs the body again: the retry layer above keeps small bodies of requests
 //! that may be sent twice ([`ReplayBody`]). Only requests that are safe to send twice
-//! are replayed: idempotent methods, and POST/PATCH carrying an `X-Idempotency-Key`.
+//! are replayed: idempotent methods, and POST/PATCH carrying one usable
+//! `X-Idempotency-Key` (a blank key is no key).
 //! Anything else gets FinCode's 401, and the renewed token serves the app's next call:
 //! a payment is never sent twice.
 
@@ -142,5 +143,101 @@ where
 
 /// Idempotent methods, or a request FinCode deduplicates by its idempotency key.
 pub(crate) fn may_send_twice(method: &Method, headers: &HeaderMap) -> bool {
-    method.is_idempotent() || headers.contains_key(IDEMPOTENCY_KEY)
+    method.is_idempotent() || IdempotencyKey::of(headers) == IdempotencyKey::Usable
+}
+
+/// What a request's `X-Idempotency-Key` amounts to. Only [`Usable`](Self::Usable) makes
+/// a POST safe to send twice: a blank value (an unset template variable in the app) is
+/// what FinCode would take for no key, and with two different keys nobody can say which
+/// one FinCode deduplicates on. Each of those would make every retry a new payment.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum IdempotencyKey {
+    /// No `X-Idempotency-Key` header.
+    Absent,
+    /// Only empty or whitespace values: the app meant a key and has none.
+    Blank,
+    /// One key of visible ASCII (repeated identically, if at all).
+    Usable,
+    /// Different keys, or a key that is not visible ASCII (which FinCode may read
+    /// differently). The app chose these: the sidecar neither retries nor replaces them.
+    Unusable,
+}
+
+// === impl IdempotencyKey ===
+
+impl IdempotencyKey {
+    /// Classifies the request's key values; allocation-free.
+    pub(crate) fn of(headers: &HeaderMap) -> Self {
+        let mut values = headers.get_all(IDEMPOTENCY_KEY).iter();
+        let Some(first) = values.next() else {
+            return Self::Absent;
+        };
+        let key = first.as_bytes().trim_ascii();
+        if values.any(|other| other.as_bytes().trim_ascii() != key) {
+            return Self::Unusable;
+        }
+        if key.is_empty() {
+            Self::Blank
+        } else if key.iter().all(u8::is_ascii_graphic) {
+            Self::Usable
+        } else {
+            Self::Unusable
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use http::HeaderValue;
+
+    use super::*;
+
+    fn with_keys(values: &[&str]) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        for value in values {
+            headers.append(IDEMPOTENCY_KEY, HeaderValue::from_str(value).unwrap());
+        }
+        headers
+    }
+
+    #[test]
+    fn a_post_is_keyed_only_by_one_non_blank_key() {
+        assert!(may_send_twice(&Method::POST, &with_keys(&["order-1"])));
+        assert!(
+            may_send_twice(&Method::POST, &with_keys(&["order-1", "order-1"])),
+            "the same key twice is still one key"
+        );
+        for keys in [
+            &[][..],
+            &[""][..],
+            &["   "][..],
+            &["\t"][..],
+            &["order-1", "order-2"][..],
+            &["order-1", ""][..],
+            &["", "order-1"][..],
+        ] {
+            assert!(
+                !may_send_twice(&Method::POST, &with_keys(keys)),
+                "{keys:?} is not one usable key"
+            );
+            assert!(
+                !may_send_twice(&Method::PATCH, &with_keys(keys)),
+                "{keys:?}"
+            );
+        }
+        // Not visible ASCII: FinCode may read it differently from the sidecar.
+        for bytes in [&b"caf\xc3\xa9"[..], &b"\xff"[..]] {
+            let mut headers = HeaderMap::new();
+            headers.insert(IDEMPOTENCY_KEY, HeaderValue::from_bytes(bytes).unwrap());
+            assert!(!may_send_twice(&Method::POST, &headers), "{bytes:?}");
+        }
+    }
+
+    #[test]
+    fn idempotent_methods_need_no_key() {
+        for method in [Method::GET, Method::PUT, Method::DELETE, Method::HEAD] {
+            assert!(may_send_twice(&method, &with_keys(&[""])), "{method}");
+            assert!(may_send_twice(&method, &HeaderMap::new()), "{method}");
+        }
+    }
 }

@@ -927,6 +927,27 @@ mod tests {
         (retry_after, error.detail().to_owned())
     }
 
+    /// An app stalling its upload is the app's fault: however many, in a row or as a
+    /// share of the window, they never open the circuit for everyone's payments.
+    #[tokio::test(start_paused = true)]
+    async fn stalled_app_bodies_never_open_it() {
+        let mut h = harness(&config());
+        for _ in 0..50 {
+            h.send(Reply::Error(ErrorKind::RequestBodyTimeout))
+                .await
+                .unwrap_err();
+        }
+        assert_eq!(h.breaker.state(), State::Closed);
+        // Neither do they count as successes: two FinCode failures before them and one
+        // after still make three in a row.
+        h.send_all(&[FAIL, FAIL]).await;
+        h.send(Reply::Error(ErrorKind::RequestBodyTimeout))
+            .await
+            .unwrap_err();
+        h.send(FAIL).await.unwrap();
+        assert_eq!(h.breaker.state(), State::Open);
+    }
+
     #[tokio::test(start_paused = true)]
     async fn opens_after_consecutive_failures() {
         let mut h = harness(&config());
@@ -1122,6 +1143,7 @@ mod tests {
             ErrorKind::AuthFailed,
             ErrorKind::RateLimited,
             ErrorKind::HeadersTooLarge,
+            ErrorKind::RequestBodyTimeout,
         ] {
             h.send(Reply::Error(kind)).await.unwrap_err();
         }

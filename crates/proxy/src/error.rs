@@ -29,6 +29,11 @@ pub enum ErrorKind {
     UpstreamTls,
     /// The request body is larger than `limits.max_request_body_bytes`.
     BodyTooLarge,
+    /// The app did not finish sending the request body within `retry.deadline`. The
+    /// app's slowness, not FinCode's: kept apart from [`UpstreamTimeout`](Self::UpstreamTimeout)
+    /// so that stalled uploads neither open the circuit breaker for every payment nor
+    /// count as FinCode errors in metrics and alerts.
+    RequestBodyTimeout,
     /// The request head is larger than `limits.max_request_header_bytes`.
     HeadersTooLarge,
     /// The request cannot be forwarded as it is (unreadable body).
@@ -61,6 +66,7 @@ impl ErrorKind {
             Self::UpstreamTimeout => "upstream_timeout",
             Self::UpstreamTls => "upstream_tls",
             Self::BodyTooLarge => "body_too_large",
+            Self::RequestBodyTimeout => "body_timeout",
             Self::HeadersTooLarge => "headers_too_large",
             Self::BadRequest => "bad_request",
             Self::BadPath => "bad_path",
@@ -79,6 +85,7 @@ impl ErrorKind {
             Self::UpstreamUnreachable | Self::UpstreamTls => StatusCode::BAD_GATEWAY,
             Self::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
             Self::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::RequestBodyTimeout => StatusCode::REQUEST_TIMEOUT,
             Self::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             Self::BadRequest | Self::BadPath => StatusCode::BAD_REQUEST,
             Self::ForbiddenRoute => StatusCode::FORBIDDEN,
@@ -96,6 +103,7 @@ impl ErrorKind {
             Self::UpstreamTimeout => "FinCode did not answer in time",
             Self::UpstreamTls => "TLS handshake with FinCode failed",
             Self::BodyTooLarge => "Request body too large",
+            Self::RequestBodyTimeout => "Request body not received in time",
             Self::HeadersTooLarge => "Request headers too large",
             Self::BadRequest => "Request cannot be forwarded",
             Self::BadPath => "Ambiguous request path",

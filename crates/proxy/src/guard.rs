@@ -108,9 +108,7 @@ impl Rules {
     /// or not, in any letter case.
     fn is_reserved(&self, path: &str) -> bool {
         let path = path.trim_end_matches('/');
-        let below = strip_prefix_ignore_case(path, &self.base_path)
-            .filter(|rest| rest.is_empty() || rest.starts_with('/'))
-            .unwrap_or(path);
+        let below = crate::path::strip_base(path, &self.base_path).unwrap_or(path);
         let first = below
             .trim_start_matches('/')
             .split('/')
@@ -122,12 +120,6 @@ impl Rules {
                 .iter()
                 .any(|p| below.eq_ignore_ascii_case(p))
     }
-}
-
-fn strip_prefix_ignore_case<'a>(text: &'a str, prefix: &str) -> Option<&'a str> {
-    let head = text.get(..prefix.len())?;
-    head.eq_ignore_ascii_case(prefix)
-        .then(|| &text[prefix.len()..])
 }
 
 // === impl Guard ===

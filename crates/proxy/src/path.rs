@@ -131,6 +131,20 @@ pub fn normalise(path: &str) -> Result<Cow<'_, str>, PathError> {
     Ok(Cow::Owned(out))
 }
 
+/// The rest of `path` below `base` (given without a trailing `/`), or `None` when `path`
+/// is not under it. The base matches in any ASCII letter case and only up to a segment
+/// boundary: under `/api/v6/services`, `/API/V6/Services/x` gives `/x` and
+/// `/api/v6/servicesX` gives `None`. FinCode (like the guard) may not tell letter case
+/// apart, so neither may the route or the upstream URI. Allocation-free: it runs on
+/// every request.
+pub(crate) fn strip_base<'a>(path: &'a str, base: &str) -> Option<&'a str> {
+    // `get` refuses to cut inside a character; a cut the comparison accepts is after
+    // ASCII (the base is ASCII wherever it matched) anyway.
+    let head = path.get(..base.len())?;
+    let rest = &path[base.len()..];
+    (head.eq_ignore_ascii_case(base) && (rest.is_empty() || rest.starts_with('/'))).then_some(rest)
+}
+
 /// The byte `%XY` at `at` stands for, if `X` and `Y` are hex digits.
 fn escape_at(bytes: &[u8], at: usize) -> Option<u8> {
     let hi = hex(*bytes.get(at + 1)?)?;

@@ -48,16 +48,9 @@ impl RouteTable {
         }
     }
 
-    /// The template for `path`, or [`OTHER`].
+    /// The template for `path`, or [`OTHER`]; letter case is ignored.
     pub fn template(&self, path: &str) -> &'static str {
-        let path = match path.strip_prefix(self.base_path.as_str()) {
-            Some(rest)
-                if !self.base_path.is_empty() && (rest.is_empty() || rest.starts_with('/')) =>
-            {
-                rest
-            }
-            _ => path,
-        };
+        let path = crate::path::strip_base(path, &self.base_path).unwrap_or(path);
         let path = path.trim_end_matches('/');
         TEMPLATES
             .iter()
@@ -67,6 +60,8 @@ impl RouteTable {
     }
 }
 
+/// Segment by segment, in any ASCII letter case (as the guard reads paths): a path that
+/// FinCode may route like a template must count, and be limited, as that template.
 fn matches(template: &str, path: &str) -> bool {
     let mut want = template.split('/');
     let mut got = path.split('/');
@@ -74,7 +69,7 @@ fn matches(template: &str, path: &str) -> bool {
         match (want.next(), got.next()) {
             (None, None) => return true,
             (Some("{id}"), Some(segment)) if !segment.is_empty() => {}
-            (Some(w), Some(g)) if w == g => {}
+            (Some(w), Some(g)) if w.eq_ignore_ascii_case(g) => {}
             _ => return false,
         }
     }
@@ -105,5 +100,43 @@ mod tests {
         );
         assert_eq!(table.template("/customer/4111111111111111"), OTHER);
         assert_eq!(table.template("/"), OTHER);
+    }
+
+    /// The guard reads paths in any letter case; so must the route, or
+    /// `/TransactionManagement/Create-Transaction` escapes create-transaction's rate limit.
+    #[test]
+    fn templates_and_the_base_path_match_in_any_letter_case() {
+        let table = RouteTable::new("/api/v6/services");
+        for path in [
+            "/TransactionManagement/Create-Transaction",
+            "/TRANSACTIONMANAGEMENT/CREATE-TRANSACTION/",
+            "/API/V6/Services/transactionmanagement/create-transaction",
+            "/Api/v6/SERVICES/TransactionManagement/create-TRANSACTION",
+        ] {
+            assert_eq!(table.template(path), CREATE_TRANSACTION, "{path}");
+        }
+        assert_eq!(
+            table.template("/TransactionManagement/Transactions/TXN-42"),
+            "/transactionmanagement/transactions/{id}"
+        );
+        assert_eq!(
+            table.template("/api/v6/servicesX/transactionmanagement/create-transaction"),
+            OTHER,
+            "the base path ends at a segment boundary"
+        );
+        assert_eq!(
+            table.template("/transactionmanagement/create-transactioN2"),
+            OTHER
+        );
+        // Non-ASCII never matches an ASCII template (and never panics mid-character).
+        assert_eq!(
+            table.template("/transactionmanagement/créate-transaction"),
+            OTHER
+        );
+        assert_eq!(table.template("/é"), OTHER);
+        assert_eq!(
+            RouteTable::new("/api/v6/services").template("/api/v6/servicé"),
+            OTHER
+        );
     }
 }

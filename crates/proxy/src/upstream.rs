@@ -88,10 +88,9 @@ impl Target {
         let path = path::normalise(uri.path())
             .map_err(|why| SidecarError::new(ErrorKind::BadPath, why.to_string()))?;
         let path = path.as_ref();
-        let under_base = self.base_path.is_empty()
-            || path
-                .strip_prefix(self.base_path.as_str())
-                .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'));
+        // In any letter case, as the route and the guard read it: `/API/V6/Services/...`
+        // is already under the base and must not get it twice.
+        let under_base = path::strip_base(path, &self.base_path).is_some();
         let mut path_and_query = String::with_capacity(
             self.base_path.len() + path.len() + uri.query().map_or(0, |q| q.len() + 1),
         );
@@ -647,6 +646,18 @@ mod tests {
         assert_eq!(
             uri.to_string(),
             "https://acme.fincode.tech/api/v6/services/api/v6/servicesX"
+        );
+        // The base in another letter case is still the base: never prefixed twice.
+        let uri = t
+            .rewrite(
+                &"/API/V6/Services/transactionmanagement/transactions"
+                    .parse()
+                    .unwrap(),
+            )
+            .unwrap();
+        assert_eq!(
+            uri.to_string(),
+            "https://acme.fincode.tech/API/V6/Services/transactionmanagement/transactions"
         );
     }
 

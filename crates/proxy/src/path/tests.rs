@@ -151,3 +151,20 @@ proptest! {
         let _ = normalise(&format!("/{path}"));
     }
 }
+
+#[test]
+fn the_base_path_is_stripped_in_any_letter_case_at_a_segment_boundary() {
+    let base = "/api/v6/services";
+    assert_eq!(strip_base("/api/v6/services/x", base), Some("/x"));
+    assert_eq!(strip_base("/API/V6/Services/x", base), Some("/x"));
+    assert_eq!(strip_base("/Api/V6/SERVICES", base), Some(""));
+    assert_eq!(strip_base("/api/v6/servicesX", base), None);
+    assert_eq!(strip_base("/api/v6", base), None);
+    assert_eq!(strip_base("/transactionmanagement/x", base), None);
+    // A cut inside a multi-byte character is no match, and no panic.
+    assert_eq!(strip_base("/api/v6/servicé", base), None);
+    assert_eq!(strip_base("/api/v6/servic\u{e9}/x", base), None);
+    assert_eq!(strip_base("/api/v6/service\u{e9}", base), None);
+    // No base: every absolute path is under it.
+    assert_eq!(strip_base("/x", ""), Some("/x"));
+}

@@ -6,10 +6,11 @@
 //! When it is safe, above all else: a payment is never sent twice. A try that failed
 //! before any byte left (connect or TLS failure) may be sent again whatever the method.
 //! Once FinCode may have seen the request, only idempotent methods and POST/PATCH with an
-//! `X-Idempotency-Key` (which FinCode deduplicates on) are sent again. With
-//! `retry.mint_idempotency_key` the sidecar gives a keyless POST/PATCH a fresh key and
-//! echoes it to the app. A body larger than `retry.max_replay_body` is streamed, not
-//! kept, and so never retried.
+//! `X-Idempotency-Key` (which FinCode deduplicates on) are sent again; a blank key, or
+//! several different keys, count as none (`IdempotencyKey` in `authorize`). With
+//! `retry.mint_idempotency_key` the sidecar gives a POST/PATCH without a key (or with a
+//! blank one) a fresh key and echoes it to the app. A body larger than
+//! `retry.max_replay_body` is streamed, not kept, and so never retried.
 //!
 //! When it is worth it: at most `retry.max_attempts` tries; a full-jitter backoff between
 //! them ([`fincode_backoff`]); FinCode's `Retry-After` honoured up to `retry.retry_after_cap`;
@@ -50,7 +51,7 @@ use tower::{
 
 use crate::{
     ErrorKind, SidecarError,
-    authorize::{IDEMPOTENCY_KEY, ReplayBody, may_send_twice},
+    authorize::{IDEMPOTENCY_KEY, IdempotencyKey, ReplayBody, may_send_twice},
     rate_limit::Throttle,
     routes::{OTHER, Route},
     upstream::humanize,
@@ -120,7 +121,8 @@ impl Stop {
     fn explain(self) -> &'static str {
         match self {
             Self::NotIdempotent => {
-                "not retried: FinCode may have received it and it carries no X-Idempotency-Key"
+                "not retried: FinCode may have received it and it carries no usable \
+                 X-Idempotency-Key (one non-blank key of visible ASCII)"
             }
             Self::BodyTooLarge => "not retried: the body is over retry.max_replay_body",
             Self::MaxAttempts => "retry.max_attempts reached",
@@ -338,12 +340,14 @@ impl Policy {
 
         // The app's body arrives under the deadline too: a trickling app cannot hold a
         // request (and its place under the concurrency limit) past retry.deadline, and
-        // nothing is sent to FinCode until the whole body is in.
+        // nothing is sent to FinCode until the whole body is in. Its own kind (408
+        // body_timeout), not upstream_timeout: the breaker and the FinCode alerts must
+        // not blame FinCode for an app's slow upload.
         let kept = tokio::time::timeout_at(deadline, keep(body, self.max_replay_body))
             .await
             .map_err(|_elapsed| {
                 SidecarError::new(
-                    ErrorKind::UpstreamTimeout,
+                    ErrorKind::RequestBodyTimeout,
                     format!(
                         "the app did not finish sending the request body within {} \
                          (retry.deadline); nothing was sent to FinCode",
@@ -421,11 +425,17 @@ impl Policy {
         }
     }
 
-    /// With `retry.mint_idempotency_key`, a keyless POST/PATCH gets a fresh key.
+    /// With `retry.mint_idempotency_key`, a POST/PATCH without a key, or with only a blank
+    /// one, gets a fresh key (replacing the blank values). Keys the app did choose, even
+    /// unusable ones, are never replaced: the app's own retries carry them, and a key
+    /// minted per call would make each of those a new payment.
     fn mint_key(&self, head: &mut Head) -> Option<HeaderValue> {
         if !self.mint_idempotency_key
             || !matches!(head.method, Method::POST | Method::PATCH)
-            || head.headers.contains_key(IDEMPOTENCY_KEY)
+            || !matches!(
+                IdempotencyKey::of(&head.headers),
+                IdempotencyKey::Absent | IdempotencyKey::Blank
+            )
         {
             return None;
         }

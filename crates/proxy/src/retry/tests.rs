@@ -301,6 +301,70 @@ async fn minted_keys_make_posts_retryable_and_are_echoed() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_blank_key_is_no_key() {
+    // Without minting: a keyless POST, sent once.
+    let h = harness(&config());
+    for blank in ["", "  "] {
+        let script = Script::new(&[Answer::Status(503), Answer::Status(503)]);
+        let (req, tries) = request(Method::POST, Some(blank), "{}");
+        let response = call(&h, &script, req).await.unwrap();
+        assert_eq!(response.status(), 503, "{blank:?}");
+        assert_eq!(tries.count(), 1, "{blank:?}");
+        assert_eq!(response.headers()[RETRY_STOPPED_HEADER], "not_idempotent");
+        assert!(
+            response.headers().get(IDEMPOTENCY_KEY).is_none(),
+            "nothing was minted"
+        );
+    }
+
+    // With minting: the blank value is replaced by a minted key, as a missing one is.
+    let h = harness(&RetryConfig {
+        mint_idempotency_key: true,
+        ..config()
+    });
+    let script = Script::new(&[Answer::Status(503), Answer::Status(503)]);
+    let (mut req, tries) = request(Method::POST, Some(""), "{}");
+    req.headers_mut()
+        .append(IDEMPOTENCY_KEY, HeaderValue::from_static(" "));
+    let response = call(&h, &script, req).await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(tries.count(), 3);
+    let key = response.headers()[IDEMPOTENCY_KEY]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(uuid::Uuid::parse_str(&key).is_ok());
+    for seen in script.seen() {
+        assert_eq!(seen.key.as_deref(), Some(key.as_str()));
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn conflicting_keys_are_no_key_and_are_not_replaced() {
+    let h = harness(&RetryConfig {
+        mint_idempotency_key: true,
+        ..config()
+    });
+    let script = Script::new(&[Answer::Status(503)]);
+    let (mut req, tries) = request(Method::POST, Some("order-1"), "{}");
+    req.headers_mut()
+        .append(IDEMPOTENCY_KEY, HeaderValue::from_static("order-2"));
+    let response = call(&h, &script, req).await.unwrap();
+    assert_eq!(response.status(), 503);
+    assert_eq!(
+        tries.count(),
+        1,
+        "two different keys: not safe to send twice"
+    );
+    assert_eq!(response.headers()[RETRY_STOPPED_HEADER], "not_idempotent");
+    assert_eq!(
+        script.seen()[0].key.as_deref(),
+        Some("order-1"),
+        "the app's own keys are never replaced"
+    );
+}
+
+#[tokio::test(start_paused = true)]
 async fn streamed_bodies_are_sent_once() {
     let h = harness(&config());
     let script = Script::new(&[Answer::Status(503)]);
@@ -500,6 +564,50 @@ async fn buffering_the_body_for_replay_happens_under_the_deadline() {
         "{:?}",
         started.elapsed()
     );
-    assert_eq!(error.kind(), ErrorKind::UpstreamTimeout);
+    // The app's slowness, not FinCode's: 408 body_timeout, never upstream_timeout.
+    let response = error.to_response::<Full<Bytes>>("id");
+    assert_eq!(response.status(), 408);
+    assert_eq!(
+        response.headers()[crate::SIDECAR_ERROR_HEADER],
+        "body_timeout"
+    );
+    assert_eq!(
+        response.headers()[http::header::CONTENT_TYPE],
+        "application/problem+json"
+    );
     assert!(script.seen().is_empty(), "nothing was sent to FinCode");
+}
+
+/// Five apps stalling their uploads are not five FinCode failures: the breaker above the
+/// retry layer stays closed, and FinCode stays reachable for everyone else.
+#[tokio::test(start_paused = true)]
+async fn stalled_app_bodies_never_open_the_breaker() {
+    use crate::breaker::{Breaker, BreakerLayer, State};
+
+    let h = harness(&RetryConfig {
+        deadline: Duration::from_secs(5),
+        ..config()
+    });
+    let mut registry = Registry::default();
+    let breaker = Breaker::new(
+        &fincode_config::BreakerConfig {
+            consecutive_failures: 2,
+            min_requests: 2,
+            ..fincode_config::BreakerConfig::default()
+        },
+        "fincode",
+        &mut registry,
+    );
+    let script = Script::new(&[]);
+    for _ in 0..5 {
+        let (mut req, _tries) = request(Method::POST, Some("key-1"), "");
+        *req.body_mut() = Stalled.boxed();
+        let service =
+            BreakerLayer::new(breaker.clone()).layer(h.layer.layer(script.clone().service()));
+        service.oneshot(req).await.unwrap_err();
+    }
+    assert_eq!(breaker.state(), State::Closed);
+    let (req, _tries) = request(Method::POST, Some("key-2"), "{}");
+    let service = BreakerLayer::new(breaker.clone()).layer(h.layer.layer(script.clone().service()));
+    assert_eq!(service.oneshot(req).await.unwrap().status(), 200);
 }
