@@ -375,8 +375,9 @@ pub struct RetryConfig {
     /// Largest request body kept in memory so it can be sent again; larger ones are not retried.
     #[serde(serialize_with = "ser_u64_saturating")]
     pub max_replay_body: u64,
-    /// Give a POST/PATCH without `X-Idempotency-Key` a fresh one (echoed to the app), which
-    /// makes it retryable. Only safe if FinCode deduplicates on the key for that endpoint.
+    /// Give a POST/PATCH without a usable `X-Idempotency-Key` (none, or only blank values) a
+    /// fresh one (echoed to the app), which makes it retryable. Keys the app chose are never
+    /// replaced. Only safe if FinCode deduplicates on the key for that endpoint.
     pub mint_idempotency_key: bool,
 }
 
