@@ -32,9 +32,13 @@
 //!   [`TaskTracker`] until they are done or the drain
 //!   deadline passes, when the rest are closed.
 //!
+//! - **Catch-panic**: a handler that panics answers a bare 500 (never the panic's message)
+//!   and is counted in `fincode_listener_panics_total{listener}`; the connection lives on.
+//!
 //! Services see the client's address as a [`Peer`] request extension, and can let a
 //! request from a sender not yet trusted be evicted at the cap through [`Evictable`].
 
+mod catch_panic;
 mod connections;
 mod metrics;
 mod track;
@@ -61,6 +65,7 @@ use tower::Service;
 pub use tokio_util::sync::CancellationToken;
 
 use self::{
+    catch_panic::CatchPanic,
     connections::{Connections, Slot},
     track::Track,
 };
@@ -190,6 +195,7 @@ impl Server {
         let builder = Arc::new(self.builder());
         let connections =
             Connections::new(self.limits.max_connections, self.metrics.for_listener(name));
+        let service = CatchPanic::new(service, self.metrics.for_listener(name));
         let tracker = TaskTracker::new();
         // Cancelled when the drain deadline passes: every connection closes at once.
         let force = CancellationToken::new();

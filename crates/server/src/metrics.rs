@@ -25,6 +25,7 @@ pub struct ConnectionMetrics {
     open: Family<ListenerLabel, Gauge>,
     rejected: Family<RejectedLabel, Counter>,
     stalled: Family<ListenerLabel, Counter>,
+    panics: Family<ListenerLabel, Counter>,
 }
 
 /// One listener's series.
@@ -33,6 +34,7 @@ pub(crate) struct ListenerMetrics {
     open: Gauge,
     rejected: Family<RejectedLabel, Counter>,
     stalled: Counter,
+    panics: Counter,
     listener: &'static str,
 }
 
@@ -60,6 +62,11 @@ impl ConnectionMetrics {
              listener's stall_timeout (e.g. a client that never reads its responses)",
             this.stalled.clone(),
         );
+        registry.register(
+            "fincode_listener_panics",
+            "Requests whose handler panicked (a bug), answered 500",
+            this.panics.clone(),
+        );
         this
     }
 
@@ -76,6 +83,10 @@ impl ConnectionMetrics {
                 .stalled
                 .get_or_create(&ListenerLabel { listener })
                 .clone(),
+            panics: self
+                .panics
+                .get_or_create(&ListenerLabel { listener })
+                .clone(),
             listener,
         }
     }
@@ -83,6 +94,11 @@ impl ConnectionMetrics {
     /// Connections open on `listener` now (for tests).
     pub fn open(&self, listener: &'static str) -> i64 {
         self.open.get_or_create(&ListenerLabel { listener }).get()
+    }
+
+    /// Requests on `listener` whose handler panicked (for tests).
+    pub fn panics(&self, listener: &'static str) -> u64 {
+        self.panics.get_or_create(&ListenerLabel { listener }).get()
     }
 
     /// Connections `listener` closed as stalled (for tests).
@@ -109,6 +125,14 @@ impl ListenerMetrics {
 
     pub(crate) fn closed(&self) {
         self.open.dec();
+    }
+
+    pub(crate) fn listener(&self) -> &'static str {
+        self.listener
+    }
+
+    pub(crate) fn panicked(&self) {
+        self.panics.inc();
     }
 
     pub(crate) fn stalled(&self) {

@@ -47,6 +47,7 @@ impl Service<Request<Incoming>> for Echo {
         Box::pin(async move {
             match req.uri().path() {
                 "/slow" => drop(gate.acquire().await),
+                "/panic" => panic!("a handler bug with a secret: hunter2"),
                 // A sender not yet trusted: evictable while it waits.
                 "/unverified" => {
                     let _evictable = req.extensions().get::<Evictable>().map(Evictable::mark);
@@ -538,4 +539,18 @@ async fn at_the_cap_with_none_idle_the_oldest_unverified_request_makes_room() {
             .await
             .starts_with("HTTP/1.1 200")
     );
+}
+
+#[tokio::test]
+async fn a_panicking_handler_answers_500_without_its_message_and_is_counted() {
+    let running = start(limits(8), Duration::from_secs(1)).await;
+    let mut stream = TcpStream::connect(running.addr).await.unwrap();
+    stream.write_all(get("/panic").as_bytes()).await.unwrap();
+    let answer = read_some(&mut stream).await;
+    assert!(answer.starts_with("HTTP/1.1 500"), "{answer:?}");
+    assert!(!answer.contains("hunter2"), "{answer}");
+    assert_eq!(running.metrics.panics("test"), 1);
+    // The connection, and the listener, keep serving.
+    stream.write_all(get("/").as_bytes()).await.unwrap();
+    assert!(read_some(&mut stream).await.starts_with("HTTP/1.1 200"));
 }
