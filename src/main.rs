@@ -6,6 +6,7 @@
 
 mod admin;
 mod demo;
+mod fd_limit;
 mod run;
 mod webhooks_cli;
 

@@ -53,6 +53,10 @@ pub(crate) async fn run(config: Config, env: &Env, shutdown: impl Future<Output 
         }
         return ExitCode::from(INVALID_CONFIG);
     }
+    crate::fd_limit::warn_if_short(crate::fd_limit::raise(crate::fd_limit::needed(
+        &config.listeners,
+        config.webhooks.enabled,
+    )));
     if config.upstream.base_url.scheme_str() == Some("http") {
         tracing::warn!(
             upstream = %config.upstream.base_url,

@@ -481,6 +481,11 @@ impl Reader {
                 fields::unverified_bytes,
                 defaults.max_unverified_bytes,
             ),
+            body_read_timeout: s.field(
+                "body_read_timeout",
+                fields::duration,
+                defaults.body_read_timeout,
+            ),
             tls_cert_file: s.optional("tls_cert_file", fields::tls_cert_file),
             tls_key_file: s.optional("tls_key_file", fields::tls_key_file),
             allow_ips: s.list("allow_ips", fields::ip_net, defaults.allow_ips),
@@ -563,6 +568,7 @@ impl Reader {
         self.check_auth(&auth);
         self.check_retry(&retry);
         self.check_webhooks(&webhooks, &listen);
+        self.check_stall_timeouts(&listeners, &retry, &webhooks);
 
         Some(Config {
             listen,
@@ -872,6 +878,47 @@ impl Reader {
                 ),
                 "lower retry.per_try_timeout or raise retry.deadline (the defaults are \"10s\" \
                  and \"30s\")",
+            );
+        }
+    }
+
+    /// A stall timeout shorter than the legitimate wait with no progress would cut honest
+    /// requests: an egress call waits for FinCode up to `retry.deadline`; a webhook body
+    /// is read for up to `webhooks.body_read_timeout` before it is answered.
+    fn check_stall_timeouts(
+        &mut self,
+        listeners: &ListenersConfig,
+        retry: &RetryConfig,
+        webhooks: &WebhooksConfig,
+    ) {
+        let egress = listeners.egress.stall_timeout;
+        if !egress.is_zero() && egress <= retry.deadline {
+            self.report(
+                Severity::Error,
+                "listeners.egress.stall_timeout",
+                Some(toml_duration(egress)),
+                format!(
+                    "is not longer than retry.deadline ({}): an app call waiting for FinCode \
+                     would be cut as stalled",
+                    humantime::format_duration(retry.deadline)
+                ),
+                "set it well above retry.deadline (e.g. 15s more), or \"0s\" (the default) \
+                 to turn it off",
+            );
+        }
+        let hooks = listeners.webhooks.stall_timeout;
+        if !hooks.is_zero() && hooks <= webhooks.body_read_timeout {
+            self.report(
+                Severity::Error,
+                "listeners.webhooks.stall_timeout",
+                Some(toml_duration(hooks)),
+                format!(
+                    "is not longer than webhooks.body_read_timeout ({}): a slow but honest \
+                     body would be cut as stalled before it is answered",
+                    humantime::format_duration(webhooks.body_read_timeout)
+                ),
+                "raise listeners.webhooks.stall_timeout (default \"1m\") or lower \
+                 webhooks.body_read_timeout (default \"10s\")",
             );
         }
     }
@@ -1439,6 +1486,7 @@ impl Section<'_> {
                 fields::duration,
                 d.http2_keepalive_timeout,
             ),
+            stall_timeout: self.field("stall_timeout", fields::duration_or_zero, d.stall_timeout),
         }
     }
 

@@ -94,6 +94,12 @@ pub struct ListenerLimits {
     /// How long to wait for a PING's answer before closing the connection.
     #[serde(serialize_with = "humantime_serde::serialize")]
     pub http2_keepalive_timeout: Duration,
+    /// A connection with a request in flight that makes no progress (no new request, response
+    /// head or response body chunk) for this long is closed; zero disables it. Without it a
+    /// client that never reads its responses (an HTTP/2 window of 0, still answering PINGs)
+    /// would hold its slot forever: it is never idle, so never evicted at the cap.
+    #[serde(serialize_with = "humantime_serde::serialize")]
+    pub stall_timeout: Duration,
 }
 
 /// How the sidecar reaches FinCode.
@@ -445,6 +451,11 @@ pub struct WebhooksConfig {
     /// Bytes of not-yet-verified bodies buffered across all requests at once; a body that would
     /// go over gets 503 with `Retry-After`, so a flood of slow bodies cannot exhaust memory.
     pub max_unverified_bytes: usize,
+    /// How long a sender may take to send the body once the head arrived (408 after it).
+    /// FinCode's events are a few KiB; a long deadline only helps a trickling attacker hold a
+    /// connection.
+    #[serde(serialize_with = "humantime_serde::serialize")]
+    pub body_read_timeout: Duration,
     /// PEM certificate chain for TLS on the listener; with `tls_key_file`. Unset: plain HTTP
     /// (TLS terminated by the ingress).
     #[serde(
@@ -624,12 +635,18 @@ impl Default for ListenersConfig {
                 header_read_timeout: Duration::from_secs(30),
                 max_connections: 1024,
                 http2_max_concurrent_streams: 256,
+                // Off: an app request may wait for FinCode with no progress for up to
+                // retry.deadline (plus its Retry-After waits), and the app on loopback is
+                // trusted; a stalled reader there only slows the app itself.
+                stall_timeout: Duration::ZERO,
                 ..ListenerLimits::default()
             },
             // Probes and scrapes are a handful of short requests.
             admin: ListenerLimits {
                 max_connections: 64,
                 http2_max_concurrent_streams: 16,
+                // Probes and scrapes answer in milliseconds.
+                stall_timeout: Duration::from_secs(10),
                 ..ListenerLimits::default()
             },
             webhooks: ListenerLimits::default(),
@@ -646,6 +663,7 @@ impl Default for ListenerLimits {
             http2_max_concurrent_streams: 64,
             http2_keepalive_interval: Duration::from_secs(30),
             http2_keepalive_timeout: Duration::from_secs(10),
+            stall_timeout: Duration::from_mins(1),
         }
     }
 }
@@ -851,6 +869,7 @@ impl Default for WebhooksConfig {
             paths: vec!["/webhooks/fincode".to_owned()],
             max_body_bytes: 64 * 1024,
             max_unverified_bytes: 8 * 1024 * 1024,
+            body_read_timeout: Duration::from_secs(10),
             tls_cert_file: None,
             tls_key_file: None,
             allow_ips: Vec::new(),

@@ -1394,6 +1394,7 @@ fn to_toml_string_round_trips() {
         paths: vec!["/webhooks/fincode".to_owned(), "/hooks/v2".to_owned()],
         max_body_bytes: 1,
         max_unverified_bytes: 2,
+        body_read_timeout: Duration::from_secs(3),
         tls_cert_file: Some(tls_cert.path().to_owned()),
         tls_key_file: Some(tls_key.path().to_owned()),
         allow_ips: vec![
@@ -1943,6 +1944,7 @@ fn every_webhooks_and_store_key_is_read() {
          paths = [\"/webhooks/fincode\", \"/webhooks/fincode-v2\"]\n\
          max_body_bytes = 67108864\n\
          max_unverified_bytes = 134217728\n\
+         body_read_timeout = \"7s\"\n\
          tls_cert_file = {:?}\n\
          tls_key_file = {:?}\n\
          allow_ips = [\"203.0.113.0/24\", \"198.51.100.7\", \"2001:db8::/32\", \"2001:db8::7\"]\n\
@@ -1988,6 +1990,7 @@ fn every_webhooks_and_store_key_is_read() {
             ],
             max_body_bytes: 64 * 1024 * 1024,
             max_unverified_bytes: 128 * 1024 * 1024,
+            body_read_timeout: Duration::from_secs(7),
             tls_cert_file: Some(cert.path().to_owned()),
             tls_key_file: Some(key.path().to_owned()),
             allow_ips: vec![
@@ -2476,7 +2479,8 @@ fn listener_limits_have_per_listener_defaults_and_read_every_key() {
          max_connections = 5\n\
          http2_max_concurrent_streams = 7\n\
          http2_keepalive_interval = \"0s\"\n\
-         http2_keepalive_timeout = \"4s\"\n",
+         http2_keepalive_timeout = \"4s\"\n\
+         stall_timeout = \"5s\"\n",
         minimal()
     );
     let (config, _) = load_ok(
@@ -2492,6 +2496,7 @@ fn listener_limits_have_per_listener_defaults_and_read_every_key() {
             http2_max_concurrent_streams: 7,
             http2_keepalive_interval: Duration::ZERO,
             http2_keepalive_timeout: Duration::from_secs(4),
+            stall_timeout: Duration::from_secs(5),
         }
     );
     assert_eq!(config.listeners.webhooks.max_connections, 9);
@@ -2544,4 +2549,35 @@ fn unverified_budget_must_hold_one_largest_body() {
         .find(|p| p.key == "webhooks.max_unverified_bytes")
         .expect("a problem at webhooks.max_unverified_bytes");
     assert!(problem.message.contains("webhooks.max_body_bytes"));
+}
+
+#[test]
+fn stall_timeouts_must_outlast_the_honest_waits() {
+    for (text, key) in [
+        (
+            "[listeners.egress]\nstall_timeout = \"30s\"\n",
+            "listeners.egress.stall_timeout",
+        ),
+        (
+            "[webhooks]\nbody_read_timeout = \"20s\"\n[listeners.webhooks]\nstall_timeout = \"15s\"\n",
+            "listeners.webhooks.stall_timeout",
+        ),
+    ] {
+        let problems = errors(&format!("{}{text}", minimal()), &[]);
+        assert!(
+            problems.iter().any(|p| p.key == key),
+            "{text}: expected a problem at {key}, got {problems:?}"
+        );
+    }
+    // Off, or long enough: fine.
+    let text = format!(
+        "{}[listeners.egress]\nstall_timeout = \"45s\"\n[listeners.webhooks]\nstall_timeout = \"0s\"\n",
+        minimal()
+    );
+    let (config, _) = load_ok(&text, &[]);
+    assert_eq!(
+        config.listeners.egress.stall_timeout,
+        Duration::from_secs(45)
+    );
+    assert_eq!(config.webhooks.body_read_timeout, Duration::from_secs(10));
 }

@@ -56,10 +56,14 @@ pub(crate) struct Slot {
 #[derive(Debug)]
 pub(crate) struct Activity {
     in_flight: AtomicUsize,
+    /// Of those, requests marked evictable (see [`crate::Evictable`]).
+    evictable: AtomicUsize,
     /// Whether any request has started on this connection.
     used: AtomicBool,
     /// When the last request ended, in nanoseconds since `opened`.
     last_end: AtomicU64,
+    /// When a request in flight last made progress, in nanoseconds since `opened`.
+    last_progress: AtomicU64,
     opened: Instant,
 }
 
@@ -82,20 +86,27 @@ impl Connections {
         let open = registry.open.len();
         let at_cap = open >= self.max;
         if at_cap {
+            // An idle connection first (it owes nobody an answer), else one whose every
+            // request in flight is from a sender not yet trusted (an unverified webhook).
             let victim = (open < self.max * EVICTING_HEADROOM)
                 .then(|| {
-                    registry
-                        .open
-                        .values()
-                        .find(|entry| entry.activity.is_idle() && !entry.close.is_cancelled())
+                    let live = || registry.open.values().filter(|e| !e.close.is_cancelled());
+                    live()
+                        .find(|entry| entry.activity.is_idle())
+                        .map(|entry| (entry, "evicted_idle"))
+                        .or_else(|| {
+                            live()
+                                .find(|entry| entry.activity.is_evictable())
+                                .map(|entry| (entry, "evicted_unverified"))
+                        })
                 })
                 .flatten();
-            let Some(entry) = victim else {
+            let Some((entry, reason)) = victim else {
                 self.metrics.rejected("full");
                 return None;
             };
             entry.close.cancel();
-            self.metrics.rejected("evicted_idle");
+            self.metrics.rejected(reason);
         }
         let id = registry.next_id;
         registry.next_id += 1;
@@ -132,6 +143,11 @@ impl Slot {
         self.activity.clone()
     }
 
+    /// Counts this connection as closed for stalling.
+    pub(crate) fn stalled(&self) {
+        self.metrics.stalled();
+    }
+
     /// Resolves when this connection must close now (evicted, or the drain deadline).
     pub(crate) async fn closed(&self) {
         self.close.cancelled().await;
@@ -155,8 +171,10 @@ impl Activity {
     pub(crate) fn new() -> Self {
         Self {
             in_flight: AtomicUsize::new(0),
+            evictable: AtomicUsize::new(0),
             used: AtomicBool::new(false),
             last_end: AtomicU64::new(0),
+            last_progress: AtomicU64::new(0),
             opened: Instant::now(),
         }
     }
@@ -165,15 +183,69 @@ impl Activity {
         self.in_flight.load(Ordering::Acquire) == 0
     }
 
+    /// Whether the connection may be closed at the cap: every request in flight on it is
+    /// marked evictable (or none is in flight).
+    pub(crate) fn is_evictable(&self) -> bool {
+        // `evictable` first: a mark is taken after its request started and given back
+        // before it ends, so this order never sees more marks than requests.
+        let evictable = self.evictable.load(Ordering::Acquire);
+        self.in_flight.load(Ordering::Acquire) <= evictable
+    }
+
+    pub(crate) fn mark_evictable(&self) {
+        self.evictable.fetch_add(1, Ordering::AcqRel);
+    }
+
+    pub(crate) fn unmark_evictable(&self) {
+        self.evictable.fetch_sub(1, Ordering::AcqRel);
+    }
+
     pub(crate) fn request_started(&self) {
         self.used.store(true, Ordering::Release);
+        self.progress();
         self.in_flight.fetch_add(1, Ordering::AcqRel);
     }
 
     pub(crate) fn request_ended(&self) {
-        let since_open = u64::try_from(self.opened.elapsed().as_nanos()).unwrap_or(u64::MAX);
-        self.last_end.fetch_max(since_open, Ordering::AcqRel);
+        self.last_end.fetch_max(self.since_open(), Ordering::AcqRel);
         self.in_flight.fetch_sub(1, Ordering::AcqRel);
+    }
+
+    /// Marks progress on a request in flight: it started, its response head is ready, or a
+    /// chunk of its response body was taken to be sent.
+    pub(crate) fn progress(&self) {
+        self.last_progress
+            .fetch_max(self.since_open(), Ordering::AcqRel);
+    }
+
+    fn since_open(&self) -> u64 {
+        u64::try_from(self.opened.elapsed().as_nanos()).unwrap_or(u64::MAX)
+    }
+
+    /// Resolves once a request has been in flight with no progress for `stall`; never when
+    /// `stall` is zero (off). Idle connections are the idle timeout's business, not this.
+    ///
+    /// A response body is polled only when the peer has granted room to send it (HTTP/2
+    /// flow control, or a full TCP send buffer on HTTP/1), so a client that never reads
+    /// makes no progress and is caught here, while still answering PINGs.
+    pub(crate) async fn stalled_for(&self, stall: Duration) {
+        if stall.is_zero() {
+            return std::future::pending().await;
+        }
+        let mut wake = self.opened + stall;
+        loop {
+            tokio::time::sleep_until(wake).await;
+            if self.is_idle() {
+                wake = Instant::now() + stall;
+                continue;
+            }
+            let last = Duration::from_nanos(self.last_progress.load(Ordering::Acquire));
+            let deadline = self.opened + last + stall;
+            if Instant::now() >= deadline {
+                return;
+            }
+            wake = deadline;
+        }
     }
 
     /// Resolves once the connection has had no request in flight for `first` since it

@@ -12,6 +12,11 @@
 //!   preface and HTTP/2 SETTINGS included) is closed here.
 //! - **Idle timeout**: a connection with no request in flight for `idle_timeout` is
 //!   closed, HTTP/1 and HTTP/2 alike.
+//! - **Stall timeout**: a connection whose requests in flight make no progress (no new
+//!   request, response head or response body chunk) for `stall_timeout` is closed at once,
+//!   so a client that never reads its responses (an HTTP/2 window of 0 while it answers
+//!   PINGs) cannot hold a slot forever; counted in
+//!   `fincode_listener_stalled_connections_total{listener}`.
 //! - **HTTP/2**: a cap on concurrent streams, a header-list limit and keep-alive PINGs.
 //! - **Connection cap**: at `max_connections` the oldest connection with no request in
 //!   flight is closed to make room for the new one; only when every connection is busy is
@@ -19,15 +24,21 @@
 //!   (the other common choice) would put a kubelet probe behind thousands of idle
 //!   attackers, each holding a slot until its timeout; an idle connection, by contrast,
 //!   owes nobody an answer, so closing it loses nothing. Open connections are the
-//!   `fincode_listener_connections{listener}` gauge; closed-at-the-cap ones are counted in
+//!   `fincode_listener_connections{listener}` gauge; with no idle connection, the oldest
+//!   whose requests are all marked [`Evictable`] (an unverified webhook body) goes instead; closed-at-the-cap ones are counted in
 //!   `fincode_listener_connections_rejected_total{listener,reason}`.
 //! - **Lifecycle**: a [`CancellationToken`] stops accepting; connections are then asked to
 //!   finish (HTTP/1 after the response in flight, HTTP/2 with GOAWAY) and tracked with a
 //!   [`TaskTracker`] until they are done or the drain
 //!   deadline passes, when the rest are closed.
 //!
-//! Services see the client's address as a [`Peer`] request extension.
+//! - **Catch-panic**: a handler that panics answers a bare 500 (never the panic's message)
+//!   and is counted in `fincode_listener_panics_total{listener}`; the connection lives on.
+//!
+//! Services see the client's address as a [`Peer`] request extension, and can let a
+//! request from a sender not yet trusted be evicted at the cap through [`Evictable`].
 
+mod catch_panic;
 mod connections;
 mod metrics;
 mod track;
@@ -54,12 +65,13 @@ use tower::Service;
 pub use tokio_util::sync::CancellationToken;
 
 use self::{
+    catch_panic::CatchPanic,
     connections::{Connections, Slot},
     track::Track,
 };
 pub use self::{
     metrics::ConnectionMetrics,
-    track::{Peer, TrackedBody},
+    track::{Evictable, EvictableGuard, Peer, TrackedBody},
 };
 
 /// hyper's smallest allowed HTTP/1 read buffer.
@@ -183,12 +195,14 @@ impl Server {
         let builder = Arc::new(self.builder());
         let connections =
             Connections::new(self.limits.max_connections, self.metrics.for_listener(name));
+        let service = CatchPanic::new(service, self.metrics.for_listener(name));
         let tracker = TaskTracker::new();
         // Cancelled when the drain deadline passes: every connection closes at once.
         let force = CancellationToken::new();
         let timeouts = Timeouts {
             first_request: self.limits.header_read_timeout,
             idle: self.limits.idle_timeout,
+            stall: self.limits.stall_timeout,
         };
         loop {
             let (stream, peer) = tokio::select! {
@@ -249,6 +263,7 @@ impl Server {
 struct Timeouts {
     first_request: Duration,
     idle: Duration,
+    stall: Duration,
 }
 
 /// What one connection's task needs.
@@ -276,6 +291,7 @@ where
     let activity = conn.slot.activity();
     // From the accept: the TLS handshake, the preface and the first head all count.
     let mut idle = pin!(activity.idle_for(conn.timeouts.first_request, conn.timeouts.idle));
+    let stalled = pin!(activity.stalled_for(conn.timeouts.stall));
     let service = TowerToHyperService::new(Track::new(conn.service, peer, activity.clone()));
     let result = match conn.tls {
         None => {
@@ -283,6 +299,7 @@ where
             drive(
                 conn.builder.serve_connection(io, service),
                 idle,
+                stalled,
                 &conn.slot,
                 &conn.shutdown,
             )
@@ -305,12 +322,17 @@ where
             drive(
                 conn.builder.serve_connection(TokioIo::new(stream), service),
                 idle,
+                stalled,
                 &conn.slot,
                 &conn.shutdown,
             )
             .await
         }
     };
+    if let Ok(Ended::Stalled) = result {
+        conn.slot.stalled();
+        tracing::info!(listener = conn.name, %peer, stall = ?conn.timeouts.stall, "request made no progress for the stall timeout; connection closed");
+    }
     if let Err(error) = result {
         tracing::debug!(listener = conn.name, %peer, error = %error, "connection ended with an error");
     }
@@ -318,15 +340,24 @@ where
 
 type BoxError = Box<dyn StdError + Send + Sync>;
 
+/// How a connection ended, when not with an error.
+enum Ended {
+    /// Closed by the client, idled out, evicted, or drained.
+    Closed,
+    /// A request in flight made no progress for the stall timeout.
+    Stalled,
+}
+
 /// Polls `connection` until it ends, the listener shuts down (graceful: finish what is in
-/// flight), it idles out, or its slot is taken back (evicted at the cap, or the drain
-/// deadline passed).
+/// flight), it idles out or stalls, or its slot is taken back (evicted at the cap, or the
+/// drain deadline passed).
 async fn drive<C>(
     connection: C,
     mut idle: std::pin::Pin<&mut impl Future<Output = ()>>,
+    mut stalled: std::pin::Pin<&mut impl Future<Output = ()>>,
     slot: &Slot,
     shutdown: &CancellationToken,
-) -> Result<(), BoxError>
+) -> Result<Ended, BoxError>
 where
     C: GracefulConnection,
     C::Error: Into<BoxError>,
@@ -335,7 +366,7 @@ where
     let mut closing = false;
     loop {
         tokio::select! {
-            result = connection.as_mut() => return result.map_err(Into::into),
+            result = connection.as_mut() => return result.map(|()| Ended::Closed).map_err(Into::into),
             () = shutdown.cancelled(), if !closing => {
                 connection.as_mut().graceful_shutdown();
                 closing = true;
@@ -344,14 +375,18 @@ where
             // Evicted at the cap, or the drain deadline passed: close at once. An evicted
             // connection had nothing in flight, and under a flood the slot must be free
             // again before the next accept, not after a polite goodbye.
-            () = slot.closed() => return Ok(()),
+            () = slot.closed() => return Ok(Ended::Closed),
+            // Whatever is in flight is going nowhere (a client that never reads): close at
+            // once, dropping the stuck response and freeing the slot. Checked during a
+            // graceful shutdown too, so a stalled client cannot hold the drain either.
+            () = &mut stalled => return Ok(Ended::Stalled),
         }
     }
     // Nothing in flight: ask politely (an HTTP/2 client learns from the GOAWAY that no
     // stream was processed and may retry elsewhere), then just close.
     connection.as_mut().graceful_shutdown();
     let _ = tokio::time::timeout(IDLE_CLOSE_GRACE, connection.as_mut()).await;
-    Ok(())
+    Ok(Ended::Closed)
 }
 
 #[cfg(test)]

@@ -24,6 +24,8 @@ struct RejectedLabel {
 pub struct ConnectionMetrics {
     open: Family<ListenerLabel, Gauge>,
     rejected: Family<RejectedLabel, Counter>,
+    stalled: Family<ListenerLabel, Counter>,
+    panics: Family<ListenerLabel, Counter>,
 }
 
 /// One listener's series.
@@ -31,6 +33,8 @@ pub struct ConnectionMetrics {
 pub(crate) struct ListenerMetrics {
     open: Gauge,
     rejected: Family<RejectedLabel, Counter>,
+    stalled: Counter,
+    panics: Counter,
     listener: &'static str,
 }
 
@@ -48,14 +52,26 @@ impl ConnectionMetrics {
         registry.register(
             "fincode_listener_connections_rejected",
             "Connections closed at the listener's max_connections: evicted_idle (the oldest \
-             idle one, to make room) or full (the new one, every connection being busy)",
+             idle one, to make room), evicted_unverified (with none idle, the oldest whose \
+             requests are all from senders not yet verified) or full (the new one, every connection being busy)",
             this.rejected.clone(),
+        );
+        registry.register(
+            "fincode_listener_stalled_connections",
+            "Connections closed because a request in flight made no progress for the \
+             listener's stall_timeout (e.g. a client that never reads its responses)",
+            this.stalled.clone(),
+        );
+        registry.register(
+            "fincode_listener_panics",
+            "Requests whose handler panicked (a bug), answered 500",
+            this.panics.clone(),
         );
         this
     }
 
     pub(crate) fn for_listener(&self, listener: &'static str) -> ListenerMetrics {
-        for reason in ["evicted_idle", "full"] {
+        for reason in ["evicted_idle", "evicted_unverified", "full"] {
             let _ = self
                 .rejected
                 .get_or_create(&RejectedLabel { listener, reason });
@@ -63,6 +79,14 @@ impl ConnectionMetrics {
         ListenerMetrics {
             open: self.open.get_or_create(&ListenerLabel { listener }).clone(),
             rejected: self.rejected.clone(),
+            stalled: self
+                .stalled
+                .get_or_create(&ListenerLabel { listener })
+                .clone(),
+            panics: self
+                .panics
+                .get_or_create(&ListenerLabel { listener })
+                .clone(),
             listener,
         }
     }
@@ -70,6 +94,18 @@ impl ConnectionMetrics {
     /// Connections open on `listener` now (for tests).
     pub fn open(&self, listener: &'static str) -> i64 {
         self.open.get_or_create(&ListenerLabel { listener }).get()
+    }
+
+    /// Requests on `listener` whose handler panicked (for tests).
+    pub fn panics(&self, listener: &'static str) -> u64 {
+        self.panics.get_or_create(&ListenerLabel { listener }).get()
+    }
+
+    /// Connections `listener` closed as stalled (for tests).
+    pub fn stalled(&self, listener: &'static str) -> u64 {
+        self.stalled
+            .get_or_create(&ListenerLabel { listener })
+            .get()
     }
 
     /// Connections `listener` closed at its cap for `reason` (for tests).
@@ -89,6 +125,18 @@ impl ListenerMetrics {
 
     pub(crate) fn closed(&self) {
         self.open.dec();
+    }
+
+    pub(crate) fn listener(&self) -> &'static str {
+        self.listener
+    }
+
+    pub(crate) fn panicked(&self) {
+        self.panics.inc();
+    }
+
+    pub(crate) fn stalled(&self) {
+        self.stalled.inc();
     }
 
     pub(crate) fn rejected(&self, reason: &'static str) {

@@ -45,8 +45,15 @@ impl Service<Request<Incoming>> for Echo {
     fn call(&mut self, req: Request<Incoming>) -> Self::Future {
         let gate = self.gate.clone();
         Box::pin(async move {
-            if req.uri().path() == "/slow" {
-                let _permit = gate.acquire().await;
+            match req.uri().path() {
+                "/slow" => drop(gate.acquire().await),
+                "/panic" => panic!("a handler bug with a secret: hunter2"),
+                // A sender not yet trusted: evictable while it waits.
+                "/unverified" => {
+                    let _evictable = req.extensions().get::<Evictable>().map(Evictable::mark);
+                    drop(gate.acquire().await);
+                }
+                _ => {}
             }
             let peer = req
                 .extensions()
@@ -411,4 +418,139 @@ async fn idle_means_no_request_in_flight_for_the_whole_timeout() {
         elapsed >= Duration::from_mins(6) && elapsed <= Duration::from_secs(361),
         "{elapsed:?}"
     );
+}
+
+#[tokio::test]
+async fn an_http2_client_that_never_reads_its_response_is_closed_after_the_stall_timeout() {
+    let running = start(
+        ListenerLimits {
+            header_read_timeout: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(30),
+            stall_timeout: Duration::from_millis(500),
+            ..limits(8)
+        },
+        Duration::from_secs(1),
+    )
+    .await;
+    let stream = TcpStream::connect(running.addr).await.unwrap();
+    // A window of 0: the server may send the head but never a byte of the body, while the
+    // client keeps answering PINGs.
+    let (client, connection) = h2::client::Builder::new()
+        .initial_window_size(0)
+        .handshake::<_, Bytes>(stream)
+        .await
+        .unwrap();
+    let driver = tokio::spawn(connection);
+    let mut client = client.ready().await.unwrap();
+    let (response, _) = client
+        .send_request(Request::get("http://test/").body(()).unwrap(), true)
+        .unwrap();
+    let response = response.await.unwrap();
+    assert_eq!(response.status(), 200);
+    wait_for("the connection to count", || {
+        running.metrics.open("test") == 1
+    })
+    .await;
+
+    let started = Instant::now();
+    tokio::time::timeout(Duration::from_secs(3), driver)
+        .await
+        .expect("the stalled HTTP/2 connection was closed")
+        .unwrap()
+        .ok();
+    assert!(started.elapsed() >= Duration::from_millis(300));
+    wait_for("the slot to be freed", || running.metrics.open("test") == 0).await;
+    assert_eq!(running.metrics.stalled("test"), 1);
+    drop(response);
+}
+
+#[tokio::test(start_paused = true)]
+async fn stalled_means_in_flight_with_no_progress_for_the_whole_timeout() {
+    use crate::connections::Activity;
+    let stall = Duration::from_secs(10);
+    let activity = Arc::new(Activity::new());
+    let started = tokio::time::Instant::now();
+    activity.request_started();
+    // Progress every 5 s for a minute keeps it alive; then it stops.
+    let worker = {
+        let activity = activity.clone();
+        tokio::spawn(async move {
+            for _ in 0..12 {
+                tokio::time::sleep(Duration::from_secs(5)).await;
+                activity.progress();
+            }
+        })
+    };
+    activity.stalled_for(stall).await;
+    worker.await.unwrap();
+    assert_eq!(started.elapsed(), Duration::from_secs(70));
+
+    // Idle (nothing in flight) is never stalled.
+    let idle = Activity::new();
+    assert!(
+        tokio::time::timeout(Duration::from_mins(10), idle.stalled_for(stall))
+            .await
+            .is_err()
+    );
+}
+
+#[tokio::test]
+async fn at_the_cap_with_none_idle_the_oldest_unverified_request_makes_room() {
+    let running = start(
+        ListenerLimits {
+            header_read_timeout: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(30),
+            ..limits(3)
+        },
+        Duration::from_secs(1),
+    )
+    .await;
+    // One busy with a trusted request, two with unverified ones (the older first).
+    let mut busy = TcpStream::connect(running.addr).await.unwrap();
+    busy.write_all(get("/slow").as_bytes()).await.unwrap();
+    let mut unverified = Vec::new();
+    for _ in 0..2 {
+        let mut stream = TcpStream::connect(running.addr).await.unwrap();
+        stream
+            .write_all(get("/unverified").as_bytes())
+            .await
+            .unwrap();
+        wait_for("the connection", || {
+            running.metrics.open("test") == 2 + i64::try_from(unverified.len()).unwrap()
+        })
+        .await;
+        unverified.push(stream);
+    }
+    wait_for("three connections", || running.metrics.open("test") == 3).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+
+    let mut probe = TcpStream::connect(running.addr).await.unwrap();
+    probe.write_all(get("/healthz").as_bytes()).await.unwrap();
+    assert!(read_some(&mut probe).await.starts_with("HTTP/1.1 200"));
+    assert!(time_to_close(&mut unverified[0]).await < Duration::from_secs(1));
+    assert_eq!(running.metrics.rejected("test", "evicted_unverified"), 1);
+    assert_eq!(running.metrics.rejected("test", "full"), 0);
+
+    // The trusted one and the younger unverified one are unharmed.
+    running.gate.add_permits(2);
+    assert!(read_some(&mut busy).await.starts_with("HTTP/1.1 200"));
+    assert!(
+        read_some(&mut unverified[1])
+            .await
+            .starts_with("HTTP/1.1 200")
+    );
+}
+
+#[tokio::test]
+async fn a_panicking_handler_answers_500_without_its_message_and_is_counted() {
+    let running = start(limits(8), Duration::from_secs(1)).await;
+    let mut stream = TcpStream::connect(running.addr).await.unwrap();
+    stream.write_all(get("/panic").as_bytes()).await.unwrap();
+    let answer = read_some(&mut stream).await;
+    assert!(answer.starts_with("HTTP/1.1 500"), "{answer:?}");
+    assert!(!answer.contains("hunter2"), "{answer}");
+    assert_eq!(running.metrics.panics("test"), 1);
+    // The connection, and the listener, keep serving.
+    stream.write_all(get("/").as_bytes()).await.unwrap();
+    assert!(read_some(&mut stream).await.starts_with("HTTP/1.1 200"));
 }

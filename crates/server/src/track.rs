@@ -21,6 +21,21 @@ use crate::connections::Activity;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Peer(pub SocketAddr);
 
+/// A request extension through which a service lets its request be evicted at the
+/// connection cap while the sender is not yet trusted.
+///
+/// The webhook listener marks a request while it reads and verifies an unsigned body: at 1
+/// byte a second such a body would hold its connection for the whole body-read timeout,
+/// and enough of them would fill the cap and refuse FinCode's signed event as `full`.
+/// Evicting one loses nothing that a verified sender is owed.
+#[derive(Clone, Debug)]
+pub struct Evictable(Arc<Activity>);
+
+/// Keeps a request evictable until dropped.
+#[derive(Debug)]
+#[must_use = "the request is evictable only while the guard lives"]
+pub struct EvictableGuard(Arc<Activity>);
+
 #[derive(Clone)]
 pub(crate) struct Track<S> {
     inner: S,
@@ -41,6 +56,24 @@ impl InFlight {
 impl Drop for InFlight {
     fn drop(&mut self) {
         self.0.request_ended();
+    }
+}
+
+// === impl Evictable ===
+
+impl Evictable {
+    /// Marks the request evictable at the cap until the guard is dropped (e.g. once the
+    /// sender is verified). Every request in flight on a connection must be marked for the
+    /// connection to be evicted.
+    pub fn mark(&self) -> EvictableGuard {
+        self.0.mark_evictable();
+        EvictableGuard(self.0.clone())
+    }
+}
+
+impl Drop for EvictableGuard {
+    fn drop(&mut self) {
+        self.0.unmark_evictable();
     }
 }
 
@@ -71,6 +104,8 @@ where
     fn call(&mut self, mut req: Request<ReqB>) -> Self::Future {
         let in_flight = InFlight::new(self.activity.clone());
         req.extensions_mut().insert(Peer(self.peer));
+        req.extensions_mut()
+            .insert(Evictable(self.activity.clone()));
         TrackFuture {
             inner: self.inner.call(req),
             in_flight: Some(in_flight),
@@ -96,10 +131,10 @@ where
         let this = self.project();
         let Ok(response) = std::task::ready!(this.inner.poll(cx));
         let in_flight = this.in_flight.take();
-        Poll::Ready(Ok(response.map(|inner| TrackedBody {
-            inner,
-            _in_flight: in_flight,
-        })))
+        if let Some(in_flight) = &in_flight {
+            in_flight.0.progress();
+        }
+        Poll::Ready(Ok(response.map(|inner| TrackedBody { inner, in_flight })))
     }
 }
 
@@ -108,7 +143,7 @@ pin_project! {
     pub struct TrackedBody<B> {
         #[pin]
         inner: B,
-        _in_flight: Option<InFlight>,
+        in_flight: Option<InFlight>,
     }
 }
 
@@ -120,7 +155,12 @@ impl<B: Body> Body for TrackedBody<B> {
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
-        self.project().inner.poll_frame(cx)
+        let this = self.project();
+        let frame = this.inner.poll_frame(cx);
+        if let (Poll::Ready(Some(_)), Some(in_flight)) = (&frame, &this.in_flight) {
+            in_flight.0.progress();
+        }
+        frame
     }
 
     fn is_end_stream(&self) -> bool {

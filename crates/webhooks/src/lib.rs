@@ -131,6 +131,7 @@ impl Webhooks {
         let listener = Arc::new(Listener {
             paths: c.paths.clone(),
             max_body: c.max_body_bytes,
+            body_read_timeout: c.body_read_timeout,
             unverified: Arc::new(tokio::sync::Semaphore::new(
                 c.max_unverified_bytes
                     .min(tokio::sync::Semaphore::MAX_PERMITS),

@@ -7,7 +7,8 @@
 //! 2. declared body size (413, before a byte of the body is read);
 //! 3. source address against `webhooks.allow_ips` (403), believing `X-Forwarded-For`
 //!    only from `webhooks.trusted_proxies`;
-//! 4. the body, read up to the limit (413), its bytes counted against a budget shared by
+//! 4. the body, read up to the limit (413) within `webhooks.body_read_timeout` (408), the
+//!    request evictable at the connection cap meanwhile ([`Evictable`]); its bytes counted against a budget shared by
 //!    every request not yet verified (`webhooks.max_unverified_bytes`: 503 with
 //!    `Retry-After` over it, so a flood of slow unsigned bodies cannot exhaust memory);
 //! 5. signature and timestamp over the raw bytes (401, with the same generic body for
@@ -34,12 +35,9 @@ use ipnet::IpNet;
 use tokio::sync::{Notify, Semaphore};
 
 use fincode_config::KeyTemplate;
+use fincode_server::Evictable;
 
 use crate::{keys::dedupe_key, metrics::WebhookMetrics, verify::Verifier};
-
-/// How long a sender may take to send the body once the head arrived: a slow sender
-/// must not hold a connection (and a task) indefinitely.
-const BODY_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// Headers not forwarded to the app: hop-by-hop, framing, and what the sidecar sets.
 const NOT_FORWARDED: [&str; 11] = [
@@ -61,6 +59,10 @@ const NOT_FORWARDED: [&str; 11] = [
 pub struct Listener {
     pub(crate) paths: Vec<String>,
     pub(crate) max_body: usize,
+    /// How long a sender may take to send the body once the head arrived
+    /// (`webhooks.body_read_timeout`): a slow sender must not hold a connection (and a
+    /// task) for long.
+    pub(crate) body_read_timeout: std::time::Duration,
     /// Bytes of unverified bodies that may be buffered at once, across every request.
     pub(crate) unverified: Arc<Semaphore>,
     pub(crate) allow_ips: Vec<IpNet>,
@@ -195,13 +197,18 @@ impl Listener {
                 ));
             }
         }
+        // Until the signature checks out the sender is nobody: at the connection cap the
+        // server may close this connection to make room (for FinCode's signed event,
+        // say) rather than refuse the newcomer.
+        let evictable = req.extensions().get::<Evictable>().map(Evictable::mark);
         let (parts, body) = req.into_parts();
         // Held until the answer: the bytes stay buffered until the event is committed.
         let mut reserved = Reserved {
             budget: &self.unverified,
             bytes: 0,
         };
-        let read = tokio::time::timeout(BODY_READ_TIMEOUT, self.read_body(body, &mut reserved));
+        let read =
+            tokio::time::timeout(self.body_read_timeout, self.read_body(body, &mut reserved));
         let Ok(read) = read.await else {
             return Err(refuse(
                 StatusCode::REQUEST_TIMEOUT,
@@ -221,6 +228,7 @@ impl Listener {
                 r#"{"error":"unauthorized"}"#,
             ));
         }
+        drop(evictable);
         let Ok(event) = serde_json::from_slice::<serde_json::Value>(&body) else {
             return Err(refuse(
                 StatusCode::BAD_REQUEST,
@@ -390,6 +398,7 @@ mod tests {
         Listener {
             paths: vec!["/webhooks/fincode".to_owned()],
             max_body: 1024,
+            body_read_timeout: Duration::from_secs(10),
             unverified: Arc::new(Semaphore::new(4096)),
             allow_ips: Vec::new(),
             trusted_proxies: Vec::new(),
