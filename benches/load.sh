@@ -9,12 +9,16 @@
 # Everything binds 127.0.0.1 only and is stopped on exit.
 #
 #   bash benches/load.sh                 # DURATION=10s CONNECTIONS=32 by default
+#   BASELINE_BIN=/path/to/old/fincode-sidecar bash benches/load.sh
+#                                        # also an older build, side by side in the same run
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 DURATION="${DURATION:-10s}"
 CONNECTIONS="${CONNECTIONS:-32}"
 UPSTREAM_PORT=18443 SIDECAR_PORT=18080 NGINX_PORT=18081 HAPROXY_PORT=18082 ADMIN_PORT=19090
+BASELINE_PORT=18083 BASELINE_ADMIN_PORT=19091
+BASELINE_BIN="${BASELINE_BIN:-}"
 
 need=()
 for tool in wrk nginx haproxy openssl; do command -v "$tool" >/dev/null || need+=("$tool"); done
@@ -151,6 +155,17 @@ BENCH_FINCODE_TOKEN=bench-token "$BIN" run --config "$DIR/sidecar.toml" >"$DIR/s
 PIDS+=($!)
 SIDECAR_PID=$!
 
+# --- optionally, an older build of the sidecar with the same config ------------------------
+if [[ -n "$BASELINE_BIN" ]]; then
+  sed -e "s/127.0.0.1:$SIDECAR_PORT/127.0.0.1:$BASELINE_PORT/" \
+    -e "s/127.0.0.1:$ADMIN_PORT/127.0.0.1:$BASELINE_ADMIN_PORT/" \
+    "$DIR/sidecar.toml" >"$DIR/baseline.toml"
+  BENCH_FINCODE_TOKEN=bench-token "$BASELINE_BIN" run --config "$DIR/baseline.toml" \
+    >"$DIR/baseline.log" 2>&1 &
+  PIDS+=($!)
+  BASELINE_PID=$!
+fi
+
 wait_port() {
   for _ in $(seq 1 100); do
     if curl -sk -o /dev/null "$1"; then return 0; fi
@@ -163,6 +178,9 @@ wait_port "https://127.0.0.1:$UPSTREAM_PORT/" "upstream nginx"
 wait_port "http://127.0.0.1:$NGINX_PORT/" "nginx proxy"
 wait_port "http://127.0.0.1:$HAPROXY_PORT/" "haproxy"
 wait_port "http://127.0.0.1:$SIDECAR_PORT/sandbox/ping" "fincode-sidecar (see $DIR/sidecar.log)"
+if [[ -n "$BASELINE_BIN" ]]; then
+  wait_port "http://127.0.0.1:$BASELINE_PORT/sandbox/ping" "baseline sidecar (see $DIR/baseline.log)"
+fi
 
 # ms from wrk's "1.23ms" / "456.00us" / "1.02s"
 to_ms() {
@@ -189,6 +207,9 @@ run() {
 
 run direct "https://127.0.0.1:$UPSTREAM_PORT/api/v6/services/sandbox/ping"
 run sidecar "http://127.0.0.1:$SIDECAR_PORT/sandbox/ping"
+if [[ -n "$BASELINE_BIN" ]]; then
+  run baseline "http://127.0.0.1:$BASELINE_PORT/sandbox/ping"
+fi
 run nginx "http://127.0.0.1:$NGINX_PORT/api/v6/services/sandbox/ping"
 run haproxy "http://127.0.0.1:$HAPROXY_PORT/api/v6/services/sandbox/ping"
 
@@ -199,8 +220,12 @@ nginx_worker=$(pgrep -P "$(cat "$DIR/proxy.pid")" | head -1 || true)
 echo
 echo "wrk -t1 -c$CONNECTIONS -d$DURATION --latency, $(nproc) cores, loopback, TLS upstream (HTTP/1.1 keep-alive)"
 printf '%-8s %12s %10s %10s %12s\n' target "req/s" "p50 ms" "p99 ms" "peak RSS"
-for name in direct sidecar nginx haproxy; do
+names=(direct sidecar)
+[[ -n "$BASELINE_BIN" ]] && names+=(baseline)
+names+=(nginx haproxy)
+for name in "${names[@]}"; do
   case $name in
+    baseline) rss="$(rss_kib "$BASELINE_PID") KiB" ;;
     sidecar) rss="$(rss_kib "$SIDECAR_PID") KiB" ;;
     nginx) rss="$(rss_kib "${nginx_worker:-$NGINX_PROXY_PID}") KiB" ;;
     haproxy) rss="$(rss_kib "$HAPROXY_PID") KiB" ;;
@@ -214,3 +239,6 @@ echo "throughput sidecar/nginx   $(ratio "${RPS[sidecar]}" "${RPS[nginx]}")  (ta
 echo "throughput sidecar/haproxy $(ratio "${RPS[sidecar]}" "${RPS[haproxy]}")  (target >= 1.0)"
 echo "p99 sidecar/nginx          $(ratio "${P99[sidecar]}" "${P99[nginx]}")  (lower is better)"
 echo "p99 sidecar/haproxy        $(ratio "${P99[sidecar]}" "${P99[haproxy]}")  (target <= 1.0 at a fixed moderate rate; this run is saturating)"
+if [[ -n "$BASELINE_BIN" ]]; then
+  echo "throughput sidecar/baseline $(ratio "${RPS[sidecar]}" "${RPS[baseline]}")  (this build against BASELINE_BIN)"
+fi
