@@ -1,0 +1,282 @@
+//! Writing the chain: segments, the `seq`/`prev` fields, torn-line recovery.
+
+use std::{
+    fs::{self, File, OpenOptions},
+    io::{self, Read, Seek, SeekFrom, Write},
+    path::{Path, PathBuf},
+};
+
+use serde_json::{Map, Value};
+use sha2::{Digest, Sha256};
+
+/// The `prev` of the very first line: no line came before it.
+pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
+/// Segment files are `audit-00000001.jsonl`, `audit-00000002.jsonl`, ...
+pub const SEGMENT_PREFIX: &str = "audit-";
+
+const SEGMENT_SUFFIX: &str = ".jsonl";
+
+/// Why the chain could not be opened or written. Names the file.
+#[derive(Debug, thiserror::Error)]
+pub enum ChainError {
+    /// The file system refused.
+    #[error("audit trail {path}: {source}")]
+    Io {
+        /// The file or directory.
+        path: PathBuf,
+        /// What the OS said.
+        source: io::Error,
+    },
+    /// The last full line of the trail is not a chain line, so the chain cannot be continued
+    /// without hiding that; `audit verify` says what is wrong.
+    #[error(
+        "audit trail {path}: the last line is not a valid chain record ({why}); run `fincode-sidecar audit verify` on the directory"
+    )]
+    Corrupt {
+        /// The segment file.
+        path: PathBuf,
+        /// What was wrong.
+        why: &'static str,
+    },
+    /// A record used a field the chain owns.
+    #[error("an audit record may not set the chain's own field {0:?}")]
+    ReservedField(&'static str),
+}
+
+/// The path of segment `number` in `dir`.
+pub fn segment_path(dir: &Path, number: u64) -> PathBuf {
+    dir.join(format!("{SEGMENT_PREFIX}{number:08}{SEGMENT_SUFFIX}"))
+}
+
+/// The segment numbers present in `dir`, ascending.
+pub(crate) fn segments(dir: &Path) -> io::Result<Vec<u64>> {
+    let mut numbers: Vec<u64> = fs::read_dir(dir)?
+        .filter_map(Result::ok)
+        .filter_map(|entry| {
+            let name = entry.file_name();
+            let name = name.to_str()?;
+            name.strip_prefix(SEGMENT_PREFIX)?
+                .strip_suffix(SEGMENT_SUFFIX)?
+                .parse()
+                .ok()
+        })
+        .collect();
+    numbers.sort_unstable();
+    Ok(numbers)
+}
+
+/// The hex SHA-256 of a line's bytes, without its newline: what the next line's `prev` holds.
+pub(crate) fn line_hash(line: &[u8]) -> String {
+    hex(&Sha256::digest(line))
+}
+
+pub(crate) fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write as _;
+    bytes
+        .iter()
+        .fold(String::with_capacity(bytes.len() * 2), |mut out, b| {
+            let _ = write!(out, "{b:02x}");
+            out
+        })
+}
+
+/// Appends records to the chain. One writer per directory (the sidecar's audit task).
+#[derive(Debug)]
+pub struct ChainWriter {
+    dir: PathBuf,
+    segment: u64,
+    file: File,
+    next_seq: u64,
+    prev: String,
+}
+
+// === impl ChainWriter ===
+
+impl ChainWriter {
+    /// Opens the trail in `dir` (created if missing) to continue its chain. A torn last
+    /// line (a crash mid-write) is cut off and a `recovery` record naming its length and
+    /// hash is appended, so the loss stays on the record.
+    pub fn open(dir: &Path) -> Result<Self, ChainError> {
+        let io = |path: &Path| {
+            let path = path.to_owned();
+            move |source| ChainError::Io { path, source }
+        };
+        fs::create_dir_all(dir).map_err(io(dir))?;
+        let numbers = segments(dir).map_err(io(dir))?;
+        let Some(&last) = numbers.last() else {
+            return Self::start(dir, 1, 1, GENESIS.to_owned());
+        };
+        let path = segment_path(dir, last);
+        let mut file = OpenOptions::new()
+            .read(true)
+            .append(true)
+            .open(&path)
+            .map_err(io(&path))?;
+        let mut bytes = Vec::new();
+        file.read_to_end(&mut bytes).map_err(io(&path))?;
+        let full = bytes
+            .iter()
+            .rposition(|b| *b == b'\n')
+            .map_or(0, |at| at + 1);
+        let torn = bytes.split_off(full);
+        if !torn.is_empty() {
+            // Append-mode writes always go to the end, so cut the torn bytes off first.
+            file.set_len(full as u64).map_err(io(&path))?;
+            file.seek(SeekFrom::End(0)).map_err(io(&path))?;
+        }
+        let Some(last_line) = bytes[..full.saturating_sub(1)]
+            .rsplit(|b| *b == b'\n')
+            .next()
+            .filter(|line| !line.is_empty())
+        else {
+            // A segment that never got its header: link it to the segment before.
+            drop(file);
+            let (next_seq, prev) = Self::tail_of(dir, &numbers[..numbers.len() - 1])?;
+            fs::remove_file(&path).map_err(io(&path))?;
+            let mut writer = Self::start(dir, last, next_seq, prev)?;
+            writer.recovered(&torn)?;
+            return Ok(writer);
+        };
+        let seq = parse_seq(last_line).ok_or(ChainError::Corrupt {
+            path: path.clone(),
+            why: "no seq",
+        })?;
+        let mut writer = Self {
+            dir: dir.to_owned(),
+            segment: last,
+            file,
+            next_seq: seq + 1,
+            prev: line_hash(last_line),
+        };
+        writer.recovered(&torn)?;
+        Ok(writer)
+    }
+
+    /// The next seq and `prev` after the last full line of the last of `numbers`.
+    fn tail_of(dir: &Path, numbers: &[u64]) -> Result<(u64, String), ChainError> {
+        let Some(&number) = numbers.last() else {
+            return Ok((1, GENESIS.to_owned()));
+        };
+        let path = segment_path(dir, number);
+        let bytes = fs::read(&path).map_err(|source| ChainError::Io {
+            path: path.clone(),
+            source,
+        })?;
+        let line = bytes
+            .split(|b| *b == b'\n')
+            .rfind(|line| !line.is_empty())
+            .ok_or(ChainError::Corrupt {
+                path: path.clone(),
+                why: "an earlier segment is empty",
+            })?;
+        let seq = parse_seq(line).ok_or(ChainError::Corrupt {
+            path,
+            why: "no seq",
+        })?;
+        Ok((seq + 1, line_hash(line)))
+    }
+
+    fn start(dir: &Path, segment: u64, next_seq: u64, prev: String) -> Result<Self, ChainError> {
+        let path = segment_path(dir, segment);
+        let file = OpenOptions::new()
+            .create_new(true)
+            .append(true)
+            .open(&path)
+            .map_err(|source| ChainError::Io { path, source })?;
+        let mut writer = Self {
+            dir: dir.to_owned(),
+            segment,
+            file,
+            next_seq,
+            prev,
+        };
+        writer.write_header()?;
+        Ok(writer)
+    }
+
+    fn write_header(&mut self) -> Result<(), ChainError> {
+        let mut header = Map::new();
+        header.insert("kind".into(), "segment".into());
+        header.insert("segment".into(), self.segment.into());
+        self.append(&header).map(drop)
+    }
+
+    fn recovered(&mut self, torn: &[u8]) -> Result<(), ChainError> {
+        if torn.is_empty() {
+            return Ok(());
+        }
+        let mut record = Map::new();
+        record.insert("kind".into(), "recovery".into());
+        record.insert("torn_bytes".into(), torn.len().into());
+        record.insert("torn_sha256".into(), line_hash(torn).into());
+        self.append(&record).map(drop)
+    }
+
+    /// The segment being written.
+    pub fn segment(&self) -> u64 {
+        self.segment
+    }
+
+    /// Appends `record` as the next line; returns its seq. Written, not yet synced: call
+    /// [`Self::sync`] once per batch (group commit).
+    pub fn append(&mut self, record: &Map<String, Value>) -> Result<u64, ChainError> {
+        for reserved in ["seq", "prev"] {
+            if record.contains_key(reserved) {
+                return Err(ChainError::ReservedField(reserved));
+            }
+        }
+        let seq = self.next_seq;
+        // `seq` and `prev` first, then the record's fields: the line is what is hashed,
+        // so it is built once here and never re-serialised.
+        let mut line = format!("{{\"seq\":{seq},\"prev\":\"{}\"", self.prev);
+        for (key, value) in record {
+            line.push(',');
+            line.push_str(&Value::from(key.as_str()).to_string());
+            line.push(':');
+            line.push_str(&value.to_string());
+        }
+        line.push('}');
+        let hash = line_hash(line.as_bytes());
+        line.push('\n');
+        self.file
+            .write_all(line.as_bytes())
+            .map_err(|source| ChainError::Io {
+                path: segment_path(&self.dir, self.segment),
+                source,
+            })?;
+        self.next_seq = seq + 1;
+        self.prev = hash;
+        Ok(seq)
+    }
+
+    /// Flushes what was appended to the disk (fsync).
+    pub fn sync(&mut self) -> Result<(), ChainError> {
+        self.file.sync_data().map_err(|source| ChainError::Io {
+            path: segment_path(&self.dir, self.segment),
+            source,
+        })
+    }
+
+    /// Closes the current segment and starts the next; its header links to this one's
+    /// last line.
+    pub fn rotate(&mut self) -> Result<(), ChainError> {
+        self.sync()?;
+        let next = Self::start(
+            &self.dir,
+            self.segment + 1,
+            self.next_seq,
+            self.prev.clone(),
+        )?;
+        *self = next;
+        Ok(())
+    }
+}
+
+/// The `seq` of a chain line, if it has one.
+pub(crate) fn parse_seq(line: &[u8]) -> Option<u64> {
+    serde_json::from_slice::<Value>(line)
+        .ok()?
+        .get("seq")?
+        .as_u64()
+}

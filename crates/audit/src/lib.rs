@@ -1,0 +1,28 @@
+#![forbid(unsafe_code)]
+#![warn(missing_docs, unreachable_pub)]
+//! The audit trail's chain: append-only JSONL segments in which every line carries its
+//! sequence number (`seq`) and the SHA-256 of the previous line's exact bytes (`prev`),
+//! so that editing, removing, reordering or inserting a line breaks the chain where it
+//! happened, and [`verify`] names the segment and the sequence number.
+//!
+//! The chain runs across segments: the first line of a segment is a `segment` header whose
+//! `prev` is the hash of the previous segment's last line, so a whole segment cannot be
+//! dropped or replaced unnoticed either. The first line of the first segment links to
+//! [`GENESIS`].
+//!
+//! A crash can leave a torn last line (bytes without the closing newline). It is never
+//! silently dropped: [`ChainWriter::open`] cuts it off and appends a `recovery` record
+//! carrying its length and hash, so the loss is itself on the record.
+//!
+//! What goes into a record (who, what, when, pseudonymised resource ids) is decided by
+//! the layers that write; this crate only keeps the chain. Signed checkpoints, rotation by
+//! age, retention and the writer task come on top of it (issue 11).
+
+mod chain;
+mod verify;
+
+pub use self::chain::{ChainError, ChainWriter, GENESIS, SEGMENT_PREFIX, segment_path};
+pub use self::verify::{Finding, Report, verify};
+
+#[cfg(test)]
+mod tests;
