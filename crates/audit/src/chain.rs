@@ -9,6 +9,8 @@ use std::{
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
+use crate::checkpoint::{Checkpoint, Signer};
+
 /// The `prev` of the very first line: no line came before it.
 pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
@@ -248,6 +250,32 @@ impl ChainWriter {
         self.next_seq = seq + 1;
         self.prev = hash;
         Ok(seq)
+    }
+
+    /// Signs the chain's head with `signer` and appends the checkpoint as the next line;
+    /// returns the checkpoint and its Base64 signature, for the caller to also write to the
+    /// log (an independent copy: deleting the files' tail cannot hide a logged head).
+    pub fn checkpoint(
+        &mut self,
+        signer: &Signer,
+        time_ms: u64,
+    ) -> Result<(Checkpoint, String), ChainError> {
+        let checkpoint = Checkpoint {
+            segment: self.segment,
+            seq: self.next_seq - 1,
+            head: self.prev.clone(),
+            time_ms,
+        };
+        let signature = signer.sign(&checkpoint);
+        let mut record = Map::new();
+        record.insert("kind".into(), "checkpoint".into());
+        record.insert("covers_segment".into(), checkpoint.segment.into());
+        record.insert("covers_seq".into(), checkpoint.seq.into());
+        record.insert("head".into(), checkpoint.head.clone().into());
+        record.insert("time_ms".into(), checkpoint.time_ms.into());
+        record.insert("sig".into(), signature.clone().into());
+        self.append(&record)?;
+        Ok((checkpoint, signature))
     }
 
     /// Flushes what was appended to the disk (fsync).

@@ -14,15 +14,23 @@
 //! silently dropped: [`ChainWriter::open`] cuts it off and appends a `recovery` record
 //! carrying its length and hash, so the loss is itself on the record.
 //!
+//! A chain alone can be rewritten consistently by someone who recomputes every hash, or
+//! cut short. [`ChainWriter::checkpoint`] signs the head with Ed25519 and records it in the
+//! chain; the caller also logs it, so an independent copy exists. [`verify_signed`] checks
+//! every checkpoint's signature and that the trail still holds each signed head, its own
+//! and those collected from the logs.
+//!
 //! What goes into a record (who, what, when, pseudonymised resource ids) is decided by
-//! the layers that write; this crate only keeps the chain. Signed checkpoints, rotation by
-//! age, retention and the writer task come on top of it (issue 11).
+//! the layers that write; this crate only keeps the chain. Rotation by age, retention and
+//! the writer task come on top of it (issue 11).
 
 mod chain;
+mod checkpoint;
 mod verify;
 
 pub use self::chain::{ChainError, ChainWriter, GENESIS, SEGMENT_PREFIX, segment_path};
-pub use self::verify::{Finding, Report, verify};
+pub use self::checkpoint::{Checkpoint, KeyError, Signer, public_key_pem, verify_signature};
+pub use self::verify::{Finding, Report, SignedCheckpoint, verify, verify_signed};
 
 #[cfg(test)]
 mod tests;

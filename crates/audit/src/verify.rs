@@ -1,10 +1,26 @@
 //! Verifying the chain: every finding names the segment, the line and the seq.
 
-use std::{collections::HashSet, fmt, fs, path::Path};
+use std::{
+    collections::{HashMap, HashSet},
+    fmt, fs,
+    path::Path,
+};
 
 use serde_json::Value;
 
-use crate::chain::{GENESIS, line_hash, segment_path, segments};
+use crate::{
+    chain::{GENESIS, line_hash, segment_path, segments},
+    checkpoint::{Checkpoint, verify_signature},
+};
+
+/// A checkpoint and its Base64 signature, as found in the trail or in the logs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SignedCheckpoint {
+    /// The signed head.
+    pub checkpoint: Checkpoint,
+    /// Base64 Ed25519 signature of [`Checkpoint::message`].
+    pub signature: String,
+}
 
 /// One thing wrong with the trail.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -55,6 +71,65 @@ struct Link {
     seq: u64,
     prev: String,
     hash: String,
+    checkpoint: Option<SignedCheckpoint>,
+}
+
+/// [`verify`], and then, with the signer's `public_key` (raw Ed25519, Base64): every
+/// checkpoint in the trail is validly signed and names a line that is still there with
+/// that hash; and every checkpoint in `external` (collected from the logs) is validly
+/// signed and still matched by the trail. A signed head the trail no longer holds means
+/// the tail was cut off or rewritten.
+pub fn verify_signed(
+    dir: &Path,
+    public_key: &str,
+    external: &[SignedCheckpoint],
+) -> std::io::Result<Report> {
+    let (mut report, lines) = read(dir)?;
+    let by_seq: HashMap<u64, &Link> = lines.iter().map(|l| (l.seq, l)).collect();
+    let last_seq = lines.iter().map(|l| l.seq).max().unwrap_or(0);
+    let internal = lines
+        .iter()
+        .filter_map(|l| l.checkpoint.as_ref().map(|c| (Some(l), c)));
+    let logged = external.iter().map(|c| (None, c));
+    for (line, signed) in internal.chain(logged) {
+        let (segment, at) = line.map_or((signed.checkpoint.segment, 0), |l| (l.segment, l.line));
+        let mut find = |problem: String| {
+            report.findings.push(Finding {
+                segment,
+                line: at,
+                problem,
+            });
+        };
+        let cp = &signed.checkpoint;
+        let source = if line.is_some() {
+            "checkpoint"
+        } else {
+            "logged checkpoint"
+        };
+        if !verify_signature(public_key, cp, &signed.signature) {
+            find(format!(
+                "{source} for seq {}: bad signature (forged, edited, or another key)",
+                cp.seq
+            ));
+            continue;
+        }
+        match by_seq.get(&cp.seq) {
+            Some(target) if target.hash == cp.head => {}
+            Some(_) => find(format!(
+                "{source} for seq {}: the line at seq {} is not the one that was signed (rewritten)",
+                cp.seq, cp.seq
+            )),
+            None if cp.seq > last_seq => find(format!(
+                "{source} for seq {}: the trail ends at seq {last_seq}; records after it were truncated",
+                cp.seq
+            )),
+            None => find(format!(
+                "{source} for seq {}: that record is missing",
+                cp.seq
+            )),
+        }
+    }
+    Ok(report)
 }
 
 /// Reads every segment in `dir` and checks the chain: segments numbered without gaps,
@@ -65,6 +140,10 @@ struct Link {
 /// A chain alone cannot show that its tail was cut off or rewritten consistently by
 /// someone who recomputed every hash: signed checkpoints kept elsewhere do that.
 pub fn verify(dir: &Path) -> std::io::Result<Report> {
+    read(dir).map(|(report, _)| report)
+}
+
+fn read(dir: &Path) -> std::io::Result<(Report, Vec<Link>)> {
     let mut report = Report::default();
     let mut lines = Vec::new();
     let numbers = segments(dir)?;
@@ -133,11 +212,29 @@ pub fn verify(dir: &Path) -> std::io::Result<Report> {
                 seq,
                 prev: prev.to_owned(),
                 hash: line_hash(raw),
+                checkpoint: checkpoint_of(&object),
             });
         }
     }
     check_links(&lines, &mut report.findings);
-    Ok(report)
+    Ok((report, lines))
+}
+
+fn checkpoint_of(object: &serde_json::Map<String, Value>) -> Option<SignedCheckpoint> {
+    if object.get("kind").and_then(Value::as_str) != Some("checkpoint") {
+        return None;
+    }
+    let number = |key: &str| object.get(key).and_then(Value::as_u64);
+    let text = |key: &str| object.get(key).and_then(Value::as_str).map(str::to_owned);
+    Some(SignedCheckpoint {
+        checkpoint: Checkpoint {
+            segment: number("covers_segment")?,
+            seq: number("covers_seq")?,
+            head: text("head")?,
+            time_ms: number("time_ms")?,
+        },
+        signature: text("sig")?,
+    })
 }
 
 fn check_links(lines: &[Link], findings: &mut Vec<Finding>) {
