@@ -1,10 +1,11 @@
 #![forbid(unsafe_code)]
 //! `fincode-sidecar`: the binary only wires the crates together.
 //!
-//! Commands: `run` (the default), `check`, `demo`, `webhooks`. Exit codes: 0 success, 1 runtime
+//! Commands: `run` (the default), `check`, `demo`, `webhooks`, `audit`. Exit codes: 0 success, 1 runtime
 //! failure (a port taken, say), 2 invalid configuration or usage.
 
 mod admin;
+mod audit_cli;
 mod demo;
 mod fd_limit;
 mod run;
@@ -51,6 +52,11 @@ enum Command {
         #[command(subcommand)]
         command: webhooks_cli::WebhooksCommand,
     },
+    /// Audit trail tools: verify a trail offline, print the checkpoint public key.
+    Audit {
+        #[command(subcommand)]
+        command: audit_cli::AuditCommand,
+    },
 }
 
 fn main() -> ExitCode {
@@ -67,6 +73,7 @@ fn main() -> ExitCode {
             Err(code) => code,
         },
         Command::Webhooks { command } => webhooks_cli::run(command),
+        Command::Audit { command } => audit_cli::run(command),
     }
 }
 
