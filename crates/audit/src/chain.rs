@@ -91,6 +91,8 @@ pub struct ChainWriter {
     file: File,
     next_seq: u64,
     prev: String,
+    /// Bytes in the current segment, for rotation by size.
+    size: u64,
 }
 
 // === impl ChainWriter ===
@@ -150,6 +152,7 @@ impl ChainWriter {
             file,
             next_seq: seq + 1,
             prev: line_hash(last_line),
+            size: full as u64,
         };
         writer.recovered(&torn)?;
         Ok(writer)
@@ -192,6 +195,7 @@ impl ChainWriter {
             file,
             next_seq,
             prev,
+            size: 0,
         };
         writer.write_header()?;
         Ok(writer)
@@ -218,6 +222,11 @@ impl ChainWriter {
     /// The segment being written.
     pub fn segment(&self) -> u64 {
         self.segment
+    }
+
+    /// Bytes written to the current segment so far.
+    pub fn segment_size(&self) -> u64 {
+        self.size
     }
 
     /// Appends `record` as the next line; returns its seq. Written, not yet synced: call
@@ -249,6 +258,7 @@ impl ChainWriter {
             })?;
         self.next_seq = seq + 1;
         self.prev = hash;
+        self.size += line.len() as u64;
         Ok(seq)
     }
 

@@ -20,17 +20,25 @@
 //! every checkpoint's signature and that the trail still holds each signed head, its own
 //! and those collected from the logs.
 //!
+//! [`AuditLog`] is the writer: a bounded queue the request path never waits on, a thread
+//! that writes batches with one fsync each (group commit), checkpoints every N records or
+//! T seconds and at rotation and stop, rotation by size, and `gap` records counting what a
+//! full queue lost.
+//!
 //! What goes into a record (who, what, when, pseudonymised resource ids) is decided by
-//! the layers that write; this crate only keeps the chain. Rotation by age, retention and
-//! the writer task come on top of it (issue 11).
+//! the layers that write. Still to come (issue 11): the records themselves and the proxy
+//! and webhook layers that write them, `fail_closed`, rotation by age, retention, `audit
+//! find`, metrics and alerts.
 
 mod chain;
 mod checkpoint;
 mod verify;
+mod writer;
 
 pub use self::chain::{ChainError, ChainWriter, GENESIS, SEGMENT_PREFIX, segment_path};
 pub use self::checkpoint::{Checkpoint, KeyError, Signer, public_key_pem, verify_signature};
 pub use self::verify::{Finding, Report, SignedCheckpoint, verify, verify_signed};
+pub use self::writer::{AuditLog, CheckpointSink, WriterConfig, WriterStats};
 
 #[cfg(test)]
 mod tests;

@@ -371,3 +371,117 @@ fn openssl_verifies_a_checkpoint_signature() {
     .unwrap();
     assert!(!run("other").unwrap().status.success());
 }
+
+// === The writer thread ===
+
+fn writer_config(dir: &Path) -> WriterConfig {
+    WriterConfig {
+        dir: dir.to_owned(),
+        queue: 10_000,
+        checkpoint_every: 100,
+        checkpoint_interval: std::time::Duration::from_hours(1),
+        max_segment_bytes: 1 << 30,
+    }
+}
+
+fn all_records(dir: &Path) -> Vec<Value> {
+    let mut out = Vec::new();
+    let mut segment = 1;
+    while segment_path(dir, segment).exists() {
+        out.extend(
+            lines(dir, segment)
+                .iter()
+                .map(|l| serde_json::from_str::<Value>(l).unwrap()),
+        );
+        segment += 1;
+    }
+    out
+}
+
+#[test]
+fn the_writer_writes_every_record_signs_checkpoints_and_a_last_one_at_stop() {
+    let dir = tempfile::tempdir().unwrap();
+    let signer = Signer::from_base64_seed(SEED).unwrap();
+    let public = signer.public_key_base64();
+    let logged = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let sink = logged.clone();
+    let (log, thread) = AuditLog::start(
+        writer_config(dir.path()),
+        Some(signer),
+        Box::new(move |checkpoint, signature| {
+            sink.lock().unwrap().push(SignedCheckpoint {
+                checkpoint: checkpoint.clone(),
+                signature: signature.to_owned(),
+            });
+        }),
+    )
+    .unwrap();
+    for n in 0..250 {
+        assert!(log.record(record(n)));
+    }
+    log.stop();
+    thread.join().unwrap();
+    let logged = logged.lock().unwrap().clone();
+    assert!(logged.len() >= 3, "{} checkpoints", logged.len());
+    let report = verify_signed(dir.path(), &public, &logged).unwrap();
+    assert!(report.is_intact(), "{:?}", report.findings);
+    let records = all_records(dir.path());
+    let requests = records.iter().filter(|r| r["kind"] == "request").count();
+    assert_eq!(requests, 250);
+    assert_eq!(records.last().unwrap()["kind"], "checkpoint");
+    assert_eq!(
+        log.stats()
+            .written
+            .load(std::sync::atomic::Ordering::Relaxed),
+        250
+    );
+}
+
+#[test]
+fn a_full_queue_loses_records_only_into_a_gap_record_that_counts_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = writer_config(dir.path());
+    config.queue = 1;
+    let (log, thread) = AuditLog::start(config, None, Box::new(|_, _| {})).unwrap();
+    let accepted = (0..5000).filter(|n| log.record(record(*n))).count();
+    log.stop();
+    thread.join().unwrap();
+    let lost = log.stats().lost.load(std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(accepted as u64 + lost, 5000);
+    assert!(lost > 0, "a queue of 1 against 5000 records lost nothing?");
+    let records = all_records(dir.path());
+    let in_gaps: u64 = records
+        .iter()
+        .filter(|r| r["kind"] == "gap")
+        .map(|r| r["lost"].as_u64().unwrap())
+        .sum();
+    // Every loss is on the record, except ones after the last batch, which stop reports.
+    assert!(
+        in_gaps <= lost && in_gaps > 0,
+        "gaps {in_gaps}, lost {lost}"
+    );
+    let requests = records.iter().filter(|r| r["kind"] == "request").count();
+    assert_eq!(requests, accepted);
+    assert!(verify(dir.path()).unwrap().is_intact());
+}
+
+#[test]
+fn the_writer_rotates_by_size_and_the_chain_holds_across_segments() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = writer_config(dir.path());
+    config.max_segment_bytes = 2_000;
+    let signer = Signer::from_base64_seed(SEED).unwrap();
+    let public = signer.public_key_base64();
+    let (log, thread) = AuditLog::start(config, Some(signer), Box::new(|_, _| {})).unwrap();
+    for n in 0..200 {
+        assert!(log.record(record(n)));
+        if n % 20 == 0 {
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        }
+    }
+    log.stop();
+    thread.join().unwrap();
+    let report = verify_signed(dir.path(), &public, &[]).unwrap();
+    assert!(report.is_intact(), "{:?}", report.findings);
+    assert!(report.segments > 1, "{} segment(s)", report.segments);
+}
