@@ -8,6 +8,7 @@ mod admin;
 mod audit_cli;
 mod demo;
 mod fd_limit;
+mod panic_hook;
 mod run;
 mod webhooks_cli;
 
@@ -60,7 +61,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    fincode_telemetry::install_panic_hook();
+    panic_hook::install();
     let cli = Cli::parse();
     match cli.command.unwrap_or(Command::Run) {
         Command::Check => check(&cli.config),

@@ -69,39 +69,6 @@ impl Default for Metrics {
 /// The content type of [`Metrics::render`].
 pub const METRICS_CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
-/// Replaces the default panic hook, which prints the panic's message to stderr, with one
-/// that logs where the panic happened and withholds the message.
-///
-/// A panic message is formatted from whatever values were at hand (`unwrap` on an error
-/// that quotes a header, an index into a body), so it can carry a token or a card number
-/// past every redaction rule. The location is what an engineer needs to find the bug; the
-/// catch-panic layer answers the app and keeps the process serving.
-pub fn install_panic_hook() {
-    std::panic::set_hook(Box::new(|info| {
-        let location = info
-            .location()
-            .map_or_else(|| "unknown".to_owned(), ToString::to_string);
-        let thread = std::thread::current();
-        let thread = thread.name().unwrap_or("unnamed");
-        let logging = tracing::dispatcher::get_default(|dispatch| {
-            !dispatch.is::<tracing::subscriber::NoSubscriber>()
-        });
-        if logging {
-            tracing::error!(
-                %location,
-                thread,
-                "panicked (message withheld: it may hold request data)"
-            );
-        } else {
-            // Before logging is set up (config loading, one-shot commands) a panic must
-            // still leave a trace.
-            eprintln!(
-                "fincode-sidecar panicked at {location} in thread {thread} (message withheld: it may hold request data)"
-            );
-        }
-    }));
-}
-
 /// Installs the global log subscriber: JSON lines (or text) on stdout; `RUST_LOG`
 /// overrides `log.level`. Idempotent: a second call is a no-op.
 pub fn init_logging(config: &LogConfig) {
