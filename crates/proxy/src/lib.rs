@@ -309,6 +309,7 @@ impl EgressProxy {
         // hyper's bare 431.
         server
             .with_max_header_bytes(self.max_head * 2)
+            .panics_answered_by_service()
             .serve(listener, stack, shutdown, self.drain)
             .await;
     }

@@ -7,7 +7,8 @@
 //! The answer carries no part of the panic's message: it is formatted from request data
 //! and would bypass redaction. The process's panic hook logs where it happened. The
 //! egress stack has its own, richer catch-panic (problem+json with a correlation id) on
-//! the outside; this one never sees those panics.
+//! the outside, so the egress server turns this one off
+//! (`Server::panics_answered_by_service`).
 
 use std::{
     convert::Infallible,
@@ -32,13 +33,20 @@ const BODY: &str = "internal error\n";
 pub(crate) struct CatchPanic<S> {
     inner: S,
     metrics: ListenerMetrics,
+    /// Off when the service answers its own panics (the egress stack): no second
+    /// `catch_unwind` per poll on the hot path.
+    enabled: bool,
 }
 
 // === impl CatchPanic ===
 
 impl<S> CatchPanic<S> {
-    pub(crate) fn new(inner: S, metrics: ListenerMetrics) -> Self {
-        Self { inner, metrics }
+    pub(crate) fn new(inner: S, metrics: ListenerMetrics, enabled: bool) -> Self {
+        Self {
+            inner,
+            metrics,
+            enabled,
+        }
     }
 }
 
@@ -57,10 +65,15 @@ where
     fn call(&mut self, req: Request<ReqB>) -> Self::Future {
         // The service is cloned per connection; one that panicked in `call` may be in a
         // bad state, but only this connection's later requests could meet it.
-        let inner = catch_unwind(AssertUnwindSafe(|| self.inner.call(req))).ok();
+        let inner = if self.enabled {
+            catch_unwind(AssertUnwindSafe(|| self.inner.call(req))).ok()
+        } else {
+            Some(self.inner.call(req))
+        };
         CatchPanicFuture {
             inner,
             metrics: self.metrics.clone(),
+            enabled: self.enabled,
         }
     }
 }
@@ -71,6 +84,7 @@ pin_project! {
         #[pin]
         inner: Option<F>,
         metrics: ListenerMetrics,
+        enabled: bool,
     }
 }
 
@@ -82,7 +96,10 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut this = self.project();
-        if let Some(inner) = this.inner.as_mut().as_pin_mut() {
+        if let Some(mut inner) = this.inner.as_mut().as_pin_mut() {
+            if !*this.enabled {
+                return inner.as_mut().poll(cx).map_ok(|r| r.map(Either::Left));
+            }
             match catch_unwind(AssertUnwindSafe(|| inner.poll(cx))) {
                 Ok(Poll::Pending) => return Poll::Pending,
                 Ok(Poll::Ready(Ok(response))) => {

@@ -97,6 +97,7 @@ pub struct Server {
     max_header_bytes: usize,
     tls: Option<TlsAcceptor>,
     metrics: ConnectionMetrics,
+    catch_panics: bool,
 }
 
 // === impl Server ===
@@ -122,6 +123,7 @@ impl Server {
             max_header_bytes: DEFAULT_MAX_HEADER_BYTES,
             tls: None,
             metrics: ConnectionMetrics::default(),
+            catch_panics: true,
         }
     }
 
@@ -145,6 +147,15 @@ impl Server {
     #[must_use]
     pub fn with_metrics(mut self, metrics: ConnectionMetrics) -> Self {
         self.metrics = metrics;
+        self
+    }
+
+    /// The service answers its own panics (the egress stack's outermost catch-panic gives
+    /// problem+json with the correlation id), so the server adds no second `catch_unwind`
+    /// on every poll of every request.
+    #[must_use]
+    pub fn panics_answered_by_service(mut self) -> Self {
+        self.catch_panics = false;
         self
     }
 
@@ -195,7 +206,7 @@ impl Server {
         let builder = Arc::new(self.builder());
         let connections =
             Connections::new(self.limits.max_connections, self.metrics.for_listener(name));
-        let service = CatchPanic::new(service, self.metrics.for_listener(name));
+        let service = CatchPanic::new(service, self.metrics.for_listener(name), self.catch_panics);
         let tracker = TaskTracker::new();
         // Cancelled when the drain deadline passes: every connection closes at once.
         let force = CancellationToken::new();
