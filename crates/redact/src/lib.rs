@@ -133,6 +133,13 @@ impl Redactor {
         json::redact(&self.rules, body)
     }
 
+    /// The keyed pseudonym of `value` (`hmac:` and 16 hex digits), as [`Action::Hash`]
+    /// writes it: the audit trail names resources this way, and `audit find` computes the
+    /// same pseudonym from a clear id to look one up. `[REDACTED]` without a hash key.
+    pub fn pseudonym(&self, value: &str) -> String {
+        self.rules.pseudonym(value)
+    }
+
     /// A URL or path with query: sensitive parameters' values replaced, everything else
     /// through the free-text rules (after percent-decoding, so an encoded `@` or digits
     /// are still found). The fragment is dropped.
