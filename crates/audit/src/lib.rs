@@ -25,20 +25,20 @@
 //! T seconds and at rotation and stop, rotation by size, and `gap` records counting what a
 //! full queue lost.
 //!
-//! What goes into a record (who, what, when, pseudonymised resource ids) is decided by
-//! the layers that write. Still to come (issue 11): the records themselves and the proxy
-//! and webhook layers that write them, `fail_closed`, rotation by age, retention, `audit
-//! find`, metrics and alerts.
+//! [`Auditor`] is the one door records go through: it stamps time and actor, and passes
+//! every value through the redactor, resource ids becoming keyed pseudonyms.
 
 mod chain;
 mod checkpoint;
+mod record;
 mod verify;
 mod writer;
 
 pub use self::chain::{ChainError, ChainWriter, GENESIS, SEGMENT_PREFIX, segment_path};
 pub use self::checkpoint::{Checkpoint, KeyError, Signer, public_key_pem, verify_signature};
+pub use self::record::{Auditor, Kind, Record};
 pub use self::verify::{Finding, Report, SignedCheckpoint, verify, verify_signed};
-pub use self::writer::{AuditLog, CheckpointSink, WriterConfig, WriterStats};
+pub use self::writer::{AuditLog, CheckpointSink, Fsync, Unavailable, WriterConfig, WriterStats};
 
 #[cfg(test)]
 mod tests;

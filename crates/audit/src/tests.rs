@@ -376,11 +376,11 @@ fn openssl_verifies_a_checkpoint_signature() {
 
 fn writer_config(dir: &Path) -> WriterConfig {
     WriterConfig {
-        dir: dir.to_owned(),
         queue: 10_000,
         checkpoint_every: 100,
         checkpoint_interval: std::time::Duration::from_hours(1),
         max_segment_bytes: 1 << 30,
+        ..WriterConfig::new(dir.to_owned())
     }
 }
 
@@ -429,12 +429,7 @@ fn the_writer_writes_every_record_signs_checkpoints_and_a_last_one_at_stop() {
     let requests = records.iter().filter(|r| r["kind"] == "request").count();
     assert_eq!(requests, 250);
     assert_eq!(records.last().unwrap()["kind"], "checkpoint");
-    assert_eq!(
-        log.stats()
-            .written
-            .load(std::sync::atomic::Ordering::Relaxed),
-        250
-    );
+    assert_eq!(log.stats().written.get(), 250);
 }
 
 #[test]
@@ -446,7 +441,7 @@ fn a_full_queue_loses_records_only_into_a_gap_record_that_counts_them() {
     let accepted = (0..5000).filter(|n| log.record(record(*n))).count();
     log.stop();
     thread.join().unwrap();
-    let lost = log.stats().lost.load(std::sync::atomic::Ordering::Relaxed);
+    let lost = log.stats().lost.get();
     assert_eq!(accepted as u64 + lost, 5000);
     assert!(lost > 0, "a queue of 1 against 5000 records lost nothing?");
     let records = all_records(dir.path());

@@ -3,6 +3,12 @@
 //! the record is counted as lost, and a `gap` record saying how many is written as soon as
 //! there is room, so the trail shows where it is incomplete instead of hiding it.
 //!
+//! A record can also be *committed*: its sender waits until the batch holding it is on
+//! disk (`audit.fail_closed`). A trail that cannot be written (directory unwritable, disk
+//! full) makes the writer unavailable: committed records are refused at once, and the
+//! writer reopens the trail (sealing whatever a failed write left torn) until it can
+//! write again.
+//!
 //! A dedicated thread, not a tokio task: writes and fsync block, and the request path
 //! must not wait behind them.
 
@@ -10,19 +16,41 @@ use std::{
     path::PathBuf,
     sync::{
         Arc,
-        atomic::{AtomicU64, Ordering},
+        atomic::{AtomicBool, AtomicU64, Ordering},
         mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError},
     },
     thread::JoinHandle,
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
+use prometheus_client::{
+    metrics::{counter::Counter, gauge::Gauge, histogram::Histogram},
+    registry::Registry,
+};
 use serde_json::{Map, Value};
+use tokio::sync::oneshot;
 
 use crate::{
     chain::{ChainError, ChainWriter},
     checkpoint::{Checkpoint, Signer},
 };
+
+/// Records written in one batch at most, so a checkpoint or a stop is never far behind.
+const MAX_BATCH: usize = 4096;
+
+/// How often a trail that cannot be opened is tried again.
+const REOPEN_EVERY: Duration = Duration::from_secs(1);
+
+/// When the writer forces the data to disk (`audit.fsync`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Fsync {
+    /// Once per batch: a committed record is on disk when its commit resolves.
+    #[default]
+    Batch,
+    /// Never: the OS writes back when it likes. A crash of the machine (not only the
+    /// process) can lose the last seconds. For throwaway trails and tmpfs.
+    Never,
+}
 
 /// Settings for [`AuditLog::start`], from `[audit]`.
 #[derive(Debug, Clone)]
@@ -35,26 +63,128 @@ pub struct WriterConfig {
     pub checkpoint_every: u64,
     /// ...or this long, whichever comes first (and at rotation and shutdown).
     pub checkpoint_interval: Duration,
-    /// Start a new segment once the current one holds this many bytes.
+    /// Start a new segment once the current one holds this many bytes...
     pub max_segment_bytes: u64,
+    /// ...or is this old.
+    pub max_segment_age: Duration,
+    /// Delete closed segments older than this (recorded in the trail); `None` keeps all.
+    pub retention: Option<Duration>,
+    /// When to fsync.
+    pub fsync: Fsync,
+}
+
+impl WriterConfig {
+    /// Defaults for everything but the directory.
+    pub fn new(dir: PathBuf) -> Self {
+        Self {
+            dir,
+            queue: 65_536,
+            checkpoint_every: 10_000,
+            checkpoint_interval: Duration::from_mins(1),
+            max_segment_bytes: 64 << 20,
+            max_segment_age: Duration::from_hours(24),
+            retention: Some(Duration::from_hours(400 * 24)),
+            fsync: Fsync::Batch,
+        }
+    }
 }
 
 /// Called with each signed checkpoint, so the log keeps an independent copy.
 pub type CheckpointSink = Box<dyn Fn(&Checkpoint, &str) + Send>;
 
-/// Counters the metrics read.
-#[derive(Debug, Default)]
+/// The writer's metrics (`fincode_audit_*`); cheap to clone, readable in tests.
+#[derive(Debug, Clone)]
 pub struct WriterStats {
-    /// Records written to the trail.
-    pub written: AtomicU64,
-    /// Records lost because the queue was full (each loss is in a gap record).
-    pub lost: AtomicU64,
+    /// Records written to the trail (gap, checkpoint and segment lines not counted).
+    pub written: Counter,
+    /// Records lost: the queue was full or the trail could not be written. Each loss is
+    /// counted in a gap record once writing resumes.
+    pub lost: Counter,
     /// Batches whose write or fsync failed.
-    pub failures: AtomicU64,
+    pub failures: Counter,
+    /// Signed checkpoints made.
+    pub checkpoints: Counter,
+    /// Segments deleted by retention.
+    pub deleted_segments: Counter,
+    /// Records waiting for the writer.
+    pub queue_depth: Gauge,
+    /// 1 while the trail can be written, 0 while it cannot.
+    pub available: Gauge,
+    /// Seconds to write and fsync one batch.
+    pub write_seconds: Histogram,
 }
 
+impl Default for WriterStats {
+    fn default() -> Self {
+        Self {
+            written: Counter::default(),
+            lost: Counter::default(),
+            failures: Counter::default(),
+            checkpoints: Counter::default(),
+            deleted_segments: Counter::default(),
+            queue_depth: Gauge::default(),
+            available: Gauge::default(),
+            write_seconds: Histogram::new([
+                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+            ]),
+        }
+    }
+}
+
+impl WriterStats {
+    /// Registers the families on `registry` (names are prefixed `fincode_audit_`).
+    pub fn register(&self, registry: &mut Registry) {
+        let audit = registry.sub_registry_with_prefix("fincode_audit");
+        audit.register(
+            "records_written",
+            "Audit records written to the trail",
+            self.written.clone(),
+        );
+        audit.register(
+            "records_lost",
+            "Audit records lost (queue full or trail unwritable); each is counted in a gap record",
+            self.lost.clone(),
+        );
+        audit.register(
+            "write_failures",
+            "Audit batches whose write or fsync failed",
+            self.failures.clone(),
+        );
+        audit.register(
+            "checkpoints",
+            "Signed audit checkpoints",
+            self.checkpoints.clone(),
+        );
+        audit.register(
+            "segments_deleted",
+            "Audit segments deleted by retention",
+            self.deleted_segments.clone(),
+        );
+        audit.register(
+            "queue_depth",
+            "Audit records waiting for the writer",
+            self.queue_depth.clone(),
+        );
+        audit.register(
+            "available",
+            "1 while the audit trail can be written",
+            self.available.clone(),
+        );
+        audit.register(
+            "write_seconds",
+            "Time to write and fsync one batch of audit records",
+            self.write_seconds.clone(),
+        );
+    }
+}
+
+/// Why a committed record is not in the trail.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the audit trail cannot be written")]
+pub struct Unavailable;
+
 enum Message {
-    Record(Map<String, Value>),
+    Record(Map<String, Value>, Option<oneshot::Sender<bool>>),
     Stop,
 }
 
@@ -62,36 +192,43 @@ enum Message {
 #[derive(Debug, Clone)]
 pub struct AuditLog {
     queue: SyncSender<Message>,
-    lost_since_gap: Arc<AtomicU64>,
-    stats: Arc<WriterStats>,
+    shared: Arc<Shared>,
+}
+
+#[derive(Debug, Default)]
+struct Shared {
+    /// Lost since the last gap record.
+    lost_since_gap: AtomicU64,
+    /// Whether the last open or write succeeded.
+    available: AtomicBool,
+    stats: WriterStats,
 }
 
 // === impl AuditLog ===
 
 impl AuditLog {
-    /// Opens the trail (sealing a torn line) and starts the writer thread.
+    /// Opens the trail (sealing a torn line) and starts the writer thread. A trail that
+    /// cannot be opened is not an error here: the writer starts unavailable and keeps
+    /// trying (see [`Self::is_available`]); the caller decides whether to run that way.
     pub fn start(
         config: WriterConfig,
         signer: Option<Signer>,
         sink: CheckpointSink,
     ) -> Result<(Self, JoinHandle<()>), ChainError> {
-        let chain = ChainWriter::open(&config.dir)?;
+        let shared = Arc::new(Shared::default());
         let (queue, inbox) = mpsc::sync_channel(config.queue.max(1));
-        let log = Self {
-            queue,
-            lost_since_gap: Arc::default(),
-            stats: Arc::default(),
-        };
-        let thread = Thread {
-            chain,
+        let mut thread = Thread {
+            chain: None,
             config,
             signer,
             sink,
-            lost_since_gap: log.lost_since_gap.clone(),
-            stats: log.stats.clone(),
+            shared: shared.clone(),
             since_checkpoint: 0,
             last_checkpoint: Instant::now(),
+            segment_opened: Instant::now(),
+            last_open_attempt: None,
         };
+        thread.reopen();
         let handle = std::thread::Builder::new()
             .name("audit-writer".into())
             .spawn(move || thread.run(&inbox))
@@ -99,25 +236,56 @@ impl AuditLog {
                 path: PathBuf::from("audit-writer thread"),
                 source,
             })?;
-        Ok((log, handle))
+        Ok((Self { queue, shared }, handle))
     }
 
-    /// Queues `record` without blocking. `false` when the queue is full: the record is
-    /// lost, counted, and a gap record will say so.
+    /// Queues `record` without blocking. `false` when it is lost (queue full, writer
+    /// stopped): counted, and a gap record will say so.
     pub fn record(&self, record: Map<String, Value>) -> bool {
-        match self.queue.try_send(Message::Record(record)) {
+        self.send(record, None)
+    }
+
+    /// Queues `record` and resolves once it is written and synced (per `audit.fsync`);
+    /// [`Unavailable`] at once when the trail cannot be written or the queue is full.
+    pub fn commit(
+        &self,
+        record: Map<String, Value>,
+    ) -> impl Future<Output = Result<(), Unavailable>> + Send + use<> {
+        let (done, written) = oneshot::channel();
+        let queued = self.is_available() && self.send(record, Some(done));
+        async move {
+            if !queued {
+                return Err(Unavailable);
+            }
+            match written.await {
+                Ok(true) => Ok(()),
+                Ok(false) | Err(_) => Err(Unavailable),
+            }
+        }
+    }
+
+    fn send(&self, record: Map<String, Value>, done: Option<oneshot::Sender<bool>>) -> bool {
+        let stats = &self.shared.stats;
+        stats.queue_depth.inc();
+        match self.queue.try_send(Message::Record(record, done)) {
             Ok(()) => true,
             Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
-                self.lost_since_gap.fetch_add(1, Ordering::Relaxed);
-                self.stats.lost.fetch_add(1, Ordering::Relaxed);
+                stats.queue_depth.dec();
+                self.shared.lost_since_gap.fetch_add(1, Ordering::Relaxed);
+                stats.lost.inc();
                 false
             }
         }
     }
 
-    /// The writer's counters.
+    /// Whether the trail could be written the last time the writer tried.
+    pub fn is_available(&self) -> bool {
+        self.shared.available.load(Ordering::Acquire)
+    }
+
+    /// The writer's metrics.
     pub fn stats(&self) -> &WriterStats {
-        &self.stats
+        &self.shared.stats
     }
 
     /// Asks the writer to write what is queued, sign a last checkpoint and stop; join the
@@ -129,44 +297,59 @@ impl AuditLog {
 }
 
 struct Thread {
-    chain: ChainWriter,
+    /// `None` while the trail cannot be opened.
+    chain: Option<ChainWriter>,
     config: WriterConfig,
     signer: Option<Signer>,
     sink: CheckpointSink,
-    lost_since_gap: Arc<AtomicU64>,
-    stats: Arc<WriterStats>,
+    shared: Arc<Shared>,
     since_checkpoint: u64,
     last_checkpoint: Instant,
+    segment_opened: Instant,
+    last_open_attempt: Option<Instant>,
 }
 
 impl Thread {
     fn run(mut self, inbox: &Receiver<Message>) {
+        let tick = self
+            .config
+            .checkpoint_interval
+            .min(REOPEN_EVERY)
+            .max(Duration::from_millis(10));
         loop {
-            let first = match inbox.recv_timeout(self.config.checkpoint_interval) {
+            let first = match inbox.recv_timeout(tick) {
                 Ok(message) => Some(message),
                 Err(RecvTimeoutError::Timeout) => None,
                 Err(RecvTimeoutError::Disconnected) => Some(Message::Stop),
             };
             let mut batch = Vec::new();
+            let mut waiters = Vec::new();
             let mut stop = false;
             for message in first
                 .into_iter()
                 .chain(std::iter::from_fn(|| inbox.try_recv().ok()))
             {
                 match message {
-                    Message::Record(record) => batch.push(record),
+                    Message::Record(record, done) => {
+                        batch.push(record);
+                        waiters.extend(done);
+                    }
                     Message::Stop => {
                         stop = true;
                         break;
                     }
                 }
-                if batch.len() >= 4096 {
+                if batch.len() >= MAX_BATCH {
                     break;
                 }
             }
-            if let Err(error) = self.write(&batch, stop) {
-                self.stats.failures.fetch_add(1, Ordering::Relaxed);
-                tracing::error!(%error, records = batch.len(), "audit write failed");
+            self.shared
+                .stats
+                .queue_depth
+                .dec_by(i64::try_from(batch.len()).unwrap_or(i64::MAX));
+            let ok = self.write_batch(&batch, stop);
+            for done in waiters {
+                let _ = done.send(ok);
             }
             if stop {
                 return;
@@ -174,37 +357,137 @@ impl Thread {
         }
     }
 
+    /// Writes `batch` (and whatever is due: gap, checkpoint, rotation, retention);
+    /// `false` when it is not in the trail.
+    fn write_batch(&mut self, batch: &[Map<String, Value>], stopping: bool) -> bool {
+        if self.chain.is_none() && !self.reopen() {
+            self.lose(batch.len());
+            return false;
+        }
+        let started = Instant::now();
+        match self.write(batch, stopping) {
+            Ok(()) => {
+                if !batch.is_empty() {
+                    self.shared
+                        .stats
+                        .write_seconds
+                        .observe(started.elapsed().as_secs_f64());
+                }
+                true
+            }
+            Err(error) => {
+                self.shared.stats.failures.inc();
+                tracing::error!(%error, records = batch.len(), "audit write failed; the records are counted in a gap record");
+                self.lose(batch.len());
+                // Whatever half-line the failure left is sealed by the reopen.
+                self.chain = None;
+                self.set_available(false);
+                false
+            }
+        }
+    }
+
+    fn lose(&self, records: usize) {
+        if records > 0 {
+            self.shared
+                .lost_since_gap
+                .fetch_add(records as u64, Ordering::Relaxed);
+            self.shared.stats.lost.inc_by(records as u64);
+        }
+    }
+
+    /// Tries to open the trail, at most once per [`REOPEN_EVERY`]. `true` when open.
+    fn reopen(&mut self) -> bool {
+        if self.chain.is_some() {
+            return true;
+        }
+        if self
+            .last_open_attempt
+            .is_some_and(|at| at.elapsed() < REOPEN_EVERY)
+        {
+            return false;
+        }
+        self.last_open_attempt = Some(Instant::now());
+        match ChainWriter::open(&self.config.dir) {
+            Ok(chain) => {
+                self.chain = Some(chain);
+                self.segment_opened = Instant::now();
+                self.set_available(true);
+                true
+            }
+            Err(error) => {
+                tracing::error!(%error, "audit trail cannot be opened; retrying every second");
+                self.set_available(false);
+                false
+            }
+        }
+    }
+
+    fn set_available(&self, available: bool) {
+        self.shared.available.store(available, Ordering::Release);
+        self.shared.stats.available.set(i64::from(available));
+    }
+
     fn write(&mut self, batch: &[Map<String, Value>], stopping: bool) -> Result<(), ChainError> {
-        let lost = self.lost_since_gap.swap(0, Ordering::Relaxed);
+        let lost = self.shared.lost_since_gap.swap(0, Ordering::Relaxed);
+        let result = self.append_all(lost, batch, stopping);
+        if result.is_err() {
+            // Not written after all: the next gap record counts them again.
+            self.shared
+                .lost_since_gap
+                .fetch_add(lost, Ordering::Relaxed);
+        }
+        result
+    }
+
+    fn append_all(
+        &mut self,
+        lost: u64,
+        batch: &[Map<String, Value>],
+        stopping: bool,
+    ) -> Result<(), ChainError> {
+        let Some(chain) = self.chain.as_mut() else {
+            return Ok(());
+        };
         if lost > 0 {
             let mut gap = Map::new();
             gap.insert("kind".into(), "gap".into());
             gap.insert("lost".into(), lost.into());
             gap.insert("time_ms".into(), now_ms().into());
-            self.chain.append(&gap)?;
+            chain.append(&gap)?;
         }
         for record in batch {
-            self.chain.append(record)?;
+            self.chain_mut()?.append(record)?;
             self.since_checkpoint += 1;
             // Every N records, even inside one large batch.
             if self.since_checkpoint >= self.config.checkpoint_every {
                 self.checkpoint()?;
             }
         }
-        let rotate = self.chain.segment_size() >= self.config.max_segment_bytes;
+        let size = self.chain_mut()?.segment_size();
+        let rotate = size >= self.config.max_segment_bytes
+            || self.segment_opened.elapsed() >= self.config.max_segment_age;
         let due = self.since_checkpoint > 0
             && self.last_checkpoint.elapsed() >= self.config.checkpoint_interval;
         if due || rotate || stopping {
             self.checkpoint()?;
         }
-        self.chain.sync()?;
-        self.stats
-            .written
-            .fetch_add(batch.len() as u64, Ordering::Relaxed);
+        if self.config.fsync == Fsync::Batch {
+            self.chain_mut()?.sync()?;
+        }
+        self.shared.stats.written.inc_by(batch.len() as u64);
         if rotate {
-            self.chain.rotate()?;
+            self.chain_mut()?.rotate()?;
+            self.segment_opened = Instant::now();
         }
         Ok(())
+    }
+
+    fn chain_mut(&mut self) -> Result<&mut ChainWriter, ChainError> {
+        self.chain.as_mut().ok_or_else(|| ChainError::Io {
+            path: self.config.dir.clone(),
+            source: std::io::Error::other("the trail is not open"),
+        })
     }
 
     fn checkpoint(&mut self) -> Result<(), ChainError> {
@@ -213,14 +496,19 @@ impl Thread {
         let Some(signer) = &self.signer else {
             return Ok(());
         };
-        let (checkpoint, signature) = self.chain.checkpoint(signer, now_ms())?;
+        let Some(chain) = self.chain.as_mut() else {
+            return Ok(());
+        };
+        let (checkpoint, signature) = chain.checkpoint(signer, now_ms())?;
+        self.shared.stats.checkpoints.inc();
         (self.sink)(&checkpoint, &signature);
         Ok(())
     }
 }
 
-fn now_ms() -> u64 {
+/// Now, in milliseconds since the Unix epoch.
+pub(crate) fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
