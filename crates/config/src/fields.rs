@@ -13,7 +13,7 @@ use ipnet::IpNet;
 use toml::Value;
 
 use crate::schema::{
-    AuthMode, BodyLevel, FieldAction, HmacAlgorithm, HmacEncoding, LogFormat, OaepMgf1,
+    AuditFsync, AuthMode, BodyLevel, FieldAction, HmacAlgorithm, HmacEncoding, LogFormat, OaepMgf1,
     WebhookScheme,
 };
 use crate::secrets::is_env_var_name;
@@ -608,6 +608,53 @@ pub(crate) fn header_value(value: &Value) -> Result<String, Refusal> {
         ));
     }
     Ok(text)
+}
+
+pub(crate) fn audit_fsync(value: &Value) -> Result<AuditFsync, Refusal> {
+    match value.as_str() {
+        Some("batch") => Ok(AuditFsync::Batch),
+        Some("never") => Ok(AuditFsync::Never),
+        _ => Err(Refusal::new(
+            format!("expected \"batch\" or \"never\", found {}", a(value)),
+            "set fsync = \"batch\" (one fsync per batch of records; \"never\" only for throwaway trails)",
+        )),
+    }
+}
+
+/// `audit.dir`: a directory path, not empty.
+pub(crate) fn audit_dir(value: &Value) -> Result<PathBuf, Refusal> {
+    let text = string(value)?;
+    if text.trim().is_empty() {
+        return Err(Refusal::new(
+            "must not be empty",
+            "name a directory on a persistent volume, e.g. \"/var/lib/fincode-sidecar/audit\"",
+        ));
+    }
+    Ok(PathBuf::from(text))
+}
+
+/// `audit.retention`: at least a minute; PCI DSS 10.5.1 asks for a year (a shorter one is
+/// warned about by the loader).
+pub(crate) fn audit_retention(value: &Value) -> Result<Duration, Refusal> {
+    let parsed = duration(value)?;
+    if parsed < Duration::from_mins(1) {
+        return Err(Refusal::new(
+            "must be at least 1m: segments would be deleted as soon as they close",
+            "keep the trail at least a year (PCI DSS 10.5.1), e.g. \"400d\" (the default)",
+        ));
+    }
+    Ok(parsed)
+}
+
+/// A positive 64-bit count.
+pub(crate) fn positive_u64(value: &Value) -> Result<u64, Refusal> {
+    match value.as_integer().and_then(|n| u64::try_from(n).ok()) {
+        Some(n) if n > 0 => Ok(n),
+        _ => Err(Refusal::new(
+            format!("expected a positive integer, found {}", a(value)),
+            "set a whole number above 0",
+        )),
+    }
 }
 
 pub(crate) fn body_level(value: &Value) -> Result<BodyLevel, Refusal> {

@@ -43,10 +43,11 @@ mod template;
 pub use env::Env;
 pub use problem::{ConfigError, Problem, Severity, Source};
 pub use schema::{
-    AuthConfig, AuthMode, BodyLevel, BreakerConfig, CREATE_TRANSACTION_ROUTE, Config, FieldAction,
-    HmacAlgorithm, HmacEncoding, LimitsConfig, ListenConfig, ListenerLimits, ListenersConfig,
-    LogConfig, LogFormat, OaepMgf1, ROUTE_TEMPLATES, RateLimitConfig, RedactConfig, RetryConfig,
-    RouteLimit, StoreConfig, TracesConfig, UpstreamConfig, WebhookScheme, WebhooksConfig,
+    AuditConfig, AuditFsync, AuthConfig, AuthMode, BodyLevel, BreakerConfig,
+    CREATE_TRANSACTION_ROUTE, Config, FieldAction, HmacAlgorithm, HmacEncoding, LimitsConfig,
+    ListenConfig, ListenerLimits, ListenersConfig, LogConfig, LogFormat, OaepMgf1, ROUTE_TEMPLATES,
+    RateLimitConfig, RedactConfig, RetryConfig, RouteLimit, StoreConfig, TracesConfig,
+    UpstreamConfig, WebhookScheme, WebhooksConfig,
 };
 pub use template::{KeyTemplate, TemplateError};
 

@@ -16,10 +16,10 @@ use crate::env::{Env, Origins, apply_overlay};
 use crate::fields::{self, Parse, Refusal};
 use crate::problem::{ConfigError, Problem, Severity, Source};
 use crate::schema::{
-    AuthConfig, AuthMode, BreakerConfig, CREATE_TRANSACTION_ROUTE, Config, LimitsConfig,
-    ListenConfig, ListenerLimits, ListenersConfig, LogConfig, ROUTE_TEMPLATES, RateLimitConfig,
-    RedactConfig, RetryConfig, RouteLimit, StoreConfig, TracesConfig, UpstreamConfig,
-    WebhookScheme, WebhooksConfig, default_extra_headers,
+    AuditConfig, AuthConfig, AuthMode, BreakerConfig, CREATE_TRANSACTION_ROUTE, Config,
+    LimitsConfig, ListenConfig, ListenerLimits, ListenersConfig, LogConfig, ROUTE_TEMPLATES,
+    RateLimitConfig, RedactConfig, RetryConfig, RouteLimit, StoreConfig, TracesConfig,
+    UpstreamConfig, WebhookScheme, WebhooksConfig, default_extra_headers,
 };
 use crate::secrets::{is_credential_header, is_secret_key};
 
@@ -108,7 +108,8 @@ impl Config {
             .secret_env_vars()
             .into_iter()
             .map(|(key, var)| (key.to_owned(), var))
-            .chain(webhook_secret_env_vars(&self.webhooks));
+            .chain(webhook_secret_env_vars(&self.webhooks))
+            .chain(audit_secret_env_vars(self));
         for (key, var) in named {
             if env.get(var).is_none_or(|v| v.trim().is_empty()) {
                 let message = format!("environment variable {var} (named by {key}) is not set");
@@ -135,6 +136,21 @@ impl Config {
         toml::to_string(self)
             .unwrap_or_else(|err| format!("# fincode-sidecar could not write this config: {err}\n"))
     }
+}
+
+/// The `(key, variable)` pairs naming the audit trail's keys; none when it is off.
+fn audit_secret_env_vars(config: &Config) -> Vec<(String, &str)> {
+    if !config.audit.enabled {
+        return Vec::new();
+    }
+    let mut vars = Vec::new();
+    if let Some(var) = &config.audit.signing_key_env {
+        vars.push(("audit.signing_key_env".to_owned(), var.as_str()));
+    }
+    if let Some(var) = &config.redact.hash_key_env {
+        vars.push(("redact.hash_key_env".to_owned(), var.as_str()));
+    }
+    vars
 }
 
 /// The `(key, variable)` pairs naming secrets the webhooks read; none when they are off.
@@ -554,6 +570,40 @@ impl Reader {
         };
         s.finish();
 
+        let mut s = self.section("audit");
+        let defaults = AuditConfig::default();
+        let audit = AuditConfig {
+            enabled: s.field("enabled", fields::boolean, defaults.enabled),
+            dir: s.field("dir", fields::audit_dir, defaults.dir),
+            signing_key_env: s.optional("signing_key_env", fields::env_var_name),
+            actor: s.optional("actor", fields::header_value),
+            fsync: s.field("fsync", fields::audit_fsync, defaults.fsync),
+            fail_closed: s.field("fail_closed", fields::boolean, defaults.fail_closed),
+            queue: s.field("queue", fields::positive_count, defaults.queue),
+            checkpoint_every: s.field(
+                "checkpoint_every",
+                fields::positive_u64,
+                defaults.checkpoint_every,
+            ),
+            checkpoint_interval: s.field(
+                "checkpoint_interval",
+                fields::duration,
+                defaults.checkpoint_interval,
+            ),
+            max_segment_bytes: s.field(
+                "max_segment_bytes",
+                fields::positive_u64,
+                defaults.max_segment_bytes,
+            ),
+            max_segment_age: s.field(
+                "max_segment_age",
+                fields::duration,
+                defaults.max_segment_age,
+            ),
+            retention: s.field("retention", fields::audit_retention, defaults.retention),
+        };
+        s.finish();
+
         for (key, value) in std::mem::take(&mut self.root) {
             self.leftovers.push((key, value));
         }
@@ -569,6 +619,7 @@ impl Reader {
         self.check_retry(&retry);
         self.check_webhooks(&webhooks, &listen);
         self.check_stall_timeouts(&listeners, &retry, &webhooks);
+        self.check_audit(&audit, &redact);
 
         Some(Config {
             listen,
@@ -587,7 +638,50 @@ impl Reader {
             rate_limit,
             webhooks,
             store,
+            audit,
         })
+    }
+
+    /// An enabled trail needs its signing key (unsigned checkpoints prove nothing against
+    /// someone who can rewrite the files) and the redactor's hash key (resource ids are
+    /// recorded only as keyed pseudonyms).
+    fn check_audit(&mut self, audit: &AuditConfig, redact: &RedactConfig) {
+        if !audit.enabled {
+            return;
+        }
+        if audit.signing_key_env.is_none() {
+            self.report(
+                Severity::Error,
+                "audit.signing_key_env",
+                None,
+                "is required when audit.enabled = true: checkpoints must be signed".to_owned(),
+                "name the variable holding the Ed25519 seed, e.g. signing_key_env = \
+                 \"FINCODE_AUDIT_SIGNING_KEY\", and set it to `openssl rand -base64 32`"
+                    .to_owned(),
+            );
+        }
+        if redact.hash_key_env.is_none() {
+            self.report(
+                Severity::Error,
+                "redact.hash_key_env",
+                None,
+                "is required when audit.enabled = true: the trail records transaction ids and \
+                 references only as keyed pseudonyms"
+                    .to_owned(),
+                "set hash_key_env = \"FINCODE_REDACT_HASH_KEY\" and that variable to at least \
+                 32 random bytes; keep the key as long as the trail, `audit find` needs it"
+                    .to_owned(),
+            );
+        }
+        if audit.retention < std::time::Duration::from_hours(365 * 24) {
+            self.report(
+                Severity::Warning,
+                "audit.retention",
+                Some(humantime::format_duration(audit.retention).to_string()),
+                "is shorter than a year; PCI DSS 10.5.1 asks for at least twelve months".to_owned(),
+                "keep the default \"400d\" unless another copy holds the trail".to_owned(),
+            );
+        }
     }
 
     /// `[listeners.egress]`, `[listeners.admin]`, `[listeners.webhooks]`: the same keys for

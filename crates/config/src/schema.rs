@@ -45,6 +45,8 @@ pub struct Config {
     pub webhooks: WebhooksConfig,
     /// Where durable state (webhook events) is kept.
     pub store: StoreConfig,
+    /// The tamper-evident audit trail.
+    pub audit: AuditConfig,
 }
 
 /// The sidecar's two listeners.
@@ -587,6 +589,72 @@ pub struct StoreConfig {
     pub sqlite_path: PathBuf,
 }
 
+/// The audit trail (`[audit]`): hash-chained JSONL segments with signed checkpoints.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct AuditConfig {
+    /// Write the trail. Needs `signing_key_env` and `redact.hash_key_env`.
+    pub enabled: bool,
+    /// The trail's directory (a persistent volume; nothing else writes there).
+    #[serde(serialize_with = "ser_path")]
+    pub dir: PathBuf,
+    /// The variable holding the Ed25519 seed that signs checkpoints (Base64 of 32 bytes).
+    pub signing_key_env: Option<String>,
+    /// The app's identity, written as `actor.id` on every record of an app call.
+    pub actor: Option<String>,
+    /// When records are forced to disk.
+    pub fsync: AuditFsync,
+    /// Refuse app calls the trail cannot record (503 `audit_unavailable`), and hold each
+    /// response until its record is on disk.
+    pub fail_closed: bool,
+    /// Records that may wait for the writer; beyond it they are lost, counted and alerted on.
+    pub queue: usize,
+    /// A signed checkpoint after this many records...
+    #[serde(serialize_with = "ser_u64_saturating")]
+    pub checkpoint_every: u64,
+    /// ...or this long, whichever comes first.
+    #[serde(serialize_with = "humantime_serde::serialize")]
+    pub checkpoint_interval: Duration,
+    /// A new segment once the current one holds this many bytes...
+    #[serde(serialize_with = "ser_u64_saturating")]
+    pub max_segment_bytes: u64,
+    /// ...or is this old.
+    #[serde(serialize_with = "humantime_serde::serialize")]
+    pub max_segment_age: Duration,
+    /// Closed segments older than this are deleted, and the deletion recorded.
+    #[serde(serialize_with = "humantime_serde::serialize")]
+    pub retention: Duration,
+}
+
+/// When audit records are forced to disk (`audit.fsync`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AuditFsync {
+    /// One fsync per batch of records (group commit).
+    #[default]
+    Batch,
+    /// Never: the OS writes back when it likes (tmpfs, throwaway trails).
+    Never,
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            dir: PathBuf::from("audit"),
+            signing_key_env: None,
+            actor: None,
+            fsync: AuditFsync::Batch,
+            fail_closed: false,
+            queue: 65_536,
+            checkpoint_every: 10_000,
+            checkpoint_interval: Duration::from_mins(1),
+            max_segment_bytes: 64 << 20,
+            max_segment_age: Duration::from_hours(24),
+            retention: Duration::from_hours(400 * 24),
+        }
+    }
+}
+
 // === impl Config ===
 
 impl Config {
@@ -609,6 +677,7 @@ impl Config {
             rate_limit: RateLimitConfig::default(),
             webhooks: WebhooksConfig::default(),
             store: StoreConfig::default(),
+            audit: AuditConfig::default(),
         }
     }
 }

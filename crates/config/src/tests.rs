@@ -2581,3 +2581,68 @@ fn stall_timeouts_must_outlast_the_honest_waits() {
     );
     assert_eq!(config.webhooks.body_read_timeout, Duration::from_secs(10));
 }
+
+// === [audit] ===
+
+#[test]
+fn audit_keys_load_and_an_enabled_trail_needs_both_keys() {
+    let text = format!(
+        "{}[redact]\nhash_key_env = \"HASH_KEY\"\n\
+         [audit]\nenabled = true\ndir = \"/var/lib/audit\"\nsigning_key_env = \"AUDIT_KEY\"\n\
+         actor = \"checkout\"\nfsync = \"never\"\nfail_closed = true\nqueue = 10\n\
+         checkpoint_every = 5\ncheckpoint_interval = \"2s\"\nmax_segment_bytes = 4096\n\
+         max_segment_age = \"1h\"\nretention = \"500d\"\n",
+        minimal()
+    );
+    let (config, warnings) = load_ok(&text, &[]);
+    assert!(
+        !keys(&warnings).contains(&"audit.retention"),
+        "{warnings:?}"
+    );
+    let audit = &config.audit;
+    assert!(audit.enabled && audit.fail_closed);
+    assert_eq!(audit.dir, std::path::PathBuf::from("/var/lib/audit"));
+    assert_eq!(audit.signing_key_env.as_deref(), Some("AUDIT_KEY"));
+    assert_eq!(audit.actor.as_deref(), Some("checkout"));
+    assert_eq!(audit.fsync, fincode_config_audit_fsync_never());
+    assert_eq!((audit.queue, audit.checkpoint_every), (10, 5));
+    assert_eq!(audit.max_segment_bytes, 4096);
+    assert_eq!(audit.retention, Duration::from_hours(500 * 24));
+    // The variables are checked at start-up, by name, never echoing a value.
+    let missing = config.check_environment(&env(&[("HASH_KEY", "k")]));
+    assert_eq!(keys(&missing), ["audit.signing_key_env"]);
+
+    let bare = format!("{}[audit]\nenabled = true\n", minimal());
+    assert_eq!(
+        keys(&errors(&bare, &[])),
+        ["redact.hash_key_env", "audit.signing_key_env"]
+    );
+}
+
+fn fincode_config_audit_fsync_never() -> crate::AuditFsync {
+    crate::AuditFsync::Never
+}
+
+#[test]
+fn bad_audit_values_name_their_keys_and_a_short_retention_is_warned_about() {
+    let text = format!(
+        "{}[audit]\nfsync = \"sometimes\"\nqueue = 0\ncheckpoint_every = -1\nretention = \"10s\"\ndir = \"\"\n",
+        minimal()
+    );
+    assert_eq!(
+        keys(&errors(&text, &[])),
+        [
+            "audit.dir",
+            "audit.fsync",
+            "audit.queue",
+            "audit.checkpoint_every",
+            "audit.retention"
+        ]
+    );
+    let short = format!(
+        "{}[redact]\nhash_key_env = \"H\"\n[audit]\nenabled = true\nsigning_key_env = \"S\"\nretention = \"30d\"\n",
+        minimal()
+    );
+    let (_, warnings) = load_ok(&short, &[]);
+    assert!(keys(&warnings).contains(&"audit.retention"), "{warnings:?}");
+}
