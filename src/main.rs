@@ -6,6 +6,7 @@
 
 mod admin;
 mod audit_cli;
+mod audit_trail;
 mod demo;
 mod fd_limit;
 mod panic_hook;

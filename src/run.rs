@@ -11,7 +11,10 @@ use fincode_telemetry::{Metrics, Traces, init_logging};
 use fincode_webhooks::Webhooks;
 use tokio::net::TcpListener;
 
-use crate::admin::{self, Readiness};
+use crate::{
+    admin::{self, Readiness},
+    audit_trail,
+};
 
 /// Exit code for a config that cannot be used.
 const INVALID_CONFIG: u8 = 2;
@@ -71,6 +74,20 @@ pub(crate) async fn run(config: Config, env: &Env, shutdown: impl Future<Output 
     let proxy = match EgressProxy::new(&config, env, metrics.clone()) {
         Ok(proxy) => proxy.with_traces(traces.clone()),
         Err(error) => return fail(INVALID_CONFIG, &error),
+    };
+    let trail = match audit_trail::start(
+        &config,
+        env,
+        proxy.redactor().clone(),
+        &mut metrics.registry(),
+    ) {
+        Ok(trail) => trail,
+        Err(error) => return fail(INVALID_CONFIG, &error),
+    };
+    let auditor = trail.as_ref().map(|trail| trail.auditor.clone());
+    let proxy = match &auditor {
+        Some(auditor) => proxy.with_auditor(auditor.clone()),
+        None => proxy,
     };
     let egress = match bind("listen.egress", config.listen.egress).await {
         Ok(listener) => listener,
@@ -197,6 +214,10 @@ pub(crate) async fn run(config: Config, env: &Env, shutdown: impl Future<Output 
 
     // Revoke our tokens (best effort, bounded) once nothing in flight needs them.
     credentials.logout().await;
+    // The trail closes after the last call and delivery it records.
+    if let Some(trail) = trail {
+        trail.stop(Duration::from_secs(5)).await;
+    }
     if let Some(refresher) = refresher {
         refresher.abort();
     }

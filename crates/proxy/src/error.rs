@@ -54,6 +54,9 @@ pub enum ErrorKind {
     RateLimited,
     /// Too many requests are in flight (`limits.max_concurrent_requests`).
     Overloaded,
+    /// `audit.fail_closed` is set and the audit trail cannot be written: the call was
+    /// not sent to FinCode.
+    AuditUnavailable,
 }
 
 // === impl ErrorKind ===
@@ -76,6 +79,7 @@ impl ErrorKind {
             Self::CircuitOpen => "circuit_open",
             Self::RateLimited => "rate_limited",
             Self::Overloaded => "overloaded",
+            Self::AuditUnavailable => "audit_unavailable",
         }
     }
 
@@ -90,7 +94,7 @@ impl ErrorKind {
             Self::BadRequest | Self::BadPath => StatusCode::BAD_REQUEST,
             Self::ForbiddenRoute => StatusCode::FORBIDDEN,
             Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
-            Self::AuthFailed | Self::CircuitOpen | Self::Overloaded => {
+            Self::AuthFailed | Self::CircuitOpen | Self::Overloaded | Self::AuditUnavailable => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
             Self::RateLimited => StatusCode::TOO_MANY_REQUESTS,
@@ -113,6 +117,7 @@ impl ErrorKind {
             Self::CircuitOpen => "FinCode is failing; the sidecar is failing fast",
             Self::RateLimited => "Too many requests",
             Self::Overloaded => "The sidecar is at its in-flight request limit",
+            Self::AuditUnavailable => "The audit trail cannot be written; nothing was sent",
         }
     }
 }
@@ -180,6 +185,11 @@ impl SidecarError {
     pub fn with_retry_after(mut self, after: Duration) -> Self {
         self.retry_after = Some(after);
         self
+    }
+
+    /// Headers the failing layer wants the app to see (e.g. a minted idempotency key).
+    pub fn headers(&self) -> Option<&HeaderMap> {
+        self.headers.as_deref()
     }
 
     /// What went wrong.

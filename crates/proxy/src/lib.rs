@@ -16,18 +16,20 @@
 //! 4. [`telemetry`]: the access log line, duration metrics, the request span.
 //! 5. [`body_log`]: with `log.bodies`, request and response bodies, redacted.
 //! 6. [`problem`]: errors from any layer below become problem+json responses.
-//! 7. [`guard`]: refused paths (400 `bad_path`) and routes reserved for the sidecar
+//! 7. [`audit`]: one audit record per call, after the response, with its outcome; with
+//!    `audit.fail_closed`, a call the trail cannot record is refused before it is sent.
+//!    Below the error responder, so the sidecar's own refusals are recorded too.
+//! 8. [`guard`]: refused paths (400 `bad_path`) and routes reserved for the sidecar
 //!    (403 `forbidden_route`), before they cost a slot or a rate-limit token.
-//! 8. [`limits`]: head (431) and body (413) size limits, body streamed through a counter.
-//! 9. [`shed`]: a cap on requests in flight (503 `overloaded`).
-//! 10. [`rate_limit`]: local token buckets and FinCode's 429s (429 `rate_limited`).
-//! 11. [`breaker`]: fails fast while FinCode keeps failing (503 `circuit_open`).
-//! 12. [`retry`]: tries again when safe, within attempts, deadline and budget.
-//! 13. [`authorize`]: the sidecar's credentials replace whatever the app sent.
-//! 14. the upstream client: pooled rustls, HTTP/2 by ALPN, HTTPS only, timeouts.
-//!
-//! The audit layer slots in between 8 and 9, in the order DESIGN.md 5.1 gives.
+//! 9. [`limits`]: head (431) and body (413) size limits, body streamed through a counter.
+//! 10. [`shed`]: a cap on requests in flight (503 `overloaded`).
+//! 11. [`rate_limit`]: local token buckets and FinCode's 429s (429 `rate_limited`).
+//! 12. [`breaker`]: fails fast while FinCode keeps failing (503 `circuit_open`).
+//! 13. [`retry`]: tries again when safe, within attempts, deadline and budget.
+//! 14. [`authorize`]: the sidecar's credentials replace whatever the app sent.
+//! 15. the upstream client: pooled rustls, HTTP/2 by ALPN, HTTPS only, timeouts.
 
+pub mod audit;
 pub mod authorize;
 pub mod body_log;
 pub mod breaker;
@@ -48,7 +50,11 @@ pub mod tap;
 pub mod telemetry;
 mod upstream;
 
-use std::{path::PathBuf, sync::Arc, time::Duration};
+use std::{
+    path::PathBuf,
+    sync::{Arc, OnceLock},
+    time::Duration,
+};
 
 use bytes::Bytes;
 use fincode_auth::Credentials;
@@ -128,8 +134,27 @@ fn redactor(config: &fincode_config::RedactConfig, env: &Env) -> Result<Redactor
     Ok(builder.build())
 }
 
+/// Failed logins and refreshes, and rejected credentials, are security events for the
+/// audit trail; successful renewals (one an hour) are not.
+fn audit_auth_event(auditor: &fincode_audit::Auditor, event: fincode_auth::AuthEvent) {
+    use fincode_audit::Kind;
+    use fincode_auth::AuthEvent;
+    let record = match event {
+        AuthEvent::Login { ok: false } => auditor.record(Kind::Security, "auth.login"),
+        AuthEvent::Refresh { ok: false } => auditor.record(Kind::Security, "auth.refresh"),
+        AuthEvent::LoginRejected {
+            reason: Some(reason),
+        } => auditor
+            .record(Kind::Security, "auth.login_rejected")
+            .error(reason),
+        _ => return,
+    };
+    record.outcome("failure").write();
+}
+
 /// A request body on its way to FinCode: buffered (replayable) or streamed from the app.
-pub type UpstreamBody = Either<Full<Bytes>, Limited<body_log::LoggedBody<Incoming>>>;
+pub type UpstreamBody =
+    Either<Full<Bytes>, Limited<audit::AuditedRequestBody<body_log::LoggedBody<Incoming>>>>;
 
 /// The egress proxy, built once from the config; [`EgressProxy::serve`] runs it.
 #[derive(Debug)]
@@ -151,6 +176,8 @@ pub struct EgressProxy {
     max_body: u64,
     max_head: usize,
     drain: Duration,
+    /// Set by [`Self::with_auditor`]; read by the layer and by the credentials' observer.
+    audit: Arc<OnceLock<fincode_audit::Auditor>>,
 }
 
 // === impl EgressProxy ===
@@ -174,10 +201,17 @@ impl EgressProxy {
         });
         let credentials = Credentials::from_config(&config.auth, env, transport)?;
         let http = metrics.http.clone();
-        credentials.observe(Arc::new(move |event| match event {
-            fincode_auth::AuthEvent::Login { ok } => http.login(ok),
-            fincode_auth::AuthEvent::Refresh { ok } => http.token_refresh(ok),
-            fincode_auth::AuthEvent::LoginRejected { reason } => http.login_rejected(reason),
+        let audit = Arc::new(OnceLock::<fincode_audit::Auditor>::new());
+        let auditor = audit.clone();
+        credentials.observe(Arc::new(move |event| {
+            match event {
+                fincode_auth::AuthEvent::Login { ok } => http.login(ok),
+                fincode_auth::AuthEvent::Refresh { ok } => http.token_refresh(ok),
+                fincode_auth::AuthEvent::LoginRejected { reason } => http.login_rejected(reason),
+            }
+            if let Some(auditor) = auditor.get() {
+                audit_auth_event(auditor, event);
+            }
         }));
         let throttle = rate_limit::Throttle::default();
         let (shed, rate_limit, breaker, retry) = {
@@ -233,6 +267,7 @@ impl EgressProxy {
             max_body,
             max_head: config.limits.max_request_header_bytes,
             drain: Duration::from_secs(20),
+            audit,
         })
     }
 
@@ -258,6 +293,13 @@ impl EgressProxy {
     /// what passed through.
     pub fn redactor(&self) -> &Redactor {
         &self.redactor
+    }
+
+    /// Records every app call into `auditor` (see [`audit`]).
+    #[must_use]
+    pub fn with_auditor(self, auditor: fincode_audit::Auditor) -> Self {
+        let _ = self.audit.set(auditor);
+        self
     }
 
     /// Sets how long in-flight requests may run after shutdown begins.
@@ -293,6 +335,7 @@ impl EgressProxy {
             ))
             .layer(self.body_log)
             .layer(problem::ErrorResponderLayer::new())
+            .layer(audit::AuditLayer::new(self.audit.get().cloned()))
             .layer(self.guard)
             .layer(limits::RequestLimitsLayer::new(
                 self.max_body,

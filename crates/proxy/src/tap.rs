@@ -18,6 +18,12 @@ pub trait Tap {
     fn end(self);
     /// The body was dropped before it ended (never polled, or the peer went away).
     fn abandoned(self);
+    /// The body broke off with an error. Most taps have nothing complete to report.
+    fn failed(self)
+    where
+        Self: Sized,
+    {
+    }
 }
 
 pin_project! {
@@ -90,8 +96,11 @@ where
                     tap.end();
                 }
             }
-            // The body broke off: nothing complete to report.
-            Some(Err(_)) => *this.tap = None,
+            Some(Err(_)) => {
+                if let Some(tap) = this.tap.take() {
+                    tap.failed();
+                }
+            }
         }
         Poll::Ready(frame)
     }

@@ -74,6 +74,12 @@ pub const METRICS_CONTENT_TYPE: &str = "application/openmetrics-text; version=1.
 pub fn init_logging(config: &LogConfig) {
     let filter =
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&config.level));
+    // Signed audit checkpoints are the trail's independent copy (`audit verify
+    // --checkpoints`): no level setting may drop them.
+    let filter = match "fincode_audit::checkpoint=info".parse() {
+        Ok(directive) => filter.add_directive(directive),
+        Err(_) => filter,
+    };
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stdout);

@@ -1,0 +1,581 @@
+//! The audit layer: one record per app call, written after the response with its outcome.
+//!
+//! It sits right below the error responder, so it sees every call the app makes, the
+//! ones the sidecar refuses itself (a reserved route, an oversized body, an open breaker)
+//! included, each with its error kind. The record names the call by method and route
+//! template, and its resources (the path's id, the idempotency key, and the
+//! `transactionId`, `reference` and customer code found in the request or response JSON)
+//! only as the redactor's keyed pseudonyms; bodies are read for those ids and never
+//! recorded.
+//!
+//! Two modes (`audit.fail_closed`):
+//! - open (the default): the record is queued when the response body ends (or is
+//!   dropped), without waiting; a record the trail cannot take is counted and becomes a
+//!   gap record. The app's response streams as before.
+//! - closed: a call is refused with 503 `audit_unavailable` before anything is sent to
+//!   FinCode while the trail cannot be written; otherwise FinCode's response is read
+//!   whole and held until its record is on disk, so every response the app received has
+//!   its record (a crash cannot leave an answered call unrecorded). If the trail fails
+//!   after FinCode answered, the app still gets the answer: hiding the outcome of a call
+//!   FinCode may have acted on would be worse; the record is counted as lost.
+
+use std::{
+    future::Future,
+    net::SocketAddr,
+    pin::Pin,
+    sync::{Arc, Mutex},
+    task::{Context, Poll},
+    time::Instant,
+};
+
+use bytes::{Bytes, BytesMut};
+use fincode_audit::{Auditor, Kind, Record};
+use http::{HeaderMap, HeaderValue, Request, Response};
+use http_body::Body;
+use http_body_util::{BodyExt as _, Either, Full};
+use pin_project_lite::pin_project;
+use serde_json::Value;
+use tower::{Layer, Service};
+
+use crate::{
+    ErrorKind, SidecarError,
+    correlation::{RequestId, TraceContext},
+    routes::Route,
+    tap::{Tap, TapBody},
+    telemetry::{Tries, method_label},
+};
+
+/// Bodies longer than this are not read for resource ids.
+const MAX_ID_BODY: usize = 64 * 1024;
+
+const IDEMPOTENCY_KEY: &str = "x-idempotency-key";
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// The request body as the layers below see it: watched for resource ids.
+pub type AuditedRequestBody<B> = TapBody<B, RequestIds>;
+
+/// The response body as the app gets it: streamed and watched (open mode), or read whole
+/// before its record was committed (closed mode).
+pub type AuditedBody<B> = Either<TapBody<B, ResponseRecord>, Full<Bytes>>;
+
+/// Adds [`Audit`] to a stack; without an auditor it only wraps the body types.
+#[derive(Clone, Debug)]
+pub struct AuditLayer {
+    auditor: Option<Auditor>,
+}
+
+/// Records each call; see the module docs.
+#[derive(Clone, Debug)]
+pub struct Audit<S> {
+    inner: S,
+    auditor: Option<Auditor>,
+}
+
+// === impl AuditLayer ===
+
+impl AuditLayer {
+    /// Records into `auditor`; `None` records nothing and costs one branch per call.
+    pub fn new(auditor: Option<Auditor>) -> Self {
+        Self { auditor }
+    }
+}
+
+impl<S> Layer<S> for AuditLayer {
+    type Service = Audit<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        Audit {
+            inner,
+            auditor: self.auditor.clone(),
+        }
+    }
+}
+
+// === impl Audit ===
+
+impl<S, B, RB> Service<Request<B>> for Audit<S>
+where
+    S: Service<Request<AuditedRequestBody<B>>, Response = Response<RB>, Error = SidecarError>,
+    S::Future: Send + 'static,
+    RB: Body<Data = Bytes> + Send + 'static,
+    RB::Error: Into<BoxError> + Send,
+{
+    type Response = Response<AuditedBody<RB>>;
+    type Error = SidecarError;
+    type Future = ResponseFuture<S::Future, RB>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<B>) -> Self::Future {
+        let Some(auditor) = &self.auditor else {
+            return ResponseFuture::Open {
+                inner: self.inner.call(req.map(|body| TapBody::new(body, None))),
+                pending: None,
+            };
+        };
+        if auditor.fail_closed() && !auditor.is_available() {
+            return ResponseFuture::Refused {
+                error: Some(
+                    SidecarError::new(
+                        ErrorKind::AuditUnavailable,
+                        "audit.fail_closed is set and the audit trail cannot be written (see \
+                         the sidecar's log and fincode_audit_available); the call was not sent \
+                         to FinCode, retry later",
+                    )
+                    .unsent(),
+                ),
+            };
+        }
+        let pending = Pending::new(auditor.clone(), &req);
+        let tap = RequestIds {
+            copy: BytesMut::new(),
+            too_large: false,
+            found: pending.request_ids.clone(),
+        };
+        let inner = self
+            .inner
+            .call(req.map(|body| TapBody::new(body, Some(tap))));
+        if auditor.fail_closed() {
+            ResponseFuture::Closed {
+                inner: Box::pin(pending.commit_after(inner)),
+            }
+        } else {
+            ResponseFuture::Open {
+                inner,
+                pending: Some(pending),
+            }
+        }
+    }
+}
+
+pin_project! {
+    /// The response, recorded as the mode says.
+    // pin-project-lite takes no doc comments on variant fields.
+    #[allow(missing_docs)]
+    #[project = Projected]
+    pub enum ResponseFuture<F, RB> {
+        /// Open mode (or no auditor): the record rides on the response body.
+        Open {
+            #[pin]
+            inner: F,
+            pending: Option<Pending>,
+        },
+        /// Closed mode: read, record, commit, answer.
+        Closed {
+            inner: Pin<Box<dyn Future<Output = Result<Response<AuditedBody<RB>>, SidecarError>> + Send>>,
+        },
+        /// Closed mode with the trail down: refused before anything was sent.
+        Refused {
+            error: Option<SidecarError>,
+        },
+    }
+}
+
+impl<F, RB> Future for ResponseFuture<F, RB>
+where
+    F: Future<Output = Result<Response<RB>, SidecarError>>,
+{
+    type Output = Result<Response<AuditedBody<RB>>, SidecarError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project() {
+            Projected::Open { inner, pending } => {
+                let result = std::task::ready!(inner.poll(cx));
+                let pending = pending.take();
+                Poll::Ready(match result {
+                    Ok(response) => {
+                        let tap = pending.map(|pending| pending.on_body(&response));
+                        Ok(response.map(|body| Either::Left(TapBody::new(body, tap))))
+                    }
+                    Err(error) => {
+                        if let Some(pending) = pending {
+                            pending.on_error(&error).write();
+                        }
+                        Err(error)
+                    }
+                })
+            }
+            Projected::Closed { inner } => inner.as_mut().poll(cx),
+            Projected::Refused { error } => Poll::Ready(Err(error.take().unwrap_or_else(|| {
+                SidecarError::new(ErrorKind::Internal, "polled after completion")
+            }))),
+        }
+    }
+}
+
+/// What is known about a call before its response.
+#[derive(Debug)]
+pub struct Pending {
+    auditor: Auditor,
+    started: Instant,
+    method: &'static str,
+    route: &'static str,
+    path_id: Option<String>,
+    correlation_id: Option<RequestId>,
+    trace: Option<TraceContext>,
+    peer: Option<SocketAddr>,
+    idempotency_key: Option<HeaderValue>,
+    tries: Option<Tries>,
+    /// Ids the request body's tap found, once that body ended.
+    request_ids: Arc<Mutex<Vec<(&'static str, String)>>>,
+}
+
+impl Pending {
+    fn new<B>(auditor: Auditor, req: &Request<B>) -> Self {
+        let extensions = req.extensions();
+        let route = extensions
+            .get::<Route>()
+            .map_or(crate::routes::OTHER, |r| r.0);
+        Self {
+            auditor,
+            started: Instant::now(),
+            method: method_label(req.method()),
+            route,
+            path_id: path_id(route, req.uri().path()),
+            correlation_id: extensions.get::<RequestId>().cloned(),
+            trace: extensions.get::<TraceContext>().copied(),
+            peer: extensions.get::<fincode_server::Peer>().map(|peer| peer.0),
+            idempotency_key: req.headers().get(IDEMPOTENCY_KEY).cloned(),
+            tries: extensions.get::<Tries>().cloned(),
+            request_ids: Arc::default(),
+        }
+    }
+
+    /// The record's common part.
+    fn record(&self, headers: Option<&HeaderMap>) -> Record {
+        let action = if self.route == crate::routes::OTHER {
+            format!("{} other", self.method)
+        } else {
+            format!("{} {}", self.method, self.route)
+        };
+        let mut record = self
+            .auditor
+            .record(Kind::Http, &action)
+            .latency(self.started.elapsed());
+        if let Some(id) = &self.correlation_id {
+            record = record.correlation_id(id.as_str());
+        }
+        if let Some(trace) = &self.trace {
+            record = record.trace_id(&trace.trace_id_hex());
+        }
+        if let Some(peer) = self.peer {
+            record = record.peer(peer);
+        }
+        if let Some(tries) = &self.tries {
+            record = record.attempts(tries.count());
+        }
+        if let Some(id) = &self.path_id {
+            record = record.resource("path_id", id);
+        }
+        // A key the sidecar minted comes back on the response.
+        let key = headers
+            .and_then(|h| h.get(IDEMPOTENCY_KEY))
+            .or(self.idempotency_key.as_ref());
+        if let Some(key) = key.and_then(|k| k.to_str().ok()) {
+            record = record.resource("idempotency_key", key);
+        }
+        let found = self
+            .request_ids
+            .lock()
+            .map(|mut ids| std::mem::take(&mut *ids))
+            .unwrap_or_default();
+        for (name, value) in found {
+            record = record.resource(name, &value);
+        }
+        record
+    }
+
+    fn on_error(&self, error: &SidecarError) -> Record {
+        let kind = error.kind();
+        self.record(error.headers())
+            .status(kind.status().as_u16())
+            .outcome("error")
+            .error(kind.code())
+    }
+
+    fn on_body<RB>(self, response: &Response<RB>) -> ResponseRecord {
+        let status = response.status().as_u16();
+        let error = response.extensions().get::<ErrorKind>().copied();
+        let record = self.record(Some(response.headers())).status(status);
+        ResponseRecord {
+            record: Some(record),
+            status,
+            error,
+            copy: BytesMut::new(),
+            too_large: false,
+        }
+    }
+
+    /// Closed mode: waits for the response, reads it whole, commits its record, answers.
+    async fn commit_after<F, RB>(self, inner: F) -> Result<Response<AuditedBody<RB>>, SidecarError>
+    where
+        F: Future<Output = Result<Response<RB>, SidecarError>>,
+        RB: Body<Data = Bytes>,
+        RB::Error: Into<BoxError>,
+    {
+        let response = match inner.await {
+            Ok(response) => response,
+            Err(error) => {
+                let committed = self.on_error(&error).commit().await;
+                if committed.is_err() {
+                    tracing::error!("audit record of a refused call could not be committed");
+                }
+                return Err(error);
+            }
+        };
+        let (parts, body) = response.into_parts();
+        let collected = body
+            .collect()
+            .await
+            .map(http_body_util::Collected::to_bytes);
+        let body = match collected {
+            Ok(body) => body,
+            Err(_) => {
+                let error = SidecarError::new(
+                    ErrorKind::UpstreamUnreachable,
+                    "FinCode's response broke off before it was complete; FinCode may have \
+                     acted on the call, so check its status before sending it again",
+                );
+                let committed = self.on_error(&error).commit().await;
+                if committed.is_err() {
+                    tracing::error!("audit record of a broken response could not be committed");
+                }
+                return Err(error);
+            }
+        };
+        let response = Response::from_parts(parts, ());
+        let mut tap = self.on_body(&response);
+        tap.data(&body);
+        if let Some(record) = tap.finish() {
+            if record.commit().await.is_err() {
+                // FinCode answered: the app gets the answer (see the module docs); the
+                // writer counted the record as lost and a gap record will say so.
+                tracing::error!(
+                    "audit record of a completed call could not be committed; the response \
+                     is passed on"
+                );
+            }
+        }
+        Ok(response.map(|()| Either::Right(Full::new(body))))
+    }
+}
+
+/// Watches the request body for resource ids.
+#[derive(Debug)]
+pub struct RequestIds {
+    copy: BytesMut,
+    too_large: bool,
+    found: Arc<Mutex<Vec<(&'static str, String)>>>,
+}
+
+impl Tap for RequestIds {
+    fn data(&mut self, data: &[u8]) -> bool {
+        keep(&mut self.copy, &mut self.too_large, data)
+    }
+
+    fn end(self) {
+        if self.too_large || self.copy.is_empty() {
+            return;
+        }
+        let mut ids = Vec::new();
+        ids_in(&self.copy, false, &mut ids);
+        if let Ok(mut found) = self.found.lock() {
+            found.extend(ids);
+        }
+    }
+
+    fn abandoned(self) {}
+}
+
+/// Watches the response body and writes the call's record when it ends or goes away:
+/// never dropped without writing it.
+#[derive(Debug)]
+pub struct ResponseRecord {
+    record: Option<Record>,
+    status: u16,
+    error: Option<ErrorKind>,
+    copy: BytesMut,
+    too_large: bool,
+}
+
+impl ResponseRecord {
+    /// The record, completed with what the body said.
+    fn finish(&mut self) -> Option<Record> {
+        let mut record = self.record.take()?;
+        let mut business_failure = false;
+        if !self.too_large && !self.copy.is_empty() {
+            let mut ids = Vec::new();
+            business_failure = ids_in(&self.copy, true, &mut ids);
+            for (name, value) in ids {
+                record = record.resource(name, &value);
+            }
+        }
+        Some(match self.error {
+            Some(kind) => record.outcome("error").error(kind.code()),
+            None if self.status >= 400 || business_failure => record.outcome("failure"),
+            None => record.outcome("success"),
+        })
+    }
+}
+
+impl Tap for ResponseRecord {
+    fn data(&mut self, data: &[u8]) -> bool {
+        // Never stop watching: the record is written at the end whatever the size.
+        keep(&mut self.copy, &mut self.too_large, data);
+        true
+    }
+
+    fn end(mut self) {
+        if let Some(record) = self.finish() {
+            record.write();
+        }
+    }
+
+    fn abandoned(mut self) {
+        if let Some(record) = self.finish() {
+            record.detail("response", "incomplete").write();
+        }
+    }
+
+    fn failed(mut self) {
+        if let Some(record) = self.finish() {
+            record.detail("response", "broken").write();
+        }
+    }
+}
+
+impl Drop for ResponseRecord {
+    fn drop(&mut self) {
+        // A tap dropped without a verdict (it should not happen) still leaves its record.
+        if let Some(record) = self.record.take() {
+            record.detail("response", "unknown").write();
+        }
+    }
+}
+
+/// Keeps a bounded copy; `true` while within the bound.
+fn keep(copy: &mut BytesMut, too_large: &mut bool, data: &[u8]) -> bool {
+    if *too_large {
+        return true;
+    }
+    if copy.len() + data.len() > MAX_ID_BODY {
+        *too_large = true;
+        *copy = BytesMut::new();
+    } else {
+        copy.extend_from_slice(data);
+    }
+    true
+}
+
+/// The `{id}` segment of a templated path, if the route has one.
+fn path_id(route: &str, path: &str) -> Option<String> {
+    let at = route.split('/').position(|segment| segment == "{id}")?;
+    // The template matched the path's tail (after the base path), segment for segment.
+    let from_end = route.split('/').count() - at;
+    let segments: Vec<&str> = path.trim_end_matches('/').split('/').collect();
+    let index = segments.len().checked_sub(from_end)?;
+    segments
+        .get(index)
+        .filter(|s| !s.is_empty())
+        .map(|s| (*s).to_owned())
+}
+
+/// Finds resource ids in a JSON body's top level and its `data` object; in a response,
+/// `data.id` is the transaction's id. Returns whether FinCode's envelope says the call
+/// failed (`"status"` present and not `"SUCCESS"`).
+fn ids_in(body: &[u8], response: bool, out: &mut Vec<(&'static str, String)>) -> bool {
+    if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        return false;
+    }
+    let Ok(Value::Object(top)) = serde_json::from_slice::<Value>(body) else {
+        return false;
+    };
+    let failed = response
+        && top
+            .get("status")
+            .and_then(Value::as_str)
+            .is_some_and(|status| status != "SUCCESS");
+    let mut scan = |object: &serde_json::Map<String, Value>, is_data: bool| {
+        for (key, value) in object {
+            let name = match normalise(key).as_str() {
+                "transactionid" => "transaction_id",
+                "id" if is_data && response => "transaction_id",
+                "reference" => "reference",
+                "customercode" | "customerid" => "customer_code",
+                _ => continue,
+            };
+            let text = match value {
+                Value::String(text) => text.clone(),
+                Value::Number(number) => number.to_string(),
+                _ => continue,
+            };
+            if !out.iter().any(|(n, v)| *n == name && *v == text) {
+                out.push((name, text));
+            }
+        }
+    };
+    scan(&top, false);
+    if let Some(Value::Object(data)) = top.get("data") {
+        scan(data, true);
+    }
+    failed
+}
+
+fn normalise(key: &str) -> String {
+    key.chars()
+        .filter(|c| *c != '_' && *c != '-')
+        .map(|c| c.to_ascii_lowercase())
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_path_id_is_the_segment_under_the_template_placeholder() {
+        let route = "/transactionmanagement/transactions/{id}";
+        assert_eq!(
+            path_id(
+                route,
+                "/api/v6/services/transactionmanagement/transactions/TXN-7"
+            ),
+            Some("TXN-7".to_owned())
+        );
+        assert_eq!(
+            path_id(route, "/transactionmanagement/transactions/PCN1/"),
+            Some("PCN1".to_owned())
+        );
+        assert_eq!(path_id("/transactionmanagement/transactions", "/x"), None);
+    }
+
+    #[test]
+    fn ids_come_from_the_top_level_and_data_and_the_envelope_says_failure() {
+        let mut ids = Vec::new();
+        let failed = ids_in(
+            br#"{"status":"SUCCESS","data":{"id":"TXN-1","reference":"PCN9","customer_code":42,"amount":5}}"#,
+            true,
+            &mut ids,
+        );
+        assert!(!failed);
+        assert_eq!(
+            ids,
+            [
+                ("transaction_id", "TXN-1".to_owned()),
+                ("reference", "PCN9".to_owned()),
+                ("customer_code", "42".to_owned())
+            ]
+        );
+        let mut ids = Vec::new();
+        assert!(ids_in(br#"{"status":"FAILED","code":"X"}"#, true, &mut ids));
+        // A request's `id` is not taken for a transaction id; junk is ignored.
+        let mut ids = Vec::new();
+        assert!(!ids_in(br#"{"id":"1","Reference":"R"}"#, false, &mut ids));
+        assert_eq!(ids, [("reference", "R".to_owned())]);
+        assert!(!ids_in(b"not json", true, &mut ids));
+        assert!(!ids_in(b"[1,2]", true, &mut ids));
+    }
+}

@@ -1,0 +1,380 @@
+//! The audit trail end to end: the real binary proxies app calls to the sandbox over TLS
+//! and writes its trail to a real directory; `audit verify` (the binary again) checks it.
+//! Records per call, `fail_closed` with a trail that cannot be written, `kill -9` under
+//! load, and the canary (no secret or personal value in any audit byte).
+#![allow(clippy::unwrap_used)]
+
+mod support;
+
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use bytes::Bytes;
+use fincode_audit::Signer;
+use fincode_redact::Redactor;
+use http::Request;
+use http_body_util::Full;
+use serde_json::Value;
+use support::{
+    BIN, Sidecar, SidecarBuilder, TestSandbox, app_client, create_transaction, get, run_binary,
+    send,
+};
+
+/// Base64 of a fixed 32-byte seed.
+const SIGNING_SEED: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
+const HASH_KEY: &str = "audit-test-hash-key-0123456789abcdef0123456789";
+const TOKEN: &str = "static-token-canary-5f1e2d3c4b5a";
+
+fn audited(builder: SidecarBuilder, dir: &Path) -> SidecarBuilder {
+    builder
+        .set("audit.enabled", true)
+        .set("audit.dir", dir.display().to_string())
+        .set("audit.signing_key_env", "TEST_AUDIT_SIGNING_KEY")
+        .set("audit.actor", "checkout-service")
+        .set("audit.checkpoint_interval", "200ms")
+        .set("redact.hash_key_env", "TEST_REDACT_HASH_KEY")
+        .env("TEST_AUDIT_SIGNING_KEY", SIGNING_SEED)
+        .env("TEST_REDACT_HASH_KEY", HASH_KEY)
+}
+
+fn pseudonym(value: &str) -> String {
+    Redactor::builder()
+        .hash_key(HASH_KEY.as_bytes().to_vec().into())
+        .build()
+        .pseudonym(value)
+}
+
+fn public_key() -> String {
+    Signer::from_base64_seed(SIGNING_SEED)
+        .unwrap()
+        .public_key_base64()
+}
+
+/// Every line of every segment, in order.
+fn records(dir: &Path) -> Vec<Value> {
+    let mut paths: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "jsonl"))
+        .collect();
+    paths.sort();
+    paths
+        .iter()
+        .flat_map(|p| {
+            std::fs::read_to_string(p)
+                .unwrap()
+                .lines()
+                .map(|l| serde_json::from_str::<Value>(l).unwrap())
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+fn all_bytes(dir: &Path) -> String {
+    let mut text = String::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let bytes = std::fs::read(entry.unwrap().path()).unwrap();
+        text.push_str(&String::from_utf8_lossy(&bytes));
+    }
+    text
+}
+
+fn verify(dir: &Path) -> (Option<i32>, String) {
+    run_binary(
+        Command::new(BIN)
+            .args(["audit", "verify"])
+            .arg(dir)
+            .args(["--public-key", &public_key()]),
+    )
+}
+
+fn http_records(records: &[Value]) -> Vec<&Value> {
+    records.iter().filter(|r| r["kind"] == "http").collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_app_call_is_recorded_with_who_what_when_and_its_outcome() {
+    let sandbox = TestSandbox::start().await;
+    let trail = tempfile::tempdir().unwrap();
+    let mut sidecar = audited(SidecarBuilder::new(&sandbox), trail.path())
+        .static_token(TOKEN)
+        .start();
+    let client = app_client();
+
+    let created = send(
+        &client,
+        create_transaction(&sidecar, Some("order-77"), r#"{"amount":100}"#),
+    )
+    .await;
+    assert_eq!(created.status, 200);
+    let data = created.json()["data"].clone();
+    let id = data["id"].as_str().unwrap().to_owned();
+    let reference = data["reference"].as_str().unwrap().to_owned();
+    let fetched = get(
+        &client,
+        &sidecar.url(&format!("/transactionmanagement/transactions/{reference}")),
+    )
+    .await;
+    assert_eq!(fetched.status, 200);
+    let refused = get(&client, &sidecar.url("/securitymanagement/logout")).await;
+    assert_eq!(refused.status, 403);
+    let correlation = created.header("x-request-id").unwrap().to_owned();
+
+    assert!(sidecar.terminate(Duration::from_secs(15)).await.success());
+    let records = records(trail.path());
+    let calls = http_records(&records);
+    assert_eq!(calls.len(), 3, "{calls:#?}");
+
+    let create = calls[0];
+    assert_eq!(
+        create["action"],
+        "POST /transactionmanagement/create-transaction"
+    );
+    assert_eq!(create["outcome"], "success");
+    assert_eq!(create["status"], 200);
+    assert_eq!(create["attempts"], 1);
+    assert_eq!(create["correlation_id"], correlation.as_str());
+    assert_eq!(create["actor"]["id"], "checkout-service");
+    assert!(
+        create["actor"]["peer"]
+            .as_str()
+            .unwrap()
+            .starts_with("127.0.0.1:")
+    );
+    assert!(create["latency_ms"].as_f64().unwrap() > 0.0);
+    assert!(create["time"].as_str().unwrap().ends_with('Z'));
+    assert_eq!(
+        create["resources"]["idempotency_key"],
+        pseudonym("order-77").as_str()
+    );
+    assert_eq!(
+        create["resources"]["transaction_id"],
+        pseudonym(&id).as_str()
+    );
+    assert_eq!(
+        create["resources"]["reference"],
+        pseudonym(&reference).as_str()
+    );
+
+    let fetch = calls[1];
+    assert_eq!(
+        fetch["action"],
+        "GET /transactionmanagement/transactions/{id}"
+    );
+    assert_eq!(
+        fetch["resources"]["path_id"],
+        pseudonym(&reference).as_str()
+    );
+    assert_eq!(fetch["outcome"], "success");
+
+    let forbidden = calls[2];
+    assert_eq!(forbidden["outcome"], "error");
+    assert_eq!(forbidden["error"], "forbidden_route");
+    assert_eq!(forbidden["status"], 403);
+    assert_eq!(forbidden["attempts"], 0);
+
+    // The sidecar's own start and stop, with a digest of the config, not its values.
+    let actions: Vec<&str> = records
+        .iter()
+        .filter(|r| r["kind"] == "sidecar")
+        .map(|r| r["action"].as_str().unwrap())
+        .collect();
+    assert_eq!(actions, ["sidecar.start", "sidecar.stop"]);
+    assert_eq!(
+        records
+            .iter()
+            .find(|r| r["action"] == "sidecar.start")
+            .unwrap()["config_sha256"]
+            .as_str()
+            .unwrap()
+            .len(),
+        64
+    );
+
+    // No clear id, key or token anywhere in the trail.
+    let bytes = all_bytes(trail.path());
+    for clear in [id.as_str(), reference.as_str(), "order-77", TOKEN] {
+        assert!(!bytes.contains(clear), "{clear} in the trail");
+    }
+    let (code, text) = verify(trail.path());
+    assert_eq!(code, Some(0), "{text}");
+}
+
+/// A path below a regular file: no directory can ever be made there, even as root.
+fn unwritable_dir(base: &Path) -> PathBuf {
+    let file = base.join("not-a-directory");
+    std::fs::write(&file, b"").unwrap();
+    file.join("audit")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fail_closed_with_an_unwritable_trail_refuses_calls_and_fincode_sees_nothing() {
+    let sandbox = TestSandbox::start().await;
+    let base = tempfile::tempdir().unwrap();
+    let sidecar = audited(SidecarBuilder::new(&sandbox), &unwritable_dir(base.path()))
+        .set("audit.fail_closed", true)
+        .static_token(TOKEN)
+        .start();
+    let client = app_client();
+    let before = sandbox.counters().requests_total;
+
+    let refused = send(
+        &client,
+        create_transaction(&sidecar, Some("order-refused"), r#"{"amount":5}"#),
+    )
+    .await;
+    refused.assert_problem(503, "audit_unavailable");
+    let fetch = get(&client, &sidecar.url("/transactionmanagement/transactions")).await;
+    fetch.assert_problem(503, "audit_unavailable");
+
+    let counters = sandbox.counters();
+    assert_eq!(counters.requests_total, before, "FinCode saw a request");
+    assert_eq!(counters.transactions_created, 0);
+    let metrics = sidecar.scrape().await;
+    assert!(metrics.contains("fincode_audit_available 0"), "{metrics}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fail_open_with_an_unwritable_trail_proceeds_and_counts_the_loss() {
+    let sandbox = TestSandbox::start().await;
+    let base = tempfile::tempdir().unwrap();
+    let sidecar = audited(SidecarBuilder::new(&sandbox), &unwritable_dir(base.path()))
+        .static_token(TOKEN)
+        .start();
+    let client = app_client();
+    let response = send(
+        &client,
+        create_transaction(&sidecar, Some("order-open"), r#"{"amount":5}"#),
+    )
+    .await;
+    assert_eq!(response.status, 200);
+    let mut lost = 0.0;
+    for _ in 0..100 {
+        let metrics = sidecar.scrape().await;
+        lost = metrics
+            .lines()
+            .find(|l| l.starts_with("fincode_audit_records_lost_total "))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0.0);
+        if lost >= 1.0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(lost >= 1.0, "the lost record was not counted");
+}
+
+/// Sends create-transaction calls with distinct keys from `workers` tasks until stopped;
+/// returns the keys that got a complete 200 response.
+async fn load(sidecar: &Sidecar, workers: usize, stop: Arc<Mutex<bool>>) -> Vec<String> {
+    let answered = Arc::new(Mutex::new(Vec::new()));
+    let url = sidecar.url("/transactionmanagement/create-transaction");
+    let mut tasks = Vec::new();
+    for worker in 0..workers {
+        let (url, answered, stop) = (url.clone(), answered.clone(), stop.clone());
+        tasks.push(tokio::spawn(async move {
+            let client = app_client();
+            for n in 0.. {
+                if *stop.lock().unwrap() {
+                    return;
+                }
+                let key = format!("load-{worker}-{n}");
+                let request = Request::post(&url)
+                    .header("content-type", "application/json")
+                    .header("x-idempotency-key", &key)
+                    .body(Full::<Bytes>::from(r#"{"amount":1}"#))
+                    .unwrap();
+                let Ok(response) = client.request(request).await else {
+                    return;
+                };
+                let status = response.status();
+                // Complete only once the whole body arrived.
+                if http_body_util::BodyExt::collect(response.into_body())
+                    .await
+                    .is_ok()
+                    && status == 200
+                {
+                    answered.lock().unwrap().push(key);
+                }
+            }
+        }));
+    }
+    for task in tasks {
+        let _ = task.await;
+    }
+    Arc::try_unwrap(answered).unwrap().into_inner().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_under_load_leaves_a_verifiable_trail_with_every_answered_call() {
+    let sandbox = TestSandbox::start().await;
+    let trail = tempfile::tempdir().unwrap();
+    let mut sidecar = audited(SidecarBuilder::new(&sandbox), trail.path())
+        .set("audit.fail_closed", true)
+        .set("log.level", "info")
+        .static_token(TOKEN)
+        .start();
+
+    let stop = Arc::new(Mutex::new(false));
+    let killer = {
+        let stop = stop.clone();
+        let pid = sidecar.pid();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(1500)).await;
+            Command::new("kill")
+                .args(["-KILL", &pid.to_string()])
+                .status()
+                .unwrap();
+            *stop.lock().unwrap() = true;
+        })
+    };
+    let answered = load(&sidecar, 8, stop).await;
+    killer.await.unwrap();
+    assert!(
+        answered.len() > 20,
+        "only {} calls answered",
+        answered.len()
+    );
+
+    // A crash mid-write leaves a torn last line; make sure there is one to seal.
+    let last = std::fs::read_dir(trail.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .max()
+        .unwrap();
+    let mut bytes = std::fs::read(&last).unwrap();
+    bytes.extend_from_slice(br#"{"seq":999999,"prev":"torn"#);
+    std::fs::write(&last, bytes).unwrap();
+
+    // Restart on the same trail, then stop cleanly.
+    sidecar.restart();
+    assert!(sidecar.terminate(Duration::from_secs(15)).await.success());
+
+    let (code, text) = verify(trail.path());
+    assert_eq!(code, Some(0), "{text}");
+    let records = records(trail.path());
+    assert_eq!(
+        records.iter().filter(|r| r["kind"] == "recovery").count(),
+        1,
+        "the torn line was not sealed"
+    );
+    let recorded: std::collections::HashSet<&str> = http_records(&records)
+        .iter()
+        .filter_map(|r| r["resources"]["idempotency_key"].as_str())
+        .collect();
+    let missing: Vec<&String> = answered
+        .iter()
+        .filter(|key| !recorded.contains(pseudonym(key).as_str()))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "{} of {} answered calls have no record: {missing:?}",
+        missing.len(),
+        answered.len()
+    );
+}
