@@ -440,13 +440,21 @@ fn check_links(lines: &[Link], findings: &mut Vec<Finding>) {
                     .filter(|seq| !present.contains(seq))
                     .collect();
                 if let (Some(first), Some(last)) = (missing.first(), missing.last()) {
-                    let segment_end = if line.header && before.segment != line.segment {
+                    let segment_end = if !line.header || before.segment == line.segment {
+                        String::new()
+                    } else if before.segment + 1 == line.segment {
                         format!(
                             "; the end of segment {} is gone (cut short, or an older copy of it put back)",
                             before.segment
                         )
                     } else {
-                        String::new()
+                        let (from, to) = (before.segment + 1, line.segment - 1);
+                        let held = if from == to {
+                            format!("segment {from}")
+                        } else {
+                            format!("segments {from}..{to}")
+                        };
+                        format!("; {held} held them (missing or replaced)")
                     };
                     findings.push(at(format!(
                         "seq {first}..{last} removed ({} record(s) before seq {}){segment_end}",
