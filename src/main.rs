@@ -54,7 +54,7 @@ enum Command {
         #[command(subcommand)]
         command: webhooks_cli::WebhooksCommand,
     },
-    /// Audit trail tools: verify a trail offline, print the checkpoint public key.
+    /// Audit trail tools: verify a trail offline, find records, print the checkpoint public key.
     Audit {
         #[command(subcommand)]
         command: audit_cli::AuditCommand,

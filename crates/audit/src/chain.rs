@@ -2,8 +2,9 @@
 
 use std::{
     fs::{self, File, OpenOptions},
-    io::{self, Read, Seek, SeekFrom, Write},
+    io::{self, BufRead, BufReader, Read, Seek, SeekFrom, Write},
     path::{Path, PathBuf},
+    time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
 use serde_json::{Map, Value};
@@ -93,6 +94,8 @@ pub struct ChainWriter {
     prev: String,
     /// Bytes in the current segment, for rotation by size.
     size: u64,
+    /// When the current segment was started (ms since the epoch), for rotation by age.
+    started_ms: u64,
 }
 
 // === impl ChainWriter ===
@@ -146,6 +149,17 @@ impl ChainWriter {
             path: path.clone(),
             why: "no seq",
         })?;
+        let started_ms = bytes
+            .split(|b| *b == b'\n')
+            .next()
+            .and_then(header_time_ms)
+            .or_else(|| {
+                file.metadata()
+                    .and_then(|m| m.modified())
+                    .ok()
+                    .map(ms_since_epoch)
+            })
+            .unwrap_or_else(now_ms);
         let mut writer = Self {
             dir: dir.to_owned(),
             segment: last,
@@ -153,6 +167,7 @@ impl ChainWriter {
             next_seq: seq + 1,
             prev: line_hash(last_line),
             size: full as u64,
+            started_ms,
         };
         writer.recovered(&torn)?;
         Ok(writer)
@@ -196,6 +211,7 @@ impl ChainWriter {
             next_seq,
             prev,
             size: 0,
+            started_ms: now_ms(),
         };
         writer.write_header()?;
         Ok(writer)
@@ -205,6 +221,7 @@ impl ChainWriter {
         let mut header = Map::new();
         header.insert("kind".into(), "segment".into());
         header.insert("segment".into(), self.segment.into());
+        header.insert("time_ms".into(), self.started_ms.into());
         self.append(&header).map(drop)
     }
 
@@ -227,6 +244,104 @@ impl ChainWriter {
     /// Bytes written to the current segment so far.
     pub fn segment_size(&self) -> u64 {
         self.size
+    }
+
+    /// When the current segment was started, in ms since the Unix epoch (UTC): its
+    /// header's `time_ms`, or for a segment written before headers carried it, the file's
+    /// modification time. The writer rotates by age with it.
+    pub fn segment_started_ms(&self) -> u64 {
+        self.started_ms
+    }
+
+    /// Deletes the oldest closed segments whose files were last modified before `cutoff`
+    /// (`retention` is what the operator configured, recorded for the auditor). Only a
+    /// contiguous run from the oldest segment goes, never the current one, so the trail
+    /// keeps no hole: it is the same chain, started later.
+    ///
+    /// The deletion is itself on the record: before any file is removed, one `retention`
+    /// record naming the deleted segments and the first kept segment's header (its `seq`
+    /// and `prev`) is appended and synced, so `audit verify` can start from that header
+    /// and still tell a recorded deletion from a removed segment. The caller signs a
+    /// checkpoint right after, so the record cannot be forged without the key.
+    ///
+    /// Returns the deleted segment numbers; empty when nothing was old enough (and then
+    /// nothing was written).
+    pub fn apply_retention(
+        &mut self,
+        cutoff: SystemTime,
+        retention: Duration,
+    ) -> Result<Vec<u64>, ChainError> {
+        let io = |path: &Path| {
+            let path = path.to_owned();
+            move |source| ChainError::Io { path, source }
+        };
+        let numbers = segments(&self.dir).map_err(io(&self.dir))?;
+        let mut deleted = Vec::new();
+        for &number in numbers.iter().filter(|n| **n < self.segment) {
+            let path = segment_path(&self.dir, number);
+            let modified = fs::metadata(&path)
+                .and_then(|m| m.modified())
+                .map_err(io(&path))?;
+            if modified >= cutoff {
+                break;
+            }
+            deleted.push(number);
+        }
+        let Some(&last_deleted) = deleted.last() else {
+            return Ok(deleted);
+        };
+        let first_kept = numbers
+            .iter()
+            .copied()
+            .find(|n| *n > last_deleted)
+            .unwrap_or(self.segment);
+        let (first_kept_seq, first_kept_prev) = self.header_link(first_kept)?;
+        let mut record = Map::new();
+        record.insert("kind".into(), "retention".into());
+        record.insert("time_ms".into(), now_ms().into());
+        record.insert("retention_secs".into(), retention.as_secs().into());
+        record.insert("deleted_segments".into(), deleted.clone().into());
+        record.insert("first_kept_segment".into(), first_kept.into());
+        record.insert("first_kept_seq".into(), first_kept_seq.into());
+        record.insert("first_kept_prev".into(), first_kept_prev.into());
+        self.append(&record)?;
+        self.sync()?;
+        for &number in &deleted {
+            let path = segment_path(&self.dir, number);
+            fs::remove_file(&path).map_err(io(&path))?;
+        }
+        // The removals themselves are durable only once the directory is synced.
+        File::open(&self.dir)
+            .and_then(|dir| dir.sync_all())
+            .map_err(io(&self.dir))?;
+        Ok(deleted)
+    }
+
+    /// The `seq` and `prev` of segment `number`'s header (its first line).
+    fn header_link(&self, number: u64) -> Result<(u64, String), ChainError> {
+        let path = segment_path(&self.dir, number);
+        let corrupt = |why| ChainError::Corrupt {
+            path: path.clone(),
+            why,
+        };
+        let mut first = Vec::new();
+        File::open(&path)
+            .map(BufReader::new)
+            .and_then(|mut reader| reader.read_until(b'\n', &mut first))
+            .map_err(|source| ChainError::Io {
+                path: path.clone(),
+                source,
+            })?;
+        let header: Value = serde_json::from_slice(first.trim_ascii_end())
+            .map_err(|_| corrupt("the first kept segment's header is not JSON"))?;
+        let seq = header.get("seq").and_then(Value::as_u64);
+        let prev = header.get("prev").and_then(Value::as_str);
+        match (seq, prev) {
+            (Some(seq), Some(prev)) => Ok((seq, prev.to_owned())),
+            _ => Err(corrupt(
+                "the first kept segment's header has no seq or prev",
+            )),
+        }
     }
 
     /// Appends `record` as the next line; returns its seq. Written, not yet synced: call
@@ -309,6 +424,24 @@ impl ChainWriter {
         *self = next;
         Ok(())
     }
+}
+
+/// The `time_ms` of a segment header line, if it has one.
+fn header_time_ms(line: &[u8]) -> Option<u64> {
+    let header: Value = serde_json::from_slice(line).ok()?;
+    if header.get("kind")?.as_str()? != "segment" {
+        return None;
+    }
+    header.get("time_ms")?.as_u64()
+}
+
+pub(crate) fn ms_since_epoch(time: SystemTime) -> u64 {
+    time.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+pub(crate) fn now_ms() -> u64 {
+    ms_since_epoch(SystemTime::now())
 }
 
 /// The `seq` of a chain line, if it has one.

@@ -145,7 +145,7 @@ fn a_dropped_segment_is_named() {
     assert!(
         found
             .iter()
-            .any(|f| f.starts_with("segment 3: segments 2..2 are missing")),
+            .any(|f| f.starts_with("segment 3: segment 2 is missing")),
         "{found:?}"
     );
     // Dropping the first segment is seen too: the trail no longer starts at genesis.
@@ -479,4 +479,592 @@ fn the_writer_rotates_by_size_and_the_chain_holds_across_segments() {
     let report = verify_signed(dir.path(), &public, &[]).unwrap();
     assert!(report.is_intact(), "{:?}", report.findings);
     assert!(report.segments > 1, "{} segment(s)", report.segments);
+}
+
+// === Segment start time and retention ===
+
+const DAY: std::time::Duration = std::time::Duration::from_hours(24);
+
+/// Makes segment `number`'s file look last written `days` ago.
+fn age(dir: &Path, number: u64, days: u32) {
+    let file = std::fs::File::options()
+        .append(true)
+        .open(segment_path(dir, number))
+        .unwrap();
+    file.set_modified(std::time::SystemTime::now() - DAY * days)
+        .unwrap();
+}
+
+fn header(dir: &Path, number: u64) -> Value {
+    serde_json::from_str(&lines(dir, number)[0]).unwrap()
+}
+
+fn last_record(dir: &Path, number: u64) -> Value {
+    serde_json::from_str(&lines(dir, number).pop().unwrap()).unwrap()
+}
+
+/// Four segments of three records each, a signed checkpoint closing each; 4 is current.
+fn four_segments(dir: &Path, signer: &Signer) -> (ChainWriter, Vec<SignedCheckpoint>) {
+    let mut writer = ChainWriter::open(dir).unwrap();
+    let mut logged = Vec::new();
+    for segment in 0..4 {
+        for n in 0..3 {
+            writer.append(&record(segment * 10 + n)).unwrap();
+        }
+        let (checkpoint, signature) = writer.checkpoint(signer, 1_795_000_000_000).unwrap();
+        logged.push(SignedCheckpoint {
+            checkpoint,
+            signature,
+        });
+        if segment < 3 {
+            writer.rotate().unwrap();
+        }
+    }
+    writer.sync().unwrap();
+    (writer, logged)
+}
+
+fn signed_problems(dir: &Path, logged: &[SignedCheckpoint]) -> Vec<String> {
+    let public = Signer::from_base64_seed(SEED).unwrap().public_key_base64();
+    verify_signed(dir, &public, logged)
+        .unwrap()
+        .findings
+        .iter()
+        .map(ToString::to_string)
+        .collect()
+}
+
+#[test]
+fn a_segment_header_records_its_start_and_reopening_reads_it_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let before = chain::now_ms();
+    let writer = ChainWriter::open(dir.path()).unwrap();
+    let started = writer.segment_started_ms();
+    assert!(started >= before && started <= chain::now_ms(), "{started}");
+    assert_eq!(header(dir.path(), 1)["time_ms"], started);
+    drop(writer);
+    std::thread::sleep(std::time::Duration::from_millis(5));
+    assert_eq!(
+        ChainWriter::open(dir.path()).unwrap().segment_started_ms(),
+        started
+    );
+
+    // A header written before headers carried the time: the file's modification time.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        segment_path(dir.path(), 1),
+        format!("{{\"seq\":1,\"prev\":\"{GENESIS}\",\"kind\":\"segment\",\"segment\":1}}\n"),
+    )
+    .unwrap();
+    age(dir.path(), 1, 3);
+    let started = ChainWriter::open(dir.path()).unwrap().segment_started_ms();
+    let three_days_ago = chain::ms_since_epoch(std::time::SystemTime::now() - DAY * 3);
+    assert!(started.abs_diff(three_days_ago) < 60_000, "{started}");
+}
+
+#[test]
+fn retention_deletes_the_oldest_closed_segments_and_records_where_the_chain_now_starts() {
+    let dir = tempfile::tempdir().unwrap();
+    let signer = Signer::from_base64_seed(SEED).unwrap();
+    let (mut writer, logged) = four_segments(dir.path(), &signer);
+    for segment in [1, 2, 4] {
+        age(dir.path(), segment, 500);
+    }
+    age(dir.path(), 3, 10);
+    let cutoff = std::time::SystemTime::now() - DAY * 400;
+    // The current segment (4) is old too, but never deleted.
+    assert_eq!(writer.apply_retention(cutoff, DAY * 400).unwrap(), [1, 2]);
+    assert!(!segment_path(dir.path(), 1).exists());
+    assert!(!segment_path(dir.path(), 2).exists());
+    let kept = header(dir.path(), 3);
+    let record = last_record(dir.path(), 4);
+    assert_eq!(record["kind"], "retention");
+    assert_eq!(record["deleted_segments"], json!([1, 2]));
+    assert_eq!(record["retention_secs"], 400 * 86_400);
+    assert_eq!(record["first_kept_segment"], 3);
+    assert_eq!(record["first_kept_seq"], kept["seq"]);
+    assert_eq!(record["first_kept_prev"], kept["prev"]);
+
+    let report = verify(dir.path()).unwrap();
+    assert!(report.is_intact(), "{:?}", report.findings);
+    assert_eq!(report.started_at, Some((3, kept["seq"].as_u64().unwrap())));
+    assert_eq!(report.anchored_by, record["seq"].as_u64());
+
+    // Signed: the retention record needs a signed checkpoint after it.
+    let found = signed_problems(dir.path(), &logged);
+    let retention_seq = record["seq"].as_u64().unwrap();
+    assert_eq!(
+        found,
+        [format!(
+            "segment 4 line 6: retention record at seq {retention_seq} is not covered by a signed checkpoint: the deletion of the segments before it cannot be trusted"
+        )]
+    );
+    writer.checkpoint(&signer, 1_795_000_100_000).unwrap();
+    writer.sync().unwrap();
+    // Logged heads in the deleted segments are not looked for.
+    let found = signed_problems(dir.path(), &logged);
+    assert!(found.is_empty(), "{found:?}");
+
+    // Nothing old enough: nothing written.
+    let size = writer.segment_size();
+    assert!(
+        writer
+            .apply_retention(cutoff, DAY * 400)
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(writer.segment_size(), size);
+}
+
+#[test]
+fn retention_deletes_only_a_contiguous_run_from_the_oldest() {
+    let dir = tempfile::tempdir().unwrap();
+    let signer = Signer::from_base64_seed(SEED).unwrap();
+    let (mut writer, _) = four_segments(dir.path(), &signer);
+    age(dir.path(), 1, 500);
+    age(dir.path(), 2, 1);
+    age(dir.path(), 3, 500);
+    let cutoff = std::time::SystemTime::now() - DAY * 400;
+    assert_eq!(writer.apply_retention(cutoff, DAY * 400).unwrap(), [1]);
+    assert!(segment_path(dir.path(), 3).exists());
+    let report = verify(dir.path()).unwrap();
+    assert!(report.is_intact(), "{:?}", report.findings);
+    assert_eq!(report.started_at.map(|(segment, _)| segment), Some(2));
+}
+
+#[test]
+fn a_second_retention_moves_the_start_and_the_trail_stays_intact() {
+    let dir = tempfile::tempdir().unwrap();
+    let signer = Signer::from_base64_seed(SEED).unwrap();
+    let (mut writer, logged) = four_segments(dir.path(), &signer);
+    age(dir.path(), 1, 500);
+    age(dir.path(), 2, 500);
+    let cutoff = std::time::SystemTime::now() - DAY * 400;
+    writer.apply_retention(cutoff, DAY * 400).unwrap();
+    writer.checkpoint(&signer, 1_795_000_100_000).unwrap();
+    for _ in 0..2 {
+        writer.rotate().unwrap();
+        writer.append(&record(50)).unwrap();
+        writer.checkpoint(&signer, 1_795_000_200_000).unwrap();
+    }
+    writer.sync().unwrap();
+    // A year later: 3 and 4 (which holds the first retention record) go.
+    age(dir.path(), 3, 500);
+    age(dir.path(), 4, 500);
+    assert_eq!(writer.apply_retention(cutoff, DAY * 400).unwrap(), [3, 4]);
+    writer.checkpoint(&signer, 1_795_000_300_000).unwrap();
+    writer.sync().unwrap();
+    let report = verify(dir.path()).unwrap();
+    assert!(report.is_intact(), "{:?}", report.findings);
+    assert_eq!(report.started_at.map(|(segment, _)| segment), Some(5));
+    let found = signed_problems(dir.path(), &logged);
+    assert!(found.is_empty(), "{found:?}");
+}
+
+#[test]
+fn a_segment_deleted_without_a_record_or_behind_a_forged_retention_record_is_named() {
+    let signer = Signer::from_base64_seed(SEED).unwrap();
+    let cutoff = std::time::SystemTime::now() - DAY * 400;
+    let retained = |dir: &Path| {
+        let (mut writer, _) = four_segments(dir, &signer);
+        age(dir, 1, 500);
+        age(dir, 2, 500);
+        writer.apply_retention(cutoff, DAY * 400).unwrap();
+        writer.checkpoint(&signer, 1_795_000_100_000).unwrap();
+        writer.sync().unwrap();
+    };
+
+    // One more segment deleted by hand: no record accounts for it.
+    let dir = tempfile::tempdir().unwrap();
+    retained(dir.path());
+    std::fs::remove_file(segment_path(dir.path(), 3)).unwrap();
+    let found = problems(dir.path());
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert!(
+        found[0].starts_with("segment 4 line 1: seq 16: the trail does not start at the beginning")
+            && found[0]
+                .ends_with("kept segment 3 on (seq 11); segment 3 was deleted without a record"),
+        "{found:?}"
+    );
+
+    // Deleting segment 3 and appending a retention record for it: a chain line anyone
+    // with the files can write, which no signed checkpoint covers.
+    let dir = tempfile::tempdir().unwrap();
+    retained(dir.path());
+    std::fs::remove_file(segment_path(dir.path(), 3)).unwrap();
+    let kept = header(dir.path(), 4);
+    let mut forger = ChainWriter::open(dir.path()).unwrap();
+    let mut forged = Map::new();
+    forged.insert("kind".into(), "retention".into());
+    forged.insert("deleted_segments".into(), json!([3]));
+    forged.insert("first_kept_segment".into(), 4.into());
+    forged.insert("first_kept_seq".into(), kept["seq"].clone());
+    forged.insert("first_kept_prev".into(), kept["prev"].clone());
+    let forged_seq = forger.append(&forged).unwrap();
+    forger.sync().unwrap();
+    assert!(
+        problems(dir.path()).is_empty(),
+        "the chain alone cannot see it"
+    );
+    let found = signed_problems(dir.path(), &[]);
+    assert!(
+        found.iter().any(|f| f.contains(&format!(
+            "retention record at seq {forged_seq} is not covered by a signed checkpoint"
+        ))),
+        "{found:?}"
+    );
+
+    // The first kept segment replaced by one whose header links elsewhere.
+    let dir = tempfile::tempdir().unwrap();
+    retained(dir.path());
+    let mut seg = lines(dir.path(), 3);
+    let original = header(dir.path(), 3)["prev"].as_str().unwrap().to_owned();
+    seg[0] = seg[0].replace(&original, &"ab".repeat(32));
+    write_lines(dir.path(), 3, &seg);
+    let found = problems(dir.path());
+    assert!(
+        found.iter().any(
+            |f| f.contains("this header is not the one it recorded (the segment was replaced)")
+        ),
+        "{found:?}"
+    );
+}
+
+#[test]
+fn a_replayed_segment_is_named() {
+    // Segment 2's content copied in as segment 3.
+    let dir = tempfile::tempdir().unwrap();
+    let signer = Signer::from_base64_seed(SEED).unwrap();
+    let (writer, logged) = four_segments(dir.path(), &signer);
+    drop(writer);
+    std::fs::copy(segment_path(dir.path(), 2), segment_path(dir.path(), 3)).unwrap();
+    let found = problems(dir.path());
+    assert_eq!(
+        found,
+        [
+            "segment 3 line 1: seq 6: the segment starts at seq 6, which segment 2 already holds and its header names segment 2 (the trail had reached seq 10): a copy of an earlier segment was put back (replayed segment)",
+            "segment 4 line 1: seq 11..15 removed (5 record(s) before seq 16); segment 3 held them (missing or replaced)",
+        ]
+    );
+    let found = signed_problems(dir.path(), &logged);
+    assert!(
+        found
+            .iter()
+            .any(|f| f == "segment 3: logged checkpoint for seq 14: that record is missing"),
+        "{found:?}"
+    );
+
+    // An older copy of segment 1 put back after the trail moved on.
+    let dir = tempfile::tempdir().unwrap();
+    let mut writer = ChainWriter::open(dir.path()).unwrap();
+    writer.append(&record(1)).unwrap();
+    writer.sync().unwrap();
+    let old = std::fs::read(segment_path(dir.path(), 1)).unwrap();
+    writer.append(&record(2)).unwrap();
+    writer.rotate().unwrap();
+    writer.append(&record(3)).unwrap();
+    writer.sync().unwrap();
+    std::fs::write(segment_path(dir.path(), 1), old).unwrap();
+    let found = problems(dir.path());
+    assert_eq!(
+        found,
+        [
+            "segment 2 line 1: seq 3..3 removed (1 record(s) before seq 4); the end of segment 1 is gone (cut short, or an older copy of it put back)"
+        ]
+    );
+}
+
+// === Checkpoints from the log ===
+
+fn log_line(signed: &SignedCheckpoint) -> String {
+    let cp = &signed.checkpoint;
+    json!({
+        "timestamp": "2026-11-29T20:00:00.000000Z",
+        "level": "INFO",
+        "message": "audit checkpoint",
+        "target": "fincode_audit::checkpoint",
+        "segment": cp.segment,
+        "seq": cp.seq,
+        "head": cp.head,
+        "time_ms": cp.time_ms,
+        "signature": signed.signature,
+    })
+    .to_string()
+}
+
+#[test]
+fn checkpoints_are_read_back_from_log_lines_wrapped_or_not_and_everything_else_is_ignored() {
+    let dir = tempfile::tempdir().unwrap();
+    let signer = Signer::from_base64_seed(SEED).unwrap();
+    let (_, logged) = four_segments(dir.path(), &signer);
+    let nested = {
+        let cp = &logged[2].checkpoint;
+        json!({
+            "timestamp": "2026-11-29T20:00:00Z",
+            "level": "INFO",
+            "fields": {"message": "audit checkpoint", "segment": cp.segment, "seq": cp.seq,
+                       "head": cp.head, "time_ms": cp.time_ms, "signature": logged[2].signature},
+            "target": "fincode_audit::checkpoint",
+        })
+        .to_string()
+    };
+    let text = [
+        log_line(&logged[0]),
+        "not json at all".to_owned(),
+        format!("2026-11-29T20:00:00Z stdout F {}", log_line(&logged[1])),
+        r#"{"level":"INFO","message":"request","segment":1,"seq":2,"head":"ab","time_ms":1,"signature":"x"}"#.to_owned(),
+        r#"{"message":"audit checkpoint","segment":1,"seq":"two"}"#.to_owned(),
+        log_line(&logged[3])[..40].to_owned(),
+        nested,
+        String::new(),
+        format!("{}\r", log_line(&logged[3])),
+    ]
+    .join("\n");
+    let read = checkpoints_from_log(&text);
+    assert_eq!(
+        read,
+        [&logged[0], &logged[1], &logged[2], &logged[3]].map(Clone::clone)
+    );
+    let found = signed_problems(dir.path(), &read);
+    assert!(found.is_empty(), "{found:?}");
+}
+
+// === audit find ===
+
+fn find_lines(dir: &Path, query: &Query) -> Vec<String> {
+    let mut out = Vec::new();
+    let count = find(dir, query, |line| out.push(line.to_owned())).unwrap();
+    assert_eq!(count, out.len() as u64);
+    out
+}
+
+#[test]
+fn find_matches_each_filter_and_all_of_them_together() {
+    let dir = tempfile::tempdir().unwrap();
+    let signer = Signer::from_base64_seed(SEED).unwrap();
+    let events = [
+        json!({"kind": "http", "time_ms": 1000, "correlation_id": "c-1",
+               "action": "POST /transactionmanagement/create-transaction",
+               "resources": {"transaction_id": "hmac:aaaa", "reference": "hmac:ref1",
+                             "customer_code": "hmac:cust", "idempotency_key": "hmac:idem"}}),
+        json!({"kind": "http", "time_ms": 2000, "correlation_id": "c-2",
+               "action": "GET /transactionmanagement/transactions/{id}",
+               "resources": {"path_id": "hmac:aaaa"}}),
+        json!({"kind": "webhook", "time_ms": 3000, "action": "webhook.received",
+               "resources": {"reference": "hmac:ref1", "transaction_id": "hmac:bbbb"}}),
+        json!({"kind": "http", "time_ms": 4000, "correlation_id": "c-1", "status": 503}),
+    ];
+    let mut writer = ChainWriter::open(dir.path()).unwrap();
+    for (n, event) in events.iter().enumerate() {
+        let Value::Object(event) = event.clone() else {
+            unreachable!()
+        };
+        writer.append(&event).unwrap();
+        writer.checkpoint(&signer, 2500).unwrap();
+        if n == 1 {
+            writer.rotate().unwrap();
+        }
+    }
+    writer.sync().unwrap();
+    let raw: Vec<String> = [1, 2]
+        .into_iter()
+        .flat_map(|segment| lines(dir.path(), segment))
+        .filter(|line| line.contains("\"kind\":\"http\"") || line.contains("\"kind\":\"webhook\""))
+        .collect();
+    assert_eq!(raw.len(), 4);
+    let only = |picks: &[usize]| picks.iter().map(|i| raw[*i].clone()).collect::<Vec<_>>();
+    let by = |resource, pseudonym: &str| Query {
+        resources: vec![(resource, pseudonym.to_owned())],
+        ..Query::default()
+    };
+
+    assert_eq!(
+        find_lines(dir.path(), &by(Resource::TransactionId, "hmac:aaaa")),
+        only(&[0, 1])
+    );
+    assert_eq!(
+        find_lines(dir.path(), &by(Resource::TransactionId, "hmac:bbbb")),
+        only(&[2])
+    );
+    assert_eq!(
+        find_lines(dir.path(), &by(Resource::Reference, "hmac:ref1")),
+        only(&[0, 2])
+    );
+    assert_eq!(
+        find_lines(dir.path(), &by(Resource::CustomerCode, "hmac:cust")),
+        only(&[0])
+    );
+    assert_eq!(
+        find_lines(dir.path(), &by(Resource::IdempotencyKey, "hmac:idem")),
+        only(&[0])
+    );
+    // A customer code is never read from the path.
+    assert!(find_lines(dir.path(), &by(Resource::CustomerCode, "hmac:aaaa")).is_empty());
+    assert!(find_lines(dir.path(), &by(Resource::TransactionId, "hmac:none")).is_empty());
+    let correlated = Query {
+        correlation_id: Some("c-1".into()),
+        ..Query::default()
+    };
+    assert_eq!(find_lines(dir.path(), &correlated), only(&[0, 3]));
+    // By time: both ends included; headers and checkpoints (which carry a time) are not records.
+    let window = Query {
+        since_ms: Some(2000),
+        until_ms: Some(3000),
+        ..Query::default()
+    };
+    assert_eq!(find_lines(dir.path(), &window), only(&[1, 2]));
+    let since = Query {
+        since_ms: Some(3500),
+        ..Query::default()
+    };
+    assert_eq!(find_lines(dir.path(), &since), only(&[3]));
+    // All filters must match.
+    let both = Query {
+        since_ms: Some(2500),
+        ..by(Resource::Reference, "hmac:ref1")
+    };
+    assert_eq!(find_lines(dir.path(), &both), only(&[2]));
+    let neither = Query {
+        correlation_id: Some("c-2".into()),
+        ..by(Resource::Reference, "hmac:ref1")
+    };
+    assert!(find_lines(dir.path(), &neither).is_empty());
+}
+
+// === Committed records, an unwritable trail, retention through the writer ===
+
+fn block_on<F: std::future::Future>(future: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap()
+        .block_on(future)
+}
+
+#[test]
+fn a_committed_record_is_on_disk_when_its_commit_resolves() {
+    let dir = tempfile::tempdir().unwrap();
+    let (log, thread) =
+        AuditLog::start(writer_config(dir.path()), None, Box::new(|_, _| {})).unwrap();
+    assert!(log.is_available());
+    block_on(log.commit(record(1))).unwrap();
+    // Read while the writer still runs: the record is already in the file.
+    let text = std::fs::read_to_string(segment_path(dir.path(), 1)).unwrap();
+    assert!(text.contains("\"n\":1"), "{text}");
+    log.stop();
+    thread.join().unwrap();
+}
+
+#[test]
+fn an_unwritable_trail_refuses_commits_counts_losses_and_recovers_with_a_gap_record() {
+    let base = tempfile::tempdir().unwrap();
+    // A directory can never be made below a regular file, even as root.
+    let blocker = base.path().join("blocker");
+    std::fs::write(&blocker, b"").unwrap();
+    let dir = blocker.join("audit");
+    let (log, thread) = AuditLog::start(writer_config(&dir), None, Box::new(|_, _| {})).unwrap();
+    assert!(!log.is_available());
+    assert_eq!(log.stats().available.get(), 0);
+    assert_eq!(block_on(log.commit(record(1))), Err(Unavailable));
+    assert!(log.record(record(2)), "queued, to be lost by the writer");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while log.stats().lost.get() < 2 {
+        assert!(std::time::Instant::now() < deadline, "losses not counted");
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+
+    // The disk comes back: the writer reopens by itself and says what was lost.
+    std::fs::remove_file(&blocker).unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while !log.is_available() {
+        assert!(std::time::Instant::now() < deadline, "never recovered");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    block_on(log.commit(record(3))).unwrap();
+    log.stop();
+    thread.join().unwrap();
+    let records = all_records(&dir);
+    let gaps: u64 = records
+        .iter()
+        .filter(|r| r["kind"] == "gap")
+        .map(|r| r["lost"].as_u64().unwrap())
+        .sum();
+    assert_eq!(gaps, 2);
+    assert!(records.iter().any(|r| r["n"] == 3));
+    assert!(verify(&dir).unwrap().is_intact());
+}
+
+#[test]
+fn the_writer_deletes_old_segments_records_it_and_signed_verification_passes() {
+    let dir = tempfile::tempdir().unwrap();
+    let signer = Signer::from_base64_seed(SEED).unwrap();
+    let public = signer.public_key_base64();
+    // An old trail of three closed segments and a current one.
+    {
+        let mut writer = ChainWriter::open(dir.path()).unwrap();
+        for segment in 0..3 {
+            for n in 0..3 {
+                writer.append(&record(segment * 10 + n)).unwrap();
+            }
+            writer.checkpoint(&signer, 1).unwrap();
+            writer.rotate().unwrap();
+        }
+        writer.sync().unwrap();
+    }
+    let old = std::time::SystemTime::now() - std::time::Duration::from_hours(24 * 500);
+    for segment in 1..=2 {
+        std::fs::File::options()
+            .write(true)
+            .open(segment_path(dir.path(), segment))
+            .unwrap()
+            .set_modified(old)
+            .unwrap();
+    }
+    let mut config = writer_config(dir.path());
+    config.retention = Some(std::time::Duration::from_hours(24 * 400));
+    let (log, thread) = AuditLog::start(config, Some(signer), Box::new(|_, _| {})).unwrap();
+    block_on(log.commit(record(99))).unwrap();
+    log.stop();
+    thread.join().unwrap();
+    assert!(!segment_path(dir.path(), 1).exists());
+    assert!(!segment_path(dir.path(), 2).exists());
+    assert!(segment_path(dir.path(), 3).exists());
+    assert_eq!(log.stats().deleted_segments.get(), 2);
+    let report = verify_signed(dir.path(), &public, &[]).unwrap();
+    assert!(report.is_intact(), "{:?}", report.findings);
+}
+
+#[test]
+fn a_record_holds_pseudonyms_and_redacted_text_never_the_clear_values() {
+    let dir = tempfile::tempdir().unwrap();
+    let (log, thread) =
+        AuditLog::start(writer_config(dir.path()), None, Box::new(|_, _| {})).unwrap();
+    let redactor = fincode_redact::Redactor::builder()
+        .hash_key(b"0123456789abcdef0123456789abcdef".to_vec().into())
+        .build();
+    let auditor = Auditor::new(log.clone(), redactor, Some("checkout".into()), false);
+    let record = auditor
+        .record(Kind::Http, "POST /transactionmanagement/create-transaction")
+        .correlation_id("req-1")
+        .peer("127.0.0.1:4000".parse().unwrap())
+        .resource("reference", "PCN0000000042")
+        .resource("customer_code", "  ")
+        .detail("note", "card 4111111111111111 for jane@example.com")
+        .outcome("success")
+        .status(200)
+        .attempts(2)
+        .latency(std::time::Duration::from_micros(1500))
+        .into_map();
+    assert_eq!(record["kind"], "http");
+    assert_eq!(record["actor"], json!({"id": "checkout", "peer": "127.0.0.1:4000"}));
+    assert_eq!(
+        record["resources"],
+        json!({"reference": auditor.pseudonym("PCN0000000042")})
+    );
+    assert!((record["latency_ms"].as_f64().unwrap() - 1.5).abs() < 1e-9);
+    let text = Value::Object(record).to_string();
+    for clear in ["PCN0000000042", "4111111111111111", "jane@example.com"] {
+        assert!(!text.contains(clear), "{clear} in {text}");
+    }
+    log.stop();
+    thread.join().unwrap();
 }

@@ -38,6 +38,9 @@ use crate::{
 /// Records written in one batch at most, so a checkpoint or a stop is never far behind.
 const MAX_BATCH: usize = 4096;
 
+/// Retention runs with the first write, then this often.
+const RETENTION_EVERY: Duration = Duration::from_mins(10);
+
 /// How often a trail that cannot be opened is tried again.
 const REOPEN_EVERY: Duration = Duration::from_secs(1);
 
@@ -225,7 +228,7 @@ impl AuditLog {
             shared: shared.clone(),
             since_checkpoint: 0,
             last_checkpoint: Instant::now(),
-            segment_opened: Instant::now(),
+            last_retention: None,
             last_open_attempt: None,
         };
         thread.reopen();
@@ -252,7 +255,12 @@ impl AuditLog {
         record: Map<String, Value>,
     ) -> impl Future<Output = Result<(), Unavailable>> + Send + use<> {
         let (done, written) = oneshot::channel();
-        let queued = self.is_available() && self.send(record, Some(done));
+        let queued = if self.is_available() {
+            self.send(record, Some(done))
+        } else {
+            self.lose();
+            false
+        };
         async move {
             if !queued {
                 return Err(Unavailable);
@@ -271,11 +279,16 @@ impl AuditLog {
             Ok(()) => true,
             Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
                 stats.queue_depth.dec();
-                self.shared.lost_since_gap.fetch_add(1, Ordering::Relaxed);
-                stats.lost.inc();
+                self.lose();
                 false
             }
         }
+    }
+
+    /// Counts a record that will not be in the trail; the next gap record says so.
+    fn lose(&self) {
+        self.shared.lost_since_gap.fetch_add(1, Ordering::Relaxed);
+        self.shared.stats.lost.inc();
     }
 
     /// Whether the trail could be written the last time the writer tried.
@@ -305,7 +318,7 @@ struct Thread {
     shared: Arc<Shared>,
     since_checkpoint: u64,
     last_checkpoint: Instant,
-    segment_opened: Instant,
+    last_retention: Option<Instant>,
     last_open_attempt: Option<Instant>,
 }
 
@@ -411,7 +424,6 @@ impl Thread {
         match ChainWriter::open(&self.config.dir) {
             Ok(chain) => {
                 self.chain = Some(chain);
-                self.segment_opened = Instant::now();
                 self.set_available(true);
                 true
             }
@@ -464,9 +476,10 @@ impl Thread {
                 self.checkpoint()?;
             }
         }
-        let size = self.chain_mut()?.segment_size();
-        let rotate = size >= self.config.max_segment_bytes
-            || self.segment_opened.elapsed() >= self.config.max_segment_age;
+        let chain = self.chain_mut()?;
+        let (size, started_ms) = (chain.segment_size(), chain.segment_started_ms());
+        let age = Duration::from_millis(now_ms().saturating_sub(started_ms));
+        let rotate = size >= self.config.max_segment_bytes || age >= self.config.max_segment_age;
         let due = self.since_checkpoint > 0
             && self.last_checkpoint.elapsed() >= self.config.checkpoint_interval;
         if due || rotate || stopping {
@@ -478,7 +491,37 @@ impl Thread {
         self.shared.stats.written.inc_by(batch.len() as u64);
         if rotate {
             self.chain_mut()?.rotate()?;
-            self.segment_opened = Instant::now();
+        }
+        self.retain()?;
+        Ok(())
+    }
+
+    /// Deletes segments past `retention` (at start, then every [`RETENTION_EVERY`]); the
+    /// chain records the deletion, and a checkpoint signed right after covers that record,
+    /// so verification starts from it.
+    fn retain(&mut self) -> Result<(), ChainError> {
+        let Some(retention) = self.config.retention else {
+            return Ok(());
+        };
+        if self
+            .last_retention
+            .is_some_and(|at| at.elapsed() < RETENTION_EVERY)
+        {
+            return Ok(());
+        }
+        self.last_retention = Some(Instant::now());
+        let Some(cutoff) = SystemTime::now().checked_sub(retention) else {
+            return Ok(());
+        };
+        let deleted = self.chain_mut()?.apply_retention(cutoff, retention)?;
+        if deleted.is_empty() {
+            return Ok(());
+        }
+        tracing::info!(segments = ?deleted, "audit retention deleted segments older than {retention:?}");
+        self.shared.stats.deleted_segments.inc_by(deleted.len() as u64);
+        self.checkpoint()?;
+        if self.config.fsync == Fsync::Batch {
+            self.chain_mut()?.sync()?;
         }
         Ok(())
     }
