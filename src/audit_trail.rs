@@ -127,9 +127,8 @@ impl Trail {
             log.stop();
             thread.join().is_ok()
         });
-        match tokio::time::timeout(grace, joined).await {
-            Ok(Ok(true)) => {}
-            _ => tracing::error!("the audit writer did not stop cleanly within {grace:?}"),
+        if !matches!(tokio::time::timeout(grace, joined).await, Ok(Ok(true))) {
+            tracing::error!("the audit writer did not stop cleanly within {grace:?}");
         }
     }
 }

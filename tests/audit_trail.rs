@@ -27,7 +27,6 @@ use support::{
 /// Base64 of a fixed 32-byte seed.
 const SIGNING_SEED: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
 const HASH_KEY: &str = "audit-test-hash-key-0123456789abcdef0123456789";
-const TOKEN: &str = "static-token-canary-5f1e2d3c4b5a";
 
 fn audited(builder: SidecarBuilder, dir: &Path) -> SidecarBuilder {
     builder
@@ -99,9 +98,10 @@ fn http_records(records: &[Value]) -> Vec<&Value> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_app_call_is_recorded_with_who_what_when_and_its_outcome() {
     let sandbox = TestSandbox::start().await;
+    let token = sandbox.mint_static_token(Duration::from_hours(1));
     let trail = tempfile::tempdir().unwrap();
     let mut sidecar = audited(SidecarBuilder::new(&sandbox), trail.path())
-        .static_token(TOKEN)
+        .static_token(&token)
         .start();
     let client = app_client();
 
@@ -197,7 +197,7 @@ async fn every_app_call_is_recorded_with_who_what_when_and_its_outcome() {
 
     // No clear id, key or token anywhere in the trail.
     let bytes = all_bytes(trail.path());
-    for clear in [id.as_str(), reference.as_str(), "order-77", TOKEN] {
+    for clear in [id.as_str(), reference.as_str(), "order-77", token.as_str()] {
         assert!(!bytes.contains(clear), "{clear} in the trail");
     }
     let (code, text) = verify(trail.path());
@@ -214,10 +214,11 @@ fn unwritable_dir(base: &Path) -> PathBuf {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fail_closed_with_an_unwritable_trail_refuses_calls_and_fincode_sees_nothing() {
     let sandbox = TestSandbox::start().await;
+    let token = sandbox.mint_static_token(Duration::from_hours(1));
     let base = tempfile::tempdir().unwrap();
     let sidecar = audited(SidecarBuilder::new(&sandbox), &unwritable_dir(base.path()))
         .set("audit.fail_closed", true)
-        .static_token(TOKEN)
+        .static_token(&token)
         .start();
     let client = app_client();
     let before = sandbox.counters().requests_total;
@@ -241,9 +242,10 @@ async fn fail_closed_with_an_unwritable_trail_refuses_calls_and_fincode_sees_not
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fail_open_with_an_unwritable_trail_proceeds_and_counts_the_loss() {
     let sandbox = TestSandbox::start().await;
+    let token = sandbox.mint_static_token(Duration::from_hours(1));
     let base = tempfile::tempdir().unwrap();
     let sidecar = audited(SidecarBuilder::new(&sandbox), &unwritable_dir(base.path()))
-        .static_token(TOKEN)
+        .static_token(&token)
         .start();
     let client = app_client();
     let response = send(
@@ -313,11 +315,12 @@ async fn load(sidecar: &Sidecar, workers: usize, stop: Arc<Mutex<bool>>) -> Vec<
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_under_load_leaves_a_verifiable_trail_with_every_answered_call() {
     let sandbox = TestSandbox::start().await;
+    let token = sandbox.mint_static_token(Duration::from_hours(1));
     let trail = tempfile::tempdir().unwrap();
     let mut sidecar = audited(SidecarBuilder::new(&sandbox), trail.path())
         .set("audit.fail_closed", true)
         .set("log.level", "info")
-        .static_token(TOKEN)
+        .static_token(&token)
         .start();
 
     let stop = Arc::new(Mutex::new(false));

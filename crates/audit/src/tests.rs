@@ -1055,7 +1055,10 @@ fn a_record_holds_pseudonyms_and_redacted_text_never_the_clear_values() {
         .latency(std::time::Duration::from_micros(1500))
         .into_map();
     assert_eq!(record["kind"], "http");
-    assert_eq!(record["actor"], json!({"id": "checkout", "peer": "127.0.0.1:4000"}));
+    assert_eq!(
+        record["actor"],
+        json!({"id": "checkout", "peer": "127.0.0.1:4000"})
+    );
     assert_eq!(
         record["resources"],
         json!({"reference": auditor.pseudonym("PCN0000000042")})

@@ -518,7 +518,10 @@ impl Thread {
             return Ok(());
         }
         tracing::info!(segments = ?deleted, "audit retention deleted segments older than {retention:?}");
-        self.shared.stats.deleted_segments.inc_by(deleted.len() as u64);
+        self.shared
+            .stats
+            .deleted_segments
+            .inc_by(deleted.len() as u64);
         self.checkpoint()?;
         if self.config.fsync == Fsync::Batch {
             self.chain_mut()?.sync()?;

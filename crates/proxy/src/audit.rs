@@ -331,33 +331,30 @@ impl Pending {
             .collect()
             .await
             .map(http_body_util::Collected::to_bytes);
-        let body = match collected {
-            Ok(body) => body,
-            Err(_) => {
-                let error = SidecarError::new(
-                    ErrorKind::UpstreamUnreachable,
-                    "FinCode's response broke off before it was complete; FinCode may have \
-                     acted on the call, so check its status before sending it again",
-                );
-                let committed = self.on_error(&error).commit().await;
-                if committed.is_err() {
-                    tracing::error!("audit record of a broken response could not be committed");
-                }
-                return Err(error);
+        let Ok(body) = collected else {
+            let error = SidecarError::new(
+                ErrorKind::UpstreamUnreachable,
+                "FinCode's response broke off before it was complete; FinCode may have \
+                 acted on the call, so check its status before sending it again",
+            );
+            let committed = self.on_error(&error).commit().await;
+            if committed.is_err() {
+                tracing::error!("audit record of a broken response could not be committed");
             }
+            return Err(error);
         };
         let response = Response::from_parts(parts, ());
         let mut tap = self.on_body(&response);
         tap.data(&body);
-        if let Some(record) = tap.finish() {
-            if record.commit().await.is_err() {
-                // FinCode answered: the app gets the answer (see the module docs); the
-                // writer counted the record as lost and a gap record will say so.
-                tracing::error!(
-                    "audit record of a completed call could not be committed; the response \
+        if let Some(record) = tap.finish()
+            && record.commit().await.is_err()
+        {
+            // FinCode answered: the app gets the answer (see the module docs); the
+            // writer counted the record as lost and a gap record will say so.
+            tracing::error!(
+                "audit record of a completed call could not be committed; the response \
                      is passed on"
-                );
-            }
+            );
         }
         Ok(response.map(|()| Either::Right(Full::new(body))))
     }
