@@ -287,3 +287,31 @@ fn bounded(text: &str, max: usize) -> &str {
 fn millis(duration: Duration) -> u64 {
     u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_event_type_is_cut_to_the_bound_on_a_character_boundary() {
+        assert_eq!(
+            bounded("TRANSACTION_STATUS", MAX_EVENT_TYPE),
+            "TRANSACTION_STATUS"
+        );
+        let long = "é".repeat(40); // 80 bytes
+        let cut = bounded(&long, MAX_EVENT_TYPE);
+        assert_eq!(cut.len(), MAX_EVENT_TYPE);
+        assert_eq!(bounded(&long, 63).len(), 62, "not inside a character");
+    }
+
+    #[test]
+    fn resource_ids_are_read_as_fincode_spells_them_strings_or_numbers() {
+        let event = serde_json::json!({"reference": "PCN1", "transactionId": 42});
+        assert_eq!(
+            field(&event, &["Reference", "reference"]).as_deref(),
+            Some("PCN1")
+        );
+        assert_eq!(field(&event, &["transactionId"]).as_deref(), Some("42"));
+        assert_eq!(field(&event, &["customerCode"]), None);
+    }
+}

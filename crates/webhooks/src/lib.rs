@@ -24,6 +24,9 @@ mod metrics;
 pub mod server;
 pub mod verify;
 
+#[cfg(test)]
+mod tests;
+
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use fincode_audit::Auditor;
