@@ -11,6 +11,9 @@
 //! token, or from loopback the [`ADMIN_HEADER`] (no browser can be made to send it).
 //! Loopback admits nothing when the request names a host or origin that is not loopback:
 //! that is a web page reaching a port-forward by DNS rebinding or cross-site.
+//!
+//! Every replay asked for is an `admin.replay` audit record: who (the peer, and whether
+//! the token or loopback admitted it), what, and the answer; refused ones too.
 
 use std::{
     net::SocketAddr,
@@ -96,7 +99,8 @@ impl Admin {
             peer,
             admitted: None,
         };
-        if !self.admitted(headers, peer) {
+        let token = self.has_token(headers);
+        if !(token || loopback_tool(headers, peer)) {
             if let Some(replay) = replay {
                 self.refused(caller, replay, headers);
             }
@@ -109,7 +113,6 @@ impl Admin {
         // operator's browser can make a "simple" cross-origin POST to a port-forwarded
         // admin port. Such a page cannot add a custom header without a CORS preflight,
         // which this port never answers; the token needs no such help.
-        let token = self.has_token(headers);
         if !matches!(*method, Method::GET | Method::HEAD)
             && !token
             && !headers.contains_key(ADMIN_HEADER)
@@ -175,10 +178,6 @@ impl Admin {
                 count: None,
             },
         );
-    }
-
-    fn admitted(&self, headers: &HeaderMap, peer: SocketAddr) -> bool {
-        self.has_token(headers) || (peer.ip().is_loopback() && !from_a_browser_elsewhere(headers))
     }
 
     /// Whether the request carries the admin token (compared in constant time).
@@ -331,7 +330,12 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
         .and_then(|v| v.strip_prefix("Bearer "))
 }
 
-/// What a list shows of an event: no body, no headers (they may hold personal data).
+/// Whether loopback admits the request: it comes from loopback, and not from a web page
+/// elsewhere.
+fn loopback_tool(headers: &HeaderMap, peer: SocketAddr) -> bool {
+    peer.ip().is_loopback() && !from_a_browser_elsewhere(headers)
+}
+
 /// Whether a loopback request was made by a web page that is not itself on loopback.
 ///
 /// Loopback is where `kubectl port-forward` and the CLI come from, but a page in the
@@ -371,6 +375,7 @@ fn from_a_browser_elsewhere(headers: &HeaderMap) -> bool {
     header("sec-fetch-site").is_some_and(|site| site.eq_ignore_ascii_case("cross-site"))
 }
 
+/// What a list shows of an event: no body, no headers (they may hold personal data).
 fn summary(event: &StoredEvent) -> Value {
     json!({
         "id": event.id,

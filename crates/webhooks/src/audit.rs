@@ -117,9 +117,10 @@ impl Audit {
     }
 
     /// `webhook.delivered`: the app answered `status` (2xx) on attempt number
-    /// `attempts`. `latency` is that attempt's, from sending the event to the app's answer
-    /// (the delivery's own cost); `since_receipt` is the event's wait from receipt to this
-    /// answer, recorded as `delivered_after_ms`.
+    /// `attempts`. `latency` is that attempt's (`latency_ms`), from its start to the app's
+    /// answer, a confirm-by-query included: the cost of delivering, comparable with the
+    /// proxy's records. `since_receipt` is the event's whole wait, receipt to that answer,
+    /// retries included (`delivered_after_ms`).
     pub(crate) fn delivered(
         &self,
         event: &StoredEvent,
