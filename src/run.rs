@@ -113,6 +113,8 @@ pub(crate) async fn run(config: Config, env: &Env, shutdown: impl Future<Output 
             store,
             proxy.redactor().clone(),
             &mut metrics.registry(),
+            // The audit trail is wired in by the lead; until then webhooks record nothing.
+            None,
         );
         match built {
             Ok(webhooks) => webhooks,

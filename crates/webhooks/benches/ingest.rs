@@ -138,6 +138,7 @@ async fn start(dir: &tempfile::TempDir) -> String {
         store,
         fincode_redact::Redactor::default(),
         &mut prometheus_client::registry::Registry::default(),
+        None,
     )
     .unwrap()
     .unwrap();

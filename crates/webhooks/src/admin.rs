@@ -11,6 +11,9 @@
 //! token, or from loopback the [`ADMIN_HEADER`] (no browser can be made to send it).
 //! Loopback admits nothing when the request names a host or origin that is not loopback:
 //! that is a web page reaching a port-forward by DNS rebinding or cross-site.
+//!
+//! Every replay asked for is an `admin.replay` audit record: who (the peer, and whether
+//! the token or loopback admitted it), what, and the answer; refused ones too.
 
 use std::{
     net::SocketAddr,
@@ -19,6 +22,7 @@ use std::{
 };
 
 use bytes::Bytes;
+use fincode_audit::Auditor;
 use fincode_redact::Redactor;
 use fincode_store::{EventStore, Status, StoredEvent};
 use http::{HeaderMap, Method, Response, StatusCode, header};
@@ -28,7 +32,11 @@ use serde_json::{Value, json};
 use subtle::ConstantTimeEq;
 use tokio::sync::Notify;
 
-use crate::{keys::hex, listener::json_response};
+use crate::{
+    audit::{AdmittedBy, Audit, Caller, Replay, ReplayAnswer},
+    keys::hex,
+    listener::json_response,
+};
 
 /// The header that, from loopback, admits a state-changing request without the token. A
 /// CORS "simple" request cannot carry it, so a web page in an operator's browser (behind a
@@ -46,24 +54,28 @@ pub struct Admin {
     redactor: Redactor,
     token: Option<Arc<SecretString>>,
     wake: Arc<Notify>,
+    audit: Audit,
 }
 
 // === impl Admin ===
 
 impl Admin {
     /// Routes over `store`; `token` admits callers beyond loopback; `wake` starts the
-    /// dispatcher on a replayed event at once.
+    /// dispatcher on a replayed event at once; `audit` records every replay asked for,
+    /// refused or done.
     pub fn new(
         store: Arc<dyn EventStore>,
         redactor: Redactor,
         token: Option<SecretString>,
         wake: Arc<Notify>,
+        audit: Option<Auditor>,
     ) -> Self {
         Self {
             store,
             redactor,
             token: token.map(Arc::new),
             wake,
+            audit: Audit::new(audit),
         }
     }
 
@@ -77,7 +89,21 @@ impl Admin {
         peer: SocketAddr,
     ) -> Option<Response<Full<Bytes>>> {
         let rest = path.strip_prefix("/webhooks/")?;
-        if !self.admitted(headers, peer) {
+        let segments: Vec<&str> = rest.split('/').collect();
+        let replay = match (method, segments.as_slice()) {
+            (&Method::POST, ["events", id, "replay"]) => Some(Replay::One(id.parse().ok())),
+            (&Method::POST, ["dead", "replay"]) => Some(Replay::Dead),
+            _ => None,
+        };
+        let mut caller = Caller {
+            peer,
+            admitted: None,
+        };
+        let token = self.has_token(headers);
+        if !(token || loopback_tool(headers, peer)) {
+            if let Some(replay) = replay {
+                self.refused(caller, replay, headers);
+            }
             return Some(reply(
                 StatusCode::FORBIDDEN,
                 &json!({"error": "webhook admin routes are served on loopback (to a loopback Host, not from a web page elsewhere), or with webhooks.admin_token_env's token as a Bearer token"}),
@@ -88,20 +114,27 @@ impl Admin {
         // admin port. Such a page cannot add a custom header without a CORS preflight,
         // which this port never answers; the token needs no such help.
         if !matches!(*method, Method::GET | Method::HEAD)
-            && !self.has_token(headers)
+            && !token
             && !headers.contains_key(ADMIN_HEADER)
         {
+            if let Some(replay) = replay {
+                self.refused(caller, replay, headers);
+            }
             return Some(reply(
                 StatusCode::FORBIDDEN,
                 &json!({"error": "state-changing webhook admin routes need the admin token as a Bearer token, or from loopback the header X-Fincode-Admin: 1 (fincode-sidecar webhooks sends it)"}),
             ));
         }
-        let segments: Vec<&str> = rest.split('/').collect();
+        caller.admitted = Some(if token {
+            AdmittedBy::Token
+        } else {
+            AdmittedBy::Loopback
+        });
         let answer = match (method, segments.as_slice()) {
             (&Method::GET, ["events"]) => self.list(query).await,
             (&Method::GET, ["events", id]) => self.show(id).await,
-            (&Method::POST, ["events", id, "replay"]) => self.replay(id).await,
-            (&Method::POST, ["dead", "replay"]) => self.replay_all().await,
+            (&Method::POST, ["events", id, "replay"]) => self.replay(id, caller).await,
+            (&Method::POST, ["dead", "replay"]) => self.replay_all(caller).await,
             _ => Ok(reply(
                 StatusCode::NOT_FOUND,
                 &json!({"error": "no such webhook route"}),
@@ -109,6 +142,17 @@ impl Admin {
         };
         Some(answer.unwrap_or_else(|error| {
             tracing::error!(%error, "webhook admin request failed");
+            if let Some(replay) = replay {
+                self.audit.admin_replay(
+                    caller,
+                    replay,
+                    ReplayAnswer {
+                        status: StatusCode::SERVICE_UNAVAILABLE.as_u16(),
+                        error: Some("store_unavailable"),
+                        count: None,
+                    },
+                );
+            }
             reply(
                 StatusCode::SERVICE_UNAVAILABLE,
                 &json!({"error": "the webhook store is unavailable"}),
@@ -116,19 +160,29 @@ impl Admin {
         }))
     }
 
-    fn admitted(&self, headers: &HeaderMap, peer: SocketAddr) -> bool {
-        self.has_token(headers) || (peer.ip().is_loopback() && !from_a_browser_elsewhere(headers))
+    /// Records a replay refused with 403: `unauthorized` when a Bearer token was given
+    /// and is not the admin token (a guess at the credential), `forbidden` otherwise
+    /// (nothing that could admit it was offered).
+    fn refused(&self, caller: Caller, replay: Replay, headers: &HeaderMap) {
+        let error = if bearer(headers).is_some() {
+            "unauthorized"
+        } else {
+            "forbidden"
+        };
+        self.audit.admin_replay(
+            caller,
+            replay,
+            ReplayAnswer {
+                status: StatusCode::FORBIDDEN.as_u16(),
+                error: Some(error),
+                count: None,
+            },
+        );
     }
 
     /// Whether the request carries the admin token (compared in constant time).
     fn has_token(&self, headers: &HeaderMap) -> bool {
-        let (Some(token), Some(given)) = (
-            &self.token,
-            headers
-                .get(header::AUTHORIZATION)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.strip_prefix("Bearer ")),
-        ) else {
+        let (Some(token), Some(given)) = (&self.token, bearer(headers)) else {
             return false;
         };
         bool::from(token.expose_secret().as_bytes().ct_eq(given.as_bytes()))
@@ -201,30 +255,87 @@ impl Admin {
         Ok(reply(StatusCode::OK, &shown))
     }
 
-    async fn replay(&self, id: &str) -> Result<Response<Full<Bytes>>, fincode_store::StoreError> {
+    async fn replay(
+        &self,
+        id: &str,
+        caller: Caller,
+    ) -> Result<Response<Full<Bytes>>, fincode_store::StoreError> {
+        let answer = |status: StatusCode, error| ReplayAnswer {
+            status: status.as_u16(),
+            error,
+            count: None,
+        };
         let Ok(id) = id.parse() else {
+            self.audit.admin_replay(
+                caller,
+                Replay::One(None),
+                answer(StatusCode::BAD_REQUEST, Some("bad_id")),
+            );
             return Ok(bad_id());
         };
+        let replay = Replay::One(Some(id));
         if !self.store.replay(id).await? {
+            self.audit.admin_replay(
+                caller,
+                replay,
+                answer(StatusCode::NOT_FOUND, Some("not_found")),
+            );
             return Ok(reply(
                 StatusCode::NOT_FOUND,
                 &json!({"error": "no such event"}),
             ));
         }
         tracing::info!(target: "fincode_sidecar::webhooks", id, "webhook replay requested");
+        self.audit.admin_replay(
+            caller,
+            replay,
+            ReplayAnswer {
+                count: Some(1),
+                ..answer(StatusCode::OK, None)
+            },
+        );
+        self.audit.replayed(replay, 1);
         self.wake.notify_one();
         Ok(reply(StatusCode::OK, &json!({"replayed": 1})))
     }
 
-    async fn replay_all(&self) -> Result<Response<Full<Bytes>>, fincode_store::StoreError> {
+    async fn replay_all(
+        &self,
+        caller: Caller,
+    ) -> Result<Response<Full<Bytes>>, fincode_store::StoreError> {
         let replayed = self.store.replay_all_dead().await?;
         tracing::info!(target: "fincode_sidecar::webhooks", replayed, "dead letters replayed");
+        self.audit.admin_replay(
+            caller,
+            Replay::Dead,
+            ReplayAnswer {
+                status: StatusCode::OK.as_u16(),
+                error: None,
+                count: Some(replayed),
+            },
+        );
+        if replayed > 0 {
+            self.audit.replayed(Replay::Dead, replayed);
+        }
         self.wake.notify_one();
         Ok(reply(StatusCode::OK, &json!({ "replayed": replayed })))
     }
 }
 
-/// What a list shows of an event: no body, no headers (they may hold personal data).
+/// The Bearer token a request carries, if any.
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+}
+
+/// Whether loopback admits the request: it comes from loopback, and not from a web page
+/// elsewhere.
+fn loopback_tool(headers: &HeaderMap, peer: SocketAddr) -> bool {
+    peer.ip().is_loopback() && !from_a_browser_elsewhere(headers)
+}
+
 /// Whether a loopback request was made by a web page that is not itself on loopback.
 ///
 /// Loopback is where `kubectl port-forward` and the CLI come from, but a page in the
@@ -264,6 +375,7 @@ fn from_a_browser_elsewhere(headers: &HeaderMap) -> bool {
     header("sec-fetch-site").is_some_and(|site| site.eq_ignore_ascii_case("cross-site"))
 }
 
+/// What a list shows of an event: no body, no headers (they may hold personal data).
 fn summary(event: &StoredEvent) -> Value {
     json!({
         "id": event.id,
@@ -314,6 +426,7 @@ mod tests {
             Redactor::default(),
             token.map(|t| SecretString::from(t.to_owned())),
             Arc::new(Notify::new()),
+            None,
         )
     }
 

@@ -124,6 +124,8 @@ impl HttpDelivery {
             && let Err(why) = self.confirmed(confirm, event).await
         {
             return Attempt::Failed {
+                reason: "unconfirmed",
+                status: None,
                 why,
                 retry_after: None,
             };
@@ -137,6 +139,8 @@ impl HttpDelivery {
             &message_id,
         ) else {
             return Attempt::Failed {
+                reason: "signing_failed",
+                status: None,
                 why: "signing failed (webhooks.signing_secret_env)".to_owned(),
                 retry_after: None,
             };
@@ -168,17 +172,24 @@ impl HttpDelivery {
         }
         match tokio::time::timeout(self.timeout, self.client.request(request)).await {
             Err(_) => Attempt::Failed {
+                reason: "timeout",
+                status: None,
                 why: "timeout".to_owned(),
                 retry_after: None,
             },
-            Ok(Err(error)) => Attempt::Failed {
-                why: if error.is_connect() {
-                    "connect error".to_owned()
+            Ok(Err(error)) => {
+                let (reason, why) = if error.is_connect() {
+                    ("connect_error", "connect error")
                 } else {
-                    "connection error".to_owned()
-                },
-                retry_after: None,
-            },
+                    ("connection_error", "connection error")
+                };
+                Attempt::Failed {
+                    reason,
+                    status: None,
+                    why: why.to_owned(),
+                    retry_after: None,
+                }
+            }
             Ok(Ok(response)) => {
                 let status = response.status();
                 let retry_after =
@@ -190,9 +201,13 @@ impl HttpDelivery {
                 )
                 .await;
                 if status.is_success() {
-                    Attempt::Delivered
+                    Attempt::Delivered {
+                        status: status.as_u16(),
+                    }
                 } else {
                     Attempt::Failed {
+                        reason: "app_status",
+                        status: Some(status.as_u16()),
                         why: format!("status {}", status.as_u16()),
                         retry_after,
                     }

@@ -23,7 +23,9 @@ use fincode_backoff::Backoff;
 use fincode_store::{EventStore, StoredEvent};
 use tokio::sync::{Notify, Semaphore};
 
-use crate::metrics::WebhookMetrics;
+use fincode_audit::Auditor;
+
+use crate::{audit::Audit, metrics::WebhookMetrics};
 
 /// How often the store is asked for due events when nothing wakes the dispatcher.
 const POLL: Duration = Duration::from_secs(1);
@@ -44,11 +46,21 @@ pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Attempt {
     /// The app answered 2xx.
-    Delivered,
+    Delivered {
+        /// The app's status.
+        status: u16,
+    },
     /// Anything else: why (a status or an error kind, never content), and the app's
     /// `Retry-After`.
     Failed {
-        /// Short, bounded reason, e.g. `status 503` or `connect error`.
+        /// The kind of failure, a word from a fixed set for the audit trail:
+        /// `app_status`, `timeout`, `connect_error`, `connection_error`, `unconfirmed`,
+        /// `signing_failed`.
+        reason: &'static str,
+        /// The app's status, when it answered.
+        status: Option<u16>,
+        /// Short, bounded reason for the store and the logs, e.g. `status 503` or
+        /// `connect error`.
         why: String,
         /// When the app asked to be called again.
         retry_after: Option<Duration>,
@@ -120,12 +132,14 @@ pub struct Dispatcher {
     wake: Arc<Notify>,
     clock: Clock,
     owner: String,
+    audit: Audit,
 }
 
 // === impl Dispatcher ===
 
 impl Dispatcher {
-    /// A dispatcher; `wake` is notified by the listener on every new event.
+    /// A dispatcher; `wake` is notified by the listener on every new event; `audit`
+    /// records each delivered and dead event.
     pub fn new(
         store: Arc<dyn EventStore>,
         deliver: Arc<dyn Deliver>,
@@ -133,6 +147,7 @@ impl Dispatcher {
         metrics: WebhookMetrics,
         wake: Arc<Notify>,
         clock: Clock,
+        audit: Option<Auditor>,
     ) -> Self {
         Self {
             store,
@@ -143,6 +158,7 @@ impl Dispatcher {
             clock,
             // Leases name their owner so an operator can tell replicas apart.
             owner: format!("{}-{}", std::process::id(), uuid::Uuid::now_v7()),
+            audit: Audit::new(audit),
         }
     }
 
@@ -229,23 +245,27 @@ impl Dispatcher {
         let age = now.duration_since(event.received_at).unwrap_or_default();
         let attempts = event.attempts.saturating_add(1);
         if age > self.policy.max_age {
-            self.dead(&event, event.attempts, "max_age").await;
+            self.dead(&event, event.attempts, "max_age", ("max_age", None))
+                .await;
             return;
         }
+        let started = tokio::time::Instant::now();
         match self.deliver.deliver(&event).await {
-            Attempt::Delivered => {
+            Attempt::Delivered { status } => {
+                let latency = started.elapsed();
                 if let Err(error) = self.store.mark_delivered(event.id, attempts).await {
                     tracing::error!(%error, id = event.id, "delivered but not recorded; it will be delivered again");
                     return;
                 }
+                let since_receipt = self
+                    .clock
+                    .now()
+                    .duration_since(event.received_at)
+                    .unwrap_or_default();
                 self.metrics.delivery("delivered");
-                self.metrics.delivered_after(
-                    self.clock
-                        .now()
-                        .duration_since(event.received_at)
-                        .unwrap_or_default()
-                        .as_secs_f64(),
-                );
+                self.metrics.delivered_after(since_receipt.as_secs_f64());
+                self.audit
+                    .delivered(&event, attempts, status, latency, since_receipt);
                 tracing::info!(
                     target: "fincode_sidecar::webhooks",
                     id = event.id,
@@ -254,10 +274,15 @@ impl Dispatcher {
                     "webhook delivered"
                 );
             }
-            Attempt::Failed { why, retry_after } => {
+            Attempt::Failed {
+                reason,
+                status,
+                why,
+                retry_after,
+            } => {
                 self.metrics.delivery("failed");
                 if attempts >= self.policy.max_attempts {
-                    self.dead(&event, attempts, &why).await;
+                    self.dead(&event, attempts, &why, (reason, status)).await;
                     return;
                 }
                 let delay = self.next_delay(attempts, retry_after);
@@ -291,12 +316,21 @@ impl Dispatcher {
         }
     }
 
-    async fn dead(&self, event: &StoredEvent, attempts: u32, why: &str) {
+    /// Moves `event` to the dead letters: `why` for the store and the log, `last` (the
+    /// bounded reason and the app's status) for the audit trail.
+    async fn dead(
+        &self,
+        event: &StoredEvent,
+        attempts: u32,
+        why: &str,
+        last: (&'static str, Option<u16>),
+    ) {
         if let Err(error) = self.store.mark_dead(event.id, attempts, why).await {
             tracing::error!(%error, id = event.id, "dead letter not recorded; it will be retried");
             return;
         }
         self.metrics.delivery("dead");
+        self.audit.dead(event, attempts, last.0, last.1);
         tracing::warn!(
             target: "fincode_sidecar::webhooks",
             id = event.id,
@@ -332,7 +366,7 @@ mod tests {
             self.seen.lock().unwrap().push((event.id, now));
             let mut answers = self.answers.lock().unwrap();
             let answer = if answers.is_empty() {
-                Attempt::Delivered
+                Attempt::Delivered { status: 200 }
             } else {
                 answers.remove(0)
             };
@@ -343,6 +377,8 @@ mod tests {
     fn down(times: usize) -> Vec<Attempt> {
         (0..times)
             .map(|_| Attempt::Failed {
+                reason: "app_status",
+                status: Some(503),
                 why: "status 503".to_owned(),
                 retry_after: None,
             })
@@ -383,6 +419,7 @@ mod tests {
             WebhookMetrics::register(&mut Registry::default()),
             Arc::new(Notify::new()),
             clock,
+            None,
         );
         store
             .insert(NewEvent {
@@ -473,6 +510,8 @@ mod tests {
         let s = setup(
             10,
             vec![Attempt::Failed {
+                reason: "app_status",
+                status: Some(429),
                 why: "status 429".to_owned(),
                 retry_after: Some(Duration::from_secs(45)),
             }],

@@ -9,10 +9,12 @@
 //! - [`dispatcher`] and [`delivery`]: delivery to the app, signed by the sidecar, with
 //!   backoff, `Retry-After`, and dead letters.
 //! - [`admin`]: listing and replaying events on the admin port; [`cli`] for operators.
+//! - `audit`: each event's fate and each admin replay, into the audit trail.
 //!
 //! [`Webhooks::from_config`] builds all of it once from `[webhooks]`.
 
 pub mod admin;
+mod audit;
 pub mod cli;
 pub mod delivery;
 pub mod dispatcher;
@@ -22,8 +24,12 @@ mod metrics;
 pub mod server;
 pub mod verify;
 
+#[cfg(test)]
+mod tests;
+
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
+use fincode_audit::Auditor;
 use fincode_backoff::Backoff;
 use fincode_config::{Config, Env, HmacAlgorithm, HmacEncoding, WebhookScheme};
 use fincode_redact::Redactor;
@@ -36,6 +42,7 @@ use tokio_rustls::TlsAcceptor;
 
 pub use self::metrics::WebhookMetrics;
 use self::{
+    audit::Audit,
     delivery::{Confirm, HttpDelivery},
     dispatcher::{Clock, Dispatcher, Policy},
     listener::Listener,
@@ -94,7 +101,8 @@ impl std::fmt::Debug for Webhooks {
 impl Webhooks {
     /// Builds the listener, dispatcher and admin routes over `store`, or `None` when
     /// `webhooks.enabled` is false. Secrets are read from `env` here, once. `egress` is
-    /// the egress listener's bound address, which confirm-by-query calls.
+    /// the egress listener's bound address, which confirm-by-query calls. `audit` records
+    /// every event's fate and every admin replay; `None` records nothing, at no cost.
     pub fn from_config(
         config: &Config,
         env: &Env,
@@ -102,6 +110,7 @@ impl Webhooks {
         store: Arc<dyn EventStore>,
         redactor: Redactor,
         registry: &mut Registry,
+        audit: Option<Auditor>,
     ) -> Result<Option<Self>, BuildError> {
         let c = &config.webhooks;
         if !c.enabled {
@@ -145,6 +154,7 @@ impl Webhooks {
             store: store.clone(),
             metrics: metrics.clone(),
             wake: wake.clone(),
+            audit: Audit::new(audit.clone()),
         });
         let tls = match (&c.tls_cert_file, &c.tls_key_file) {
             (Some(cert), Some(key)) => Some(server::tls_acceptor(cert, key)?),
@@ -206,13 +216,14 @@ impl Webhooks {
             metrics,
             wake.clone(),
             Clock::new(),
+            audit.clone(),
         );
         let token = c
             .admin_token_env
             .as_deref()
             .map(|var| secret("webhooks.admin_token_env", var))
             .transpose()?;
-        let admin = admin::Admin::new(store, redactor, token, wake);
+        let admin = admin::Admin::new(store, redactor, token, wake, audit);
         Ok(Some(Self {
             listen: c.listen,
             listener,

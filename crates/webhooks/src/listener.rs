@@ -37,7 +37,12 @@ use tokio::sync::{Notify, Semaphore};
 use fincode_config::KeyTemplate;
 use fincode_server::Evictable;
 
-use crate::{keys::dedupe_key, metrics::WebhookMetrics, verify::Verifier};
+use crate::{
+    audit::{Audit, Source},
+    keys::dedupe_key,
+    metrics::WebhookMetrics,
+    verify::Verifier,
+};
 
 /// Headers not forwarded to the app: hop-by-hop, framing, and what the sidecar sets.
 const NOT_FORWARDED: [&str; 11] = [
@@ -77,6 +82,8 @@ pub struct Listener {
     pub(crate) metrics: WebhookMetrics,
     /// Wakes the dispatcher when a new event is committed.
     pub(crate) wake: Arc<Notify>,
+    /// Records each request's fate in the audit trail.
+    pub(crate) audit: Audit,
 }
 
 /// How long a sender over the unverified-bytes budget is asked to wait (`Retry-After`).
@@ -137,10 +144,13 @@ impl Listener {
         B: http_body::Body<Data = Bytes>,
         B::Error: std::error::Error + Send + Sync + 'static,
     {
-        match self.accept(req, peer).await {
+        let source = self.source(peer, req.headers());
+        match self.accept(req, source).await {
             Ok(body) => json(StatusCode::OK, body),
             Err(refusal) => {
                 self.metrics.rejected(refusal.reason);
+                self.audit
+                    .rejected(source, refusal.reason, refusal.status.as_u16());
                 let retry_after = refusal.retry_after.clone();
                 tracing::info!(
                     target: "fincode_sidecar::webhooks",
@@ -160,7 +170,7 @@ impl Listener {
         }
     }
 
-    async fn accept<B>(&self, req: Request<B>, peer: SocketAddr) -> Result<&'static str, Refusal>
+    async fn accept<B>(&self, req: Request<B>, source: Source) -> Result<&'static str, Refusal>
     where
         B: http_body::Body<Data = Bytes>,
         B::Error: std::error::Error + Send + Sync + 'static,
@@ -188,7 +198,7 @@ impl Listener {
             return Err(too_large());
         }
         if !self.allow_ips.is_empty() {
-            let source = self.source_ip(peer.ip(), req.headers());
+            let source = source.addr.ip();
             if !self.allow_ips.iter().any(|net| net.contains(&source)) {
                 return Err(refuse(
                     StatusCode::FORBIDDEN,
@@ -236,13 +246,14 @@ impl Listener {
                 r#"{"error":"the body is not JSON"}"#,
             ));
         };
+        let correlation_id = uuid::Uuid::now_v7().to_string();
         let new = NewEvent {
             dedupe_key: dedupe_key(&self.dedupe, &event, &parts.headers, &body),
             order_key: self
                 .order
                 .as_ref()
                 .and_then(|t| t.render(&event, &parts.headers)),
-            correlation_id: uuid::Uuid::now_v7().to_string(),
+            correlation_id: correlation_id.clone(),
             headers: forwarded(&parts.headers, self.secret_header.as_ref()),
             body,
             received_at: SystemTime::now(),
@@ -264,10 +275,12 @@ impl Listener {
             Inserted::New(id) => {
                 tracing::debug!(target: "fincode_sidecar::webhooks", id, "webhook stored");
                 self.wake.notify_one();
+                self.audit.received(source, &event, id, &correlation_id);
                 Ok(r#"{"status":"accepted"}"#)
             }
             Inserted::Duplicate(id) => {
                 self.metrics.duplicate();
+                self.audit.duplicate(source, &event, id);
                 tracing::debug!(target: "fincode_sidecar::webhooks", id, "duplicate webhook acknowledged");
                 Ok(r#"{"status":"duplicate"}"#)
             }
@@ -316,6 +329,22 @@ impl Listener {
             1 => chunks.swap_remove(0),
             _ => Bytes::from(chunks.concat()),
         })
+    }
+
+    /// Where the request came from, as the allow-list and the audit trail see it.
+    fn source(&self, peer: SocketAddr, headers: &HeaderMap) -> Source {
+        let ip = self.source_ip(peer.ip(), headers);
+        if ip == peer.ip() {
+            Source {
+                addr: peer,
+                via: None,
+            }
+        } else {
+            Source {
+                addr: SocketAddr::new(ip, 0),
+                via: Some(peer),
+            }
+        }
     }
 
     /// The address the allow-list judges: the peer, unless the peer is a trusted proxy;
@@ -419,6 +448,7 @@ mod tests {
             store: Arc::new(SqliteStore::open(&dir.path().join("events.db")).unwrap()),
             metrics: WebhookMetrics::register(&mut Registry::default()),
             wake: Arc::new(Notify::new()),
+            audit: Audit::default(),
         }
     }
 
