@@ -113,8 +113,7 @@ pub(crate) async fn run(config: Config, env: &Env, shutdown: impl Future<Output 
             store,
             proxy.redactor().clone(),
             &mut metrics.registry(),
-            // The audit trail is wired in by the lead; until then webhooks record nothing.
-            None,
+            auditor.clone(),
         );
         match built {
             Ok(webhooks) => webhooks,
