@@ -381,3 +381,138 @@ async fn kill_9_under_load_leaves_a_verifiable_trail_with_every_answered_call() 
         answered.len()
     );
 }
+
+const EMAIL: &str = "ops-canary-audit-91b2@merchant.test";
+const PASSWORD: &str = "CANARY-audit-pw-6e0c";
+const WEBHOOK_SECRET: &str = "CANARY-webhook-secret-audit-3f9a";
+const PAN: &str = "4111111111111111";
+const CUSTOMER_EMAIL: &str = "jane.canary@example.org";
+const CUSTOMER_NAME: &str = "Jane Canaryname";
+
+/// The canary: login mode with a known password, an app call carrying a card number, an
+/// email, a name and a customer code, and a webhook about the created transaction. No
+/// clear secret or personal value reaches any audit byte, yet `audit find` by the clear
+/// reference finds the call and the webhook, and `audit verify` checks the trail against
+/// the checkpoints the sidecar logged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_canary_no_secret_or_personal_value_in_any_audit_byte_yet_find_works() {
+    let sandbox = TestSandbox::start_with(|config| {
+        config.users = vec![fincode_sandbox::User {
+            email: EMAIL.to_owned(),
+            password: PASSWORD.to_owned(),
+        }];
+    })
+    .await;
+    let app = support::TestApp::start().await;
+    let trail = tempfile::tempdir().unwrap();
+    let store = tempfile::tempdir().unwrap();
+    let mut sidecar = audited(SidecarBuilder::new(&sandbox), trail.path())
+        .login(&sandbox, EMAIL, PASSWORD)
+        .webhooks(&app.url(), WEBHOOK_SECRET, &store.path().join("events.db"))
+        .set("log.level", "info")
+        .start();
+    sidecar.wait_ready(Duration::from_secs(20)).await;
+    let client = app_client();
+
+    let body = format!(
+        r#"{{"amount":2500,"cardNumber":"{PAN}","email":"{CUSTOMER_EMAIL}","beneficiaryFullName":"{CUSTOMER_NAME}","customerCode":"CUST-canary-77"}}"#
+    );
+    let request = Request::post(sidecar.url("/transactionmanagement/create-transaction"))
+        .header("content-type", "application/json")
+        .header("x-idempotency-key", "canary-order-1")
+        .header("password", "CANARY-txn-pin-8812")
+        .body(Full::from(body))
+        .unwrap();
+    let created = send(&client, request).await;
+    assert_eq!(created.status, 200, "{:?}", created.body);
+    let reference = created.json()["data"]["reference"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    let sent = sandbox
+        .send_webhooks(fincode_sandbox::SendWebhooks {
+            url: sidecar.webhook_url("/webhooks/fincode"),
+            signing: fincode_sandbox::WebhookSigning::Hmac {
+                secret: WEBHOOK_SECRET.to_owned(),
+                algorithm: "sha256".to_owned(),
+                encoding: "hex".to_owned(),
+                header: None,
+                prefix: None,
+            },
+            events: vec![fincode_sandbox::transaction_status_event(&reference, "PAID")],
+            copies: 1,
+            concurrency: 1,
+            tamper: false,
+            timestamp_offset_secs: 0,
+            extra_headers: Vec::new(),
+        })
+        .await;
+    assert_eq!(sent[0].status, Some(200));
+    app.wait_for(1, Duration::from_secs(10)).await;
+    // Let the delivery's record be written before stopping.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(sidecar.terminate(Duration::from_secs(15)).await.success());
+
+    let bytes = all_bytes(trail.path());
+    for canary in [
+        PASSWORD,
+        EMAIL,
+        WEBHOOK_SECRET,
+        PAN,
+        CUSTOMER_EMAIL,
+        CUSTOMER_NAME,
+        "Jane Beneficiary",
+        "CUST-canary-77",
+        "CANARY-txn-pin-8812",
+        "canary-order-1",
+        reference.as_str(),
+        SIGNING_SEED,
+        HASH_KEY,
+    ] {
+        assert!(!bytes.contains(canary), "{canary} is in the audit trail");
+    }
+    let records = records(trail.path());
+    let actions: Vec<&str> = records.iter().filter_map(|r| r["action"].as_str()).collect();
+    for action in ["webhook.received", "webhook.delivered"] {
+        assert!(actions.contains(&action), "{action} missing: {actions:?}");
+    }
+
+    // `audit find` by the clear reference: the call that created it and its webhook.
+    let (code, found) = run_binary(
+        Command::new(BIN)
+            .args(["audit", "find"])
+            .arg(trail.path())
+            .args(["--reference", &reference])
+            .env("FINCODE_REDACT_HASH_KEY", HASH_KEY),
+    );
+    assert_eq!(code, Some(0), "{found}");
+    let found: Vec<Value> = found
+        .lines()
+        .filter(|l| l.starts_with('{'))
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let found_actions: Vec<&str> = found.iter().filter_map(|r| r["action"].as_str()).collect();
+    assert!(
+        found_actions.contains(&"POST /transactionmanagement/create-transaction"),
+        "{found_actions:?}"
+    );
+    assert!(found_actions.contains(&"webhook.received"), "{found_actions:?}");
+
+    // Every signed head the sidecar logged is still in the trail.
+    let log = trail.path().join("..").join("sidecar.log");
+    std::fs::write(&log, sidecar.output()).unwrap();
+    let logged = sidecar.output().matches("\"audit checkpoint\"").count();
+    assert!(logged >= 1, "no checkpoint was logged");
+    let (code, text) = run_binary(
+        Command::new(BIN)
+            .args(["audit", "verify"])
+            .arg(trail.path())
+            .args(["--public-key", &public_key()])
+            .arg("--checkpoints")
+            .arg(&log),
+    );
+    assert_eq!(code, Some(0), "{text}");
+    assert!(text.contains(&format!("read {logged} checkpoint(s)")), "{text}");
+    std::fs::remove_file(&log).unwrap();
+}
