@@ -19,6 +19,12 @@ const WEBHOOK_SECRET_ENV: &str = "FINCODE_WEBHOOK_SECRET";
 const WEBHOOK_SECRET: &str = "demo-webhook-secret";
 const SIGNING_SECRET_ENV: &str = "FINCODE_SIDECAR_SIGNING_SECRET";
 const SIGNING_SECRET: &str = "whsec_ZGVtby1zaWRlY2FyLXNpZ25pbmcta2V5LTMyYnl0ZXM=";
+/// The audit trail's keys: the checkpoint signing seed and the pseudonym key. Fixed and
+/// public, for the demo only; production reads them from secrets.
+const AUDIT_KEY_ENV: &str = "FINCODE_AUDIT_SIGNING_KEY";
+const AUDIT_KEY: &str = "ZGVtby1hdWRpdC1zaWduaW5nLXNlZWQtMzItYnl0ZXM=";
+const HASH_KEY_ENV: &str = "FINCODE_REDACT_HASH_KEY";
+const HASH_KEY: &str = "demo-redact-hash-key-at-least-32-bytes-long";
 
 pub(crate) async fn demo() -> ExitCode {
     match start().await {
@@ -56,6 +62,14 @@ async fn start() -> anyhow::Result<ExitCode> {
     config.webhooks.deliver_to = Some(format!("http://{app}/webhooks/fincode").parse()?);
     config.webhooks.signing_secret_env = Some(SIGNING_SECRET_ENV.to_owned());
     config.store.sqlite_path = dir.path().join("events.db");
+    config.audit.enabled = true;
+    config.audit.dir = dir.path().join("audit");
+    config.audit.signing_key_env = Some(AUDIT_KEY_ENV.to_owned());
+    config.audit.actor = Some("demo-app".to_owned());
+    config.audit.checkpoint_interval = std::time::Duration::from_secs(5);
+    config.redact.hash_key_env = Some(HASH_KEY_ENV.to_owned());
+    let audit_public_key = fincode_audit::Signer::from_base64_seed(AUDIT_KEY)?.public_key_base64();
+    let exe = std::env::current_exe()?;
     let config_path = dir.path().join("config.toml");
     std::fs::write(&config_path, config.to_toml_string())?;
 
@@ -93,6 +107,9 @@ Try, in another terminal:
        "events":[{{"eventType":"TRANSACTION_STATUS","Reference":"PCN0000000001","Status":"PAID"}}],
        "copies":3}}'
   curl -s http://{admin}/webhooks/events          # stored events (loopback only)
+  # the audit trail: one record per call and webhook, ids as keyed pseudonyms, signed checkpoints
+  {exe} audit verify {audit_dir} --public-key {audit_public_key}
+  {HASH_KEY_ENV}={HASH_KEY} {exe} audit find {audit_dir} --idempotency-key demo-order-1
 
 Ctrl-C stops both.
 "#,
@@ -100,6 +117,8 @@ Ctrl-C stops both.
         sandbox_admin = sandbox.admin_url(),
         config = config_path.display(),
         webhooks = config.webhooks.listen,
+        exe = exe.display(),
+        audit_dir = config.audit.dir.display(),
     );
 
     let env = Env::from_pairs([
@@ -107,6 +126,8 @@ Ctrl-C stops both.
         (PASSWORD_ENV, DEMO_PASSWORD),
         (WEBHOOK_SECRET_ENV, WEBHOOK_SECRET),
         (SIGNING_SECRET_ENV, SIGNING_SECRET),
+        (AUDIT_KEY_ENV, AUDIT_KEY),
+        (HASH_KEY_ENV, HASH_KEY),
     ]);
     let code = crate::run::run(config, &env, crate::run::shutdown_signal()).await;
     sandbox.shutdown().await;

@@ -440,7 +440,9 @@ async fn the_canary_no_secret_or_personal_value_in_any_audit_byte_yet_find_works
                 header: None,
                 prefix: None,
             },
-            events: vec![fincode_sandbox::transaction_status_event(&reference, "PAID")],
+            events: vec![fincode_sandbox::transaction_status_event(
+                &reference, "PAID",
+            )],
             copies: 1,
             concurrency: 1,
             tamper: false,
@@ -473,7 +475,10 @@ async fn the_canary_no_secret_or_personal_value_in_any_audit_byte_yet_find_works
         assert!(!bytes.contains(canary), "{canary} is in the audit trail");
     }
     let records = records(trail.path());
-    let actions: Vec<&str> = records.iter().filter_map(|r| r["action"].as_str()).collect();
+    let actions: Vec<&str> = records
+        .iter()
+        .filter_map(|r| r["action"].as_str())
+        .collect();
     for action in ["webhook.received", "webhook.delivered"] {
         assert!(actions.contains(&action), "{action} missing: {actions:?}");
     }
@@ -497,7 +502,10 @@ async fn the_canary_no_secret_or_personal_value_in_any_audit_byte_yet_find_works
         found_actions.contains(&"POST /transactionmanagement/create-transaction"),
         "{found_actions:?}"
     );
-    assert!(found_actions.contains(&"webhook.received"), "{found_actions:?}");
+    assert!(
+        found_actions.contains(&"webhook.received"),
+        "{found_actions:?}"
+    );
 
     // Every signed head the sidecar logged is still in the trail.
     let log = trail.path().join("..").join("sidecar.log");
@@ -513,6 +521,9 @@ async fn the_canary_no_secret_or_personal_value_in_any_audit_byte_yet_find_works
             .arg(&log),
     );
     assert_eq!(code, Some(0), "{text}");
-    assert!(text.contains(&format!("read {logged} checkpoint(s)")), "{text}");
+    assert!(
+        text.contains(&format!("read {logged} checkpoint(s)")),
+        "{text}"
+    );
     std::fs::remove_file(&log).unwrap();
 }
