@@ -37,14 +37,20 @@ pub(crate) struct Readiness {
     serving: Arc<AtomicBool>,
     credentials: Credentials,
     breaker: Breaker,
+    audit: Option<fincode_audit::Auditor>,
 }
 
 impl Readiness {
-    pub(crate) fn new(credentials: Credentials, breaker: Breaker) -> Self {
+    pub(crate) fn new(
+        credentials: Credentials,
+        breaker: Breaker,
+        audit: Option<fincode_audit::Auditor>,
+    ) -> Self {
         Self {
             serving: Arc::default(),
             credentials,
             breaker,
+            audit,
         }
     }
 
@@ -94,6 +100,15 @@ impl Readiness {
             BreakerState::HalfOpen => {
                 body.push_str("fincode: circuit half-open (probing FinCode)\n");
             }
+        }
+        // Local trouble, listed like the rest: failing readiness would take the app's pod
+        // out of its Service for something only the operator can fix.
+        if let Some(audit) = self.audit.as_ref().filter(|audit| !audit.is_available()) {
+            body.push_str(if audit.fail_closed() {
+                "audit: the trail cannot be written (requests get 503 audit_unavailable)\n"
+            } else {
+                "audit: the trail cannot be written (records are lost and counted)\n"
+            });
         }
         (StatusCode::OK, body)
     }

@@ -143,7 +143,11 @@ pub(crate) async fn run(config: Config, env: &Env, shutdown: impl Future<Output 
     let credentials = proxy.credentials().clone();
     let refresher = credentials.start();
 
-    let readiness = Readiness::new(credentials.clone(), proxy.breaker().clone());
+    let readiness = Readiness::new(
+        credentials.clone(),
+        proxy.breaker().clone(),
+        auditor.clone(),
+    );
     let connections = ConnectionMetrics::register(&mut metrics.registry());
     let server = |name, limits| Server::new(name, limits).with_metrics(connections.clone());
     // Shutdown, in order: readiness off -> egress and webhook ports stop and drain ->

@@ -237,6 +237,12 @@ async fn fail_closed_with_an_unwritable_trail_refuses_calls_and_fincode_sees_not
     assert_eq!(counters.transactions_created, 0);
     let metrics = sidecar.scrape().await;
     assert!(metrics.contains("fincode_audit_available 0"), "{metrics}");
+    let ready = get(&client, &sidecar.admin_url("/readyz")).await;
+    let ready = String::from_utf8_lossy(&ready.body).into_owned();
+    assert!(
+        ready.contains("audit: the trail cannot be written (requests get 503 audit_unavailable)"),
+        "{ready}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
