@@ -20,13 +20,16 @@
 //! every checkpoint's signature and that the trail still holds each signed head, its own
 //! and those collected from the logs.
 //!
-//! [`AuditLog`] is the writer: a bounded queue the request path never waits on, a thread
-//! that writes batches with one fsync each (group commit), checkpoints every N records or
-//! T seconds and at rotation and stop, rotation by size, and `gap` records counting what a
-//! full queue lost.
+//! [`AuditLog`] is the writer: a bounded queue the request path never waits on (or, for
+//! `audit.fail_closed`, a commit that resolves once the record is on disk), a thread that
+//! writes batches with one fsync each (group commit), checkpoints every N records or T
+//! seconds and at rotation and stop, rotation by size and age, retention that deletes
+//! whole old segments and records it ([`ChainWriter::apply_retention`]), and `gap` records
+//! counting what a full queue or an unwritable trail lost.
 //!
 //! [`Auditor`] is the one door records go through: it stamps time and actor, and passes
-//! every value through the redactor, resource ids becoming keyed pseudonyms.
+//! every value through the redactor, resource ids becoming keyed pseudonyms, which
+//! [`find`] computes again from a clear id to look records up.
 
 mod chain;
 mod checkpoint;
