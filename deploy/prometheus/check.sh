@@ -50,8 +50,14 @@ counter   fincode_webhooks_rejected_total
 counter   fincode_webhooks_duplicates_total
 counter   fincode_webhook_deliveries_total
 gauge     fincode_webhook_queue_depth
-counter   fincode_audit_records_total
+counter   fincode_audit_records_written_total
+counter   fincode_audit_records_lost_total
 counter   fincode_audit_write_failures_total
+counter   fincode_audit_checkpoints_total
+counter   fincode_audit_segments_deleted_total
+gauge     fincode_audit_queue_depth
+gauge     fincode_audit_available
+histogram fincode_audit_write_seconds
 '
 
 echo "== promtool check rules $RULES"
