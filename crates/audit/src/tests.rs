@@ -1071,3 +1071,21 @@ fn a_record_holds_pseudonyms_and_redacted_text_never_the_clear_values() {
     log.stop();
     thread.join().unwrap();
 }
+
+#[test]
+fn a_second_writer_on_the_same_trail_is_refused_while_the_first_holds_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let (first, first_thread) =
+        AuditLog::start(writer_config(dir.path()), None, Box::new(|_, _| {})).unwrap();
+    assert!(first.is_available());
+    let (second, second_thread) =
+        AuditLog::start(writer_config(dir.path()), None, Box::new(|_, _| {})).unwrap();
+    assert!(!second.is_available(), "two writers on one trail");
+    assert_eq!(block_on(second.commit(record(1))), Err(Unavailable));
+    block_on(first.commit(record(2))).unwrap();
+    second.stop();
+    second_thread.join().unwrap();
+    first.stop();
+    first_thread.join().unwrap();
+    assert!(verify(dir.path()).unwrap().is_intact());
+}

@@ -41,6 +41,9 @@ const MAX_BATCH: usize = 4096;
 /// Retention runs with the first write, then this often.
 const RETENTION_EVERY: Duration = Duration::from_mins(10);
 
+/// The lock file in the trail's directory; not a segment, so verify and find ignore it.
+const LOCK_FILE: &str = ".lock";
+
 /// How often a trail that cannot be opened is tried again.
 const REOPEN_EVERY: Duration = Duration::from_secs(1);
 
@@ -230,6 +233,8 @@ impl AuditLog {
             last_checkpoint: Instant::now(),
             last_retention: None,
             last_open_attempt: None,
+            last_error_logged: None,
+            lock: None,
         };
         thread.reopen();
         let handle = std::thread::Builder::new()
@@ -320,6 +325,9 @@ struct Thread {
     last_checkpoint: Instant,
     last_retention: Option<Instant>,
     last_open_attempt: Option<Instant>,
+    last_error_logged: Option<Instant>,
+    /// The directory's lock, once taken.
+    lock: Option<std::fs::File>,
 }
 
 impl Thread {
@@ -421,17 +429,61 @@ impl Thread {
             return false;
         }
         self.last_open_attempt = Some(Instant::now());
-        match ChainWriter::open(&self.config.dir) {
+        match self
+            .lock()
+            .and_then(|()| ChainWriter::open(&self.config.dir))
+        {
             Ok(chain) => {
+                if self.last_error_logged.take().is_some() {
+                    tracing::info!(dir = %self.config.dir.display(), "audit trail writable again");
+                }
                 self.chain = Some(chain);
                 self.set_available(true);
                 true
             }
             Err(error) => {
-                tracing::error!(%error, "audit trail cannot be opened; retrying every second");
+                // Once, then once a minute: a broken disk must not flood the log.
+                if self
+                    .last_error_logged
+                    .is_none_or(|at| at.elapsed() >= Duration::from_mins(1))
+                {
+                    tracing::error!(%error, "audit trail cannot be opened; retrying every second");
+                    self.last_error_logged = Some(Instant::now());
+                }
                 self.set_available(false);
                 false
             }
+        }
+    }
+
+    /// Takes the directory's lock (`.lock`, held until the process exits): two writers on
+    /// one trail would interleave lines and break the chain for good.
+    fn lock(&mut self) -> Result<(), ChainError> {
+        if self.lock.is_some() {
+            return Ok(());
+        }
+        let dir = &self.config.dir;
+        let io = |source| ChainError::Io {
+            path: dir.clone(),
+            source,
+        };
+        std::fs::create_dir_all(dir).map_err(io)?;
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(dir.join(LOCK_FILE))
+            .map_err(io)?;
+        match file.try_lock() {
+            Ok(()) => {
+                self.lock = Some(file);
+                Ok(())
+            }
+            Err(std::fs::TryLockError::WouldBlock) => Err(io(std::io::Error::other(
+                "another process is writing this audit trail (its .lock is held); give each \
+                 sidecar its own audit.dir",
+            ))),
+            Err(std::fs::TryLockError::Error(source)) => Err(io(source)),
         }
     }
 

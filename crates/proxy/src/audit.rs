@@ -558,12 +558,13 @@ mod tests {
             &mut ids,
         );
         assert!(!failed);
+        ids.sort();
         assert_eq!(
             ids,
             [
-                ("transaction_id", "TXN-1".to_owned()),
+                ("customer_code", "42".to_owned()),
                 ("reference", "PCN9".to_owned()),
-                ("customer_code", "42".to_owned())
+                ("transaction_id", "TXN-1".to_owned()),
             ]
         );
         let mut ids = Vec::new();
