@@ -23,7 +23,7 @@
 # graceful stop) with a record per request served. nginx-as-proxy and haproxy do not run.
 # AUDIT_REQUEST picks the request, one or several in turn (default "ping"):
 #   ping    GET /sandbox/ping, a fixed 34-byte JSON: no ids for the audit layer to find;
-#   get     GET /transactionmanagement/transactions/{id}: a path id, and a ~600-byte
+#   get     GET /transactionmanagement/transactions/{id}: a path id, and a 533-byte
 #           transaction JSON whose id, reference and customer code become pseudonyms;
 #   create  POST /transactionmanagement/create-transaction with a JSON body and an
 #           X-Idempotency-Key (both read for ids), answered with the same transaction JSON.
