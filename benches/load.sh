@@ -363,6 +363,7 @@ LUA
   metrics=$(curl -s "http://127.0.0.1:$AUDIT_ADMIN_PORT/metrics")
   written=$(echo "$metrics" | awk '$1 == "fincode_audit_records_written_total" {print $2}')
   lost=$(echo "$metrics" | awk '$1 == "fincode_audit_records_lost_total" {print $2}')
+  batches=$(echo "$metrics" | awk '$1 == "fincode_audit_write_seconds_count" {print $2}')
   kill -TERM "$AUDIT_PID"
   stopped=0
   wait "$AUDIT_PID" || stopped=$?
@@ -377,7 +378,8 @@ LUA
   echo "  audit verify --public-key --checkpoints <its log>: exit $verified"
   echo "  http records $http_records; responses counted by wrk $ANSWERED ($ON_RUNS runs, warm-ups included) + 1 start-up probe;" \
     "difference $((http_records - ANSWERED - 1)) (calls in flight when wrk stops are recorded too: at most $((CONNECTIONS * ON_RUNS)))"
-  echo "  fincode_audit_records_written_total ${written:-?} (all kinds), fincode_audit_records_lost_total ${lost:-?}"
+  echo "  fincode_audit_records_written_total ${written:-?} (all kinds), fincode_audit_records_lost_total ${lost:-?}," \
+    "batches (one write + fsync each) ${batches:-?}, $(ratio "${written:-0}" "${batches:-1}") records per batch"
   if ((verified != 0)); then
     echo "error: the audit trail does not verify" >&2
     exit 1
