@@ -11,6 +11,22 @@
 #   bash benches/load.sh                 # DURATION=10s CONNECTIONS=32 by default
 #   BASELINE_BIN=/path/to/old/fincode-sidecar bash benches/load.sh
 #                                        # also an older build, side by side in the same run
+#   AUDIT_COMPARE=1 bash benches/load.sh # instead: the audit trail's cost, see below
+#
+# AUDIT_COMPARE=1 runs two sidecars with the same config, one with `[audit]` on (a trail in
+# the temp dir, fsync = "batch", keys from BENCH_AUDIT_SIGNING_KEY and BENCH_REDACT_HASH_KEY,
+# random when unset), and loads them in alternating order (off,on / on,off / ...) for ROUNDS
+# rounds (3 by default) to cancel drift. For each run it prints requests/s, p99 and the
+# sidecar's CPU per request: utime+stime of its process (/proc/<pid>/stat, all threads,
+# the audit writer included) over the measured wrk run, divided by the requests wrk
+# completed. Then the median on/off ratio, and whether the "on" trail verifies (after a
+# graceful stop) with a record per request served. nginx-as-proxy and haproxy do not run.
+# AUDIT_REQUEST picks the request, one or several in turn (default "ping"):
+#   ping    GET /sandbox/ping, a fixed 34-byte JSON: no ids for the audit layer to find;
+#   get     GET /transactionmanagement/transactions/{id}: a path id, and a 533-byte
+#           transaction JSON whose id, reference and customer code become pseudonyms;
+#   create  POST /transactionmanagement/create-transaction with a JSON body and an
+#           X-Idempotency-Key (both read for ids), answered with the same transaction JSON.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -19,6 +35,19 @@ CONNECTIONS="${CONNECTIONS:-32}"
 UPSTREAM_PORT=18443 SIDECAR_PORT=18080 NGINX_PORT=18081 HAPROXY_PORT=18082 ADMIN_PORT=19090
 BASELINE_PORT=18083 BASELINE_ADMIN_PORT=19091
 BASELINE_BIN="${BASELINE_BIN:-}"
+AUDIT_COMPARE="${AUDIT_COMPARE:-}"
+AUDIT_PORT=18084 AUDIT_ADMIN_PORT=19092
+ROUNDS="${ROUNDS:-3}"
+AUDIT_REQUEST="${AUDIT_REQUEST:-ping}"
+if [[ -n "$AUDIT_COMPARE" ]]; then
+  for mix in $AUDIT_REQUEST; do
+    case $mix in ping | get | create) ;; *)
+      echo "error: AUDIT_REQUEST: unknown request $mix (ping, get or create)" >&2
+      exit 2
+      ;;
+    esac
+  done
+fi
 
 need=()
 for tool in wrk nginx haproxy openssl; do command -v "$tool" >/dev/null || need+=("$tool"); done
@@ -70,6 +99,15 @@ temp_paths() {
 CONF
 }
 
+transaction_json() {
+  printf '%s' '{"status":"SUCCESS","message":"Transaction retrieved","data":{"id":"TXN-20261130-0000421337",' \
+    '"reference":"PCN-ORDER-88231","customer_code":"CUST-000931","amount":125000,"currency":"NGN",' \
+    '"status":"SUCCESSFUL","payment_method":"CARD","card":{"first6":"539983","last4":"4412",' \
+    '"brand":"MASTERCARD"},"narration":"Order 88231 checkout","fee":1875,"settlement_status":"PENDING",' \
+    '"created_at":"2026-11-30T09:15:27Z","updated_at":"2026-11-30T09:15:29Z","channel":"WEB",' \
+    '"metadata":{"cart_items":3,"store":"lagos-ikeja","device":"web-desktop"}}}'
+}
+
 # --- the TLS upstream (HTTP/1.1 only, so every proxy uses the same protocol) ----------
 {
   nginx_common upstream
@@ -80,6 +118,11 @@ CONF
         listen 127.0.0.1:$UPSTREAM_PORT ssl;
         ssl_certificate $DIR/leaf.pem; ssl_certificate_key $DIR/leaf.key;
         location / { default_type application/json; return 200 '{"status":"SUCCESS","data":"pong"}'; }
+        # A FinCode-shaped transaction (AUDIT_REQUEST=get and create): ids for the audit layer.
+        location /api/v6/services/transactionmanagement/ {
+            default_type application/json;
+            return 200 '$(transaction_json)';
+        }
     }
 }
 CONF
@@ -108,8 +151,10 @@ nginx -p "$DIR" -c "$DIR/upstream.conf" & PIDS+=($!)
 }
 CONF
 } >"$DIR/proxy.conf"
-nginx -p "$DIR" -c "$DIR/proxy.conf" & PIDS+=($!)
-NGINX_PROXY_PID=$!
+if [[ -z "$AUDIT_COMPARE" ]]; then
+  nginx -p "$DIR" -c "$DIR/proxy.conf" & PIDS+=($!)
+  NGINX_PROXY_PID=$!
+fi
 
 # --- haproxy ----------------------------------------------------------------------------
 cat >"$DIR/haproxy.cfg" <<CONF
@@ -129,8 +174,10 @@ backend fincode
     http-reuse always
     server s1 127.0.0.1:$UPSTREAM_PORT ssl verify required ca-file $DIR/ca.pem sni str(127.0.0.1)
 CONF
-haproxy -f "$DIR/haproxy.cfg" -db >/dev/null 2>&1 & PIDS+=($!)
-HAPROXY_PID=$!
+if [[ -z "$AUDIT_COMPARE" ]]; then
+  haproxy -f "$DIR/haproxy.cfg" -db >/dev/null 2>&1 & PIDS+=($!)
+  HAPROXY_PID=$!
+fi
 
 # --- the sidecar (static-token mode: credential injection on, as in production) --------
 cat >"$DIR/sidecar.toml" <<CONF
@@ -166,6 +213,30 @@ if [[ -n "$BASELINE_BIN" ]]; then
   BASELINE_PID=$!
 fi
 
+# --- AUDIT_COMPARE: the same sidecar with the audit trail on, on other ports ----------------
+if [[ -n "$AUDIT_COMPARE" ]]; then
+  # Secrets stay in the environment; they are never printed.
+  export BENCH_AUDIT_SIGNING_KEY="${BENCH_AUDIT_SIGNING_KEY:-$(openssl rand -base64 32)}"
+  export BENCH_REDACT_HASH_KEY="${BENCH_REDACT_HASH_KEY:-$(openssl rand -base64 48)}"
+  sed -e "s/127.0.0.1:$SIDECAR_PORT/127.0.0.1:$AUDIT_PORT/" \
+    -e "s/127.0.0.1:$ADMIN_PORT/127.0.0.1:$AUDIT_ADMIN_PORT/" \
+    "$DIR/sidecar.toml" >"$DIR/audit.toml"
+  cat >>"$DIR/audit.toml" <<CONF
+[redact]
+hash_key_env = "BENCH_REDACT_HASH_KEY"
+[audit]
+enabled = true
+dir = "$DIR/audit"
+signing_key_env = "BENCH_AUDIT_SIGNING_KEY"
+actor = "bench-app"
+fsync = "batch"
+CONF
+  # Its log keeps the checkpoint lines that `audit verify --checkpoints` checks against.
+  BENCH_FINCODE_TOKEN=bench-token "$BIN" run --config "$DIR/audit.toml" >"$DIR/audit-sidecar.log" 2>&1 &
+  PIDS+=($!)
+  AUDIT_PID=$!
+fi
+
 wait_port() {
   for _ in $(seq 1 100); do
     if curl -sk -o /dev/null "$1"; then return 0; fi
@@ -175,11 +246,16 @@ wait_port() {
   exit 1
 }
 wait_port "https://127.0.0.1:$UPSTREAM_PORT/" "upstream nginx"
-wait_port "http://127.0.0.1:$NGINX_PORT/" "nginx proxy"
-wait_port "http://127.0.0.1:$HAPROXY_PORT/" "haproxy"
+if [[ -z "$AUDIT_COMPARE" ]]; then
+  wait_port "http://127.0.0.1:$NGINX_PORT/" "nginx proxy"
+  wait_port "http://127.0.0.1:$HAPROXY_PORT/" "haproxy"
+fi
 wait_port "http://127.0.0.1:$SIDECAR_PORT/sandbox/ping" "fincode-sidecar (see $DIR/sidecar.log)"
 if [[ -n "$BASELINE_BIN" ]]; then
   wait_port "http://127.0.0.1:$BASELINE_PORT/sandbox/ping" "baseline sidecar (see $DIR/baseline.log)"
+fi
+if [[ -n "$AUDIT_COMPARE" ]]; then
+  wait_port "http://127.0.0.1:$AUDIT_PORT/sandbox/ping" "audit sidecar (see $DIR/audit-sidecar.log)"
 fi
 
 # ms from wrk's "1.23ms" / "456.00us" / "1.02s"
@@ -190,6 +266,8 @@ to_ms() {
     else if (v ~ /s$/) { sub(/s$/, "", v); printf "%.3f", v * 1000 }
     else printf "nan" }'
 }
+
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
 
 declare -A RPS P50 P99
 run() {
@@ -204,6 +282,110 @@ run() {
   P50[$name]=$(to_ms "$(echo "$out" | awk '$1 == "50%" {print $2}')")
   P99[$name]=$(to_ms "$(echo "$out" | awk '$1 == "99%" {print $2}')")
 }
+
+# --- AUDIT_COMPARE: CPU per request with the audit trail off and on -----------------------
+if [[ -n "$AUDIT_COMPARE" ]]; then
+  CLK_TCK=$(getconf CLK_TCK)
+  # CPU time the process has used (utime + stime, every thread, live and exited), in ticks.
+  cpu_ticks() { awk '{ sub(/^.*\) /, ""); print $12 + $13 }' "/proc/$1/stat"; }
+  median() { printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 } END {
+    if (NR % 2) printf "%.2f", v[(NR + 1) / 2]; else printf "%.2f", (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
+  cat >"$DIR/create.lua" <<'LUA'
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+wrk.headers["X-Idempotency-Key"] = "bench-order-88231-attempt-1"
+wrk.body = '{"amount":125000,"currency":"NGN","reference":"PCN-ORDER-88231",'
+  .. '"customer_code":"CUST-000931","narration":"Order 88231 checkout",'
+  .. '"callback_url":"https://shop.example/fincode/callback","payment_methods":["CARD","BANK"]}'
+LUA
+  # The path and extra wrk arguments of one request kind (see AUDIT_REQUEST above).
+  request() {
+    case $1 in
+      ping) REQ_PATH=/sandbox/ping REQ_ARGS=() ;;
+      get) REQ_PATH=/transactionmanagement/transactions/TXN-20261130-0000421337 REQ_ARGS=() ;;
+      create) REQ_PATH=/transactionmanagement/create-transaction REQ_ARGS=(-s "$DIR/create.lua") ;;
+    esac
+  }
+  ANSWERED=0 ON_RUNS=0 # responses wrk got from the "on" sidecar, and its wrk runs (warm-ups too)
+  # Warm-up, then the measured run with the process's CPU read before and after.
+  measure() {
+    local side=$1 pid=$2 url=$3 warm out before after
+    warm=$(wrk -t1 -c"$CONNECTIONS" -d2s "${REQ_ARGS[@]}" "$url")
+    before=$(cpu_ticks "$pid")
+    out=$(wrk -t1 -c"$CONNECTIONS" -d"$DURATION" --latency "${REQ_ARGS[@]}" "$url")
+    after=$(cpu_ticks "$pid")
+    if echo "$warm$out" | grep -q "Non-2xx"; then
+      echo "error: the sidecar with audit $side answered non-2xx:" >&2; echo "$out" >&2; exit 1
+    fi
+    M_REQS=$(echo "$out" | awk '/requests in/ {print $1}')
+    M_RPS=$(echo "$out" | awk '/Requests\/sec/ {print $2}')
+    M_P99=$(to_ms "$(echo "$out" | awk '$1 == "99%" {print $2}')")
+    M_CPU_US=$(awk -v t=$((after - before)) -v hz="$CLK_TCK" -v n="$M_REQS" \
+      'BEGIN { printf "%.2f", t / hz * 1e6 / n }')
+    if [[ $side == on ]]; then
+      ANSWERED=$((ANSWERED + M_REQS + $(echo "$warm" | awk '/requests in/ {print $1}')))
+      ON_RUNS=$((ON_RUNS + 2))
+    fi
+  }
+
+  echo
+  echo "audit off: pid $SIDECAR_PID, audit on: pid $AUDIT_PID (fsync = \"batch\", trail in $DIR/audit)"
+  echo "wrk -t1 -c$CONNECTIONS -d$DURATION --latency (after a 2 s warm-up each), $(nproc) cores, loopback, TLS upstream, CLK_TCK $CLK_TCK"
+  declare -A CPU RPSR P99R
+  for mix in $AUDIT_REQUEST; do
+    request "$mix"
+    echo
+    echo "request $mix: ${REQ_ARGS[*]:+(${REQ_ARGS[*]}) }$REQ_PATH"
+    printf '%-5s %-7s %10s %9s %8s %10s %9s %8s %9s\n' round order "off req/s" "off us/req" "off p99" \
+      "on req/s" "on us/req" "on p99" "cpu on/off"
+    ratios=() offs=() ons=() rps_ratios=()
+    for round in $(seq 1 "$ROUNDS"); do
+      if ((round % 2)); then order=(off on); else order=(on off); fi
+      for side in "${order[@]}"; do
+        if [[ $side == off ]]; then
+          measure off "$SIDECAR_PID" "http://127.0.0.1:$SIDECAR_PORT$REQ_PATH"
+        else
+          measure on "$AUDIT_PID" "http://127.0.0.1:$AUDIT_PORT$REQ_PATH"
+        fi
+        CPU[$side]=$M_CPU_US RPSR[$side]=$M_RPS P99R[$side]=$M_P99
+      done
+      r=$(ratio "${CPU[on]}" "${CPU[off]}")
+      ratios+=("$r") offs+=("${CPU[off]}") ons+=("${CPU[on]}")
+      rps_ratios+=("$(ratio "${RPSR[on]}" "${RPSR[off]}")")
+      printf '%-5s %-7s %10s %9s %8s %10s %9s %8s %9s\n' "$round" "${order[0]},${order[1]}" \
+        "${RPSR[off]}" "${CPU[off]}" "${P99R[off]}" "${RPSR[on]}" "${CPU[on]}" "${P99R[on]}" "$r"
+    done
+    echo "median over $ROUNDS rounds ($mix): CPU per request off $(median "${offs[@]}") µs, on $(median "${ons[@]}") µs;" \
+      "CPU on/off $(median "${ratios[@]}") (target <= 1.10); req/s on/off $(median "${rps_ratios[@]}")"
+  done
+
+  # The "on" trail: stop that sidecar gracefully (last checkpoint), then verify it.
+  metrics=$(curl -s "http://127.0.0.1:$AUDIT_ADMIN_PORT/metrics")
+  written=$(echo "$metrics" | awk '$1 == "fincode_audit_records_written_total" {print $2}')
+  lost=$(echo "$metrics" | awk '$1 == "fincode_audit_records_lost_total" {print $2}')
+  batches=$(echo "$metrics" | awk '$1 == "fincode_audit_write_seconds_count" {print $2}')
+  kill -TERM "$AUDIT_PID"
+  stopped=0
+  wait "$AUDIT_PID" || stopped=$?
+  public_key=$("$BIN" audit public-key --key-env BENCH_AUDIT_SIGNING_KEY)
+  verified=0
+  "$BIN" audit verify "$DIR/audit" --public-key "$public_key" \
+    --checkpoints "$DIR/audit-sidecar.log" >"$DIR/verify.out" 2>&1 || verified=$?
+  http_records=$(cat "$DIR"/audit/*.jsonl | grep -c '"kind":"http"' || true)
+  echo
+  echo "audit trail of the \"on\" sidecar (stopped with SIGTERM, exit $stopped):"
+  sed 's/^/  /' "$DIR/verify.out"
+  echo "  audit verify --public-key --checkpoints <its log>: exit $verified"
+  echo "  http records $http_records; responses counted by wrk $ANSWERED ($ON_RUNS runs, warm-ups included) + 1 start-up probe;" \
+    "difference $((http_records - ANSWERED - 1)) (calls in flight when wrk stops are recorded too: at most $((CONNECTIONS * ON_RUNS)))"
+  echo "  fincode_audit_records_written_total ${written:-?} (all kinds), fincode_audit_records_lost_total ${lost:-?}," \
+    "batches (one write + fsync each) ${batches:-?}, $(ratio "${written:-0}" "${batches:-1}") records per batch"
+  if ((verified != 0)); then
+    echo "error: the audit trail does not verify" >&2
+    exit 1
+  fi
+  exit 0
+fi
 
 run direct "https://127.0.0.1:$UPSTREAM_PORT/api/v6/services/sandbox/ping"
 run sidecar "http://127.0.0.1:$SIDECAR_PORT/sandbox/ping"
@@ -233,7 +415,6 @@ for name in "${names[@]}"; do
   esac
   printf '%-8s %12s %10s %10s %12s\n' "$name" "${RPS[$name]}" "${P50[$name]}" "${P99[$name]}" "$rss"
 done
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
 echo
 echo "throughput sidecar/nginx   $(ratio "${RPS[sidecar]}" "${RPS[nginx]}")  (target >= 1.2)"
 echo "throughput sidecar/haproxy $(ratio "${RPS[sidecar]}" "${RPS[haproxy]}")  (target >= 1.0)"
