@@ -91,7 +91,8 @@ impl RedactorBuilder {
     }
 
     /// The engine.
-    pub fn build(self) -> Redactor {
+    pub fn build(mut self) -> Redactor {
+        self.rules.key_hmac();
         Redactor {
             rules: Arc::new(self.rules),
         }

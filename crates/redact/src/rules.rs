@@ -119,6 +119,10 @@ pub(crate) struct Rules {
     fields: HashMap<Vec<u8>, Action, BuildHasherDefault<Fnv>>,
     query_params: HashSet<String>,
     pub(crate) hash_key: Option<SecretSlice<u8>>,
+    /// The HMAC keyed once with `hash_key` (set by [`Rules::key_hmac`]): cloning the
+    /// keyed state saves hashing the key again for every pseudonym (the audit trail
+    /// makes several per call).
+    keyed: Option<Hmac<Sha256>>,
 }
 
 impl Default for Rules {
@@ -131,6 +135,7 @@ impl Default for Rules {
                 .collect(),
             query_params: QUERY_PARAMS.iter().map(|p| (*p).to_owned()).collect(),
             hash_key: None,
+            keyed: None,
         }
     }
 }
@@ -189,15 +194,22 @@ impl Rules {
         contains_word(key).then_some(Action::Drop)
     }
 
+    /// Keys the HMAC once, after `hash_key` is set.
+    pub(crate) fn key_hmac(&mut self) {
+        self.keyed = self
+            .hash_key
+            .as_ref()
+            .and_then(|key| Hmac::<Sha256>::new_from_slice(key.expose_secret()).ok());
+    }
+
     /// The pseudonym for `value`, or `[REDACTED]` without a key.
     pub(crate) fn pseudonym(&self, value: &str) -> String {
-        let Some(key) = &self.hash_key else {
+        // HMAC takes keys of any length, so `keyed` is set whenever a key is; without
+        // one, never leak.
+        let Some(keyed) = &self.keyed else {
             return REDACTED.to_owned();
         };
-        let Ok(mut mac) = Hmac::<Sha256>::new_from_slice(key.expose_secret()) else {
-            // HMAC takes keys of any length; this cannot happen, but never leak.
-            return REDACTED.to_owned();
-        };
+        let mut mac = keyed.clone();
         mac.update(value.as_bytes());
         let digest = mac.finalize().into_bytes();
         let mut out = String::with_capacity(5 + 16);

@@ -289,3 +289,16 @@ fn json_escapes_are_decoded_before_the_rules_and_invalid_json_is_text() {
     let deep = format!("{}{}", "[".repeat(200), "]".repeat(200));
     assert_eq!(r.json(deep.as_bytes()), deep, "too deep: treated as text");
 }
+
+#[test]
+fn a_pseudonym_is_hmac_sha256_truncated_as_an_independent_implementation_computes_it() {
+    // python3 -c "import hmac,hashlib; print('hmac:' + hmac.new(
+    //   b'0123456789abcdef0123456789abcdef', b'PCN0000000042', hashlib.sha256).hexdigest()[:16])"
+    assert_eq!(keyed().pseudonym("PCN0000000042"), "hmac:03fe2faa8bb6d6d3");
+    // The keyed state is reused, never carried over from one value to the next.
+    let redactor = keyed();
+    let first = redactor.pseudonym("PCN0000000042");
+    assert_ne!(redactor.pseudonym("PCN0000000043"), first);
+    assert_eq!(redactor.pseudonym("PCN0000000042"), first);
+    assert_eq!(Redactor::default().pseudonym("PCN0000000042"), REDACTED);
+}
