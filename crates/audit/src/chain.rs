@@ -84,6 +84,8 @@ pub(crate) fn hex(bytes: &[u8]) -> String {
         })
 }
 
+const HEX_DIGITS: &[u8; 16] = b"0123456789abcdef";
+
 /// Appends records to the chain. One writer per directory (the sidecar's audit task).
 #[derive(Debug)]
 pub struct ChainWriter {
@@ -96,6 +98,15 @@ pub struct ChainWriter {
     size: u64,
     /// When the current segment was started (ms since the epoch), for rotation by age.
     started_ms: u64,
+    /// Lines appended but not yet written: a batch is one `write`.
+    buf: Vec<u8>,
+}
+
+impl Drop for ChainWriter {
+    fn drop(&mut self) {
+        // Best effort: whoever needed these lines durable synced them already.
+        let _ = self.flush();
+    }
 }
 
 // === impl ChainWriter ===
@@ -143,6 +154,7 @@ impl ChainWriter {
             fs::remove_file(&path).map_err(io(&path))?;
             let mut writer = Self::start(dir, last, next_seq, prev)?;
             writer.recovered(&torn)?;
+            writer.flush()?;
             return Ok(writer);
         };
         let seq = parse_seq(last_line).ok_or(ChainError::Corrupt {
@@ -164,12 +176,14 @@ impl ChainWriter {
             dir: dir.to_owned(),
             segment: last,
             file,
+            buf: Vec::new(),
             next_seq: seq + 1,
             prev: line_hash(last_line),
             size: full as u64,
             started_ms,
         };
         writer.recovered(&torn)?;
+        writer.flush()?;
         Ok(writer)
     }
 
@@ -208,12 +222,15 @@ impl ChainWriter {
             dir: dir.to_owned(),
             segment,
             file,
+            buf: Vec::new(),
             next_seq,
             prev,
             size: 0,
             started_ms: now_ms(),
         };
         writer.write_header()?;
+        // The header is on file at once: a new segment is never left without one.
+        writer.flush()?;
         Ok(writer)
     }
 
@@ -352,29 +369,59 @@ impl ChainWriter {
                 return Err(ChainError::ReservedField(reserved));
             }
         }
+        let mut fields = String::new();
+        for (key, value) in record {
+            if !fields.is_empty() {
+                fields.push(',');
+            }
+            fields.push_str(&Value::from(key.as_str()).to_string());
+            fields.push(':');
+            fields.push_str(&value.to_string());
+        }
+        Ok(self.append_fields(&fields))
+    }
+
+    /// Appends a record given as its JSON object's members without the braces
+    /// (`"kind":"http","status":200`), as [`crate::Record`] builds it; returns its seq.
+    /// The members must not include `seq` or `prev`. Buffered until [`Self::flush`] or
+    /// [`Self::sync`], so a batch costs one `write`.
+    pub fn append_fields(&mut self, fields: &str) -> u64 {
         let seq = self.next_seq;
         // `seq` and `prev` first, then the record's fields: the line is what is hashed,
         // so it is built once here and never re-serialised.
-        let mut line = format!("{{\"seq\":{seq},\"prev\":\"{}\"", self.prev);
-        for (key, value) in record {
-            line.push(',');
-            line.push_str(&Value::from(key.as_str()).to_string());
-            line.push(':');
-            line.push_str(&value.to_string());
+        let start = self.buf.len();
+        let _ = write!(self.buf, "{{\"seq\":{seq},\"prev\":\"{}\"", self.prev);
+        if !fields.is_empty() {
+            self.buf.push(b',');
+            self.buf.extend_from_slice(fields.as_bytes());
         }
-        line.push('}');
-        let hash = line_hash(line.as_bytes());
-        line.push('\n');
-        self.file
-            .write_all(line.as_bytes())
-            .map_err(|source| ChainError::Io {
-                path: segment_path(&self.dir, self.segment),
-                source,
-            })?;
+        self.buf.push(b'}');
+        // The new `prev`, written over the old one's allocation.
+        let digest = Sha256::digest(&self.buf[start..]);
+        self.prev.clear();
+        for byte in digest {
+            self.prev
+                .push(char::from(HEX_DIGITS[usize::from(byte >> 4)]));
+            self.prev
+                .push(char::from(HEX_DIGITS[usize::from(byte & 0xf)]));
+        }
+        self.buf.push(b'\n');
         self.next_seq = seq + 1;
-        self.prev = hash;
-        self.size += line.len() as u64;
-        Ok(seq)
+        self.size += (self.buf.len() - start) as u64;
+        seq
+    }
+
+    /// Writes what was appended to the file (one `write`), without forcing it to disk.
+    pub fn flush(&mut self) -> Result<(), ChainError> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let written = self.file.write_all(&self.buf);
+        self.buf.clear();
+        written.map_err(|source| ChainError::Io {
+            path: segment_path(&self.dir, self.segment),
+            source,
+        })
     }
 
     /// Signs the chain's head with `signer` and appends the checkpoint as the next line;
@@ -403,8 +450,9 @@ impl ChainWriter {
         Ok((checkpoint, signature))
     }
 
-    /// Flushes what was appended to the disk (fsync).
+    /// Writes what was appended and forces it to the disk (fsync).
     pub fn sync(&mut self) -> Result<(), ChainError> {
+        self.flush()?;
         self.file.sync_data().map_err(|source| ChainError::Io {
             path: segment_path(&self.dir, self.segment),
             source,

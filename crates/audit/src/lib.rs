@@ -34,6 +34,7 @@
 mod chain;
 mod checkpoint;
 mod find;
+mod json;
 mod record;
 mod verify;
 mod writer;

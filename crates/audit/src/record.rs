@@ -18,7 +18,12 @@ use std::{
 use fincode_redact::Redactor;
 use serde_json::{Map, Value};
 
-use crate::writer::{AuditLog, Unavailable};
+use std::fmt::Write as _;
+
+use crate::{
+    json,
+    writer::{AuditLog, Unavailable},
+};
 
 /// What a record is about; the `kind` field.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -105,65 +110,116 @@ impl Auditor {
         self.inner.redactor.pseudonym(value)
     }
 
-    /// A new record of `kind` for `action` (`POST /transactionmanagement/transactions`,
-    /// `webhook.received`...), stamped with the time and the actor.
+    /// A new record of `kind` for `action` (`webhook.received`, `sidecar.start`...),
+    /// stamped with the time and the actor.
     pub fn record(&self, kind: Kind, action: &str) -> Record {
-        let now = SystemTime::now();
-        let mut fields = Map::new();
-        fields.insert("kind".into(), kind.as_str().into());
-        fields.insert(
-            "time".into(),
-            humantime::format_rfc3339_millis(now).to_string().into(),
-        );
-        fields.insert("time_ms".into(), crate::writer::now_ms().into());
-        fields.insert("action".into(), self.text(action).into());
-        let mut actor = Map::new();
-        if let Some(id) = &self.inner.actor {
-            actor.insert("id".into(), id.clone().into());
-        }
-        Record {
-            auditor: self.clone(),
-            fields,
-            actor,
-            resources: Map::new(),
-        }
+        self.start(kind, &self.inner.redactor.text(action))
     }
 
-    fn text(&self, value: &str) -> String {
-        self.inner.redactor.text(value).into_owned()
+    /// A new record of an app call, its action `{method} {route}`: both are the sidecar's
+    /// own bounded labels (a method name, a route template), so they need no redaction.
+    pub fn record_call(&self, method: &'static str, route: &'static str) -> Record {
+        let mut action = String::with_capacity(method.len() + 1 + route.len());
+        action.push_str(method);
+        action.push(' ');
+        action.push_str(route);
+        self.start(Kind::Http, &action)
+    }
+
+    fn start(&self, kind: Kind, action: &str) -> Record {
+        let now = SystemTime::now();
+        let mut record = Record {
+            auditor: self.clone(),
+            fields: String::with_capacity(384),
+            actor: String::new(),
+            resources: String::new(),
+        };
+        record.key("kind");
+        json::push_str(&mut record.fields, kind.as_str());
+        record.key("time");
+        let _ = write!(
+            record.fields,
+            "\"{}\"",
+            humantime::format_rfc3339_millis(now)
+        );
+        record.key("time_ms");
+        let ms = now
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis());
+        let _ = write!(record.fields, "{ms}");
+        record.key("action");
+        json::push_str(&mut record.fields, action);
+        if let Some(id) = &self.inner.actor {
+            record.actor.push_str("\"id\":");
+            json::push_str(&mut record.actor, id);
+        }
+        record
     }
 }
 
 /// One record being filled in; [`Record::write`] or [`Record::commit`] sends it.
+///
+/// The record is built as the JSON members it will be written as, once: no map to build,
+/// serialise and drop per call. Each setter is called at most once per record.
 #[derive(Debug)]
 #[must_use = "a record is only in the trail once written or committed"]
 pub struct Record {
     auditor: Auditor,
-    fields: Map<String, Value>,
-    actor: Map<String, Value>,
-    resources: Map<String, Value>,
+    /// `"kind":"http","time":...`: the members so far, without braces.
+    fields: String,
+    /// The members of `actor`.
+    actor: String,
+    /// The members of `resources`.
+    resources: String,
 }
 
 // === impl Record ===
 
 impl Record {
-    /// The request's correlation id (`X-Request-ID`).
-    pub fn correlation_id(mut self, id: &str) -> Self {
-        let id = self.auditor.text(id);
-        self.fields.insert("correlation_id".into(), id.into());
+    /// Starts member `key` (a name from this crate's callers, never outside input).
+    fn key(&mut self, key: &str) {
+        debug_assert!(key != "seq" && key != "prev", "the chain owns {key}");
+        if !self.fields.is_empty() {
+            self.fields.push(',');
+        }
+        json::push_str(&mut self.fields, key);
+        self.fields.push(':');
+    }
+
+    fn text_field(mut self, key: &str, value: &str) -> Self {
+        self.key(key);
+        let value = self.auditor.inner.redactor.text(value);
+        json::push_str(&mut self.fields, &value);
         self
     }
 
-    /// The W3C trace id, in hex.
+    fn number(mut self, key: &str, value: impl std::fmt::Display) -> Self {
+        self.key(key);
+        let _ = write!(self.fields, "{value}");
+        self
+    }
+
+    /// The request's correlation id (`X-Request-ID`).
+    pub fn correlation_id(self, id: &str) -> Self {
+        self.text_field("correlation_id", id)
+    }
+
+    /// The W3C trace id, in hex. Anything but 32 hex digits is not a trace id and is not
+    /// recorded (so it never needs the redactor).
     pub fn trace_id(mut self, id: &str) -> Self {
-        let id = self.auditor.text(id);
-        self.fields.insert("trace_id".into(), id.into());
+        if id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit()) {
+            self.key("trace_id");
+            json::push_str(&mut self.fields, id);
+        }
         self
     }
 
     /// Where the call came from.
     pub fn peer(mut self, peer: SocketAddr) -> Self {
-        self.actor.insert("peer".into(), peer.to_string().into());
+        if !self.actor.is_empty() {
+            self.actor.push(',');
+        }
+        let _ = write!(self.actor, "\"peer\":\"{peer}\"");
         self
     }
 
@@ -172,8 +228,13 @@ impl Record {
     pub fn resource(mut self, name: &'static str, clear: &str) -> Self {
         let clear = clear.trim();
         if !clear.is_empty() {
+            if !self.resources.is_empty() {
+                self.resources.push(',');
+            }
+            json::push_str(&mut self.resources, name);
+            self.resources.push(':');
             let pseudonym = self.auditor.pseudonym(clear);
-            self.resources.insert(name.into(), pseudonym.into());
+            json::push_str(&mut self.resources, &pseudonym);
         }
         self
     }
@@ -181,78 +242,79 @@ impl Record {
     /// Whether it worked: `success`, `failure` (FinCode or the app said no), `error` (the
     /// sidecar answered itself), or an event's own word.
     pub fn outcome(mut self, outcome: &'static str) -> Self {
-        self.fields.insert("outcome".into(), outcome.into());
+        self.key("outcome");
+        json::push_str(&mut self.fields, outcome);
         self
     }
 
     /// The HTTP status the caller got.
-    pub fn status(mut self, status: u16) -> Self {
-        self.fields.insert("status".into(), status.into());
-        self
+    pub fn status(self, status: u16) -> Self {
+        self.number("status", status)
     }
 
     /// Tries sent to FinCode (or delivery attempts to the app).
-    pub fn attempts(mut self, attempts: u32) -> Self {
-        self.fields.insert("attempts".into(), attempts.into());
-        self
+    pub fn attempts(self, attempts: u32) -> Self {
+        self.number("attempts", attempts)
     }
 
     /// How long it took, in milliseconds with microsecond precision.
-    pub fn latency(mut self, latency: Duration) -> Self {
+    pub fn latency(self, latency: Duration) -> Self {
         let ms = (latency.as_secs_f64() * 1_000_000.0).round() / 1000.0;
-        self.fields.insert("latency_ms".into(), ms.into());
-        self
+        self.number("latency_ms", ms)
     }
 
     /// The sidecar's error kind (`upstream_timeout`, `circuit_open`, ...) or a rejection
     /// reason: a bounded word, never free text from outside.
     pub fn error(mut self, kind: &'static str) -> Self {
-        self.fields.insert("error".into(), kind.into());
+        self.key("error");
+        json::push_str(&mut self.fields, kind);
         self
     }
 
     /// Another field. Strings pass the redactor's free-text rules; use it for bounded,
     /// non-personal values (a config digest, a segment number, a count).
-    pub fn detail(mut self, key: &'static str, value: impl Into<Value>) -> Self {
-        let value = match value.into() {
-            Value::String(text) => Value::String(self.auditor.text(&text)),
-            other => other,
-        };
-        self.fields.insert(key.into(), value);
-        self
+    pub fn detail(self, key: &'static str, value: impl Into<Value>) -> Self {
+        match value.into() {
+            Value::String(text) => self.text_field(key, &text),
+            other => {
+                let mut this = self;
+                this.key(key);
+                this.fields.push_str(&other.to_string());
+                this
+            }
+        }
     }
 
     /// Queues the record without waiting; `false` if it was lost (counted, and a gap
     /// record will say so).
     pub fn write(self) -> bool {
-        let (auditor, map) = self.into_parts();
-        auditor.log().record(map)
+        let (auditor, fields) = self.into_parts();
+        auditor.log().record_fields(fields)
     }
 
     /// Queues the record and resolves once it is on disk; [`Unavailable`] when the trail
     /// cannot take it.
     pub fn commit(self) -> impl Future<Output = Result<(), Unavailable>> + Send + use<> {
-        let (auditor, map) = self.into_parts();
-        auditor.log().commit(map)
+        let (auditor, fields) = self.into_parts();
+        auditor.log().commit_fields(fields)
     }
 
     /// The record as it would be written (without `seq`/`prev`).
     pub fn into_map(self) -> Map<String, Value> {
-        self.into_parts().1
+        let (_, fields) = self.into_parts();
+        serde_json::from_str(&format!("{{{fields}}}")).unwrap_or_default()
     }
 
-    fn into_parts(mut self) -> (Auditor, Map<String, Value>) {
+    fn into_parts(mut self) -> (Auditor, String) {
         if !self.actor.is_empty() {
-            self.fields.insert(
-                "actor".into(),
-                Value::Object(std::mem::take(&mut self.actor)),
-            );
+            let actor = std::mem::take(&mut self.actor);
+            self.key("actor");
+            let _ = write!(self.fields, "{{{actor}}}");
         }
         if !self.resources.is_empty() {
-            self.fields.insert(
-                "resources".into(),
-                Value::Object(std::mem::take(&mut self.resources)),
-            );
+            let resources = std::mem::take(&mut self.resources);
+            self.key("resources");
+            let _ = write!(self.fields, "{{{resources}}}");
         }
         (self.auditor, self.fields)
     }

@@ -56,6 +56,7 @@ fn an_untouched_trail_verifies_across_segments_and_reopening() {
     let mut writer = ChainWriter::open(dir.path()).unwrap();
     assert_eq!(writer.segment(), 2);
     assert_eq!(writer.append(&record(10)).unwrap(), 13);
+    writer.flush().unwrap();
     let report = verify(dir.path()).unwrap();
     assert!(report.is_intact(), "{:?}", report.findings);
     assert_eq!((report.segments, report.records), (2, 13));
@@ -192,6 +193,7 @@ fn a_segment_that_never_got_its_header_is_restarted_linked_to_the_one_before() {
     std::fs::write(segment_path(dir.path(), 3), b"{\"seq\":12,").unwrap();
     let mut writer = ChainWriter::open(dir.path()).unwrap();
     writer.append(&record(11)).unwrap();
+    writer.flush().unwrap();
     let report = verify(dir.path()).unwrap();
     assert!(report.is_intact(), "{:?}", report.findings);
     let seg = lines(dir.path(), 3);
@@ -299,6 +301,7 @@ fn a_tail_cut_off_or_rewritten_after_a_logged_checkpoint_is_named() {
     for n in 100..110 {
         forger.append(&record(n)).unwrap();
     }
+    forger.flush().unwrap();
     assert!(
         verify(dir.path()).unwrap().is_intact(),
         "the chain alone cannot see it"

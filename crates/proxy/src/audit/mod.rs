@@ -29,13 +29,14 @@ use std::{
 };
 
 use bytes::{Bytes, BytesMut};
-use fincode_audit::{Auditor, Kind, Record};
+use fincode_audit::{Auditor, Record};
 use http::{HeaderMap, HeaderValue, Request, Response};
 use http_body::Body;
 use http_body_util::{BodyExt as _, Either, Full};
 use pin_project_lite::pin_project;
-use serde_json::Value;
 use tower::{Layer, Service};
+
+mod ids;
 
 use crate::{
     ErrorKind, SidecarError,
@@ -44,6 +45,9 @@ use crate::{
     tap::{Tap, TapBody},
     telemetry::{Tries, method_label},
 };
+
+/// Ids a request body's tap found, handed to the record once that body ended.
+type FoundIds = Arc<Mutex<Vec<(&'static str, String)>>>;
 
 /// Bodies longer than this are not read for resource ids.
 const MAX_ID_BODY: usize = 64 * 1024;
@@ -98,6 +102,7 @@ impl<S, B, RB> Service<Request<B>> for Audit<S>
 where
     S: Service<Request<AuditedRequestBody<B>>, Response = Response<RB>, Error = SidecarError>,
     S::Future: Send + 'static,
+    B: Body,
     RB: Body<Data = Bytes> + Send + 'static,
     RB::Error: Into<BoxError> + Send,
 {
@@ -129,15 +134,18 @@ where
                 ),
             };
         }
-        let pending = Pending::new(auditor.clone(), &req);
-        let tap = RequestIds {
-            copy: BytesMut::new(),
-            too_large: false,
-            found: pending.request_ids.clone(),
-        };
-        let inner = self
-            .inner
-            .call(req.map(|body| TapBody::new(body, Some(tap))));
+        let mut pending = Pending::new(auditor.clone(), &req);
+        // A GET has no body to read ids from: no tap, no copy.
+        let tap = (!req.body().is_end_stream()).then(|| {
+            let found = Arc::new(Mutex::new(Vec::new()));
+            pending.request_ids = Some(found.clone());
+            RequestIds {
+                copy: BytesMut::new(),
+                too_large: false,
+                found,
+            }
+        });
+        let inner = self.inner.call(req.map(|body| TapBody::new(body, tap)));
         if auditor.fail_closed() {
             ResponseFuture::Closed {
                 inner: Box::pin(pending.commit_after(inner)),
@@ -219,8 +227,8 @@ pub struct Pending {
     peer: Option<SocketAddr>,
     idempotency_key: Option<HeaderValue>,
     tries: Option<Tries>,
-    /// Ids the request body's tap found, once that body ended.
-    request_ids: Arc<Mutex<Vec<(&'static str, String)>>>,
+    /// Ids the request body's tap found, once that body ended; `None` without a body.
+    request_ids: Option<FoundIds>,
 }
 
 impl Pending {
@@ -240,20 +248,15 @@ impl Pending {
             peer: extensions.get::<fincode_server::Peer>().map(|peer| peer.0),
             idempotency_key: req.headers().get(IDEMPOTENCY_KEY).cloned(),
             tries: extensions.get::<Tries>().cloned(),
-            request_ids: Arc::default(),
+            request_ids: None,
         }
     }
 
     /// The record's common part.
     fn record(&self, headers: Option<&HeaderMap>) -> Record {
-        let action = if self.route == crate::routes::OTHER {
-            format!("{} other", self.method)
-        } else {
-            format!("{} {}", self.method, self.route)
-        };
         let mut record = self
             .auditor
-            .record(Kind::Http, &action)
+            .record_call(self.method, self.route)
             .latency(self.started.elapsed());
         if let Some(id) = &self.correlation_id {
             record = record.correlation_id(id.as_str());
@@ -279,8 +282,8 @@ impl Pending {
         }
         let found = self
             .request_ids
-            .lock()
-            .map(|mut ids| std::mem::take(&mut *ids))
+            .as_ref()
+            .and_then(|ids| ids.lock().ok().map(|mut ids| std::mem::take(&mut *ids)))
             .unwrap_or_default();
         for (name, value) in found {
             record = record.resource(name, &value);
@@ -365,7 +368,7 @@ impl Pending {
 pub struct RequestIds {
     copy: BytesMut,
     too_large: bool,
-    found: Arc<Mutex<Vec<(&'static str, String)>>>,
+    found: FoundIds,
 }
 
 impl Tap for RequestIds {
@@ -377,8 +380,7 @@ impl Tap for RequestIds {
         if self.too_large || self.copy.is_empty() {
             return;
         }
-        let mut ids = Vec::new();
-        ids_in(&self.copy, false, &mut ids);
+        let ids = ids::scan(&self.copy, false).ids;
         if let Ok(mut found) = self.found.lock() {
             found.extend(ids);
         }
@@ -404,9 +406,9 @@ impl ResponseRecord {
         let mut record = self.record.take()?;
         let mut business_failure = false;
         if !self.too_large && !self.copy.is_empty() {
-            let mut ids = Vec::new();
-            business_failure = ids_in(&self.copy, true, &mut ids);
-            for (name, value) in ids {
+            let found = ids::scan(&self.copy, true);
+            business_failure = found.failed;
+            for (name, value) in found.ids {
                 record = record.resource(name, &value);
             }
         }
@@ -480,54 +482,6 @@ fn path_id(route: &str, path: &str) -> Option<String> {
         .map(|s| (*s).to_owned())
 }
 
-/// Finds resource ids in a JSON body's top level and its `data` object; in a response,
-/// `data.id` is the transaction's id. Returns whether FinCode's envelope says the call
-/// failed (`"status"` present and not `"SUCCESS"`).
-fn ids_in(body: &[u8], response: bool, out: &mut Vec<(&'static str, String)>) -> bool {
-    if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
-        return false;
-    }
-    let Ok(Value::Object(top)) = serde_json::from_slice::<Value>(body) else {
-        return false;
-    };
-    let failed = response
-        && top
-            .get("status")
-            .and_then(Value::as_str)
-            .is_some_and(|status| status != "SUCCESS");
-    let mut scan = |object: &serde_json::Map<String, Value>, is_data: bool| {
-        for (key, value) in object {
-            let name = match normalise(key).as_str() {
-                "transactionid" => "transaction_id",
-                "id" if is_data && response => "transaction_id",
-                "reference" => "reference",
-                "customercode" | "customerid" => "customer_code",
-                _ => continue,
-            };
-            let text = match value {
-                Value::String(text) => text.clone(),
-                Value::Number(number) => number.to_string(),
-                _ => continue,
-            };
-            if !out.iter().any(|(n, v)| *n == name && *v == text) {
-                out.push((name, text));
-            }
-        }
-    };
-    scan(&top, false);
-    if let Some(Value::Object(data)) = top.get("data") {
-        scan(data, true);
-    }
-    failed
-}
-
-fn normalise(key: &str) -> String {
-    key.chars()
-        .filter(|c| *c != '_' && *c != '-')
-        .map(|c| c.to_ascii_lowercase())
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -547,33 +501,5 @@ mod tests {
             Some("PCN1".to_owned())
         );
         assert_eq!(path_id("/transactionmanagement/transactions", "/x"), None);
-    }
-
-    #[test]
-    fn ids_come_from_the_top_level_and_data_and_the_envelope_says_failure() {
-        let mut ids = Vec::new();
-        let failed = ids_in(
-            br#"{"status":"SUCCESS","data":{"id":"TXN-1","reference":"PCN9","customer_code":42,"amount":5}}"#,
-            true,
-            &mut ids,
-        );
-        assert!(!failed);
-        ids.sort();
-        assert_eq!(
-            ids,
-            [
-                ("customer_code", "42".to_owned()),
-                ("reference", "PCN9".to_owned()),
-                ("transaction_id", "TXN-1".to_owned()),
-            ]
-        );
-        let mut ids = Vec::new();
-        assert!(ids_in(br#"{"status":"FAILED","code":"X"}"#, true, &mut ids));
-        // A request's `id` is not taken for a transaction id; junk is ignored.
-        let mut ids = Vec::new();
-        assert!(!ids_in(br#"{"id":"1","Reference":"R"}"#, false, &mut ids));
-        assert_eq!(ids, [("reference", "R".to_owned())]);
-        assert!(!ids_in(b"not json", true, &mut ids));
-        assert!(!ids_in(b"[1,2]", true, &mut ids));
     }
 }
