@@ -91,6 +91,18 @@ pub const CHECKS: &[(&str, Check)] = &[
     ("purge_deletes_only_old_delivered_events", |s| {
         Box::pin(purge_deletes_only_old_delivered_events(s))
     }),
+    ("late_mark_does_not_clobber_a_new_lease", |s| {
+        Box::pin(late_mark_does_not_clobber_a_new_lease(s))
+    }),
+    ("attempts_are_counted_at_claim", |s| {
+        Box::pin(attempts_are_counted_at_claim(s))
+    }),
+    ("purged_keys_still_deduplicate", |s| {
+        Box::pin(purged_keys_still_deduplicate(s))
+    }),
+    ("uids_are_unique_uuid_v7_and_stable", |s| {
+        Box::pin(uids_are_unique_uuid_v7_and_stable(s))
+    }),
 ];
 
 /// Runs every check in [`CHECKS`], each on a store from `fresh_store`.
@@ -615,6 +627,113 @@ pub async fn purge_deletes_only_old_delivered_events(store: Arc<dyn EventStore>)
         "insert",
     );
     assert!(matches!(again, Inserted::New(_)), "{again:?}");
+}
+
+/// A claimant whose lease expired and was taken over cannot release the new owner's
+/// lease with a late `mark_failed`: the new owner keeps the event to itself.
+pub async fn late_mark_does_not_clobber_a_new_lease(store: Arc<dyn EventStore>) {
+    let t = whole_millis_now();
+    let id = insert_new(&*store, sample("clobber", None, t)).await;
+    let lease = secs(10);
+    assert_eq!(
+        ids_of(&ok(store.claim_due(t, 1, lease, "slow").await, "claim_due")),
+        [id]
+    );
+    assert_eq!(
+        ids_of(&ok(
+            store.claim_due(t + secs(11), 1, lease, "fast").await,
+            "claim_due"
+        )),
+        [id]
+    );
+    ok(
+        store.mark_failed(id, 1, t + secs(12), "timeout").await,
+        "mark_failed",
+    );
+    assert!(
+        ok(
+            store.claim_due(t + secs(13), 1, lease, "third").await,
+            "claim_due"
+        )
+        .is_empty(),
+        "the late mark left the new owner's lease alone"
+    );
+}
+
+/// Each claim counts an attempt, so a claimant that crashes mid-delivery (and never
+/// marks anything) still uses up attempts.
+pub async fn attempts_are_counted_at_claim(store: Arc<dyn EventStore>) {
+    let t = whole_millis_now();
+    let id = insert_new(&*store, sample("crash-loop", None, t)).await;
+    let lease = secs(10);
+    let first = ok(store.claim_due(t, 1, lease, "a").await, "claim_due");
+    assert_eq!(first[0].attempts, 1, "the claim counts the attempt");
+    assert_eq!(get_existing(&*store, id).await.attempts, 1);
+    let second = ok(
+        store.claim_due(t + secs(11), 1, lease, "b").await,
+        "claim_due",
+    );
+    assert_eq!(
+        second[0].attempts, 2,
+        "a crashed claimant's attempt counts too"
+    );
+}
+
+/// A delivered event's dedupe key outlives its body: after a purge, the same key is
+/// still a duplicate.
+pub async fn purged_keys_still_deduplicate(store: Arc<dyn EventStore>) {
+    let t = whole_millis_now();
+    let old = t - secs(3600);
+    let id = insert_new(&*store, sample("tombstone", None, old)).await;
+    ok(store.mark_delivered(id, 1).await, "mark_delivered");
+    assert_eq!(
+        ok(store.purge_delivered(t - secs(60)).await, "purge_delivered"),
+        1
+    );
+    assert!(ok(store.get(id).await, "get").is_none(), "the body is gone");
+    assert_eq!(
+        ok(store.insert(sample("tombstone", None, t)).await, "insert"),
+        Inserted::Duplicate(id),
+        "the key is still known"
+    );
+}
+
+/// Every event gets its own UUIDv7, which never changes: not when claimed, failed,
+/// killed or replayed.
+pub async fn uids_are_unique_uuid_v7_and_stable(store: Arc<dyn EventStore>) {
+    let t = whole_millis_now();
+    let mut uids = HashSet::new();
+    let mut first = None;
+    for n in 0..20 {
+        let id = insert_new(&*store, sample(&format!("uid-{n}"), None, t)).await;
+        let uid = get_existing(&*store, id).await.uid;
+        assert_eq!(uid.get_version_num(), 7, "{uid}");
+        assert!(uids.insert(uid), "{uid} repeated");
+        first.get_or_insert((id, uid));
+    }
+    let Some((id, uid)) = first else {
+        unreachable!("twenty events were inserted")
+    };
+    let claimed = claim(&*store, t, 1, "w").await;
+    assert_eq!(
+        (claimed[0].id, claimed[0].uid),
+        (id, uid),
+        "claimed as stored"
+    );
+    ok(store.mark_dead(id, 1, "gave up").await, "mark_dead");
+    assert!(ok(store.replay(id).await, "replay"));
+    assert_eq!(
+        get_existing(&*store, id).await.uid,
+        uid,
+        "a replay keeps it"
+    );
+    assert_eq!(
+        ok(store.list(Some(Status::Pending), 100).await, "list")
+            .iter()
+            .find(|e| e.id == id)
+            .map(|e| e.uid),
+        Some(uid)
+    );
 }
 
 // === helpers ===

@@ -15,6 +15,8 @@
 //!   handed out while an earlier event with the same key is still pending.
 //! - An event ends delivered or dead, never lost: a lease that expires (the claimant
 //!   crashed) makes the event due again.
+//! - Every stored event carries a UUIDv7 ([`StoredEvent::uid`]) minted by the store at
+//!   insert, unique across stores and stable for the event's life.
 
 pub mod conformance;
 mod sqlite;
@@ -25,7 +27,8 @@ use bytes::Bytes;
 
 pub use self::sqlite::SqliteStore;
 
-/// A store's id for an event; increasing in arrival order.
+/// A store's id for an event; increasing in arrival order, unique within one store only.
+/// What leaves the sidecar is [`StoredEvent::uid`].
 pub type EventId = i64;
 
 /// Where an event is in its life.
@@ -95,6 +98,11 @@ pub enum Inserted {
 pub struct StoredEvent {
     /// The store's id.
     pub id: EventId,
+    /// The event's globally unique id (a UUIDv7, minted when it was stored): the app sees
+    /// it as `webhook-id: evt_<uid>` and deduplicates on it, so it must never repeat,
+    /// even across database files, replicas or restarts, and never change for one event
+    /// (attempts, restarts and replays keep it).
+    pub uid: uuid::Uuid,
     /// The deduplication key.
     pub dedupe_key: String,
     /// The ordering key, if any.

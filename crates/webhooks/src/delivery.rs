@@ -4,7 +4,8 @@
 //! own `webhook-*` signature headers replaced by the sidecar's), `X-Request-ID` (the
 //! correlation id stamped at receipt), and `webhook-id` / `webhook-timestamp` /
 //! `webhook-signature` so it can verify the sidecar with any Standard Webhooks library.
-//! `webhook-id` is `evt_<id>`, the same on every attempt: the app deduplicates on it.
+//! `webhook-id` is `evt_<uid>`, the event's UUIDv7, the same on every attempt and unique
+//! across replicas and database files: the app deduplicates on it.
 //!
 //! With `webhooks.confirm_by_query`, an event is delivered only after FinCode, asked
 //! through the sidecar's own egress port (credentials, retries and audit included),
@@ -130,7 +131,7 @@ impl HttpDelivery {
                 retry_after: None,
             };
         }
-        let message_id = format!("evt_{}", event.id);
+        let message_id = format!("evt_{}", event.uid);
         let Ok(signature) = sign(
             &Scheme::StandardWebhooks,
             &self.signing_secret,

@@ -562,4 +562,34 @@ mod tests {
         assert_eq!(event.last_error.as_deref(), Some("max_age"));
         assert!(s.app.seen.lock().unwrap().is_empty());
     }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_replayed_dead_letter_older_than_max_age_is_delivered() {
+        let s = setup(100, down(100)).await;
+        tokio::time::advance(Duration::from_hours(25)).await;
+        tick(&s).await;
+        assert_eq!(s.store.get(1).await.unwrap().unwrap().status, Status::Dead);
+        assert!(s.store.replay(1).await.unwrap());
+        s.app.answers.lock().unwrap().clear();
+        assert_eq!(tick(&s).await, 1);
+        let event = s.store.get(1).await.unwrap().unwrap();
+        assert_eq!(
+            (event.status, event.last_error.as_deref()),
+            (Status::Delivered, None),
+            "max_age counts from the replay, not from receipt"
+        );
+        assert_eq!(s.app.seen.lock().unwrap().len(), 1);
+    }
+
+    /// The clock production uses is the wall clock itself, the one `received_at` is
+    /// stamped with, not a monotonic clock that drifts from it (and from other replicas).
+    #[tokio::test(start_paused = true)]
+    async fn the_production_clock_is_the_wall_clock() {
+        let clock = Clock::new();
+        tokio::time::advance(Duration::from_hours(1)).await;
+        let wall = SystemTime::now();
+        let ours = clock.now();
+        let skew = ours.duration_since(wall).unwrap_or_else(|e| e.duration());
+        assert!(skew < Duration::from_secs(1), "{skew:?} apart");
+    }
 }

@@ -48,4 +48,49 @@ mod tests {
         let present = dedupe_key(&t, &json!({"Reference": "PCN1"}), &HeaderMap::new(), b"{}");
         assert_eq!(present, "PCN1");
     }
+
+    #[test]
+    fn an_empty_field_is_missing_not_a_key() {
+        let t = KeyTemplate::parse("{eventType}:{Reference}:{Status}").unwrap();
+        let event = |body: &[u8]| {
+            let v: Value = serde_json::from_slice(body).unwrap();
+            dedupe_key(&t, &v, &HeaderMap::new(), body)
+        };
+        let a = event(br#"{"eventType":"T","Reference":"","Status":"PAID","n":1}"#);
+        let b = event(br#"{"eventType":"T","Reference":"","Status":"PAID","n":2}"#);
+        assert!(a.starts_with("sha256:"), "{a}");
+        assert_ne!(
+            a, b,
+            "two events with an empty Reference are not duplicates"
+        );
+    }
+
+    #[test]
+    fn parts_cannot_run_into_each_other() {
+        let t = KeyTemplate::parse("{a}:{b}").unwrap();
+        let h = HeaderMap::new();
+        let one = dedupe_key(&t, &json!({"a": "x:y", "b": "z"}), &h, b"1");
+        let two = dedupe_key(&t, &json!({"a": "x", "b": "y:z"}), &h, b"2");
+        assert_ne!(one, two);
+        let adjacent = KeyTemplate::parse("{a}{b}").unwrap();
+        assert_ne!(
+            dedupe_key(&adjacent, &json!({"a": "ab", "b": "c"}), &h, b"1"),
+            dedupe_key(&adjacent, &json!({"a": "a", "b": "bc"}), &h, b"2"),
+        );
+    }
+
+    #[test]
+    fn a_number_and_a_string_differ() {
+        let t = KeyTemplate::parse("{Reference}").unwrap();
+        let h = HeaderMap::new();
+        assert_ne!(
+            dedupe_key(&t, &json!({"Reference": 1}), &h, b"1"),
+            dedupe_key(&t, &json!({"Reference": "1"}), &h, b"2"),
+        );
+        assert_eq!(
+            dedupe_key(&t, &json!({"Reference": "PCN1"}), &h, b"1"),
+            "PCN1",
+            "plain strings keep the readable key they always had"
+        );
+    }
 }

@@ -25,6 +25,8 @@ pub mod server;
 pub mod verify;
 
 #[cfg(test)]
+mod delivery_tests;
+#[cfg(test)]
 mod tests;
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};

@@ -81,8 +81,10 @@ pub(super) fn event_from_row(row: &Row<'_>) -> rusqlite::Result<StoredEvent> {
     let headers: Vec<u8> = row.get(5)?;
     let status: String = row.get(7)?;
     let attempts: i64 = row.get(8)?;
+    let uid: String = row.get(11)?;
     Ok(StoredEvent {
         id: row.get(0)?,
+        uid: uuid::Uuid::parse_str(&uid).map_err(|_| corrupt(11, Type::Text, "uid"))?,
         dedupe_key: row.get(1)?,
         order_key: row.get(2)?,
         correlation_id: row.get(3)?,

@@ -8,7 +8,7 @@
 macro_rules! event_columns {
     () => {
         "id, dedupe_key, order_key, correlation_id, body, headers, received_at, status, \
-         attempts, next_attempt_at, last_error"
+         attempts, next_attempt_at, last_error, uid"
     };
 }
 
@@ -195,6 +195,7 @@ impl Drop for SqliteStore {
 impl EventStore for SqliteStore {
     async fn insert(&self, event: NewEvent) -> Result<Inserted, StoreError> {
         let row = InsertRow {
+            uid: uuid::Uuid::now_v7().to_string(),
             headers: encode_headers(&event.headers)?,
             received_at: to_millis(event.received_at),
             dedupe_key: event.dedupe_key,

@@ -38,6 +38,18 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX events_status_due ON events (status, next_attempt_at);
     -- claim_due's ordering check: an earlier event with the same key.
     CREATE INDEX events_order_key ON events (order_key, id) WHERE order_key IS NOT NULL;",
+    // 2: a globally unique id per event (`webhook-id: evt_<uid>`), as UUIDv7 text. The
+    // rowid restarts at 1 in a new file, so apps deduplicating on it dropped new events.
+    // Rows stored before get a UUIDv7 built from their received_at and random bits.
+    "ALTER TABLE events ADD COLUMN uid TEXT;
+    UPDATE events SET uid =
+        substr(printf('%012x', received_at), 1, 8) || '-' ||
+        substr(printf('%012x', received_at), 9, 4) || '-7' ||
+        substr(lower(hex(randomblob(2))), 1, 3) || '-' ||
+        substr('89ab', 1 + abs(random() % 4), 1) ||
+        substr(lower(hex(randomblob(2))), 1, 3) || '-' ||
+        lower(hex(randomblob(6)));
+    CREATE UNIQUE INDEX events_uid ON events (uid);",
 ];
 
 /// The schema version this build writes.

@@ -29,6 +29,7 @@ fn insert_command(key: &str) -> (Command, oneshot::Receiver<Result<Inserted, Sto
         body: Bytes::from_static(b"{}"),
         headers: Vec::new(),
         received_at: 0,
+        uid: uuid::Uuid::now_v7().to_string(),
     };
     (Command::Insert(Job::new(row, reply)), answer)
 }

@@ -51,6 +51,8 @@ impl<I, O> Job<I, O> {
 
 /// An event ready to insert (encoded by the caller, off the writer thread).
 pub(super) struct InsertRow {
+    /// The UUIDv7 text, minted off the writer thread.
+    pub(super) uid: String,
     pub(super) dedupe_key: String,
     pub(super) order_key: Option<String>,
     pub(super) correlation_id: String,
@@ -252,8 +254,8 @@ fn insert(conn: &Connection, row: &InsertRow) -> rusqlite::Result<Inserted> {
     let inserted = conn
         .prepare_cached(
             "INSERT INTO events (dedupe_key, order_key, correlation_id, body, headers, \
-                                 received_at, status, attempts, next_attempt_at) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'pending', 0, ?6) \
+                                 received_at, status, attempts, next_attempt_at, uid) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'pending', 0, ?6, ?7) \
              ON CONFLICT (dedupe_key) DO NOTHING",
         )?
         .execute(params![
@@ -263,6 +265,7 @@ fn insert(conn: &Connection, row: &InsertRow) -> rusqlite::Result<Inserted> {
             &row.body[..],
             row.headers,
             row.received_at,
+            row.uid,
         ])?;
     if inserted == 1 {
         return Ok(Inserted::New(conn.last_insert_rowid()));
