@@ -8,8 +8,9 @@
 //! `Retry-After`, up to the backoff cap); after `webhooks.max_attempts` attempts or
 //! `webhooks.max_age`, the event is dead and waits for an operator's replay.
 //!
-//! Time comes from a [`Clock`] that follows tokio's clock, so the schedule can be tested
-//! with paused time.
+//! Time comes from a [`Clock`]: in production the wall clock, the same one the listener
+//! stamps `received_at` with (and the one other replicas sharing a store read); in tests
+//! one that follows tokio's clock, so the schedule can be tested with paused time.
 
 use std::{
     fmt,
@@ -73,27 +74,43 @@ pub trait Deliver: Send + Sync + fmt::Debug + 'static {
     fn deliver<'a>(&'a self, event: &'a StoredEvent) -> BoxFuture<'a, Attempt>;
 }
 
-/// Wall-clock time that advances with tokio's clock (and so pauses with it in tests).
+/// The one clock of the webhook parts: `received_at`, due times, leases, ages and replays
+/// are all read from it, so they can be compared with each other.
+///
+/// In production it is the wall clock. It used to be a monotonic clock anchored to the
+/// wall clock at start-up, while the listener stamped events with the wall clock itself:
+/// after days of NTP corrections (or a suspended VM) the two disagreed, and so did two
+/// replicas sharing a store.
 #[derive(Clone, Copy, Debug)]
 pub struct Clock {
-    origin: SystemTime,
-    started: tokio::time::Instant,
+    /// `None`: the wall clock. `Some`: wall time at creation plus tokio's elapsed time.
+    following_tokio: Option<(SystemTime, tokio::time::Instant)>,
 }
 
 // === impl Clock ===
 
 impl Clock {
-    /// Now, as the system clock says.
-    pub fn new() -> Self {
+    /// The wall clock (`SystemTime::now()`): the production clock.
+    pub const fn new() -> Self {
         Self {
-            origin: SystemTime::now(),
-            started: tokio::time::Instant::now(),
+            following_tokio: None,
+        }
+    }
+
+    /// For tests: starts at the wall clock's now, then advances with tokio's clock (so it
+    /// pauses, and jumps with `tokio::time::advance`).
+    pub fn following_tokio() -> Self {
+        Self {
+            following_tokio: Some((SystemTime::now(), tokio::time::Instant::now())),
         }
     }
 
     /// The current time.
     pub fn now(&self) -> SystemTime {
-        self.origin + self.started.elapsed()
+        match self.following_tokio {
+            None => SystemTime::now(),
+            Some((origin, started)) => origin + started.elapsed(),
+        }
     }
 }
 
@@ -397,7 +414,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store: Arc<dyn EventStore> =
             Arc::new(SqliteStore::open(&dir.path().join("events.db")).unwrap());
-        let clock = Clock::new();
+        let clock = Clock::following_tokio();
         let app = Arc::new(App {
             answers: Mutex::new(answers),
             seen: Mutex::default(),

@@ -139,6 +139,8 @@ impl Webhooks {
         };
         let metrics = WebhookMetrics::register(registry);
         let wake = Arc::new(Notify::new());
+        // One clock for the listener, the dispatcher and the admin routes.
+        let clock = Clock::new();
         let listener = Arc::new(Listener {
             paths: c.paths.clone(),
             max_body: c.max_body_bytes,
@@ -157,6 +159,7 @@ impl Webhooks {
             metrics: metrics.clone(),
             wake: wake.clone(),
             audit: Audit::new(audit.clone()),
+            clock,
         });
         let tls = match (&c.tls_cert_file, &c.tls_key_file) {
             (Some(cert), Some(key)) => Some(server::tls_acceptor(cert, key)?),
@@ -217,7 +220,7 @@ impl Webhooks {
             policy,
             metrics,
             wake.clone(),
-            Clock::new(),
+            clock,
             audit.clone(),
         );
         let token = c
