@@ -35,9 +35,9 @@
 //!   lease ran out cannot bring back an event another claimant delivered;
 //! - `replay` of a pending event changes nothing and returns true.
 //!
-//! Checks build their times from the wall clock (`replay` makes an event due at the
-//! store's "now"), but never sleep: leases and due times are exercised through the
-//! explicit `now` that `claim_due` takes.
+//! Checks build their times from the wall clock, but never sleep: leases, due times and
+//! replays are exercised through the explicit `now` that `claim_due`, `replay` and
+//! `replay_all_dead` take. A backend uses the times it is given, never its own clock.
 
 use std::collections::HashSet;
 use std::future::Future;
@@ -133,6 +133,7 @@ pub async fn insert_then_duplicate(store: Arc<dyn EventStore>) {
         stored.next_attempt_at, t,
         "a new event is due at received_at"
     );
+    assert_eq!(stored.pending_since, t, "and pending since then");
 
     let mut again = sample("TRANSACTION_STATUS:PCN1:PAID", None, t + secs(5));
     again.body = Bytes::from_static(b"{\"different\":true}");
@@ -487,42 +488,47 @@ pub async fn dead_letters_list_and_replay(store: Arc<dyn EventStore>) {
     assert!(ok(store.list(Some(Status::Dead), 0).await, "list").is_empty());
     assert_eq!(counts(&*store).await, counts_of(1, 1, 2));
 
+    let r = t + secs(5);
     assert!(
-        ok(store.replay(e0).await, "replay"),
+        ok(store.replay(e0, r).await, "replay"),
         "a dead letter replays"
     );
-    let before_claim = SystemTime::now();
     let replayed = get_existing(&*store, e0).await;
     assert_eq!(replayed.status, Status::Pending);
     assert_eq!((replayed.attempts, replayed.last_error), (0, None));
-    assert!(
-        replayed.next_attempt_at <= before_claim,
-        "a replayed event is due now"
+    assert_eq!(
+        replayed.next_attempt_at, r,
+        "a replayed event is due at once"
     );
+    assert_eq!(
+        replayed.pending_since, r,
+        "and pending since the replay, not since receipt"
+    );
+    assert_eq!(replayed.received_at, t, "received_at stays");
     // e1 is still leased (30 s from t), so only e0 comes back.
-    let due = claim(&*store, SystemTime::now() + secs(1), 10, "r").await;
+    let due = claim(&*store, r, 10, "r").await;
     assert_eq!(ids_of(&due), [e0]);
     assert_eq!(counts(&*store).await, counts_of(2, 1, 1));
 
-    assert_eq!(ok(store.replay_all_dead().await, "replay_all_dead"), 1);
+    assert_eq!(ok(store.replay_all_dead(t).await, "replay_all_dead"), 1);
     let e2_now = get_existing(&*store, e2).await;
     assert_eq!(
         (e2_now.status, e2_now.attempts, e2_now.last_error),
         (Status::Pending, 0, None)
     );
-    assert_eq!(ok(store.replay_all_dead().await, "replay_all_dead"), 0);
+    assert_eq!(ok(store.replay_all_dead(t).await, "replay_all_dead"), 0);
     assert!(
-        ok(store.replay(e3).await, "replay"),
+        ok(store.replay(e3, t).await, "replay"),
         "a delivered event replays"
     );
     assert_eq!(get_existing(&*store, e3).await.status, Status::Pending);
     assert!(
-        ok(store.replay(e1).await, "replay"),
+        ok(store.replay(e1, t).await, "replay"),
         "a pending event exists"
     );
     assert_eq!(get_existing(&*store, e1).await.status, Status::Pending);
     assert!(
-        !ok(store.replay(e3 + 1000).await, "replay"),
+        !ok(store.replay(e3 + 1000, t).await, "replay"),
         "no such event"
     );
     assert_eq!(counts(&*store).await, counts_of(4, 0, 0));
@@ -564,8 +570,8 @@ pub async fn missing_and_empty(store: Arc<dyn EventStore>) {
     assert!(ok(store.list(Some(Status::Dead), 10).await, "list").is_empty());
     assert_eq!(counts(&*store).await, Counts::default());
     assert!(claim(&*store, t + secs(3600), 10, "w").await.is_empty());
-    assert!(!ok(store.replay(1).await, "replay"));
-    assert_eq!(ok(store.replay_all_dead().await, "replay_all_dead"), 0);
+    assert!(!ok(store.replay(1, t).await, "replay"));
+    assert_eq!(ok(store.replay_all_dead(t).await, "replay_all_dead"), 0);
 
     let id = insert_new(&*store, sample("only", None, t)).await;
     assert!(ok(store.get(id + 1).await, "get").is_none());
@@ -589,7 +595,7 @@ pub async fn counts_follow_transitions(store: Arc<dyn EventStore>) {
         counts_of(1, 1, 1),
         "a duplicate counts nothing"
     );
-    assert!(ok(store.replay(b).await, "replay"));
+    assert!(ok(store.replay(b, t).await, "replay"));
     assert_eq!(counts(&*store).await, counts_of(2, 1, 0));
 }
 
@@ -721,7 +727,7 @@ pub async fn uids_are_unique_uuid_v7_and_stable(store: Arc<dyn EventStore>) {
         "claimed as stored"
     );
     ok(store.mark_dead(id, 1, "gave up").await, "mark_dead");
-    assert!(ok(store.replay(id).await, "replay"));
+    assert!(ok(store.replay(id, t).await, "replay"));
     assert_eq!(
         get_existing(&*store, id).await.uid,
         uid,

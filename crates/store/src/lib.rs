@@ -115,6 +115,9 @@ pub struct StoredEvent {
     pub headers: Vec<(String, String)>,
     /// When it was received.
     pub received_at: SystemTime,
+    /// When it last became pending: `received_at`, or the last replay. `webhooks.max_age`
+    /// counts from here, so a replayed old dead letter gets a fresh chance.
+    pub pending_since: SystemTime,
     /// Where it is in its life.
     pub status: Status,
     /// Delivery attempts made so far.
@@ -204,12 +207,14 @@ pub trait EventStore: Send + Sync + std::fmt::Debug + 'static {
         limit: usize,
     ) -> Result<Vec<StoredEvent>, StoreError>;
 
-    /// Makes a dead (or delivered) event pending again, due now, with its attempts reset.
+    /// Makes a dead (or delivered) event pending again, due at `now` and pending since
+    /// `now`, with its attempts and error reset. A pending event is left as it is.
     /// Returns false when no such event exists.
-    async fn replay(&self, id: EventId) -> Result<bool, StoreError>;
+    async fn replay(&self, id: EventId, now: SystemTime) -> Result<bool, StoreError>;
 
-    /// Makes every dead letter pending again; returns how many.
-    async fn replay_all_dead(&self) -> Result<u64, StoreError>;
+    /// Makes every dead letter pending again as [`EventStore::replay`] does; returns how
+    /// many.
+    async fn replay_all_dead(&self, now: SystemTime) -> Result<u64, StoreError>;
 
     /// Events per status.
     async fn counts(&self) -> Result<Counts, StoreError>;

@@ -186,6 +186,10 @@ async fn a_version_1_file_gets_a_uid_for_every_row() {
             1_700_000_000_123,
             "the uid's time is the event's receipt"
         );
+        assert_eq!(
+            event.pending_since, event.received_at,
+            "pending since receipt"
+        );
     }
     drop(store);
     assert_eq!(open(&path).list(None, 10).await.unwrap(), events);

@@ -125,7 +125,7 @@ impl Default for Clock {
 pub struct Policy {
     /// Attempts before the event is dead.
     pub max_attempts: u32,
-    /// Age (since receipt) after which it is dead.
+    /// Age (since it became pending: receipt or replay) after which it is dead.
     pub max_age: Duration,
     /// Waits between attempts.
     pub backoff: Backoff,
@@ -259,7 +259,9 @@ impl Dispatcher {
     /// One attempt at one event, and what the store records about it.
     pub async fn attempt(&self, event: StoredEvent) {
         let now = self.clock.now();
-        let age = now.duration_since(event.received_at).unwrap_or_default();
+        // From when it became pending, not from receipt: a replayed dead letter older than
+        // max_age gets its attempts, instead of dying again at once.
+        let age = now.duration_since(event.pending_since).unwrap_or_default();
         let attempts = event.attempts.saturating_add(1);
         if age > self.policy.max_age {
             self.dead(&event, event.attempts, "max_age", ("max_age", None))
@@ -514,7 +516,7 @@ mod tests {
         // Dead letters stay dead until an operator replays them; then they are delivered.
         tokio::time::advance(Duration::from_hours(1)).await;
         assert_eq!(tick(&s).await, 0);
-        assert!(s.store.replay(1).await.unwrap());
+        assert!(s.store.replay(1, s.clock.now()).await.unwrap());
         s.app.answers.lock().unwrap().clear();
         assert_eq!(tick(&s).await, 1);
         let event = s.store.get(1).await.unwrap().unwrap();
@@ -586,7 +588,7 @@ mod tests {
         tokio::time::advance(Duration::from_hours(25)).await;
         tick(&s).await;
         assert_eq!(s.store.get(1).await.unwrap().unwrap().status, Status::Dead);
-        assert!(s.store.replay(1).await.unwrap());
+        assert!(s.store.replay(1, s.clock.now()).await.unwrap());
         s.app.answers.lock().unwrap().clear();
         assert_eq!(tick(&s).await, 1);
         let event = s.store.get(1).await.unwrap().unwrap();

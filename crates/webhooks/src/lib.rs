@@ -228,7 +228,7 @@ impl Webhooks {
             .as_deref()
             .map(|var| secret("webhooks.admin_token_env", var))
             .transpose()?;
-        let admin = admin::Admin::new(store, redactor, token, wake, audit);
+        let admin = admin::Admin::new(store, redactor, token, wake, audit, clock);
         Ok(Some(Self {
             listen: c.listen,
             listener,

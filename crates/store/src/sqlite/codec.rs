@@ -91,6 +91,7 @@ pub(super) fn event_from_row(row: &Row<'_>) -> rusqlite::Result<StoredEvent> {
         body: Bytes::from(row.get::<_, Vec<u8>>(4)?),
         headers: decode_headers(&headers).ok_or_else(|| corrupt(5, Type::Blob, "headers"))?,
         received_at: from_millis(row.get(6)?),
+        pending_since: from_millis(row.get(12)?),
         status: Status::parse(&status).ok_or_else(|| corrupt(7, Type::Text, "status"))?,
         attempts: u32::try_from(attempts).map_err(|_| corrupt(8, Type::Integer, "attempts"))?,
         next_attempt_at: from_millis(row.get(9)?),

@@ -8,7 +8,7 @@
 macro_rules! event_columns {
     () => {
         "id, dedupe_key, order_key, correlation_id, body, headers, received_at, status, \
-         attempts, next_attempt_at, last_error, uid"
+         attempts, next_attempt_at, last_error, uid, pending_since"
     };
 }
 
@@ -299,10 +299,10 @@ impl EventStore for SqliteStore {
         .await
     }
 
-    async fn replay(&self, id: EventId) -> Result<bool, StoreError> {
+    async fn replay(&self, id: EventId, now: SystemTime) -> Result<bool, StoreError> {
         let replay = Replay {
             target: Some(id),
-            now: to_millis(SystemTime::now()),
+            now: to_millis(now),
         };
         let found = self
             .write(|reply| Command::Replay(Job::new(replay, reply)))
@@ -310,10 +310,10 @@ impl EventStore for SqliteStore {
         Ok(found > 0)
     }
 
-    async fn replay_all_dead(&self) -> Result<u64, StoreError> {
+    async fn replay_all_dead(&self, now: SystemTime) -> Result<u64, StoreError> {
         let replay = Replay {
             target: None,
-            now: to_millis(SystemTime::now()),
+            now: to_millis(now),
         };
         self.write(|reply| Command::Replay(Job::new(replay, reply)))
             .await

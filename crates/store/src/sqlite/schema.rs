@@ -50,6 +50,10 @@ const MIGRATIONS: &[&str] = &[
         substr(lower(hex(randomblob(2))), 1, 3) || '-' ||
         lower(hex(randomblob(6)));
     CREATE UNIQUE INDEX events_uid ON events (uid);",
+    // 3: when the event last became pending (receipt or replay): max_age counts from
+    // here, so a replayed old dead letter is not killed again at once.
+    "ALTER TABLE events ADD COLUMN pending_since INTEGER;
+    UPDATE events SET pending_since = received_at;",
 ];
 
 /// The schema version this build writes.

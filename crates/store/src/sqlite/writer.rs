@@ -254,8 +254,9 @@ fn insert(conn: &Connection, row: &InsertRow) -> rusqlite::Result<Inserted> {
     let inserted = conn
         .prepare_cached(
             "INSERT INTO events (dedupe_key, order_key, correlation_id, body, headers, \
-                                 received_at, status, attempts, next_attempt_at, uid) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'pending', 0, ?6, ?7) \
+                                 received_at, status, attempts, next_attempt_at, uid, \
+                                 pending_since) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'pending', 0, ?6, ?7, ?6) \
              ON CONFLICT (dedupe_key) DO NOTHING",
         )?
         .execute(params![
@@ -350,7 +351,8 @@ fn mark(conn: &Connection, mark: &Mark) -> rusqlite::Result<()> {
 
 fn replay(conn: &Connection, replay: &Replay) -> rusqlite::Result<u64> {
     const RESET: &str = "UPDATE events SET status = 'pending', attempts = 0, \
-         next_attempt_at = ?1, last_error = NULL, lease_owner = NULL, lease_until = NULL";
+         next_attempt_at = ?1, pending_since = ?1, last_error = NULL, lease_owner = NULL, \
+         lease_until = NULL";
     let Some(id) = replay.target else {
         let sql = format!("{RESET} WHERE status = 'dead'");
         return Ok(conn.prepare_cached(&sql)?.execute([replay.now])? as u64);
