@@ -534,6 +534,7 @@ impl Reader {
                 fields::duration,
                 defaults.delivery_timeout,
             ),
+            lease: s.field("lease", fields::duration, defaults.lease),
             delivery_concurrency: s.field(
                 "delivery_concurrency",
                 fields::delivery_concurrency,
@@ -1019,6 +1020,21 @@ impl Reader {
 
     fn check_webhooks(&mut self, webhooks: &WebhooksConfig, listen: &ListenConfig) {
         // These hold whether or not the listener is on, so switching it on brings no surprise.
+        if webhooks.delivery_timeout >= webhooks.lease {
+            self.report(
+                Severity::Error,
+                "webhooks.delivery_timeout",
+                Some(humantime::format_duration(webhooks.delivery_timeout).to_string()),
+                format!(
+                    "is not shorter than webhooks.lease ({}): an attempt could outlive its \
+                     lease, and another sidecar (or this one after a restart) deliver the same \
+                     event at the same time",
+                    humantime::format_duration(webhooks.lease)
+                ),
+                "lower webhooks.delivery_timeout (default \"10s\") or raise webhooks.lease \
+                 (default \"30s\") to a few seconds more than it",
+            );
+        }
         if webhooks.max_unverified_bytes < webhooks.max_body_bytes {
             self.report(
                 Severity::Error,

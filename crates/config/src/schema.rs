@@ -512,9 +512,14 @@ pub struct WebhooksConfig {
     /// Webhooks signature made with it, so the app can verify they come from the sidecar.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub signing_secret_env: Option<String>,
-    /// How long one delivery attempt may take.
+    /// How long one delivery attempt may take, confirm-by-query included (one deadline).
+    /// Shorter than `lease`, so an attempt ends before another sidecar may claim the event.
     #[serde(serialize_with = "humantime_serde::serialize")]
     pub delivery_timeout: Duration,
+    /// How long a claimed event is this sidecar's before another claimant (a replica, or
+    /// this one after a crash) may take it. Longer than `delivery_timeout`.
+    #[serde(serialize_with = "humantime_serde::serialize")]
+    pub lease: Duration,
     /// Deliveries in flight at once.
     pub delivery_concurrency: usize,
     /// Attempts before an event becomes a dead letter.
@@ -955,6 +960,7 @@ impl Default for WebhooksConfig {
             deliver_to: None,
             signing_secret_env: None,
             delivery_timeout: Duration::from_secs(10),
+            lease: Duration::from_secs(30),
             delivery_concurrency: 16,
             max_attempts: 15,
             max_age: Duration::from_hours(24),

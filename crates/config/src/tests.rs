@@ -811,6 +811,18 @@ fn each_bad_value_names_its_key_and_what_was_expected() {
         ),
         (
             "webhooks",
+            "lease = \"0s\"",
+            "webhooks.lease",
+            "greater than zero",
+        ),
+        (
+            "webhooks",
+            "delivery_timeout = \"30s\"",
+            "webhooks.delivery_timeout",
+            "is not shorter than webhooks.lease (30s)",
+        ),
+        (
+            "webhooks",
             "delivery_concurrency = 0",
             "webhooks.delivery_concurrency",
             "between 1 and 1024",
@@ -1414,6 +1426,7 @@ fn to_toml_string_round_trips() {
         deliver_to: Some(Uri::from_static("https://app.internal:8443/hooks/fincode")),
         signing_secret_env: Some("FINCODE_SIDECAR_WEBHOOK_SIGNING_SECRET".to_owned()),
         delivery_timeout: Duration::from_millis(250),
+        lease: Duration::from_secs(1),
         delivery_concurrency: 1024,
         max_attempts: 1000,
         max_age: Duration::from_mins(90),
@@ -1961,6 +1974,7 @@ fn every_webhooks_and_store_key_is_read() {
          deliver_to = \"http://127.0.0.1:3000/webhooks/fincode\"\n\
          signing_secret_env = \"FINCODE_SIDECAR_WEBHOOK_SIGNING_SECRET\"\n\
          delivery_timeout = \"3s\"\n\
+         lease = \"45s\"\n\
          delivery_concurrency = 4\n\
          max_attempts = 1000\n\
          max_age = \"1s\"\nretention = \"2days\"\n\
@@ -2016,6 +2030,7 @@ fn every_webhooks_and_store_key_is_read() {
             deliver_to: Some(Uri::from_static("http://127.0.0.1:3000/webhooks/fincode")),
             signing_secret_env: Some("FINCODE_SIDECAR_WEBHOOK_SIGNING_SECRET".to_owned()),
             delivery_timeout: Duration::from_secs(3),
+            lease: Duration::from_secs(45),
             delivery_concurrency: 4,
             max_attempts: 1000,
             max_age: Duration::from_secs(1),

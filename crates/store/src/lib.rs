@@ -11,8 +11,13 @@
 //!   reported as a duplicate and never stored or delivered twice. Concurrent inserts are
 //!   committed together (group commit), so durability costs one sync per batch.
 //! - [`EventStore::claim_due`] hands out pending events whose time has come, each to one
-//!   claimant at a time (a lease), oldest first; with an ordering key, an event is not
-//!   handed out while an earlier event with the same key is still pending.
+//!   claimant at a time (a [`Lease`]), oldest first; with an ordering key, an event is not
+//!   handed out while an earlier event with the same key is still pending. A claim counts
+//!   the attempt, so a claimant that crashes mid-delivery still uses one up.
+//! - Leases are fenced: every `mark_*` takes the lease it acts under and applies only if
+//!   that lease is still the event's latest (not expired *and* claimed by someone else).
+//!   It returns whether it applied; a claimant whose mark did not apply lost the event
+//!   and records nothing about it.
 //! - An event ends delivered or dead, never lost: a lease that expires (the claimant
 //!   crashed) makes the event due again.
 //! - Every stored event carries a UUIDv7 ([`StoredEvent::uid`]) minted by the store at
@@ -128,6 +133,28 @@ pub struct StoredEvent {
     pub last_error: Option<String>,
 }
 
+/// The right to record the outcome of one claim of one event: who claimed it and which
+/// claim of that event this was. A later claim of the same event (after this one expired)
+/// has a higher generation, and voids this one.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Lease {
+    /// The event claimed.
+    pub event: EventId,
+    /// The claimant, as given to [`EventStore::claim_due`].
+    pub owner: String,
+    /// Increases with every claim of the event (a fencing token).
+    pub generation: u64,
+}
+
+/// An event handed out by [`EventStore::claim_due`], with the lease it is held under.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Claimed {
+    /// The event; its `attempts` already counts this claim.
+    pub event: StoredEvent,
+    /// What `mark_*` must present.
+    pub lease: Lease,
+}
+
 /// Events per status, for the queue-depth gauge and the admin API.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Counts {
@@ -171,31 +198,35 @@ pub trait EventStore: Send + Sync + std::fmt::Debug + 'static {
     async fn insert(&self, event: NewEvent) -> Result<Inserted, StoreError>;
 
     /// Leases up to `limit` pending events due at `now` (not leased by anyone else, and
-    /// with no earlier pending event of the same ordering key) to `owner` for `lease`,
-    /// oldest first.
+    /// with no earlier pending event of the same ordering key) to `owner` until
+    /// `now + lease`, oldest first. Each claim adds one to the event's attempts and to
+    /// its lease generation, in the same transaction.
     async fn claim_due(
         &self,
         now: SystemTime,
         limit: usize,
         lease: Duration,
         owner: &str,
-    ) -> Result<Vec<StoredEvent>, StoreError>;
+    ) -> Result<Vec<Claimed>, StoreError>;
 
-    /// The app acknowledged event `id` after `attempts` attempts.
-    async fn mark_delivered(&self, id: EventId, attempts: u32) -> Result<(), StoreError>;
+    /// The app acknowledged the event held under `lease`. Returns false, changing
+    /// nothing, when the lease was lost (another claim of the event came after it) or the
+    /// event is no longer pending.
+    async fn mark_delivered(&self, lease: &Lease) -> Result<bool, StoreError>;
 
-    /// Attempt `attempts` failed with `error`; due again at `next_attempt_at`. Releases
-    /// the lease.
+    /// The attempt under `lease` failed with `error`; due again at `next_attempt_at`.
+    /// Releases the lease. Returns false, changing nothing, as
+    /// [`EventStore::mark_delivered`] does.
     async fn mark_failed(
         &self,
-        id: EventId,
-        attempts: u32,
+        lease: &Lease,
         next_attempt_at: SystemTime,
         error: &str,
-    ) -> Result<(), StoreError>;
+    ) -> Result<bool, StoreError>;
 
-    /// Attempts or age ran out: the event becomes a dead letter.
-    async fn mark_dead(&self, id: EventId, attempts: u32, error: &str) -> Result<(), StoreError>;
+    /// Attempts or age ran out: the event held under `lease` becomes a dead letter.
+    /// Returns false, changing nothing, as [`EventStore::mark_delivered`] does.
+    async fn mark_dead(&self, lease: &Lease, error: &str) -> Result<bool, StoreError>;
 
     /// One event, whatever its status.
     async fn get(&self, id: EventId) -> Result<Option<StoredEvent>, StoreError>;

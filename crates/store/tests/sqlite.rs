@@ -220,7 +220,7 @@ async fn data_survives_reopen() {
     let Inserted::New(delivered) = store.insert(event("delivered")).await.unwrap() else {
         panic!("new")
     };
-    store
+    let claimed = store
         .claim_due(
             now + Duration::from_secs(1),
             10,
@@ -229,12 +229,15 @@ async fn data_survives_reopen() {
         )
         .await
         .unwrap();
-    store
-        .mark_failed(failed, 3, now + Duration::from_mins(10), "http 503")
-        .await
-        .unwrap();
-    store.mark_dead(dead, 9, "max attempts").await.unwrap();
-    store.mark_delivered(delivered, 1).await.unwrap();
+    let lease = |id: EventId| &claimed.iter().find(|c| c.event.id == id).unwrap().lease;
+    assert!(
+        store
+            .mark_failed(lease(failed), now + Duration::from_mins(10), "http 503")
+            .await
+            .unwrap()
+    );
+    assert!(store.mark_dead(lease(dead), "max attempts").await.unwrap());
+    assert!(store.mark_delivered(lease(delivered)).await.unwrap());
     let before: Vec<_> = store.list(None, 10).await.unwrap();
     let counts = store.counts().await.unwrap();
     drop(store);
@@ -249,7 +252,7 @@ async fn data_survives_reopen() {
     let failed = store.get(failed).await.unwrap().unwrap();
     assert_eq!(
         (failed.status, failed.attempts, failed.last_error.as_deref()),
-        (Status::Pending, 3, Some("http 503"))
+        (Status::Pending, 1, Some("http 503"))
     );
     assert_eq!(store.get(dead).await.unwrap().unwrap().status, Status::Dead);
     assert_eq!(

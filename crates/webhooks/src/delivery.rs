@@ -120,10 +120,17 @@ impl HttpDelivery {
         }
     }
 
+    /// One attempt under one deadline, `timeout` from now: the confirm query, its answer,
+    /// the delivery and the app's status all share it, so an attempt cannot outlive its
+    /// lease however the time is spent (a confirm answer that never ends included).
     async fn send(&self, event: &StoredEvent) -> Attempt {
+        let deadline = tokio::time::Instant::now() + self.timeout;
         if let Some(confirm) = &self.confirm
-            && let Err(why) = self.confirmed(confirm, event).await
+            && let Err(why) = self.confirmed(confirm, event, deadline).await
         {
+            if why == TIMED_OUT {
+                return timed_out();
+            }
             return Attempt::Failed {
                 reason: "unconfirmed",
                 status: None,
@@ -171,13 +178,8 @@ impl HttpDelivery {
         for (name, value) in signature {
             headers.insert(name, value);
         }
-        match tokio::time::timeout(self.timeout, self.client.request(request)).await {
-            Err(_) => Attempt::Failed {
-                reason: "timeout",
-                status: None,
-                why: "timeout".to_owned(),
-                retry_after: None,
-            },
+        match tokio::time::timeout_at(deadline, self.client.request(request)).await {
+            Err(_) => timed_out(),
             Ok(Err(error)) => {
                 let (reason, why) = if error.is_connect() {
                     ("connect_error", "connect error")
@@ -195,9 +197,10 @@ impl HttpDelivery {
                 let status = response.status();
                 let retry_after =
                     retry_after::parse(response.headers(), std::time::SystemTime::now());
-                // Read the answer so the connection is reused; its content is not used.
-                let _ = tokio::time::timeout(
-                    self.timeout,
+                // Read the answer so the connection is reused; its content is not used, and
+                // running out of time here does not change the verdict (the status is in).
+                let _ = tokio::time::timeout_at(
+                    deadline,
                     Limited::new(response.into_body(), MAX_ANSWER).collect(),
                 )
                 .await;
@@ -218,7 +221,12 @@ impl HttpDelivery {
     }
 
     /// Asks FinCode (through the egress port) whether the event's status is real.
-    async fn confirmed(&self, confirm: &Confirm, event: &StoredEvent) -> Result<(), String> {
+    async fn confirmed(
+        &self,
+        confirm: &Confirm,
+        event: &StoredEvent,
+        deadline: tokio::time::Instant,
+    ) -> Result<(), String> {
         let Ok(body) = serde_json::from_slice::<serde_json::Value>(&event.body) else {
             return Err("unconfirmed: the event is not JSON".to_owned());
         };
@@ -234,9 +242,9 @@ impl HttpDelivery {
         if let Ok(id) = HeaderValue::try_from(event.correlation_id.as_str()) {
             request.headers_mut().insert("x-request-id", id);
         }
-        let response = tokio::time::timeout(self.timeout, self.client.request(request))
+        let response = tokio::time::timeout_at(deadline, self.client.request(request))
             .await
-            .map_err(|_| "unconfirmed: FinCode query timed out".to_owned())?
+            .map_err(|_| TIMED_OUT.to_owned())?
             .map_err(|_| "unconfirmed: the egress port is unreachable".to_owned())?;
         if !response.status().is_success() {
             return Err(format!(
@@ -244,9 +252,10 @@ impl HttpDelivery {
                 response.status().as_u16()
             ));
         }
-        let answer = Limited::new(response.into_body(), MAX_ANSWER)
-            .collect()
+        let answer = Limited::new(response.into_body(), MAX_ANSWER).collect();
+        let answer = tokio::time::timeout_at(deadline, answer)
             .await
+            .map_err(|_| TIMED_OUT.to_owned())?
             .map_err(|_| "unconfirmed: FinCode's answer could not be read".to_owned())?
             .to_bytes();
         let answer: serde_json::Value = serde_json::from_slice(&answer)
@@ -260,6 +269,19 @@ impl HttpDelivery {
         } else {
             Err("unconfirmed: FinCode reports a different status".to_owned())
         }
+    }
+}
+
+/// Why a confirm query ran out of the attempt's time.
+const TIMED_OUT: &str = "unconfirmed: FinCode query timed out";
+
+/// The attempt's deadline passed.
+fn timed_out() -> Attempt {
+    Attempt::Failed {
+        reason: "timeout",
+        status: None,
+        why: "timeout".to_owned(),
+        retry_after: None,
     }
 }
 

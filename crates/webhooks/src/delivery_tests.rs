@@ -11,7 +11,7 @@ use std::{
 use bytes::Bytes;
 use fincode_backoff::Backoff;
 use fincode_config::KeyTemplate;
-use fincode_store::{EventStore, NewEvent, SqliteStore, StoredEvent};
+use fincode_store::{Claimed, EventStore, NewEvent, SqliteStore};
 use http::{HeaderMap, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, StreamBody};
 use hyper::body::Frame;
@@ -97,7 +97,7 @@ fn open_store(dir: &tempfile::TempDir) -> Arc<dyn EventStore> {
     Arc::new(SqliteStore::open(&dir.path().join("events.db")).unwrap())
 }
 
-async fn claim_one(store: &Arc<dyn EventStore>) -> StoredEvent {
+async fn claim_one(store: &Arc<dyn EventStore>) -> Claimed {
     let mut due = store
         .claim_due(
             SystemTime::now() + Duration::from_secs(1),
@@ -140,7 +140,7 @@ async fn webhook_ids_are_unique_across_fresh_stores_and_stable_across_attempts()
     second.insert(new_event("B", None)).await.unwrap();
     let a = claim_one(&first).await;
     let b = claim_one(&second).await;
-    for event in [&a, &a, &b] {
+    for event in [&a.event, &a.event, &b.event] {
         assert_eq!(
             deliver.deliver(event).await,
             Attempt::Delivered { status: 200 }
@@ -180,7 +180,7 @@ async fn a_confirm_body_that_never_ends_is_cut_by_the_attempt_timeout() {
     store.insert(new_event("PCN-STALL", None)).await.unwrap();
     let event = claim_one(&store).await;
     let started = std::time::Instant::now();
-    let attempt = tokio::time::timeout(Duration::from_secs(10), deliver.deliver(&event))
+    let attempt = tokio::time::timeout(Duration::from_secs(10), deliver.deliver(&event.event))
         .await
         .expect("the attempt outlived every timeout (and so its lease)");
     assert!(
@@ -238,7 +238,7 @@ async fn a_superseded_event_does_not_block_its_ordering_key() {
     let first = claim_one(&store).await;
     dispatcher.attempt(first.clone()).await;
     assert!(delivered.lock().unwrap().is_empty(), "not delivered");
-    let recorded = store.get(first.id).await.unwrap().unwrap();
+    let recorded = store.get(first.event.id).await.unwrap().unwrap();
     assert_eq!(recorded.last_error.as_deref(), Some("superseded"));
     let wait = recorded
         .next_attempt_at
@@ -247,7 +247,7 @@ async fn a_superseded_event_does_not_block_its_ordering_key() {
     assert!(wait > Duration::from_mins(29), "retried in {wait:?}");
     let next = claim_one(&store).await;
     assert_eq!(
-        next.dedupe_key, "PCN-ORDER-2",
+        next.event.dedupe_key, "PCN-ORDER-2",
         "the next event of the key is not held back"
     );
 }

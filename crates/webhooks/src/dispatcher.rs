@@ -21,7 +21,7 @@ use std::{
 };
 
 use fincode_backoff::Backoff;
-use fincode_store::{EventStore, StoredEvent};
+use fincode_store::{Claimed, EventStore, Lease, StoredEvent};
 use tokio::sync::{Notify, Semaphore};
 
 use fincode_audit::Auditor;
@@ -68,9 +68,22 @@ pub enum Attempt {
     },
 }
 
+/// The lease ran out and another claimant took the event: whatever this attempt did, the
+/// new owner's outcome is the one recorded.
+fn lost(event: &StoredEvent) {
+    tracing::warn!(
+        target: "fincode_sidecar::webhooks",
+        id = event.id,
+        correlation_id = %event.correlation_id,
+        "webhook lease lost (the attempt outlived it); the event's new claimant records its outcome"
+    );
+}
+
 /// Sends one event to the app. The HTTP implementation is [`crate::delivery::HttpDelivery`].
 pub trait Deliver: Send + Sync + fmt::Debug + 'static {
-    /// One attempt at delivering `event`.
+    /// One attempt at delivering `event`. It must end within the attempt timeout, which
+    /// is shorter than the lease (`webhooks.delivery_timeout` < `webhooks.lease`), or
+    /// another claimant may deliver the same event at the same time.
     fn deliver<'a>(&'a self, event: &'a StoredEvent) -> BoxFuture<'a, Attempt>;
 }
 
@@ -256,15 +269,25 @@ impl Dispatcher {
         }
     }
 
-    /// One attempt at one event, and what the store records about it.
-    pub async fn attempt(&self, event: StoredEvent) {
+    /// One attempt at one claimed event, and what the store records about it. The
+    /// claim already counted the attempt; an outcome is recorded (logged, counted,
+    /// audited) only if the lease still held when it was written.
+    pub async fn attempt(&self, claimed: Claimed) {
+        let Claimed { event, lease } = claimed;
         let now = self.clock.now();
         // From when it became pending, not from receipt: a replayed dead letter older than
         // max_age gets its attempts, instead of dying again at once.
         let age = now.duration_since(event.pending_since).unwrap_or_default();
-        let attempts = event.attempts.saturating_add(1);
+        let attempts = event.attempts;
         if age > self.policy.max_age {
-            self.dead(&event, event.attempts, "max_age", ("max_age", None))
+            self.dead(&event, &lease, "max_age", ("max_age", None))
+                .await;
+            return;
+        }
+        // Earlier claims that never ended (the sidecar died mid-delivery each time) count:
+        // a crash loop ends in a dead letter instead of going on for ever.
+        if attempts > self.policy.max_attempts {
+            self.dead(&event, &lease, "max_attempts", ("max_attempts", None))
                 .await;
             return;
         }
@@ -272,9 +295,13 @@ impl Dispatcher {
         match self.deliver.deliver(&event).await {
             Attempt::Delivered { status } => {
                 let latency = started.elapsed();
-                if let Err(error) = self.store.mark_delivered(event.id, attempts).await {
-                    tracing::error!(%error, id = event.id, "delivered but not recorded; it will be delivered again");
-                    return;
+                match self.store.mark_delivered(&lease).await {
+                    Ok(true) => {}
+                    Ok(false) => return lost(&event),
+                    Err(error) => {
+                        tracing::error!(%error, id = event.id, "delivered but not recorded; it will be delivered again");
+                        return;
+                    }
                 }
                 let since_receipt = self
                     .clock
@@ -301,7 +328,7 @@ impl Dispatcher {
             } => {
                 self.metrics.delivery("failed");
                 if attempts >= self.policy.max_attempts {
-                    self.dead(&event, attempts, &why, (reason, status)).await;
+                    self.dead(&event, &lease, &why, (reason, status)).await;
                     return;
                 }
                 let delay = self.next_delay(attempts, retry_after);
@@ -314,12 +341,16 @@ impl Dispatcher {
                     retry_in_ms = delay.as_millis(),
                     "webhook delivery failed"
                 );
-                if let Err(error) = self
+                match self
                     .store
-                    .mark_failed(event.id, attempts, self.clock.now() + delay, &why)
+                    .mark_failed(&lease, self.clock.now() + delay, &why)
                     .await
                 {
-                    tracing::error!(%error, id = event.id, "failed attempt not recorded; the lease will expire and it is retried");
+                    Ok(true) => {}
+                    Ok(false) => lost(&event),
+                    Err(error) => {
+                        tracing::error!(%error, id = event.id, "failed attempt not recorded; the lease will expire and it is retried");
+                    }
                 }
             }
         }
@@ -340,13 +371,18 @@ impl Dispatcher {
     async fn dead(
         &self,
         event: &StoredEvent,
-        attempts: u32,
+        lease: &Lease,
         why: &str,
         last: (&'static str, Option<u16>),
     ) {
-        if let Err(error) = self.store.mark_dead(event.id, attempts, why).await {
-            tracing::error!(%error, id = event.id, "dead letter not recorded; it will be retried");
-            return;
+        let attempts = event.attempts;
+        match self.store.mark_dead(lease, why).await {
+            Ok(true) => {}
+            Ok(false) => return lost(event),
+            Err(error) => {
+                tracing::error!(%error, id = event.id, "dead letter not recorded; it will be retried");
+                return;
+            }
         }
         self.metrics.delivery("dead");
         self.audit.dead(event, attempts, last.0, last.1);
@@ -468,8 +504,8 @@ mod tests {
             .await
             .unwrap();
         let n = due.len();
-        for event in due {
-            s.dispatcher.attempt(event).await;
+        for claimed in due {
+            s.dispatcher.attempt(claimed).await;
         }
         n
     }
@@ -598,6 +634,30 @@ mod tests {
             "max_age counts from the replay, not from receipt"
         );
         assert_eq!(s.app.seen.lock().unwrap().len(), 1);
+    }
+
+    /// A sidecar that dies mid-delivery every time (a poisonous event) still uses up
+    /// attempts: the claim counts them, and the event ends a dead letter.
+    #[tokio::test(start_paused = true)]
+    async fn a_crash_loop_ends_in_a_dead_letter() {
+        let s = setup(3, Vec::new()).await;
+        for crash in 1..=3 {
+            let claimed = s
+                .store
+                .claim_due(s.clock.now(), 10, Duration::from_secs(30), "crashing")
+                .await
+                .unwrap();
+            assert_eq!(claimed.len(), 1, "claim {crash}");
+            // ...and the claimant dies; the lease runs out.
+            tokio::time::advance(Duration::from_secs(31)).await;
+        }
+        assert_eq!(tick(&s).await, 1);
+        let event = s.store.get(1).await.unwrap().unwrap();
+        assert_eq!(
+            (event.status, event.last_error.as_deref()),
+            (Status::Dead, Some("max_attempts"))
+        );
+        assert!(s.app.seen.lock().unwrap().is_empty());
     }
 
     /// The clock production uses is the wall clock itself, the one `received_at` is

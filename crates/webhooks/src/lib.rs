@@ -208,10 +208,11 @@ impl Webhooks {
             backoff: Backoff::full_jitter(c.backoff_base, c.backoff_cap),
             backoff_cap: c.backoff_cap,
             concurrency: c.delivery_concurrency,
-            // Long enough for a delivery and its confirm query (each bounded by the
-            // delivery timeout); short enough that a crashed replica's events are picked
-            // up again soon. (A single SQLite sidecar voids old leases at start-up.)
-            lease: c.delivery_timeout * 2 + Duration::from_secs(5),
+            // Longer than an attempt (the config refuses delivery_timeout >= lease), so an
+            // attempt ends before anyone else may claim its event; short enough that a
+            // crashed replica's events are picked up again soon. (A single SQLite sidecar
+            // voids old leases at start-up.)
+            lease: c.lease,
             retention: c.retention,
         };
         let dispatcher = Dispatcher::new(

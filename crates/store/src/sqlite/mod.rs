@@ -28,8 +28,11 @@ use tokio::sync::{mpsc, oneshot};
 
 use self::codec::{add_millis, encode_headers, event_from_row, io_error, to_millis};
 use self::schema::Role;
-use self::writer::{ClaimRequest, Command, InsertRow, Job, Mark, Replay, Reply};
-use crate::{Counts, EventId, EventStore, Inserted, NewEvent, Status, StoreError, StoredEvent};
+use self::writer::{ClaimRequest, Command, InsertRow, Job, Mark, Outcome, Replay, Reply};
+use crate::{
+    Claimed, Counts, EventId, EventStore, Inserted, Lease, NewEvent, Status, StoreError,
+    StoredEvent,
+};
 
 /// Commands that may wait for the writer before `insert` itself waits (backpressure
 /// on the webhook listener rather than unbounded memory).
@@ -150,6 +153,16 @@ impl SqliteStore {
         answer.await.map_err(|_| StoreError::Closed)?
     }
 
+    /// Records the end of an attempt under `lease`; whether the lease still held.
+    async fn mark(&self, lease: &Lease, outcome: Outcome) -> Result<bool, StoreError> {
+        let mark = Mark {
+            lease: lease.clone(),
+            outcome,
+        };
+        self.write(|reply| Command::Mark(Job::new(mark, reply)))
+            .await
+    }
+
     /// Runs `query` on the read connection, on a blocking thread.
     async fn read<T: Send + 'static>(
         &self,
@@ -213,7 +226,7 @@ impl EventStore for SqliteStore {
         limit: usize,
         lease: Duration,
         owner: &str,
-    ) -> Result<Vec<StoredEvent>, StoreError> {
+    ) -> Result<Vec<Claimed>, StoreError> {
         let now = to_millis(now);
         let request = ClaimRequest {
             now,
@@ -225,37 +238,28 @@ impl EventStore for SqliteStore {
             .await
     }
 
-    async fn mark_delivered(&self, id: EventId, attempts: u32) -> Result<(), StoreError> {
-        let mark = Mark::Delivered { id, attempts };
-        self.write(|reply| Command::Mark(Job::new(mark, reply)))
-            .await
+    async fn mark_delivered(&self, lease: &Lease) -> Result<bool, StoreError> {
+        self.mark(lease, Outcome::Delivered).await
     }
 
     async fn mark_failed(
         &self,
-        id: EventId,
-        attempts: u32,
+        lease: &Lease,
         next_attempt_at: SystemTime,
         error: &str,
-    ) -> Result<(), StoreError> {
-        let mark = Mark::Failed {
-            id,
-            attempts,
+    ) -> Result<bool, StoreError> {
+        let outcome = Outcome::Failed {
             next_attempt_at: to_millis(next_attempt_at),
             error: error.to_owned(),
         };
-        self.write(|reply| Command::Mark(Job::new(mark, reply)))
-            .await
+        self.mark(lease, outcome).await
     }
 
-    async fn mark_dead(&self, id: EventId, attempts: u32, error: &str) -> Result<(), StoreError> {
-        let mark = Mark::Dead {
-            id,
-            attempts,
+    async fn mark_dead(&self, lease: &Lease, error: &str) -> Result<bool, StoreError> {
+        let outcome = Outcome::Dead {
             error: error.to_owned(),
         };
-        self.write(|reply| Command::Mark(Job::new(mark, reply)))
-            .await
+        self.mark(lease, outcome).await
     }
 
     async fn get(&self, id: EventId) -> Result<Option<StoredEvent>, StoreError> {

@@ -54,6 +54,10 @@ const MIGRATIONS: &[&str] = &[
     // here, so a replayed old dead letter is not killed again at once.
     "ALTER TABLE events ADD COLUMN pending_since INTEGER;
     UPDATE events SET pending_since = received_at;",
+    // 4: fenced leases. Each claim increments the generation; a mark applies only under
+    // the latest one, so a claimant whose lease expired and was re-claimed cannot clear
+    // the new owner's lease or record an outcome.
+    "ALTER TABLE events ADD COLUMN lease_generation INTEGER NOT NULL DEFAULT 0;",
 ];
 
 /// The schema version this build writes.

@@ -6,7 +6,7 @@ use rusqlite::{Connection, TransactionBehavior, params};
 use tokio::sync::{mpsc, oneshot};
 
 use super::codec::{event_from_row, io_error};
-use crate::{EventId, Inserted, StoreError, StoredEvent};
+use crate::{Claimed, EventId, Inserted, Lease, StoreError};
 
 /// The most commands committed in one transaction. Bounds the time a batch holds the
 /// write lock; under load the queue refills while a batch commits, so batches stay
@@ -69,23 +69,17 @@ pub(super) struct ClaimRequest {
     pub(super) owner: String,
 }
 
-/// The end of a delivery attempt.
-pub(super) enum Mark {
-    Delivered {
-        id: EventId,
-        attempts: u32,
-    },
-    Failed {
-        id: EventId,
-        attempts: u32,
-        next_attempt_at: i64,
-        error: String,
-    },
-    Dead {
-        id: EventId,
-        attempts: u32,
-        error: String,
-    },
+/// The end of a delivery attempt, under the lease it was made under.
+pub(super) struct Mark {
+    pub(super) lease: Lease,
+    pub(super) outcome: Outcome,
+}
+
+/// What a [`Mark`] records.
+pub(super) enum Outcome {
+    Delivered,
+    Failed { next_attempt_at: i64, error: String },
+    Dead { error: String },
 }
 
 /// What to make pending again, due at `now`.
@@ -97,8 +91,9 @@ pub(super) struct Replay {
 /// One request to the writer.
 pub(super) enum Command {
     Insert(Job<InsertRow, Inserted>),
-    Claim(Job<ClaimRequest, Vec<StoredEvent>>),
-    Mark(Job<Mark, ()>),
+    Claim(Job<ClaimRequest, Vec<Claimed>>),
+    /// Output: whether the lease still held (and so the mark applied).
+    Mark(Job<Mark, bool>),
     /// Output: events made pending (or, for one id that exists, at least 1).
     Replay(Job<Replay, u64>),
     /// Input: unix milliseconds; output: delivered events older than that, deleted.
@@ -295,7 +290,7 @@ pub(super) const CLAIM_SQL: &str = concat!(
      LIMIT ?2"
 );
 
-fn claim(conn: &Connection, request: &ClaimRequest) -> rusqlite::Result<Vec<StoredEvent>> {
+fn claim(conn: &Connection, request: &ClaimRequest) -> rusqlite::Result<Vec<Claimed>> {
     if request.limit <= 0 {
         return Ok(Vec::new());
     }
@@ -303,50 +298,70 @@ fn claim(conn: &Connection, request: &ClaimRequest) -> rusqlite::Result<Vec<Stor
         .prepare_cached(CLAIM_SQL)?
         .query_map(params![request.now, request.limit], event_from_row)?
         .collect::<rusqlite::Result<Vec<_>>>()?;
-    let mut lease =
-        conn.prepare_cached("UPDATE events SET lease_owner = ?2, lease_until = ?3 WHERE id = ?1")?;
-    for event in &events {
-        lease.execute(params![event.id, request.owner, request.lease_until])?;
+    // The attempt is counted here, not when it ends: a claimant that dies mid-delivery
+    // (a crash loop on one poisonous event) still moves the event towards max_attempts.
+    let mut lease = conn.prepare_cached(
+        "UPDATE events SET lease_owner = ?2, lease_until = ?3, \
+             lease_generation = lease_generation + 1, attempts = attempts + 1 \
+         WHERE id = ?1 RETURNING lease_generation, attempts",
+    )?;
+    let mut claimed = Vec::with_capacity(events.len());
+    for mut event in events {
+        let (generation, attempts): (i64, i64) = lease.query_row(
+            params![event.id, request.owner, request.lease_until],
+            |row| Ok((row.get(0)?, row.get(1)?)),
+        )?;
+        event.attempts = u32::try_from(attempts).unwrap_or(u32::MAX);
+        claimed.push(Claimed {
+            lease: Lease {
+                event: event.id,
+                owner: request.owner.clone(),
+                generation: u64::try_from(generation).unwrap_or_default(),
+            },
+            event,
+        });
     }
-    Ok(events)
+    Ok(claimed)
 }
 
-fn mark(conn: &Connection, mark: &Mark) -> rusqlite::Result<()> {
-    // Failed and Dead apply to pending events only: a claimant whose lease ran out must
-    // not turn an event that another claimant delivered back into a pending one.
-    match mark {
-        Mark::Delivered { id, attempts } => conn
-            .prepare_cached(
-                "UPDATE events SET status = 'delivered', attempts = ?2, \
-                     lease_owner = NULL, lease_until = NULL \
-                 WHERE id = ?1",
-            )?
-            .execute(params![id, attempts])?,
-        Mark::Failed {
-            id,
-            attempts,
+/// Applies `mark` if its lease is the event's latest and the event still pending; says
+/// whether it did. The lease is matched on owner and generation, not on `lease_until`: a
+/// lease that ran out but that nobody claimed since is still good (the outcome is real).
+fn mark(conn: &Connection, mark: &Mark) -> rusqlite::Result<bool> {
+    const FENCE: &str = "WHERE id = ?1 AND lease_owner = ?2 AND lease_generation = ?3 \
+                         AND status = 'pending'";
+    let lease = &mark.lease;
+    let generation = i64::try_from(lease.generation).unwrap_or(i64::MAX);
+    let changed = match &mark.outcome {
+        Outcome::Delivered => conn
+            .prepare_cached(&format!(
+                "UPDATE events SET status = 'delivered', lease_owner = NULL, \
+                     lease_until = NULL {FENCE}"
+            ))?
+            .execute(params![lease.event, lease.owner, generation])?,
+        Outcome::Failed {
             next_attempt_at,
             error,
         } => conn
-            .prepare_cached(
-                "UPDATE events SET attempts = ?2, next_attempt_at = ?3, last_error = ?4, \
-                     lease_owner = NULL, lease_until = NULL \
-                 WHERE id = ?1 AND status = 'pending'",
-            )?
-            .execute(params![id, attempts, next_attempt_at, error])?,
-        Mark::Dead {
-            id,
-            attempts,
-            error,
-        } => conn
-            .prepare_cached(
-                "UPDATE events SET status = 'dead', attempts = ?2, last_error = ?3, \
-                     lease_owner = NULL, lease_until = NULL \
-                 WHERE id = ?1 AND status = 'pending'",
-            )?
-            .execute(params![id, attempts, error])?,
+            .prepare_cached(&format!(
+                "UPDATE events SET next_attempt_at = ?4, last_error = ?5, \
+                     lease_owner = NULL, lease_until = NULL {FENCE}"
+            ))?
+            .execute(params![
+                lease.event,
+                lease.owner,
+                generation,
+                next_attempt_at,
+                error
+            ])?,
+        Outcome::Dead { error } => conn
+            .prepare_cached(&format!(
+                "UPDATE events SET status = 'dead', last_error = ?4, \
+                     lease_owner = NULL, lease_until = NULL {FENCE}"
+            ))?
+            .execute(params![lease.event, lease.owner, generation, error])?,
     };
-    Ok(())
+    Ok(changed == 1)
 }
 
 fn replay(conn: &Connection, replay: &Replay) -> rusqlite::Result<u64> {
