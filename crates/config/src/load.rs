@@ -547,6 +547,11 @@ impl Reader {
             ),
             max_age: s.field("max_age", fields::event_max_age, defaults.max_age),
             retention: s.field("retention", fields::retention, defaults.retention),
+            dedupe_retention: s.field(
+                "dedupe_retention",
+                fields::dedupe_retention,
+                defaults.dedupe_retention,
+            ),
             backoff_base: s.field("backoff_base", fields::duration, defaults.backoff_base),
             backoff_cap: s.field("backoff_cap", fields::duration, defaults.backoff_cap),
             confirm_by_query: s.field(

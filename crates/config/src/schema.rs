@@ -531,6 +531,10 @@ pub struct WebhooksConfig {
     /// keys recognise redeliveries). Dead and pending events are kept until handled.
     #[serde(serialize_with = "humantime_serde::serialize")]
     pub retention: Duration,
+    /// How long a delivered event's dedupe key is remembered after its body is purged
+    /// (counted from receipt), so a captured request replayed later is still a duplicate.
+    #[serde(serialize_with = "humantime_serde::serialize")]
+    pub dedupe_retention: Duration,
     /// The first backoff ceiling between attempts (full jitter, doubling).
     #[serde(serialize_with = "humantime_serde::serialize")]
     pub backoff_base: Duration,
@@ -965,6 +969,7 @@ impl Default for WebhooksConfig {
             max_attempts: 15,
             max_age: Duration::from_hours(24),
             retention: Duration::from_hours(7 * 24),
+            dedupe_retention: Duration::from_hours(30 * 24),
             backoff_base: Duration::from_secs(1),
             backoff_cap: Duration::from_mins(10),
             confirm_by_query: false,

@@ -859,6 +859,18 @@ fn each_bad_value_names_its_key_and_what_was_expected() {
         ),
         (
             "webhooks",
+            "dedupe_retention = \"59m\"",
+            "webhooks.dedupe_retention",
+            "at least 1h",
+        ),
+        (
+            "webhooks",
+            "dedupe_key = \"{Reference}\\\\{Status}\"",
+            "webhooks.dedupe_key",
+            "backslash outside its placeholders",
+        ),
+        (
+            "webhooks",
             "backoff_base = \"0s\"",
             "webhooks.backoff_base",
             "greater than zero",
@@ -1431,6 +1443,7 @@ fn to_toml_string_round_trips() {
         max_attempts: 1000,
         max_age: Duration::from_mins(90),
         retention: Duration::from_hours(48),
+        dedupe_retention: Duration::from_hours(96),
         backoff_base: Duration::from_secs(2),
         backoff_cap: Duration::from_secs(2),
         confirm_by_query: true,
@@ -1977,7 +1990,7 @@ fn every_webhooks_and_store_key_is_read() {
          lease = \"45s\"\n\
          delivery_concurrency = 4\n\
          max_attempts = 1000\n\
-         max_age = \"1s\"\nretention = \"2days\"\n\
+         max_age = \"1s\"\nretention = \"2days\"\ndedupe_retention = \"60d\"\n\
          backoff_base = \"100ms\"\n\
          backoff_cap = \"100ms\"\n\
          confirm_by_query = true\n\
@@ -2035,6 +2048,7 @@ fn every_webhooks_and_store_key_is_read() {
             max_attempts: 1000,
             max_age: Duration::from_secs(1),
             retention: Duration::from_hours(48),
+            dedupe_retention: Duration::from_hours(60 * 24),
             backoff_base: Duration::from_millis(100),
             backoff_cap: Duration::from_millis(100),
             confirm_by_query: true,

@@ -672,8 +672,8 @@ pub async fn counts_follow_transitions(store: Arc<dyn EventStore>) {
     assert_eq!(counts(&*store).await, counts_of(2, 1, 0));
 }
 
-/// Retention deletes delivered events received before the cut-off, and nothing else;
-/// a purged event's dedupe key can be used again.
+/// Retention deletes delivered events received before the cut-off, and nothing else; a
+/// purged event's dedupe key past the key retention too can be used again.
 pub async fn purge_deletes_only_old_delivered_events(store: Arc<dyn EventStore>) {
     let old = whole_millis_now() - secs(3600);
     let new = whole_millis_now();
@@ -695,8 +695,9 @@ pub async fn purge_deletes_only_old_delivered_events(store: Arc<dyn EventStore>)
         store.mark_delivered(&claimed[3].lease).await,
         "mark_delivered",
     );
+    let cut_off = new - secs(60);
     let purged = ok(
-        store.purge_delivered(new - secs(60)).await,
+        store.purge_delivered(cut_off, cut_off).await,
         "purge_delivered",
     );
     assert_eq!(purged, 1, "only the old delivered event");
@@ -796,16 +797,29 @@ pub async fn purged_keys_still_deduplicate(store: Arc<dyn EventStore>) {
         store.mark_delivered(&claimed[0].lease).await,
         "mark_delivered",
     );
-    assert_eq!(
-        ok(store.purge_delivered(t - secs(60)).await, "purge_delivered"),
-        1
-    );
+    let purged = store.purge_delivered(t - secs(60), t - secs(7200)).await;
+    assert_eq!(ok(purged, "purge_delivered"), 1);
     assert!(ok(store.get(id).await, "get").is_none(), "the body is gone");
+    assert_eq!(counts(&*store).await, Counts::default(), "and not counted");
     assert_eq!(
         ok(store.insert(sample("tombstone", None, t)).await, "insert"),
         Inserted::Duplicate(id),
         "the key is still known"
     );
+    // Later purges keep it while it is within the key retention...
+    let purged = store.purge_delivered(t - secs(60), t - secs(7200)).await;
+    assert_eq!(ok(purged, "purge_delivered"), 0);
+    assert_eq!(
+        ok(store.insert(sample("tombstone", None, t)).await, "insert"),
+        Inserted::Duplicate(id)
+    );
+    // ...and forget it after.
+    let purged = store.purge_delivered(t - secs(60), t - secs(1800)).await;
+    assert_eq!(ok(purged, "purge_delivered"), 0);
+    assert!(matches!(
+        ok(store.insert(sample("tombstone", None, t)).await, "insert"),
+        Inserted::New(_)
+    ));
 }
 
 /// Every event gets its own UUIDv7, which never changes: not when claimed, failed,

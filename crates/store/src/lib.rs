@@ -94,7 +94,8 @@ pub struct NewEvent {
 pub enum Inserted {
     /// Stored and committed under this id.
     New(EventId),
-    /// An event with the same dedupe key exists (this id); nothing was stored.
+    /// An event with the same dedupe key exists, or existed and was purged less than the
+    /// dedupe retention ago (this id); nothing was stored.
     Duplicate(EventId),
 }
 
@@ -252,6 +253,16 @@ pub trait EventStore: Send + Sync + std::fmt::Debug + 'static {
 
     /// Deletes delivered events received before `before` (retention: webhook bodies hold
     /// personal data, and the store must not grow without bound). Pending and dead events
-    /// are kept. A deleted event's dedupe key is forgotten with it. Returns how many.
-    async fn purge_delivered(&self, before: SystemTime) -> Result<u64, StoreError>;
+    /// are kept. Returns how many were deleted.
+    ///
+    /// A deleted event's dedupe key outlives it as a tombstone (key and id, no content)
+    /// while the event was received at or after `forget_keys_before`, so a captured
+    /// request replayed after its body is gone is still reported a
+    /// [`Inserted::Duplicate`] of the deleted id. Tombstones of events received before
+    /// `forget_keys_before` are deleted (or never written).
+    async fn purge_delivered(
+        &self,
+        before: SystemTime,
+        forget_keys_before: SystemTime,
+    ) -> Result<u64, StoreError>;
 }

@@ -221,6 +221,7 @@ async fn a_superseded_event_does_not_block_its_ordering_key() {
             concurrency: 4,
             lease: Duration::from_secs(30),
             retention: Duration::from_hours(1),
+            dedupe_retention: Duration::from_hours(1),
         },
         WebhookMetrics::register(&mut Registry::default()),
         Arc::new(Notify::new()),

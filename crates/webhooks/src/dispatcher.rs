@@ -150,6 +150,8 @@ pub struct Policy {
     pub lease: Duration,
     /// How long delivered events are kept.
     pub retention: Duration,
+    /// How long a purged event's dedupe key is still recognised (from its receipt).
+    pub dedupe_retention: Duration,
 }
 
 /// Delivers events from `store` through `deliver`.
@@ -247,12 +249,17 @@ impl Dispatcher {
         }
     }
 
-    /// Deletes delivered events older than the retention period.
+    /// Deletes delivered events older than the retention period, keeping their dedupe
+    /// keys for the dedupe retention.
     pub(crate) async fn purge(&self) {
-        let Some(before) = self.clock.now().checked_sub(self.policy.retention) else {
+        let now = self.clock.now();
+        let (Some(before), Some(forget_keys_before)) = (
+            now.checked_sub(self.policy.retention),
+            now.checked_sub(self.policy.dedupe_retention),
+        ) else {
             return;
         };
-        match self.store.purge_delivered(before).await {
+        match self.store.purge_delivered(before, forget_keys_before).await {
             Ok(0) => {}
             Ok(purged) => tracing::info!(
                 target: "fincode_sidecar::webhooks",
@@ -466,6 +473,7 @@ mod tests {
             concurrency: 4,
             lease: Duration::from_secs(30),
             retention: Duration::from_hours(1),
+            dedupe_retention: Duration::from_hours(3),
         };
         let dispatcher = Dispatcher::new(
             store.clone(),
@@ -604,6 +612,28 @@ mod tests {
         assert!(
             s.store.get(1).await.unwrap().is_none(),
             "past retention (1h)"
+        );
+        let again = NewEvent {
+            dedupe_key: "TRANSACTION_STATUS:PCN1:PAID".to_owned(),
+            order_key: None,
+            correlation_id: "c-2".to_owned(),
+            body: Bytes::from_static(br#"{"Reference":"PCN1","Status":"PAID"}"#),
+            headers: vec![],
+            received_at: s.clock.now(),
+        };
+        assert_eq!(
+            s.store.insert(again.clone()).await.unwrap(),
+            fincode_store::Inserted::Duplicate(1),
+            "its key is kept for the dedupe retention (3h)"
+        );
+        tokio::time::advance(Duration::from_hours(2)).await;
+        s.dispatcher.purge().await;
+        assert!(
+            matches!(
+                s.store.insert(again).await.unwrap(),
+                fincode_store::Inserted::New(_)
+            ),
+            "and forgotten after it"
         );
     }
 

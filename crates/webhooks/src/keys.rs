@@ -10,20 +10,27 @@ use http::HeaderMap;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-/// The dedupe key for an event: the template's rendering, or, when the event lacks a
-/// field the template names, a digest of the raw body, so exact redeliveries still
-/// collapse and distinct events never do.
+/// The dedupe key for an event: the template's unambiguous rendering
+/// ([`KeyTemplate::render_key`]: escaped, typed, an empty value counted as missing), or,
+/// when the event lacks a value the template names, a digest of the raw body, so exact
+/// redeliveries still collapse and distinct events never do.
 pub fn dedupe_key(
     template: &KeyTemplate,
     event: &Value,
     headers: &HeaderMap,
     body: &[u8],
 ) -> String {
-    template.render(event, headers).unwrap_or_else(|| {
+    template.render_key(event, headers).unwrap_or_else(|| {
         let mut key = String::from("sha256:");
         key.push_str(&hex(&Sha256::digest(body)));
         key
     })
+}
+
+/// The ordering key for an event, rendered as dedupe keys are; `None` (unordered) when the
+/// event lacks a value the template names.
+pub fn order_key(template: &KeyTemplate, event: &Value, headers: &HeaderMap) -> Option<String> {
+    template.render_key(event, headers)
 }
 
 pub(crate) use crate::verify::encode_hex as hex;

@@ -214,6 +214,7 @@ impl Webhooks {
             // voids old leases at start-up.)
             lease: c.lease,
             retention: c.retention,
+            dedupe_retention: c.dedupe_retention,
         };
         let dispatcher = Dispatcher::new(
             store.clone(),

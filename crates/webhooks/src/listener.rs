@@ -40,7 +40,7 @@ use fincode_server::Evictable;
 use crate::{
     audit::{Audit, Source},
     dispatcher::Clock,
-    keys::dedupe_key,
+    keys::{dedupe_key, order_key},
     metrics::WebhookMetrics,
     verify::Verifier,
 };
@@ -255,7 +255,7 @@ impl Listener {
             order_key: self
                 .order
                 .as_ref()
-                .and_then(|t| t.render(&event, &parts.headers)),
+                .and_then(|t| order_key(t, &event, &parts.headers)),
             correlation_id: correlation_id.clone(),
             headers: forwarded(&parts.headers, self.secret_header.as_ref()),
             body,

@@ -28,7 +28,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use self::codec::{add_millis, encode_headers, event_from_row, io_error, to_millis};
 use self::schema::Role;
-use self::writer::{ClaimRequest, Command, InsertRow, Job, Mark, Outcome, Replay, Reply};
+use self::writer::{ClaimRequest, Command, InsertRow, Job, Mark, Outcome, Purge, Replay, Reply};
 use crate::{
     Claimed, Counts, EventId, EventStore, Inserted, Lease, NewEvent, Status, StoreError,
     StoredEvent,
@@ -323,9 +323,16 @@ impl EventStore for SqliteStore {
             .await
     }
 
-    async fn purge_delivered(&self, before: SystemTime) -> Result<u64, StoreError> {
-        let before = to_millis(before);
-        self.write(|reply| Command::Purge(Job::new(before, reply)))
+    async fn purge_delivered(
+        &self,
+        before: SystemTime,
+        forget_keys_before: SystemTime,
+    ) -> Result<u64, StoreError> {
+        let purge = Purge {
+            before: to_millis(before),
+            forget_keys_before: to_millis(forget_keys_before),
+        };
+        self.write(|reply| Command::Purge(Job::new(purge, reply)))
             .await
     }
 

@@ -58,6 +58,14 @@ const MIGRATIONS: &[&str] = &[
     // the latest one, so a claimant whose lease expired and was re-claimed cannot clear
     // the new owner's lease or record an outcome.
     "ALTER TABLE events ADD COLUMN lease_generation INTEGER NOT NULL DEFAULT 0;",
+    // 5: dedupe keys outlive purged bodies (webhooks.dedupe_retention), so a captured
+    // request replayed after its event was purged is still a duplicate. Key and id only.
+    "CREATE TABLE dedupe_tombstones (
+        dedupe_key  TEXT    PRIMARY KEY,
+        event_id    INTEGER NOT NULL,
+        received_at INTEGER NOT NULL
+    ) STRICT, WITHOUT ROWID;
+    CREATE INDEX dedupe_tombstones_received ON dedupe_tombstones (received_at);",
 ];
 
 /// The schema version this build writes.

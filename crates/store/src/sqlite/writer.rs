@@ -2,7 +2,7 @@
 //! are queued in one transaction (group commit) and answering each after the commit.
 
 use bytes::Bytes;
-use rusqlite::{Connection, TransactionBehavior, params};
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use tokio::sync::{mpsc, oneshot};
 
 use super::codec::{event_from_row, io_error};
@@ -82,6 +82,12 @@ pub(super) enum Outcome {
     Dead { error: String },
 }
 
+/// `purge_delivered`'s arguments, in unix milliseconds.
+pub(super) struct Purge {
+    pub(super) before: i64,
+    pub(super) forget_keys_before: i64,
+}
+
 /// What to make pending again, due at `now`.
 pub(super) struct Replay {
     pub(super) target: Option<EventId>,
@@ -96,8 +102,8 @@ pub(super) enum Command {
     Mark(Job<Mark, bool>),
     /// Output: events made pending (or, for one id that exists, at least 1).
     Replay(Job<Replay, u64>),
-    /// Input: unix milliseconds; output: delivered events older than that, deleted.
-    Purge(Job<i64, u64>),
+    /// Output: delivered events deleted.
+    Purge(Job<Purge, u64>),
     /// Finish what is queued before this, then stop.
     Close(oneshot::Sender<()>),
 }
@@ -122,14 +128,7 @@ impl Command {
             Self::Claim(job) => job.output = Some(claim(conn, &job.input)?),
             Self::Mark(job) => job.output = Some(mark(conn, &job.input)?),
             Self::Replay(job) => job.output = Some(replay(conn, &job.input)?),
-            Self::Purge(job) => {
-                job.output = Some(
-                    conn.prepare_cached(
-                        "DELETE FROM events WHERE status = 'delivered' AND received_at < ?1",
-                    )?
-                    .execute([job.input])? as u64,
-                );
-            }
+            Self::Purge(job) => job.output = Some(purge(conn, &job.input)?),
             Self::Close(_) => {}
         }
         Ok(())
@@ -246,6 +245,15 @@ fn run_in_transaction<'a>(
 }
 
 fn insert(conn: &Connection, row: &InsertRow) -> rusqlite::Result<Inserted> {
+    // A purged event's key, still remembered: a replay of a captured request after its
+    // body was deleted is a duplicate all the same.
+    let purged = conn
+        .prepare_cached("SELECT event_id FROM dedupe_tombstones WHERE dedupe_key = ?1")?
+        .query_row([&row.dedupe_key], |row| row.get(0))
+        .optional()?;
+    if let Some(id) = purged {
+        return Ok(Inserted::Duplicate(id));
+    }
     let inserted = conn
         .prepare_cached(
             "INSERT INTO events (dedupe_key, order_key, correlation_id, body, headers, \
@@ -362,6 +370,23 @@ fn mark(conn: &Connection, mark: &Mark) -> rusqlite::Result<bool> {
             .execute(params![lease.event, lease.owner, generation, error])?,
     };
     Ok(changed == 1)
+}
+
+/// Deletes old delivered events, keeping their dedupe keys as tombstones while they are
+/// recent enough, and forgets tombstones that are not.
+fn purge(conn: &Connection, purge: &Purge) -> rusqlite::Result<u64> {
+    conn.prepare_cached(
+        "INSERT OR REPLACE INTO dedupe_tombstones (dedupe_key, event_id, received_at) \
+         SELECT dedupe_key, id, received_at FROM events \
+         WHERE status = 'delivered' AND received_at < ?1 AND received_at >= ?2",
+    )?
+    .execute(params![purge.before, purge.forget_keys_before])?;
+    let deleted = conn
+        .prepare_cached("DELETE FROM events WHERE status = 'delivered' AND received_at < ?1")?
+        .execute([purge.before])?;
+    conn.prepare_cached("DELETE FROM dedupe_tombstones WHERE received_at < ?1")?
+        .execute([purge.forget_keys_before])?;
+    Ok(deleted as u64)
 }
 
 fn replay(conn: &Connection, replay: &Replay) -> rusqlite::Result<u64> {
