@@ -108,6 +108,9 @@ pub const CHECKS: &[(&str, Check)] = &[
     ("uids_are_unique_uuid_v7_and_stable", |s| {
         Box::pin(uids_are_unique_uuid_v7_and_stable(s))
     }),
+    ("superseded_events_do_not_block_their_order_key", |s| {
+        Box::pin(superseded_events_do_not_block_their_order_key(s))
+    }),
 ];
 
 /// Runs every check in [`CHECKS`], each on a store from `fresh_store`.
@@ -860,6 +863,51 @@ pub async fn uids_are_unique_uuid_v7_and_stable(store: Arc<dyn EventStore>) {
             .find(|e| e.id == id)
             .map(|e| e.uid),
         Some(uid)
+    );
+}
+
+/// A superseded event stays pending, due at its retry time, recorded "superseded", and
+/// lets later events of its ordering key go.
+pub async fn superseded_events_do_not_block_their_order_key(store: Arc<dyn EventStore>) {
+    let t = whole_millis_now();
+    let old = insert_new(&*store, sample("sup-1", Some("K"), t)).await;
+    let new = insert_new(&*store, sample("sup-2", Some("K"), t)).await;
+    let first = claim(&*store, t, 10, "w").await;
+    assert_eq!(ids_of(&first), [old]);
+    applied(
+        store.mark_superseded(&first[0].lease, t + secs(1800)).await,
+        "mark_superseded",
+    );
+    let stored = get_existing(&*store, old).await;
+    assert_eq!(
+        (
+            stored.status,
+            stored.last_error.as_deref(),
+            stored.next_attempt_at
+        ),
+        (Status::Pending, Some("superseded"), t + secs(1800))
+    );
+    let next = claim(&*store, t, 10, "w").await;
+    assert_eq!(
+        ids_of(&next),
+        [new],
+        "the later event of K is not held back"
+    );
+    applied(store.mark_delivered(&next[0].lease).await, "mark_delivered");
+    let later = insert_new(&*store, sample("sup-3", Some("K"), t)).await;
+    let third = claim(&*store, t, 10, "w").await;
+    assert_eq!(ids_of(&third), [later]);
+    applied(
+        store.mark_delivered(&third[0].lease).await,
+        "mark_delivered",
+    );
+    let retry = claim(&*store, t + secs(1800), 10, "w").await;
+    assert_eq!(ids_of(&retry), [old], "retried when due");
+
+    assert_eq!(retry[0].event.attempts, 2);
+    applied(
+        store.mark_delivered(&retry[0].lease).await,
+        "mark_delivered",
     );
 }
 

@@ -12,7 +12,8 @@
 //!   committed together (group commit), so durability costs one sync per batch.
 //! - [`EventStore::claim_due`] hands out pending events whose time has come, each to one
 //!   claimant at a time (a [`Lease`]), oldest first; with an ordering key, an event is not
-//!   handed out while an earlier event with the same key is still pending. A claim counts
+//!   handed out while an earlier event with the same key is still pending (and not
+//!   superseded: [`EventStore::mark_superseded`]). A claim counts
 //!   the attempt, so a claimant that crashes mid-delivery still uses one up.
 //! - Leases are fenced: every `mark_*` takes the lease it acts under and applies only if
 //!   that lease is still the event's latest (not expired *and* claimed by someone else).
@@ -223,6 +224,17 @@ pub trait EventStore: Send + Sync + std::fmt::Debug + 'static {
         lease: &Lease,
         next_attempt_at: SystemTime,
         error: &str,
+    ) -> Result<bool, StoreError>;
+
+    /// The event held under `lease` is superseded (FinCode now reports a later status
+    /// than the event's): it stays pending, due again at `next_attempt_at` with
+    /// `last_error` "superseded", and no longer holds back later events of its ordering
+    /// key (until a replay). Returns false, changing nothing, as
+    /// [`EventStore::mark_delivered`] does.
+    async fn mark_superseded(
+        &self,
+        lease: &Lease,
+        next_attempt_at: SystemTime,
     ) -> Result<bool, StoreError>;
 
     /// Attempts or age ran out: the event held under `lease` becomes a dead letter.

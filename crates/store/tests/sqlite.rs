@@ -64,6 +64,7 @@ conformance_tests!(
     attempts_are_counted_at_claim,
     purged_keys_still_deduplicate,
     uids_are_unique_uuid_v7_and_stable,
+    superseded_events_do_not_block_their_order_key,
 );
 
 #[test]

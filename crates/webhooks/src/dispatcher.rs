@@ -37,6 +37,10 @@ const DEPTH_EVERY: Duration = Duration::from_secs(1);
 /// How often delivered events past `webhooks.retention` are deleted.
 const PURGE_EVERY: Duration = Duration::from_hours(1);
 
+/// How long a superseded event waits before it is confirmed again: FinCode's later status
+/// is not going back, but its view may have lagged the event's.
+pub const SUPERSEDED_RETRY: Duration = Duration::from_mins(30);
+
 /// How long in-flight deliveries may finish after shutdown begins.
 const DRAIN: Duration = Duration::from_secs(10);
 
@@ -51,6 +55,10 @@ pub enum Attempt {
         /// The app's status.
         status: u16,
     },
+    /// Confirm-by-query found that FinCode now reports another (later) status than the
+    /// event's: not delivered, not retried for [`SUPERSEDED_RETRY`], and it no longer holds
+    /// back later events of its ordering key.
+    Superseded,
     /// Anything else: why (a status or an error kind, never content), and the app's
     /// `Retry-After`.
     Failed {
@@ -326,6 +334,28 @@ impl Dispatcher {
                     attempts,
                     "webhook delivered"
                 );
+            }
+            Attempt::Superseded => {
+                self.metrics.delivery("superseded");
+                tracing::info!(
+                    target: "fincode_sidecar::webhooks",
+                    id = event.id,
+                    correlation_id = %event.correlation_id,
+                    attempts,
+                    retry_in_s = SUPERSEDED_RETRY.as_secs(),
+                    "webhook superseded: FinCode reports a later status; later events of its order key go first"
+                );
+                match self
+                    .store
+                    .mark_superseded(&lease, self.clock.now() + SUPERSEDED_RETRY)
+                    .await
+                {
+                    Ok(true) => {}
+                    Ok(false) => lost(&event),
+                    Err(error) => {
+                        tracing::error!(%error, id = event.id, "superseded attempt not recorded; the lease will expire and it is retried");
+                    }
+                }
             }
             Attempt::Failed {
                 reason,

@@ -82,7 +82,8 @@ impl WebhookMetrics {
         );
         registry.register(
             "fincode_webhook_deliveries",
-            "Delivery attempts to the app: delivered, failed (to be retried), dead",
+            "Delivery attempts to the app: delivered, failed (to be retried), superseded \
+             (FinCode reports a later status; retried in 30 minutes), dead",
             this.deliveries.clone(),
         );
         registry.register(
@@ -103,7 +104,7 @@ impl WebhookMetrics {
         for reason in REJECT_REASONS {
             let _ = this.rejected.get_or_create(&ReasonLabel { reason });
         }
-        for result in ["delivered", "failed", "dead"] {
+        for result in ["delivered", "failed", "superseded", "dead"] {
             let _ = this.deliveries.get_or_create(&ResultLabel { result });
         }
         this

@@ -255,6 +255,17 @@ impl EventStore for SqliteStore {
         self.mark(lease, outcome).await
     }
 
+    async fn mark_superseded(
+        &self,
+        lease: &Lease,
+        next_attempt_at: SystemTime,
+    ) -> Result<bool, StoreError> {
+        let outcome = Outcome::Superseded {
+            next_attempt_at: to_millis(next_attempt_at),
+        };
+        self.mark(lease, outcome).await
+    }
+
     async fn mark_dead(&self, lease: &Lease, error: &str) -> Result<bool, StoreError> {
         let outcome = Outcome::Dead {
             error: error.to_owned(),

@@ -66,6 +66,9 @@ const MIGRATIONS: &[&str] = &[
         received_at INTEGER NOT NULL
     ) STRICT, WITHOUT ROWID;
     CREATE INDEX dedupe_tombstones_received ON dedupe_tombstones (received_at);",
+    // 6: superseded events (FinCode reports a later status) wait out their retry without
+    // holding back later events of their ordering key.
+    "ALTER TABLE events ADD COLUMN superseded INTEGER NOT NULL DEFAULT 0;",
 ];
 
 /// The schema version this build writes.

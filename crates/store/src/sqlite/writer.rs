@@ -79,6 +79,7 @@ pub(super) struct Mark {
 pub(super) enum Outcome {
     Delivered,
     Failed { next_attempt_at: i64, error: String },
+    Superseded { next_attempt_at: i64 },
     Dead { error: String },
 }
 
@@ -283,7 +284,8 @@ fn insert(conn: &Connection, row: &InsertRow) -> rusqlite::Result<Inserted> {
 }
 
 /// Pending, due, unleased events with no earlier pending event of the same ordering
-/// key, oldest first. `?1` now, `?2` the limit (unix milliseconds).
+/// key (a superseded one does not count), oldest first. `?1` now, `?2` the limit (unix
+/// milliseconds).
 pub(super) const CLAIM_SQL: &str = concat!(
     "SELECT ",
     event_columns!(),
@@ -293,7 +295,7 @@ pub(super) const CLAIM_SQL: &str = concat!(
        AND (e.order_key IS NULL OR NOT EXISTS ( \
              SELECT 1 FROM events AS earlier \
              WHERE earlier.order_key = e.order_key AND earlier.id < e.id \
-               AND earlier.status = 'pending')) \
+               AND earlier.status = 'pending' AND earlier.superseded = 0)) \
      ORDER BY e.id \
      LIMIT ?2"
 );
@@ -362,6 +364,17 @@ fn mark(conn: &Connection, mark: &Mark) -> rusqlite::Result<bool> {
                 next_attempt_at,
                 error
             ])?,
+        Outcome::Superseded { next_attempt_at } => conn
+            .prepare_cached(&format!(
+                "UPDATE events SET next_attempt_at = ?4, last_error = 'superseded', \
+                     superseded = 1, lease_owner = NULL, lease_until = NULL {FENCE}"
+            ))?
+            .execute(params![
+                lease.event,
+                lease.owner,
+                generation,
+                next_attempt_at
+            ])?,
         Outcome::Dead { error } => conn
             .prepare_cached(&format!(
                 "UPDATE events SET status = 'dead', last_error = ?4, \
@@ -391,8 +404,8 @@ fn purge(conn: &Connection, purge: &Purge) -> rusqlite::Result<u64> {
 
 fn replay(conn: &Connection, replay: &Replay) -> rusqlite::Result<u64> {
     const RESET: &str = "UPDATE events SET status = 'pending', attempts = 0, \
-         next_attempt_at = ?1, pending_since = ?1, last_error = NULL, lease_owner = NULL, \
-         lease_until = NULL";
+         next_attempt_at = ?1, pending_since = ?1, last_error = NULL, superseded = 0, \
+         lease_owner = NULL, lease_until = NULL";
     let Some(id) = replay.target else {
         let sql = format!("{RESET} WHERE status = 'dead'");
         return Ok(conn.prepare_cached(&sql)?.execute([replay.now])? as u64);
