@@ -111,6 +111,9 @@ pub const CHECKS: &[(&str, Check)] = &[
     ("superseded_events_do_not_block_their_order_key", |s| {
         Box::pin(superseded_events_do_not_block_their_order_key(s))
     }),
+    ("a_working_store_is_healthy", |s| {
+        Box::pin(a_working_store_is_healthy(s))
+    }),
 ];
 
 /// Runs every check in [`CHECKS`], each on a store from `fresh_store`.
@@ -909,6 +912,19 @@ pub async fn superseded_events_do_not_block_their_order_key(store: Arc<dyn Event
         store.mark_delivered(&retry[0].lease).await,
         "mark_delivered",
     );
+}
+
+/// A store that answers is healthy, before and after it has done some work, and a
+/// duplicate (an answer, not a failure) changes nothing.
+pub async fn a_working_store_is_healthy(store: Arc<dyn EventStore>) {
+    assert_eq!(store.health(), crate::Health::Healthy, "fresh");
+    let t = whole_millis_now();
+    for _ in 0..5 {
+        let _ = ok(store.insert(sample("healthy", None, t)).await, "insert");
+    }
+    let _ = claim(&*store, t, 10, "w").await;
+    let _ = counts(&*store).await;
+    assert_eq!(store.health(), crate::Health::Healthy, "after work");
 }
 
 // === helpers ===

@@ -33,6 +33,10 @@ use bytes::Bytes;
 
 pub use self::sqlite::SqliteStore;
 
+/// Failed operations in a row after which a store that otherwise looks alive reports
+/// itself unhealthy: one failure can be one bad command; several in a row cannot.
+pub const UNHEALTHY_AFTER_FAILURES: u32 = 3;
+
 /// A store's id for an event; increasing in arrival order, unique within one store only.
 /// What leaves the sidecar is [`StoredEvent::uid`].
 pub type EventId = i64;
@@ -168,6 +172,25 @@ pub struct Counts {
     pub dead: u64,
 }
 
+/// Whether a store can do its job, as far as it knows without a round trip (readiness
+/// probes and a gauge read it often).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Health {
+    /// Working: the last operations succeeded (or none failed yet).
+    Healthy,
+    /// Not working: why, in words for `/readyz` (names no event content).
+    Unhealthy(String),
+}
+
+// === impl Health ===
+
+impl Health {
+    /// Whether it is [`Health::Healthy`].
+    pub const fn is_healthy(&self) -> bool {
+        matches!(self, Self::Healthy)
+    }
+}
+
 /// A store failure. Messages name the file or operation, never event content.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -262,6 +285,12 @@ pub trait EventStore: Send + Sync + std::fmt::Debug + 'static {
 
     /// Events per status.
     async fn counts(&self) -> Result<Counts, StoreError>;
+
+    /// The store's health, from what it has seen (no I/O): unhealthy when it cannot serve
+    /// (a writer thread gone, a closed store, a database refusing every call) until an
+    /// operation succeeds again. A dead store makes the sidecar not ready: it would
+    /// answer every webhook 503.
+    fn health(&self) -> Health;
 
     /// Deletes delivered events received before `before` (retention: webhook bodies hold
     /// personal data, and the store must not grow without bound). Pending and dead events

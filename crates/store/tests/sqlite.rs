@@ -65,6 +65,7 @@ conformance_tests!(
     purged_keys_still_deduplicate,
     uids_are_unique_uuid_v7_and_stable,
     superseded_events_do_not_block_their_order_key,
+    a_working_store_is_healthy,
 );
 
 #[test]

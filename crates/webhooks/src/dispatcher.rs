@@ -278,10 +278,14 @@ impl Dispatcher {
         }
     }
 
-    async fn refresh_queue_depth(&self) {
+    /// Refreshes the queue-depth and store-health gauges.
+    pub(crate) async fn refresh_queue_depth(&self) {
         if let Ok(counts) = self.store.counts().await {
             self.metrics.set_queue_depth(counts.pending);
         }
+        // After the count, so a store failing every call shows at once.
+        self.metrics
+            .set_store_healthy(self.store.health().is_healthy());
     }
 
     /// One attempt at one claimed event, and what the store records about it. The
@@ -694,6 +698,51 @@ mod tests {
             "max_age counts from the replay, not from receipt"
         );
         assert_eq!(s.app.seen.lock().unwrap().len(), 1);
+    }
+
+    /// `fincode_webhook_store_healthy` follows the store: 1 while it works, 0 once it
+    /// fails every call.
+    #[tokio::test]
+    async fn the_store_health_gauge_follows_the_store() {
+        let dir = tempfile::tempdir().unwrap();
+        let sqlite = Arc::new(SqliteStore::open(&dir.path().join("events.db")).unwrap());
+        let mut registry = Registry::default();
+        let dispatcher = Dispatcher::new(
+            sqlite.clone(),
+            Arc::new(App::default()),
+            Policy {
+                max_attempts: 3,
+                max_age: Duration::from_hours(1),
+                backoff: Backoff::full_jitter(Duration::from_secs(1), Duration::from_mins(1)),
+                backoff_cap: Duration::from_mins(1),
+                concurrency: 1,
+                lease: Duration::from_secs(30),
+                retention: Duration::from_hours(1),
+                dedupe_retention: Duration::from_hours(1),
+            },
+            WebhookMetrics::register(&mut registry),
+            Arc::new(Notify::new()),
+            Clock::new(),
+            None,
+        );
+        let gauge = |registry: &Registry| {
+            let mut text = String::new();
+            prometheus_client::encoding::text::encode(&mut text, registry).unwrap();
+            text.lines()
+                .find(|l| l.starts_with("fincode_webhook_store_healthy "))
+                .map(str::to_owned)
+        };
+        dispatcher.refresh_queue_depth().await;
+        assert_eq!(
+            gauge(&registry).as_deref(),
+            Some("fincode_webhook_store_healthy 1")
+        );
+        sqlite.close().await;
+        dispatcher.refresh_queue_depth().await;
+        assert_eq!(
+            gauge(&registry).as_deref(),
+            Some("fincode_webhook_store_healthy 0")
+        );
     }
 
     /// A sidecar that dies mid-delivery every time (a poisonous event) still uses up

@@ -19,6 +19,7 @@ mod tests;
 mod writer;
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime};
@@ -30,8 +31,8 @@ use self::codec::{add_millis, encode_headers, event_from_row, io_error, to_milli
 use self::schema::Role;
 use self::writer::{ClaimRequest, Command, InsertRow, Job, Mark, Outcome, Purge, Replay, Reply};
 use crate::{
-    Claimed, Counts, EventId, EventStore, Inserted, Lease, NewEvent, Status, StoreError,
-    StoredEvent,
+    Claimed, Counts, EventId, EventStore, Health, Inserted, Lease, NewEvent, Status, StoreError,
+    StoredEvent, UNHEALTHY_AFTER_FAILURES,
 };
 
 /// Commands that may wait for the writer before `insert` itself waits (backpressure
@@ -75,6 +76,11 @@ pub struct SqliteStore {
     /// `None` once closed.
     reader: Arc<Mutex<Option<Connection>>>,
     writer: Option<JoinHandle<()>>,
+    /// Set by [`SqliteStore::close`]: a stopped writer is then expected.
+    closed: AtomicBool,
+    /// Operations failed in a row, and the last failure: for [`EventStore::health`].
+    failures: AtomicU32,
+    last_failure: Mutex<Option<String>>,
 }
 
 // === impl SqliteStore ===
@@ -122,12 +128,16 @@ impl SqliteStore {
             commands: Some(commands),
             reader: Arc::new(Mutex::new(Some(reader))),
             writer: Some(writer),
+            closed: AtomicBool::new(false),
+            failures: AtomicU32::new(0),
+            last_failure: Mutex::new(None),
         })
     }
 
     /// Finishes every command queued so far, closes the file, and fails every later
     /// call with [`StoreError::Closed`]. Closing twice is fine.
     pub async fn close(&self) {
+        self.closed.store(true, Ordering::Release);
         self.reader
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -146,11 +156,29 @@ impl SqliteStore {
     async fn write<T>(&self, command: impl FnOnce(Reply<T>) -> Command) -> Result<T, StoreError> {
         let commands = self.commands.as_ref().ok_or(StoreError::Closed)?;
         let (reply, answer) = oneshot::channel();
-        commands
-            .send(command(reply))
-            .await
-            .map_err(|_| StoreError::Closed)?;
-        answer.await.map_err(|_| StoreError::Closed)?
+        let sent = commands.send(command(reply)).await;
+        let result = match sent {
+            Ok(()) => answer.await.unwrap_or(Err(StoreError::Closed)),
+            Err(_) => Err(StoreError::Closed),
+        };
+        self.observe(result)
+    }
+
+    /// Counts `result` towards [`EventStore::health`] and passes it on.
+    fn observe<T>(&self, result: Result<T, StoreError>) -> Result<T, StoreError> {
+        match &result {
+            Ok(_) => {
+                self.failures.store(0, Ordering::Relaxed);
+            }
+            Err(error) => {
+                self.failures.fetch_add(1, Ordering::Relaxed);
+                *self
+                    .last_failure
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner) = Some(error.to_string());
+            }
+        }
+        result
     }
 
     /// Records the end of an attempt under `lease`; whether the lease still held.
@@ -170,7 +198,7 @@ impl SqliteStore {
         query: impl FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
     ) -> Result<T, StoreError> {
         let reader = Arc::clone(&self.reader);
-        tokio::task::spawn_blocking(move || {
+        let result = tokio::task::spawn_blocking(move || {
             let guard = reader.lock().unwrap_or_else(PoisonError::into_inner);
             let conn = guard.as_ref().ok_or(StoreError::Closed)?;
             query(conn).map_err(|error| io_error(operation, &error))
@@ -179,7 +207,9 @@ impl SqliteStore {
         .map_err(|error| StoreError::Io {
             operation,
             detail: format!("the read task failed: {error}"),
-        })?
+        })
+        .and_then(|read| read);
+        self.observe(result)
     }
 }
 
@@ -345,6 +375,32 @@ impl EventStore for SqliteStore {
         };
         self.write(|reply| Command::Purge(Job::new(purge, reply)))
             .await
+    }
+
+    fn health(&self) -> Health {
+        if self.closed.load(Ordering::Acquire) {
+            return Health::Unhealthy("the webhook store is closed".to_owned());
+        }
+        if self.writer.as_ref().is_none_or(JoinHandle::is_finished) {
+            return Health::Unhealthy(format!(
+                "the webhook store's writer thread stopped ({}); nothing can be stored until \
+                 the sidecar restarts",
+                self.path.display()
+            ));
+        }
+        let failures = self.failures.load(Ordering::Relaxed);
+        if failures >= UNHEALTHY_AFTER_FAILURES {
+            let last = self
+                .last_failure
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .clone()
+                .unwrap_or_default();
+            return Health::Unhealthy(format!(
+                "the last {failures} webhook store operations failed: {last}"
+            ));
+        }
+        Health::Healthy
     }
 
     async fn counts(&self) -> Result<Counts, StoreError> {
