@@ -16,6 +16,7 @@ use bytes::Bytes;
 use fincode_auth::{AuthFailure, Credentials};
 use fincode_proxy::breaker::{Breaker, State as BreakerState};
 use fincode_server::{CancellationToken, Peer, Server};
+use fincode_store::{EventStore, Health};
 use fincode_telemetry::{METRICS_CONTENT_TYPE, Metrics};
 use fincode_webhooks::admin::Admin as WebhookAdmin;
 use http::{Method, Request, Response, StatusCode, header};
@@ -32,12 +33,17 @@ use tokio::net::TcpListener;
 /// rejected login, an open circuit) never fails readiness: that would take every pod of
 /// the merchant's app out of its Service during a FinCode outage, not just payments. It
 /// is listed in the body instead, beside the metrics and alerts that page about it.
+///
+/// A dead webhook store (its writer thread gone, or every call failing) is the exception:
+/// the pod then answers every webhook 503, so it is not ready, and another replica (or
+/// FinCode's redelivery after a restart) should get the events.
 #[derive(Clone, Debug)]
 pub(crate) struct Readiness {
     serving: Arc<AtomicBool>,
     credentials: Credentials,
     breaker: Breaker,
     audit: Option<fincode_audit::Auditor>,
+    store: Option<Arc<dyn EventStore>>,
 }
 
 impl Readiness {
@@ -45,12 +51,14 @@ impl Readiness {
         credentials: Credentials,
         breaker: Breaker,
         audit: Option<fincode_audit::Auditor>,
+        store: Option<Arc<dyn EventStore>>,
     ) -> Self {
         Self {
             serving: Arc::default(),
             credentials,
             breaker,
             audit,
+            store,
         }
     }
 
@@ -65,6 +73,12 @@ impl Readiness {
             return (
                 StatusCode::SERVICE_UNAVAILABLE,
                 "not ready: starting or shutting down\n".to_owned(),
+            );
+        }
+        if let Some(Health::Unhealthy(why)) = self.store.as_ref().map(|store| store.health()) {
+            return (
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("not ready: webhook store: {why}\n"),
             );
         }
         let auth = self.credentials.status();

@@ -101,16 +101,20 @@ pub(crate) async fn run(config: Config, env: &Env, shutdown: impl Future<Output 
         Ok(addr) => addr,
         Err(error) => return fail(1, &error),
     };
-    let webhooks = if config.webhooks.enabled {
-        let store: Arc<dyn EventStore> = match SqliteStore::open(&config.store.sqlite_path) {
-            Ok(store) => Arc::new(store),
+    let webhook_store: Option<Arc<dyn EventStore>> = if config.webhooks.enabled {
+        match SqliteStore::open(&config.store.sqlite_path) {
+            Ok(store) => Some(Arc::new(store)),
             Err(error) => return fail(1, &error),
-        };
+        }
+    } else {
+        None
+    };
+    let webhooks = if let Some(store) = &webhook_store {
         let built = Webhooks::from_config(
             &config,
             env,
             egress_bound,
-            store,
+            store.clone(),
             proxy.redactor().clone(),
             &mut metrics.registry(),
             auditor.clone(),
@@ -147,6 +151,7 @@ pub(crate) async fn run(config: Config, env: &Env, shutdown: impl Future<Output 
         credentials.clone(),
         proxy.breaker().clone(),
         auditor.clone(),
+        webhook_store,
     );
     let connections = ConnectionMetrics::register(&mut metrics.registry());
     let server = |name, limits| Server::new(name, limits).with_metrics(connections.clone());

@@ -252,6 +252,20 @@ pub(crate) fn retention(value: &Value) -> Result<Duration, Refusal> {
     Ok(parsed)
 }
 
+/// `webhooks.dedupe_retention`: how long a purged event's dedupe key is kept. At least an
+/// hour, as `webhooks.retention`: FinCode redelivers soon after.
+pub(crate) fn dedupe_retention(value: &Value) -> Result<Duration, Refusal> {
+    let parsed = duration(value)?;
+    if parsed < Duration::from_hours(1) {
+        return Err(Refusal::new(
+            "must be at least 1h: a redelivery or a replayed capture after the key is forgotten \
+             is delivered to the app again",
+            "keep dedupe keys for weeks, e.g. \"30d\" (the default); they hold no personal data",
+        ));
+    }
+    Ok(parsed)
+}
+
 fn at_least_a_second(value: &Value, why: &str, fix: &str) -> Result<Duration, Refusal> {
     let parsed = duration(value)?;
     if parsed < Duration::from_secs(1) {
@@ -993,6 +1007,12 @@ pub(crate) fn key_template(value: &Value) -> Result<KeyTemplate, Refusal> {
         return Err(Refusal::new(
             "has no placeholder, so every event would get the same key",
             "build it from the event, e.g. \"{eventType}:{Reference}:{Status}\"",
+        ));
+    }
+    if template.has_backslash_literal() {
+        return Err(Refusal::new(
+            "has a backslash outside its placeholders; keys use it to escape values",
+            "separate the parts with another character, e.g. ':'",
         ));
     }
     Ok(template)

@@ -534,6 +534,7 @@ impl Reader {
                 fields::duration,
                 defaults.delivery_timeout,
             ),
+            lease: s.field("lease", fields::duration, defaults.lease),
             delivery_concurrency: s.field(
                 "delivery_concurrency",
                 fields::delivery_concurrency,
@@ -546,6 +547,11 @@ impl Reader {
             ),
             max_age: s.field("max_age", fields::event_max_age, defaults.max_age),
             retention: s.field("retention", fields::retention, defaults.retention),
+            dedupe_retention: s.field(
+                "dedupe_retention",
+                fields::dedupe_retention,
+                defaults.dedupe_retention,
+            ),
             backoff_base: s.field("backoff_base", fields::duration, defaults.backoff_base),
             backoff_cap: s.field("backoff_cap", fields::duration, defaults.backoff_cap),
             confirm_by_query: s.field(
@@ -1019,6 +1025,21 @@ impl Reader {
 
     fn check_webhooks(&mut self, webhooks: &WebhooksConfig, listen: &ListenConfig) {
         // These hold whether or not the listener is on, so switching it on brings no surprise.
+        if webhooks.delivery_timeout >= webhooks.lease {
+            self.report(
+                Severity::Error,
+                "webhooks.delivery_timeout",
+                Some(humantime::format_duration(webhooks.delivery_timeout).to_string()),
+                format!(
+                    "is not shorter than webhooks.lease ({}): an attempt could outlive its \
+                     lease, and another sidecar (or this one after a restart) deliver the same \
+                     event at the same time",
+                    humantime::format_duration(webhooks.lease)
+                ),
+                "lower webhooks.delivery_timeout (default \"10s\") or raise webhooks.lease \
+                 (default \"30s\") to a few seconds more than it",
+            );
+        }
         if webhooks.max_unverified_bytes < webhooks.max_body_bytes {
             self.report(
                 Severity::Error,

@@ -512,9 +512,14 @@ pub struct WebhooksConfig {
     /// Webhooks signature made with it, so the app can verify they come from the sidecar.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub signing_secret_env: Option<String>,
-    /// How long one delivery attempt may take.
+    /// How long one delivery attempt may take, confirm-by-query included (one deadline).
+    /// Shorter than `lease`, so an attempt ends before another sidecar may claim the event.
     #[serde(serialize_with = "humantime_serde::serialize")]
     pub delivery_timeout: Duration,
+    /// How long a claimed event is this sidecar's before another claimant (a replica, or
+    /// this one after a crash) may take it. Longer than `delivery_timeout`.
+    #[serde(serialize_with = "humantime_serde::serialize")]
+    pub lease: Duration,
     /// Deliveries in flight at once.
     pub delivery_concurrency: usize,
     /// Attempts before an event becomes a dead letter.
@@ -526,6 +531,10 @@ pub struct WebhooksConfig {
     /// keys recognise redeliveries). Dead and pending events are kept until handled.
     #[serde(serialize_with = "humantime_serde::serialize")]
     pub retention: Duration,
+    /// How long a delivered event's dedupe key is remembered after its body is purged
+    /// (counted from receipt), so a captured request replayed later is still a duplicate.
+    #[serde(serialize_with = "humantime_serde::serialize")]
+    pub dedupe_retention: Duration,
     /// The first backoff ceiling between attempts (full jitter, doubling).
     #[serde(serialize_with = "humantime_serde::serialize")]
     pub backoff_base: Duration,
@@ -955,10 +964,12 @@ impl Default for WebhooksConfig {
             deliver_to: None,
             signing_secret_env: None,
             delivery_timeout: Duration::from_secs(10),
+            lease: Duration::from_secs(30),
             delivery_concurrency: 16,
             max_attempts: 15,
             max_age: Duration::from_hours(24),
             retention: Duration::from_hours(7 * 24),
+            dedupe_retention: Duration::from_hours(30 * 24),
             backoff_base: Duration::from_secs(1),
             backoff_cap: Duration::from_mins(10),
             confirm_by_query: false,

@@ -130,6 +130,70 @@ impl KeyTemplate {
         Some(out)
     }
 
+    /// The event's key (dedupe or ordering), unambiguous: two events get the same key
+    /// only if every placeholder has the same value, of the same JSON type. `None` when a
+    /// placeholder has no value: a field absent, null or an empty string, a header missing,
+    /// empty or not text (an empty `Reference` names no transaction, so it must not make
+    /// every later event of its type and status a "duplicate").
+    ///
+    /// Plain strings are written as they are, so the usual keys read (and match what was
+    /// stored) as before: `TRANSACTION_STATUS:PCN1:PAID`. Inside a value, `\`, `#`, `|`
+    /// and every character of the template's literals are escaped with `\`, so a value's
+    /// `:` cannot pass for the template's (`"a:b"+"c"` is `a\:b:c`, `"a"+"b:c"` is
+    /// `a:b\:c`); a value that is not a string is written as `#` and its JSON (`1` is
+    /// `#1`, `"1"` is `1`); two placeholders with nothing between them are parted by `|`.
+    /// (Literals cannot hold `\`: [`KeyTemplate::has_backslash_literal`].)
+    pub fn render_key(&self, event: &Value, headers: &HeaderMap) -> Option<String> {
+        let special = |c: char| {
+            matches!(c, '\\' | '#' | '|')
+                || self
+                    .parts
+                    .iter()
+                    .any(|part| matches!(part, Part::Literal(text) if text.contains(c)))
+        };
+        let escape = |out: &mut String, text: &str| {
+            for c in text.chars() {
+                if special(c) {
+                    out.push('\\');
+                }
+                out.push(c);
+            }
+        };
+        let mut out = String::new();
+        let mut after_value = false;
+        for part in &self.parts {
+            if matches!(part, Part::Literal(_)) {
+                after_value = false;
+            } else if std::mem::replace(&mut after_value, true) {
+                out.push('|');
+            }
+            match part {
+                Part::Literal(text) => out.push_str(text),
+                Part::Pointer(pointer) => match event.pointer(pointer)? {
+                    Value::Null => return None,
+                    Value::String(text) if text.is_empty() => return None,
+                    Value::String(text) => escape(&mut out, text),
+                    other => {
+                        out.push('#');
+                        escape(&mut out, &other.to_string());
+                    }
+                },
+                Part::Header(name) => match headers.get(name)?.to_str().ok()? {
+                    "" => return None,
+                    text => escape(&mut out, text),
+                },
+            }
+        }
+        Some(out)
+    }
+
+    /// Whether a literal holds `\`, which [`KeyTemplate::render_key`] keeps for escapes.
+    pub fn has_backslash_literal(&self) -> bool {
+        self.parts
+            .iter()
+            .any(|part| matches!(part, Part::Literal(text) if text.contains('\\')))
+    }
+
     /// FinCode's default dedupe key, `{eventType}:{Reference}:{Status}`.
     pub(crate) fn default_dedupe() -> Self {
         let field = |name: &str| Part::Pointer(format!("/{name}"));
@@ -268,6 +332,17 @@ mod tests {
             None
         );
         assert_eq!(t.fill("x"), "x-x-x");
+        assert_eq!(
+            t.render_key(&event, &h).as_deref(),
+            Some("#42-msg_1-#12.5"),
+            "typed"
+        );
+        let h = headers(&[("webhook-id", "m-1#")]);
+        assert_eq!(
+            t.render_key(&event, &h).as_deref(),
+            Some("#42-m\\-1\\#-#12.5"),
+            "escaped"
+        );
         assert_eq!(t.to_string(), "{/data/id}-{header:webhook-id}-{amount}");
     }
 

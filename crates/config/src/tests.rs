@@ -811,6 +811,18 @@ fn each_bad_value_names_its_key_and_what_was_expected() {
         ),
         (
             "webhooks",
+            "lease = \"0s\"",
+            "webhooks.lease",
+            "greater than zero",
+        ),
+        (
+            "webhooks",
+            "delivery_timeout = \"30s\"",
+            "webhooks.delivery_timeout",
+            "is not shorter than webhooks.lease (30s)",
+        ),
+        (
+            "webhooks",
             "delivery_concurrency = 0",
             "webhooks.delivery_concurrency",
             "between 1 and 1024",
@@ -844,6 +856,18 @@ fn each_bad_value_names_its_key_and_what_was_expected() {
             "retention = \"30m\"",
             "webhooks.retention",
             "at least 1h",
+        ),
+        (
+            "webhooks",
+            "dedupe_retention = \"59m\"",
+            "webhooks.dedupe_retention",
+            "at least 1h",
+        ),
+        (
+            "webhooks",
+            "dedupe_key = \"{Reference}\\\\{Status}\"",
+            "webhooks.dedupe_key",
+            "backslash outside its placeholders",
         ),
         (
             "webhooks",
@@ -1414,10 +1438,12 @@ fn to_toml_string_round_trips() {
         deliver_to: Some(Uri::from_static("https://app.internal:8443/hooks/fincode")),
         signing_secret_env: Some("FINCODE_SIDECAR_WEBHOOK_SIGNING_SECRET".to_owned()),
         delivery_timeout: Duration::from_millis(250),
+        lease: Duration::from_secs(1),
         delivery_concurrency: 1024,
         max_attempts: 1000,
         max_age: Duration::from_mins(90),
         retention: Duration::from_hours(48),
+        dedupe_retention: Duration::from_hours(96),
         backoff_base: Duration::from_secs(2),
         backoff_cap: Duration::from_secs(2),
         confirm_by_query: true,
@@ -1961,9 +1987,10 @@ fn every_webhooks_and_store_key_is_read() {
          deliver_to = \"http://127.0.0.1:3000/webhooks/fincode\"\n\
          signing_secret_env = \"FINCODE_SIDECAR_WEBHOOK_SIGNING_SECRET\"\n\
          delivery_timeout = \"3s\"\n\
+         lease = \"45s\"\n\
          delivery_concurrency = 4\n\
          max_attempts = 1000\n\
-         max_age = \"1s\"\nretention = \"2days\"\n\
+         max_age = \"1s\"\nretention = \"2days\"\ndedupe_retention = \"60d\"\n\
          backoff_base = \"100ms\"\n\
          backoff_cap = \"100ms\"\n\
          confirm_by_query = true\n\
@@ -2016,10 +2043,12 @@ fn every_webhooks_and_store_key_is_read() {
             deliver_to: Some(Uri::from_static("http://127.0.0.1:3000/webhooks/fincode")),
             signing_secret_env: Some("FINCODE_SIDECAR_WEBHOOK_SIGNING_SECRET".to_owned()),
             delivery_timeout: Duration::from_secs(3),
+            lease: Duration::from_secs(45),
             delivery_concurrency: 4,
             max_attempts: 1000,
             max_age: Duration::from_secs(1),
             retention: Duration::from_hours(48),
+            dedupe_retention: Duration::from_hours(60 * 24),
             backoff_base: Duration::from_millis(100),
             backoff_cap: Duration::from_millis(100),
             confirm_by_query: true,

@@ -31,13 +31,16 @@
 //! - a new event is due at its `received_at`;
 //! - times round-trip at millisecond precision (the checks use whole milliseconds);
 //! - a lease blocks other claimants until it expires, and `mark_*` release it;
-//! - `mark_failed` and `mark_dead` change pending events only, so a claimant whose
-//!   lease ran out cannot bring back an event another claimant delivered;
+//! - a claim counts the attempt and raises the lease generation;
+//! - `mark_*` apply under the event's latest lease only and say whether they did: a
+//!   claimant whose lease ran out and was re-claimed changes nothing (it cannot release
+//!   the new owner's lease, nor bring back an event another claimant delivered), while a
+//!   lease that ran out with nobody claiming since still records its outcome;
 //! - `replay` of a pending event changes nothing and returns true.
 //!
-//! Checks build their times from the wall clock (`replay` makes an event due at the
-//! store's "now"), but never sleep: leases and due times are exercised through the
-//! explicit `now` that `claim_due` takes.
+//! Checks build their times from the wall clock, but never sleep: leases, due times and
+//! replays are exercised through the explicit `now` that `claim_due`, `replay` and
+//! `replay_all_dead` take. A backend uses the times it is given, never its own clock.
 
 use std::collections::HashSet;
 use std::future::Future;
@@ -47,7 +50,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 
-use crate::{Counts, EventId, EventStore, Inserted, NewEvent, Status, StoreError, StoredEvent};
+use crate::{
+    Claimed, Counts, EventId, EventStore, Inserted, NewEvent, Status, StoreError, StoredEvent,
+};
 
 /// One check: takes a fresh, empty store, panics on a broken promise.
 pub type Check = fn(Arc<dyn EventStore>) -> Pin<Box<dyn Future<Output = ()> + Send>>;
@@ -91,6 +96,24 @@ pub const CHECKS: &[(&str, Check)] = &[
     ("purge_deletes_only_old_delivered_events", |s| {
         Box::pin(purge_deletes_only_old_delivered_events(s))
     }),
+    ("late_mark_does_not_clobber_a_new_lease", |s| {
+        Box::pin(late_mark_does_not_clobber_a_new_lease(s))
+    }),
+    ("attempts_are_counted_at_claim", |s| {
+        Box::pin(attempts_are_counted_at_claim(s))
+    }),
+    ("purged_keys_still_deduplicate", |s| {
+        Box::pin(purged_keys_still_deduplicate(s))
+    }),
+    ("uids_are_unique_uuid_v7_and_stable", |s| {
+        Box::pin(uids_are_unique_uuid_v7_and_stable(s))
+    }),
+    ("superseded_events_do_not_block_their_order_key", |s| {
+        Box::pin(superseded_events_do_not_block_their_order_key(s))
+    }),
+    ("a_working_store_is_healthy", |s| {
+        Box::pin(a_working_store_is_healthy(s))
+    }),
 ];
 
 /// Runs every check in [`CHECKS`], each on a store from `fresh_store`.
@@ -121,6 +144,7 @@ pub async fn insert_then_duplicate(store: Arc<dyn EventStore>) {
         stored.next_attempt_at, t,
         "a new event is due at received_at"
     );
+    assert_eq!(stored.pending_since, t, "and pending since then");
 
     let mut again = sample("TRANSACTION_STATUS:PCN1:PAID", None, t + secs(5));
     again.body = Bytes::from_static(b"{\"different\":true}");
@@ -148,7 +172,12 @@ pub async fn insert_then_duplicate(store: Arc<dyn EventStore>) {
         "ids increase in arrival order ({other} after {id})"
     );
 
-    ok(store.mark_delivered(id, 1).await, "mark_delivered");
+    let claimed = claim(&*store, t, 1, "w").await;
+    assert_eq!(ids_of(&claimed), [id]);
+    applied(
+        store.mark_delivered(&claimed[0].lease).await,
+        "mark_delivered",
+    );
     assert_eq!(
         ok(store.insert(again).await, "insert"),
         Inserted::Duplicate(id),
@@ -239,9 +268,9 @@ pub async fn claim_honours_limit_oldest_first(store: Arc<dyn EventStore>) {
 
     let first = claim(&*store, t, 2, "a").await;
     assert_eq!(ids_of(&first), ids[..2], "the two oldest first");
-    assert_same_event(&first[0], &sample("claim-0", None, t));
+    assert_same_event(&first[0].event, &sample("claim-0", None, t));
     assert_eq!(
-        first[0].status,
+        first[0].event.status,
         Status::Pending,
         "a claimed event stays pending"
     );
@@ -264,21 +293,34 @@ pub async fn claim_honours_next_attempt_at(store: Arc<dyn EventStore>) {
         claim(&*store, t - millis(1), 10, "w").await.is_empty(),
         "nothing is due before received_at"
     );
-    assert_eq!(ids_of(&claim(&*store, t, 10, "w").await), [a, b]);
+    let first = claim(&*store, t, 10, "w").await;
+    assert_eq!(ids_of(&first), [a, b]);
 
-    ok(
-        store.mark_failed(a, 1, t + secs(10), "http 503").await,
+    applied(
+        store
+            .mark_failed(&first[0].lease, t + secs(10), "http 503")
+            .await,
         "mark_failed",
     );
-    ok(
-        store.mark_failed(b, 1, t + secs(20), "timeout").await,
+    applied(
+        store
+            .mark_failed(&first[1].lease, t + secs(20), "timeout")
+            .await,
         "mark_failed",
     );
     assert!(claim(&*store, t + millis(9_999), 10, "w").await.is_empty());
-    assert_eq!(ids_of(&claim(&*store, t + secs(10), 10, "w").await), [a]);
-    ok(store.mark_delivered(a, 2).await, "mark_delivered");
-    assert_eq!(ids_of(&claim(&*store, t + secs(20), 10, "w").await), [b]);
-    ok(store.mark_delivered(b, 2).await, "mark_delivered");
+    let again = claim(&*store, t + secs(10), 10, "w").await;
+    assert_eq!(ids_of(&again), [a]);
+    applied(
+        store.mark_delivered(&again[0].lease).await,
+        "mark_delivered",
+    );
+    let again = claim(&*store, t + secs(20), 10, "w").await;
+    assert_eq!(ids_of(&again), [b]);
+    applied(
+        store.mark_delivered(&again[0].lease).await,
+        "mark_delivered",
+    );
     assert_eq!(
         ids_of(&claim(&*store, t + secs(60), 10, "w").await),
         [later]
@@ -327,7 +369,10 @@ pub async fn claim_honours_leases(store: Arc<dyn EventStore>) {
         .is_empty(),
         "the new lease holds in turn"
     );
-    ok(store.mark_delivered(id, 2).await, "mark_delivered");
+    applied(
+        store.mark_delivered(&again[0].lease).await,
+        "mark_delivered",
+    );
     assert!(
         ok(
             store.claim_due(t + secs(3600), 10, lease, "c").await,
@@ -359,8 +404,8 @@ pub async fn order_key_serialises_delivery(store: Arc<dyn EventStore>) {
         claim(&*store, t, 10, "other").await.is_empty(),
         "a2 waits while a1 is leased"
     );
-    for id in [n1, b1, n2] {
-        ok(store.mark_delivered(id, 1).await, "mark_delivered");
+    for claimed in &first[1..] {
+        applied(store.mark_delivered(&claimed.lease).await, "mark_delivered");
     }
     let b2 = insert_new(&*store, sample("b2", Some("B"), t)).await;
     assert_eq!(
@@ -369,22 +414,32 @@ pub async fn order_key_serialises_delivery(store: Arc<dyn EventStore>) {
         "B moves on while A is blocked"
     );
 
-    ok(
-        store.mark_failed(a1, 1, t + secs(10), "http 500").await,
+    applied(
+        store
+            .mark_failed(&first[0].lease, t + secs(10), "http 500")
+            .await,
         "mark_failed",
     );
     assert!(
         claim(&*store, t + secs(5), 10, "w").await.is_empty(),
         "a2 waits while a1 is pending, even when a1 is not due"
     );
-    assert_eq!(ids_of(&claim(&*store, t + secs(10), 10, "w").await), [a1]);
-    ok(store.mark_delivered(a1, 2).await, "mark_delivered");
+    let again = claim(&*store, t + secs(10), 10, "w").await;
+    assert_eq!(ids_of(&again), [a1]);
+    applied(
+        store.mark_delivered(&again[0].lease).await,
+        "mark_delivered",
+    );
+    let next = claim(&*store, t + secs(10), 10, "w").await;
     assert_eq!(
-        ids_of(&claim(&*store, t + secs(10), 10, "w").await),
+        ids_of(&next),
         [a2],
         "a2 after a1 is delivered, a3 still waits"
     );
-    ok(store.mark_dead(a2, 8, "max attempts").await, "mark_dead");
+    applied(
+        store.mark_dead(&next[0].lease, "max attempts").await,
+        "mark_dead",
+    );
     assert_eq!(
         ids_of(&claim(&*store, t + secs(10), 10, "w").await),
         [a3],
@@ -407,10 +462,12 @@ pub async fn mark_failed_reschedules_and_keeps_bytes(store: Arc<dyn EventStore>)
     let id = insert_new(&*store, event.clone()).await;
     let claimed = ok(store.claim_due(t, 1, secs(300), "a").await, "claim_due");
     assert_eq!(ids_of(&claimed), [id]);
-    assert_same_event(&claimed[0], &event);
+    assert_same_event(&claimed[0].event, &event);
 
-    ok(
-        store.mark_failed(id, 1, t + secs(60), "http 503").await,
+    applied(
+        store
+            .mark_failed(&claimed[0].lease, t + secs(60), "http 503")
+            .await,
         "mark_failed",
     );
     let failed = get_existing(&*store, id).await;
@@ -424,11 +481,16 @@ pub async fn mark_failed_reschedules_and_keeps_bytes(store: Arc<dyn EventStore>)
     // "a" held a five-minute lease: "b" claiming at one minute shows it was released.
     let retried = claim(&*store, t + secs(60), 10, "b").await;
     assert_eq!(ids_of(&retried), [id], "due again, lease released");
-    assert_eq!(retried[0].attempts, 1);
-    assert_same_event(&retried[0], &event);
+    assert_eq!(
+        retried[0].event.attempts, 2,
+        "the second claim is the second attempt"
+    );
+    assert_same_event(&retried[0].event, &event);
 
-    ok(
-        store.mark_failed(id, 2, t + secs(120), "timeout").await,
+    applied(
+        store
+            .mark_failed(&retried[0].lease, t + secs(120), "timeout")
+            .await,
         "mark_failed",
     );
     let twice = get_existing(&*store, id).await;
@@ -450,17 +512,27 @@ pub async fn dead_letters_list_and_replay(store: Arc<dyn EventStore>) {
     let [e0, e1, e2, e3] = ids[..] else {
         unreachable!("four events were inserted")
     };
-    assert_eq!(claim(&*store, t, 10, "w").await.len(), 4);
-    ok(store.mark_dead(e0, 5, "max attempts").await, "mark_dead");
-    ok(store.mark_dead(e2, 3, "max age").await, "mark_dead");
-    ok(store.mark_delivered(e3, 1).await, "mark_delivered");
+    let claimed = claim(&*store, t, 10, "w").await;
+    assert_eq!(ids_of(&claimed), [e0, e1, e2, e3]);
+    applied(
+        store.mark_dead(&claimed[0].lease, "max attempts").await,
+        "mark_dead",
+    );
+    applied(
+        store.mark_dead(&claimed[2].lease, "max age").await,
+        "mark_dead",
+    );
+    applied(
+        store.mark_delivered(&claimed[3].lease).await,
+        "mark_delivered",
+    );
 
     let dead = ok(store.list(Some(Status::Dead), 10).await, "list");
     assert_eq!(ids_of(&dead), [e2, e0], "dead letters, newest first");
     assert_eq!(dead[0].status, Status::Dead);
     assert_eq!(
         (dead[1].attempts, dead[1].last_error.as_deref()),
-        (5, Some("max attempts"))
+        (1, Some("max attempts"))
     );
     let shared = &store;
     let listed = |status| async move { ids_of(&ok(shared.list(status, 10).await, "list")) };
@@ -475,42 +547,47 @@ pub async fn dead_letters_list_and_replay(store: Arc<dyn EventStore>) {
     assert!(ok(store.list(Some(Status::Dead), 0).await, "list").is_empty());
     assert_eq!(counts(&*store).await, counts_of(1, 1, 2));
 
+    let r = t + secs(5);
     assert!(
-        ok(store.replay(e0).await, "replay"),
+        ok(store.replay(e0, r).await, "replay"),
         "a dead letter replays"
     );
-    let before_claim = SystemTime::now();
     let replayed = get_existing(&*store, e0).await;
     assert_eq!(replayed.status, Status::Pending);
     assert_eq!((replayed.attempts, replayed.last_error), (0, None));
-    assert!(
-        replayed.next_attempt_at <= before_claim,
-        "a replayed event is due now"
+    assert_eq!(
+        replayed.next_attempt_at, r,
+        "a replayed event is due at once"
     );
+    assert_eq!(
+        replayed.pending_since, r,
+        "and pending since the replay, not since receipt"
+    );
+    assert_eq!(replayed.received_at, t, "received_at stays");
     // e1 is still leased (30 s from t), so only e0 comes back.
-    let due = claim(&*store, SystemTime::now() + secs(1), 10, "r").await;
+    let due = claim(&*store, r, 10, "r").await;
     assert_eq!(ids_of(&due), [e0]);
     assert_eq!(counts(&*store).await, counts_of(2, 1, 1));
 
-    assert_eq!(ok(store.replay_all_dead().await, "replay_all_dead"), 1);
+    assert_eq!(ok(store.replay_all_dead(t).await, "replay_all_dead"), 1);
     let e2_now = get_existing(&*store, e2).await;
     assert_eq!(
         (e2_now.status, e2_now.attempts, e2_now.last_error),
         (Status::Pending, 0, None)
     );
-    assert_eq!(ok(store.replay_all_dead().await, "replay_all_dead"), 0);
+    assert_eq!(ok(store.replay_all_dead(t).await, "replay_all_dead"), 0);
     assert!(
-        ok(store.replay(e3).await, "replay"),
+        ok(store.replay(e3, t).await, "replay"),
         "a delivered event replays"
     );
     assert_eq!(get_existing(&*store, e3).await.status, Status::Pending);
     assert!(
-        ok(store.replay(e1).await, "replay"),
+        ok(store.replay(e1, t).await, "replay"),
         "a pending event exists"
     );
     assert_eq!(get_existing(&*store, e1).await.status, Status::Pending);
     assert!(
-        !ok(store.replay(e3 + 1000).await, "replay"),
+        !ok(store.replay(e3 + 1000, t).await, "replay"),
         "no such event"
     );
     assert_eq!(counts(&*store).await, counts_of(4, 0, 0));
@@ -522,21 +599,28 @@ pub async fn late_marks_do_not_resurrect(store: Arc<dyn EventStore>) {
     let t = whole_millis_now();
     let id = insert_new(&*store, sample("late", None, t)).await;
     let lease = secs(10);
-    assert_eq!(
-        ids_of(&ok(store.claim_due(t, 1, lease, "slow").await, "claim_due")),
-        [id]
-    );
+    let slow = ok(store.claim_due(t, 1, lease, "slow").await, "claim_due");
+    assert_eq!(ids_of(&slow), [id]);
     let fast = ok(
         store.claim_due(t + secs(11), 1, lease, "fast").await,
         "claim_due",
     );
     assert_eq!(ids_of(&fast), [id]);
-    ok(store.mark_delivered(id, 1).await, "mark_delivered");
-    ok(
-        store.mark_failed(id, 1, t + secs(20), "timeout").await,
-        "mark_failed",
+    assert!(
+        fast[0].lease.generation > slow[0].lease.generation,
+        "each claim has a later generation"
     );
-    ok(store.mark_dead(id, 1, "gave up").await, "mark_dead");
+    applied(store.mark_delivered(&fast[0].lease).await, "mark_delivered");
+    let slow = &slow[0].lease;
+    assert!(
+        !ok(store.mark_delivered(slow).await, "mark_delivered"),
+        "a lost lease reports that its mark did not apply"
+    );
+    assert!(!ok(
+        store.mark_failed(slow, t + secs(20), "timeout").await,
+        "mark_failed"
+    ));
+    assert!(!ok(store.mark_dead(slow, "gave up").await, "mark_dead"));
     let stored = get_existing(&*store, id).await;
     assert_eq!(stored.status, Status::Delivered, "the delivery stands");
     assert!(claim(&*store, t + secs(3600), 10, "any").await.is_empty());
@@ -552,8 +636,8 @@ pub async fn missing_and_empty(store: Arc<dyn EventStore>) {
     assert!(ok(store.list(Some(Status::Dead), 10).await, "list").is_empty());
     assert_eq!(counts(&*store).await, Counts::default());
     assert!(claim(&*store, t + secs(3600), 10, "w").await.is_empty());
-    assert!(!ok(store.replay(1).await, "replay"));
-    assert_eq!(ok(store.replay_all_dead().await, "replay_all_dead"), 0);
+    assert!(!ok(store.replay(1, t).await, "replay"));
+    assert_eq!(ok(store.replay_all_dead(t).await, "replay_all_dead"), 0);
 
     let id = insert_new(&*store, sample("only", None, t)).await;
     assert!(ok(store.get(id + 1).await, "get").is_none());
@@ -567,9 +651,22 @@ pub async fn counts_follow_transitions(store: Arc<dyn EventStore>) {
     let b = insert_new(&*store, sample("count-b", None, t)).await;
     let _c = insert_new(&*store, sample("count-c", None, t)).await;
     assert_eq!(counts(&*store).await, counts_of(3, 0, 0));
-    ok(store.mark_delivered(a, 1).await, "mark_delivered");
+    let claimed = claim(&*store, t, 2, "w").await;
+    assert_eq!(ids_of(&claimed), [a, b]);
+    assert_eq!(
+        counts(&*store).await,
+        counts_of(3, 0, 0),
+        "leased is pending"
+    );
+    applied(
+        store.mark_delivered(&claimed[0].lease).await,
+        "mark_delivered",
+    );
     assert_eq!(counts(&*store).await, counts_of(2, 1, 0));
-    ok(store.mark_dead(b, 4, "max attempts").await, "mark_dead");
+    applied(
+        store.mark_dead(&claimed[1].lease, "max attempts").await,
+        "mark_dead",
+    );
     assert_eq!(counts(&*store).await, counts_of(1, 1, 1));
     let _ = ok(store.insert(sample("count-b", None, t)).await, "insert");
     assert_eq!(
@@ -577,33 +674,36 @@ pub async fn counts_follow_transitions(store: Arc<dyn EventStore>) {
         counts_of(1, 1, 1),
         "a duplicate counts nothing"
     );
-    assert!(ok(store.replay(b).await, "replay"));
+    assert!(ok(store.replay(b, t).await, "replay"));
     assert_eq!(counts(&*store).await, counts_of(2, 1, 0));
 }
 
-/// Retention deletes delivered events received before the cut-off, and nothing else;
-/// a purged event's dedupe key can be used again.
+/// Retention deletes delivered events received before the cut-off, and nothing else; a
+/// purged event's dedupe key past the key retention too can be used again.
 pub async fn purge_deletes_only_old_delivered_events(store: Arc<dyn EventStore>) {
     let old = whole_millis_now() - secs(3600);
     let new = whole_millis_now();
     let old_delivered = insert_new(&*store, sample("purge-old-delivered", None, old)).await;
-    let old_dead = insert_new(&*store, sample("purge-old-dead", None, old)).await;
+    let _old_dead = insert_new(&*store, sample("purge-old-dead", None, old)).await;
     let _old_pending = insert_new(&*store, sample("purge-old-pending", None, old)).await;
     let new_delivered = insert_new(&*store, sample("purge-new-delivered", None, new)).await;
-    ok(
-        store.mark_delivered(old_delivered, 1).await,
+    let claimed = claim(&*store, new, 10, "w").await;
+    assert_eq!(claimed.len(), 4);
+    applied(
+        store.mark_delivered(&claimed[0].lease).await,
         "mark_delivered",
     );
-    ok(
-        store.mark_dead(old_dead, 3, "status 503").await,
+    applied(
+        store.mark_dead(&claimed[1].lease, "status 503").await,
         "mark_dead",
     );
-    ok(
-        store.mark_delivered(new_delivered, 1).await,
+    applied(
+        store.mark_delivered(&claimed[3].lease).await,
         "mark_delivered",
     );
+    let cut_off = new - secs(60);
     let purged = ok(
-        store.purge_delivered(new - secs(60)).await,
+        store.purge_delivered(cut_off, cut_off).await,
         "purge_delivered",
     );
     assert_eq!(purged, 1, "only the old delivered event");
@@ -615,6 +715,216 @@ pub async fn purge_deletes_only_old_delivered_events(store: Arc<dyn EventStore>)
         "insert",
     );
     assert!(matches!(again, Inserted::New(_)), "{again:?}");
+}
+
+/// A claimant whose lease expired and was taken over cannot release the new owner's
+/// lease with a late `mark_failed`: the new owner keeps the event to itself.
+pub async fn late_mark_does_not_clobber_a_new_lease(store: Arc<dyn EventStore>) {
+    let t = whole_millis_now();
+    let id = insert_new(&*store, sample("clobber", None, t)).await;
+    let lease = secs(10);
+    let slow = ok(store.claim_due(t, 1, lease, "slow").await, "claim_due");
+    assert_eq!(ids_of(&slow), [id]);
+    let fast = ok(
+        store.claim_due(t + secs(11), 1, lease, "fast").await,
+        "claim_due",
+    );
+    assert_eq!(ids_of(&fast), [id]);
+    assert!(
+        !ok(
+            store
+                .mark_failed(&slow[0].lease, t + secs(12), "timeout")
+                .await,
+            "mark_failed"
+        ),
+        "the late mark reports that it did not apply"
+    );
+    let after = get_existing(&*store, id).await;
+    assert_eq!(
+        (after.next_attempt_at, after.last_error),
+        (t, None),
+        "and recorded nothing"
+    );
+    assert!(
+        ok(
+            store.claim_due(t + secs(13), 1, lease, "third").await,
+            "claim_due"
+        )
+        .is_empty(),
+        "the late mark left the new owner's lease alone"
+    );
+    applied(store.mark_delivered(&fast[0].lease).await, "mark_delivered");
+
+    // A lease that ran out but that nobody claimed since still holds: its outcome is real.
+    let lone = insert_new(&*store, sample("expired-unclaimed", None, t)).await;
+    let claimed = ok(store.claim_due(t, 1, lease, "late").await, "claim_due");
+    assert_eq!(ids_of(&claimed), [lone]);
+    applied(
+        store.mark_delivered(&claimed[0].lease).await,
+        "mark_delivered",
+    );
+    // A forged lease (the right owner, another generation) applies to nothing.
+    let other = insert_new(&*store, sample("forged", None, t)).await;
+    let claimed = ok(store.claim_due(t, 1, lease, "owner").await, "claim_due");
+    assert_eq!(ids_of(&claimed), [other]);
+    let mut forged = claimed[0].lease.clone();
+    forged.generation += 1;
+    assert!(!ok(store.mark_delivered(&forged).await, "mark_delivered"));
+    assert_eq!(get_existing(&*store, other).await.status, Status::Pending);
+}
+
+/// Each claim counts an attempt, so a claimant that crashes mid-delivery (and never
+/// marks anything) still uses up attempts.
+pub async fn attempts_are_counted_at_claim(store: Arc<dyn EventStore>) {
+    let t = whole_millis_now();
+    let id = insert_new(&*store, sample("crash-loop", None, t)).await;
+    let lease = secs(10);
+    let first = ok(store.claim_due(t, 1, lease, "a").await, "claim_due");
+    assert_eq!(first[0].event.attempts, 1, "the claim counts the attempt");
+    assert_eq!(get_existing(&*store, id).await.attempts, 1);
+    let second = ok(
+        store.claim_due(t + secs(11), 1, lease, "b").await,
+        "claim_due",
+    );
+    assert_eq!(
+        second[0].event.attempts, 2,
+        "a crashed claimant's attempt counts too"
+    );
+}
+
+/// A delivered event's dedupe key outlives its body: after a purge, the same key is
+/// still a duplicate.
+pub async fn purged_keys_still_deduplicate(store: Arc<dyn EventStore>) {
+    let t = whole_millis_now();
+    let old = t - secs(3600);
+    let id = insert_new(&*store, sample("tombstone", None, old)).await;
+    let claimed = claim(&*store, old, 1, "w").await;
+    applied(
+        store.mark_delivered(&claimed[0].lease).await,
+        "mark_delivered",
+    );
+    let purged = store.purge_delivered(t - secs(60), t - secs(7200)).await;
+    assert_eq!(ok(purged, "purge_delivered"), 1);
+    assert!(ok(store.get(id).await, "get").is_none(), "the body is gone");
+    assert_eq!(counts(&*store).await, Counts::default(), "and not counted");
+    assert_eq!(
+        ok(store.insert(sample("tombstone", None, t)).await, "insert"),
+        Inserted::Duplicate(id),
+        "the key is still known"
+    );
+    // Later purges keep it while it is within the key retention...
+    let purged = store.purge_delivered(t - secs(60), t - secs(7200)).await;
+    assert_eq!(ok(purged, "purge_delivered"), 0);
+    assert_eq!(
+        ok(store.insert(sample("tombstone", None, t)).await, "insert"),
+        Inserted::Duplicate(id)
+    );
+    // ...and forget it after.
+    let purged = store.purge_delivered(t - secs(60), t - secs(1800)).await;
+    assert_eq!(ok(purged, "purge_delivered"), 0);
+    assert!(matches!(
+        ok(store.insert(sample("tombstone", None, t)).await, "insert"),
+        Inserted::New(_)
+    ));
+}
+
+/// Every event gets its own UUIDv7, which never changes: not when claimed, failed,
+/// killed or replayed.
+pub async fn uids_are_unique_uuid_v7_and_stable(store: Arc<dyn EventStore>) {
+    let t = whole_millis_now();
+    let mut uids = HashSet::new();
+    let mut first = None;
+    for n in 0..20 {
+        let id = insert_new(&*store, sample(&format!("uid-{n}"), None, t)).await;
+        let uid = get_existing(&*store, id).await.uid;
+        assert_eq!(uid.get_version_num(), 7, "{uid}");
+        assert!(uids.insert(uid), "{uid} repeated");
+        first.get_or_insert((id, uid));
+    }
+    let Some((id, uid)) = first else {
+        unreachable!("twenty events were inserted")
+    };
+    let claimed = claim(&*store, t, 1, "w").await;
+    assert_eq!(
+        (claimed[0].event.id, claimed[0].event.uid),
+        (id, uid),
+        "claimed as stored"
+    );
+    applied(
+        store.mark_dead(&claimed[0].lease, "gave up").await,
+        "mark_dead",
+    );
+    assert!(ok(store.replay(id, t).await, "replay"));
+    assert_eq!(
+        get_existing(&*store, id).await.uid,
+        uid,
+        "a replay keeps it"
+    );
+    assert_eq!(
+        ok(store.list(Some(Status::Pending), 100).await, "list")
+            .iter()
+            .find(|e| e.id == id)
+            .map(|e| e.uid),
+        Some(uid)
+    );
+}
+
+/// A superseded event stays pending, due at its retry time, recorded "superseded", and
+/// lets later events of its ordering key go.
+pub async fn superseded_events_do_not_block_their_order_key(store: Arc<dyn EventStore>) {
+    let t = whole_millis_now();
+    let old = insert_new(&*store, sample("sup-1", Some("K"), t)).await;
+    let new = insert_new(&*store, sample("sup-2", Some("K"), t)).await;
+    let first = claim(&*store, t, 10, "w").await;
+    assert_eq!(ids_of(&first), [old]);
+    applied(
+        store.mark_superseded(&first[0].lease, t + secs(1800)).await,
+        "mark_superseded",
+    );
+    let stored = get_existing(&*store, old).await;
+    assert_eq!(
+        (
+            stored.status,
+            stored.last_error.as_deref(),
+            stored.next_attempt_at
+        ),
+        (Status::Pending, Some("superseded"), t + secs(1800))
+    );
+    let next = claim(&*store, t, 10, "w").await;
+    assert_eq!(
+        ids_of(&next),
+        [new],
+        "the later event of K is not held back"
+    );
+    applied(store.mark_delivered(&next[0].lease).await, "mark_delivered");
+    let later = insert_new(&*store, sample("sup-3", Some("K"), t)).await;
+    let third = claim(&*store, t, 10, "w").await;
+    assert_eq!(ids_of(&third), [later]);
+    applied(
+        store.mark_delivered(&third[0].lease).await,
+        "mark_delivered",
+    );
+    let retry = claim(&*store, t + secs(1800), 10, "w").await;
+    assert_eq!(ids_of(&retry), [old], "retried when due");
+
+    assert_eq!(retry[0].event.attempts, 2);
+    applied(
+        store.mark_delivered(&retry[0].lease).await,
+        "mark_delivered",
+    );
+}
+
+/// A store that answers is healthy, before and after it has done some work, and a
+/// duplicate (an answer, not a failure) changes nothing.
+pub async fn a_working_store_is_healthy(store: Arc<dyn EventStore>) {
+    assert_eq!(store.health(), crate::Health::Healthy, "fresh");
+    let t = whole_millis_now();
+    for _ in 0..5 {
+        let _ = ok(store.insert(sample("healthy", None, t)).await, "insert");
+    }
+    let _ = claim(&*store, t, 10, "w").await;
+    let _ = counts(&*store).await;
+    assert_eq!(store.health(), crate::Health::Healthy, "after work");
 }
 
 // === helpers ===
@@ -684,13 +994,13 @@ async fn get_existing(store: &dyn EventStore, id: EventId) -> StoredEvent {
     }
 }
 
+/// A mark that must have applied (its lease held).
+fn applied(result: Result<bool, StoreError>, operation: &str) {
+    assert!(ok(result, operation), "{operation}: the lease was lost");
+}
+
 /// Claims with a 30 s lease.
-async fn claim(
-    store: &dyn EventStore,
-    now: SystemTime,
-    limit: usize,
-    owner: &str,
-) -> Vec<StoredEvent> {
+async fn claim(store: &dyn EventStore, now: SystemTime, limit: usize, owner: &str) -> Vec<Claimed> {
     ok(
         store.claim_due(now, limit, secs(30), owner).await,
         "claim_due",
@@ -709,8 +1019,25 @@ fn counts_of(pending: u64, delivered: u64, dead: u64) -> Counts {
     }
 }
 
-fn ids_of(events: &[StoredEvent]) -> Vec<EventId> {
-    events.iter().map(|event| event.id).collect()
+/// Stored and claimed events alike, by id.
+trait HasId {
+    fn id(&self) -> EventId;
+}
+
+impl HasId for StoredEvent {
+    fn id(&self) -> EventId {
+        self.id
+    }
+}
+
+impl HasId for Claimed {
+    fn id(&self) -> EventId {
+        self.event.id
+    }
+}
+
+fn ids_of<T: HasId>(events: &[T]) -> Vec<EventId> {
+    events.iter().map(HasId::id).collect()
 }
 
 /// `stored` holds what `sent` carried, byte for byte.

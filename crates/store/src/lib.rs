@@ -11,10 +11,18 @@
 //!   reported as a duplicate and never stored or delivered twice. Concurrent inserts are
 //!   committed together (group commit), so durability costs one sync per batch.
 //! - [`EventStore::claim_due`] hands out pending events whose time has come, each to one
-//!   claimant at a time (a lease), oldest first; with an ordering key, an event is not
-//!   handed out while an earlier event with the same key is still pending.
+//!   claimant at a time (a [`Lease`]), oldest first; with an ordering key, an event is not
+//!   handed out while an earlier event with the same key is still pending (and not
+//!   superseded: [`EventStore::mark_superseded`]). A claim counts
+//!   the attempt, so a claimant that crashes mid-delivery still uses one up.
+//! - Leases are fenced: every `mark_*` takes the lease it acts under and applies only if
+//!   that lease is still the event's latest (not expired *and* claimed by someone else).
+//!   It returns whether it applied; a claimant whose mark did not apply lost the event
+//!   and records nothing about it.
 //! - An event ends delivered or dead, never lost: a lease that expires (the claimant
 //!   crashed) makes the event due again.
+//! - Every stored event carries a UUIDv7 ([`StoredEvent::uid`]) minted by the store at
+//!   insert, unique across stores and stable for the event's life.
 
 pub mod conformance;
 mod sqlite;
@@ -25,7 +33,12 @@ use bytes::Bytes;
 
 pub use self::sqlite::SqliteStore;
 
-/// A store's id for an event; increasing in arrival order.
+/// Failed operations in a row after which a store that otherwise looks alive reports
+/// itself unhealthy: one failure can be one bad command; several in a row cannot.
+pub const UNHEALTHY_AFTER_FAILURES: u32 = 3;
+
+/// A store's id for an event; increasing in arrival order, unique within one store only.
+/// What leaves the sidecar is [`StoredEvent::uid`].
 pub type EventId = i64;
 
 /// Where an event is in its life.
@@ -86,7 +99,8 @@ pub struct NewEvent {
 pub enum Inserted {
     /// Stored and committed under this id.
     New(EventId),
-    /// An event with the same dedupe key exists (this id); nothing was stored.
+    /// An event with the same dedupe key exists, or existed and was purged less than the
+    /// dedupe retention ago (this id); nothing was stored.
     Duplicate(EventId),
 }
 
@@ -95,6 +109,11 @@ pub enum Inserted {
 pub struct StoredEvent {
     /// The store's id.
     pub id: EventId,
+    /// The event's globally unique id (a UUIDv7, minted when it was stored): the app sees
+    /// it as `webhook-id: evt_<uid>` and deduplicates on it, so it must never repeat,
+    /// even across database files, replicas or restarts, and never change for one event
+    /// (attempts, restarts and replays keep it).
+    pub uid: uuid::Uuid,
     /// The deduplication key.
     pub dedupe_key: String,
     /// The ordering key, if any.
@@ -107,6 +126,9 @@ pub struct StoredEvent {
     pub headers: Vec<(String, String)>,
     /// When it was received.
     pub received_at: SystemTime,
+    /// When it last became pending: `received_at`, or the last replay. `webhooks.max_age`
+    /// counts from here, so a replayed old dead letter gets a fresh chance.
+    pub pending_since: SystemTime,
     /// Where it is in its life.
     pub status: Status,
     /// Delivery attempts made so far.
@@ -115,6 +137,28 @@ pub struct StoredEvent {
     pub next_attempt_at: SystemTime,
     /// Why the last attempt failed (a status code or an error kind; never a secret).
     pub last_error: Option<String>,
+}
+
+/// The right to record the outcome of one claim of one event: who claimed it and which
+/// claim of that event this was. A later claim of the same event (after this one expired)
+/// has a higher generation, and voids this one.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Lease {
+    /// The event claimed.
+    pub event: EventId,
+    /// The claimant, as given to [`EventStore::claim_due`].
+    pub owner: String,
+    /// Increases with every claim of the event (a fencing token).
+    pub generation: u64,
+}
+
+/// An event handed out by [`EventStore::claim_due`], with the lease it is held under.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Claimed {
+    /// The event; its `attempts` already counts this claim.
+    pub event: StoredEvent,
+    /// What `mark_*` must present.
+    pub lease: Lease,
 }
 
 /// Events per status, for the queue-depth gauge and the admin API.
@@ -126,6 +170,25 @@ pub struct Counts {
     pub delivered: u64,
     /// Dead letters.
     pub dead: u64,
+}
+
+/// Whether a store can do its job, as far as it knows without a round trip (readiness
+/// probes and a gauge read it often).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Health {
+    /// Working: the last operations succeeded (or none failed yet).
+    Healthy,
+    /// Not working: why, in words for `/readyz` (names no event content).
+    Unhealthy(String),
+}
+
+// === impl Health ===
+
+impl Health {
+    /// Whether it is [`Health::Healthy`].
+    pub const fn is_healthy(&self) -> bool {
+        matches!(self, Self::Healthy)
+    }
 }
 
 /// A store failure. Messages name the file or operation, never event content.
@@ -160,31 +223,46 @@ pub trait EventStore: Send + Sync + std::fmt::Debug + 'static {
     async fn insert(&self, event: NewEvent) -> Result<Inserted, StoreError>;
 
     /// Leases up to `limit` pending events due at `now` (not leased by anyone else, and
-    /// with no earlier pending event of the same ordering key) to `owner` for `lease`,
-    /// oldest first.
+    /// with no earlier pending event of the same ordering key) to `owner` until
+    /// `now + lease`, oldest first. Each claim adds one to the event's attempts and to
+    /// its lease generation, in the same transaction.
     async fn claim_due(
         &self,
         now: SystemTime,
         limit: usize,
         lease: Duration,
         owner: &str,
-    ) -> Result<Vec<StoredEvent>, StoreError>;
+    ) -> Result<Vec<Claimed>, StoreError>;
 
-    /// The app acknowledged event `id` after `attempts` attempts.
-    async fn mark_delivered(&self, id: EventId, attempts: u32) -> Result<(), StoreError>;
+    /// The app acknowledged the event held under `lease`. Returns false, changing
+    /// nothing, when the lease was lost (another claim of the event came after it) or the
+    /// event is no longer pending.
+    async fn mark_delivered(&self, lease: &Lease) -> Result<bool, StoreError>;
 
-    /// Attempt `attempts` failed with `error`; due again at `next_attempt_at`. Releases
-    /// the lease.
+    /// The attempt under `lease` failed with `error`; due again at `next_attempt_at`.
+    /// Releases the lease. Returns false, changing nothing, as
+    /// [`EventStore::mark_delivered`] does.
     async fn mark_failed(
         &self,
-        id: EventId,
-        attempts: u32,
+        lease: &Lease,
         next_attempt_at: SystemTime,
         error: &str,
-    ) -> Result<(), StoreError>;
+    ) -> Result<bool, StoreError>;
 
-    /// Attempts or age ran out: the event becomes a dead letter.
-    async fn mark_dead(&self, id: EventId, attempts: u32, error: &str) -> Result<(), StoreError>;
+    /// The event held under `lease` is superseded (FinCode now reports a later status
+    /// than the event's): it stays pending, due again at `next_attempt_at` with
+    /// `last_error` "superseded", and no longer holds back later events of its ordering
+    /// key (until a replay). Returns false, changing nothing, as
+    /// [`EventStore::mark_delivered`] does.
+    async fn mark_superseded(
+        &self,
+        lease: &Lease,
+        next_attempt_at: SystemTime,
+    ) -> Result<bool, StoreError>;
+
+    /// Attempts or age ran out: the event held under `lease` becomes a dead letter.
+    /// Returns false, changing nothing, as [`EventStore::mark_delivered`] does.
+    async fn mark_dead(&self, lease: &Lease, error: &str) -> Result<bool, StoreError>;
 
     /// One event, whatever its status.
     async fn get(&self, id: EventId) -> Result<Option<StoredEvent>, StoreError>;
@@ -196,18 +274,36 @@ pub trait EventStore: Send + Sync + std::fmt::Debug + 'static {
         limit: usize,
     ) -> Result<Vec<StoredEvent>, StoreError>;
 
-    /// Makes a dead (or delivered) event pending again, due now, with its attempts reset.
+    /// Makes a dead (or delivered) event pending again, due at `now` and pending since
+    /// `now`, with its attempts and error reset. A pending event is left as it is.
     /// Returns false when no such event exists.
-    async fn replay(&self, id: EventId) -> Result<bool, StoreError>;
+    async fn replay(&self, id: EventId, now: SystemTime) -> Result<bool, StoreError>;
 
-    /// Makes every dead letter pending again; returns how many.
-    async fn replay_all_dead(&self) -> Result<u64, StoreError>;
+    /// Makes every dead letter pending again as [`EventStore::replay`] does; returns how
+    /// many.
+    async fn replay_all_dead(&self, now: SystemTime) -> Result<u64, StoreError>;
 
     /// Events per status.
     async fn counts(&self) -> Result<Counts, StoreError>;
 
+    /// The store's health, from what it has seen (no I/O): unhealthy when it cannot serve
+    /// (a writer thread gone, a closed store, a database refusing every call) until an
+    /// operation succeeds again. A dead store makes the sidecar not ready: it would
+    /// answer every webhook 503.
+    fn health(&self) -> Health;
+
     /// Deletes delivered events received before `before` (retention: webhook bodies hold
     /// personal data, and the store must not grow without bound). Pending and dead events
-    /// are kept. A deleted event's dedupe key is forgotten with it. Returns how many.
-    async fn purge_delivered(&self, before: SystemTime) -> Result<u64, StoreError>;
+    /// are kept. Returns how many were deleted.
+    ///
+    /// A deleted event's dedupe key outlives it as a tombstone (key and id, no content)
+    /// while the event was received at or after `forget_keys_before`, so a captured
+    /// request replayed after its body is gone is still reported a
+    /// [`Inserted::Duplicate`] of the deleted id. Tombstones of events received before
+    /// `forget_keys_before` are deleted (or never written).
+    async fn purge_delivered(
+        &self,
+        before: SystemTime,
+        forget_keys_before: SystemTime,
+    ) -> Result<u64, StoreError>;
 }

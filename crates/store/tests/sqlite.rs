@@ -60,6 +60,12 @@ conformance_tests!(
     missing_and_empty,
     counts_follow_transitions,
     purge_deletes_only_old_delivered_events,
+    late_mark_does_not_clobber_a_new_lease,
+    attempts_are_counted_at_claim,
+    purged_keys_still_deduplicate,
+    uids_are_unique_uuid_v7_and_stable,
+    superseded_events_do_not_block_their_order_key,
+    a_working_store_is_healthy,
 );
 
 #[test]
@@ -143,6 +149,54 @@ fn open_refuses_a_newer_schema() {
     assert!(detail.contains("schema version 99 is newer"), "{detail}");
 }
 
+/// A file written by the first release (schema version 1, no uid column) is migrated:
+/// every row gets a distinct UUIDv7 whose timestamp is its received_at, and it survives
+/// a reopen unchanged.
+#[tokio::test]
+async fn a_version_1_file_gets_a_uid_for_every_row() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("events.db");
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    conn.execute_batch(
+        "CREATE TABLE events (
+            id INTEGER PRIMARY KEY AUTOINCREMENT, dedupe_key TEXT NOT NULL UNIQUE,
+            order_key TEXT, correlation_id TEXT NOT NULL, body BLOB NOT NULL,
+            headers BLOB NOT NULL, received_at INTEGER NOT NULL,
+            status TEXT NOT NULL CHECK (status IN ('pending', 'delivered', 'dead')),
+            attempts INTEGER NOT NULL CHECK (attempts >= 0), next_attempt_at INTEGER NOT NULL,
+            last_error TEXT, lease_owner TEXT, lease_until INTEGER) STRICT;
+         CREATE INDEX events_status_due ON events (status, next_attempt_at);
+         CREATE INDEX events_order_key ON events (order_key, id) WHERE order_key IS NOT NULL;
+         INSERT INTO events (dedupe_key, correlation_id, body, headers, received_at, status,
+                             attempts, next_attempt_at)
+         VALUES ('old-1', 'c1', x'7b7d', x'', 1700000000123, 'pending', 0, 1700000000123),
+                ('old-2', 'c2', x'7b7d', x'', 1700000000123, 'dead', 3, 1700000000123);
+         PRAGMA user_version = 1;",
+    )
+    .unwrap();
+    drop(conn);
+
+    let store = open(&path);
+    let events = store.list(None, 10).await.unwrap();
+    assert_eq!(events.len(), 2);
+    assert_ne!(events[0].uid, events[1].uid);
+    for event in &events {
+        assert_eq!(event.uid.get_version_num(), 7, "{}", event.uid);
+        let (seconds, nanos) = event.uid.get_timestamp().unwrap().to_unix();
+        assert_eq!(
+            u128::from(seconds) * 1000 + u128::from(nanos / 1_000_000),
+            1_700_000_000_123,
+            "the uid's time is the event's receipt"
+        );
+        assert_eq!(
+            event.pending_since, event.received_at,
+            "pending since receipt"
+        );
+    }
+    drop(store);
+    assert_eq!(open(&path).list(None, 10).await.unwrap(), events);
+}
+
 // === durability ===
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -168,7 +222,7 @@ async fn data_survives_reopen() {
     let Inserted::New(delivered) = store.insert(event("delivered")).await.unwrap() else {
         panic!("new")
     };
-    store
+    let claimed = store
         .claim_due(
             now + Duration::from_secs(1),
             10,
@@ -177,12 +231,15 @@ async fn data_survives_reopen() {
         )
         .await
         .unwrap();
-    store
-        .mark_failed(failed, 3, now + Duration::from_mins(10), "http 503")
-        .await
-        .unwrap();
-    store.mark_dead(dead, 9, "max attempts").await.unwrap();
-    store.mark_delivered(delivered, 1).await.unwrap();
+    let lease = |id: EventId| &claimed.iter().find(|c| c.event.id == id).unwrap().lease;
+    assert!(
+        store
+            .mark_failed(lease(failed), now + Duration::from_mins(10), "http 503")
+            .await
+            .unwrap()
+    );
+    assert!(store.mark_dead(lease(dead), "max attempts").await.unwrap());
+    assert!(store.mark_delivered(lease(delivered)).await.unwrap());
     let before: Vec<_> = store.list(None, 10).await.unwrap();
     let counts = store.counts().await.unwrap();
     drop(store);
@@ -197,7 +254,7 @@ async fn data_survives_reopen() {
     let failed = store.get(failed).await.unwrap().unwrap();
     assert_eq!(
         (failed.status, failed.attempts, failed.last_error.as_deref()),
-        (Status::Pending, 3, Some("http 503"))
+        (Status::Pending, 1, Some("http 503"))
     );
     assert_eq!(store.get(dead).await.unwrap().unwrap().status, Status::Dead);
     assert_eq!(

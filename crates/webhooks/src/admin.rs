@@ -34,6 +34,7 @@ use tokio::sync::Notify;
 
 use crate::{
     audit::{AdmittedBy, Audit, Caller, Replay, ReplayAnswer},
+    dispatcher::Clock,
     keys::hex,
     listener::json_response,
 };
@@ -55,6 +56,7 @@ pub struct Admin {
     token: Option<Arc<SecretString>>,
     wake: Arc<Notify>,
     audit: Audit,
+    clock: Clock,
 }
 
 // === impl Admin ===
@@ -62,13 +64,14 @@ pub struct Admin {
 impl Admin {
     /// Routes over `store`; `token` admits callers beyond loopback; `wake` starts the
     /// dispatcher on a replayed event at once; `audit` records every replay asked for,
-    /// refused or done.
+    /// refused or done; `clock` (the dispatcher's) says when a replayed event is due.
     pub fn new(
         store: Arc<dyn EventStore>,
         redactor: Redactor,
         token: Option<SecretString>,
         wake: Arc<Notify>,
         audit: Option<Auditor>,
+        clock: Clock,
     ) -> Self {
         Self {
             store,
@@ -76,6 +79,7 @@ impl Admin {
             token: token.map(Arc::new),
             wake,
             audit: Audit::new(audit),
+            clock,
         }
     }
 
@@ -274,7 +278,7 @@ impl Admin {
             return Ok(bad_id());
         };
         let replay = Replay::One(Some(id));
-        if !self.store.replay(id).await? {
+        if !self.store.replay(id, self.clock.now()).await? {
             self.audit.admin_replay(
                 caller,
                 replay,
@@ -303,7 +307,7 @@ impl Admin {
         &self,
         caller: Caller,
     ) -> Result<Response<Full<Bytes>>, fincode_store::StoreError> {
-        let replayed = self.store.replay_all_dead().await?;
+        let replayed = self.store.replay_all_dead(self.clock.now()).await?;
         tracing::info!(target: "fincode_sidecar::webhooks", replayed, "dead letters replayed");
         self.audit.admin_replay(
             caller,
@@ -427,6 +431,7 @@ mod tests {
             token.map(|t| SecretString::from(t.to_owned())),
             Arc::new(Notify::new()),
             None,
+            Clock::new(),
         )
     }
 

@@ -4,7 +4,8 @@
 //! own `webhook-*` signature headers replaced by the sidecar's), `X-Request-ID` (the
 //! correlation id stamped at receipt), and `webhook-id` / `webhook-timestamp` /
 //! `webhook-signature` so it can verify the sidecar with any Standard Webhooks library.
-//! `webhook-id` is `evt_<id>`, the same on every attempt: the app deduplicates on it.
+//! `webhook-id` is `evt_<uid>`, the event's UUIDv7, the same on every attempt and unique
+//! across replicas and database files: the app deduplicates on it.
 //!
 //! With `webhooks.confirm_by_query`, an event is delivered only after FinCode, asked
 //! through the sidecar's own egress port (credentials, retries and audit included),
@@ -119,18 +120,26 @@ impl HttpDelivery {
         }
     }
 
+    /// One attempt under one deadline, `timeout` from now: the confirm query, its answer,
+    /// the delivery and the app's status all share it, so an attempt cannot outlive its
+    /// lease however the time is spent (a confirm answer that never ends included).
     async fn send(&self, event: &StoredEvent) -> Attempt {
+        let deadline = tokio::time::Instant::now() + self.timeout;
         if let Some(confirm) = &self.confirm
-            && let Err(why) = self.confirmed(confirm, event).await
+            && let Err(unconfirmed) = self.confirmed(confirm, event, deadline).await
         {
-            return Attempt::Failed {
-                reason: "unconfirmed",
-                status: None,
-                why,
-                retry_after: None,
+            return match unconfirmed {
+                Unconfirmed::TimedOut => timed_out(),
+                Unconfirmed::Superseded => Attempt::Superseded,
+                Unconfirmed::Failed(why) => Attempt::Failed {
+                    reason: "unconfirmed",
+                    status: None,
+                    why: why.to_owned(),
+                    retry_after: None,
+                },
             };
         }
-        let message_id = format!("evt_{}", event.id);
+        let message_id = format!("evt_{}", event.uid);
         let Ok(signature) = sign(
             &Scheme::StandardWebhooks,
             &self.signing_secret,
@@ -170,13 +179,8 @@ impl HttpDelivery {
         for (name, value) in signature {
             headers.insert(name, value);
         }
-        match tokio::time::timeout(self.timeout, self.client.request(request)).await {
-            Err(_) => Attempt::Failed {
-                reason: "timeout",
-                status: None,
-                why: "timeout".to_owned(),
-                retry_after: None,
-            },
+        match tokio::time::timeout_at(deadline, self.client.request(request)).await {
+            Err(_) => timed_out(),
             Ok(Err(error)) => {
                 let (reason, why) = if error.is_connect() {
                     ("connect_error", "connect error")
@@ -194,9 +198,10 @@ impl HttpDelivery {
                 let status = response.status();
                 let retry_after =
                     retry_after::parse(response.headers(), std::time::SystemTime::now());
-                // Read the answer so the connection is reused; its content is not used.
-                let _ = tokio::time::timeout(
-                    self.timeout,
+                // Read the answer so the connection is reused; its content is not used, and
+                // running out of time here does not change the verdict (the status is in).
+                let _ = tokio::time::timeout_at(
+                    deadline,
                     Limited::new(response.into_body(), MAX_ANSWER).collect(),
                 )
                 .await;
@@ -217,48 +222,85 @@ impl HttpDelivery {
     }
 
     /// Asks FinCode (through the egress port) whether the event's status is real.
-    async fn confirmed(&self, confirm: &Confirm, event: &StoredEvent) -> Result<(), String> {
+    async fn confirmed(
+        &self,
+        confirm: &Confirm,
+        event: &StoredEvent,
+        deadline: tokio::time::Instant,
+    ) -> Result<(), Unconfirmed> {
         let Ok(body) = serde_json::from_slice::<serde_json::Value>(&event.body) else {
-            return Err("unconfirmed: the event is not JSON".to_owned());
+            return Err(Unconfirmed::Failed("unconfirmed: the event is not JSON"));
         };
         let Some(path) = confirm.path.render(&body, &http::HeaderMap::new()) else {
-            return Err("unconfirmed: the event lacks a field of webhooks.confirm_path".to_owned());
+            return Err(Unconfirmed::Failed(
+                "unconfirmed: the event lacks a field of webhooks.confirm_path",
+            ));
         };
         let claimed = body.get("Status").and_then(|s| s.as_str()).unwrap_or("");
-        let uri: Uri = format!("{}{}", confirm.egress, path)
-            .parse()
-            .map_err(|_| "unconfirmed: webhooks.confirm_path is not a valid path".to_owned())?;
+        let uri: Uri = format!("{}{}", confirm.egress, path).parse().map_err(|_| {
+            Unconfirmed::Failed("unconfirmed: webhooks.confirm_path is not a valid path")
+        })?;
         let mut request = Request::new(Full::new(Bytes::new()));
         *request.uri_mut() = uri;
         if let Ok(id) = HeaderValue::try_from(event.correlation_id.as_str()) {
             request.headers_mut().insert("x-request-id", id);
         }
-        let response = tokio::time::timeout(self.timeout, self.client.request(request))
+        let response = tokio::time::timeout_at(deadline, self.client.request(request))
             .await
-            .map_err(|_| "unconfirmed: FinCode query timed out".to_owned())?
-            .map_err(|_| "unconfirmed: the egress port is unreachable".to_owned())?;
+            .map_err(|_| Unconfirmed::TimedOut)?
+            .map_err(|_| Unconfirmed::Failed("unconfirmed: the egress port is unreachable"))?;
         if !response.status().is_success() {
-            return Err(format!(
-                "unconfirmed: FinCode answered {}",
-                response.status().as_u16()
+            return Err(Unconfirmed::Failed(
+                "unconfirmed: FinCode did not answer the query with 2xx",
             ));
         }
-        let answer = Limited::new(response.into_body(), MAX_ANSWER)
-            .collect()
+        let answer = Limited::new(response.into_body(), MAX_ANSWER).collect();
+        let answer = tokio::time::timeout_at(deadline, answer)
             .await
-            .map_err(|_| "unconfirmed: FinCode's answer could not be read".to_owned())?
+            .map_err(|_| Unconfirmed::TimedOut)?
+            .map_err(|_| Unconfirmed::Failed("unconfirmed: FinCode's answer could not be read"))?
             .to_bytes();
         let answer: serde_json::Value = serde_json::from_slice(&answer)
-            .map_err(|_| "unconfirmed: FinCode's answer is not JSON".to_owned())?;
+            .map_err(|_| Unconfirmed::Failed("unconfirmed: FinCode's answer is not JSON"))?;
         let actual = answer
             .pointer(&confirm.status_pointer)
             .and_then(|s| s.as_str())
             .unwrap_or("");
-        if actual.eq_ignore_ascii_case(claimed) && !claimed.is_empty() {
+        if claimed.is_empty() || actual.is_empty() {
+            return Err(Unconfirmed::Failed(
+                "unconfirmed: no status to compare in the event or FinCode's answer",
+            ));
+        }
+        if actual.eq_ignore_ascii_case(claimed) {
             Ok(())
         } else {
-            Err("unconfirmed: FinCode reports a different status".to_owned())
+            // FinCode knows the transaction, at another status: it has moved past the
+            // event's (or never was at it). Either way the event must not be delivered
+            // now, nor hold back the transaction's later events. The sidecar has no order
+            // of FinCode's statuses, so any other status counts as later.
+            Err(Unconfirmed::Superseded)
         }
+    }
+}
+
+/// Why confirm-by-query did not confirm an event.
+#[derive(Debug, PartialEq, Eq)]
+enum Unconfirmed {
+    /// The attempt's deadline passed.
+    TimedOut,
+    /// FinCode reports another status now.
+    Superseded,
+    /// Anything else, said in a few words (never content).
+    Failed(&'static str),
+}
+
+/// The attempt's deadline passed.
+fn timed_out() -> Attempt {
+    Attempt::Failed {
+        reason: "timeout",
+        status: None,
+        why: "timeout".to_owned(),
+        retry_after: None,
     }
 }
 

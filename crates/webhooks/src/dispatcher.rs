@@ -8,8 +8,9 @@
 //! `Retry-After`, up to the backoff cap); after `webhooks.max_attempts` attempts or
 //! `webhooks.max_age`, the event is dead and waits for an operator's replay.
 //!
-//! Time comes from a [`Clock`] that follows tokio's clock, so the schedule can be tested
-//! with paused time.
+//! Time comes from a [`Clock`]: in production the wall clock, the same one the listener
+//! stamps `received_at` with (and the one other replicas sharing a store read); in tests
+//! one that follows tokio's clock, so the schedule can be tested with paused time.
 
 use std::{
     fmt,
@@ -20,7 +21,7 @@ use std::{
 };
 
 use fincode_backoff::Backoff;
-use fincode_store::{EventStore, StoredEvent};
+use fincode_store::{Claimed, EventStore, Lease, StoredEvent};
 use tokio::sync::{Notify, Semaphore};
 
 use fincode_audit::Auditor;
@@ -36,6 +37,10 @@ const DEPTH_EVERY: Duration = Duration::from_secs(1);
 /// How often delivered events past `webhooks.retention` are deleted.
 const PURGE_EVERY: Duration = Duration::from_hours(1);
 
+/// How long a superseded event waits before it is confirmed again: FinCode's later status
+/// is not going back, but its view may have lagged the event's.
+pub const SUPERSEDED_RETRY: Duration = Duration::from_mins(30);
+
 /// How long in-flight deliveries may finish after shutdown begins.
 const DRAIN: Duration = Duration::from_secs(10);
 
@@ -50,6 +55,10 @@ pub enum Attempt {
         /// The app's status.
         status: u16,
     },
+    /// Confirm-by-query found that FinCode now reports another (later) status than the
+    /// event's: not delivered, not retried for [`SUPERSEDED_RETRY`], and it no longer holds
+    /// back later events of its ordering key.
+    Superseded,
     /// Anything else: why (a status or an error kind, never content), and the app's
     /// `Retry-After`.
     Failed {
@@ -67,33 +76,62 @@ pub enum Attempt {
     },
 }
 
+/// The lease ran out and another claimant took the event: whatever this attempt did, the
+/// new owner's outcome is the one recorded.
+fn lost(event: &StoredEvent) {
+    tracing::warn!(
+        target: "fincode_sidecar::webhooks",
+        id = event.id,
+        correlation_id = %event.correlation_id,
+        "webhook lease lost (the attempt outlived it); the event's new claimant records its outcome"
+    );
+}
+
 /// Sends one event to the app. The HTTP implementation is [`crate::delivery::HttpDelivery`].
 pub trait Deliver: Send + Sync + fmt::Debug + 'static {
-    /// One attempt at delivering `event`.
+    /// One attempt at delivering `event`. It must end within the attempt timeout, which
+    /// is shorter than the lease (`webhooks.delivery_timeout` < `webhooks.lease`), or
+    /// another claimant may deliver the same event at the same time.
     fn deliver<'a>(&'a self, event: &'a StoredEvent) -> BoxFuture<'a, Attempt>;
 }
 
-/// Wall-clock time that advances with tokio's clock (and so pauses with it in tests).
+/// The one clock of the webhook parts: `received_at`, due times, leases, ages and replays
+/// are all read from it, so they can be compared with each other.
+///
+/// In production it is the wall clock. It used to be a monotonic clock anchored to the
+/// wall clock at start-up, while the listener stamped events with the wall clock itself:
+/// after days of NTP corrections (or a suspended VM) the two disagreed, and so did two
+/// replicas sharing a store.
 #[derive(Clone, Copy, Debug)]
 pub struct Clock {
-    origin: SystemTime,
-    started: tokio::time::Instant,
+    /// `None`: the wall clock. `Some`: wall time at creation plus tokio's elapsed time.
+    following_tokio: Option<(SystemTime, tokio::time::Instant)>,
 }
 
 // === impl Clock ===
 
 impl Clock {
-    /// Now, as the system clock says.
-    pub fn new() -> Self {
+    /// The wall clock (`SystemTime::now()`): the production clock.
+    pub const fn new() -> Self {
         Self {
-            origin: SystemTime::now(),
-            started: tokio::time::Instant::now(),
+            following_tokio: None,
+        }
+    }
+
+    /// For tests: starts at the wall clock's now, then advances with tokio's clock (so it
+    /// pauses, and jumps with `tokio::time::advance`).
+    pub fn following_tokio() -> Self {
+        Self {
+            following_tokio: Some((SystemTime::now(), tokio::time::Instant::now())),
         }
     }
 
     /// The current time.
     pub fn now(&self) -> SystemTime {
-        self.origin + self.started.elapsed()
+        match self.following_tokio {
+            None => SystemTime::now(),
+            Some((origin, started)) => origin + started.elapsed(),
+        }
     }
 }
 
@@ -108,7 +146,7 @@ impl Default for Clock {
 pub struct Policy {
     /// Attempts before the event is dead.
     pub max_attempts: u32,
-    /// Age (since receipt) after which it is dead.
+    /// Age (since it became pending: receipt or replay) after which it is dead.
     pub max_age: Duration,
     /// Waits between attempts.
     pub backoff: Backoff,
@@ -120,6 +158,8 @@ pub struct Policy {
     pub lease: Duration,
     /// How long delivered events are kept.
     pub retention: Duration,
+    /// How long a purged event's dedupe key is still recognised (from its receipt).
+    pub dedupe_retention: Duration,
 }
 
 /// Delivers events from `store` through `deliver`.
@@ -217,12 +257,17 @@ impl Dispatcher {
         }
     }
 
-    /// Deletes delivered events older than the retention period.
+    /// Deletes delivered events older than the retention period, keeping their dedupe
+    /// keys for the dedupe retention.
     pub(crate) async fn purge(&self) {
-        let Some(before) = self.clock.now().checked_sub(self.policy.retention) else {
+        let now = self.clock.now();
+        let (Some(before), Some(forget_keys_before)) = (
+            now.checked_sub(self.policy.retention),
+            now.checked_sub(self.policy.dedupe_retention),
+        ) else {
             return;
         };
-        match self.store.purge_delivered(before).await {
+        match self.store.purge_delivered(before, forget_keys_before).await {
             Ok(0) => {}
             Ok(purged) => tracing::info!(
                 target: "fincode_sidecar::webhooks",
@@ -233,19 +278,35 @@ impl Dispatcher {
         }
     }
 
-    async fn refresh_queue_depth(&self) {
+    /// Refreshes the queue-depth and store-health gauges.
+    pub(crate) async fn refresh_queue_depth(&self) {
         if let Ok(counts) = self.store.counts().await {
             self.metrics.set_queue_depth(counts.pending);
         }
+        // After the count, so a store failing every call shows at once.
+        self.metrics
+            .set_store_healthy(self.store.health().is_healthy());
     }
 
-    /// One attempt at one event, and what the store records about it.
-    pub async fn attempt(&self, event: StoredEvent) {
+    /// One attempt at one claimed event, and what the store records about it. The
+    /// claim already counted the attempt; an outcome is recorded (logged, counted,
+    /// audited) only if the lease still held when it was written.
+    pub async fn attempt(&self, claimed: Claimed) {
+        let Claimed { event, lease } = claimed;
         let now = self.clock.now();
-        let age = now.duration_since(event.received_at).unwrap_or_default();
-        let attempts = event.attempts.saturating_add(1);
+        // From when it became pending, not from receipt: a replayed dead letter older than
+        // max_age gets its attempts, instead of dying again at once.
+        let age = now.duration_since(event.pending_since).unwrap_or_default();
+        let attempts = event.attempts;
         if age > self.policy.max_age {
-            self.dead(&event, event.attempts, "max_age", ("max_age", None))
+            self.dead(&event, &lease, "max_age", ("max_age", None))
+                .await;
+            return;
+        }
+        // Earlier claims that never ended (the sidecar died mid-delivery each time) count:
+        // a crash loop ends in a dead letter instead of going on for ever.
+        if attempts > self.policy.max_attempts {
+            self.dead(&event, &lease, "max_attempts", ("max_attempts", None))
                 .await;
             return;
         }
@@ -253,9 +314,13 @@ impl Dispatcher {
         match self.deliver.deliver(&event).await {
             Attempt::Delivered { status } => {
                 let latency = started.elapsed();
-                if let Err(error) = self.store.mark_delivered(event.id, attempts).await {
-                    tracing::error!(%error, id = event.id, "delivered but not recorded; it will be delivered again");
-                    return;
+                match self.store.mark_delivered(&lease).await {
+                    Ok(true) => {}
+                    Ok(false) => return lost(&event),
+                    Err(error) => {
+                        tracing::error!(%error, id = event.id, "delivered but not recorded; it will be delivered again");
+                        return;
+                    }
                 }
                 let since_receipt = self
                     .clock
@@ -274,6 +339,28 @@ impl Dispatcher {
                     "webhook delivered"
                 );
             }
+            Attempt::Superseded => {
+                self.metrics.delivery("superseded");
+                tracing::info!(
+                    target: "fincode_sidecar::webhooks",
+                    id = event.id,
+                    correlation_id = %event.correlation_id,
+                    attempts,
+                    retry_in_s = SUPERSEDED_RETRY.as_secs(),
+                    "webhook superseded: FinCode reports a later status; later events of its order key go first"
+                );
+                match self
+                    .store
+                    .mark_superseded(&lease, self.clock.now() + SUPERSEDED_RETRY)
+                    .await
+                {
+                    Ok(true) => {}
+                    Ok(false) => lost(&event),
+                    Err(error) => {
+                        tracing::error!(%error, id = event.id, "superseded attempt not recorded; the lease will expire and it is retried");
+                    }
+                }
+            }
             Attempt::Failed {
                 reason,
                 status,
@@ -282,7 +369,7 @@ impl Dispatcher {
             } => {
                 self.metrics.delivery("failed");
                 if attempts >= self.policy.max_attempts {
-                    self.dead(&event, attempts, &why, (reason, status)).await;
+                    self.dead(&event, &lease, &why, (reason, status)).await;
                     return;
                 }
                 let delay = self.next_delay(attempts, retry_after);
@@ -295,12 +382,16 @@ impl Dispatcher {
                     retry_in_ms = delay.as_millis(),
                     "webhook delivery failed"
                 );
-                if let Err(error) = self
+                match self
                     .store
-                    .mark_failed(event.id, attempts, self.clock.now() + delay, &why)
+                    .mark_failed(&lease, self.clock.now() + delay, &why)
                     .await
                 {
-                    tracing::error!(%error, id = event.id, "failed attempt not recorded; the lease will expire and it is retried");
+                    Ok(true) => {}
+                    Ok(false) => lost(&event),
+                    Err(error) => {
+                        tracing::error!(%error, id = event.id, "failed attempt not recorded; the lease will expire and it is retried");
+                    }
                 }
             }
         }
@@ -321,13 +412,18 @@ impl Dispatcher {
     async fn dead(
         &self,
         event: &StoredEvent,
-        attempts: u32,
+        lease: &Lease,
         why: &str,
         last: (&'static str, Option<u16>),
     ) {
-        if let Err(error) = self.store.mark_dead(event.id, attempts, why).await {
-            tracing::error!(%error, id = event.id, "dead letter not recorded; it will be retried");
-            return;
+        let attempts = event.attempts;
+        match self.store.mark_dead(lease, why).await {
+            Ok(true) => {}
+            Ok(false) => return lost(event),
+            Err(error) => {
+                tracing::error!(%error, id = event.id, "dead letter not recorded; it will be retried");
+                return;
+            }
         }
         self.metrics.delivery("dead");
         self.audit.dead(event, attempts, last.0, last.1);
@@ -397,7 +493,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store: Arc<dyn EventStore> =
             Arc::new(SqliteStore::open(&dir.path().join("events.db")).unwrap());
-        let clock = Clock::new();
+        let clock = Clock::following_tokio();
         let app = Arc::new(App {
             answers: Mutex::new(answers),
             seen: Mutex::default(),
@@ -411,6 +507,7 @@ mod tests {
             concurrency: 4,
             lease: Duration::from_secs(30),
             retention: Duration::from_hours(1),
+            dedupe_retention: Duration::from_hours(3),
         };
         let dispatcher = Dispatcher::new(
             store.clone(),
@@ -449,8 +546,8 @@ mod tests {
             .await
             .unwrap();
         let n = due.len();
-        for event in due {
-            s.dispatcher.attempt(event).await;
+        for claimed in due {
+            s.dispatcher.attempt(claimed).await;
         }
         n
     }
@@ -497,7 +594,7 @@ mod tests {
         // Dead letters stay dead until an operator replays them; then they are delivered.
         tokio::time::advance(Duration::from_hours(1)).await;
         assert_eq!(tick(&s).await, 0);
-        assert!(s.store.replay(1).await.unwrap());
+        assert!(s.store.replay(1, s.clock.now()).await.unwrap());
         s.app.answers.lock().unwrap().clear();
         assert_eq!(tick(&s).await, 1);
         let event = s.store.get(1).await.unwrap().unwrap();
@@ -550,6 +647,28 @@ mod tests {
             s.store.get(1).await.unwrap().is_none(),
             "past retention (1h)"
         );
+        let again = NewEvent {
+            dedupe_key: "TRANSACTION_STATUS:PCN1:PAID".to_owned(),
+            order_key: None,
+            correlation_id: "c-2".to_owned(),
+            body: Bytes::from_static(br#"{"Reference":"PCN1","Status":"PAID"}"#),
+            headers: vec![],
+            received_at: s.clock.now(),
+        };
+        assert_eq!(
+            s.store.insert(again.clone()).await.unwrap(),
+            fincode_store::Inserted::Duplicate(1),
+            "its key is kept for the dedupe retention (3h)"
+        );
+        tokio::time::advance(Duration::from_hours(2)).await;
+        s.dispatcher.purge().await;
+        assert!(
+            matches!(
+                s.store.insert(again).await.unwrap(),
+                fincode_store::Inserted::New(_)
+            ),
+            "and forgotten after it"
+        );
     }
 
     #[tokio::test(start_paused = true)]
@@ -561,5 +680,104 @@ mod tests {
         assert_eq!(event.status, Status::Dead);
         assert_eq!(event.last_error.as_deref(), Some("max_age"));
         assert!(s.app.seen.lock().unwrap().is_empty());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_replayed_dead_letter_older_than_max_age_is_delivered() {
+        let s = setup(100, down(100)).await;
+        tokio::time::advance(Duration::from_hours(25)).await;
+        tick(&s).await;
+        assert_eq!(s.store.get(1).await.unwrap().unwrap().status, Status::Dead);
+        assert!(s.store.replay(1, s.clock.now()).await.unwrap());
+        s.app.answers.lock().unwrap().clear();
+        assert_eq!(tick(&s).await, 1);
+        let event = s.store.get(1).await.unwrap().unwrap();
+        assert_eq!(
+            (event.status, event.last_error.as_deref()),
+            (Status::Delivered, None),
+            "max_age counts from the replay, not from receipt"
+        );
+        assert_eq!(s.app.seen.lock().unwrap().len(), 1);
+    }
+
+    /// `fincode_webhook_store_healthy` follows the store: 1 while it works, 0 once it
+    /// fails every call.
+    #[tokio::test]
+    async fn the_store_health_gauge_follows_the_store() {
+        let dir = tempfile::tempdir().unwrap();
+        let sqlite = Arc::new(SqliteStore::open(&dir.path().join("events.db")).unwrap());
+        let mut registry = Registry::default();
+        let dispatcher = Dispatcher::new(
+            sqlite.clone(),
+            Arc::new(App::default()),
+            Policy {
+                max_attempts: 3,
+                max_age: Duration::from_hours(1),
+                backoff: Backoff::full_jitter(Duration::from_secs(1), Duration::from_mins(1)),
+                backoff_cap: Duration::from_mins(1),
+                concurrency: 1,
+                lease: Duration::from_secs(30),
+                retention: Duration::from_hours(1),
+                dedupe_retention: Duration::from_hours(1),
+            },
+            WebhookMetrics::register(&mut registry),
+            Arc::new(Notify::new()),
+            Clock::new(),
+            None,
+        );
+        let gauge = |registry: &Registry| {
+            let mut text = String::new();
+            prometheus_client::encoding::text::encode(&mut text, registry).unwrap();
+            text.lines()
+                .find(|l| l.starts_with("fincode_webhook_store_healthy "))
+                .map(str::to_owned)
+        };
+        dispatcher.refresh_queue_depth().await;
+        assert_eq!(
+            gauge(&registry).as_deref(),
+            Some("fincode_webhook_store_healthy 1")
+        );
+        sqlite.close().await;
+        dispatcher.refresh_queue_depth().await;
+        assert_eq!(
+            gauge(&registry).as_deref(),
+            Some("fincode_webhook_store_healthy 0")
+        );
+    }
+
+    /// A sidecar that dies mid-delivery every time (a poisonous event) still uses up
+    /// attempts: the claim counts them, and the event ends a dead letter.
+    #[tokio::test(start_paused = true)]
+    async fn a_crash_loop_ends_in_a_dead_letter() {
+        let s = setup(3, Vec::new()).await;
+        for crash in 1..=3 {
+            let claimed = s
+                .store
+                .claim_due(s.clock.now(), 10, Duration::from_secs(30), "crashing")
+                .await
+                .unwrap();
+            assert_eq!(claimed.len(), 1, "claim {crash}");
+            // ...and the claimant dies; the lease runs out.
+            tokio::time::advance(Duration::from_secs(31)).await;
+        }
+        assert_eq!(tick(&s).await, 1);
+        let event = s.store.get(1).await.unwrap().unwrap();
+        assert_eq!(
+            (event.status, event.last_error.as_deref()),
+            (Status::Dead, Some("max_attempts"))
+        );
+        assert!(s.app.seen.lock().unwrap().is_empty());
+    }
+
+    /// The clock production uses is the wall clock itself, the one `received_at` is
+    /// stamped with, not a monotonic clock that drifts from it (and from other replicas).
+    #[tokio::test(start_paused = true)]
+    async fn the_production_clock_is_the_wall_clock() {
+        let clock = Clock::new();
+        tokio::time::advance(Duration::from_hours(1)).await;
+        let wall = SystemTime::now();
+        let ours = clock.now();
+        let skew = ours.duration_since(wall).unwrap_or_else(|e| e.duration());
+        assert!(skew < Duration::from_secs(1), "{skew:?} apart");
     }
 }

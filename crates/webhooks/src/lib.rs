@@ -25,6 +25,8 @@ pub mod server;
 pub mod verify;
 
 #[cfg(test)]
+mod delivery_tests;
+#[cfg(test)]
 mod tests;
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
@@ -137,6 +139,8 @@ impl Webhooks {
         };
         let metrics = WebhookMetrics::register(registry);
         let wake = Arc::new(Notify::new());
+        // One clock for the listener, the dispatcher and the admin routes.
+        let clock = Clock::new();
         let listener = Arc::new(Listener {
             paths: c.paths.clone(),
             max_body: c.max_body_bytes,
@@ -155,6 +159,7 @@ impl Webhooks {
             metrics: metrics.clone(),
             wake: wake.clone(),
             audit: Audit::new(audit.clone()),
+            clock,
         });
         let tls = match (&c.tls_cert_file, &c.tls_key_file) {
             (Some(cert), Some(key)) => Some(server::tls_acceptor(cert, key)?),
@@ -203,11 +208,13 @@ impl Webhooks {
             backoff: Backoff::full_jitter(c.backoff_base, c.backoff_cap),
             backoff_cap: c.backoff_cap,
             concurrency: c.delivery_concurrency,
-            // Long enough for a delivery and its confirm query (each bounded by the
-            // delivery timeout); short enough that a crashed replica's events are picked
-            // up again soon. (A single SQLite sidecar voids old leases at start-up.)
-            lease: c.delivery_timeout * 2 + Duration::from_secs(5),
+            // Longer than an attempt (the config refuses delivery_timeout >= lease), so an
+            // attempt ends before anyone else may claim its event; short enough that a
+            // crashed replica's events are picked up again soon. (A single SQLite sidecar
+            // voids old leases at start-up.)
+            lease: c.lease,
             retention: c.retention,
+            dedupe_retention: c.dedupe_retention,
         };
         let dispatcher = Dispatcher::new(
             store.clone(),
@@ -215,7 +222,7 @@ impl Webhooks {
             policy,
             metrics,
             wake.clone(),
-            Clock::new(),
+            clock,
             audit.clone(),
         );
         let token = c
@@ -223,7 +230,7 @@ impl Webhooks {
             .as_deref()
             .map(|var| secret("webhooks.admin_token_env", var))
             .transpose()?;
-        let admin = admin::Admin::new(store, redactor, token, wake, audit);
+        let admin = admin::Admin::new(store, redactor, token, wake, audit, clock);
         Ok(Some(Self {
             listen: c.listen,
             listener,

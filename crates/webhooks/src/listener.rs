@@ -24,7 +24,7 @@
 use std::{
     net::{IpAddr, SocketAddr},
     sync::Arc,
-    time::{Instant, SystemTime},
+    time::Instant,
 };
 
 use bytes::Bytes;
@@ -39,7 +39,8 @@ use fincode_server::Evictable;
 
 use crate::{
     audit::{Audit, Source},
-    keys::dedupe_key,
+    dispatcher::Clock,
+    keys::{dedupe_key, order_key},
     metrics::WebhookMetrics,
     verify::Verifier,
 };
@@ -84,6 +85,8 @@ pub struct Listener {
     pub(crate) wake: Arc<Notify>,
     /// Records each request's fate in the audit trail.
     pub(crate) audit: Audit,
+    /// Stamps `received_at` and judges signed timestamps: the dispatcher's clock.
+    pub(crate) clock: Clock,
 }
 
 /// How long a sender over the unverified-bytes budget is asked to wait (`Retry-After`).
@@ -230,7 +233,7 @@ impl Listener {
         let read_at = Instant::now();
         if let Err(rejection) = self
             .verifier
-            .verify(&parts.headers, &body, SystemTime::now())
+            .verify(&parts.headers, &body, self.clock.now())
         {
             return Err(refuse(
                 StatusCode::UNAUTHORIZED,
@@ -252,11 +255,11 @@ impl Listener {
             order_key: self
                 .order
                 .as_ref()
-                .and_then(|t| t.render(&event, &parts.headers)),
+                .and_then(|t| order_key(t, &event, &parts.headers)),
             correlation_id: correlation_id.clone(),
             headers: forwarded(&parts.headers, self.secret_header.as_ref()),
             body,
-            received_at: SystemTime::now(),
+            received_at: self.clock.now(),
         };
         let inserted = match self.store.insert(new).await {
             Ok(inserted) => inserted,
@@ -449,7 +452,44 @@ mod tests {
             metrics: WebhookMetrics::register(&mut Registry::default()),
             wake: Arc::new(Notify::new()),
             audit: Audit::default(),
+            clock: Clock::following_tokio(),
         }
+    }
+
+    /// `received_at` comes from the clock the dispatcher reads due times and ages from,
+    /// not from another one.
+    #[tokio::test(start_paused = true)]
+    async fn received_at_is_read_from_the_shared_clock() {
+        let dir = tempfile::tempdir().unwrap();
+        let listener = listener(&dir);
+        tokio::time::advance(Duration::from_hours(2)).await;
+        let body = Bytes::from_static(br#"{"Reference":"PCN-CLOCK","Status":"PAID"}"#);
+        let signature = crate::verify::sign(
+            &listener.verifier.scheme().clone(),
+            &SecretString::from("secret"),
+            &body,
+            listener.clock.now(),
+            "m",
+        )
+        .unwrap();
+        let mut request = Request::post("/webhooks/fincode")
+            .body(Full::new(body))
+            .unwrap();
+        request.headers_mut().extend(signature);
+        let before = listener.clock.now();
+        let response = listener
+            .handle(request, "127.0.0.1:9".parse().unwrap())
+            .await;
+        assert_eq!(response.status(), StatusCode::OK);
+        let stored = listener.store.get(1).await.unwrap().unwrap();
+        let after = listener.clock.now();
+        // The store keeps whole milliseconds.
+        let before = before - Duration::from_millis(1);
+        assert!(
+            before <= stored.received_at && stored.received_at <= after,
+            "{:?} not within the shared clock's {before:?}..{after:?}",
+            stored.received_at
+        );
     }
 
     #[tokio::test(start_paused = true)]

@@ -43,6 +43,7 @@ pub struct WebhookMetrics {
     duplicates: Counter,
     deliveries: Family<ResultLabel, Counter>,
     queue_depth: Gauge,
+    store_healthy: Gauge,
     ack_seconds: Histogram,
     delivery_seconds: Histogram,
 }
@@ -58,6 +59,7 @@ impl WebhookMetrics {
             duplicates: Counter::default(),
             deliveries: Family::default(),
             queue_depth: Gauge::default(),
+            store_healthy: Gauge::default(),
             ack_seconds: Histogram::new([
                 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
             ]),
@@ -82,13 +84,20 @@ impl WebhookMetrics {
         );
         registry.register(
             "fincode_webhook_deliveries",
-            "Delivery attempts to the app: delivered, failed (to be retried), dead",
+            "Delivery attempts to the app: delivered, failed (to be retried), superseded \
+             (FinCode reports a later status; retried in 30 minutes), dead",
             this.deliveries.clone(),
         );
         registry.register(
             "fincode_webhook_queue_depth",
             "Events waiting for delivery",
             this.queue_depth.clone(),
+        );
+        registry.register(
+            "fincode_webhook_store_healthy",
+            "1 while the webhook store works, 0 when it cannot (a stopped writer, a database \
+             failing every call): webhooks are then answered 503 and /readyz fails",
+            this.store_healthy.clone(),
         );
         registry.register(
             "fincode_webhook_ack_duration_seconds",
@@ -103,7 +112,7 @@ impl WebhookMetrics {
         for reason in REJECT_REASONS {
             let _ = this.rejected.get_or_create(&ReasonLabel { reason });
         }
-        for result in ["delivered", "failed", "dead"] {
+        for result in ["delivered", "failed", "superseded", "dead"] {
             let _ = this.deliveries.get_or_create(&ResultLabel { result });
         }
         this
@@ -128,6 +137,10 @@ impl WebhookMetrics {
     pub(crate) fn set_queue_depth(&self, pending: u64) {
         self.queue_depth
             .set(i64::try_from(pending).unwrap_or(i64::MAX));
+    }
+
+    pub(crate) fn set_store_healthy(&self, healthy: bool) {
+        self.store_healthy.set(i64::from(healthy));
     }
 
     pub(crate) fn ack(&self, seconds: f64) {

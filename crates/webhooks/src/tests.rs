@@ -245,8 +245,8 @@ async fn every_webhook_event_and_admin_replay_is_in_the_trail_with_no_clear_iden
         .await
         .unwrap();
     assert_eq!(due.len(), 2);
-    for event in due {
-        dispatcher.attempt(event).await;
+    for claimed in due {
+        dispatcher.attempt(claimed).await;
     }
     let dead = store.list(Some(Status::Dead), 10).await.unwrap();
     let [dead] = dead.as_slice() else {

@@ -81,14 +81,17 @@ pub(super) fn event_from_row(row: &Row<'_>) -> rusqlite::Result<StoredEvent> {
     let headers: Vec<u8> = row.get(5)?;
     let status: String = row.get(7)?;
     let attempts: i64 = row.get(8)?;
+    let uid: String = row.get(11)?;
     Ok(StoredEvent {
         id: row.get(0)?,
+        uid: uuid::Uuid::parse_str(&uid).map_err(|_| corrupt(11, Type::Text, "uid"))?,
         dedupe_key: row.get(1)?,
         order_key: row.get(2)?,
         correlation_id: row.get(3)?,
         body: Bytes::from(row.get::<_, Vec<u8>>(4)?),
         headers: decode_headers(&headers).ok_or_else(|| corrupt(5, Type::Blob, "headers"))?,
         received_at: from_millis(row.get(6)?),
+        pending_since: from_millis(row.get(12)?),
         status: Status::parse(&status).ok_or_else(|| corrupt(7, Type::Text, "status"))?,
         attempts: u32::try_from(attempts).map_err(|_| corrupt(8, Type::Integer, "attempts"))?,
         next_attempt_at: from_millis(row.get(9)?),

@@ -8,7 +8,7 @@
 macro_rules! event_columns {
     () => {
         "id, dedupe_key, order_key, correlation_id, body, headers, received_at, status, \
-         attempts, next_attempt_at, last_error"
+         attempts, next_attempt_at, last_error, uid, pending_since"
     };
 }
 
@@ -19,6 +19,7 @@ mod tests;
 mod writer;
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime};
@@ -28,8 +29,11 @@ use tokio::sync::{mpsc, oneshot};
 
 use self::codec::{add_millis, encode_headers, event_from_row, io_error, to_millis};
 use self::schema::Role;
-use self::writer::{ClaimRequest, Command, InsertRow, Job, Mark, Replay, Reply};
-use crate::{Counts, EventId, EventStore, Inserted, NewEvent, Status, StoreError, StoredEvent};
+use self::writer::{ClaimRequest, Command, InsertRow, Job, Mark, Outcome, Purge, Replay, Reply};
+use crate::{
+    Claimed, Counts, EventId, EventStore, Health, Inserted, Lease, NewEvent, Status, StoreError,
+    StoredEvent, UNHEALTHY_AFTER_FAILURES,
+};
 
 /// Commands that may wait for the writer before `insert` itself waits (backpressure
 /// on the webhook listener rather than unbounded memory).
@@ -72,6 +76,11 @@ pub struct SqliteStore {
     /// `None` once closed.
     reader: Arc<Mutex<Option<Connection>>>,
     writer: Option<JoinHandle<()>>,
+    /// Set by [`SqliteStore::close`]: a stopped writer is then expected.
+    closed: AtomicBool,
+    /// Operations failed in a row, and the last failure: for [`EventStore::health`].
+    failures: AtomicU32,
+    last_failure: Mutex<Option<String>>,
 }
 
 // === impl SqliteStore ===
@@ -119,12 +128,16 @@ impl SqliteStore {
             commands: Some(commands),
             reader: Arc::new(Mutex::new(Some(reader))),
             writer: Some(writer),
+            closed: AtomicBool::new(false),
+            failures: AtomicU32::new(0),
+            last_failure: Mutex::new(None),
         })
     }
 
     /// Finishes every command queued so far, closes the file, and fails every later
     /// call with [`StoreError::Closed`]. Closing twice is fine.
     pub async fn close(&self) {
+        self.closed.store(true, Ordering::Release);
         self.reader
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -143,11 +156,39 @@ impl SqliteStore {
     async fn write<T>(&self, command: impl FnOnce(Reply<T>) -> Command) -> Result<T, StoreError> {
         let commands = self.commands.as_ref().ok_or(StoreError::Closed)?;
         let (reply, answer) = oneshot::channel();
-        commands
-            .send(command(reply))
+        let sent = commands.send(command(reply)).await;
+        let result = match sent {
+            Ok(()) => answer.await.unwrap_or(Err(StoreError::Closed)),
+            Err(_) => Err(StoreError::Closed),
+        };
+        self.observe(result)
+    }
+
+    /// Counts `result` towards [`EventStore::health`] and passes it on.
+    fn observe<T>(&self, result: Result<T, StoreError>) -> Result<T, StoreError> {
+        match &result {
+            Ok(_) => {
+                self.failures.store(0, Ordering::Relaxed);
+            }
+            Err(error) => {
+                self.failures.fetch_add(1, Ordering::Relaxed);
+                *self
+                    .last_failure
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner) = Some(error.to_string());
+            }
+        }
+        result
+    }
+
+    /// Records the end of an attempt under `lease`; whether the lease still held.
+    async fn mark(&self, lease: &Lease, outcome: Outcome) -> Result<bool, StoreError> {
+        let mark = Mark {
+            lease: lease.clone(),
+            outcome,
+        };
+        self.write(|reply| Command::Mark(Job::new(mark, reply)))
             .await
-            .map_err(|_| StoreError::Closed)?;
-        answer.await.map_err(|_| StoreError::Closed)?
     }
 
     /// Runs `query` on the read connection, on a blocking thread.
@@ -157,7 +198,7 @@ impl SqliteStore {
         query: impl FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
     ) -> Result<T, StoreError> {
         let reader = Arc::clone(&self.reader);
-        tokio::task::spawn_blocking(move || {
+        let result = tokio::task::spawn_blocking(move || {
             let guard = reader.lock().unwrap_or_else(PoisonError::into_inner);
             let conn = guard.as_ref().ok_or(StoreError::Closed)?;
             query(conn).map_err(|error| io_error(operation, &error))
@@ -166,7 +207,9 @@ impl SqliteStore {
         .map_err(|error| StoreError::Io {
             operation,
             detail: format!("the read task failed: {error}"),
-        })?
+        })
+        .and_then(|read| read);
+        self.observe(result)
     }
 }
 
@@ -195,6 +238,7 @@ impl Drop for SqliteStore {
 impl EventStore for SqliteStore {
     async fn insert(&self, event: NewEvent) -> Result<Inserted, StoreError> {
         let row = InsertRow {
+            uid: uuid::Uuid::now_v7().to_string(),
             headers: encode_headers(&event.headers)?,
             received_at: to_millis(event.received_at),
             dedupe_key: event.dedupe_key,
@@ -212,7 +256,7 @@ impl EventStore for SqliteStore {
         limit: usize,
         lease: Duration,
         owner: &str,
-    ) -> Result<Vec<StoredEvent>, StoreError> {
+    ) -> Result<Vec<Claimed>, StoreError> {
         let now = to_millis(now);
         let request = ClaimRequest {
             now,
@@ -224,37 +268,39 @@ impl EventStore for SqliteStore {
             .await
     }
 
-    async fn mark_delivered(&self, id: EventId, attempts: u32) -> Result<(), StoreError> {
-        let mark = Mark::Delivered { id, attempts };
-        self.write(|reply| Command::Mark(Job::new(mark, reply)))
-            .await
+    async fn mark_delivered(&self, lease: &Lease) -> Result<bool, StoreError> {
+        self.mark(lease, Outcome::Delivered).await
     }
 
     async fn mark_failed(
         &self,
-        id: EventId,
-        attempts: u32,
+        lease: &Lease,
         next_attempt_at: SystemTime,
         error: &str,
-    ) -> Result<(), StoreError> {
-        let mark = Mark::Failed {
-            id,
-            attempts,
+    ) -> Result<bool, StoreError> {
+        let outcome = Outcome::Failed {
             next_attempt_at: to_millis(next_attempt_at),
             error: error.to_owned(),
         };
-        self.write(|reply| Command::Mark(Job::new(mark, reply)))
-            .await
+        self.mark(lease, outcome).await
     }
 
-    async fn mark_dead(&self, id: EventId, attempts: u32, error: &str) -> Result<(), StoreError> {
-        let mark = Mark::Dead {
-            id,
-            attempts,
+    async fn mark_superseded(
+        &self,
+        lease: &Lease,
+        next_attempt_at: SystemTime,
+    ) -> Result<bool, StoreError> {
+        let outcome = Outcome::Superseded {
+            next_attempt_at: to_millis(next_attempt_at),
+        };
+        self.mark(lease, outcome).await
+    }
+
+    async fn mark_dead(&self, lease: &Lease, error: &str) -> Result<bool, StoreError> {
+        let outcome = Outcome::Dead {
             error: error.to_owned(),
         };
-        self.write(|reply| Command::Mark(Job::new(mark, reply)))
-            .await
+        self.mark(lease, outcome).await
     }
 
     async fn get(&self, id: EventId) -> Result<Option<StoredEvent>, StoreError> {
@@ -298,10 +344,10 @@ impl EventStore for SqliteStore {
         .await
     }
 
-    async fn replay(&self, id: EventId) -> Result<bool, StoreError> {
+    async fn replay(&self, id: EventId, now: SystemTime) -> Result<bool, StoreError> {
         let replay = Replay {
             target: Some(id),
-            now: to_millis(SystemTime::now()),
+            now: to_millis(now),
         };
         let found = self
             .write(|reply| Command::Replay(Job::new(replay, reply)))
@@ -309,19 +355,52 @@ impl EventStore for SqliteStore {
         Ok(found > 0)
     }
 
-    async fn replay_all_dead(&self) -> Result<u64, StoreError> {
+    async fn replay_all_dead(&self, now: SystemTime) -> Result<u64, StoreError> {
         let replay = Replay {
             target: None,
-            now: to_millis(SystemTime::now()),
+            now: to_millis(now),
         };
         self.write(|reply| Command::Replay(Job::new(replay, reply)))
             .await
     }
 
-    async fn purge_delivered(&self, before: SystemTime) -> Result<u64, StoreError> {
-        let before = to_millis(before);
-        self.write(|reply| Command::Purge(Job::new(before, reply)))
+    async fn purge_delivered(
+        &self,
+        before: SystemTime,
+        forget_keys_before: SystemTime,
+    ) -> Result<u64, StoreError> {
+        let purge = Purge {
+            before: to_millis(before),
+            forget_keys_before: to_millis(forget_keys_before),
+        };
+        self.write(|reply| Command::Purge(Job::new(purge, reply)))
             .await
+    }
+
+    fn health(&self) -> Health {
+        if self.closed.load(Ordering::Acquire) {
+            return Health::Unhealthy("the webhook store is closed".to_owned());
+        }
+        if self.writer.as_ref().is_none_or(JoinHandle::is_finished) {
+            return Health::Unhealthy(format!(
+                "the webhook store's writer thread stopped ({}); nothing can be stored until \
+                 the sidecar restarts",
+                self.path.display()
+            ));
+        }
+        let failures = self.failures.load(Ordering::Relaxed);
+        if failures >= UNHEALTHY_AFTER_FAILURES {
+            let last = self
+                .last_failure
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .clone()
+                .unwrap_or_default();
+            return Health::Unhealthy(format!(
+                "the last {failures} webhook store operations failed: {last}"
+            ));
+        }
+        Health::Healthy
     }
 
     async fn counts(&self) -> Result<Counts, StoreError> {

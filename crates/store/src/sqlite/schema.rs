@@ -38,6 +38,37 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX events_status_due ON events (status, next_attempt_at);
     -- claim_due's ordering check: an earlier event with the same key.
     CREATE INDEX events_order_key ON events (order_key, id) WHERE order_key IS NOT NULL;",
+    // 2: a globally unique id per event (`webhook-id: evt_<uid>`), as UUIDv7 text. The
+    // rowid restarts at 1 in a new file, so apps deduplicating on it dropped new events.
+    // Rows stored before get a UUIDv7 built from their received_at and random bits.
+    "ALTER TABLE events ADD COLUMN uid TEXT;
+    UPDATE events SET uid =
+        substr(printf('%012x', received_at), 1, 8) || '-' ||
+        substr(printf('%012x', received_at), 9, 4) || '-7' ||
+        substr(lower(hex(randomblob(2))), 1, 3) || '-' ||
+        substr('89ab', 1 + abs(random() % 4), 1) ||
+        substr(lower(hex(randomblob(2))), 1, 3) || '-' ||
+        lower(hex(randomblob(6)));
+    CREATE UNIQUE INDEX events_uid ON events (uid);",
+    // 3: when the event last became pending (receipt or replay): max_age counts from
+    // here, so a replayed old dead letter is not killed again at once.
+    "ALTER TABLE events ADD COLUMN pending_since INTEGER;
+    UPDATE events SET pending_since = received_at;",
+    // 4: fenced leases. Each claim increments the generation; a mark applies only under
+    // the latest one, so a claimant whose lease expired and was re-claimed cannot clear
+    // the new owner's lease or record an outcome.
+    "ALTER TABLE events ADD COLUMN lease_generation INTEGER NOT NULL DEFAULT 0;",
+    // 5: dedupe keys outlive purged bodies (webhooks.dedupe_retention), so a captured
+    // request replayed after its event was purged is still a duplicate. Key and id only.
+    "CREATE TABLE dedupe_tombstones (
+        dedupe_key  TEXT    PRIMARY KEY,
+        event_id    INTEGER NOT NULL,
+        received_at INTEGER NOT NULL
+    ) STRICT, WITHOUT ROWID;
+    CREATE INDEX dedupe_tombstones_received ON dedupe_tombstones (received_at);",
+    // 6: superseded events (FinCode reports a later status) wait out their retry without
+    // holding back later events of their ordering key.
+    "ALTER TABLE events ADD COLUMN superseded INTEGER NOT NULL DEFAULT 0;",
 ];
 
 /// The schema version this build writes.

@@ -29,6 +29,7 @@ fn insert_command(key: &str) -> (Command, oneshot::Receiver<Result<Inserted, Sto
         body: Bytes::from_static(b"{}"),
         headers: Vec::new(),
         received_at: 0,
+        uid: uuid::Uuid::now_v7().to_string(),
     };
     (Command::Insert(Job::new(row, reply)), answer)
 }
@@ -161,4 +162,69 @@ fn times_round_trip_in_milliseconds() {
     let now = SystemTime::now();
     let truncated = from_millis(to_millis(now));
     assert!(now.duration_since(truncated).unwrap() < Duration::from_millis(1));
+}
+
+#[tokio::test]
+async fn a_stopped_writer_thread_makes_the_store_unhealthy() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = super::SqliteStore::open(&dir.path().join("events.db")).unwrap();
+    assert_eq!(crate::EventStore::health(&store), crate::Health::Healthy);
+    // The writer stops behind the store's back (as if it had died), not through close().
+    let (reply, done) = oneshot::channel();
+    store
+        .commands
+        .as_ref()
+        .unwrap()
+        .send(Command::Close(reply))
+        .await
+        .map_err(|_| ())
+        .unwrap();
+    done.await.unwrap();
+    for _ in 0..100 {
+        if store.writer.as_ref().unwrap().is_finished() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let health = crate::EventStore::health(&store);
+    assert!(
+        matches!(&health, crate::Health::Unhealthy(why) if why.contains("writer thread stopped")),
+        "{health:?}"
+    );
+}
+
+#[tokio::test]
+async fn failing_operations_make_the_store_unhealthy_until_one_succeeds() {
+    use crate::{EventStore, Health, NewEvent};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("events.db");
+    let store = super::SqliteStore::open(&path).unwrap();
+    let poisoner = Connection::open(&path).unwrap();
+    poisoner
+        .execute_batch(
+            "CREATE TRIGGER poison BEFORE INSERT ON events WHEN NEW.dedupe_key LIKE 'poison%'
+             BEGIN SELECT RAISE(ABORT, 'disk says no'); END;",
+        )
+        .unwrap();
+    let event = |key: &str| NewEvent {
+        dedupe_key: key.to_owned(),
+        order_key: None,
+        correlation_id: "c".to_owned(),
+        body: Bytes::from_static(b"{}"),
+        headers: Vec::new(),
+        received_at: SystemTime::now(),
+    };
+    for n in 1..=3 {
+        assert!(store.insert(event(&format!("poison-{n}"))).await.is_err());
+        let healthy = store.health().is_healthy();
+        assert_eq!(healthy, n < 3, "after {n} failures");
+    }
+    let Health::Unhealthy(why) = store.health() else {
+        unreachable!("checked above")
+    };
+    assert!(why.contains("disk says no"), "{why}");
+    store.insert(event("fine")).await.unwrap();
+    assert_eq!(store.health(), Health::Healthy, "a success heals");
+    store.close().await;
+    assert!(!store.health().is_healthy(), "closed");
 }

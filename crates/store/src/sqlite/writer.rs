@@ -2,11 +2,11 @@
 //! are queued in one transaction (group commit) and answering each after the commit.
 
 use bytes::Bytes;
-use rusqlite::{Connection, TransactionBehavior, params};
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use tokio::sync::{mpsc, oneshot};
 
 use super::codec::{event_from_row, io_error};
-use crate::{EventId, Inserted, StoreError, StoredEvent};
+use crate::{Claimed, EventId, Inserted, Lease, StoreError};
 
 /// The most commands committed in one transaction. Bounds the time a batch holds the
 /// write lock; under load the queue refills while a batch commits, so batches stay
@@ -51,6 +51,8 @@ impl<I, O> Job<I, O> {
 
 /// An event ready to insert (encoded by the caller, off the writer thread).
 pub(super) struct InsertRow {
+    /// The UUIDv7 text, minted off the writer thread.
+    pub(super) uid: String,
     pub(super) dedupe_key: String,
     pub(super) order_key: Option<String>,
     pub(super) correlation_id: String,
@@ -67,23 +69,24 @@ pub(super) struct ClaimRequest {
     pub(super) owner: String,
 }
 
-/// The end of a delivery attempt.
-pub(super) enum Mark {
-    Delivered {
-        id: EventId,
-        attempts: u32,
-    },
-    Failed {
-        id: EventId,
-        attempts: u32,
-        next_attempt_at: i64,
-        error: String,
-    },
-    Dead {
-        id: EventId,
-        attempts: u32,
-        error: String,
-    },
+/// The end of a delivery attempt, under the lease it was made under.
+pub(super) struct Mark {
+    pub(super) lease: Lease,
+    pub(super) outcome: Outcome,
+}
+
+/// What a [`Mark`] records.
+pub(super) enum Outcome {
+    Delivered,
+    Failed { next_attempt_at: i64, error: String },
+    Superseded { next_attempt_at: i64 },
+    Dead { error: String },
+}
+
+/// `purge_delivered`'s arguments, in unix milliseconds.
+pub(super) struct Purge {
+    pub(super) before: i64,
+    pub(super) forget_keys_before: i64,
 }
 
 /// What to make pending again, due at `now`.
@@ -95,12 +98,13 @@ pub(super) struct Replay {
 /// One request to the writer.
 pub(super) enum Command {
     Insert(Job<InsertRow, Inserted>),
-    Claim(Job<ClaimRequest, Vec<StoredEvent>>),
-    Mark(Job<Mark, ()>),
+    Claim(Job<ClaimRequest, Vec<Claimed>>),
+    /// Output: whether the lease still held (and so the mark applied).
+    Mark(Job<Mark, bool>),
     /// Output: events made pending (or, for one id that exists, at least 1).
     Replay(Job<Replay, u64>),
-    /// Input: unix milliseconds; output: delivered events older than that, deleted.
-    Purge(Job<i64, u64>),
+    /// Output: delivered events deleted.
+    Purge(Job<Purge, u64>),
     /// Finish what is queued before this, then stop.
     Close(oneshot::Sender<()>),
 }
@@ -125,14 +129,7 @@ impl Command {
             Self::Claim(job) => job.output = Some(claim(conn, &job.input)?),
             Self::Mark(job) => job.output = Some(mark(conn, &job.input)?),
             Self::Replay(job) => job.output = Some(replay(conn, &job.input)?),
-            Self::Purge(job) => {
-                job.output = Some(
-                    conn.prepare_cached(
-                        "DELETE FROM events WHERE status = 'delivered' AND received_at < ?1",
-                    )?
-                    .execute([job.input])? as u64,
-                );
-            }
+            Self::Purge(job) => job.output = Some(purge(conn, &job.input)?),
             Self::Close(_) => {}
         }
         Ok(())
@@ -249,11 +246,21 @@ fn run_in_transaction<'a>(
 }
 
 fn insert(conn: &Connection, row: &InsertRow) -> rusqlite::Result<Inserted> {
+    // A purged event's key, still remembered: a replay of a captured request after its
+    // body was deleted is a duplicate all the same.
+    let purged = conn
+        .prepare_cached("SELECT event_id FROM dedupe_tombstones WHERE dedupe_key = ?1")?
+        .query_row([&row.dedupe_key], |row| row.get(0))
+        .optional()?;
+    if let Some(id) = purged {
+        return Ok(Inserted::Duplicate(id));
+    }
     let inserted = conn
         .prepare_cached(
             "INSERT INTO events (dedupe_key, order_key, correlation_id, body, headers, \
-                                 received_at, status, attempts, next_attempt_at) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'pending', 0, ?6) \
+                                 received_at, status, attempts, next_attempt_at, uid, \
+                                 pending_since) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'pending', 0, ?6, ?7, ?6) \
              ON CONFLICT (dedupe_key) DO NOTHING",
         )?
         .execute(params![
@@ -263,6 +270,7 @@ fn insert(conn: &Connection, row: &InsertRow) -> rusqlite::Result<Inserted> {
             &row.body[..],
             row.headers,
             row.received_at,
+            row.uid,
         ])?;
     if inserted == 1 {
         return Ok(Inserted::New(conn.last_insert_rowid()));
@@ -276,7 +284,8 @@ fn insert(conn: &Connection, row: &InsertRow) -> rusqlite::Result<Inserted> {
 }
 
 /// Pending, due, unleased events with no earlier pending event of the same ordering
-/// key, oldest first. `?1` now, `?2` the limit (unix milliseconds).
+/// key (a superseded one does not count), oldest first. `?1` now, `?2` the limit (unix
+/// milliseconds).
 pub(super) const CLAIM_SQL: &str = concat!(
     "SELECT ",
     event_columns!(),
@@ -286,12 +295,12 @@ pub(super) const CLAIM_SQL: &str = concat!(
        AND (e.order_key IS NULL OR NOT EXISTS ( \
              SELECT 1 FROM events AS earlier \
              WHERE earlier.order_key = e.order_key AND earlier.id < e.id \
-               AND earlier.status = 'pending')) \
+               AND earlier.status = 'pending' AND earlier.superseded = 0)) \
      ORDER BY e.id \
      LIMIT ?2"
 );
 
-fn claim(conn: &Connection, request: &ClaimRequest) -> rusqlite::Result<Vec<StoredEvent>> {
+fn claim(conn: &Connection, request: &ClaimRequest) -> rusqlite::Result<Vec<Claimed>> {
     if request.limit <= 0 {
         return Ok(Vec::new());
     }
@@ -299,55 +308,104 @@ fn claim(conn: &Connection, request: &ClaimRequest) -> rusqlite::Result<Vec<Stor
         .prepare_cached(CLAIM_SQL)?
         .query_map(params![request.now, request.limit], event_from_row)?
         .collect::<rusqlite::Result<Vec<_>>>()?;
-    let mut lease =
-        conn.prepare_cached("UPDATE events SET lease_owner = ?2, lease_until = ?3 WHERE id = ?1")?;
-    for event in &events {
-        lease.execute(params![event.id, request.owner, request.lease_until])?;
+    // The attempt is counted here, not when it ends: a claimant that dies mid-delivery
+    // (a crash loop on one poisonous event) still moves the event towards max_attempts.
+    let mut lease = conn.prepare_cached(
+        "UPDATE events SET lease_owner = ?2, lease_until = ?3, \
+             lease_generation = lease_generation + 1, attempts = attempts + 1 \
+         WHERE id = ?1 RETURNING lease_generation, attempts",
+    )?;
+    let mut claimed = Vec::with_capacity(events.len());
+    for mut event in events {
+        let (generation, attempts): (i64, i64) = lease.query_row(
+            params![event.id, request.owner, request.lease_until],
+            |row| Ok((row.get(0)?, row.get(1)?)),
+        )?;
+        event.attempts = u32::try_from(attempts).unwrap_or(u32::MAX);
+        claimed.push(Claimed {
+            lease: Lease {
+                event: event.id,
+                owner: request.owner.clone(),
+                generation: u64::try_from(generation).unwrap_or_default(),
+            },
+            event,
+        });
     }
-    Ok(events)
+    Ok(claimed)
 }
 
-fn mark(conn: &Connection, mark: &Mark) -> rusqlite::Result<()> {
-    // Failed and Dead apply to pending events only: a claimant whose lease ran out must
-    // not turn an event that another claimant delivered back into a pending one.
-    match mark {
-        Mark::Delivered { id, attempts } => conn
-            .prepare_cached(
-                "UPDATE events SET status = 'delivered', attempts = ?2, \
-                     lease_owner = NULL, lease_until = NULL \
-                 WHERE id = ?1",
-            )?
-            .execute(params![id, attempts])?,
-        Mark::Failed {
-            id,
-            attempts,
+/// Applies `mark` if its lease is the event's latest and the event still pending; says
+/// whether it did. The lease is matched on owner and generation, not on `lease_until`: a
+/// lease that ran out but that nobody claimed since is still good (the outcome is real).
+fn mark(conn: &Connection, mark: &Mark) -> rusqlite::Result<bool> {
+    const FENCE: &str = "WHERE id = ?1 AND lease_owner = ?2 AND lease_generation = ?3 \
+                         AND status = 'pending'";
+    let lease = &mark.lease;
+    let generation = i64::try_from(lease.generation).unwrap_or(i64::MAX);
+    let changed = match &mark.outcome {
+        Outcome::Delivered => conn
+            .prepare_cached(&format!(
+                "UPDATE events SET status = 'delivered', lease_owner = NULL, \
+                     lease_until = NULL {FENCE}"
+            ))?
+            .execute(params![lease.event, lease.owner, generation])?,
+        Outcome::Failed {
             next_attempt_at,
             error,
         } => conn
-            .prepare_cached(
-                "UPDATE events SET attempts = ?2, next_attempt_at = ?3, last_error = ?4, \
-                     lease_owner = NULL, lease_until = NULL \
-                 WHERE id = ?1 AND status = 'pending'",
-            )?
-            .execute(params![id, attempts, next_attempt_at, error])?,
-        Mark::Dead {
-            id,
-            attempts,
-            error,
-        } => conn
-            .prepare_cached(
-                "UPDATE events SET status = 'dead', attempts = ?2, last_error = ?3, \
-                     lease_owner = NULL, lease_until = NULL \
-                 WHERE id = ?1 AND status = 'pending'",
-            )?
-            .execute(params![id, attempts, error])?,
+            .prepare_cached(&format!(
+                "UPDATE events SET next_attempt_at = ?4, last_error = ?5, \
+                     lease_owner = NULL, lease_until = NULL {FENCE}"
+            ))?
+            .execute(params![
+                lease.event,
+                lease.owner,
+                generation,
+                next_attempt_at,
+                error
+            ])?,
+        Outcome::Superseded { next_attempt_at } => conn
+            .prepare_cached(&format!(
+                "UPDATE events SET next_attempt_at = ?4, last_error = 'superseded', \
+                     superseded = 1, lease_owner = NULL, lease_until = NULL {FENCE}"
+            ))?
+            .execute(params![
+                lease.event,
+                lease.owner,
+                generation,
+                next_attempt_at
+            ])?,
+        Outcome::Dead { error } => conn
+            .prepare_cached(&format!(
+                "UPDATE events SET status = 'dead', last_error = ?4, \
+                     lease_owner = NULL, lease_until = NULL {FENCE}"
+            ))?
+            .execute(params![lease.event, lease.owner, generation, error])?,
     };
-    Ok(())
+    Ok(changed == 1)
+}
+
+/// Deletes old delivered events, keeping their dedupe keys as tombstones while they are
+/// recent enough, and forgets tombstones that are not.
+fn purge(conn: &Connection, purge: &Purge) -> rusqlite::Result<u64> {
+    conn.prepare_cached(
+        "INSERT OR REPLACE INTO dedupe_tombstones (dedupe_key, event_id, received_at) \
+         SELECT dedupe_key, id, received_at FROM events \
+         WHERE status = 'delivered' AND received_at < ?1 AND received_at >= ?2",
+    )?
+    .execute(params![purge.before, purge.forget_keys_before])?;
+    let deleted = conn
+        .prepare_cached("DELETE FROM events WHERE status = 'delivered' AND received_at < ?1")?
+        .execute([purge.before])?;
+    conn.prepare_cached("DELETE FROM dedupe_tombstones WHERE received_at < ?1")?
+        .execute([purge.forget_keys_before])?;
+    Ok(deleted as u64)
 }
 
 fn replay(conn: &Connection, replay: &Replay) -> rusqlite::Result<u64> {
     const RESET: &str = "UPDATE events SET status = 'pending', attempts = 0, \
-         next_attempt_at = ?1, last_error = NULL, lease_owner = NULL, lease_until = NULL";
+         next_attempt_at = ?1, pending_since = ?1, last_error = NULL, superseded = 0, \
+         lease_owner = NULL, lease_until = NULL";
     let Some(id) = replay.target else {
         let sql = format!("{RESET} WHERE status = 'dead'");
         return Ok(conn.prepare_cached(&sql)?.execute([replay.now])? as u64);
