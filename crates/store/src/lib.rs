@@ -11,10 +11,10 @@
 //!   reported as a duplicate and never stored or delivered twice. Concurrent inserts are
 //!   committed together (group commit), so durability costs one sync per batch.
 //! - [`EventStore::claim_due`] hands out pending events whose time has come, each to one
-//!   claimant at a time (a [`Lease`]), oldest first; with an ordering key, an event is not
-//!   handed out while an earlier event with the same key is still pending (and not
-//!   superseded: [`EventStore::mark_superseded`]). A claim counts
-//!   the attempt, so a claimant that crashes mid-delivery still uses one up.
+//!   claimant at a time (a [`Lease`]), earliest due first, then oldest; with an ordering
+//!   key, an event is not handed out while an earlier event with the same key is still
+//!   pending (and not superseded: [`EventStore::mark_superseded`]). A claim counts the
+//!   attempt, so a claimant that crashes mid-delivery still uses one up.
 //! - Leases are fenced: every `mark_*` takes the lease it acts under and applies only if
 //!   that lease is still the event's latest (not expired *and* claimed by someone else).
 //!   It returns whether it applied; a claimant whose mark did not apply lost the event
@@ -224,7 +224,8 @@ pub trait EventStore: Send + Sync + std::fmt::Debug + 'static {
 
     /// Leases up to `limit` pending events due at `now` (not leased by anyone else, and
     /// with no earlier pending event of the same ordering key) to `owner` until
-    /// `now + lease`, oldest first. Each claim adds one to the event's attempts and to
+    /// `now + lease`, earliest due first, then oldest (per-key order does not depend on
+    /// it). Each claim adds one to the event's attempts and to
     /// its lease generation, in the same transaction.
     async fn claim_due(
         &self,
@@ -285,6 +286,13 @@ pub trait EventStore: Send + Sync + std::fmt::Debug + 'static {
 
     /// Events per status.
     async fn counts(&self) -> Result<Counts, StoreError>;
+
+    /// Pending events only: what the queue-depth gauge shows, every second. A backend
+    /// overrides it when counting one status is cheaper than [`EventStore::counts`],
+    /// which also counts the delivered events kept for `webhooks.retention`.
+    async fn count_pending(&self) -> Result<u64, StoreError> {
+        Ok(self.counts().await?.pending)
+    }
 
     /// The store's health, from what it has seen (no I/O): unhealthy when it cannot serve
     /// (a writer thread gone, a closed store, a database refusing every call) until an

@@ -39,6 +39,25 @@ use crate::{
 /// on the webhook listener rather than unbounded memory).
 const QUEUE_DEPTH: usize = 4096;
 
+/// `list(None)`: the newest events, by the primary key. `?1` the limit.
+const LIST_ALL_SQL: &str = concat!(
+    "SELECT ",
+    event_columns!(),
+    " FROM events ORDER BY id DESC LIMIT ?1"
+);
+
+/// `list(Some(status))`: read backwards along `events_status_id`, no sort. `?1` the
+/// status, `?2` the limit.
+pub(super) const LIST_BY_STATUS_SQL: &str = concat!(
+    "SELECT ",
+    event_columns!(),
+    " FROM events WHERE status = ?1 ORDER BY id DESC LIMIT ?2"
+);
+
+/// The queue depth: pending rows only, counted on a partial index of pending rows
+/// (delivered rows, kept for the retention, are never read).
+pub(super) const COUNT_PENDING_SQL: &str = "SELECT COUNT(*) FROM events WHERE status = 'pending'";
+
 /// Webhook events in an SQLite file.
 ///
 /// - **Writes** (`insert`, `claim_due`, `mark_*`, `replay*`) are sent to one writer
@@ -326,18 +345,10 @@ impl EventStore for SqliteStore {
             // Two statements rather than `?1 IS NULL OR status = ?1`, which would keep
             // SQLite from using the status index.
             let Some(status) = status else {
-                let mut all = conn.prepare_cached(concat!(
-                    "SELECT ",
-                    event_columns!(),
-                    " FROM events ORDER BY id DESC LIMIT ?1"
-                ))?;
+                let mut all = conn.prepare_cached(LIST_ALL_SQL)?;
                 return all.query_map([limit], event_from_row)?.collect();
             };
-            let mut some = conn.prepare_cached(concat!(
-                "SELECT ",
-                event_columns!(),
-                " FROM events WHERE status = ?1 ORDER BY id DESC LIMIT ?2"
-            ))?;
+            let mut some = conn.prepare_cached(LIST_BY_STATUS_SQL)?;
             some.query_map(rusqlite::params![status.as_str(), limit], event_from_row)?
                 .collect()
         })
@@ -401,6 +412,16 @@ impl EventStore for SqliteStore {
             ));
         }
         Health::Healthy
+    }
+
+    async fn count_pending(&self) -> Result<u64, StoreError> {
+        self.read("count_pending", |conn| {
+            let pending: i64 = conn
+                .prepare_cached(COUNT_PENDING_SQL)?
+                .query_row([], |row| row.get(0))?;
+            Ok(pending as u64)
+        })
+        .await
     }
 
     async fn counts(&self) -> Result<Counts, StoreError> {

@@ -69,6 +69,22 @@ const MIGRATIONS: &[&str] = &[
     // 6: superseded events (FinCode reports a later status) wait out their retry without
     // holding back later events of their ordering key.
     "ALTER TABLE events ADD COLUMN superseded INTEGER NOT NULL DEFAULT 0;",
+    // 7: indexes shaped to the queries, so none sorts or walks rows it does not need
+    // under a backlog (measured on 100 000 rows: the claim sorted every due row, 0.15 s;
+    // the ordering check walked delivered rows, 0.47 s; listing by status sorted the
+    // table, 0.9 s). Partial indexes on pending rows stay small however many delivered
+    // rows are kept, and each index replaced here is one less to update per insert.
+    "DROP INDEX events_status_due;
+    DROP INDEX events_order_key;
+    -- claim_due: due pending rows in claim order (ORDER BY next_attempt_at, id), read
+    -- from the front and stopped at the limit; also the pending count.
+    CREATE INDEX events_pending_due ON events (next_attempt_at, id)
+        WHERE status = 'pending';
+    -- claim_due's ordering check: an earlier pending, not superseded event of the key.
+    CREATE INDEX events_pending_order_key ON events (order_key, id)
+        WHERE status = 'pending' AND superseded = 0 AND order_key IS NOT NULL;
+    -- list(status), newest first; replay_all_dead; purge (delivered rows by id).
+    CREATE INDEX events_status_id ON events (status, id);",
 ];
 
 /// The schema version this build writes.

@@ -12,6 +12,7 @@ use tokio::sync::oneshot;
 use super::codec::{decode_headers, encode_headers, from_millis, to_millis};
 use super::schema::{Role, SCHEMA_VERSION, open_connection};
 use super::writer::{self, CLAIM_SQL, Command, InsertRow, Job};
+use super::{COUNT_PENDING_SQL, LIST_BY_STATUS_SQL};
 use crate::{Inserted, StoreError};
 
 fn writer_connection() -> (tempfile::TempDir, Connection) {
@@ -111,19 +112,67 @@ fn a_failing_command_does_not_fail_its_batch() {
     assert_eq!(stored, 2);
 }
 
-#[test]
-fn claim_uses_the_indexes() {
-    let (_dir, conn) = writer_connection();
-    let plan: Vec<String> = conn
-        .prepare(&format!("EXPLAIN QUERY PLAN {CLAIM_SQL}"))
+/// A writer connection holding `rows` events: a tenth pending (half of them with an
+/// ordering key, a few superseded), the rest delivered or dead, as under a backlog.
+fn connection_with_rows(rows: i64) -> (tempfile::TempDir, Connection) {
+    let (dir, conn) = writer_connection();
+    conn.execute(
+        "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < ?1)
+         INSERT INTO events (dedupe_key, order_key, correlation_id, body, headers,
+                             received_at, status, attempts, next_attempt_at, uid,
+                             pending_since, superseded)
+         SELECT 'k' || i, CASE WHEN i % 2 = 0 THEN 'o' || (i % 97) END, 'c', x'7b7d', x'',
+                i, CASE i % 10 WHEN 0 THEN 'pending' WHEN 1 THEN 'dead' ELSE 'delivered' END,
+                0, i * 7 % 1000, 'u' || i, i, CASE WHEN i % 30 = 0 THEN 1 ELSE 0 END
+         FROM n",
+        [rows],
+    )
+    .unwrap();
+    (dir, conn)
+}
+
+/// SQLite's plan for `sql`, one step a line.
+fn query_plan(conn: &Connection, sql: &str, params: impl rusqlite::Params) -> String {
+    let steps: Vec<String> = conn
+        .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
         .unwrap()
-        .query_map(rusqlite::params![0, 10], |row| row.get::<_, String>(3))
+        .query_map(params, |row| row.get::<_, String>(3))
         .unwrap()
         .collect::<Result<_, _>>()
         .unwrap();
-    let plan = plan.join("\n");
-    assert!(plan.contains("events_status_due"), "{plan}");
-    assert!(plan.contains("events_order_key"), "{plan}");
+    steps.join("\n")
+}
+
+#[test]
+fn claim_reads_due_rows_in_index_order() {
+    let (_dir, conn) = connection_with_rows(20_000);
+    let plan = query_plan(&conn, CLAIM_SQL, rusqlite::params![500, 10]);
+    assert!(plan.contains("events_pending_due"), "{plan}");
+    assert!(!plan.contains("TEMP B-TREE"), "sorts the due rows:\n{plan}");
+    // The ordering check looks up earlier pending rows of the key only.
+    assert!(plan.contains("events_pending_order_key"), "{plan}");
+}
+
+#[test]
+fn listing_by_status_does_not_sort_the_table() {
+    let (_dir, conn) = connection_with_rows(20_000);
+    let plan = query_plan(&conn, LIST_BY_STATUS_SQL, rusqlite::params!["dead", 10]);
+    assert!(plan.contains("events_status_id"), "{plan}");
+    assert!(!plan.contains("TEMP B-TREE"), "{plan}");
+}
+
+#[test]
+fn the_pending_count_reads_pending_rows_only() {
+    let (_dir, conn) = connection_with_rows(20_000);
+    let plan = query_plan(&conn, COUNT_PENDING_SQL, []);
+    assert!(
+        plan.contains("events_pending_due") || plan.contains("events_status_id (status=?)"),
+        "{plan}"
+    );
+    let pending: i64 = conn
+        .query_row(COUNT_PENDING_SQL, [], |row| row.get(0))
+        .unwrap();
+    assert_eq!(pending, 2_000);
 }
 
 #[test]

@@ -284,19 +284,26 @@ fn insert(conn: &Connection, row: &InsertRow) -> rusqlite::Result<Inserted> {
 }
 
 /// Pending, due, unleased events with no earlier pending event of the same ordering
-/// key (a superseded one does not count), oldest first. `?1` now, `?2` the limit (unix
-/// milliseconds).
+/// key (a superseded one does not count), earliest due first, then oldest. `?1` now,
+/// `?2` the limit (unix milliseconds).
+///
+/// The order is the `events_pending_due` index's, so SQLite reads due rows from its
+/// front and stops at the limit instead of sorting every due row (`ORDER BY id` did,
+/// 0.15 s per claim with 100 000 due): per-key order does not need claim order, the
+/// `NOT EXISTS` check keeps it. `INDEXED BY` because without statistics the planner
+/// prefers `events_status_id` (equality on status) and sorts; if the index were ever
+/// dropped, the statement fails to prepare instead of silently sorting again.
 pub(super) const CLAIM_SQL: &str = concat!(
     "SELECT ",
     event_columns!(),
-    " FROM events AS e \
+    " FROM events AS e INDEXED BY events_pending_due \
      WHERE e.status = 'pending' AND e.next_attempt_at <= ?1 \
        AND (e.lease_until IS NULL OR e.lease_until <= ?1) \
        AND (e.order_key IS NULL OR NOT EXISTS ( \
              SELECT 1 FROM events AS earlier \
              WHERE earlier.order_key = e.order_key AND earlier.id < e.id \
                AND earlier.status = 'pending' AND earlier.superseded = 0)) \
-     ORDER BY e.id \
+     ORDER BY e.next_attempt_at, e.id \
      LIMIT ?2"
 );
 
