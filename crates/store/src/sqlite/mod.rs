@@ -380,10 +380,7 @@ impl EventStore for SqliteStore {
         before: SystemTime,
         forget_keys_before: SystemTime,
     ) -> Result<u64, StoreError> {
-        let purge = Purge {
-            before: to_millis(before),
-            forget_keys_before: to_millis(forget_keys_before),
-        };
+        let purge = Purge::new(to_millis(before), to_millis(forget_keys_before));
         self.write(|reply| Command::Purge(Job::new(purge, reply)))
             .await
     }

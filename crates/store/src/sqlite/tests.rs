@@ -10,8 +10,10 @@ use rusqlite::Connection;
 use tokio::sync::oneshot;
 
 use super::codec::{decode_headers, encode_headers, from_millis, to_millis};
-use super::schema::{Role, SCHEMA_VERSION, open_connection};
-use super::writer::{self, CLAIM_SQL, Command, InsertRow, Job};
+use super::schema::{JOURNAL_SIZE_LIMIT, Role, SCHEMA_VERSION, open_connection};
+use super::writer::{
+    self, CLAIM_SQL, Command, InsertRow, Job, PURGE_CHUNK, PURGE_CHUNK_IDS, Purge,
+};
 use super::{COUNT_PENDING_SQL, LIST_BY_STATUS_SQL};
 use crate::{Inserted, StoreError};
 
@@ -47,6 +49,11 @@ fn writer_connection_is_durable() {
     assert_eq!(pragma("synchronous"), "Integer(2)", "FULL");
     assert_eq!(pragma("foreign_keys"), "Integer(1)");
     assert_eq!(pragma("busy_timeout"), "Integer(5000)");
+    assert_eq!(
+        pragma("journal_size_limit"),
+        format!("Integer({JOURNAL_SIZE_LIMIT})"),
+        "the WAL shrinks after a checkpoint"
+    );
     assert_eq!(pragma("user_version"), format!("Integer({SCHEMA_VERSION})"));
 }
 
@@ -159,6 +166,10 @@ fn listing_by_status_does_not_sort_the_table() {
     let plan = query_plan(&conn, LIST_BY_STATUS_SQL, rusqlite::params!["dead", 10]);
     assert!(plan.contains("events_status_id"), "{plan}");
     assert!(!plan.contains("TEMP B-TREE"), "{plan}");
+    // A purge chunk: the oldest delivered rows, read along the same index.
+    let plan = query_plan(&conn, PURGE_CHUNK_IDS, rusqlite::params![5_000, 1_000]);
+    assert!(plan.contains("events_status_id"), "{plan}");
+    assert!(!plan.contains("TEMP B-TREE"), "{plan}");
 }
 
 #[test]
@@ -173,6 +184,60 @@ fn the_pending_count_reads_pending_rows_only() {
         .query_row(COUNT_PENDING_SQL, [], |row| row.get(0))
         .unwrap();
     assert_eq!(pending, 2_000);
+}
+
+#[test]
+fn purge_deletes_in_chunks_and_lets_other_commands_in_between() {
+    let (_dir, mut conn) = connection_with_rows(25_000);
+    // 20 000 delivered rows, received at 1..=25 000: those before 5 001 go (4 000 rows),
+    // the tombstones of those before 3 001 are forgotten at once.
+    let (reply, mut answer) = oneshot::channel();
+    let mut batch = vec![Command::Purge(Job::new(Purge::new(5_001, 3_001), reply))];
+    let delivered = |conn: &Connection| -> i64 {
+        conn.query_row(
+            "SELECT COUNT(*) FROM events WHERE status = 'delivered'",
+            [],
+            |row| row.get(0),
+        )
+        .unwrap()
+    };
+    writer::execute(&mut conn, &mut batch);
+    assert_eq!(batch.len(), 1, "the purge stays queued for its next chunk");
+    assert!(answer.try_recv().is_err(), "not answered after one chunk");
+    assert_eq!(
+        delivered(&conn),
+        20_000 - PURGE_CHUNK,
+        "one chunk committed"
+    );
+
+    // The next transaction runs the next chunk and what was queued since.
+    let (insert, inserted) = insert_command("during-the-purge");
+    batch.push(insert);
+    writer::execute(&mut conn, &mut batch);
+    assert!(matches!(
+        inserted.blocking_recv().unwrap(),
+        Ok(Inserted::New(_))
+    ));
+    let mut transactions = 2;
+    while !batch.is_empty() {
+        writer::execute(&mut conn, &mut batch);
+        transactions += 1;
+    }
+    assert_eq!(answer.blocking_recv().unwrap().unwrap(), 4_000);
+    assert_eq!(
+        transactions, 5,
+        "4 000 rows in chunks of 1 000, and an empty one"
+    );
+    assert_eq!(delivered(&conn), 16_000);
+    let tombstones: i64 = conn
+        .query_row("SELECT COUNT(*) FROM dedupe_tombstones", [], |row| {
+            row.get(0)
+        })
+        .unwrap();
+    assert_eq!(
+        tombstones, 1_600,
+        "the delivered rows received at 3 001..5 000"
+    );
 }
 
 #[test]

@@ -83,10 +83,34 @@ pub(super) enum Outcome {
     Dead { error: String },
 }
 
-/// `purge_delivered`'s arguments, in unix milliseconds.
+/// Rows a purge deletes per transaction (of events, then of tombstones). A chunk takes
+/// a few milliseconds, so commands queued behind a purge of 100 000 rows wait for one
+/// chunk, not for the whole purge (0.86 s in one transaction).
+pub(super) const PURGE_CHUNK: i64 = 1_000;
+
+/// `purge_delivered`'s arguments, in unix milliseconds, and its progress: a purge runs
+/// one chunk per batch and stays queued until a chunk finds nothing more to delete.
 pub(super) struct Purge {
     pub(super) before: i64,
     pub(super) forget_keys_before: i64,
+    /// Events deleted by the chunks committed so far.
+    pub(super) deleted: u64,
+    /// Whether the last chunk run was full (there may be more); set by each run, so a
+    /// rolled-back run is simply run again.
+    pub(super) more: bool,
+}
+
+// === impl Purge ===
+
+impl Purge {
+    pub(super) const fn new(before: i64, forget_keys_before: i64) -> Self {
+        Self {
+            before,
+            forget_keys_before,
+            deleted: 0,
+            more: false,
+        }
+    }
 }
 
 /// What to make pending again, due at `now`.
@@ -103,7 +127,7 @@ pub(super) enum Command {
     Mark(Job<Mark, bool>),
     /// Output: events made pending (or, for one id that exists, at least 1).
     Replay(Job<Replay, u64>),
-    /// Output: delivered events deleted.
+    /// Output: delivered events deleted (by every chunk so far).
     Purge(Job<Purge, u64>),
     /// Finish what is queued before this, then stop.
     Close(oneshot::Sender<()>),
@@ -129,10 +153,25 @@ impl Command {
             Self::Claim(job) => job.output = Some(claim(conn, &job.input)?),
             Self::Mark(job) => job.output = Some(mark(conn, &job.input)?),
             Self::Replay(job) => job.output = Some(replay(conn, &job.input)?),
-            Self::Purge(job) => job.output = Some(purge(conn, &job.input)?),
+            Self::Purge(job) => job.output = Some(purge(conn, &mut job.input)?),
             Self::Close(_) => {}
         }
         Ok(())
+    }
+
+    /// After a commit: answers the command, or hands it back when it has more to do (a
+    /// purge with rows left), to run again in the next transaction.
+    fn finish(self) -> Option<Self> {
+        match self {
+            Self::Purge(mut job) if job.input.more => {
+                job.input.deleted = job.output.take().unwrap_or(job.input.deleted);
+                Some(Self::Purge(job))
+            }
+            done => {
+                done.respond();
+                None
+            }
+        }
     }
 
     fn respond(self) {
@@ -165,37 +204,79 @@ impl Command {
 }
 
 /// The writer thread's body: batches until every sender is gone or a
-/// [`Command::Close`] arrives, then closes the connection.
+/// [`Command::Close`] arrives, then closes the connection. A command with more to do
+/// (a chunked purge) stays in the batch, so the next transaction runs its next chunk
+/// together with whatever else is queued by then: other commands wait for one chunk at
+/// most, and the purge never waits for the queue to go quiet.
 pub(super) fn run_writer(mut conn: Connection, mut commands: mpsc::Receiver<Command>) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
-    while let Some(first) = commands.blocking_recv() {
-        let mut close = None;
-        let mut next = Some(first);
-        while let Some(command) = next.take() {
-            if let Command::Close(reply) = command {
-                close = Some(reply);
-                break;
-            }
-            batch.push(command);
-            if batch.len() < MAX_BATCH {
-                next = commands.try_recv().ok();
-            }
+    let mut close = None;
+    let mut open = true;
+    while (open && close.is_none()) || !batch.is_empty() {
+        if open && close.is_none() {
+            open = gather(&mut commands, &mut batch, &mut close);
         }
         if !batch.is_empty() {
             execute(&mut conn, &mut batch);
         }
-        if let Some(reply) = close {
-            // Refuse new commands; those queued behind the close are answered Closed.
-            commands.close();
-            while let Some(late) = commands.blocking_recv() {
-                late.fail(StoreError::Closed);
-            }
-            close_connection(conn);
-            let _ = reply.send(());
-            return;
+    }
+    if let Some(reply) = close {
+        // Refuse new commands; those queued behind the close are answered Closed.
+        commands.close();
+        while let Some(late) = commands.blocking_recv() {
+            late.fail(StoreError::Closed);
         }
+        close_connection(conn);
+        let _ = reply.send(());
+        return;
     }
     close_connection(conn);
+}
+
+/// Moves queued commands into `batch`, up to [`MAX_BATCH`] or a [`Command::Close`]
+/// (kept in `close`), waiting for one only when `batch` is empty. False once every
+/// sender is gone.
+fn gather(
+    commands: &mut mpsc::Receiver<Command>,
+    batch: &mut Vec<Command>,
+    close: &mut Option<oneshot::Sender<()>>,
+) -> bool {
+    /// Whether to take another command after `command`.
+    fn keep(
+        command: Command,
+        batch: &mut Vec<Command>,
+        close: &mut Option<oneshot::Sender<()>>,
+    ) -> bool {
+        match command {
+            Command::Close(reply) => {
+                *close = Some(reply);
+                false
+            }
+            command => {
+                batch.push(command);
+                batch.len() < MAX_BATCH
+            }
+        }
+    }
+    if batch.is_empty() {
+        let Some(first) = commands.blocking_recv() else {
+            return false;
+        };
+        if !keep(first, batch, close) {
+            return true;
+        }
+    }
+    loop {
+        match commands.try_recv() {
+            Ok(command) => {
+                if !keep(command, batch, close) {
+                    return true;
+                }
+            }
+            Err(mpsc::error::TryRecvError::Empty) => return true,
+            Err(mpsc::error::TryRecvError::Disconnected) => return false,
+        }
+    }
 }
 
 fn close_connection(conn: Connection) {
@@ -204,10 +285,14 @@ fn close_connection(conn: Connection) {
     }
 }
 
-/// Runs `batch` in one transaction and answers every command, emptying `batch`.
+/// Runs `batch` in one transaction and answers every command; what is left in `batch`
+/// afterwards has more to do (see [`Command::finish`]).
 pub(super) fn execute(conn: &mut Connection, batch: &mut Vec<Command>) {
     match run_in_transaction(conn, batch.iter_mut()) {
-        Ok(()) => batch.drain(..).for_each(Command::respond),
+        Ok(()) => {
+            let ran = std::mem::take(batch);
+            batch.extend(ran.into_iter().filter_map(Command::finish));
+        }
         Err(error) if batch.len() == 1 => {
             for command in batch.drain(..) {
                 let operation = command.operation();
@@ -218,9 +303,10 @@ pub(super) fn execute(conn: &mut Connection, batch: &mut Vec<Command>) {
             // Nothing of the batch was committed. Run each command alone so one bad
             // command (or a transient failure) does not fail its neighbours.
             tracing::warn!(%error, commands = batch.len(), "group commit failed; retrying its commands one by one");
-            for mut command in batch.drain(..) {
+            let ran = std::mem::take(batch);
+            for mut command in ran {
                 match run_in_transaction(conn, std::iter::once(&mut command)) {
-                    Ok(()) => command.respond(),
+                    Ok(()) => batch.extend(command.finish()),
                     Err(error) => {
                         let operation = command.operation();
                         command.fail(io_error(operation, &error));
@@ -392,21 +478,40 @@ fn mark(conn: &Connection, mark: &Mark) -> rusqlite::Result<bool> {
     Ok(changed == 1)
 }
 
-/// Deletes old delivered events, keeping their dedupe keys as tombstones while they are
-/// recent enough, and forgets tombstones that are not.
-fn purge(conn: &Connection, purge: &Purge) -> rusqlite::Result<u64> {
-    conn.prepare_cached(
+/// The next chunk of old delivered events, oldest first along `events_status_id`.
+/// `?1` before, `?2` the chunk size. Run twice in one transaction (tombstones, then the
+/// delete), it names the same rows both times.
+pub(super) const PURGE_CHUNK_IDS: &str = "SELECT id FROM events \
+     WHERE status = 'delivered' AND received_at < ?1 ORDER BY id LIMIT ?2";
+
+/// One chunk of a purge: deletes up to [`PURGE_CHUNK`] old delivered events, keeping
+/// their dedupe keys as tombstones while they are recent enough, then (once no such
+/// events are left) up to as many tombstones that are not. Adds the events deleted to
+/// the committed total in the output, and says in `more` whether to run again.
+fn purge(conn: &Connection, purge: &mut Purge) -> rusqlite::Result<u64> {
+    conn.prepare_cached(&format!(
         "INSERT OR REPLACE INTO dedupe_tombstones (dedupe_key, event_id, received_at) \
          SELECT dedupe_key, id, received_at FROM events \
-         WHERE status = 'delivered' AND received_at < ?1 AND received_at >= ?2",
-    )?
-    .execute(params![purge.before, purge.forget_keys_before])?;
+         WHERE id IN ({PURGE_CHUNK_IDS}) AND received_at >= ?3"
+    ))?
+    .execute(params![purge.before, PURGE_CHUNK, purge.forget_keys_before])?;
     let deleted = conn
-        .prepare_cached("DELETE FROM events WHERE status = 'delivered' AND received_at < ?1")?
-        .execute([purge.before])?;
-    conn.prepare_cached("DELETE FROM dedupe_tombstones WHERE received_at < ?1")?
-        .execute([purge.forget_keys_before])?;
-    Ok(deleted as u64)
+        .prepare_cached(&format!(
+            "DELETE FROM events WHERE id IN ({PURGE_CHUNK_IDS})"
+        ))?
+        .execute(params![purge.before, PURGE_CHUNK])?;
+    let mut full = i64::try_from(deleted).unwrap_or(i64::MAX) >= PURGE_CHUNK;
+    if !full {
+        let forgotten = conn
+            .prepare_cached(
+                "DELETE FROM dedupe_tombstones WHERE dedupe_key IN ( \
+                     SELECT dedupe_key FROM dedupe_tombstones WHERE received_at < ?1 LIMIT ?2)",
+            )?
+            .execute(params![purge.forget_keys_before, PURGE_CHUNK])?;
+        full = i64::try_from(forgotten).unwrap_or(i64::MAX) >= PURGE_CHUNK;
+    }
+    purge.more = full;
+    Ok(purge.deleted + deleted as u64)
 }
 
 fn replay(conn: &Connection, replay: &Replay) -> rusqlite::Result<u64> {
