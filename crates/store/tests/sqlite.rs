@@ -134,6 +134,50 @@ fn open_of_a_file_that_is_not_a_database_fails() {
     assert!(matches!(error, StoreError::Open { .. }), "{error:?}");
 }
 
+#[tokio::test]
+async fn a_second_open_of_the_same_file_fails_until_the_first_is_closed() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("events.db");
+    let first = SqliteStore::open(&path).unwrap();
+    let id = match first.insert(event("leased")).await.unwrap() {
+        Inserted::New(id) => id,
+        other @ Inserted::Duplicate(_) => panic!("{other:?}"),
+    };
+    let claimed = first
+        .claim_due(SystemTime::now(), 1, Duration::from_mins(1), "first")
+        .await
+        .unwrap();
+    assert_eq!(claimed.len(), 1);
+
+    // A rolling update's new pod on the same volume.
+    let error = SqliteStore::open(&path).unwrap_err();
+    let StoreError::Open {
+        path: named,
+        detail,
+    } = &error
+    else {
+        panic!("{error:?}")
+    };
+    assert_eq!(named, &path.display().to_string());
+    assert!(detail.contains("events.db.lock"), "{detail}");
+    assert!(detail.contains("another process"), "{detail}");
+    assert!(detail.contains("Recreate"), "{detail}");
+    // ...and it did not void the first one's lease.
+    assert!(
+        first.mark_delivered(&claimed[0].lease).await.unwrap(),
+        "the first store's lease still holds"
+    );
+
+    first.close().await;
+    let second = SqliteStore::open(&path).unwrap();
+    assert_eq!(
+        second.get(id).await.unwrap().unwrap().status,
+        Status::Delivered
+    );
+    drop(second);
+    drop(SqliteStore::open(&path).unwrap());
+}
+
 #[test]
 fn open_refuses_a_newer_schema() {
     let dir = tempfile::tempdir().unwrap();

@@ -13,6 +13,7 @@ macro_rules! event_columns {
 }
 
 mod codec;
+mod lock;
 mod schema;
 #[cfg(test)]
 mod tests;
@@ -100,6 +101,10 @@ pub struct SqliteStore {
     /// Operations failed in a row, and the last failure: for [`EventStore::health`].
     failures: AtomicU32,
     last_failure: Mutex<Option<String>>,
+    /// The exclusive lock on `<file>.lock` (see the `lock` module); `None` once closed. Declared
+    /// after `writer` so that, on drop, it is released only after the writer has
+    /// closed the file.
+    lock: Mutex<Option<std::fs::File>>,
 }
 
 // === impl SqliteStore ===
@@ -108,14 +113,22 @@ impl SqliteStore {
     /// Opens (creating if needed) the store at `path` and migrates its schema.
     ///
     /// Fails with [`StoreError::Open`], naming the path and what to do, when the
-    /// directory is missing or not writable, the file is not an SQLite database, or its
-    /// schema is newer than this build.
+    /// directory is missing or not writable, another process has the store open (it
+    /// holds `<file>.lock`), the file is not an SQLite database, or its schema is newer
+    /// than this build.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
+        schema::check_directory(path).map_err(|detail| StoreError::Open {
+            path: path.display().to_string(),
+            detail,
+        })?;
+        // Before anything touches the file: a second process (a rolling update on a
+        // shared volume) must fail here, not void the first one's leases below.
+        let lock = lock::lock_exclusively(path)?;
         let conn = schema::open_connection(path, Role::Writer)?;
-        // One sidecar per file (SQLite is the single-pod store): whoever held a lease
-        // before this open was a previous run of this process, killed mid-delivery. Its
-        // leases are void, so those events are delivered again now, not when the lease
-        // would have run out.
+        // One sidecar per file, enforced by the lock: whoever held a lease before this
+        // open was a previous run of this process, killed mid-delivery. Its leases are
+        // void, so those events are delivered again now, not when the lease would have
+        // run out.
         let released = conn
             .execute(
                 "UPDATE events SET lease_owner = NULL, lease_until = NULL \
@@ -150,6 +163,7 @@ impl SqliteStore {
             closed: AtomicBool::new(false),
             failures: AtomicU32::new(0),
             last_failure: Mutex::new(None),
+            lock: Mutex::new(Some(lock)),
         })
     }
 
@@ -169,6 +183,11 @@ impl SqliteStore {
             // An error means the writer is already gone: closed either way.
             let _ = done.await;
         }
+        // The file is closed: another process may have it now.
+        self.lock
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
     }
 
     /// Sends a command to the writer and waits for its answer (after the commit).

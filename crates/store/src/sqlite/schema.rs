@@ -143,7 +143,7 @@ pub(super) fn open_connection(path: &Path, role: Role) -> Result<Connection, Sto
 
 /// A missing directory is the most common mistake (an unmounted volume); say so
 /// plainly instead of SQLite's "unable to open database file".
-fn check_directory(path: &Path) -> Result<(), String> {
+pub(super) fn check_directory(path: &Path) -> Result<(), String> {
     let dir = match path.parent() {
         Some(dir) if !dir.as_os_str().is_empty() => dir,
         _ => Path::new("."),
