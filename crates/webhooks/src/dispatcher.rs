@@ -44,6 +44,21 @@ pub const SUPERSEDED_RETRY: Duration = Duration::from_mins(30);
 /// How long in-flight deliveries may finish after shutdown begins.
 const DRAIN: Duration = Duration::from_secs(10);
 
+/// Runs `task` at once and then every `period`, for ever (until aborted). A run that
+/// overruns delays the next instead of bunching them up.
+async fn every<T, F, Fut>(period: Duration, state: Arc<T>, task: F)
+where
+    F: Fn(Arc<T>) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    let mut ticks = tokio::time::interval(period);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        task(state.clone()).await;
+    }
+}
+
 /// A boxed future, as trait objects return them.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
@@ -208,17 +223,18 @@ impl Dispatcher {
         let this = Arc::new(self);
         let permits = Arc::new(Semaphore::new(this.policy.concurrency.max(1)));
         tokio::pin!(shutdown);
-        let mut depth_at: Option<tokio::time::Instant> = None;
-        let mut purged_at: Option<tokio::time::Instant> = None;
+        // The gauges and the purge run beside the claim loop, not in it: a count waits
+        // for the store's one read connection (behind an operator's listing, say) and a
+        // purge of a day's deliveries takes many chunks, and neither may hold up a claim.
+        // Dropping the set (when `run` returns or is dropped) stops them.
+        let mut background = tokio::task::JoinSet::new();
+        background.spawn(every(DEPTH_EVERY, this.clone(), |this| async move {
+            this.refresh_queue_depth().await;
+        }));
+        background.spawn(every(PURGE_EVERY, this.clone(), |this| async move {
+            this.purge().await;
+        }));
         loop {
-            if depth_at.is_none_or(|at| at.elapsed() >= DEPTH_EVERY) {
-                this.refresh_queue_depth().await;
-                depth_at = Some(tokio::time::Instant::now());
-            }
-            if purged_at.is_none_or(|at| at.elapsed() >= PURGE_EVERY) {
-                this.purge().await;
-                purged_at = Some(tokio::time::Instant::now());
-            }
             let free = permits.available_permits();
             if free > 0 {
                 match this
@@ -280,8 +296,10 @@ impl Dispatcher {
 
     /// Refreshes the queue-depth and store-health gauges.
     pub(crate) async fn refresh_queue_depth(&self) {
-        if let Ok(counts) = self.store.counts().await {
-            self.metrics.set_queue_depth(counts.pending);
+        // Pending rows only: counting every status would also walk the delivered
+        // events kept for webhooks.retention, every second.
+        if let Ok(pending) = self.store.count_pending().await {
+            self.metrics.set_queue_depth(pending);
         }
         // After the count, so a store failing every call shows at once.
         self.metrics
@@ -443,7 +461,9 @@ mod tests {
     use std::sync::Mutex;
 
     use bytes::Bytes;
-    use fincode_store::{NewEvent, SqliteStore, Status};
+    use fincode_store::{
+        Counts, EventId, Health, Inserted, NewEvent, SqliteStore, Status, StoreError,
+    };
     use prometheus_client::registry::Registry;
 
     use super::*;
@@ -743,6 +763,114 @@ mod tests {
             gauge(&registry).as_deref(),
             Some("fincode_webhook_store_healthy 0")
         );
+    }
+
+    /// A store whose counts never answer (its one read connection busy behind a long
+    /// listing, say); everything else goes to SQLite.
+    #[derive(Debug)]
+    struct StuckCounts(Arc<dyn EventStore>);
+
+    #[async_trait::async_trait]
+    impl EventStore for StuckCounts {
+        async fn insert(&self, event: NewEvent) -> Result<Inserted, StoreError> {
+            self.0.insert(event).await
+        }
+        async fn claim_due(
+            &self,
+            now: SystemTime,
+            limit: usize,
+            lease: Duration,
+            owner: &str,
+        ) -> Result<Vec<Claimed>, StoreError> {
+            self.0.claim_due(now, limit, lease, owner).await
+        }
+        async fn mark_delivered(&self, lease: &Lease) -> Result<bool, StoreError> {
+            self.0.mark_delivered(lease).await
+        }
+        async fn mark_failed(
+            &self,
+            lease: &Lease,
+            next_attempt_at: SystemTime,
+            error: &str,
+        ) -> Result<bool, StoreError> {
+            self.0.mark_failed(lease, next_attempt_at, error).await
+        }
+        async fn mark_superseded(
+            &self,
+            lease: &Lease,
+            next_attempt_at: SystemTime,
+        ) -> Result<bool, StoreError> {
+            self.0.mark_superseded(lease, next_attempt_at).await
+        }
+        async fn mark_dead(&self, lease: &Lease, error: &str) -> Result<bool, StoreError> {
+            self.0.mark_dead(lease, error).await
+        }
+        async fn get(&self, id: EventId) -> Result<Option<StoredEvent>, StoreError> {
+            self.0.get(id).await
+        }
+        async fn list(
+            &self,
+            status: Option<Status>,
+            limit: usize,
+        ) -> Result<Vec<StoredEvent>, StoreError> {
+            self.0.list(status, limit).await
+        }
+        async fn replay(&self, id: EventId, now: SystemTime) -> Result<bool, StoreError> {
+            self.0.replay(id, now).await
+        }
+        async fn replay_all_dead(&self, now: SystemTime) -> Result<u64, StoreError> {
+            self.0.replay_all_dead(now).await
+        }
+        async fn counts(&self) -> Result<Counts, StoreError> {
+            std::future::pending().await
+        }
+        async fn count_pending(&self) -> Result<u64, StoreError> {
+            std::future::pending().await
+        }
+        fn health(&self) -> Health {
+            self.0.health()
+        }
+        async fn purge_delivered(
+            &self,
+            before: SystemTime,
+            forget_keys_before: SystemTime,
+        ) -> Result<u64, StoreError> {
+            self.0.purge_delivered(before, forget_keys_before).await
+        }
+    }
+
+    /// The queue-depth gauge is refreshed beside the claim loop: a count that does not
+    /// answer delays no delivery.
+    #[tokio::test]
+    async fn a_stuck_count_does_not_hold_up_deliveries() {
+        let s = setup(3, Vec::new()).await;
+        let stuck: Arc<dyn EventStore> = Arc::new(StuckCounts(s.store.clone()));
+        let dispatcher = Dispatcher::new(
+            stuck,
+            s.app.clone(),
+            s.dispatcher.policy,
+            WebhookMetrics::register(&mut Registry::default()),
+            Arc::new(Notify::new()),
+            s.clock,
+            None,
+        );
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let running = tokio::spawn(dispatcher.run(async move {
+            let _ = stopped.await;
+        }));
+        // Real time: the store's writer is a thread, which paused time would outrun.
+        for _ in 0..250 {
+            if !s.app.seen.lock().unwrap().is_empty() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(s.app.seen.lock().unwrap().len(), 1, "delivered");
+        let _ = stop.send(());
+        tokio::time::timeout(Duration::from_secs(30), running)
+            .await
+            .expect("the dispatcher stops, its stuck count with it")
+            .unwrap();
     }
 
     /// A sidecar that dies mid-delivery every time (a poisonous event) still uses up
