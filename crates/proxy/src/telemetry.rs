@@ -375,14 +375,8 @@ impl Tap for Outcome {
     fn abandoned(self) {}
 }
 
-/// FinCode's success shape: `{"status": "SUCCESS", ...}`.
+/// FinCode's success shape: `{"status": "SUCCESS", ...}`, read by the same scan the
+/// audit layer uses for FinCode's envelope (no parse tree).
 fn is_business_success(body: &[u8]) -> bool {
-    serde_json::from_slice::<serde_json::Value>(body)
-        .ok()
-        .and_then(|v| {
-            v.get("status")
-                .and_then(|s| s.as_str())
-                .map(|s| s == "SUCCESS")
-        })
-        .unwrap_or(false)
+    crate::audit::ids::scan(body, true).succeeded
 }

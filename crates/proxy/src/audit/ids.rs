@@ -6,12 +6,15 @@ use std::fmt;
 
 use serde::de::{self, Deserializer, IgnoredAny, MapAccess, Visitor};
 
-/// What a body said: the ids found, and whether FinCode's envelope reports a failure
-/// (`"status"` present and not `"SUCCESS"`).
+/// What a body said: the ids found, and what FinCode's envelope reports.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub(crate) struct Found {
     pub(crate) ids: Vec<(&'static str, String)>,
+    /// `"status"` present and not `"SUCCESS"`.
     pub(crate) failed: bool,
+    /// `"status": "SUCCESS"` in a body that is whole, valid JSON: FinCode's business
+    /// success, which the telemetry layer counts for create-transaction.
+    pub(crate) succeeded: bool,
 }
 
 /// Scans `body` (a request's when `response` is false). Anything that is not a JSON
@@ -22,11 +25,15 @@ pub(crate) fn scan(body: &[u8], response: bool) -> Found {
         return found;
     }
     let mut deserializer = serde_json::Deserializer::from_slice(body);
-    let _ = deserializer.deserialize_map(Level {
-        found: &mut found,
-        response,
-        data: false,
-    });
+    let whole = deserializer
+        .deserialize_map(Level {
+            found: &mut found,
+            response,
+            data: false,
+        })
+        .and_then(|()| deserializer.end())
+        .is_ok();
+    found.succeeded = whole && found.succeeded;
     found
 }
 
@@ -108,6 +115,7 @@ impl<'de> Visitor<'de> for Level<'_> {
                 Key::Status if !self.data && self.response => {
                     if let Some(status) = map.next_value::<Scalar>()?.0 {
                         self.found.failed = status != "SUCCESS";
+                        self.found.succeeded = status == "SUCCESS";
                     }
                     continue;
                 }
@@ -275,6 +283,7 @@ mod tests {
                     ("transaction_id", "TXN-1".to_owned()),
                 ],
                 failed: false,
+                succeeded: true,
             }
         );
         assert!(scan(br#"{"status":"FAILED","code":"X"}"#, true).failed);
@@ -285,6 +294,20 @@ mod tests {
         // Escaped keys and values are read as JSON means them.
         let escaped = scan(br#"{"reference":"P\u0043N1","data":"pong"}"#, true);
         assert_eq!(escaped.ids, [("reference", "PCN1".to_owned())]);
+    }
+
+    #[test]
+    fn success_needs_the_success_status_in_a_whole_valid_body() {
+        assert!(scan(br#" {"status":"SUCCESS","data":{"id":"T"}} "#, true).succeeded);
+        for body in [
+            &br#"{"status":"FAILED"}"#[..],
+            br#"{"data":{"status":"SUCCESS"}}"#,
+            br#"{"status":"SUCCESS","data":"#,
+            br#"{"status":"SUCCESS"} trailing"#,
+            br#"{"message":"ok"}"#,
+        ] {
+            assert!(!scan(body, true).succeeded, "{body:?}");
+        }
     }
 
     #[test]
