@@ -114,6 +114,9 @@ pub const CHECKS: &[(&str, Check)] = &[
     ("a_working_store_is_healthy", |s| {
         Box::pin(a_working_store_is_healthy(s))
     }),
+    ("oldest_pending_follows_pending_since", |s| {
+        Box::pin(oldest_pending_follows_pending_since(s))
+    }),
 ];
 
 /// Runs every check in [`CHECKS`], each on a store from `fresh_store`.
@@ -676,6 +679,47 @@ pub async fn counts_follow_transitions(store: Arc<dyn EventStore>) {
     );
     assert!(ok(store.replay(b, t).await, "replay"));
     assert_eq!(counts(&*store).await, counts_of(2, 1, 0));
+}
+
+/// `oldest_pending` is the earliest `pending_since` among pending events only: delivered
+/// and dead events do not count, and a replay counts from the replay.
+pub async fn oldest_pending_follows_pending_since(store: Arc<dyn EventStore>) {
+    let oldest = |store: Arc<dyn EventStore>| async move {
+        ok(store.oldest_pending().await, "oldest_pending")
+    };
+    assert_eq!(oldest(store.clone()).await, None, "nothing pending");
+    let t = whole_millis_now();
+    let first = insert_new(&*store, sample("oldest-1", None, t - secs(300))).await;
+    let second = insert_new(&*store, sample("oldest-2", None, t - secs(200))).await;
+    let _third = insert_new(&*store, sample("oldest-3", None, t - secs(100))).await;
+    assert_eq!(oldest(store.clone()).await, Some(t - secs(300)));
+
+    let claimed = claim(&*store, t, 2, "w").await;
+    assert_eq!(ids_of(&claimed), [first, second]);
+    assert_eq!(
+        oldest(store.clone()).await,
+        Some(t - secs(300)),
+        "a leased event is still pending"
+    );
+    applied(
+        store.mark_delivered(&claimed[0].lease).await,
+        "mark_delivered",
+    );
+    applied(
+        store.mark_dead(&claimed[1].lease, "max attempts").await,
+        "mark_dead",
+    );
+    assert_eq!(
+        oldest(store.clone()).await,
+        Some(t - secs(100)),
+        "delivered and dead events are not pending"
+    );
+    assert!(ok(store.replay(first, t).await, "replay"));
+    assert_eq!(
+        oldest(store.clone()).await,
+        Some(t - secs(100)),
+        "a replayed event is pending since the replay"
+    );
 }
 
 /// Retention deletes delivered events received before the cut-off, and nothing else; a

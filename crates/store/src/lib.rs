@@ -294,6 +294,11 @@ pub trait EventStore: Send + Sync + std::fmt::Debug + 'static {
         Ok(self.counts().await?.pending)
     }
 
+    /// When the longest-waiting pending event became pending (its `pending_since`), or
+    /// `None` with nothing pending: how far behind delivery is, for `store status` and
+    /// operators (an age that keeps growing is an app that stopped acknowledging).
+    async fn oldest_pending(&self) -> Result<Option<SystemTime>, StoreError>;
+
     /// The store's health, from what it has seen (no I/O): unhealthy when it cannot serve
     /// (a writer thread gone, a closed store, a database refusing every call) until an
     /// operation succeeds again. A dead store makes the sidecar not ready: it would

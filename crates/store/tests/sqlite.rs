@@ -66,6 +66,7 @@ conformance_tests!(
     uids_are_unique_uuid_v7_and_stable,
     superseded_events_do_not_block_their_order_key,
     a_working_store_is_healthy,
+    oldest_pending_follows_pending_since,
 );
 
 #[test]

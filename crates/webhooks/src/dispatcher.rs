@@ -827,6 +827,9 @@ mod tests {
         async fn count_pending(&self) -> Result<u64, StoreError> {
             std::future::pending().await
         }
+        async fn oldest_pending(&self) -> Result<Option<SystemTime>, StoreError> {
+            std::future::pending().await
+        }
         fn health(&self) -> Health {
             self.0.health()
         }

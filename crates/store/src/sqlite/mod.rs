@@ -59,6 +59,11 @@ pub(super) const LIST_BY_STATUS_SQL: &str = concat!(
 /// (delivered rows, kept for the retention, are never read).
 pub(super) const COUNT_PENDING_SQL: &str = "SELECT COUNT(*) FROM events WHERE status = 'pending'";
 
+/// `oldest_pending`: over the pending rows only (the partial index `events_pending_due`
+/// holds them), however many delivered rows are kept.
+pub(super) const OLDEST_PENDING_SQL: &str =
+    "SELECT MIN(pending_since) FROM events INDEXED BY events_pending_due WHERE status = 'pending'";
+
 /// Webhook events in an SQLite file.
 ///
 /// - **Writes** (`insert`, `claim_due`, `mark_*`, `replay*`) are sent to one writer
@@ -436,6 +441,16 @@ impl EventStore for SqliteStore {
                 .prepare_cached(COUNT_PENDING_SQL)?
                 .query_row([], |row| row.get(0))?;
             Ok(pending as u64)
+        })
+        .await
+    }
+
+    async fn oldest_pending(&self) -> Result<Option<SystemTime>, StoreError> {
+        self.read("oldest_pending", |conn| {
+            let oldest: Option<i64> = conn
+                .prepare_cached(OLDEST_PENDING_SQL)?
+                .query_row([], |row| row.get(0))?;
+            Ok(oldest.map(codec::from_millis))
         })
         .await
     }
