@@ -130,31 +130,89 @@ impl Auditor {
         let now = SystemTime::now();
         let mut record = Record {
             auditor: self.clone(),
-            fields: String::with_capacity(384),
+            // An app call's record is about 520 bytes: one allocation, no regrowth.
+            fields: String::with_capacity(640),
             actor: String::new(),
             resources: String::new(),
         };
         record.key("kind");
         json::push_str(&mut record.fields, kind.as_str());
-        record.key("time");
-        let _ = write!(
-            record.fields,
-            "\"{}\"",
-            humantime::format_rfc3339_millis(now)
-        );
-        record.key("time_ms");
         let ms = now
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_millis());
-        let _ = write!(record.fields, "{ms}");
+        let ms = u64::try_from(ms).unwrap_or(u64::MAX);
+        record.key("time");
+        push_utc_millis(&mut record.fields, ms);
+        record.key("time_ms");
+        record.fields.push_str(itoa::Buffer::new().format(ms));
         record.key("action");
         json::push_str(&mut record.fields, action);
         if let Some(id) = &self.inner.actor {
-            record.actor.push_str("\"id\":");
+            record.actor.reserve(id.len() + 40);
+            json::push_key(&mut record.actor, "id");
             json::push_str(&mut record.actor, id);
         }
         record
     }
+}
+
+/// Writes `latency` in milliseconds, rounded to whole microseconds, as the shortest
+/// decimal (`2.715`, `2.7`, `3`): what a float would print, from integer arithmetic.
+fn push_millis(out: &mut String, latency: Duration) {
+    let micros = latency.as_secs() * 1_000_000
+        + u64::from(latency.subsec_micros())
+        + u64::from(latency.subsec_nanos() % 1000 >= 500);
+    out.push_str(itoa::Buffer::new().format(micros / 1000));
+    let mut fraction = micros % 1000;
+    if fraction != 0 {
+        let mut width = 3;
+        while fraction.is_multiple_of(10) {
+            fraction /= 10;
+            width -= 1;
+        }
+        let mut digits = itoa::Buffer::new();
+        let digits = digits.format(fraction);
+        out.push('.');
+        for _ in digits.len()..width {
+            out.push('0');
+        }
+        out.push_str(digits);
+    }
+}
+
+/// Writes `ms` since the epoch as a quoted RFC 3339 UTC time with milliseconds
+/// (`"2026-11-29T23:48:32.882Z"`), the same text as `humantime::format_rfc3339_millis`,
+/// without the formatting machinery (every record carries one).
+fn push_utc_millis(out: &mut String, ms: u64) {
+    let (secs, millis) = (ms / 1000, ms % 1000);
+    let (days, of_day) = (secs / 86_400, secs % 86_400);
+    // Days to a civil date (Howard Hinnant's `civil_from_days`), for days >= 0.
+    let z = days + 719_468;
+    let era = z / 146_097;
+    let day_of_era = z - era * 146_097;
+    let year_of_era =
+        (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
+    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
+    let mp = (5 * day_of_year + 2) / 153;
+    let day = day_of_year - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = year_of_era + era * 400 + u64::from(month <= 2);
+    let mut text = *b"\"0000-00-00T00:00:00.000Z\"";
+    let mut put = |at: usize, width: usize, mut value: u64| {
+        for slot in text[at..at + width].iter_mut().rev() {
+            *slot = b'0' + (value % 10) as u8;
+            value /= 10;
+        }
+    };
+    put(1, 4, year);
+    put(6, 2, month);
+    put(9, 2, day);
+    put(12, 2, of_day / 3600);
+    put(15, 2, of_day / 60 % 60);
+    put(18, 2, of_day % 60);
+    put(21, 3, millis);
+    // Only ASCII digits were written over ASCII.
+    out.push_str(std::str::from_utf8(&text).unwrap_or("\"1970-01-01T00:00:00.000Z\""));
 }
 
 /// One record being filled in; [`Record::write`] or [`Record::commit`] sends it.
@@ -182,8 +240,7 @@ impl Record {
         if !self.fields.is_empty() {
             self.fields.push(',');
         }
-        json::push_str(&mut self.fields, key);
-        self.fields.push(':');
+        json::push_key(&mut self.fields, key);
     }
 
     fn text_field(mut self, key: &str, value: &str) -> Self {
@@ -193,9 +250,9 @@ impl Record {
         self
     }
 
-    fn number(mut self, key: &str, value: impl std::fmt::Display) -> Self {
+    fn number(mut self, key: &str, value: impl itoa::Integer) -> Self {
         self.key(key);
-        let _ = write!(self.fields, "{value}");
+        self.fields.push_str(itoa::Buffer::new().format(value));
         self
     }
 
@@ -228,11 +285,13 @@ impl Record {
     pub fn resource(mut self, name: &'static str, clear: &str) -> Self {
         let clear = clear.trim();
         if !clear.is_empty() {
-            if !self.resources.is_empty() {
+            if self.resources.is_empty() {
+                // Up to five ids of about 40 bytes each.
+                self.resources.reserve(200);
+            } else {
                 self.resources.push(',');
             }
-            json::push_str(&mut self.resources, name);
-            self.resources.push(':');
+            json::push_key(&mut self.resources, name);
             let pseudonym = self.auditor.pseudonym(clear);
             json::push_str(&mut self.resources, &pseudonym);
         }
@@ -258,9 +317,10 @@ impl Record {
     }
 
     /// How long it took, in milliseconds with microsecond precision.
-    pub fn latency(self, latency: Duration) -> Self {
-        let ms = (latency.as_secs_f64() * 1_000_000.0).round() / 1000.0;
-        self.number("latency_ms", ms)
+    pub fn latency(mut self, latency: Duration) -> Self {
+        self.key("latency_ms");
+        push_millis(&mut self.fields, latency);
+        self
     }
 
     /// The sidecar's error kind (`upstream_timeout`, `circuit_open`, ...) or a rejection
@@ -317,5 +377,81 @@ impl Record {
             let _ = write!(self.fields, "{{{resources}}}");
         }
         (self.auditor, self.fields)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, UNIX_EPOCH};
+
+    use proptest::prelude::*;
+
+    use super::{push_millis, push_utc_millis};
+
+    /// The float formula the latency was written with before (and what a reader of the
+    /// trail expects): microseconds, rounded, as a shortest decimal of milliseconds.
+    fn float_latency(latency: Duration) -> String {
+        let ms = (latency.as_secs_f64() * 1_000_000.0).round() / 1000.0;
+        ms.to_string()
+    }
+
+    fn latency_text(latency: Duration) -> String {
+        let mut out = String::new();
+        push_millis(&mut out, latency);
+        out
+    }
+
+    #[test]
+    fn latency_is_the_shortest_decimal_of_whole_microseconds() {
+        for (nanos, text) in [
+            (2_715_000, "2.715"),
+            (2_700_000, "2.7"),
+            (3_000_000, "3"),
+            (1_000, "0.001"),
+            (10_000, "0.01"),
+            (1_499, "0.001"),
+            (1_500, "0.002"),
+            (0, "0"),
+            (12_345_678_900, "12345.679"),
+        ] {
+            assert_eq!(
+                latency_text(Duration::from_nanos(nanos)),
+                text,
+                "{nanos} ns"
+            );
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn utc_millis_match_humantime(ms in 0_u64..253_402_300_799_999) {
+            let mut out = String::new();
+            push_utc_millis(&mut out, ms);
+            let expected = humantime::format_rfc3339_millis(UNIX_EPOCH + Duration::from_millis(ms));
+            prop_assert_eq!(out, format!("\"{expected}\""));
+        }
+
+        #[test]
+        fn latency_matches_the_float_formula(nanos in 0_u64..86_400_000_000_000) {
+            let latency = Duration::from_nanos(nanos);
+            prop_assert_eq!(latency_text(latency), float_latency(latency));
+        }
+    }
+
+    #[test]
+    fn utc_millis_at_the_edges_of_months_and_leap_years() {
+        for ms in [
+            0,
+            951_782_400_000,     // 2000-02-29
+            951_868_799_999,     // 2000-02-29T23:59:59.999
+            4_107_542_400_000,   // 2100-03-01 (2100 is no leap year)
+            1_795_996_112_882,   // 2026-11-29T23:48:32.882
+            253_402_300_799_999, // 9999-12-31T23:59:59.999
+        ] {
+            let mut out = String::new();
+            push_utc_millis(&mut out, ms);
+            let expected = humantime::format_rfc3339_millis(UNIX_EPOCH + Duration::from_millis(ms));
+            assert_eq!(out, format!("\"{expected}\""));
+        }
     }
 }

@@ -471,15 +471,14 @@ fn keep(copy: &mut BytesMut, too_large: &mut bool, data: &[u8]) -> bool {
 
 /// The `{id}` segment of a templated path, if the route has one.
 fn path_id(route: &str, path: &str) -> Option<String> {
-    let at = route.split('/').position(|segment| segment == "{id}")?;
-    // The template matched the path's tail (after the base path), segment for segment.
-    let from_end = route.split('/').count() - at;
-    let segments: Vec<&str> = path.trim_end_matches('/').split('/').collect();
-    let index = segments.len().checked_sub(from_end)?;
-    segments
-        .get(index)
+    // The template matched the path's tail (after the base path), segment for segment,
+    // so both are counted from the end.
+    let from_end = route.rsplit('/').position(|segment| segment == "{id}")?;
+    path.trim_end_matches('/')
+        .rsplit('/')
+        .nth(from_end)
         .filter(|s| !s.is_empty())
-        .map(|s| (*s).to_owned())
+        .map(str::to_owned)
 }
 
 #[cfg(test)]

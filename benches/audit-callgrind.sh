@@ -1,0 +1,181 @@
+#!/usr/bin/env bash
+# The audit trail's cost in instructions: the same sidecar with `[audit]` off and on, each under
+# `valgrind --tool=callgrind`, counts the instructions of N identical requests after a warm-up.
+#
+#   bash benches/audit-callgrind.sh                  # N=2000, AUDIT_REQUEST="ping get create"
+#   N=5000 AUDIT_REQUEST=get bash benches/audit-callgrind.sh
+#
+# Why instructions: on this shared two-core machine CPU time per request moves with whatever else
+# runs, and under saturation (benches/load.sh AUDIT_COMPARE=1) it also folds in the scheduling
+# effects of two different throughputs. Callgrind counts the user-space instructions every thread
+# of the process executed (the audit writer included) between zeroing the counters after the
+# warm-up and dumping them after the N-th response, and the count does not depend on the load.
+# It does not count kernel work (syscalls: the writer's write and fdatasync per batch, socket
+# I/O), which load.sh's CPU-time measure does.
+#
+# The upstream is nginx over TLS serving the same responses as load.sh; the client is one
+# Python keep-alive connection (requests one after another, so every request does the same
+# work). Prints Ir per request off and on, and the ratio; with KEEP=1 the callgrind files stay
+# in the printed directory for `callgrind_annotate --inclusive=yes`.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+N="${N:-2000}"
+WARM="${WARM:-300}"
+AUDIT_REQUEST="${AUDIT_REQUEST:-ping get create}"
+UPSTREAM_PORT=18543 OFF_PORT=18180 ON_PORT=18184 OFF_ADMIN=19190 ON_ADMIN=19192
+
+need=()
+for tool in valgrind nginx openssl; do command -v "$tool" >/dev/null || need+=("$tool"); done
+if ((${#need[@]})); then
+  pkgs=()
+  for tool in "${need[@]}"; do
+    case "$tool" in nginx) pkgs+=(nginx-light) ;; *) pkgs+=("$tool") ;; esac
+  done
+  echo "installing ${pkgs[*]}" >&2
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${pkgs[@]}" >/dev/null
+fi
+cargo build --release --quiet
+BIN="$PWD/target/release/fincode-sidecar"
+
+DIR="$(mktemp -d)"
+PIDS=()
+cleanup() {
+  for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  if [[ -z "${KEEP:-}" ]]; then rm -rf "$DIR"; fi
+}
+trap cleanup EXIT
+
+openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj "/CN=bench-ca" \
+  -keyout "$DIR/ca.key" -out "$DIR/ca.pem" 2>/dev/null
+openssl req -newkey rsa:2048 -nodes -subj "/CN=127.0.0.1" \
+  -keyout "$DIR/leaf.key" -out "$DIR/leaf.csr" 2>/dev/null
+printf 'subjectAltName=IP:127.0.0.1\n' >"$DIR/san.ext"
+openssl x509 -req -in "$DIR/leaf.csr" -CA "$DIR/ca.pem" -CAkey "$DIR/ca.key" -CAcreateserial \
+  -days 2 -extfile "$DIR/san.ext" -out "$DIR/leaf.pem" 2>/dev/null
+
+# The same 533-byte FinCode-shaped transaction as load.sh.
+TRANSACTION='{"status":"SUCCESS","message":"Transaction retrieved","data":{"id":"TXN-20261130-0000421337","reference":"PCN-ORDER-88231","customer_code":"CUST-000931","amount":125000,"currency":"NGN","status":"SUCCESSFUL","payment_method":"CARD","card":{"first6":"539983","last4":"4412","brand":"MASTERCARD"},"narration":"Order 88231 checkout","fee":1875,"settlement_status":"PENDING","created_at":"2026-11-30T09:15:27Z","updated_at":"2026-11-30T09:15:29Z","channel":"WEB","metadata":{"cart_items":3,"store":"lagos-ikeja","device":"web-desktop"}}}'
+cat >"$DIR/upstream.conf" <<CONF
+daemon off;
+worker_processes 1;
+pid $DIR/upstream.pid;
+error_log $DIR/upstream.err warn;
+events { worker_connections 1024; }
+http {
+    access_log off;
+    client_body_temp_path $DIR/body; proxy_temp_path $DIR/proxy;
+    fastcgi_temp_path $DIR/fcgi; uwsgi_temp_path $DIR/uwsgi; scgi_temp_path $DIR/scgi;
+    keepalive_requests 1000000;
+    server {
+        listen 127.0.0.1:$UPSTREAM_PORT ssl;
+        ssl_certificate $DIR/leaf.pem; ssl_certificate_key $DIR/leaf.key;
+        location / { default_type application/json; return 200 '{"status":"SUCCESS","data":"pong"}'; }
+        location /api/v6/services/transactionmanagement/ {
+            default_type application/json;
+            return 200 '$TRANSACTION';
+        }
+    }
+}
+CONF
+nginx -p "$DIR" -c "$DIR/upstream.conf" & PIDS+=($!)
+
+sidecar_config() { # port admin_port
+  cat <<CONF
+[listen]
+egress = "127.0.0.1:$1"
+admin = "127.0.0.1:$2"
+[upstream]
+base_url = "https://127.0.0.1:$UPSTREAM_PORT/api/v6/services"
+ca_file = "$DIR/ca.pem"
+[auth]
+mode = "static"
+token_env = "BENCH_FINCODE_TOKEN"
+[log]
+level = "warn"
+[rate_limit]
+per_second = 0
+routes = {}
+CONF
+}
+sidecar_config "$OFF_PORT" "$OFF_ADMIN" >"$DIR/off.toml"
+{
+  sidecar_config "$ON_PORT" "$ON_ADMIN"
+  cat <<CONF
+[redact]
+hash_key_env = "BENCH_REDACT_HASH_KEY"
+[audit]
+enabled = true
+dir = "$DIR/audit"
+signing_key_env = "BENCH_AUDIT_SIGNING_KEY"
+actor = "bench-app"
+fsync = "batch"
+CONF
+} >"$DIR/on.toml"
+export BENCH_AUDIT_SIGNING_KEY="${BENCH_AUDIT_SIGNING_KEY:-$(openssl rand -base64 32)}"
+export BENCH_REDACT_HASH_KEY="${BENCH_REDACT_HASH_KEY:-$(openssl rand -base64 48)}"
+export BENCH_FINCODE_TOKEN=bench-token
+
+# One keep-alive connection, requests one after another; exits non-zero on any non-2xx.
+cat >"$DIR/client.py" <<'PY'
+import http.client, sys
+port, kind, n = int(sys.argv[1]), sys.argv[2], int(sys.argv[3])
+conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+body = ('{"amount":125000,"currency":"NGN","reference":"PCN-ORDER-88231",'
+        '"customer_code":"CUST-000931","narration":"Order 88231 checkout",'
+        '"callback_url":"https://shop.example/fincode/callback","payment_methods":["CARD","BANK"]}')
+for _ in range(n):
+    if kind == "ping":
+        conn.request("GET", "/sandbox/ping")
+    elif kind == "get":
+        conn.request("GET", "/transactionmanagement/transactions/TXN-20261130-0000421337")
+    else:
+        conn.request("POST", "/transactionmanagement/create-transaction", body=body,
+                     headers={"Content-Type": "application/json",
+                              "X-Idempotency-Key": "bench-order-88231-attempt-1"})
+    r = conn.getresponse()
+    r.read()
+    if not 200 <= r.status < 300:
+        sys.exit(f"status {r.status}")
+PY
+
+wait_port() {
+  for _ in $(seq 1 600); do
+    if curl -sk -o /dev/null "$1"; then return 0; fi
+    sleep 0.2
+  done
+  echo "error: $2 did not start ($1)" >&2
+  exit 1
+}
+wait_port "https://127.0.0.1:$UPSTREAM_PORT/" "upstream nginx"
+
+# Total Ir in a callgrind dump file (the "summary:" or "totals:" line).
+total_ir() { awk '/^(summary|totals):/ {print $2; exit}' "$1"; }
+
+echo "valgrind --tool=callgrind; $N requests per kind after $WARM warm-up, one keep-alive connection"
+printf '%-7s %14s %14s %9s\n' request "off Ir/req" "on Ir/req" "on/off"
+declare -A IR
+for kind in $AUDIT_REQUEST; do
+  for side in off on; do
+    port=$OFF_PORT admin=$OFF_ADMIN
+    if [[ $side == on ]]; then port=$ON_PORT admin=$ON_ADMIN; fi
+    valgrind --tool=callgrind --callgrind-out-file="$DIR/cg.$kind.$side.%p" \
+      "$BIN" run --config "$DIR/$side.toml" >"$DIR/$side.log" 2>&1 &
+    pid=$!
+    PIDS+=("$pid")
+    wait_port "http://127.0.0.1:$admin/healthz" "sidecar ($side, see $DIR/$side.log)"
+    python3 "$DIR/client.py" "$port" "$kind" "$WARM"
+    callgrind_control -z "$pid" >/dev/null
+    python3 "$DIR/client.py" "$port" "$kind" "$N"
+    callgrind_control -d "$kind-$side" "$pid" >/dev/null
+    dump=$(ls "$DIR"/cg."$kind.$side.$pid".* | grep -v "\.$pid$" | head -1)
+    IR[$side]=$(awk -v ir="$(total_ir "$dump")" -v n="$N" 'BEGIN { printf "%.0f", ir / n }')
+    kill -TERM "$pid"
+    wait "$pid" 2>/dev/null || true
+  done
+  printf '%-7s %14s %14s %9s\n' "$kind" "${IR[off]}" "${IR[on]}" \
+    "$(awk -v a="${IR[on]}" -v b="${IR[off]}" 'BEGIN { printf "%.3f", a / b }')"
+done
+if [[ -n "${KEEP:-}" ]]; then echo "callgrind files: $DIR"; fi
