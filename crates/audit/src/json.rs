@@ -10,6 +10,16 @@ pub(crate) fn push_str(out: &mut String, text: &str) {
     out.reserve(text.len() + 2);
     out.push('"');
     let bytes = text.as_bytes();
+    // Almost every value needs no escaping: one branch-free pass (vectorised) says so.
+    let dirty = bytes.iter().fold(0_u8, |dirty, &b| {
+        dirty | u8::from(b < 0x20) | u8::from(b == b'"') | u8::from(b == b'\\')
+    });
+    let clean = dirty == 0;
+    if clean {
+        out.push_str(text);
+        out.push('"');
+        return;
+    }
     let mut clean = 0;
     let mut at = 0;
     while at < bytes.len() {

@@ -55,8 +55,15 @@ enum Key {
 
 /// Keys compare case-insensitively with `_` and `-` ignored, as the redactor's do.
 fn classify(key: &[u8]) -> Key {
-    // Every key of interest is 2 to 15 bytes long, even with separators.
-    if key.len() < 2 || key.len() > 16 {
+    // Every key of interest is 2 to 16 bytes long, even with separators, and starts
+    // with one of these letters: most keys of a FinCode answer stop here.
+    if key.len() < 2
+        || key.len() > 16
+        || !matches!(
+            key[0].to_ascii_lowercase(),
+            b't' | b'r' | b'c' | b'i' | b's' | b'd'
+        )
+    {
         return Key::Other;
     }
     let mut normal = [0_u8; 16];
@@ -223,15 +230,19 @@ impl<'a> Scanner<'a> {
         self.expect(b'"')?;
         let mut escaped = false;
         loop {
-            // The run ends at the closing quote, an escape, or a control character
-            // (not allowed unescaped).
-            while let byte = *self.bytes.get(self.at)?
-                && byte != b'"'
-                && byte != b'\\'
-                && byte >= 0x20
+            // The run ends at the closing quote or an escape (found a word at a time),
+            // and holds no control character (not allowed unescaped; checked without a
+            // branch per byte).
+            let rest = self.bytes.get(self.at..)?;
+            let run = memchr::memchr2(b'"', b'\\', rest)?;
+            if rest[..run]
+                .iter()
+                .fold(0_u8, |control, &b| control | u8::from(b < 0x20))
+                != 0
             {
-                self.at += 1;
+                return None;
             }
+            self.at += run;
             match self.next()? {
                 b'"' => {
                     return Some(Text {
@@ -253,7 +264,6 @@ impl<'a> Scanner<'a> {
                         _ => return None,
                     }
                 }
-                // A control character.
                 _ => return None,
             }
         }
