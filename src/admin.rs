@@ -216,3 +216,7 @@ fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
     );
     response
 }
+
+#[cfg(test)]
+#[path = "admin_tests.rs"]
+mod tests;

@@ -61,7 +61,9 @@ async fn start() -> anyhow::Result<ExitCode> {
     config.webhooks.secret_envs = vec![WEBHOOK_SECRET_ENV.to_owned()];
     config.webhooks.deliver_to = Some(format!("http://{app}/webhooks/fincode").parse()?);
     config.webhooks.signing_secret_env = Some(SIGNING_SECRET_ENV.to_owned());
-    config.store.sqlite_path = dir.path().join("events.db");
+    config.store = fincode_config::StoreBackend::Sqlite {
+        path: dir.path().join("events.db"),
+    };
     config.audit.enabled = true;
     config.audit.dir = dir.path().join("audit");
     config.audit.signing_key_env = Some(AUDIT_KEY_ENV.to_owned());

@@ -1,8 +1,8 @@
 #![forbid(unsafe_code)]
 //! `fincode-sidecar`: the binary only wires the crates together.
 //!
-//! Commands: `run` (the default), `check`, `demo`, `webhooks`, `audit`. Exit codes: 0 success, 1 runtime
-//! failure (a port taken, say), 2 invalid configuration or usage.
+//! Commands: `run` (the default), `check`, `demo`, `webhooks`, `audit`, `store`. Exit codes:
+//! 0 success, 1 runtime failure (a port taken, say), 2 invalid configuration or usage.
 
 mod admin;
 mod audit_cli;
@@ -11,6 +11,7 @@ mod demo;
 mod fd_limit;
 mod panic_hook;
 mod run;
+mod store_cli;
 mod webhooks_cli;
 
 use std::{path::PathBuf, process::ExitCode};
@@ -59,6 +60,12 @@ enum Command {
         #[command(subcommand)]
         command: audit_cli::AuditCommand,
     },
+    /// Webhook store tools: `status` prints the queue, read from the store `--config` names,
+    /// whether or not the sidecar is running.
+    Store {
+        #[command(subcommand)]
+        command: store_cli::StoreCommand,
+    },
 }
 
 fn main() -> ExitCode {
@@ -76,6 +83,7 @@ fn main() -> ExitCode {
         },
         Command::Webhooks { command } => webhooks_cli::run(command),
         Command::Audit { command } => audit_cli::run(command),
+        Command::Store { command } => store_cli::run(command, &cli.config),
     }
 }
 

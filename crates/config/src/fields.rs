@@ -14,7 +14,7 @@ use toml::Value;
 
 use crate::schema::{
     AuditFsync, AuthMode, BodyLevel, FieldAction, HmacAlgorithm, HmacEncoding, LogFormat, OaepMgf1,
-    WebhookScheme,
+    StoreTls, WebhookScheme,
 };
 use crate::secrets::is_env_var_name;
 use crate::template::{KeyTemplate, is_json_pointer};
@@ -1064,4 +1064,158 @@ pub(crate) fn sqlite_path(value: &Value) -> Result<PathBuf, Refusal> {
         ));
     }
     Ok(PathBuf::from(text))
+}
+
+/// `store.url`: a Postgres connection URL, `postgres://user@host:port/database`.
+///
+/// Everything but the place to connect to has its own key, so the URL carries no
+/// password (that would be a secret in the file) and no query parameters (`sslmode`,
+/// `password`, pool settings...), which would silently override or contradict
+/// `store.tls`, `store.password_env` and `store.pool_size`.
+pub(crate) fn postgres_url(value: &Value) -> Result<String, Refusal> {
+    const EXAMPLE: &str = "write it as \"postgres://sidecar@db.internal:5432/payments\"";
+    let text = value.as_str().ok_or_else(|| {
+        Refusal::new(
+            format!("expected a URL string, found {}", a(value)),
+            EXAMPLE,
+        )
+        .hiding_value()
+    })?;
+    let Some(rest) = text
+        .strip_prefix("postgres://")
+        .or_else(|| text.strip_prefix("postgresql://"))
+    else {
+        // Not echoed: whatever it is, it may hold a password in some other URL syntax.
+        return Err(Refusal::new(
+            "the scheme must be postgres:// or postgresql:// (value not shown)",
+            EXAMPLE,
+        )
+        .hiding_value());
+    };
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    // Checked before anything can echo the value.
+    if let Some((userinfo, _)) = authority.rsplit_once('@')
+        && userinfo.contains(':')
+    {
+        return Err(Refusal::new(
+            "the URL contains a password (value not shown); secrets are never written in the \
+             config file",
+            "remove \":password\" from the URL and put it in the variable store.password_env \
+             names, e.g. password_env = \"FINCODE_STORE_PASSWORD\"",
+        )
+        .hiding_value());
+    }
+    if rest.contains('?') {
+        // Not echoed: `?password=...` is a password too.
+        return Err(Refusal::new(
+            "query parameters are not allowed in store.url (value not shown)",
+            "remove everything from '?' and use the store.* keys instead: store.tls and \
+             store.ca_file for sslmode and sslrootcert, store.password_env for the password, \
+             store.pool_size and store.schema",
+        )
+        .hiding_value());
+    }
+    if rest.contains('#') {
+        return Err(Refusal::new(
+            "a fragment (#...) has no meaning in a Postgres URL",
+            "remove everything from '#'",
+        ));
+    }
+    let hosts = authority
+        .rsplit_once('@')
+        .map_or(authority, |(_, hosts)| hosts);
+    for host_port in hosts.split(',') {
+        let (host, port) = split_host_port(host_port);
+        if host.is_empty() {
+            return Err(Refusal::new(
+                "the URL names no host",
+                "name the server, e.g. \"postgres://sidecar@db.internal:5432/payments\"",
+            ));
+        }
+        if port.is_some_and(|p| p.parse::<u16>().map_or(true, |p| p == 0)) {
+            return Err(Refusal::new(
+                "the port must be a number from 1 to 65535",
+                "write the server's port after the host, e.g. \"db.internal:5432\"",
+            ));
+        }
+    }
+    Ok(text.to_owned())
+}
+
+/// The hosts of a URL that [`postgres_url`] accepted (several for a multi-host URL),
+/// without brackets or ports.
+pub(crate) fn postgres_hosts(url: &str) -> Vec<&str> {
+    let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    let hosts = authority
+        .rsplit_once('@')
+        .map_or(authority, |(_, hosts)| hosts);
+    hosts
+        .split(',')
+        .map(|host_port| split_host_port(host_port).0)
+        .collect()
+}
+
+/// `host:port`, `[v6]:port`, `host` or `[v6]` into the host (unbracketed) and the port.
+fn split_host_port(text: &str) -> (&str, Option<&str>) {
+    if let Some(bracketed) = text.strip_prefix('[') {
+        let (host, after) = bracketed.split_once(']').unwrap_or((bracketed, ""));
+        return (host, after.strip_prefix(':'));
+    }
+    match text.rsplit_once(':') {
+        Some((host, port)) => (host, Some(port)),
+        None => (text, None),
+    }
+}
+
+/// `store.tls`: `"verify-full"` or `"disable"`. The CA is a key of its own (`ca_file`),
+/// which the loader fills in.
+pub(crate) fn store_tls(value: &Value) -> Result<StoreTls, Refusal> {
+    match value.as_str() {
+        Some("verify-full") => Ok(StoreTls::VerifyFull { ca_file: None }),
+        Some("disable") => Ok(StoreTls::Disable),
+        _ => Err(Refusal::new(
+            format!(
+                "expected \"verify-full\" or \"disable\", found {}",
+                a(value)
+            ),
+            "set tls = \"verify-full\" (the server's certificate and host name are checked; \
+             store.ca_file names its CA) or \"disable\" (loopback only)",
+        )),
+    }
+}
+
+/// `store.pool_size`: connections to Postgres. A handful serve thousands of events a second
+/// (inserts are grouped); many replicas times a large pool would exhaust the server's
+/// `max_connections`.
+pub(crate) fn pool_size(value: &Value) -> Result<u32, Refusal> {
+    const RANGE: RangeInclusive<u64> = 1..=64;
+    let n = non_negative(value)?;
+    if !RANGE.contains(&n) {
+        return Err(Refusal::new(
+            "must be between 1 and 64 connections",
+            "set 8 (the default); the server's max_connections must cover every replica's pool",
+        ));
+    }
+    Ok(u32::try_from(n).unwrap_or(u32::MAX))
+}
+
+/// `store.schema`: a plain, unquoted SQL identifier, so it can be written into statements
+/// as it is and means the same to every tool (`psql`, backups, grants).
+pub(crate) fn sql_identifier(value: &Value) -> Result<String, Refusal> {
+    let text = string(value)?;
+    let mut chars = text.chars();
+    let plain = chars
+        .next()
+        .is_some_and(|c| c.is_ascii_lowercase() || c == '_')
+        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+        && text.len() <= 63;
+    if !plain {
+        return Err(Refusal::new(
+            "must be a plain SQL identifier: a lower-case letter or '_', then lower-case \
+             letters, digits or '_', at most 63 characters",
+            "use a name such as \"fincode_sidecar\" (the default)",
+        ));
+    }
+    Ok(text)
 }

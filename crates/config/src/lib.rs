@@ -45,9 +45,9 @@ pub use problem::{ConfigError, Problem, Severity, Source};
 pub use schema::{
     AuditConfig, AuditFsync, AuthConfig, AuthMode, BodyLevel, BreakerConfig,
     CREATE_TRANSACTION_ROUTE, Config, FieldAction, HmacAlgorithm, HmacEncoding, LimitsConfig,
-    ListenConfig, ListenerLimits, ListenersConfig, LogConfig, LogFormat, OaepMgf1, ROUTE_TEMPLATES,
-    RateLimitConfig, RedactConfig, RetryConfig, RouteLimit, StoreConfig, TracesConfig,
-    UpstreamConfig, WebhookScheme, WebhooksConfig,
+    ListenConfig, ListenerLimits, ListenersConfig, LogConfig, LogFormat, OaepMgf1,
+    PostgresStoreConfig, ROUTE_TEMPLATES, RateLimitConfig, RedactConfig, RetryConfig, RouteLimit,
+    StoreBackend, StoreTls, TracesConfig, UpstreamConfig, WebhookScheme, WebhooksConfig,
 };
 pub use template::{KeyTemplate, TemplateError};
 

@@ -7,7 +7,7 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use http::{HeaderName, HeaderValue, Uri};
 use toml::{Table, Value};
@@ -17,9 +17,9 @@ use crate::fields::{self, Parse, Refusal};
 use crate::problem::{ConfigError, Problem, Severity, Source};
 use crate::schema::{
     AuditConfig, AuthConfig, AuthMode, BreakerConfig, CREATE_TRANSACTION_ROUTE, Config,
-    LimitsConfig, ListenConfig, ListenerLimits, ListenersConfig, LogConfig, ROUTE_TEMPLATES,
-    RateLimitConfig, RedactConfig, RetryConfig, RouteLimit, StoreConfig, TracesConfig,
-    UpstreamConfig, WebhookScheme, WebhooksConfig, default_extra_headers,
+    LimitsConfig, ListenConfig, ListenerLimits, ListenersConfig, LogConfig, PostgresStoreConfig,
+    ROUTE_TEMPLATES, RateLimitConfig, RedactConfig, RetryConfig, RouteLimit, StoreBackend,
+    StoreTls, TracesConfig, UpstreamConfig, WebhookScheme, WebhooksConfig, default_extra_headers,
 };
 use crate::secrets::{is_credential_header, is_secret_key};
 
@@ -96,36 +96,42 @@ impl Config {
 
     /// Checks that every environment variable the configuration names is set and non-empty:
     /// those of the auth mode, and, when webhooks are enabled, their verification, signing and
-    /// admin secrets.
+    /// admin secrets and the store's password.
     ///
     /// Kept apart from loading because `check` may run where the secrets are not mounted: the
     /// binary reports these as warnings in `check` and errors in `run`. They are returned as
     /// [`Severity::Error`]. The variables' values are never read into a problem.
     pub fn check_environment(&self, env: &Env) -> Vec<Problem> {
-        let mut problems = Vec::new();
         let named = self
             .auth
             .secret_env_vars()
             .into_iter()
             .map(|(key, var)| (key.to_owned(), var))
             .chain(webhook_secret_env_vars(&self.webhooks))
-            .chain(audit_secret_env_vars(self));
-        for (key, var) in named {
-            if env.get(var).is_none_or(|v| v.trim().is_empty()) {
-                let message = format!("environment variable {var} (named by {key}) is not set");
-                problems.push(Problem {
-                    severity: Severity::Error,
-                    key,
-                    source: Source::File,
-                    value: Some(toml_string(var)),
-                    message,
-                    fix: format!(
-                        "set {var} in the sidecar's environment (e.g. from a Kubernetes Secret)"
-                    ),
-                });
-            }
-        }
-        problems
+            .chain(audit_secret_env_vars(self))
+            .chain(
+                // The store is opened only for webhooks.
+                self.webhooks
+                    .enabled
+                    .then(|| self.store.secret_env_vars())
+                    .into_iter()
+                    .flatten()
+                    .map(|(key, var)| (key.to_owned(), var)),
+            );
+        unset_variables(named, env)
+    }
+
+    /// Like [`Config::check_environment`], for the store's variables only (the Postgres
+    /// password), whether or not webhooks are on: for tools that open the store
+    /// themselves, such as `store status`.
+    pub fn check_store_environment(&self, env: &Env) -> Vec<Problem> {
+        unset_variables(
+            self.store
+                .secret_env_vars()
+                .into_iter()
+                .map(|(key, var)| (key.to_owned(), var)),
+            env,
+        )
     }
 
     /// The configuration as a TOML file that [`Config::load`] reads back to an equal `Config`.
@@ -136,6 +142,26 @@ impl Config {
         toml::to_string(self)
             .unwrap_or_else(|err| format!("# fincode-sidecar could not write this config: {err}\n"))
     }
+}
+
+/// A problem for each `(key, variable)` whose variable is unset or blank. Names only:
+/// the values are never read into a problem.
+fn unset_variables<'a>(
+    named: impl IntoIterator<Item = (String, &'a str)>,
+    env: &Env,
+) -> Vec<Problem> {
+    named
+        .into_iter()
+        .filter(|(_, var)| env.get(var).is_none_or(|v| v.trim().is_empty()))
+        .map(|(key, var)| Problem {
+            severity: Severity::Error,
+            message: format!("environment variable {var} (named by {key}) is not set"),
+            key,
+            source: Source::File,
+            value: Some(toml_string(var)),
+            fix: format!("set {var} in the sidecar's environment (e.g. from a Kubernetes Secret)"),
+        })
+        .collect()
 }
 
 /// The `(key, variable)` pairs naming the audit trail's keys; none when it is off.
@@ -569,12 +595,7 @@ impl Reader {
         };
         s.finish();
 
-        let mut s = self.section("store");
-        let defaults = StoreConfig::default();
-        let store = StoreConfig {
-            sqlite_path: s.field("sqlite_path", fields::sqlite_path, defaults.sqlite_path),
-        };
-        s.finish();
+        let store = self.store();
 
         let mut s = self.section("audit");
         let defaults = AuditConfig::default();
@@ -688,6 +709,99 @@ impl Reader {
                 "keep the default \"400d\" unless another copy holds the trail".to_owned(),
             );
         }
+    }
+
+    /// `[store]`: Postgres when `url` is set, else the SQLite file at `sqlite_path` (or its
+    /// default). Setting both is refused rather than one silently winning: an operator who
+    /// believes replicas share Postgres while each writes its own file loses the leasing
+    /// that keeps two replicas from delivering one event at once.
+    fn store(&mut self) -> StoreBackend {
+        const POSTGRES_ONLY: [&str; 5] = ["password_env", "tls", "ca_file", "pool_size", "schema"];
+        let mut s = self.section("store");
+        let url_given = s.table.contains_key("url");
+        let sqlite_given = s.table.contains_key("sqlite_path");
+        let postgres_only_given: Vec<&str> = POSTGRES_ONLY
+            .into_iter()
+            .filter(|key| s.table.contains_key(*key))
+            .collect();
+        let sqlite_path = s.optional("sqlite_path", fields::sqlite_path);
+        let url = s.optional("url", fields::postgres_url);
+        let defaults = PostgresStoreConfig::new(String::new());
+        let password_env = s.optional("password_env", fields::env_var_name);
+        let tls = s.field("tls", fields::store_tls, defaults.tls);
+        let ca_file = s.optional("ca_file", fields::pem_file);
+        let pool_size = s.field("pool_size", fields::pool_size, defaults.pool_size);
+        let schema = s.field("schema", fields::sql_identifier, defaults.schema);
+        s.finish();
+
+        if !url_given {
+            for key in postgres_only_given {
+                self.report(
+                    Severity::Warning,
+                    &format!("store.{key}"),
+                    None,
+                    "ignored: store.url is not set, so events are kept in the SQLite file \
+                     (store.sqlite_path)",
+                    "set store.url to keep them in Postgres, or remove it",
+                );
+            }
+            return StoreBackend::Sqlite {
+                path: sqlite_path.unwrap_or_else(|| PathBuf::from("fincode-sidecar.db")),
+            };
+        }
+        if sqlite_given {
+            self.report(
+                Severity::Error,
+                "store.sqlite_path",
+                None,
+                "is set together with store.url: events are kept either in one SQLite file or \
+                 in Postgres, not both",
+                "drop store.sqlite_path to use Postgres (replicas sharing webhooks), or drop \
+                 store.url to keep the SQLite file (one pod)",
+            );
+        }
+        let tls = match (tls, ca_file) {
+            (StoreTls::VerifyFull { .. }, ca_file) => StoreTls::VerifyFull { ca_file },
+            (StoreTls::Disable, Some(_)) => {
+                self.report(
+                    Severity::Error,
+                    "store.ca_file",
+                    None,
+                    "is set but store.tls = \"disable\": nothing would check the server's \
+                     certificate against it",
+                    "set store.tls = \"verify-full\" to use the CA, or remove store.ca_file",
+                );
+                StoreTls::Disable
+            }
+            (StoreTls::Disable, None) => StoreTls::Disable,
+        };
+        let Some(url) = url else {
+            // Invalid, and reported: the config is refused, so any backend will do.
+            return StoreBackend::default();
+        };
+        if tls == StoreTls::Disable
+            && !fields::postgres_hosts(&url)
+                .into_iter()
+                .all(is_loopback_host)
+        {
+            self.report(
+                Severity::Warning,
+                "store.tls",
+                Some(toml_string("disable")),
+                "the connection to a Postgres server off this host is not encrypted: webhook \
+                 bodies (payment events, personal data) and the password cross the network in \
+                 clear text",
+                "set store.tls = \"verify-full\" (and store.ca_file to the server's CA if it \
+                 is private); keep \"disable\" only for a server on loopback",
+            );
+        }
+        StoreBackend::Postgres(PostgresStoreConfig {
+            url,
+            password_env,
+            tls,
+            pool_size,
+            schema,
+        })
     }
 
     /// `[listeners.egress]`, `[listeners.admin]`, `[listeners.webhooks]`: the same keys for
@@ -1640,6 +1754,14 @@ fn toml_string(text: &str) -> String {
 
 fn toml_duration(duration: std::time::Duration) -> String {
     toml_string(&humantime::format_duration(duration).to_string())
+}
+
+/// Whether a URL's host is this machine: `localhost` or a loopback address.
+fn is_loopback_host(host: &str) -> bool {
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 /// Whether two listeners would try to bind the same socket.

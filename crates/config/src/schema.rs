@@ -43,8 +43,8 @@ pub struct Config {
     pub rate_limit: RateLimitConfig,
     /// Inbound FinCode webhooks and their delivery to the app.
     pub webhooks: WebhooksConfig,
-    /// Where durable state (webhook events) is kept.
-    pub store: StoreConfig,
+    /// Where durable state (webhook events) is kept: an SQLite file or a shared Postgres.
+    pub store: StoreBackend,
     /// The tamper-evident audit trail.
     pub audit: AuditConfig,
 }
@@ -590,12 +590,53 @@ pub enum HmacEncoding {
     Base64,
 }
 
-/// Durable state.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct StoreConfig {
-    /// The SQLite file holding webhook events (on a persistent volume in Kubernetes).
-    #[serde(serialize_with = "ser_path")]
-    pub sqlite_path: PathBuf,
+/// Where webhook events are kept (`[store]`): one backend or the other, never a mix, so
+/// the code that opens the store cannot read a Postgres key while opening SQLite.
+///
+/// The file spells the choice by which keys it sets: `url` means Postgres, otherwise
+/// `sqlite_path` (or its default) means SQLite.
+#[derive(Debug, Clone, PartialEq)]
+pub enum StoreBackend {
+    /// One SQLite file: the default, for a sidecar running as a single pod.
+    Sqlite {
+        /// The file (on a persistent volume in Kubernetes).
+        path: PathBuf,
+    },
+    /// A Postgres database shared by several replicas behind one webhook URL.
+    Postgres(PostgresStoreConfig),
+}
+
+/// `[store]` with `url` set: a Postgres database shared by replicas.
+///
+/// Holds no secret: the URL is refused when it carries a password, which comes from the
+/// variable `password_env` names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PostgresStoreConfig {
+    /// `postgres://user@host:port/database`, without a password or query parameters.
+    pub url: String,
+    /// The *name* of the variable holding the password; `None` when the server needs none
+    /// (trust or certificate authentication).
+    pub password_env: Option<String>,
+    /// Whether and how the connection is encrypted.
+    pub tls: StoreTls,
+    /// Connections kept open to the server.
+    pub pool_size: u32,
+    /// The SQL schema holding the sidecar's tables (created if missing), so they never
+    /// mix with the application's.
+    pub schema: String,
+}
+
+/// TLS to the Postgres server (`store.tls`, `store.ca_file`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreTls {
+    /// Plain TCP (`tls = "disable"`): only for a server on loopback or a trusted link.
+    Disable,
+    /// TLS with the server's certificate checked against the CA and its host name
+    /// (`tls = "verify-full"`, the default).
+    VerifyFull {
+        /// A PEM CA bundle for the server's certificate; `None` trusts the webpki roots.
+        ca_file: Option<PathBuf>,
+    },
 }
 
 /// The audit trail (`[audit]`): hash-chained JSONL segments with signed checkpoints.
@@ -685,7 +726,7 @@ impl Config {
             breaker: BreakerConfig::default(),
             rate_limit: RateLimitConfig::default(),
             webhooks: WebhooksConfig::default(),
-            store: StoreConfig::default(),
+            store: StoreBackend::default(),
             audit: AuditConfig::default(),
         }
     }
@@ -980,10 +1021,85 @@ impl Default for WebhooksConfig {
     }
 }
 
-impl Default for StoreConfig {
+// === impl StoreBackend ===
+
+impl StoreBackend {
+    /// The `(key, variable)` pairs naming the store's secrets: Postgres's password
+    /// variable, when one is named.
+    pub fn secret_env_vars(&self) -> Vec<(&'static str, &str)> {
+        match self {
+            Self::Postgres(PostgresStoreConfig {
+                password_env: Some(var),
+                ..
+            }) => vec![("store.password_env", var.as_str())],
+            _ => Vec::new(),
+        }
+    }
+}
+
+impl Default for StoreBackend {
     fn default() -> Self {
+        Self::Sqlite {
+            path: PathBuf::from("fincode-sidecar.db"),
+        }
+    }
+}
+
+/// Written as the `[store]` keys the loader reads back: `sqlite_path` alone, or the
+/// Postgres keys. There is no password to leave out: the config never holds one.
+impl Serialize for StoreBackend {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        #[derive(Serialize)]
+        struct Sqlite<'a> {
+            #[serde(serialize_with = "ser_path")]
+            sqlite_path: &'a std::path::Path,
+        }
+        #[derive(Serialize)]
+        struct Postgres<'a> {
+            url: &'a str,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            password_env: Option<&'a str>,
+            tls: &'static str,
+            #[serde(
+                skip_serializing_if = "Option::is_none",
+                serialize_with = "ser_opt_path"
+            )]
+            ca_file: Option<PathBuf>,
+            pool_size: u32,
+            schema: &'a str,
+        }
+        match self {
+            Self::Sqlite { path } => Sqlite { sqlite_path: path }.serialize(s),
+            Self::Postgres(pg) => {
+                let (tls, ca_file) = match &pg.tls {
+                    StoreTls::Disable => ("disable", None),
+                    StoreTls::VerifyFull { ca_file } => ("verify-full", ca_file.clone()),
+                };
+                Postgres {
+                    url: &pg.url,
+                    password_env: pg.password_env.as_deref(),
+                    tls,
+                    ca_file,
+                    pool_size: pg.pool_size,
+                    schema: &pg.schema,
+                }
+                .serialize(s)
+            }
+        }
+    }
+}
+
+// === impl PostgresStoreConfig ===
+
+impl PostgresStoreConfig {
+    /// Every Postgres default, with the given URL (there is no sensible default server).
+    pub fn new(url: impl Into<String>) -> Self {
         Self {
-            sqlite_path: PathBuf::from("fincode-sidecar.db"),
+            url: url.into(),
+            password_env: None,
+            tls: StoreTls::VerifyFull { ca_file: None },
+            pool_size: 8,
+            schema: "fincode_sidecar".to_owned(),
         }
     }
 }

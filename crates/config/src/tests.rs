@@ -1451,7 +1451,9 @@ fn to_toml_string_round_trips() {
         confirm_status_pointer: String::new(),
         admin_token_env: Some("FINCODE_SIDECAR_ADMIN_TOKEN".to_owned()),
     };
-    config.store.sqlite_path = "/var/lib/fincode-sidecar/events.db".into();
+    config.store = StoreBackend::Sqlite {
+        path: "/var/lib/fincode-sidecar/events.db".into(),
+    };
 
     let text = config.to_toml_string();
     let (reloaded, _) = load_ok(&text, &[]);
@@ -1947,10 +1949,12 @@ fn webhooks_and_store_default_when_absent() {
     );
     assert_eq!(config.webhooks.deliver_to, None);
     assert_eq!(config.webhooks.max_age, Duration::from_hours(24));
-    assert_eq!(config.store, StoreConfig::default());
+    assert_eq!(config.store, StoreBackend::default());
     assert_eq!(
-        config.store.sqlite_path.to_str(),
-        Some("fincode-sidecar.db")
+        config.store,
+        StoreBackend::Sqlite {
+            path: "fincode-sidecar.db".into()
+        }
     );
     // Nothing about webhooks to warn of while they are off.
     assert_eq!(keys(&warnings), ["auth.mode"]);
@@ -2058,8 +2062,10 @@ fn every_webhooks_and_store_key_is_read() {
         }
     );
     assert_eq!(
-        config.store.sqlite_path.to_str(),
-        Some("/var/lib/fincode-sidecar/not-yet-mounted/events.db")
+        config.store,
+        StoreBackend::Sqlite {
+            path: "/var/lib/fincode-sidecar/not-yet-mounted/events.db".into()
+        }
     );
 }
 
@@ -2332,7 +2338,12 @@ fn env_overlay_reaches_webhooks_and_store() {
     assert_eq!(config.webhooks.allow_ips.len(), 2);
     assert_eq!(config.webhooks.scheme, WebhookScheme::StandardWebhooks);
     assert_eq!(config.webhooks.max_attempts, 3);
-    assert_eq!(config.store.sqlite_path.to_str(), Some("/data/events.db"));
+    assert_eq!(
+        config.store,
+        StoreBackend::Sqlite {
+            path: "/data/events.db".into()
+        }
+    );
 
     // A bad item set from a variable is blamed on that variable.
     let var = "FINCODE_SIDECAR__WEBHOOKS__ALLOW_IPS";
@@ -2674,4 +2685,479 @@ fn bad_audit_values_name_their_keys_and_a_short_retention_is_warned_about() {
     );
     let (_, warnings) = load_ok(&short, &[]);
     assert!(keys(&warnings).contains(&"audit.retention"), "{warnings:?}");
+}
+
+// --- store: Postgres ---
+
+const PG_URL: &str = "postgres://sidecar@db.internal:5432/payments";
+
+/// `[store]` with `url` and `extra` lines.
+fn postgres(url: &str, extra: &str) -> String {
+    format!("{}[store]\nurl = \"{url}\"\n{extra}", minimal())
+}
+
+#[test]
+fn a_url_selects_postgres_with_safe_defaults() {
+    for url in [PG_URL, "postgresql://sidecar@db.internal/payments"] {
+        let (config, warnings) = load_ok(&postgres(url, ""), &[]);
+        assert_eq!(
+            config.store,
+            StoreBackend::Postgres(PostgresStoreConfig {
+                url: url.to_owned(),
+                password_env: None,
+                // Encrypted and verified unless the operator says otherwise.
+                tls: StoreTls::VerifyFull { ca_file: None },
+                pool_size: 8,
+                schema: "fincode_sidecar".to_owned(),
+            })
+        );
+        assert_eq!(
+            config.store,
+            StoreBackend::Postgres(PostgresStoreConfig::new(url))
+        );
+        assert_eq!(keys(&warnings), ["auth.mode"]);
+    }
+    // Multi-host URLs and IPv6 literals are URLs too.
+    for url in [
+        "postgres://sidecar@db-a:5432,db-b:5433/payments",
+        "postgres://sidecar@[2001:db8::7]:5432/payments",
+        "postgres://db.internal",
+    ] {
+        load_ok(&postgres(url, ""), &[]);
+    }
+}
+
+#[test]
+fn every_postgres_store_key_is_read() {
+    let ca = pem_file(PEM);
+    let text = postgres(
+        PG_URL,
+        &format!(
+            "password_env = \"FINCODE_STORE_PASSWORD\"\ntls = \"verify-full\"\nca_file = {:?}\n\
+             pool_size = 64\nschema = \"sidecar_2\"\n",
+            ca.path()
+        ),
+    );
+    let (config, warnings) = load_ok(&text, &[]);
+    assert_eq!(keys(&warnings), ["auth.mode"]);
+    assert_eq!(
+        config.store,
+        StoreBackend::Postgres(PostgresStoreConfig {
+            url: PG_URL.to_owned(),
+            password_env: Some("FINCODE_STORE_PASSWORD".to_owned()),
+            tls: StoreTls::VerifyFull {
+                ca_file: Some(ca.path().to_owned())
+            },
+            pool_size: 64,
+            schema: "sidecar_2".to_owned(),
+        })
+    );
+    // The edges of each range.
+    let longest = format!("_{}", "a9".repeat(31));
+    assert_eq!(longest.len(), 63);
+    let text = postgres(
+        PG_URL,
+        &format!("pool_size = 1\nschema = \"{longest}\"\ntls = \"disable\"\n"),
+    );
+    let StoreBackend::Postgres(pg) = load_ok(&text, &[]).0.store else {
+        panic!("not Postgres");
+    };
+    assert_eq!(
+        (pg.pool_size, pg.schema, pg.tls),
+        (1, longest, StoreTls::Disable)
+    );
+}
+
+#[test]
+fn bad_postgres_store_values_name_their_keys_and_the_fix() {
+    let cases: &[(&str, &str, &str, &str)] = &[
+        (
+            "mysql://db/payments",
+            "",
+            "store.url",
+            "must be postgres:// or postgresql://",
+        ),
+        (
+            "https://db/payments",
+            "",
+            "store.url",
+            "must be postgres:// or postgresql://",
+        ),
+        ("postgres:///payments", "", "store.url", "names no host"),
+        (
+            "postgres://sidecar@:5432/payments",
+            "",
+            "store.url",
+            "names no host",
+        ),
+        (
+            "postgres://db:99999/payments",
+            "",
+            "store.url",
+            "port must be a number",
+        ),
+        (
+            "postgres://db:0/payments",
+            "",
+            "store.url",
+            "port must be a number",
+        ),
+        (
+            "postgres://db:x/payments",
+            "",
+            "store.url",
+            "port must be a number",
+        ),
+        ("postgres://db/payments#main", "", "store.url", "fragment"),
+        (
+            PG_URL,
+            "password_env = \"hunter 2\"",
+            "store.password_env",
+            "must name an environment variable",
+        ),
+        (
+            PG_URL,
+            "tls = \"require\"",
+            "store.tls",
+            "expected \"verify-full\" or \"disable\"",
+        ),
+        (
+            PG_URL,
+            "tls = true",
+            "store.tls",
+            "expected \"verify-full\" or \"disable\"",
+        ),
+        (
+            PG_URL,
+            "ca_file = \"/nonexistent/ca.pem\"",
+            "store.ca_file",
+            "file not found",
+        ),
+        (
+            PG_URL,
+            "pool_size = 0",
+            "store.pool_size",
+            "between 1 and 64",
+        ),
+        (
+            PG_URL,
+            "pool_size = 65",
+            "store.pool_size",
+            "between 1 and 64",
+        ),
+        (
+            PG_URL,
+            "pool_size = -1",
+            "store.pool_size",
+            "non-negative integer",
+        ),
+        (
+            PG_URL,
+            "schema = \"Fincode\"",
+            "store.schema",
+            "plain SQL identifier",
+        ),
+        (
+            PG_URL,
+            "schema = \"1st\"",
+            "store.schema",
+            "plain SQL identifier",
+        ),
+        (
+            PG_URL,
+            "schema = \"fin-code\"",
+            "store.schema",
+            "plain SQL identifier",
+        ),
+        (
+            PG_URL,
+            "schema = \"public; drop\"",
+            "store.schema",
+            "plain SQL identifier",
+        ),
+        (
+            PG_URL,
+            "schema = \"\"",
+            "store.schema",
+            "plain SQL identifier",
+        ),
+    ];
+    for (url, line, key, expected) in cases {
+        let text = postgres(url, &format!("{line}\n"));
+        let problems = errors(&text, &[]);
+        assert_eq!(
+            keys(&problems),
+            [*key],
+            "for `{url}` `{line}`: {problems:#?}"
+        );
+        assert!(
+            problems[0].message.contains(expected),
+            "for `{url}` `{line}`: {}",
+            problems[0]
+        );
+        assert!(!problems[0].fix.is_empty());
+    }
+    let text = format!("{}[store]\nurl = 5432\n", minimal());
+    let problems = errors(&text, &[]);
+    assert_eq!(keys(&problems), ["store.url"]);
+    assert!(problems[0].message.contains("expected a URL string"));
+    let too_long = format!("a{}", "b".repeat(63));
+    let problems = errors(
+        &postgres(PG_URL, &format!("schema = \"{too_long}\"\n")),
+        &[],
+    );
+    assert_eq!(keys(&problems), ["store.schema"]);
+}
+
+#[test]
+fn a_password_or_query_in_the_store_url_is_refused_and_never_echoed() {
+    let err = assert_no_canary(
+        &postgres(
+            &format!("postgres://sidecar:{CANARY}@db.internal/payments"),
+            "",
+        ),
+        &[],
+    );
+    let problem = &err.problems()[0];
+    assert_eq!(problem.key, "store.url");
+    assert_eq!(problem.value, None);
+    assert!(problem.message.contains("contains a password"), "{problem}");
+    assert!(
+        problem
+            .fix
+            .contains("the variable store.password_env names"),
+        "{problem}"
+    );
+    // An empty password is still the password slot.
+    let problems = errors(
+        &postgres("postgres://sidecar:@db.internal/payments", ""),
+        &[],
+    );
+    assert!(problems[0].message.contains("contains a password"));
+
+    // Query parameters: a password by another name, or settings that would fight the keys.
+    for query in [
+        format!("password={CANARY}"),
+        "sslmode=disable".to_owned(),
+        format!("sslmode=require&password={CANARY}"),
+    ] {
+        let err = assert_no_canary(&postgres(&format!("{PG_URL}?{query}"), ""), &[]);
+        let problem = &err.problems()[0];
+        assert_eq!(problem.key, "store.url", "{query}");
+        assert_eq!(problem.value, None);
+        assert!(problem.message.contains("query parameters"), "{problem}");
+        assert!(
+            problem.fix.contains("store.tls") && problem.fix.contains("store.password_env"),
+            "{problem}"
+        );
+    }
+
+    // From the environment too, blamed on the variable.
+    let var = "FINCODE_SIDECAR__STORE__URL";
+    let leaked = format!("postgres://sidecar:{CANARY}@db.internal/payments");
+    let err = assert_no_canary(&minimal(), &[(var, leaked.as_str())]);
+    assert_eq!(err.problems()[0].key, "store.url");
+    assert_eq!(err.problems()[0].source, Source::Env(var.to_owned()));
+    // A scheme that is not Postgres is not echoed either: it could be any URL with a secret.
+    let err = assert_no_canary(
+        &postgres(&format!("mysql://sidecar:{CANARY}@db/payments"), ""),
+        &[],
+    );
+    assert_eq!(err.problems()[0].value, None);
+}
+
+#[test]
+fn sqlite_path_and_url_together_are_refused_saying_which_to_drop() {
+    let text = postgres(PG_URL, "sqlite_path = \"/data/events.db\"\n");
+    let problems = errors(&text, &[]);
+    assert_eq!(keys(&problems), ["store.sqlite_path"]);
+    assert!(problems[0].message.contains("together with store.url"));
+    assert!(
+        problems[0]
+            .fix
+            .contains("drop store.sqlite_path to use Postgres")
+            && problems[0]
+                .fix
+                .contains("drop store.url to keep the SQLite file"),
+        "{}",
+        problems[0]
+    );
+    // Also when one of them comes from the environment.
+    let text = format!("{}[store]\nsqlite_path = \"/data/events.db\"\n", minimal());
+    let problems = errors(&text, &[("FINCODE_SIDECAR__STORE__URL", PG_URL)]);
+    assert_eq!(keys(&problems), ["store.sqlite_path"]);
+}
+
+#[test]
+fn a_ca_file_with_tls_disabled_is_refused() {
+    let ca = pem_file(PEM);
+    let text = postgres(
+        "postgres://sidecar@127.0.0.1/payments",
+        &format!("tls = \"disable\"\nca_file = {:?}\n", ca.path()),
+    );
+    let problems = errors(&text, &[]);
+    assert_eq!(keys(&problems), ["store.ca_file"]);
+    assert!(problems[0].message.contains("store.tls = \"disable\""));
+    assert!(problems[0].fix.contains("verify-full"));
+}
+
+#[test]
+fn tls_disabled_is_warned_about_unless_every_host_is_loopback() {
+    for url in [
+        "postgres://sidecar@localhost/payments",
+        "postgres://sidecar@LOCALHOST:5432/payments",
+        "postgres://sidecar@127.0.0.1:5432/payments",
+        "postgres://sidecar@127.8.9.10/payments",
+        "postgres://sidecar@[::1]:5432/payments",
+        "postgres://127.0.0.1:5432,[::1]:5433/payments",
+    ] {
+        let (config, warnings) = load_ok(&postgres(url, "tls = \"disable\"\n"), &[]);
+        assert_eq!(keys(&warnings), ["auth.mode"], "{url}");
+        let StoreBackend::Postgres(pg) = config.store else {
+            panic!("not Postgres");
+        };
+        assert_eq!(pg.tls, StoreTls::Disable);
+    }
+    for url in [
+        PG_URL,
+        "postgres://sidecar@10.0.0.5/payments",
+        "postgres://127.0.0.1,db.internal/payments",
+        "postgres://[2001:db8::7]/payments",
+    ] {
+        let (_, warnings) = load_ok(&postgres(url, "tls = \"disable\"\n"), &[]);
+        assert_eq!(keys(&warnings), ["auth.mode", "store.tls"], "{url}");
+        assert_eq!(warnings[1].severity, Severity::Warning);
+        assert!(warnings[1].message.contains("not encrypted"));
+        assert!(warnings[1].fix.contains("verify-full"));
+    }
+}
+
+#[test]
+fn postgres_keys_without_a_url_are_ignored_with_a_warning() {
+    let text = format!(
+        "{}[store]\nsqlite_path = \"/data/events.db\"\npool_size = 4\nschema = \"x\"\n",
+        minimal()
+    );
+    let (config, warnings) = load_ok(&text, &[]);
+    assert_eq!(
+        config.store,
+        StoreBackend::Sqlite {
+            path: "/data/events.db".into()
+        }
+    );
+    assert_eq!(
+        keys(&warnings),
+        ["auth.mode", "store.pool_size", "store.schema"]
+    );
+    assert!(warnings[1].message.contains("store.url is not set"));
+    // Still checked, so switching to Postgres brings no surprise.
+    let text = format!("{}[store]\npool_size = 0\n", minimal());
+    assert_eq!(keys(&errors(&text, &[])), ["store.pool_size"]);
+}
+
+#[test]
+fn env_overlay_reaches_the_postgres_store_keys() {
+    let (config, _) = load_ok(
+        &minimal(),
+        &[
+            ("FINCODE_SIDECAR__STORE__URL", PG_URL),
+            ("FINCODE_SIDECAR__STORE__PASSWORD_ENV", "PG_PASSWORD"),
+            ("FINCODE_SIDECAR__STORE__TLS", "verify-full"),
+            ("FINCODE_SIDECAR__STORE__POOL_SIZE", "16"),
+            ("FINCODE_SIDECAR__STORE__SCHEMA", "sidecar_blue"),
+        ],
+    );
+    assert_eq!(
+        config.store,
+        StoreBackend::Postgres(PostgresStoreConfig {
+            url: PG_URL.to_owned(),
+            password_env: Some("PG_PASSWORD".to_owned()),
+            tls: StoreTls::VerifyFull { ca_file: None },
+            pool_size: 16,
+            schema: "sidecar_blue".to_owned(),
+        })
+    );
+    // A bad value set from a variable is blamed on that variable.
+    let var = "FINCODE_SIDECAR__STORE__POOL_SIZE";
+    let problems = errors(&postgres(PG_URL, ""), &[(var, "100")]);
+    assert_eq!(keys(&problems), ["store.pool_size"]);
+    assert_eq!(problems[0].source, Source::Env(var.to_owned()));
+}
+
+#[test]
+fn the_store_password_variable_must_be_set_and_is_never_read_into_a_problem() {
+    let text = format!(
+        "{}[store]\nurl = \"{PG_URL}\"\npassword_env = \"FINCODE_STORE_PASSWORD\"\n",
+        webhooks_on("")
+    );
+    let (config, _) = load_ok(&text, &[]);
+    let secrets = [
+        ("FINCODE_WEBHOOK_SECRET", "a"),
+        ("FINCODE_SIDECAR_WEBHOOK_SIGNING_SECRET", "b"),
+    ];
+    let problems = config.check_environment(&env(&secrets));
+    assert_eq!(keys(&problems), ["store.password_env"]);
+    assert_eq!(
+        problems[0].message,
+        "environment variable FINCODE_STORE_PASSWORD (named by store.password_env) is not set"
+    );
+    assert_eq!(problems[0].severity, Severity::Error);
+    // Blank is unset.
+    let blank = [secrets[0], secrets[1], ("FINCODE_STORE_PASSWORD", " ")];
+    assert_eq!(config.check_environment(&env(&blank)).len(), 1);
+    let set = [secrets[0], secrets[1], ("FINCODE_STORE_PASSWORD", CANARY)];
+    assert!(config.check_environment(&env(&set)).is_empty());
+    assert!(config.check_store_environment(&env(&set)).is_empty());
+
+    // Webhooks off: `run` opens no store, but `store status` does.
+    let mut off = config.clone();
+    off.webhooks.enabled = false;
+    assert!(off.check_environment(&Env::default()).is_empty());
+    let problems = off.check_store_environment(&Env::default());
+    assert_eq!(keys(&problems), ["store.password_env"]);
+    for problem in problems {
+        assert!(!problem.to_string().contains(CANARY));
+    }
+    // No variable named, nothing to check (trust or certificate authentication).
+    let (config, _) = load_ok(&postgres(PG_URL, ""), &[]);
+    assert!(config.check_store_environment(&Env::default()).is_empty());
+}
+
+#[test]
+fn a_postgres_store_round_trips_and_writes_no_secret() {
+    let ca = pem_file(PEM);
+    let mut config = Config::with_base_url(Uri::from_static(BASE_URL));
+    for store in [
+        PostgresStoreConfig {
+            url: PG_URL.to_owned(),
+            password_env: Some("FINCODE_STORE_PASSWORD".to_owned()),
+            tls: StoreTls::VerifyFull {
+                ca_file: Some(ca.path().to_owned()),
+            },
+            pool_size: 3,
+            schema: "sidecar".to_owned(),
+        },
+        PostgresStoreConfig::new("postgresql://127.0.0.1/events"),
+        PostgresStoreConfig {
+            tls: StoreTls::Disable,
+            ..PostgresStoreConfig::new("postgres://[::1]:5433/events")
+        },
+    ] {
+        config.store = StoreBackend::Postgres(store);
+        let text = config.to_toml_string();
+        assert_eq!(load_ok(&text, &[]).0, config, "{text}");
+        assert!(!text.contains("sqlite_path"), "{text}");
+    }
+    // What the audit trail's config digest hashes: the variable's name, never its value.
+    let (config, _) = load_ok(
+        &postgres(PG_URL, "password_env = \"FINCODE_STORE_PASSWORD\"\n"),
+        &[("FINCODE_STORE_PASSWORD", CANARY)],
+    );
+    let text = config.to_toml_string();
+    assert!(
+        text.contains("password_env = \"FINCODE_STORE_PASSWORD\""),
+        "{text}"
+    );
+    assert!(!text.contains(CANARY));
+    assert!(!format!("{config:?}").contains(CANARY));
 }

@@ -31,7 +31,10 @@ use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 
-pub use self::sqlite::SqliteStore;
+pub use self::sqlite::{
+    SqliteStore,
+    status::{StoreStatus, sqlite_status},
+};
 
 /// Failed operations in a row after which a store that otherwise looks alive reports
 /// itself unhealthy: one failure can be one bad command; several in a row cannot.

@@ -15,6 +15,7 @@ macro_rules! event_columns {
 mod codec;
 mod lock;
 mod schema;
+pub(super) mod status;
 #[cfg(test)]
 mod tests;
 mod writer;
