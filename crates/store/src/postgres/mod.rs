@@ -726,11 +726,13 @@ const INSERT_SQL: &str = "INSERT INTO events (dedupe_key, order_key, correlation
 /// A row another claimant holds locked is skipped, but still counts in the ordering
 /// check (that reads the committed rows): an event never overtakes an earlier one of
 /// its key, whoever is claiming it.
+///
+/// A MATERIALIZED CTE, not `UPDATE ... WHERE id IN (SELECT ... LIMIT)`: the planner may
+/// rescan that subquery per row, and a rescan skips the rows this very statement
+/// already locked and updated, so it claimed past the limit (measured: 3 of limit 2).
 const CLAIM_SQL: &str = concat!(
-    "UPDATE events SET lease_owner = $3, lease_until = $4, \
-         lease_generation = lease_generation + 1, attempts = attempts + 1 \
-     WHERE id IN ( \
-         SELECT e.id FROM events AS e \
+    "WITH claimable AS MATERIALIZED ( \
+         SELECT e.id AS claim_id FROM events AS e \
          WHERE e.status = 'pending' AND e.next_attempt_at <= $1 \
            AND (e.lease_until IS NULL OR e.lease_until <= $1) \
            AND (e.order_key IS NULL OR NOT EXISTS ( \
@@ -740,7 +742,9 @@ const CLAIM_SQL: &str = concat!(
          ORDER BY e.next_attempt_at, e.id \
          LIMIT $2 \
          FOR UPDATE SKIP LOCKED) \
-       AND status = 'pending' \
+     UPDATE events SET lease_owner = $3, lease_until = $4, \
+         lease_generation = lease_generation + 1, attempts = attempts + 1 \
+     FROM claimable WHERE events.id = claimable.claim_id \
      RETURNING ",
     event_columns!(),
     ", lease_generation"
