@@ -6,6 +6,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use deadpool_postgres::Pool;
 use fincode_backoff::Backoff;
 use futures_util::StreamExt;
 use tokio::sync::Notify;
@@ -79,6 +80,29 @@ async fn listen_once(
                 Some(Err(error)) => return Err(error),
                 None => return Ok(()),
             },
+        }
+    }
+}
+
+/// Sends a NOTIFY on [`CHANNEL`] (payload: the schema) after each wake of `inserted`,
+/// which inserts signal after their commit. Signals that arrive while one NOTIFY is being
+/// sent collapse into one more, so a burst of inserts costs a few NOTIFYs, each sent
+/// after the commits it stands for. Failures are logged and forgotten: polling covers
+/// a missed wake-up.
+pub(super) async fn notify_forever(pool: Pool, schema: String, inserted: Arc<Notify>) {
+    // The schema is a checked plain identifier: safe as a literal. One simple query of
+    // two statements is one implicit transaction (rolled back whole on an error, so no
+    // connection goes back to the pool inside a failed transaction). No flush wait: the
+    // transaction writes nothing worth keeping.
+    let sql = format!("SET LOCAL synchronous_commit TO off; NOTIFY {CHANNEL}, '{schema}'");
+    loop {
+        inserted.notified().await;
+        let sent = match pool.get().await {
+            Ok(client) => client.batch_execute(&sql).await.map_err(|e| e.to_string()),
+            Err(error) => Err(error.to_string()),
+        };
+        if let Err(error) = sent {
+            tracing::debug!(%error, "could not send the webhook store's NOTIFY; other replicas will poll");
         }
     }
 }
