@@ -1,6 +1,11 @@
-//! Ingest throughput of the SQLite store: concurrent `insert`s of distinct FinCode-like
-//! events (a ~600-byte JSON body, three headers), each committed durably
-//! (`synchronous=FULL`) before it returns, as on the webhook acknowledgement path.
+//! Ingest throughput of the stores: concurrent `insert`s of distinct FinCode-like
+//! events (a ~600-byte JSON body, three headers), each committed durably before it
+//! returns (SQLite `synchronous=FULL`; Postgres `synchronous_commit=on`), as on the
+//! webhook acknowledgement path.
+//!
+//! The Postgres group runs against `FINCODE_TEST_POSTGRES_URL` (default
+//! `postgres://postgres@127.0.0.1:5432/test`) in a schema of its own, dropped after; it
+//! is skipped, saying so, without a server.
 //!
 //! `cargo bench -p fincode-store --bench ingest -- --warm-up-time 1 --measurement-time 5 --noplot`
 //!
@@ -16,7 +21,9 @@ use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use fincode_store::{EventStore, Inserted, NewEvent, SqliteStore};
+use fincode_store::{
+    EventStore, Inserted, NewEvent, PostgresOptions, PostgresStore, PostgresTls, SqliteStore,
+};
 
 /// Events per benchmark iteration (criterion's "element" is one event).
 const EVENTS_PER_ITERATION: u64 = 1024;
@@ -99,6 +106,56 @@ fn bench_ingest(c: &mut Criterion) {
         });
     }
     group.finish();
+    bench_postgres_ingest(c, &runtime, &next);
+}
+
+/// Connections in the benchmark's pool: the sidecar's default would be similar.
+const POSTGRES_POOL: usize = 16;
+
+fn bench_postgres_ingest(
+    c: &mut Criterion,
+    runtime: &tokio::runtime::Runtime,
+    next: &Arc<AtomicU64>,
+) {
+    let url = std::env::var("FINCODE_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned());
+    let schema = format!("fincode_bench_{}", uuid::Uuid::now_v7().simple());
+    let admin = runtime.block_on(async {
+        let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await?;
+        tokio::spawn(connection);
+        Ok::<_, tokio_postgres::Error>(client)
+    });
+    let admin = match admin {
+        Ok(admin) => admin,
+        Err(error) => {
+            eprintln!("SKIPPING postgres_ingest: no server at {url} ({error})");
+            return;
+        }
+    };
+    let store: Arc<dyn EventStore> = Arc::new(
+        runtime
+            .block_on(PostgresStore::connect(PostgresOptions {
+                url: url.clone(),
+                password: None,
+                tls: PostgresTls::Disable,
+                pool_size: POSTGRES_POOL,
+                schema: schema.clone(),
+            }))
+            .unwrap(),
+    );
+    let mut group = c.benchmark_group("postgres_ingest");
+    group.throughput(Throughput::Elements(EVENTS_PER_ITERATION));
+    group.bench_function("insert_64_concurrent", |b| {
+        b.iter_custom(|iterations| {
+            let total = iterations * EVENTS_PER_ITERATION;
+            runtime.block_on(ingest(&store, next, 64, total))
+        });
+    });
+    group.finish();
+    drop(store);
+    runtime
+        .block_on(admin.batch_execute(&format!("DROP SCHEMA {schema} CASCADE")))
+        .unwrap();
 }
 
 criterion_group!(benches, bench_ingest);

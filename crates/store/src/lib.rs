@@ -25,12 +25,14 @@
 //!   insert, unique across stores and stable for the event's life.
 
 pub mod conformance;
+mod postgres;
 mod sqlite;
 
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 
+pub use self::postgres::{PostgresOptions, PostgresStore, PostgresTls};
 pub use self::sqlite::{
     SqliteStore,
     status::{StoreStatus, sqlite_status},
@@ -322,4 +324,12 @@ pub trait EventStore: Send + Sync + std::fmt::Debug + 'static {
         before: SystemTime,
         forget_keys_before: SystemTime,
     ) -> Result<u64, StoreError>;
+
+    /// Wakes `wake` (`notify_one`) when any replica stores an event, so a dispatcher
+    /// waiting for its next poll can claim at once. Polling stays the fallback: a
+    /// backend may miss or merge wake-ups, and the default never wakes (one process
+    /// that inserts can wake its own dispatcher).
+    fn watch_inserts(&self, wake: std::sync::Arc<tokio::sync::Notify>) {
+        let _ = wake;
+    }
 }

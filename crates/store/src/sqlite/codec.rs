@@ -10,7 +10,7 @@ use rusqlite::types::Type;
 use crate::{Status, StoreError, StoredEvent};
 
 /// `t` as unix milliseconds (negative before 1970), saturating far outside that range.
-pub(super) fn to_millis(t: SystemTime) -> i64 {
+pub(crate) fn to_millis(t: SystemTime) -> i64 {
     match t.duration_since(UNIX_EPOCH) {
         Ok(after) => i64::try_from(after.as_millis()).unwrap_or(i64::MAX),
         Err(before) => i64::try_from(before.duration().as_millis()).map_or(i64::MIN, |ms| -ms),
@@ -18,7 +18,7 @@ pub(super) fn to_millis(t: SystemTime) -> i64 {
 }
 
 /// The inverse of [`to_millis`].
-pub(super) fn from_millis(ms: i64) -> SystemTime {
+pub(crate) fn from_millis(ms: i64) -> SystemTime {
     let offset = Duration::from_millis(ms.unsigned_abs());
     let shifted = if ms >= 0 {
         UNIX_EPOCH.checked_add(offset)
@@ -31,13 +31,13 @@ pub(super) fn from_millis(ms: i64) -> SystemTime {
 }
 
 /// `start + by` in milliseconds, saturating.
-pub(super) fn add_millis(start: i64, by: Duration) -> i64 {
+pub(crate) fn add_millis(start: i64, by: Duration) -> i64 {
     start.saturating_add(i64::try_from(by.as_millis()).unwrap_or(i64::MAX))
 }
 
 /// Headers as `(u32 LE length, bytes)` for each name and value in turn. A blob rather
 /// than JSON text: no escaping, no JSON dependency, and order and duplicates are kept.
-pub(super) fn encode_headers(headers: &[(String, String)]) -> Result<Vec<u8>, StoreError> {
+pub(crate) fn encode_headers(headers: &[(String, String)]) -> Result<Vec<u8>, StoreError> {
     let size = headers.iter().map(|(n, v)| 8 + n.len() + v.len()).sum();
     let mut out = Vec::with_capacity(size);
     for text in headers.iter().flat_map(|(n, v)| [n, v]) {
@@ -52,7 +52,7 @@ pub(super) fn encode_headers(headers: &[(String, String)]) -> Result<Vec<u8>, St
 }
 
 /// The inverse of [`encode_headers`]; `None` for a blob it did not write.
-pub(super) fn decode_headers(mut blob: &[u8]) -> Option<Vec<(String, String)>> {
+pub(crate) fn decode_headers(mut blob: &[u8]) -> Option<Vec<(String, String)>> {
     fn next_text(blob: &mut &[u8]) -> Option<String> {
         let (len, rest) = blob.split_first_chunk::<4>()?;
         let len = usize::try_from(u32::from_le_bytes(*len)).ok()?;

@@ -12,7 +12,7 @@ macro_rules! event_columns {
     };
 }
 
-mod codec;
+pub(crate) mod codec;
 mod lock;
 mod schema;
 pub(super) mod status;
