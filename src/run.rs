@@ -3,12 +3,15 @@
 
 use std::{future::Future, path::Path, process::ExitCode, sync::Arc, time::Duration};
 
-use fincode_config::{Config, Env, PostgresStoreConfig, StoreBackend};
+use fincode_config::{Config, Env, PostgresStoreConfig, StoreBackend, StoreTls};
 use fincode_proxy::EgressProxy;
 use fincode_server::{CancellationToken, ConnectionMetrics, Server};
-use fincode_store::{EventStore, SqliteStore, StoreError};
+use fincode_store::{
+    EventStore, PostgresOptions, PostgresStore, PostgresTls, SqliteStore, StoreError,
+};
 use fincode_telemetry::{Metrics, Traces, init_logging};
 use fincode_webhooks::Webhooks;
+use secrecy::SecretString;
 use tokio::net::TcpListener;
 
 use crate::{
@@ -253,7 +256,6 @@ pub(crate) async fn open_store(
 
 /// Connects to the Postgres store `config` describes, with the password from the variable
 /// `store.password_env` names (`run` has checked it is set; `store status` has too).
-#[allow(clippy::unused_async)] // Connecting will await; see the TODO below.
 pub(crate) async fn open_postgres(
     config: &PostgresStoreConfig,
     env: &Env,
@@ -276,27 +278,21 @@ pub(crate) async fn open_postgres(
         ),
         None => None,
     };
-    // TODO(lead): once `PostgresStore` (crates/store/src/postgres) is merged, the rest is:
-    //
-    //     let tls = match &config.tls {
-    //         StoreTls::Disable => PostgresTls::Disable,
-    //         StoreTls::VerifyFull { ca_file } => PostgresTls::VerifyFull { ca_file: ca_file.clone() },
-    //     };
-    //     let store = PostgresStore::connect(PostgresOptions {
-    //         url: config.url.clone(),
-    //         password: password.map(|p| SecretString::from(p.to_owned())),
-    //         tls,
-    //         pool_size: config.pool_size,
-    //         schema: config.schema.clone(),
-    //     })
-    //     .await?;
-    //     Ok(Arc::new(store))
-    let _ = (password, &config.tls, config.pool_size, &config.schema);
-    Err(open_error(
-        "this build's Postgres store is not merged yet; use an SQLite file for now \
-         (remove store.url and set store.sqlite_path)"
-            .to_owned(),
-    ))
+    let tls = match &config.tls {
+        StoreTls::Disable => PostgresTls::Disable,
+        StoreTls::VerifyFull { ca_file } => PostgresTls::VerifyFull {
+            ca_file: ca_file.clone(),
+        },
+    };
+    let store = PostgresStore::connect(PostgresOptions {
+        url: config.url.clone(),
+        password: password.map(|p| SecretString::from(p.to_owned())),
+        tls,
+        pool_size: config.pool_size as usize,
+        schema: config.schema.clone(),
+    })
+    .await?;
+    Ok(Arc::new(store))
 }
 
 async fn bind(key: &str, addr: std::net::SocketAddr) -> Result<TcpListener, ExitCode> {

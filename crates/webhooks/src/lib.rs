@@ -139,6 +139,8 @@ impl Webhooks {
         };
         let metrics = WebhookMetrics::register(registry);
         let wake = Arc::new(Notify::new());
+        // Events stored by other replicas (a shared Postgres) wake this dispatcher too.
+        store.watch_inserts(wake.clone());
         // One clock for the listener, the dispatcher and the admin routes.
         let clock = Clock::new();
         let listener = Arc::new(Listener {

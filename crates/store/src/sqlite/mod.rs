@@ -104,8 +104,12 @@ pub struct SqliteStore {
     writer: Option<JoinHandle<()>>,
     /// Set by [`SqliteStore::close`]: a stopped writer is then expected.
     closed: AtomicBool,
-    /// Operations failed in a row, and the last failure: for [`EventStore::health`].
-    failures: AtomicU32,
+    /// Writes failed in a row, reads failed in a row, and the last failure: for
+    /// [`EventStore::health`]. Counted apart because in WAL mode reads keep working while
+    /// writes cannot (another client's write lock, a full disk): the queue-depth gauge's
+    /// read every second must not make a store that stores nothing look healthy.
+    write_failures: AtomicU32,
+    read_failures: AtomicU32,
     last_failure: Mutex<Option<String>>,
     /// The exclusive lock on `<file>.lock` (see the `lock` module); `None` once closed. Declared
     /// after `writer` so that, on drop, it is released only after the writer has
@@ -167,7 +171,8 @@ impl SqliteStore {
             reader: Arc::new(Mutex::new(Some(reader))),
             writer: Some(writer),
             closed: AtomicBool::new(false),
-            failures: AtomicU32::new(0),
+            write_failures: AtomicU32::new(0),
+            read_failures: AtomicU32::new(0),
             last_failure: Mutex::new(None),
             lock: Mutex::new(Some(lock)),
         })
@@ -205,17 +210,22 @@ impl SqliteStore {
             Ok(()) => answer.await.unwrap_or(Err(StoreError::Closed)),
             Err(_) => Err(StoreError::Closed),
         };
-        self.observe(result)
+        self.observe(&self.write_failures, result)
     }
 
-    /// Counts `result` towards [`EventStore::health`] and passes it on.
-    fn observe<T>(&self, result: Result<T, StoreError>) -> Result<T, StoreError> {
+    /// Counts `result` towards [`EventStore::health`] in `failures` (writes' or reads')
+    /// and passes it on.
+    fn observe<T>(
+        &self,
+        failures: &AtomicU32,
+        result: Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
         match &result {
             Ok(_) => {
-                self.failures.store(0, Ordering::Relaxed);
+                failures.store(0, Ordering::Relaxed);
             }
             Err(error) => {
-                self.failures.fetch_add(1, Ordering::Relaxed);
+                failures.fetch_add(1, Ordering::Relaxed);
                 *self
                     .last_failure
                     .lock()
@@ -253,7 +263,7 @@ impl SqliteStore {
             detail: format!("the read task failed: {error}"),
         })
         .and_then(|read| read);
-        self.observe(result)
+        self.observe(&self.read_failures, result)
     }
 }
 
@@ -421,8 +431,14 @@ impl EventStore for SqliteStore {
                 self.path.display()
             ));
         }
-        let failures = self.failures.load(Ordering::Relaxed);
-        if failures >= UNHEALTHY_AFTER_FAILURES {
+        let writes = self.write_failures.load(Ordering::Relaxed);
+        let reads = self.read_failures.load(Ordering::Relaxed);
+        if writes >= UNHEALTHY_AFTER_FAILURES || reads >= UNHEALTHY_AFTER_FAILURES {
+            let (failures, what) = if writes >= UNHEALTHY_AFTER_FAILURES {
+                (writes, "writes")
+            } else {
+                (reads, "reads")
+            };
             let last = self
                 .last_failure
                 .lock()
@@ -430,7 +446,7 @@ impl EventStore for SqliteStore {
                 .clone()
                 .unwrap_or_default();
             return Health::Unhealthy(format!(
-                "the last {failures} webhook store operations failed: {last}"
+                "the last {failures} webhook store {what} failed: {last}"
             ));
         }
         Health::Healthy
