@@ -390,7 +390,12 @@ impl ChainWriter {
         // `seq` and `prev` first, then the record's fields: the line is what is hashed,
         // so it is built once here and never re-serialised.
         let start = self.buf.len();
-        let _ = write!(self.buf, "{{\"seq\":{seq},\"prev\":\"{}\"", self.prev);
+        self.buf.extend_from_slice(b"{\"seq\":");
+        self.buf
+            .extend_from_slice(itoa::Buffer::new().format(seq).as_bytes());
+        self.buf.extend_from_slice(b",\"prev\":\"");
+        self.buf.extend_from_slice(self.prev.as_bytes());
+        self.buf.push(b'"');
         if !fields.is_empty() {
             self.buf.push(b',');
             self.buf.extend_from_slice(fields.as_bytes());

@@ -261,6 +261,14 @@ impl Record {
         self.text_field("correlation_id", id)
     }
 
+    /// A correlation id the sidecar minted itself (a UUID): it holds nothing of the app's,
+    /// so it skips the redactor's free-text pass (which every app-supplied id takes).
+    pub fn minted_correlation_id(mut self, id: &str) -> Self {
+        self.key("correlation_id");
+        json::push_str(&mut self.fields, id);
+        self
+    }
+
     /// The W3C trace id, in hex. Anything but 32 hex digits is not a trace id and is not
     /// recorded (so it never needs the redactor).
     pub fn trace_id(mut self, id: &str) -> Self {
@@ -276,7 +284,26 @@ impl Record {
         if !self.actor.is_empty() {
             self.actor.push(',');
         }
-        let _ = write!(self.actor, "\"peer\":\"{peer}\"");
+        json::push_key(&mut self.actor, "peer");
+        self.actor.push('"');
+        match peer {
+            // The common case, without the formatting machinery.
+            SocketAddr::V4(v4) => {
+                let mut digits = itoa::Buffer::new();
+                for (i, octet) in v4.ip().octets().into_iter().enumerate() {
+                    if i > 0 {
+                        self.actor.push('.');
+                    }
+                    self.actor.push_str(digits.format(octet));
+                }
+                self.actor.push(':');
+                self.actor.push_str(digits.format(v4.port()));
+            }
+            SocketAddr::V6(v6) => {
+                let _ = write!(self.actor, "{v6}");
+            }
+        }
+        self.actor.push('"');
         self
     }
 

@@ -1071,6 +1071,36 @@ fn a_record_holds_pseudonyms_and_redacted_text_never_the_clear_values() {
     for clear in ["PCN0000000042", "4111111111111111", "jane@example.com"] {
         assert!(!text.contains(clear), "{clear} in {text}");
     }
+
+    // Peers of both families, as `SocketAddr` prints them; an app's correlation id passes
+    // the redactor, one the sidecar minted is kept as it is.
+    for peer in [
+        "10.20.30.40:65535",
+        "0.0.0.0:0",
+        "[2001:db8::1]:8443",
+        "[::1]:1",
+    ] {
+        let record = auditor
+            .record(Kind::Http, "GET /x")
+            .peer(peer.parse().unwrap())
+            .into_map();
+        assert_eq!(record["actor"]["peer"], peer);
+    }
+    let record = auditor
+        .record(Kind::Http, "GET /x")
+        .correlation_id("order-4111111111111111")
+        .into_map();
+    assert!(
+        !Value::Object(record)
+            .to_string()
+            .contains("4111111111111111")
+    );
+    let minted = "01a229b5-d7ef-7000-bce9-6006a701b259";
+    let record = auditor
+        .record(Kind::Http, "GET /x")
+        .minted_correlation_id(minted)
+        .into_map();
+    assert_eq!(record["correlation_id"], minted);
     log.stop();
     thread.join().unwrap();
 }

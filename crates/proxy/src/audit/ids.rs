@@ -55,6 +55,16 @@ enum Key {
 
 /// Keys compare case-insensitively with `_` and `-` ignored, as the redactor's do.
 fn classify(key: &[u8]) -> Key {
+    // FinCode's own spellings first, compared as they are.
+    match key {
+        b"id" => return Key::DataId,
+        b"data" => return Key::Data,
+        b"status" => return Key::Status,
+        b"reference" => return Key::Id("reference"),
+        b"customer_code" | b"customerCode" => return Key::Id("customer_code"),
+        b"transactionId" | b"transaction_id" => return Key::Id("transaction_id"),
+        _ => {}
+    }
     // Every key of interest is 2 to 16 bytes long, even with separators, and starts
     // with one of these letters: most keys of a FinCode answer stop here.
     if key.len() < 2
@@ -230,19 +240,19 @@ impl<'a> Scanner<'a> {
         self.expect(b'"')?;
         let mut escaped = false;
         loop {
-            // The run ends at the closing quote or an escape (found a word at a time),
-            // and holds no control character (not allowed unescaped; checked without a
-            // branch per byte).
-            let rest = self.bytes.get(self.at..)?;
-            let run = memchr::memchr2(b'"', b'\\', rest)?;
-            if rest[..run]
-                .iter()
-                .fold(0_u8, |control, &b| control | u8::from(b < 0x20))
-                != 0
+            // The run ends at the closing quote, an escape, or a control character (not
+            // allowed unescaped). FinCode's strings are short: a plain loop on a local
+            // index beats a vectorised search's set-up.
+            let bytes = self.bytes;
+            let mut at = self.at;
+            while let Some(&byte) = bytes.get(at)
+                && byte != b'"'
+                && byte != b'\\'
+                && byte >= 0x20
             {
-                return None;
+                at += 1;
             }
-            self.at += run;
+            self.at = at;
             match self.next()? {
                 b'"' => {
                     return Some(Text {

@@ -52,7 +52,7 @@ type FoundIds = Arc<Mutex<Vec<(&'static str, String)>>>;
 /// Bodies longer than this are not read for resource ids.
 const MAX_ID_BODY: usize = 64 * 1024;
 
-const IDEMPOTENCY_KEY: &str = "x-idempotency-key";
+const IDEMPOTENCY_KEY: http::HeaderName = http::HeaderName::from_static("x-idempotency-key");
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -246,7 +246,7 @@ impl Pending {
             correlation_id: extensions.get::<RequestId>().cloned(),
             trace: extensions.get::<TraceContext>().copied(),
             peer: extensions.get::<fincode_server::Peer>().map(|peer| peer.0),
-            idempotency_key: req.headers().get(IDEMPOTENCY_KEY).cloned(),
+            idempotency_key: req.headers().get(&IDEMPOTENCY_KEY).cloned(),
             tries: extensions.get::<Tries>().cloned(),
             request_ids: None,
         }
@@ -259,7 +259,11 @@ impl Pending {
             .record_call(self.method, self.route)
             .latency(self.started.elapsed());
         if let Some(id) = &self.correlation_id {
-            record = record.correlation_id(id.as_str());
+            record = if id.is_minted() {
+                record.minted_correlation_id(id.as_str())
+            } else {
+                record.correlation_id(id.as_str())
+            };
         }
         if let Some(trace) = &self.trace {
             record = record.trace_id(&trace.trace_id_hex());
@@ -275,7 +279,7 @@ impl Pending {
         }
         // A key the sidecar minted comes back on the response.
         let key = headers
-            .and_then(|h| h.get(IDEMPOTENCY_KEY))
+            .and_then(|h| h.get(&IDEMPOTENCY_KEY))
             .or(self.idempotency_key.as_ref());
         if let Some(key) = key.and_then(|k| k.to_str().ok()) {
             record = record.resource("idempotency_key", key);

@@ -57,7 +57,11 @@ fn uuid_v7() -> uuid::Uuid {
 
 /// The request's correlation id, stored in request extensions.
 #[derive(Clone, Debug)]
-pub struct RequestId(HeaderValue);
+pub struct RequestId {
+    value: HeaderValue,
+    /// Minted by the sidecar (a UUID), not taken from the app.
+    minted: bool,
+}
 
 // === impl RequestId ===
 
@@ -73,24 +77,37 @@ impl RequestId {
             .into_iter()
             .filter_map(|name| headers.get(name))
             .find(|value| is_well_formed(value.as_bytes()))
-            .map(|value| Self(value.clone()))
+            .map(|value| Self {
+                value: value.clone(),
+                minted: false,
+            })
     }
 
     /// A fresh UUIDv7 id.
     pub fn mint() -> Self {
         let mut buf = [0u8; uuid::fmt::Hyphenated::LENGTH];
         let text = uuid_v7().hyphenated().encode_lower(&mut buf);
-        Self(HeaderValue::from_str(text).unwrap_or_else(|_| HeaderValue::from_static("invalid")))
+        Self {
+            value: HeaderValue::from_str(text)
+                .unwrap_or_else(|_| HeaderValue::from_static("invalid")),
+            minted: true,
+        }
     }
 
     /// The id as a header value.
     pub fn header_value(&self) -> &HeaderValue {
-        &self.0
+        &self.value
+    }
+
+    /// Whether the sidecar minted it (a UUID it made: nothing of the app's in it), rather
+    /// than taking the app's.
+    pub fn is_minted(&self) -> bool {
+        self.minted
     }
 
     /// The id as text (always ASCII: see [`is_well_formed`]).
     pub fn as_str(&self) -> &str {
-        self.0.to_str().unwrap_or_default()
+        self.value.to_str().unwrap_or_default()
     }
 }
 
