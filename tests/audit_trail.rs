@@ -107,7 +107,11 @@ async fn every_app_call_is_recorded_with_who_what_when_and_its_outcome() {
 
     let created = send(
         &client,
-        create_transaction(&sidecar, Some("order-77"), r#"{"amount":100}"#),
+        create_transaction(
+            &sidecar,
+            Some("order-77"),
+            r#"{"amount":100,"customer_code":"CUST-9"}"#,
+        ),
     )
     .await;
     assert_eq!(created.status, 200);
@@ -158,6 +162,28 @@ async fn every_app_call_is_recorded_with_who_what_when_and_its_outcome() {
     assert_eq!(
         create["resources"]["reference"],
         pseudonym(&reference).as_str()
+    );
+
+    // The answer repeats the request's customer code: one member, not two (a JSON object
+    // with a name twice is read as its last, and `audit find` would miss the other).
+    assert_eq!(
+        create["resources"]["customer_code"],
+        pseudonym("CUST-9").as_str()
+    );
+    let raw: String = std::fs::read_dir(trail.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "jsonl"))
+        .map(|p| std::fs::read_to_string(p).unwrap())
+        .collect();
+    let create_line = raw
+        .lines()
+        .find(|l| l.contains("\"action\":\"POST /transactionmanagement/create-transaction\""))
+        .unwrap();
+    assert_eq!(
+        create_line.matches("\"customer_code\":").count(),
+        1,
+        "{create_line}"
     );
 
     let fetch = calls[1];

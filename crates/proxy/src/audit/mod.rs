@@ -47,7 +47,10 @@ use crate::{
 };
 
 /// Ids a request body's tap found, handed to the record once that body ended.
-type FoundIds = Arc<Mutex<Vec<(&'static str, String)>>>;
+type FoundIds = Arc<Mutex<FoundIdList>>;
+
+/// Resource ids by name, clear.
+type FoundIdList = Vec<(&'static str, String)>;
 
 /// Bodies longer than this are not read for resource ids.
 const MAX_ID_BODY: usize = 64 * 1024;
@@ -254,6 +257,12 @@ impl Pending {
 
     /// The record's common part.
     fn record(&self, headers: Option<&HeaderMap>) -> Record {
+        self.record_with_ids(headers).0
+    }
+
+    /// The record's common part, and the request's own ids it holds (`found`), so the
+    /// response's copies of them are not recorded twice.
+    fn record_with_ids(&self, headers: Option<&HeaderMap>) -> (Record, FoundIdList) {
         let mut record = self
             .auditor
             .record_call(self.method, self.route)
@@ -289,10 +298,10 @@ impl Pending {
             .as_ref()
             .and_then(|ids| ids.lock().ok().map(|mut ids| std::mem::take(&mut *ids)))
             .unwrap_or_default();
-        for (name, value) in found {
-            record = record.resource(name, &value);
+        for (name, value) in &found {
+            record = record.resource(name, value);
         }
-        record
+        (record, found)
     }
 
     fn on_error(&self, error: &SidecarError) -> Record {
@@ -306,9 +315,10 @@ impl Pending {
     fn on_body<RB>(self, response: &Response<RB>) -> ResponseRecord {
         let status = response.status().as_u16();
         let error = response.extensions().get::<ErrorKind>().copied();
-        let record = self.record(Some(response.headers())).status(status);
+        let (record, request_ids) = self.record_with_ids(Some(response.headers()));
         ResponseRecord {
-            record: Some(record),
+            record: Some(record.status(status)),
+            request_ids,
             status,
             error,
             copy: BytesMut::new(),
@@ -398,6 +408,8 @@ impl Tap for RequestIds {
 #[derive(Debug)]
 pub struct ResponseRecord {
     record: Option<Record>,
+    /// Ids the request carried, already in the record.
+    request_ids: FoundIdList,
     status: u16,
     error: Option<ErrorKind>,
     copy: BytesMut,
@@ -412,8 +424,16 @@ impl ResponseRecord {
         if !self.too_large && !self.copy.is_empty() {
             let found = ids::scan(&self.copy, true);
             business_failure = found.failed;
+            // A create's answer repeats the request's reference and customer code:
+            // one member each (a JSON object with a name twice is read as the last).
             for (name, value) in found.ids {
-                record = record.resource(name, &value);
+                if !self
+                    .request_ids
+                    .iter()
+                    .any(|(n, v)| *n == name && *v == value)
+                {
+                    record = record.resource(name, &value);
+                }
             }
         }
         Some(match self.error {
