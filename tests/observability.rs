@@ -24,15 +24,42 @@ fn scrape(text: &str) -> HashMap<String, u64> {
 
 #[tokio::test]
 async fn metrics_count_the_traffic_sent() {
+    metrics_count_the_traffic_sent_with(None).await;
+}
+
+/// With the audit trail on, the create-transaction outcome comes from the audit layer's
+/// scan of the answer (shared, not repeated): the same counts.
+#[tokio::test]
+async fn metrics_count_the_traffic_sent_with_the_audit_trail_on() {
+    let trail = tempfile::tempdir().unwrap();
+    metrics_count_the_traffic_sent_with(Some(trail.path())).await;
+}
+
+async fn metrics_count_the_traffic_sent_with(audit_dir: Option<&std::path::Path>) {
     let sandbox = TestSandbox::start().await;
-    let sidecar = SidecarBuilder::new(&sandbox)
+    let mut builder = SidecarBuilder::new(&sandbox)
         .login(
             &sandbox,
             fincode_sandbox::DEMO_EMAIL,
             fincode_sandbox::DEMO_PASSWORD,
         )
-        .set("limits.max_request_body_bytes", 1024)
-        .start();
+        .set("limits.max_request_body_bytes", 1024);
+    if let Some(dir) = audit_dir {
+        builder = builder
+            .set("audit.enabled", true)
+            .set("audit.dir", dir.display().to_string())
+            .set("audit.signing_key_env", "TEST_AUDIT_SIGNING_KEY")
+            .set("redact.hash_key_env", "TEST_REDACT_HASH_KEY")
+            .env(
+                "TEST_AUDIT_SIGNING_KEY",
+                "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=",
+            )
+            .env(
+                "TEST_REDACT_HASH_KEY",
+                "observability-test-hash-key-0123456789",
+            );
+    }
+    let sidecar = builder.start();
     sidecar.wait_ready(Duration::from_secs(20)).await;
     let app = app_client();
 

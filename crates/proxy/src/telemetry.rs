@@ -313,11 +313,16 @@ impl Pending {
             "access"
         );
         let watch = self.route == CREATE_TRANSACTION && error.is_none();
+        let envelope = response
+            .extensions()
+            .get::<crate::audit::Envelope>()
+            .cloned();
         response.map(|body| {
             TapBody::new(
                 body,
                 watch.then(|| Outcome {
                     copy: BytesMut::new(),
+                    envelope,
                     metrics: metrics.clone(),
                 }),
             )
@@ -355,11 +360,16 @@ pub type OutcomeBody<B> = TapBody<B, Outcome>;
 #[derive(Debug)]
 pub struct Outcome {
     copy: BytesMut,
+    /// The audit layer's verdict on this body, when that layer scans it: then no copy.
+    envelope: Option<crate::audit::Envelope>,
     metrics: HttpMetrics,
 }
 
 impl Tap for Outcome {
     fn data(&mut self, data: &[u8]) -> bool {
+        if self.envelope.is_some() {
+            return true;
+        }
         // Too large to be FinCode's answer to a create: not counted.
         if self.copy.len() + data.len() > MAX_OUTCOME_BODY {
             return false;
@@ -369,7 +379,16 @@ impl Tap for Outcome {
     }
 
     fn end(self) {
-        self.metrics.transaction(is_business_success(&self.copy));
+        match &self.envelope {
+            // The audit layer below saw the body end first and has scanned it, unless
+            // it was too large to scan: not counted, as here.
+            Some(envelope) => {
+                if let Some(succeeded) = envelope.succeeded() {
+                    self.metrics.transaction(succeeded);
+                }
+            }
+            None => self.metrics.transaction(is_business_success(&self.copy)),
+        }
     }
 
     fn abandoned(self) {}

@@ -23,7 +23,7 @@ use std::{
     future::Future,
     net::SocketAddr,
     pin::Pin,
-    sync::{Arc, Mutex},
+    sync::{Arc, Mutex, OnceLock},
     task::{Context, Poll},
     time::Instant,
 };
@@ -197,8 +197,8 @@ where
                 let result = std::task::ready!(inner.poll(cx));
                 let pending = pending.take();
                 Poll::Ready(match result {
-                    Ok(response) => {
-                        let tap = pending.map(|pending| pending.on_body(&response));
+                    Ok(mut response) => {
+                        let tap = pending.map(|pending| pending.on_body(&mut response));
                         Ok(response.map(|body| Either::Left(TapBody::new(body, tap))))
                     }
                     Err(error) => {
@@ -312,13 +312,18 @@ impl Pending {
             .error(kind.code())
     }
 
-    fn on_body<RB>(self, response: &Response<RB>) -> ResponseRecord {
+    /// The response's record, to be completed by its body; the response carries the
+    /// [`Envelope`] the scan of that body will fill in.
+    fn on_body<RB>(self, response: &mut Response<RB>) -> ResponseRecord {
+        let envelope = Envelope::default();
+        response.extensions_mut().insert(envelope.clone());
         let status = response.status().as_u16();
         let error = response.extensions().get::<ErrorKind>().copied();
         let (record, request_ids) = self.record_with_ids(Some(response.headers()));
         ResponseRecord {
             record: Some(record.status(status)),
             request_ids,
+            envelope,
             status,
             error,
             copy: BytesMut::new(),
@@ -360,8 +365,8 @@ impl Pending {
             }
             return Err(error);
         };
-        let response = Response::from_parts(parts, ());
-        let mut tap = self.on_body(&response);
+        let mut response = Response::from_parts(parts, ());
+        let mut tap = self.on_body(&mut response);
         tap.data(&body);
         if let Some(record) = tap.finish()
             && record.commit().await.is_err()
@@ -374,6 +379,23 @@ impl Pending {
             );
         }
         Ok(response.map(|()| Either::Right(Full::new(body))))
+    }
+}
+
+/// FinCode's business verdict on one response (`"status": "SUCCESS"` in a whole, valid
+/// body), filled in when the audit layer's scan of the body ran, and carried in the
+/// response's extensions: the telemetry layer above counts create-transaction outcomes
+/// from it instead of copying and scanning the same bytes a second time. Empty when the
+/// body was too large to scan (the telemetry layer does not count those either).
+#[derive(Clone, Debug, Default)]
+pub struct Envelope(Arc<OnceLock<bool>>);
+
+// === impl Envelope ===
+
+impl Envelope {
+    /// The verdict, once the body was scanned.
+    pub fn succeeded(&self) -> Option<bool> {
+        self.0.get().copied()
     }
 }
 
@@ -408,6 +430,8 @@ impl Tap for RequestIds {
 #[derive(Debug)]
 pub struct ResponseRecord {
     record: Option<Record>,
+    /// Where the scan's verdict on FinCode's envelope goes, for the telemetry layer.
+    envelope: Envelope,
     /// Ids the request carried, already in the record.
     request_ids: FoundIdList,
     status: u16,
@@ -421,9 +445,11 @@ impl ResponseRecord {
     fn finish(&mut self) -> Option<Record> {
         let mut record = self.record.take()?;
         let mut business_failure = false;
-        if !self.too_large && !self.copy.is_empty() {
+        if !self.too_large {
+            // An empty body is no success either (the scan of nothing says so).
             let found = ids::scan(&self.copy, true);
             business_failure = found.failed;
+            self.envelope.0.get_or_init(|| found.succeeded);
             // A create's answer repeats the request's reference and customer code:
             // one member each (a JSON object with a name twice is read as the last).
             for (name, value) in found.ids {
