@@ -319,6 +319,9 @@ pub trait EventStore: Send + Sync + std::fmt::Debug + 'static {
     /// request replayed after its body is gone is still reported a
     /// [`Inserted::Duplicate`] of the deleted id. Tombstones of events received before
     /// `forget_keys_before` are deleted (or never written).
+    ///
+    /// A shared store purges from one replica at a time: while another replica is
+    /// purging, this call deletes nothing and returns 0 (the next hourly run catches up).
     async fn purge_delivered(
         &self,
         before: SystemTime,
