@@ -96,8 +96,10 @@ const VARIANTS: [Variant; 6] = [
         pending: BACKLOG,
         dispatcher: true,
     },
-    // The sidecar's default pool: each insert holds its connection for three round
-    // trips and the commit's WAL flush, so the pool, not the CPU, caps the rate.
+    // The sidecar's default pool, and twice that: each insert holds its connection for
+    // three round trips (BEGIN; lock, insert and checks pipelined; COMMIT with its WAL
+    // flush), so a small pool could cap the rate before the CPU does. On the 2-core
+    // host of benches/README.md it does not: the two are within noise.
     Variant {
         name: "hmac_postgres_64_in_flight",
         backend: Backend::Postgres { pool: 8 },
