@@ -177,6 +177,34 @@ level = "debug"
     }
 }
 
+impl SidecarBuilder {
+    /// Removes a dotted key, e.g. `unset("store.sqlite_path")`.
+    pub fn unset(mut self, key: &str) -> Self {
+        let mut parts: Vec<&str> = key.split('.').collect();
+        let last = parts.pop().unwrap();
+        let mut table = &mut self.table;
+        for part in parts {
+            let Some(inner) = table.get_mut(part).and_then(toml::Value::as_table_mut) else {
+                return self;
+            };
+            table = inner;
+        }
+        table.remove(last);
+        self
+    }
+
+    /// Keeps webhook events in Postgres at `url` (no password, no query), in `schema`,
+    /// instead of the SQLite file [`Self::webhooks`] set: what replicas sharing one
+    /// stream of webhooks run.
+    pub fn postgres_store(self, url: &str, schema: &str) -> Self {
+        self.unset("store.sqlite_path")
+            .set("store.url", url)
+            .set("store.tls", "disable")
+            .set("store.schema", schema)
+            .set("store.pool_size", 8)
+    }
+}
+
 /// The sidecar's own Standard Webhooks secret in tests (what the app verifies with).
 pub const SIGNING_SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 
