@@ -25,17 +25,9 @@ WARM="${WARM:-300}"
 AUDIT_REQUEST="${AUDIT_REQUEST:-ping get create}"
 UPSTREAM_PORT=18543 OFF_PORT=18180 ON_PORT=18184 OFF_ADMIN=19190 ON_ADMIN=19192
 
-need=()
-for tool in valgrind nginx openssl; do command -v "$tool" >/dev/null || need+=("$tool"); done
-if ((${#need[@]})); then
-  pkgs=()
-  for tool in "${need[@]}"; do
-    case "$tool" in nginx) pkgs+=(nginx-light) ;; *) pkgs+=("$tool") ;; esac
-  done
-  echo "installing ${pkgs[*]}" >&2
-  apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${pkgs[@]}" >/dev/null
-fi
+# shellcheck source=benches/lib.sh
+source benches/lib.sh
+need_tools valgrind nginx openssl
 cargo build --release --quiet
 BIN="$PWD/target/release/fincode-sidecar"
 
@@ -48,16 +40,9 @@ cleanup() {
 }
 trap cleanup EXIT
 
-openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj "/CN=bench-ca" \
-  -keyout "$DIR/ca.key" -out "$DIR/ca.pem" 2>/dev/null
-openssl req -newkey rsa:2048 -nodes -subj "/CN=127.0.0.1" \
-  -keyout "$DIR/leaf.key" -out "$DIR/leaf.csr" 2>/dev/null
-printf 'subjectAltName=IP:127.0.0.1\n' >"$DIR/san.ext"
-openssl x509 -req -in "$DIR/leaf.csr" -CA "$DIR/ca.pem" -CAkey "$DIR/ca.key" -CAcreateserial \
-  -days 2 -extfile "$DIR/san.ext" -out "$DIR/leaf.pem" 2>/dev/null
+make_certs "$DIR"
 
-# The same 533-byte FinCode-shaped transaction as load.sh.
-TRANSACTION='{"status":"SUCCESS","message":"Transaction retrieved","data":{"id":"TXN-20261130-0000421337","reference":"PCN-ORDER-88231","customer_code":"CUST-000931","amount":125000,"currency":"NGN","status":"SUCCESSFUL","payment_method":"CARD","card":{"first6":"539983","last4":"4412","brand":"MASTERCARD"},"narration":"Order 88231 checkout","fee":1875,"settlement_status":"PENDING","created_at":"2026-11-30T09:15:27Z","updated_at":"2026-11-30T09:15:29Z","channel":"WEB","metadata":{"cart_items":3,"store":"lagos-ikeja","device":"web-desktop"}}}'
+TRANSACTION=$(transaction_json)
 cat >"$DIR/upstream.conf" <<CONF
 daemon off;
 worker_processes 1;

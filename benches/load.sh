@@ -14,7 +14,7 @@
 #   AUDIT_COMPARE=1 bash benches/load.sh # instead: the audit trail's cost, see below
 #
 # AUDIT_COMPARE=1 runs two sidecars with the same config, one with `[audit]` on (a trail in
-# the temp dir, fsync = "batch", keys from BENCH_AUDIT_SIGNING_KEY and BENCH_REDACT_HASH_KEY,
+# the temp dir, fsync = "batch" or AUDIT_FSYNC, keys from BENCH_AUDIT_SIGNING_KEY and BENCH_REDACT_HASH_KEY,
 # random when unset), and loads them in alternating order (off,on / on,off / ...) for ROUNDS
 # rounds (3 by default) to cancel drift. For each run it prints requests/s, p99 and the
 # sidecar's CPU per request: utime+stime of its process (/proc/<pid>/stat, all threads,
@@ -49,17 +49,9 @@ if [[ -n "$AUDIT_COMPARE" ]]; then
   done
 fi
 
-need=()
-for tool in wrk nginx haproxy openssl; do command -v "$tool" >/dev/null || need+=("$tool"); done
-if ((${#need[@]})); then
-  pkgs=()
-  for tool in "${need[@]}"; do
-    case "$tool" in nginx) pkgs+=(nginx-light) ;; *) pkgs+=("$tool") ;; esac
-  done
-  echo "installing ${pkgs[*]}" >&2
-  apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${pkgs[@]}" >/dev/null
-fi
+# shellcheck source=benches/lib.sh
+source benches/lib.sh
+need_tools wrk nginx haproxy openssl
 cargo build --release --quiet
 BIN="$PWD/target/release/fincode-sidecar"
 
@@ -73,13 +65,7 @@ cleanup() {
 trap cleanup EXIT
 
 # --- certificates: a CA and a leaf for 127.0.0.1 ---------------------------------------
-openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj "/CN=bench-ca" \
-  -keyout "$DIR/ca.key" -out "$DIR/ca.pem" 2>/dev/null
-openssl req -newkey rsa:2048 -nodes -subj "/CN=127.0.0.1" \
-  -keyout "$DIR/leaf.key" -out "$DIR/leaf.csr" 2>/dev/null
-printf 'subjectAltName=IP:127.0.0.1\n' >"$DIR/san.ext"
-openssl x509 -req -in "$DIR/leaf.csr" -CA "$DIR/ca.pem" -CAkey "$DIR/ca.key" -CAcreateserial \
-  -days 2 -extfile "$DIR/san.ext" -out "$DIR/leaf.pem" 2>/dev/null
+make_certs "$DIR"
 
 nginx_common() {
   cat <<CONF
@@ -97,15 +83,6 @@ temp_paths() {
     fastcgi_temp_path $DIR/$1-fcgi; uwsgi_temp_path $DIR/$1-uwsgi; scgi_temp_path $DIR/$1-scgi;
     keepalive_requests 1000000;
 CONF
-}
-
-transaction_json() {
-  printf '%s' '{"status":"SUCCESS","message":"Transaction retrieved","data":{"id":"TXN-20261130-0000421337",' \
-    '"reference":"PCN-ORDER-88231","customer_code":"CUST-000931","amount":125000,"currency":"NGN",' \
-    '"status":"SUCCESSFUL","payment_method":"CARD","card":{"first6":"539983","last4":"4412",' \
-    '"brand":"MASTERCARD"},"narration":"Order 88231 checkout","fee":1875,"settlement_status":"PENDING",' \
-    '"created_at":"2026-11-30T09:15:27Z","updated_at":"2026-11-30T09:15:29Z","channel":"WEB",' \
-    '"metadata":{"cart_items":3,"store":"lagos-ikeja","device":"web-desktop"}}}'
 }
 
 # --- the TLS upstream (HTTP/1.1 only, so every proxy uses the same protocol) ----------
@@ -229,7 +206,7 @@ enabled = true
 dir = "$DIR/audit"
 signing_key_env = "BENCH_AUDIT_SIGNING_KEY"
 actor = "bench-app"
-fsync = "batch"
+fsync = "${AUDIT_FSYNC:-batch}"
 CONF
   # Its log keeps the checkpoint lines that `audit verify --checkpoints` checks against.
   BENCH_FINCODE_TOKEN=bench-token "$BIN" run --config "$DIR/audit.toml" >"$DIR/audit-sidecar.log" 2>&1 &
@@ -329,7 +306,7 @@ LUA
   }
 
   echo
-  echo "audit off: pid $SIDECAR_PID, audit on: pid $AUDIT_PID (fsync = \"batch\", trail in $DIR/audit)"
+  echo "audit off: pid $SIDECAR_PID, audit on: pid $AUDIT_PID (fsync = \"${AUDIT_FSYNC:-batch}\", trail in $DIR/audit)"
   echo "wrk -t1 -c$CONNECTIONS -d$DURATION --latency (after a 2 s warm-up each), $(nproc) cores, loopback, TLS upstream, CLK_TCK $CLK_TCK"
   declare -A CPU RPSR P99R
   for mix in $AUDIT_REQUEST; do
