@@ -11,13 +11,15 @@
 
 /// What a body said: the ids found, and what FinCode's envelope reports.
 #[derive(Debug, Default, PartialEq, Eq)]
-pub(crate) struct Found {
-    pub(crate) ids: Vec<(&'static str, String)>,
+pub struct Found {
+    /// Each id found, by its record name (`transaction_id`, `reference`,
+    /// `customer_code`), clear; once per name and value.
+    pub ids: Vec<(&'static str, String)>,
     /// `"status"` present and not `"SUCCESS"`.
-    pub(crate) failed: bool,
+    pub failed: bool,
     /// `"status": "SUCCESS"` in a body that is whole, valid JSON: FinCode's business
     /// success, which the telemetry layer counts for create-transaction.
-    pub(crate) succeeded: bool,
+    pub succeeded: bool,
 }
 
 /// Objects and arrays nested deeper than this make a body malformed, as they do for
@@ -26,7 +28,7 @@ const MAX_DEPTH: usize = 127;
 
 /// Scans `body` (a request's when `response` is false). Anything that is not a JSON
 /// object gives nothing; a body that breaks off keeps what was found before the break.
-pub(crate) fn scan(body: &[u8], response: bool) -> Found {
+pub fn scan(body: &[u8], response: bool) -> Found {
     let mut found = Found::default();
     let mut scanner = Scanner { bytes: body, at: 0 };
     scanner.skip_whitespace();
@@ -284,19 +286,36 @@ impl<'a> Scanner<'a> {
                     escaped = true;
                     match self.next()? {
                         b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't' => {}
-                        b'u' => {
-                            for _ in 0..4 {
-                                if !self.next()?.is_ascii_hexdigit() {
+                        b'u' => match self.hex4()? {
+                            // A surrogate pair's first half must be followed by its
+                            // second; a second half alone is not a character (as
+                            // serde_json, and RFC 8259's "valid JSON text", has it).
+                            0xD800..=0xDBFF => {
+                                self.expect(b'\\')?;
+                                self.expect(b'u')?;
+                                if !(0xDC00..=0xDFFF).contains(&self.hex4()?) {
                                     return None;
                                 }
                             }
-                        }
+                            0xDC00..=0xDFFF => return None,
+                            _ => {}
+                        },
                         _ => return None,
                     }
                 }
                 _ => return None,
             }
         }
+    }
+
+    /// The four hex digits of a `\u` escape, as a number.
+    fn hex4(&mut self) -> Option<u16> {
+        let mut value = 0_u16;
+        for _ in 0..4 {
+            let digit = char::from(self.next()?).to_digit(16)?;
+            value = value << 4 | digit as u16;
+        }
+        Some(value)
     }
 
     /// A number token; `true` when it is an integer (no fraction, no exponent).
@@ -637,6 +656,9 @@ mod tests {
             br#"{"status":"SUCCESS","a":[1}"#,
             b"{\"status\":\"SUCCESS\",\"a\":\"\xff\"}",
             b"{\"status\":\"SUCCESS\"}\x0c",
+            br#"{"status":"SUCCESS","a":"\ud800"}"#,
+            br#"{"status":"SUCCESS","a":"\udc00"}"#,
+            br#"{"status":"SUCCESS","a":"\ud800\u0041"}"#,
         ] {
             assert!(
                 !scan(body, true).succeeded,

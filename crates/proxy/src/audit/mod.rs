@@ -36,7 +36,7 @@ use http_body_util::{BodyExt as _, Either, Full};
 use pin_project_lite::pin_project;
 use tower::{Layer, Service};
 
-pub(crate) mod ids;
+pub mod ids;
 
 use crate::{
     ErrorKind, SidecarError,
