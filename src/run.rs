@@ -22,10 +22,6 @@ use crate::{
 /// Exit code for a config that cannot be used.
 const INVALID_CONFIG: u8 = 2;
 
-/// How long requests in flight on the egress and webhook ports may run after shutdown
-/// begins.
-const DRAIN: Duration = Duration::from_secs(20);
-
 pub(crate) async fn run_from_file(path: &Path) -> ExitCode {
     let env = Env::from_process();
     let config = match Config::load(path, &env) {
@@ -182,7 +178,7 @@ pub(crate) async fn run(config: Config, env: &Env, shutdown: impl Future<Output 
                     server("webhooks", &config.listeners.webhooks),
                     socket,
                     stop_listeners.clone(),
-                    DRAIN,
+                    config.shutdown.grace,
                 ))),
                 Some(tokio::spawn(
                     dispatcher.run(stop_dispatcher.clone().cancelled_owned()),
@@ -202,9 +198,10 @@ pub(crate) async fn run(config: Config, env: &Env, shutdown: impl Future<Output 
     );
 
     let draining = readiness.clone();
+    let grace = config.shutdown.grace;
     let stopping = stop_listeners.clone();
     tokio::join!(
-        proxy.with_drain(DRAIN).serve(
+        proxy.with_drain(config.shutdown.grace).serve(
             server("egress", &config.listeners.egress),
             egress,
             stop_listeners
@@ -213,8 +210,18 @@ pub(crate) async fn run(config: Config, env: &Env, shutdown: impl Future<Output 
             shutdown.await;
             // Fail readiness first so no new traffic is routed while we drain.
             draining.set(false);
-            tracing::info!("shutting down: draining in-flight requests");
+            tracing::info!(
+                grace = %humantime::format_duration(grace),
+                "shutting down: draining in-flight requests (a second signal exits at once)"
+            );
             stopping.cancel();
+            // An operator who signals again means it: no more draining.
+            tokio::spawn(async {
+                shutdown_signal().await;
+                tracing::warn!("second shutdown signal: exiting at once, without draining");
+                eprintln!("fincode-sidecar: second shutdown signal, exiting at once");
+                std::process::exit(SECOND_SIGNAL_EXIT);
+            });
         },
     );
     if let Some(listener) = webhook_listener {
@@ -311,6 +318,10 @@ fn fail(code: u8, error: &dyn std::error::Error) -> ExitCode {
     eprintln!("error: {error}");
     ExitCode::from(code)
 }
+
+/// The exit code after a second SIGTERM/SIGINT cut the drain short: 128 + SIGINT's number,
+/// as a shell reports an interrupted program, so a supervisor sees it did not stop cleanly.
+const SECOND_SIGNAL_EXIT: i32 = 130;
 
 /// Resolves on SIGTERM (Kubernetes) or SIGINT (Ctrl-C).
 pub(crate) async fn shutdown_signal() {

@@ -439,6 +439,72 @@ async fn sigterm_drains_and_exits_cleanly() {
     );
 }
 
+/// A call slower than `shutdown.grace` is cut when the grace ends: the sidecar exits 0 in
+/// about the grace, not the call's time.
+#[tokio::test]
+async fn shutdown_grace_bounds_the_drain() {
+    let sandbox = TestSandbox::start().await;
+    let mut sidecar = SidecarBuilder::new(&sandbox)
+        .set("shutdown.grace", "1s")
+        .start();
+    sidecar.wait_ready(Duration::from_secs(20)).await;
+    sandbox.add_fault(
+        serde_json::from_value::<FaultRule>(
+            serde_json::json!({"kind": "latency", "latency_ms": 8000, "times": 1}),
+        )
+        .unwrap(),
+    );
+    let url = sidecar.url("/sandbox/ping");
+    let in_flight = tokio::spawn(async move { get(&app_client(), &url).await.status });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let started = std::time::Instant::now();
+    let status = sidecar.terminate(Duration::from_secs(6)).await;
+    let took = started.elapsed();
+    assert!(status.success(), "{status:?}");
+    assert!(
+        took >= Duration::from_millis(900),
+        "exited before the grace: {took:?}"
+    );
+    assert!(
+        took < Duration::from_secs(6),
+        "the 8 s call held the exit: {took:?}"
+    );
+    in_flight.abort();
+}
+
+/// A second SIGTERM during the drain exits at once, with 130.
+#[tokio::test]
+async fn a_second_signal_exits_at_once() {
+    let sandbox = TestSandbox::start().await;
+    let mut sidecar = SidecarBuilder::new(&sandbox).start();
+    sidecar.wait_ready(Duration::from_secs(20)).await;
+    sandbox.add_fault(
+        serde_json::from_value::<FaultRule>(
+            serde_json::json!({"kind": "latency", "latency_ms": 15000, "times": 1}),
+        )
+        .unwrap(),
+    );
+    let url = sidecar.url("/sandbox/ping");
+    let in_flight = tokio::spawn(async move { get(&app_client(), &url).await.status });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let pid = sidecar.pid().to_string();
+    std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
+    // Draining the 15 s call (the default grace is 25 s)...
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let ready = get(&app_client(), &sidecar.admin_url("/readyz")).await;
+    assert_eq!(ready.status, 503);
+    // ...until the operator insists.
+    let started = std::time::Instant::now();
+    let status = sidecar.terminate(Duration::from_secs(3)).await;
+    assert_eq!(status.code(), Some(130), "{status:?}");
+    assert!(started.elapsed() < Duration::from_secs(3));
+    assert!(sidecar.output().contains("second shutdown signal"));
+    in_flight.abort();
+}
+
 #[tokio::test]
 async fn while_draining_the_admin_port_still_answers_and_readiness_is_off() {
     let sandbox = TestSandbox::start().await;

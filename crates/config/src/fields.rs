@@ -181,6 +181,20 @@ pub(crate) fn duration(value: &Value) -> Result<Duration, Refusal> {
     Ok(parsed)
 }
 
+/// `shutdown.grace`: 1 s to 10 min. Kubernetes kills the pod at its
+/// `terminationGracePeriodSeconds` (30 s by default), so the grace must fit below it; a
+/// grace of minutes only makes sense with a pod grace raised to match.
+pub(crate) fn shutdown_grace(value: &Value) -> Result<Duration, Refusal> {
+    let parsed = duration(value)?;
+    if parsed < Duration::from_secs(1) || parsed > Duration::from_mins(10) {
+        return Err(Refusal::new(
+            "must be between 1s and 10m",
+            "set it a few seconds below the pod's terminationGracePeriodSeconds, e.g. \"25s\"",
+        ));
+    }
+    Ok(parsed)
+}
+
 /// A duration where zero is meaningful ("not at all"), such as `rate_limit.max_wait = "0s"`:
 /// never wait for a turn.
 pub(crate) fn duration_or_zero(value: &Value) -> Result<Duration, Refusal> {

@@ -47,7 +47,8 @@ pub use schema::{
     CREATE_TRANSACTION_ROUTE, Config, FieldAction, HmacAlgorithm, HmacEncoding, LimitsConfig,
     ListenConfig, ListenerLimits, ListenersConfig, LogConfig, LogFormat, OaepMgf1,
     PostgresStoreConfig, ROUTE_TEMPLATES, RateLimitConfig, RedactConfig, RetryConfig, RouteLimit,
-    StoreBackend, StoreTls, TracesConfig, UpstreamConfig, WebhookScheme, WebhooksConfig,
+    ShutdownConfig, StoreBackend, StoreTls, TracesConfig, UpstreamConfig, WebhookScheme,
+    WebhooksConfig,
 };
 pub use template::{KeyTemplate, TemplateError};
 

@@ -18,8 +18,9 @@ use crate::problem::{ConfigError, Problem, Severity, Source};
 use crate::schema::{
     AuditConfig, AuthConfig, AuthMode, BreakerConfig, CREATE_TRANSACTION_ROUTE, Config,
     LimitsConfig, ListenConfig, ListenerLimits, ListenersConfig, LogConfig, PostgresStoreConfig,
-    ROUTE_TEMPLATES, RateLimitConfig, RedactConfig, RetryConfig, RouteLimit, StoreBackend,
-    StoreTls, TracesConfig, UpstreamConfig, WebhookScheme, WebhooksConfig, default_extra_headers,
+    ROUTE_TEMPLATES, RateLimitConfig, RedactConfig, RetryConfig, RouteLimit, ShutdownConfig,
+    StoreBackend, StoreTls, TracesConfig, UpstreamConfig, WebhookScheme, WebhooksConfig,
+    default_extra_headers,
 };
 use crate::secrets::{is_credential_header, is_secret_key};
 
@@ -631,6 +632,13 @@ impl Reader {
         };
         s.finish();
 
+        let mut s = self.section("shutdown");
+        let defaults = ShutdownConfig::default();
+        let shutdown = ShutdownConfig {
+            grace: s.field("grace", fields::shutdown_grace, defaults.grace),
+        };
+        s.finish();
+
         for (key, value) in std::mem::take(&mut self.root) {
             self.leftovers.push((key, value));
         }
@@ -666,6 +674,7 @@ impl Reader {
             webhooks,
             store,
             audit,
+            shutdown,
         })
     }
 

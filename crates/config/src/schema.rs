@@ -47,6 +47,27 @@ pub struct Config {
     pub store: StoreBackend,
     /// The tamper-evident audit trail.
     pub audit: AuditConfig,
+    /// How the sidecar stops.
+    pub shutdown: ShutdownConfig,
+}
+
+/// How the sidecar stops on SIGTERM/SIGINT (`[shutdown]`).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ShutdownConfig {
+    /// How long in-flight app calls and webhook receipts may take to finish after the
+    /// signal; what is still running then is cut. Keep it below the pod's
+    /// `terminationGracePeriodSeconds`, which must also cover the webhook deliveries'
+    /// drain, the logout and the audit trail's last checkpoint that follow.
+    #[serde(serialize_with = "humantime_serde::serialize")]
+    pub grace: Duration,
+}
+
+impl Default for ShutdownConfig {
+    fn default() -> Self {
+        Self {
+            grace: Duration::from_secs(25),
+        }
+    }
 }
 
 /// The sidecar's two listeners.
@@ -728,6 +749,7 @@ impl Config {
             webhooks: WebhooksConfig::default(),
             store: StoreBackend::default(),
             audit: AuditConfig::default(),
+            shutdown: ShutdownConfig::default(),
         }
     }
 }

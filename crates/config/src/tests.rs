@@ -3161,3 +3161,18 @@ fn a_postgres_store_round_trips_and_writes_no_secret() {
     assert!(!text.contains(CANARY));
     assert!(!format!("{config:?}").contains(CANARY));
 }
+
+// --- shutdown ---
+
+#[test]
+fn shutdown_grace_defaults_to_25s_and_takes_1s_to_10m() {
+    let (config, _) = load_ok(&minimal(), &[]);
+    assert_eq!(config.shutdown.grace, Duration::from_secs(25));
+    let (config, _) = load_ok(&format!("{}[shutdown]\ngrace = \"40s\"\n", minimal()), &[]);
+    assert_eq!(config.shutdown.grace, Duration::from_secs(40));
+    for bad in ["\"500ms\"", "\"11m\"", "\"0s\"", "25", "\"soon\""] {
+        let problems = errors(&format!("{}[shutdown]\ngrace = {bad}\n", minimal()), &[]);
+        assert_eq!(keys(&problems), ["shutdown.grace"], "{bad}");
+        assert!(!problems[0].fix.is_empty(), "{bad}");
+    }
+}
