@@ -24,6 +24,16 @@
 //! - Every stored event carries a UUIDv7 ([`StoredEvent::uid`]) minted by the store at
 //!   insert, unique across stores and stable for the event's life.
 
+/// The event columns both backends select, in the order their row decoders
+/// (`sqlite::codec::event_from_row`, `postgres::event_from_row`) read them: one list, so
+/// the schemas cannot drift apart (a macro so SQL strings can `concat!` it).
+macro_rules! event_columns {
+    () => {
+        "id, dedupe_key, order_key, correlation_id, body, headers, received_at, status, \
+         attempts, next_attempt_at, last_error, uid, pending_since"
+    };
+}
+
 pub mod conformance;
 mod postgres;
 mod sqlite;

@@ -35,14 +35,6 @@
 //!   NOTIFYs instead, after the commits, coalescing those that pile up while it sends
 //!   one, with `synchronous_commit` off (a notification is not data).
 
-/// The columns [`event_from_row`] reads, in its order.
-macro_rules! event_columns {
-    () => {
-        "id, dedupe_key, order_key, correlation_id, body, headers, received_at, status, \
-         attempts, next_attempt_at, last_error, uid, pending_since"
-    };
-}
-
 mod clock;
 mod connect;
 mod listen;

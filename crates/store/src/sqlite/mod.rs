@@ -3,15 +3,6 @@
 //! Writes go through one writer thread that owns the only writing connection and
 //! commits in groups (see [`SqliteStore`]); reads use a second connection.
 
-/// The columns `codec::event_from_row` reads, in its order (a macro so SQL strings
-/// can `concat!` it).
-macro_rules! event_columns {
-    () => {
-        "id, dedupe_key, order_key, correlation_id, body, headers, received_at, status, \
-         attempts, next_attempt_at, last_error, uid, pending_since"
-    };
-}
-
 pub(crate) mod codec;
 mod lock;
 mod schema;
