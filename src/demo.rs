@@ -131,7 +131,7 @@ Ctrl-C stops both.
         (AUDIT_KEY_ENV, AUDIT_KEY),
         (HASH_KEY_ENV, HASH_KEY),
     ]);
-    let code = crate::run::run(config, &env, crate::run::shutdown_signal()).await;
+    let code = crate::run::run(config, &env, crate::run::shutdown_signal(), None).await;
     sandbox.shutdown().await;
     Ok(code)
 }

@@ -10,6 +10,7 @@ mod audit_trail;
 mod demo;
 mod fd_limit;
 mod panic_hook;
+mod reload;
 mod run;
 mod store_cli;
 mod webhooks_cli;

@@ -1,7 +1,13 @@
 //! `run`: load and validate the config, build every part, serve until SIGTERM/SIGINT,
 //! then fail readiness, drain and exit.
 
-use std::{future::Future, path::Path, process::ExitCode, sync::Arc, time::Duration};
+use std::{
+    future::Future,
+    path::{Path, PathBuf},
+    process::ExitCode,
+    sync::Arc,
+    time::Duration,
+};
 
 use fincode_config::{Config, Env, PostgresStoreConfig, StoreBackend, StoreTls};
 use fincode_proxy::EgressProxy;
@@ -9,7 +15,7 @@ use fincode_server::{CancellationToken, ConnectionMetrics, Server};
 use fincode_store::{
     EventStore, PostgresOptions, PostgresStore, PostgresTls, SqliteStore, StoreError,
 };
-use fincode_telemetry::{Metrics, Traces, init_logging};
+use fincode_telemetry::{LogLevel, Metrics, Traces, init_logging};
 use fincode_webhooks::Webhooks;
 use secrecy::SecretString;
 use tokio::net::TcpListener;
@@ -24,13 +30,13 @@ const INVALID_CONFIG: u8 = 2;
 
 pub(crate) async fn run_from_file(path: &Path) -> ExitCode {
     let env = Env::from_process();
-    let config = match Config::load(path, &env) {
+    let (config, log_level) = match Config::load(path, &env) {
         Ok((config, warnings)) => {
-            init_logging(&config.log);
+            let log_level = init_logging(&config.log);
             for warning in warnings {
                 tracing::warn!(%warning, "config warning");
             }
-            config
+            (config, log_level)
         }
         Err(error) => {
             eprintln!("{error}");
@@ -42,11 +48,27 @@ pub(crate) async fn run_from_file(path: &Path) -> ExitCode {
             return ExitCode::from(INVALID_CONFIG);
         }
     };
-    run(config, &env, shutdown_signal()).await
+    let reload = ReloadFrom {
+        path: path.to_owned(),
+        log_level,
+    };
+    run(config, &env, shutdown_signal(), Some(reload)).await
 }
 
-/// Runs the sidecar with a validated `config` until `shutdown` resolves.
-pub(crate) async fn run(config: Config, env: &Env, shutdown: impl Future<Output = ()>) -> ExitCode {
+/// Where a running sidecar reloads its config from (see [`crate::reload`]).
+pub(crate) struct ReloadFrom {
+    pub(crate) path: PathBuf,
+    pub(crate) log_level: Option<LogLevel>,
+}
+
+/// Runs the sidecar with a validated `config` until `shutdown` resolves; reloads it from
+/// `reload` on SIGHUP or a change of the file.
+pub(crate) async fn run(
+    config: Config,
+    env: &Env,
+    shutdown: impl Future<Output = ()>,
+    reload: Option<ReloadFrom>,
+) -> ExitCode {
     let missing = config.check_environment(env);
     if !missing.is_empty() {
         for problem in &missing {
@@ -88,6 +110,17 @@ pub(crate) async fn run(config: Config, env: &Env, shutdown: impl Future<Output 
         Some(auditor) => proxy.with_auditor(auditor.clone()),
         None => proxy,
     };
+    let reloader = reload.map(|from| {
+        crate::reload::Reloader::new(
+            &from.path,
+            env.clone(),
+            config.clone(),
+            proxy.reloader(),
+            from.log_level,
+            auditor.clone(),
+            &mut metrics.registry(),
+        )
+    });
     let egress = match bind("listen.egress", config.listen.egress).await {
         Ok(listener) => listener,
         Err(code) => return code,
@@ -188,6 +221,9 @@ pub(crate) async fn run(config: Config, env: &Env, shutdown: impl Future<Output 
         _ => (None, None),
     };
 
+    // Reloads stop when shutdown begins: the drain runs on the config it started with.
+    let reloader = reloader.map(|reloader| tokio::spawn(reloader.watch(stop_listeners.clone())));
+
     readiness.set(true);
     tracing::info!(
         egress = %egress_addr,
@@ -226,6 +262,9 @@ pub(crate) async fn run(config: Config, env: &Env, shutdown: impl Future<Output 
     );
     if let Some(listener) = webhook_listener {
         let _ = listener.await;
+    }
+    if let Some(reloader) = reloader {
+        let _ = reloader.await;
     }
     stop_dispatcher.cancel();
     if let Some(dispatcher) = dispatcher {

@@ -20,8 +20,8 @@ use http::Request;
 use http_body_util::Full;
 use serde_json::Value;
 use support::{
-    BIN, Sidecar, SidecarBuilder, TestSandbox, app_client, create_transaction, get, run_binary,
-    send,
+    BIN, Sidecar, SidecarBuilder, TestSandbox, app_client, audit_records as records,
+    create_transaction, get, run_binary, send,
 };
 
 /// Base64 of a fixed 32-byte seed.
@@ -51,26 +51,6 @@ fn public_key() -> String {
     Signer::from_base64_seed(SIGNING_SEED)
         .unwrap()
         .public_key_base64()
-}
-
-/// Every line of every segment, in order.
-fn records(dir: &Path) -> Vec<Value> {
-    let mut paths: Vec<PathBuf> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "jsonl"))
-        .collect();
-    paths.sort();
-    paths
-        .iter()
-        .flat_map(|p| {
-            std::fs::read_to_string(p)
-                .unwrap()
-                .lines()
-                .map(|l| serde_json::from_str::<Value>(l).unwrap())
-                .collect::<Vec<_>>()
-        })
-        .collect()
 }
 
 fn all_bytes(dir: &Path) -> String {

@@ -58,6 +58,9 @@ counter   fincode_audit_segments_deleted_total
 gauge     fincode_audit_queue_depth
 gauge     fincode_audit_available
 histogram fincode_audit_write_seconds
+counter   fincode_config_reloads_total
+gauge     fincode_config_reload_failing
+gauge     fincode_config_restart_pending_keys
 '
 
 echo "== promtool check rules $RULES"

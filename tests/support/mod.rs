@@ -147,10 +147,21 @@ level = "debug"
         self.dir.path().join("config.toml")
     }
 
+    /// The config file this builder writes.
+    pub fn to_toml(&self) -> String {
+        toml::to_string(&self.table).unwrap()
+    }
+
     /// Writes the config and starts the binary; waits until it logs that it is ready.
     pub fn start(self) -> Sidecar {
         let path = self.config_path();
-        std::fs::write(&path, toml::to_string(&self.table).unwrap()).unwrap();
+        std::fs::write(&path, self.to_toml()).unwrap();
+        self.start_at(path)
+    }
+
+    /// Starts the binary on the config file at `path`, already written (a ConfigMap-style
+    /// symlink, say); waits until it logs that it is ready.
+    pub fn start_at(self, path: PathBuf) -> Sidecar {
         let process = Process::spawn(&path, &self.env);
         Sidecar {
             process,
@@ -316,6 +327,22 @@ impl Sidecar {
     /// The process id (to signal it).
     pub fn pid(&self) -> u32 {
         self.process.child.id()
+    }
+
+    /// Sends `signal` (`HUP`, `TERM`...) with kill(1).
+    pub fn signal(&self, signal: &str) {
+        let pid = self.pid().to_string();
+        let status = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(&pid)
+            .status()
+            .unwrap();
+        assert!(status.success(), "kill -{signal} {pid}");
+    }
+
+    /// The config file the process was started with.
+    pub fn config_path(&self) -> &Path {
+        &self.config
     }
 
     /// `kill -9`: no drain, no flush, nothing.
@@ -596,4 +623,24 @@ pub fn run_binary(command: &mut Command) -> (Option<i32>, String) {
     let text = String::from_utf8_lossy(&output.stdout).into_owned()
         + &String::from_utf8_lossy(&output.stderr);
     (output.status.code(), text)
+}
+
+/// Every record of every segment of the audit trail in `dir`, in order.
+pub fn audit_records(dir: &Path) -> Vec<serde_json::Value> {
+    let mut paths: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "jsonl"))
+        .collect();
+    paths.sort();
+    paths
+        .iter()
+        .flat_map(|p| {
+            std::fs::read_to_string(p)
+                .unwrap()
+                .lines()
+                .map(|l| serde_json::from_str(l).unwrap())
+                .collect::<Vec<_>>()
+        })
+        .collect()
 }

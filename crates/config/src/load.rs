@@ -143,6 +143,50 @@ impl Config {
         toml::to_string(self)
             .unwrap_or_else(|err| format!("# fincode-sidecar could not write this config: {err}\n"))
     }
+
+    /// The dotted keys whose values differ between `self` and `other`, sorted: what a
+    /// reload changes. Names only, never values. A key set in one and unset in the other
+    /// counts as changed; map entries are named `section.map."entry"`.
+    pub fn changed_keys(&self, other: &Config) -> Vec<String> {
+        let (Ok(old), Ok(new)) = (toml::Value::try_from(self), toml::Value::try_from(other)) else {
+            // Cannot happen (see `to_toml_string`); claim everything changed rather than nothing.
+            return vec![String::new()];
+        };
+        let mut changed = Vec::new();
+        diff_keys(String::new(), Some(&old), Some(&new), &mut changed);
+        changed.sort();
+        changed
+    }
+}
+
+/// Appends to `out` every leaf key under `prefix` that differs between `old` and `new`.
+fn diff_keys(
+    prefix: String,
+    old: Option<&toml::Value>,
+    new: Option<&toml::Value>,
+    out: &mut Vec<String>,
+) {
+    use toml::Value::Table;
+    match (old, new) {
+        (Some(Table(old)), Some(Table(new))) => {
+            let keys: std::collections::BTreeSet<&String> = old.keys().chain(new.keys()).collect();
+            for key in keys {
+                let name = if key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+                    key.clone()
+                } else {
+                    format!("{key:?}")
+                };
+                let path = if prefix.is_empty() {
+                    name
+                } else {
+                    format!("{prefix}.{name}")
+                };
+                diff_keys(path, old.get(key), new.get(key), out);
+            }
+        }
+        (old, new) if old == new => {}
+        _ => out.push(prefix),
+    }
 }
 
 /// A problem for each `(key, variable)` whose variable is unset or blank. Names only:

@@ -3176,3 +3176,37 @@ fn shutdown_grace_defaults_to_25s_and_takes_1s_to_10m() {
         assert!(!problems[0].fix.is_empty(), "{bad}");
     }
 }
+
+// --- reload ---
+
+#[test]
+fn changed_keys_names_every_changed_leaf_and_nothing_else() {
+    let old = Config::with_base_url(Uri::from_static("https://acme.fincode.tech"));
+    assert!(old.changed_keys(&old.clone()).is_empty());
+
+    let mut new = old.clone();
+    new.rate_limit.per_second = 7;
+    new.listen.egress = "127.0.0.1:18081".parse().unwrap();
+    new.rate_limit.routes.insert(
+        "/transactionmanagement/create-transaction".into(),
+        create_limit(),
+    );
+    assert_eq!(
+        old.changed_keys(&new),
+        [
+            "listen.egress",
+            "rate_limit.per_second",
+            "rate_limit.routes.\"/transactionmanagement/create-transaction\".burst",
+            "rate_limit.routes.\"/transactionmanagement/create-transaction\".per_second",
+        ]
+    );
+    // Symmetric: a key unset on either side counts.
+    assert_eq!(new.changed_keys(&old).len(), 4);
+}
+
+fn create_limit() -> crate::RouteLimit {
+    crate::RouteLimit {
+        per_second: 2,
+        burst: 1,
+    }
+}

@@ -34,6 +34,7 @@ use std::{
     time::Duration,
 };
 
+use arc_swap::ArcSwap;
 use fincode_config::BreakerConfig;
 use http::{Request, Response, StatusCode};
 use pin_project_lite::pin_project;
@@ -125,11 +126,11 @@ pin_project! {
     }
 }
 
-/// Everything behind the `Arc`: settings fixed at construction, the metric handles and
-/// the mutable state.
+/// Everything behind the `Arc`: the settings (replaced whole on a config reload), the
+/// metric handles and the mutable state.
 #[derive(Debug)]
 struct Shared {
-    settings: Settings,
+    settings: ArcSwap<Settings>,
     upstream: Box<str>,
     metrics: BreakerMetrics,
     core: Mutex<Core>,
@@ -272,11 +273,23 @@ impl Breaker {
         Self {
             shared: Arc::new(Shared {
                 metrics: BreakerMetrics::register(registry, upstream),
-                settings,
+                settings: ArcSwap::from_pointee(settings),
                 upstream: upstream.into(),
                 core: Mutex::new(core),
             }),
         }
+    }
+
+    /// Applies a reloaded `[breaker]`. The state carries over (an open breaker stays open
+    /// until its current `open_for` ends); a new `window` length starts an empty window,
+    /// since failures counted over the old length say nothing about the new ratio.
+    pub fn reconfigure(&self, config: &BreakerConfig) {
+        let settings = Settings::from_config(config);
+        let mut core = self.lock();
+        if settings.window != self.shared.settings.load().window {
+            core.window = Window::new(settings.window, Instant::now());
+        }
+        self.shared.settings.store(Arc::new(settings));
     }
 
     /// Where the breaker stands now. An open breaker whose `open_for` has run out is
@@ -304,7 +317,7 @@ impl Breaker {
 
     /// Lets a request through, or says why not. `Ok(None)` when the breaker is disabled.
     fn admit(&self) -> Result<Option<Ticket>, SidecarError> {
-        let settings = &self.shared.settings;
+        let settings = self.shared.settings.load();
         if !settings.enabled {
             return Ok(None);
         }
@@ -354,7 +367,7 @@ impl Breaker {
         if role == Role::Counted && outcome == Outcome::Neutral {
             return;
         }
-        let settings = &self.shared.settings;
+        let settings = self.shared.settings.load();
         let now = Instant::now();
         let change = {
             let mut core = self.lock();
@@ -446,7 +459,7 @@ impl Breaker {
     /// warning that says why, with numbers.
     fn report(&self, change: Change) {
         let upstream = &*self.shared.upstream;
-        let settings = &self.shared.settings;
+        let settings = self.shared.settings.load();
         let open_for_secs = settings.open_for.as_secs_f64();
         match change {
             Change::Opened(Trip::Consecutive { failures }) => tracing::warn!(
@@ -496,7 +509,7 @@ impl Breaker {
                     }
                     Trip::Ratio { failures, requests } => format!(
                         "failed {failures} of {requests} requests within {}s (breaker.failure_ratio)",
-                        whole_seconds(self.shared.settings.window)
+                        whole_seconds(self.shared.settings.load().window)
                     ),
                     Trip::Probe => "failed a probe request after the breaker had opened".into(),
                 };
@@ -946,6 +959,31 @@ mod tests {
             .unwrap_err();
         h.send(FAIL).await.unwrap();
         assert_eq!(h.breaker.state(), State::Open);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_reload_keeps_the_state_and_applies_the_new_thresholds() {
+        let mut h = harness(&config());
+        h.trip().await;
+        let mut reloaded = config();
+        reloaded.consecutive_failures = 5;
+        h.breaker.reconfigure(&reloaded);
+        // Still open: a reload is no way to wave traffic through to a failing FinCode.
+        assert_eq!(h.breaker.state(), State::Open);
+        refused(h.send(OK).await);
+
+        // Once closed again, it takes five failures in a row now, not three.
+        let mut h = harness(&config());
+        h.breaker.reconfigure(&reloaded);
+        h.send_all(&[FAIL; 4]).await;
+        assert_eq!(h.breaker.state(), State::Closed);
+        h.send(FAIL).await.unwrap();
+        assert_eq!(h.breaker.state(), State::Open);
+
+        // Switched off by a reload, it lets everything through.
+        reloaded.enabled = false;
+        h.breaker.reconfigure(&reloaded);
+        h.send(OK).await.unwrap();
     }
 
     #[tokio::test(start_paused = true)]

@@ -43,6 +43,7 @@ pub mod limits;
 pub mod path;
 pub mod problem;
 pub mod rate_limit;
+pub mod reload;
 pub mod retry;
 pub mod routes;
 pub mod shed;
@@ -274,6 +275,17 @@ impl EgressProxy {
     /// The circuit breaker in front of FinCode, for readiness and tests.
     pub fn breaker(&self) -> &breaker::Breaker {
         &self.breaker
+    }
+
+    /// Handles that apply a reloaded config's tunable settings to this proxy once it
+    /// serves (see [`reload`]).
+    pub fn reloader(&self) -> reload::ProxyReloader {
+        reload::ProxyReloader {
+            rate_limit: self.rate_limit.clone(),
+            retry: self.retry.clone(),
+            breaker: self.breaker.clone(),
+            shed: self.shed.clone(),
+        }
     }
 
     /// The credentials, for readiness, the background refresher and logout.

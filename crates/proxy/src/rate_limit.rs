@@ -19,6 +19,7 @@ use std::{
     time::Duration,
 };
 
+use arc_swap::ArcSwap;
 use fincode_config::RateLimitConfig;
 use governor::{
     DefaultDirectRateLimiter, Quota,
@@ -130,17 +131,26 @@ struct Limits {
 }
 
 /// Adds [`RateLimit`] to a stack.
+///
+/// The limits sit behind an [`ArcSwap`] so a config reload can replace them whole
+/// ([`Self::rebuild`], then [`Self::install`]); each request reads them once when it
+/// reaches the layer.
 #[derive(Clone, Debug)]
 pub struct RateLimitLayer {
-    limits: Arc<Limits>,
+    limits: Arc<ArcSwap<Limits>>,
 }
 
 /// Paces requests by the local buckets and FinCode's 429s.
 #[derive(Clone, Debug)]
 pub struct RateLimit<S> {
     inner: S,
-    limits: Arc<Limits>,
+    limits: Arc<ArcSwap<Limits>>,
 }
+
+/// Limits built from a new `[rate_limit]` and not yet in use: see
+/// [`RateLimitLayer::rebuild`].
+#[derive(Debug)]
+pub struct PendingLimits(Arc<Limits>);
 
 // === impl RateLimitLayer ===
 
@@ -152,30 +162,24 @@ impl RateLimitLayer {
         throttle: Throttle,
         registry: &mut Registry,
     ) -> Result<Self, BuildError> {
-        let global = NonZeroU32::new(config.per_second)
-            .map(|rate| DefaultDirectRateLimiter::direct(quota(rate, config.burst)));
-        let mut routes = HashMap::new();
-        for (route, limit) in &config.routes {
-            let Some(template) = routes::known(route) else {
-                return Err(BuildError::RateLimitRoute(route.clone()));
-            };
-            let Some(rate) = NonZeroU32::new(limit.per_second) else {
-                continue;
-            };
-            routes.insert(
-                template,
-                DefaultDirectRateLimiter::direct(quota(rate, limit.burst)),
-            );
-        }
+        let limits = Limits::build(config, throttle, Metrics::register(registry))?;
         Ok(Self {
-            limits: Arc::new(Limits {
-                global,
-                routes,
-                max_wait: config.max_wait,
-                throttle,
-                metrics: Metrics::register(registry),
-            }),
+            limits: Arc::new(ArcSwap::from_pointee(limits)),
         })
+    }
+
+    /// Builds the limits a reloaded `config` asks for, keeping FinCode's pauses and the
+    /// metrics; nothing changes until [`Self::install`]. The buckets start full: a reload
+    /// may let one burst through early, never more.
+    pub fn rebuild(&self, config: &RateLimitConfig) -> Result<PendingLimits, BuildError> {
+        let current = self.limits.load();
+        let limits = Limits::build(config, current.throttle.clone(), current.metrics.clone())?;
+        Ok(PendingLimits(Arc::new(limits)))
+    }
+
+    /// Puts rebuilt limits in use for every request that reaches the layer from now on.
+    pub fn install(&self, pending: PendingLimits) {
+        self.limits.store(pending.0);
     }
 }
 
@@ -197,6 +201,37 @@ impl<S> Layer<S> for RateLimitLayer {
 // === impl Limits ===
 
 impl Limits {
+    /// The buckets for `config`. A route that is not a known template is refused: it
+    /// would never match.
+    fn build(
+        config: &RateLimitConfig,
+        throttle: Throttle,
+        metrics: Metrics,
+    ) -> Result<Self, BuildError> {
+        let global = NonZeroU32::new(config.per_second)
+            .map(|rate| DefaultDirectRateLimiter::direct(quota(rate, config.burst)));
+        let mut routes = HashMap::new();
+        for (route, limit) in &config.routes {
+            let Some(template) = routes::known(route) else {
+                return Err(BuildError::RateLimitRoute(route.clone()));
+            };
+            let Some(rate) = NonZeroU32::new(limit.per_second) else {
+                continue;
+            };
+            routes.insert(
+                template,
+                DefaultDirectRateLimiter::direct(quota(rate, limit.burst)),
+            );
+        }
+        Ok(Self {
+            global,
+            routes,
+            max_wait: config.max_wait,
+            throttle,
+            metrics,
+        })
+    }
+
     /// Waits for the request's turn, or says how long the app should wait instead.
     async fn admit(&self, route: &'static str) -> Result<(), SidecarError> {
         let started = Instant::now();
@@ -297,7 +332,7 @@ where
     fn call(&mut self, req: Request<B>) -> Self::Future {
         let clone = self.inner.clone();
         let inner = std::mem::replace(&mut self.inner, clone);
-        let limits = self.limits.clone();
+        let limits = self.limits.load_full();
         let route = req.extensions().get::<Route>().map_or(OTHER, |r| r.0);
         Box::pin(async move {
             limits.admit(route).await?;

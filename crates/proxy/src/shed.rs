@@ -14,6 +14,7 @@ use std::{
     task::{Context, Poll},
 };
 
+use arc_swap::ArcSwap;
 use http::{Request, Response};
 use pin_project_lite::pin_project;
 use prometheus_client::{metrics::counter::Counter, registry::Registry};
@@ -23,10 +24,13 @@ use tower::{Layer, Service};
 use crate::{ErrorKind, SidecarError};
 
 /// Adds [`LoadShed`] to a stack.
+///
+/// The cap sits behind an [`ArcSwap`] so a config reload can change it
+/// ([`Self::set_max`]): requests admitted before hold permits of the old cap and release
+/// them there, so for as long as they run the two caps add up.
 #[derive(Clone, Debug)]
 pub struct LoadShedLayer {
-    permits: Arc<Semaphore>,
-    max: usize,
+    cap: Arc<ArcSwap<Cap>>,
     shed: Counter,
 }
 
@@ -34,9 +38,24 @@ pub struct LoadShedLayer {
 #[derive(Clone, Debug)]
 pub struct LoadShed<S> {
     inner: S,
+    cap: Arc<ArcSwap<Cap>>,
+    shed: Counter,
+}
+
+/// One in-flight cap: its permits and the number they started at (for the error).
+#[derive(Debug)]
+struct Cap {
     permits: Arc<Semaphore>,
     max: usize,
-    shed: Counter,
+}
+
+impl Cap {
+    fn new(max: usize) -> Self {
+        Self {
+            permits: Arc::new(Semaphore::new(max.min(Semaphore::MAX_PERMITS))),
+            max,
+        }
+    }
 }
 
 // === impl LoadShedLayer ===
@@ -51,9 +70,16 @@ impl LoadShedLayer {
             shed.clone(),
         );
         Self {
-            permits: Arc::new(Semaphore::new(max.min(Semaphore::MAX_PERMITS))),
-            max,
+            cap: Arc::new(ArcSwap::from_pointee(Cap::new(max))),
             shed,
+        }
+    }
+
+    /// Applies a reloaded `limits.max_concurrent_requests` to requests that arrive from
+    /// now on; an unchanged value keeps the current permits.
+    pub fn set_max(&self, max: usize) {
+        if self.cap.load().max != max {
+            self.cap.store(Arc::new(Cap::new(max)));
         }
     }
 }
@@ -64,8 +90,7 @@ impl<S> Layer<S> for LoadShedLayer {
     fn layer(&self, inner: S) -> Self::Service {
         LoadShed {
             inner,
-            permits: self.permits.clone(),
-            max: self.max,
+            cap: self.cap.clone(),
             shed: self.shed.clone(),
         }
     }
@@ -86,7 +111,8 @@ where
     }
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
-        if let Ok(permit) = self.permits.clone().try_acquire_owned() {
+        let cap = self.cap.load();
+        if let Ok(permit) = cap.permits.clone().try_acquire_owned() {
             return ResponseFuture {
                 state: State::Admitted {
                     inner: self.inner.call(req),
@@ -99,7 +125,7 @@ where
             ErrorKind::Overloaded,
             format!(
                 "{} requests are already in flight (limits.max_concurrent_requests); retry with backoff, or raise the limit if FinCode keeps up",
-                self.max
+                cap.max
             ),
         );
         ResponseFuture {
@@ -178,6 +204,28 @@ mod tests {
         let mut text = String::new();
         prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
         assert!(text.contains("fincode_shed_total 1"), "{text}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_new_cap_applies_to_requests_that_arrive_after_it() {
+        let layer = LoadShedLayer::new(1, &mut Registry::default());
+        let svc = layer.layer(service_fn(|_req: Request<()>| async {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            Ok::<_, SidecarError>(Response::new(()))
+        }));
+        let first = tokio::spawn(svc.clone().oneshot(Request::new(())));
+        tokio::task::yield_now().await;
+        svc.clone().oneshot(Request::new(())).await.unwrap_err();
+        layer.set_max(2);
+        // Two new permits; the first request still holds one of the old cap.
+        let second = tokio::spawn(svc.clone().oneshot(Request::new(())));
+        let third = tokio::spawn(svc.clone().oneshot(Request::new(())));
+        tokio::task::yield_now().await;
+        let err = svc.clone().oneshot(Request::new(())).await.unwrap_err();
+        assert!(err.detail().starts_with("2 requests"), "{}", err.detail());
+        for handle in [first, second, third] {
+            handle.await.unwrap().unwrap();
+        }
     }
 
     #[tokio::test(start_paused = true)]

@@ -70,30 +70,75 @@ impl Default for Metrics {
 pub const METRICS_CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
 /// Installs the global log subscriber: JSON lines (or text) on stdout; `RUST_LOG`
-/// overrides `log.level`. Idempotent: a second call is a no-op.
-pub fn init_logging(config: &LogConfig) {
-    let filter =
-        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&config.level));
-    // Signed audit checkpoints are the trail's independent copy (`audit verify
-    // --checkpoints`): no level setting may drop them.
-    let filter = match "fincode_audit::checkpoint=info".parse() {
-        Ok(directive) => filter.add_directive(directive),
-        Err(_) => filter,
-    };
+/// overrides `log.level`. Idempotent: a second call is a no-op and returns `None`.
+///
+/// The returned [`LogLevel`] changes the level of the running subscriber (a config
+/// reload). The filter sits behind `tracing-subscriber`'s reload layer; plain level
+/// directives stay cached per call site, so this costs nothing per event until used.
+pub fn init_logging(config: &LogConfig) -> Option<LogLevel> {
     let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+        .with_env_filter(filter(&config.level))
         .with_writer(std::io::stdout);
-    let _ = match config.format {
+    match config.format {
         // The span list carries the request's correlation id onto every line logged
         // while the request is being served.
-        LogFormat::Json => builder
-            .json()
-            .flatten_event(true)
-            .with_current_span(false)
-            .with_span_list(true)
-            .try_init(),
-        LogFormat::Text => builder.try_init(),
-    };
+        LogFormat::Json => {
+            let builder = builder
+                .json()
+                .flatten_event(true)
+                .with_current_span(false)
+                .with_span_list(true)
+                .with_filter_reloading();
+            let handle = builder.reload_handle();
+            builder.try_init().ok().map(|()| LogLevel::new(handle))
+        }
+        LogFormat::Text => {
+            let builder = builder.with_filter_reloading();
+            let handle = builder.reload_handle();
+            builder.try_init().ok().map(|()| LogLevel::new(handle))
+        }
+    }
+}
+
+/// `level` as an `EnvFilter`, unless `RUST_LOG` overrides it.
+fn filter(level: &str) -> EnvFilter {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level));
+    // Signed audit checkpoints are the trail's independent copy (`audit verify
+    // --checkpoints`): no level setting may drop them.
+    match "fincode_audit::checkpoint=info".parse() {
+        Ok(directive) => filter.add_directive(directive),
+        Err(_) => filter,
+    }
+}
+
+/// Sets the level of the subscriber [`init_logging`] installed.
+pub struct LogLevel {
+    set: Box<dyn Fn(EnvFilter) -> Result<(), String> + Send + Sync>,
+}
+
+impl LogLevel {
+    fn new<S: 'static>(handle: tracing_subscriber::reload::Handle<EnvFilter, S>) -> Self {
+        Self {
+            set: Box::new(move |filter| handle.reload(filter).map_err(|e| e.to_string())),
+        }
+    }
+
+    /// Applies `level` (a `log.level` directive) from now on. Under `RUST_LOG` this is a
+    /// no-op, as at start-up: the variable wins. Fails only if the subscriber is gone.
+    pub fn set(&self, level: &str) -> Result<(), String> {
+        (self.set)(filter(level))
+    }
+
+    /// Whether `RUST_LOG` is set, so `log.level` is ignored.
+    pub fn overridden() -> bool {
+        std::env::var_os(EnvFilter::DEFAULT_ENV).is_some()
+    }
+}
+
+impl std::fmt::Debug for LogLevel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LogLevel").finish_non_exhaustive()
+    }
 }
 
 #[cfg(test)]

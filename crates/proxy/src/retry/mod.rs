@@ -30,6 +30,7 @@ use std::{
     time::{Duration, SystemTime},
 };
 
+use arc_swap::ArcSwap;
 use bytes::Bytes;
 use fincode_backoff::{Backoff, retry_after};
 use fincode_config::RetryConfig;
@@ -196,17 +197,25 @@ impl std::fmt::Debug for Policy {
 }
 
 /// Adds [`Retry`] to a stack.
+///
+/// The policy sits behind an [`ArcSwap`] so a config reload can replace it whole
+/// ([`Self::rebuild`], then [`Self::install`]); a request takes the policy in force when
+/// it reaches the layer and keeps it for all its tries.
 #[derive(Clone, Debug)]
 pub struct RetryLayer {
-    policy: Arc<Policy>,
+    policy: Arc<ArcSwap<Policy>>,
 }
 
 /// Sends failed tries again when safe, within attempts, deadline and budget.
 #[derive(Clone, Debug)]
 pub struct Retry<S> {
     inner: S,
-    policy: Arc<Policy>,
+    policy: Arc<ArcSwap<Policy>>,
 }
+
+/// A policy built from a new `[retry]` and not yet in use: see [`RetryLayer::rebuild`].
+#[derive(Debug)]
+pub struct PendingPolicy(Arc<Policy>);
 
 // === impl RetryLayer ===
 
@@ -220,6 +229,45 @@ impl RetryLayer {
         upstream_backoff: Duration,
         registry: &mut Registry,
     ) -> Self {
+        let policy = Policy::build(
+            config,
+            throttle,
+            upstream_backoff,
+            Metrics::register(registry),
+        );
+        Self {
+            policy: Arc::new(ArcSwap::from_pointee(policy)),
+        }
+    }
+
+    /// Builds the policy a reloaded `config` asks for, keeping the throttle shared with
+    /// the rate limiter and the metrics; nothing changes until [`Self::install`]. The
+    /// retry budget starts afresh.
+    pub fn rebuild(&self, config: &RetryConfig, upstream_backoff: Duration) -> PendingPolicy {
+        let current = self.policy.load();
+        PendingPolicy(Arc::new(Policy::build(
+            config,
+            current.throttle.clone(),
+            upstream_backoff,
+            current.metrics.clone(),
+        )))
+    }
+
+    /// Puts a rebuilt policy in use for every request that reaches the layer from now on.
+    pub fn install(&self, pending: PendingPolicy) {
+        self.policy.store(pending.0);
+    }
+}
+
+// === impl Policy ===
+
+impl Policy {
+    fn build(
+        config: &RetryConfig,
+        throttle: Throttle,
+        upstream_backoff: Duration,
+        metrics: Metrics,
+    ) -> Self {
         // tower's budget wants a window of 1 to 60 seconds; the config allows that range.
         let window = config
             .budget_window
@@ -227,19 +275,17 @@ impl RetryLayer {
         #[allow(clippy::cast_possible_truncation)] // A ratio in 0..=1.
         let ratio = config.budget_ratio.clamp(0.0, 1.0) as f32;
         Self {
-            policy: Arc::new(Policy {
-                max_attempts: config.max_attempts.max(1),
-                backoff: Backoff::full_jitter(config.backoff_base, config.backoff_cap),
-                per_try_timeout: config.per_try_timeout,
-                deadline: config.deadline,
-                retry_after_cap: config.retry_after_cap,
-                budget: TpsBudget::new(window, config.budget_min_per_second, ratio),
-                max_replay_body: config.max_replay_body,
-                mint_idempotency_key: config.mint_idempotency_key,
-                throttle,
-                upstream_backoff,
-                metrics: Metrics::register(registry),
-            }),
+            max_attempts: config.max_attempts.max(1),
+            backoff: Backoff::full_jitter(config.backoff_base, config.backoff_cap),
+            per_try_timeout: config.per_try_timeout,
+            deadline: config.deadline,
+            retry_after_cap: config.retry_after_cap,
+            budget: TpsBudget::new(window, config.budget_min_per_second, ratio),
+            max_replay_body: config.max_replay_body,
+            mint_idempotency_key: config.mint_idempotency_key,
+            throttle,
+            upstream_backoff,
+            metrics,
         }
     }
 }
@@ -282,7 +328,7 @@ where
     fn call(&mut self, req: Request<B>) -> Self::Future {
         let clone = self.inner.clone();
         let inner = std::mem::replace(&mut self.inner, clone);
-        Box::pin(self.policy.clone().run(inner, req))
+        Box::pin(self.policy.load_full().run(inner, req))
     }
 }
 
