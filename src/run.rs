@@ -187,10 +187,10 @@ pub(crate) async fn run(
     );
     let connections = ConnectionMetrics::register(&mut metrics.registry());
     let server = |name, limits| Server::new(name, limits).with_metrics(connections.clone());
-    // Shutdown, in order: readiness off -> egress and webhook ports stop and drain ->
-    // dispatcher -> logout -> admin port last (probes answer until the end).
+    // Shutdown, in order: readiness off -> egress and webhook ports stop, and they and the
+    // dispatcher drain within one `shutdown.grace` -> logout -> audit trail closed -> admin
+    // port last (probes answer until the end).
     let stop_listeners = CancellationToken::new();
-    let stop_dispatcher = CancellationToken::new();
     let stop_admin = CancellationToken::new();
     let admin = tokio::spawn(admin::serve(
         server("admin", &config.listeners.admin),
@@ -201,8 +201,10 @@ pub(crate) async fn run(
         stop_admin.clone(),
     ));
 
-    // Webhooks: the listener stops with the egress port; the dispatcher after it, so a
-    // confirm-by-query still has the egress path while deliveries finish.
+    // Webhooks: the listener and the dispatcher stop with the egress port. The dispatcher
+    // claims nothing more and gives its in-flight deliveries the same grace as the app's
+    // calls; a delivery that needs a confirm-by-query through the (now closed) egress port
+    // fails and stays queued for the next start.
     let (webhook_listener, dispatcher) = match (webhooks, webhook_socket) {
         (Some(webhooks), Some(socket)) => {
             let (listener, dispatcher) = webhooks.into_parts();
@@ -213,9 +215,10 @@ pub(crate) async fn run(
                     stop_listeners.clone(),
                     config.shutdown.grace,
                 ))),
-                Some(tokio::spawn(
-                    dispatcher.run(stop_dispatcher.clone().cancelled_owned()),
-                )),
+                Some(tokio::spawn(dispatcher.run(
+                    stop_listeners.clone().cancelled_owned(),
+                    config.shutdown.grace,
+                ))),
             )
         }
         _ => (None, None),
@@ -266,7 +269,6 @@ pub(crate) async fn run(
     if let Some(reloader) = reloader {
         let _ = reloader.await;
     }
-    stop_dispatcher.cancel();
     if let Some(dispatcher) = dispatcher {
         let _ = dispatcher.await;
     }

@@ -391,7 +391,7 @@ async fn start(
     .unwrap();
     let (listener, dispatcher) = webhooks.into_parts();
     if variant.dispatcher {
-        tokio::spawn(dispatcher.run(stop.clone().cancelled_owned()));
+        tokio::spawn(dispatcher.run(stop.clone().cancelled_owned(), Duration::from_secs(10)));
     }
     let socket = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = socket.local_addr().unwrap();

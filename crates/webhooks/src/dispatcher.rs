@@ -41,9 +41,6 @@ const PURGE_EVERY: Duration = Duration::from_hours(1);
 /// is not going back, but its view may have lagged the event's.
 pub const SUPERSEDED_RETRY: Duration = Duration::from_mins(30);
 
-/// How long in-flight deliveries may finish after shutdown begins.
-const DRAIN: Duration = Duration::from_secs(10);
-
 /// Runs `task` at once and then every `period`, for ever (until aborted). A run that
 /// overruns delays the next instead of bunching them up.
 async fn every<T, F, Fut>(period: Duration, state: Arc<T>, task: F)
@@ -217,9 +214,11 @@ impl Dispatcher {
         }
     }
 
-    /// Delivers until `shutdown` resolves, then lets in-flight deliveries finish (up to
-    /// ten seconds; an unfinished one is delivered again after its lease).
-    pub async fn run(self, shutdown: impl Future<Output = ()>) {
+    /// Delivers until `shutdown` resolves, then claims nothing more and lets in-flight
+    /// deliveries finish for up to `drain` (`shutdown.grace`); one still running then is
+    /// abandoned with its lease and delivered again, by this sidecar after a restart or by
+    /// another replica, once the lease ends: never lost.
+    pub async fn run(self, shutdown: impl Future<Output = ()>, drain: Duration) {
         let this = Arc::new(self);
         let permits = Arc::new(Semaphore::new(this.policy.concurrency.max(1)));
         tokio::pin!(shutdown);
@@ -265,7 +264,7 @@ impl Dispatcher {
             }
         }
         let all = u32::try_from(this.policy.concurrency.max(1)).unwrap_or(u32::MAX);
-        if tokio::time::timeout(DRAIN, permits.acquire_many(all))
+        if tokio::time::timeout(drain, permits.acquire_many(all))
             .await
             .is_err()
         {
@@ -858,9 +857,12 @@ mod tests {
             None,
         );
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let running = tokio::spawn(dispatcher.run(async move {
-            let _ = stopped.await;
-        }));
+        let running = tokio::spawn(dispatcher.run(
+            async move {
+                let _ = stopped.await;
+            },
+            Duration::from_secs(10),
+        ));
         // Real time: the store's writer is a thread, which paused time would outrun.
         for _ in 0..250 {
             if !s.app.seen.lock().unwrap().is_empty() {
