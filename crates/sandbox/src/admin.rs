@@ -123,6 +123,8 @@ async fn reset(State(app): State<Arc<App>>) -> Response {
 struct Settings {
     token_lifetime_secs: Option<u64>,
     refresh_token_lifetime_secs: Option<u64>,
+    /// Shifts the API's `Date` header by this many seconds (0 restores the real clock).
+    clock_offset_secs: Option<i64>,
 }
 
 async fn settings(State(app): State<Arc<App>>, body: Body) -> Response {
@@ -136,6 +138,10 @@ async fn settings(State(app): State<Arc<App>>, body: Body) -> Response {
             .refresh_token_lifetime_secs
             .map(Duration::from_secs),
     );
+    if let Some(offset) = settings.clock_offset_secs {
+        app.clock_offset_secs
+            .store(offset, std::sync::atomic::Ordering::Relaxed);
+    }
     ok()
 }
 
