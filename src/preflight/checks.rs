@@ -45,8 +45,8 @@ pub(crate) struct Item {
     pub(crate) id: &'static str,
     /// The checklist's section.
     pub(crate) section: &'static str,
-    /// The checklist's line, as FinCode words it.
-    pub(crate) item: &'static str,
+    /// The checklist's line, as FinCode words it (`item` in the JSON).
+    pub(crate) line: &'static str,
     pub(crate) status: Status,
     /// One line: why, and for a failure the fix naming the config key. Never a secret.
     pub(crate) reason: String,
@@ -71,7 +71,7 @@ fn item(
     Item {
         id,
         section,
-        item: line,
+        line,
         status,
         reason: reason.into(),
     }
@@ -154,7 +154,7 @@ pub(crate) async fn run(config: &Config, env: &Env, options: &Options) -> Vec<It
         audit(config, env).await,
     ]);
     items.extend(production(config, options));
-    items.extend(monitoring(config, admin, alerts.as_ref()));
+    items.extend(monitoring(config, &admin, alerts.as_ref()));
     items.extend(launch());
     items
 }
@@ -276,12 +276,8 @@ async fn session(config: &Config, proxy: &Result<EgressProxy, String>) -> Sessio
             };
         }
     };
-    let probe_text = |probe: &Probe| {
-        format!(
-            "GET {PROBE_PATH} answered HTTP {}",
-            probe.status.as_u16()
-        )
-    };
+    let probe_text =
+        |probe: &Probe| format!("GET {PROBE_PATH} answered HTTP {}", probe.status.as_u16());
     match config.auth.mode {
         AuthMode::Login => {
             let credentials = proxy.credentials();
@@ -290,7 +286,9 @@ async fn session(config: &Config, proxy: &Result<EgressProxy, String>) -> Sessio
                 // `Date` for the clock check.
                 let probe = proxy.probe(PROBE_PATH, false).await;
                 return Session {
-                    item: fail(format!("a live login with the configured credentials failed: {failure}")),
+                    item: fail(format!(
+                        "a live login with the configured credentials failed: {failure}"
+                    )),
                     probe: probe.map_err(|e| e.detail().to_owned()),
                 };
             }
@@ -417,10 +415,7 @@ pub(crate) fn skew_threshold(config: &Config) -> (Duration, String) {
     let threshold = (margin / 2).max(Duration::from_secs(5));
     (
         threshold,
-        format!(
-            "half of {key} ({})",
-            humantime::format_duration(margin)
-        ),
+        format!("half of {key} ({})", humantime::format_duration(margin)),
     )
 }
 
@@ -1135,10 +1130,10 @@ async fn webhook_setup(config: &Config, env: &Env) -> Vec<Item> {
             ),
         ),
     };
-    let deliver_to = webhooks
-        .deliver_to
-        .as_ref()
-        .map_or_else(|| "(webhooks.deliver_to unset)".to_owned(), ToString::to_string);
+    let deliver_to = webhooks.deliver_to.as_ref().map_or_else(
+        || "(webhooks.deliver_to unset)".to_owned(),
+        ToString::to_string,
+    );
     vec![
         item(
             lines[0].0,
@@ -1367,9 +1362,11 @@ pub(crate) fn is_production_host(host: &str) -> bool {
 }
 
 fn base_url(config: &Config, options: &Options) -> Item {
-    const LINE: &str = "Receive Production Access: Production base URL https://{tenant}.fincode.tech";
+    const LINE: &str =
+        "Receive Production Access: Production base URL https://{tenant}.fincode.tech";
     let url = &config.upstream.base_url;
-    let production = url.scheme_str() == Some("https") && url.host().is_some_and(is_production_host);
+    let production =
+        url.scheme_str() == Some("https") && url.host().is_some_and(is_production_host);
     if production {
         return item(
             "production.base_url",
@@ -1458,9 +1455,9 @@ async fn admin_port(config: &Config) -> Admin {
     Ok(String::from_utf8_lossy(&body).into_owned())
 }
 
-fn monitoring(config: &Config, admin: Admin, alerts: Option<&Rules>) -> Vec<Item> {
+fn monitoring(config: &Config, admin: &Admin, alerts: Option<&Rules>) -> Vec<Item> {
     let metric = |id, line, names: &[&str], what: &str| {
-        let (status, reason) = match &admin {
+        let (status, reason) = match admin {
             Err(error) => (Status::Fail, error.clone()),
             Ok(text) => {
                 let missing: Vec<&str> = names
@@ -1489,7 +1486,7 @@ fn monitoring(config: &Config, admin: Admin, alerts: Option<&Rules>) -> Vec<Item
         };
         item(id, MONITORING, line, status, reason)
     };
-    let endpoint = match &admin {
+    let endpoint = match admin {
         Ok(_) => item(
             "monitoring.metrics_endpoint",
             MONITORING,

@@ -95,7 +95,8 @@ fn skew_allows_for_the_date_resolution_and_the_round_trip() {
 
 #[test]
 fn the_skew_threshold_is_half_the_tightest_clock_margin() {
-    let mut config = Config::with_base_url("https://acme.fincode.tech/api/v6/services".parse().unwrap());
+    let mut config =
+        Config::with_base_url("https://acme.fincode.tech/api/v6/services".parse().unwrap());
     // Neither login nor timestamped webhooks: half of FinCode's 5 min.
     assert_eq!(skew_threshold(&config).0, Duration::from_secs(150));
     config.auth.mode = AuthMode::Login;
@@ -158,11 +159,25 @@ fn a_rules_file_without_an_alert_or_not_parsing_fails_with_the_fix() {
     let rules = read_alerts(&path);
     let latency = alerts_item("x", "s", "l", Some(&rules), AlertKind::Latency);
     assert_eq!(latency.status, Status::Fail, "> 30 is not > 3");
-    assert!(latency.reason.contains("latency > 3 s"), "{}", latency.reason);
+    assert!(
+        latency.reason.contains("latency > 3 s"),
+        "{}",
+        latency.reason
+    );
     std::fs::write(&path, "groups: [unclosed\n").unwrap();
-    let broken = alerts_item("x", "s", "l", Some(&read_alerts(&path)), AlertKind::ErrorRate);
+    let broken = alerts_item(
+        "x",
+        "s",
+        "l",
+        Some(&read_alerts(&path)),
+        AlertKind::ErrorRate,
+    );
     assert_eq!(broken.status, Status::Fail);
-    assert!(broken.reason.contains("does not parse"), "{}", broken.reason);
+    assert!(
+        broken.reason.contains("does not parse"),
+        "{}",
+        broken.reason
+    );
     let none = alerts_item("x", "s", "l", None, AlertKind::ErrorRate);
     assert_eq!(none.status, Status::Manual);
     assert!(none.reason.contains("deploy/prometheus/alerts.yaml"));

@@ -482,7 +482,9 @@ impl Credentials {
 }
 
 fn not_login_mode() -> AuthFailure {
-    AuthFailure::Config("auth.mode is not \"login\": there is no session to log in or refresh".to_owned())
+    AuthFailure::Config(
+        "auth.mode is not \"login\": there is no session to log in or refresh".to_owned(),
+    )
 }
 
 /// Reads the secret in the variable named by `key`.

@@ -344,7 +344,9 @@ impl EgressProxy {
                 .and_then(|text| httpdate::parse_http_date(text).ok());
             // Drained so the pooled connection can be reused; never kept (it may hold
             // personal data).
-            let _ = Limited::new(response.into_body(), 1024 * 1024).collect().await;
+            let _ = Limited::new(response.into_body(), 1024 * 1024)
+                .collect()
+                .await;
             Ok(Probe {
                 status,
                 date,

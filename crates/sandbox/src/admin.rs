@@ -118,8 +118,10 @@ async fn reset(State(app): State<Arc<App>>) -> Response {
     ok()
 }
 
+/// The field names are the JSON API (`*_secs` says the unit to whoever writes the body).
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
+#[allow(clippy::struct_field_names)]
 struct Settings {
     token_lifetime_secs: Option<u64>,
     refresh_token_lifetime_secs: Option<u64>,

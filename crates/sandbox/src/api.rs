@@ -199,7 +199,8 @@ fn with_shifted_date(app: &App, mut response: Response) -> Response {
     } else {
         now.checked_sub(shift)
     };
-    if let Some(value) = shown.and_then(|t| HeaderValue::try_from(httpdate::fmt_http_date(t)).ok()) {
+    if let Some(value) = shown.and_then(|t| HeaderValue::try_from(httpdate::fmt_http_date(t)).ok())
+    {
         response.headers_mut().insert(http::header::DATE, value);
     }
     response
