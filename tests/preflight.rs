@@ -78,9 +78,10 @@ async fn preflight_passes_beside_a_running_sidecar_in_every_format_without_a_sec
     let sidecar = configured(&sandbox, DEMO_PASSWORD, dir.path()).start();
     sidecar.wait_ready(std::time::Duration::from_secs(10)).await;
     let before = sandbox.counters();
-    // Same config and environment, pointed at the running sidecar's admin port.
+    // Same config and environment, pointed at the running sidecar's (ephemeral) ports.
     let preflight = configured(&sandbox, DEMO_PASSWORD, dir.path())
-        .set("listen.admin", sidecar.admin_addr().to_string());
+        .set("listen.admin", sidecar.admin_addr().to_string())
+        .set("listen.egress", sidecar.egress_addr().to_string());
 
     let alerts = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/prometheus/alerts.yaml");
     let (code, items, json_out) = preflight_json(&preflight, &["--alerts", alerts]);
@@ -177,6 +178,12 @@ async fn preflight_passes_beside_a_running_sidecar_in_every_format_without_a_sec
             .iter()
             .all(|r| r.method == "GET" || r.method == "PUT"),
         "preflight sent nothing but GET and PUT"
+    );
+    assert_item(
+        &items,
+        "monitoring.app_door",
+        "pass",
+        &["listen.egress", "200"],
     );
     // The running sidecar kept its own session: still ready.
     sidecar.wait_ready(std::time::Duration::from_secs(2)).await;
@@ -332,8 +339,11 @@ async fn each_broken_item_fails_with_its_reason() {
     assert_eq!(
         failed,
         [
+            // No sidecar ever ran, so the SQLite store was never created.
+            "webhooks.idempotency",
             "production.base_url",
             "monitoring.metrics_endpoint",
+            "monitoring.app_door",
             "monitoring.success_rate",
             "monitoring.response_times",
             "monitoring.error_rates",

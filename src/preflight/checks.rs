@@ -98,6 +98,8 @@ pub(crate) async fn run(config: &Config, env: &Env, options: &Options) -> Vec<It
     // The live parts first: several items read each.
     let proxy = EgressProxy::new(config, env, Metrics::new()).map_err(|error| error.to_string());
     let session = session(config, &proxy).await;
+    // Before reading /metrics: this call gives the request metrics their first series.
+    let door = app_door(config).await;
     let admin = admin_port(config).await;
     let alerts = options.alerts.as_deref().map(read_alerts);
 
@@ -154,7 +156,7 @@ pub(crate) async fn run(config: &Config, env: &Env, options: &Options) -> Vec<It
         audit(config, env).await,
     ]);
     items.extend(production(config, options));
-    items.extend(monitoring(config, &admin, alerts.as_ref()));
+    items.extend(monitoring(config, &admin, door, alerts.as_ref()));
     items.extend(launch());
     items
 }
@@ -1408,14 +1410,7 @@ fn base_url(config: &Config, options: &Options) -> Item {
 type Admin = Result<String, String>;
 
 async fn admin_port(config: &Config) -> Admin {
-    let mut addr: SocketAddr = config.listen.admin;
-    if addr.ip().is_unspecified() {
-        addr.set_ip(if addr.is_ipv4() {
-            std::net::Ipv4Addr::LOCALHOST.into()
-        } else {
-            std::net::Ipv6Addr::LOCALHOST.into()
-        });
-    }
+    let addr = dialable(config.listen.admin);
     let get = |path: &'static str| async move {
         let url = format!("http://{addr}{path}");
         match tokio::time::timeout(
@@ -1455,7 +1450,65 @@ async fn admin_port(config: &Config) -> Admin {
     Ok(String::from_utf8_lossy(&body).into_owned())
 }
 
-fn monitoring(config: &Config, admin: &Admin, alerts: Option<&Rules>) -> Vec<Item> {
+/// `addr` as a client dials it: an unspecified bind address is reached over loopback.
+fn dialable(mut addr: SocketAddr) -> SocketAddr {
+    if addr.ip().is_unspecified() {
+        addr.set_ip(if addr.is_ipv4() {
+            std::net::Ipv4Addr::LOCALHOST.into()
+        } else {
+            std::net::Ipv6Addr::LOCALHOST.into()
+        });
+    }
+    addr
+}
+
+/// One harmless call through the running sidecar's egress port, as the app makes them: it
+/// proves the app's door works end to end (credentials, TLS, layers), and gives the request
+/// metrics their first series (prometheus-client shows a labelled family only once used).
+async fn app_door(config: &Config) -> Item {
+    const LINE: &str = "The app's door: a call through the running sidecar reaches FinCode";
+    let addr = dialable(config.listen.egress);
+    let url = format!("http://{addr}{PROBE_PATH}");
+    let wait = config.retry.deadline + ADMIN_TIMEOUT;
+    let answer =
+        tokio::time::timeout(wait, crate::webhooks_cli::call(Method::GET, &url, None)).await;
+    let (status, reason) = match answer {
+        // The body (a transaction list: personal data) is dropped unread.
+        Ok(Ok((status, _body))) if status.is_success() => (
+            Status::Pass,
+            format!(
+                "GET {PROBE_PATH} through listen.egress = {} answered {}",
+                config.listen.egress,
+                status.as_u16()
+            ),
+        ),
+        Ok(Ok((status, _body))) => (
+            Status::Fail,
+            format!(
+                "GET {PROBE_PATH} through listen.egress = {} answered {}; the sidecar's logs                  and its x-sidecar-error header say why",
+                config.listen.egress,
+                status.as_u16()
+            ),
+        ),
+        Ok(Err(error)) => (
+            Status::Fail,
+            format!(
+                "{url} is not reachable ({error}): is the sidecar running? (listen.egress = {})",
+                config.listen.egress
+            ),
+        ),
+        Err(_) => (
+            Status::Fail,
+            format!(
+                "{url} did not answer within {}: is the sidecar running?",
+                humantime::format_duration(wait)
+            ),
+        ),
+    };
+    item("monitoring.app_door", MONITORING, LINE, status, reason)
+}
+
+fn monitoring(config: &Config, admin: &Admin, door: Item, alerts: Option<&Rules>) -> Vec<Item> {
     let metric = |id, line, names: &[&str], what: &str| {
         let (status, reason) = match admin {
             Err(error) => (Status::Fail, error.clone()),
@@ -1529,6 +1582,7 @@ fn monitoring(config: &Config, admin: &Admin, alerts: Option<&Rules>) -> Vec<Ite
     };
     vec![
         endpoint,
+        door,
         metric(
             "monitoring.success_rate",
             "Transaction Success Rate: Percentage of successful transactions",
@@ -1547,11 +1601,9 @@ fn monitoring(config: &Config, admin: &Admin, alerts: Option<&Rules>) -> Vec<Ite
         metric(
             "monitoring.error_rates",
             "Error Rates: Track 4xx and 5xx errors",
-            &[
-                "http_server_request_duration_seconds",
-                "fincode_sidecar_errors",
-            ],
-            "by status_class 4xx/5xx, and the sidecar's own errors by kind",
+            &["http_server_request_duration_seconds"],
+            "by status_class 4xx/5xx; fincode_sidecar_errors by kind appears with the \
+             sidecar's first error",
         ),
         webhook_metric,
         item(
