@@ -14,9 +14,10 @@
 //! a refresh (or, with a static token, an authenticated `GET`) are made with a session of
 //! preflight's own, logged out afterwards; FinCode's `Date` header is compared with the
 //! local clock; the redactor `run` would build scrubs a canary request; the audit trail is
-//! probed for writing and verified; the running sidecar's `/metrics` and `/readyz` are
-//! read on `listen.admin`; the webhook store is opened. Preflight never sends FinCode a
-//! request that creates anything: only `PUT` login/refresh/logout and one `GET`.
+//! probed for writing and verified; one `GET` goes through the running sidecar's egress
+//! port as the app's calls do; its `/metrics` and `/readyz` are read on `listen.admin`; the
+//! webhook store is opened. Preflight never sends FinCode a request that creates anything:
+//! only `PUT` login/refresh/logout and `GET`s of the transaction list.
 //!
 //! Exit codes: 0 when nothing fails (manual items do not fail), 1 on any `fail`, 2 when the
 //! config does not load or the usage is wrong. `--format markdown` is the integration
