@@ -1,8 +1,9 @@
 #![forbid(unsafe_code)]
 //! `fincode-sidecar`: the binary only wires the crates together.
 //!
-//! Commands: `run` (the default), `check`, `demo`, `webhooks`, `audit`, `store`. Exit codes:
-//! 0 success, 1 runtime failure (a port taken, say), 2 invalid configuration or usage.
+//! Commands: `run` (the default), `check`, `preflight`, `demo`, `webhooks`, `audit`, `store`.
+//! Exit codes: 0 success, 1 runtime failure (a port taken, say) or a failed preflight item,
+//! 2 invalid configuration or usage.
 
 mod admin;
 mod audit_cli;
@@ -10,6 +11,7 @@ mod audit_trail;
 mod demo;
 mod fd_limit;
 mod panic_hook;
+mod preflight;
 mod reload;
 mod run;
 mod store_cli;
@@ -49,6 +51,10 @@ enum Command {
     Run,
     /// Validate the config and the environment it names; exit 0 if valid, 2 if not.
     Check,
+    /// Run FinCode's pre-launch checklist against the live setup, beside the running
+    /// sidecar: every item pass, fail or manual. Exit 0 when nothing fails, 1 on a
+    /// failure, 2 for an invalid config.
+    Preflight(preflight::PreflightArgs),
     /// Start a FinCode sandbox and the sidecar on loopback, and print curl lines to try.
     Demo,
     /// Webhook tools: check or make signatures; list, show and replay stored events.
@@ -74,6 +80,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command.unwrap_or(Command::Run) {
         Command::Check => check(&cli.config),
+        Command::Preflight(args) => preflight::run(&args, &cli.config),
         Command::Run => match runtime() {
             Ok(rt) => rt.block_on(run::run_from_file(&cli.config)),
             Err(code) => code,

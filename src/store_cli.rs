@@ -85,7 +85,7 @@ pub(crate) fn run(command: StoreCommand, config_path: &Path) -> ExitCode {
 /// The status of the configured store: SQLite read from the file beside (or without) the
 /// sidecar; Postgres through the store itself, as any client may connect beside the
 /// sidecars.
-async fn read(store: &StoreBackend, env: &Env) -> Result<StoreStatus, StoreError> {
+pub(crate) async fn read(store: &StoreBackend, env: &Env) -> Result<StoreStatus, StoreError> {
     match store {
         StoreBackend::Sqlite { path } => sqlite_status(path).await,
         StoreBackend::Postgres(config) => {

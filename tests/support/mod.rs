@@ -152,6 +152,25 @@ level = "debug"
         toml::to_string(&self.table).unwrap()
     }
 
+    /// Writes the config and returns a one-shot command of the binary (`preflight`,
+    /// `check`...) with `args`, then `--config <file>`, run with this builder's environment.
+    /// The file lives as long as the builder.
+    pub fn command(&self, args: &[&str]) -> Command {
+        let path = self.config_path();
+        std::fs::write(&path, self.to_toml()).unwrap();
+        let mut command = Command::new(BIN);
+        command
+            .args(args)
+            .arg("--config")
+            .arg(&path)
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::null());
+        for (k, v) in &self.env {
+            command.env(k, v);
+        }
+        command
+    }
+
     /// Writes the config and starts the binary; waits until it logs that it is ready.
     pub fn start(self) -> Sidecar {
         let path = self.config_path();

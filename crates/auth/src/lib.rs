@@ -446,12 +446,45 @@ impl Credentials {
         }
     }
 
-    /// Best-effort logout on shutdown, bounded by `auth.logout_timeout`.
-    pub async fn logout(&self) {
-        if let Source::Login(manager) = &self.inner.source {
-            manager.logout(self.inner.logout_timeout).await;
+    /// Best-effort logout on shutdown, bounded by `auth.logout_timeout`. `true` when
+    /// FinCode confirmed it; `false` when it failed or there was no session to end
+    /// (always outside login mode).
+    pub async fn logout(&self) -> bool {
+        match &self.inner.source {
+            Source::Login(manager) => manager.logout(self.inner.logout_timeout).await,
+            Source::None | Source::Static(_) => false,
         }
     }
+
+    /// Logs in now and installs the token, bypassing the background task's single flight
+    /// and backoff, so the caller hears FinCode's verdict on this very attempt.
+    ///
+    /// For `fincode-sidecar preflight`, which proves the configured credentials work with
+    /// a session of its own (never the running sidecar's) and logs it out afterwards.
+    /// Do not call it beside [`Self::start`]: the two would race for the session. Outside
+    /// login mode it fails with [`AuthFailure::Config`].
+    pub async fn login_now(&self) -> Result<(), AuthFailure> {
+        match &self.inner.source {
+            Source::Login(manager) => manager.login_now().await,
+            Source::None | Source::Static(_) => Err(not_login_mode()),
+        }
+    }
+
+    /// Refreshes now with the refresh token held (after [`Self::login_now`]), with no
+    /// fallback to a fresh login, so a refresh FinCode refuses is reported as such rather
+    /// than hidden. Same use and caveats as [`Self::login_now`].
+    pub async fn refresh_now(&self) -> Result<(), AuthFailure> {
+        match &self.inner.source {
+            Source::Login(manager) => manager.refresh_now().await,
+            Source::None | Source::Static(_) => Err(not_login_mode()),
+        }
+    }
+}
+
+fn not_login_mode() -> AuthFailure {
+    AuthFailure::Config(
+        "auth.mode is not \"login\": there is no session to log in or refresh".to_owned(),
+    )
 }
 
 /// Reads the secret in the variable named by `key`.

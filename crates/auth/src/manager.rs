@@ -231,18 +231,68 @@ impl TokenManager {
         }
     }
 
-    /// Best-effort logout, bounded by `timeout`.
-    pub(crate) async fn logout(&self, timeout: Duration) {
+    /// Best-effort logout, bounded by `timeout`; `true` when FinCode confirmed it.
+    pub(crate) async fn logout(&self, timeout: Duration) -> bool {
         let access = self.read().token.as_ref().map(|t| t.access.clone());
-        let Some(access) = access else { return };
+        let Some(access) = access else { return false };
         let call = self
             .shared
             .settings
             .logout(self.shared.transport.as_ref(), &access);
         match tokio::time::timeout(timeout, call).await {
-            Ok(true) => tracing::info!("logged out of FinCode"),
-            Ok(false) => tracing::warn!("FinCode logout failed; tokens expire on their own"),
-            Err(_) => tracing::warn!(?timeout, "FinCode logout timed out"),
+            Ok(true) => {
+                tracing::info!("logged out of FinCode");
+                true
+            }
+            Ok(false) => {
+                tracing::warn!("FinCode logout failed; tokens expire on their own");
+                false
+            }
+            Err(_) => {
+                tracing::warn!(?timeout, "FinCode logout timed out");
+                false
+            }
+        }
+    }
+
+    /// Logs in at once, bypassing the single flight and the backoff, and installs the
+    /// token. For `preflight`, which holds a session of its own, runs no background task
+    /// and must hear FinCode's verdict on this very attempt, not a cached one.
+    pub(crate) async fn login_now(&self) -> Result<(), AuthFailure> {
+        let issued = self.login().await?;
+        self.install(issued);
+        Ok(())
+    }
+
+    /// Refreshes at once with the refresh token held, with no fallback to a login: a
+    /// refresh that fails is reported as such. For `preflight` (see [`Self::login_now`]).
+    pub(crate) async fn refresh_now(&self) -> Result<(), AuthFailure> {
+        let refresh = self.read().token.as_ref().and_then(|t| t.refresh.clone());
+        let Some(refresh_token) = refresh else {
+            return Err(AuthFailure::BadResponse(
+                "no refresh token is held: log in first, or FinCode issued none",
+            ));
+        };
+        let settings = &self.shared.settings;
+        match settings
+            .refresh(self.shared.transport.as_ref(), &refresh_token)
+            .await
+        {
+            Ok(issued) => {
+                self.emit(AuthEvent::Refresh { ok: true });
+                self.install(issued);
+                Ok(())
+            }
+            Err(RefreshError::Stale) => {
+                self.emit(AuthEvent::Refresh { ok: false });
+                Err(AuthFailure::BadResponse(
+                    "FinCode refused the refresh token it had just issued (401/403)",
+                ))
+            }
+            Err(RefreshError::Failed(failure)) => {
+                self.emit(AuthEvent::Refresh { ok: false });
+                Err(failure)
+            }
         }
     }
 

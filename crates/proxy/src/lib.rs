@@ -106,8 +106,10 @@ pub enum BuildError {
 }
 
 /// The redactor for `[redact]`: the built-in rules plus the operator's, with the hash key
-/// read from the variable `redact.hash_key_env` names.
-fn redactor(config: &fincode_config::RedactConfig, env: &Env) -> Result<Redactor, BuildError> {
+/// read from the variable `redact.hash_key_env` names. The one constructor: the proxy
+/// builds its redactor (shared with the audit trail and webhooks) with it, and
+/// `preflight` builds the one it self-tests with it, so it tests what `run` uses.
+pub fn redactor(config: &fincode_config::RedactConfig, env: &Env) -> Result<Redactor, BuildError> {
     use fincode_config::FieldAction;
     use fincode_redact::Action;
     let mut builder = Redactor::builder();
@@ -153,6 +155,20 @@ fn audit_auth_event(auditor: &fincode_audit::Auditor, event: fincode_auth::AuthE
     record.outcome("failure").write();
 }
 
+/// What FinCode answered to [`EgressProxy::probe`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Probe {
+    /// FinCode's status.
+    pub status: http::StatusCode,
+    /// FinCode's `Date` header, when it sent a valid one.
+    pub date: Option<std::time::SystemTime>,
+    /// The local clock when the request was handed to the client.
+    pub sent_at: std::time::SystemTime,
+    /// The local clock when the response head arrived; FinCode's `Date` lies between the
+    /// two (give or take its one-second resolution).
+    pub received_at: std::time::SystemTime,
+}
+
 /// A request body on its way to FinCode: buffered (replayable) or streamed from the app.
 pub type UpstreamBody =
     Either<Full<Bytes>, Limited<audit::AuditedRequestBody<body_log::LoggedBody<Incoming>>>>;
@@ -177,6 +193,8 @@ pub struct EgressProxy {
     max_body: u64,
     max_head: usize,
     drain: Duration,
+    /// `upstream.request_timeout`, bounding a whole [`EgressProxy::probe`].
+    request_timeout: Duration,
     /// Set by [`Self::with_auditor`]; read by the layer and by the credentials' observer.
     audit: Arc<OnceLock<fincode_audit::Auditor>>,
 }
@@ -268,6 +286,7 @@ impl EgressProxy {
             max_body,
             max_head: config.limits.max_request_header_bytes,
             drain: Duration::from_secs(20),
+            request_timeout: config.upstream.request_timeout,
             audit,
         })
     }
@@ -291,6 +310,73 @@ impl EgressProxy {
     /// The credentials, for readiness, the background refresher and logout.
     pub fn credentials(&self) -> &Credentials {
         &self.credentials
+    }
+
+    /// Sends one `GET path_and_query` (below `upstream.base_url`) to FinCode with the
+    /// sidecar's credentials, straight through the upstream client: no app-facing layer
+    /// (no retry, breaker, rate limit or audit record), bounded by
+    /// `upstream.request_timeout` for the whole exchange. The body is read and discarded.
+    ///
+    /// For `fincode-sidecar preflight`: a harmless authenticated call that proves the
+    /// credentials and TLS settings work, and brings back FinCode's `Date` header to
+    /// compare clocks with. Only `GET`, so it can never create anything at FinCode.
+    /// Without `with_credentials` it goes out bare (FinCode's 401 still has a `Date`).
+    pub async fn probe(
+        &self,
+        path_and_query: &str,
+        with_credentials: bool,
+    ) -> Result<Probe, SidecarError> {
+        use http_body_util::BodyExt as _;
+        use tower::Service as _;
+        let uri: http::Uri = path_and_query.parse().map_err(|_| {
+            SidecarError::new(
+                ErrorKind::BadPath,
+                format!("not a path: {path_and_query:?}"),
+            )
+        })?;
+        let mut request = http::Request::new(Either::Left(Full::new(Bytes::new())));
+        *request.uri_mut() = uri;
+        if with_credentials {
+            self.credentials
+                .apply(request.headers_mut())
+                .await
+                .map_err(|failure| SidecarError::new(ErrorKind::AuthFailed, failure.to_string()))?;
+        }
+        let mut upstream = self.upstream.clone();
+        let timeout = self.request_timeout;
+        let exchange = async move {
+            let sent_at = std::time::SystemTime::now();
+            let response = upstream.call(request).await?;
+            let received_at = std::time::SystemTime::now();
+            let status = response.status();
+            let date = response
+                .headers()
+                .get(http::header::DATE)
+                .and_then(|value| value.to_str().ok())
+                .and_then(|text| httpdate::parse_http_date(text).ok());
+            // Drained so the pooled connection can be reused; never kept (it may hold
+            // personal data).
+            let _ = Limited::new(response.into_body(), 1024 * 1024)
+                .collect()
+                .await;
+            Ok(Probe {
+                status,
+                date,
+                sent_at,
+                received_at,
+            })
+        };
+        tokio::time::timeout(timeout, exchange)
+            .await
+            .unwrap_or_else(|_elapsed| {
+                Err(SidecarError::new(
+                    ErrorKind::UpstreamTimeout,
+                    format!(
+                        "FinCode sent no complete answer within {} (upstream.request_timeout)",
+                        upstream::humanize(timeout)
+                    ),
+                ))
+            })
     }
 
     /// Records a SERVER span per app call and a CLIENT span per try into `traces`.

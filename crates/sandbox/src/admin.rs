@@ -118,11 +118,15 @@ async fn reset(State(app): State<Arc<App>>) -> Response {
     ok()
 }
 
+/// The field names are the JSON API (`*_secs` says the unit to whoever writes the body).
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
+#[allow(clippy::struct_field_names)]
 struct Settings {
     token_lifetime_secs: Option<u64>,
     refresh_token_lifetime_secs: Option<u64>,
+    /// Shifts the API's `Date` header by this many seconds (0 restores the real clock).
+    clock_offset_secs: Option<i64>,
 }
 
 async fn settings(State(app): State<Arc<App>>, body: Body) -> Response {
@@ -136,6 +140,10 @@ async fn settings(State(app): State<Arc<App>>, body: Body) -> Response {
             .refresh_token_lifetime_secs
             .map(Duration::from_secs),
     );
+    if let Some(offset) = settings.clock_offset_secs {
+        app.clock_offset_secs
+            .store(offset, std::sync::atomic::Ordering::Relaxed);
+    }
     ok()
 }
 

@@ -181,7 +181,29 @@ async fn observe(State(app): State<Arc<App>>, request: Request, next: Next) -> R
             apply(after, abort.as_ref()).await.unwrap_or(real)
         }
     };
-    with_request_id(response)
+    with_shifted_date(&app, with_request_id(response))
+}
+
+/// With a clock offset set (`PUT /settings {"clock_offset_secs": n}`), the `Date` header
+/// shows the sandbox's clock shifted by it, as a FinCode whose clock is off would send;
+/// hyper only adds its own `Date` when the response has none.
+fn with_shifted_date(app: &App, mut response: Response) -> Response {
+    let offset = app.clock_offset_secs.load(Ordering::Relaxed);
+    if offset == 0 {
+        return response;
+    }
+    let now = std::time::SystemTime::now();
+    let shift = std::time::Duration::from_secs(offset.unsigned_abs());
+    let shown = if offset > 0 {
+        now.checked_add(shift)
+    } else {
+        now.checked_sub(shift)
+    };
+    if let Some(value) = shown.and_then(|t| HeaderValue::try_from(httpdate::fmt_http_date(t)).ok())
+    {
+        response.headers_mut().insert(http::header::DATE, value);
+    }
+    response
 }
 
 /// Counts body bytes as they stream through, so echo stays unbuffered, while keeping the size

@@ -290,6 +290,15 @@ impl Sandbox {
         self.app.tokens.consume_refresh_tokens();
     }
 
+    /// Shifts the clock the API's `Date` header shows by `offset_secs` (negative: behind),
+    /// as a FinCode whose clock is off (or a sidecar host whose clock is) would look; 0
+    /// restores the real clock.
+    pub fn set_clock_offset(&self, offset_secs: i64) {
+        self.app
+            .clock_offset_secs
+            .store(offset_secs, std::sync::atomic::Ordering::Relaxed);
+    }
+
     /// Sends a batch of signed webhooks, as FinCode would, and reports each request's outcome in
     /// `(index, copy)` order. `https` URLs trust this sandbox's CA and the webpki roots.
     pub async fn send_webhooks(&self, batch: SendWebhooks) -> Vec<SentWebhook> {

@@ -201,6 +201,9 @@ pub(crate) struct App {
     pub(crate) failures: Mutex<HashMap<String, u32>>,
     /// Random base for `PCN` references, so two runs do not hand out the same ones.
     pub(crate) reference_base: u64,
+    /// Seconds added to the clock the API's `Date` header shows (a fault knob: a FinCode
+    /// whose clock, or ours, is off). Zero leaves hyper's own `Date` alone.
+    pub(crate) clock_offset_secs: std::sync::atomic::AtomicI64,
 }
 
 // === impl App ===
@@ -217,6 +220,7 @@ impl App {
             ledger: Mutex::new(Ledger::default()),
             failures: Mutex::new(HashMap::new()),
             reference_base: rand::random::<u64>() % 8_000_000_000 + 1_000_000_000,
+            clock_offset_secs: std::sync::atomic::AtomicI64::new(0),
         }
     }
 
