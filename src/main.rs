@@ -1,7 +1,8 @@
 #![forbid(unsafe_code)]
 //! `fincode-sidecar`: the binary only wires the crates together.
 //!
-//! Commands: `run` (the default), `check`, `demo`, `webhooks`, `audit`, `store`. Exit codes:
+//! Commands: `run` (the default), `check`, `demo`, `webhooks`, `audit`, `store`,
+//! `support-bundle`, `status`. Exit codes:
 //! 0 success, 1 runtime failure (a port taken, say), 2 invalid configuration or usage.
 
 mod admin;
@@ -11,7 +12,9 @@ mod demo;
 mod fd_limit;
 mod panic_hook;
 mod run;
+mod status;
 mod store_cli;
+mod support_bundle;
 mod webhooks_cli;
 
 use std::{path::PathBuf, process::ExitCode};
@@ -66,6 +69,14 @@ enum Command {
         #[command(subcommand)]
         command: store_cli::StoreCommand,
     },
+    /// Gather what FinCode support asks for about one transaction (its calls, their
+    /// errors, its webhooks) from the audit trail and the webhook store, as plain text
+    /// to paste into an email. Exit 0 found, 1 nothing found or unreadable, 2 usage.
+    SupportBundle(support_bundle::SupportBundleArgs),
+    /// One screen for launch day from the running sidecar's admin port: readiness,
+    /// success rate, latency, errors, retries, breaker, webhooks, audit. Exit 1 when the
+    /// admin port cannot be reached.
+    Status(status::StatusArgs),
 }
 
 fn main() -> ExitCode {
@@ -84,6 +95,8 @@ fn main() -> ExitCode {
         Command::Webhooks { command } => webhooks_cli::run(command),
         Command::Audit { command } => audit_cli::run(command),
         Command::Store { command } => store_cli::run(command, &cli.config),
+        Command::SupportBundle(args) => support_bundle::run(&args, &cli.config),
+        Command::Status(args) => status::run(&args, &cli.config),
     }
 }
 

@@ -138,7 +138,7 @@ fn print(outcome: &Outcome) -> ExitCode {
 /// Marks a request as made by an operator's tool, not a browser (see `fincode_webhooks::admin`).
 const ADMIN_HEADER: &str = fincode_webhooks::admin::ADMIN_HEADER;
 
-async fn call(
+pub(crate) async fn call(
     method: Method,
     url: &str,
     token: Option<&str>,
