@@ -417,8 +417,16 @@ impl Bundle {
         }
         let _ = writeln!(out, "FinCode host:    {}", host(config));
         let (first, last) = self.span();
-        let _ = writeln!(out, "First seen:      {}", first.unwrap_or_else(|| "-".into()));
-        let _ = writeln!(out, "Last seen:       {}", last.unwrap_or_else(|| "-".into()));
+        let _ = writeln!(
+            out,
+            "First seen:      {}",
+            first.unwrap_or_else(|| "-".into())
+        );
+        let _ = writeln!(
+            out,
+            "Last seen:       {}",
+            last.unwrap_or_else(|| "-".into())
+        );
         let _ = writeln!(
             out,
             "Prepared at:     {}",
@@ -490,13 +498,20 @@ impl Bundle {
         let mut step = 0;
         for call in &calls {
             step += 1;
+            let answer = match text(call, "error") {
+                Some(kind) => format!(
+                    "the sidecar answered {} itself ({})",
+                    call.get("status").and_then(Value::as_u64).unwrap_or(0),
+                    r.text(kind)
+                ),
+                None => format!("FinCode's answer was {}", status_words(call)),
+            };
             let _ = writeln!(
                 out,
-                "  {step}. At {} the app called {} (correlation id {}): FinCode's answer was {} after {} attempt(s).",
+                "  {step}. At {} the app called {} (correlation id {}): {answer} after {} attempt(s).",
                 text(call, "time").unwrap_or("-"),
                 r.text(text(call, "action").unwrap_or("-")),
                 r.text(text(call, "correlation_id").unwrap_or("-")),
-                status_words(call),
                 call.get("attempts").and_then(Value::as_u64).unwrap_or(1),
             );
         }

@@ -175,7 +175,9 @@ async fn scrape(admin: &str) -> Result<Scrape, String> {
         )
         .await
         {
-            Ok(Ok((status, body))) => Ok((status.as_u16(), String::from_utf8_lossy(&body).into_owned())),
+            Ok(Ok((status, body))) => {
+                Ok((status.as_u16(), String::from_utf8_lossy(&body).into_owned()))
+            }
             Ok(Err(why)) => Err(format!("{url}: {why}")),
             Err(_) => Err(format!(
                 "{url}: no answer within {} s",
@@ -208,7 +210,11 @@ mod tests {
     #[test]
     fn an_admin_port_on_every_address_is_reached_over_loopback() {
         assert_eq!(
-            admin_url("0.0.0.0:9090".parse().unwrap_or(SocketAddr::from(([0; 4], 0)))),
+            admin_url(
+                "0.0.0.0:9090"
+                    .parse()
+                    .unwrap_or(SocketAddr::from(([0; 4], 0)))
+            ),
             "http://127.0.0.1:9090"
         );
         assert_eq!(
@@ -216,7 +222,11 @@ mod tests {
             "http://[::1]:9090"
         );
         assert_eq!(
-            admin_url("10.1.2.3:9191".parse().unwrap_or(SocketAddr::from(([0; 4], 0)))),
+            admin_url(
+                "10.1.2.3:9191"
+                    .parse()
+                    .unwrap_or(SocketAddr::from(([0; 4], 0)))
+            ),
             "http://10.1.2.3:9191"
         );
     }

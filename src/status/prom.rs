@@ -52,7 +52,9 @@ impl Exposition {
     /// The sum of the samples of `name` whose labels include every `(key, value)` of
     /// `filter`.
     pub(crate) fn sum(&self, name: &str, filter: &[(&str, &str)]) -> f64 {
-        self.matching(name, filter).map(|sample| sample.value).sum()
+        // Folded from +0.0: an empty `f64` sum is -0.0, which prints as "-0.0 %".
+        self.matching(name, filter)
+            .fold(0.0, |sum, sample| sum + sample.value)
     }
 
     /// The largest sample of `name` (a gauge such as the breaker state), if any.
@@ -93,7 +95,10 @@ impl Exposition {
             let Some(le) = sample.label("le").and_then(parse_value) else {
                 continue;
             };
-            match out.iter_mut().find(|(bound, _)| *bound == le) {
+            match out
+                .iter_mut()
+                .find(|(bound, _)| bound.total_cmp(&le).is_eq())
+            {
                 Some((_, count)) => *count += sample.value,
                 None => out.push((le, sample.value)),
             }
@@ -125,7 +130,7 @@ pub(crate) fn bucket_delta(buckets: &[(f64, f64)], earlier: &[(f64, f64)]) -> Ve
         .map(|&(bound, count)| {
             let before = earlier
                 .iter()
-                .find(|(b, _)| *b == bound)
+                .find(|(b, _)| b.total_cmp(&bound).is_eq())
                 .map_or(0.0, |(_, c)| *c);
             (bound, counter_delta(count, before))
         })

@@ -44,13 +44,12 @@ fn samples_with_labels_escapes_and_timestamps_are_read_and_junk_is_skipped() {
     assert_eq!(odd.value, 7.0);
     assert_eq!(exposition.max("fincode_circuit_breaker_state"), Some(2.0));
     assert_eq!(exposition.max("fincode_absent"), None);
+    // No sample: a positive zero (an empty f64 sum would print as -0).
+    assert!(exposition.sum("fincode_absent", &[]).is_sign_positive());
     assert!(exposition.has("fincode_audit_queue_depth"));
     assert!(!exposition.has("fincode_webhook_queue_depth"));
     assert_eq!(
-        exposition.by_label(
-            "http_server_request_duration_seconds_count",
-            "status_class"
-        ),
+        exposition.by_label("http_server_request_duration_seconds_count", "status_class"),
         vec![("2xx".to_owned(), 8.0), ("5xx".to_owned(), 2.0)]
     );
 }

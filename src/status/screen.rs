@@ -148,7 +148,11 @@ pub(crate) fn render(
         (Some(_), elapsed) => format!("last {:.1} s", elapsed.as_secs_f64()),
         (None, _) => "since the sidecar started".to_owned(),
     };
-    let worst = lines.iter().map(|(mark, ..)| *mark).max().unwrap_or(Mark::Ok);
+    let worst = lines
+        .iter()
+        .map(|(mark, ..)| *mark)
+        .max()
+        .unwrap_or(Mark::Ok);
     let mut out = format!(
         "fincode-sidecar status  {admin}  {}  ({span})\n",
         humantime::format_rfc3339_seconds(std::time::SystemTime::now())
@@ -333,12 +337,15 @@ fn webhooks(window: &Window<'_>, now: &Exposition, lines: &mut Lines<'_>) {
         return;
     }
     let backlog = now.sum("fincode_webhook_queue_depth", &[]);
-    let delivery = |result: &str| window.count("fincode_webhook_deliveries_total", &[("result", result)]);
+    let delivery =
+        |result: &str| window.count("fincode_webhook_deliveries_total", &[("result", result)]);
     let (delivered, failed, dead) = (delivery("delivered"), delivery("failed"), delivery("dead"));
     let received = window.count("fincode_webhooks_received_total", &[]);
     let duplicates = window.count("fincode_webhooks_duplicates_total", &[]);
     let rejected = window.count("fincode_webhooks_rejected_total", &[]);
-    let healthy = now.min("fincode_webhook_store_healthy").is_none_or(|h| h >= 1.0);
+    let healthy = now
+        .min("fincode_webhook_store_healthy")
+        .is_none_or(|h| h >= 1.0);
     let mark = if !healthy || dead > 0.0 || failed > 0.0 {
         Mark::Red
     } else if backlog > BACKLOG_AMBER || rejected > 0.0 {

@@ -1,4 +1,9 @@
-#![allow(clippy::unwrap_used, clippy::float_cmp)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::float_cmp,
+    clippy::format_push_string,
+    clippy::format_collect
+)]
 
 use super::*;
 
@@ -56,9 +61,18 @@ fn totals_since_start_and_rates_over_the_last_interval() {
     assert!(once.contains("(since the sidecar started)"), "{once}");
 
     // Over the 2 s between the scrapes: 100 requests, all 2xx, 50/s.
-    let watched = render("http://a", &later, Some(&earlier), Duration::from_secs(2), false);
+    let watched = render(
+        "http://a",
+        &later,
+        Some(&earlier),
+        Duration::from_secs(2),
+        false,
+    );
     let requests = line(&watched, "requests");
-    assert!(requests.contains("100 (50.0/s)  success 100.0 %"), "{watched}");
+    assert!(
+        requests.contains("100 (50.0/s)  success 100.0 %"),
+        "{watched}"
+    );
     assert!(requests.contains("5xx 0.0 %"), "{watched}");
     assert!(watched.contains("(last 2.0 s)"), "{watched}");
     // No retry in the interval.
@@ -76,8 +90,14 @@ fn past_the_launch_day_thresholds_lines_are_red() {
     // p50 of 100 observations in (2.5, 5]: 2.5 + 2.5 * 0.5.
     assert!(latency.contains("p50 3.75 s"), "{screen}");
     assert!(line(&screen, "webhooks").starts_with("RED"), "{screen}");
-    assert!(line(&screen, "webhooks").contains("dead letters 1"), "{screen}");
-    assert!(screen.ends_with("overall: action needed (RED)\n"), "{screen}");
+    assert!(
+        line(&screen, "webhooks").contains("dead letters 1"),
+        "{screen}"
+    );
+    assert!(
+        screen.ends_with("overall: action needed (RED)\n"),
+        "{screen}"
+    );
 
     // The same in the next interval, with no new dead letter and fast requests: clear.
     let next = scrape(190, 10, 5.0, 1);
@@ -94,8 +114,11 @@ fn past_the_launch_day_thresholds_lines_are_red() {
                     .collect();
                 // 100 more 2xx, all within 0.1 s.
                 let extra = match (s.name.as_str(), s.label("status_class")) {
-                    ("http_server_request_duration_seconds_count"
-                    | "http_server_request_duration_seconds_bucket", Some("2xx")) => 100.0,
+                    (
+                        "http_server_request_duration_seconds_count"
+                        | "http_server_request_duration_seconds_bucket",
+                        Some("2xx"),
+                    ) => 100.0,
                     _ => 0.0,
                 };
                 format!("{}{{{}}} {}\n", s.name, labels.join(","), s.value + extra)
@@ -128,5 +151,8 @@ fn an_open_breaker_and_a_failing_readiness_are_red_and_features_off_say_so() {
     );
     assert!(line(&screen, "webhooks").ends_with("off"), "{screen}");
     assert!(line(&screen, "audit").ends_with("off"), "{screen}");
-    assert!(line(&screen, "latency").contains("p50 -  p99 -"), "{screen}");
+    assert!(
+        line(&screen, "latency").contains("p50 -  p99 -"),
+        "{screen}"
+    );
 }

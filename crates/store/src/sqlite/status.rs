@@ -195,12 +195,11 @@ pub async fn sqlite_events(
         check_version(&tx, &path)?;
         let since = received_since.map_or(i64::MIN, to_millis);
         let mut statement = tx.prepare(EVENTS_SINCE_SQL).map_err(read_error)?;
-        let events = statement
+        statement
             .query_map([since], event_from_row)
             .map_err(read_error)?
             .collect::<Result<Vec<_>, _>>()
-            .map_err(read_error);
-        events
+            .map_err(read_error)
     })
     .await
     .map_err(|error| StoreError::Io {
@@ -377,7 +376,12 @@ mod tests {
             .claim_due(at(10_000), 1, Duration::from_secs(30), "test")
             .await
             .unwrap();
-        assert!(store.mark_dead(&claimed[0].lease, "status 503").await.unwrap());
+        assert!(
+            store
+                .mark_dead(&claimed[0].lease, "status 503")
+                .await
+                .unwrap()
+        );
 
         let all = sqlite_events(&path, None).await.unwrap();
         let keys: Vec<&str> = all.iter().map(|e| e.dedupe_key.as_str()).collect();
