@@ -274,10 +274,7 @@ fn query(args: &FindArgs) -> Result<Query, String> {
                     args.key_env
                 )
             })?;
-        // Exactly what the sidecar does with `redact.hash_key_env`: the value's bytes.
-        let redactor = fincode_redact::Redactor::builder()
-            .hash_key(key.into_bytes().into())
-            .build();
+        let redactor = pseudonymiser(key);
         for (resource, id) in ids {
             if let Some(id) = id {
                 query.resources.push((resource, redactor.pseudonym(id)));
@@ -294,9 +291,19 @@ fn query(args: &FindArgs) -> Result<Query, String> {
     Ok(query)
 }
 
+/// A redactor whose pseudonyms are the sidecar's for the hash key `key` (the value of the
+/// variable `redact.hash_key_env` names): exactly what the sidecar does with it, the
+/// value's bytes. Its free-text rules are the built-in ones, which `[redact]` only adds
+/// header, field and query rules to.
+pub(crate) fn pseudonymiser(key: String) -> fincode_redact::Redactor {
+    fincode_redact::Redactor::builder()
+        .hash_key(key.into_bytes().into())
+        .build()
+}
+
 /// Milliseconds since the epoch for an RFC 3339 time in UTC (`Z` or no suffix), or
 /// for a bare date, its first instant.
-fn time_ms(text: &str) -> Result<u64, String> {
+pub(crate) fn time_ms(text: &str) -> Result<u64, String> {
     let parsed = humantime::parse_rfc3339_weak(text)
         .or_else(|_| humantime::parse_rfc3339_weak(&format!("{text}T00:00:00Z")))
         .map_err(|error| {

@@ -1,9 +1,9 @@
 #![forbid(unsafe_code)]
 //! `fincode-sidecar`: the binary only wires the crates together.
 //!
-//! Commands: `run` (the default), `check`, `preflight`, `demo`, `webhooks`, `audit`, `store`.
-//! Exit codes: 0 success, 1 runtime failure (a port taken, say) or a failed preflight item,
-//! 2 invalid configuration or usage.
+//! Commands: `run` (the default), `check`, `preflight`, `demo`, `webhooks`, `audit`, `store`,
+//! `support-bundle`, `status`. Exit codes: 0 success, 1 runtime failure (a port taken, say)
+//! or a failed preflight item, 2 invalid configuration or usage.
 
 mod admin;
 mod audit_cli;
@@ -14,7 +14,9 @@ mod panic_hook;
 mod preflight;
 mod reload;
 mod run;
+mod status;
 mod store_cli;
+mod support_bundle;
 mod webhooks_cli;
 
 use std::{path::PathBuf, process::ExitCode};
@@ -73,6 +75,14 @@ enum Command {
         #[command(subcommand)]
         command: store_cli::StoreCommand,
     },
+    /// Gather what FinCode support asks for about one transaction (its calls, their
+    /// errors, its webhooks) from the audit trail and the webhook store, as plain text
+    /// to paste into an email. Exit 0 found, 1 nothing found or unreadable, 2 usage.
+    SupportBundle(support_bundle::SupportBundleArgs),
+    /// One screen for launch day from the running sidecar's admin port: readiness,
+    /// success rate, latency, errors, retries, breaker, webhooks, audit. Exit 1 when the
+    /// admin port cannot be reached.
+    Status(status::StatusArgs),
 }
 
 fn main() -> ExitCode {
@@ -92,6 +102,8 @@ fn main() -> ExitCode {
         Command::Webhooks { command } => webhooks_cli::run(command),
         Command::Audit { command } => audit_cli::run(command),
         Command::Store { command } => store_cli::run(command, &cli.config),
+        Command::SupportBundle(args) => support_bundle::run(&args, &cli.config),
+        Command::Status(args) => status::run(&args, &cli.config),
     }
 }
 

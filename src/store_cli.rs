@@ -30,23 +30,9 @@ pub(crate) enum StoreCommand {
 pub(crate) fn run(command: StoreCommand, config_path: &Path) -> ExitCode {
     let StoreCommand::Status { json } = command;
     let env = Env::from_process();
-    let config = match Config::load(config_path, &env) {
-        Ok((config, _warnings)) => config,
-        Err(error) => {
-            eprintln!("{error}");
-            let errors = error
-                .problems()
-                .iter()
-                .filter(|p| p.severity == Severity::Error)
-                .count()
-                .max(1);
-            eprintln!(
-                "{}: invalid ({errors} error(s)); `fincode-sidecar check --config {}` lists every problem",
-                config_path.display(),
-                config_path.display()
-            );
-            return ExitCode::from(INVALID_CONFIG);
-        }
+    let config = match load_config(config_path, &env) {
+        Ok(config) => config,
+        Err(code) => return code,
     };
     let missing = config.check_store_environment(&env);
     if !missing.is_empty() {
@@ -78,6 +64,30 @@ pub(crate) fn run(command: StoreCommand, config_path: &Path) -> ExitCode {
         Err(error) => {
             eprintln!("error: {error}");
             ExitCode::FAILURE
+        }
+    }
+}
+
+/// The config at `config_path`, or the exit code after printing why it cannot be used
+/// (every problem, and how to list them): what the one-shot commands reading the
+/// sidecar's state (`store status`, `support-bundle`) start with.
+pub(crate) fn load_config(config_path: &Path, env: &Env) -> Result<Config, ExitCode> {
+    match Config::load(config_path, env) {
+        Ok((config, _warnings)) => Ok(config),
+        Err(error) => {
+            eprintln!("{error}");
+            let errors = error
+                .problems()
+                .iter()
+                .filter(|p| p.severity == Severity::Error)
+                .count()
+                .max(1);
+            eprintln!(
+                "{}: invalid ({errors} error(s)); `fincode-sidecar check --config {}` lists every problem",
+                config_path.display(),
+                config_path.display()
+            );
+            Err(ExitCode::from(INVALID_CONFIG))
         }
     }
 }

@@ -138,8 +138,8 @@ fn print(outcome: &Outcome) -> ExitCode {
 /// Marks a request as made by an operator's tool, not a browser (see `fincode_webhooks::admin`).
 const ADMIN_HEADER: &str = fincode_webhooks::admin::ADMIN_HEADER;
 
-/// One request to the sidecar's admin port (also `preflight`'s reads of `/metrics` and
-/// `/readyz`): the status and the whole body.
+/// One request to the sidecar's admin port (also `preflight`'s and `status`'s
+/// reads of `/metrics` and `/readyz`): the status and the whole body.
 pub(crate) async fn call(
     method: Method,
     url: &str,

@@ -45,7 +45,7 @@ use bytes::Bytes;
 pub use self::postgres::{PostgresOptions, PostgresStore, PostgresTls};
 pub use self::sqlite::{
     SqliteStore,
-    status::{StoreStatus, sqlite_status},
+    status::{StoreStatus, sqlite_events, sqlite_status},
 };
 
 /// Failed operations in a row after which a store that otherwise looks alive reports

@@ -242,13 +242,26 @@ fn from(record: Record, source: Source) -> Record {
     }
 }
 
+/// The resource ids an event carries, as its audit records name them (`reference`,
+/// `transaction_id`), in clear: what `support-bundle` pseudonymises to link a stored event
+/// to the calls about the same transaction, exactly as its records were linked.
+pub fn event_resource_ids(event: &Value) -> Vec<(&'static str, Cow<'_, str>)> {
+    [
+        ("reference", field(event, &["Reference", "reference"])),
+        (
+            "transaction_id",
+            field(event, &["transactionId", "TransactionId"]),
+        ),
+    ]
+    .into_iter()
+    .filter_map(|(name, id)| Some((name, id?)))
+    .collect()
+}
+
 /// The resources and event type of a verified event.
 fn about(mut record: Record, event: &Value) -> Record {
-    if let Some(reference) = field(event, &["Reference", "reference"]) {
-        record = record.resource("reference", &reference);
-    }
-    if let Some(transaction) = field(event, &["transactionId", "TransactionId"]) {
-        record = record.resource("transaction_id", &transaction);
+    for (name, id) in event_resource_ids(event) {
+        record = record.resource(name, &id);
     }
     if let Some(kind) = event.get("eventType").and_then(Value::as_str) {
         record = record.detail("event_type", bounded(kind, MAX_EVENT_TYPE));

@@ -42,6 +42,7 @@ use secrecy::SecretString;
 use tokio::{net::TcpListener, sync::Notify};
 use tokio_rustls::TlsAcceptor;
 
+pub use self::audit::event_resource_ids;
 pub use self::metrics::WebhookMetrics;
 use self::{
     audit::Audit,

@@ -13,10 +13,10 @@ use std::time::SystemTime;
 
 use rusqlite::Connection;
 
-use super::codec::{from_millis, io_error};
+use super::codec::{event_from_row, from_millis, io_error, to_millis};
 use super::schema::{self, Role, SCHEMA_VERSION};
 use super::{COUNT_PENDING_SQL, OLDEST_PENDING_SQL};
-use crate::{Counts, EventStore, Status, StoreError};
+use crate::{Counts, EventStore, Status, StoreError, StoredEvent};
 
 /// Delivered and dead events, counted along the `events_status_id` index without
 /// reading rows (pending ones are counted by [`COUNT_PENDING_SQL`], as the sidecar's
@@ -114,31 +114,7 @@ fn check_file(path: &Path) -> Result<(), StoreError> {
 fn read_snapshot(conn: &mut Connection, path: &Path) -> Result<StoreStatus, StoreError> {
     let read_error = |error: rusqlite::Error| io_error("status", &error);
     let tx = conn.transaction().map_err(read_error)?;
-    let version: i64 = tx
-        .pragma_query_value(None, "user_version", |row| row.get(0))
-        .map_err(read_error)?;
-    if version != SCHEMA_VERSION {
-        let detail = if version == 0 {
-            "it holds no webhook store (no schema); point store.sqlite_path at the \
-             sidecar's webhook store"
-                .to_owned()
-        } else if version > SCHEMA_VERSION {
-            format!(
-                "its schema version {version} is newer than this build's ({SCHEMA_VERSION}); \
-                 run `store status` from the same version as the sidecar"
-            )
-        } else {
-            format!(
-                "its schema version {version} is older than this build's ({SCHEMA_VERSION}); \
-                 run `store status` from the same version as the sidecar, or start this \
-                 version's sidecar once to migrate the file"
-            )
-        };
-        return Err(StoreError::Open {
-            path: path.display().to_string(),
-            detail,
-        });
-    }
+    check_version(&tx, path)?;
 
     let pending: i64 = tx
         .query_row(COUNT_PENDING_SQL, [], |row| row.get(0))
@@ -170,6 +146,74 @@ fn read_snapshot(conn: &mut Connection, path: &Path) -> Result<StoreStatus, Stor
         oldest_pending: oldest.map(from_millis),
     })
 }
+
+/// Refuses a file without the store's schema, or with another version of it: its rows
+/// would be misread.
+fn check_version(conn: &Connection, path: &Path) -> Result<(), StoreError> {
+    let version: i64 = conn
+        .pragma_query_value(None, "user_version", |row| row.get(0))
+        .map_err(|error| io_error("status", &error))?;
+    if version == SCHEMA_VERSION {
+        return Ok(());
+    }
+    let detail = if version == 0 {
+        "it holds no webhook store (no schema); point store.sqlite_path at the \
+         sidecar's webhook store"
+            .to_owned()
+    } else if version > SCHEMA_VERSION {
+        format!(
+            "its schema version {version} is newer than this build's ({SCHEMA_VERSION}); \
+             run `store status` from the same version as the sidecar"
+        )
+    } else {
+        format!(
+            "its schema version {version} is older than this build's ({SCHEMA_VERSION}); \
+             run `store status` from the same version as the sidecar, or start this \
+             version's sidecar once to migrate the file"
+        )
+    };
+    Err(StoreError::Open {
+        path: path.display().to_string(),
+        detail,
+    })
+}
+
+/// Every event of the SQLite store at `path` received at or after `received_since` (all
+/// of them without it), oldest first, read over one read-only connection as
+/// [`sqlite_status`] does: safe beside a running sidecar, and never creating or
+/// converting a file. `support-bundle` reads the events about one transaction this way.
+pub async fn sqlite_events(
+    path: &Path,
+    received_since: Option<SystemTime>,
+) -> Result<Vec<StoredEvent>, StoreError> {
+    let path = path.to_owned();
+    tokio::task::spawn_blocking(move || {
+        check_file(&path)?;
+        let mut conn = schema::open_connection(&path, Role::Reader)?;
+        let read_error = |error: rusqlite::Error| io_error("events", &error);
+        let tx = conn.transaction().map_err(read_error)?;
+        check_version(&tx, &path)?;
+        let since = received_since.map_or(i64::MIN, to_millis);
+        let mut statement = tx.prepare(EVENTS_SINCE_SQL).map_err(read_error)?;
+        statement
+            .query_map([since], event_from_row)
+            .map_err(read_error)?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(read_error)
+    })
+    .await
+    .map_err(|error| StoreError::Io {
+        operation: "events",
+        detail: format!("the read task failed: {error}"),
+    })?
+}
+
+/// [`sqlite_events`]: `?1` the earliest receipt time, in unix milliseconds.
+const EVENTS_SINCE_SQL: &str = concat!(
+    "SELECT ",
+    event_columns!(),
+    " FROM events WHERE received_at >= ?1 ORDER BY id"
+);
 
 #[cfg(test)]
 mod tests {
@@ -318,6 +362,49 @@ mod tests {
         drop(conn);
         let error = sqlite_status(&bare).await.unwrap_err().to_string();
         assert!(error.contains("holds no webhook store"), "{error}");
+    }
+
+    #[tokio::test]
+    async fn events_are_read_beside_the_open_store_oldest_first_from_a_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("events.db");
+        let store: Arc<dyn EventStore> = Arc::new(SqliteStore::open(&path).unwrap());
+        for (key, ms) in [("a", 1_000), ("b", 2_000), ("c", 3_000)] {
+            store.insert(event(key, at(ms))).await.unwrap();
+        }
+        let claimed = store
+            .claim_due(at(10_000), 1, Duration::from_secs(30), "test")
+            .await
+            .unwrap();
+        assert!(
+            store
+                .mark_dead(&claimed[0].lease, "status 503")
+                .await
+                .unwrap()
+        );
+
+        let all = sqlite_events(&path, None).await.unwrap();
+        let keys: Vec<&str> = all.iter().map(|e| e.dedupe_key.as_str()).collect();
+        assert_eq!(keys, ["a", "b", "c"]);
+        assert_eq!(all[0].status, Status::Dead);
+        assert_eq!(all[0].attempts, 1);
+        assert_eq!(all[0].last_error.as_deref(), Some("status 503"));
+        assert_eq!(all[1].correlation_id, "corr-b");
+
+        let recent = sqlite_events(&path, Some(at(2_000))).await.unwrap();
+        let keys: Vec<&str> = recent.iter().map(|e| e.dedupe_key.as_str()).collect();
+        assert_eq!(keys, ["b", "c"]);
+        // The store still writes: the read took nothing it needs.
+        store.insert(event("d", at(4_000))).await.unwrap();
+        assert_eq!(sqlite_events(&path, None).await.unwrap().len(), 4);
+
+        // A mistyped path is an error, and is not created.
+        let typo = dir.path().join("typo.db");
+        assert!(matches!(
+            sqlite_events(&typo, None).await,
+            Err(StoreError::Open { .. })
+        ));
+        assert!(!typo.exists());
     }
 
     #[tokio::test]
