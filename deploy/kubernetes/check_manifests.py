@@ -28,9 +28,11 @@ CRD_KINDS = {
 }
 SIDECAR = "fincode-sidecar"
 ADMIN_PORT = 9090
-# The sidecar's own drain: 20 s for app calls then up to 10 s for webhook deliveries (src/run.rs,
-# crates/webhooks/src/dispatcher.rs), plus flush and logout.
-DRAIN_SECONDS = 30
+# The sidecar's drain (src/run.rs): app calls, webhook receipts and webhook deliveries share
+# `shutdown.grace` (default 25 s); then logout (auth.logout_timeout, default 5 s), the audit
+# trail's last checkpoint (up to 5 s) and the last spans (up to 5 s) follow.
+DEFAULT_GRACE_SECONDS = 25
+AFTER_GRACE_SECONDS = 15
 
 failures: list[str] = []
 
@@ -101,6 +103,18 @@ def check_probe(ctr: dict, probe: str, path: str) -> None:
         fail(f"sidecar {probe}: want GET {path} on the admin port {ADMIN_PORT}, got {get!r}")
 
 
+def duration_seconds(text, default: int) -> int:
+    """A humantime duration of whole seconds or minutes ("40s", "1m"), as the config writes it."""
+    if text is None:
+        return default
+    units = {"s": 1, "m": 60}
+    try:
+        return int(text[:-1]) * units[text[-1]]
+    except (KeyError, ValueError, IndexError):
+        fail(f"config shutdown.grace = {text!r}: write whole seconds or minutes, e.g. \"25s\"")
+        return default
+
+
 def env_names(cfg, prefix="") -> list[tuple[str, str]]:
     """(config key, variable name) for every key naming an environment variable."""
     out = []
@@ -168,9 +182,7 @@ def main() -> int:
     check_probe(sidecar, "startupProbe", "/healthz")
     check_probe(sidecar, "livenessProbe", "/healthz")
     check_probe(sidecar, "readinessProbe", "/readyz")
-    grace = pod.get("terminationGracePeriodSeconds", 30)
-    if grace <= DRAIN_SECONDS:
-        fail(f"terminationGracePeriodSeconds {grace} must be above the sidecar's drain ({DRAIN_SECONDS} s)")
+    pod_grace = pod.get("terminationGracePeriodSeconds", 30)
     if not any(c.get("env") and any(e.get("value") == "http://127.0.0.1:8080" for e in c["env"])
                for c in pod.get("containers") or []):
         fail("no app container is pointed at http://127.0.0.1:8080")
@@ -185,6 +197,10 @@ def main() -> int:
         fail(f"no ConfigMap {cm_name!r} with config.toml mounted at /etc/fincode-sidecar")
         return report(overlay)
     cfg = tomllib.loads(cms[0]["data"]["config.toml"])
+    drain = duration_seconds(cfg.get("shutdown", {}).get("grace"), DEFAULT_GRACE_SECONDS) + AFTER_GRACE_SECONDS
+    if pod_grace <= drain:
+        fail(f"terminationGracePeriodSeconds {pod_grace} must be above the sidecar's drain "
+             f"(shutdown.grace + {AFTER_GRACE_SECONDS} s = {drain} s)")
     if cfg.get("listen", {}).get("egress") != "127.0.0.1:8080":
         fail("config listen.egress must be 127.0.0.1:8080")
     if cfg.get("listen", {}).get("admin") != f"0.0.0.0:{ADMIN_PORT}":
