@@ -21,7 +21,7 @@ use http_body_util::Full;
 use serde_json::Value;
 use support::{
     BIN, Sidecar, SidecarBuilder, TestSandbox, app_client, audit_records as records,
-    create_transaction, get, run_binary, send,
+    create_transaction, get, hmac_signing, run_binary, send,
 };
 
 /// Base64 of a fixed 32-byte seed.
@@ -445,13 +445,7 @@ async fn the_canary_no_secret_or_personal_value_in_any_audit_byte_yet_find_works
     let sent = sandbox
         .send_webhooks(fincode_sandbox::SendWebhooks {
             url: sidecar.webhook_url("/webhooks/fincode"),
-            signing: fincode_sandbox::WebhookSigning::Hmac {
-                secret: WEBHOOK_SECRET.to_owned(),
-                algorithm: "sha256".to_owned(),
-                encoding: "hex".to_owned(),
-                header: None,
-                prefix: None,
-            },
+            signing: hmac_signing(WEBHOOK_SECRET),
             events: vec![fincode_sandbox::transaction_status_event(
                 &reference, "PAID",
             )],

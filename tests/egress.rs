@@ -487,11 +487,7 @@ async fn a_second_signal_exits_at_once() {
     let url = sidecar.url("/sandbox/ping");
     let in_flight = tokio::spawn(async move { get(&app_client(), &url).await.status });
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let pid = sidecar.pid().to_string();
-    std::process::Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap();
+    sidecar.signal("TERM");
     // Draining the 15 s call (the default grace is 25 s)...
     tokio::time::sleep(Duration::from_millis(700)).await;
     let ready = get(&app_client(), &sidecar.admin_url("/readyz")).await;
@@ -519,11 +515,7 @@ async fn while_draining_the_admin_port_still_answers_and_readiness_is_off() {
     let url = sidecar.url("/sandbox/ping");
     let in_flight = tokio::spawn(async move { get(&app_client(), &url).await.status });
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let pid = sidecar.pid().to_string();
-    std::process::Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap();
+    sidecar.signal("TERM");
     tokio::time::sleep(Duration::from_millis(300)).await;
     // The egress port is draining its one request; the admin port closes last.
     let health = get(&app_client(), &sidecar.admin_url("/healthz")).await;
@@ -531,8 +523,9 @@ async fn while_draining_the_admin_port_still_answers_and_readiness_is_off() {
     let ready = get(&app_client(), &sidecar.admin_url("/readyz")).await;
     assert_eq!(ready.status, 503, "readiness fails first on SIGTERM");
     assert_eq!(in_flight.await.unwrap(), 200);
+    // Signalled once already: a second TERM would cut the drain short (exit 130).
     let mut sidecar = sidecar;
-    assert!(sidecar.terminate(Duration::from_secs(10)).await.success());
+    assert!(sidecar.wait_exit(Duration::from_secs(10)).await.success());
 }
 
 #[tokio::test]

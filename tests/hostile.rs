@@ -11,7 +11,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use fincode_sandbox::{SendWebhooks, WebhookSigning, transaction_status_event};
+use fincode_sandbox::{SendWebhooks, transaction_status_event};
 use support::*;
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
@@ -193,13 +193,7 @@ async fn everything_answers_promptly(s: &Setup, during: &str) {
     let reference = format!("PCN{:010}", started.elapsed().as_nanos() % 10_000_000_000);
     let batch = SendWebhooks {
         url: s.sidecar.webhook_url("/webhooks/fincode"),
-        signing: WebhookSigning::Hmac {
-            secret: SECRET.to_owned(),
-            algorithm: "sha256".to_owned(),
-            encoding: "hex".to_owned(),
-            header: None,
-            prefix: None,
-        },
+        signing: hmac_signing(SECRET),
         events: vec![transaction_status_event(&reference, "PAID")],
         copies: 1,
         concurrency: 1,

@@ -21,7 +21,7 @@ use std::{
     time::Duration,
 };
 
-use fincode_sandbox::{SendWebhooks, SentWebhook, WebhookSigning, transaction_status_event};
+use fincode_sandbox::{SendWebhooks, SentWebhook, transaction_status_event};
 use support::*;
 use tokio::time::Instant;
 
@@ -101,16 +101,6 @@ impl Drop for TestSchema {
     }
 }
 
-fn hmac() -> WebhookSigning {
-    WebhookSigning::Hmac {
-        secret: SECRET.to_owned(),
-        algorithm: "sha256".to_owned(),
-        encoding: "hex".to_owned(),
-        header: None,
-        prefix: None,
-    }
-}
-
 /// `count` distinct PAID events, `PCN{first:010}` onwards.
 fn events(first: usize, count: usize) -> Vec<serde_json::Value> {
     (first..first + count)
@@ -125,7 +115,7 @@ fn reference(i: usize) -> String {
 fn batch(sidecar: &Sidecar, events: Vec<serde_json::Value>, concurrency: usize) -> SendWebhooks {
     SendWebhooks {
         url: sidecar.webhook_url(PATH),
-        signing: hmac(),
+        signing: hmac_signing(SECRET),
         events,
         copies: 1,
         concurrency,

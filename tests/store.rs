@@ -11,7 +11,7 @@ use std::{
     time::Duration,
 };
 
-use fincode_sandbox::{SendWebhooks, WebhookSigning, transaction_status_event};
+use fincode_sandbox::{SendWebhooks, transaction_status_event};
 use support::*;
 
 const SECRET: &str = "fincode-webhook-secret-for-tests";
@@ -40,22 +40,13 @@ async fn send(sandbox: &TestSandbox, sidecar: &Sidecar, references: &[&str]) {
     let sent = sandbox
         .send_webhooks(SendWebhooks {
             url: sidecar.webhook_url("/webhooks/fincode"),
-            signing: WebhookSigning::Hmac {
-                secret: SECRET.to_owned(),
-                algorithm: "sha256".to_owned(),
-                encoding: "hex".to_owned(),
-                header: None,
-                prefix: None,
-            },
+            signing: hmac_signing(SECRET),
             events: references
                 .iter()
                 .map(|r| transaction_status_event(r, "PAID"))
                 .collect(),
-            copies: 1,
             concurrency: 4,
-            tamper: false,
-            timestamp_offset_secs: 0,
-            extra_headers: Vec::new(),
+            ..SendWebhooks::default()
         })
         .await;
     assert!(

@@ -9,12 +9,12 @@ mod support;
 
 use std::{path::Path, process::Command, time::Duration};
 
-use fincode_sandbox::{FaultRule, SendWebhooks, WebhookSigning};
+use fincode_sandbox::{FaultRule, SendWebhooks};
 use http::Request;
 use http_body_util::Full;
 use support::{
-    BIN, SidecarBuilder, TestApp, TestSandbox, app_client, assert_no_secrets, get, run_binary,
-    send, tokens_seen,
+    BIN, SidecarBuilder, TestApp, TestSandbox, app_client, assert_no_secrets, get, hmac_signing,
+    run_binary, send, tokens_seen,
 };
 
 const EMAIL: &str = "bundle-merchant@example.test";
@@ -112,13 +112,7 @@ async fn a_failed_transaction_is_bundled_with_its_attempts_errors_and_webhook_an
     let sent = sandbox
         .send_webhooks(SendWebhooks {
             url: sidecar.webhook_url("/webhooks/fincode"),
-            signing: WebhookSigning::Hmac {
-                secret: WEBHOOK_SECRET.to_owned(),
-                algorithm: "sha256".to_owned(),
-                encoding: "hex".to_owned(),
-                header: None,
-                prefix: None,
-            },
+            signing: hmac_signing(WEBHOOK_SECRET),
             events: vec![serde_json::json!({
                 "eventType": "TRANSACTION_STATUS",
                 "Reference": reference,

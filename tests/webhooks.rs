@@ -22,16 +22,6 @@ use support::*;
 const SECRET: &str = "fincode-webhook-secret-for-tests";
 const PATH: &str = "/webhooks/fincode";
 
-fn hmac(secret: &str) -> WebhookSigning {
-    WebhookSigning::Hmac {
-        secret: secret.to_owned(),
-        algorithm: "sha256".to_owned(),
-        encoding: "hex".to_owned(),
-        header: None,
-        prefix: None,
-    }
-}
-
 fn batch(
     sidecar: &Sidecar,
     signing: WebhookSigning,
@@ -117,7 +107,7 @@ async fn a_signed_event_is_acknowledged_then_delivered_byte_exact_and_signed_by_
     let event = transaction_status_event("PCN0000000001", "PAID");
     let sent = statuses(
         &s.sandbox,
-        batch(&s.sidecar, hmac(SECRET), vec![event.clone()]),
+        batch(&s.sidecar, hmac_signing(SECRET), vec![event.clone()]),
     )
     .await;
     assert_eq!(sent, [200]);
@@ -156,7 +146,7 @@ async fn a_signed_event_is_acknowledged_then_delivered_byte_exact_and_signed_by_
 async fn fifty_concurrent_copies_get_fifty_200s_and_one_delivery() {
     let s = setup(|b| b).await;
     let event = transaction_status_event("PCN0000000002", "PAID");
-    let mut flood = batch(&s.sidecar, hmac(SECRET), vec![event]);
+    let mut flood = batch(&s.sidecar, hmac_signing(SECRET), vec![event]);
     flood.copies = 50;
     flood.concurrency = 50;
     let sent = statuses(&s.sandbox, flood).await;
@@ -168,7 +158,7 @@ async fn fifty_concurrent_copies_get_fifty_200s_and_one_delivery() {
         transaction_status_event("PCN0000000002", "FAILED"),
     ];
     assert_eq!(
-        statuses(&s.sandbox, batch(&s.sidecar, hmac(SECRET), moves)).await,
+        statuses(&s.sandbox, batch(&s.sidecar, hmac_signing(SECRET), moves)).await,
         [200, 200]
     );
     s.app.wait_for(3, Duration::from_secs(10)).await;
@@ -198,12 +188,12 @@ async fn forged_oversized_and_malformed_requests_are_refused_counted_and_never_d
         b
     };
     assert_eq!(
-        statuses(&s.sandbox, signed(hmac(SECRET), true)).await,
+        statuses(&s.sandbox, signed(hmac_signing(SECRET), true)).await,
         [401],
         "tampered body"
     );
     assert_eq!(
-        statuses(&s.sandbox, signed(hmac("not-the-secret"), false)).await,
+        statuses(&s.sandbox, signed(hmac_signing("not-the-secret"), false)).await,
         [401]
     );
     assert_eq!(
@@ -213,7 +203,11 @@ async fn forged_oversized_and_malformed_requests_are_refused_counted_and_never_d
     let mut big = event.clone();
     big["padding"] = "x".repeat(4096).into();
     assert_eq!(
-        statuses(&s.sandbox, batch(&s.sidecar, hmac(SECRET), vec![big])).await,
+        statuses(
+            &s.sandbox,
+            batch(&s.sidecar, hmac_signing(SECRET), vec![big])
+        )
+        .await,
         [413]
     );
 
@@ -233,7 +227,7 @@ async fn forged_oversized_and_malformed_requests_are_refused_counted_and_never_d
     assert_eq!(refused.status, 400);
 
     // A 401 says nothing about which check failed.
-    let tampered = statuses(&s.sandbox, signed(hmac(SECRET), true)).await;
+    let tampered = statuses(&s.sandbox, signed(hmac_signing(SECRET), true)).await;
     assert_eq!(tampered, [401]);
 
     let metrics = s.sidecar.scrape().await;
@@ -306,7 +300,7 @@ async fn the_ip_allow_list_believes_forwarded_for_only_from_trusted_proxies() {
     .await;
     let event = transaction_status_event("PCN0000000005", "PAID");
     let with_xff = |xff: &str| {
-        let mut b = batch(&s.sidecar, hmac(SECRET), vec![event.clone()]);
+        let mut b = batch(&s.sidecar, hmac_signing(SECRET), vec![event.clone()]);
         b.extra_headers = vec![("x-forwarded-for".to_owned(), xff.to_owned())];
         b
     };
@@ -314,7 +308,7 @@ async fn the_ip_allow_list_believes_forwarded_for_only_from_trusted_proxies() {
     assert_eq!(
         statuses(
             &s.sandbox,
-            batch(&s.sidecar, hmac(SECRET), vec![event.clone()])
+            batch(&s.sidecar, hmac_signing(SECRET), vec![event.clone()])
         )
         .await,
         [403]
@@ -349,7 +343,11 @@ async fn an_app_that_stays_down_gets_a_dead_letter_that_replay_delivers() {
     s.app.answer(503);
     let event = transaction_status_event("PCN0000000006", "PAID");
     assert_eq!(
-        statuses(&s.sandbox, batch(&s.sidecar, hmac(SECRET), vec![event])).await,
+        statuses(
+            &s.sandbox,
+            batch(&s.sidecar, hmac_signing(SECRET), vec![event])
+        )
+        .await,
         [200]
     );
     // Three attempts 50-200 ms apart, then dead.
@@ -393,7 +391,7 @@ async fn kill_9_during_a_flood_loses_no_acknowledged_event() {
     let events: Vec<_> = (0..400)
         .map(|i| transaction_status_event(&format!("PCN{i:010}"), "PAID"))
         .collect();
-    let flood = batch(&s.sidecar, hmac(SECRET), events);
+    let flood = batch(&s.sidecar, hmac_signing(SECRET), events);
     let Setup {
         sandbox,
         app,
@@ -452,7 +450,11 @@ async fn events_with_one_ordering_key_are_delivered_in_arrival_order() {
     for status in ["PENDING", "PROCESSING", "PAID"] {
         let event = transaction_status_event(reference, status);
         assert_eq!(
-            statuses(&s.sandbox, batch(&s.sidecar, hmac(SECRET), vec![event])).await,
+            statuses(
+                &s.sandbox,
+                batch(&s.sidecar, hmac_signing(SECRET), vec![event])
+            )
+            .await,
             [200]
         );
     }
@@ -551,7 +553,7 @@ async fn replay_all_dead_delivers_every_dead_letter() {
         .map(|i| transaction_status_event(&format!("PCN00000001{i:02}"), "PAID"))
         .collect();
     assert_eq!(
-        statuses(&s.sandbox, batch(&s.sidecar, hmac(SECRET), events)).await,
+        statuses(&s.sandbox, batch(&s.sidecar, hmac_signing(SECRET), events)).await,
         [200, 200, 200]
     );
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
@@ -725,15 +727,15 @@ async fn during_a_rotation_events_signed_with_either_secret_are_accepted() {
     })
     .await;
     let events = |reference: &str| vec![transaction_status_event(reference, "PAID")];
-    let old = batch(&s.sidecar, hmac(SECRET), events("PCN0000000010"));
+    let old = batch(&s.sidecar, hmac_signing(SECRET), events("PCN0000000010"));
     let new = batch(
         &s.sidecar,
-        hmac("the-new-webhook-secret"),
+        hmac_signing("the-new-webhook-secret"),
         events("PCN0000000011"),
     );
     let neither = batch(
         &s.sidecar,
-        hmac("a-retired-secret"),
+        hmac_signing("a-retired-secret"),
         events("PCN0000000012"),
     );
     assert_eq!(statuses(&s.sandbox, old).await, [200]);

@@ -5,7 +5,7 @@ use std::{
     net::SocketAddr,
     sync::{
         Arc, Mutex,
-        atomic::{AtomicU16, Ordering},
+        atomic::{AtomicU16, AtomicU64, Ordering},
     },
     time::Duration,
 };
@@ -38,6 +38,8 @@ impl Delivery {
 pub struct TestApp {
     addr: SocketAddr,
     status: Arc<AtomicU16>,
+    delay_ms: Arc<AtomicU64>,
+    arrived: Arc<Mutex<Vec<Delivery>>>,
     seen: Arc<Mutex<Vec<Delivery>>>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -47,20 +49,41 @@ impl TestApp {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let status = Arc::new(AtomicU16::new(200));
+        let delay_ms = Arc::new(AtomicU64::new(0));
+        let arrived: Arc<Mutex<Vec<Delivery>>> = Arc::default();
         let seen: Arc<Mutex<Vec<Delivery>>> = Arc::default();
-        let (status2, seen2) = (status.clone(), seen.clone());
+        let shared = (
+            status.clone(),
+            delay_ms.clone(),
+            arrived.clone(),
+            seen.clone(),
+        );
         let task = tokio::spawn(async move {
             loop {
                 let Ok((stream, _)) = listener.accept().await else {
                     continue;
                 };
-                let (status, seen) = (status2.clone(), seen2.clone());
+                let shared = shared.clone();
                 tokio::spawn(async move {
                     let service = service_fn(move |req: Request<Incoming>| {
-                        let (status, seen) = (status.clone(), seen.clone());
+                        let (status, delay_ms, arrived, seen) = shared.clone();
                         async move {
                             let (parts, body) = req.into_parts();
-                            let body = body.collect().await.unwrap().to_bytes();
+                            let Ok(body) = body
+                                .collect()
+                                .await
+                                .map(http_body_util::Collected::to_bytes)
+                            else {
+                                return Ok(Response::new(Full::new(Bytes::new())));
+                            };
+                            arrived.lock().unwrap().push(Delivery {
+                                headers: parts.headers.clone(),
+                                body: body.clone(),
+                            });
+                            let delay = delay_ms.load(Ordering::SeqCst);
+                            if delay > 0 {
+                                tokio::time::sleep(Duration::from_millis(delay)).await;
+                            }
                             let code = status.load(Ordering::SeqCst);
                             if code == 200 {
                                 seen.lock().unwrap().push(Delivery {
@@ -82,6 +105,8 @@ impl TestApp {
         Self {
             addr,
             status,
+            delay_ms,
+            arrived,
             seen,
             task,
         }
@@ -95,6 +120,18 @@ impl TestApp {
     /// What the app answers from now on (200 records the delivery).
     pub fn answer(&self, status: u16) {
         self.status.store(status, Ordering::SeqCst);
+    }
+
+    /// Takes `delay` to answer each delivery from now on (a slow app).
+    pub fn delay(&self, delay: Duration) {
+        let ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX);
+        self.delay_ms.store(ms, Ordering::SeqCst);
+    }
+
+    /// Every delivery attempt that reached the app, whatever it answered (or whether it
+    /// answered at all), in arrival order.
+    pub fn arrivals(&self) -> Vec<Delivery> {
+        self.arrived.lock().unwrap().clone()
     }
 
     /// Deliveries accepted so far.

@@ -409,8 +409,12 @@ impl Sidecar {
     /// Sends SIGTERM and waits for the exit status. Async so that an in-process sandbox
     /// keeps serving (the sidecar logs out and drains against it while stopping).
     pub async fn terminate(&mut self, within: Duration) -> std::process::ExitStatus {
-        let pid = self.process.child.id().to_string();
-        Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+        self.signal("TERM");
+        self.wait_exit(within).await
+    }
+
+    /// Waits for the process to exit on its own (after a signal sent earlier).
+    pub async fn wait_exit(&mut self, within: Duration) -> std::process::ExitStatus {
         let deadline = Instant::now() + within;
         loop {
             if let Some(status) = self.process.child.try_wait().unwrap() {
@@ -418,7 +422,8 @@ impl Sidecar {
             }
             assert!(
                 Instant::now() < deadline,
-                "sidecar did not exit after SIGTERM"
+                "sidecar did not exit within {within:?}:\n{}",
+                self.output()
             );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
@@ -662,4 +667,16 @@ pub fn audit_records(dir: &Path) -> Vec<serde_json::Value> {
                 .collect::<Vec<_>>()
         })
         .collect()
+}
+
+/// How FinCode signs webhooks under the sidecar's default scheme (`hmac`, SHA-256, hex, in
+/// `x-fincode-signature`), with `secret`, for the sandbox's webhook sender.
+pub fn hmac_signing(secret: &str) -> fincode_sandbox::WebhookSigning {
+    fincode_sandbox::WebhookSigning::Hmac {
+        secret: secret.to_owned(),
+        algorithm: "sha256".to_owned(),
+        encoding: "hex".to_owned(),
+        header: None,
+        prefix: None,
+    }
 }
