@@ -142,21 +142,34 @@ impl Reloader {
         }
     }
 
-    /// Reloads on SIGHUP and on a change of the file's content until `stop`.
+    /// Reloads on SIGHUP and on a change of the file's content until `stop`. Reading and
+    /// validating the file (CA and key files included) is blocking I/O, so it runs on the
+    /// blocking pool, never on a worker that serves requests.
     pub(crate) async fn watch(mut self, stop: CancellationToken) {
         let mut hangup = hangup_signal();
         let mut poll = tokio::time::interval(POLL_EVERY);
         poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            tokio::select! {
+            let trigger = tokio::select! {
                 () = stop.cancelled() => return,
-                () = next_hangup(&mut hangup) => self.reload(Trigger::Signal),
-                _ = poll.tick() => {
-                    if self.file_changed() {
-                        self.reload(Trigger::FileChanged);
-                    }
+                () = next_hangup(&mut hangup) => Some(Trigger::Signal),
+                _ = poll.tick() => None,
+            };
+            let attempt = tokio::task::spawn_blocking(move || {
+                match trigger {
+                    Some(trigger) => self.reload(trigger),
+                    None if self.file_changed() => self.reload(Trigger::FileChanged),
+                    None => {}
                 }
-            }
+                self
+            });
+            self = match attempt.await {
+                Ok(this) => this,
+                Err(error) => {
+                    tracing::error!(%error, "config reload failed unexpectedly; reloads are off until a restart");
+                    return;
+                }
+            };
         }
     }
 
