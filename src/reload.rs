@@ -115,6 +115,9 @@ pub(crate) struct Reloader {
     log_level: Option<LogLevel>,
     auditor: Option<Auditor>,
     metrics: ReloadMetrics,
+    /// Installed in [`Self::new`], before the sidecar is ready: SIGHUP's default action
+    /// is to end the process.
+    hangup: Option<Hangup>,
 }
 
 // === impl Reloader ===
@@ -139,6 +142,7 @@ impl Reloader {
             log_level,
             auditor,
             metrics: ReloadMetrics::register(registry),
+            hangup: Some(hangup_signal()),
         }
     }
 
@@ -146,7 +150,7 @@ impl Reloader {
     /// validating the file (CA and key files included) is blocking I/O, so it runs on the
     /// blocking pool, never on a worker that serves requests.
     pub(crate) async fn watch(mut self, stop: CancellationToken) {
-        let mut hangup = hangup_signal();
+        let mut hangup = self.hangup.take().unwrap_or_else(hangup_signal);
         let mut poll = tokio::time::interval(POLL_EVERY);
         poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -353,8 +357,7 @@ type Hangup = Option<tokio::signal::unix::Signal>;
 #[cfg(not(unix))]
 type Hangup = ();
 
-/// Installs the SIGHUP handler. Installed before the sidecar is ready, so a SIGHUP
-/// never kills it (the default action would).
+/// Installs the SIGHUP handler.
 #[cfg(unix)]
 fn hangup_signal() -> Hangup {
     match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
