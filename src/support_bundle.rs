@@ -504,7 +504,7 @@ impl Bundle {
                     call.get("status").and_then(Value::as_u64).unwrap_or(0),
                     r.text(kind)
                 ),
-                None => format!("FinCode's answer was {}", status_words(call)),
+                None => format!("FinCode's answer was {}", status_words(r, call)),
             };
             let _ = writeln!(
                 out,
@@ -531,7 +531,7 @@ impl Bundle {
         let _ = writeln!(out);
         let _ = writeln!(
             out,
-            "Not included: request and response bodies, tokens, credentials and card data (the sidecar never records them). FinCode's own error code is not in the sidecar's records: copy it from the app's log of the response if support needs it."
+            "Not included: request and response bodies, tokens, credentials and card data (the sidecar never records them). Of FinCode's error responses only the code is recorded, not the message (it may echo personal data): copy the message from the app's log of the response if support needs it."
         );
         for note in &self.notes {
             let _ = writeln!(out, "Note: {note}");
@@ -581,6 +581,9 @@ impl Bundle {
         if let Some(kind) = text(call, "error") {
             let _ = write!(line, "  sidecar error {}", r.text(kind));
         }
+        if let Some(code) = text(call, "fincode_code") {
+            let _ = write!(line, "  FinCode code {}", r.text(code));
+        }
         if let Some(response) = text(call, "response") {
             let _ = write!(line, "  response {}", r.text(response));
         }
@@ -617,7 +620,7 @@ impl Bundle {
                 r.text(kind),
                 r.text(kind)
             ),
-            None => format!("FinCode answered {}", status_words(call)),
+            None => format!("FinCode answered {}", status_words(r, call)),
         };
         format!(
             "{} {}: {what}, after {} attempt(s) (correlation id {})",
@@ -641,13 +644,18 @@ fn text<'a>(record: &'a Map<String, Value>, key: &str) -> Option<&'a str> {
     record.get(key).and_then(Value::as_str)
 }
 
-/// `503 (failure)`, `200 (success)`.
-fn status_words(call: &Map<String, Value>) -> String {
+/// `503 (failure)`, `200 (success)`, `422 (failure, code VALIDATION_ERROR)` with
+/// FinCode's error code when the trail has it.
+fn status_words(redactor: &Redactor, call: &Map<String, Value>) -> String {
     let status = call
         .get("status")
         .and_then(Value::as_u64)
         .map_or_else(|| "no status".to_owned(), |s| s.to_string());
-    format!("{status} ({})", text(call, "outcome").unwrap_or("unknown"))
+    let outcome = text(call, "outcome").unwrap_or("unknown");
+    match text(call, "fincode_code") {
+        Some(code) => format!("{status} ({outcome}, code {})", redactor.text(code)),
+        None => format!("{status} ({outcome})"),
+    }
 }
 
 /// A short word from an event body (its type, its status), redacted and bounded: never

@@ -12,7 +12,7 @@ use std::{
 };
 
 use fincode_sandbox::FaultRule;
-use support::{BIN, SidecarBuilder, TestSandbox, app_client, get, run_binary};
+use support::{BIN, SidecarBuilder, TestSandbox, app_client, get, run_binary, send};
 
 fn status(args: &[&str]) -> (Option<i32>, String) {
     run_binary(Command::new(BIN).arg("status").args(args))
@@ -56,7 +56,11 @@ async fn the_screen_shows_the_traffic_sent_and_marks_errors_red() {
     assert!(line(&screen, "breaker").ends_with("closed"), "{screen}");
     assert!(line(&screen, "latency").contains("p50 "), "{screen}");
     assert!(!line(&screen, "latency").contains("p50 -"), "{screen}");
-    assert!(line(&screen, "token").contains("token valid"), "{screen}");
+    // A static token's expiry is not known: no countdown, and not a worry.
+    assert!(
+        line(&screen, "token").starts_with("OK   token        valid (expiry not reported"),
+        "{screen}"
+    );
     assert!(line(&screen, "webhooks").ends_with("off"), "{screen}");
     assert!(screen.ends_with("overall: all clear\n"), "{screen}");
 
@@ -134,6 +138,120 @@ async fn the_screen_shows_the_traffic_sent_and_marks_errors_red() {
         })
         .sum();
     assert_eq!(in_intervals, 5, "{frames}");
+}
+
+const EMAIL: &str = "ops-status-5d2a@merchant.test";
+const PASSWORD: &str = "CANARY-pw-status-81e3";
+
+/// A metric's value in `/metrics` as Unix seconds, 0 when absent.
+fn unix_seconds(metrics: &str, name: &str) -> u64 {
+    let value = support::metric_value(metrics, name);
+    assert!(value >= 0.0 && value.fract() == 0.0, "{name} {value}");
+    value as u64
+}
+
+fn now_unix() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+/// The token line in login mode: when the token FinCode issued expires (the sandbox
+/// issues them for 47.5 min) and when the sidecar renews it; red once the renewal fails
+/// with the token about to lapse.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_token_line_counts_down_to_expiry_and_turns_red_when_renewal_fails_at_the_end() {
+    let sandbox = TestSandbox::start_with(|config| {
+        config.users = vec![fincode_sandbox::User {
+            email: EMAIL.to_owned(),
+            password: PASSWORD.to_owned(),
+        }];
+        config.token_lifetime = Duration::from_secs(47 * 60 + 30);
+    })
+    .await;
+    let before = now_unix();
+    let sidecar = SidecarBuilder::new(&sandbox)
+        .login(&sandbox, EMAIL, PASSWORD)
+        .set("auth.login_backoff_initial", "200ms")
+        .set("auth.login_backoff_max", "1s")
+        .start();
+    sidecar.wait_ready(Duration::from_secs(20)).await;
+    let after = now_unix();
+    let admin = sidecar.admin_url("");
+
+    // The gauges: the JWT's `exp`, and 5 minutes (auth.refresh_before) ahead of it.
+    let metrics = sidecar.scrape().await;
+    let expires = unix_seconds(&metrics, "fincode_token_expiry_timestamp_seconds");
+    let renews = unix_seconds(&metrics, "fincode_token_refresh_timestamp_seconds");
+    assert!(
+        (before + 2850 - 1..=after + 2850 + 1).contains(&expires),
+        "{expires} not 47.5 min after {before}..{after}"
+    );
+    assert!(
+        expires - renews >= 299 && expires - renews <= 301,
+        "{metrics}"
+    );
+
+    let (code, screen) = status(&["--admin", &admin]);
+    assert_eq!(code, Some(0), "{screen}");
+    let token = line(&screen, "token");
+    let renews_at =
+        humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + Duration::from_secs(renews));
+    assert!(
+        token.starts_with(&format!(
+            "OK   token        valid, expires in 47m (renews at {renews_at}); logins 1 ok 0 failed"
+        )),
+        "{screen}"
+    );
+    assert!(!screen.contains(PASSWORD), "{screen}");
+
+    // A second sidecar, whose tokens live 20 s: renewed 10 s in (half their life), when
+    // FinCode's auth endpoints are down. The renewal fails with seconds to go: red.
+    drop(sidecar);
+    let settings = hyper::Request::put(format!("{}/settings", sandbox.admin_url()))
+        .header("content-type", "application/json")
+        .body(http_body_util::Full::new(bytes::Bytes::from_static(
+            br#"{"token_lifetime_secs": 20}"#,
+        )))
+        .unwrap();
+    assert_eq!(send(&app_client(), settings).await.status, 200);
+    let sidecar = SidecarBuilder::new(&sandbox)
+        .login(&sandbox, EMAIL, PASSWORD)
+        .set("auth.login_backoff_initial", "200ms")
+        .set("auth.login_backoff_max", "1s")
+        .start();
+    sidecar.wait_ready(Duration::from_secs(20)).await;
+    let admin = sidecar.admin_url("");
+    let (code, screen) = status(&["--admin", &admin]);
+    assert_eq!(code, Some(0), "{screen}");
+    assert!(
+        line(&screen, "token").starts_with("OK   token        valid, expires in 1"),
+        "{screen}"
+    );
+    sandbox.add_fault(FaultRule::status(503).path_prefix("/securitymanagement"));
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let failing = loop {
+        let (code, screen) = status(&["--admin", &admin]);
+        assert_eq!(code, Some(0), "{screen}");
+        let token = line(&screen, "token").to_owned();
+        if token.contains("renewal failing") {
+            break token;
+        }
+        assert!(std::time::Instant::now() < deadline, "{screen}");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    };
+    assert!(failing.starts_with("RED  token        "), "{failing}");
+    // Still valid for a few seconds, or just expired, depending on when we looked.
+    assert!(
+        failing.contains("valid, expires in ") || failing.contains("EXPIRED "),
+        "{failing}"
+    );
+    assert!(
+        failing.contains("HTTP 503"),
+        "readiness's reason: {failing}"
+    );
+    assert!(!failing.contains(PASSWORD), "{failing}");
 }
 
 #[test]

@@ -2,7 +2,8 @@
 //! the audit trail and webhooks on, FinCode fails some of its calls (resets on every try
 //! of one, a 422 on another) and sends its webhook; then `support-bundle` (the binary
 //! again, beside the running sidecar) gathers it by transaction id and by correlation id,
-//! with every attempt, status and error kind, the webhook, and no secret.
+//! with every attempt, status and error kind, FinCode's error code, the webhook, and no
+//! secret.
 #![allow(clippy::unwrap_used)]
 
 mod support;
@@ -183,6 +184,13 @@ async fn a_failed_transaction_is_bundled_with_its_attempts_errors_and_webhook_an
             .contains("GET /transactionmanagement/transactions/{id}  -> 422  failure  attempts 1"),
         "{text}"
     );
+    // FinCode's error code from its answer, never its message.
+    assert!(
+        calls[2].contains("  FinCode code VALIDATION_ERROR"),
+        "{text}"
+    );
+    assert!(!calls[1].contains("FinCode code"), "{text}");
+    assert!(!text.contains("fault injected"), "{text}");
     // The webhook, with its delivery state.
     let event = text
         .lines()
@@ -198,7 +206,14 @@ async fn a_failed_transaction_is_bundled_with_its_attempts_errors_and_webhook_an
         text.contains("x-sidecar-error: upstream_unreachable), after 3 attempt(s)"),
         "{text}"
     );
-    assert!(text.contains("FinCode answered 422 (failure)"), "{text}");
+    assert!(
+        text.contains("FinCode answered 422 (failure, code VALIDATION_ERROR), after 1 attempt(s)"),
+        "{text}"
+    );
+    assert!(
+        text.contains("FinCode's answer was 422 (failure, code VALIDATION_ERROR)"),
+        "{text}"
+    );
     assert!(text.contains("Steps to reproduce"), "{text}");
     assert!(
         text.contains("the sidecar answered 502 itself (upstream_unreachable) after 3 attempt(s)"),
@@ -238,6 +253,33 @@ async fn a_failed_transaction_is_bundled_with_its_attempts_errors_and_webhook_an
     assert_eq!(code, Some(0), "{by_reference}");
     assert!(by_reference.contains("reference"), "{by_reference}");
     assert!(by_reference.contains("-> 422  failure"), "{by_reference}");
+    assert!(
+        by_reference.contains("FinCode code VALIDATION_ERROR"),
+        "{by_reference}"
+    );
+
+    // In the trail: the code on the 422's record alone, never the message; and a trail
+    // with the field still verifies, chain and signatures.
+    let records = support::audit_records(trail.path());
+    let coded: Vec<_> = records
+        .iter()
+        .filter(|r| r.get("fincode_code").is_some())
+        .collect();
+    assert_eq!(coded.len(), 1, "{records:?}");
+    assert_eq!(coded[0]["fincode_code"], "VALIDATION_ERROR");
+    assert_eq!(coded[0]["status"], 422);
+    let trail_text = serde_json::to_string(&records).unwrap();
+    assert!(!trail_text.contains("fault injected"), "{trail_text}");
+    let public_key = fincode_audit::Signer::from_base64_seed(SIGNING_SEED)
+        .unwrap()
+        .public_key_base64();
+    let (code, verified) = run_binary(
+        Command::new(BIN)
+            .args(["audit", "verify"])
+            .arg(trail.path())
+            .args(["--public-key", &public_key]),
+    );
+    assert_eq!(code, Some(0), "{verified}");
 
     // Unknown: exit 1, and so is a window after everything happened.
     let (code, unknown) = bundle(&config, &["--id", "TXN-does-not-exist"]);

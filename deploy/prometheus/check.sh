@@ -37,6 +37,8 @@ counter   fincode_transactions_total
 counter   fincode_token_refreshes_total
 counter   fincode_logins_total
 gauge     fincode_login_rejected
+gauge     fincode_token_expiry_timestamp_seconds
+gauge     fincode_token_refresh_timestamp_seconds
 counter   fincode_retries_total
 counter   fincode_retry_budget_exhausted_total
 gauge     fincode_circuit_breaker_state

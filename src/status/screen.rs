@@ -3,7 +3,10 @@
 //! launch-day thresholds the alert rules in `deploy/prometheus/alerts.yaml` use, so the
 //! operator sees at a glance what is red.
 
-use std::{fmt::Write as _, time::Duration};
+use std::{
+    fmt::Write as _,
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
 
 use super::prom::{Exposition, bucket_delta, counter_delta, quantile};
 
@@ -16,8 +19,15 @@ pub(crate) const TRANSACTION_SUCCESS_AMBER: f64 = 0.9;
 /// A webhook backlog above this is amber (`FincodeWebhookQueueBacklog`).
 pub(crate) const BACKLOG_AMBER: f64 = 1000.0;
 
+/// Less than this left on the token while its renewal fails is red: the sidecar renews
+/// `auth.refresh_before` (5 min) ahead, so a token this close to expiry will lapse.
+pub(crate) const TOKEN_LEFT_RED: Duration = Duration::from_mins(2);
+
 /// The app's requests through the sidecar, by status class.
 const SERVER: &str = "http_server_request_duration_seconds";
+/// When the FinCode token expires, and when it is renewed next (Unix seconds).
+const TOKEN_EXPIRY: &str = "fincode_token_expiry_timestamp_seconds";
+const TOKEN_REFRESH: &str = "fincode_token_refresh_timestamp_seconds";
 
 /// How a line is marked.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -155,7 +165,7 @@ pub(crate) fn render(
         .unwrap_or(Mark::Ok);
     let mut out = format!(
         "fincode-sidecar status  {admin}  {}  ({span})\n",
-        humantime::format_rfc3339_seconds(std::time::SystemTime::now())
+        humantime::format_rfc3339_seconds(SystemTime::now())
     );
     for (mark, topic, text) in &lines {
         let word = if colour {
@@ -302,25 +312,21 @@ fn fincode(window: &Window<'_>, now: &Scrape, lines: &mut Lines<'_>) {
         .filter(|(_, v)| *v >= 1.0)
         .map(|(reason, _)| reason)
         .collect();
-    // The token's expiry is not a metric: `/readyz` says when it is expired or its
-    // renewal failing, which is what matters on the day.
+    // `/readyz` says when the token is expired or its renewal failing; the metrics say
+    // when it expires.
     let auth_trouble: Vec<&str> = now
         .ready
         .iter()
         .flat_map(|(_, body)| body.lines())
         .filter(|line| line.starts_with("auth:"))
         .collect();
-    let token = if auth_trouble.is_empty() {
-        "token valid".to_owned()
-    } else {
-        auth_trouble.join("; ")
-    };
+    let (expiry_mark, token) = token_validity(&now.metrics, &auth_trouble, SystemTime::now());
     let mark = if !rejected.is_empty() || auth_trouble.iter().any(|l| l.contains("no valid")) {
         Mark::Red
     } else if refresh_failed > 0.0 || login_failed > 0.0 || !auth_trouble.is_empty() {
-        Mark::Warn
+        expiry_mark.max(Mark::Warn)
     } else {
-        Mark::Ok
+        expiry_mark
     };
     let mut text = format!(
         "{token}; logins {login_ok:.0} ok {login_failed:.0} failed; refreshes {refresh_ok:.0} ok {refresh_failed:.0} failed"
@@ -329,6 +335,76 @@ fn fincode(window: &Window<'_>, now: &Scrape, lines: &mut Lines<'_>) {
         let _ = write!(text, "; LOGIN REJECTED: {}", rejected.join(", "));
     }
     lines.push((mark, "token", text));
+}
+
+/// The token's state as of `at`, from `fincode_token_expiry_timestamp_seconds` and
+/// `fincode_token_refresh_timestamp_seconds` (login mode; 0 or absent when the expiry is
+/// unknown: a static token, `auth.mode = "none"`, or no token yet) and `/readyz`'s `auth:`
+/// lines: "valid, expires in 47m (renews at ...)". Red once expired, or with less than
+/// [`TOKEN_LEFT_RED`] left while renewal fails. `at` is this machine's clock, which
+/// is the sidecar's own in its pod (and NTP-synced elsewhere).
+pub(crate) fn token_validity(
+    metrics: &Exposition,
+    auth_trouble: &[&str],
+    at: SystemTime,
+) -> (Mark, String) {
+    let when = |name: &str| {
+        // Whatever the scrape says, nothing here panics: a value that is no time is
+        // "unknown".
+        metrics
+            .max(name)
+            .filter(|secs| *secs > 0.0)
+            .and_then(|secs| Duration::try_from_secs_f64(secs).ok())
+            .and_then(|since| UNIX_EPOCH.checked_add(since))
+    };
+    let trouble = auth_trouble.join("; ");
+    let Some(expires) = when(TOKEN_EXPIRY) else {
+        let text = if trouble.is_empty() {
+            "valid (expiry not reported: a static token, or auth.mode \"none\")".to_owned()
+        } else {
+            trouble
+        };
+        return (Mark::Ok, text);
+    };
+    let failing = auth_trouble.iter().any(|l| l.contains("renewal failing"));
+    let renewal = when(TOKEN_REFRESH).map_or_else(String::new, |renews| {
+        let stamp = humantime::format_rfc3339_seconds(renews);
+        if failing {
+            format!(" (renewal failing; next try at {stamp})")
+        } else if renews > at {
+            format!(" (renews at {stamp})")
+        } else {
+            format!(" (renewal due since {stamp})")
+        }
+    });
+    let (mark, mut text) = match expires.duration_since(at) {
+        Ok(left) => (
+            if failing && left < TOKEN_LEFT_RED {
+                Mark::Red
+            } else {
+                Mark::Ok
+            },
+            format!("valid, expires in {}{renewal}", span(left)),
+        ),
+        Err(past) => (
+            Mark::Red,
+            format!("EXPIRED {} ago{renewal}", span(past.duration())),
+        ),
+    };
+    if !trouble.is_empty() {
+        let _ = write!(text, "; {trouble}");
+    }
+    (mark, text)
+}
+
+/// A countdown for people: `95s`, `47m`, `2h 05m`.
+fn span(d: Duration) -> String {
+    let secs = d.as_secs();
+    match secs {
+        0..120 => format!("{secs}s"),
+        120..3600 => format!("{}m", secs / 60),
+        _ => format!("{}h {:02}m", secs / 3600, secs % 3600 / 60),
+    }
 }
 
 fn webhooks(window: &Window<'_>, now: &Exposition, lines: &mut Lines<'_>) {

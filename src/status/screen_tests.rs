@@ -156,3 +156,64 @@ fn an_open_breaker_and_a_failing_readiness_are_red_and_features_off_say_so() {
         "{screen}"
     );
 }
+
+#[test]
+fn the_token_line_counts_down_to_expiry_and_is_red_when_it_lapses() {
+    let at = UNIX_EPOCH + Duration::from_hours(500_000); // 1_800_000_000 s
+    let schedule = |expires: u64, renews: u64| {
+        Exposition::parse(&format!(
+            "fincode_token_expiry_timestamp_seconds {expires}\n\
+             fincode_token_refresh_timestamp_seconds {renews}\n"
+        ))
+    };
+    // 47 minutes left, renewed 5 minutes before expiry.
+    let fresh = schedule(1_800_002_820, 1_800_002_520);
+    let (mark, text) = token_validity(&fresh, &[], at);
+    assert_eq!(mark, Mark::Ok);
+    assert_eq!(
+        text,
+        "valid, expires in 47m (renews at 2027-01-15T08:42:00Z)"
+    );
+
+    // 90 s left and the renewal failing: red, with readiness's reason.
+    let failing = ["auth: token still valid, renewal failing: FinCode's login answered HTTP 502"];
+    let close = schedule(1_800_000_090, 1_800_000_030);
+    let (mark, text) = token_validity(&close, &failing, at);
+    assert_eq!(mark, Mark::Red, "{text}");
+    assert!(
+        text.starts_with("valid, expires in 90s (renewal failing; next try at 2027-01-15T08:00:30Z); auth: token still valid, renewal failing"),
+        "{text}"
+    );
+    // The same 90 s with the renewal not (yet) failing is fine; so is a failing renewal
+    // with an hour to go (that is a WARN, from the failure counters and readiness).
+    assert_eq!(token_validity(&close, &[], at).0, Mark::Ok);
+    assert_eq!(token_validity(&fresh, &failing, at).0, Mark::Ok);
+
+    // Expired: red whatever else is said.
+    let expired = schedule(1_799_999_000, 1_800_000_004);
+    let (mark, text) = token_validity(&expired, &[], at);
+    assert_eq!(mark, Mark::Red);
+    assert!(text.starts_with("EXPIRED 16m ago"), "{text}");
+
+    // Unknown (a static token; 0 or absent, or garbage): readiness decides.
+    for unknown in [
+        "",
+        "fincode_token_expiry_timestamp_seconds 0\n",
+        "fincode_token_expiry_timestamp_seconds 1e300\n",
+    ] {
+        let (mark, text) = token_validity(&Exposition::parse(unknown), &[], at);
+        assert_eq!(mark, Mark::Ok);
+        assert!(text.starts_with("valid (expiry not reported"), "{text}");
+    }
+}
+
+#[test]
+fn the_token_line_of_the_screen_is_red_when_the_token_has_expired() {
+    let mut scrape = scrape(10, 0, 0.1, 0);
+    scrape.metrics = Exposition::parse("fincode_token_expiry_timestamp_seconds 1000\n");
+    let screen = render("http://a", &scrape, None, Duration::ZERO, false);
+    assert!(
+        line(&screen, "token").starts_with("RED  token        EXPIRED "),
+        "{screen}"
+    );
+}

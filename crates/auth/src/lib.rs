@@ -24,7 +24,13 @@ mod jwt;
 mod login;
 mod manager;
 
-use std::{fmt, future::Future, pin::Pin, sync::Arc, time::Duration};
+use std::{
+    fmt,
+    future::Future,
+    pin::Pin,
+    sync::Arc,
+    time::{Duration, SystemTime},
+};
 
 use bytes::Bytes;
 use fincode_backoff::Backoff;
@@ -223,7 +229,7 @@ pub enum AuthError {
     },
 }
 
-/// A login or refresh happened; for metrics.
+/// A login or refresh happened, or the token's schedule changed; for metrics.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AuthEvent {
     /// A login attempt ended.
@@ -242,6 +248,18 @@ pub enum AuthEvent {
     LoginRejected {
         /// `bad_credentials`, `locked` or `unknown_user`; `None` once accepted again.
         reason: Option<&'static str>,
+    },
+    /// A token was installed, or a renewal failed: when the token expires and when the
+    /// sidecar renews it next, as wall-clock times, so that the operator can see them
+    /// (`fincode_token_expiry_timestamp_seconds`); only `/readyz` told before, and only
+    /// once it was too late. Login mode only: a static token's expiry is not known.
+    Schedule {
+        /// When the last token FinCode issued expires; `None` before the first one. Kept
+        /// through failed renewals, even past it, so an expired token shows as such.
+        expires_at: Option<SystemTime>,
+        /// When the next renewal starts: a refresh ahead of expiry, or after a failure
+        /// the next attempt (the backoff, or `auth.login_retry_after_rejection`).
+        renews_at: SystemTime,
     },
 }
 

@@ -25,7 +25,7 @@
 
 use std::{
     sync::{Arc, Mutex, OnceLock, RwLock},
-    time::Duration,
+    time::{Duration, SystemTime},
 };
 
 use http::HeaderValue;
@@ -73,6 +73,9 @@ struct State {
     /// FinCode's last word on the login credentials was a rejection, for this reason
     /// (the `reason` label); cleared by the next successful login or refresh.
     rejected: Option<&'static str>,
+    /// The wall-clock expiry of the last token installed, kept after the token is dropped
+    /// so that [`AuthEvent::Schedule`] still says when it ran out.
+    expires_wall: Option<SystemTime>,
 }
 
 struct Shared {
@@ -120,6 +123,7 @@ impl TokenManager {
                     failure: AuthFailure::Pending,
                     retry_at: None,
                     rejected: None,
+                    expires_wall: None,
                 }),
                 flight: Mutex::new(None),
                 backoff: Mutex::new(backoff),
@@ -385,6 +389,9 @@ impl TokenManager {
         // Never refresh earlier than half-way through a token's life, however short it
         // is: a tiny lifetime must not turn into a refresh loop.
         let lead = self.shared.policy.refresh_before.min(issued.lifetime / 2);
+        let wall = SystemTime::now();
+        let expires_wall = wall + issued.lifetime;
+        let renews_wall = wall + issued.lifetime.saturating_sub(lead);
         let token = Token {
             access: issued.access,
             refresh: issued.refresh,
@@ -397,12 +404,17 @@ impl TokenManager {
         state.generation += 1;
         state.failure = AuthFailure::Pending;
         state.retry_at = None;
+        state.expires_wall = Some(expires_wall);
         let was_rejected = state.rejected.take().is_some();
         drop(state);
         self.backoff().reset();
         if was_rejected {
             self.emit(AuthEvent::LoginRejected { reason: None });
         }
+        self.emit(AuthEvent::Schedule {
+            expires_at: Some(expires_wall),
+            renews_at: renews_wall,
+        });
     }
 
     fn fail(&self, failure: AuthFailure) {
@@ -440,10 +452,15 @@ impl TokenManager {
         }
         state.failure = failure;
         state.retry_at = Some(Instant::now() + delay);
+        let schedule = AuthEvent::Schedule {
+            expires_at: state.expires_wall,
+            renews_at: SystemTime::now() + delay,
+        };
         drop(state);
         if rejection.is_some() {
             self.emit(AuthEvent::LoginRejected { reason: rejection });
         }
+        self.emit(schedule);
     }
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, State> {

@@ -390,6 +390,105 @@ async fn status_tells_readiness_whether_a_token_was_ever_held_and_what_is_wrong(
     std::fs::remove_dir_all(dir).ok();
 }
 
+/// The [`AuthEvent::Schedule`]s an observer saw, as `(expires_at, renews_at)` in Unix
+/// seconds (0 for no expiry yet).
+fn schedules(events: &Mutex<Vec<AuthEvent>>) -> Vec<(u64, u64)> {
+    let unix =
+        |at: std::time::SystemTime| at.duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    events
+        .lock()
+        .unwrap()
+        .iter()
+        .filter_map(|event| match *event {
+            AuthEvent::Schedule {
+                expires_at,
+                renews_at,
+            } => Some((expires_at.map_or(0, unix), unix(renews_at))),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The expiry gauge (`fincode_token_expiry_timestamp_seconds`) is fed by these events: it
+/// follows each login and refresh, and keeps the last expiry through failed renewals.
+/// Tokio's clock is paused and the wall clock is not, so lifetimes differ per answer
+/// (FinCode's `expires_in`) to tell the tokens apart.
+#[tokio::test(start_paused = true)]
+async fn the_expiry_schedule_follows_login_and_refresh() {
+    let dir = temp_dir();
+    let (config, env) = login_config(&dir);
+    let answer = |token: &str, refresh: &str, lifetime: u64| {
+        format!(
+            r#"{{"data":{{"token":"{token}","refresh_token":"{refresh}","expires_in":{lifetime}}}}}"#
+        )
+    };
+    let fincode = SlowFincode::new(vec![
+        (Duration::ZERO, 503, "{}".into()),
+        (Duration::ZERO, 200, answer("t1", "r1", 3600)),
+        (Duration::ZERO, 200, answer("t2", "r2", 7200)),
+        (Duration::ZERO, 502, "{}".into()),
+    ]);
+    let creds = Credentials::from_config(&config, &env, fincode.clone()).unwrap();
+    let events = Arc::new(Mutex::new(Vec::new()));
+    let seen = events.clone();
+    creds.observe(Arc::new(move |event| seen.lock().unwrap().push(event)));
+    let start = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let near = |got: u64, want: u64| got.abs_diff(want) <= 2;
+    let task = creds.start().unwrap();
+
+    // The first login fails: no expiry yet, the next attempt within the backoff (2 s).
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    let after_failure = schedules(&events);
+    assert_eq!(after_failure.len(), 1, "{after_failure:?}");
+    assert_eq!(after_failure[0].0, 0, "no token, no expiry");
+    assert!(near(after_failure[0].1, start + 1), "{after_failure:?}");
+
+    // The login succeeds: expires in an hour, refreshed 5 minutes (auth.refresh_before)
+    // ahead.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let login = *schedules(&events).last().unwrap();
+    assert!(near(login.0, start + 3600), "{login:?}");
+    assert!(near(login.1, start + 3600 - 300), "{login:?}");
+
+    // The refresh at 55 min installs a two-hour token.
+    tokio::time::sleep(Duration::from_mins(55)).await;
+    let refreshed = *schedules(&events).last().unwrap();
+    assert_eq!(
+        fincode.calls(),
+        [
+            config.login_path.as_str(),
+            config.login_path.as_str(),
+            config.refresh_path.as_str()
+        ]
+    );
+    assert!(near(refreshed.0, start + 7200), "{refreshed:?}");
+    assert!(near(refreshed.1, start + 7200 - 300), "{refreshed:?}");
+
+    // The next refresh fails, and so does every try after it, past the expiry: the
+    // expiry stays, the renewal is the next try, within the backoff's cap of now (the
+    // wall clock, which the paused tokio clock does not move).
+    let count = schedules(&events).len();
+    tokio::time::sleep(Duration::from_hours(2)).await;
+    let failing = schedules(&events);
+    assert!(failing.len() > count + 1, "{failing:?}");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    for &(expires, renews) in &failing[count..] {
+        assert_eq!(expires, refreshed.0, "{failing:?}");
+        assert!(
+            renews >= start && renews <= now + config.login_backoff_max.as_secs() + 1,
+            "{failing:?}"
+        );
+    }
+    task.abort();
+    std::fs::remove_dir_all(dir).ok();
+}
+
 // === Cross-checks: FinCode's OAEP, as independent implementations do it ===
 
 /// A FinCode that refuses every login (401) and keeps what it was sent: enough to see the

@@ -227,6 +227,10 @@ impl EgressProxy {
                 fincode_auth::AuthEvent::Login { ok } => http.login(ok),
                 fincode_auth::AuthEvent::Refresh { ok } => http.token_refresh(ok),
                 fincode_auth::AuthEvent::LoginRejected { reason } => http.login_rejected(reason),
+                fincode_auth::AuthEvent::Schedule {
+                    expires_at,
+                    renews_at,
+                } => http.token_schedule(expires_at, renews_at),
             }
             if let Some(auditor) = auditor.get() {
                 audit_auth_event(auditor, event);

@@ -1,6 +1,8 @@
 //! The HTTP metric families, named after the OpenTelemetry semantic conventions
 //! (`http.server.request.duration` becomes `http_server_request_duration_seconds`).
 
+use std::time::{SystemTime, UNIX_EPOCH};
+
 use prometheus_client::{
     encoding::EncodeLabelSet,
     metrics::{counter::Counter, family::Family, gauge::Gauge, histogram::Histogram},
@@ -56,6 +58,8 @@ pub struct HttpMetrics {
     token_refreshes: Family<ResultLabel, Counter>,
     logins: Family<ResultLabel, Counter>,
     login_rejected: Family<ReasonLabel, Gauge>,
+    token_expiry: Gauge,
+    token_refresh_at: Gauge,
 }
 
 fn duration_histogram() -> Histogram {
@@ -74,6 +78,8 @@ impl HttpMetrics {
             token_refreshes: Family::default(),
             logins: Family::default(),
             login_rejected: Family::default(),
+            token_expiry: Gauge::default(),
+            token_refresh_at: Gauge::default(),
         };
         registry.register(
             "http_server_request_duration_seconds",
@@ -112,6 +118,19 @@ impl HttpMetrics {
             "fincode_login_rejected",
             "1 while FinCode rejects the sidecar's login credentials, by reason (bad_credentials 401, locked 403, unknown_user 404); logins are then not retried",
             this.login_rejected.clone(),
+        );
+        // Timestamps, not "seconds left": a scrape stays true however late it is read,
+        // and `time()` in PromQL (or `status`) turns them into a countdown. Always
+        // present, 0 while unknown, so the series never vanishes under a dashboard.
+        registry.register(
+            "fincode_token_expiry_timestamp_seconds",
+            "Unix time at which the sidecar's current FinCode access token expires (login mode; kept past expiry while renewal fails); 0 when unknown: static token or auth.mode none, or no token obtained yet",
+            this.token_expiry.clone(),
+        );
+        registry.register(
+            "fincode_token_refresh_timestamp_seconds",
+            "Unix time of the sidecar's next FinCode token renewal: the refresh ahead of expiry, or after a failure the next attempt (login mode); 0 when unknown",
+            this.token_refresh_at.clone(),
         );
         for reason in LOGIN_REJECTIONS {
             let _ = this.login_rejected.get_or_create(&ReasonLabel { reason });
@@ -175,6 +194,20 @@ impl HttpMetrics {
                 .set(value);
         }
     }
+
+    /// The token now expires at `expires_at` (`None`: no token yet) and is renewed next
+    /// at `renews_at`.
+    pub fn token_schedule(&self, expires_at: Option<SystemTime>, renews_at: SystemTime) {
+        self.token_expiry.set(expires_at.map_or(0, unix_seconds));
+        self.token_refresh_at.set(unix_seconds(renews_at));
+    }
+}
+
+/// Whole seconds since the Unix epoch; 0 before it (a clock that far off is unknown).
+fn unix_seconds(at: SystemTime) -> i64 {
+    at.duration_since(UNIX_EPOCH).map_or(0, |since| {
+        i64::try_from(since.as_secs()).unwrap_or(i64::MAX)
+    })
 }
 
 /// `2xx` for 200..=299 and so on; `5xx` for anything out of range.

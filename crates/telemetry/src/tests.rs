@@ -70,3 +70,37 @@ fn login_rejected_is_one_for_the_current_reason_only() {
             .contains(r#"fincode_login_rejected{reason="locked"} 0"#)
     );
 }
+
+#[test]
+fn the_token_schedule_is_zero_until_known_then_unix_seconds() {
+    let metrics = Metrics::new();
+    let text = metrics.render();
+    assert!(
+        text.contains("fincode_token_expiry_timestamp_seconds 0\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("fincode_token_refresh_timestamp_seconds 0\n"),
+        "{text}"
+    );
+    let at = |secs| std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs);
+    metrics
+        .http
+        .token_schedule(Some(at(1_800_003_600)), at(1_800_003_300));
+    let text = metrics.render();
+    assert!(
+        text.contains("fincode_token_expiry_timestamp_seconds 1800003600\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("fincode_token_refresh_timestamp_seconds 1800003300\n"),
+        "{text}"
+    );
+    // No token yet (the first login failing): the expiry is unknown again.
+    metrics.http.token_schedule(None, at(1_800_000_002));
+    assert!(
+        metrics
+            .render()
+            .contains("fincode_token_expiry_timestamp_seconds 0\n")
+    );
+}

@@ -8,6 +8,12 @@
 //! than the rest of the audit record together; this scan is a byte loop over the same
 //! JSON grammar (RFC 8259), and hands the rare escaped key or value to `serde_json` to
 //! decode. `tests` cross-check it against a full `serde_json::Value` parse.
+//!
+//! The same pass reads FinCode's error `code` (`{"status":"FAILED","code":
+//! "VALIDATION_ERROR","message":...}`), which support asks for as "the error response":
+//! only the code, never `message` (it may echo the personal data that failed validation),
+//! and only a short upper-case word, so a digit run (a card or phone number) or free
+//! text in that member never reaches the trail.
 
 /// What a body said: the ids found, and what FinCode's envelope reports.
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -20,6 +26,25 @@ pub struct Found {
     /// `"status": "SUCCESS"` in a body that is whole, valid JSON: FinCode's business
     /// success, which the telemetry layer counts for create-transaction.
     pub succeeded: bool,
+    /// FinCode's error `code` at the top of a response (`VALIDATION_ERROR`), when the
+    /// body says it [`failed`](Self::failed) and the code [`is a code`](is_code); with
+    /// the key repeated, the last one decides.
+    pub code: Option<String>,
+}
+
+/// FinCode's codes are upper-case words (`RATE_LIMIT_EXCEEDED`, 19 bytes); anything
+/// longer is not one.
+const MAX_CODE_LEN: usize = 48;
+
+/// Whether `text` looks like one of FinCode's error codes: 1 to [`MAX_CODE_LEN`] bytes
+/// of `A-Z`, `0-9` and `_`, starting with a letter (so that no number, which could be a
+/// card or an account, passes as a code).
+pub fn is_code(text: &str) -> bool {
+    text.len() <= MAX_CODE_LEN
+        && text.as_bytes().first().is_some_and(u8::is_ascii_uppercase)
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_')
 }
 
 /// Objects and arrays nested deeper than this make a body malformed, as they do for
@@ -42,6 +67,10 @@ pub fn scan(body: &[u8], response: bool) -> Found {
         }
         && std::str::from_utf8(body).is_ok();
     found.succeeded = whole && found.succeeded;
+    // A code is an error's only when the envelope says it failed (`code` may come first).
+    if !found.failed {
+        found.code = None;
+    }
     found
 }
 
@@ -51,6 +80,8 @@ enum Key {
     /// `id` inside a response's `data`: the transaction's id.
     DataId,
     Status,
+    /// FinCode's error `code`, at the top of a response.
+    Code,
     Data,
     Other,
 }
@@ -62,6 +93,7 @@ fn classify(key: &[u8]) -> Key {
         b"id" => return Key::DataId,
         b"data" => return Key::Data,
         b"status" => return Key::Status,
+        b"code" => return Key::Code,
         b"reference" => return Key::Id("reference"),
         b"customer_code" | b"customerCode" => return Key::Id("customer_code"),
         b"transactionId" | b"transaction_id" => return Key::Id("transaction_id"),
@@ -92,6 +124,7 @@ fn classify(key: &[u8]) -> Key {
         b"customercode" | b"customerid" => Key::Id("customer_code"),
         b"id" => Key::DataId,
         b"status" => Key::Status,
+        b"code" => Key::Code,
         b"data" => Key::Data,
         _ => Key::Other,
     }
@@ -199,10 +232,18 @@ impl<'a> Scanner<'a> {
                         found.succeeded = status == "SUCCESS";
                     }
                 }
+                Key::Code if !data && response => {
+                    found.code = match self.scalar(depth)? {
+                        Scalar::Text(code) if is_code(&code) => Some(code),
+                        Scalar::Text(_) | Scalar::Other => None,
+                    };
+                }
                 Key::Data if !data && self.peek()? == b'{' => {
                     self.object(found, response, true)?;
                 }
-                Key::DataId | Key::Status | Key::Data | Key::Other => self.skip_value(depth)?,
+                Key::DataId | Key::Status | Key::Code | Key::Data | Key::Other => {
+                    self.skip_value(depth)?;
+                }
             }
             self.skip_whitespace();
             match self.next()? {
@@ -442,6 +483,7 @@ mod tests {
                 ],
                 failed: false,
                 succeeded: true,
+                code: None,
             }
         );
         assert!(scan(br#"{"status":"FAILED","code":"X"}"#, true).failed);
@@ -452,6 +494,59 @@ mod tests {
         // Escaped keys and values are read as JSON means them.
         let escaped = scan(br#"{"r\u0065ference":"P\u0043N1","data":"pong"}"#, true);
         assert_eq!(escaped.ids, [("reference", "PCN1".to_owned())]);
+    }
+
+    #[test]
+    fn a_failed_answer_gives_fincodes_code_and_nothing_of_its_message() {
+        // FinCode's 422, as the sandbox answers it.
+        let found = scan(
+            br#"{"status":"FAILED","code":"VALIDATION_ERROR","message":"amount must be positive for jane@example.com"}"#,
+            true,
+        );
+        assert!(found.failed);
+        assert_eq!(found.code.as_deref(), Some("VALIDATION_ERROR"));
+        // Whatever the order and spelling of the keys, pretty or escaped.
+        for body in [
+            &br#"{"code":"RATE_LIMIT_EXCEEDED","status":"FAILED"}"#[..],
+            b"{\n  \"Code\": \"RATE_LIMIT_EXCEEDED\",\n  \"STATUS\": \"ERROR\"\n}",
+            br#"{"c\u006fde":"RATE_LIMIT\u005fEXCEEDED","status":"FAILED"}"#,
+        ] {
+            let found = scan(body, true);
+            assert_eq!(
+                found.code.as_deref(),
+                Some("RATE_LIMIT_EXCEEDED"),
+                "{}",
+                String::from_utf8_lossy(body)
+            );
+        }
+        // Not a failure, not a code, or not FinCode's: nothing.
+        for body in [
+            &br#"{"status":"SUCCESS","code":"VALIDATION_ERROR"}"#[..],
+            br#"{"code":"VALIDATION_ERROR"}"#,
+            br#"{"status":"FAILED","code":"amount must be positive"}"#,
+            br#"{"status":"FAILED","code":"validation_error"}"#,
+            br#"{"status":"FAILED","code":"4111111111111111"}"#,
+            br#"{"status":"FAILED","code":"_X"}"#,
+            br#"{"status":"FAILED","code":""}"#,
+            br#"{"status":"FAILED","code":422}"#,
+            br#"{"status":"FAILED","code":{"name":"VALIDATION_ERROR"}}"#,
+            br#"{"status":"FAILED","data":{"code":"VALIDATION_ERROR"}}"#,
+            br#"{"status":"FAILED","error_code":"VALIDATION_ERROR"}"#,
+            // The last `code` decides, as a JSON object reads it.
+            br#"{"status":"FAILED","code":"VALIDATION_ERROR","code":"no"}"#,
+        ] {
+            let found = scan(body, true);
+            assert_eq!(found.code, None, "{}", String::from_utf8_lossy(body));
+        }
+        let long = format!(r#"{{"status":"FAILED","code":"{}"}}"#, "E".repeat(49));
+        assert_eq!(scan(long.as_bytes(), true).code, None);
+        let longest = format!(r#"{{"status":"FAILED","code":"{}"}}"#, "E".repeat(48));
+        assert!(scan(longest.as_bytes(), true).code.is_some());
+        // A request's `code` is the app's, not FinCode's answer.
+        assert_eq!(
+            scan(br#"{"status":"FAILED","code":"VALIDATION_ERROR"}"#, false).code,
+            None
+        );
     }
 
     #[test]
@@ -487,8 +582,19 @@ mod tests {
         assert_eq!(cut.ids, [("reference", "PCN1".to_owned())]);
     }
 
+    /// FinCode's error codes, as the oracle has them: `^[A-Z][A-Z0-9_]{0,47}$`.
+    fn oracle_code(text: &str) -> bool {
+        let mut chars = text.chars();
+        chars.next().is_some_and(|c| c.is_ascii_uppercase())
+            && chars.clone().count() < 48
+            && chars.all(|c| matches!(c, 'A'..='Z' | '0'..='9' | '_'))
+    }
+
+    /// What a body must give: its ids, whether it succeeded, and FinCode's error code.
+    type Expected = (Vec<(&'static str, String)>, bool, Option<String>);
+
     /// The oracle: what the scan must find, from a full parse (`serde_json::Value`).
-    fn expected(value: &serde_json::Value, response: bool) -> (Vec<(&'static str, String)>, bool) {
+    fn expected(value: &serde_json::Value, response: bool) -> Expected {
         fn scalar(value: &serde_json::Value) -> Option<String> {
             match value {
                 serde_json::Value::String(text) => Some(text.clone()),
@@ -502,6 +608,7 @@ mod tests {
             data: bool,
             ids: &mut Vec<(&'static str, String)>,
             status: &mut Option<String>,
+            code: &mut Option<String>,
         ) {
             for (key, value) in map {
                 let normal: String = key
@@ -520,9 +627,13 @@ mod tests {
                         }
                         continue;
                     }
+                    "code" if !data && response => {
+                        *code = value.as_str().filter(|c| oracle_code(c)).map(str::to_owned);
+                        continue;
+                    }
                     "data" if !data => {
                         if let Some(inner) = value.as_object() {
-                            level(inner, response, true, ids, status);
+                            level(inner, response, true, ids, status, code);
                         }
                         continue;
                     }
@@ -536,12 +647,18 @@ mod tests {
             }
         }
         let mut ids = Vec::new();
-        let mut status = None;
+        let (mut status, mut code) = (None, None);
         if let Some(map) = value.as_object() {
-            level(map, response, false, &mut ids, &mut status);
+            level(map, response, false, &mut ids, &mut status, &mut code);
         }
         ids.sort();
-        (ids, status.as_deref() == Some("SUCCESS"))
+        // The code of a failure only: a status present and not SUCCESS.
+        let failed = status.as_deref().is_some_and(|s| s != "SUCCESS");
+        (
+            ids,
+            status.as_deref() == Some("SUCCESS"),
+            code.filter(|_| failed),
+        )
     }
 
     /// JSON values shaped like FinCode's: the keys the scan looks for (in the spellings
@@ -557,6 +674,9 @@ mod tests {
             "customerCode",
             "customer-id",
             "status",
+            "code",
+            "Code",
+            "error_code",
             "data",
             "amount",
             "message",
@@ -575,6 +695,12 @@ mod tests {
             prop::sample::select(vec![
                 "SUCCESS",
                 "FAILED",
+                "VALIDATION_ERROR",
+                "RATE_LIMIT_EXCEEDED",
+                "E_42",
+                "4111111111111111",
+                "Not_A_Code",
+                "_X",
                 "TXN-1",
                 "PCN\"q\"",
                 "a\nb\u{1}",
@@ -593,6 +719,24 @@ mod tests {
         })
     }
 
+    /// What FinCode's `status` and `code` hold, and near misses, so that failures with
+    /// codes (and codes that must be dropped) come up often at the top level.
+    fn envelope_word() -> impl Strategy<Value = serde_json::Value> {
+        prop::sample::select(vec![
+            "SUCCESS".to_owned(),
+            "FAILED".to_owned(),
+            "VALIDATION_ERROR".to_owned(),
+            "RATE_LIMIT_EXCEEDED".to_owned(),
+            "E_42".to_owned(),
+            "4111111111111111".to_owned(),
+            "Not_A_Code".to_owned(),
+            "_X".to_owned(),
+            "E".repeat(48),
+            "E".repeat(49),
+        ])
+        .prop_map(serde_json::Value::from)
+    }
+
     proptest::proptest! {
         /// On any object, compact or pretty, the scan finds exactly what a full parse
         /// says, for a response and a request; every prefix of it breaks off cleanly,
@@ -600,9 +744,9 @@ mod tests {
         #[test]
         fn the_scan_agrees_with_a_full_parse(
             map in prop::collection::btree_map(
-                prop::sample::select(vec!["status", "data", "reference", "id", "message", "transactionId"])
+                prop::sample::select(vec!["status", "code", "data", "reference", "id", "message", "transactionId"])
                     .prop_map(str::to_owned),
-                json_value(),
+                prop_oneof![3 => json_value(), 2 => envelope_word()],
                 0..5,
             ),
             pretty in any::<bool>(),
@@ -615,16 +759,42 @@ mod tests {
                 serde_json::to_vec(&value).unwrap()
             };
             for response in [true, false] {
-                let (ids, success) = expected(&value, response);
+                let (ids, success, code) = expected(&value, response);
                 let found = sorted(scan(&body, response));
                 prop_assert_eq!(&found.ids, &ids, "{}", String::from_utf8_lossy(&body));
                 prop_assert_eq!(found.succeeded, success);
+                prop_assert_eq!(&found.code, &code, "{}", String::from_utf8_lossy(&body));
                 let prefix = &body[..cut.index(body.len())];
                 let partial = scan(prefix, response);
                 prop_assert!(!partial.succeeded);
                 for id in &partial.ids {
                     prop_assert!(ids.contains(id), "{:?} not in {:?}", id, ids);
                 }
+                // A code read before the break is a code, of a failure.
+                if let Some(code) = &partial.code {
+                    prop_assert!(partial.failed && oracle_code(code), "{:?}", partial);
+                }
+            }
+        }
+    }
+
+    proptest::proptest! {
+        /// On FinCode's envelope (status, code, message, in any spelling and order), the
+        /// code the scan keeps is the one a full parse says: a failure's, a code's shape.
+        #[test]
+        fn the_code_agrees_with_a_full_parse(
+            map in prop::collection::btree_map(
+                prop::sample::select(vec!["status", "code", "Code", "message", "data"])
+                    .prop_map(str::to_owned),
+                prop_oneof![3 => envelope_word(), 1 => json_value()],
+                1..5,
+            ),
+        ) {
+            let value = serde_json::Value::Object(map.into_iter().collect());
+            let body = serde_json::to_vec(&value).unwrap();
+            for response in [true, false] {
+                let (_, _, code) = expected(&value, response);
+                prop_assert_eq!(scan(&body, response).code, code, "{}", String::from_utf8_lossy(&body));
             }
         }
     }

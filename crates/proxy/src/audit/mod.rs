@@ -450,6 +450,11 @@ impl ResponseRecord {
             let found = ids::scan(&self.copy, true);
             business_failure = found.failed;
             self.envelope.0.get_or_init(|| found.succeeded);
+            // FinCode's error code, for `support-bundle`'s "error response": the scan
+            // keeps it only from a failed answer, and only as a short upper-case word.
+            if let Some(code) = found.code {
+                record = record.detail("fincode_code", code);
+            }
             // A create's answer repeats the request's reference and customer code:
             // one member each (a JSON object with a name twice is read as the last).
             for (name, value) in found.ids {
