@@ -99,24 +99,28 @@ fn classify(key: &[u8]) -> Key {
         b"transactionId" | b"transaction_id" => return Key::Id("transaction_id"),
         _ => {}
     }
-    // Every key of interest is 2 to 16 bytes long, even with separators, and starts
-    // with one of these letters: most keys of a FinCode answer stop here.
-    if key.len() < 2
-        || key.len() > 16
-        || !matches!(
-            key[0].to_ascii_lowercase(),
-            b't' | b'r' | b'c' | b'i' | b's' | b'd'
-        )
-    {
+    // Every key of interest starts (separators aside) with one of these letters: most
+    // keys of a FinCode answer stop here.
+    let first = key.iter().find(|byte| **byte != b'_' && **byte != b'-');
+    if !matches!(
+        first.map(u8::to_ascii_lowercase),
+        Some(b't' | b'r' | b'c' | b'i' | b's' | b'd')
+    ) {
         return Key::Other;
     }
-    let mut normal = [0_u8; 16];
+    // Without separators, none is longer than `transactionid`: any number of `_` and `-`
+    // may surround the letters, so the length is checked after they are left out.
+    let mut normal = [0_u8; 13];
     let mut len = 0;
     for &byte in key {
-        if byte != b'_' && byte != b'-' {
-            normal[len] = byte.to_ascii_lowercase();
-            len += 1;
+        if byte == b'_' || byte == b'-' {
+            continue;
         }
+        let Some(slot) = normal.get_mut(len) else {
+            return Key::Other;
+        };
+        *slot = byte.to_ascii_lowercase();
+        len += 1;
     }
     match &normal[..len] {
         b"transactionid" => Key::Id("transaction_id"),
@@ -494,6 +498,27 @@ mod tests {
         // Escaped keys and values are read as JSON means them.
         let escaped = scan(br#"{"r\u0065ference":"P\u0043N1","data":"pong"}"#, true);
         assert_eq!(escaped.ids, [("reference", "PCN1".to_owned())]);
+    }
+
+    #[test]
+    fn separators_anywhere_in_a_key_are_ignored_as_the_redactor_ignores_them() {
+        // Found by the fuzz target: a key that starts with a separator, and one whose
+        // separators make it longer than any key of interest.
+        assert!(scan(br#"{"-sTatus":"SUCCESS"}"#, true).succeeded);
+        assert!(scan(br#"{"__s_t_a_t_u_s__-_-_-":"SUCCESS"}"#, true).succeeded);
+        let found = scan(
+            br#"{"_-reference":"PCN1","t_r_a_n_s_a_c_t_i_o_n_i_d":"T9"}"#,
+            true,
+        );
+        assert_eq!(
+            found.ids,
+            [
+                ("reference", "PCN1".to_owned()),
+                ("transaction_id", "T9".to_owned())
+            ]
+        );
+        // Thirteen letters is the longest key of interest; one more is something else.
+        assert!(scan(br#"{"transactionidx":"T9"}"#, true).ids.is_empty());
     }
 
     #[test]
