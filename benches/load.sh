@@ -5,7 +5,11 @@
 # proxies that take plain HTTP from the client and keep a pool of TLS keep-alive
 # connections to the upstream: fincode-sidecar, nginx and haproxy. wrk loads each in turn
 # (and the upstream directly) with the same settings, and the script prints requests/s,
-# p50/p99 latency, peak RSS, and the sidecar/nginx and sidecar/haproxy ratios.
+# p50/p99 latency, peak RSS, CPU per request (utime + stime of the proxy's process over the
+# measured run, from /proc/<pid>/stat, divided by the requests served: steady on a noisy
+# machine where requests/s is not), and the sidecar/nginx and sidecar/haproxy ratios. The
+# sidecar runs twice: at log.level "warn" (no access log) and at "info" (one JSON access
+# line per request, written to /dev/null).
 # Everything binds 127.0.0.1 only and is stopped on exit.
 #
 #   bash benches/load.sh                 # DURATION=10s CONNECTIONS=32 by default
@@ -34,6 +38,7 @@ DURATION="${DURATION:-10s}"
 CONNECTIONS="${CONNECTIONS:-32}"
 UPSTREAM_PORT=18443 SIDECAR_PORT=18080 NGINX_PORT=18081 HAPROXY_PORT=18082 ADMIN_PORT=19090
 BASELINE_PORT=18083 BASELINE_ADMIN_PORT=19091
+INFO_PORT=18085 INFO_ADMIN_PORT=19093
 BASELINE_BIN="${BASELINE_BIN:-}"
 AUDIT_COMPARE="${AUDIT_COMPARE:-}"
 AUDIT_PORT=18084 AUDIT_ADMIN_PORT=19092
@@ -179,6 +184,17 @@ BENCH_FINCODE_TOKEN=bench-token "$BIN" run --config "$DIR/sidecar.toml" >"$DIR/s
 PIDS+=($!)
 SIDECAR_PID=$!
 
+# --- the same sidecar at log.level = "info": one JSON access line per request ----------------
+if [[ -z "$AUDIT_COMPARE" ]]; then
+  sed -e "s/127.0.0.1:$SIDECAR_PORT/127.0.0.1:$INFO_PORT/" \
+    -e "s/127.0.0.1:$ADMIN_PORT/127.0.0.1:$INFO_ADMIN_PORT/" \
+    -e 's/^level = "warn"/level = "info"/' \
+    "$DIR/sidecar.toml" >"$DIR/sidecar-info.toml"
+  BENCH_FINCODE_TOKEN=bench-token "$BIN" run --config "$DIR/sidecar-info.toml" >/dev/null 2>"$DIR/sidecar-info.err" &
+  PIDS+=($!)
+  INFO_PID=$!
+fi
+
 # --- optionally, an older build of the sidecar with the same config ------------------------
 if [[ -n "$BASELINE_BIN" ]]; then
   sed -e "s/127.0.0.1:$SIDECAR_PORT/127.0.0.1:$BASELINE_PORT/" \
@@ -226,6 +242,7 @@ wait_port "https://127.0.0.1:$UPSTREAM_PORT/" "upstream nginx"
 if [[ -z "$AUDIT_COMPARE" ]]; then
   wait_port "http://127.0.0.1:$NGINX_PORT/" "nginx proxy"
   wait_port "http://127.0.0.1:$HAPROXY_PORT/" "haproxy"
+  wait_port "http://127.0.0.1:$INFO_PORT/sandbox/ping" "fincode-sidecar at info (see $DIR/sidecar-info.err)"
 fi
 wait_port "http://127.0.0.1:$SIDECAR_PORT/sandbox/ping" "fincode-sidecar (see $DIR/sidecar.log)"
 if [[ -n "$BASELINE_BIN" ]]; then
@@ -246,25 +263,34 @@ to_ms() {
 
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
 
-declare -A RPS P50 P99
+CLK_TCK=$(getconf CLK_TCK)
+# CPU time the process has used (utime + stime, every thread, live and exited), in ticks.
+cpu_ticks() { awk '{ sub(/^.*\) /, ""); print $12 + $13 }' "/proc/$1/stat"; }
+
+declare -A RPS P50 P99 CPU_US
+# run NAME URL [PID]: a warm-up, then the measured wrk run; with PID, that process's CPU
+# (utime + stime over the measured run) per request served, in µs.
 run() {
-  local name=$1 url=$2
+  local name=$1 url=$2 pid=${3:-} before=0 after=0 out
   wrk -t1 -c"$CONNECTIONS" -d2s "$url" >/dev/null # warm-up: fill the pools
-  local out
+  [[ -n "$pid" ]] && before=$(cpu_ticks "$pid")
   out=$(wrk -t1 -c"$CONNECTIONS" -d"$DURATION" --latency "$url")
+  [[ -n "$pid" ]] && after=$(cpu_ticks "$pid")
   if echo "$out" | grep -q "Non-2xx"; then
     echo "error: $name answered non-2xx:" >&2; echo "$out" >&2; exit 1
   fi
   RPS[$name]=$(echo "$out" | awk '/Requests\/sec/ {print $2}')
   P50[$name]=$(to_ms "$(echo "$out" | awk '$1 == "50%" {print $2}')")
   P99[$name]=$(to_ms "$(echo "$out" | awk '$1 == "99%" {print $2}')")
+  CPU_US[$name]="-"
+  if [[ -n "$pid" ]]; then
+    CPU_US[$name]=$(awk -v t=$((after - before)) -v hz="$CLK_TCK" \
+      -v n="$(echo "$out" | awk '/requests in/ {print $1}')" 'BEGIN { printf "%.2f", t / hz * 1e6 / n }')
+  fi
 }
 
 # --- AUDIT_COMPARE: CPU per request with the audit trail off and on -----------------------
 if [[ -n "$AUDIT_COMPARE" ]]; then
-  CLK_TCK=$(getconf CLK_TCK)
-  # CPU time the process has used (utime + stime, every thread, live and exited), in ticks.
-  cpu_ticks() { awk '{ sub(/^.*\) /, ""); print $12 + $13 }' "/proc/$1/stat"; }
   median() { printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 } END {
     if (NR % 2) printf "%.2f", v[(NR + 1) / 2]; else printf "%.2f", (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
   cat >"$DIR/create.lua" <<'LUA'
@@ -368,35 +394,40 @@ LUA
   exit 0
 fi
 
+# nginx's worker does the work and holds the memory; the pid file names the master.
+nginx_worker=$(pgrep -P "$(cat "$DIR/proxy.pid")" | head -1 || true)
 run direct "https://127.0.0.1:$UPSTREAM_PORT/api/v6/services/sandbox/ping"
-run sidecar "http://127.0.0.1:$SIDECAR_PORT/sandbox/ping"
+run sidecar "http://127.0.0.1:$SIDECAR_PORT/sandbox/ping" "$SIDECAR_PID"
+run sidecar-info "http://127.0.0.1:$INFO_PORT/sandbox/ping" "$INFO_PID"
 if [[ -n "$BASELINE_BIN" ]]; then
-  run baseline "http://127.0.0.1:$BASELINE_PORT/sandbox/ping"
+  run baseline "http://127.0.0.1:$BASELINE_PORT/sandbox/ping" "$BASELINE_PID"
 fi
-run nginx "http://127.0.0.1:$NGINX_PORT/api/v6/services/sandbox/ping"
-run haproxy "http://127.0.0.1:$HAPROXY_PORT/api/v6/services/sandbox/ping"
+run nginx "http://127.0.0.1:$NGINX_PORT/api/v6/services/sandbox/ping" "${nginx_worker:-$NGINX_PROXY_PID}"
+run haproxy "http://127.0.0.1:$HAPROXY_PORT/api/v6/services/sandbox/ping" "$HAPROXY_PID"
 
 rss_kib() { awk '/VmHWM/ {print $2}' "/proc/$1/status" 2>/dev/null || echo "?"; }
-# nginx's worker holds the memory; the pid file names the master.
-nginx_worker=$(pgrep -P "$(cat "$DIR/proxy.pid")" | head -1 || true)
 
 echo
 echo "wrk -t1 -c$CONNECTIONS -d$DURATION --latency, $(nproc) cores, loopback, TLS upstream (HTTP/1.1 keep-alive)"
-printf '%-8s %12s %10s %10s %12s\n' target "req/s" "p50 ms" "p99 ms" "peak RSS"
-names=(direct sidecar)
+printf '%-12s %12s %10s %10s %12s %12s\n' target "req/s" "p50 ms" "p99 ms" "peak RSS" "CPU us/req"
+names=(direct sidecar sidecar-info)
 [[ -n "$BASELINE_BIN" ]] && names+=(baseline)
 names+=(nginx haproxy)
 for name in "${names[@]}"; do
   case $name in
     baseline) rss="$(rss_kib "$BASELINE_PID") KiB" ;;
     sidecar) rss="$(rss_kib "$SIDECAR_PID") KiB" ;;
+    sidecar-info) rss="$(rss_kib "$INFO_PID") KiB" ;;
     nginx) rss="$(rss_kib "${nginx_worker:-$NGINX_PROXY_PID}") KiB" ;;
     haproxy) rss="$(rss_kib "$HAPROXY_PID") KiB" ;;
     *) rss="-" ;;
   esac
-  printf '%-8s %12s %10s %10s %12s\n' "$name" "${RPS[$name]}" "${P50[$name]}" "${P99[$name]}" "$rss"
+  printf '%-12s %12s %10s %10s %12s %12s\n' "$name" "${RPS[$name]}" "${P50[$name]}" "${P99[$name]}" "$rss" "${CPU_US[$name]}"
 done
 echo
+echo "CPU/request sidecar/haproxy      $(ratio "${CPU_US[sidecar]}" "${CPU_US[haproxy]}")  (log.level warn; target <= 1.0, aim 0.8)"
+echo "CPU/request sidecar-info/haproxy $(ratio "${CPU_US[sidecar-info]}" "${CPU_US[haproxy]}")  (an access line per request; target <= 1.0)"
+echo "CPU/request sidecar/nginx        $(ratio "${CPU_US[sidecar]}" "${CPU_US[nginx]}")"
 echo "throughput sidecar/nginx   $(ratio "${RPS[sidecar]}" "${RPS[nginx]}")  (target >= 1.2)"
 echo "throughput sidecar/haproxy $(ratio "${RPS[sidecar]}" "${RPS[haproxy]}")  (target >= 1.0)"
 echo "p99 sidecar/nginx          $(ratio "${P99[sidecar]}" "${P99[nginx]}")  (lower is better)"
