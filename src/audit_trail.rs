@@ -105,12 +105,7 @@ pub(crate) fn start(
 /// The SHA-256 of the effective config as TOML: which config ran, without its values
 /// (secrets are never in the config; this still keeps every value out of the trail).
 pub(crate) fn config_digest(config: &Config) -> String {
-    let digest = Sha256::digest(config.to_toml_string().as_bytes());
-    digest.iter().fold(String::with_capacity(64), |mut hex, b| {
-        use std::fmt::Write as _;
-        let _ = write!(hex, "{b:02x}");
-        hex
-    })
+    hex::encode(Sha256::digest(config.to_toml_string().as_bytes()))
 }
 
 impl Trail {

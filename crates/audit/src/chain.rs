@@ -75,16 +75,8 @@ pub(crate) fn line_hash(line: &[u8]) -> String {
 }
 
 pub(crate) fn hex(bytes: &[u8]) -> String {
-    use std::fmt::Write as _;
-    bytes
-        .iter()
-        .fold(String::with_capacity(bytes.len() * 2), |mut out, b| {
-            let _ = write!(out, "{b:02x}");
-            out
-        })
+    hex::encode(bytes)
 }
-
-const HEX_DIGITS: &[u8; 16] = b"0123456789abcdef";
 
 /// The page size the cache is handed back in (4 KiB on every platform this runs on; a
 /// larger real page only means part of the range is kept).
@@ -412,13 +404,12 @@ impl ChainWriter {
         self.buf.push(b'}');
         // The new `prev`, written over the old one's allocation.
         let digest = Sha256::digest(&self.buf[start..]);
+        let mut digits = [0_u8; 64];
+        // 32 bytes fill 64 digits exactly; hex digits are ASCII.
+        let _ = hex::encode_to_slice(digest, &mut digits);
         self.prev.clear();
-        for byte in digest {
-            self.prev
-                .push(char::from(HEX_DIGITS[usize::from(byte >> 4)]));
-            self.prev
-                .push(char::from(HEX_DIGITS[usize::from(byte & 0xf)]));
-        }
+        self.prev
+            .push_str(std::str::from_utf8(&digits).unwrap_or_default());
         self.buf.push(b'\n');
         self.next_seq = seq + 1;
         self.size += (self.buf.len() - start) as u64;

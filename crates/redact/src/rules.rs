@@ -212,17 +212,15 @@ impl Rules {
         let mut mac = keyed.clone();
         mac.update(value.as_bytes());
         let digest = mac.finalize().into_bytes();
+        let mut digits = [0_u8; 16];
+        // 8 bytes fill 16 digits exactly; hex digits are ASCII.
+        let _ = hex::encode_to_slice(&digest[..8], &mut digits);
         let mut out = String::with_capacity(5 + 16);
         out.push_str("hmac:");
-        for byte in &digest[..8] {
-            out.push(char::from(HEX[usize::from(byte >> 4)]));
-            out.push(char::from(HEX[usize::from(byte & 0xf)]));
-        }
+        out.push_str(std::str::from_utf8(&digits).unwrap_or_default());
         out
     }
 }
-
-const HEX: &[u8; 16] = b"0123456789abcdef";
 
 /// Whether a normalised key contains a secret word. A byte loop: keys are
 /// short, and a substring searcher's set-up would cost more than the search.

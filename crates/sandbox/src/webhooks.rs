@@ -567,13 +567,7 @@ fn hmac_sha512(key: &[u8], parts: &[&[u8]]) -> Result<Vec<u8>, String> {
 }
 
 fn to_hex(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut text = String::with_capacity(bytes.len() * 2);
-    for byte in bytes {
-        text.push(char::from(DIGITS[usize::from(byte >> 4)]));
-        text.push(char::from(DIGITS[usize::from(byte & 0x0f)]));
-    }
-    text
+    hex::encode(bytes)
 }
 
 fn header_pair(name: &str, value: String) -> Result<(HeaderName, HeaderValue), String> {

@@ -14,7 +14,6 @@
 //! These functions return an [`Outcome`] rather than print or exit, so the binary does both and
 //! tests can look at the result.
 
-use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 
@@ -312,13 +311,7 @@ fn headers(lines: &[String]) -> Result<HeaderMap, Outcome> {
 /// A fresh Standard Webhooks message id: `msg_` and 32 hex digits (128 random bits).
 fn random_message_id() -> String {
     let bytes: [u8; 16] = rand::random();
-    let mut id = String::with_capacity(4 + 32);
-    id.push_str("msg_");
-    for byte in bytes {
-        // Writing to a String cannot fail.
-        let _ = write!(id, "{byte:02x}");
-    }
-    id
+    format!("msg_{}", hex::encode(bytes))
 }
 
 #[cfg(test)]
