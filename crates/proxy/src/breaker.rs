@@ -46,7 +46,7 @@ use prometheus_client::{
 use tokio::time::Instant;
 use tower::{Layer, Service};
 
-use crate::{ErrorKind, SidecarError};
+use crate::{ErrorKind, SidecarError, error::whole_seconds};
 
 /// How many slices the failure-ratio window is cut into. A fixed ring, so a flood of
 /// requests costs counter increments, never memory. The window in effect is between
@@ -803,11 +803,6 @@ where
             }
         }
     }
-}
-
-/// Seconds as the app will see them in `Retry-After`: rounded up.
-fn whole_seconds(duration: Duration) -> u64 {
-    duration.as_secs() + u64::from(duration.subsec_nanos() > 0)
 }
 
 #[cfg(test)]

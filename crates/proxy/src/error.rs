@@ -242,6 +242,6 @@ impl SidecarError {
 
 /// `Retry-After` counts whole seconds: round up, so an app that waits exactly that long is
 /// not turned away again a moment too early.
-fn whole_seconds(after: Duration) -> u64 {
+pub(crate) fn whole_seconds(after: Duration) -> u64 {
     after.as_secs() + u64::from(after.subsec_nanos() > 0)
 }
