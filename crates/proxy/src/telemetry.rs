@@ -162,23 +162,21 @@ where
                 correlation_id: id.map(|id| id.as_str().to_owned()).unwrap_or_default(),
                 traces: shared.traces.clone(),
             });
+        // The ids are given at creation, not recorded afterwards: the JSON formatter
+        // re-parses and re-serializes a span's fields on every `record` (about 19 000
+        // instructions a request for the two ids). Field values are evaluated only when
+        // the span is on, so a disabled span still costs one filter check.
         let span = tracing::info_span!(
             "request",
-            correlation_id = tracing::field::Empty,
-            trace_id = tracing::field::Empty,
+            correlation_id = id.map(RequestId::as_str),
+            trace_id = trace
+                .as_ref()
+                .map(TraceContext::trace_id_hex_digits)
+                .as_ref()
+                .and_then(|digits| std::str::from_utf8(digits).ok()),
             method,
             route
         );
-        // The ids are formatted only when the span is on (the per-request cost of a
-        // disabled span is one filter check).
-        if !span.is_disabled() {
-            if let Some(id) = id {
-                span.record("correlation_id", id.as_str());
-            }
-            if let Some(trace) = &trace {
-                span.record("trace_id", trace.trace_id_hex().as_str());
-            }
-        }
         let request_bytes = content_length(req.headers());
         // What the access line's span list needs, kept only when the line is written
         // by hand and the span (whose fields it repeats) is on.

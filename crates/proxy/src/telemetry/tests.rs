@@ -227,6 +227,14 @@ fn the_access_line_written_by_hand_is_tracings_line() {
     assert_eq!(line["response_bytes"], 345);
     assert_eq!(line["spans"][0]["correlation_id"], "order-77-attempt-1");
     assert_eq!(line["spans"][0]["trace_id"].as_str().unwrap().len(), 32);
+    // The span's members as the ids recorded after creation gave them (before issue 14).
+    let raw = &access_lines(&Case::default(), "info", true)[0];
+    assert!(
+        raw.contains(
+            r#""target":"fincode_sidecar::access","spans":[{"correlation_id":"order-77-attempt-1","method":"POST","route":"other","trace_id":""#
+        ),
+        "{raw}"
+    );
 }
 
 #[test]
