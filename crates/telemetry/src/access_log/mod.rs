@@ -180,10 +180,12 @@ impl AccessLog {
 }
 
 /// Flushes the process's access log, if there is one, waiting at most `timeout`: the
-/// last step of a shutdown, so lines of the last requests are not lost with the process.
+/// last step of a shutdown, so lines of the last requests are not lost with the process
+/// (its writer thread does not outlive `main`). The writer keeps running: a process that
+/// serves again (in-process tests) keeps its access lines.
 pub fn flush_access_log(timeout: Duration) {
     if let Some(log) = AccessLog::global() {
-        log.stop(timeout);
+        log.flush(timeout);
     }
 }
 
