@@ -4,6 +4,11 @@
 #
 #   bash benches/audit-callgrind.sh                  # N=2000, AUDIT_REQUEST="ping get create"
 #   N=5000 AUDIT_REQUEST=get bash benches/audit-callgrind.sh
+#   LOG_LEVEL=info SIDES=off BIN=/path/to/fincode-sidecar bash benches/audit-callgrind.sh
+#
+# LOG_LEVEL sets `log.level` (default warn: no access lines; info writes one per request);
+# SIDES runs only `off` or `on`; BIN measures a given binary (another commit's build, to
+# compare two builds side by side) instead of building this checkout.
 #
 # Why instructions: on this shared two-core machine CPU time per request moves with whatever else
 # runs, and under saturation (benches/load.sh AUDIT_COMPARE=1) it also folds in the scheduling
@@ -23,13 +28,17 @@ cd "$(dirname "$0")/.."
 N="${N:-2000}"
 WARM="${WARM:-300}"
 AUDIT_REQUEST="${AUDIT_REQUEST:-ping get create}"
+LOG_LEVEL="${LOG_LEVEL:-warn}"
+SIDES="${SIDES:-off on}"
 UPSTREAM_PORT=18543 OFF_PORT=18180 ON_PORT=18184 OFF_ADMIN=19190 ON_ADMIN=19192
 
 # shellcheck source=benches/lib.sh
 source benches/lib.sh
 need_tools valgrind nginx openssl
-cargo build --release --quiet
-BIN="$PWD/target/release/fincode-sidecar"
+if [[ -z "${BIN:-}" ]]; then
+  cargo build --release --quiet
+  BIN="${CARGO_TARGET_DIR:-$PWD/target}/release/fincode-sidecar"
+fi
 
 DIR="$(mktemp -d)"
 PIDS=()
@@ -79,7 +88,7 @@ ca_file = "$DIR/ca.pem"
 mode = "static"
 token_env = "BENCH_FINCODE_TOKEN"
 [log]
-level = "warn"
+level = "$LOG_LEVEL"
 [rate_limit]
 per_second = 0
 routes = {}
@@ -143,7 +152,8 @@ echo "valgrind --tool=callgrind; $N requests per kind after $WARM warm-up, one k
 printf '%-7s %14s %14s %9s\n' request "off Ir/req" "on Ir/req" "on/off"
 declare -A IR
 for kind in $AUDIT_REQUEST; do
-  for side in off on; do
+  IR=()
+  for side in $SIDES; do
     port=$OFF_PORT admin=$OFF_ADMIN
     if [[ $side == on ]]; then port=$ON_PORT admin=$ON_ADMIN; fi
     valgrind --tool=callgrind --callgrind-out-file="$DIR/cg.$kind.$side.%p" \
@@ -160,7 +170,10 @@ for kind in $AUDIT_REQUEST; do
     kill -TERM "$pid"
     wait "$pid" 2>/dev/null || true
   done
-  printf '%-7s %14s %14s %9s\n' "$kind" "${IR[off]}" "${IR[on]}" \
-    "$(awk -v a="${IR[on]}" -v b="${IR[off]}" 'BEGIN { printf "%.3f", a / b }')"
+  ratio=-
+  if [[ -n "${IR[on]:-}" && -n "${IR[off]:-}" ]]; then
+    ratio=$(awk -v a="${IR[on]}" -v b="${IR[off]}" 'BEGIN { printf "%.3f", a / b }')
+  fi
+  printf '%-7s %14s %14s %9s\n' "$kind" "${IR[off]:--}" "${IR[on]:--}" "$ratio"
 done
 if [[ -n "${KEEP:-}" ]]; then echo "callgrind files: $DIR"; fi

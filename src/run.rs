@@ -287,6 +287,9 @@ pub(crate) async fn run(
     let _ = admin.await;
     // Send the last spans; joining the exporter thread blocks, so not on a runtime thread.
     let _ = tokio::task::spawn_blocking(move || traces.shutdown(Duration::from_secs(5))).await;
+    let _ =
+        tokio::task::spawn_blocking(|| fincode_telemetry::flush_access_log(Duration::from_secs(5)))
+            .await;
     tracing::info!("fincode-sidecar stopped");
     ExitCode::SUCCESS
 }

@@ -443,3 +443,65 @@ async fn a_replayed_try_carries_its_resend_count_and_a_sidecar_error_its_kind() 
         "the server span and one client span per try: {spans:#?}"
     );
 }
+
+#[tokio::test]
+async fn access_lines_follow_the_live_level_and_the_last_ones_survive_shutdown() {
+    let sandbox = TestSandbox::start().await;
+    let config = |level: &str| SidecarBuilder::new(&sandbox).set("log.level", level);
+    let mut sidecar = config("info,fincode_sidecar::access=off").start();
+    sidecar.wait_ready(Duration::from_secs(20)).await;
+    let app = app_client();
+    let ping = |id: String| {
+        send(
+            &app,
+            Request::get(sidecar.url("/sandbox/ping"))
+                .header("x-request-id", id)
+                .body(Full::default())
+                .unwrap(),
+        )
+    };
+    let access_ids = |output: &str| -> Vec<String> {
+        output
+            .lines()
+            .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+            .filter(|line| line["target"] == "fincode_sidecar::access")
+            .map(|line| {
+                line["spans"][0]["correlation_id"]
+                    .as_str()
+                    .unwrap()
+                    .to_owned()
+            })
+            .collect()
+    };
+    assert_eq!(ping("quiet-1".into()).await.status, 200);
+
+    // The level is raised by a reload: access lines start without a restart.
+    std::fs::write(sidecar.config_path(), config("info").to_toml()).unwrap();
+    sidecar.signal("HUP");
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    let mut n = 0;
+    while access_ids(&sidecar.output()).is_empty() {
+        assert!(std::time::Instant::now() < deadline, "{}", sidecar.output());
+        n += 1;
+        assert_eq!(ping(format!("probe-{n}")).await.status, 200);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(!access_ids(&sidecar.output()).contains(&"quiet-1".to_owned()));
+
+    // A burst, then SIGTERM at once: every line is written before the process exits.
+    for i in 0..50 {
+        assert_eq!(ping(format!("burst-{i}")).await.status, 200);
+    }
+    let metrics = sidecar.scrape().await;
+    assert!(
+        metrics.contains("fincode_access_log_dropped_total 0"),
+        "{metrics}"
+    );
+    assert!(sidecar.terminate(Duration::from_secs(30)).await.success());
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let logged = access_ids(&sidecar.output());
+    for i in 0..50 {
+        let id = format!("burst-{i}");
+        assert!(logged.contains(&id), "no access line for {id}");
+    }
+}

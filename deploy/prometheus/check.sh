@@ -63,6 +63,7 @@ histogram fincode_audit_write_seconds
 counter   fincode_config_reloads_total
 gauge     fincode_config_reload_failing
 gauge     fincode_config_restart_pending_keys
+counter   fincode_access_log_dropped_total
 '
 
 echo "== promtool check rules $RULES"

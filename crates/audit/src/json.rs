@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 /// escaped as RFC 8259 requires). Runs that need no escaping are copied in one go; a
 /// table lookup per byte finds where they end (this runs for every member of every
 /// record, so it is kept to a few instructions per byte).
-pub(crate) fn push_str(out: &mut String, text: &str) {
+pub fn push_str(out: &mut String, text: &str) {
     out.reserve(text.len() + 2);
     out.push('"');
     let bytes = text.as_bytes();
@@ -49,7 +49,7 @@ pub(crate) fn push_str(out: &mut String, text: &str) {
 
 /// Appends a member name the crate itself chose (`kind`, `latency_ms`...): quoted, with
 /// no escaping to do.
-pub(crate) fn push_key(out: &mut String, key: &str) {
+pub fn push_key(out: &mut String, key: &str) {
     debug_assert!(
         key.bytes().all(|b| !NEEDS_ESCAPE[usize::from(b)]),
         "{key} needs escaping"

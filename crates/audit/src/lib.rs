@@ -34,7 +34,7 @@
 mod chain;
 mod checkpoint;
 mod find;
-mod json;
+pub mod json;
 mod record;
 mod verify;
 mod writer;

@@ -20,9 +20,10 @@ use std::{
 };
 
 use bytes::BytesMut;
+use fincode_audit::json::{push_key, push_str};
 use fincode_redact::Redactor;
 use fincode_telemetry::{
-    HttpLabels, HttpMetrics, KeyValue, SpanKind, SpanRecord, Traces, status_class,
+    AccessLog, HttpLabels, HttpMetrics, KeyValue, SpanKind, SpanRecord, Traces, status_class,
 };
 use http::{Method, Request, Response, header};
 use pin_project_lite::pin_project;
@@ -81,6 +82,9 @@ struct Shared {
     routes: RouteTable,
     traces: Traces,
     redactor: Redactor,
+    /// Where access lines go when the logs are JSON (see [`AccessLine`]); `None` keeps
+    /// the `tracing` event.
+    access_log: Option<AccessLog>,
 }
 
 // === impl TelemetryLayer ===
@@ -100,8 +104,18 @@ impl TelemetryLayer {
                 routes,
                 traces,
                 redactor,
+                access_log: AccessLog::global().cloned(),
             }),
         }
+    }
+
+    /// Writes access lines to `log` (instead of the process's), for tests.
+    #[cfg(test)]
+    pub(crate) fn with_access_log(mut self, log: Option<AccessLog>) -> Self {
+        if let Some(shared) = Arc::get_mut(&mut self.shared) {
+            shared.access_log = log;
+        }
+        self
     }
 }
 
@@ -148,24 +162,28 @@ where
                 correlation_id: id.map(|id| id.as_str().to_owned()).unwrap_or_default(),
                 traces: shared.traces.clone(),
             });
+        // The ids are given at creation, not recorded afterwards: the JSON formatter
+        // re-parses and re-serializes a span's fields on every `record` (about 19 000
+        // instructions a request for the two ids). Field values are evaluated only when
+        // the span is on, so a disabled span still costs one filter check.
         let span = tracing::info_span!(
             "request",
-            correlation_id = tracing::field::Empty,
-            trace_id = tracing::field::Empty,
+            correlation_id = id.map(RequestId::as_str),
+            trace_id = trace
+                .as_ref()
+                .map(TraceContext::trace_id_hex_digits)
+                .as_ref()
+                .and_then(|digits| std::str::from_utf8(digits).ok()),
             method,
             route
         );
-        // The ids are formatted only when the span is on (the per-request cost of a
-        // disabled span is one filter check).
-        if !span.is_disabled() {
-            if let Some(id) = id {
-                span.record("correlation_id", id.as_str());
-            }
-            if let Some(trace) = &trace {
-                span.record("trace_id", trace.trace_id_hex().as_str());
-            }
-        }
         let request_bytes = content_length(req.headers());
+        // What the access line's span list needs, kept only when the line is written
+        // by hand and the span (whose fields it repeats) is on.
+        let ids = (shared.access_log.is_some() && !span.is_disabled()).then(|| SpanIds {
+            correlation_id: id.cloned(),
+            trace,
+        });
         // Inner layers see the span as current while they set up the call, too.
         let inner = {
             let _entered = span.enter();
@@ -180,6 +198,7 @@ where
                 request_bytes,
                 tries,
                 span,
+                ids,
                 shared: self.shared.clone(),
                 server_span,
             }),
@@ -194,8 +213,16 @@ struct Pending {
     request_bytes: Option<u64>,
     tries: Tries,
     span: tracing::Span,
+    /// The request span's ids, for an access line written by hand.
+    ids: Option<SpanIds>,
     shared: Arc<Shared>,
     server_span: Option<ServerSpan>,
+}
+
+/// The ids the request span records.
+struct SpanIds {
+    correlation_id: Option<RequestId>,
+    trace: Option<TraceContext>,
 }
 
 /// The app's call, recorded as a SERVER span once the response head is ready.
@@ -298,20 +325,26 @@ impl Pending {
         if let Some(span) = self.server_span {
             span.finish(self.method, self.route, status, error);
         }
+        // Entered for the filter too: a directive may select on the span.
         let _entered = self.span.enter();
-        // Every field is bounded and secret-free by construction: method and route
-        // are templates, the id was validated, the rest are numbers.
-        tracing::info!(
-            target: "fincode_sidecar::access",
+        let line = AccessLine {
             status,
-            upstream_status = if error.is_none() { status } else { 0 },
-            latency_ms = elapsed.as_secs_f64() * 1000.0,
+            upstream_status: if error.is_none() { status } else { 0 },
+            latency_ms: elapsed.as_secs_f64() * 1000.0,
             attempts,
-            request_bytes = self.request_bytes,
-            response_bytes = content_length(response.headers()),
-            error = error.unwrap_or(""),
-            "access"
-        );
+            request_bytes: self.request_bytes,
+            response_bytes: content_length(response.headers()),
+            error: error.unwrap_or(""),
+        };
+        match &self.shared.access_log {
+            // Asked per request: the filter can be reloaded at any time.
+            Some(log) if tracing::enabled!(target: ACCESS_TARGET, tracing::Level::INFO) => {
+                let span = self.ids.as_ref().map(|ids| (ids, self.method, self.route));
+                log.log(|out| line.write_json(span, out));
+            }
+            Some(_) => {}
+            None => line.emit(),
+        }
         let watch = self.route == CREATE_TRANSACTION && error.is_none();
         let envelope = response
             .extensions()
@@ -327,6 +360,104 @@ impl Pending {
                 }),
             )
         })
+    }
+}
+
+/// The `tracing` target of access lines, whichever way they are written.
+const ACCESS_TARGET: &str = "fincode_sidecar::access";
+
+/// One access line's own fields. Every field is bounded and secret-free by
+/// construction: method and route are templates, the id was validated, the rest are
+/// numbers and error codes.
+struct AccessLine {
+    status: u16,
+    upstream_status: u16,
+    latency_ms: f64,
+    attempts: u32,
+    request_bytes: Option<u64>,
+    response_bytes: Option<u64>,
+    error: &'static str,
+}
+
+// === impl AccessLine ===
+
+impl AccessLine {
+    /// As a `tracing` event (the text log format).
+    fn emit(&self) {
+        tracing::info!(
+            target: ACCESS_TARGET,
+            status = self.status,
+            upstream_status = self.upstream_status,
+            latency_ms = self.latency_ms,
+            attempts = self.attempts,
+            request_bytes = self.request_bytes,
+            response_bytes = self.response_bytes,
+            error = self.error,
+            "access"
+        );
+    }
+
+    /// The rest of the JSON line `tracing_subscriber`'s JSON format would write for
+    /// [`Self::emit`] in the request span (after its `timestamp`): its members in its
+    /// order (`level`, `message`, the event's fields as declared, `target`, then the
+    /// span list with the span's fields sorted by name and its `name` last), absent
+    /// options left out as it does, numbers formatted by the crates `serde_json` uses.
+    fn write_json(&self, span: Option<(&SpanIds, &str, &str)>, out: &mut String) {
+        let mut int = itoa::Buffer::new();
+        out.push_str("\"level\":\"INFO\",\"message\":\"access\",");
+        push_key(out, "status");
+        out.push_str(int.format(self.status));
+        out.push(',');
+        push_key(out, "upstream_status");
+        out.push_str(int.format(self.upstream_status));
+        out.push(',');
+        push_key(out, "latency_ms");
+        if self.latency_ms.is_finite() {
+            out.push_str(zmij::Buffer::new().format_finite(self.latency_ms));
+        } else {
+            out.push_str("null");
+        }
+        out.push(',');
+        push_key(out, "attempts");
+        out.push_str(int.format(self.attempts));
+        out.push(',');
+        if let Some(bytes) = self.request_bytes {
+            push_key(out, "request_bytes");
+            out.push_str(int.format(bytes));
+            out.push(',');
+        }
+        if let Some(bytes) = self.response_bytes {
+            push_key(out, "response_bytes");
+            out.push_str(int.format(bytes));
+            out.push(',');
+        }
+        push_key(out, "error");
+        push_str(out, self.error);
+        out.push(',');
+        push_key(out, "target");
+        push_str(out, ACCESS_TARGET);
+        if let Some((ids, method, route)) = span {
+            out.push_str(",\"spans\":[{");
+            if let Some(id) = &ids.correlation_id {
+                push_key(out, "correlation_id");
+                push_str(out, id.as_str());
+                out.push(',');
+            }
+            push_key(out, "method");
+            push_str(out, method);
+            out.push(',');
+            push_key(out, "route");
+            push_str(out, route);
+            out.push(',');
+            if let Some(trace) = &ids.trace {
+                push_key(out, "trace_id");
+                let digits = trace.trace_id_hex_digits();
+                push_str(out, std::str::from_utf8(&digits).unwrap_or_default());
+                out.push(',');
+            }
+            out.push_str("\"name\":\"request\"}]");
+        }
+        out.push('}');
     }
 }
 
@@ -399,3 +530,6 @@ impl Tap for Outcome {
 fn is_business_success(body: &[u8]) -> bool {
     crate::audit::ids::scan(body, true).succeeded
 }
+
+#[cfg(test)]
+mod tests;

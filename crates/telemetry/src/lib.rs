@@ -9,6 +9,7 @@
 //!   port renders it with [`Metrics::render`]. Label values are bounded by construction
 //!   (methods, route templates, status classes, error kinds): never a raw path or an id.
 
+mod access_log;
 mod http_metrics;
 mod traces;
 
@@ -16,7 +17,15 @@ use std::sync::{Arc, Mutex};
 
 use fincode_config::{LogConfig, LogFormat};
 use prometheus_client::registry::Registry;
-use tracing_subscriber::EnvFilter;
+use tracing_subscriber::{
+    EnvFilter,
+    fmt::{
+        MakeWriter, SubscriberBuilder,
+        format::{Format, Json, JsonFields},
+    },
+};
+
+pub use self::access_log::{AccessLog, DEFAULT_CAPACITY, flush_access_log};
 
 pub use self::http_metrics::{DURATION_BUCKETS, HttpLabels, HttpMetrics, status_class};
 pub use self::traces::{OtlpHttpClient, SpanRecord, Traces, TracesError};
@@ -38,6 +47,11 @@ impl Metrics {
     pub fn new() -> Self {
         let mut registry = Registry::default();
         let http = HttpMetrics::register(&mut registry);
+        registry.register(
+            "fincode_access_log_dropped",
+            "Access log lines dropped because the log writer was behind",
+            access_log::DROPPED.clone(),
+        );
         Self {
             registry: Arc::new(Mutex::new(registry)),
             http,
@@ -75,29 +89,58 @@ pub const METRICS_CONTENT_TYPE: &str = "application/openmetrics-text; version=1.
 /// The returned [`LogLevel`] changes the level of the running subscriber (a config
 /// reload). The filter sits behind `tracing-subscriber`'s reload layer; plain level
 /// directives stay cached per call site, so this costs nothing per event until used.
+///
+/// With the JSON format it also starts the process's [`AccessLog`] writer, which the
+/// proxy uses instead of a `tracing` event for its access lines.
 pub fn init_logging(config: &LogConfig) -> Option<LogLevel> {
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter(&config.level))
-        .with_writer(std::io::stdout);
     match config.format {
-        // The span list carries the request's correlation id onto every line logged
-        // while the request is being served.
         LogFormat::Json => {
-            let builder = builder
-                .json()
-                .flatten_event(true)
-                .with_current_span(false)
-                .with_span_list(true)
-                .with_filter_reloading();
+            let builder = json_subscriber(&config.level, std::io::stdout).with_filter_reloading();
             let handle = builder.reload_handle();
-            builder.try_init().ok().map(|()| LogLevel::new(handle))
+            let installed = builder.try_init().ok().map(|()| LogLevel::new(handle));
+            if installed.is_some() {
+                match AccessLog::spawn(
+                    std::io::stdout(),
+                    DEFAULT_CAPACITY,
+                    access_log::DROPPED.clone(),
+                ) {
+                    Ok(log) => log.install(),
+                    // Access lines stay `tracing` events: slower, not lost.
+                    Err(error) => tracing::warn!(%error, "no access log writer thread"),
+                }
+            }
+            installed
         }
         LogFormat::Text => {
+            let builder = tracing_subscriber::fmt()
+                .with_env_filter(filter(&config.level))
+                .with_writer(std::io::stdout);
             let builder = builder.with_filter_reloading();
             let handle = builder.reload_handle();
             builder.try_init().ok().map(|()| LogLevel::new(handle))
         }
     }
+}
+
+/// The JSON line subscriber (not installed) at `level`, writing to `writer`: the one
+/// definition of the JSON log shape, which the access log reproduces and its tests
+/// compare against.
+pub fn json_subscriber<W>(
+    level: &str,
+    writer: W,
+) -> SubscriberBuilder<JsonFields, Format<Json>, EnvFilter, W>
+where
+    W: for<'writer> MakeWriter<'writer> + Send + Sync + 'static,
+{
+    // The span list carries the request's correlation id onto every line logged while
+    // the request is being served.
+    tracing_subscriber::fmt()
+        .with_env_filter(filter(level))
+        .with_writer(writer)
+        .json()
+        .flatten_event(true)
+        .with_current_span(false)
+        .with_span_list(true)
 }
 
 /// `level` as an `EnvFilter`, unless `RUST_LOG` overrides it.

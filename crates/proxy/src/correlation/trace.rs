@@ -67,6 +67,14 @@ impl TraceContext {
         hex(&self.trace_id)
     }
 
+    /// The trace id as 32 lowercase hex digits, without an allocation (the access log
+    /// writes it on every request).
+    pub fn trace_id_hex_digits(&self) -> [u8; 32] {
+        let mut out = [0u8; 32];
+        hex_into(&self.trace_id, &mut out);
+        out
+    }
+
     /// The `traceparent` naming our server span as the parent.
     pub fn traceparent(&self) -> HeaderValue {
         self.traceparent_for(self.span_id)
