@@ -39,6 +39,9 @@ use crate::audit_trail::config_digest;
 /// refreshes a mounted ConfigMap about once a minute, so this adds little to that.
 const POLL_EVERY: Duration = Duration::from_secs(2);
 
+/// How long a changed file must stay the same before the poll loads it.
+const SETTLE: Duration = Duration::from_millis(200);
+
 /// Keys applied by a reload besides the proxy's own ([`ProxyReloader::KEYS`]).
 const LOG_LEVEL: &str = "log.level";
 
@@ -111,6 +114,9 @@ pub(crate) struct Reloader {
     running: Config,
     /// SHA-256 of the file bytes last looked at, so an unchanged file costs one read.
     seen: Option<[u8; 32]>,
+    /// SHA-256 of the file bytes last loaded (applied or refused): the same bytes are
+    /// not loaded twice, whether the poll or a SIGHUP sees them first.
+    attempted: Option<[u8; 32]>,
     proxy: ProxyReloader,
     log_level: Option<LogLevel>,
     auditor: Option<Auditor>,
@@ -138,6 +144,7 @@ impl Reloader {
             env,
             running,
             seen,
+            attempted: seen,
             proxy,
             log_level,
             auditor,
@@ -177,25 +184,43 @@ impl Reloader {
         }
     }
 
-    /// Whether the file's bytes differ from the ones last looked at. An unreadable file
-    /// (mid-swap, say) is not a change: the next poll or the reload itself will tell.
+    /// Whether the file's bytes differ from the ones last looked at, and have stayed the
+    /// same for [`SETTLE`]: a file being written in place (an editor, `>` in a shell) is
+    /// read again at the next poll, not loaded half-written. An unreadable file (mid-swap,
+    /// say) is not a change either: the next poll will tell.
     fn file_changed(&mut self) -> bool {
-        match std::fs::read(&self.path) {
-            Ok(bytes) => {
-                let digest = sha256(&bytes);
-                let changed = self.seen != Some(digest);
-                self.seen = Some(digest);
-                changed
-            }
-            Err(_) => false,
+        let Ok(bytes) = std::fs::read(&self.path) else {
+            return false;
+        };
+        let digest = sha256(&bytes);
+        if self.seen == Some(digest) {
+            return false;
         }
+        std::thread::sleep(SETTLE);
+        let Ok(again) = std::fs::read(&self.path) else {
+            return false;
+        };
+        if sha256(&again) != digest {
+            return false;
+        }
+        self.seen = Some(digest);
+        self.attempted != Some(digest)
     }
 
     fn reload(&mut self, trigger: Trigger) {
-        // Remember what this attempt read, so a refused file is reported once, not at
-        // every poll, and a SIGHUP does not make the next poll try it again.
         if let Ok(bytes) = std::fs::read(&self.path) {
-            self.seen = Some(sha256(&bytes));
+            let digest = sha256(&bytes);
+            self.seen = Some(digest);
+            // A refused file is reported once, and a file the poll already loaded is not
+            // loaded again by the SIGHUP that follows its edit.
+            if self.attempted == Some(digest) {
+                tracing::info!(
+                    trigger = trigger.as_str(),
+                    "config reload: the file is the one last loaded (applied or refused); nothing to do"
+                );
+                return;
+            }
+            self.attempted = Some(digest);
         }
         let new = match self.load() {
             Ok(new) => new,
