@@ -108,13 +108,30 @@ fn main() -> ExitCode {
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .map_err(|error| {
-            eprintln!("error: cannot start the async runtime: {error}");
-            ExitCode::FAILURE
-        })
+    report_runtime(
+        tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build(),
+    )
+}
+
+/// The runtime of a one-shot command (`store status`, `status`, `webhooks`...): one
+/// thread is plenty for a few requests or queries.
+pub(crate) fn cli_runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
+    report_runtime(
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build(),
+    )
+}
+
+fn report_runtime(
+    built: std::io::Result<tokio::runtime::Runtime>,
+) -> Result<tokio::runtime::Runtime, ExitCode> {
+    built.map_err(|error| {
+        eprintln!("error: cannot start the async runtime: {error}");
+        ExitCode::FAILURE
+    })
 }
 
 /// `check`: prints every problem (errors and warnings) and a summary line.

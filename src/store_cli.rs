@@ -41,15 +41,9 @@ pub(crate) fn run(command: StoreCommand, config_path: &Path) -> ExitCode {
         }
         return ExitCode::from(INVALID_CONFIG);
     }
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match crate::cli_runtime() {
         Ok(runtime) => runtime,
-        Err(error) => {
-            eprintln!("error: cannot start the async runtime: {error}");
-            return ExitCode::FAILURE;
-        }
+        Err(code) => return code,
     };
     match runtime.block_on(read(&config.store, &env)) {
         Ok(status) => {

@@ -97,15 +97,9 @@ pub(crate) fn run(command: WebhooksCommand) -> ExitCode {
         };
         token = Some(value.to_owned());
     }
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match crate::cli_runtime() {
         Ok(runtime) => runtime,
-        Err(error) => {
-            eprintln!("error: cannot start the async runtime: {error}");
-            return ExitCode::FAILURE;
-        }
+        Err(code) => return code,
     };
     let url = format!("{}{path}", admin.admin_url.trim_end_matches('/'));
     match runtime.block_on(call(method, &url, token.as_deref())) {

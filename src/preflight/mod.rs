@@ -30,12 +30,9 @@ mod report;
 use std::{path::PathBuf, process::ExitCode};
 
 use clap::{Args, ValueEnum};
-use fincode_config::{Config, Env, Severity};
+use fincode_config::Env;
 
 use self::checks::Status;
-
-/// Exit code for a config that cannot be used, as `check` and `run`.
-const INVALID_CONFIG: u8 = 2;
 
 /// `preflight`'s options (the config comes from the global `--config`).
 #[derive(Args, Debug)]
@@ -69,23 +66,9 @@ pub(crate) enum Format {
 /// Runs `preflight` with the config at `path`.
 pub(crate) fn run(args: &PreflightArgs, path: &std::path::Path) -> ExitCode {
     let env = Env::from_process();
-    let config = match Config::load(path, &env) {
-        Ok((config, _warnings)) => config,
-        Err(error) => {
-            eprintln!("{error}");
-            let errors = error
-                .problems()
-                .iter()
-                .filter(|p| p.severity == Severity::Error)
-                .count()
-                .max(1);
-            eprintln!(
-                "{}: invalid ({errors} error(s)); `fincode-sidecar check --config {}` lists every problem",
-                path.display(),
-                path.display()
-            );
-            return ExitCode::from(INVALID_CONFIG);
-        }
+    let config = match crate::store_cli::load_config(path, &env) {
+        Ok(config) => config,
+        Err(code) => return code,
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

@@ -69,15 +69,9 @@ pub(crate) fn run(args: &StatusArgs, config_path: &Path) -> ExitCode {
         eprintln!("error: --admin {admin}: give an http:// URL such as http://127.0.0.1:9090");
         return ExitCode::from(2);
     }
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match crate::cli_runtime() {
         Ok(runtime) => runtime,
-        Err(error) => {
-            eprintln!("error: cannot start the async runtime: {error}");
-            return ExitCode::FAILURE;
-        }
+        Err(code) => return code,
     };
     runtime.block_on(async {
         match interval {
