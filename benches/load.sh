@@ -8,8 +8,19 @@
 # p50/p99 latency, peak RSS, CPU per request (utime + stime of the proxy's process over the
 # measured run, from /proc/<pid>/stat, divided by the requests served: steady on a noisy
 # machine where requests/s is not), and the sidecar/nginx and sidecar/haproxy ratios. The
-# sidecar runs twice: at log.level "warn" (no access log) and at "info" (one JSON access
-# line per request, written to /dev/null).
+# sidecar runs four ways: at log.level "warn" (no access log); at "info" (one JSON access
+# line per request, written to /dev/null); "full", every feature on (the access log, the
+# audit trail with fsync per batch, metrics, traces sampled at 1 % to a local OTLP sink);
+# and "full-1t", the same with one tokio worker thread (TOKIO_WORKER_THREADS=1), to compare
+# on equal terms with the one-worker nginx and one-thread haproxy.
+# Then two more measurements:
+# - fixed rate: p50/p99 at RATE requests/s (default 2000, well below any proxy's
+#   saturation) over 32 keep-alive connections, with `examples/loadgen.rs` (an open-loop
+#   client: latency counts from when a request was due, as wrk2 does), for full, nginx
+#   and haproxy;
+# - new connection per request: wrk with `Connection: close`, direct to the upstream over a
+#   fresh TLS handshake each time, and through the full sidecar (a fresh plain TCP
+#   connection; the sidecar keeps its TLS pool).
 # Everything binds 127.0.0.1 only and is stopped on exit.
 #
 #   bash benches/load.sh                 # DURATION=10s CONNECTIONS=32 by default
@@ -39,6 +50,8 @@ CONNECTIONS="${CONNECTIONS:-32}"
 UPSTREAM_PORT=18443 SIDECAR_PORT=18080 NGINX_PORT=18081 HAPROXY_PORT=18082 ADMIN_PORT=19090
 BASELINE_PORT=18083 BASELINE_ADMIN_PORT=19091
 INFO_PORT=18085 INFO_ADMIN_PORT=19093
+FULL_PORT=18086 FULL_ADMIN_PORT=19094 FULL1_PORT=18087 FULL1_ADMIN_PORT=19095 OTLP_PORT=18318
+RATE="${RATE:-2000}"
 BASELINE_BIN="${BASELINE_BIN:-}"
 AUDIT_COMPARE="${AUDIT_COMPARE:-}"
 AUDIT_PORT=18084 AUDIT_ADMIN_PORT=19092
@@ -57,7 +70,8 @@ fi
 # shellcheck source=benches/lib.sh
 source benches/lib.sh
 need_tools wrk nginx haproxy openssl
-cargo build --release --quiet
+cargo build --release --quiet --bin fincode-sidecar --example loadgen
+LOADGEN="$PWD/target/release/examples/loadgen"
 BIN="$PWD/target/release/fincode-sidecar"
 
 DIR="$(mktemp -d)"
@@ -105,6 +119,11 @@ CONF
             default_type application/json;
             return 200 '$(transaction_json)';
         }
+    }
+    # The OTLP/HTTP sink of the full sidecar's traces: accepts every export.
+    server {
+        listen 127.0.0.1:$OTLP_PORT;
+        location / { return 200; }
     }
 }
 CONF
@@ -195,6 +214,41 @@ if [[ -z "$AUDIT_COMPARE" ]]; then
   INFO_PID=$!
 fi
 
+# --- every feature on: the access log, the audit trail, metrics, traces at 1 % ---------------
+# Once with the default worker threads (one per core) and once with one worker thread.
+if [[ -z "$AUDIT_COMPARE" ]]; then
+  export BENCH_AUDIT_SIGNING_KEY="${BENCH_AUDIT_SIGNING_KEY:-$(openssl rand -base64 32)}"
+  export BENCH_REDACT_HASH_KEY="${BENCH_REDACT_HASH_KEY:-$(openssl rand -base64 48)}"
+  full_config() { # PORT ADMIN_PORT NAME
+    sed -e "s/127.0.0.1:$SIDECAR_PORT/127.0.0.1:$1/" \
+      -e "s/127.0.0.1:$ADMIN_PORT/127.0.0.1:$2/" \
+      -e 's/^level = "warn"/level = "info"/' \
+      "$DIR/sidecar.toml"
+    cat <<CONF
+[redact]
+hash_key_env = "BENCH_REDACT_HASH_KEY"
+[audit]
+enabled = true
+dir = "$DIR/audit-$3"
+signing_key_env = "BENCH_AUDIT_SIGNING_KEY"
+actor = "bench-app"
+fsync = "batch"
+[traces]
+otlp_endpoint = "http://127.0.0.1:$OTLP_PORT/v1/traces"
+sample_ratio = 0.01
+CONF
+  }
+  full_config "$FULL_PORT" "$FULL_ADMIN_PORT" full >"$DIR/full.toml"
+  full_config "$FULL1_PORT" "$FULL1_ADMIN_PORT" full-1t >"$DIR/full-1t.toml"
+  BENCH_FINCODE_TOKEN=bench-token "$BIN" run --config "$DIR/full.toml" >/dev/null 2>"$DIR/full.err" &
+  PIDS+=($!)
+  FULL_PID=$!
+  TOKIO_WORKER_THREADS=1 BENCH_FINCODE_TOKEN=bench-token "$BIN" run --config "$DIR/full-1t.toml" \
+    >/dev/null 2>"$DIR/full-1t.err" &
+  PIDS+=($!)
+  FULL1_PID=$!
+fi
+
 # --- optionally, an older build of the sidecar with the same config ------------------------
 if [[ -n "$BASELINE_BIN" ]]; then
   sed -e "s/127.0.0.1:$SIDECAR_PORT/127.0.0.1:$BASELINE_PORT/" \
@@ -243,6 +297,8 @@ if [[ -z "$AUDIT_COMPARE" ]]; then
   wait_port "http://127.0.0.1:$NGINX_PORT/" "nginx proxy"
   wait_port "http://127.0.0.1:$HAPROXY_PORT/" "haproxy"
   wait_port "http://127.0.0.1:$INFO_PORT/sandbox/ping" "fincode-sidecar at info (see $DIR/sidecar-info.err)"
+  wait_port "http://127.0.0.1:$FULL_PORT/sandbox/ping" "fincode-sidecar, every feature on (see $DIR/full.err)"
+  wait_port "http://127.0.0.1:$FULL1_PORT/sandbox/ping" "fincode-sidecar, one worker (see $DIR/full-1t.err)"
 fi
 wait_port "http://127.0.0.1:$SIDECAR_PORT/sandbox/ping" "fincode-sidecar (see $DIR/sidecar.log)"
 if [[ -n "$BASELINE_BIN" ]]; then
@@ -399,18 +455,43 @@ nginx_worker=$(pgrep -P "$(cat "$DIR/proxy.pid")" | head -1 || true)
 run direct "https://127.0.0.1:$UPSTREAM_PORT/api/v6/services/sandbox/ping"
 run sidecar "http://127.0.0.1:$SIDECAR_PORT/sandbox/ping" "$SIDECAR_PID"
 run sidecar-info "http://127.0.0.1:$INFO_PORT/sandbox/ping" "$INFO_PID"
+run full "http://127.0.0.1:$FULL_PORT/sandbox/ping" "$FULL_PID"
+run full-1t "http://127.0.0.1:$FULL1_PORT/sandbox/ping" "$FULL1_PID"
 if [[ -n "$BASELINE_BIN" ]]; then
   run baseline "http://127.0.0.1:$BASELINE_PORT/sandbox/ping" "$BASELINE_PID"
 fi
 run nginx "http://127.0.0.1:$NGINX_PORT/api/v6/services/sandbox/ping" "${nginx_worker:-$NGINX_PROXY_PID}"
 run haproxy "http://127.0.0.1:$HAPROXY_PORT/api/v6/services/sandbox/ping" "$HAPROXY_PID"
 
+# fixed NAME URL: p50/p99 at RATE requests/s over 32 keep-alive connections (open loop).
+declare -A FIXED_P50 FIXED_P99
+fixed() {
+  local out
+  out=$("$LOADGEN" --url "$2" --rate "$RATE" --duration "$DURATION" --connections 32)
+  FIXED_P50[$1]=$(echo "$out" | awk '{for (i = 1; i < NF; i++) if ($i == "p50_ms") print $(i + 1)}')
+  FIXED_P99[$1]=$(echo "$out" | awk '{for (i = 1; i < NF; i++) if ($i == "p99_ms") print $(i + 1)}')
+}
+fixed full "http://127.0.0.1:$FULL_PORT/sandbox/ping"
+fixed nginx "http://127.0.0.1:$NGINX_PORT/api/v6/services/sandbox/ping"
+fixed haproxy "http://127.0.0.1:$HAPROXY_PORT/api/v6/services/sandbox/ping"
+
+# fresh NAME URL: requests/s when every request opens a new connection (wrk reconnects after
+# `Connection: close`; over https that is a full TLS handshake each time).
+declare -A FRESH_RPS
+fresh() {
+  local out
+  out=$(wrk -t1 -c"$CONNECTIONS" -d"$DURATION" -H "Connection: close" "$2")
+  FRESH_RPS[$1]=$(echo "$out" | awk '/Requests\/sec/ {print $2}')
+}
+fresh direct "https://127.0.0.1:$UPSTREAM_PORT/api/v6/services/sandbox/ping"
+fresh full "http://127.0.0.1:$FULL_PORT/sandbox/ping"
+
 rss_kib() { awk '/VmHWM/ {print $2}' "/proc/$1/status" 2>/dev/null || echo "?"; }
 
 echo
 echo "wrk -t1 -c$CONNECTIONS -d$DURATION --latency, $(nproc) cores, loopback, TLS upstream (HTTP/1.1 keep-alive)"
 printf '%-12s %12s %10s %10s %12s %12s\n' target "req/s" "p50 ms" "p99 ms" "peak RSS" "CPU us/req"
-names=(direct sidecar sidecar-info)
+names=(direct sidecar sidecar-info full full-1t)
 [[ -n "$BASELINE_BIN" ]] && names+=(baseline)
 names+=(nginx haproxy)
 for name in "${names[@]}"; do
@@ -418,6 +499,8 @@ for name in "${names[@]}"; do
     baseline) rss="$(rss_kib "$BASELINE_PID") KiB" ;;
     sidecar) rss="$(rss_kib "$SIDECAR_PID") KiB" ;;
     sidecar-info) rss="$(rss_kib "$INFO_PID") KiB" ;;
+    full) rss="$(rss_kib "$FULL_PID") KiB" ;;
+    full-1t) rss="$(rss_kib "$FULL1_PID") KiB" ;;
     nginx) rss="$(rss_kib "${nginx_worker:-$NGINX_PROXY_PID}") KiB" ;;
     haproxy) rss="$(rss_kib "$HAPROXY_PID") KiB" ;;
     *) rss="-" ;;
@@ -425,9 +508,26 @@ for name in "${names[@]}"; do
   printf '%-12s %12s %10s %10s %12s %12s\n' "$name" "${RPS[$name]}" "${P50[$name]}" "${P99[$name]}" "$rss" "${CPU_US[$name]}"
 done
 echo
+echo "CPU/request full/haproxy         $(ratio "${CPU_US[full]}" "${CPU_US[haproxy]}")  (every feature on; target <= 1.0, aim 0.8)"
+echo "CPU/request full-1t/haproxy      $(ratio "${CPU_US[full-1t]}" "${CPU_US[haproxy]}")  (every feature on, one worker thread)"
 echo "CPU/request sidecar/haproxy      $(ratio "${CPU_US[sidecar]}" "${CPU_US[haproxy]}")  (log.level warn; target <= 1.0, aim 0.8)"
 echo "CPU/request sidecar-info/haproxy $(ratio "${CPU_US[sidecar-info]}" "${CPU_US[haproxy]}")  (an access line per request; target <= 1.0)"
 echo "CPU/request sidecar/nginx        $(ratio "${CPU_US[sidecar]}" "${CPU_US[nginx]}")"
+echo "throughput full/haproxy     $(ratio "${RPS[full]}" "${RPS[haproxy]}")  (target >= 1.0)"
+echo "throughput full/nginx       $(ratio "${RPS[full]}" "${RPS[nginx]}")  (target >= 1.2)"
+echo "peak RSS full/haproxy       $(ratio "$(rss_kib "$FULL_PID")" "$(rss_kib "$HAPROXY_PID")")  (target <= 2.0)"
+echo
+echo "fixed rate: $RATE req/s over 32 keep-alive connections for $DURATION (examples/loadgen.rs, open loop)"
+printf '%-12s %10s %10s\n' target "p50 ms" "p99 ms"
+for name in full nginx haproxy; do
+  printf '%-12s %10s %10s\n' "$name" "${FIXED_P50[$name]}" "${FIXED_P99[$name]}"
+done
+echo "p99 at $RATE req/s full/haproxy $(ratio "${FIXED_P99[full]}" "${FIXED_P99[haproxy]}")  (target <= 1.0)"
+echo
+echo "new connection per request: wrk -t1 -c$CONNECTIONS -d$DURATION -H 'Connection: close'"
+echo "direct over fresh TLS ${FRESH_RPS[direct]} req/s, through the full sidecar ${FRESH_RPS[full]} req/s:" \
+  "$(ratio "${FRESH_RPS[full]}" "${FRESH_RPS[direct]}")x (target >= 3)"
+echo
 echo "throughput sidecar/nginx   $(ratio "${RPS[sidecar]}" "${RPS[nginx]}")  (target >= 1.2)"
 echo "throughput sidecar/haproxy $(ratio "${RPS[sidecar]}" "${RPS[haproxy]}")  (target >= 1.0)"
 echo "p99 sidecar/nginx          $(ratio "${P99[sidecar]}" "${P99[nginx]}")  (lower is better)"

@@ -1,0 +1,210 @@
+//! A fixed-rate HTTP/1.1 load generator for `benches/load.sh`: p50/p99 latency at a
+//! moderate, steady request rate, which `wrk` (a closed loop that only saturates) cannot
+//! give.
+//!
+//! Open loop, as wrk2 does it: request `i` is *due* at `start + i / rate`, whatever
+//! happened to the requests before it, and its latency is measured from when it was due,
+//! not from when a connection got round to sending it. A proxy that stalls therefore
+//! shows the stall in every request that waited behind it (no coordinated omission).
+//! `--connections` keep-alive connections share the schedule; a request whose connection
+//! is busy waits, and that wait is part of its latency.
+//!
+//! ```text
+//! cargo run --release --example loadgen -- --url http://127.0.0.1:8080/sandbox/ping \
+//!     --rate 2000 --duration 10s --connections 32
+//! ```
+//!
+//! Prints one line: `requests N errors E rate R p50_ms A p90_ms B p99_ms C p999_ms D max_ms M`.
+
+use std::{
+    process::ExitCode,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::Duration,
+};
+
+use bytes::Bytes;
+use clap::Parser;
+use http_body_util::{BodyExt as _, Empty};
+use hyper_util::rt::TokioIo;
+use tokio::{net::TcpStream, time::Instant};
+
+#[derive(Parser)]
+struct Args {
+    /// `http://host:port/path` (plain HTTP: the proxies under test take plain HTTP).
+    #[arg(long)]
+    url: http::Uri,
+    /// Requests per second, all connections together.
+    #[arg(long)]
+    rate: u32,
+    /// How long to send for (`10s`, `30s`).
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "10s")]
+    duration: Duration,
+    /// Keep-alive connections sharing the schedule.
+    #[arg(long, default_value_t = 32)]
+    connections: u32,
+    /// Unmeasured time at the same rate first, so pools and caches are warm.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "2s")]
+    warmup: Duration,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("loadgen: cannot start the runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(&args)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("loadgen: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The shared schedule: which request is next, and when the run ends.
+struct Schedule {
+    start: Instant,
+    interval: Duration,
+    next: AtomicU64,
+    /// Requests due before this index are warm-up: sent, not measured.
+    measured_from: u64,
+    total: u64,
+}
+
+impl Schedule {
+    /// The next request's index and when it is due; `None` once the run is over.
+    fn take(&self) -> Option<(u64, Instant)> {
+        let index = self.next.fetch_add(1, Ordering::Relaxed);
+        if index >= self.total {
+            return None;
+        }
+        let offset = self.interval.saturating_mul(u32::try_from(index).ok()?);
+        Some((index, self.start + offset))
+    }
+}
+
+async fn run(args: &Args) -> Result<(), String> {
+    if args.rate == 0 || args.connections == 0 {
+        return Err("--rate and --connections must be positive".into());
+    }
+    if args.url.scheme_str() != Some("http") {
+        return Err("--url must be http://".into());
+    }
+    let authority = args
+        .url
+        .authority()
+        .ok_or("--url needs host:port")?
+        .to_string();
+    let path = args
+        .url
+        .path_and_query()
+        .map_or("/", http::uri::PathAndQuery::as_str)
+        .to_owned();
+    let interval = Duration::from_secs(1) / args.rate;
+    let per_second = u64::from(args.rate);
+    let measured_from = per_second * args.warmup.as_millis() as u64 / 1000;
+    let total = measured_from + per_second * args.duration.as_millis() as u64 / 1000;
+    let schedule = Arc::new(Schedule {
+        start: Instant::now() + Duration::from_millis(100),
+        interval,
+        next: AtomicU64::new(0),
+        measured_from,
+        total,
+    });
+    let mut workers = Vec::new();
+    for _ in 0..args.connections {
+        let (schedule, authority, path) = (schedule.clone(), authority.clone(), path.clone());
+        workers.push(tokio::spawn(async move {
+            worker(&schedule, &authority, &path).await
+        }));
+    }
+    let (mut latencies, mut errors) = (Vec::with_capacity(total as usize), 0u64);
+    for worker in workers {
+        let (mut worker_latencies, worker_errors) =
+            worker.await.map_err(|error| format!("worker: {error}"))?;
+        latencies.append(&mut worker_latencies);
+        errors += worker_errors;
+    }
+    latencies.sort_unstable();
+    let at = |q: f64| -> f64 {
+        if latencies.is_empty() {
+            return f64::NAN;
+        }
+        let index = ((latencies.len() as f64 * q).ceil() as usize).clamp(1, latencies.len()) - 1;
+        latencies[index].as_secs_f64() * 1e3
+    };
+    println!(
+        "requests {} errors {} rate {:.0} p50_ms {:.3} p90_ms {:.3} p99_ms {:.3} p999_ms {:.3} max_ms {:.3}",
+        latencies.len(),
+        errors,
+        latencies.len() as f64 / args.duration.as_secs_f64(),
+        at(0.50),
+        at(0.90),
+        at(0.99),
+        at(0.999),
+        at(1.0),
+    );
+    if errors > 0 {
+        return Err(format!("{errors} requests failed"));
+    }
+    Ok(())
+}
+
+/// One keep-alive connection: takes due requests off the schedule until it ends; the
+/// measured latencies and the failures.
+async fn worker(schedule: &Schedule, authority: &str, path: &str) -> (Vec<Duration>, u64) {
+    let (mut latencies, mut errors) = (Vec::new(), 0);
+    let mut sender = None;
+    while let Some((index, due)) = schedule.take() {
+        tokio::time::sleep_until(due).await;
+        if sender.is_none() {
+            sender = connect(authority).await;
+        }
+        let Some(open) = sender.as_mut() else {
+            errors += 1;
+            continue;
+        };
+        let request = http::Request::get(path)
+            .header(http::header::HOST, authority)
+            .body(Empty::<Bytes>::new());
+        let ok = match request {
+            Ok(request) => match open.send_request(request).await {
+                Ok(response) => {
+                    let status = response.status();
+                    response.into_body().collect().await.is_ok() && status.is_success()
+                }
+                Err(_) => false,
+            },
+            Err(_) => false,
+        };
+        if !ok {
+            errors += 1;
+            sender = None;
+            continue;
+        }
+        if index >= schedule.measured_from {
+            latencies.push(due.elapsed());
+        }
+    }
+    (latencies, errors)
+}
+
+async fn connect(authority: &str) -> Option<hyper::client::conn::http1::SendRequest<Empty<Bytes>>> {
+    let stream = TcpStream::connect(authority).await.ok()?;
+    stream.set_nodelay(true).ok()?;
+    let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .ok()?;
+    tokio::spawn(connection);
+    Some(sender)
+}
