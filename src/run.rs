@@ -121,6 +121,12 @@ pub(crate) async fn run(
             &mut metrics.registry(),
         )
     });
+    // The egress port's connections run on a runtime per core (see fincode_server::Workers).
+    let egress_workers =
+        match fincode_server::Workers::start(fincode_server::default_worker_count(), "egress") {
+            Ok(workers) => workers,
+            Err(error) => return fail(1, &error),
+        };
     let egress = match bind("listen.egress", config.listen.egress).await {
         Ok(listener) => listener,
         Err(code) => return code,
@@ -243,6 +249,7 @@ pub(crate) async fn run(
         proxy.with_drain(config.shutdown.grace).serve(
             server("egress", &config.listeners.egress),
             egress,
+            egress_workers.handles(),
             stop_listeners
         ),
         async move {
@@ -263,6 +270,8 @@ pub(crate) async fn run(
             });
         },
     );
+    // Every egress connection has drained (or was closed at the deadline).
+    egress_workers.stop().await;
     if let Some(listener) = webhook_listener {
         let _ = listener.await;
     }

@@ -412,16 +412,55 @@ impl EgressProxy {
     }
 
     /// Serves the app on `listener` with `server`'s limits (`[listeners.egress]`) until
-    /// `shutdown` is cancelled, then drains.
+    /// `shutdown` is cancelled, then drains. With `workers` (see [`fincode_server::Workers`]),
+    /// each accepted connection is handed to one of those runtimes in turn, and each runtime
+    /// has its own copy of the stack with its own upstream pool, so a request and the
+    /// upstream connection it uses stay on one thread; without, everything runs on the
+    /// calling runtime with one pool.
     pub async fn serve(
         self,
         server: fincode_server::Server,
         listener: TcpListener,
+        workers: &[tokio::runtime::Handle],
         shutdown: fincode_server::CancellationToken,
     ) {
-        let stack = ServiceBuilder::new()
+        // A little room over the limit so that the limits layer, not the parser, answers a
+        // slightly oversized head, with a problem+json 431. Heads far over the limit get
+        // hyper's bare 431.
+        let server = server
+            .with_max_header_bytes(self.max_head * 2)
+            .panics_answered_by_service();
+        if workers.is_empty() {
+            let stack = self.stack(self.upstream.clone());
+            server.serve(listener, stack, shutdown, self.drain).await;
+        } else {
+            let stacks = workers
+                .iter()
+                .map(|runtime| (runtime.clone(), self.stack(self.upstream.with_own_pool())))
+                .collect();
+            server
+                .serve_on(listener, stacks, shutdown, self.drain)
+                .await;
+        }
+    }
+
+    /// The stack, outermost layer first (see the crate docs), in front of `upstream`.
+    fn stack(
+        &self,
+        upstream: upstream::Upstream<UpstreamBody>,
+    ) -> impl tower::Service<
+        http::Request<Incoming>,
+        Response = http::Response<
+            impl http_body::Body<Data = Bytes, Error = impl Into<BoxError>> + Send + 'static,
+        >,
+        Error = std::convert::Infallible,
+        Future = impl Send + 'static,
+    > + Clone
+    + Send
+    + 'static {
+        ServiceBuilder::new()
             .layer(catch_panic::CatchPanicLayer::new(self.metrics.http.clone()))
-            .layer(self.ingress)
+            .layer(self.ingress.clone())
             .layer(correlation::CorrelationLayer::new(
                 if self.traces.is_enabled() {
                     self.sample_ratio
@@ -431,31 +470,26 @@ impl EgressProxy {
             ))
             .layer(telemetry::TelemetryLayer::new(
                 self.metrics.http.clone(),
-                self.routes,
-                self.traces,
-                self.redactor,
+                self.routes.clone(),
+                self.traces.clone(),
+                self.redactor.clone(),
             ))
-            .layer(self.body_log)
+            .layer(self.body_log.clone())
             .layer(problem::ErrorResponderLayer::new())
             .layer(audit::AuditLayer::new(self.audit.get().cloned()))
-            .layer(self.guard)
+            .layer(self.guard.clone())
             .layer(limits::RequestLimitsLayer::new(
                 self.max_body,
                 self.max_head,
             ))
-            .layer(self.shed)
-            .layer(self.rate_limit)
-            .layer(breaker::BreakerLayer::new(self.breaker))
-            .layer(self.retry)
-            .layer(authorize::AuthorizeLayer::new(self.credentials))
-            .service(self.upstream);
-        // A little room over the limit so that the limits layer, not the parser, answers a
-        // slightly oversized head, with a problem+json 431. Heads far over the limit get
-        // hyper's bare 431.
-        server
-            .with_max_header_bytes(self.max_head * 2)
-            .panics_answered_by_service()
-            .serve(listener, stack, shutdown, self.drain)
-            .await;
+            .layer(self.shed.clone())
+            .layer(self.rate_limit.clone())
+            .layer(breaker::BreakerLayer::new(self.breaker.clone()))
+            .layer(self.retry.clone())
+            .layer(authorize::AuthorizeLayer::new(self.credentials.clone()))
+            .service(upstream)
     }
 }
+
+/// A boxed error, as bodies report them.
+type BoxError = Box<dyn std::error::Error + Send + Sync>;

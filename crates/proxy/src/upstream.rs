@@ -128,6 +128,9 @@ pub(crate) struct Upstream<B> {
 #[derive(Debug)]
 struct Inner<B> {
     client: Client<Connector, B>,
+    /// What [`Upstream::with_own_pool`] builds another client from.
+    connector: Connector,
+    pool: PoolSettings,
     target: Target,
     request_timeout: Duration,
     connect_timeout: Duration,
@@ -156,12 +159,39 @@ impl<B> Clone for Inner<B> {
     fn clone(&self) -> Self {
         Self {
             client: self.client.clone(),
+            connector: self.connector.clone(),
+            pool: self.pool,
             target: self.target.clone(),
             request_timeout: self.request_timeout,
             connect_timeout: self.connect_timeout,
             max_body: self.max_body,
             spans: self.spans.clone(),
         }
+    }
+}
+
+/// The pool's settings, kept to build a worker's own pool from.
+#[derive(Clone, Copy, Debug)]
+struct PoolSettings {
+    idle_timeout: Duration,
+    max_idle_per_host: usize,
+}
+
+impl PoolSettings {
+    fn client<B>(self, connector: Connector) -> Client<Connector, B>
+    where
+        B: http_body::Body + Send + 'static,
+        B::Data: Send,
+    {
+        Client::builder(TokioExecutor::new())
+            .pool_timer(TokioTimer::new())
+            .timer(TokioTimer::new())
+            .pool_idle_timeout(self.idle_timeout)
+            .pool_max_idle_per_host(self.max_idle_per_host)
+            .http2_max_header_list_size(H2_MAX_HEADER_LIST)
+            .http2_keep_alive_interval(Duration::from_secs(20))
+            .http2_keep_alive_while_idle(true)
+            .build(connector)
     }
 }
 
@@ -195,19 +225,15 @@ where
             builder.enable_http1().wrap_connector(http)
         };
 
-        let client = Client::builder(TokioExecutor::new())
-            .pool_timer(TokioTimer::new())
-            .timer(TokioTimer::new())
-            .pool_idle_timeout(config.pool_idle_timeout)
-            .pool_max_idle_per_host(config.pool_max_idle_per_host)
-            .http2_max_header_list_size(H2_MAX_HEADER_LIST)
-            .http2_keep_alive_interval(Duration::from_secs(20))
-            .http2_keep_alive_while_idle(true)
-            .build(connector);
-
+        let pool = PoolSettings {
+            idle_timeout: config.pool_idle_timeout,
+            max_idle_per_host: config.pool_max_idle_per_host,
+        };
         Ok(Self {
             inner: Arc::new(Inner {
-                client,
+                client: pool.client(connector.clone()),
+                connector,
+                pool,
                 target,
                 request_timeout: config.request_timeout,
                 connect_timeout: config.connect_timeout,
@@ -215,6 +241,16 @@ where
                 spans: Spans::default(),
             }),
         })
+    }
+
+    /// The same client with a connection pool of its own (empty at first): for a worker
+    /// thread, whose requests then only ever use connections that thread drives.
+    pub(crate) fn with_own_pool(&self) -> Self {
+        let mut inner = (*self.inner).clone();
+        inner.client = inner.pool.client(inner.connector.clone());
+        Self {
+            inner: Arc::new(inner),
+        }
     }
 
     /// Records a CLIENT span and the client duration per try through `spans`.

@@ -42,6 +42,7 @@ mod catch_panic;
 mod connections;
 mod metrics;
 mod track;
+mod workers;
 
 use std::{
     convert::Infallible, error::Error as StdError, future::Future, net::SocketAddr, pin::pin,
@@ -72,6 +73,7 @@ use self::{
 pub use self::{
     metrics::ConnectionMetrics,
     track::{Evictable, EvictableGuard, Peer, TrackedBody},
+    workers::{Workers, default_count as default_worker_count},
 };
 
 /// hyper's smallest allowed HTTP/1 read buffer.
@@ -187,6 +189,7 @@ impl Server {
 
     /// Serves `service` on `listener` until `shutdown` is cancelled; then stops accepting,
     /// lets requests in flight finish for up to `drain`, and closes what is left.
+    /// Connections run on the runtime this is called on.
     pub async fn serve<S, B>(
         self,
         listener: TcpListener,
@@ -202,11 +205,61 @@ impl Server {
         B: http_body::Body<Data = Bytes> + Send + 'static,
         B::Error: Into<Box<dyn StdError + Send + Sync>>,
     {
+        self.serve_placed(listener, Placement::Here(service), shutdown, drain)
+            .await;
+    }
+
+    /// As [`Server::serve`], but each accepted connection is handed, in turn, to one of
+    /// `workers`: a runtime ([`Workers`]) and the service copy connections on it use
+    /// (with its own upstream pool, so a request never leaves its thread). Accepting, the
+    /// connection cap and the drain stay here, shared by all of them. With no workers
+    /// every connection is closed at once.
+    pub async fn serve_on<S, B>(
+        self,
+        listener: TcpListener,
+        workers: Vec<(tokio::runtime::Handle, S)>,
+        shutdown: CancellationToken,
+        drain: Duration,
+    ) where
+        S: Service<Request<Incoming>, Response = Response<B>, Error = Infallible>
+            + Clone
+            + Send
+            + 'static,
+        S::Future: Send + 'static,
+        B: http_body::Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<Box<dyn StdError + Send + Sync>>,
+    {
+        self.serve_placed(
+            listener,
+            Placement::Spread { workers, next: 0 },
+            shutdown,
+            drain,
+        )
+        .await;
+    }
+
+    async fn serve_placed<S, B>(
+        self,
+        listener: TcpListener,
+        mut placement: Placement<S>,
+        shutdown: CancellationToken,
+        drain: Duration,
+    ) where
+        S: Service<Request<Incoming>, Response = Response<B>, Error = Infallible>
+            + Clone
+            + Send
+            + 'static,
+        S::Future: Send + 'static,
+        B: http_body::Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<Box<dyn StdError + Send + Sync>>,
+    {
         let name = self.name;
         let builder = Arc::new(self.builder());
         let connections =
             Connections::new(self.limits.max_connections, self.metrics.for_listener(name));
-        let service = CatchPanic::new(service, self.metrics.for_listener(name), self.catch_panics);
+        let listener_metrics = self.metrics.for_listener(name);
+        let catch_panics = self.catch_panics;
+        let wrap = |service| CatchPanic::new(service, listener_metrics.clone(), catch_panics);
         let tracker = TaskTracker::new();
         // Cancelled when the drain deadline passes: every connection closes at once.
         let force = CancellationToken::new();
@@ -235,19 +288,40 @@ impl Server {
             };
             let _ = stream.set_nodelay(true);
             let at_cap = slot.at_cap();
-            tracker.spawn(connection(
-                Conn {
-                    builder: builder.clone(),
-                    tls: self.tls.clone(),
-                    service: service.clone(),
-                    slot,
-                    timeouts,
-                    shutdown: shutdown.clone(),
-                    name,
-                },
-                stream,
-                peer,
-            ));
+            let conn = |service| Conn {
+                builder: builder.clone(),
+                tls: self.tls.clone(),
+                service: wrap(service),
+                slot,
+                timeouts,
+                shutdown: shutdown.clone(),
+                name,
+            };
+            match &mut placement {
+                Placement::Here(service) => {
+                    tracker.spawn(connection(conn(service.clone()), stream, peer));
+                }
+                Placement::Spread { workers, next } => {
+                    let Some((runtime, service)) = workers.get(*next % workers.len().max(1)) else {
+                        continue;
+                    };
+                    *next = next.wrapping_add(1);
+                    // The socket leaves this runtime's reactor and joins the worker's, so
+                    // its readiness events wake the worker directly.
+                    let Ok(stream) = stream.into_std() else {
+                        continue;
+                    };
+                    let conn = conn(service.clone());
+                    runtime.spawn(tracker.track_future(async move {
+                        match TcpStream::from_std(stream) {
+                            Ok(stream) => connection(conn, stream, peer).await,
+                            Err(error) => {
+                                tracing::warn!(listener = name, %peer, %error, "could not hand the connection to a worker");
+                            }
+                        }
+                    }));
+                }
+            }
             if at_cap {
                 // Under a flood the accept queue is long and this loop never waits; give
                 // the new connection a turn to read the request it has likely sent
@@ -268,6 +342,17 @@ impl Server {
             let _ = tokio::time::timeout(FORCE_CLOSE_GRACE, tracker.wait()).await;
         }
     }
+}
+
+/// Where accepted connections run.
+enum Placement<S> {
+    /// On the accepting runtime, all with clones of one service.
+    Here(S),
+    /// Handed to each worker runtime in turn, with that worker's service.
+    Spread {
+        workers: Vec<(tokio::runtime::Handle, S)>,
+        next: usize,
+    },
 }
 
 #[derive(Clone, Copy)]
