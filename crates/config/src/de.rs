@@ -198,7 +198,11 @@ pub(crate) fn dotted(path: &[Seg]) -> String {
                     out.push_str(&Value::String(key.clone()).to_string());
                 }
             }
-            Seg::Index(index) => out.push_str(&format!("[{index}]")),
+            Seg::Index(index) => {
+                out.push('[');
+                out.push_str(&index.to_string());
+                out.push(']');
+            }
         }
     }
     out
@@ -248,7 +252,7 @@ impl<'de> Deserializer<'de> for ValueDe {
                 path: &path,
             }),
             Value::Table(table) => visitor.visit_map(Entries {
-                entries: table.into_iter(),
+                rest: table.into_iter(),
                 pending: None,
                 path: &path,
             }),
@@ -367,7 +371,7 @@ impl<'de> SeqAccess<'de> for Items<'_> {
 
 /// A table's entries, each value deserialized at its own key.
 struct Entries<'p> {
-    entries: toml::map::IntoIter<String, Value>,
+    rest: toml::map::IntoIter<String, Value>,
     pending: Option<(String, Value)>,
     path: &'p [Seg],
 }
@@ -379,7 +383,7 @@ impl<'de> MapAccess<'de> for Entries<'_> {
         &mut self,
         seed: S,
     ) -> Result<Option<S::Value>, FieldError> {
-        let Some((key, value)) = self.entries.next() else {
+        let Some((key, value)) = self.rest.next() else {
             return Ok(None);
         };
         let read = seed.deserialize(key.clone().into_deserializer());

@@ -209,22 +209,18 @@ impl Reader<'_> {
     /// blank. Names only: the value is never read into a problem.
     fn read(&mut self, key: &str, var: Option<&str>) -> Option<SecretString> {
         let var = var?;
-        match self.env.get(var).filter(|value| !value.trim().is_empty()) {
-            Some(value) => Some(SecretString::from(value.to_owned())),
-            None => {
-                self.problems.push(Problem {
-                    severity: Severity::Error,
-                    key: key.to_owned(),
-                    source: Source::File,
-                    value: Some(toml::Value::String(var.to_owned()).to_string()),
-                    message: format!("environment variable {var} (named by {key}) is not set"),
-                    fix: format!(
-                        "set {var} in the sidecar's environment (e.g. from a Kubernetes Secret)"
-                    ),
-                });
-                None
-            }
+        if let Some(value) = self.env.get(var).filter(|value| !value.trim().is_empty()) {
+            return Some(SecretString::from(value.to_owned()));
         }
+        self.problems.push(Problem {
+            severity: Severity::Error,
+            key: key.to_owned(),
+            source: Source::File,
+            value: Some(toml::Value::String(var.to_owned()).to_string()),
+            message: format!("environment variable {var} (named by {key}) is not set"),
+            fix: format!("set {var} in the sidecar's environment (e.g. from a Kubernetes Secret)"),
+        });
+        None
     }
 
     fn finish(self, secrets: Secrets) -> Result<Secrets, Vec<Problem>> {
