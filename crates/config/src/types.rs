@@ -273,22 +273,34 @@ fn route_rate(value: &Value) -> Result<u32, Refusal> {
     })
 }
 
+/// A whole number in `range`, else `message` and `fix`.
+fn bounded<T: TryFrom<u64>>(
+    value: &Value,
+    range: RangeInclusive<u64>,
+    message: &str,
+    fix: &str,
+) -> Result<T, Refusal> {
+    let n = non_negative(value)?;
+    range
+        .contains(&n)
+        .then(|| T::try_from(n).ok())
+        .flatten()
+        .ok_or_else(|| Refusal::new(message, fix))
+}
+
 fn at_least_one() -> Refusal {
     Refusal::new("must be at least 1", "write a whole number of 1 or more")
 }
 
 /// `retry.max_attempts`: tries per request, the first included.
 fn max_attempts(value: &Value) -> Result<u32, Refusal> {
-    const RANGE: std::ops::RangeInclusive<u64> = 1..=10;
-    let n = non_negative(value)?;
-    if !RANGE.contains(&n) {
-        return Err(Refusal::new(
-            "must be between 1 and 10: 1 turns retries off, and more tries only prolong an \
-             outage for the app",
-            "set 3 (the default), or 1 to turn retries off",
-        ));
-    }
-    Ok(u32::try_from(n).unwrap_or(u32::MAX))
+    bounded(
+        value,
+        1..=10,
+        "must be between 1 and 10: 1 turns retries off, and more tries only prolong an \
+         outage for the app",
+        "set 3 (the default), or 1 to turn retries off",
+    )
 }
 
 fn body_bytes(value: &Value) -> Result<u64, Refusal> {
@@ -302,16 +314,13 @@ fn body_bytes(value: &Value) -> Result<u64, Refusal> {
 }
 
 fn header_bytes(value: &Value) -> Result<usize, Refusal> {
-    const RANGE: std::ops::RangeInclusive<u64> = 1024..=1_048_576;
-    let n = non_negative(value)?;
-    if !RANGE.contains(&n) {
-        return Err(Refusal::new(
-            "must be between 1024 and 1048576 bytes: smaller breaks ordinary requests, larger \
-             lets one client pin a lot of memory",
-            "set a size in that range, e.g. 65536",
-        ));
-    }
-    Ok(usize::try_from(n).unwrap_or(usize::MAX))
+    bounded(
+        value,
+        1024..=1_048_576,
+        "must be between 1024 and 1048576 bytes: smaller breaks ordinary requests, larger \
+         lets one client pin a lot of memory",
+        "set a size in that range, e.g. 65536",
+    )
 }
 
 fn duration(value: &Value) -> Result<Duration, Refusal> {
@@ -942,29 +951,23 @@ pub(crate) fn has_userinfo(url: &str) -> bool {
 /// `webhooks.max_body_bytes`: FinCode's events are a few KiB; 64 MiB is a ceiling that still
 /// stops one sender from pinning the sidecar's memory.
 fn webhook_body_bytes(value: &Value) -> Result<usize, Refusal> {
-    const RANGE: RangeInclusive<u64> = 1..=64 * 1024 * 1024;
-    let n = non_negative(value)?;
-    if !RANGE.contains(&n) {
-        return Err(Refusal::new(
-            "must be between 1 and 67108864 bytes (64 MiB): 0 refuses every event, and more \
-             lets one sender pin a lot of memory",
-            "set a size in bytes, e.g. 65536 (64 KiB, the default)",
-        ));
-    }
-    Ok(usize::try_from(n).unwrap_or(usize::MAX))
+    bounded(
+        value,
+        1..=64 * 1024 * 1024,
+        "must be between 1 and 67108864 bytes (64 MiB): 0 refuses every event, and more \
+         lets one sender pin a lot of memory",
+        "set a size in bytes, e.g. 65536 (64 KiB, the default)",
+    )
 }
 
 /// `webhooks.max_unverified_bytes`: the memory all unverified bodies may hold at once.
 fn unverified_bytes(value: &Value) -> Result<usize, Refusal> {
-    const RANGE: RangeInclusive<u64> = 1..=1024 * 1024 * 1024;
-    let n = non_negative(value)?;
-    if !RANGE.contains(&n) {
-        return Err(Refusal::new(
-            "must be between 1 and 1073741824 bytes (1 GiB)",
-            "set a size in bytes, e.g. 8388608 (8 MiB, the default)",
-        ));
-    }
-    Ok(usize::try_from(n).unwrap_or(usize::MAX))
+    bounded(
+        value,
+        1..=1024 * 1024 * 1024,
+        "must be between 1 and 1073741824 bytes (1 GiB)",
+        "set a size in bytes, e.g. 8388608 (8 MiB, the default)",
+    )
 }
 
 /// An allow-list entry: a CIDR range (`203.0.113.0/24`, `2001:db8::/32`) or a plain address,
@@ -1011,29 +1014,23 @@ fn signature_prefix(value: &Value) -> Result<String, Refusal> {
 }
 
 fn delivery_concurrency(value: &Value) -> Result<usize, Refusal> {
-    const RANGE: RangeInclusive<u64> = 1..=1024;
-    let n = non_negative(value)?;
-    if !RANGE.contains(&n) {
-        return Err(Refusal::new(
-            "must be between 1 and 1024: 0 never delivers, and more only floods the app",
-            "set 16 (the default); lower it if the app struggles with parallel deliveries",
-        ));
-    }
-    Ok(usize::try_from(n).unwrap_or(usize::MAX))
+    bounded(
+        value,
+        1..=1024,
+        "must be between 1 and 1024: 0 never delivers, and more only floods the app",
+        "set 16 (the default); lower it if the app struggles with parallel deliveries",
+    )
 }
 
 /// `webhooks.max_attempts`: deliveries per event before it is a dead letter.
 fn delivery_attempts(value: &Value) -> Result<u32, Refusal> {
-    const RANGE: RangeInclusive<u64> = 1..=1000;
-    let n = non_negative(value)?;
-    if !RANGE.contains(&n) {
-        return Err(Refusal::new(
-            "must be between 1 and 1000: 0 never delivers, and webhooks.max_age bounds the \
-             retries anyway",
-            "set 15 (the default); use webhooks.max_age to say how long to keep trying",
-        ));
-    }
-    Ok(u32::try_from(n).unwrap_or(u32::MAX))
+    bounded(
+        value,
+        1..=1000,
+        "must be between 1 and 1000: 0 never delivers, and webhooks.max_age bounds the \
+         retries anyway",
+        "set 15 (the default); use webhooks.max_age to say how long to keep trying",
+    )
 }
 
 /// An event key template (`webhooks.dedupe_key`, `webhooks.order_key`). Needs a placeholder:
@@ -1209,15 +1206,12 @@ fn split_host_port(text: &str) -> (&str, Option<&str>) {
 /// (inserts are grouped); many replicas times a large pool would exhaust the server's
 /// `max_connections`.
 fn pool_size(value: &Value) -> Result<u32, Refusal> {
-    const RANGE: RangeInclusive<u64> = 1..=64;
-    let n = non_negative(value)?;
-    if !RANGE.contains(&n) {
-        return Err(Refusal::new(
-            "must be between 1 and 64 connections",
-            "set 8 (the default); the server's max_connections must cover every replica's pool",
-        ));
-    }
-    Ok(u32::try_from(n).unwrap_or(u32::MAX))
+    bounded(
+        value,
+        1..=64,
+        "must be between 1 and 64 connections",
+        "set 8 (the default); the server's max_connections must cover every replica's pool",
+    )
 }
 
 /// `store.schema`: a plain, unquoted SQL identifier, so it can be written into statements
