@@ -5,9 +5,10 @@
 use std::{thread::JoinHandle, time::Duration};
 
 use fincode_audit::{AuditLog, Auditor, Fsync, Kind, Signer, WriterConfig};
-use fincode_config::{AuditFsync, Config, Env};
+use fincode_config::{AuditFsync, Config};
 use fincode_redact::Redactor;
 use prometheus_client::registry::Registry;
+use secrecy::{ExposeSecret as _, SecretString};
 use sha2::{Digest as _, Sha256};
 
 /// The log target of checkpoint lines; `init_logging` always lets it through, whatever
@@ -17,10 +18,10 @@ pub(crate) const CHECKPOINT_TARGET: &str = "fincode_audit::checkpoint";
 /// Why the trail could not be started. Names the key and the fix; never a secret.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum StartError {
-    #[error(
-        "audit.signing_key_env: the variable {var} is not set or empty; set it to `openssl rand -base64 32`"
-    )]
-    KeyMissing { var: String },
+    /// No key was read: `Config::secrets` reports an unset variable before the trail
+    /// starts, so only a caller that skipped it sees this.
+    #[error("audit.signing_key_env: no signing key was read; set audit.signing_key_env")]
+    KeyMissing,
     #[error("audit.signing_key_env: the variable {var}: {source}")]
     KeyInvalid {
         var: String,
@@ -39,7 +40,7 @@ pub(crate) struct Trail {
 /// Starts the trail when `audit.enabled`; records the start with the config's digest.
 pub(crate) fn start(
     config: &Config,
-    env: &Env,
+    signing_key: Option<&SecretString>,
     redactor: Redactor,
     registry: &mut Registry,
 ) -> Result<Option<Trail>, StartError> {
@@ -48,12 +49,9 @@ pub(crate) fn start(
         return Ok(None);
     }
     let var = audit.signing_key_env.clone().unwrap_or_default();
-    let seed = env
-        .get(&var)
-        .filter(|seed| !seed.trim().is_empty())
-        .ok_or_else(|| StartError::KeyMissing { var: var.clone() })?;
-    let signer =
-        Signer::from_base64_seed(seed).map_err(|source| StartError::KeyInvalid { var, source })?;
+    let seed = signing_key.ok_or(StartError::KeyMissing)?;
+    let signer = Signer::from_base64_seed(seed.expose_secret())
+        .map_err(|source| StartError::KeyInvalid { var, source })?;
     let writer = WriterConfig {
         dir: audit.dir.clone(),
         queue: audit.queue,

@@ -69,14 +69,16 @@ pub(crate) async fn run(
     shutdown: impl Future<Output = ()>,
     reload: Option<ReloadFrom>,
 ) -> ExitCode {
-    let missing = config.check_environment(env);
-    if !missing.is_empty() {
-        for problem in &missing {
-            tracing::error!(%problem, "environment");
-            eprintln!("{problem}");
+    let secrets = match config.secrets(env) {
+        Ok(secrets) => secrets,
+        Err(missing) => {
+            for problem in &missing {
+                tracing::error!(%problem, "environment");
+                eprintln!("{problem}");
+            }
+            return ExitCode::from(INVALID_CONFIG);
         }
-        return ExitCode::from(INVALID_CONFIG);
-    }
+    };
     crate::fd_limit::warn_if_short(crate::fd_limit::raise(crate::fd_limit::needed(
         &config.listeners,
         config.webhooks.enabled,
@@ -98,7 +100,7 @@ pub(crate) async fn run(
     };
     let trail = match audit_trail::start(
         &config,
-        env,
+        secrets.audit_signing_key.as_ref(),
         proxy.redactor().clone(),
         &mut metrics.registry(),
     ) {
@@ -140,7 +142,7 @@ pub(crate) async fn run(
         Err(error) => return fail(1, &error),
     };
     let webhook_store: Option<Arc<dyn EventStore>> = if config.webhooks.enabled {
-        match open_store(&config.store, env).await {
+        match open_store(&config.store, secrets.store_password.as_ref()).await {
             Ok(store) => Some(store),
             Err(error) => return fail(1, &error),
         }
@@ -303,41 +305,25 @@ pub(crate) async fn run(
     ExitCode::SUCCESS
 }
 
-/// Opens the store `[store]` describes: the SQLite file, or the shared Postgres database.
+/// Opens the store `[store]` describes: the SQLite file, or the shared Postgres database
+/// with `password`, the store's secret from [`Config::secrets`].
 pub(crate) async fn open_store(
     store: &StoreBackend,
-    env: &Env,
+    password: Option<&SecretString>,
 ) -> Result<Arc<dyn EventStore>, StoreError> {
     match store {
         StoreBackend::Sqlite { path } => Ok(Arc::new(SqliteStore::open(path)?)),
-        StoreBackend::Postgres(config) => open_postgres(config, env).await,
+        StoreBackend::Postgres(config) => open_postgres(config, password).await,
     }
 }
 
-/// Connects to the Postgres store `config` describes, with the password from the variable
-/// `store.password_env` names (`run` has checked it is set; `store status` has too).
+/// Connects to the Postgres store `config` describes, with the password read (and checked
+/// to be set) by [`Config::secrets`] or [`Config::store_secrets`] from the variable
+/// `store.password_env` names.
 pub(crate) async fn open_postgres(
     config: &PostgresStoreConfig,
-    env: &Env,
+    password: Option<&SecretString>,
 ) -> Result<Arc<dyn EventStore>, StoreError> {
-    let open_error = |detail: String| StoreError::Open {
-        // The URL holds no password: the config refuses one.
-        path: config.url.clone(),
-        detail,
-    };
-    let password = match &config.password_env {
-        Some(var) => Some(
-            env.get(var)
-                .filter(|value| !value.trim().is_empty())
-                .ok_or_else(|| {
-                    open_error(format!(
-                        "environment variable {var} (named by store.password_env) is not set; \
-                         set it in the sidecar's environment (e.g. from a Kubernetes Secret)"
-                    ))
-                })?,
-        ),
-        None => None,
-    };
     let tls = match &config.tls {
         StoreTls::Disable => PostgresTls::Disable,
         StoreTls::VerifyFull { ca_file } => PostgresTls::VerifyFull {
@@ -346,7 +332,7 @@ pub(crate) async fn open_postgres(
     };
     let store = PostgresStore::connect(PostgresOptions {
         url: config.url.clone(),
-        password: password.map(|p| SecretString::from(p.to_owned())),
+        password: password.cloned(),
         tls,
         pool_size: config.pool_size as usize,
         schema: config.schema.clone(),

@@ -11,6 +11,7 @@ use std::{
 use clap::Subcommand;
 use fincode_config::{Config, Env, Severity, StoreBackend};
 use fincode_store::{StoreError, StoreStatus, sqlite_status};
+use secrecy::SecretString;
 
 /// Exit code for a config (or environment) that cannot be used, as `check` and `run`.
 const INVALID_CONFIG: u8 = 2;
@@ -34,18 +35,20 @@ pub(crate) fn run(command: StoreCommand, config_path: &Path) -> ExitCode {
         Ok(config) => config,
         Err(code) => return code,
     };
-    let missing = config.check_store_environment(&env);
-    if !missing.is_empty() {
-        for problem in &missing {
-            eprintln!("{problem}");
+    let secrets = match config.store_secrets(&env) {
+        Ok(secrets) => secrets,
+        Err(missing) => {
+            for problem in &missing {
+                eprintln!("{problem}");
+            }
+            return ExitCode::from(INVALID_CONFIG);
         }
-        return ExitCode::from(INVALID_CONFIG);
-    }
+    };
     let runtime = match crate::cli_runtime() {
         Ok(runtime) => runtime,
         Err(code) => return code,
     };
-    match runtime.block_on(read(&config.store, &env)) {
+    match runtime.block_on(read(&config.store, secrets.store_password.as_ref())) {
         Ok(status) => {
             let report = Report::new(&config.store, &status, SystemTime::now());
             if json {
@@ -89,11 +92,14 @@ pub(crate) fn load_config(config_path: &Path, env: &Env) -> Result<Config, ExitC
 /// The status of the configured store: SQLite read from the file beside (or without) the
 /// sidecar; Postgres through the store itself, as any client may connect beside the
 /// sidecars.
-pub(crate) async fn read(store: &StoreBackend, env: &Env) -> Result<StoreStatus, StoreError> {
+pub(crate) async fn read(
+    store: &StoreBackend,
+    password: Option<&SecretString>,
+) -> Result<StoreStatus, StoreError> {
     match store {
         StoreBackend::Sqlite { path } => sqlite_status(path).await,
         StoreBackend::Postgres(config) => {
-            let store = crate::run::open_postgres(config, env).await?;
+            let store = crate::run::open_postgres(config, password).await?;
             StoreStatus::of(store.as_ref()).await
         }
     }

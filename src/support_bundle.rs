@@ -170,13 +170,12 @@ fn read_events(
     env: &Env,
     since: Option<SystemTime>,
 ) -> Result<Vec<StoredEvent>, StoreError> {
-    let missing = config.check_store_environment(env);
-    if let Some(problem) = missing.first() {
-        return Err(StoreError::Open {
+    let secrets = config
+        .store_secrets(env)
+        .map_err(|missing| StoreError::Open {
             path: "store".to_owned(),
-            detail: problem.to_string(),
-        });
-    }
+            detail: missing.first().map(ToString::to_string).unwrap_or_default(),
+        })?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -188,7 +187,8 @@ fn read_events(
         match &config.store {
             StoreBackend::Sqlite { path } => sqlite_events(path, since).await,
             StoreBackend::Postgres(postgres) => {
-                let store = crate::run::open_postgres(postgres, env).await?;
+                let password = secrets.store_password.as_ref();
+                let store = crate::run::open_postgres(postgres, password).await?;
                 let mut events = store.list(None, POSTGRES_EVENTS).await?;
                 events.retain(|event| since.is_none_or(|since| event.received_at >= since));
                 events.reverse();

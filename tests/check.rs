@@ -222,3 +222,35 @@ fn a_login_config_passes_and_names_unset_secret_variables_as_warnings() {
         "{out}"
     );
 }
+
+#[test]
+fn an_unset_hash_key_variable_is_named_by_check_and_refused_by_run() {
+    // `check` and `run` read secrets through one resolver: what `run` refuses, `check`
+    // names (as a warning, since `check` often runs where the secrets are not mounted).
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("config.toml");
+    std::fs::write(
+        &path,
+        format!("{VALID}[redact]\nhash_key_env = \"FINCODE_TEST_UNSET_HASH_KEY\"\n"),
+    )
+    .unwrap();
+    let (code, out) = run_binary(
+        Command::new(BIN)
+            .args(["check", "--config"])
+            .arg(&path)
+            .env_remove("FINCODE_TEST_UNSET_HASH_KEY"),
+    );
+    assert_eq!(code, Some(0), "{out}");
+    assert!(
+        out.contains("warning: redact.hash_key_env") && out.contains("FINCODE_TEST_UNSET_HASH_KEY"),
+        "{out}"
+    );
+    let (code, text) = run_binary(
+        Command::new(BIN)
+            .args(["run", "--config"])
+            .arg(&path)
+            .env_remove("FINCODE_TEST_UNSET_HASH_KEY"),
+    );
+    assert_eq!(code, Some(2), "{text}");
+    assert!(text.contains("redact.hash_key_env"), "{text}");
+}

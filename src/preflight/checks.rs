@@ -1096,12 +1096,21 @@ async fn webhook_setup(config: &Config, env: &Env) -> Vec<Item> {
             .collect();
     }
     let paths = webhooks.paths.join(", ");
-    let store = match crate::store_cli::read(&config.store, env).await {
-        Ok(status) => Ok(format!(
-            "the store is reachable ({} pending, {} dead letters)",
-            status.counts.pending, status.counts.dead
-        )),
-        Err(error) => Err(error.to_string()),
+    let store = match config.store_secrets(env) {
+        Err(missing) => Err(missing
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join("; ")),
+        Ok(secrets) => {
+            match crate::store_cli::read(&config.store, secrets.store_password.as_ref()).await {
+                Ok(status) => Ok(format!(
+                    "the store is reachable ({} pending, {} dead letters)",
+                    status.counts.pending, status.counts.dead
+                )),
+                Err(error) => Err(error.to_string()),
+            }
+        }
     };
     let store_name = match &config.store {
         fincode_config::StoreBackend::Sqlite { path } => format!("SQLite {}", path.display()),

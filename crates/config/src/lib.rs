@@ -32,13 +32,15 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+mod de;
 mod env;
-mod fields;
 mod load;
 mod problem;
+mod rules;
 mod schema;
 mod secrets;
 mod template;
+mod types;
 
 pub use env::Env;
 pub use problem::{ConfigError, Problem, Severity, Source};
@@ -50,6 +52,7 @@ pub use schema::{
     ShutdownConfig, StoreBackend, StoreTls, TracesConfig, UpstreamConfig, WebhookScheme,
     WebhooksConfig,
 };
+pub use secrets::Secrets;
 pub use template::{KeyTemplate, TemplateError};
 
 #[cfg(test)]

@@ -10,14 +10,31 @@ use std::time::Duration;
 
 use http::{HeaderName, Uri};
 
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use crate::de::{via, via_each, via_some};
 use crate::template::KeyTemplate;
-use serde::{Serialize, Serializer};
+use crate::types::{
+    AllowedNet, AnyDuration, ApiPath, AuditDir, AuditRetention, AuthHeader, BodyBytes,
+    BudgetWindow, CaFile, ConfirmPath, DedupeRetention, DeliverTo, DeliveryAttempts,
+    DeliveryConcurrency, EnvVarName, EventKey, EventMaxAge, FailureRatio, FieldActions,
+    HeaderBytes, HeaderText, HttpsBaseUrl, JsonPointer, Listen, LogLevel, MaxAttempts, NameList,
+    OtlpEndpoint, PoolSize, PositiveDuration, PositiveU32, PositiveU64, PositiveUsize, PostgresUrl,
+    PublicKeyFile, Ratio, Retention, RouteRate, ShutdownGrace, SignatureHeader, SignaturePrefix,
+    SignatureTolerance, SqlIdentifier, SqlitePath, TlsCertFile, TlsKeyFile, UnverifiedBytes,
+    WebhookBodyBytes, WebhookPath, Window,
+};
+
+/// The example tenant URL: what error messages suggest, and what stands in for a missing
+/// `upstream.base_url` while the rest of the file is checked (the loader reports it missing).
+pub(crate) const EXAMPLE_BASE_URL: &str = "https://acme.fincode.tech/api/v6/services";
 
 /// The whole sidecar configuration, validated.
 ///
 /// Built once at start-up (and again on reload) by [`Config::load`](crate::Config::load); every
 /// behaviour is derived from it then, never looked up on the hot path.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default = "Config::unset", deny_unknown_fields)]
 pub struct Config {
     /// Where the sidecar listens.
     pub listen: ListenConfig,
@@ -52,13 +69,15 @@ pub struct Config {
 }
 
 /// How the sidecar stops on SIGTERM/SIGINT (`[shutdown]`).
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct ShutdownConfig {
     /// How long in-flight app calls and webhook receipts may take to finish after the
     /// signal; what is still running then is cut. Keep it below the pod's
     /// `terminationGracePeriodSeconds`, which must also cover the webhook deliveries'
     /// drain, the logout and the audit trail's last checkpoint that follow.
     #[serde(serialize_with = "humantime_serde::serialize")]
+    #[serde(deserialize_with = "via::<ShutdownGrace, _, _>")]
     pub grace: Duration,
 }
 
@@ -71,19 +90,23 @@ impl Default for ShutdownConfig {
 }
 
 /// The sidecar's two listeners.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct ListenConfig {
     /// The egress port the app calls without credentials. Loopback by default because anyone who
     /// can reach it spends the merchant's FinCode credentials.
+    #[serde(deserialize_with = "via::<Listen, _, _>")]
     pub egress: SocketAddr,
     /// The admin port (health, readiness, metrics, webhooks). Open to the pod network by default
     /// so kubelet probes and Prometheus can reach it.
+    #[serde(deserialize_with = "via::<Listen, _, _>")]
     pub admin: SocketAddr,
 }
 
 /// Limits for each of the three listeners (`[listeners.egress]`, `[listeners.admin]`,
 /// `[listeners.webhooks]`): one server module applies them all (DESIGN.md 3).
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct ListenersConfig {
     /// The app's port.
     pub egress: ListenerLimits,
@@ -96,42 +119,52 @@ pub struct ListenersConfig {
 /// What one listener tolerates from a client before it closes the connection. Hostile or
 /// broken clients (slowloris, idle floods) cost at most `max_connections` sockets, each for at
 /// most `header_read_timeout` or `idle_timeout`.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct ListenerLimits {
     /// Time allowed from accepting a connection (or the end of the previous response) until a
     /// whole request head has arrived; covers the TLS handshake and HTTP/2 preface too.
     #[serde(serialize_with = "humantime_serde::serialize")]
+    #[serde(deserialize_with = "via::<PositiveDuration, _, _>")]
     pub header_read_timeout: Duration,
     /// A connection with no request in flight for this long is closed. (HTTP/1 also meets
     /// `header_read_timeout` between keep-alive requests; the shorter one closes it.)
     #[serde(serialize_with = "humantime_serde::serialize")]
+    #[serde(deserialize_with = "via::<PositiveDuration, _, _>")]
     pub idle_timeout: Duration,
     /// Connections open at once. At the cap the oldest connection with no request in flight is
     /// closed to make room; when every connection is busy the new one is closed at once.
+    #[serde(deserialize_with = "via::<PositiveUsize, _, _>")]
     pub max_connections: usize,
     /// HTTP/2 streams (requests) in flight per connection.
+    #[serde(deserialize_with = "via::<PositiveU32, _, _>")]
     pub http2_max_concurrent_streams: u32,
     /// HTTP/2 PING interval on an otherwise quiet connection; zero disables pings.
     #[serde(serialize_with = "humantime_serde::serialize")]
+    #[serde(deserialize_with = "via::<AnyDuration, _, _>")]
     pub http2_keepalive_interval: Duration,
     /// How long to wait for a PING's answer before closing the connection.
     #[serde(serialize_with = "humantime_serde::serialize")]
+    #[serde(deserialize_with = "via::<PositiveDuration, _, _>")]
     pub http2_keepalive_timeout: Duration,
     /// A connection with a request in flight that makes no progress (no new request, response
     /// head or response body chunk) for this long is closed; zero disables it. Without it a
     /// client that never reads its responses (an HTTP/2 window of 0, still answering PINGs)
     /// would hold its slot forever: it is never idle, so never evicted at the cap.
     #[serde(serialize_with = "humantime_serde::serialize")]
+    #[serde(deserialize_with = "via::<AnyDuration, _, _>")]
     pub stall_timeout: Duration,
 }
 
 /// How the sidecar reaches FinCode.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default = "UpstreamConfig::unset", deny_unknown_fields)]
 pub struct UpstreamConfig {
     /// FinCode's API base, e.g. `https://acme.fincode.tech/api/v6/services`. Normalised: absolute,
     /// lower-case scheme and host, no user info, query or fragment, and no trailing `/` on the path
     /// (a bare host keeps the single `/` that [`Uri`] always prints).
     #[serde(serialize_with = "ser_display")]
+    #[serde(deserialize_with = "via::<HttpsBaseUrl, _, _>")]
     pub base_url: Uri,
     /// An extra PEM CA bundle trusted on top of the webpki roots (for a TLS-inspecting egress
     /// proxy or a test CA). Checked at load time to exist and hold a certificate.
@@ -139,18 +172,22 @@ pub struct UpstreamConfig {
         skip_serializing_if = "Option::is_none",
         serialize_with = "ser_opt_path"
     )]
+    #[serde(deserialize_with = "via_some::<CaFile, _, _>")]
     pub ca_file: Option<PathBuf>,
     /// Permit `http://` base URLs. Only for tests against the sandbox: it puts credentials on the
     /// wire in clear text.
     pub allow_insecure: bool,
     /// How long to wait for a TCP + TLS connection to FinCode.
     #[serde(serialize_with = "humantime_serde::serialize")]
+    #[serde(deserialize_with = "via::<PositiveDuration, _, _>")]
     pub connect_timeout: Duration,
     /// How long to wait for FinCode's response head once the request is sent.
     #[serde(serialize_with = "humantime_serde::serialize")]
+    #[serde(deserialize_with = "via::<PositiveDuration, _, _>")]
     pub request_timeout: Duration,
     /// How long an idle pooled connection is kept before it is closed.
     #[serde(serialize_with = "humantime_serde::serialize")]
+    #[serde(deserialize_with = "via::<PositiveDuration, _, _>")]
     pub pool_idle_timeout: Duration,
     /// How many idle connections to keep per FinCode host (0 disables pooling).
     pub pool_max_idle_per_host: usize,
@@ -159,30 +196,34 @@ pub struct UpstreamConfig {
 }
 
 /// Size limits on the app's requests, so one runaway request cannot exhaust the sidecar.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct LimitsConfig {
     /// Largest request body accepted from the app, in bytes.
     #[serde(serialize_with = "ser_u64_saturating")]
+    #[serde(deserialize_with = "via::<BodyBytes, _, _>")]
     pub max_request_body_bytes: u64,
     /// Largest total size of the request head accepted from the app, in bytes.
+    #[serde(deserialize_with = "via::<HeaderBytes, _, _>")]
     pub max_request_header_bytes: usize,
     /// Requests in flight at once; the next one is refused at once with 503 `overloaded`
     /// (load shedding) instead of queueing behind a slow FinCode.
+    #[serde(deserialize_with = "via::<PositiveUsize, _, _>")]
     pub max_concurrent_requests: usize,
 }
 
 /// How the sidecar authenticates to FinCode on the app's behalf.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum AuthMode {
-    /// Inject nothing: the app sends its own credentials (a migration step, not the goal).
-    #[default]
-    None,
-    /// Inject a static API token read from the environment variable named by `auth.token_env`.
-    Static,
     /// Log in with email and RSA-encrypted password (both from the environment), then keep the
     /// access token fresh with single-use refresh tokens.
     Login,
+    /// Inject a static API token read from the environment variable named by `auth.token_env`.
+    Static,
+    /// Inject nothing: the app sends its own credentials (a migration step, not the goal).
+    #[default]
+    None,
 }
 
 /// The hash MGF1 uses inside the RSA-OAEP encryption of the login password (the OAEP digest
@@ -193,7 +234,7 @@ pub enum AuthMode {
 /// default provider reads that as SHA-256 for the digest and SHA-1 for MGF1, and FinCode's server
 /// decrypts accordingly. Most other libraries default MGF1 to the digest (SHA-256), which such a
 /// server refuses: the login fails with 401.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum OaepMgf1 {
     /// MGF1 with SHA-1: what Java's default provider does, so what FinCode decrypts.
@@ -205,25 +246,30 @@ pub enum OaepMgf1 {
 }
 
 /// Which credentials the sidecar injects, and where they come from.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct AuthConfig {
     /// The credential mode.
     pub mode: AuthMode,
     /// The request header the credential is sent in.
     #[serde(serialize_with = "ser_header_name")]
+    #[serde(deserialize_with = "via::<AuthHeader, _, _>")]
     pub header: HeaderName,
     /// The *name* of the environment variable holding the API token; the token itself never
     /// appears in the file. Required when `mode` is [`AuthMode::Static`].
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(deserialize_with = "via_some::<EnvVarName, _, _>")]
     pub token_env: Option<String>,
     /// Non-secret headers added to every upstream request (lower-case names). Credential headers
     /// are refused here because their values would be secrets written in the file.
     pub extra_headers: BTreeMap<String, String>,
     /// Login mode: the *name* of the variable holding the login email.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(deserialize_with = "via_some::<EnvVarName, _, _>")]
     pub email_env: Option<String>,
     /// Login mode: the *name* of the variable holding the password (sent RSA-OAEP encrypted).
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(deserialize_with = "via_some::<EnvVarName, _, _>")]
     pub password_env: Option<String>,
     /// Login mode: the tenant's RSA public key file (or use `public_key_env`): bare Base64 of the
     /// DER SubjectPublicKeyInfo as FinCode's dashboard shows it, or PEM (SPKI or PKCS#1).
@@ -231,55 +277,69 @@ pub struct AuthConfig {
         serialize_with = "ser_opt_path",
         skip_serializing_if = "Option::is_none"
     )]
+    #[serde(deserialize_with = "via_some::<PublicKeyFile, _, _>")]
     pub public_key_file: Option<PathBuf>,
     /// Login mode: the *name* of a variable holding the tenant's RSA public key, in any of the
     /// forms `public_key_file` accepts.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(deserialize_with = "via_some::<EnvVarName, _, _>")]
     pub public_key_env: Option<String>,
     /// Login mode: the MGF1 hash of the password's RSA-OAEP (SHA-256) encryption.
     pub oaep_mgf1: OaepMgf1,
     /// The header carrying the device id FinCode asks for.
     #[serde(serialize_with = "ser_header_name")]
+    #[serde(deserialize_with = "via::<AuthHeader, _, _>")]
     pub device_id_header: HeaderName,
     /// The device id sent in `device_id_header` on every request, auth calls included (login
     /// and static modes). FinCode's API reference documents the value as "Use 200".
+    #[serde(deserialize_with = "via::<HeaderText, _, _>")]
     pub device_id: String,
     /// Refresh this long before the access token expires, so requests never meet an expired one.
-    #[serde(with = "humantime_serde")]
+    #[serde(serialize_with = "humantime_serde::serialize")]
+    #[serde(deserialize_with = "via::<PositiveDuration, _, _>")]
     pub refresh_before: Duration,
     /// Assumed token lifetime when the JWT carries no `exp` claim.
-    #[serde(with = "humantime_serde")]
+    #[serde(serialize_with = "humantime_serde::serialize")]
+    #[serde(deserialize_with = "via::<PositiveDuration, _, _>")]
     pub token_lifetime: Duration,
     /// First wait after a failed login; doubles per failure (with jitter) up to `login_backoff_max`.
     /// FinCode locks accounts that fail too often, so the sidecar never hammers login.
-    #[serde(with = "humantime_serde")]
+    #[serde(serialize_with = "humantime_serde::serialize")]
+    #[serde(deserialize_with = "via::<PositiveDuration, _, _>")]
     pub login_backoff_initial: Duration,
     /// Longest wait between login attempts.
-    #[serde(with = "humantime_serde")]
+    #[serde(serialize_with = "humantime_serde::serialize")]
+    #[serde(deserialize_with = "via::<PositiveDuration, _, _>")]
     pub login_backoff_max: Duration,
     /// After FinCode rejects the login itself (401 bad credentials, 403 locked, 404 unknown
     /// user), the next attempt waits this long unless the credentials change (restart). Those
     /// answers do not cure themselves, and each further attempt can extend a lock.
-    #[serde(with = "humantime_serde")]
+    #[serde(serialize_with = "humantime_serde::serialize")]
+    #[serde(deserialize_with = "via::<PositiveDuration, _, _>")]
     pub login_retry_after_rejection: Duration,
     /// A 401 from FinCode renews the token only once the token is at least this old. A token
     /// issued seconds ago is not stale: the 401 has another cause, and renewing on it would
     /// turn one endpoint's 401s into a refresh storm.
-    #[serde(with = "humantime_serde")]
+    #[serde(serialize_with = "humantime_serde::serialize")]
+    #[serde(deserialize_with = "via::<AnyDuration, _, _>")]
     pub renew_on_401_min_age: Duration,
     /// How long shutdown waits for the best-effort logout.
-    #[serde(with = "humantime_serde")]
+    #[serde(serialize_with = "humantime_serde::serialize")]
+    #[serde(deserialize_with = "via::<PositiveDuration, _, _>")]
     pub logout_timeout: Duration,
     /// Login path below `upstream.base_url`.
+    #[serde(deserialize_with = "via::<ApiPath, _, _>")]
     pub login_path: String,
     /// Refresh path below `upstream.base_url`.
+    #[serde(deserialize_with = "via::<ApiPath, _, _>")]
     pub refresh_path: String,
     /// Logout path below `upstream.base_url`.
+    #[serde(deserialize_with = "via::<ApiPath, _, _>")]
     pub logout_path: String,
 }
 
 /// The log output format.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
     /// One JSON object per line, for log shippers.
@@ -290,9 +350,11 @@ pub enum LogFormat {
 }
 
 /// What the sidecar logs and how.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct LogConfig {
     /// A `tracing` `EnvFilter` directive such as `info` or `info,fincode_proxy=debug`.
+    #[serde(deserialize_with = "via::<LogLevel, _, _>")]
     pub level: String,
     /// The output format.
     pub format: LogFormat,
@@ -308,7 +370,7 @@ pub struct LogConfig {
 }
 
 /// The level body lines are logged at.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum BodyLevel {
     /// Only with `RUST_LOG=...=trace`.
@@ -322,22 +384,27 @@ pub enum BodyLevel {
 
 /// What the redactor scrubs on top of its built-in rules (which cover every sensitive FinCode
 /// field: tokens, passwords, PINs, card data, ids, phones, emails, names, accounts).
-#[derive(Debug, Clone, PartialEq, Default, Serialize)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct RedactConfig {
     /// Extra header names whose values are never written down.
+    #[serde(deserialize_with = "via::<NameList, _, _>")]
     pub headers: Vec<String>,
     /// Extra URL query parameters whose values are never written down.
+    #[serde(deserialize_with = "via::<NameList, _, _>")]
     pub query_params: Vec<String>,
     /// Extra JSON field rules by key (case-insensitive): `drop`, `mask` (keep the last 4) or
     /// `hash` (a keyed HMAC pseudonym, so records about one customer can be linked without
     /// naming them).
+    #[serde(deserialize_with = "via::<FieldActions, _, _>")]
     pub fields: BTreeMap<String, FieldAction>,
     /// The variable holding the key for `hash`. Without it, `hash` fields are dropped.
+    #[serde(deserialize_with = "via_some::<EnvVarName, _, _>")]
     pub hash_key_env: Option<String>,
 }
 
 /// What happens to a JSON field's value.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum FieldAction {
     /// Replaced by `[REDACTED]`.
@@ -349,7 +416,8 @@ pub enum FieldAction {
 }
 
 /// OpenTelemetry trace export over OTLP/HTTP (protobuf).
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct TracesConfig {
     /// Where spans go, e.g. `http://otel-collector:4318/v1/traces`. When unset,
     /// `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` or `OTEL_EXPORTER_OTLP_ENDPOINT` (+ `/v1/traces`)
@@ -358,48 +426,60 @@ pub struct TracesConfig {
         skip_serializing_if = "Option::is_none",
         serialize_with = "ser_opt_display"
     )]
+    #[serde(deserialize_with = "via_some::<OtlpEndpoint, _, _>")]
     pub otlp_endpoint: Option<Uri>,
     /// The share of new traces recorded, 0.0 to 1.0. A trace the app started keeps the app's
     /// sampling decision.
+    #[serde(deserialize_with = "via::<Ratio, _, _>")]
     pub sample_ratio: f64,
     /// `service.name` on every span.
     pub service_name: String,
     /// How long one export may take before it is abandoned (spans are dropped, never queued
     /// without bound).
     #[serde(serialize_with = "humantime_serde::serialize")]
+    #[serde(deserialize_with = "via::<PositiveDuration, _, _>")]
     pub export_timeout: Duration,
 }
 
 /// Retries of failed tries to FinCode (DESIGN.md 5.1). A payment is never sent twice: only
 /// idempotent methods and POST/PATCH with `X-Idempotency-Key` are retried once FinCode may
 /// have seen a byte; anything else only when the connection never opened.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct RetryConfig {
     /// Tries per request, the first included; 1 turns retries off.
+    #[serde(deserialize_with = "via::<MaxAttempts, _, _>")]
     pub max_attempts: u32,
     /// The first backoff ceiling; each retry doubles it (full jitter: the wait is uniform
     /// between 0 and the ceiling).
     #[serde(serialize_with = "humantime_serde::serialize")]
+    #[serde(deserialize_with = "via::<PositiveDuration, _, _>")]
     pub backoff_base: Duration,
     /// The largest backoff ceiling.
     #[serde(serialize_with = "humantime_serde::serialize")]
+    #[serde(deserialize_with = "via::<PositiveDuration, _, _>")]
     pub backoff_cap: Duration,
     /// How long one try may wait for FinCode's response head.
     #[serde(serialize_with = "humantime_serde::serialize")]
+    #[serde(deserialize_with = "via::<PositiveDuration, _, _>")]
     pub per_try_timeout: Duration,
     /// How long a request may take over all its tries and waits.
     #[serde(serialize_with = "humantime_serde::serialize")]
+    #[serde(deserialize_with = "via::<PositiveDuration, _, _>")]
     pub deadline: Duration,
     /// The longest `Retry-After` from FinCode that is waited out; a longer one ends the
     /// retries and its response goes to the app.
     #[serde(serialize_with = "humantime_serde::serialize")]
+    #[serde(deserialize_with = "via::<PositiveDuration, _, _>")]
     pub retry_after_cap: Duration,
     /// Retries allowed as a share of recent requests, so an outage never becomes a storm.
+    #[serde(deserialize_with = "via::<Ratio, _, _>")]
     pub budget_ratio: f64,
     /// Retries per second always allowed, whatever the ratio says.
     pub budget_min_per_second: u32,
     /// How far back "recent requests" reach.
     #[serde(serialize_with = "humantime_serde::serialize")]
+    #[serde(deserialize_with = "via::<BudgetWindow, _, _>")]
     pub budget_window: Duration,
     /// Largest request body kept in memory so it can be sent again; larger ones are not retried.
     #[serde(serialize_with = "ser_u64_saturating")]
@@ -412,45 +492,57 @@ pub struct RetryConfig {
 
 /// The circuit breaker for FinCode: after repeated failures the sidecar answers at once with
 /// 503 `circuit_open` instead of piling requests onto a failing upstream.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct BreakerConfig {
     /// Off means every request goes to FinCode whatever happened before.
     pub enabled: bool,
     /// Opens after this many failed requests in a row.
+    #[serde(deserialize_with = "via::<PositiveU32, _, _>")]
     pub consecutive_failures: u32,
     /// Opens when at least this share of requests in `window` failed...
+    #[serde(deserialize_with = "via::<FailureRatio, _, _>")]
     pub failure_ratio: f64,
     /// ...and the window holds at least this many requests.
+    #[serde(deserialize_with = "via::<PositiveU32, _, _>")]
     pub min_requests: u32,
     /// How far back the failure ratio looks.
     #[serde(serialize_with = "humantime_serde::serialize")]
+    #[serde(deserialize_with = "via::<Window, _, _>")]
     pub window: Duration,
     /// How long it stays open before letting probes through.
     #[serde(serialize_with = "humantime_serde::serialize")]
+    #[serde(deserialize_with = "via::<PositiveDuration, _, _>")]
     pub open_for: Duration,
     /// Probes let through when half-open; this many successes close it, one failure reopens it.
+    #[serde(deserialize_with = "via::<PositiveU32, _, _>")]
     pub half_open_probes: u32,
 }
 
 /// Local rate limiting (a token bucket per scope), plus back-off when FinCode answers 429.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct RateLimitConfig {
     /// Requests per second for all routes together; 0 turns the global limit off.
     pub per_second: u32,
     /// Requests allowed at once above the steady rate.
+    #[serde(deserialize_with = "via::<PositiveU32, _, _>")]
     pub burst: u32,
     /// How long a request over the limit may wait for its turn before 429 `rate_limited`.
     #[serde(serialize_with = "humantime_serde::serialize")]
+    #[serde(deserialize_with = "via::<AnyDuration, _, _>")]
     pub max_wait: Duration,
     /// When FinCode answers 429 without `Retry-After`, requests to that route pause this long.
     #[serde(serialize_with = "humantime_serde::serialize")]
+    #[serde(deserialize_with = "via::<PositiveDuration, _, _>")]
     pub upstream_backoff: Duration,
     /// Tighter limits per route template, e.g. `"/transactionmanagement/create-transaction"`.
     pub routes: BTreeMap<String, RouteLimit>,
 }
 
 /// One route's own rate, on top of the global one.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(from = "RouteEntry")]
 pub struct RouteLimit {
     /// Requests per second on this route (at least 1).
     pub per_second: u32,
@@ -458,26 +550,51 @@ pub struct RouteLimit {
     pub burst: u32,
 }
 
+/// `"/route" = { per_second = N, burst = M }` as written: `burst` defaults to `per_second`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RouteEntry {
+    #[serde(deserialize_with = "via::<RouteRate, _, _>")]
+    per_second: u32,
+    #[serde(default, deserialize_with = "via_some::<RouteRate, _, _>")]
+    burst: Option<u32>,
+}
+
+impl From<RouteEntry> for RouteLimit {
+    fn from(entry: RouteEntry) -> Self {
+        Self {
+            per_second: entry.per_second,
+            burst: entry.burst.unwrap_or(entry.per_second),
+        }
+    }
+}
+
 /// Inbound webhooks (DESIGN.md 5.3): the listener checks, in order, method and path, body
 /// size, source IP, signature, timestamp and JSON; commits the event durably; answers 200;
 /// and a dispatcher delivers it to `deliver_to`, retrying until `max_attempts` or `max_age`.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct WebhooksConfig {
     /// Off: no listener, no dispatcher.
     pub enabled: bool,
     /// Where FinCode's webhooks arrive (usually through the cluster's ingress).
+    #[serde(deserialize_with = "via::<Listen, _, _>")]
     pub listen: SocketAddr,
     /// The paths accepted (POST only); anything else is 404.
+    #[serde(deserialize_with = "via_each::<WebhookPath, _, _>")]
     pub paths: Vec<String>,
     /// Largest body accepted, in bytes; larger gets 413 before it is read.
+    #[serde(deserialize_with = "via::<WebhookBodyBytes, _, _>")]
     pub max_body_bytes: usize,
     /// Bytes of not-yet-verified bodies buffered across all requests at once; a body that would
     /// go over gets 503 with `Retry-After`, so a flood of slow bodies cannot exhaust memory.
+    #[serde(deserialize_with = "via::<UnverifiedBytes, _, _>")]
     pub max_unverified_bytes: usize,
     /// How long a sender may take to send the body once the head arrived (408 after it).
     /// FinCode's events are a few KiB; a long deadline only helps a trickling attacker hold a
     /// connection.
     #[serde(serialize_with = "humantime_serde::serialize")]
+    #[serde(deserialize_with = "via::<PositiveDuration, _, _>")]
     pub body_read_timeout: Duration,
     /// PEM certificate chain for TLS on the listener; with `tls_key_file`. Unset: plain HTTP
     /// (TLS terminated by the ingress).
@@ -485,22 +602,27 @@ pub struct WebhooksConfig {
         skip_serializing_if = "Option::is_none",
         serialize_with = "ser_opt_path"
     )]
+    #[serde(deserialize_with = "via_some::<TlsCertFile, _, _>")]
     pub tls_cert_file: Option<PathBuf>,
     /// PEM private key for `tls_cert_file`.
     #[serde(
         skip_serializing_if = "Option::is_none",
         serialize_with = "ser_opt_path"
     )]
+    #[serde(deserialize_with = "via_some::<TlsKeyFile, _, _>")]
     pub tls_key_file: Option<PathBuf>,
     /// Source addresses allowed (CIDRs); empty allows any. FinCode publishes its addresses.
     #[serde(serialize_with = "ser_display_list")]
+    #[serde(deserialize_with = "via_each::<AllowedNet, _, _>")]
     pub allow_ips: Vec<ipnet::IpNet>,
     /// Proxies (CIDRs) whose `X-Forwarded-For` is believed for the allow-list check.
     #[serde(serialize_with = "ser_display_list")]
+    #[serde(deserialize_with = "via_each::<AllowedNet, _, _>")]
     pub trusted_proxies: Vec<ipnet::IpNet>,
     /// How the sender proves it is FinCode.
     pub scheme: WebhookScheme,
     /// Variables holding the verification secrets; several at once during a rotation.
+    #[serde(deserialize_with = "via_each::<EnvVarName, _, _>")]
     pub secret_envs: Vec<String>,
     /// For `hmac`: the digest.
     pub hmac_algorithm: HmacAlgorithm,
@@ -509,74 +631,93 @@ pub struct WebhooksConfig {
     /// For `hmac`, `stripe` and `shared-secret`: the header carrying the signature (or secret).
     /// Unset: `x-fincode-signature`, `stripe-signature`, `x-webhook-secret` respectively.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(deserialize_with = "via_some::<SignatureHeader, _, _>")]
     pub signature_header: Option<String>,
     /// For `hmac`: a prefix before the signature, such as `sha256=`.
+    #[serde(deserialize_with = "via::<SignaturePrefix, _, _>")]
     pub signature_prefix: String,
     /// For `standard-webhooks` and `stripe`: how far the signed timestamp may be from now,
     /// either way.
     #[serde(serialize_with = "humantime_serde::serialize")]
+    #[serde(deserialize_with = "via::<SignatureTolerance, _, _>")]
     pub tolerance: Duration,
     /// The deduplication key: `{field}` is a top-level JSON field, `{/a/b}` a JSON pointer,
     /// `{header:name}` a request header.
+    #[serde(deserialize_with = "via::<EventKey, _, _>")]
     pub dedupe_key: KeyTemplate,
     /// Events with equal ordering keys (same template syntax) are delivered in arrival
     /// order. Unset: no ordering.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(deserialize_with = "via_some::<EventKey, _, _>")]
     pub order_key: Option<KeyTemplate>,
     /// The app's webhook endpoint, e.g. `http://127.0.0.1:3000/webhooks/fincode`.
     #[serde(
         skip_serializing_if = "Option::is_none",
         serialize_with = "ser_opt_display"
     )]
+    #[serde(deserialize_with = "via_some::<DeliverTo, _, _>")]
     pub deliver_to: Option<Uri>,
     /// The variable holding the sidecar's own `whsec_...` secret: deliveries carry a Standard
     /// Webhooks signature made with it, so the app can verify they come from the sidecar.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(deserialize_with = "via_some::<EnvVarName, _, _>")]
     pub signing_secret_env: Option<String>,
     /// How long one delivery attempt may take, confirm-by-query included (one deadline).
     /// Shorter than `lease`, so an attempt ends before another sidecar may claim the event.
     #[serde(serialize_with = "humantime_serde::serialize")]
+    #[serde(deserialize_with = "via::<PositiveDuration, _, _>")]
     pub delivery_timeout: Duration,
     /// How long a claimed event is this sidecar's before another claimant (a replica, or
     /// this one after a crash) may take it. Longer than `delivery_timeout`.
     #[serde(serialize_with = "humantime_serde::serialize")]
+    #[serde(deserialize_with = "via::<PositiveDuration, _, _>")]
     pub lease: Duration,
     /// Deliveries in flight at once.
+    #[serde(deserialize_with = "via::<DeliveryConcurrency, _, _>")]
     pub delivery_concurrency: usize,
     /// Attempts before an event becomes a dead letter.
+    #[serde(deserialize_with = "via::<DeliveryAttempts, _, _>")]
     pub max_attempts: u32,
     /// Age after which an undelivered event becomes a dead letter.
     #[serde(serialize_with = "humantime_serde::serialize")]
+    #[serde(deserialize_with = "via::<EventMaxAge, _, _>")]
     pub max_age: Duration,
     /// How long delivered events are kept (their bodies hold personal data; their dedupe
     /// keys recognise redeliveries). Dead and pending events are kept until handled.
     #[serde(serialize_with = "humantime_serde::serialize")]
+    #[serde(deserialize_with = "via::<Retention, _, _>")]
     pub retention: Duration,
     /// How long a delivered event's dedupe key is remembered after its body is purged
     /// (counted from receipt), so a captured request replayed later is still a duplicate.
     #[serde(serialize_with = "humantime_serde::serialize")]
+    #[serde(deserialize_with = "via::<DedupeRetention, _, _>")]
     pub dedupe_retention: Duration,
     /// The first backoff ceiling between attempts (full jitter, doubling).
     #[serde(serialize_with = "humantime_serde::serialize")]
+    #[serde(deserialize_with = "via::<PositiveDuration, _, _>")]
     pub backoff_base: Duration,
     /// The largest backoff ceiling.
     #[serde(serialize_with = "humantime_serde::serialize")]
+    #[serde(deserialize_with = "via::<PositiveDuration, _, _>")]
     pub backoff_cap: Duration,
     /// Before delivering an event, fetch the transaction from FinCode (through the egress
     /// path) and deliver only if its status matches. For `scheme = "none"`.
     pub confirm_by_query: bool,
     /// The path queried, with `{field}` placeholders from the event.
+    #[serde(deserialize_with = "via::<ConfirmPath, _, _>")]
     pub confirm_path: KeyTemplate,
     /// JSON pointer to the status in FinCode's answer, compared with the event's `Status`.
+    #[serde(deserialize_with = "via::<JsonPointer, _, _>")]
     pub confirm_status_pointer: String,
     /// The variable holding a token for the admin API's webhook routes from beyond
     /// loopback (`Authorization: Bearer ...`). Unset: loopback only.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(deserialize_with = "via_some::<EnvVarName, _, _>")]
     pub admin_token_env: Option<String>,
 }
 
 /// How webhook senders are verified.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum WebhookScheme {
     /// HMAC of the raw body in a header.
@@ -592,7 +733,7 @@ pub enum WebhookScheme {
 }
 
 /// The HMAC digest.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum HmacAlgorithm {
     /// HMAC-SHA256.
@@ -602,7 +743,7 @@ pub enum HmacAlgorithm {
 }
 
 /// How an HMAC signature is written.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum HmacEncoding {
     /// Lowercase or uppercase hex.
@@ -660,17 +801,89 @@ pub enum StoreTls {
     },
 }
 
+/// `[store]` as written: the keys of both backends, which [`StoreBackend`] then picks from.
+#[derive(Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct StoreSection {
+    #[serde(deserialize_with = "via_some::<SqlitePath, _, _>")]
+    sqlite_path: Option<PathBuf>,
+    #[serde(deserialize_with = "via_some::<PostgresUrl, _, _>")]
+    url: Option<String>,
+    #[serde(deserialize_with = "via_some::<EnvVarName, _, _>")]
+    password_env: Option<String>,
+    tls: TlsMode,
+    #[serde(deserialize_with = "via_some::<CaFile, _, _>")]
+    ca_file: Option<PathBuf>,
+    #[serde(deserialize_with = "via::<PoolSize, _, _>")]
+    pool_size: u32,
+    #[serde(deserialize_with = "via::<SqlIdentifier, _, _>")]
+    schema: String,
+}
+
+/// `store.tls` as written.
+#[derive(Default, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+enum TlsMode {
+    #[default]
+    VerifyFull,
+    Disable,
+}
+
+impl Default for StoreSection {
+    fn default() -> Self {
+        let postgres = PostgresStoreConfig::new(String::new());
+        Self {
+            sqlite_path: None,
+            url: None,
+            password_env: None,
+            tls: TlsMode::VerifyFull,
+            ca_file: None,
+            pool_size: postgres.pool_size,
+            schema: postgres.schema,
+        }
+    }
+}
+
+/// Postgres when `url` is set, else the SQLite file at `sqlite_path` (or its default). The
+/// loader refuses a file that sets both, and warns about Postgres keys without a `url`.
+impl<'de> Deserialize<'de> for StoreBackend {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let section = StoreSection::deserialize(d)?;
+        let Some(url) = section.url else {
+            return Ok(section
+                .sqlite_path
+                .map_or_else(Self::default, |path| Self::Sqlite { path }));
+        };
+        Ok(Self::Postgres(PostgresStoreConfig {
+            url,
+            password_env: section.password_env,
+            tls: match section.tls {
+                TlsMode::VerifyFull => StoreTls::VerifyFull {
+                    ca_file: section.ca_file,
+                },
+                TlsMode::Disable => StoreTls::Disable,
+            },
+            pool_size: section.pool_size,
+            schema: section.schema,
+        }))
+    }
+}
+
 /// The audit trail (`[audit]`): hash-chained JSONL segments with signed checkpoints.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct AuditConfig {
     /// Write the trail. Needs `signing_key_env` and `redact.hash_key_env`.
     pub enabled: bool,
     /// The trail's directory (a persistent volume; nothing else writes there).
     #[serde(serialize_with = "ser_path")]
+    #[serde(deserialize_with = "via::<AuditDir, _, _>")]
     pub dir: PathBuf,
     /// The variable holding the Ed25519 seed that signs checkpoints (Base64 of 32 bytes).
+    #[serde(deserialize_with = "via_some::<EnvVarName, _, _>")]
     pub signing_key_env: Option<String>,
     /// The app's identity, written as `actor.id` on every record of an app call.
+    #[serde(deserialize_with = "via_some::<HeaderText, _, _>")]
     pub actor: Option<String>,
     /// When records are forced to disk.
     pub fsync: AuditFsync,
@@ -678,26 +891,32 @@ pub struct AuditConfig {
     /// response until its record is on disk.
     pub fail_closed: bool,
     /// Records that may wait for the writer; beyond it they are lost, counted and alerted on.
+    #[serde(deserialize_with = "via::<PositiveUsize, _, _>")]
     pub queue: usize,
     /// A signed checkpoint after this many records...
     #[serde(serialize_with = "ser_u64_saturating")]
+    #[serde(deserialize_with = "via::<PositiveU64, _, _>")]
     pub checkpoint_every: u64,
     /// ...or this long, whichever comes first.
     #[serde(serialize_with = "humantime_serde::serialize")]
+    #[serde(deserialize_with = "via::<PositiveDuration, _, _>")]
     pub checkpoint_interval: Duration,
     /// A new segment once the current one holds this many bytes...
     #[serde(serialize_with = "ser_u64_saturating")]
+    #[serde(deserialize_with = "via::<PositiveU64, _, _>")]
     pub max_segment_bytes: u64,
     /// ...or is this old.
     #[serde(serialize_with = "humantime_serde::serialize")]
+    #[serde(deserialize_with = "via::<PositiveDuration, _, _>")]
     pub max_segment_age: Duration,
     /// Closed segments older than this are deleted, and the deletion recorded.
     #[serde(serialize_with = "humantime_serde::serialize")]
+    #[serde(deserialize_with = "via::<AuditRetention, _, _>")]
     pub retention: Duration,
 }
 
 /// When audit records are forced to disk (`audit.fsync`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum AuditFsync {
     /// One fsync per batch of records (group commit).
@@ -734,10 +953,19 @@ impl Config {
     /// The URL is taken as given (not validated or normalised); use it for programmatic set-ups
     /// such as `demo` and tests, and [`Config::load`](crate::Config::load) for operator input.
     pub fn with_base_url(base_url: Uri) -> Self {
+        Self::with_upstream(UpstreamConfig::new(base_url))
+    }
+
+    /// Every default, with [`EXAMPLE_BASE_URL`] standing in for the missing base URL.
+    fn unset() -> Self {
+        Self::with_upstream(UpstreamConfig::unset())
+    }
+
+    fn with_upstream(upstream: UpstreamConfig) -> Self {
         Self {
             listen: ListenConfig::default(),
             listeners: ListenersConfig::default(),
-            upstream: UpstreamConfig::new(base_url),
+            upstream,
             limits: LimitsConfig::default(),
             auth: AuthConfig::default(),
             log: LogConfig::default(),
@@ -824,6 +1052,11 @@ impl UpstreamConfig {
             pool_max_idle_per_host: 64,
             http2: true,
         }
+    }
+
+    /// Every default, with [`EXAMPLE_BASE_URL`] standing in for the missing base URL.
+    fn unset() -> Self {
+        Self::new(Uri::from_static(EXAMPLE_BASE_URL))
     }
 
     /// The base URL's path without a trailing `/` (`""` for a bare host), ready to have the

@@ -3210,3 +3210,61 @@ fn create_limit() -> crate::RouteLimit {
         burst: 1,
     }
 }
+
+// --- secrets: one resolver for every *_env key ---
+
+#[test]
+fn an_unset_hash_key_variable_is_refused_naming_redact_hash_key_env() {
+    // The redactor reads the hash key whenever it is named, audit trail or not.
+    let text = format!("{}[redact]\nhash_key_env = \"HASH_KEY\"\n", minimal());
+    let (config, _) = load_ok(&text, &[]);
+    let problems = config.secrets(&Env::default()).unwrap_err();
+    assert_eq!(keys(&problems), ["redact.hash_key_env"]);
+    assert_eq!(
+        problems[0].message,
+        "environment variable HASH_KEY (named by redact.hash_key_env) is not set"
+    );
+    assert_eq!(
+        keys(&config.check_environment(&Env::default())),
+        ["redact.hash_key_env"]
+    );
+
+    let secrets = config.secrets(&env(&[("HASH_KEY", CANARY)])).unwrap();
+    assert!(secrets.hash_key.is_some());
+    assert!(!format!("{secrets:?}").contains(CANARY));
+}
+
+#[test]
+fn secrets_reports_every_unset_variable_at_once_and_reads_the_set_ones() {
+    let text = format!(
+        "{}[auth]\nmode = \"static\"\ntoken_env = \"TOKEN\"\n[redact]\nhash_key_env = \"HASH\"\n\
+         [store]\nurl = \"{PG_URL}\"\npassword_env = \"PG\"\n",
+        webhooks_on("")
+    );
+    let (config, _) = load_ok(&text, &[]);
+    let problems = config.secrets(&env(&[("TOKEN", " ")])).unwrap_err();
+    assert_eq!(
+        keys(&problems),
+        [
+            "auth.token_env",
+            "webhooks.secret_envs[0]",
+            "webhooks.signing_secret_env",
+            "redact.hash_key_env",
+            "store.password_env",
+        ]
+    );
+    let all = [
+        ("TOKEN", "t"),
+        ("HASH", "h"),
+        ("PG", CANARY),
+        ("FINCODE_WEBHOOK_SECRET", "w"),
+        ("FINCODE_SIDECAR_WEBHOOK_SIGNING_SECRET", "s"),
+    ];
+    let secrets = config.secrets(&env(&all)).unwrap();
+    assert!(secrets.api_token.is_some() && secrets.store_password.is_some());
+    assert_eq!(secrets.webhook_secrets.len(), 1);
+    assert!(!format!("{secrets:?}").contains(CANARY));
+    // The store tools need only the store's password.
+    let store = config.store_secrets(&env(&[("PG", CANARY)])).unwrap();
+    assert!(store.store_password.is_some() && store.api_token.is_none());
+}

@@ -1,7 +1,13 @@
-//! One parser per kind of value. Each turns a TOML value into a typed one or says, without the
-//! key (the loader adds it), what was expected and how to fix it.
+//! The newtypes that validate configuration values as they are deserialized.
+//!
+//! Each newtype reads the raw TOML value, checks it, and either converts into the schema's
+//! plain field type (`#[serde(deserialize_with = "via::<PositiveU32, _, _>")]`) or refuses it
+//! with a [`Refusal`]: what was expected and how to fix it, and whether the value may be
+//! shown back (not when it may be a secret). Plain `bool`, `String` and integer fields need
+//! no newtype: serde reads them, and the loader words its errors.
 
 use std::collections::BTreeMap;
+use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 use std::ops::RangeInclusive;
 use std::path::PathBuf;
@@ -10,12 +16,10 @@ use std::time::Duration;
 use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{HeaderName, Uri};
 use ipnet::IpNet;
+use serde::de::{Deserialize, Deserializer, Error as _};
 use toml::Value;
 
-use crate::schema::{
-    AuditFsync, AuthMode, BodyLevel, FieldAction, HmacAlgorithm, HmacEncoding, LogFormat, OaepMgf1,
-    StoreTls, WebhookScheme,
-};
+use crate::schema::FieldAction;
 use crate::secrets::is_env_var_name;
 use crate::template::{KeyTemplate, is_json_pointer};
 
@@ -28,11 +32,12 @@ pub(crate) struct Refusal {
     pub(crate) echo: bool,
 }
 
-/// A field parser: the loader's table of fields pairs each key with one of these.
-pub(crate) type Parse<T> = fn(&Value) -> Result<T, Refusal>;
+/// Separates a refusal's parts on their way through serde's `Error::custom`, which only
+/// carries text; [`Refusal::decode`] splits them again. Never typed in a config file.
+const SEP: char = '\u{1f}';
 
 impl Refusal {
-    fn new(message: impl Into<String>, fix: impl Into<String>) -> Self {
+    pub(crate) fn new(message: impl Into<String>, fix: impl Into<String>) -> Self {
         Self {
             message: message.into(),
             fix: fix.into(),
@@ -40,10 +45,158 @@ impl Refusal {
         }
     }
 
-    fn hiding_value(mut self) -> Self {
+    pub(crate) fn hiding_value(mut self) -> Self {
         self.echo = false;
         self
     }
+
+    /// Reads back what [`Refusal`]'s `Display` wrote. Text from elsewhere becomes the
+    /// message, hidden (it could quote the value).
+    pub(crate) fn decode(text: &str) -> Self {
+        let mut parts = text.split(SEP);
+        match (parts.next(), parts.next(), parts.next()) {
+            (Some(message), Some(fix), Some(echo)) => Self {
+                message: message.to_owned(),
+                fix: fix.to_owned(),
+                echo: echo == "echo",
+            },
+            _ => {
+                Self::new(text, "see config.example.toml, which documents every key").hiding_value()
+            }
+        }
+    }
+}
+
+/// The wire form [`Refusal::decode`] reads.
+impl fmt::Display for Refusal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let echo = if self.echo { "echo" } else { "hide" };
+        write!(f, "{}{SEP}{}{SEP}{echo}", self.message, self.fix)
+    }
+}
+
+/// Declares newtypes read through a parse function and converted into a plain type.
+macro_rules! newtypes {
+    ($($(#[$doc:meta])* $name:ident($inner:ty) = $parse:expr;)*) => {$(
+        $(#[$doc])*
+        pub(crate) struct $name($inner);
+
+        impl<'de> Deserialize<'de> for $name {
+            fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                let value = Value::deserialize(d)?;
+                $parse(&value).map(Self).map_err(D::Error::custom)
+            }
+        }
+
+        impl From<$name> for $inner {
+            fn from(n: $name) -> Self {
+                n.0
+            }
+        }
+    )*};
+}
+
+newtypes! {
+    /// A duration, zero allowed ("not at all").
+    AnyDuration(Duration) = duration_or_zero;
+    /// A duration above zero.
+    PositiveDuration(Duration) = duration;
+    /// `shutdown.grace`.
+    ShutdownGrace(Duration) = shutdown_grace;
+    /// `retry.budget_window`.
+    BudgetWindow(Duration) = budget_window;
+    /// A window rates are measured over.
+    Window(Duration) = window;
+    /// `webhooks.tolerance`.
+    SignatureTolerance(Duration) = signature_tolerance;
+    /// `webhooks.max_age`.
+    EventMaxAge(Duration) = event_max_age;
+    /// `webhooks.retention`.
+    Retention(Duration) = retention;
+    /// `webhooks.dedupe_retention`.
+    DedupeRetention(Duration) = dedupe_retention;
+    /// `audit.retention`.
+    AuditRetention(Duration) = audit_retention;
+    /// A count of at least 1.
+    PositiveUsize(usize) = positive_count;
+    /// A `u32` count of at least 1.
+    PositiveU32(u32) = positive_count_u32;
+    /// A route's own rate or burst.
+    RouteRate(u32) = route_rate;
+    /// A `u64` count of at least 1.
+    PositiveU64(u64) = positive_u64;
+    /// `retry.max_attempts`.
+    MaxAttempts(u32) = max_attempts;
+    /// `limits.max_request_body_bytes`.
+    BodyBytes(u64) = body_bytes;
+    /// `limits.max_request_header_bytes`.
+    HeaderBytes(usize) = header_bytes;
+    /// `webhooks.max_body_bytes`.
+    WebhookBodyBytes(usize) = webhook_body_bytes;
+    /// `webhooks.max_unverified_bytes`.
+    UnverifiedBytes(usize) = unverified_bytes;
+    /// `webhooks.delivery_concurrency`.
+    DeliveryConcurrency(usize) = delivery_concurrency;
+    /// `webhooks.max_attempts`.
+    DeliveryAttempts(u32) = delivery_attempts;
+    /// `store.pool_size`.
+    PoolSize(u32) = pool_size;
+    /// A ratio from 0.0 to 1.0.
+    Ratio(f64) = ratio;
+    /// `breaker.failure_ratio`.
+    FailureRatio(f64) = failure_ratio;
+    /// A listening address.
+    Listen(SocketAddr) = socket_addr;
+    /// `upstream.base_url`, normalised.
+    HttpsBaseUrl(Uri) = base_url;
+    /// An OTLP/HTTP endpoint.
+    OtlpEndpoint(Uri) = otlp_endpoint;
+    /// `webhooks.deliver_to`.
+    DeliverTo(Uri) = deliver_to;
+    /// A PEM CA bundle.
+    CaFile(PathBuf) = pem_file;
+    /// `webhooks.tls_cert_file`.
+    TlsCertFile(PathBuf) = tls_cert_file;
+    /// `webhooks.tls_key_file`.
+    TlsKeyFile(PathBuf) = tls_key_file;
+    /// `auth.public_key_file`.
+    PublicKeyFile(PathBuf) = public_key_file;
+    /// `audit.dir`.
+    AuditDir(PathBuf) = audit_dir;
+    /// `store.sqlite_path`.
+    SqlitePath(PathBuf) = sqlite_path;
+    /// The name of an environment variable (never the secret).
+    EnvVarName(String) = env_var_name;
+    /// A request header the credential (or device id) is sent in.
+    AuthHeader(HeaderName) = header_name;
+    /// `webhooks.signature_header`.
+    SignatureHeader(String) = signature_header;
+    /// `webhooks.signature_prefix`.
+    SignaturePrefix(String) = signature_prefix;
+    /// A non-secret header value.
+    HeaderText(String) = header_value;
+    /// `log.level`.
+    LogLevel(String) = log_level;
+    /// A FinCode API path.
+    ApiPath(String) = api_path;
+    /// A webhook listener path.
+    WebhookPath(String) = webhook_path;
+    /// `webhooks.confirm_status_pointer`.
+    JsonPointer(String) = json_pointer;
+    /// `store.url`.
+    PostgresUrl(String) = postgres_url;
+    /// `store.schema`.
+    SqlIdentifier(String) = sql_identifier;
+    /// `redact.headers`, `redact.query_params`.
+    NameList(Vec<String>) = name_list;
+    /// `redact.fields`.
+    FieldActions(BTreeMap<String, FieldAction>) = field_actions;
+    /// An allow-list entry.
+    AllowedNet(IpNet) = ip_net;
+    /// An event key template.
+    EventKey(KeyTemplate) = key_template;
+    /// `webhooks.confirm_path`.
+    ConfirmPath(KeyTemplate) = confirm_path;
 }
 
 /// Headers the proxy itself manages; letting the config set them would break framing or routing.
@@ -58,16 +211,7 @@ const PROXY_MANAGED_HEADERS: &[&str] = &[
     "upgrade",
 ];
 
-pub(crate) fn boolean(value: &Value) -> Result<bool, Refusal> {
-    value.as_bool().ok_or_else(|| {
-        Refusal::new(
-            format!("expected true or false, found {}", a(value)),
-            "write true or false, without quotes",
-        )
-    })
-}
-
-pub(crate) fn string(value: &Value) -> Result<String, Refusal> {
+fn string(value: &Value) -> Result<String, Refusal> {
     value.as_str().map(str::to_owned).ok_or_else(|| {
         Refusal::new(
             format!("expected a string, found {}", a(value)),
@@ -88,21 +232,19 @@ fn non_negative(value: &Value) -> Result<u64, Refusal> {
         })
 }
 
-pub(crate) fn count(value: &Value) -> Result<usize, Refusal> {
-    let n = non_negative(value)?;
-    usize::try_from(n).map_err(|_| Refusal::new("the number is too large", "use a smaller number"))
-}
-
 /// A count that must be at least 1, such as `limits.max_concurrent_requests`.
-pub(crate) fn positive_count(value: &Value) -> Result<usize, Refusal> {
-    match count(value)? {
+fn positive_count(value: &Value) -> Result<usize, Refusal> {
+    let n = non_negative(value)?;
+    let n = usize::try_from(n)
+        .map_err(|_| Refusal::new("the number is too large", "use a smaller number"))?;
+    match n {
         0 => Err(at_least_one()),
         n => Ok(n),
     }
 }
 
 /// A count held as `u32` (rates, thresholds); 0 allowed.
-pub(crate) fn count_u32(value: &Value) -> Result<u32, Refusal> {
+fn count_u32(value: &Value) -> Result<u32, Refusal> {
     let n = non_negative(value)?;
     u32::try_from(n).map_err(|_| {
         Refusal::new(
@@ -113,11 +255,37 @@ pub(crate) fn count_u32(value: &Value) -> Result<u32, Refusal> {
 }
 
 /// A `u32` count that must be at least 1 (a burst, a failure threshold, a probe count).
-pub(crate) fn positive_count_u32(value: &Value) -> Result<u32, Refusal> {
+fn positive_count_u32(value: &Value) -> Result<u32, Refusal> {
     match count_u32(value)? {
         0 => Err(at_least_one()),
         n => Ok(n),
     }
+}
+
+/// A route's own rate or burst: at least 1 (a route at 0/s would refuse every request to it).
+fn route_rate(value: &Value) -> Result<u32, Refusal> {
+    positive_count_u32(value).map_err(|refusal| Refusal {
+        fix: format!(
+            "{}; to lift this route's own limit, remove the route",
+            refusal.fix
+        ),
+        ..refusal
+    })
+}
+
+/// A whole number in `range`, else `message` and `fix`.
+fn bounded<T: TryFrom<u64>>(
+    value: &Value,
+    range: RangeInclusive<u64>,
+    message: &str,
+    fix: &str,
+) -> Result<T, Refusal> {
+    let n = non_negative(value)?;
+    range
+        .contains(&n)
+        .then(|| T::try_from(n).ok())
+        .flatten()
+        .ok_or_else(|| Refusal::new(message, fix))
 }
 
 fn at_least_one() -> Refusal {
@@ -125,29 +293,17 @@ fn at_least_one() -> Refusal {
 }
 
 /// `retry.max_attempts`: tries per request, the first included.
-pub(crate) fn max_attempts(value: &Value) -> Result<u32, Refusal> {
-    const RANGE: std::ops::RangeInclusive<u64> = 1..=10;
-    let n = non_negative(value)?;
-    if !RANGE.contains(&n) {
-        return Err(Refusal::new(
-            "must be between 1 and 10: 1 turns retries off, and more tries only prolong an \
-             outage for the app",
-            "set 3 (the default), or 1 to turn retries off",
-        ));
-    }
-    Ok(u32::try_from(n).unwrap_or(u32::MAX))
+fn max_attempts(value: &Value) -> Result<u32, Refusal> {
+    bounded(
+        value,
+        1..=10,
+        "must be between 1 and 10: 1 turns retries off, and more tries only prolong an \
+         outage for the app",
+        "set 3 (the default), or 1 to turn retries off",
+    )
 }
 
-/// A byte count where 0 is meaningful, such as `retry.max_replay_body = 0`: never keep a body
-/// for a retry.
-pub(crate) fn byte_count(value: &Value) -> Result<u64, Refusal> {
-    non_negative(value).map_err(|refusal| Refusal {
-        fix: "write a size in bytes without quotes, e.g. 65536 (64 KiB)".to_owned(),
-        ..refusal
-    })
-}
-
-pub(crate) fn body_bytes(value: &Value) -> Result<u64, Refusal> {
+fn body_bytes(value: &Value) -> Result<u64, Refusal> {
     match non_negative(value)? {
         0 => Err(Refusal::new(
             "must be greater than 0: a zero limit would refuse every request with a body",
@@ -157,20 +313,17 @@ pub(crate) fn body_bytes(value: &Value) -> Result<u64, Refusal> {
     }
 }
 
-pub(crate) fn header_bytes(value: &Value) -> Result<usize, Refusal> {
-    const RANGE: std::ops::RangeInclusive<u64> = 1024..=1_048_576;
-    let n = non_negative(value)?;
-    if !RANGE.contains(&n) {
-        return Err(Refusal::new(
-            "must be between 1024 and 1048576 bytes: smaller breaks ordinary requests, larger \
-             lets one client pin a lot of memory",
-            "set a size in that range, e.g. 65536",
-        ));
-    }
-    Ok(usize::try_from(n).unwrap_or(usize::MAX))
+fn header_bytes(value: &Value) -> Result<usize, Refusal> {
+    bounded(
+        value,
+        1024..=1_048_576,
+        "must be between 1024 and 1048576 bytes: smaller breaks ordinary requests, larger \
+         lets one client pin a lot of memory",
+        "set a size in that range, e.g. 65536",
+    )
 }
 
-pub(crate) fn duration(value: &Value) -> Result<Duration, Refusal> {
+fn duration(value: &Value) -> Result<Duration, Refusal> {
     let parsed = duration_or_zero(value)?;
     if parsed.is_zero() {
         return Err(Refusal::new(
@@ -184,7 +337,7 @@ pub(crate) fn duration(value: &Value) -> Result<Duration, Refusal> {
 /// `shutdown.grace`: 1 s to 10 min. Kubernetes kills the pod at its
 /// `terminationGracePeriodSeconds` (30 s by default), so the grace must fit below it; a
 /// grace of minutes only makes sense with a pod grace raised to match.
-pub(crate) fn shutdown_grace(value: &Value) -> Result<Duration, Refusal> {
+fn shutdown_grace(value: &Value) -> Result<Duration, Refusal> {
     let parsed = duration(value)?;
     if parsed < Duration::from_secs(1) || parsed > Duration::from_mins(10) {
         return Err(Refusal::new(
@@ -197,7 +350,7 @@ pub(crate) fn shutdown_grace(value: &Value) -> Result<Duration, Refusal> {
 
 /// A duration where zero is meaningful ("not at all"), such as `rate_limit.max_wait = "0s"`:
 /// never wait for a turn.
-pub(crate) fn duration_or_zero(value: &Value) -> Result<Duration, Refusal> {
+fn duration_or_zero(value: &Value) -> Result<Duration, Refusal> {
     let expected = || {
         Refusal::new(
             format!(
@@ -213,7 +366,7 @@ pub(crate) fn duration_or_zero(value: &Value) -> Result<Duration, Refusal> {
 
 /// The retry budget's window: 1s to 1 min (the budget keeps ten slots across it; a
 /// longer window would remember an outage long after it ended).
-pub(crate) fn budget_window(value: &Value) -> Result<Duration, Refusal> {
+fn budget_window(value: &Value) -> Result<Duration, Refusal> {
     let parsed = window(value)?;
     if parsed > Duration::from_mins(1) {
         return Err(Refusal::new(
@@ -225,7 +378,7 @@ pub(crate) fn budget_window(value: &Value) -> Result<Duration, Refusal> {
 }
 
 /// A window that rates are measured over (retry budget, breaker failure ratio).
-pub(crate) fn window(value: &Value) -> Result<Duration, Refusal> {
+fn window(value: &Value) -> Result<Duration, Refusal> {
     at_least_a_second(
         value,
         "a shorter window holds too few requests to judge by",
@@ -235,7 +388,7 @@ pub(crate) fn window(value: &Value) -> Result<Duration, Refusal> {
 
 /// `webhooks.tolerance`: signed timestamps are whole seconds, so anything shorter would refuse
 /// honest events.
-pub(crate) fn signature_tolerance(value: &Value) -> Result<Duration, Refusal> {
+fn signature_tolerance(value: &Value) -> Result<Duration, Refusal> {
     at_least_a_second(
         value,
         "signed timestamps are whole seconds, so a shorter tolerance refuses honest events",
@@ -244,7 +397,7 @@ pub(crate) fn signature_tolerance(value: &Value) -> Result<Duration, Refusal> {
 }
 
 /// `webhooks.max_age`: how long an undelivered event is retried before it is a dead letter.
-pub(crate) fn event_max_age(value: &Value) -> Result<Duration, Refusal> {
+fn event_max_age(value: &Value) -> Result<Duration, Refusal> {
     at_least_a_second(
         value,
         "a shorter age leaves no time for a single retry",
@@ -254,7 +407,7 @@ pub(crate) fn event_max_age(value: &Value) -> Result<Duration, Refusal> {
 
 /// `webhooks.retention`: how long delivered events are kept. At least an hour, so a
 /// FinCode redelivery soon after delivery is still recognised as a duplicate.
-pub(crate) fn retention(value: &Value) -> Result<Duration, Refusal> {
+fn retention(value: &Value) -> Result<Duration, Refusal> {
     let parsed = duration(value)?;
     if parsed < Duration::from_hours(1) {
         return Err(Refusal::new(
@@ -268,7 +421,7 @@ pub(crate) fn retention(value: &Value) -> Result<Duration, Refusal> {
 
 /// `webhooks.dedupe_retention`: how long a purged event's dedupe key is kept. At least an
 /// hour, as `webhooks.retention`: FinCode redelivers soon after.
-pub(crate) fn dedupe_retention(value: &Value) -> Result<Duration, Refusal> {
+fn dedupe_retention(value: &Value) -> Result<Duration, Refusal> {
     let parsed = duration(value)?;
     if parsed < Duration::from_hours(1) {
         return Err(Refusal::new(
@@ -288,7 +441,7 @@ fn at_least_a_second(value: &Value, why: &str, fix: &str) -> Result<Duration, Re
     Ok(parsed)
 }
 
-pub(crate) fn socket_addr(value: &Value) -> Result<SocketAddr, Refusal> {
+fn socket_addr(value: &Value) -> Result<SocketAddr, Refusal> {
     let expected = || {
         Refusal::new(
             format!(
@@ -307,7 +460,7 @@ pub(crate) fn socket_addr(value: &Value) -> Result<SocketAddr, Refusal> {
 
 /// Parses and normalises the FinCode base URL. The http-vs-`allow_insecure` rule needs another
 /// key, so it is checked later; everything about the URL alone is checked here.
-pub(crate) fn base_url(value: &Value) -> Result<Uri, Refusal> {
+fn base_url(value: &Value) -> Result<Uri, Refusal> {
     const EXAMPLE: &str = "write the URL, e.g. \"https://acme.fincode.tech/api/v6/services\"";
     let text = value.as_str().ok_or_else(|| {
         Refusal::new(
@@ -386,7 +539,7 @@ struct PemKind {
 }
 
 /// A PEM CA bundle: checked now so a typo fails `check`, not the first TLS handshake.
-pub(crate) fn pem_file(value: &Value) -> Result<PathBuf, Refusal> {
+fn pem_file(value: &Value) -> Result<PathBuf, Refusal> {
     pem(
         value,
         &PemKind {
@@ -401,7 +554,7 @@ pub(crate) fn pem_file(value: &Value) -> Result<PathBuf, Refusal> {
 }
 
 /// `webhooks.tls_cert_file`: the webhook listener's certificate chain.
-pub(crate) fn tls_cert_file(value: &Value) -> Result<PathBuf, Refusal> {
+fn tls_cert_file(value: &Value) -> Result<PathBuf, Refusal> {
     pem(
         value,
         &PemKind {
@@ -417,7 +570,7 @@ pub(crate) fn tls_cert_file(value: &Value) -> Result<PathBuf, Refusal> {
 
 /// `webhooks.tls_key_file`: the private key for `tls_cert_file`. The path is not secret; the
 /// file's contents are never read into a problem.
-pub(crate) fn tls_key_file(value: &Value) -> Result<PathBuf, Refusal> {
+fn tls_key_file(value: &Value) -> Result<PathBuf, Refusal> {
     pem(
         value,
         &PemKind {
@@ -452,45 +605,7 @@ fn pem(value: &Value, kind: &PemKind) -> Result<PathBuf, Refusal> {
     Ok(path)
 }
 
-pub(crate) fn auth_mode(value: &Value) -> Result<AuthMode, Refusal> {
-    match value.as_str() {
-        Some("none") => Ok(AuthMode::None),
-        Some("static") => Ok(AuthMode::Static),
-        Some("login") => Ok(AuthMode::Login),
-        _ => Err(Refusal::new(
-            format!(
-                "expected \"login\", \"static\" or \"none\", found {}",
-                a(value)
-            ),
-            "set mode = \"login\" (with email_env, password_env, public_key_file), \"static\" \
-             (with token_env), or \"none\"",
-        )),
-    }
-}
-
-pub(crate) fn oaep_mgf1(value: &Value) -> Result<OaepMgf1, Refusal> {
-    match value.as_str() {
-        Some("sha1") => Ok(OaepMgf1::Sha1),
-        Some("sha256") => Ok(OaepMgf1::Sha256),
-        _ => Err(Refusal::new(
-            format!("expected \"sha1\" or \"sha256\", found {}", a(value)),
-            "set oaep_mgf1 = \"sha1\" (what FinCode's Java server decrypts) or \"sha256\"",
-        )),
-    }
-}
-
-pub(crate) fn log_format(value: &Value) -> Result<LogFormat, Refusal> {
-    match value.as_str() {
-        Some("json") => Ok(LogFormat::Json),
-        Some("text") => Ok(LogFormat::Text),
-        _ => Err(Refusal::new(
-            format!("expected \"json\" or \"text\", found {}", a(value)),
-            "set format = \"json\" (for log shippers) or \"text\" (for a terminal)",
-        )),
-    }
-}
-
-pub(crate) fn header_name(value: &Value) -> Result<HeaderName, Refusal> {
+fn header_name(value: &Value) -> Result<HeaderName, Refusal> {
     let name = HeaderName::try_from(string(value)?).map_err(|_| {
         Refusal::new(
             "not a valid HTTP header name",
@@ -508,7 +623,7 @@ pub(crate) fn header_name(value: &Value) -> Result<HeaderName, Refusal> {
 
 /// A `*_env` value: the name of a variable, never the secret. Not echoed, because when it is
 /// not a name it is most likely the secret pasted in by mistake.
-pub(crate) fn env_var_name(value: &Value) -> Result<String, Refusal> {
+fn env_var_name(value: &Value) -> Result<String, Refusal> {
     let name = string(value).map_err(Refusal::hiding_value)?;
     if !is_env_var_name(&name) {
         return Err(Refusal::new(
@@ -524,7 +639,7 @@ pub(crate) fn env_var_name(value: &Value) -> Result<String, Refusal> {
 
 /// A plausible `tracing` `EnvFilter` directive: comma-separated `level` or `target=level`.
 /// Checked here so a typo fails `check` instead of silently logging nothing.
-pub(crate) fn log_level(value: &Value) -> Result<String, Refusal> {
+fn log_level(value: &Value) -> Result<String, Refusal> {
     const LEVELS: &[&str] = &["trace", "debug", "info", "warn", "error", "off"];
     let text = string(value)?;
     let refuse = |what: String| {
@@ -562,7 +677,7 @@ pub(crate) fn is_proxy_managed_header(name: &str) -> bool {
 }
 
 /// "a string", "an integer"...: for "expected X, found Y" messages.
-fn a(value: &Value) -> &'static str {
+pub(crate) fn a(value: &Value) -> &'static str {
     match value {
         Value::String(_) => "a string",
         Value::Integer(n) if *n < 0 => "a negative integer",
@@ -578,7 +693,7 @@ fn a(value: &Value) -> &'static str {
 /// A tenant RSA public key file: the bare Base64 of the DER SubjectPublicKeyInfo, as FinCode's
 /// dashboard shows it, or PEM (SPKI `PUBLIC KEY` or PKCS#1 `RSA PUBLIC KEY`). Only the shape is
 /// checked here; the auth crate parses the key itself at start-up.
-pub(crate) fn public_key_file(value: &Value) -> Result<PathBuf, Refusal> {
+fn public_key_file(value: &Value) -> Result<PathBuf, Refusal> {
     let path = PathBuf::from(string(value)?);
     let text = std::fs::read_to_string(&path).map_err(|e| {
         Refusal::new(
@@ -606,12 +721,12 @@ fn is_bare_base64(text: &str) -> bool {
 }
 
 /// A FinCode API path below `upstream.base_url`, like `/securitymanagement/login`.
-pub(crate) fn api_path(value: &Value) -> Result<String, Refusal> {
+fn api_path(value: &Value) -> Result<String, Refusal> {
     absolute_path(value, "/securitymanagement/login")
 }
 
 /// A path the webhook listener accepts, like `/webhooks/fincode`.
-pub(crate) fn webhook_path(value: &Value) -> Result<String, Refusal> {
+fn webhook_path(value: &Value) -> Result<String, Refusal> {
     absolute_path(value, "/webhooks/fincode")
 }
 
@@ -627,7 +742,7 @@ fn absolute_path(value: &Value, example: &str) -> Result<String, Refusal> {
 }
 
 /// A non-secret, printable header value such as a device id.
-pub(crate) fn header_value(value: &Value) -> Result<String, Refusal> {
+fn header_value(value: &Value) -> Result<String, Refusal> {
     let text = string(value)?;
     if text.is_empty() || http::HeaderValue::from_str(&text).is_err() {
         return Err(Refusal::new(
@@ -638,19 +753,8 @@ pub(crate) fn header_value(value: &Value) -> Result<String, Refusal> {
     Ok(text)
 }
 
-pub(crate) fn audit_fsync(value: &Value) -> Result<AuditFsync, Refusal> {
-    match value.as_str() {
-        Some("batch") => Ok(AuditFsync::Batch),
-        Some("never") => Ok(AuditFsync::Never),
-        _ => Err(Refusal::new(
-            format!("expected \"batch\" or \"never\", found {}", a(value)),
-            "set fsync = \"batch\" (one fsync per batch of records; \"never\" only for throwaway trails)",
-        )),
-    }
-}
-
 /// `audit.dir`: a directory path, not empty.
-pub(crate) fn audit_dir(value: &Value) -> Result<PathBuf, Refusal> {
+fn audit_dir(value: &Value) -> Result<PathBuf, Refusal> {
     let text = string(value)?;
     if text.trim().is_empty() {
         return Err(Refusal::new(
@@ -663,7 +767,7 @@ pub(crate) fn audit_dir(value: &Value) -> Result<PathBuf, Refusal> {
 
 /// `audit.retention`: at least a minute; PCI DSS 10.5.1 asks for a year (a shorter one is
 /// warned about by the loader).
-pub(crate) fn audit_retention(value: &Value) -> Result<Duration, Refusal> {
+fn audit_retention(value: &Value) -> Result<Duration, Refusal> {
     let parsed = duration(value)?;
     if parsed < Duration::from_mins(1) {
         return Err(Refusal::new(
@@ -675,7 +779,7 @@ pub(crate) fn audit_retention(value: &Value) -> Result<Duration, Refusal> {
 }
 
 /// A positive 64-bit count.
-pub(crate) fn positive_u64(value: &Value) -> Result<u64, Refusal> {
+fn positive_u64(value: &Value) -> Result<u64, Refusal> {
     match value.as_integer().and_then(|n| u64::try_from(n).ok()) {
         Some(n) if n > 0 => Ok(n),
         _ => Err(Refusal::new(
@@ -685,23 +789,8 @@ pub(crate) fn positive_u64(value: &Value) -> Result<u64, Refusal> {
     }
 }
 
-pub(crate) fn body_level(value: &Value) -> Result<BodyLevel, Refusal> {
-    match value.as_str() {
-        Some("trace") => Ok(BodyLevel::Trace),
-        Some("debug") => Ok(BodyLevel::Debug),
-        Some("info") => Ok(BodyLevel::Info),
-        _ => Err(Refusal::new(
-            format!(
-                "expected \"trace\", \"debug\" or \"info\", found {}",
-                a(value)
-            ),
-            "set body_level = \"debug\" (shown with level = \"debug\") or \"trace\"",
-        )),
-    }
-}
-
 /// A ratio such as a sampling share: a number from 0.0 to 1.0 (an integer 0 or 1 is fine).
-pub(crate) fn ratio(value: &Value) -> Result<f64, Refusal> {
+fn ratio(value: &Value) -> Result<f64, Refusal> {
     let refuse = || {
         Refusal::new(
             format!("expected a number from 0.0 to 1.0, found {}", a(value)),
@@ -722,7 +811,7 @@ pub(crate) fn ratio(value: &Value) -> Result<f64, Refusal> {
 }
 
 /// `breaker.failure_ratio`: a share of failed requests in (0.0, 1.0].
-pub(crate) fn failure_ratio(value: &Value) -> Result<f64, Refusal> {
+fn failure_ratio(value: &Value) -> Result<f64, Refusal> {
     let share = ratio(value)?;
     if share <= 0.0 {
         return Err(Refusal::new(
@@ -736,7 +825,7 @@ pub(crate) fn failure_ratio(value: &Value) -> Result<f64, Refusal> {
 
 /// A list of header names or query parameter names, lower-cased (both match
 /// case-insensitively).
-pub(crate) fn name_list(value: &Value) -> Result<Vec<String>, Refusal> {
+fn name_list(value: &Value) -> Result<Vec<String>, Refusal> {
     let refuse = || {
         Refusal::new(
             format!("expected a list of names, found {}", a(value)),
@@ -766,7 +855,7 @@ pub(crate) fn name_list(value: &Value) -> Result<Vec<String>, Refusal> {
 }
 
 /// `redact.fields`: JSON key to action.
-pub(crate) fn field_actions(value: &Value) -> Result<BTreeMap<String, FieldAction>, Refusal> {
+fn field_actions(value: &Value) -> Result<BTreeMap<String, FieldAction>, Refusal> {
     let fix = "write it as fields = { customerRef = \"hash\", secretAnswer = \"drop\" }, each \
                action one of \"drop\", \"mask\" or \"hash\"";
     let Value::Table(table) = value else {
@@ -800,7 +889,7 @@ pub(crate) fn field_actions(value: &Value) -> Result<BTreeMap<String, FieldActio
 /// An OTLP/HTTP endpoint: `http://` or `https://` (collectors usually listen in the pod or
 /// cluster without TLS). User info is refused: collector credentials go in
 /// `OTEL_EXPORTER_OTLP_HEADERS`.
-pub(crate) fn otlp_endpoint(value: &Value) -> Result<Uri, Refusal> {
+fn otlp_endpoint(value: &Value) -> Result<Uri, Refusal> {
     http_url(
         value,
         "write the URL, e.g. \"http://otel-collector:4318/v1/traces\"",
@@ -810,7 +899,7 @@ pub(crate) fn otlp_endpoint(value: &Value) -> Result<Uri, Refusal> {
 
 /// `webhooks.deliver_to`: the app's webhook endpoint, usually plain HTTP on loopback. User info
 /// is refused: the app knows a delivery is ours by its signature.
-pub(crate) fn deliver_to(value: &Value) -> Result<Uri, Refusal> {
+fn deliver_to(value: &Value) -> Result<Uri, Refusal> {
     http_url(
         value,
         "write the app's webhook URL, e.g. \"http://127.0.0.1:3000/webhooks/fincode\"",
@@ -848,7 +937,7 @@ fn http_url(value: &Value, example: &str, credentials_fix: &str) -> Result<Uri, 
 
 /// Whether a URL's authority carries `user:password@`. Checked on the text, before anything
 /// can echo it.
-fn has_userinfo(url: &str) -> bool {
+pub(crate) fn has_userinfo(url: &str) -> bool {
     let after_scheme = url.split_once("://").map_or(url, |(_, rest)| rest);
     after_scheme
         .split(['/', '?', '#'])
@@ -857,55 +946,33 @@ fn has_userinfo(url: &str) -> bool {
         .contains('@')
 }
 
-/// The items of a list; each is then parsed (and reported) on its own.
-pub(crate) fn items(value: &Value) -> Result<&[Value], Refusal> {
-    match value {
-        Value::Array(items) => Ok(items),
-        other => Err(Refusal::new(
-            format!("expected a list, found {}", a(other)),
-            "write it as a list in square brackets, each item in quotes: [\"a\", \"b\"]",
-        )),
-    }
-}
-
 // --- webhooks ---
 
 /// `webhooks.max_body_bytes`: FinCode's events are a few KiB; 64 MiB is a ceiling that still
 /// stops one sender from pinning the sidecar's memory.
-pub(crate) fn webhook_body_bytes(value: &Value) -> Result<usize, Refusal> {
-    const RANGE: RangeInclusive<u64> = 1..=64 * 1024 * 1024;
-    let n = non_negative(value)?;
-    if !RANGE.contains(&n) {
-        return Err(Refusal::new(
-            "must be between 1 and 67108864 bytes (64 MiB): 0 refuses every event, and more \
-             lets one sender pin a lot of memory",
-            "set a size in bytes, e.g. 65536 (64 KiB, the default)",
-        ));
-    }
-    Ok(usize::try_from(n).unwrap_or(usize::MAX))
+fn webhook_body_bytes(value: &Value) -> Result<usize, Refusal> {
+    bounded(
+        value,
+        1..=64 * 1024 * 1024,
+        "must be between 1 and 67108864 bytes (64 MiB): 0 refuses every event, and more \
+         lets one sender pin a lot of memory",
+        "set a size in bytes, e.g. 65536 (64 KiB, the default)",
+    )
 }
 
 /// `webhooks.max_unverified_bytes`: the memory all unverified bodies may hold at once.
-pub(crate) fn unverified_bytes(value: &Value) -> Result<usize, Refusal> {
-    const RANGE: RangeInclusive<u64> = 1..=1024 * 1024 * 1024;
-    let n = non_negative(value)?;
-    if !RANGE.contains(&n) {
-        return Err(Refusal::new(
-            "must be between 1 and 1073741824 bytes (1 GiB)",
-            "set a size in bytes, e.g. 8388608 (8 MiB, the default)",
-        ));
-    }
-    Ok(usize::try_from(n).unwrap_or(usize::MAX))
-}
-
-/// `listeners.*.http2_max_concurrent_streams`: at least 1 (0 would refuse every request).
-pub(crate) fn h2_streams(value: &Value) -> Result<u32, Refusal> {
-    positive_count_u32(value)
+fn unverified_bytes(value: &Value) -> Result<usize, Refusal> {
+    bounded(
+        value,
+        1..=1024 * 1024 * 1024,
+        "must be between 1 and 1073741824 bytes (1 GiB)",
+        "set a size in bytes, e.g. 8388608 (8 MiB, the default)",
+    )
 }
 
 /// An allow-list entry: a CIDR range (`203.0.113.0/24`, `2001:db8::/32`) or a plain address,
 /// which means that address alone (`/32` or `/128`).
-pub(crate) fn ip_net(value: &Value) -> Result<IpNet, Refusal> {
+fn ip_net(value: &Value) -> Result<IpNet, Refusal> {
     let expected = || {
         Refusal::new(
             format!(
@@ -922,49 +989,8 @@ pub(crate) fn ip_net(value: &Value) -> Result<IpNet, Refusal> {
         .map_err(|_| expected())
 }
 
-pub(crate) fn webhook_scheme(value: &Value) -> Result<WebhookScheme, Refusal> {
-    match value.as_str() {
-        Some("hmac") => Ok(WebhookScheme::Hmac),
-        Some("standard-webhooks") => Ok(WebhookScheme::StandardWebhooks),
-        Some("stripe") => Ok(WebhookScheme::Stripe),
-        Some("shared-secret") => Ok(WebhookScheme::SharedSecret),
-        Some("none") => Ok(WebhookScheme::None),
-        _ => Err(Refusal::new(
-            format!(
-                "expected \"hmac\", \"standard-webhooks\", \"stripe\", \"shared-secret\" or \
-                 \"none\", found {}",
-                a(value)
-            ),
-            "set the scheme the sender signs with; for FinCode's signature, scheme = \"hmac\" \
-             with secret_envs = [\"FINCODE_WEBHOOK_SECRET\"]",
-        )),
-    }
-}
-
-pub(crate) fn hmac_algorithm(value: &Value) -> Result<HmacAlgorithm, Refusal> {
-    match value.as_str() {
-        Some("sha256") => Ok(HmacAlgorithm::Sha256),
-        Some("sha512") => Ok(HmacAlgorithm::Sha512),
-        _ => Err(Refusal::new(
-            format!("expected \"sha256\" or \"sha512\", found {}", a(value)),
-            "set hmac_algorithm = \"sha256\" unless the sender uses SHA-512",
-        )),
-    }
-}
-
-pub(crate) fn hmac_encoding(value: &Value) -> Result<HmacEncoding, Refusal> {
-    match value.as_str() {
-        Some("hex") => Ok(HmacEncoding::Hex),
-        Some("base64") => Ok(HmacEncoding::Base64),
-        _ => Err(Refusal::new(
-            format!("expected \"hex\" or \"base64\", found {}", a(value)),
-            "set hmac_encoding = \"hex\" (64 hex digits for SHA-256) or \"base64\"",
-        )),
-    }
-}
-
 /// `webhooks.signature_header`, lower-cased (header names ignore case).
-pub(crate) fn signature_header(value: &Value) -> Result<String, Refusal> {
+fn signature_header(value: &Value) -> Result<String, Refusal> {
     header_name(value)
         .map(|name| name.as_str().to_owned())
         .map_err(|refusal| Refusal {
@@ -976,7 +1002,7 @@ pub(crate) fn signature_header(value: &Value) -> Result<String, Refusal> {
 
 /// `webhooks.signature_prefix`: compared byte for byte with the start of the header, so
 /// printable ASCII only; empty means no prefix.
-pub(crate) fn signature_prefix(value: &Value) -> Result<String, Refusal> {
+fn signature_prefix(value: &Value) -> Result<String, Refusal> {
     let text = string(value)?;
     if !text.bytes().all(|b| b == b' ' || b.is_ascii_graphic()) {
         return Err(Refusal::new(
@@ -987,35 +1013,29 @@ pub(crate) fn signature_prefix(value: &Value) -> Result<String, Refusal> {
     Ok(text)
 }
 
-pub(crate) fn delivery_concurrency(value: &Value) -> Result<usize, Refusal> {
-    const RANGE: RangeInclusive<u64> = 1..=1024;
-    let n = non_negative(value)?;
-    if !RANGE.contains(&n) {
-        return Err(Refusal::new(
-            "must be between 1 and 1024: 0 never delivers, and more only floods the app",
-            "set 16 (the default); lower it if the app struggles with parallel deliveries",
-        ));
-    }
-    Ok(usize::try_from(n).unwrap_or(usize::MAX))
+fn delivery_concurrency(value: &Value) -> Result<usize, Refusal> {
+    bounded(
+        value,
+        1..=1024,
+        "must be between 1 and 1024: 0 never delivers, and more only floods the app",
+        "set 16 (the default); lower it if the app struggles with parallel deliveries",
+    )
 }
 
 /// `webhooks.max_attempts`: deliveries per event before it is a dead letter.
-pub(crate) fn delivery_attempts(value: &Value) -> Result<u32, Refusal> {
-    const RANGE: RangeInclusive<u64> = 1..=1000;
-    let n = non_negative(value)?;
-    if !RANGE.contains(&n) {
-        return Err(Refusal::new(
-            "must be between 1 and 1000: 0 never delivers, and webhooks.max_age bounds the \
-             retries anyway",
-            "set 15 (the default); use webhooks.max_age to say how long to keep trying",
-        ));
-    }
-    Ok(u32::try_from(n).unwrap_or(u32::MAX))
+fn delivery_attempts(value: &Value) -> Result<u32, Refusal> {
+    bounded(
+        value,
+        1..=1000,
+        "must be between 1 and 1000: 0 never delivers, and webhooks.max_age bounds the \
+         retries anyway",
+        "set 15 (the default); use webhooks.max_age to say how long to keep trying",
+    )
 }
 
 /// An event key template (`webhooks.dedupe_key`, `webhooks.order_key`). Needs a placeholder:
 /// without one every event gets the same key.
-pub(crate) fn key_template(value: &Value) -> Result<KeyTemplate, Refusal> {
+fn key_template(value: &Value) -> Result<KeyTemplate, Refusal> {
     let template = template(value)?;
     if !template.has_placeholder() {
         return Err(Refusal::new(
@@ -1034,7 +1054,7 @@ pub(crate) fn key_template(value: &Value) -> Result<KeyTemplate, Refusal> {
 
 /// `webhooks.confirm_path`: a FinCode API path below `upstream.base_url`, its placeholders
 /// filled from the event.
-pub(crate) fn confirm_path(value: &Value) -> Result<KeyTemplate, Refusal> {
+fn confirm_path(value: &Value) -> Result<KeyTemplate, Refusal> {
     let template = template(value)?;
     // Checked as a path with each placeholder standing for one plain segment.
     let filled = template.fill("x");
@@ -1052,7 +1072,7 @@ fn template(value: &Value) -> Result<KeyTemplate, Refusal> {
 }
 
 /// `webhooks.confirm_status_pointer`: an RFC 6901 JSON pointer into FinCode's answer.
-pub(crate) fn json_pointer(value: &Value) -> Result<String, Refusal> {
+fn json_pointer(value: &Value) -> Result<String, Refusal> {
     let text = string(value)?;
     if !is_json_pointer(&text) {
         return Err(Refusal::new(
@@ -1068,7 +1088,7 @@ pub(crate) fn json_pointer(value: &Value) -> Result<String, Refusal> {
 
 /// `store.sqlite_path`: the SQLite file. Its directory need not exist yet (a volume may be
 /// mounted after `check` runs); the store creates the file.
-pub(crate) fn sqlite_path(value: &Value) -> Result<PathBuf, Refusal> {
+fn sqlite_path(value: &Value) -> Result<PathBuf, Refusal> {
     let text = string(value)?;
     if text.trim().is_empty() {
         return Err(Refusal::new(
@@ -1086,7 +1106,7 @@ pub(crate) fn sqlite_path(value: &Value) -> Result<PathBuf, Refusal> {
 /// password (that would be a secret in the file) and no query parameters (`sslmode`,
 /// `password`, pool settings...), which would silently override or contradict
 /// `store.tls`, `store.password_env` and `store.pool_size`.
-pub(crate) fn postgres_url(value: &Value) -> Result<String, Refusal> {
+fn postgres_url(value: &Value) -> Result<String, Refusal> {
     const EXAMPLE: &str = "write it as \"postgres://sidecar@db.internal:5432/payments\"";
     let text = value.as_str().ok_or_else(|| {
         Refusal::new(
@@ -1182,41 +1202,21 @@ fn split_host_port(text: &str) -> (&str, Option<&str>) {
     }
 }
 
-/// `store.tls`: `"verify-full"` or `"disable"`. The CA is a key of its own (`ca_file`),
-/// which the loader fills in.
-pub(crate) fn store_tls(value: &Value) -> Result<StoreTls, Refusal> {
-    match value.as_str() {
-        Some("verify-full") => Ok(StoreTls::VerifyFull { ca_file: None }),
-        Some("disable") => Ok(StoreTls::Disable),
-        _ => Err(Refusal::new(
-            format!(
-                "expected \"verify-full\" or \"disable\", found {}",
-                a(value)
-            ),
-            "set tls = \"verify-full\" (the server's certificate and host name are checked; \
-             store.ca_file names its CA) or \"disable\" (loopback only)",
-        )),
-    }
-}
-
 /// `store.pool_size`: connections to Postgres. A handful serve thousands of events a second
 /// (inserts are grouped); many replicas times a large pool would exhaust the server's
 /// `max_connections`.
-pub(crate) fn pool_size(value: &Value) -> Result<u32, Refusal> {
-    const RANGE: RangeInclusive<u64> = 1..=64;
-    let n = non_negative(value)?;
-    if !RANGE.contains(&n) {
-        return Err(Refusal::new(
-            "must be between 1 and 64 connections",
-            "set 8 (the default); the server's max_connections must cover every replica's pool",
-        ));
-    }
-    Ok(u32::try_from(n).unwrap_or(u32::MAX))
+fn pool_size(value: &Value) -> Result<u32, Refusal> {
+    bounded(
+        value,
+        1..=64,
+        "must be between 1 and 64 connections",
+        "set 8 (the default); the server's max_connections must cover every replica's pool",
+    )
 }
 
 /// `store.schema`: a plain, unquoted SQL identifier, so it can be written into statements
 /// as it is and means the same to every tool (`psql`, backups, grants).
-pub(crate) fn sql_identifier(value: &Value) -> Result<String, Refusal> {
+fn sql_identifier(value: &Value) -> Result<String, Refusal> {
     let text = string(value)?;
     let mut chars = text.chars();
     let plain = chars
