@@ -548,3 +548,90 @@ async fn static_token_never_reaches_the_logs() {
         "the API token appeared in the sidecar's output"
     );
 }
+
+/// `voluntary_ctxt_switches` of each thread of `pid` named `egress-*`, by name.
+fn egress_threads(pid: u32) -> std::collections::BTreeMap<String, u64> {
+    let mut threads = std::collections::BTreeMap::new();
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
+        let dir = task.unwrap().path();
+        let Ok(name) = std::fs::read_to_string(dir.join("comm")) else {
+            continue; // the thread ended meanwhile
+        };
+        let name = name.trim().to_owned();
+        if !name.starts_with("egress-") {
+            continue;
+        }
+        let status = std::fs::read_to_string(dir.join("status")).unwrap_or_default();
+        let switches = status
+            .lines()
+            .find_map(|line| line.strip_prefix("voluntary_ctxt_switches:"))
+            .and_then(|value| value.trim().parse().ok())
+            .unwrap_or(0);
+        threads.insert(name, switches);
+    }
+    threads
+}
+
+#[tokio::test]
+async fn connections_are_served_by_a_runtime_per_core_under_one_connection_cap() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let sandbox = TestSandbox::start().await;
+    let token = api_token(&sandbox);
+    let sidecar = SidecarBuilder::new(&sandbox)
+        .static_token(&token)
+        .env("TOKIO_WORKER_THREADS", "3")
+        .set("listeners.egress.max_connections", 4)
+        .start();
+    let before = egress_threads(sidecar.pid());
+    assert_eq!(
+        before.keys().collect::<Vec<_>>(),
+        ["egress-0", "egress-1", "egress-2"],
+        "one egress runtime thread per TOKIO_WORKER_THREADS"
+    );
+
+    // Six keep-alive connections in turn, each answered and left open: handed out in
+    // turn, every worker serves two of them, and each of its threads wakes for them.
+    let mut open = Vec::new();
+    for i in 0..6 {
+        let mut stream = tokio::net::TcpStream::connect(sidecar.egress_addr())
+            .await
+            .unwrap();
+        stream
+            .write_all(
+                format!(
+                    "GET /transactionmanagement/transactions/TXN-404-{i} HTTP/1.1\r\nhost: app\r\n\r\n"
+                )
+                .as_bytes(),
+            )
+            .await
+            .unwrap();
+        let mut head = vec![0; 4096];
+        let read = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut head))
+            .await
+            .expect("an answer within 5 s")
+            .unwrap();
+        let head = String::from_utf8_lossy(&head[..read]);
+        assert!(head.starts_with("HTTP/1.1 404"), "connection {i}: {head}");
+        open.push(stream);
+    }
+    let after = egress_threads(sidecar.pid());
+    for (name, switches) in &before {
+        assert!(
+            after[name] > *switches,
+            "{name} served none of the connections: {before:?} -> {after:?}"
+        );
+    }
+
+    // One cap for the port, not one per worker: six connections made, four remain open
+    // (the oldest idle ones were closed to make room).
+    let metrics = sidecar.scrape().await;
+    let connections: f64 = metrics
+        .lines()
+        .filter(|line| {
+            line.starts_with("fincode_listener_connections{") && line.contains("\"egress\"")
+        })
+        .filter_map(|line| line.rsplit_once(' ')?.1.parse::<f64>().ok())
+        .sum();
+    assert_eq!(connections, 4.0, "{metrics}");
+    drop(open);
+}
