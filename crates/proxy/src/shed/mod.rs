@@ -4,7 +4,7 @@
 //!
 //! Hand-written rather than `tower::load_shed` + `tower::limit::ConcurrencyLimit`: those
 //! reserve the permit in `poll_ready` and report overload as a boxed error, while this
-//! stack answers every failure with a typed [`SidecarError`]; a semaphore's
+//! stack answers every failure with a typed [`SidecarError`](crate::SidecarError); a semaphore's
 //! `try_acquire` in `call` is the whole mechanism.
 
 mod future;
