@@ -3,14 +3,12 @@
 use std::{collections::HashMap, num::NonZeroU32, time::Duration};
 
 use fincode_config::RateLimitConfig;
-use governor::{
-    DefaultDirectRateLimiter, Quota,
-    clock::{Clock, DefaultClock},
-};
+use governor::{Quota, clock::Clock};
 use tokio::time::Instant;
 
 use super::{
     Throttle,
+    clock::{Bucket, TokioClock},
     metrics::{CauseLabel, Metrics},
 };
 use crate::{BuildError, ErrorKind, SidecarError, routes, upstream::humanize};
@@ -18,8 +16,8 @@ use crate::{BuildError, ErrorKind, SidecarError, routes, upstream::humanize};
 /// The limits, built once from `[rate_limit]`.
 #[derive(Debug)]
 pub(super) struct Limits {
-    global: Option<DefaultDirectRateLimiter>,
-    routes: HashMap<&'static str, DefaultDirectRateLimiter>,
+    global: Option<Bucket>,
+    routes: HashMap<&'static str, Bucket>,
     max_wait: Duration,
     pub(super) throttle: Throttle,
     pub(super) metrics: Metrics,
@@ -36,7 +34,7 @@ impl Limits {
         metrics: Metrics,
     ) -> Result<Self, BuildError> {
         let global = NonZeroU32::new(config.per_second)
-            .map(|rate| DefaultDirectRateLimiter::direct(quota(rate, config.burst)));
+            .map(|rate| Bucket::direct_with_clock(quota(rate, config.burst), TokioClock));
         let mut routes = HashMap::new();
         for (route, limit) in &config.routes {
             let Some(template) = routes::known(route) else {
@@ -47,7 +45,7 @@ impl Limits {
             };
             routes.insert(
                 template,
-                DefaultDirectRateLimiter::direct(quota(rate, limit.burst)),
+                Bucket::direct_with_clock(quota(rate, limit.burst), TokioClock),
             );
         }
         Ok(Self {
@@ -102,7 +100,7 @@ impl Limits {
             let mut wait = None;
             for (bucket, key) in buckets {
                 if let Err(not_until) = bucket.check() {
-                    wait = Some((not_until.wait_time_from(DefaultClock::default().now()), key));
+                    wait = Some((not_until.wait_time_from(TokioClock.now()), key));
                     break;
                 }
             }

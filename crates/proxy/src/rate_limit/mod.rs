@@ -9,6 +9,7 @@
 //!   `rate_limit.upstream_backoff`) here, instead of each request discovering the 429 on
 //!   its own and adding to the pressure.
 
+mod clock;
 mod layer;
 mod limits;
 mod metrics;

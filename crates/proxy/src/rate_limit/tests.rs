@@ -42,7 +42,7 @@ fn request(route: &'static str) -> Request<()> {
     req
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_burst_passes_then_the_next_is_refused_with_retry_after() {
     let svc = service(config(1, 3, Duration::ZERO), Throttle::default());
     for _ in 0..3 {
@@ -62,22 +62,30 @@ async fn a_burst_passes_then_the_next_is_refused_with_retry_after() {
         .unwrap()
         .parse()
         .unwrap();
-    assert!((1..=2).contains(&after), "{after}");
+    // tokio's clock stands still here: exactly one token's worth (1s) is missing.
+    assert_eq!(after, 1);
+    // A second later (on tokio's clock, which the buckets read) the next token is there.
+    tokio::time::advance(Duration::from_secs(1)).await;
+    svc.clone().oneshot(request(OTHER)).await.unwrap();
+    svc.clone().oneshot(request(OTHER)).await.unwrap_err();
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_request_within_max_wait_waits_for_its_turn() {
     // 50/s: the token after the burst comes 20ms later, within max_wait.
     let svc = service(
         config(50, 1, Duration::from_millis(500)),
         Throttle::default(),
     );
+    let started = Instant::now();
     for _ in 0..3 {
         svc.clone().oneshot(request(OTHER)).await.unwrap();
     }
+    // Two waits of 20ms each, on tokio's clock (which auto-advances while paused).
+    assert_eq!(started.elapsed(), Duration::from_millis(40));
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn route_limits_are_separate_and_tighter() {
     let mut config = config(1000, 1000, Duration::ZERO);
     config.routes.insert(
@@ -101,7 +109,7 @@ async fn route_limits_are_separate_and_tighter() {
     }
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn zero_per_second_is_no_global_limit() {
     let svc = service(config(0, 1, Duration::ZERO), Throttle::default());
     for _ in 0..100 {
