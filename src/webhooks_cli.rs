@@ -2,12 +2,12 @@
 //! of a running sidecar (`list`, `show`, `replay`, through its admin port, so the same
 //! commands work whatever the store behind it).
 
-use std::process::ExitCode;
+use std::{path::PathBuf, process::ExitCode};
 
 use bytes::Bytes;
-use clap::{Args, Subcommand};
+use clap::{Args, Subcommand, ValueEnum};
 use fincode_config::Env;
-use fincode_webhooks::cli::{self, Outcome, SignatureArgs};
+use fincode_webhooks::cli::{self, Outcome, SchemeName, SignatureArgs};
 use http::{Method, Request};
 use http_body_util::{BodyExt, Full};
 use hyper_util::{client::legacy::Client, rt::TokioExecutor};
@@ -15,9 +15,9 @@ use hyper_util::{client::legacy::Client, rt::TokioExecutor};
 #[derive(Subcommand, Debug)]
 pub(crate) enum WebhooksCommand {
     /// Check a webhook's signature: prints `valid` (exit 0) or why not (exit 1).
-    Verify(SignatureArgs),
+    Verify(SignatureFlags),
     /// Print the header(s) that sign a body.
-    Sign(SignatureArgs),
+    Sign(SignatureFlags),
     /// List stored events, newest first.
     List {
         /// Only events in this state.
@@ -49,6 +49,103 @@ pub(crate) enum WebhooksCommand {
     },
 }
 
+/// The signature scheme, as named on the command line.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub(crate) enum SchemeFlag {
+    /// HMAC-SHA256 of the body, hex.
+    #[value(name = "hmac-sha256-hex")]
+    HmacSha256Hex,
+    /// HMAC-SHA256 of the body, base64.
+    #[value(name = "hmac-sha256-base64")]
+    HmacSha256Base64,
+    /// HMAC-SHA512 of the body, hex.
+    #[value(name = "hmac-sha512-hex")]
+    HmacSha512Hex,
+    /// HMAC-SHA512 of the body, base64.
+    #[value(name = "hmac-sha512-base64")]
+    HmacSha512Base64,
+    /// Standard Webhooks (webhook-id, webhook-timestamp, webhook-signature; whsec_ secret).
+    #[value(name = "standard-webhooks")]
+    StandardWebhooks,
+    /// Stripe-style `t=<unix>,v1=<hex>`.
+    #[value(name = "stripe")]
+    Stripe,
+    /// A header equal to the secret.
+    #[value(name = "shared-secret")]
+    SharedSecret,
+}
+
+/// Arguments shared by `webhooks verify` and `webhooks sign`; the library checks them
+/// ([`cli::verify`], [`cli::sign`]) once parsed into its plain [`SignatureArgs`].
+#[derive(Debug, Args)]
+pub(crate) struct SignatureFlags {
+    /// The signature scheme.
+    #[arg(long, value_enum)]
+    scheme: SchemeFlag,
+    /// The environment variable holding the secret: its bytes for hmac-*, stripe and
+    /// shared-secret; the "whsec_..." string for standard-webhooks.
+    #[arg(long)]
+    secret_env: String,
+    /// Text before the encoded signature, such as "sha256=" (hmac-* only).
+    #[arg(long)]
+    prefix: Option<String>,
+    /// The signature header [default: x-fincode-signature for hmac-*, stripe-signature for
+    /// stripe, x-webhook-secret for shared-secret; standard-webhooks' names are fixed].
+    #[arg(long)]
+    signature_header: Option<String>,
+    /// A received header, 'Name: value'; repeat for each (verify only).
+    #[arg(long = "header", value_name = "NAME: VALUE")]
+    headers: Vec<String>,
+    /// The file holding the raw body, byte for byte as received or to be sent.
+    #[arg(long)]
+    body_file: PathBuf,
+    /// The time to check or sign at, in unix seconds [default: the clock].
+    #[arg(long)]
+    now: Option<u64>,
+    /// How far the signed timestamp may be from now, either way, in seconds (verify with
+    /// standard-webhooks or stripe).
+    #[arg(long, default_value_t = 300)]
+    tolerance_secs: u64,
+    /// The webhook-id to sign with (sign with standard-webhooks) [default: a random
+    /// "msg_<32 hex digits>"].
+    #[arg(long)]
+    id: Option<String>,
+}
+
+// === impl SchemeFlag ===
+
+impl From<SchemeFlag> for SchemeName {
+    fn from(flag: SchemeFlag) -> Self {
+        match flag {
+            SchemeFlag::HmacSha256Hex => Self::HmacSha256Hex,
+            SchemeFlag::HmacSha256Base64 => Self::HmacSha256Base64,
+            SchemeFlag::HmacSha512Hex => Self::HmacSha512Hex,
+            SchemeFlag::HmacSha512Base64 => Self::HmacSha512Base64,
+            SchemeFlag::StandardWebhooks => Self::StandardWebhooks,
+            SchemeFlag::Stripe => Self::Stripe,
+            SchemeFlag::SharedSecret => Self::SharedSecret,
+        }
+    }
+}
+
+// === impl SignatureFlags ===
+
+impl From<SignatureFlags> for SignatureArgs {
+    fn from(flags: SignatureFlags) -> Self {
+        Self {
+            scheme: flags.scheme.into(),
+            secret_env: flags.secret_env,
+            prefix: flags.prefix,
+            signature_header: flags.signature_header,
+            headers: flags.headers,
+            body_file: flags.body_file,
+            now: flags.now,
+            tolerance_secs: flags.tolerance_secs,
+            id: flags.id,
+        }
+    }
+}
+
 /// Where the running sidecar's admin port is.
 #[derive(Args, Debug)]
 pub(crate) struct AdminArgs {
@@ -64,8 +161,8 @@ pub(crate) struct AdminArgs {
 pub(crate) fn run(command: WebhooksCommand) -> ExitCode {
     let env = Env::from_process();
     let (method, path, admin) = match command {
-        WebhooksCommand::Verify(args) => return print(&cli::verify(&args, &env)),
-        WebhooksCommand::Sign(args) => return print(&cli::sign(&args, &env)),
+        WebhooksCommand::Verify(flags) => return print(&cli::verify(&flags.into(), &env)),
+        WebhooksCommand::Sign(flags) => return print(&cli::sign(&flags.into(), &env)),
         WebhooksCommand::List {
             status,
             limit,
@@ -168,3 +265,7 @@ fn pretty(body: &[u8]) -> String {
         .and_then(|v| serde_json::to_string_pretty(&v).ok())
         .unwrap_or_else(|| String::from_utf8_lossy(body).into_owned())
 }
+
+#[cfg(test)]
+#[path = "webhooks_cli_tests.rs"]
+mod tests;

@@ -21,7 +21,7 @@ use http_body_util::Full;
 use serde_json::Value;
 use support::{
     BIN, Sidecar, SidecarBuilder, TestSandbox, app_client, audit_records as records,
-    create_transaction, get, hmac_signing, run_binary, send,
+    create_transaction, eventually, get, hmac_signing, run_binary, send, trail_contains,
 };
 
 /// Base64 of a fixed 32-byte seed.
@@ -340,6 +340,7 @@ async fn kill_9_under_load_leaves_a_verifiable_trail_with_every_answered_call() 
         let stop = stop.clone();
         let pid = sidecar.pid();
         tokio::spawn(async move {
+            // Deliberate: the kill lands mid-traffic, a while into the run.
             tokio::time::sleep(Duration::from_millis(1500)).await;
             Command::new("kill")
                 .args(["-KILL", &pid.to_string()])
@@ -458,8 +459,13 @@ async fn the_canary_no_secret_or_personal_value_in_any_audit_byte_yet_find_works
         .await;
     assert_eq!(sent[0].status, Some(200));
     app.wait_for(1, Duration::from_secs(10)).await;
-    // Let the delivery's record be written before stopping.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The delivery's record is written after the app's answer: wait for it to land.
+    eventually(
+        Duration::from_secs(10),
+        "the delivery's audit record",
+        async || trail_contains(trail.path(), "webhook.delivered"),
+    )
+    .await;
     assert!(sidecar.terminate(Duration::from_secs(15)).await.success());
 
     let bytes = all_bytes(trail.path());

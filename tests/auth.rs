@@ -91,6 +91,7 @@ async fn tokens_are_refreshed_before_they_expire() {
         let response = get(&client, &sidecar.url("/transactionmanagement/transactions")).await;
         assert_eq!(response.status, 200);
         sent += 1;
+        // Deliberate: steady traffic across real time, through several renewals.
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let counters = sandbox.counters();
@@ -183,6 +184,7 @@ async fn a_wrong_password_means_not_ready_503_and_a_single_login_attempt() {
         .set("auth.login_backoff_max", "10s")
         .start();
     let window = Duration::from_secs(3);
+    // Deliberate: the window in which no second attempt may happen is the thing under test.
     tokio::time::sleep(window).await;
     let app = app_client();
 
@@ -418,6 +420,7 @@ async fn a_login_answered_locked_is_tried_once_named_in_readyz_and_retried_much_
         .set("auth.login_backoff_max", "400ms")
         .set("auth.login_retry_after_rejection", "4s")
         .start();
+    // Deliberate: two seconds in which no second attempt may happen are the thing under test.
     tokio::time::sleep(Duration::from_secs(2)).await;
     let app = app_client();
     let logins = || count_requests(&sandbox, "PUT", "/securitymanagement/login");
@@ -532,6 +535,7 @@ async fn an_auth_answer_whose_body_stalls_times_out_and_frees_the_renewal() {
     );
     // The background refresh (at ~2 s) stalls; request_timeout ends it at ~3 s, and the
     // next renewal proceeds before the token runs out (~4 s).
+    // Deliberate: the token's lifetime running out in the binary, in real time, is under test.
     tokio::time::sleep(Duration::from_secs(6)).await;
     assert_eq!(sandbox.counters().faults_applied.stall, 1);
     let response = get(
@@ -573,6 +577,7 @@ async fn a_renewal_survives_the_request_that_started_it() {
     // Its outcome depends on timing (a later try may carry the new token); what matters
     // is what the renewal did.
     let _ = get(&app, &sidecar.url("/transactionmanagement/transactions")).await;
+    // Deliberate: the late (1.5 s) answer arrives in real time after its request gave up.
     tokio::time::sleep(Duration::from_secs(2)).await;
 
     let response = get(&app, &sidecar.url("/transactionmanagement/transactions")).await;

@@ -416,6 +416,27 @@ async fn garbage_input_gets_4xx_and_the_sidecar_keeps_serving() {
     assert!(!sidecar.output().contains("panicked"));
 }
 
+/// Waits until `calls` requests are held by the sandbox's latency fault: in flight.
+async fn in_flight_at_fincode(sandbox: &TestSandbox, calls: u64) {
+    eventually(
+        Duration::from_secs(10),
+        format!("{calls} call(s) held at FinCode"),
+        async || sandbox.counters().faults_applied.latency >= calls,
+    )
+    .await;
+}
+
+/// Waits until the sidecar, told to stop, reports not ready (it is draining).
+async fn readiness_off(sidecar: &Sidecar) {
+    let client = app_client();
+    eventually(
+        Duration::from_secs(5),
+        "readiness off after SIGTERM",
+        async || get(&client, &sidecar.admin_url("/readyz")).await.status == 503,
+    )
+    .await;
+}
+
 #[tokio::test]
 async fn sigterm_drains_and_exits_cleanly() {
     let sandbox = TestSandbox::start().await;
@@ -428,7 +449,7 @@ async fn sigterm_drains_and_exits_cleanly() {
     );
     let url = sidecar.url("/sandbox/ping");
     let in_flight = tokio::spawn(async move { get(&app_client(), &url).await.status });
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    in_flight_at_fincode(&sandbox, 1).await;
     let mut sidecar = sidecar;
     let status = sidecar.terminate(Duration::from_secs(10)).await;
     assert!(status.success(), "{status:?}");
@@ -456,7 +477,7 @@ async fn shutdown_grace_bounds_the_drain() {
     );
     let url = sidecar.url("/sandbox/ping");
     let in_flight = tokio::spawn(async move { get(&app_client(), &url).await.status });
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    in_flight_at_fincode(&sandbox, 1).await;
     let started = std::time::Instant::now();
     let status = sidecar.terminate(Duration::from_secs(6)).await;
     let took = started.elapsed();
@@ -486,12 +507,10 @@ async fn a_second_signal_exits_at_once() {
     );
     let url = sidecar.url("/sandbox/ping");
     let in_flight = tokio::spawn(async move { get(&app_client(), &url).await.status });
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    in_flight_at_fincode(&sandbox, 1).await;
     sidecar.signal("TERM");
     // Draining the 15 s call (the default grace is 25 s)...
-    tokio::time::sleep(Duration::from_millis(700)).await;
-    let ready = get(&app_client(), &sidecar.admin_url("/readyz")).await;
-    assert_eq!(ready.status, 503);
+    readiness_off(&sidecar).await;
     // ...until the operator insists.
     let started = std::time::Instant::now();
     let status = sidecar.terminate(Duration::from_secs(3)).await;
@@ -514,9 +533,9 @@ async fn while_draining_the_admin_port_still_answers_and_readiness_is_off() {
     );
     let url = sidecar.url("/sandbox/ping");
     let in_flight = tokio::spawn(async move { get(&app_client(), &url).await.status });
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    in_flight_at_fincode(&sandbox, 1).await;
     sidecar.signal("TERM");
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    readiness_off(&sidecar).await;
     // The egress port is draining its one request; the admin port closes last.
     let health = get(&app_client(), &sidecar.admin_url("/healthz")).await;
     assert_eq!(health.status, 200);
@@ -540,7 +559,11 @@ async fn static_token_never_reaches_the_logs() {
     for _ in 0..3 {
         get(&app, &sidecar.url("/transactionmanagement/transactions")).await;
     }
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // The access line is the last thing written about a request.
+    eventually(Duration::from_secs(5), "three access lines", async || {
+        sidecar.output().matches("fincode_sidecar::access").count() >= 3
+    })
+    .await;
     let output = sidecar.output();
     assert!(output.len() > 1000, "trace logging produced output");
     assert!(

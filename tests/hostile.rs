@@ -155,6 +155,7 @@ async fn hold(
             if write.write_all(&[*byte]).await.is_err() {
                 return;
             }
+            // Deliberate: a byte a second is the slow client under test.
             tokio::time::sleep(Duration::from_secs(1)).await;
         }
     };
@@ -332,6 +333,8 @@ async fn unverified_bodies_over_the_budget_get_503_with_retry_after() {
     let mut hog = TcpStream::connect(addr).await.unwrap();
     hog.write_all(head(65_000).as_bytes()).await.unwrap();
     hog.write_all(&vec![b' '; 60_000]).await.unwrap();
+    // Time for the listener to read them into its budget: nothing (no metric, no log) shows
+    // bytes held, so this waits rather than watches.
     tokio::time::sleep(Duration::from_millis(300)).await;
 
     let mut over = TcpStream::connect(addr).await.unwrap();
@@ -348,6 +351,7 @@ async fn unverified_bodies_over_the_budget_get_503_with_retry_after() {
 
     // Once the hog is gone, its bytes are free again: a signed event is acknowledged.
     drop(hog);
+    // Time for the listener to see the close and release them (unobservable, as above).
     tokio::time::sleep(Duration::from_millis(300)).await;
     everything_answers_promptly(&s, "after the hog left").await;
     let metrics = s.sidecar.scrape().await;

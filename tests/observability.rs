@@ -221,7 +221,7 @@ async fn fincode_sees_the_trace_context() {
 #[tokio::test]
 async fn every_log_line_is_one_json_object_whatever_the_input() {
     let sandbox = TestSandbox::start().await;
-    let sidecar = SidecarBuilder::new(&sandbox)
+    let mut sidecar = SidecarBuilder::new(&sandbox)
         .set("log.level", "trace")
         .start();
     let forged = r#"{"level":"ERROR","message":"FORGED"}"#;
@@ -245,7 +245,8 @@ async fn every_log_line_is_one_json_object_whatever_the_input() {
             String::from_utf8_lossy(&reply)
         );
     }
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Every line the process will write about them: it has exited and its output is read.
+    assert!(sidecar.terminate(Duration::from_secs(30)).await.success());
     let output = sidecar.output();
     for line in output.lines() {
         let parsed: serde_json::Value = serde_json::from_str(line)
@@ -497,8 +498,8 @@ async fn access_lines_follow_the_live_level_and_the_last_ones_survive_shutdown()
         metrics.contains("fincode_access_log_dropped_total 0"),
         "{metrics}"
     );
+    // Returns once the process has exited and all it wrote has been read.
     assert!(sidecar.terminate(Duration::from_secs(30)).await.success());
-    tokio::time::sleep(Duration::from_millis(200)).await;
     let logged = access_ids(&sidecar.output());
     for i in 0..50 {
         let id = format!("burst-{i}");

@@ -390,6 +390,7 @@ async fn a_replica_killed_holding_leases_loses_nothing_another_delivers_after_th
         sending.elapsed() >= ALMOST_LEASE,
         "held events delivered {after:?} after the kill, before their lease ran out"
     );
+    // Deliberate: time for a duplicate delivery to show up, had one been coming.
     tokio::time::sleep(Duration::from_millis(500)).await;
     let delivered = delivered_per_reference(&app);
     assert_eq!(delivered.len(), EVENTS, "{delivered:?}");
@@ -497,6 +498,7 @@ async fn backends_terminated_during_ingest_lose_no_acknowledged_event_and_the_si
         let mut rounds = 0;
         // Several rounds while the flood runs: mid-insert, mid-claim, the LISTEN link.
         for _ in 0..8 {
+            // Deliberate: kills spread over the flood, in real time.
             tokio::time::sleep(Duration::from_millis(150)).await;
             killed += terminate_backends_of(&schema.admin, pid).await;
             rounds += 1;

@@ -102,7 +102,12 @@ async fn a_rate_limit_reload_applies_under_load_without_a_failed_request() {
     sidecar.wait_ready(Duration::from_secs(20)).await;
 
     let load = Load::start(&sidecar.url(PING), 4);
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    eventually(
+        Duration::from_secs(10),
+        "the load to be under way",
+        async || load.done() >= 50,
+    )
+    .await;
     assert_eq!(metric_value(&sidecar.scrape().await, WAITS), 0.0);
 
     // 20 requests a second, one at a time: the four workers now queue for their turn.
@@ -113,6 +118,7 @@ async fn a_rate_limit_reload_applies_under_load_without_a_failed_request() {
 
     let before = load.done();
     let started = Instant::now();
+    // Deliberate: a measuring window of real time, as the binary paces by the clock.
     tokio::time::sleep(Duration::from_secs(2)).await;
     let served = load.done() - before;
     let elapsed = started.elapsed().as_secs_f64();

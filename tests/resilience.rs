@@ -441,6 +441,7 @@ async fn every_new_sidecar_error_is_problem_json() {
 
     // overloaded: two slow calls hold both slots.
     sandbox.add_fault(FaultRule::latency(Duration::from_secs(2)).path_prefix("/sandbox/ping"));
+    let held_before = sandbox.counters().faults_applied.latency;
     let slow: Vec<_> = (0..2)
         .map(|_| {
             let app = app.clone();
@@ -448,7 +449,12 @@ async fn every_new_sidecar_error_is_problem_json() {
             tokio::spawn(async move { get(&app, &url).await })
         })
         .collect();
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    eventually(
+        Duration::from_secs(5),
+        "both slow calls held at FinCode",
+        async || sandbox.counters().faults_applied.latency >= held_before + 2,
+    )
+    .await;
     let started = Instant::now();
     let response = get(&app, &sidecar.url("/sandbox/ping")).await;
     response.assert_problem(503, "overloaded");

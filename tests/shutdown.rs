@@ -96,12 +96,17 @@ async fn sigterm_lets_200_slow_calls_and_deliveries_in_flight_finish_and_loses_n
         );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    let refused = tokio::net::TcpStream::connect(sidecar.egress_addr()).await;
-    assert!(
-        refused.is_err(),
-        "a new connection was accepted while draining"
-    );
+    // The listener closes right after readiness goes off, long before the 2 s calls end.
+    eventually(
+        Duration::from_secs(1),
+        "the egress port to refuse new connections while draining",
+        async || {
+            tokio::net::TcpStream::connect(sidecar.egress_addr())
+                .await
+                .is_err()
+        },
+    )
+    .await;
 
     let status = sidecar.wait_exit(GRACE + Duration::from_secs(5)).await;
     let took = signalled.elapsed();
@@ -127,6 +132,7 @@ async fn sigterm_lets_200_slow_calls_and_deliveries_in_flight_finish_and_loses_n
     sidecar.restart();
     sidecar.wait_ready(Duration::from_secs(20)).await;
     app.wait_for(EVENTS, Duration::from_secs(30)).await;
+    // Deliberate: time for a duplicate delivery to show up, had one been coming.
     tokio::time::sleep(Duration::from_millis(500)).await;
     let ids: Vec<String> = app
         .arrivals()

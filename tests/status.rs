@@ -104,10 +104,12 @@ async fn the_screen_shows_the_traffic_sent_and_marks_errors_red() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
+    // Deliberate: the first frame's interval passes before the traffic (real time, a binary).
     tokio::time::sleep(Duration::from_millis(200)).await;
     for _ in 0..5 {
         get(&client, &sidecar.url("/transactionmanagement/transactions")).await;
     }
+    // Deliberate: a few 0.3 s --watch intervals of real time pass in the binary.
     tokio::time::sleep(Duration::from_millis(1200)).await;
     watch.kill().unwrap();
     watch.wait().unwrap();

@@ -82,6 +82,7 @@ async fn store_status_reads_the_queue_of_a_running_sidecar_then_of_a_stopped_one
         &["PCN0000000002", "PCN0000000003", "PCN0000000004"],
     )
     .await;
+    // Deliberate: the oldest pending event must be over a second old, as its age is shown.
     tokio::time::sleep(Duration::from_millis(1500)).await;
 
     // While the sidecar runs (and holds its store's lock).

@@ -14,8 +14,8 @@ use fincode_sandbox::{FaultRule, SendWebhooks};
 use http::Request;
 use http_body_util::Full;
 use support::{
-    BIN, SidecarBuilder, TestApp, TestSandbox, app_client, assert_no_secrets, get, hmac_signing,
-    run_binary, send, tokens_seen,
+    BIN, SidecarBuilder, TestApp, TestSandbox, app_client, assert_no_secrets, eventually, get,
+    hmac_signing, run_binary, send, tokens_seen, trail_contains,
 };
 
 const EMAIL: &str = "bundle-merchant@example.test";
@@ -129,8 +129,13 @@ async fn a_failed_transaction_is_bundled_with_its_attempts_errors_and_webhook_an
         .await;
     assert_eq!(sent[0].status, Some(200));
     app.wait_for(1, Duration::from_secs(10)).await;
-    // The trail is written asynchronously; let the last records land.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // The trail is written asynchronously; wait for the last record (the delivery's).
+    eventually(
+        Duration::from_secs(10),
+        "the delivery's audit record",
+        async || trail_contains(trail.path(), "webhook.delivered"),
+    )
+    .await;
 
     let mut secrets = vec![PASSWORD, EMAIL, WEBHOOK_SECRET, PAN, HASH_KEY, SIGNING_SEED];
     let tokens = tokens_seen(&sandbox);

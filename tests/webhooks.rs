@@ -162,6 +162,7 @@ async fn fifty_concurrent_copies_get_fifty_200s_and_one_delivery() {
         [200, 200]
     );
     s.app.wait_for(3, Duration::from_secs(10)).await;
+    // Deliberate: time for a fourth (duplicate) delivery to show up, had one been coming.
     tokio::time::sleep(Duration::from_millis(500)).await;
     let statuses: Vec<String> = s
         .app
@@ -242,6 +243,7 @@ async fn forged_oversized_and_malformed_requests_are_refused_counted_and_never_d
         let seen = metric_value_labelled(&metrics, "fincode_webhooks_rejected_total", reason);
         assert!((seen - count).abs() < 1e-9, "{reason}: {seen}\n{metrics}");
     }
+    // Deliberate: time for a delivery of a rejected event to show up, had one been coming.
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(s.app.deliveries().is_empty());
 }
@@ -458,7 +460,8 @@ async fn events_with_one_ordering_key_are_delivered_in_arrival_order() {
             [200]
         );
     }
-    // While the first cannot be delivered, the later ones wait behind it.
+    // While the first cannot be delivered, the later ones wait behind it (deliberate: a
+    // few of the first's retries pass in real time).
     tokio::time::sleep(Duration::from_millis(600)).await;
     s.app.answer(200);
     let delivered = s.app.wait_for(3, Duration::from_secs(10)).await;

@@ -242,6 +242,9 @@ pub const SIGNING_SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 struct Process {
     child: Child,
     output: Arc<Mutex<String>>,
+    /// The threads copying stdout and stderr into `output`; finished once the process
+    /// has exited and everything it wrote has been read.
+    readers: [std::thread::JoinHandle<()>; 2],
     egress: SocketAddr,
     admin: SocketAddr,
     webhooks: Option<SocketAddr>,
@@ -268,8 +271,10 @@ impl Process {
         let stdout = child.stdout.take().unwrap();
         let stderr = child.stderr.take().unwrap();
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-        spawn_reader(stdout, output.clone(), Some(ready_tx));
-        spawn_reader(stderr, output.clone(), None);
+        let readers = [
+            spawn_reader(stdout, output.clone(), Some(ready_tx)),
+            spawn_reader(stderr, output.clone(), None),
+        ];
         let Ok(line) = ready_rx.recv_timeout(Duration::from_secs(30)) else {
             let _ = child.kill();
             panic!("sidecar did not become ready:\n{}", output.lock().unwrap());
@@ -282,7 +287,15 @@ impl Process {
             webhooks: addr("webhooks"),
             child,
             output,
+            readers,
         }
+    }
+
+    /// Whether everything the process wrote is in `output` (both pipes read to the end).
+    fn output_complete(&self) -> bool {
+        self.readers
+            .iter()
+            .all(std::thread::JoinHandle::is_finished)
     }
 }
 
@@ -290,7 +303,7 @@ fn spawn_reader(
     stream: impl std::io::Read + Send + 'static,
     output: Arc<Mutex<String>>,
     ready: Option<std::sync::mpsc::Sender<String>>,
-) {
+) -> std::thread::JoinHandle<()> {
     std::thread::spawn(move || {
         for line in BufReader::new(stream).lines() {
             let Ok(line) = line else { break };
@@ -304,7 +317,7 @@ fn spawn_reader(
             out.push_str(&line);
             out.push('\n');
         }
-    });
+    })
 }
 
 /// The running sidecar binary. Killed on drop.
@@ -413,11 +426,14 @@ impl Sidecar {
         self.wait_exit(within).await
     }
 
-    /// Waits for the process to exit on its own (after a signal sent earlier).
+    /// Waits for the process to exit on its own (after a signal sent earlier), and for
+    /// everything it wrote to be read: [`Self::output`] is then complete.
     pub async fn wait_exit(&mut self, within: Duration) -> std::process::ExitStatus {
         let deadline = Instant::now() + within;
         loop {
-            if let Some(status) = self.process.child.try_wait().unwrap() {
+            if let Some(status) = self.process.child.try_wait().unwrap()
+                && self.process.output_complete()
+            {
                 return status;
             }
             assert!(
@@ -434,6 +450,21 @@ impl Drop for Sidecar {
     fn drop(&mut self) {
         let _ = self.process.child.kill();
         let _ = self.process.child.wait();
+    }
+}
+
+/// Waits until `condition` holds, checking every 10 ms; panics after `within`, naming `what`
+/// never happened. The one way these tests wait for an event (a request reaching FinCode,
+/// a log line, a metric) rather than sleeping and hoping it came.
+pub async fn eventually(
+    within: Duration,
+    what: impl std::fmt::Display,
+    mut condition: impl AsyncFnMut() -> bool,
+) {
+    let deadline = Instant::now() + within;
+    while !condition().await {
+        assert!(Instant::now() < deadline, "waited {within:?} for {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
 
@@ -650,6 +681,15 @@ pub fn run_binary(command: &mut Command) -> (Option<i32>, String) {
 }
 
 /// Every record of every segment of the audit trail in `dir`, in order.
+/// Whether any file of the audit trail in `dir` holds `needle` (read as it is, a line
+/// still being written included), to wait for a record to land.
+pub fn trail_contains(dir: &Path, needle: &str) -> bool {
+    std::fs::read_dir(dir).unwrap().any(|entry| {
+        std::fs::read(entry.unwrap().path())
+            .is_ok_and(|bytes| String::from_utf8_lossy(&bytes).contains(needle))
+    })
+}
+
 pub fn audit_records(dir: &Path) -> Vec<serde_json::Value> {
     let mut paths: Vec<PathBuf> = std::fs::read_dir(dir)
         .unwrap()

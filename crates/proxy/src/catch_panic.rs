@@ -11,7 +11,7 @@
 //! The answer carries the app's `X-Request-ID` when it sent one; otherwise a fresh id,
 //! logged with the panic, since the id the correlation layer minted was unwound with
 //! the panic. The panic's message is not logged here (it could hold request data); the
-//! default panic hook reports where it happened. The telemetry layer was unwound too, so
+//! default panic hook reports where it happened. The observe layer was unwound too, so
 //! this layer counts the 500 itself (server duration with route `other`, and the
 //! sidecar error `internal`): the error-rate alert sees panics.
 
@@ -35,8 +35,8 @@ use tower::{Layer, Service};
 use crate::{
     ErrorKind, SidecarError,
     correlation::{RequestId, X_REQUEST_ID},
+    observe::method_label,
     routes::OTHER,
-    telemetry::method_label,
 };
 
 /// Adds [`CatchPanic`] to a stack.

@@ -13,9 +13,11 @@
 //!    and FinCode see the same one.
 //! 3. [`correlation`]: every request gets an `X-Request-ID` (kept or minted), echoed
 //!    back, and a W3C trace context sent on to FinCode.
-//! 4. [`telemetry`]: the access log line, duration metrics, the request span.
+//! 4. [`observe`]: the access log line, duration metrics, the request span (named apart
+//!    from the `fincode-telemetry` crate it writes through).
 //! 5. [`body_log`]: with `log.bodies`, request and response bodies, redacted.
-//! 6. [`problem`]: errors from any layer below become problem+json responses.
+//! 6. [`error_respond`]: errors from any layer below become the problem+json responses
+//!    [`SidecarError::to_response`] renders.
 //! 7. [`audit`]: one audit record per call, after the response, with its outcome; with
 //!    `audit.fail_closed`, a call the trail cannot record is refused before it is sent.
 //!    Below the error responder, so the sidecar's own refusals are recorded too.
@@ -36,19 +38,19 @@ pub mod breaker;
 pub mod catch_panic;
 pub mod correlation;
 mod error;
+pub mod error_respond;
 pub mod guard;
 pub mod headers;
 pub mod ingress;
 pub mod limits;
+pub mod observe;
 pub mod path;
-pub mod problem;
 pub mod rate_limit;
 pub mod reload;
 pub mod retry;
 pub mod routes;
 pub mod shed;
 pub mod tap;
-pub mod telemetry;
 mod upstream;
 
 use std::{
@@ -468,14 +470,14 @@ impl EgressProxy {
                     1.0
                 },
             ))
-            .layer(telemetry::TelemetryLayer::new(
+            .layer(observe::ObserveLayer::new(
                 self.metrics.http.clone(),
                 self.routes.clone(),
                 self.traces.clone(),
                 self.redactor.clone(),
             ))
             .layer(self.body_log.clone())
-            .layer(problem::ErrorResponderLayer::new())
+            .layer(error_respond::ErrorResponderLayer::new())
             .layer(audit::AuditLayer::new(self.audit.get().cloned()))
             .layer(self.guard.clone())
             .layer(limits::RequestLimitsLayer::new(

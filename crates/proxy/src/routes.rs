@@ -33,7 +33,7 @@ pub struct RouteTable {
     base_path: String,
 }
 
-/// The route template of a request, stored in its extensions by the telemetry layer.
+/// The route template of a request, stored in its extensions by the observe layer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Route(pub &'static str);
 

@@ -42,9 +42,9 @@ use crate::{
     correlation::{TRACEPARENT, TraceContext},
     headers::{mark_sensitive, strip_fixed, strip_hop_by_hop},
     limits::body_too_large,
+    observe::{Tries, method_label},
     path,
     routes::{OTHER, Route},
-    telemetry::{Tries, method_label},
 };
 
 /// HTTP/2 header lists from FinCode up to this size are accepted (hyper's default is

@@ -1,7 +1,10 @@
 //! Real sockets on loopback, with short timeouts.
 
 use std::{
-    sync::Arc,
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
     time::{Duration, Instant},
 };
 
@@ -27,6 +30,8 @@ fn limits(max_connections: usize) -> ListenerLimits {
 #[derive(Clone)]
 struct Echo {
     gate: Arc<Semaphore>,
+    /// Requests that reached `/slow` or `/unverified`: parsed and in flight.
+    arrived: Arc<AtomicUsize>,
 }
 
 impl Service<Request<Incoming>> for Echo {
@@ -44,13 +49,18 @@ impl Service<Request<Incoming>> for Echo {
 
     fn call(&mut self, req: Request<Incoming>) -> Self::Future {
         let gate = self.gate.clone();
+        let arrived = self.arrived.clone();
         Box::pin(async move {
             match req.uri().path() {
-                "/slow" => drop(gate.acquire().await),
+                "/slow" => {
+                    arrived.fetch_add(1, Ordering::SeqCst);
+                    drop(gate.acquire().await);
+                }
                 "/panic" => panic!("a handler bug with a secret: hunter2"),
                 // A sender not yet trusted: evictable while it waits.
                 "/unverified" => {
                     let _evictable = req.extensions().get::<Evictable>().map(Evictable::mark);
+                    arrived.fetch_add(1, Ordering::SeqCst);
                     drop(gate.acquire().await);
                 }
                 _ => {}
@@ -68,8 +78,16 @@ struct Running {
     addr: SocketAddr,
     metrics: ConnectionMetrics,
     gate: Arc<Semaphore>,
+    arrived: Arc<AtomicUsize>,
     shutdown: CancellationToken,
     served: tokio::task::JoinHandle<()>,
+}
+
+impl Running {
+    /// Requests parsed and waiting in the handler (see [`Echo`]).
+    fn arrived(&self) -> usize {
+        self.arrived.load(Ordering::SeqCst)
+    }
 }
 
 async fn start(limits: ListenerLimits, drain: Duration) -> Running {
@@ -77,11 +95,15 @@ async fn start(limits: ListenerLimits, drain: Duration) -> Running {
     let addr = listener.local_addr().unwrap();
     let metrics = ConnectionMetrics::default();
     let gate = Arc::new(Semaphore::new(0));
+    let arrived = Arc::new(AtomicUsize::new(0));
     let shutdown = CancellationToken::new();
     let server = Server::new("test", &limits).with_metrics(metrics.clone());
     let served = tokio::spawn(server.serve(
         listener,
-        Echo { gate: gate.clone() },
+        Echo {
+            gate: gate.clone(),
+            arrived: arrived.clone(),
+        },
         shutdown.clone(),
         drain,
     ));
@@ -89,6 +111,7 @@ async fn start(limits: ListenerLimits, drain: Duration) -> Running {
         addr,
         metrics,
         gate,
+        arrived,
         shutdown,
         served,
     }
@@ -125,6 +148,17 @@ async fn time_to_close(stream: &mut TcpStream) -> Duration {
 async fn wait_for(what: &str, mut check: impl FnMut() -> bool) {
     for _ in 0..200 {
         if check() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("timed out waiting for {what}");
+}
+
+/// [`wait_for`] with a check that has to await (a connection attempt, say).
+async fn wait_until(what: &str, mut check: impl AsyncFnMut() -> bool) {
+    for _ in 0..200 {
+        if check().await {
             return;
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
@@ -188,6 +222,7 @@ async fn a_trickled_head_is_cut_at_the_header_read_timeout() {
             started.elapsed() < Duration::from_secs(4),
             "a trickling head was not cut"
         );
+        // Deliberate: a byte every 50 ms is the slow client under test.
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert!(started.elapsed() < Duration::from_secs(3));
@@ -252,14 +287,14 @@ async fn at_the_cap_with_every_connection_busy_the_new_one_is_closed() {
         busy.push(stream);
     }
     wait_for("two connections", || running.metrics.open("test") == 2).await;
-    // Give the requests time to be parsed and counted as in flight.
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    wait_for("two requests in flight", || running.arrived() == 2).await;
 
     let mut refused = TcpStream::connect(running.addr).await.unwrap();
     assert!(time_to_close(&mut refused).await < Duration::from_secs(1));
     assert_eq!(running.metrics.rejected("test", "full"), 1);
 
-    // The busy ones are not harmed, and not cut by the idle timeout while in flight.
+    // The busy ones are not harmed, and not cut by the idle timeout while in flight
+    // (deliberate: longer than the 400 ms idle timeout passes).
     tokio::time::sleep(Duration::from_millis(600)).await;
     running.gate.add_permits(2);
     for stream in &mut busy {
@@ -272,13 +307,12 @@ async fn shutdown_lets_a_request_in_flight_finish_and_stops_accepting() {
     let running = start(limits(8), Duration::from_secs(5)).await;
     let mut stream = TcpStream::connect(running.addr).await.unwrap();
     stream.write_all(get("/slow").as_bytes()).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    wait_for("the request in flight", || running.arrived() == 1).await;
     running.shutdown.cancel();
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    assert!(
-        TcpStream::connect(running.addr).await.is_err(),
-        "no longer accepting"
-    );
+    wait_until("no longer accepting", async || {
+        TcpStream::connect(running.addr).await.is_err()
+    })
+    .await;
     running.gate.add_permits(1);
     let answer = read_some(&mut stream).await;
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
@@ -293,7 +327,7 @@ async fn a_request_still_running_at_the_drain_deadline_is_cut() {
     let running = start(limits(8), Duration::from_millis(300)).await;
     let mut stream = TcpStream::connect(running.addr).await.unwrap();
     stream.write_all(get("/slow").as_bytes()).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    wait_for("the request in flight", || running.arrived() == 1).await;
     let started = Instant::now();
     running.shutdown.cancel();
     tokio::time::timeout(Duration::from_secs(3), running.served)
@@ -361,6 +395,7 @@ async fn a_silent_tls_client_is_closed_after_the_header_read_timeout() {
             listener,
             Echo {
                 gate: Arc::new(Semaphore::new(0)),
+                arrived: Arc::default(),
             },
             CancellationToken::new(),
             Duration::from_secs(1),
@@ -522,7 +557,7 @@ async fn at_the_cap_with_none_idle_the_oldest_unverified_request_makes_room() {
         unverified.push(stream);
     }
     wait_for("three connections", || running.metrics.open("test") == 3).await;
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    wait_for("three requests in flight", || running.arrived() == 3).await;
 
     let mut probe = TcpStream::connect(running.addr).await.unwrap();
     probe.write_all(get("/healthz").as_bytes()).await.unwrap();

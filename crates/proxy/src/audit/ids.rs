@@ -24,7 +24,7 @@ pub struct Found {
     /// `"status"` present and not `"SUCCESS"`.
     pub failed: bool,
     /// `"status": "SUCCESS"` in a body that is whole, valid JSON: FinCode's business
-    /// success, which the telemetry layer counts for create-transaction.
+    /// success, which the observe layer counts for create-transaction.
     pub succeeded: bool,
     /// FinCode's error `code` at the top of a response (`VALIDATION_ERROR`), when the
     /// body says it [`failed`](Self::failed) and the code [`is a code`](is_code); with

@@ -41,9 +41,9 @@ pub mod ids;
 use crate::{
     ErrorKind, SidecarError,
     correlation::{RequestId, TraceContext},
+    observe::{Tries, method_label},
     routes::Route,
     tap::{Tap, TapBody},
-    telemetry::{Tries, method_label},
 };
 
 /// Ids a request body's tap found, handed to the record once that body ended.
@@ -384,9 +384,9 @@ impl Pending {
 
 /// FinCode's business verdict on one response (`"status": "SUCCESS"` in a whole, valid
 /// body), filled in when the audit layer's scan of the body ran, and carried in the
-/// response's extensions: the telemetry layer above counts create-transaction outcomes
+/// response's extensions: the observe layer above counts create-transaction outcomes
 /// from it instead of copying and scanning the same bytes a second time. Empty when the
-/// body was too large to scan (the telemetry layer does not count those either).
+/// body was too large to scan (the observe layer does not count those either).
 #[derive(Clone, Debug, Default)]
 pub struct Envelope(Arc<OnceLock<bool>>);
 
@@ -430,7 +430,7 @@ impl Tap for RequestIds {
 #[derive(Debug)]
 pub struct ResponseRecord {
     record: Option<Record>,
-    /// Where the scan's verdict on FinCode's envelope goes, for the telemetry layer.
+    /// Where the scan's verdict on FinCode's envelope goes, for the observe layer.
     envelope: Envelope,
     /// Ids the request carried, already in the record.
     request_ids: FoundIdList,

@@ -19,7 +19,7 @@
 //! does not turn every app request into `max_attempts` requests to FinCode.
 //!
 //! The app sees the last try's answer, `x-sidecar-attempts` (set by the error responder
-//! from the shared [`Tries`](crate::telemetry::Tries) count), and when retrying stopped
+//! from the shared [`Tries`](crate::observe::Tries) count), and when retrying stopped
 //! early, `x-sidecar-retry-stopped` saying why.
 
 use std::{

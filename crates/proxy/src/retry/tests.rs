@@ -11,7 +11,7 @@ use hyper::body::Frame;
 use tower::service_fn;
 
 use super::*;
-use crate::telemetry::Tries;
+use crate::observe::Tries;
 
 type AppBody = BoxBody<Bytes, Infallible>;
 

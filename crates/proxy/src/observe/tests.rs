@@ -13,7 +13,7 @@ use http::{HeaderMap, HeaderValue, Request, Response};
 use prometheus_client::metrics::counter::Counter;
 use tower::{Layer, Service, ServiceExt};
 
-use super::TelemetryLayer;
+use super::ObserveLayer;
 use crate::{
     ErrorKind,
     correlation::{RequestId, TraceContext},
@@ -99,7 +99,7 @@ fn access_lines_with(
     let tracing_out = Sink::default();
     let hand_out = Sink::default();
     let log = by_hand.then(|| AccessLog::spawn(hand_out.clone(), 16, Counter::default()).unwrap());
-    let layer = TelemetryLayer::new(
+    let layer = ObserveLayer::new(
         Metrics::new().http,
         RouteTable::new("/"),
         Traces::default(),

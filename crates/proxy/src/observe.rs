@@ -1,4 +1,4 @@
-//! Telemetry layer: one access-log line and one duration observation per app request,
+//! Observe layer: one access-log line and one duration observation per app request,
 //! a span carrying the correlation id around everything logged while serving it, and
 //! the business outcome of create-transaction calls.
 //!
@@ -41,7 +41,7 @@ use crate::{
 const MAX_OUTCOME_BODY: usize = 64 * 1024;
 
 /// Counts the tries of one app request towards FinCode: retries and the replay after a
-/// 401 alike. The telemetry layer puts one on each request; the upstream client counts
+/// 401 alike. The observe layer puts one on each request; the upstream client counts
 /// each send, so the access log's `attempts`, `x-sidecar-attempts` and the CLIENT span's
 /// `http.request.resend_count` agree however many layers sent the request again.
 #[derive(Clone, Debug, Default)]
@@ -61,15 +61,15 @@ impl Tries {
     }
 }
 
-/// Adds [`Telemetry`] to a stack.
+/// Adds [`Observe`] to a stack.
 #[derive(Clone, Debug)]
-pub struct TelemetryLayer {
+pub struct ObserveLayer {
     shared: Arc<Shared>,
 }
 
 /// Logs, measures and spans each request.
 #[derive(Clone, Debug)]
-pub struct Telemetry<S> {
+pub struct Observe<S> {
     inner: S,
     shared: Arc<Shared>,
 }
@@ -87,9 +87,9 @@ struct Shared {
     access_log: Option<AccessLog>,
 }
 
-// === impl TelemetryLayer ===
+// === impl ObserveLayer ===
 
-impl TelemetryLayer {
+impl ObserveLayer {
     /// Records into `metrics`, naming requests by `routes`, and sends a SERVER span per
     /// request to `traces` with its path scrubbed by `redactor`.
     pub fn new(
@@ -119,20 +119,20 @@ impl TelemetryLayer {
     }
 }
 
-impl<S> Layer<S> for TelemetryLayer {
-    type Service = Telemetry<S>;
+impl<S> Layer<S> for ObserveLayer {
+    type Service = Observe<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        Telemetry {
+        Observe {
             inner,
             shared: self.shared.clone(),
         }
     }
 }
 
-// === impl Telemetry ===
+// === impl Observe ===
 
-impl<S, B, RB> Service<Request<B>> for Telemetry<S>
+impl<S, B, RB> Service<Request<B>> for Observe<S>
 where
     S: Service<Request<B>, Response = Response<RB>, Error = Infallible>,
 {

@@ -1,9 +1,12 @@
 //! Error responder: the layer that turns a [`SidecarError`] from any inner layer into
-//! the problem+json response the app receives.
+//! the problem+json response the app receives. The body itself is rendered by
+//! [`SidecarError::to_response`], the one problem+json builder; this layer only decides
+//! where errors stop being errors.
 //!
-//! It sits right inside correlation so that every error carries the request's id,
-//! and everything outside it sees only responses (`Error = Infallible`), which is what
-//! the HTTP server needs.
+//! It sits inside correlation so that every error carries the request's id, and inside
+//! the observe layer so that the access log and metrics see the answer the app got;
+//! everything outside it sees only responses (`Error = Infallible`), which is what the
+//! HTTP server needs.
 
 use std::{
     convert::Infallible,
@@ -18,7 +21,7 @@ use http_body_util::{Either, Full};
 use pin_project_lite::pin_project;
 use tower::{Layer, Service};
 
-use crate::{ATTEMPTS_HEADER, SidecarError, correlation::RequestId, telemetry::Tries};
+use crate::{ATTEMPTS_HEADER, SidecarError, correlation::RequestId, observe::Tries};
 
 /// A response body: FinCode's streamed through, or one the sidecar wrote.
 pub type ResponseBody<B> = Either<B, Full<Bytes>>;
@@ -112,7 +115,7 @@ where
                     "sidecar error"
                 );
                 let mut response = error.to_response::<Full<Bytes>>(this.id.as_str());
-                // The telemetry layer counts errors by kind from here.
+                // The observe layer counts errors by kind from here.
                 response.extensions_mut().insert(error.kind());
                 response.map(Either::Right)
             }
