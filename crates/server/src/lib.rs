@@ -197,13 +197,8 @@ impl Server {
         shutdown: CancellationToken,
         drain: Duration,
     ) where
-        S: Service<Request<Incoming>, Response = Response<B>, Error = Infallible>
-            + Clone
-            + Send
-            + 'static,
-        S::Future: Send + 'static,
-        B: http_body::Body<Data = Bytes> + Send + 'static,
-        B::Error: Into<Box<dyn StdError + Send + Sync>>,
+        S: ConnectionService<B>,
+        B: ResponseBody,
     {
         self.serve_placed(listener, Placement::Here(service), shutdown, drain)
             .await;
@@ -221,13 +216,8 @@ impl Server {
         shutdown: CancellationToken,
         drain: Duration,
     ) where
-        S: Service<Request<Incoming>, Response = Response<B>, Error = Infallible>
-            + Clone
-            + Send
-            + 'static,
-        S::Future: Send + 'static,
-        B: http_body::Body<Data = Bytes> + Send + 'static,
-        B::Error: Into<Box<dyn StdError + Send + Sync>>,
+        S: ConnectionService<B>,
+        B: ResponseBody,
     {
         self.serve_placed(
             listener,
@@ -245,13 +235,8 @@ impl Server {
         shutdown: CancellationToken,
         drain: Duration,
     ) where
-        S: Service<Request<Incoming>, Response = Response<B>, Error = Infallible>
-            + Clone
-            + Send
-            + 'static,
-        S::Future: Send + 'static,
-        B: http_body::Body<Data = Bytes> + Send + 'static,
-        B::Error: Into<Box<dyn StdError + Send + Sync>>,
+        S: ConnectionService<B>,
+        B: ResponseBody,
     {
         let name = self.name;
         let builder = Arc::new(self.builder());
@@ -344,6 +329,39 @@ impl Server {
     }
 }
 
+/// What a [`Server`] serves each connection with: a service that answers every request
+/// (errors are responses by then), cheap to clone, and free to move to any thread.
+pub trait ConnectionService<B>:
+    Service<Request<Incoming>, Response = Response<B>, Error = Infallible, Future: Send + 'static>
+    + Clone
+    + Send
+    + 'static
+{
+}
+
+impl<S, B> ConnectionService<B> for S where
+    S: Service<
+            Request<Incoming>,
+            Response = Response<B>,
+            Error = Infallible,
+            Future: Send + 'static,
+        > + Clone
+        + Send
+        + 'static
+{
+}
+
+/// A response body a [`Server`] can write.
+pub trait ResponseBody:
+    http_body::Body<Data = Bytes, Error: Into<Box<dyn StdError + Send + Sync>>> + Send + 'static
+{
+}
+
+impl<B> ResponseBody for B where
+    B: http_body::Body<Data = Bytes, Error: Into<Box<dyn StdError + Send + Sync>>> + Send + 'static
+{
+}
+
 /// Where accepted connections run.
 enum Placement<S> {
     /// On the accepting runtime, all with clones of one service.
@@ -376,13 +394,8 @@ struct Conn<S> {
 /// Serves one connection; the slot it holds is given back when this returns.
 async fn connection<S, B>(conn: Conn<S>, stream: TcpStream, peer: SocketAddr)
 where
-    S: Service<Request<Incoming>, Response = Response<B>, Error = Infallible>
-        + Clone
-        + Send
-        + 'static,
-    S::Future: Send + 'static,
-    B: http_body::Body<Data = Bytes> + Send + 'static,
-    B::Error: Into<Box<dyn StdError + Send + Sync>>,
+    S: ConnectionService<B>,
+    B: ResponseBody,
 {
     let activity = conn.slot.activity();
     // From the accept: the TLS handshake, the preface and the first head all count.
