@@ -311,11 +311,8 @@ pub(crate) async fn open_postgres(
     config: &PostgresStoreConfig,
     env: &Env,
 ) -> Result<Arc<dyn EventStore>, StoreError> {
-    let open_error = |detail: String| StoreError::Open {
-        // The URL holds no password: the config refuses one.
-        path: config.url.clone(),
-        detail,
-    };
+    // The URL holds no password: the config refuses one.
+    let open_error = |detail: String| StoreError::open(config.url.clone(), detail);
     let password = match &config.password_env {
         Some(var) => Some(
             env.get(var)

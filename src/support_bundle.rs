@@ -172,17 +172,14 @@ fn read_events(
 ) -> Result<Vec<StoredEvent>, StoreError> {
     let missing = config.check_store_environment(env);
     if let Some(problem) = missing.first() {
-        return Err(StoreError::Open {
-            path: "store".to_owned(),
-            detail: problem.to_string(),
-        });
+        return Err(StoreError::open("store", problem.to_string()));
     }
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .map_err(|error| StoreError::Io {
-            operation: "events",
-            detail: format!("cannot start the async runtime: {error}"),
+        .map_err(|error| {
+            StoreError::io("events", format!("cannot start the async runtime: {error}"))
+                .caused_by(error)
         })?;
     runtime.block_on(async {
         match &config.store {

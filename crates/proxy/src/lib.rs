@@ -87,7 +87,7 @@ pub enum BuildError {
     },
     /// rustls refused the TLS settings.
     #[error("TLS client setup failed: {0}")]
-    Tls(rustls::Error),
+    Tls(#[source] rustls::Error),
     /// `redact.hash_key_env` names a variable that is not set.
     #[error(
         "redact.hash_key_env: the variable {0} is not set or empty; set it to a random key of \

@@ -31,10 +31,7 @@ pub(super) struct Prepared {
 /// builds the TLS connector. Errors are [`StoreError::Open`] naming the URL (which holds
 /// no password) and the fix.
 pub(super) fn prepare(options: &PostgresOptions) -> Result<Prepared, StoreError> {
-    let open_error = |shown: &str, detail: String| StoreError::Open {
-        path: shown.to_owned(),
-        detail,
-    };
+    let open_error = |shown: &str, detail: String| StoreError::open(shown, detail);
     let mut config: tokio_postgres::Config = options.url.parse().map_err(|error| {
         open_error(
             "the Postgres URL",
@@ -43,6 +40,7 @@ pub(super) fn prepare(options: &PostgresOptions) -> Result<Prepared, StoreError>
                  store's Postgres URL"
             ),
         )
+        .caused_by(error)
     })?;
     let shown = format!("{} (schema {})", describe(&config), options.schema);
     if config.get_password().is_some() {
