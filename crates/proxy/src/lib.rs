@@ -82,8 +82,11 @@ pub enum BuildError {
     CaFile {
         /// The configured path.
         path: PathBuf,
-        /// What was wrong with it.
+        /// What was wrong with it (the PEM reader's words included).
         detail: String,
+        /// The PEM reader's error, when the file could not be read.
+        #[source]
+        source: Option<rustls::pki_types::pem::Error>,
     },
     /// rustls refused the TLS settings.
     #[error("TLS client setup failed: {0}")]

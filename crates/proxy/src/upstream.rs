@@ -23,6 +23,7 @@ use std::{
 use bytes::Bytes;
 use fincode_config::UpstreamConfig;
 use fincode_redact::Redactor;
+use fincode_server::tls;
 use fincode_telemetry::{
     HttpLabels, HttpMetrics, KeyValue, SpanKind, SpanRecord, Traces, status_class,
 };
@@ -34,7 +35,6 @@ use hyper_util::{
     client::legacy::{Client, connect::HttpConnector},
     rt::{TokioExecutor, TokioTimer},
 };
-use rustls::pki_types::{CertificateDer, pem::PemObject};
 use tower::Service;
 
 use crate::{
@@ -542,36 +542,26 @@ pub(crate) fn humanize(duration: Duration) -> String {
     format!("{}s", duration.as_secs())
 }
 
-/// rustls with the webpki roots plus `upstream.ca_file`, TLS 1.2 and 1.3 only, ring.
+/// rustls with the webpki roots plus `upstream.ca_file` (its unusable certificates
+/// skipped), TLS 1.2 and 1.3 only, ring; hyper-rustls sets ALPN.
 fn tls_config(config: &UpstreamConfig) -> Result<rustls::ClientConfig, BuildError> {
-    let mut roots = rustls::RootCertStore::empty();
-    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    let mut roots = tls::webpki_roots();
     if let Some(path) = &config.ca_file {
-        let certs = CertificateDer::pem_file_iter(path)
-            .map_err(|source| BuildError::CaFile {
-                path: path.clone(),
-                detail: source.to_string(),
-            })?
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|source| BuildError::CaFile {
-                path: path.clone(),
-                detail: source.to_string(),
-            })?;
+        let certs = tls::read_ca_file(path).map_err(|source| BuildError::CaFile {
+            path: path.clone(),
+            detail: source.to_string(),
+            source: Some(source),
+        })?;
         let (added, _ignored) = roots.add_parsable_certificates(certs);
         if added == 0 {
             return Err(BuildError::CaFile {
                 path: path.clone(),
                 detail: "no usable CA certificate in it".to_owned(),
+                source: None,
             });
         }
     }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
-        .map_err(BuildError::Tls)?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    Ok(config)
+    tls::client_config(roots, tls::TLS12_AND_13, &[]).map_err(BuildError::Tls)
 }
 
 /// Auth calls (login, refresh, logout) go through the same pooled TLS client, bypassing
