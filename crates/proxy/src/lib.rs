@@ -37,6 +37,7 @@ pub mod catch_panic;
 pub mod correlation;
 mod error;
 pub mod guard;
+mod head;
 pub mod headers;
 pub mod ingress;
 pub mod limits;
