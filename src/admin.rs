@@ -4,7 +4,6 @@
 //! or the admin token only, see `fincode_webhooks::admin`).
 
 use std::{
-    convert::Infallible,
     fmt::Write as _,
     sync::{
         Arc,
@@ -12,16 +11,16 @@ use std::{
     },
 };
 
+use axum::{Router, extract::State, routing::get};
 use bytes::Bytes;
 use fincode_auth::{AuthFailure, Credentials};
 use fincode_proxy::breaker::{Breaker, State as BreakerState};
-use fincode_server::{CancellationToken, Peer, Server};
+use fincode_server::{CancellationToken, Server};
 use fincode_store::{EventStore, Health};
 use fincode_telemetry::{METRICS_CONTENT_TYPE, Metrics};
 use fincode_webhooks::admin::Admin as WebhookAdmin;
-use http::{Method, Request, Response, StatusCode, header};
+use http::{Method, Response, StatusCode, header};
 use http_body_util::Full;
-use hyper::body::Incoming;
 use tokio::net::TcpListener;
 
 /// Whether the sidecar should receive traffic. Starts not ready; becomes ready once
@@ -149,62 +148,70 @@ pub(crate) async fn serve(
     webhooks: Option<WebhookAdmin>,
     shutdown: CancellationToken,
 ) {
-    let service = tower::service_fn(move |req: Request<Incoming>| {
-        let (readiness, metrics, webhooks) = (readiness.clone(), metrics.clone(), webhooks.clone());
-        async move {
-            if let (Some(webhooks), Some(Peer(peer))) =
-                (&webhooks, req.extensions().get::<Peer>().copied())
-            {
-                let answer = webhooks
-                    .handle(
-                        req.method(),
-                        req.uri().path(),
-                        req.uri().query(),
-                        req.headers(),
-                        peer,
-                    )
-                    .await;
-                if let Some(answer) = answer {
-                    return Ok::<_, Infallible>(answer);
-                }
-            }
-            Ok(route(&req, &readiness, &metrics))
-        }
-    });
     // Probes answer at once; nothing to drain beyond a second.
-    server.serve(listener, service, shutdown, ADMIN_DRAIN).await;
+    server
+        .serve(
+            listener,
+            router(readiness, metrics, webhooks),
+            shutdown,
+            ADMIN_DRAIN,
+        )
+        .await;
 }
 
 /// How long admin requests in flight may run once the admin port closes (last).
 const ADMIN_DRAIN: std::time::Duration = std::time::Duration::from_secs(1);
 
-fn route(
-    req: &Request<Incoming>,
-    readiness: &Readiness,
-    metrics: &Metrics,
-) -> Response<Full<Bytes>> {
-    if req.method() != Method::GET && req.method() != Method::HEAD {
+/// The admin routes: the probes and metrics (`GET` or `HEAD` only), and the webhook
+/// routes under `/webhooks/` when webhooks are on.
+fn router(readiness: Readiness, metrics: Metrics, webhooks: Option<WebhookAdmin>) -> Router {
+    let probes = Router::new()
+        .route("/healthz", get(healthz).fallback(not_found))
+        .route("/readyz", get(readyz).fallback(not_found))
+        .route("/metrics", get(render_metrics).fallback(not_found))
+        .fallback(not_found)
+        .with_state(Probes { readiness, metrics });
+    match webhooks {
+        Some(webhooks) => probes.merge(webhooks.router()),
+        None => probes,
+    }
+}
+
+/// What the probe routes read.
+#[derive(Clone)]
+struct Probes {
+    readiness: Readiness,
+    metrics: Metrics,
+}
+
+async fn healthz() -> Response<Full<Bytes>> {
+    text(StatusCode::OK, "ok\n")
+}
+
+async fn readyz(State(probes): State<Probes>) -> Response<Full<Bytes>> {
+    let (status, body) = probes.readiness.check();
+    text(status, body)
+}
+
+async fn render_metrics(State(probes): State<Probes>) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(Bytes::from(probes.metrics.render())));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        http::HeaderValue::from_static(METRICS_CONTENT_TYPE),
+    );
+    response
+}
+
+/// Any other path, or a method other than `GET` and `HEAD` anywhere: the method is
+/// refused first, as the probes are read-only.
+async fn not_found(method: Method) -> Response<Full<Bytes>> {
+    if method != Method::GET && method != Method::HEAD {
         return text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n");
     }
-    match req.uri().path() {
-        "/healthz" => text(StatusCode::OK, "ok\n"),
-        "/readyz" => {
-            let (status, body) = readiness.check();
-            text(status, body)
-        }
-        "/metrics" => {
-            let mut response = Response::new(Full::new(Bytes::from(metrics.render())));
-            response.headers_mut().insert(
-                header::CONTENT_TYPE,
-                http::HeaderValue::from_static(METRICS_CONTENT_TYPE),
-            );
-            response
-        }
-        _ => text(
-            StatusCode::NOT_FOUND,
-            "not found: try /healthz, /readyz or /metrics\n",
-        ),
-    }
+    text(
+        StatusCode::NOT_FOUND,
+        "not found: try /healthz, /readyz or /metrics\n",
+    )
 }
 
 fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<Full<Bytes>> {

@@ -16,7 +16,7 @@ use fincode_config::BreakerConfig;
 use fincode_proxy::breaker::Breaker;
 use fincode_server::{CancellationToken, Server};
 use fincode_store::{EventStore, NewEvent, SqliteStore, UNHEALTHY_AFTER_FAILURES};
-use fincode_telemetry::Metrics;
+use fincode_telemetry::{METRICS_CONTENT_TYPE, Metrics};
 use http_body_util::{BodyExt, Full};
 use hyper_util::{client::legacy::Client, rt::TokioExecutor};
 use tokio::net::TcpListener;
@@ -145,4 +145,79 @@ async fn readyz_is_503_once_the_store_is_closed() {
         "not ready: webhook store: the webhook store is closed\n"
     );
     stop.cancel();
+}
+
+/// The probe routes' method and path rules, status codes, bodies and content types, as
+/// the admin router answers them (webhooks off: `/webhooks/...` is just another path).
+#[tokio::test]
+async fn probes_answer_get_and_head_only_and_name_the_routes_elsewhere() {
+    use http::{Method, Request};
+    use tower::ServiceExt;
+
+    let metrics = Metrics::new();
+    let breaker = Breaker::new(
+        &BreakerConfig::default(),
+        "fincode",
+        &mut metrics.registry(),
+    );
+    let readiness = Readiness::new(Credentials::none(), breaker, None, None);
+    readiness.set(true);
+    let router = super::router(readiness, metrics, None);
+    let call = |method: Method, path: &'static str| {
+        let router = router.clone();
+        async move {
+            let request = Request::builder()
+                .method(method)
+                .uri(path)
+                .body(axum::body::Body::empty())
+                .unwrap();
+            let response = router.oneshot(request).await.unwrap();
+            let status = response.status().as_u16();
+            let content_type = response.headers()[http::header::CONTENT_TYPE]
+                .to_str()
+                .unwrap()
+                .to_owned();
+            let body = response.into_body().collect().await.unwrap().to_bytes();
+            (
+                status,
+                content_type,
+                String::from_utf8(body.to_vec()).unwrap(),
+            )
+        }
+    };
+    let text = "text/plain; charset=utf-8";
+    assert_eq!(
+        call(Method::GET, "/healthz").await,
+        (200, text.to_owned(), "ok\n".to_owned())
+    );
+    assert_eq!(call(Method::HEAD, "/healthz").await.0, 200);
+    assert_eq!(
+        call(Method::GET, "/readyz").await,
+        (200, text.to_owned(), "ready\n".to_owned())
+    );
+    let (status, content_type, _) = call(Method::GET, "/metrics").await;
+    assert_eq!((status, content_type.as_str()), (200, METRICS_CONTENT_TYPE));
+    for (method, path) in [
+        (Method::POST, "/healthz"),
+        (Method::DELETE, "/readyz"),
+        (Method::PUT, "/metrics"),
+        (Method::POST, "/elsewhere"),
+    ] {
+        assert_eq!(
+            call(method.clone(), path).await,
+            (405, text.to_owned(), "method not allowed\n".to_owned()),
+            "{method} {path}"
+        );
+    }
+    for path in ["/elsewhere", "/webhooks/events", "/healthz/"] {
+        assert_eq!(
+            call(Method::GET, path).await,
+            (
+                404,
+                text.to_owned(),
+                "not found: try /healthz, /readyz or /metrics\n".to_owned()
+            ),
+            "{path}"
+        );
+    }
 }

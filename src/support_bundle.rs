@@ -170,18 +170,18 @@ fn read_events(
     env: &Env,
     since: Option<SystemTime>,
 ) -> Result<Vec<StoredEvent>, StoreError> {
-    let secrets = config
-        .store_secrets(env)
-        .map_err(|missing| StoreError::Open {
-            path: "store".to_owned(),
-            detail: missing.first().map(ToString::to_string).unwrap_or_default(),
-        })?;
+    let secrets = config.store_secrets(env).map_err(|missing| {
+        StoreError::open(
+            "store",
+            missing.first().map(ToString::to_string).unwrap_or_default(),
+        )
+    })?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .map_err(|error| StoreError::Io {
-            operation: "events",
-            detail: format!("cannot start the async runtime: {error}"),
+        .map_err(|error| {
+            StoreError::io("events", format!("cannot start the async runtime: {error}"))
+                .caused_by(error)
         })?;
     runtime.block_on(async {
         match &config.store {

@@ -103,10 +103,56 @@ impl fmt::Debug for AuthResponse {
     }
 }
 
-/// The request could not be completed; the text names the cause without secrets.
-#[derive(Debug, Clone, thiserror::Error)]
-#[error("{0}")]
-pub struct TransportError(pub String);
+/// The request could not be completed; the message names the cause without secrets
+/// (it is what `/readyz` and the logs show), and [`source`](std::error::Error::source)
+/// keeps the transport's own error for code that classifies by type.
+#[derive(Debug, Clone)]
+pub struct TransportError {
+    message: String,
+    /// Shared so the error stays `Clone` (an [`AuthFailure`] is reported more than once).
+    source: Option<Arc<dyn std::error::Error + Send + Sync + 'static>>,
+}
+
+// === impl TransportError ===
+
+impl TransportError {
+    /// A failure `message` describes, with no underlying error.
+    pub fn new(message: impl Into<String>) -> Self {
+        Self {
+            message: message.into(),
+            source: None,
+        }
+    }
+
+    /// Keeps `cause` as this error's source.
+    #[must_use]
+    pub fn caused_by(
+        mut self,
+        cause: impl Into<Box<dyn std::error::Error + Send + Sync + 'static>>,
+    ) -> Self {
+        self.source = Some(Arc::from(cause.into()));
+        self
+    }
+
+    /// What went wrong, in words.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+}
+
+impl fmt::Display for TransportError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for TransportError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.source
+            .as_deref()
+            .map(|cause| cause as &(dyn std::error::Error + 'static))
+    }
+}
 
 /// How auth calls reach FinCode. The proxy implements it with its pooled TLS client,
 /// so auth calls share the upstream's TLS settings and timeouts without this crate
@@ -129,7 +175,7 @@ pub enum AuthFailure {
     /// FinCode answered 404: no such user.
     UnknownUser,
     /// FinCode could not be reached.
-    Unreachable(String),
+    Unreachable(TransportError),
     /// FinCode answered with an unexpected status.
     Unexpected(u16),
     /// FinCode's answer could not be understood.
@@ -224,8 +270,11 @@ pub enum AuthError {
     PublicKey {
         /// The config key that names the key.
         key: &'static str,
-        /// What was wrong.
+        /// What was wrong (the file error's words included).
         detail: String,
+        /// The file error, when the file could not be read.
+        #[source]
+        source: Option<std::io::Error>,
     },
 }
 
@@ -523,6 +572,7 @@ fn public_key(config: &AuthConfig, env: &Env) -> Result<RsaPublicKey, AuthError>
         let text = std::fs::read_to_string(path).map_err(|e| AuthError::PublicKey {
             key: "auth.public_key_file",
             detail: format!("cannot read {}: {e}", path.display()),
+            source: Some(e),
         })?;
         ("auth.public_key_file", text)
     } else {
@@ -532,6 +582,7 @@ fn public_key(config: &AuthConfig, env: &Env) -> Result<RsaPublicKey, AuthError>
     login::parse_public_key(&text).ok_or_else(|| AuthError::PublicKey {
         key,
         detail: "not an RSA public key".to_owned(),
+        source: None,
     })
 }
 

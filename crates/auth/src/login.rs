@@ -71,7 +71,7 @@ impl LoginSettings {
         let response = transport
             .send(self.request(&self.login_path, &body, None))
             .await
-            .map_err(|e| AuthFailure::Unreachable(e.0))?;
+            .map_err(AuthFailure::Unreachable)?;
         match response.status {
             StatusCode::OK => self.parse_issued(&response.body),
             StatusCode::UNAUTHORIZED => Err(AuthFailure::BadCredentials),
@@ -91,7 +91,7 @@ impl LoginSettings {
         let response = transport
             .send(self.request(&self.refresh_path, &body, None))
             .await
-            .map_err(|e| RefreshError::Failed(AuthFailure::Unreachable(e.0)))?;
+            .map_err(|e| RefreshError::Failed(AuthFailure::Unreachable(e)))?;
         match response.status {
             StatusCode::OK => self
                 .parse_issued(&response.body)

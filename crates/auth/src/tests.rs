@@ -209,7 +209,7 @@ impl Transport for SlowFincode {
         let answer = (!answers.is_empty()).then(|| answers.remove(0));
         Box::pin(async move {
             let Some((delay, status, body)) = answer else {
-                return Err(TransportError("no scripted answer left".into()));
+                return Err(TransportError::new("no scripted answer left"));
             };
             tokio::time::sleep(delay).await;
             Ok(AuthResponse {

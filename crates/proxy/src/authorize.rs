@@ -25,7 +25,7 @@ use http::{HeaderMap, Method, Request, Response, StatusCode};
 use http_body_util::{Either, Full};
 use tower::{Layer, Service, ServiceExt};
 
-use crate::{ErrorKind, SidecarError};
+use crate::{ErrorKind, SidecarError, head::request_from_head};
 
 /// The header that makes a POST safe to send twice: FinCode deduplicates on it.
 pub(crate) const IDEMPOTENCY_KEY: &str = "x-idempotency-key";
@@ -106,17 +106,8 @@ where
                 && may_send_twice(&parts.method, &parts.headers))
             .then(|| parts.extensions.get::<ReplayBody>().cloned())
             .flatten()
-            .map(|body| {
-                let mut copy = Request::new(Either::Left(Full::new(body.0)));
-                *copy.method_mut() = parts.method.clone();
-                *copy.uri_mut() = parts.uri.clone();
-                *copy.version_mut() = parts.version;
-                *copy.headers_mut() = parts.headers.clone();
-                // The correlation id, trace context and try counter ride along, so the
-                // replay is one more try of the same request in logs and traces.
-                *copy.extensions_mut() = parts.extensions.clone();
-                copy
-            });
+            // One more try of the same request in logs and traces.
+            .map(|body| request_from_head(&parts, Either::Left(Full::new(body.0))));
 
             let response = inner.call(Request::from_parts(parts, body)).await?;
             if response.status() != StatusCode::UNAUTHORIZED || !credentials.renews_tokens() {

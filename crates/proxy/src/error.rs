@@ -5,7 +5,7 @@
 //! sidecar failure from a FinCode answer (which passes through untouched) without
 //! parsing bodies, and an operator can alert on the header.
 
-use std::time::Duration;
+use std::{error::Error as StdError, fmt, sync::Arc, time::Duration};
 
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, Response, StatusCode, header};
@@ -123,11 +123,16 @@ impl ErrorKind {
 }
 
 /// An error the sidecar made, with an actionable detail that never holds a secret.
-#[derive(Debug, Clone, thiserror::Error)]
-#[error("{}: {detail}", kind.code())]
+///
+/// The detail is what the app reads, so it says in words what the cause said; the cause
+/// itself (the client's error for a failed try) is kept as
+/// [`source`](std::error::Error::source) for code that classifies by type.
+#[derive(Debug, Clone)]
 pub struct SidecarError {
     kind: ErrorKind,
     detail: String,
+    /// Shared so the error stays `Clone` (the retry layer keeps the last one).
+    source: Option<Arc<dyn StdError + Send + Sync + 'static>>,
     retry_after: Option<Duration>,
     unsent: bool,
     /// Headers the layer that failed wants the app to see (the minted idempotency key, why
@@ -143,6 +148,7 @@ impl SidecarError {
         Self {
             kind,
             detail: detail.into(),
+            source: None,
             retry_after: None,
             unsent: false,
             headers: None,
@@ -169,6 +175,13 @@ impl SidecarError {
         self.headers
             .get_or_insert_with(Default::default)
             .insert(name, value);
+        self
+    }
+
+    /// Keeps `cause` as this error's source.
+    #[must_use]
+    pub(crate) fn caused_by(mut self, cause: impl StdError + Send + Sync + 'static) -> Self {
+        self.source = Some(Arc::new(cause));
         self
     }
 
@@ -237,6 +250,20 @@ impl SidecarError {
             }
         }
         response
+    }
+}
+
+impl fmt::Display for SidecarError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.kind.code(), self.detail)
+    }
+}
+
+impl StdError for SidecarError {
+    fn source(&self) -> Option<&(dyn StdError + 'static)> {
+        self.source
+            .as_deref()
+            .map(|cause| cause as &(dyn StdError + 'static))
     }
 }
 

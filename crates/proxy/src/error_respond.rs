@@ -6,7 +6,8 @@
 //! It sits inside correlation so that every error carries the request's id, and inside
 //! the observe layer so that the access log and metrics see the answer the app got;
 //! everything outside it sees only responses (`Error = Infallible`), which is what the
-//! HTTP server needs.
+//! HTTP server needs. An inner readiness error has no request to answer yet, so it is
+//! kept and becomes the answer to the next request, as an error in `call` would.
 
 use std::{
     convert::Infallible,
@@ -16,6 +17,7 @@ use std::{
 };
 
 use bytes::Bytes;
+use futures_util::future;
 use http::{HeaderValue, Request, Response};
 use http_body_util::{Either, Full};
 use pin_project_lite::pin_project;
@@ -31,9 +33,11 @@ pub type ResponseBody<B> = Either<B, Full<Bytes>>;
 pub struct ErrorResponderLayer(());
 
 /// Turns inner [`SidecarError`]s into problem+json responses.
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 pub struct ErrorResponder<S> {
     inner: S,
+    /// The inner service's readiness error, answered on the next call.
+    not_ready: Option<SidecarError>,
 }
 
 // === impl ErrorResponderLayer ===
@@ -49,11 +53,24 @@ impl<S> Layer<S> for ErrorResponderLayer {
     type Service = ErrorResponder<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        ErrorResponder { inner }
+        ErrorResponder {
+            inner,
+            not_ready: None,
+        }
     }
 }
 
 // === impl ErrorResponder ===
+
+// Manual impl: a clone is a fresh service, without this one's pending readiness error.
+impl<S: Clone> Clone for ErrorResponder<S> {
+    fn clone(&self) -> Self {
+        Self {
+            inner: self.inner.clone(),
+            not_ready: None,
+        }
+    }
+}
 
 impl<S, B, RB> Service<Request<B>> for ErrorResponder<S>
 where
@@ -61,15 +78,17 @@ where
 {
     type Response = Response<ResponseBody<RB>>;
     type Error = Infallible;
-    type Future = ResponseFuture<S::Future>;
+    type Future = ResponseFuture<S::Future, RB>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        // Inner layers of this proxy are always ready; a readiness error would have
-        // no request to answer, so it is surfaced on the next call instead.
-        match self.inner.poll_ready(cx) {
-            Poll::Ready(_) => Poll::Ready(Ok(())),
-            Poll::Pending => Poll::Pending,
+        if self.not_ready.is_some() {
+            return Poll::Ready(Ok(()));
         }
+        // A readiness error has no request to answer: it answers the next call.
+        if let Err(error) = std::task::ready!(self.inner.poll_ready(cx)) {
+            self.not_ready = Some(error);
+        }
+        Poll::Ready(Ok(()))
     }
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
@@ -79,26 +98,28 @@ where
             .cloned()
             .unwrap_or_else(RequestId::mint);
         let tries = req.extensions().get::<Tries>().cloned();
-        ResponseFuture {
-            inner: self.inner.call(req),
-            id,
-            tries,
-        }
+        // The inner service was not made ready: it must not be called.
+        let inner = match self.not_ready.take() {
+            Some(error) => future::Either::Right(future::ready(Err(error))),
+            None => future::Either::Left(self.inner.call(req)),
+        };
+        ResponseFuture { inner, id, tries }
     }
 }
 
 pin_project! {
     /// Maps the inner result to a response.
     #[derive(Debug)]
-    pub struct ResponseFuture<F> {
+    pub struct ResponseFuture<F, RB> {
+        // The inner call, or the inner service's readiness error.
         #[pin]
-        inner: F,
+        inner: future::Either<F, future::Ready<Result<Response<RB>, SidecarError>>>,
         id: RequestId,
         tries: Option<Tries>,
     }
 }
 
-impl<F, RB> Future for ResponseFuture<F>
+impl<F, RB> Future for ResponseFuture<F, RB>
 where
     F: Future<Output = Result<Response<RB>, SidecarError>>,
 {
@@ -127,5 +148,78 @@ where
                 .insert(ATTEMPTS_HEADER, HeaderValue::from(tries.count()));
         }
         Poll::Ready(Ok(response))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::task::{Context, Poll};
+
+    use http::{Request, Response, StatusCode};
+    use http_body_util::Full;
+    use tower::{Layer, Service, ServiceExt};
+
+    use super::ErrorResponderLayer;
+    use crate::{ErrorKind, SIDECAR_ERROR_HEADER, SidecarError};
+
+    /// Fails readiness once, then answers 200; counts the calls it got.
+    struct FailsReadinessOnce {
+        failed: bool,
+        calls: usize,
+    }
+
+    impl Service<Request<Full<bytes::Bytes>>> for FailsReadinessOnce {
+        type Response = Response<Full<bytes::Bytes>>;
+        type Error = SidecarError;
+        type Future = std::future::Ready<Result<Self::Response, SidecarError>>;
+
+        fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), SidecarError>> {
+            if self.failed {
+                return Poll::Ready(Ok(()));
+            }
+            self.failed = true;
+            Poll::Ready(Err(SidecarError::new(
+                ErrorKind::Overloaded,
+                "not ready in this test",
+            )))
+        }
+
+        fn call(&mut self, _: Request<Full<bytes::Bytes>>) -> Self::Future {
+            self.calls += 1;
+            std::future::ready(Ok(Response::new(Full::default())))
+        }
+    }
+
+    #[tokio::test]
+    async fn a_readiness_error_answers_the_next_request_without_calling_the_inner_service() {
+        let mut service = ErrorResponderLayer::new().layer(FailsReadinessOnce {
+            failed: false,
+            calls: 0,
+        });
+        let response = service
+            .ready()
+            .await
+            .unwrap()
+            .call(Request::new(Full::default()))
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(
+            response.headers()[SIDECAR_ERROR_HEADER],
+            ErrorKind::Overloaded.code()
+        );
+        assert_eq!(response.extensions().get(), Some(&ErrorKind::Overloaded));
+        assert_eq!(service.inner.calls, 0, "an unready service is never called");
+
+        // The error was answered once; the service is ready again.
+        let response = service
+            .ready()
+            .await
+            .unwrap()
+            .call(Request::new(Full::default()))
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        assert_eq!(service.inner.calls, 1);
     }
 }

@@ -40,6 +40,7 @@ pub mod correlation;
 mod error;
 pub mod error_respond;
 pub mod guard;
+mod head;
 pub mod headers;
 pub mod ingress;
 pub mod limits;
@@ -84,12 +85,15 @@ pub enum BuildError {
     CaFile {
         /// The configured path.
         path: PathBuf,
-        /// What was wrong with it.
+        /// What was wrong with it (the PEM reader's words included).
         detail: String,
+        /// The PEM reader's error, when the file could not be read.
+        #[source]
+        source: Option<rustls::pki_types::pem::Error>,
     },
     /// rustls refused the TLS settings.
     #[error("TLS client setup failed: {0}")]
-    Tls(rustls::Error),
+    Tls(#[source] rustls::Error),
     /// `redact.hash_key_env` names a variable that is not set.
     #[error(
         "redact.hash_key_env: the variable {0} is not set or empty; set it to a random key of \

@@ -23,6 +23,7 @@ use std::{
 use bytes::Bytes;
 use fincode_config::UpstreamConfig;
 use fincode_redact::Redactor;
+use fincode_server::tls;
 use fincode_telemetry::{
     HttpLabels, HttpMetrics, KeyValue, SpanKind, SpanRecord, Traces, status_class,
 };
@@ -34,7 +35,6 @@ use hyper_util::{
     client::legacy::{Client, connect::HttpConnector},
     rt::{TokioExecutor, TokioTimer},
 };
-use rustls::pki_types::{CertificateDer, pem::PemObject};
 use tower::Service;
 
 use crate::{
@@ -359,7 +359,7 @@ impl<B> Upstream<B> {
                         humanize(this.inner.request_timeout)
                     ),
                 )),
-                Ok(Err(error)) => Err(this.classify(&error)),
+                Ok(Err(error)) => Err(this.classify(error)),
                 Ok(Ok(mut response)) => {
                     strip_hop_by_hop(response.headers_mut());
                     // Never indexed by HPACK on the app's h2c connection.
@@ -435,15 +435,17 @@ impl ClientSpan {
 }
 
 impl<B> Upstream<B> {
-    /// Names the cause of a client failure in words an operator can act on.
-    fn classify(&self, error: &hyper_util::client::legacy::Error) -> SidecarError {
+    /// Names the cause of a client failure in words an operator can act on, and keeps
+    /// the client's error as the result's source.
+    fn classify(&self, error: hyper_util::client::legacy::Error) -> SidecarError {
         classify(
-            error,
+            &error,
             error.is_connect(),
             &self.inner.target.authority,
             self.inner.connect_timeout,
             self.inner.max_body,
         )
+        .caused_by(error)
     }
 }
 
@@ -492,9 +494,7 @@ fn classify(
         );
     }
     if connecting {
-        if io_error.is_some_and(|io| io.kind() == io::ErrorKind::TimedOut)
-            || format!("{error:?}").contains("ConnectTimeout")
-        {
+        if timed_out(error) {
             return SidecarError::new(
                 ErrorKind::UpstreamTimeout,
                 format!(
@@ -519,6 +519,30 @@ fn classify(
         ErrorKind::UpstreamUnreachable,
         format!("the connection to FinCode ({authority}) failed before a response: {why}"),
     )
+}
+
+/// Whether a connect failure was the connect timeout, from the types in its chain: the
+/// client's connector reports `upstream.connect_timeout` running out as an `io::Error`
+/// of kind `TimedOut` wrapping tokio's `Elapsed` (under hyper-util's connect error);
+/// either one, anywhere in the chain, says so. An `io::Error`'s own wrapped error is
+/// not in `source()`, so each is looked inside as [`rustls_inside`] does.
+fn timed_out(error: &(dyn StdError + 'static)) -> bool {
+    let mut cause = Some(error);
+    while let Some(err) = cause {
+        if err.is::<tokio::time::error::Elapsed>() {
+            return true;
+        }
+        if let Some(io) = err.downcast_ref::<io::Error>() {
+            if io.kind() == io::ErrorKind::TimedOut {
+                return true;
+            }
+            if io.get_ref().is_some_and(|inner| timed_out(inner)) {
+                return true;
+            }
+        }
+        cause = err.source();
+    }
+    false
 }
 
 /// `io::Error` hides a wrapped error from `source()`, and hyper-rustls wraps
@@ -554,36 +578,26 @@ pub(crate) fn humanize(duration: Duration) -> String {
     format!("{}s", duration.as_secs())
 }
 
-/// rustls with the webpki roots plus `upstream.ca_file`, TLS 1.2 and 1.3 only, ring.
+/// rustls with the webpki roots plus `upstream.ca_file` (its unusable certificates
+/// skipped), TLS 1.2 and 1.3 only, ring; hyper-rustls sets ALPN.
 fn tls_config(config: &UpstreamConfig) -> Result<rustls::ClientConfig, BuildError> {
-    let mut roots = rustls::RootCertStore::empty();
-    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    let mut roots = tls::webpki_roots();
     if let Some(path) = &config.ca_file {
-        let certs = CertificateDer::pem_file_iter(path)
-            .map_err(|source| BuildError::CaFile {
-                path: path.clone(),
-                detail: source.to_string(),
-            })?
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|source| BuildError::CaFile {
-                path: path.clone(),
-                detail: source.to_string(),
-            })?;
+        let certs = tls::read_ca_file(path).map_err(|source| BuildError::CaFile {
+            path: path.clone(),
+            detail: source.to_string(),
+            source: Some(source),
+        })?;
         let (added, _ignored) = roots.add_parsable_certificates(certs);
         if added == 0 {
             return Err(BuildError::CaFile {
                 path: path.clone(),
                 detail: "no usable CA certificate in it".to_owned(),
+                source: None,
             });
         }
     }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
-        .map_err(BuildError::Tls)?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    Ok(config)
+    tls::client_config(roots, tls::TLS12_AND_13, &[]).map_err(BuildError::Tls)
 }
 
 /// Auth calls (login, refresh, logout) go through the same pooled TLS client, bypassing
@@ -608,8 +622,9 @@ impl fincode_auth::Transport for AuthTransport<crate::UpstreamBody> {
         let mut upstream = self.upstream.clone();
         let timeout = self.timeout;
         let exchange = async move {
-            let uri: Uri = request.path.parse().map_err(|_| {
-                fincode_auth::TransportError(format!("bad auth path {:?}", request.path))
+            let uri: Uri = request.path.parse().map_err(|error| {
+                fincode_auth::TransportError::new(format!("bad auth path {:?}", request.path))
+                    .caused_by(error)
             })?;
             let mut req = Request::new(http_body_util::Either::Left(Full::new(request.body)));
             *req.method_mut() = request.method;
@@ -618,13 +633,16 @@ impl fincode_auth::Transport for AuthTransport<crate::UpstreamBody> {
             let response = upstream
                 .call(req)
                 .await
-                .map_err(|e| fincode_auth::TransportError(e.detail().to_owned()))?;
+                .map_err(|e| fincode_auth::TransportError::new(e.detail()).caused_by(e))?;
             let status = response.status();
             let body = http_body_util::Limited::new(response.into_body(), MAX_AUTH_RESPONSE)
                 .collect()
                 .await
                 .map_err(|e| {
-                    fincode_auth::TransportError(format!("reading FinCode's answer failed: {e}"))
+                    fincode_auth::TransportError::new(format!(
+                        "reading FinCode's answer failed: {e}"
+                    ))
+                    .caused_by(e)
                 })?
                 .to_bytes();
             Ok(fincode_auth::AuthResponse { status, body })
@@ -633,11 +651,12 @@ impl fincode_auth::Transport for AuthTransport<crate::UpstreamBody> {
         Box::pin(async move {
             tokio::time::timeout(timeout, exchange)
                 .await
-                .unwrap_or_else(|_elapsed| {
-                    Err(fincode_auth::TransportError(format!(
+                .unwrap_or_else(|elapsed| {
+                    Err(fincode_auth::TransportError::new(format!(
                         "timed out: FinCode ({authority}) sent no complete answer within {} (upstream.request_timeout)",
                         humanize(timeout)
-                    )))
+                    ))
+                    .caused_by(elapsed))
                 })
         })
     }
@@ -797,6 +816,40 @@ mod tests {
         let classified = classify_test(&timed_out, true);
         assert_eq!(classified.kind(), ErrorKind::UpstreamTimeout);
         assert!(!classified.may_have_been_sent());
+    }
+
+    /// A real `Elapsed`, as the connector's `tokio::time::timeout` makes it.
+    async fn elapsed() -> tokio::time::error::Elapsed {
+        tokio::time::timeout(Duration::ZERO, std::future::pending::<()>())
+            .await
+            .unwrap_err()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_connect_timeout_is_classified_by_type() {
+        // hyper-util's connector: `io::Error(TimedOut, Elapsed)` under its connect error.
+        let as_hyper_util_says = Wrapped(io::Error::new(io::ErrorKind::TimedOut, elapsed().await));
+        // The same `Elapsed` under an `io::Error` of another kind: found inside it.
+        let wrapped_otherwise = Wrapped(io::Error::other(elapsed().await));
+        for error in [as_hyper_util_says, wrapped_otherwise] {
+            let classified = classify_test(&error, true);
+            assert_eq!(classified.kind(), ErrorKind::UpstreamTimeout, "{error:?}");
+            assert!(!classified.may_have_been_sent());
+            assert!(
+                classified.detail().contains("upstream.connect_timeout"),
+                "{}",
+                classified.detail()
+            );
+        }
+        // Words alone do not make a timeout.
+        let refused = Wrapped(io::Error::new(
+            io::ErrorKind::ConnectionRefused,
+            "ConnectTimeout",
+        ));
+        assert_eq!(
+            classify_test(&refused, true).kind(),
+            ErrorKind::UpstreamUnreachable
+        );
     }
 
     #[test]

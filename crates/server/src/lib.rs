@@ -41,6 +41,7 @@
 mod catch_panic;
 mod connections;
 mod metrics;
+pub mod tls;
 mod track;
 mod workers;
 

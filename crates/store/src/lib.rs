@@ -206,7 +206,16 @@ impl Health {
     }
 }
 
+/// A cause kept behind a [`StoreError`]: whatever the backend failed with.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
 /// A store failure. Messages name the file or operation, never event content.
+///
+/// The message is the whole sentence an operator reads (`/readyz`, logs, `store status`
+/// print it as it is), so it already says what the cause said; the cause itself is kept
+/// as [`std::error::Error::source`] for code that classifies by type. A Postgres error
+/// is kept only in its redacted form (message and SQLSTATE, never the values its
+/// `DETAIL` names).
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     /// The database could not be opened or migrated.
@@ -214,8 +223,11 @@ pub enum StoreError {
     Open {
         /// The configured location.
         path: String,
-        /// What went wrong.
+        /// What went wrong, and the fix.
         detail: String,
+        /// What the backend failed with, when something did.
+        #[source]
+        source: Option<BoxError>,
     },
     /// A read or write failed.
     #[error("webhook store {operation} failed: {detail}")]
@@ -224,10 +236,44 @@ pub enum StoreError {
         operation: &'static str,
         /// What went wrong.
         detail: String,
+        /// What the backend failed with, when something did.
+        #[source]
+        source: Option<BoxError>,
     },
     /// The store is shutting down or its writer stopped.
     #[error("the webhook store is closed")]
     Closed,
+}
+
+// === impl StoreError ===
+
+impl StoreError {
+    /// The store at `path` cannot be opened: `detail` says why and what to do.
+    pub fn open(path: impl Into<String>, detail: impl Into<String>) -> Self {
+        Self::Open {
+            path: path.into(),
+            detail: detail.into(),
+            source: None,
+        }
+    }
+
+    /// `operation` failed: `detail` says why.
+    pub fn io(operation: &'static str, detail: impl Into<String>) -> Self {
+        Self::Io {
+            operation,
+            detail: detail.into(),
+            source: None,
+        }
+    }
+
+    /// Keeps `cause` as this error's [`source`](std::error::Error::source).
+    #[must_use]
+    pub fn caused_by(mut self, cause: impl Into<BoxError>) -> Self {
+        if let Self::Open { source, .. } | Self::Io { source, .. } = &mut self {
+            *source = Some(cause.into());
+        }
+        self
+    }
 }
 
 /// Durable webhook events. Cheap to share (`Arc<dyn EventStore>`).

@@ -98,6 +98,7 @@ fn open_in_a_missing_directory_names_the_path_and_a_fix() {
     let StoreError::Open {
         path: named,
         detail,
+        ..
     } = &error
     else {
         panic!("{error:?}")
@@ -117,6 +118,7 @@ fn open_in_an_unwritable_directory_names_the_path_and_a_fix() {
     let StoreError::Open {
         path: named,
         detail,
+        ..
     } = &error
     else {
         panic!("{error:?}")
@@ -155,6 +157,7 @@ async fn a_second_open_of_the_same_file_fails_until_the_first_is_closed() {
     let StoreError::Open {
         path: named,
         detail,
+        ..
     } = &error
     else {
         panic!("{error:?}")

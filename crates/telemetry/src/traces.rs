@@ -79,7 +79,8 @@ pub struct SpanRecord {
     pub error: Option<Cow<'static, str>>,
 }
 
-/// Why trace export could not be set up. Names the key to fix.
+/// Why trace export could not be set up. Names the key to fix, and says what the cause
+/// said (operators read the message alone); the cause is also kept as its `source()`.
 #[derive(Debug, thiserror::Error)]
 pub enum TracesError {
     /// The OTLP exporter refused its settings.
@@ -87,7 +88,7 @@ pub enum TracesError {
         "traces.otlp_endpoint (or OTEL_EXPORTER_OTLP_*): the OTLP exporter could not be built: \
          {0}"
     )]
-    Exporter(String),
+    Exporter(#[source] opentelemetry_otlp::ExporterBuildError),
     /// Export needs the tokio runtime the sidecar runs on.
     #[error("trace export must be started inside the tokio runtime")]
     NoRuntime,
@@ -117,7 +118,7 @@ impl Traces {
             .with_endpoint(endpoint.clone())
             .with_timeout(config.export_timeout)
             .build()
-            .map_err(|err| TracesError::Exporter(err.to_string()))?;
+            .map_err(TracesError::Exporter)?;
         let mut processor = BatchSpanProcessor::builder(exporter).build();
         processor.set_resource(
             &Resource::builder()

@@ -21,13 +21,20 @@ use std::{
     time::{SystemTime, UNIX_EPOCH},
 };
 
+use axum::{
+    Extension, Router,
+    extract::{Path, Query, State, rejection::QueryRejection},
+    routing::{any, get, post},
+};
 use bytes::Bytes;
 use fincode_audit::Auditor;
 use fincode_redact::Redactor;
+use fincode_server::Peer;
 use fincode_store::{EventStore, Status, StoredEvent};
 use http::{HeaderMap, Method, Response, StatusCode, header};
 use http_body_util::Full;
 use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
 use serde_json::{Value, json};
 use subtle::ConstantTimeEq;
 use tokio::sync::Notify;
@@ -83,22 +90,46 @@ impl Admin {
         }
     }
 
-    /// Answers a request under `/webhooks/`, or `None` for any other path.
-    pub async fn handle(
+    /// The webhook routes, for the admin port's router: every path under `/webhooks/`
+    /// is answered here, anything else is left to the router they are merged into.
+    ///
+    /// Who may ask is decided before what is asked (a refused caller learns nothing of
+    /// the routes, ids or parameters), so each handler admits the caller first, and the
+    /// extractors that could reject (the list's query) are read after that. A method a
+    /// route does not serve, `HEAD` included, is a 404 like an unknown path.
+    pub fn router<S>(self) -> Router<S> {
+        Router::new()
+            .route(
+                "/webhooks/events",
+                get(list).head(no_such_route).fallback(no_such_route),
+            )
+            .route(
+                "/webhooks/events/{id}",
+                get(show).head(no_such_route).fallback(no_such_route),
+            )
+            .route(
+                "/webhooks/events/{id}/replay",
+                post(replay).fallback(no_such_route),
+            )
+            .route(
+                "/webhooks/dead/replay",
+                post(replay_all).fallback(no_such_route),
+            )
+            .route("/webhooks/", any(no_such_route))
+            .route("/webhooks/{*rest}", any(no_such_route))
+            .with_state(self)
+    }
+
+    /// Admits the caller of a request, or says why not, for the 403 answer (recording a
+    /// refused `replay`). Reading is allowed from loopback; changing state needs the
+    /// token, or from loopback the [`ADMIN_HEADER`].
+    fn admit(
         &self,
         method: &Method,
-        path: &str,
-        query: Option<&str>,
         headers: &HeaderMap,
         peer: SocketAddr,
-    ) -> Option<Response<Full<Bytes>>> {
-        let rest = path.strip_prefix("/webhooks/")?;
-        let segments: Vec<&str> = rest.split('/').collect();
-        let replay = match (method, segments.as_slice()) {
-            (&Method::POST, ["events", id, "replay"]) => Some(Replay::One(id.parse().ok())),
-            (&Method::POST, ["dead", "replay"]) => Some(Replay::Dead),
-            _ => None,
-        };
+        replay: Option<Replay>,
+    ) -> Result<Caller, &'static str> {
         let mut caller = Caller {
             peer,
             admitted: None,
@@ -108,10 +139,9 @@ impl Admin {
             if let Some(replay) = replay {
                 self.refused(caller, replay, headers);
             }
-            return Some(reply(
-                StatusCode::FORBIDDEN,
-                &json!({"error": "webhook admin routes are served on loopback (to a loopback Host, not from a web page elsewhere), or with webhooks.admin_token_env's token as a Bearer token"}),
-            ));
+            return Err(
+                "webhook admin routes are served on loopback (to a loopback Host, not from a web page elsewhere), or with webhooks.admin_token_env's token as a Bearer token",
+            );
         }
         // Reading is safe from loopback; changing state is not, because a web page in an
         // operator's browser can make a "simple" cross-origin POST to a port-forwarded
@@ -124,27 +154,27 @@ impl Admin {
             if let Some(replay) = replay {
                 self.refused(caller, replay, headers);
             }
-            return Some(reply(
-                StatusCode::FORBIDDEN,
-                &json!({"error": "state-changing webhook admin routes need the admin token as a Bearer token, or from loopback the header X-Fincode-Admin: 1 (fincode-sidecar webhooks sends it)"}),
-            ));
+            return Err(
+                "state-changing webhook admin routes need the admin token as a Bearer token, or from loopback the header X-Fincode-Admin: 1 (fincode-sidecar webhooks sends it)",
+            );
         }
         caller.admitted = Some(if token {
             AdmittedBy::Token
         } else {
             AdmittedBy::Loopback
         });
-        let answer = match (method, segments.as_slice()) {
-            (&Method::GET, ["events"]) => self.list(query).await,
-            (&Method::GET, ["events", id]) => self.show(id).await,
-            (&Method::POST, ["events", id, "replay"]) => self.replay(id, caller).await,
-            (&Method::POST, ["dead", "replay"]) => self.replay_all(caller).await,
-            _ => Ok(reply(
-                StatusCode::NOT_FOUND,
-                &json!({"error": "no such webhook route"}),
-            )),
-        };
-        Some(answer.unwrap_or_else(|error| {
+        Ok(caller)
+    }
+
+    /// The answer to an admitted request: `answer`'s, or 503 when the store failed
+    /// (recording the failed `replay`).
+    fn answer(
+        &self,
+        answer: Result<Response<Full<Bytes>>, fincode_store::StoreError>,
+        caller: Caller,
+        replay: Option<Replay>,
+    ) -> Response<Full<Bytes>> {
+        answer.unwrap_or_else(|error| {
             tracing::error!(%error, "webhook admin request failed");
             if let Some(replay) = replay {
                 self.audit.admin_replay(
@@ -161,7 +191,7 @@ impl Admin {
                 StatusCode::SERVICE_UNAVAILABLE,
                 &json!({"error": "the webhook store is unavailable"}),
             )
-        }))
+        })
     }
 
     /// Records a replay refused with 403: `unauthorized` when a Bearer token was given
@@ -194,38 +224,34 @@ impl Admin {
 
     async fn list(
         &self,
-        query: Option<&str>,
+        query: Result<Query<ListQuery>, QueryRejection>,
     ) -> Result<Response<Full<Bytes>>, fincode_store::StoreError> {
-        let mut status = None;
-        let mut limit = 100;
-        for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
-            match pair.split_once('=') {
-                Some(("status", value)) => match Status::parse(value) {
-                    Some(parsed) => status = Some(parsed),
-                    None => {
-                        return Ok(reply(
-                            StatusCode::BAD_REQUEST,
-                            &json!({"error": "status must be pending, delivered or dead"}),
-                        ));
-                    }
-                },
-                Some(("limit", value)) => match value.parse::<usize>() {
-                    Ok(n) if (1..=MAX_LIST).contains(&n) => limit = n,
-                    _ => {
-                        return Ok(reply(
-                            StatusCode::BAD_REQUEST,
-                            &json!({"error": format!("limit must be 1 to {MAX_LIST}")}),
-                        ));
-                    }
-                },
-                _ => {
-                    return Ok(reply(
-                        StatusCode::BAD_REQUEST,
-                        &json!({"error": "known parameters: status, limit"}),
-                    ));
-                }
+        let Ok(Query(query)) = query else {
+            return Ok(reply(
+                StatusCode::BAD_REQUEST,
+                &json!({"error": "known parameters: status, limit"}),
+            ));
+        };
+        let status = match query.status.as_deref().map(Status::parse) {
+            None => None,
+            Some(Some(parsed)) => Some(parsed),
+            Some(None) => {
+                return Ok(reply(
+                    StatusCode::BAD_REQUEST,
+                    &json!({"error": "status must be pending, delivered or dead"}),
+                ));
             }
-        }
+        };
+        let limit = match query.limit.as_deref().map(str::parse::<usize>) {
+            None => 100,
+            Some(Ok(n)) if (1..=MAX_LIST).contains(&n) => n,
+            Some(_) => {
+                return Ok(reply(
+                    StatusCode::BAD_REQUEST,
+                    &json!({"error": format!("limit must be 1 to {MAX_LIST}")}),
+                ));
+            }
+        };
         let events = self.store.list(status, limit).await?;
         let events: Vec<Value> = events.iter().map(summary).collect();
         Ok(reply(StatusCode::OK, &json!({ "events": events })))
@@ -326,6 +352,92 @@ impl Admin {
     }
 }
 
+/// `GET /webhooks/events[?status=...][&limit=N]`'s parameters; any other is refused.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ListQuery {
+    status: Option<String>,
+    limit: Option<String>,
+}
+
+/// The client's address; a request from outside the admin server (none is) counts as
+/// from elsewhere.
+fn peer_of(peer: Option<Extension<Peer>>) -> SocketAddr {
+    peer.map_or(
+        SocketAddr::from(([0, 0, 0, 0], 0)),
+        |Extension(Peer(peer))| peer,
+    )
+}
+
+async fn list(
+    State(admin): State<Admin>,
+    peer: Option<Extension<Peer>>,
+    method: Method,
+    headers: HeaderMap,
+    query: Result<Query<ListQuery>, QueryRejection>,
+) -> Response<Full<Bytes>> {
+    match admin.admit(&method, &headers, peer_of(peer), None) {
+        Ok(caller) => admin.answer(admin.list(query).await, caller, None),
+        Err(why) => forbidden(why),
+    }
+}
+
+async fn show(
+    State(admin): State<Admin>,
+    peer: Option<Extension<Peer>>,
+    method: Method,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Response<Full<Bytes>> {
+    match admin.admit(&method, &headers, peer_of(peer), None) {
+        Ok(caller) => admin.answer(admin.show(&id).await, caller, None),
+        Err(why) => forbidden(why),
+    }
+}
+
+async fn replay(
+    State(admin): State<Admin>,
+    peer: Option<Extension<Peer>>,
+    method: Method,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Response<Full<Bytes>> {
+    let asked = Replay::One(id.parse().ok());
+    match admin.admit(&method, &headers, peer_of(peer), Some(asked)) {
+        Ok(caller) => admin.answer(admin.replay(&id, caller).await, caller, Some(asked)),
+        Err(why) => forbidden(why),
+    }
+}
+
+async fn replay_all(
+    State(admin): State<Admin>,
+    peer: Option<Extension<Peer>>,
+    method: Method,
+    headers: HeaderMap,
+) -> Response<Full<Bytes>> {
+    match admin.admit(&method, &headers, peer_of(peer), Some(Replay::Dead)) {
+        Ok(caller) => admin.answer(admin.replay_all(caller).await, caller, Some(Replay::Dead)),
+        Err(why) => forbidden(why),
+    }
+}
+
+/// Any other path under `/webhooks/`, or a method its route does not serve: 404 to an
+/// admitted caller.
+async fn no_such_route(
+    State(admin): State<Admin>,
+    peer: Option<Extension<Peer>>,
+    method: Method,
+    headers: HeaderMap,
+) -> Response<Full<Bytes>> {
+    match admin.admit(&method, &headers, peer_of(peer), None) {
+        Ok(_) => reply(
+            StatusCode::NOT_FOUND,
+            &json!({"error": "no such webhook route"}),
+        ),
+        Err(why) => forbidden(why),
+    }
+}
+
 /// The Bearer token a request carries, if any.
 fn bearer(headers: &HeaderMap) -> Option<&str> {
     headers
@@ -405,6 +517,11 @@ fn millis(time: SystemTime) -> u64 {
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
+/// A caller [`Admin::admit`] refused, told `why`.
+fn forbidden(why: &str) -> Response<Full<Bytes>> {
+    reply(StatusCode::FORBIDDEN, &json!({ "error": why }))
+}
+
 fn bad_id() -> Response<Full<Bytes>> {
     reply(
         StatusCode::BAD_REQUEST,
@@ -414,6 +531,40 @@ fn bad_id() -> Response<Full<Bytes>> {
 
 fn reply(status: StatusCode, body: &Value) -> Response<Full<Bytes>> {
     json_response(status, Bytes::from(body.to_string()))
+}
+
+/// Drives [`Admin::router`] as the admin port does, for the tests.
+#[cfg(test)]
+impl Admin {
+    /// The answer to a request from `peer`, or `None` when no webhook route claims it
+    /// (the router it is merged into answers then).
+    pub(crate) async fn handle(
+        &self,
+        method: &Method,
+        path: &str,
+        query: Option<&str>,
+        headers: &HeaderMap,
+        peer: SocketAddr,
+    ) -> Option<Response<axum::body::Body>> {
+        use tower::ServiceExt;
+
+        /// What the merged router's own fallback answers: not a webhook route.
+        const NOT_OURS: StatusCode = StatusCode::IM_A_TEAPOT;
+        let uri = match query {
+            Some(query) => format!("{path}?{query}"),
+            None => path.to_owned(),
+        };
+        let mut request = http::Request::builder()
+            .method(method.clone())
+            .uri(uri)
+            .body(axum::body::Body::empty())
+            .ok()?;
+        *request.headers_mut() = headers.clone();
+        request.extensions_mut().insert(Peer(peer));
+        let router = self.clone().router().fallback(|| async { NOT_OURS });
+        let response = router.oneshot(request).await.ok()?;
+        (response.status() != NOT_OURS).then_some(response)
+    }
 }
 
 #[cfg(test)]

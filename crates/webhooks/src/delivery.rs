@@ -86,15 +86,12 @@ impl HttpDelivery {
         timeout: Duration,
         confirm: Option<Confirm>,
     ) -> Self {
-        let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .map(|builder| {
-            let mut roots = rustls::RootCertStore::empty();
-            roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-            builder.with_root_certificates(roots).with_no_client_auth()
-        });
+        // rustls's safe default versions; hyper-rustls sets ALPN (HTTP/1.1 only).
+        let tls = fincode_server::tls::client_config(
+            fincode_server::tls::webpki_roots(),
+            rustls::DEFAULT_VERSIONS,
+            &[],
+        );
         let mut http = HttpConnector::new();
         http.enforce_http(false);
         http.set_connect_timeout(Some(timeout));

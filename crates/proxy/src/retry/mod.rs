@@ -34,9 +34,7 @@ use arc_swap::ArcSwap;
 use bytes::Bytes;
 use fincode_backoff::{Backoff, retry_after};
 use fincode_config::RetryConfig;
-use http::{
-    HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode, Uri, Version,
-};
+use http::{HeaderName, HeaderValue, Method, Request, Response, StatusCode};
 use http_body::Body;
 use http_body_util::{BodyExt, Either, Full, LengthLimitError};
 use prometheus_client::{
@@ -53,6 +51,7 @@ use tower::{
 use crate::{
     ErrorKind, SidecarError,
     authorize::{IDEMPOTENCY_KEY, IdempotencyKey, ReplayBody, may_send_twice},
+    head::request_from_head,
     rate_limit::Throttle,
     routes::{OTHER, Route},
     upstream::humanize,
@@ -332,27 +331,6 @@ where
     }
 }
 
-/// The parts of a request needed to build each try.
-struct Head {
-    method: Method,
-    uri: Uri,
-    version: Version,
-    headers: HeaderMap,
-    extensions: http::Extensions,
-}
-
-impl Head {
-    fn request<B>(&self, body: B) -> Request<B> {
-        let mut request = Request::new(body);
-        *request.method_mut() = self.method.clone();
-        *request.uri_mut() = self.uri.clone();
-        *request.version_mut() = self.version;
-        *request.headers_mut() = self.headers.clone();
-        *request.extensions_mut() = self.extensions.clone();
-        request
-    }
-}
-
 /// A failed try: why, whether FinCode may have seen it, and FinCode's `Retry-After`.
 struct Failure {
     reason: Reason,
@@ -372,14 +350,8 @@ impl Policy {
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
         let deadline = Instant::now() + self.deadline;
-        let (parts, body) = req.into_parts();
-        let mut head = Head {
-            method: parts.method,
-            uri: parts.uri,
-            version: parts.version,
-            headers: parts.headers,
-            extensions: parts.extensions,
-        };
+        // The head each try is built from (`request_from_head`).
+        let (mut head, body) = req.into_parts();
         let minted = self.mint_key(&mut head);
         let route = head.extensions.get::<Route>().map_or(OTHER, |r| r.0);
         let resendable = may_send_twice(&head.method, &head.headers);
@@ -414,8 +386,10 @@ impl Policy {
         let mut attempt = 1;
         loop {
             let request = match (&bytes, stream.take()) {
-                (Some(bytes), _) => head.request(Either::Left(Full::new(bytes.clone()))),
-                (None, Some(body)) => head.request(Either::Right(body)),
+                (Some(bytes), _) => {
+                    request_from_head(&head, Either::Left(Full::new(bytes.clone())))
+                }
+                (None, Some(body)) => request_from_head(&head, Either::Right(body)),
                 // Unreachable: a streamed body is never tried twice (see `decide`).
                 (None, None) => {
                     break Err(SidecarError::new(
@@ -475,7 +449,7 @@ impl Policy {
     /// one, gets a fresh key (replacing the blank values). Keys the app did choose, even
     /// unusable ones, are never replaced: the app's own retries carry them, and a key
     /// minted per call would make each of those a new payment.
-    fn mint_key(&self, head: &mut Head) -> Option<HeaderValue> {
+    fn mint_key(&self, head: &mut http::request::Parts) -> Option<HeaderValue> {
         if !self.mint_idempotency_key
             || !matches!(head.method, Method::POST | Method::PATCH)
             || !matches!(

@@ -6,6 +6,7 @@ use std::{
     sync::{Arc, Mutex},
 };
 
+use http::Uri;
 use http_body_util::{BodyExt, StreamBody, combinators::BoxBody};
 use hyper::body::Frame;
 use tower::service_fn;

@@ -1,10 +1,8 @@
 //! From [`PostgresOptions`] to a connection configuration and a TLS connector.
 
-use std::sync::Arc;
 use std::time::Duration;
 
-use rustls_pki_types::CertificateDer;
-use rustls_pki_types::pem::PemObject;
+use fincode_server::tls;
 use secrecy::ExposeSecret;
 use tokio_postgres::config::{Host, SslMode};
 use tokio_postgres_rustls::MakeRustlsConnect;
@@ -31,10 +29,7 @@ pub(super) struct Prepared {
 /// builds the TLS connector. Errors are [`StoreError::Open`] naming the URL (which holds
 /// no password) and the fix.
 pub(super) fn prepare(options: &PostgresOptions) -> Result<Prepared, StoreError> {
-    let open_error = |shown: &str, detail: String| StoreError::Open {
-        path: shown.to_owned(),
-        detail,
-    };
+    let open_error = |shown: &str, detail: String| StoreError::open(shown, detail);
     let mut config: tokio_postgres::Config = options.url.parse().map_err(|error| {
         open_error(
             "the Postgres URL",
@@ -43,6 +38,7 @@ pub(super) fn prepare(options: &PostgresOptions) -> Result<Prepared, StoreError>
                  store's Postgres URL"
             ),
         )
+        .caused_by(error)
     })?;
     let shown = format!("{} (schema {})", describe(&config), options.schema);
     if config.get_password().is_some() {
@@ -87,16 +83,13 @@ pub(super) fn prepare(options: &PostgresOptions) -> Result<Prepared, StoreError>
         }
         PostgresTls::VerifyFull { ca_file } => {
             config.ssl_mode(SslMode::Require);
-            root_store(ca_file.as_deref()).map_err(|detail| open_error(&shown, detail))?
+            root_store(ca_file.as_deref(), &shown)?
         }
     };
-    let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .map_err(|error| open_error(&shown, format!("cannot set up TLS: {error}")))?
-    .with_root_certificates(roots)
-    .with_no_client_auth();
+    // rustls's safe default versions; no ALPN (Postgres negotiates none).
+    let tls = tls::client_config(roots, rustls::DEFAULT_VERSIONS, &[]).map_err(|error| {
+        open_error(&shown, format!("cannot set up TLS: {error}")).caused_by(error)
+    })?;
     Ok(Prepared {
         config,
         tls: MakeRustlsConnect::new(tls),
@@ -104,24 +97,28 @@ pub(super) fn prepare(options: &PostgresOptions) -> Result<Prepared, StoreError>
     })
 }
 
-/// The CA certificates to trust: the PEM file's, or the webpki roots without one.
-fn root_store(ca_file: Option<&std::path::Path>) -> Result<rustls::RootCertStore, String> {
+/// The CA certificates to trust: the PEM file's (every one must be usable), or the
+/// webpki roots without one.
+fn root_store(
+    ca_file: Option<&std::path::Path>,
+    shown: &str,
+) -> Result<rustls::RootCertStore, StoreError> {
     let Some(path) = ca_file else {
-        return Ok(rustls::RootCertStore {
-            roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
-        });
+        return Ok(tls::webpki_roots());
     };
     let unreadable = |error: &dyn std::fmt::Display| {
-        format!(
-            "cannot read the CA file {}: {error}; point the store's CA file at a PEM file \
-             of the CA that signed the server's certificate",
-            path.display()
+        StoreError::open(
+            shown,
+            format!(
+                "cannot read the CA file {}: {error}; point the store's CA file at a PEM \
+                 file of the CA that signed the server's certificate",
+                path.display()
+            ),
         )
     };
     let mut roots = rustls::RootCertStore::empty();
-    for cert in CertificateDer::pem_file_iter(path).map_err(|e| unreadable(&e))? {
-        let cert = cert.map_err(|e| unreadable(&e))?;
-        roots.add(cert).map_err(|e| unreadable(&e))?;
+    for cert in tls::read_ca_file(path).map_err(|e| unreadable(&e).caused_by(e))? {
+        roots.add(cert).map_err(|e| unreadable(&e).caused_by(e))?;
     }
     if roots.is_empty() {
         return Err(unreadable(&"it holds no certificate"));

@@ -162,10 +162,7 @@ impl PostgresStore {
     /// refuses TLS or the credentials, or its schema is newer than this build.
     pub async fn connect(options: PostgresOptions) -> Result<Self, StoreError> {
         let connect::Prepared { config, tls, shown } = connect::prepare(&options)?;
-        let open_error = |detail: String| StoreError::Open {
-            path: shown.clone(),
-            detail,
-        };
+        let open_error = |detail: String| StoreError::open(shown.clone(), detail);
         let manager = Manager::from_config(
             config.clone(),
             tls.clone(),
@@ -182,26 +179,30 @@ impl PostgresStore {
             .recycle_timeout(Some(CHECKOUT_TIMEOUT))
             .runtime(deadpool_postgres::Runtime::Tokio1)
             .build()
-            .map_err(|error| open_error(format!("cannot build the connection pool: {error}")))?;
+            .map_err(|error| {
+                open_error(format!("cannot build the connection pool: {error}")).caused_by(error)
+            })?;
         let mut client = pool
             .get()
             .await
-            .map_err(|error| open_error(connect_hint(&pool_detail(&error))))?;
+            .map_err(|error| pool_cause(open_error(connect_hint(&pool_detail(&error))), error))?;
         schema::migrate(&mut client, &options.schema)
             .await
             .map_err(|error| match error {
                 MigrateError::Postgres(error) => open_error(format!(
                     "cannot create or migrate the schema: {}",
                     db_detail(&error)
-                )),
+                ))
+                .caused_by(pg_cause(error)),
                 MigrateError::TooNew(found) => open_error(format!(
                     "its schema version {found} is newer than this sidecar's \
                      ({SCHEMA_VERSION}); run a newer sidecar or use another schema"
                 )),
             })?;
-        let offset = measure_clock(&client)
-            .await
-            .map_err(|error| open_error(format!("cannot read the database clock: {error}")))?;
+        let offset = measure_clock(&client).await.map_err(|error| {
+            open_error(format!("cannot read the database clock: {error}"))
+                .caused_by(pg_cause(error))
+        })?;
         drop(client);
         tracing::info!(database = %shown, clock_offset_ms = offset, "webhook store connected");
         let inserted = Arc::new(Notify::new());
@@ -226,10 +227,10 @@ impl PostgresStore {
 
     /// A pooled connection, and the clock offset (measured again on it when stale).
     async fn client(&self, operation: &'static str) -> Result<(Object, i64), StoreError> {
-        let client = self.pool.get().await.map_err(|error| StoreError::Io {
-            operation,
-            detail: pool_detail(&error),
-        })?;
+        let client =
+            self.pool.get().await.map_err(|error| {
+                pool_cause(StoreError::io(operation, pool_detail(&error)), error)
+            })?;
         if self.clock.start_measuring() {
             let measured = measure_clock(&client).await;
             if let Err(error) = &measured {
@@ -548,10 +549,10 @@ impl EventStore for PostgresStore {
                 Err(error) => return self.observe(Err(error)),
             }
         }
-        self.observe(Err(StoreError::Io {
-            operation: "insert",
-            detail: "the dedupe key kept changing hands; try again".to_owned(),
-        }))
+        self.observe(Err(StoreError::io(
+            "insert",
+            "the dedupe key kept changing hands; try again",
+        )))
     }
 
     async fn claim_due(
@@ -934,10 +935,8 @@ fn event_from_row(
     operation: &'static str,
 ) -> Result<StoredEvent, StoreError> {
     let db = db_error(operation);
-    let corrupt = |what: &str| StoreError::Io {
-        operation,
-        detail: format!("a stored event has a corrupt {what}"),
-    };
+    let corrupt =
+        |what: &str| StoreError::io(operation, format!("a stored event has a corrupt {what}"));
     let headers: Vec<u8> = row.try_get(5).map_err(&db)?;
     let status: String = row.try_get(7).map_err(&db)?;
     let attempts: i32 = row.try_get(8).map_err(&db)?;
@@ -961,10 +960,7 @@ fn event_from_row(
 
 /// Maps a failed statement to [`StoreError::Io`] naming the operation.
 fn db_error(operation: &'static str) -> impl Fn(tokio_postgres::Error) -> StoreError {
-    move |error| StoreError::Io {
-        operation,
-        detail: db_detail(&error),
-    }
+    move |error| StoreError::io(operation, db_detail(&error)).caused_by(pg_cause(error))
 }
 
 /// The error with its cause (Postgres's messages name tables and constraints, not
@@ -975,6 +971,38 @@ fn db_detail(error: &tokio_postgres::Error) -> String {
         None => error.to_string(),
     }
 }
+
+/// `error` as a [`StoreError`]'s cause: as it is, unless it carries a server error,
+/// whose `DETAIL` may name values (a duplicate key's, say); then only what
+/// [`db_detail`] shows, as [`DbFailure`].
+fn pg_cause(error: tokio_postgres::Error) -> crate::BoxError {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(&error);
+    while let Some(current) = cause {
+        if current.is::<tokio_postgres::error::DbError>() {
+            return Box::new(DbFailure(db_detail(&error)));
+        }
+        cause = current.source();
+    }
+    Box::new(error)
+}
+
+/// Keeps what the pool failed with behind `store_error`: the connection error of a
+/// [`PoolError::Backend`] (as [`pg_cause`] redacts it), or the pool's own error
+/// otherwise.
+fn pool_cause(store_error: StoreError, error: PoolError) -> StoreError {
+    match error {
+        PoolError::Backend(error) => store_error.caused_by(pg_cause(error)),
+        // A post-create hook's error may wrap a server error too: not kept.
+        PoolError::PostCreateHook(_) => store_error,
+        other => store_error.caused_by(other),
+    }
+}
+
+/// A server error in the words [`db_detail`] uses (message and SQLSTATE), without the
+/// `DETAIL` and `WHERE` parts that would name values.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct DbFailure(String);
 
 /// A pool failure: no connection within the checkout timeout, or one that could not be
 /// opened.

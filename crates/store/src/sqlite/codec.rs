@@ -41,9 +41,8 @@ pub(crate) fn encode_headers(headers: &[(String, String)]) -> Result<Vec<u8>, St
     let size = headers.iter().map(|(n, v)| 8 + n.len() + v.len()).sum();
     let mut out = Vec::with_capacity(size);
     for text in headers.iter().flat_map(|(n, v)| [n, v]) {
-        let len = u32::try_from(text.len()).map_err(|_| StoreError::Io {
-            operation: "insert",
-            detail: "a header is larger than 4 GiB".to_owned(),
+        let len = u32::try_from(text.len()).map_err(|error| {
+            StoreError::io("insert", "a header is larger than 4 GiB").caused_by(error)
         })?;
         out.extend_from_slice(&len.to_le_bytes());
         out.extend_from_slice(text.as_bytes());
@@ -101,9 +100,6 @@ pub(super) fn event_from_row(row: &Row<'_>) -> rusqlite::Result<StoredEvent> {
 
 /// A failed read or write, naming the operation and SQLite's reason (which names
 /// tables and columns, never values).
-pub(super) fn io_error(operation: &'static str, error: &rusqlite::Error) -> StoreError {
-    StoreError::Io {
-        operation,
-        detail: error.to_string(),
-    }
+pub(super) fn io_error(operation: &'static str, error: rusqlite::Error) -> StoreError {
+    StoreError::io(operation, error.to_string()).caused_by(error)
 }

@@ -28,10 +28,7 @@ pub(super) fn lock_path(database: &Path) -> PathBuf {
 /// another process holds it. The lock lasts as long as the returned file is open.
 pub(super) fn lock_exclusively(database: &Path) -> Result<File, StoreError> {
     let path = lock_path(database);
-    let open_error = |detail: String| StoreError::Open {
-        path: database.display().to_string(),
-        detail,
-    };
+    let open_error = |detail: String| StoreError::open(database.display().to_string(), detail);
     let file = OpenOptions::new()
         .create(true)
         .truncate(false)
@@ -44,6 +41,7 @@ pub(super) fn lock_exclusively(database: &Path) -> Result<File, StoreError> {
                  (FINCODE_SIDECAR__STORE__SQLITE_PATH) to a file in a writable directory",
                 path.display()
             ))
+            .caused_by(error)
         })?;
     match file.try_lock() {
         Ok(()) => Ok(file),
@@ -58,6 +56,7 @@ pub(super) fn lock_exclusively(database: &Path) -> Result<File, StoreError> {
         Err(TryLockError::Error(error)) => Err(open_error(format!(
             "cannot lock {}: {error}; put the file on a local disk that supports file locks",
             path.display()
-        ))),
+        ))
+        .caused_by(error)),
     }
 }

@@ -118,10 +118,8 @@ impl SqliteStore {
     /// holds `<file>.lock`), the file is not an SQLite database, or its schema is newer
     /// than this build.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
-        schema::check_directory(path).map_err(|detail| StoreError::Open {
-            path: path.display().to_string(),
-            detail,
-        })?;
+        schema::check_directory(path)
+            .map_err(|detail| StoreError::open(path.display().to_string(), detail))?;
         // Before anything touches the file: a second process (a rolling update on a
         // shared volume) must fail here, not void the first one's leases below.
         let lock = lock::lock_exclusively(path)?;
@@ -136,9 +134,12 @@ impl SqliteStore {
                  WHERE lease_owner IS NOT NULL",
                 [],
             )
-            .map_err(|error| StoreError::Open {
-                path: path.display().to_string(),
-                detail: format!("cannot release old leases: {error}"),
+            .map_err(|error| {
+                StoreError::open(
+                    path.display().to_string(),
+                    format!("cannot release old leases: {error}"),
+                )
+                .caused_by(error)
             })?;
         if released > 0 {
             tracing::info!(
@@ -151,9 +152,12 @@ impl SqliteStore {
         let writer = std::thread::Builder::new()
             .name("fincode-store-writer".to_owned())
             .spawn(move || writer::run_writer(conn, queue))
-            .map_err(|error| StoreError::Open {
-                path: path.display().to_string(),
-                detail: format!("cannot start the writer thread: {error}"),
+            .map_err(|error| {
+                StoreError::open(
+                    path.display().to_string(),
+                    format!("cannot start the writer thread: {error}"),
+                )
+                .caused_by(error)
             })?;
         tracing::info!(path = %path.display(), "webhook store opened");
         Ok(Self {
@@ -246,12 +250,11 @@ impl SqliteStore {
         let result = tokio::task::spawn_blocking(move || {
             let guard = reader.lock().unwrap_or_else(PoisonError::into_inner);
             let conn = guard.as_ref().ok_or(StoreError::Closed)?;
-            query(conn).map_err(|error| io_error(operation, &error))
+            query(conn).map_err(|error| io_error(operation, error))
         })
         .await
-        .map_err(|error| StoreError::Io {
-            operation,
-            detail: format!("the read task failed: {error}"),
+        .map_err(|error| {
+            StoreError::io(operation, format!("the read task failed: {error}")).caused_by(error)
         })
         .and_then(|read| read);
         self.observe(&self.read_failures, result)

@@ -107,10 +107,7 @@ pub(super) enum Role {
 /// for the [`Role::Writer`].
 pub(super) fn open_connection(path: &Path, role: Role) -> Result<Connection, StoreError> {
     let shown = path.display().to_string();
-    let open_error = |detail: String| StoreError::Open {
-        path: shown.clone(),
-        detail,
-    };
+    let open_error = |detail: String| StoreError::open(shown.clone(), detail);
     check_directory(path).map_err(&open_error)?;
     let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
         | OpenFlags::SQLITE_OPEN_CREATE
@@ -121,6 +118,7 @@ pub(super) fn open_connection(path: &Path, role: Role) -> Result<Connection, Sto
              user (SQLite also creates `-wal` and `-shm` files beside it) and on a local \
              disk, or set store.sqlite_path (FINCODE_SIDECAR__STORE__SQLITE_PATH)"
         ))
+        .caused_by(error)
     };
     let mut conn = Connection::open_with_flags(path, flags).map_err(hint)?;
     let set_up = configure(&conn, role).and_then(|()| match role {

@@ -60,9 +60,8 @@ pub async fn sqlite_status(path: &Path) -> Result<StoreStatus, StoreError> {
     let path = path.to_owned();
     tokio::task::spawn_blocking(move || read_status(&path))
         .await
-        .map_err(|error| StoreError::Io {
-            operation: "status",
-            detail: format!("the read task failed: {error}"),
+        .map_err(|error| {
+            StoreError::io("status", format!("the read task failed: {error}")).caused_by(error)
         })?
 }
 
@@ -75,10 +74,7 @@ fn read_status(path: &Path) -> Result<StoreStatus, StoreError> {
 /// Refuses, before SQLite opens it (and would create or convert it), a path that is not
 /// an existing SQLite file in WAL mode, which every file the sidecar writes is.
 fn check_file(path: &Path) -> Result<(), StoreError> {
-    let open_error = |detail: String| StoreError::Open {
-        path: path.display().to_string(),
-        detail,
-    };
+    let open_error = |detail: String| StoreError::open(path.display().to_string(), detail);
     let mut file = std::fs::File::open(path).map_err(|error| {
         open_error(if error.kind() == std::io::ErrorKind::NotFound {
             "no such file; check store.sqlite_path (FINCODE_SIDECAR__STORE__SQLITE_PATH) is \
@@ -88,6 +84,7 @@ fn check_file(path: &Path) -> Result<(), StoreError> {
         } else {
             format!("cannot read it: {error}")
         })
+        .caused_by(error)
     })?;
     let is_file = file.metadata().is_ok_and(|meta| meta.is_file());
     let mut header = [0_u8; 20];
@@ -112,7 +109,7 @@ fn check_file(path: &Path) -> Result<(), StoreError> {
 /// The counts and the oldest pending event from one snapshot (one read transaction),
 /// so they agree with each other.
 fn read_snapshot(conn: &mut Connection, path: &Path) -> Result<StoreStatus, StoreError> {
-    let read_error = |error: rusqlite::Error| io_error("status", &error);
+    let read_error = |error: rusqlite::Error| io_error("status", error);
     let tx = conn.transaction().map_err(read_error)?;
     check_version(&tx, path)?;
 
@@ -152,7 +149,7 @@ fn read_snapshot(conn: &mut Connection, path: &Path) -> Result<StoreStatus, Stor
 fn check_version(conn: &Connection, path: &Path) -> Result<(), StoreError> {
     let version: i64 = conn
         .pragma_query_value(None, "user_version", |row| row.get(0))
-        .map_err(|error| io_error("status", &error))?;
+        .map_err(|error| io_error("status", error))?;
     if version == SCHEMA_VERSION {
         return Ok(());
     }
@@ -172,10 +169,7 @@ fn check_version(conn: &Connection, path: &Path) -> Result<(), StoreError> {
              version's sidecar once to migrate the file"
         )
     };
-    Err(StoreError::Open {
-        path: path.display().to_string(),
-        detail,
-    })
+    Err(StoreError::open(path.display().to_string(), detail))
 }
 
 /// Every event of the SQLite store at `path` received at or after `received_since` (all
@@ -190,7 +184,7 @@ pub async fn sqlite_events(
     tokio::task::spawn_blocking(move || {
         check_file(&path)?;
         let mut conn = schema::open_connection(&path, Role::Reader)?;
-        let read_error = |error: rusqlite::Error| io_error("events", &error);
+        let read_error = |error: rusqlite::Error| io_error("events", error);
         let tx = conn.transaction().map_err(read_error)?;
         check_version(&tx, &path)?;
         let since = received_since.map_or(i64::MIN, to_millis);
@@ -202,9 +196,8 @@ pub async fn sqlite_events(
             .map_err(read_error)
     })
     .await
-    .map_err(|error| StoreError::Io {
-        operation: "events",
-        detail: format!("the read task failed: {error}"),
+    .map_err(|error| {
+        StoreError::io("events", format!("the read task failed: {error}")).caused_by(error)
     })?
 }
 

@@ -106,8 +106,14 @@ fn a_failing_command_does_not_fail_its_batch() {
     ));
     let error = poison_answer.blocking_recv().unwrap().unwrap_err();
     assert!(
-        matches!(&error, StoreError::Io { operation: "insert", detail } if detail.contains("poisoned")),
+        matches!(&error, StoreError::Io { operation: "insert", detail, .. } if detail.contains("poisoned")),
         "{error:?}"
+    );
+    assert!(
+        std::error::Error::source(&error)
+            .and_then(|cause| cause.downcast_ref::<rusqlite::Error>())
+            .is_some(),
+        "SQLite's error is kept as the cause: {error:?}"
     );
     assert!(matches!(
         after_answer.blocking_recv().unwrap(),

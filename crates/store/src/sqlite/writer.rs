@@ -36,10 +36,9 @@ impl<I, O> Job<I, O> {
     }
 
     fn respond(self, operation: &'static str) {
-        let result = self.output.ok_or_else(|| StoreError::Io {
-            operation,
-            detail: "the command was committed without running".to_owned(),
-        });
+        let result = self
+            .output
+            .ok_or_else(|| StoreError::io(operation, "the command was committed without running"));
         // The caller may have gone (a cancelled request): its command still counts.
         let _ = self.reply.send(result);
     }
@@ -294,9 +293,9 @@ pub(super) fn execute(conn: &mut Connection, batch: &mut Vec<Command>) {
             batch.extend(ran.into_iter().filter_map(Command::finish));
         }
         Err(error) if batch.len() == 1 => {
-            for command in batch.drain(..) {
+            if let Some(command) = batch.pop() {
                 let operation = command.operation();
-                command.fail(io_error(operation, &error));
+                command.fail(io_error(operation, error));
             }
         }
         Err(error) => {
@@ -309,7 +308,7 @@ pub(super) fn execute(conn: &mut Connection, batch: &mut Vec<Command>) {
                     Ok(()) => batch.extend(command.finish()),
                     Err(error) => {
                         let operation = command.operation();
-                        command.fail(io_error(operation, &error));
+                        command.fail(io_error(operation, error));
                     }
                 }
             }
