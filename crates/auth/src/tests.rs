@@ -25,14 +25,14 @@ fn build(config: &AuthConfig, secrets: &Secrets) -> Result<Credentials, AuthErro
     Credentials::from_config(config, secrets, Arc::new(NoTransport))
 }
 
-fn secret(value: &str) -> Option<SecretString> {
-    Some(SecretString::from(value.to_owned()))
+fn secret(value: &str) -> SecretString {
+    SecretString::from(value.to_owned())
 }
 
 /// What `Config::secrets` resolves for [`static_config`] with the token set to `token`.
 fn static_secrets(token: &str) -> Secrets {
     Secrets {
-        api_token: secret(token),
+        api_token: Some(secret(token)),
         ..Secrets::default()
     }
 }
@@ -40,9 +40,9 @@ fn static_secrets(token: &str) -> Secrets {
 /// What `Config::secrets` resolves in login mode (`public_key` from auth.public_key_env).
 fn login_secrets(email: &str, password: &str, public_key: Option<&str>) -> Secrets {
     Secrets {
-        login_email: secret(email),
-        login_password: secret(password),
-        public_key: public_key.and_then(secret),
+        login_email: Some(secret(email)),
+        login_password: Some(secret(password)),
+        public_key: public_key.map(secret),
         ..Secrets::default()
     }
 }
