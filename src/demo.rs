@@ -27,7 +27,8 @@ const HASH_KEY_ENV: &str = "FINCODE_REDACT_HASH_KEY";
 const HASH_KEY: &str = "demo-redact-hash-key-at-least-32-bytes-long";
 
 pub(crate) async fn demo() -> ExitCode {
-    match start().await {
+    // The whole sidecar's start-up future is large; it lives on the heap, not the stack.
+    match Box::pin(start()).await {
         Ok(code) => code,
         Err(error) => {
             eprintln!("error: demo failed to start: {error:#}");

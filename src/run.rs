@@ -94,7 +94,7 @@ pub(crate) async fn run(
         Ok(traces) => traces,
         Err(error) => return fail(INVALID_CONFIG, &error),
     };
-    let proxy = match EgressProxy::new(&config, env, metrics.clone()) {
+    let proxy = match EgressProxy::new(&config, &secrets, metrics.clone()) {
         Ok(proxy) => proxy.with_traces(traces.clone()),
         Err(error) => return fail(INVALID_CONFIG, &error),
     };
@@ -152,7 +152,7 @@ pub(crate) async fn run(
     let webhooks = if let Some(store) = &webhook_store {
         let built = Webhooks::from_config(
             &config,
-            env,
+            &secrets,
             egress_bound,
             store.clone(),
             proxy.redactor().clone(),

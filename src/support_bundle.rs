@@ -30,6 +30,7 @@ use fincode_audit::{Query, Resource};
 use fincode_config::{Config, Env, StoreBackend};
 use fincode_redact::Redactor;
 use fincode_store::{StoreError, StoredEvent, sqlite_events};
+use secrecy::ExposeSecret as _;
 use serde_json::{Map, Value};
 
 /// Exit code for a config or usage that cannot work, as `check` and `run`.
@@ -151,17 +152,22 @@ fn since_ms(text: &str) -> Result<u64, String> {
 }
 
 /// The sidecar's pseudonyms need its hash key; without `redact.hash_key_env` in the
-/// config the trail holds no pseudonym to look up (only correlation ids match).
+/// config the trail holds no pseudonym to look up (only correlation ids match). The key is
+/// read as `run` reads it ([`Config::partial_secrets`]); the other secrets are not needed
+/// here, so their variables may be unset.
 fn redactor(config: &Config, env: &Env) -> Result<Redactor, String> {
     let Some(var) = &config.redact.hash_key_env else {
         return Ok(Redactor::builder().build());
     };
-    let key = env.get(var).filter(|key| !key.is_empty()).ok_or_else(|| {
+    let (secrets, _) = config.partial_secrets(env);
+    let key = secrets.hash_key.ok_or_else(|| {
         format!(
             "the variable {var} (redact.hash_key_env) is not set; it holds the key the sidecar pseudonymised ids with, and ids cannot be looked up without it: run this where the sidecar's environment is (e.g. `kubectl exec` into its container)"
         )
     })?;
-    Ok(crate::audit_cli::pseudonymiser(key.to_owned()))
+    Ok(crate::audit_cli::pseudonymiser(
+        key.expose_secret().to_owned(),
+    ))
 }
 
 /// The configured store's events received at or after `since`, oldest first.

@@ -648,13 +648,13 @@ async fn connections_are_served_by_a_runtime_per_core_under_one_connection_cap()
     // One cap for the port, not one per worker: six connections made, four remain open
     // (the oldest idle ones were closed to make room).
     let metrics = sidecar.scrape().await;
-    let connections: f64 = metrics
+    let connections: u64 = metrics
         .lines()
         .filter(|line| {
             line.starts_with("fincode_listener_connections{") && line.contains("\"egress\"")
         })
-        .filter_map(|line| line.rsplit_once(' ')?.1.parse::<f64>().ok())
+        .filter_map(|line| line.rsplit_once(' ')?.1.parse::<u64>().ok())
         .sum();
-    assert_eq!(connections, 4.0, "{metrics}");
+    assert_eq!(connections, 4, "{metrics}");
     drop(open);
 }

@@ -9,11 +9,12 @@ use std::{
     time::{Duration, SystemTime},
 };
 
-use fincode_config::{AuthMode, Config, Env, WebhookScheme};
+use fincode_config::{AuthMode, Config, Env, Problem, Secrets, WebhookScheme};
 use fincode_proxy::{EgressProxy, Probe};
 use fincode_redact::Redactor;
 use fincode_telemetry::Metrics;
 use http::Method;
+use secrecy::ExposeSecret as _;
 
 /// A verdict.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -93,10 +94,33 @@ pub(crate) const PROBE_PATH: &str = "/transactionmanagement/transactions?page=0&
 /// How long a read of the running sidecar's admin port may take.
 const ADMIN_TIMEOUT: Duration = Duration::from_secs(3);
 
+/// The secrets the config names, read once ([`Config::partial_secrets`]): the set ones,
+/// and a problem for each unset one, so that each check reports its own variables and the
+/// rest still run.
+struct Resolved {
+    secrets: Secrets,
+    problems: Vec<Problem>,
+}
+
+// === impl Resolved ===
+
+impl Resolved {
+    fn new(config: &Config, env: &Env) -> Self {
+        let (secrets, problems) = config.partial_secrets(env);
+        Self { secrets, problems }
+    }
+
+    /// Whether the variable `key` (as `Config::secrets` keys it) names is unset or blank.
+    fn is_unset(&self, key: &str) -> bool {
+        self.problems.iter().any(|problem| problem.key == key)
+    }
+}
+
 /// Runs every check, in the checklist's order.
 pub(crate) async fn run(config: &Config, env: &Env, options: &Options) -> Vec<Item> {
+    let resolved = Resolved::new(config, env);
     // The live parts first: several items read each.
-    let proxy = EgressProxy::new(config, env, Metrics::new()).map_err(|error| error.to_string());
+    let proxy = egress_proxy(config, &resolved);
     let session = session(config, &proxy).await;
     // Before reading /metrics: this call gives the request metrics their first series.
     let door = app_door(config).await;
@@ -104,12 +128,12 @@ pub(crate) async fn run(config: &Config, env: &Env, options: &Options) -> Vec<It
     let alerts = options.alerts.as_deref().map(read_alerts);
 
     let mut items = vec![
-        credentials(config, env),
+        credentials(config, &resolved),
         https(config),
         session.item,
         clock_skew(config, session.probe.as_ref()),
-        webhook_validation(config, env),
-        redaction(config, env),
+        webhook_validation(config, &resolved),
+        redaction(config, &resolved),
         retry(config),
         breaker(config),
         item(
@@ -130,7 +154,7 @@ pub(crate) async fn run(config: &Config, env: &Env, options: &Options) -> Vec<It
             AlertKind::Critical,
         ),
     ];
-    items.extend(webhook_setup(config, env).await);
+    items.extend(webhook_setup(config, &resolved).await);
     items.extend([
         item(
             "compliance.data_privacy",
@@ -153,7 +177,7 @@ pub(crate) async fn run(config: &Config, env: &Env, options: &Options) -> Vec<It
             "the app must show FinCode's payment terms to its users before they pay; nothing \
              the sidecar sees",
         ),
-        audit(config, env).await,
+        audit(config, &resolved).await,
     ]);
     items.extend(production(config, options));
     items.extend(monitoring(config, &admin, door, alerts.as_ref()));
@@ -161,9 +185,37 @@ pub(crate) async fn run(config: &Config, env: &Env, options: &Options) -> Vec<It
     items
 }
 
+/// The proxy `run` builds, or why it cannot be built: what [`EgressProxy::new`] needs
+/// first is the redactor's hash key, then the credentials' variables.
+fn egress_proxy(config: &Config, resolved: &Resolved) -> Result<EgressProxy, String> {
+    if let Some(unset) = hash_key_unset(config, resolved) {
+        return Err(unset);
+    }
+    if let Some(problem) = resolved
+        .problems
+        .iter()
+        .find(|problem| problem.key.starts_with("auth."))
+    {
+        return Err(problem.message.clone());
+    }
+    EgressProxy::new(config, &resolved.secrets, Metrics::new()).map_err(|error| error.to_string())
+}
+
+/// Why the redactor cannot be built: `redact.hash_key_env` names an unset variable.
+fn hash_key_unset(config: &Config, resolved: &Resolved) -> Option<String> {
+    let var = config.redact.hash_key_env.as_deref()?;
+    resolved.is_unset("redact.hash_key_env").then(|| {
+        format!(
+            "redact.hash_key_env: the variable {var} is not set or empty; set it to a random \
+             key of at least 32 bytes, or remove redact.hash_key_env (hashed fields are then \
+             dropped)"
+        )
+    })
+}
+
 // === Security Review ===
 
-fn credentials(config: &Config, env: &Env) -> Item {
+fn credentials(config: &Config, resolved: &Resolved) -> Item {
     const LINE: &str =
         "Credentials Management: Confirm API credentials are stored in environment variables";
     if config.auth.mode == AuthMode::None {
@@ -181,7 +233,7 @@ fn credentials(config: &Config, env: &Env) -> Item {
     let named = config.auth.secret_env_vars();
     let unset: Vec<String> = named
         .iter()
-        .filter(|(_, var)| env.get(var).is_none_or(|value| value.trim().is_empty()))
+        .filter(|(key, _)| resolved.is_unset(key))
         .map(|(key, var)| format!("{var} ({key})"))
         .collect();
     let listed = named
@@ -496,7 +548,7 @@ fn clock_skew(config: &Config, probe: Result<&Probe, &String>) -> Item {
     }
 }
 
-fn webhook_validation(config: &Config, env: &Env) -> Item {
+fn webhook_validation(config: &Config, resolved: &Resolved) -> Item {
     const LINE: &str = "Webhook Validation: Verify webhook signature validation is implemented";
     let webhooks = &config.webhooks;
     if !webhooks.enabled {
@@ -548,8 +600,9 @@ fn webhook_validation(config: &Config, env: &Env) -> Item {
     let unset: Vec<&str> = webhooks
         .secret_envs
         .iter()
-        .map(String::as_str)
-        .filter(|var| env.get(var).is_none_or(|value| value.trim().is_empty()))
+        .enumerate()
+        .filter(|(index, _)| resolved.is_unset(&format!("webhooks.secret_envs[{index}]")))
+        .map(|(_, var)| var.as_str())
         .collect();
     if webhooks.secret_envs.is_empty() || unset.len() == webhooks.secret_envs.len() {
         return fail(format!(
@@ -749,9 +802,13 @@ pub(crate) fn redaction_leaks(scrub: &dyn Scrub) -> Vec<Leak> {
     leaks
 }
 
-fn redaction(config: &Config, env: &Env) -> Item {
+fn redaction(config: &Config, resolved: &Resolved) -> Item {
     const LINE: &str = "Error Logging: Ensure sensitive data (tokens, passwords) is not logged";
-    let redactor = match fincode_proxy::redactor(&config.redact, env) {
+    let built = hash_key_unset(config, resolved).map_or_else(
+        || fincode_proxy::redactor(&config.redact, &resolved.secrets).map_err(|e| e.to_string()),
+        Err,
+    );
+    let redactor = match built {
         Ok(redactor) => redactor,
         Err(error) => {
             return item(
@@ -1060,7 +1117,7 @@ fn alerts_item(
 
 // === Webhook Setup ===
 
-async fn webhook_setup(config: &Config, env: &Env) -> Vec<Item> {
+async fn webhook_setup(config: &Config, resolved: &Resolved) -> Vec<Item> {
     let webhooks = &config.webhooks;
     let lines = [
         (
@@ -1096,20 +1153,22 @@ async fn webhook_setup(config: &Config, env: &Env) -> Vec<Item> {
             .collect();
     }
     let paths = webhooks.paths.join(", ");
-    let store = match config.store_secrets(env) {
-        Err(missing) => Err(missing
+    let store = if resolved.is_unset("store.password_env") {
+        Err(resolved
+            .problems
             .iter()
+            .filter(|problem| problem.key == "store.password_env")
             .map(ToString::to_string)
             .collect::<Vec<_>>()
-            .join("; ")),
-        Ok(secrets) => {
-            match crate::store_cli::read(&config.store, secrets.store_password.as_ref()).await {
-                Ok(status) => Ok(format!(
-                    "the store is reachable ({} pending, {} dead letters)",
-                    status.counts.pending, status.counts.dead
-                )),
-                Err(error) => Err(error.to_string()),
-            }
+            .join("; "))
+    } else {
+        let password = resolved.secrets.store_password.as_ref();
+        match crate::store_cli::read(&config.store, password).await {
+            Ok(status) => Ok(format!(
+                "the store is reachable ({} pending, {} dead letters)",
+                status.counts.pending, status.counts.dead
+            )),
+            Err(error) => Err(error.to_string()),
         }
     };
     let store_name = match &config.store {
@@ -1191,7 +1250,7 @@ async fn webhook_setup(config: &Config, env: &Env) -> Vec<Item> {
 
 // === Compliance: Record Keeping ===
 
-async fn audit(config: &Config, env: &Env) -> Item {
+async fn audit(config: &Config, resolved: &Resolved) -> Item {
     const LINE: &str = "Record Keeping: Implement transaction audit logging";
     let fail = |reason: String| {
         item(
@@ -1212,13 +1271,13 @@ async fn audit(config: &Config, env: &Env) -> Item {
         );
     }
     let var = audit.signing_key_env.as_deref().unwrap_or_default();
-    let Some(seed) = env.get(var).filter(|seed| !seed.trim().is_empty()) else {
+    let Some(seed) = resolved.secrets.audit_signing_key.as_ref() else {
         return fail(format!(
             "the variable {var} (audit.signing_key_env) is not set; fix: set it to the seed \
              the sidecar signs checkpoints with"
         ));
     };
-    let signer = match fincode_audit::Signer::from_base64_seed(seed) {
+    let signer = match fincode_audit::Signer::from_base64_seed(seed.expose_secret()) {
         Ok(signer) => signer,
         Err(error) => return fail(format!("{var} (audit.signing_key_env): {error}")),
     };

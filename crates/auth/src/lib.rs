@@ -34,7 +34,7 @@ use std::{
 
 use bytes::Bytes;
 use fincode_backoff::Backoff;
-use fincode_config::{AuthConfig, AuthMode, Env};
+use fincode_config::{AuthConfig, AuthMode, Secrets};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
 use rsa::RsaPublicKey;
 use secrecy::{ExposeSecret, SecretString};
@@ -247,14 +247,14 @@ pub struct AuthStatus {
 /// Why credentials could not be built. Never contains a secret value.
 #[derive(Debug, thiserror::Error)]
 pub enum AuthError {
-    /// The environment variable named in the config is missing or empty.
-    #[error("environment variable {var} (named by {key}) is not set")]
-    MissingEnv {
-        /// The variable's name (not its value).
-        var: String,
-        /// The config key that names it.
-        key: &'static str,
-    },
+    /// The mode needs the secret this key names, and the [`Secrets`] given hold none.
+    ///
+    /// `Config::secrets` reports an unset variable itself (naming it), so this means the
+    /// secrets were not resolved from the same configuration, or the key names nothing.
+    #[error(
+        "{0}: no value was resolved for it; resolve the secrets with Config::secrets from this configuration"
+    )]
+    Unresolved(&'static str),
     /// The token cannot be sent as an HTTP header value.
     #[error(
         "the value of environment variable {var} is not a valid HTTP header value (control characters or non-ASCII); check for a stray newline"
@@ -344,11 +344,12 @@ enum Source {
 // === impl Credentials ===
 
 impl Credentials {
-    /// Builds credentials from the `[auth]` section, reading secrets from `env`. Auth
-    /// calls (login mode) go through `transport`.
+    /// Builds credentials from the `[auth]` section and the secrets resolved from it
+    /// (`Config::secrets`, the one place that reads the environment and reports an unset
+    /// variable). Auth calls (login mode) go through `transport`.
     pub fn from_config(
         config: &AuthConfig,
-        env: &Env,
+        secrets: &Secrets,
         transport: Arc<dyn Transport>,
     ) -> Result<Self, AuthError> {
         let mut extra_headers: Vec<(HeaderName, HeaderValue)> = config
@@ -373,21 +374,22 @@ impl Credentials {
         let source = match config.mode {
             AuthMode::None => Source::None,
             AuthMode::Static => {
-                let (var, value) = secret(env, "auth.token_env", config.token_env.as_deref())?;
+                let value = resolved(secrets.api_token.as_ref(), "auth.token_env")?;
                 // Validate once here so that building the header per request cannot fail.
                 if HeaderValue::from_str(value.expose_secret()).is_err() {
-                    return Err(AuthError::InvalidToken { var });
+                    return Err(AuthError::InvalidToken {
+                        var: config.token_env.clone().unwrap_or_default(),
+                    });
                 }
                 Source::Static(value)
             }
             AuthMode::Login => {
-                let (_, email) = secret(env, "auth.email_env", config.email_env.as_deref())?;
-                let (_, password) =
-                    secret(env, "auth.password_env", config.password_env.as_deref())?;
+                let email = resolved(secrets.login_email.as_ref(), "auth.email_env")?;
+                let password = resolved(secrets.login_password.as_ref(), "auth.password_env")?;
                 let settings = LoginSettings {
                     email,
                     password,
-                    public_key: public_key(config, env)?,
+                    public_key: public_key(config, secrets)?,
                     oaep_mgf1: config.oaep_mgf1,
                     login_path: config.login_path.clone(),
                     refresh_path: config.refresh_path.clone(),
@@ -554,20 +556,12 @@ fn not_login_mode() -> AuthFailure {
     )
 }
 
-/// Reads the secret in the variable named by `key`.
-fn secret(
-    env: &Env,
-    key: &'static str,
-    var: Option<&str>,
-) -> Result<(String, SecretString), AuthError> {
-    let var = var.unwrap_or_default().to_owned();
-    match env.get(&var).filter(|v| !v.trim().is_empty()) {
-        Some(value) => Ok((var, SecretString::from(value.to_owned()))),
-        None => Err(AuthError::MissingEnv { var, key }),
-    }
+/// The resolved secret `key` names, or why there is none.
+fn resolved(secret: Option<&SecretString>, key: &'static str) -> Result<SecretString, AuthError> {
+    secret.cloned().ok_or(AuthError::Unresolved(key))
 }
 
-fn public_key(config: &AuthConfig, env: &Env) -> Result<RsaPublicKey, AuthError> {
+fn public_key(config: &AuthConfig, secrets: &Secrets) -> Result<RsaPublicKey, AuthError> {
     let (key, text) = if let Some(path) = &config.public_key_file {
         let text = std::fs::read_to_string(path).map_err(|e| AuthError::PublicKey {
             key: "auth.public_key_file",
@@ -576,7 +570,7 @@ fn public_key(config: &AuthConfig, env: &Env) -> Result<RsaPublicKey, AuthError>
         })?;
         ("auth.public_key_file", text)
     } else {
-        let (_, text) = secret(env, "auth.public_key_env", config.public_key_env.as_deref())?;
+        let text = resolved(secrets.public_key.as_ref(), "auth.public_key_env")?;
         ("auth.public_key_env", text.expose_secret().to_owned())
     };
     login::parse_public_key(&text).ok_or_else(|| AuthError::PublicKey {

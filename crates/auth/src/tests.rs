@@ -21,18 +21,36 @@ fn static_config() -> AuthConfig {
     }
 }
 
-fn build(config: &AuthConfig, env: &Env) -> Result<Credentials, AuthError> {
-    Credentials::from_config(config, env, Arc::new(NoTransport))
+fn build(config: &AuthConfig, secrets: &Secrets) -> Result<Credentials, AuthError> {
+    Credentials::from_config(config, secrets, Arc::new(NoTransport))
 }
 
-fn empty_env() -> Env {
-    Env::from_pairs::<_, &str, &str>([])
+fn secret(value: &str) -> SecretString {
+    SecretString::from(value.to_owned())
+}
+
+/// What `Config::secrets` resolves for [`static_config`] with the token set to `token`.
+fn static_secrets(token: &str) -> Secrets {
+    Secrets {
+        api_token: Some(secret(token)),
+        ..Secrets::default()
+    }
+}
+
+/// What `Config::secrets` resolves in login mode (`public_key` from auth.public_key_env).
+fn login_secrets(email: &str, password: &str, public_key: Option<&str>) -> Secrets {
+    Secrets {
+        login_email: Some(secret(email)),
+        login_password: Some(secret(password)),
+        public_key: public_key.map(secret),
+        ..Secrets::default()
+    }
 }
 
 #[tokio::test]
 async fn static_token_replaces_app_credentials() {
-    let env = Env::from_pairs([("TEST_FINCODE_TOKEN", "CANARY-tok-123")]);
-    let creds = build(&static_config(), &env).unwrap();
+    let secrets = static_secrets("CANARY-tok-123");
+    let creds = build(&static_config(), &secrets).unwrap();
     let mut headers = HeaderMap::new();
     headers.insert("x-auth-token", HeaderValue::from_static("app-token"));
     headers.insert("authorization", HeaderValue::from_static("Bearer app"));
@@ -46,31 +64,33 @@ async fn static_token_replaces_app_credentials() {
     assert!(!creds.renews_tokens());
 }
 
+/// An unset variable is `Config::secrets`' to report, naming it (see the config crate's
+/// `check_environment_reports_unset_token_variable_without_value`); secrets resolved
+/// without the token are refused naming the key.
 #[test]
-fn missing_env_names_the_variable_not_a_value() {
-    let err = build(&static_config(), &empty_env()).unwrap_err();
+fn unresolved_token_names_the_key_not_a_value() {
+    let err = build(&static_config(), &Secrets::default()).unwrap_err();
     let text = err.to_string();
-    assert!(text.contains("TEST_FINCODE_TOKEN"), "{text}");
     assert!(text.contains("auth.token_env"), "{text}");
 }
 
 #[test]
 fn debug_never_shows_secrets() {
-    let env = Env::from_pairs([("TEST_FINCODE_TOKEN", "CANARY-tok-123")]);
-    let creds = build(&static_config(), &env).unwrap();
+    let secrets = static_secrets("CANARY-tok-123");
+    let creds = build(&static_config(), &secrets).unwrap();
     assert!(!format!("{creds:?}").contains("CANARY"));
 }
 
 #[test]
 fn token_with_newline_is_refused_without_echo() {
-    let env = Env::from_pairs([("TEST_FINCODE_TOKEN", "CANARY\r\nx: y")]);
-    let err = build(&static_config(), &env).unwrap_err();
+    let secrets = static_secrets("CANARY\r\nx: y");
+    let err = build(&static_config(), &secrets).unwrap_err();
     assert!(!err.to_string().contains("CANARY"));
 }
 
 #[tokio::test]
 async fn none_mode_passes_app_credentials_through() {
-    let creds = build(&AuthConfig::default(), &empty_env()).unwrap();
+    let creds = build(&AuthConfig::default(), &Secrets::default()).unwrap();
     let mut headers = HeaderMap::new();
     headers.insert("x-auth-token", HeaderValue::from_static("app-token"));
     creds.apply(&mut headers).await.unwrap();
@@ -86,12 +106,8 @@ fn login_mode_refuses_a_bad_public_key_without_echo() {
         public_key_env: Some("K".into()),
         ..AuthConfig::default()
     };
-    let env = Env::from_pairs([
-        ("E", "a@b.c"),
-        ("P", "CANARY-pw"),
-        ("K", "CANARY-not-a-key"),
-    ]);
-    let err = build(&config, &env).unwrap_err();
+    let secrets = login_secrets("a@b.c", "CANARY-pw", Some("CANARY-not-a-key"));
+    let err = build(&config, &secrets).unwrap_err();
     let text = err.to_string();
     assert!(text.contains("auth.public_key_env"), "{text}");
     assert!(!text.contains("CANARY"), "{text}");
@@ -116,7 +132,7 @@ impl Transport for Scripted {
     }
 }
 
-fn login_config(dir: &std::path::Path) -> (AuthConfig, Env) {
+fn login_config(dir: &std::path::Path) -> (AuthConfig, Secrets) {
     let key = rsa::RsaPrivateKey::new(&mut rand::rngs::OsRng, 1024).unwrap();
     let pem = rsa::pkcs8::EncodePublicKey::to_public_key_pem(
         &key.to_public_key(),
@@ -132,17 +148,14 @@ fn login_config(dir: &std::path::Path) -> (AuthConfig, Env) {
         public_key_file: Some(path),
         ..AuthConfig::default()
     };
-    (
-        config,
-        Env::from_pairs([("E", "ops@merchant.test"), ("P", "pw")]),
-    )
+    (config, login_secrets("ops@merchant.test", "pw", None))
 }
 
 #[tokio::test(start_paused = true)]
 async fn failed_logins_back_off_and_a_success_makes_it_ready() {
     let dir = std::env::temp_dir().join(format!("fincode-auth-{}", uuid::Uuid::new_v4()));
     std::fs::create_dir_all(&dir).unwrap();
-    let (config, env) = login_config(&dir);
+    let (config, secrets) = login_config(&dir);
     // Transient failures (a rejected login is terminal instead: see
     // a_locked_account_is_not_hammered_and_is_tried_again_after_the_long_interval).
     let transport = Arc::new(Scripted {
@@ -156,7 +169,7 @@ async fn failed_logins_back_off_and_a_success_makes_it_ready() {
             ),
         ]),
     });
-    let creds = Credentials::from_config(&config, &env, transport.clone()).unwrap();
+    let creds = Credentials::from_config(&config, &secrets, transport.clone()).unwrap();
     let task = creds.start().unwrap();
     tokio::time::sleep(Duration::from_millis(10)).await;
     assert!(!creds.is_ready());
@@ -237,13 +250,13 @@ fn temp_dir() -> std::path::PathBuf {
 #[tokio::test(start_paused = true)]
 async fn a_renewal_outlives_the_request_that_started_it() {
     let dir = temp_dir();
-    let (config, env) = login_config(&dir);
+    let (config, secrets) = login_config(&dir);
     let fincode = SlowFincode::new(vec![
         (Duration::ZERO, 200, issued("t1", "r1")),
         // FinCode consumes r1 at once but answers slowly.
         (Duration::from_secs(5), 200, issued("t2", "r2")),
     ]);
-    let creds = Credentials::from_config(&config, &env, fincode.clone()).unwrap();
+    let creds = Credentials::from_config(&config, &secrets, fincode.clone()).unwrap();
     let task = creds.start().unwrap();
     tokio::time::sleep(Duration::from_millis(10)).await;
     let mut headers = HeaderMap::new();
@@ -273,7 +286,7 @@ async fn a_renewal_outlives_the_request_that_started_it() {
 #[tokio::test(start_paused = true)]
 async fn many_401s_on_a_fresh_token_start_no_renewal() {
     let dir = temp_dir();
-    let (config, env) = login_config(&dir);
+    let (config, secrets) = login_config(&dir);
     let mut answers = vec![(Duration::ZERO, 200, issued("t0", "r0"))];
     for n in 1..=10 {
         answers.push((
@@ -283,7 +296,7 @@ async fn many_401s_on_a_fresh_token_start_no_renewal() {
         ));
     }
     let fincode = SlowFincode::new(answers);
-    let creds = Credentials::from_config(&config, &env, fincode.clone()).unwrap();
+    let creds = Credentials::from_config(&config, &secrets, fincode.clone()).unwrap();
     let task = creds.start().unwrap();
     tokio::time::sleep(Duration::from_millis(10)).await;
 
@@ -318,12 +331,12 @@ async fn many_401s_on_a_fresh_token_start_no_renewal() {
 #[tokio::test(start_paused = true)]
 async fn a_locked_account_is_not_hammered_and_is_tried_again_after_the_long_interval() {
     let dir = temp_dir();
-    let (config, env) = login_config(&dir);
+    let (config, secrets) = login_config(&dir);
     let fincode = SlowFincode::new(vec![
         (Duration::ZERO, 403, "{}".into()),
         (Duration::ZERO, 200, issued("t1", "r1")),
     ]);
-    let creds = Credentials::from_config(&config, &env, fincode.clone()).unwrap();
+    let creds = Credentials::from_config(&config, &secrets, fincode.clone()).unwrap();
     let task = creds.start().unwrap();
     tokio::time::sleep(Duration::from_millis(10)).await;
     // Half an hour of requests: the backoff (2s .. 5m) would have tried a dozen times.
@@ -353,14 +366,14 @@ async fn a_locked_account_is_not_hammered_and_is_tried_again_after_the_long_inte
 #[tokio::test(start_paused = true)]
 async fn status_tells_readiness_whether_a_token_was_ever_held_and_what_is_wrong() {
     let dir = temp_dir();
-    let (config, env) = login_config(&dir);
+    let (config, secrets) = login_config(&dir);
     let fincode = SlowFincode::new(vec![
         (Duration::ZERO, 503, "{}".into()),
         (Duration::ZERO, 200, issued("t1", "r1")),
         // The refresh is answered 502, and so is every login after it.
         (Duration::ZERO, 502, "{}".into()),
     ]);
-    let creds = Credentials::from_config(&config, &env, fincode.clone()).unwrap();
+    let creds = Credentials::from_config(&config, &secrets, fincode.clone()).unwrap();
     let pending = creds.status();
     assert!(!pending.had_token && pending.trouble.is_none());
     let task = creds.start().unwrap();
@@ -383,8 +396,8 @@ async fn status_tells_readiness_whether_a_token_was_ever_held_and_what_is_wrong(
     assert!(expired.trouble.is_some(), "{expired:?}");
 
     // Static and none modes always have their credential.
-    let env = Env::from_pairs([("TEST_FINCODE_TOKEN", "t")]);
-    let status = build(&static_config(), &env).unwrap().status();
+    let secrets = static_secrets("t");
+    let status = build(&static_config(), &secrets).unwrap().status();
     assert!(status.had_token && status.token_valid && status.trouble.is_none());
     task.abort();
     std::fs::remove_dir_all(dir).ok();
@@ -416,7 +429,7 @@ fn schedules(events: &Mutex<Vec<AuthEvent>>) -> Vec<(u64, u64)> {
 #[tokio::test(start_paused = true)]
 async fn the_expiry_schedule_follows_login_and_refresh() {
     let dir = temp_dir();
-    let (config, env) = login_config(&dir);
+    let (config, secrets) = login_config(&dir);
     let answer = |token: &str, refresh: &str, lifetime: u64| {
         format!(
             r#"{{"data":{{"token":"{token}","refresh_token":"{refresh}","expires_in":{lifetime}}}}}"#
@@ -428,7 +441,7 @@ async fn the_expiry_schedule_follows_login_and_refresh() {
         (Duration::ZERO, 200, answer("t2", "r2", 7200)),
         (Duration::ZERO, 502, "{}".into()),
     ]);
-    let creds = Credentials::from_config(&config, &env, fincode.clone()).unwrap();
+    let creds = Credentials::from_config(&config, &secrets, fincode.clone()).unwrap();
     let events = Arc::new(Mutex::new(Vec::new()));
     let seen = events.clone();
     creds.observe(Arc::new(move |event| seen.lock().unwrap().push(event)));
@@ -560,9 +573,9 @@ impl TenantKey {
 /// The headers of the sidecar's first login, and the ciphertext (raw bytes) it sends as
 /// `currentPassword`.
 async fn first_login(config: &AuthConfig) -> (HeaderMap, Vec<u8>) {
-    let env = Env::from_pairs([("E", "ops@merchant.test"), ("P", CROSS_CHECK_PASSWORD)]);
+    let secrets = login_secrets("ops@merchant.test", CROSS_CHECK_PASSWORD, None);
     let transport = Arc::new(Recording::default());
-    let creds = Credentials::from_config(config, &env, transport.clone()).unwrap();
+    let creds = Credentials::from_config(config, &secrets, transport.clone()).unwrap();
     let task = creds.start().unwrap();
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     let (headers, body) = loop {
@@ -733,8 +746,9 @@ async fn public_key_is_accepted_as_bare_base64_pem_spki_and_pem_pkcs1_in_file_an
             ..key.login_config()
         };
         for config in [in_file, in_variable] {
-            let env = Env::from_pairs([("E", "a@b.c"), ("P", "pw"), ("K", text)]);
-            let built = Credentials::from_config(&config, &env, Arc::new(Recording::default()));
+            // Used by the config that names auth.public_key_env (a file needs none).
+            let secrets = login_secrets("a@b.c", "pw", Some(text));
+            let built = Credentials::from_config(&config, &secrets, Arc::new(Recording::default()));
             assert!(built.is_ok(), "{name}: {}", built.unwrap_err());
         }
     }
@@ -749,8 +763,8 @@ fn an_unusable_public_key_names_the_key_and_the_accepted_forms() {
         public_key_file: Some(file),
         ..key.login_config()
     };
-    let env = Env::from_pairs([("E", "a@b.c"), ("P", "pw")]);
-    let err = build(&config, &env).unwrap_err().to_string();
+    let secrets = login_secrets("a@b.c", "pw", None);
+    let err = build(&config, &secrets).unwrap_err().to_string();
     assert!(err.contains("auth.public_key_file"), "{err}");
     assert!(err.contains("bare Base64"), "{err}");
     assert!(err.contains("PEM"), "{err}");
@@ -759,8 +773,8 @@ fn an_unusable_public_key_names_the_key_and_the_accepted_forms() {
 
 #[tokio::test]
 async fn static_mode_sends_the_documented_device_id() {
-    let env = Env::from_pairs([("TEST_FINCODE_TOKEN", "CANARY-tok-123")]);
-    let creds = build(&static_config(), &env).unwrap();
+    let secrets = static_secrets("CANARY-tok-123");
+    let creds = build(&static_config(), &secrets).unwrap();
     let mut headers = HeaderMap::new();
     creds.apply(&mut headers).await.unwrap();
     assert_eq!(headers["uuid"], "200", "the API reference: \"Use 200\"");
@@ -768,12 +782,12 @@ async fn static_mode_sends_the_documented_device_id() {
 
 #[tokio::test]
 async fn the_device_id_is_configurable() {
-    let env = Env::from_pairs([("TEST_FINCODE_TOKEN", "CANARY-tok-123")]);
+    let secrets = static_secrets("CANARY-tok-123");
     let config = AuthConfig {
         device_id: "device-7".to_owned(),
         ..static_config()
     };
-    let creds = build(&config, &env).unwrap();
+    let creds = build(&config, &secrets).unwrap();
     let mut headers = HeaderMap::new();
     creds.apply(&mut headers).await.unwrap();
     assert_eq!(headers["uuid"], "device-7");

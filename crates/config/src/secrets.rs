@@ -122,13 +122,22 @@ impl Config {
     /// Every variable that is unset or blank is reported at once, as a [`Severity::Error`]
     /// naming the key that names it. The values are never read into a problem.
     pub fn secrets(&self, env: &Env) -> Result<Secrets, Vec<Problem>> {
+        finish(self.resolve(env, Needs::Run))
+    }
+
+    /// Like [`Config::secrets`], but keeps what is set alongside the problems: for the
+    /// tools that report on each secret or use only some of them (`preflight`,
+    /// `support-bundle`) instead of refusing at the first unset variable. An unset
+    /// variable's field is `None` (or missing from `webhook_secrets`, which then holds
+    /// the set ones, in order); a [`Problem`] names it, keyed as [`Config::secrets`] keys it.
+    pub fn partial_secrets(&self, env: &Env) -> (Secrets, Vec<Problem>) {
         self.resolve(env, Needs::Run)
     }
 
     /// Like [`Config::secrets`], for the store's password only, whether or not webhooks
     /// are on: for tools that open the store themselves, such as `store status`.
     pub fn store_secrets(&self, env: &Env) -> Result<Secrets, Vec<Problem>> {
-        self.resolve(env, Needs::Store)
+        finish(self.resolve(env, Needs::Store))
     }
 
     /// The problems of [`Config::secrets`]: empty when every variable is set.
@@ -141,7 +150,7 @@ impl Config {
         self.store_secrets(env).err().unwrap_or_default()
     }
 
-    fn resolve(&self, env: &Env, needs: Needs) -> Result<Secrets, Vec<Problem>> {
+    fn resolve(&self, env: &Env, needs: Needs) -> (Secrets, Vec<Problem>) {
         let mut reader = Reader {
             env,
             problems: Vec::new(),
@@ -153,7 +162,7 @@ impl Config {
         };
         if needs == Needs::Store {
             secrets.store_password = reader.read("store.password_env", store_password);
-            return reader.finish(secrets);
+            return (secrets, reader.problems);
         }
         let auth = &self.auth;
         match auth.mode {
@@ -194,7 +203,7 @@ impl Config {
         if webhooks.enabled {
             secrets.store_password = reader.read("store.password_env", store_password);
         }
-        reader.finish(secrets)
+        (secrets, reader.problems)
     }
 }
 
@@ -222,12 +231,13 @@ impl Reader<'_> {
         });
         None
     }
+}
 
-    fn finish(self, secrets: Secrets) -> Result<Secrets, Vec<Problem>> {
-        if self.problems.is_empty() {
-            Ok(secrets)
-        } else {
-            Err(self.problems)
-        }
+/// The secrets when every variable is set, else every problem.
+fn finish((secrets, problems): (Secrets, Vec<Problem>)) -> Result<Secrets, Vec<Problem>> {
+    if problems.is_empty() {
+        Ok(secrets)
+    } else {
+        Err(problems)
     }
 }

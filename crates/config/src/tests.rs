@@ -3268,3 +3268,64 @@ fn secrets_reports_every_unset_variable_at_once_and_reads_the_set_ones() {
     let store = config.store_secrets(&env(&[("PG", CANARY)])).unwrap();
     assert!(store.store_password.is_some() && store.api_token.is_none());
 }
+
+#[test]
+fn login_mode_names_each_unset_credential_variable_and_its_key() {
+    // Moved from the auth crate, which no longer reads the environment: each login
+    // variable is named with the key that names it, never with a value.
+    let text = format!(
+        "{}[auth]\nmode = \"login\"\nemail_env = \"E\"\npassword_env = \"P\"\npublic_key_env = \"K\"\n",
+        minimal()
+    );
+    let (config, _) = load_ok(&text, &[]);
+    let problems = config.secrets(&Env::default()).unwrap_err();
+    assert_eq!(
+        keys(&problems),
+        ["auth.email_env", "auth.password_env", "auth.public_key_env"]
+    );
+    for (problem, (var, key)) in problems.iter().zip([
+        ("E", "auth.email_env"),
+        ("P", "auth.password_env"),
+        ("K", "auth.public_key_env"),
+    ]) {
+        assert_eq!(
+            problem.message,
+            format!("environment variable {var} (named by {key}) is not set")
+        );
+    }
+    let problems = config
+        .secrets(&env(&[("E", "a@b.c"), ("P", CANARY), ("K", " ")]))
+        .unwrap_err();
+    assert_eq!(keys(&problems), ["auth.public_key_env"]);
+    assert!(!format!("{problems:?}").contains(CANARY));
+    let secrets = config
+        .secrets(&env(&[("E", "a@b.c"), ("P", CANARY), ("K", "key")]))
+        .unwrap();
+    assert!(secrets.login_email.is_some() && secrets.login_password.is_some());
+    assert!(secrets.public_key.is_some() && secrets.api_token.is_none());
+}
+
+#[test]
+fn partial_secrets_keeps_the_set_ones_beside_the_problems() {
+    let text = format!(
+        "{}[webhooks]\nenabled = true\nsecret_envs = [\"W_OLD\", \"W_NEW\"]\n\
+         deliver_to = \"http://127.0.0.1:3000/webhooks/fincode\"\nsigning_secret_env = \"SIGN\"\n\
+         [auth]\nmode = \"static\"\ntoken_env = \"TOKEN\"\n[redact]\nhash_key_env = \"HASH\"\n",
+        minimal()
+    );
+    let (config, _) = load_ok(&text, &[]);
+    let vars = [("HASH", CANARY), ("W_NEW", "w")];
+    let (secrets, problems) = config.partial_secrets(&env(&vars));
+    assert_eq!(
+        keys(&problems),
+        [
+            "auth.token_env",
+            "webhooks.secret_envs[0]",
+            "webhooks.signing_secret_env",
+        ]
+    );
+    assert_eq!(problems, config.secrets(&env(&vars)).unwrap_err());
+    assert!(secrets.hash_key.is_some() && secrets.api_token.is_none());
+    assert_eq!(secrets.webhook_secrets.len(), 1, "the set one only");
+    assert!(!format!("{secrets:?}").contains(CANARY));
+}

@@ -62,7 +62,7 @@ use std::{
 
 use bytes::Bytes;
 use fincode_auth::Credentials;
-use fincode_config::{Config, Env};
+use fincode_config::{Config, Secrets};
 use fincode_redact::Redactor;
 use fincode_telemetry::{Metrics, Traces};
 use http_body_util::{Either, Full, Limited};
@@ -94,30 +94,38 @@ pub enum BuildError {
     /// rustls refused the TLS settings.
     #[error("TLS client setup failed: {0}")]
     Tls(#[source] rustls::Error),
-    /// `redact.hash_key_env` names a variable that is not set.
+    /// `redact.hash_key_env` names a variable, and the [`Secrets`] given hold no hash key.
+    ///
+    /// `Config::secrets` reports an unset variable itself (naming it), so this means the
+    /// secrets were not resolved from the same configuration.
     #[error(
-        "redact.hash_key_env: the variable {0} is not set or empty; set it to a random key of \
-         at least 32 bytes, or remove redact.hash_key_env (hashed fields are then dropped)"
+        "redact.hash_key_env: no hash key was resolved for it; resolve the secrets with \
+         Config::secrets from this configuration"
     )]
-    HashKey(String),
+    HashKeyUnresolved,
     /// `rate_limit.routes` names a route the sidecar does not know.
     #[error(
         "rate_limit.routes.\"{0}\": not a known route template, so it would never match; use one of {known}",
         known = routes::templates().join(", ")
     )]
     RateLimitRoute(String),
-    /// Credentials could not be built (a variable unset, a bad public key...).
+    /// Credentials could not be built (a bad token or public key...).
     #[error(transparent)]
     Auth(#[from] fincode_auth::AuthError),
 }
 
 /// The redactor for `[redact]`: the built-in rules plus the operator's, with the hash key
-/// read from the variable `redact.hash_key_env` names. The one constructor: the proxy
-/// builds its redactor (shared with the audit trail and webhooks) with it, and
-/// `preflight` builds the one it self-tests with it, so it tests what `run` uses.
-pub fn redactor(config: &fincode_config::RedactConfig, env: &Env) -> Result<Redactor, BuildError> {
+/// `Config::secrets` read from the variable `redact.hash_key_env` names. The one
+/// constructor: the proxy builds its redactor (shared with the audit trail and webhooks)
+/// with it, and `preflight` builds the one it self-tests with it, so it tests what `run`
+/// uses.
+pub fn redactor(
+    config: &fincode_config::RedactConfig,
+    secrets: &Secrets,
+) -> Result<Redactor, BuildError> {
     use fincode_config::FieldAction;
     use fincode_redact::Action;
+    use secrecy::ExposeSecret as _;
     let mut builder = Redactor::builder();
     for header in &config.headers {
         builder = builder.header(header);
@@ -133,12 +141,13 @@ pub fn redactor(config: &fincode_config::RedactConfig, env: &Env) -> Result<Reda
         };
         builder = builder.field(key, action);
     }
-    if let Some(var) = &config.hash_key_env {
-        let key = env
-            .get(var)
-            .filter(|key| !key.is_empty())
-            .ok_or_else(|| BuildError::HashKey(var.clone()))?;
-        builder = builder.hash_key(key.as_bytes().to_vec().into());
+    if config.hash_key_env.is_some() {
+        // Named but absent: refuse rather than silently drop every hashed field.
+        let key = secrets
+            .hash_key
+            .as_ref()
+            .ok_or(BuildError::HashKeyUnresolved)?;
+        builder = builder.hash_key(key.expose_secret().as_bytes().to_vec().into());
     }
     Ok(builder.build())
 }
@@ -208,10 +217,10 @@ pub struct EgressProxy {
 // === impl EgressProxy ===
 
 impl EgressProxy {
-    /// Builds the upstream client (TLS roots, pool), the credentials (secrets read from
-    /// `env`) and the layers from `config`.
-    pub fn new(config: &Config, env: &Env, metrics: Metrics) -> Result<Self, BuildError> {
-        let redactor = redactor(&config.redact, env)?;
+    /// Builds the upstream client (TLS roots, pool), the credentials and the layers from
+    /// `config` and the `secrets` resolved from it (`Config::secrets`).
+    pub fn new(config: &Config, secrets: &Secrets, metrics: Metrics) -> Result<Self, BuildError> {
+        let redactor = redactor(&config.redact, secrets)?;
         let max_body = config.limits.max_request_body_bytes;
         let mut upstream = upstream::Upstream::new(&config.upstream, max_body)?;
         // Auth calls are not app calls: they get no spans and no client-duration series.
@@ -224,7 +233,7 @@ impl EgressProxy {
             redactor: redactor.clone(),
             metrics: Some(metrics.http.clone()),
         });
-        let credentials = Credentials::from_config(&config.auth, env, transport)?;
+        let credentials = Credentials::from_config(&config.auth, secrets, transport)?;
         let http = metrics.http.clone();
         let audit = Arc::new(OnceLock::<fincode_audit::Auditor>::new());
         let auditor = audit.clone();

@@ -361,6 +361,7 @@ async fn start(
         ("BENCH_SECRET", SECRET),
         ("BENCH_SIGNING", "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"),
     ]);
+    let secrets = config.secrets(&env).unwrap();
     let store: Arc<dyn EventStore> = match variant.backend {
         Backend::Sqlite => Arc::new(SqliteStore::open(&dir.path().join("ingest.db")).unwrap()),
         Backend::Postgres { pool } => Arc::new(
@@ -380,7 +381,7 @@ async fn start(
     }
     let webhooks = Webhooks::from_config(
         &config,
-        &env,
+        &secrets,
         config.listen.egress,
         store,
         fincode_redact::Redactor::default(),

@@ -33,7 +33,7 @@ use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use fincode_audit::Auditor;
 use fincode_backoff::Backoff;
-use fincode_config::{Config, Env, HmacAlgorithm, HmacEncoding, WebhookScheme};
+use fincode_config::{Config, HmacAlgorithm, HmacEncoding, Secrets, WebhookScheme};
 use fincode_redact::Redactor;
 use fincode_store::EventStore;
 use http::HeaderName;
@@ -56,14 +56,14 @@ use self::{
 /// fix, never a secret.
 #[derive(Debug, thiserror::Error)]
 pub enum BuildError {
-    /// A secret variable is unset or empty.
-    #[error("{key}: the variable {var} is not set or empty; set it from a Kubernetes Secret")]
-    Secret {
-        /// The config key naming the variable.
-        key: &'static str,
-        /// The variable.
-        var: String,
-    },
+    /// The key names a variable, and the [`Secrets`] given hold no value for it.
+    ///
+    /// `Config::secrets` reports an unset variable itself (naming it), so this means the
+    /// secrets were not resolved from the same configuration.
+    #[error(
+        "{0}: no value was resolved for it; resolve the secrets with Config::secrets from this configuration"
+    )]
+    Unresolved(&'static str),
     /// The verification secrets or scheme cannot be used.
     #[error("webhooks.secret_envs: {0}")]
     Verifier(#[from] verify::VerifierError),
@@ -103,12 +103,13 @@ impl std::fmt::Debug for Webhooks {
 
 impl Webhooks {
     /// Builds the listener, dispatcher and admin routes over `store`, or `None` when
-    /// `webhooks.enabled` is false. Secrets are read from `env` here, once. `egress` is
+    /// `webhooks.enabled` is false. The secrets are those `Config::secrets` resolved from
+    /// `config` (the one place that reads the environment). `egress` is
     /// the egress listener's bound address, which confirm-by-query calls. `audit` records
     /// every event's fate and every admin replay; `None` records nothing, at no cost.
     pub fn from_config(
         config: &Config,
-        env: &Env,
+        secrets: &Secrets,
         egress: SocketAddr,
         store: Arc<dyn EventStore>,
         redactor: Redactor,
@@ -119,21 +120,11 @@ impl Webhooks {
         if !c.enabled {
             return Ok(None);
         }
-        let secret = |key: &'static str, var: &str| {
-            env.get(var)
-                .filter(|v| !v.is_empty())
-                .map(|v| SecretString::from(v.to_owned()))
-                .ok_or_else(|| BuildError::Secret {
-                    key,
-                    var: var.to_owned(),
-                })
-        };
-        let secrets = c
-            .secret_envs
-            .iter()
-            .map(|var| secret("webhooks.secret_envs", var))
-            .collect::<Result<Vec<_>, _>>()?;
-        let verifier = Verifier::new(scheme(c), secrets, c.tolerance)?;
+        // One secret per variable named, or the secrets were not resolved from this config.
+        if secrets.webhook_secrets.len() != c.secret_envs.len() {
+            return Err(BuildError::Unresolved("webhooks.secret_envs"));
+        }
+        let verifier = Verifier::new(scheme(c), secrets.webhook_secrets.clone(), c.tolerance)?;
         let secret_header = match verifier.scheme() {
             Scheme::SharedSecret { header } => Some(header.clone()),
             _ => None,
@@ -177,7 +168,10 @@ impl Webhooks {
             .signing_secret_env
             .as_deref()
             .ok_or(BuildError::Missing("webhooks.signing_secret_env"))?;
-        let signing = secret("webhooks.signing_secret_env", signing_var)?;
+        let signing = resolved(
+            secrets.webhook_signing_secret.as_ref(),
+            "webhooks.signing_secret_env",
+        )?;
         // Sign once now, so a malformed secret fails at start-up, not at the first event.
         if verify::sign(
             &Scheme::StandardWebhooks,
@@ -230,8 +224,8 @@ impl Webhooks {
         );
         let token = c
             .admin_token_env
-            .as_deref()
-            .map(|var| secret("webhooks.admin_token_env", var))
+            .as_ref()
+            .map(|_| resolved(secrets.admin_token.as_ref(), "webhooks.admin_token_env"))
             .transpose()?;
         let admin = admin::Admin::new(store, redactor, token, wake, audit, clock);
         Ok(Some(Self {
@@ -309,6 +303,11 @@ impl ListenerTask {
 }
 
 /// The verification scheme `[webhooks]` describes.
+/// The resolved secret `key` names, or why there is none.
+fn resolved(secret: Option<&SecretString>, key: &'static str) -> Result<SecretString, BuildError> {
+    secret.cloned().ok_or(BuildError::Unresolved(key))
+}
+
 fn scheme(c: &fincode_config::WebhooksConfig) -> Scheme {
     let header = |default: &'static str| {
         c.signature_header

@@ -12,7 +12,7 @@ use std::{
 
 use bytes::Bytes;
 use fincode_audit::{AuditLog, Auditor, WriterConfig};
-use fincode_config::{Config, Env};
+use fincode_config::{Config, Secrets};
 use fincode_redact::Redactor;
 use fincode_store::{EventStore, SqliteStore, Status};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode};
@@ -184,17 +184,20 @@ async fn every_webhook_event_and_admin_replay_is_in_the_trail_with_no_clear_iden
     config.webhooks.admin_token_env = Some("T_ADMIN".to_owned());
     config.webhooks.max_attempts = 1;
     config.webhooks.trusted_proxies = vec!["127.0.0.1/32".parse().unwrap()];
-    let env = Env::from_pairs([
-        ("T_SECRET", SECRET),
-        ("T_SIGNING", "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"),
-        ("T_ADMIN", ADMIN_TOKEN),
-    ]);
+    // What `Config::secrets` resolves from T_SECRET, T_SIGNING and T_ADMIN.
+    let secret = |value: &str| SecretString::from(value.to_owned());
+    let secrets = Secrets {
+        webhook_secrets: vec![secret(SECRET)],
+        webhook_signing_secret: Some(secret("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")),
+        admin_token: Some(secret(ADMIN_TOKEN)),
+        ..Secrets::default()
+    };
     let store_dir = tempfile::tempdir().unwrap();
     let store: Arc<dyn EventStore> =
         Arc::new(SqliteStore::open(&store_dir.path().join("events.db")).unwrap());
     let webhooks = Webhooks::from_config(
         &config,
-        &env,
+        &secrets,
         config.listen.egress,
         store.clone(),
         redactor,
