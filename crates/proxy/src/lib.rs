@@ -34,6 +34,7 @@ pub mod authorize;
 pub mod body_log;
 pub mod breaker;
 pub mod catch_panic;
+mod client;
 pub mod correlation;
 mod error;
 pub mod guard;
@@ -181,6 +182,8 @@ pub type UpstreamBody =
 #[derive(Debug)]
 pub struct EgressProxy {
     upstream: upstream::Upstream<UpstreamBody>,
+    /// What the client layers record per try (traces set by `with_traces`).
+    client_spans: upstream::Spans,
     metrics: Metrics,
     routes: routes::RouteTable,
     credentials: Credentials,
@@ -211,17 +214,19 @@ impl EgressProxy {
     pub fn new(config: &Config, env: &Env, metrics: Metrics) -> Result<Self, BuildError> {
         let redactor = redactor(&config.redact, env)?;
         let max_body = config.limits.max_request_body_bytes;
-        let mut upstream = upstream::Upstream::new(&config.upstream, max_body)?;
+        let upstream = upstream::Upstream::new(&config.upstream, max_body)?;
         // Auth calls are not app calls: they get no spans and no client-duration series.
         let transport = Arc::new(upstream::AuthTransport {
-            upstream: upstream.clone(),
+            client: client::client(upstream.target().clone(), upstream::Spans::default())
+                .service(upstream.clone()),
+            authority: upstream.target().authority().clone(),
             timeout: config.upstream.request_timeout,
         });
-        upstream.set_spans(upstream::Spans {
+        let client_spans = upstream::Spans {
             traces: Traces::default(),
             redactor: redactor.clone(),
             metrics: Some(metrics.http.clone()),
-        });
+        };
         let credentials = Credentials::from_config(&config.auth, env, transport)?;
         let http = metrics.http.clone();
         let audit = Arc::new(OnceLock::<fincode_audit::Auditor>::new());
@@ -285,6 +290,7 @@ impl EgressProxy {
             retry,
             routes: routes::RouteTable::new(config.upstream.base_url.path()),
             upstream,
+            client_spans,
             metrics,
             credentials,
             traces: Traces::default(),
@@ -350,7 +356,9 @@ impl EgressProxy {
                 .await
                 .map_err(|failure| SidecarError::new(ErrorKind::AuthFailed, failure.to_string()))?;
         }
-        let mut upstream = self.upstream.clone();
+        let mut upstream =
+            client::client(self.upstream.target().clone(), self.client_spans.clone())
+                .service(self.upstream.clone());
         let timeout = self.request_timeout;
         let exchange = async move {
             let sent_at = std::time::SystemTime::now();
@@ -390,7 +398,7 @@ impl EgressProxy {
     /// Records a SERVER span per app call and a CLIENT span per try into `traces`.
     #[must_use]
     pub fn with_traces(mut self, traces: Traces) -> Self {
-        self.upstream.set_traces(traces.clone());
+        self.client_spans.traces = traces.clone();
         self.traces = traces;
         self
     }
@@ -452,6 +460,11 @@ impl EgressProxy {
             .layer(breaker::BreakerLayer::new(self.breaker))
             .layer(self.retry)
             .layer(authorize::AuthorizeLayer::new(self.credentials))
+            // Per try, so inside retry: rewrite, hop-by-hop, traceparent and span, metrics.
+            .layer(client::client(
+                self.upstream.target().clone(),
+                self.client_spans,
+            ))
             .service(self.upstream);
         // A little room over the limit so that the limits layer, not the parser, answers a
         // slightly oversized head, with a problem+json 431. Heads far over the limit get
