@@ -27,7 +27,24 @@
 //! 12. [`breaker`]: fails fast while FinCode keeps failing (503 `circuit_open`).
 //! 13. [`retry`]: tries again when safe, within attempts, deadline and budget.
 //! 14. [`authorize`]: the sidecar's credentials replace whatever the app sent.
-//! 15. the upstream client: pooled rustls, HTTP/2 by ALPN, HTTPS only, timeouts.
+//! 15. the client layers (`client.rs`), per try (inside retry): the path placed under
+//!     `upstream.base_url`, hop-by-hop headers both ways, a `traceparent` and CLIENT
+//!     span per try, the client duration.
+//! 16. the upstream client: pooled rustls, HTTP/2 by ALPN, HTTPS only, timeouts.
+//!
+//! Request extensions, who writes them and who reads them (responses carry
+//! [`ErrorKind`], written by the error responder and `catch_panic`, read by telemetry
+//! and audit):
+//!
+//! | extension | written by | read by |
+//! |---|---|---|
+//! | `fincode_server::Peer` | the server, per connection | audit |
+//! | `PathRefused` | ingress | guard |
+//! | `RequestId` | correlation | telemetry, error responder, audit |
+//! | `TraceContext` | correlation | telemetry, audit, client span |
+//! | `Route` | telemetry | audit, rate limit, retry, client metrics |
+//! | `Tries` | telemetry | error responder, audit, client span (counts each try) |
+//! | `ReplayBody` | retry (the buffered body) | authorize (replays after a new token) |
 
 pub mod audit;
 pub mod authorize;
@@ -182,8 +199,6 @@ pub type UpstreamBody =
 #[derive(Debug)]
 pub struct EgressProxy {
     upstream: upstream::Upstream<UpstreamBody>,
-    /// What the client layers record per try (traces set by `with_traces`).
-    client_spans: upstream::Spans,
     metrics: Metrics,
     routes: routes::RouteTable,
     credentials: Credentials,
@@ -222,11 +237,7 @@ impl EgressProxy {
             authority: upstream.target().authority().clone(),
             timeout: config.upstream.request_timeout,
         });
-        let client_spans = upstream::Spans {
-            traces: Traces::default(),
-            redactor: redactor.clone(),
-            metrics: Some(metrics.http.clone()),
-        };
+
         let credentials = Credentials::from_config(&config.auth, env, transport)?;
         let http = metrics.http.clone();
         let audit = Arc::new(OnceLock::<fincode_audit::Auditor>::new());
@@ -290,7 +301,6 @@ impl EgressProxy {
             retry,
             routes: routes::RouteTable::new(config.upstream.base_url.path()),
             upstream,
-            client_spans,
             metrics,
             credentials,
             traces: Traces::default(),
@@ -356,9 +366,8 @@ impl EgressProxy {
                 .await
                 .map_err(|failure| SidecarError::new(ErrorKind::AuthFailed, failure.to_string()))?;
         }
-        let mut upstream =
-            client::client(self.upstream.target().clone(), self.client_spans.clone())
-                .service(self.upstream.clone());
+        let mut upstream = client::client(self.upstream.target().clone(), self.client_spans())
+            .service(self.upstream.clone());
         let timeout = self.request_timeout;
         let exchange = async move {
             let sent_at = std::time::SystemTime::now();
@@ -395,10 +404,19 @@ impl EgressProxy {
             })
     }
 
+    /// What the client layers record per try: a CLIENT span into the proxy's traces
+    /// (its URL redacted) and the client duration.
+    fn client_spans(&self) -> upstream::Spans {
+        upstream::Spans {
+            traces: self.traces.clone(),
+            redactor: self.redactor.clone(),
+            metrics: Some(self.metrics.http.clone()),
+        }
+    }
+
     /// Records a SERVER span per app call and a CLIENT span per try into `traces`.
     #[must_use]
     pub fn with_traces(mut self, traces: Traces) -> Self {
-        self.client_spans.traces = traces.clone();
         self.traces = traces;
         self
     }
@@ -431,6 +449,7 @@ impl EgressProxy {
         listener: TcpListener,
         shutdown: fincode_server::CancellationToken,
     ) {
+        let client = client::client(self.upstream.target().clone(), self.client_spans());
         let stack = ServiceBuilder::new()
             .layer(catch_panic::CatchPanicLayer::new(self.metrics.http.clone()))
             .layer(self.ingress)
@@ -461,10 +480,7 @@ impl EgressProxy {
             .layer(self.retry)
             .layer(authorize::AuthorizeLayer::new(self.credentials))
             // Per try, so inside retry: rewrite, hop-by-hop, traceparent and span, metrics.
-            .layer(client::client(
-                self.upstream.target().clone(),
-                self.client_spans,
-            ))
+            .layer(client)
             .service(self.upstream);
         // A little room over the limit so that the limits layer, not the parser, answers a
         // slightly oversized head, with a problem+json 431. Heads far over the limit get
