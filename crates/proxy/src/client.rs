@@ -378,3 +378,7 @@ where
         Poll::Ready(result)
     }
 }
+
+#[cfg(test)]
+#[path = "client_tests.rs"]
+mod tests;
