@@ -22,12 +22,15 @@ struct Sent {
     headers: HeaderMap,
 }
 
+/// Every request the stand-in client was sent, in order.
+type SentLog = Arc<Mutex<Vec<Sent>>>;
+
 /// The layers over a client that answers with `answer`'s headers; what it was sent.
 fn layered(
     answer: HeaderMap,
 ) -> (
     impl Service<Request<()>, Response = Response<()>, Error = SidecarError>,
-    Arc<Mutex<Vec<Sent>>>,
+    SentLog,
 ) {
     let sent = Arc::new(Mutex::new(Vec::new()));
     let seen = Arc::clone(&sent);

@@ -132,7 +132,8 @@ struct Inner<B> {
     max_body: u64,
 }
 
-/// What the client records per try: a CLIENT span and the client duration.
+/// What the client layers ([`crate::client`]) record per try: a CLIENT span and the
+/// client duration.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct Spans {
     pub(crate) traces: Traces,
