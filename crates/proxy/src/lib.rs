@@ -29,13 +29,33 @@
 //! 12. [`breaker`]: fails fast while FinCode keeps failing (503 `circuit_open`).
 //! 13. [`retry`]: tries again when safe, within attempts, deadline and budget.
 //! 14. [`authorize`]: the sidecar's credentials replace whatever the app sent.
-//! 15. the upstream client: pooled rustls, HTTP/2 by ALPN, HTTPS only, timeouts.
+//! 15. the client layers (`client.rs`), per try (inside retry): the path placed under
+//!     `upstream.base_url`, hop-by-hop headers both ways, a `traceparent` and CLIENT
+//!     span per try, the client duration.
+//! 16. the upstream client: pooled rustls, HTTP/2 by ALPN, HTTPS only, timeouts. Each
+//!     egress worker runtime has its own copy of this stack and its own pool
+//!     ([`fincode_server::Workers`]); every layer's state is shared between the copies.
+//!
+//! Request extensions, who writes them and who reads them (responses carry
+//! [`ErrorKind`], written by the error responder and `catch_panic`, read by observe
+//! and audit):
+//!
+//! | extension | written by | read by |
+//! |---|---|---|
+//! | `fincode_server::Peer` | the server, per connection | audit |
+//! | `PathRefused` | ingress | guard |
+//! | `RequestId` | correlation | observe, error responder, audit |
+//! | `TraceContext` | correlation | observe, audit, client span |
+//! | `Route` | observe | audit, rate limit, retry, client metrics |
+//! | `Tries` | observe | error responder, audit, client span (counts each try) |
+//! | `ReplayBody` | retry (the buffered body) | authorize (replays after a new token) |
 
 pub mod audit;
 pub mod authorize;
 pub mod body_log;
 pub mod breaker;
 pub mod catch_panic;
+mod client;
 pub mod correlation;
 mod error;
 pub mod error_respond;
@@ -222,17 +242,15 @@ impl EgressProxy {
     pub fn new(config: &Config, secrets: &Secrets, metrics: Metrics) -> Result<Self, BuildError> {
         let redactor = redactor(&config.redact, secrets)?;
         let max_body = config.limits.max_request_body_bytes;
-        let mut upstream = upstream::Upstream::new(&config.upstream, max_body)?;
+        let upstream = upstream::Upstream::new(&config.upstream, max_body)?;
         // Auth calls are not app calls: they get no spans and no client-duration series.
         let transport = Arc::new(upstream::AuthTransport {
-            upstream: upstream.clone(),
+            client: client::client(upstream.target().clone(), upstream::Spans::default())
+                .service(upstream.clone()),
+            authority: upstream.target().authority().clone(),
             timeout: config.upstream.request_timeout,
         });
-        upstream.set_spans(upstream::Spans {
-            traces: Traces::default(),
-            redactor: redactor.clone(),
-            metrics: Some(metrics.http.clone()),
-        });
+
         let credentials = Credentials::from_config(&config.auth, secrets, transport)?;
         let http = metrics.http.clone();
         let audit = Arc::new(OnceLock::<fincode_audit::Auditor>::new());
@@ -361,7 +379,8 @@ impl EgressProxy {
                 .await
                 .map_err(|failure| SidecarError::new(ErrorKind::AuthFailed, failure.to_string()))?;
         }
-        let mut upstream = self.upstream.clone();
+        let mut upstream = client::client(self.upstream.target().clone(), self.client_spans())
+            .service(self.upstream.clone());
         let timeout = self.request_timeout;
         let exchange = async move {
             let sent_at = std::time::SystemTime::now();
@@ -398,10 +417,19 @@ impl EgressProxy {
             })
     }
 
+    /// What the client layers record per try: a CLIENT span into the proxy's traces
+    /// (its URL redacted) and the client duration.
+    fn client_spans(&self) -> upstream::Spans {
+        upstream::Spans {
+            traces: self.traces.clone(),
+            redactor: self.redactor.clone(),
+            metrics: Some(self.metrics.http.clone()),
+        }
+    }
+
     /// Records a SERVER span per app call and a CLIENT span per try into `traces`.
     #[must_use]
     pub fn with_traces(mut self, traces: Traces) -> Self {
-        self.upstream.set_traces(traces.clone());
         self.traces = traces;
         self
     }
@@ -502,6 +530,11 @@ impl EgressProxy {
             .layer(breaker::BreakerLayer::new(self.breaker.clone()))
             .layer(self.retry.clone())
             .layer(authorize::AuthorizeLayer::new(self.credentials.clone()))
+            // Per try, so inside retry: rewrite, hop-by-hop, traceparent and span, metrics.
+            .layer(client::client(
+                upstream.target().clone(),
+                self.client_spans(),
+            ))
             .service(upstream)
     }
 }

@@ -1,11 +1,12 @@
 //! The upstream client: pooled keep-alive connections to FinCode over rustls, HTTP/2
 //! when ALPN offers it, HTTPS only.
 //!
-//! This is the innermost service of the egress stack. It maps the app's path onto
-//! `upstream.base_url`, strips hop-by-hop headers both ways (the fixed list towards
-//! FinCode: the app's `Connection` list was handled at ingress, see [`crate::ingress`]),
-//! bounds the wait for the response head, and classifies failures into [`SidecarError`]s
-//! an app can act on.
+//! This is the innermost service of the egress stack: it bounds the wait for the
+//! response head and classifies failures into [`SidecarError`]s an app can act on. The
+//! layers around it ([`crate::client`]) map the app's path onto `upstream.base_url`,
+//! strip hop-by-hop headers both ways (the fixed list towards FinCode: the app's
+//! `Connection` list was handled at ingress, see [`crate::ingress`]), and record each
+//! try's span, `traceparent` and duration.
 //! It never falls back to plain HTTP: the connector is built HTTPS-only unless the
 //! operator set `upstream.allow_insecure` for tests.
 
@@ -24,10 +25,8 @@ use bytes::Bytes;
 use fincode_config::UpstreamConfig;
 use fincode_redact::Redactor;
 use fincode_server::tls;
-use fincode_telemetry::{
-    HttpLabels, HttpMetrics, KeyValue, SpanKind, SpanRecord, Traces, status_class,
-};
-use http::{Request, Response, Uri, Version, header, uri};
+use fincode_telemetry::{HttpMetrics, KeyValue, SpanKind, SpanRecord, Traces};
+use http::{Request, Response, Uri, uri};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
@@ -38,13 +37,7 @@ use hyper_util::{
 use tower::Service;
 
 use crate::{
-    BuildError, ErrorKind, SidecarError,
-    correlation::{TRACEPARENT, TraceContext},
-    headers::{mark_sensitive, strip_fixed, strip_hop_by_hop},
-    limits::body_too_large,
-    observe::{Tries, method_label},
-    path,
-    routes::{OTHER, Route},
+    BuildError, ErrorKind, SidecarError, correlation::TraceContext, limits::body_too_large, path,
 };
 
 /// HTTP/2 header lists from FinCode up to this size are accepted (hyper's default is
@@ -76,6 +69,11 @@ impl Target {
             authority,
             base_path,
         })
+    }
+
+    /// FinCode's host and port.
+    pub(crate) fn authority(&self) -> &uri::Authority {
+        &self.authority
     }
 
     /// The upstream URI for the app's request URI. The app may call either the path
@@ -135,10 +133,10 @@ struct Inner<B> {
     request_timeout: Duration,
     connect_timeout: Duration,
     max_body: u64,
-    spans: Spans,
 }
 
-/// What the client records per try: a CLIENT span and the client duration.
+/// What the client layers ([`crate::client`]) record per try: a CLIENT span and the
+/// client duration.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct Spans {
     pub(crate) traces: Traces,
@@ -146,52 +144,12 @@ pub(crate) struct Spans {
     pub(crate) metrics: Option<HttpMetrics>,
 }
 
-// Manual impls: `B` need not be `Clone`.
+// Manual impl: `B` need not be `Clone`.
 impl<B> Clone for Upstream<B> {
     fn clone(&self) -> Self {
         Self {
             inner: self.inner.clone(),
         }
-    }
-}
-
-impl<B> Clone for Inner<B> {
-    fn clone(&self) -> Self {
-        Self {
-            client: self.client.clone(),
-            connector: self.connector.clone(),
-            pool: self.pool,
-            target: self.target.clone(),
-            request_timeout: self.request_timeout,
-            connect_timeout: self.connect_timeout,
-            max_body: self.max_body,
-            spans: self.spans.clone(),
-        }
-    }
-}
-
-/// The pool's settings, kept to build a worker's own pool from.
-#[derive(Clone, Copy, Debug)]
-struct PoolSettings {
-    idle_timeout: Duration,
-    max_idle_per_host: usize,
-}
-
-impl PoolSettings {
-    fn client<B>(self, connector: Connector) -> Client<Connector, B>
-    where
-        B: http_body::Body + Send + 'static,
-        B::Data: Send,
-    {
-        Client::builder(TokioExecutor::new())
-            .pool_timer(TokioTimer::new())
-            .timer(TokioTimer::new())
-            .pool_idle_timeout(self.idle_timeout)
-            .pool_max_idle_per_host(self.max_idle_per_host)
-            .http2_max_header_list_size(H2_MAX_HEADER_LIST)
-            .http2_keep_alive_interval(Duration::from_secs(20))
-            .http2_keep_alive_while_idle(true)
-            .build(connector)
     }
 }
 
@@ -238,30 +196,63 @@ where
                 request_timeout: config.request_timeout,
                 connect_timeout: config.connect_timeout,
                 max_body,
-                spans: Spans::default(),
             }),
         })
     }
+}
 
+impl<B> Upstream<B> {
+    /// Where requests go: what [`crate::client::RewriteLayer`] needs.
+    pub(crate) fn target(&self) -> &Target {
+        &self.inner.target
+    }
+}
+
+impl<B> Upstream<B>
+where
+    B: http_body::Body + Send + 'static,
+    B::Data: Send,
+{
     /// The same client with a connection pool of its own (empty at first): for a worker
     /// thread, whose requests then only ever use connections that thread drives.
     pub(crate) fn with_own_pool(&self) -> Self {
-        let mut inner = (*self.inner).clone();
-        inner.client = inner.pool.client(inner.connector.clone());
+        let inner = &self.inner;
         Self {
-            inner: Arc::new(inner),
+            inner: Arc::new(Inner {
+                client: inner.pool.client(inner.connector.clone()),
+                connector: inner.connector.clone(),
+                pool: inner.pool,
+                target: inner.target.clone(),
+                request_timeout: inner.request_timeout,
+                connect_timeout: inner.connect_timeout,
+                max_body: inner.max_body,
+            }),
         }
     }
+}
 
-    /// Records a CLIENT span and the client duration per try through `spans`.
-    pub(crate) fn set_spans(&mut self, spans: Spans) {
-        // Clones of this client made before (the auth transport's) keep theirs.
-        Arc::make_mut(&mut self.inner).spans = spans;
-    }
+/// The pool's settings, kept to build a worker's own pool from.
+#[derive(Clone, Copy, Debug)]
+struct PoolSettings {
+    idle_timeout: Duration,
+    max_idle_per_host: usize,
+}
 
-    /// Sends the CLIENT spans to `traces`.
-    pub(crate) fn set_traces(&mut self, traces: Traces) {
-        Arc::make_mut(&mut self.inner).spans.traces = traces;
+impl PoolSettings {
+    fn client<B>(self, connector: Connector) -> Client<Connector, B>
+    where
+        B: http_body::Body + Send + 'static,
+        B::Data: Send,
+    {
+        Client::builder(TokioExecutor::new())
+            .pool_timer(TokioTimer::new())
+            .timer(TokioTimer::new())
+            .pool_idle_timeout(self.idle_timeout)
+            .pool_max_idle_per_host(self.max_idle_per_host)
+            .http2_max_header_list_size(H2_MAX_HEADER_LIST)
+            .http2_keep_alive_interval(Duration::from_secs(20))
+            .http2_keep_alive_while_idle(true)
+            .build(connector)
     }
 }
 
@@ -279,67 +270,12 @@ where
         Poll::Ready(Ok(()))
     }
 
+    /// Sends `req` as it is: the layers of [`crate::client`] have already placed it
+    /// under the base URL and cleaned its headers.
     fn call(&mut self, req: Request<B>) -> Self::Future {
-        let (mut parts, body) = req.into_parts();
-        parts.uri = match self.inner.target.rewrite(&parts.uri) {
-            Ok(uri) => uri,
-            Err(error) => return Box::pin(std::future::ready(Err(error))),
-        };
-        strip_fixed(&mut parts.headers);
-        // The client derives Host / :authority from the URI.
-        parts.headers.remove(header::HOST);
-        // The pooled connection decides the wire version; the app's h2c must not
-        // force HTTP/2 on an HTTP/1.1 connection.
-        parts.version = Version::HTTP_11;
-        let resend = parts.extensions.get::<Tries>().map_or(0, Tries::start);
-        // Each try is a span of its own, and FinCode's parent.
-        let span = parts.extensions.get::<TraceContext>().map(|trace| {
-            let span_id = TraceContext::new_span_id();
-            parts
-                .headers
-                .insert(&TRACEPARENT, trace.traceparent_for(span_id));
-            (*trace, span_id)
-        });
-        let span = span
-            .filter(|(trace, _)| trace.is_sampled() && self.inner.spans.traces.is_enabled())
-            .map(|(trace, span_id)| ClientSpan {
-                trace,
-                span_id,
-                start: SystemTime::now(),
-                method: parts.method.clone(),
-                url: self.inner.spans.redactor.url(&parts.uri.to_string()),
-                resend,
-            });
-
-        let method = method_label(&parts.method);
-        let route = parts.extensions.get::<Route>().map_or(OTHER, |r| r.0);
-        let started = std::time::Instant::now();
-
-        let response = self.inner.client.request(Request::from_parts(parts, body));
+        let response = self.inner.client.request(req);
         let this = self.clone();
-        Box::pin(async move {
-            let result = this.send(response).await;
-            if let Some(metrics) = &this.inner.spans.metrics {
-                let status_class = match &result {
-                    Ok(response) => status_class(response.status().as_u16()),
-                    // No answer at all: its own class, so it is not mistaken for a 5xx.
-                    Err(_) => "error",
-                };
-                let labels = HttpLabels {
-                    method,
-                    route,
-                    status_class,
-                };
-                metrics.observe_client(&labels, started.elapsed().as_secs_f64());
-            }
-            if let Some(span) = span {
-                this.inner
-                    .spans
-                    .traces
-                    .record(span.finish(&this.inner.target, &result));
-            }
-            result
-        })
+        Box::pin(async move { this.send(response).await })
     }
 }
 
@@ -360,43 +296,36 @@ impl<B> Upstream<B> {
                     ),
                 )),
                 Ok(Err(error)) => Err(this.classify(error)),
-                Ok(Ok(mut response)) => {
-                    strip_hop_by_hop(response.headers_mut());
-                    // Never indexed by HPACK on the app's h2c connection.
-                    mark_sensitive(response.headers_mut(), &[header::SET_COOKIE]);
-                    Ok(response)
-                }
+                Ok(Ok(response)) => Ok(response),
             }
         }
     }
 }
 
 /// One try towards FinCode, recorded as a CLIENT span when it ends.
-struct ClientSpan {
-    trace: TraceContext,
-    span_id: [u8; 8],
-    start: SystemTime,
-    method: http::Method,
-    url: String,
-    resend: u32,
+pub(crate) struct ClientSpan {
+    pub(crate) trace: TraceContext,
+    pub(crate) span_id: [u8; 8],
+    pub(crate) start: SystemTime,
+    pub(crate) method: http::Method,
+    pub(crate) url: String,
+    pub(crate) resend: u32,
+    /// FinCode's, from the rewritten URI.
+    pub(crate) authority: Option<uri::Authority>,
 }
 
 impl ClientSpan {
     /// The span with the semantic-convention attributes: `error.type` is the sidecar's
     /// error kind when no response came, or the status code for a 4xx/5xx answer.
-    fn finish(
-        self,
-        target: &Target,
-        result: &Result<Response<Incoming>, SidecarError>,
-    ) -> SpanRecord {
+    pub(crate) fn finish<RB>(self, result: &Result<Response<RB>, SidecarError>) -> SpanRecord {
+        let (host, port) = self.authority.as_ref().map_or(("", 443), |authority| {
+            (authority.host(), authority.port_u16().unwrap_or(443))
+        });
         let mut attributes = vec![
             KeyValue::new("http.request.method", self.method.to_string()),
             KeyValue::new("url.full", self.url),
-            KeyValue::new("server.address", target.authority.host().to_owned()),
-            KeyValue::new(
-                "server.port",
-                i64::from(target.authority.port_u16().unwrap_or(443)),
-            ),
+            KeyValue::new("server.address", host.to_owned()),
+            KeyValue::new("server.port", i64::from(port)),
         ];
         if self.resend > 0 {
             attributes.push(KeyValue::new(
@@ -600,10 +529,16 @@ fn tls_config(config: &UpstreamConfig) -> Result<rustls::ClientConfig, BuildErro
     tls::client_config(roots, tls::TLS12_AND_13, &[]).map_err(BuildError::Tls)
 }
 
+/// The upstream client inside its layers ([`crate::client`]).
+pub(crate) type Layered<B> = <crate::client::ClientLayers as tower::Layer<Upstream<B>>>::Service;
+
 /// Auth calls (login, refresh, logout) go through the same pooled TLS client, bypassing
 /// the app-facing layers: they are the sidecar's own requests.
 pub(crate) struct AuthTransport<B> {
-    pub(crate) upstream: Upstream<B>,
+    /// The client with its layers, without spans or metrics.
+    pub(crate) client: Layered<B>,
+    /// FinCode's, for messages.
+    pub(crate) authority: uri::Authority,
     /// Bounds the whole exchange, head *and* body (`upstream.request_timeout`). The
     /// client bounds only the head; a FinCode that sends a head and then stalls the body
     /// would otherwise hold a renewal, and every request waiting on it, forever.
@@ -619,7 +554,7 @@ impl fincode_auth::Transport for AuthTransport<crate::UpstreamBody> {
         request: fincode_auth::AuthRequest,
     ) -> fincode_auth::BoxFuture<'_, Result<fincode_auth::AuthResponse, fincode_auth::TransportError>>
     {
-        let mut upstream = self.upstream.clone();
+        let mut upstream = self.client.clone();
         let timeout = self.timeout;
         let exchange = async move {
             let uri: Uri = request.path.parse().map_err(|error| {
@@ -647,7 +582,7 @@ impl fincode_auth::Transport for AuthTransport<crate::UpstreamBody> {
                 .to_bytes();
             Ok(fincode_auth::AuthResponse { status, body })
         };
-        let authority = self.upstream.inner.target.authority.clone();
+        let authority = self.authority.clone();
         Box::pin(async move {
             tokio::time::timeout(timeout, exchange)
                 .await
