@@ -21,7 +21,7 @@ use http_body_util::Full;
 use serde_json::Value;
 use support::{
     BIN, Sidecar, SidecarBuilder, TestSandbox, app_client, audit_records as records,
-    create_transaction, eventually, get, hmac_signing, run_binary, send, trail_contains,
+    create_transaction, get, hmac_signing, run_binary, send, trail_record_lands,
 };
 
 /// Base64 of a fixed 32-byte seed.
@@ -423,8 +423,8 @@ async fn the_canary_no_secret_or_personal_value_in_any_audit_byte_yet_find_works
         .login(&sandbox, EMAIL, PASSWORD)
         .webhooks(&app.url(), WEBHOOK_SECRET, &store.path().join("events.db"))
         .set("log.level", "info")
-        .start();
-    sidecar.wait_ready(Duration::from_secs(20)).await;
+        .start_ready()
+        .await;
     let client = app_client();
 
     let body = format!(
@@ -460,10 +460,10 @@ async fn the_canary_no_secret_or_personal_value_in_any_audit_byte_yet_find_works
     assert_eq!(sent[0].status, Some(200));
     app.wait_for(1, Duration::from_secs(10)).await;
     // The delivery's record is written after the app's answer: wait for it to land.
-    eventually(
-        Duration::from_secs(10),
+    trail_record_lands(
+        trail.path(),
         "the delivery's audit record",
-        async || trail_contains(trail.path(), "webhook.delivered"),
+        "webhook.delivered",
     )
     .await;
     assert!(sidecar.terminate(Duration::from_secs(15)).await.success());

@@ -10,6 +10,9 @@ use std::time::Duration;
 use fincode_sandbox::User;
 use support::*;
 
+/// A create-transaction body.
+const GBP_100: &str = r#"{"amount":100,"currency":"GBP"}"#;
+
 const EMAIL: &str = "ops-canary-7c1e@merchant.test";
 const PASSWORD: &str = "CANARY-pw-4f1d9a7b2e55";
 
@@ -25,9 +28,7 @@ async fn sandbox_with(adjust: impl FnOnce(&mut fincode_sandbox::SandboxConfig)) 
 }
 
 async fn logged_in(sandbox: &TestSandbox, builder: SidecarBuilder) -> Sidecar {
-    let sidecar = builder.login(sandbox, EMAIL, PASSWORD).start();
-    sidecar.wait_ready(Duration::from_secs(20)).await;
-    sidecar
+    builder.login(sandbox, EMAIL, PASSWORD).start_ready().await
 }
 
 /// These tests make FinCode forget a token seconds after it was issued; by default such a
@@ -139,26 +140,14 @@ async fn a_401_is_renewed_and_replayed_once_but_an_unkeyed_post_is_sent_once() {
 
     // POST with an idempotency key: replayed, one side effect.
     sandbox.expire_access_tokens();
-    let keyed = send(
-        &app,
-        create_transaction(
-            &sidecar,
-            Some("k-401"),
-            r#"{"amount":100,"currency":"GBP"}"#,
-        ),
-    )
-    .await;
+    let keyed = send(&app, create_transaction(&sidecar, Some("k-401"), GBP_100)).await;
     assert_eq!(keyed.status, 200, "{keyed:?}");
     assert_eq!(sandbox.counters().side_effects.get("k-401"), Some(&1));
     assert_eq!(count_requests(&sandbox, "POST", "/create-transaction"), 2);
 
     // POST without a key: never sent twice. The app gets FinCode's 401 untouched.
     sandbox.expire_access_tokens();
-    let unkeyed = send(
-        &app,
-        create_transaction(&sidecar, None, r#"{"amount":100,"currency":"GBP"}"#),
-    )
-    .await;
+    let unkeyed = send(&app, create_transaction(&sidecar, None, GBP_100)).await;
     assert_eq!(unkeyed.status, 401);
     assert!(
         unkeyed.header("x-sidecar-error").is_none(),
@@ -248,8 +237,8 @@ async fn login_works_with_the_public_key_as_fincodes_dashboard_shows_it_in_a_fil
             "auth.public_key_file",
             sandbox.public_key_base64_path().display().to_string(),
         )
-        .start();
-    in_file.wait_ready(Duration::from_secs(20)).await;
+        .start_ready()
+        .await;
     let response = get(
         &app_client(),
         &in_file.url("/transactionmanagement/transactions"),
@@ -264,7 +253,7 @@ async fn login_works_with_the_public_key_as_fincodes_dashboard_shows_it_in_a_fil
         .chunks(64)
         .map(|line| std::str::from_utf8(line).unwrap())
         .collect();
-    let in_variable = SidecarBuilder::new(&sandbox)
+    let _in_variable = SidecarBuilder::new(&sandbox)
         .set("auth.mode", "login")
         .set("auth.email_env", "TEST_FINCODE_EMAIL")
         .set("auth.password_env", "TEST_FINCODE_PASSWORD")
@@ -272,8 +261,8 @@ async fn login_works_with_the_public_key_as_fincodes_dashboard_shows_it_in_a_fil
         .env("TEST_FINCODE_EMAIL", EMAIL)
         .env("TEST_FINCODE_PASSWORD", PASSWORD)
         .env("TEST_FINCODE_PUBLIC_KEY", &wrapped.join("\n"))
-        .start();
-    in_variable.wait_ready(Duration::from_secs(20)).await;
+        .start_ready()
+        .await;
 
     let counters = sandbox.counters();
     assert_eq!((counters.logins_ok, counters.logins_failed), (2, 0));
@@ -376,11 +365,7 @@ async fn secrets_never_reach_the_output_even_at_trace_and_logout_on_shutdown() {
     get(&app, &sidecar.url("/transactionmanagement/transactions")).await;
     send(
         &app,
-        create_transaction(
-            &sidecar,
-            Some("canary-order"),
-            r#"{"amount":100,"currency":"GBP"}"#,
-        ),
+        create_transaction(&sidecar, Some("canary-order"), GBP_100),
     )
     .await;
 
@@ -624,15 +609,13 @@ async fn many_401s_on_a_fresh_token_start_no_refresh() {
 #[tokio::test]
 async fn an_open_circuit_is_listed_in_readyz_without_failing_it() {
     let sandbox = sandbox_with(|_| {}).await;
-    let token = sandbox.mint_static_token(Duration::from_hours(1));
-    let sidecar = SidecarBuilder::new(&sandbox)
-        .static_token(&token)
+    let sidecar = SidecarBuilder::with_static_token(&sandbox)
         .set("breaker.consecutive_failures", 5)
         .set("breaker.open_for", "30s")
         .set("retry.backoff_base", "1ms")
         .set("retry.backoff_cap", "5ms")
-        .start();
-    sidecar.wait_ready(Duration::from_secs(20)).await;
+        .start_ready()
+        .await;
     let app = app_client();
     sandbox.add_fault(fincode_sandbox::FaultRule::reset().path_prefix("/sandbox/ping"));
     for _ in 0..5 {

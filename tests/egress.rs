@@ -288,12 +288,7 @@ async fn slow_upstream_gives_504_problem() {
     let sidecar = SidecarBuilder::new(&sandbox)
         .set("upstream.request_timeout", "500ms")
         .start();
-    sandbox.add_fault(
-        serde_json::from_value::<FaultRule>(
-            serde_json::json!({"kind": "latency", "latency_ms": 3000}),
-        )
-        .unwrap(),
-    );
+    sandbox.add_fault(FaultRule::latency(Duration::from_secs(3)));
     let started = Instant::now();
     let response = get(&app_client(), &sidecar.url("/sandbox/ping")).await;
     let problem = response.assert_problem(504, "upstream_timeout");
@@ -384,17 +379,6 @@ async fn admin_health_and_readiness() {
     assert_eq!(get(&app, &sidecar.admin_url("/nope")).await.status, 404);
 }
 
-/// Writes `request` on a fresh connection and returns what comes back until the
-/// sidecar closes the connection (or 5 s pass).
-async fn raw_exchange(addr: std::net::SocketAddr, request: &[u8]) -> String {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-    stream.write_all(request).await.unwrap();
-    let mut reply = Vec::new();
-    let _ = tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut reply)).await;
-    String::from_utf8_lossy(&reply).into_owned()
-}
-
 #[tokio::test]
 async fn garbage_input_gets_4xx_and_the_sidecar_keeps_serving() {
     let sandbox = TestSandbox::start().await;
@@ -441,12 +425,7 @@ async fn readiness_off(sidecar: &Sidecar) {
 async fn sigterm_drains_and_exits_cleanly() {
     let sandbox = TestSandbox::start().await;
     let sidecar = SidecarBuilder::new(&sandbox).start();
-    sandbox.add_fault(
-        serde_json::from_value::<FaultRule>(
-            serde_json::json!({"kind": "latency", "latency_ms": 700, "times": 1}),
-        )
-        .unwrap(),
-    );
+    sandbox.add_fault(FaultRule::latency(Duration::from_millis(700)).times(1));
     let url = sidecar.url("/sandbox/ping");
     let in_flight = tokio::spawn(async move { get(&app_client(), &url).await.status });
     in_flight_at_fincode(&sandbox, 1).await;
@@ -467,14 +446,9 @@ async fn shutdown_grace_bounds_the_drain() {
     let sandbox = TestSandbox::start().await;
     let mut sidecar = SidecarBuilder::new(&sandbox)
         .set("shutdown.grace", "1s")
-        .start();
-    sidecar.wait_ready(Duration::from_secs(20)).await;
-    sandbox.add_fault(
-        serde_json::from_value::<FaultRule>(
-            serde_json::json!({"kind": "latency", "latency_ms": 8000, "times": 1}),
-        )
-        .unwrap(),
-    );
+        .start_ready()
+        .await;
+    sandbox.add_fault(FaultRule::latency(Duration::from_secs(8)).times(1));
     let url = sidecar.url("/sandbox/ping");
     let in_flight = tokio::spawn(async move { get(&app_client(), &url).await.status });
     in_flight_at_fincode(&sandbox, 1).await;
@@ -497,14 +471,8 @@ async fn shutdown_grace_bounds_the_drain() {
 #[tokio::test]
 async fn a_second_signal_exits_at_once() {
     let sandbox = TestSandbox::start().await;
-    let mut sidecar = SidecarBuilder::new(&sandbox).start();
-    sidecar.wait_ready(Duration::from_secs(20)).await;
-    sandbox.add_fault(
-        serde_json::from_value::<FaultRule>(
-            serde_json::json!({"kind": "latency", "latency_ms": 15000, "times": 1}),
-        )
-        .unwrap(),
-    );
+    let mut sidecar = SidecarBuilder::new(&sandbox).start_ready().await;
+    sandbox.add_fault(FaultRule::latency(Duration::from_secs(15)).times(1));
     let url = sidecar.url("/sandbox/ping");
     let in_flight = tokio::spawn(async move { get(&app_client(), &url).await.status });
     in_flight_at_fincode(&sandbox, 1).await;
@@ -523,14 +491,8 @@ async fn a_second_signal_exits_at_once() {
 #[tokio::test]
 async fn while_draining_the_admin_port_still_answers_and_readiness_is_off() {
     let sandbox = TestSandbox::start().await;
-    let sidecar = SidecarBuilder::new(&sandbox).start();
-    sidecar.wait_ready(Duration::from_secs(20)).await;
-    sandbox.add_fault(
-        serde_json::from_value::<FaultRule>(
-            serde_json::json!({"kind": "latency", "latency_ms": 1500, "times": 1}),
-        )
-        .unwrap(),
-    );
+    let sidecar = SidecarBuilder::new(&sandbox).start_ready().await;
+    sandbox.add_fault(FaultRule::latency(Duration::from_millis(1500)).times(1));
     let url = sidecar.url("/sandbox/ping");
     let in_flight = tokio::spawn(async move { get(&app_client(), &url).await.status });
     in_flight_at_fincode(&sandbox, 1).await;

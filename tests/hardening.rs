@@ -42,13 +42,11 @@ fn seen(sandbox: &TestSandbox, path_suffix: &str) -> Vec<SeenRequest> {
 #[tokio::test]
 async fn a_connection_header_cannot_strip_the_idempotency_key() {
     let sandbox = TestSandbox::start().await;
-    let token = sandbox.mint_static_token(Duration::from_hours(1));
-    let sidecar = SidecarBuilder::new(&sandbox)
-        .static_token(&token)
+    let sidecar = SidecarBuilder::with_static_token(&sandbox)
         .set("retry.backoff_base", "10ms")
         .set("retry.backoff_cap", "50ms")
-        .start();
-    sidecar.wait_ready(Duration::from_secs(20)).await;
+        .start_ready()
+        .await;
     sandbox.add_fault(FaultRule::status(503).times(2).path_prefix(CREATE));
 
     let request = Request::post(sidecar.url(CREATE))
@@ -89,13 +87,11 @@ async fn a_connection_header_cannot_strip_the_idempotency_key() {
 #[tokio::test]
 async fn a_blank_idempotency_key_does_not_make_a_post_retryable() {
     let sandbox = TestSandbox::start().await;
-    let token = sandbox.mint_static_token(Duration::from_hours(1));
-    let sidecar = SidecarBuilder::new(&sandbox)
-        .static_token(&token)
+    let sidecar = SidecarBuilder::with_static_token(&sandbox)
         .set("retry.backoff_base", "10ms")
         .set("retry.backoff_cap", "50ms")
-        .start();
-    sidecar.wait_ready(Duration::from_secs(20)).await;
+        .start_ready()
+        .await;
     sandbox.add_fault(FaultRule::status(503).times(2).path_prefix(CREATE));
 
     for blank in ["", "   "] {
@@ -124,14 +120,12 @@ async fn a_blank_idempotency_key_does_not_make_a_post_retryable() {
 #[tokio::test]
 async fn a_blank_idempotency_key_is_replaced_by_a_minted_one() {
     let sandbox = TestSandbox::start().await;
-    let token = sandbox.mint_static_token(Duration::from_hours(1));
-    let sidecar = SidecarBuilder::new(&sandbox)
-        .static_token(&token)
+    let sidecar = SidecarBuilder::with_static_token(&sandbox)
         .set("retry.backoff_base", "10ms")
         .set("retry.backoff_cap", "50ms")
         .set("retry.mint_idempotency_key", true)
-        .start();
-    sidecar.wait_ready(Duration::from_secs(20)).await;
+        .start_ready()
+        .await;
     sandbox.add_fault(FaultRule::status(503).times(2).path_prefix(CREATE));
 
     let response = send(
@@ -213,8 +207,8 @@ async fn hop_by_hop_headers_in_fincodes_response_do_not_reach_the_app() {
     let sidecar = SidecarBuilder::new(&sandbox)
         // HTTP/2 forbids connection-specific headers outright; HTTP/1.1 is where they live.
         .set("upstream.http2", false)
-        .start();
-    sidecar.wait_ready(Duration::from_secs(20)).await;
+        .start_ready()
+        .await;
     let headers = [
         "connection:x-fincode-hop",
         "x-fincode-hop:1",
@@ -248,8 +242,8 @@ async fn the_app_cannot_log_the_sidecar_out_in_login_mode() {
     let sandbox = TestSandbox::start().await;
     let sidecar = SidecarBuilder::new(&sandbox)
         .login(&sandbox, DEMO_EMAIL, DEMO_PASSWORD)
-        .start();
-    sidecar.wait_ready(Duration::from_secs(20)).await;
+        .start_ready()
+        .await;
     let app = app_client();
     let logins = sandbox.counters().logins_ok;
     assert_eq!(logins, 1);
@@ -295,9 +289,9 @@ async fn the_app_cannot_log_the_sidecar_out_in_login_mode() {
 #[tokio::test]
 async fn the_app_cannot_revoke_the_static_token() {
     let sandbox = TestSandbox::start().await;
-    let token = sandbox.mint_static_token(Duration::from_hours(1));
-    let sidecar = SidecarBuilder::new(&sandbox).static_token(&token).start();
-    sidecar.wait_ready(Duration::from_secs(20)).await;
+    let sidecar = SidecarBuilder::with_static_token(&sandbox)
+        .start_ready()
+        .await;
     let app = app_client();
     let request = Request::put(sidecar.url("/securitymanagement/logout"))
         .body(Full::default())
@@ -316,23 +310,12 @@ async fn the_app_cannot_revoke_the_static_token() {
 #[tokio::test]
 async fn double_slashes_do_not_escape_the_route_rate_limit() {
     let sandbox = TestSandbox::start().await;
-    let token = sandbox.mint_static_token(Duration::from_hours(1));
-    let sidecar = SidecarBuilder::new(&sandbox)
-        .static_token(&token)
+    let sidecar = SidecarBuilder::with_static_token(&sandbox)
         .set("rate_limit.per_second", 1000)
         .set("rate_limit.max_wait", "0s")
-        .set(
-            "rate_limit.routes",
-            toml::Table::from_iter([(
-                CREATE.to_owned(),
-                toml::Value::Table(toml::Table::from_iter([
-                    ("per_second".to_owned(), toml::Value::Integer(1)),
-                    ("burst".to_owned(), toml::Value::Integer(1)),
-                ])),
-            )]),
-        )
-        .start();
-    sidecar.wait_ready(Duration::from_secs(20)).await;
+        .route_rate_limit(CREATE, 1, 1)
+        .start_ready()
+        .await;
     let app = app_client();
     let post = |path: &str, key: &str| {
         Request::post(sidecar.url(path))
@@ -385,9 +368,9 @@ async fn double_slashes_do_not_escape_the_route_rate_limit() {
 #[tokio::test]
 async fn encoded_dot_segments_and_separators_are_refused() {
     let sandbox = TestSandbox::start().await;
-    let token = sandbox.mint_static_token(Duration::from_hours(1));
-    let sidecar = SidecarBuilder::new(&sandbox).static_token(&token).start();
-    sidecar.wait_ready(Duration::from_secs(20)).await;
+    let sidecar = SidecarBuilder::with_static_token(&sandbox)
+        .start_ready()
+        .await;
     let before = sandbox.requests().len();
     for path in [
         "/transactionmanagement/%2e%2e/securitymanagement/logout",
@@ -432,15 +415,13 @@ async fn encoded_dot_segments_and_separators_are_refused() {
 #[tokio::test]
 async fn stalled_request_bodies_get_408_and_never_open_the_breaker() {
     let sandbox = TestSandbox::start().await;
-    let token = sandbox.mint_static_token(Duration::from_hours(1));
-    let sidecar = SidecarBuilder::new(&sandbox)
-        .static_token(&token)
+    let sidecar = SidecarBuilder::with_static_token(&sandbox)
         .set("retry.per_try_timeout", "1s")
         .set("retry.deadline", "1s")
         .set("breaker.consecutive_failures", 2)
         .set("breaker.min_requests", 2)
-        .start();
-    sidecar.wait_ready(Duration::from_secs(20)).await;
+        .start_ready()
+        .await;
     let before = sandbox.requests().len();
 
     let stalls = (0..4).map(|i| {
@@ -483,15 +464,4 @@ async fn stalled_request_bodies_get_408_and_never_open_the_breaker() {
         200,
         "FinCode is still reachable for everyone"
     );
-}
-
-/// Writes `request` on a fresh connection and returns what comes back until the
-/// sidecar closes the connection (or 5 s pass).
-async fn raw_exchange(addr: std::net::SocketAddr, request: &[u8]) -> String {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-    stream.write_all(request).await.unwrap();
-    let mut reply = Vec::new();
-    let _ = tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut reply)).await;
-    String::from_utf8_lossy(&reply).into_owned()
 }

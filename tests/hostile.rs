@@ -46,17 +46,14 @@ async fn setup_with(adjust: impl FnOnce(SidecarBuilder) -> SidecarBuilder) -> Se
     let sandbox = TestSandbox::start().await;
     let app = TestApp::start().await;
     let dir = tempfile::tempdir().unwrap();
-    let token = sandbox.mint_static_token(Duration::from_hours(1));
-    let mut builder = SidecarBuilder::new(&sandbox)
-        .static_token(&token)
+    let mut builder = SidecarBuilder::with_static_token(&sandbox)
         .webhooks(&app.url(), SECRET, &dir.path().join("events.db"))
         // Thousands of connection lines at debug would only slow the test down.
         .set("log.level", "info");
     for listener in ["egress", "admin", "webhooks"] {
         builder = builder.set(&format!("listeners.{listener}.header_read_timeout"), "2s");
     }
-    let sidecar = adjust(builder).start();
-    sidecar.wait_ready(Duration::from_secs(20)).await;
+    let sidecar = adjust(builder).start_ready().await;
     Setup {
         sandbox,
         _app: app,

@@ -59,8 +59,7 @@ async fn metrics_count_the_traffic_sent_with(audit_dir: Option<&std::path::Path>
                 "observability-test-hash-key-0123456789",
             );
     }
-    let sidecar = builder.start();
-    sidecar.wait_ready(Duration::from_secs(20)).await;
+    let sidecar = builder.start_ready().await;
     let app = app_client();
 
     for _ in 0..7 {
@@ -267,11 +266,8 @@ fn exporting(builder: SidecarBuilder, receiver: &OtlpReceiver) -> SidecarBuilder
 async fn spans_reach_the_collector_with_semconv_names_kinds_and_links() {
     let receiver = OtlpReceiver::start().await;
     let sandbox = TestSandbox::start().await;
-    let token = sandbox.mint_static_token(Duration::from_hours(1));
     let sidecar = exporting(
-        SidecarBuilder::new(&sandbox)
-            .static_token(&token)
-            .set("traces.service_name", "checkout-sidecar"),
+        SidecarBuilder::with_static_token(&sandbox).set("traces.service_name", "checkout-sidecar"),
         &receiver,
     )
     .start();
@@ -393,8 +389,8 @@ async fn a_replayed_try_carries_its_resend_count_and_a_sidecar_error_its_kind() 
             .set("auth.renew_on_401_min_age", "0s"),
         &receiver,
     )
-    .start();
-    sidecar.wait_ready(Duration::from_secs(20)).await;
+    .start_ready()
+    .await;
     let app = app_client();
 
     // FinCode forgets the token: the GET gets a 401, the sidecar renews and replays it.
@@ -449,8 +445,9 @@ async fn a_replayed_try_carries_its_resend_count_and_a_sidecar_error_its_kind() 
 async fn access_lines_follow_the_live_level_and_the_last_ones_survive_shutdown() {
     let sandbox = TestSandbox::start().await;
     let config = |level: &str| SidecarBuilder::new(&sandbox).set("log.level", level);
-    let mut sidecar = config("info,fincode_sidecar::access=off").start();
-    sidecar.wait_ready(Duration::from_secs(20)).await;
+    let mut sidecar = config("info,fincode_sidecar::access=off")
+        .start_ready()
+        .await;
     let app = app_client();
     let ping = |id: String| {
         send(

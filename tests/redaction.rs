@@ -58,8 +58,8 @@ async fn no_secret_or_personal_data_reaches_logs_spans_or_metrics() {
         .set("traces.otlp_endpoint", receiver.endpoint())
         .env("OTEL_BSP_SCHEDULE_DELAY", "100")
         .env("RUST_LOG", "trace")
-        .start();
-    sidecar.wait_ready(Duration::from_secs(20)).await;
+        .start_ready()
+        .await;
     let app = app_client();
     let body = sensitive_body();
 

@@ -98,8 +98,7 @@ impl Load {
 async fn a_rate_limit_reload_applies_under_load_without_a_failed_request() {
     let sandbox = TestSandbox::start().await;
     let token = sandbox.mint_static_token(Duration::from_hours(1));
-    let sidecar = limited(&sandbox, &token, 0).start();
-    sidecar.wait_ready(Duration::from_secs(20)).await;
+    let sidecar = limited(&sandbox, &token, 0).start_ready().await;
 
     let load = Load::start(&sidecar.url(PING), 4);
     eventually(
@@ -166,8 +165,7 @@ async fn an_invalid_config_is_refused_and_the_old_one_keeps_serving() {
                 "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=",
             )
     };
-    let sidecar = audited(limited(&sandbox, &token, 10)).start();
-    sidecar.wait_ready(Duration::from_secs(20)).await;
+    let sidecar = audited(limited(&sandbox, &token, 10)).start_ready().await;
     let path = sidecar.config_path().to_owned();
     let base = || audited(limited(&sandbox, &token, 0));
 
@@ -179,16 +177,7 @@ async fn an_invalid_config_is_refused_and_the_old_one_keeps_serving() {
             "rate_limit.per_second",
         ),
         (
-            base().set(
-                "rate_limit.routes",
-                toml::Table::from_iter([(
-                    "/no/such/route".to_owned(),
-                    toml::Value::Table(toml::Table::from_iter([
-                        ("per_second".to_owned(), toml::Value::Integer(1)),
-                        ("burst".to_owned(), toml::Value::Integer(1)),
-                    ])),
-                )]),
-            ),
+            base().route_rate_limit("/no/such/route", 1, 1),
             "rate_limit.routes",
         ),
         (

@@ -113,9 +113,7 @@ async fn chaos_over_http2_never_pays_twice() {
 
 async fn chaos(plan: Chaos) {
     let sandbox = TestSandbox::start().await;
-    let token = sandbox.mint_static_token(Duration::from_hours(1));
-    let sidecar = SidecarBuilder::new(&sandbox)
-        .static_token(&token)
+    let sidecar = SidecarBuilder::with_static_token(&sandbox)
         .set("upstream.http2", plan.http2)
         .set("retry.max_attempts", 8)
         .set("retry.backoff_base", "10ms")
@@ -134,8 +132,8 @@ async fn chaos(plan: Chaos) {
         // cover opening; this one needs every payment to meet the chaos.
         .set("breaker.consecutive_failures", BREAKER_OUT_OF_REACH)
         .set("breaker.min_requests", BREAKER_OUT_OF_REACH)
-        .start();
-    sidecar.wait_ready(Duration::from_secs(20)).await;
+        .start_ready()
+        .await;
     add_chaos(&sandbox);
     let app = app_client();
 
@@ -279,8 +277,8 @@ async fn an_outage_stays_within_the_retry_budget() {
         .set("retry.backoff_base", "1ms")
         .set("retry.backoff_cap", "5ms")
         .set("retry.budget_min_per_second", 1)
-        .start();
-    sidecar.wait_ready(Duration::from_secs(20)).await;
+        .start_ready()
+        .await;
     sandbox.add_fault(FaultRule::status(503).path_prefix("/sandbox/ping"));
     let before = sandbox.counters().requests_total;
     let app = app_client();
@@ -317,16 +315,14 @@ const SLOW_FINCODE: Duration = Duration::from_secs(3);
 #[tokio::test]
 async fn the_breaker_opens_fails_fast_and_closes_after_recovery() {
     let sandbox = TestSandbox::start().await;
-    let token = sandbox.mint_static_token(Duration::from_hours(1));
-    let sidecar = SidecarBuilder::new(&sandbox)
-        .static_token(&token)
+    let sidecar = SidecarBuilder::with_static_token(&sandbox)
         .set("breaker.consecutive_failures", 5)
         .set("breaker.open_for", format!("{}s", OPEN_FOR.as_secs()))
         .set("breaker.half_open_probes", 2)
         .set("retry.backoff_base", "1ms")
         .set("retry.backoff_cap", "5ms")
-        .start();
-    sidecar.wait_ready(Duration::from_secs(20)).await;
+        .start_ready()
+        .await;
     let app = app_client();
     let url = sidecar.url("/sandbox/ping");
 
@@ -407,24 +403,13 @@ async fn the_breaker_opens_fails_fast_and_closes_after_recovery() {
 #[tokio::test]
 async fn every_new_sidecar_error_is_problem_json() {
     let sandbox = TestSandbox::start().await;
-    let token = sandbox.mint_static_token(Duration::from_hours(1));
-    let sidecar = SidecarBuilder::new(&sandbox)
-        .static_token(&token)
+    let sidecar = SidecarBuilder::with_static_token(&sandbox)
         .set("limits.max_concurrent_requests", 2)
         .set("rate_limit.per_second", 1000)
         .set("rate_limit.max_wait", "0s")
-        .set(
-            "rate_limit.routes",
-            toml::Table::from_iter([(
-                TRANSACTIONS.to_owned(),
-                toml::Value::Table(toml::Table::from_iter([
-                    ("per_second".to_owned(), toml::Value::Integer(1)),
-                    ("burst".to_owned(), toml::Value::Integer(1)),
-                ])),
-            )]),
-        )
-        .start();
-    sidecar.wait_ready(Duration::from_secs(20)).await;
+        .route_rate_limit(TRANSACTIONS, 1, 1)
+        .start_ready()
+        .await;
     let app = app_client();
 
     // bad_path: a path that could escape the base URL.
@@ -474,12 +459,10 @@ async fn every_new_sidecar_error_is_problem_json() {
 #[tokio::test]
 async fn a_fincode_429_pauses_that_route_for_every_request_and_no_other() {
     let sandbox = TestSandbox::start().await;
-    let token = sandbox.mint_static_token(Duration::from_hours(1));
-    let sidecar = SidecarBuilder::new(&sandbox)
-        .static_token(&token)
+    let sidecar = SidecarBuilder::with_static_token(&sandbox)
         .set("rate_limit.max_wait", "5s")
-        .start();
-    sidecar.wait_ready(Duration::from_secs(20)).await;
+        .start_ready()
+        .await;
     sandbox.add_fault(
         FaultRule::status(429)
             .times(1)
@@ -537,14 +520,12 @@ async fn a_fincode_429_pauses_that_route_for_every_request_and_no_other() {
 #[tokio::test]
 async fn a_minted_idempotency_key_makes_a_keyless_post_safe_to_retry_and_is_echoed() {
     let sandbox = TestSandbox::start().await;
-    let token = sandbox.mint_static_token(Duration::from_hours(1));
-    let sidecar = SidecarBuilder::new(&sandbox)
-        .static_token(&token)
+    let sidecar = SidecarBuilder::with_static_token(&sandbox)
         .set("retry.mint_idempotency_key", true)
         .set("retry.backoff_base", "1ms")
         .set("retry.backoff_cap", "5ms")
-        .start();
-    sidecar.wait_ready(Duration::from_secs(20)).await;
+        .start_ready()
+        .await;
     // FinCode creates the transaction, then the connection drops before the answer.
     sandbox.add_fault(
         FaultRule::reset()

@@ -23,17 +23,15 @@ async fn sigterm_lets_200_slow_calls_and_deliveries_in_flight_finish_and_loses_n
     let sandbox = TestSandbox::start().await;
     let app = TestApp::start().await;
     let dir = tempfile::tempdir().unwrap();
-    let token = sandbox.mint_static_token(Duration::from_hours(1));
-    let mut sidecar = SidecarBuilder::new(&sandbox)
-        .static_token(&token)
+    let mut sidecar = SidecarBuilder::with_static_token(&sandbox)
         .webhooks(&app.url(), SECRET, &dir.path().join("events.db"))
         .set("shutdown.grace", "10s")
         .set("log.level", "info")
         // Neither the local limiter nor the breaker is under test.
         .set("rate_limit.per_second", 0)
         .set("rate_limit.routes", toml::Table::new())
-        .start();
-    sidecar.wait_ready(Duration::from_secs(20)).await;
+        .start_ready()
+        .await;
 
     // Webhooks first: every event acknowledged, and a slow app (3 s a delivery, longer than
     // the calls) so that deliveries are in flight when the signal comes, outlast the calls'
@@ -56,12 +54,7 @@ async fn sigterm_lets_200_slow_calls_and_deliveries_in_flight_finish_and_loses_n
     );
 
     // 200 app calls that each take 2 s at FinCode.
-    sandbox.add_fault(
-        serde_json::from_value::<FaultRule>(serde_json::json!({
-            "kind": "latency", "latency_ms": 2000, "times": CALLS
-        }))
-        .unwrap(),
-    );
+    sandbox.add_fault(FaultRule::latency(Duration::from_secs(2)).times(CALLS as u64));
     let client = app_client();
     let calls: Vec<_> = (0..CALLS)
         .map(|_| {

@@ -12,7 +12,7 @@ use std::{
 };
 
 use fincode_sandbox::FaultRule;
-use support::{BIN, SidecarBuilder, TestSandbox, app_client, get, run_binary, send};
+use support::{BIN, Sidecar, SidecarBuilder, TestSandbox, app_client, get, run_binary, send};
 
 fn status(args: &[&str]) -> (Option<i32>, String) {
     run_binary(Command::new(BIN).arg("status").args(args))
@@ -34,8 +34,7 @@ async fn the_screen_shows_the_traffic_sent_and_marks_errors_red() {
         .static_token(&token)
         .set("retry.max_attempts", 1);
     let config = builder.config_path();
-    let sidecar = builder.start();
-    sidecar.wait_ready(Duration::from_secs(20)).await;
+    let sidecar = builder.start_ready().await;
     let client = app_client();
     let admin = sidecar.admin_url("");
 
@@ -159,6 +158,16 @@ fn now_unix() -> u64 {
         .as_secs()
 }
 
+/// A login-mode sidecar that retries a failed login quickly (200 ms, at most 1 s apart).
+async fn login_sidecar(sandbox: &TestSandbox) -> Sidecar {
+    SidecarBuilder::new(sandbox)
+        .login(sandbox, EMAIL, PASSWORD)
+        .set("auth.login_backoff_initial", "200ms")
+        .set("auth.login_backoff_max", "1s")
+        .start_ready()
+        .await
+}
+
 /// The token line in login mode: when the token FinCode issued expires (the sandbox
 /// issues them for 47.5 min) and when the sidecar renews it; red once the renewal fails
 /// with the token about to lapse.
@@ -173,12 +182,7 @@ async fn the_token_line_counts_down_to_expiry_and_turns_red_when_renewal_fails_a
     })
     .await;
     let before = now_unix();
-    let sidecar = SidecarBuilder::new(&sandbox)
-        .login(&sandbox, EMAIL, PASSWORD)
-        .set("auth.login_backoff_initial", "200ms")
-        .set("auth.login_backoff_max", "1s")
-        .start();
-    sidecar.wait_ready(Duration::from_secs(20)).await;
+    let sidecar = login_sidecar(&sandbox).await;
     let after = now_unix();
     let admin = sidecar.admin_url("");
 
@@ -218,12 +222,7 @@ async fn the_token_line_counts_down_to_expiry_and_turns_red_when_renewal_fails_a
         )))
         .unwrap();
     assert_eq!(send(&app_client(), settings).await.status, 200);
-    let sidecar = SidecarBuilder::new(&sandbox)
-        .login(&sandbox, EMAIL, PASSWORD)
-        .set("auth.login_backoff_initial", "200ms")
-        .set("auth.login_backoff_max", "1s")
-        .start();
-    sidecar.wait_ready(Duration::from_secs(20)).await;
+    let sidecar = login_sidecar(&sandbox).await;
     let admin = sidecar.admin_url("");
     let (code, screen) = status(&["--admin", &admin]);
     assert_eq!(code, Some(0), "{screen}");

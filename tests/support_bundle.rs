@@ -14,8 +14,8 @@ use fincode_sandbox::{FaultRule, SendWebhooks};
 use http::Request;
 use http_body_util::Full;
 use support::{
-    BIN, SidecarBuilder, TestApp, TestSandbox, app_client, assert_no_secrets, eventually, get,
-    hmac_signing, run_binary, send, tokens_seen, trail_contains,
+    BIN, SidecarBuilder, TestApp, TestSandbox, app_client, assert_no_secrets, get, hmac_signing,
+    run_binary, send, tokens_seen, trail_record_lands,
 };
 
 const EMAIL: &str = "bundle-merchant@example.test";
@@ -61,8 +61,7 @@ async fn a_failed_transaction_is_bundled_with_its_attempts_errors_and_webhook_an
         .env("TEST_AUDIT_SIGNING_KEY", SIGNING_SEED)
         .env("TEST_REDACT_HASH_KEY", HASH_KEY);
     let config = builder.config_path();
-    let sidecar = builder.start();
-    sidecar.wait_ready(Duration::from_secs(20)).await;
+    let sidecar = builder.start_ready().await;
     let client = app_client();
 
     // The transaction is created (with a card number in its body, which must never
@@ -130,10 +129,10 @@ async fn a_failed_transaction_is_bundled_with_its_attempts_errors_and_webhook_an
     assert_eq!(sent[0].status, Some(200));
     app.wait_for(1, Duration::from_secs(10)).await;
     // The trail is written asynchronously; wait for the last record (the delivery's).
-    eventually(
-        Duration::from_secs(10),
+    trail_record_lands(
+        trail.path(),
         "the delivery's audit record",
-        async || trail_contains(trail.path(), "webhook.delivered"),
+        "webhook.delivered",
     )
     .await;
 

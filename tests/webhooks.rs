@@ -76,19 +76,29 @@ async fn setup(adjust: impl FnOnce(SidecarBuilder) -> SidecarBuilder) -> Setup {
     let sandbox = TestSandbox::start().await;
     let app = TestApp::start().await;
     let dir = tempfile::tempdir().unwrap();
-    let token = sandbox.mint_static_token(Duration::from_hours(1));
-    let builder = SidecarBuilder::new(&sandbox).static_token(&token).webhooks(
+    let builder = SidecarBuilder::with_static_token(&sandbox).webhooks(
         &app.url(),
         SECRET,
         &dir.path().join("events.db"),
     );
-    let sidecar = adjust(builder).start();
-    sidecar.wait_ready(Duration::from_secs(20)).await;
+    let sidecar = adjust(builder).start_ready().await;
     Setup {
         sandbox,
         app,
         sidecar,
         _dir: dir,
+    }
+}
+
+impl Setup {
+    /// Sends `events` signed with the sidecar's secret, as FinCode would; the statuses
+    /// the sidecar answered, in order.
+    async fn send_signed(&self, events: Vec<serde_json::Value>) -> Vec<u16> {
+        statuses(
+            &self.sandbox,
+            batch(&self.sidecar, hmac_signing(SECRET), events),
+        )
+        .await
     }
 }
 
@@ -105,11 +115,7 @@ fn sidecar_verifier() -> Verifier {
 async fn a_signed_event_is_acknowledged_then_delivered_byte_exact_and_signed_by_the_sidecar() {
     let s = setup(|b| b).await;
     let event = transaction_status_event("PCN0000000001", "PAID");
-    let sent = statuses(
-        &s.sandbox,
-        batch(&s.sidecar, hmac_signing(SECRET), vec![event.clone()]),
-    )
-    .await;
+    let sent = s.send_signed(vec![event.clone()]).await;
     assert_eq!(sent, [200]);
 
     let delivered = s.app.wait_for(1, Duration::from_secs(10)).await;
@@ -157,10 +163,7 @@ async fn fifty_concurrent_copies_get_fifty_200s_and_one_delivery() {
         transaction_status_event("PCN0000000002", "PENDING"),
         transaction_status_event("PCN0000000002", "FAILED"),
     ];
-    assert_eq!(
-        statuses(&s.sandbox, batch(&s.sidecar, hmac_signing(SECRET), moves)).await,
-        [200, 200]
-    );
+    assert_eq!(s.send_signed(moves).await, [200, 200]);
     s.app.wait_for(3, Duration::from_secs(10)).await;
     // Deliberate: time for a fourth (duplicate) delivery to show up, had one been coming.
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -203,14 +206,7 @@ async fn forged_oversized_and_malformed_requests_are_refused_counted_and_never_d
     );
     let mut big = event.clone();
     big["padding"] = "x".repeat(4096).into();
-    assert_eq!(
-        statuses(
-            &s.sandbox,
-            batch(&s.sidecar, hmac_signing(SECRET), vec![big])
-        )
-        .await,
-        [413]
-    );
+    assert_eq!(s.send_signed(vec![big]).await, [413]);
 
     let client = app_client();
     let refused = get(&client, &s.sidecar.webhook_url(PATH)).await;
@@ -307,14 +303,7 @@ async fn the_ip_allow_list_believes_forwarded_for_only_from_trusted_proxies() {
         b
     };
     // Straight from 127.0.0.1 (a trusted proxy, but not an allowed source).
-    assert_eq!(
-        statuses(
-            &s.sandbox,
-            batch(&s.sidecar, hmac_signing(SECRET), vec![event.clone()])
-        )
-        .await,
-        [403]
-    );
+    assert_eq!(s.send_signed(vec![event.clone()]).await, [403]);
     assert_eq!(statuses(&s.sandbox, with_xff("192.0.2.7")).await, [403]);
     // Anyone can write the left of the list; the proxy appended the right-most entry.
     assert_eq!(
@@ -344,14 +333,7 @@ async fn an_app_that_stays_down_gets_a_dead_letter_that_replay_delivers() {
     let s = setup(|b| b.set("webhooks.max_attempts", 3)).await;
     s.app.answer(503);
     let event = transaction_status_event("PCN0000000006", "PAID");
-    assert_eq!(
-        statuses(
-            &s.sandbox,
-            batch(&s.sidecar, hmac_signing(SECRET), vec![event])
-        )
-        .await,
-        [200]
-    );
+    assert_eq!(s.send_signed(vec![event]).await, [200]);
     // Three attempts 50-200 ms apart, then dead.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
     let listed = loop {
@@ -451,14 +433,7 @@ async fn events_with_one_ordering_key_are_delivered_in_arrival_order() {
     let reference = "PCN0000000007";
     for status in ["PENDING", "PROCESSING", "PAID"] {
         let event = transaction_status_event(reference, status);
-        assert_eq!(
-            statuses(
-                &s.sandbox,
-                batch(&s.sidecar, hmac_signing(SECRET), vec![event])
-            )
-            .await,
-            [200]
-        );
+        assert_eq!(s.send_signed(vec![event]).await, [200]);
     }
     // While the first cannot be delivered, the later ones wait behind it (deliberate: a
     // few of the first's retries pass in real time).
@@ -555,10 +530,7 @@ async fn replay_all_dead_delivers_every_dead_letter() {
     let events: Vec<_> = (0..3)
         .map(|i| transaction_status_event(&format!("PCN00000001{i:02}"), "PAID"))
         .collect();
-    assert_eq!(
-        statuses(&s.sandbox, batch(&s.sidecar, hmac_signing(SECRET), events)).await,
-        [200, 200, 200]
-    );
+    assert_eq!(s.send_signed(events).await, [200, 200, 200]);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     loop {
         let (_, text) = cli(&s.sidecar, &["list", "--status", "dead"]);

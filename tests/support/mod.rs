@@ -118,6 +118,27 @@ level = "debug"
         self
     }
 
+    /// A per-route rate limit: `rate_limit.routes."<route>"` at `per_second` with `burst`.
+    pub fn route_rate_limit(self, route: &str, per_second: i64, burst: i64) -> Self {
+        self.set(
+            "rate_limit.routes",
+            toml::Table::from_iter([(
+                route.to_owned(),
+                toml::Value::Table(toml::Table::from_iter([
+                    ("per_second".to_owned(), toml::Value::Integer(per_second)),
+                    ("burst".to_owned(), toml::Value::Integer(burst)),
+                ])),
+            )]),
+        )
+    }
+
+    /// A config pointing at `sandbox` in static-token mode, with a fresh token the sandbox
+    /// minted for an hour.
+    pub fn with_static_token(sandbox: &Sandbox) -> Self {
+        let token = sandbox.mint_static_token(Duration::from_hours(1));
+        Self::new(sandbox).static_token(&token)
+    }
+
     /// Static-token mode with `token` in the environment.
     pub fn static_token(self, token: &str) -> Self {
         self.set("auth.mode", "static")
@@ -180,6 +201,13 @@ level = "debug"
 
     /// Starts the binary on the config file at `path`, already written (a ConfigMap-style
     /// symlink, say); waits until it logs that it is ready.
+    /// Starts the sidecar and waits (20 s at most) until its readiness probe says ready.
+    pub async fn start_ready(self) -> Sidecar {
+        let sidecar = self.start();
+        sidecar.wait_ready(Duration::from_secs(20)).await;
+        sidecar
+    }
+
     pub fn start_at(self, path: PathBuf) -> Sidecar {
         let process = Process::spawn(&path, &self.env);
         Sidecar {
@@ -680,7 +708,6 @@ pub fn run_binary(command: &mut Command) -> (Option<i32>, String) {
     (output.status.code(), text)
 }
 
-/// Every record of every segment of the audit trail in `dir`, in order.
 /// Whether any file of the audit trail in `dir` holds `needle` (read as it is, a line
 /// still being written included), to wait for a record to land.
 pub fn trail_contains(dir: &Path, needle: &str) -> bool {
@@ -690,6 +717,16 @@ pub fn trail_contains(dir: &Path, needle: &str) -> bool {
     })
 }
 
+/// Waits (10 s at most) until a record holding `needle` lands in the audit trail in `dir`:
+/// the trail is written after the answer, asynchronously.
+pub async fn trail_record_lands(dir: &Path, what: &str, needle: &str) {
+    eventually(Duration::from_secs(10), what, async || {
+        trail_contains(dir, needle)
+    })
+    .await;
+}
+
+/// Every record of every segment of the audit trail in `dir`, in order.
 pub fn audit_records(dir: &Path) -> Vec<serde_json::Value> {
     let mut paths: Vec<PathBuf> = std::fs::read_dir(dir)
         .unwrap()
@@ -719,4 +756,15 @@ pub fn hmac_signing(secret: &str) -> fincode_sandbox::WebhookSigning {
         header: None,
         prefix: None,
     }
+}
+
+/// Writes `request` as raw bytes to `addr` and returns everything read back until the
+/// peer closes (or 5 s pass): for requests a well-behaved client could not send.
+pub async fn raw_exchange(addr: SocketAddr, request: &[u8]) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    stream.write_all(request).await.unwrap();
+    let mut reply = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut reply)).await;
+    String::from_utf8_lossy(&reply).into_owned()
 }
