@@ -40,18 +40,10 @@ if [[ -z "${BIN:-}" ]]; then
   BIN="${CARGO_TARGET_DIR:-$PWD/target}/release/fincode-sidecar"
 fi
 
-DIR="$(mktemp -d)"
-PIDS=()
-cleanup() {
-  for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  if [[ -z "${KEEP:-}" ]]; then rm -rf "$DIR"; fi
-}
-trap cleanup EXIT
+scratch_dir
 
 make_certs "$DIR"
 
-TRANSACTION=$(transaction_json)
 cat >"$DIR/upstream.conf" <<CONF
 daemon off;
 worker_processes 1;
@@ -63,15 +55,7 @@ http {
     client_body_temp_path $DIR/body; proxy_temp_path $DIR/proxy;
     fastcgi_temp_path $DIR/fcgi; uwsgi_temp_path $DIR/uwsgi; scgi_temp_path $DIR/scgi;
     keepalive_requests 1000000;
-    server {
-        listen 127.0.0.1:$UPSTREAM_PORT ssl;
-        ssl_certificate $DIR/leaf.pem; ssl_certificate_key $DIR/leaf.key;
-        location / { default_type application/json; return 200 '{"status":"SUCCESS","data":"pong"}'; }
-        location /api/v6/services/transactionmanagement/ {
-            default_type application/json;
-            return 200 '$TRANSACTION';
-        }
-    }
+$(upstream_server "$UPSTREAM_PORT")
 }
 CONF
 nginx -p "$DIR" -c "$DIR/upstream.conf" & PIDS+=($!)
@@ -97,19 +81,9 @@ CONF
 sidecar_config "$OFF_PORT" "$OFF_ADMIN" >"$DIR/off.toml"
 {
   sidecar_config "$ON_PORT" "$ON_ADMIN"
-  cat <<CONF
-[redact]
-hash_key_env = "BENCH_REDACT_HASH_KEY"
-[audit]
-enabled = true
-dir = "$DIR/audit"
-signing_key_env = "BENCH_AUDIT_SIGNING_KEY"
-actor = "bench-app"
-fsync = "batch"
-CONF
+  audit_config "$DIR/audit"
 } >"$DIR/on.toml"
-export BENCH_AUDIT_SIGNING_KEY="${BENCH_AUDIT_SIGNING_KEY:-$(openssl rand -base64 32)}"
-export BENCH_REDACT_HASH_KEY="${BENCH_REDACT_HASH_KEY:-$(openssl rand -base64 48)}"
+audit_secrets
 export BENCH_FINCODE_TOKEN=bench-token
 
 # One keep-alive connection, requests one after another; exits non-zero on any non-2xx.
@@ -135,15 +109,7 @@ for _ in range(n):
         sys.exit(f"status {r.status}")
 PY
 
-wait_port() {
-  for _ in $(seq 1 600); do
-    if curl -sk -o /dev/null "$1"; then return 0; fi
-    sleep 0.2
-  done
-  echo "error: $2 did not start ($1)" >&2
-  exit 1
-}
-wait_port "https://127.0.0.1:$UPSTREAM_PORT/" "upstream nginx"
+wait_port "https://127.0.0.1:$UPSTREAM_PORT/" "upstream nginx" 600 0.2
 
 # Total Ir in a callgrind dump file (the "summary:" or "totals:" line).
 total_ir() { awk '/^(summary|totals):/ {print $2; exit}' "$1"; }
@@ -160,7 +126,7 @@ for kind in $AUDIT_REQUEST; do
       "$BIN" run --config "$DIR/$side.toml" >"$DIR/$side.log" 2>&1 &
     pid=$!
     PIDS+=("$pid")
-    wait_port "http://127.0.0.1:$admin/healthz" "sidecar ($side, see $DIR/$side.log)"
+    wait_port "http://127.0.0.1:$admin/healthz" "sidecar ($side, see $DIR/$side.log)" 600 0.2
     python3 "$DIR/client.py" "$port" "$kind" "$WARM"
     callgrind_control -z "$pid" >/dev/null
     python3 "$DIR/client.py" "$port" "$kind" "$N"

@@ -37,3 +37,65 @@ transaction_json() {
     '"created_at":"2026-11-30T09:15:27Z","updated_at":"2026-11-30T09:15:29Z","channel":"WEB",' \
     '"metadata":{"cart_items":3,"store":"lagos-ikeja","device":"web-desktop"}}}'
 }
+
+# A scratch directory in $DIR, and PIDS, every process of which is stopped on exit; the
+# directory is removed too unless KEEP is set (to read its files afterwards).
+scratch_dir() {
+  DIR="$(mktemp -d)"
+  PIDS=()
+  trap cleanup EXIT
+}
+cleanup() {
+  for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  if [[ -z "${KEEP:-}" ]]; then rm -rf "$DIR"; fi
+}
+
+# Waits until URL $1 answers anything (curl, certificates not checked); exits naming $2 if
+# it does not within ${3:-100} tries ${4:-0.1} s apart.
+wait_port() {
+  for _ in $(seq 1 "${3:-100}"); do
+    if curl -sk -o /dev/null "$1"; then return 0; fi
+    sleep "${4:-0.1}"
+  done
+  echo "error: $2 did not start ($1)" >&2
+  exit 1
+}
+
+# The audit trail's secrets, in the environment only (never printed): random unless set.
+audit_secrets() {
+  export BENCH_AUDIT_SIGNING_KEY="${BENCH_AUDIT_SIGNING_KEY:-$(openssl rand -base64 32)}"
+  export BENCH_REDACT_HASH_KEY="${BENCH_REDACT_HASH_KEY:-$(openssl rand -base64 48)}"
+}
+
+# The config sections that turn the audit trail on, writing to directory $1 with fsync
+# policy ${2:-batch}.
+audit_config() {
+  cat <<CONF
+[redact]
+hash_key_env = "BENCH_REDACT_HASH_KEY"
+[audit]
+enabled = true
+dir = "$1"
+signing_key_env = "BENCH_AUDIT_SIGNING_KEY"
+actor = "bench-app"
+fsync = "${2:-batch}"
+CONF
+}
+
+# The nginx server block of the TLS upstream on port $1 (certificates from make_certs in
+# $DIR): FinCode's ping answer, and a FinCode-shaped transaction under
+# transactionmanagement (AUDIT_REQUEST=get and create) with ids for the audit layer.
+upstream_server() {
+  cat <<CONF
+    server {
+        listen 127.0.0.1:$1 ssl;
+        ssl_certificate $DIR/leaf.pem; ssl_certificate_key $DIR/leaf.key;
+        location / { default_type application/json; return 200 '{"status":"SUCCESS","data":"pong"}'; }
+        location /api/v6/services/transactionmanagement/ {
+            default_type application/json;
+            return 200 '$(transaction_json)';
+        }
+    }
+CONF
+}

@@ -74,14 +74,7 @@ cargo build --release --quiet --bin fincode-sidecar --example loadgen
 LOADGEN="$PWD/target/release/examples/loadgen"
 BIN="$PWD/target/release/fincode-sidecar"
 
-DIR="$(mktemp -d)"
-PIDS=()
-cleanup() {
-  for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$DIR"
-}
-trap cleanup EXIT
+scratch_dir
 
 # --- certificates: a CA and a leaf for 127.0.0.1 ---------------------------------------
 make_certs "$DIR"
@@ -109,17 +102,8 @@ CONF
   nginx_common upstream
   echo "http {"
   temp_paths upstream
+  upstream_server "$UPSTREAM_PORT"
   cat <<CONF
-    server {
-        listen 127.0.0.1:$UPSTREAM_PORT ssl;
-        ssl_certificate $DIR/leaf.pem; ssl_certificate_key $DIR/leaf.key;
-        location / { default_type application/json; return 200 '{"status":"SUCCESS","data":"pong"}'; }
-        # A FinCode-shaped transaction (AUDIT_REQUEST=get and create): ids for the audit layer.
-        location /api/v6/services/transactionmanagement/ {
-            default_type application/json;
-            return 200 '$(transaction_json)';
-        }
-    }
     # The OTLP/HTTP sink of the full sidecar's traces: accepts every export.
     server {
         listen 127.0.0.1:$OTLP_PORT;
@@ -217,22 +201,14 @@ fi
 # --- every feature on: the access log, the audit trail, metrics, traces at 1 % ---------------
 # Once with the default worker threads (one per core) and once with one worker thread.
 if [[ -z "$AUDIT_COMPARE" ]]; then
-  export BENCH_AUDIT_SIGNING_KEY="${BENCH_AUDIT_SIGNING_KEY:-$(openssl rand -base64 32)}"
-  export BENCH_REDACT_HASH_KEY="${BENCH_REDACT_HASH_KEY:-$(openssl rand -base64 48)}"
+  audit_secrets
   full_config() { # PORT ADMIN_PORT NAME
     sed -e "s/127.0.0.1:$SIDECAR_PORT/127.0.0.1:$1/" \
       -e "s/127.0.0.1:$ADMIN_PORT/127.0.0.1:$2/" \
       -e 's/^level = "warn"/level = "info"/' \
       "$DIR/sidecar.toml"
+    audit_config "$DIR/audit-$3"
     cat <<CONF
-[redact]
-hash_key_env = "BENCH_REDACT_HASH_KEY"
-[audit]
-enabled = true
-dir = "$DIR/audit-$3"
-signing_key_env = "BENCH_AUDIT_SIGNING_KEY"
-actor = "bench-app"
-fsync = "batch"
 [traces]
 otlp_endpoint = "http://127.0.0.1:$OTLP_PORT/v1/traces"
 sample_ratio = 0.01
@@ -262,36 +238,17 @@ fi
 
 # --- AUDIT_COMPARE: the same sidecar with the audit trail on, on other ports ----------------
 if [[ -n "$AUDIT_COMPARE" ]]; then
-  # Secrets stay in the environment; they are never printed.
-  export BENCH_AUDIT_SIGNING_KEY="${BENCH_AUDIT_SIGNING_KEY:-$(openssl rand -base64 32)}"
-  export BENCH_REDACT_HASH_KEY="${BENCH_REDACT_HASH_KEY:-$(openssl rand -base64 48)}"
+  audit_secrets
   sed -e "s/127.0.0.1:$SIDECAR_PORT/127.0.0.1:$AUDIT_PORT/" \
     -e "s/127.0.0.1:$ADMIN_PORT/127.0.0.1:$AUDIT_ADMIN_PORT/" \
     "$DIR/sidecar.toml" >"$DIR/audit.toml"
-  cat >>"$DIR/audit.toml" <<CONF
-[redact]
-hash_key_env = "BENCH_REDACT_HASH_KEY"
-[audit]
-enabled = true
-dir = "$DIR/audit"
-signing_key_env = "BENCH_AUDIT_SIGNING_KEY"
-actor = "bench-app"
-fsync = "${AUDIT_FSYNC:-batch}"
-CONF
+  audit_config "$DIR/audit" "${AUDIT_FSYNC:-batch}" >>"$DIR/audit.toml"
   # Its log keeps the checkpoint lines that `audit verify --checkpoints` checks against.
   BENCH_FINCODE_TOKEN=bench-token "$BIN" run --config "$DIR/audit.toml" >"$DIR/audit-sidecar.log" 2>&1 &
   PIDS+=($!)
   AUDIT_PID=$!
 fi
 
-wait_port() {
-  for _ in $(seq 1 100); do
-    if curl -sk -o /dev/null "$1"; then return 0; fi
-    sleep 0.1
-  done
-  echo "error: $2 did not start ($1)" >&2
-  exit 1
-}
 wait_port "https://127.0.0.1:$UPSTREAM_PORT/" "upstream nginx"
 if [[ -z "$AUDIT_COMPARE" ]]; then
   wait_port "http://127.0.0.1:$NGINX_PORT/" "nginx proxy"
