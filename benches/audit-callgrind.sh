@@ -60,27 +60,9 @@ $(upstream_server "$UPSTREAM_PORT")
 CONF
 nginx -p "$DIR" -c "$DIR/upstream.conf" & PIDS+=($!)
 
-sidecar_config() { # port admin_port
-  cat <<CONF
-[listen]
-egress = "127.0.0.1:$1"
-admin = "127.0.0.1:$2"
-[upstream]
-base_url = "https://127.0.0.1:$UPSTREAM_PORT/api/v6/services"
-ca_file = "$DIR/ca.pem"
-[auth]
-mode = "static"
-token_env = "BENCH_FINCODE_TOKEN"
-[log]
-level = "$LOG_LEVEL"
-[rate_limit]
-per_second = 0
-routes = {}
-CONF
-}
-sidecar_config "$OFF_PORT" "$OFF_ADMIN" >"$DIR/off.toml"
+sidecar_config "$OFF_PORT" "$OFF_ADMIN" "$LOG_LEVEL" >"$DIR/off.toml"
 {
-  sidecar_config "$ON_PORT" "$ON_ADMIN"
+  sidecar_config "$ON_PORT" "$ON_ADMIN" "$LOG_LEVEL"
   audit_config "$DIR/audit"
 } >"$DIR/on.toml"
 audit_secrets

@@ -99,3 +99,26 @@ upstream_server() {
     }
 CONF
 }
+
+# The sidecar's config for these benchmarks: egress on port $1, admin on $2, `log.level`
+# ${3:-warn}, static-token mode against the TLS upstream on $UPSTREAM_PORT. Retries, the
+# breaker and load shedding stay on at their defaults. The local rate limit is off: its
+# whole point is to cap throughput below what these benchmarks measure.
+sidecar_config() {
+  cat <<CONF
+[listen]
+egress = "127.0.0.1:$1"
+admin = "127.0.0.1:$2"
+[upstream]
+base_url = "https://127.0.0.1:$UPSTREAM_PORT/api/v6/services"
+ca_file = "$DIR/ca.pem"
+[auth]
+mode = "static"
+token_env = "BENCH_FINCODE_TOKEN"
+[log]
+level = "${3:-warn}"
+[rate_limit]
+per_second = 0
+routes = {}
+CONF
+}

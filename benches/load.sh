@@ -165,34 +165,14 @@ if [[ -z "$AUDIT_COMPARE" ]]; then
 fi
 
 # --- the sidecar (static-token mode: credential injection on, as in production) --------
-cat >"$DIR/sidecar.toml" <<CONF
-[listen]
-egress = "127.0.0.1:$SIDECAR_PORT"
-admin = "127.0.0.1:$ADMIN_PORT"
-[upstream]
-base_url = "https://127.0.0.1:$UPSTREAM_PORT/api/v6/services"
-ca_file = "$DIR/ca.pem"
-[auth]
-mode = "static"
-token_env = "BENCH_FINCODE_TOKEN"
-[log]
-level = "warn"
-# Retries, the breaker and load shedding stay on at their defaults. The local rate limit
-# is off: its whole point is to cap throughput below what this benchmark measures.
-[rate_limit]
-per_second = 0
-routes = {}
-CONF
+sidecar_config "$SIDECAR_PORT" "$ADMIN_PORT" >"$DIR/sidecar.toml"
 BENCH_FINCODE_TOKEN=bench-token "$BIN" run --config "$DIR/sidecar.toml" >"$DIR/sidecar.log" 2>&1 &
 PIDS+=($!)
 SIDECAR_PID=$!
 
 # --- the same sidecar at log.level = "info": one JSON access line per request ----------------
 if [[ -z "$AUDIT_COMPARE" ]]; then
-  sed -e "s/127.0.0.1:$SIDECAR_PORT/127.0.0.1:$INFO_PORT/" \
-    -e "s/127.0.0.1:$ADMIN_PORT/127.0.0.1:$INFO_ADMIN_PORT/" \
-    -e 's/^level = "warn"/level = "info"/' \
-    "$DIR/sidecar.toml" >"$DIR/sidecar-info.toml"
+  sidecar_config "$INFO_PORT" "$INFO_ADMIN_PORT" info >"$DIR/sidecar-info.toml"
   BENCH_FINCODE_TOKEN=bench-token "$BIN" run --config "$DIR/sidecar-info.toml" >/dev/null 2>"$DIR/sidecar-info.err" &
   PIDS+=($!)
   INFO_PID=$!
@@ -203,10 +183,7 @@ fi
 if [[ -z "$AUDIT_COMPARE" ]]; then
   audit_secrets
   full_config() { # PORT ADMIN_PORT NAME
-    sed -e "s/127.0.0.1:$SIDECAR_PORT/127.0.0.1:$1/" \
-      -e "s/127.0.0.1:$ADMIN_PORT/127.0.0.1:$2/" \
-      -e 's/^level = "warn"/level = "info"/' \
-      "$DIR/sidecar.toml"
+    sidecar_config "$1" "$2" info
     audit_config "$DIR/audit-$3"
     cat <<CONF
 [traces]
@@ -227,9 +204,7 @@ fi
 
 # --- optionally, an older build of the sidecar with the same config ------------------------
 if [[ -n "$BASELINE_BIN" ]]; then
-  sed -e "s/127.0.0.1:$SIDECAR_PORT/127.0.0.1:$BASELINE_PORT/" \
-    -e "s/127.0.0.1:$ADMIN_PORT/127.0.0.1:$BASELINE_ADMIN_PORT/" \
-    "$DIR/sidecar.toml" >"$DIR/baseline.toml"
+  sidecar_config "$BASELINE_PORT" "$BASELINE_ADMIN_PORT" >"$DIR/baseline.toml"
   BENCH_FINCODE_TOKEN=bench-token "$BASELINE_BIN" run --config "$DIR/baseline.toml" \
     >"$DIR/baseline.log" 2>&1 &
   PIDS+=($!)
@@ -239,10 +214,10 @@ fi
 # --- AUDIT_COMPARE: the same sidecar with the audit trail on, on other ports ----------------
 if [[ -n "$AUDIT_COMPARE" ]]; then
   audit_secrets
-  sed -e "s/127.0.0.1:$SIDECAR_PORT/127.0.0.1:$AUDIT_PORT/" \
-    -e "s/127.0.0.1:$ADMIN_PORT/127.0.0.1:$AUDIT_ADMIN_PORT/" \
-    "$DIR/sidecar.toml" >"$DIR/audit.toml"
-  audit_config "$DIR/audit" "${AUDIT_FSYNC:-batch}" >>"$DIR/audit.toml"
+  {
+    sidecar_config "$AUDIT_PORT" "$AUDIT_ADMIN_PORT"
+    audit_config "$DIR/audit" "${AUDIT_FSYNC:-batch}"
+  } >"$DIR/audit.toml"
   # Its log keeps the checkpoint lines that `audit verify --checkpoints` checks against.
   BENCH_FINCODE_TOKEN=bench-token "$BIN" run --config "$DIR/audit.toml" >"$DIR/audit-sidecar.log" 2>&1 &
   PIDS+=($!)

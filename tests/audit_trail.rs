@@ -21,7 +21,7 @@ use http_body_util::Full;
 use serde_json::Value;
 use support::{
     BIN, Sidecar, SidecarBuilder, TestSandbox, app_client, audit_records as records,
-    create_transaction, get, hmac_signing, run_binary, send, trail_record_lands,
+    create_transaction, get, run_binary, send, webhook_delivered_and_recorded,
 };
 
 /// Base64 of a fixed 32-byte seed.
@@ -443,27 +443,14 @@ async fn the_canary_no_secret_or_personal_value_in_any_audit_byte_yet_find_works
         .unwrap()
         .to_owned();
 
-    let sent = sandbox
-        .send_webhooks(fincode_sandbox::SendWebhooks {
-            url: sidecar.webhook_url("/webhooks/fincode"),
-            signing: hmac_signing(WEBHOOK_SECRET),
-            events: vec![fincode_sandbox::transaction_status_event(
-                &reference, "PAID",
-            )],
-            copies: 1,
-            concurrency: 1,
-            tamper: false,
-            timestamp_offset_secs: 0,
-            extra_headers: Vec::new(),
-        })
-        .await;
-    assert_eq!(sent[0].status, Some(200));
-    app.wait_for(1, Duration::from_secs(10)).await;
     // The delivery's record is written after the app's answer: wait for it to land.
-    trail_record_lands(
+    webhook_delivered_and_recorded(
+        &sandbox,
+        &sidecar,
+        &app,
         trail.path(),
-        "the delivery's audit record",
-        "webhook.delivered",
+        WEBHOOK_SECRET,
+        fincode_sandbox::transaction_status_event(&reference, "PAID"),
     )
     .await;
     assert!(sidecar.terminate(Duration::from_secs(15)).await.success());

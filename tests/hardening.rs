@@ -15,6 +15,15 @@ use http::Request;
 use http_body_util::Full;
 use support::*;
 
+/// A sandbox, and a ready sidecar in static-token mode in front of it.
+async fn static_sidecar() -> (TestSandbox, Sidecar) {
+    let sandbox = TestSandbox::start().await;
+    let sidecar = SidecarBuilder::with_static_token(&sandbox)
+        .start_ready()
+        .await;
+    (sandbox, sidecar)
+}
+
 const CREATE: &str = "/transactionmanagement/create-transaction";
 const TRANSACTIONS: &str = "/transactionmanagement/transactions";
 
@@ -288,10 +297,7 @@ async fn the_app_cannot_log_the_sidecar_out_in_login_mode() {
 /// logout revokes a dashboard token, which no refresh can bring back.
 #[tokio::test]
 async fn the_app_cannot_revoke_the_static_token() {
-    let sandbox = TestSandbox::start().await;
-    let sidecar = SidecarBuilder::with_static_token(&sandbox)
-        .start_ready()
-        .await;
+    let (sandbox, sidecar) = static_sidecar().await;
     let app = app_client();
     let request = Request::put(sidecar.url("/securitymanagement/logout"))
         .body(Full::default())
@@ -367,10 +373,7 @@ async fn double_slashes_do_not_escape_the_route_rate_limit() {
 /// with 400 `bad_path`; none reaches FinCode.
 #[tokio::test]
 async fn encoded_dot_segments_and_separators_are_refused() {
-    let sandbox = TestSandbox::start().await;
-    let sidecar = SidecarBuilder::with_static_token(&sandbox)
-        .start_ready()
-        .await;
+    let (sandbox, sidecar) = static_sidecar().await;
     let before = sandbox.requests().len();
     for path in [
         "/transactionmanagement/%2e%2e/securitymanagement/logout",

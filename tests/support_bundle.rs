@@ -8,14 +8,14 @@
 
 mod support;
 
-use std::{path::Path, process::Command, time::Duration};
+use std::{path::Path, process::Command};
 
-use fincode_sandbox::{FaultRule, SendWebhooks};
+use fincode_sandbox::FaultRule;
 use http::Request;
 use http_body_util::Full;
 use support::{
-    BIN, SidecarBuilder, TestApp, TestSandbox, app_client, assert_no_secrets, get, hmac_signing,
-    run_binary, send, tokens_seen, trail_record_lands,
+    BIN, SidecarBuilder, TestApp, TestSandbox, app_client, assert_no_secrets, get, run_binary,
+    send, tokens_seen, webhook_delivered_and_recorded,
 };
 
 const EMAIL: &str = "bundle-merchant@example.test";
@@ -109,30 +109,21 @@ async fn a_failed_transaction_is_bundled_with_its_attempts_errors_and_webhook_an
     sandbox.clear_faults();
 
     // FinCode's webhook about it, delivered to the app.
-    let sent = sandbox
-        .send_webhooks(SendWebhooks {
-            url: sidecar.webhook_url("/webhooks/fincode"),
-            signing: hmac_signing(WEBHOOK_SECRET),
-            events: vec![serde_json::json!({
-                "eventType": "TRANSACTION_STATUS",
-                "Reference": reference,
-                "Status": "FAILED",
-                "msgCode": "51",
-                "transactionId": id,
-                "beneficiaryFullName": "Jane Beneficiary",
-            })],
-            copies: 1,
-            concurrency: 1,
-            ..SendWebhooks::default()
-        })
-        .await;
-    assert_eq!(sent[0].status, Some(200));
-    app.wait_for(1, Duration::from_secs(10)).await;
     // The trail is written asynchronously; wait for the last record (the delivery's).
-    trail_record_lands(
+    webhook_delivered_and_recorded(
+        &sandbox,
+        &sidecar,
+        &app,
         trail.path(),
-        "the delivery's audit record",
-        "webhook.delivered",
+        WEBHOOK_SECRET,
+        serde_json::json!({
+            "eventType": "TRANSACTION_STATUS",
+            "Reference": reference,
+            "Status": "FAILED",
+            "msgCode": "51",
+            "transactionId": id,
+            "beneficiaryFullName": "Jane Beneficiary",
+        }),
     )
     .await;
 

@@ -726,6 +726,32 @@ pub async fn trail_record_lands(dir: &Path, what: &str, needle: &str) {
     .await;
 }
 
+/// FinCode sends `event`, signed with `secret`, to the sidecar's webhook port; the sidecar
+/// acknowledges it with 200, delivers it to `app`, and its `webhook.delivered` record lands
+/// in the audit trail in `trail`.
+pub async fn webhook_delivered_and_recorded(
+    sandbox: &Sandbox,
+    sidecar: &Sidecar,
+    app: &TestApp,
+    trail: &Path,
+    secret: &str,
+    event: serde_json::Value,
+) {
+    let sent = sandbox
+        .send_webhooks(fincode_sandbox::SendWebhooks {
+            url: sidecar.webhook_url("/webhooks/fincode"),
+            signing: hmac_signing(secret),
+            events: vec![event],
+            copies: 1,
+            concurrency: 1,
+            ..fincode_sandbox::SendWebhooks::default()
+        })
+        .await;
+    assert_eq!(sent[0].status, Some(200));
+    app.wait_for(1, Duration::from_secs(10)).await;
+    trail_record_lands(trail, "the delivery's audit record", "webhook.delivered").await;
+}
+
 /// Every record of every segment of the audit trail in `dir`, in order.
 pub fn audit_records(dir: &Path) -> Vec<serde_json::Value> {
     let mut paths: Vec<PathBuf> = std::fs::read_dir(dir)
