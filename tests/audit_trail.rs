@@ -409,13 +409,7 @@ const CUSTOMER_NAME: &str = "Jane Canaryname";
 /// the checkpoints the sidecar logged.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_canary_no_secret_or_personal_value_in_any_audit_byte_yet_find_works() {
-    let sandbox = TestSandbox::start_with(|config| {
-        config.users = vec![fincode_sandbox::User {
-            email: EMAIL.to_owned(),
-            password: PASSWORD.to_owned(),
-        }];
-    })
-    .await;
+    let sandbox = TestSandbox::with_user(EMAIL, PASSWORD, |_| {}).await;
     let app = support::TestApp::start().await;
     let trail = tempfile::tempdir().unwrap();
     let store = tempfile::tempdir().unwrap();

@@ -7,7 +7,6 @@ mod support;
 
 use std::time::Duration;
 
-use fincode_sandbox::User;
 use support::*;
 
 /// A create-transaction body.
@@ -17,14 +16,7 @@ const EMAIL: &str = "ops-canary-7c1e@merchant.test";
 const PASSWORD: &str = "CANARY-pw-4f1d9a7b2e55";
 
 async fn sandbox_with(adjust: impl FnOnce(&mut fincode_sandbox::SandboxConfig)) -> TestSandbox {
-    TestSandbox::start_with(|config| {
-        config.users = vec![User {
-            email: EMAIL.to_owned(),
-            password: PASSWORD.to_owned(),
-        }];
-        adjust(config);
-    })
-    .await
+    TestSandbox::with_user(EMAIL, PASSWORD, adjust).await
 }
 
 async fn logged_in(sandbox: &TestSandbox, builder: SidecarBuilder) -> Sidecar {

@@ -15,6 +15,13 @@ use http::Request;
 use http_body_util::Full;
 use support::*;
 
+/// A static-token sidecar whose retries wait 10 to 50 ms, not seconds.
+fn quick_retries(sandbox: &TestSandbox) -> SidecarBuilder {
+    SidecarBuilder::with_static_token(sandbox)
+        .set("retry.backoff_base", "10ms")
+        .set("retry.backoff_cap", "50ms")
+}
+
 /// A sandbox, and a ready sidecar in static-token mode in front of it.
 async fn static_sidecar() -> (TestSandbox, Sidecar) {
     let sandbox = TestSandbox::start().await;
@@ -51,11 +58,7 @@ fn seen(sandbox: &TestSandbox, path_suffix: &str) -> Vec<SeenRequest> {
 #[tokio::test]
 async fn a_connection_header_cannot_strip_the_idempotency_key() {
     let sandbox = TestSandbox::start().await;
-    let sidecar = SidecarBuilder::with_static_token(&sandbox)
-        .set("retry.backoff_base", "10ms")
-        .set("retry.backoff_cap", "50ms")
-        .start_ready()
-        .await;
+    let sidecar = quick_retries(&sandbox).start_ready().await;
     sandbox.add_fault(FaultRule::status(503).times(2).path_prefix(CREATE));
 
     let request = Request::post(sidecar.url(CREATE))
@@ -96,11 +99,7 @@ async fn a_connection_header_cannot_strip_the_idempotency_key() {
 #[tokio::test]
 async fn a_blank_idempotency_key_does_not_make_a_post_retryable() {
     let sandbox = TestSandbox::start().await;
-    let sidecar = SidecarBuilder::with_static_token(&sandbox)
-        .set("retry.backoff_base", "10ms")
-        .set("retry.backoff_cap", "50ms")
-        .start_ready()
-        .await;
+    let sidecar = quick_retries(&sandbox).start_ready().await;
     sandbox.add_fault(FaultRule::status(503).times(2).path_prefix(CREATE));
 
     for blank in ["", "   "] {
@@ -129,9 +128,7 @@ async fn a_blank_idempotency_key_does_not_make_a_post_retryable() {
 #[tokio::test]
 async fn a_blank_idempotency_key_is_replaced_by_a_minted_one() {
     let sandbox = TestSandbox::start().await;
-    let sidecar = SidecarBuilder::with_static_token(&sandbox)
-        .set("retry.backoff_base", "10ms")
-        .set("retry.backoff_cap", "50ms")
+    let sidecar = quick_retries(&sandbox)
         .set("retry.mint_idempotency_key", true)
         .start_ready()
         .await;

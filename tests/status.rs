@@ -173,11 +173,7 @@ async fn login_sidecar(sandbox: &TestSandbox) -> Sidecar {
 /// with the token about to lapse.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_token_line_counts_down_to_expiry_and_turns_red_when_renewal_fails_at_the_end() {
-    let sandbox = TestSandbox::start_with(|config| {
-        config.users = vec![fincode_sandbox::User {
-            email: EMAIL.to_owned(),
-            password: PASSWORD.to_owned(),
-        }];
+    let sandbox = TestSandbox::with_user(EMAIL, PASSWORD, |config| {
         config.token_lifetime = Duration::from_secs(47 * 60 + 30);
     })
     .await;

@@ -39,13 +39,7 @@ fn bundle(config: &Path, args: &[&str]) -> (Option<i32>, String) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_transaction_is_bundled_with_its_attempts_errors_and_webhook_and_no_secret() {
-    let sandbox = TestSandbox::start_with(|config| {
-        config.users = vec![fincode_sandbox::User {
-            email: EMAIL.to_owned(),
-            password: PASSWORD.to_owned(),
-        }];
-    })
-    .await;
+    let sandbox = TestSandbox::with_user(EMAIL, PASSWORD, |_| {}).await;
     let app = TestApp::start().await;
     let trail = tempfile::tempdir().unwrap();
     let store = tempfile::tempdir().unwrap();

@@ -40,6 +40,23 @@ impl TestSandbox {
         Self::start_with(|_| {}).await
     }
 
+    /// Starts a sandbox whose only login is `email` / `password`, after `adjust` has changed
+    /// the rest of its config.
+    pub async fn with_user(
+        email: &str,
+        password: &str,
+        adjust: impl FnOnce(&mut SandboxConfig),
+    ) -> Self {
+        Self::start_with(|config| {
+            config.users = vec![fincode_sandbox::User {
+                email: email.to_owned(),
+                password: password.to_owned(),
+            }];
+            adjust(config);
+        })
+        .await
+    }
+
     /// Starts a sandbox after `adjust` has changed its config (users, lifetimes...).
     pub async fn start_with(adjust: impl FnOnce(&mut SandboxConfig)) -> Self {
         let dir = tempfile::tempdir().unwrap();
