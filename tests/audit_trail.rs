@@ -367,8 +367,11 @@ async fn kill_9_under_load_leaves_a_verifiable_trail_with_every_answered_call() 
     bytes.extend_from_slice(br#"{"seq":999999,"prev":"torn"#);
     std::fs::write(&last, bytes).unwrap();
 
-    // Restart on the same trail, then stop cleanly.
+    // Restart on the same trail, then stop cleanly. Ready first: a SIGTERM that lands
+    // before the sidecar listens for it (under load, start-up takes a while) ends the
+    // process by the default action instead of a clean stop.
     sidecar.restart();
+    sidecar.wait_ready(Duration::from_secs(20)).await;
     assert!(sidecar.terminate(Duration::from_secs(15)).await.success());
 
     let (code, text) = verify(trail.path());
