@@ -10,6 +10,7 @@
 //! dropped at the end.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod store_status;
 mod support;
 #[path = "../crates/store/tests/support/test_schema.rs"]
 mod test_schema;
@@ -18,12 +19,12 @@ use std::{
     collections::{BTreeMap, BTreeSet, HashSet},
     io::Read,
     net::SocketAddr,
-    process::{Command, Output},
     sync::{Arc, Mutex},
     time::Duration,
 };
 
 use fincode_sandbox::{SendWebhooks, SentWebhook, transaction_status_event};
+use store_status::{assert_three_pending_one_delivered, store_status};
 use support::*;
 use test_schema::{TestSchema, url};
 use tokio::time::Instant;
@@ -530,21 +531,6 @@ async fn backends_terminated_during_ingest_lose_no_acknowledged_event_and_the_si
     );
 }
 
-/// `fincode-sidecar store status --config <config> [args]`.
-fn store_status(config: &std::path::Path, args: &[&str]) -> Output {
-    Command::new(BIN)
-        .args(["store", "status", "--config"])
-        .arg(config)
-        .args(args)
-        .env_remove("FINCODE_SIDECAR_CONFIG")
-        .output()
-        .unwrap()
-}
-
-fn text(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stdout).into_owned() + &String::from_utf8_lossy(&output.stderr)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn store_status_reads_the_postgres_queue_of_a_running_sidecar() {
     let Some((schema, sandbox, app)) = start().await else {
@@ -580,31 +566,8 @@ async fn store_status_reads_the_postgres_queue_of_a_running_sidecar() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 
-    let output = store_status(&config, &[]);
-    let shown = text(&output);
-    assert_eq!(output.status.code(), Some(0), "{shown}");
     let in_schema = format!("(schema {})", schema.name);
-    for line in [
-        "store:     postgres ",
-        &in_schema,
-        "pending:   3 (oldest pending for ",
-        "dead:      0 ",
-        "delivered: 1 ",
-    ] {
-        assert!(shown.contains(line), "{shown}");
-    }
-
-    let output = store_status(&config, &["--json"]);
-    assert_eq!(output.status.code(), Some(0), "{}", text(&output));
-    let json: serde_json::Value = serde_json::from_slice(&output.stdout)
-        .unwrap_or_else(|e| panic!("not JSON ({e}): {}", text(&output)));
-    assert_eq!(json["store"], "postgres", "{json}");
-    assert_eq!(json["pending"], 3, "{json}");
-    assert_eq!(json["dead"], 0, "{json}");
-    assert_eq!(json["delivered"], 1, "{json}");
-    let age = json["oldest_pending_age_seconds"].as_f64().unwrap();
-    assert!((0.0..120.0).contains(&age), "{json}");
-    assert!(json["oldest_pending_since"].as_str().is_some(), "{json}");
+    assert_three_pending_one_delivered(&config, "postgres", &in_schema, 0.0..120.0);
 
     // Reading it disturbed nothing: the sidecar is ready and still stores events.
     sidecar.wait_ready(Duration::from_secs(5)).await;
@@ -612,7 +575,7 @@ async fn store_status_reads_the_postgres_queue_of_a_running_sidecar() {
         .send_webhooks(batch(&sidecar, events(4, 1), 1))
         .await;
     assert_eq!(sent[0].status, Some(200));
-    let output = store_status(&config, &["--json"]);
+    let output = store_status(&config, &["--json"], &[]);
     let json: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
     assert_eq!(json["pending"], 4, "{json}");
 }

@@ -321,15 +321,11 @@ pub async fn claim_honours_leases(store: Arc<dyn EventStore>) {
         [id]
     );
     assert!(
-        claim_leased(&*store, t + secs(29), 10, lease, "b")
-            .await
-            .is_empty(),
+        claims_nothing(&*store, t + secs(29), 10, lease, "b").await,
         "a second claimant gets nothing while the lease holds"
     );
     assert!(
-        claim_leased(&*store, t + secs(29), 10, lease, "a")
-            .await
-            .is_empty(),
+        claims_nothing(&*store, t + secs(29), 10, lease, "a").await,
         "nor does the holder claim it twice"
     );
     let again = claim_leased(&*store, t + secs(31), 10, lease, "b").await;
@@ -339,16 +335,12 @@ pub async fn claim_honours_leases(store: Arc<dyn EventStore>) {
         "an expired lease makes the event due again"
     );
     assert!(
-        claim_leased(&*store, t + secs(32), 10, lease, "c")
-            .await
-            .is_empty(),
+        claims_nothing(&*store, t + secs(32), 10, lease, "c").await,
         "the new lease holds in turn"
     );
     deliver(&*store, &again[0]).await;
     assert!(
-        claim_leased(&*store, t + secs(3600), 10, lease, "c")
-            .await
-            .is_empty(),
+        claims_nothing(&*store, t + secs(3600), 10, lease, "c").await,
         "a delivered event is never claimed"
     );
 }
@@ -691,9 +683,7 @@ pub async fn late_mark_does_not_clobber_a_new_lease(store: Arc<dyn EventStore>) 
         "and recorded nothing"
     );
     assert!(
-        claim_leased(&*store, t + secs(13), 1, lease, "third")
-            .await
-            .is_empty(),
+        claims_nothing(&*store, t + secs(13), 1, lease, "third").await,
         "the late mark left the new owner's lease alone"
     );
     deliver(&*store, &fast).await;
@@ -957,6 +947,19 @@ async fn taken_over(
     let mut fast = claim_leased(store, t + secs(11), 1, lease, "fast").await;
     assert_eq!(ids_of(&fast), [id]);
     (id, slow.remove(0), fast.remove(0))
+}
+
+/// Whether a claim finds nothing to lease.
+async fn claims_nothing(
+    store: &dyn EventStore,
+    now: SystemTime,
+    limit: usize,
+    lease: Duration,
+    owner: &str,
+) -> bool {
+    claim_leased(store, now, limit, lease, owner)
+        .await
+        .is_empty()
 }
 
 /// Marks `claimed` delivered under its lease, which must have held.

@@ -352,20 +352,10 @@ async fn an_insert_wakes_another_replicas_watcher() {
     let wake = Arc::new(Notify::new());
     b.watch_inserts(Arc::clone(&wake));
     // The watcher wakes once when its LISTEN is in force.
-    woken(
-        &wake,
-        Duration::from_secs(5),
-        "the watcher starts listening",
-    )
-    .await;
+    woken(&wake, 5, "the watcher starts listening").await;
 
     a.insert(event("wake-1")).await.unwrap();
-    woken(
-        &wake,
-        Duration::from_secs(1),
-        "A's insert wakes B within a second",
-    )
-    .await;
+    woken(&wake, 1, "A's insert wakes B within a second").await;
 
     // Kill B's connections, the LISTEN one among them.
     schema
@@ -378,17 +368,17 @@ async fn an_insert_wakes_another_replicas_watcher() {
         .unwrap();
     woken(
         &wake,
-        Duration::from_secs(15),
+        15,
         "the watcher reconnects (and wakes for what it may have missed)",
     )
     .await;
     a.insert(event("wake-2")).await.unwrap();
-    woken(&wake, Duration::from_secs(1), "and hears inserts again").await;
+    woken(&wake, 1, "and hears inserts again").await;
 }
 
-/// Waits for `wake` up to `within`; panics naming `what` did not happen.
-async fn woken(wake: &Notify, within: Duration, what: &str) {
-    tokio::time::timeout(within, wake.notified())
+/// Waits for `wake` up to `within_secs`; panics naming `what` did not happen.
+async fn woken(wake: &Notify, within_secs: u64, what: &str) {
+    tokio::time::timeout(Duration::from_secs(within_secs), wake.notified())
         .await
         .expect(what);
 }
