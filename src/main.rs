@@ -22,7 +22,7 @@ mod webhooks_cli;
 use std::{path::PathBuf, process::ExitCode};
 
 use clap::{Parser, Subcommand};
-use fincode_config::{Config, Env, Severity};
+use fincode_config::{Config, ConfigError, Env, Severity};
 
 /// mimalloc rather than glibc's malloc: the proxy allocates and frees small buffers on
 /// every request from every worker thread, and glibc's arenas showed up as lock
@@ -154,14 +154,21 @@ fn check(path: &std::path::Path) -> ExitCode {
         }
         Err(error) => {
             println!("{error}");
-            let errors = error
-                .problems()
-                .iter()
-                .filter(|p| p.severity == Severity::Error)
-                .count()
-                .max(1);
+            let errors = config_errors(&error);
             println!("{}: invalid ({errors} error(s))", path.display());
             ExitCode::from(2)
         }
     }
+}
+
+/// The errors (not warnings) that make a config unusable, for the summary line of
+/// `check` and the one-shot commands: at least one, as a file that cannot be read or
+/// parsed lists no problems but is one error all the same.
+pub(crate) fn config_errors(error: &ConfigError) -> usize {
+    error
+        .problems()
+        .iter()
+        .filter(|p| p.severity == Severity::Error)
+        .count()
+        .max(1)
 }

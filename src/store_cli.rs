@@ -9,7 +9,7 @@ use std::{
 };
 
 use clap::Subcommand;
-use fincode_config::{Config, Env, Severity, StoreBackend};
+use fincode_config::{Config, Env, StoreBackend};
 use fincode_store::{StoreError, StoreStatus, sqlite_status};
 use secrecy::SecretString;
 
@@ -73,15 +73,10 @@ pub(crate) fn load_config(config_path: &Path, env: &Env) -> Result<Config, ExitC
         Ok((config, _warnings)) => Ok(config),
         Err(error) => {
             eprintln!("{error}");
-            let errors = error
-                .problems()
-                .iter()
-                .filter(|p| p.severity == Severity::Error)
-                .count()
-                .max(1);
             eprintln!(
-                "{}: invalid ({errors} error(s)); `fincode-sidecar check --config {}` lists every problem",
+                "{}: invalid ({} error(s)); `fincode-sidecar check --config {}` lists every problem",
                 config_path.display(),
+                crate::config_errors(&error),
                 config_path.display()
             );
             Err(ExitCode::from(INVALID_CONFIG))

@@ -10,95 +10,42 @@
 //! dropped at the end.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod store_status;
 mod support;
+#[path = "../crates/store/tests/support/test_schema.rs"]
+mod test_schema;
 
 use std::{
     collections::{BTreeMap, BTreeSet, HashSet},
     io::Read,
     net::SocketAddr,
-    process::{Command, Output},
     sync::{Arc, Mutex},
     time::Duration,
 };
 
 use fincode_sandbox::{SendWebhooks, SentWebhook, transaction_status_event};
+use store_status::{assert_three_pending_one_delivered, store_status};
 use support::*;
+use test_schema::{TestSchema, url};
 use tokio::time::Instant;
 
-const DEFAULT_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
 const SECRET: &str = "fincode-webhook-secret-for-tests";
 const PATH: &str = "/webhooks/fincode";
 
-fn url() -> String {
-    std::env::var("FINCODE_TEST_POSTGRES_URL").unwrap_or_else(|_| DEFAULT_URL.to_owned())
-}
-
-/// A plain connection for the test's own look-ups; `None` (said loudly) without a
-/// server, a panic under `CI=true`.
-async fn admin() -> Option<tokio_postgres::Client> {
-    let url = url();
-    match tokio_postgres::connect(&url, tokio_postgres::NoTls).await {
-        Ok((client, connection)) => {
-            tokio::spawn(connection);
-            Some(client)
-        }
-        Err(error) => {
-            assert!(
-                std::env::var("CI").as_deref() != Ok("true"),
-                "no Postgres at {url} ({error}), and CI=true: the Postgres tests must run"
-            );
-            eprintln!(
-                "SKIPPING a Postgres end-to-end test: no server at {url} ({error}); set \
-                 FINCODE_TEST_POSTGRES_URL to run it"
-            );
-            None
-        }
-    }
-}
-
-/// A fresh schema name and a connection to look into it; the schema (created by the
-/// sidecar) is dropped with everything in it when the test ends, even by a panic.
-struct TestSchema {
-    name: String,
-    admin: tokio_postgres::Client,
-}
+// === impl TestSchema ===
 
 impl TestSchema {
-    async fn new() -> Option<Self> {
-        let admin = admin().await?;
-        let name = format!("fincode_test_{}", uuid::Uuid::now_v7().simple());
-        Some(Self { name, admin })
-    }
-
     /// One number from `sql`, which may name the schema as `{schema}`.
     async fn count(&self, sql: &str) -> i64 {
-        let sql = sql.replace("{schema}", &self.name);
-        self.admin.query_one(&sql, &[]).await.unwrap().get(0)
+        self.value(sql, &[]).await
     }
 }
 
-impl Drop for TestSchema {
-    fn drop(&mut self) {
-        let sql = format!("DROP SCHEMA IF EXISTS {} CASCADE", self.name);
-        // Drop cannot await: a thread with its own runtime and connection does it.
-        let dropped = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            runtime.block_on(async {
-                let (client, connection) = tokio_postgres::connect(&url(), tokio_postgres::NoTls)
-                    .await
-                    .unwrap();
-                tokio::spawn(connection);
-                client.batch_execute(&sql).await.unwrap();
-            });
-        })
-        .join();
-        if dropped.is_err() {
-            eprintln!("could not drop test schema {}", self.name);
-        }
-    }
+/// What every test here starts with: a schema of its own, the FinCode sandbox, and the
+/// app; `None` without a Postgres server.
+async fn start() -> Option<(TestSchema, TestSandbox, TestApp)> {
+    let schema = TestSchema::new().await?;
+    Some((schema, TestSandbox::start().await, TestApp::start().await))
 }
 
 /// `count` distinct PAID events, `PCN{first:010}` onwards.
@@ -185,11 +132,9 @@ fn acknowledged(sent: &[SentWebhook], first: usize) -> BTreeSet<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn two_sidecars_on_one_schema_deliver_each_event_exactly_once() {
     const EVENTS: usize = 200;
-    let Some(schema) = TestSchema::new().await else {
+    let Some((schema, sandbox, app)) = start().await else {
         return;
     };
-    let sandbox = TestSandbox::start().await;
-    let app = TestApp::start().await;
     let a = sidecar(&sandbox, &app.url(), &schema, |b| b).start();
     a.wait_ready(Duration::from_secs(20)).await;
     let b = sidecar(&sandbox, &app.url(), &schema, |b| b).start();
@@ -316,12 +261,10 @@ async fn a_replica_killed_holding_leases_loses_nothing_another_delivers_after_th
     const ALMOST_LEASE: Duration = Duration::from_millis(4_800);
     const IN_FLIGHT: usize = 8;
     const EVENTS: usize = 60;
-    let Some(schema) = TestSchema::new().await else {
+    let Some((schema, sandbox, app)) = start().await else {
         return;
     };
-    let sandbox = TestSandbox::start().await;
     let hanging = HangingApp::start();
-    let app = TestApp::start().await;
     let leases = |b: SidecarBuilder| {
         b.set("webhooks.lease", "5s")
             .set("webhooks.delivery_timeout", "4s")
@@ -469,11 +412,9 @@ async fn terminate_backends_of(admin: &tokio_postgres::Client, pid: u32) -> i64 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn backends_terminated_during_ingest_lose_no_acknowledged_event_and_the_sidecar_recovers() {
     const EVENTS: usize = 1500;
-    let Some(schema) = TestSchema::new().await else {
+    let Some((schema, sandbox, app)) = start().await else {
         return;
     };
-    let sandbox = TestSandbox::start().await;
-    let app = TestApp::start().await;
     // A delivery whose "delivered" mark dies with its backend is delivered again once its
     // lease ends: a short lease lets the test see those through.
     let sidecar = sidecar(&sandbox, &app.url(), &schema, |b| {
@@ -542,16 +483,8 @@ async fn backends_terminated_during_ingest_lose_no_acknowledged_event_and_the_si
     // In the store at the end: every acknowledged event, and (once the last marks land)
     // nothing left to deliver.
     let rows = schema
-        .admin
-        .query(
-            &format!(
-                "SELECT convert_from(body, 'UTF8')::json->>'Reference' FROM {}.events",
-                schema.name
-            ),
-            &[],
-        )
-        .await
-        .unwrap();
+        .rows("SELECT convert_from(body, 'UTF8')::json->>'Reference' FROM {schema}.events")
+        .await;
     let stored: BTreeSet<String> = rows.iter().map(|r| r.get(0)).collect();
     let lost: Vec<_> = expected.difference(&stored).collect();
     assert!(lost.is_empty(), "acknowledged, not in the store: {lost:?}");
@@ -563,19 +496,13 @@ async fn backends_terminated_during_ingest_lose_no_acknowledged_event_and_the_si
     {
         if Instant::now() >= deadline {
             let rows = schema
-                .admin
-                .query(
-                    &format!(
-                        "SELECT id, status, attempts, last_error, lease_owner, \
-                         lease_until - (extract(epoch from clock_timestamp()) * 1000)::bigint, \
-                         next_attempt_at - (extract(epoch from clock_timestamp()) * 1000)::bigint \
-                         FROM {}.events WHERE status <> 'delivered'",
-                        schema.name
-                    ),
-                    &[],
+                .rows(
+                    "SELECT id, status, attempts, last_error, lease_owner, \
+                     lease_until - (extract(epoch from clock_timestamp()) * 1000)::bigint, \
+                     next_attempt_at - (extract(epoch from clock_timestamp()) * 1000)::bigint \
+                     FROM {schema}.events WHERE status <> 'delivered'",
                 )
-                .await
-                .unwrap();
+                .await;
             let left: Vec<String> = rows
                 .iter()
                 .map(|r| {
@@ -604,28 +531,11 @@ async fn backends_terminated_during_ingest_lose_no_acknowledged_event_and_the_si
     );
 }
 
-/// `fincode-sidecar store status --config <config> [args]`.
-fn store_status(config: &std::path::Path, args: &[&str]) -> Output {
-    Command::new(BIN)
-        .args(["store", "status", "--config"])
-        .arg(config)
-        .args(args)
-        .env_remove("FINCODE_SIDECAR_CONFIG")
-        .output()
-        .unwrap()
-}
-
-fn text(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stdout).into_owned() + &String::from_utf8_lossy(&output.stderr)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn store_status_reads_the_postgres_queue_of_a_running_sidecar() {
-    let Some(schema) = TestSchema::new().await else {
+    let Some((schema, sandbox, app)) = start().await else {
         return;
     };
-    let sandbox = TestSandbox::start().await;
-    let app = TestApp::start().await;
     // Failed deliveries wait an hour: what the app does not take stays pending.
     let builder = sidecar(&sandbox, &app.url(), &schema, |b| {
         b.set("webhooks.backoff_base", "1h")
@@ -656,32 +566,8 @@ async fn store_status_reads_the_postgres_queue_of_a_running_sidecar() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 
-    let output = store_status(&config, &[]);
-    let shown = text(&output);
-    assert_eq!(output.status.code(), Some(0), "{shown}");
-    assert!(shown.contains("store:     postgres "), "{shown}");
-    assert!(
-        shown.contains(&format!("(schema {})", schema.name)),
-        "{shown}"
-    );
-    assert!(
-        shown.contains("pending:   3 (oldest pending for "),
-        "{shown}"
-    );
-    assert!(shown.contains("dead:      0 "), "{shown}");
-    assert!(shown.contains("delivered: 1 "), "{shown}");
-
-    let output = store_status(&config, &["--json"]);
-    assert_eq!(output.status.code(), Some(0), "{}", text(&output));
-    let json: serde_json::Value = serde_json::from_slice(&output.stdout)
-        .unwrap_or_else(|e| panic!("not JSON ({e}): {}", text(&output)));
-    assert_eq!(json["store"], "postgres", "{json}");
-    assert_eq!(json["pending"], 3, "{json}");
-    assert_eq!(json["dead"], 0, "{json}");
-    assert_eq!(json["delivered"], 1, "{json}");
-    let age = json["oldest_pending_age_seconds"].as_f64().unwrap();
-    assert!((0.0..120.0).contains(&age), "{json}");
-    assert!(json["oldest_pending_since"].as_str().is_some(), "{json}");
+    let in_schema = format!("(schema {})", schema.name);
+    assert_three_pending_one_delivered(&config, "postgres", &in_schema, 0.0..120.0);
 
     // Reading it disturbed nothing: the sidecar is ready and still stores events.
     sidecar.wait_ready(Duration::from_secs(5)).await;
@@ -689,7 +575,7 @@ async fn store_status_reads_the_postgres_queue_of_a_running_sidecar() {
         .send_webhooks(batch(&sidecar, events(4, 1), 1))
         .await;
     assert_eq!(sent[0].status, Some(200));
-    let output = store_status(&config, &["--json"]);
+    let output = store_status(&config, &["--json"], &[]);
     let json: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
     assert_eq!(json["pending"], 4, "{json}");
 }

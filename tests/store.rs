@@ -3,37 +3,17 @@
 //! it cannot.
 #![allow(clippy::unwrap_used)]
 
+mod store_status;
 mod support;
 
-use std::{
-    path::Path,
-    process::{Command, Output},
-    time::Duration,
-};
+use std::{path::Path, process::Command, time::Duration};
 
 use fincode_sandbox::{SendWebhooks, transaction_status_event};
+use store_status::{assert_three_pending_one_delivered, store_status, text};
 use support::*;
 
 const SECRET: &str = "fincode-webhook-secret-for-tests";
 const BASE_URL: &str = "https://acme.fincode.tech/api/v6/services";
-
-/// `fincode-sidecar store status --config <config> [args]` with `env` added.
-fn store_status(config: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
-    let mut command = Command::new(BIN);
-    command
-        .args(["store", "status", "--config"])
-        .arg(config)
-        .args(args)
-        .env_remove("FINCODE_SIDECAR_CONFIG");
-    for (key, value) in env {
-        command.env(key, value);
-    }
-    command.output().unwrap()
-}
-
-fn text(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stdout).into_owned() + &String::from_utf8_lossy(&output.stderr)
-}
 
 /// Sends `references` as signed FinCode events; asserts each is acknowledged.
 async fn send(sandbox: &TestSandbox, sidecar: &Sidecar, references: &[&str]) {
@@ -86,29 +66,7 @@ async fn store_status_reads_the_queue_of_a_running_sidecar_then_of_a_stopped_one
     tokio::time::sleep(Duration::from_millis(1500)).await;
 
     // While the sidecar runs (and holds its store's lock).
-    let output = store_status(&config, &[], &[]);
-    let shown = text(&output);
-    assert_eq!(output.status.code(), Some(0), "{shown}");
-    assert!(shown.contains("store:     sqlite "), "{shown}");
-    assert!(shown.contains("events.db"), "{shown}");
-    assert!(
-        shown.contains("pending:   3 (oldest pending for "),
-        "{shown}"
-    );
-    assert!(shown.contains("dead:      0 "), "{shown}");
-    assert!(shown.contains("delivered: 1 "), "{shown}");
-
-    let output = store_status(&config, &["--json"], &[]);
-    assert_eq!(output.status.code(), Some(0), "{}", text(&output));
-    let json: serde_json::Value = serde_json::from_slice(&output.stdout)
-        .unwrap_or_else(|e| panic!("not JSON ({e}): {}", text(&output)));
-    assert_eq!(json["store"], "sqlite");
-    assert_eq!(json["pending"], 3, "{json}");
-    assert_eq!(json["dead"], 0, "{json}");
-    assert_eq!(json["delivered"], 1, "{json}");
-    let age = json["oldest_pending_age_seconds"].as_f64().unwrap();
-    assert!((1.0..120.0).contains(&age), "{json}");
-    assert!(json["oldest_pending_since"].as_str().is_some(), "{json}");
+    let age = assert_three_pending_one_delivered(&config, "sqlite", "events.db", 1.0..120.0);
 
     // Reading it disturbed nothing: the sidecar is ready and still stores events.
     sidecar.wait_ready(Duration::from_secs(5)).await;

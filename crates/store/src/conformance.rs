@@ -177,10 +177,7 @@ pub async fn insert_then_duplicate(store: Arc<dyn EventStore>) {
 
     let claimed = claim(&*store, t, 1, "w").await;
     assert_eq!(ids_of(&claimed), [id]);
-    applied(
-        store.mark_delivered(&claimed[0].lease).await,
-        "mark_delivered",
-    );
+    deliver(&*store, &claimed[0]).await;
     assert_eq!(
         ok(store.insert(again).await, "insert"),
         Inserted::Duplicate(id),
@@ -299,31 +296,15 @@ pub async fn claim_honours_next_attempt_at(store: Arc<dyn EventStore>) {
     let first = claim(&*store, t, 10, "w").await;
     assert_eq!(ids_of(&first), [a, b]);
 
-    applied(
-        store
-            .mark_failed(&first[0].lease, t + secs(10), "http 503")
-            .await,
-        "mark_failed",
-    );
-    applied(
-        store
-            .mark_failed(&first[1].lease, t + secs(20), "timeout")
-            .await,
-        "mark_failed",
-    );
+    fail(&*store, &first[0], t + secs(10), "http 503").await;
+    fail(&*store, &first[1], t + secs(20), "timeout").await;
     assert!(claim(&*store, t + millis(9_999), 10, "w").await.is_empty());
     let again = claim(&*store, t + secs(10), 10, "w").await;
     assert_eq!(ids_of(&again), [a]);
-    applied(
-        store.mark_delivered(&again[0].lease).await,
-        "mark_delivered",
-    );
+    deliver(&*store, &again[0]).await;
     let again = claim(&*store, t + secs(20), 10, "w").await;
     assert_eq!(ids_of(&again), [b]);
-    applied(
-        store.mark_delivered(&again[0].lease).await,
-        "mark_delivered",
-    );
+    deliver(&*store, &again[0]).await;
     assert_eq!(
         ids_of(&claim(&*store, t + secs(60), 10, "w").await),
         [later]
@@ -336,52 +317,30 @@ pub async fn claim_honours_leases(store: Arc<dyn EventStore>) {
     let id = insert_new(&*store, sample("lease", None, t)).await;
     let lease = secs(30);
     assert_eq!(
-        ids_of(&ok(store.claim_due(t, 10, lease, "a").await, "claim_due")),
+        ids_of(&claim_leased(&*store, t, 10, lease, "a").await),
         [id]
     );
     assert!(
-        ok(
-            store.claim_due(t + secs(29), 10, lease, "b").await,
-            "claim_due"
-        )
-        .is_empty(),
+        claims_nothing(&*store, t + secs(29), 10, lease, "b").await,
         "a second claimant gets nothing while the lease holds"
     );
     assert!(
-        ok(
-            store.claim_due(t + secs(29), 10, lease, "a").await,
-            "claim_due"
-        )
-        .is_empty(),
+        claims_nothing(&*store, t + secs(29), 10, lease, "a").await,
         "nor does the holder claim it twice"
     );
-    let again = ok(
-        store.claim_due(t + secs(31), 10, lease, "b").await,
-        "claim_due",
-    );
+    let again = claim_leased(&*store, t + secs(31), 10, lease, "b").await;
     assert_eq!(
         ids_of(&again),
         [id],
         "an expired lease makes the event due again"
     );
     assert!(
-        ok(
-            store.claim_due(t + secs(32), 10, lease, "c").await,
-            "claim_due"
-        )
-        .is_empty(),
+        claims_nothing(&*store, t + secs(32), 10, lease, "c").await,
         "the new lease holds in turn"
     );
-    applied(
-        store.mark_delivered(&again[0].lease).await,
-        "mark_delivered",
-    );
+    deliver(&*store, &again[0]).await;
     assert!(
-        ok(
-            store.claim_due(t + secs(3600), 10, lease, "c").await,
-            "claim_due"
-        )
-        .is_empty(),
+        claims_nothing(&*store, t + secs(3600), 10, lease, "c").await,
         "a delivered event is never claimed"
     );
 }
@@ -408,7 +367,7 @@ pub async fn order_key_serialises_delivery(store: Arc<dyn EventStore>) {
         "a2 waits while a1 is leased"
     );
     for claimed in &first[1..] {
-        applied(store.mark_delivered(&claimed.lease).await, "mark_delivered");
+        deliver(&*store, claimed).await;
     }
     let b2 = insert_new(&*store, sample("b2", Some("B"), t)).await;
     assert_eq!(
@@ -417,32 +376,21 @@ pub async fn order_key_serialises_delivery(store: Arc<dyn EventStore>) {
         "B moves on while A is blocked"
     );
 
-    applied(
-        store
-            .mark_failed(&first[0].lease, t + secs(10), "http 500")
-            .await,
-        "mark_failed",
-    );
+    fail(&*store, &first[0], t + secs(10), "http 500").await;
     assert!(
         claim(&*store, t + secs(5), 10, "w").await.is_empty(),
         "a2 waits while a1 is pending, even when a1 is not due"
     );
     let again = claim(&*store, t + secs(10), 10, "w").await;
     assert_eq!(ids_of(&again), [a1]);
-    applied(
-        store.mark_delivered(&again[0].lease).await,
-        "mark_delivered",
-    );
+    deliver(&*store, &again[0]).await;
     let next = claim(&*store, t + secs(10), 10, "w").await;
     assert_eq!(
         ids_of(&next),
         [a2],
         "a2 after a1 is delivered, a3 still waits"
     );
-    applied(
-        store.mark_dead(&next[0].lease, "max attempts").await,
-        "mark_dead",
-    );
+    kill(&*store, &next[0], "max attempts").await;
     assert_eq!(
         ids_of(&claim(&*store, t + secs(10), 10, "w").await),
         [a3],
@@ -463,16 +411,11 @@ pub async fn mark_failed_reschedules_and_keeps_bytes(store: Arc<dyn EventStore>)
         ("x-unicode".to_owned(), "値 ✓ \"quoted\", {json}".to_owned()),
     ];
     let id = insert_new(&*store, event.clone()).await;
-    let claimed = ok(store.claim_due(t, 1, secs(300), "a").await, "claim_due");
+    let claimed = claim_leased(&*store, t, 1, secs(300), "a").await;
     assert_eq!(ids_of(&claimed), [id]);
     assert_same_event(&claimed[0].event, &event);
 
-    applied(
-        store
-            .mark_failed(&claimed[0].lease, t + secs(60), "http 503")
-            .await,
-        "mark_failed",
-    );
+    fail(&*store, &claimed[0], t + secs(60), "http 503").await;
     let failed = get_existing(&*store, id).await;
     assert_same_event(&failed, &event);
     assert_eq!(failed.status, Status::Pending);
@@ -490,12 +433,7 @@ pub async fn mark_failed_reschedules_and_keeps_bytes(store: Arc<dyn EventStore>)
     );
     assert_same_event(&retried[0].event, &event);
 
-    applied(
-        store
-            .mark_failed(&retried[0].lease, t + secs(120), "timeout")
-            .await,
-        "mark_failed",
-    );
+    fail(&*store, &retried[0], t + secs(120), "timeout").await;
     let twice = get_existing(&*store, id).await;
     assert_eq!(
         (twice.attempts, twice.last_error.as_deref()),
@@ -517,18 +455,9 @@ pub async fn dead_letters_list_and_replay(store: Arc<dyn EventStore>) {
     };
     let claimed = claim(&*store, t, 10, "w").await;
     assert_eq!(ids_of(&claimed), [e0, e1, e2, e3]);
-    applied(
-        store.mark_dead(&claimed[0].lease, "max attempts").await,
-        "mark_dead",
-    );
-    applied(
-        store.mark_dead(&claimed[2].lease, "max age").await,
-        "mark_dead",
-    );
-    applied(
-        store.mark_delivered(&claimed[3].lease).await,
-        "mark_delivered",
-    );
+    kill(&*store, &claimed[0], "max attempts").await;
+    kill(&*store, &claimed[2], "max age").await;
+    deliver(&*store, &claimed[3]).await;
 
     let dead = ok(store.list(Some(Status::Dead), 10).await, "list");
     assert_eq!(ids_of(&dead), [e2, e0], "dead letters, newest first");
@@ -600,21 +529,13 @@ pub async fn dead_letters_list_and_replay(store: Arc<dyn EventStore>) {
 /// pending (or dead) again: it stays delivered, and is never claimed again.
 pub async fn late_marks_do_not_resurrect(store: Arc<dyn EventStore>) {
     let t = whole_millis_now();
-    let id = insert_new(&*store, sample("late", None, t)).await;
-    let lease = secs(10);
-    let slow = ok(store.claim_due(t, 1, lease, "slow").await, "claim_due");
-    assert_eq!(ids_of(&slow), [id]);
-    let fast = ok(
-        store.claim_due(t + secs(11), 1, lease, "fast").await,
-        "claim_due",
-    );
-    assert_eq!(ids_of(&fast), [id]);
+    let (id, slow, fast) = taken_over(&*store, "late", t).await;
     assert!(
-        fast[0].lease.generation > slow[0].lease.generation,
+        fast.lease.generation > slow.lease.generation,
         "each claim has a later generation"
     );
-    applied(store.mark_delivered(&fast[0].lease).await, "mark_delivered");
-    let slow = &slow[0].lease;
+    deliver(&*store, &fast).await;
+    let slow = &slow.lease;
     assert!(
         !ok(store.mark_delivered(slow).await, "mark_delivered"),
         "a lost lease reports that its mark did not apply"
@@ -661,15 +582,9 @@ pub async fn counts_follow_transitions(store: Arc<dyn EventStore>) {
         counts_of(3, 0, 0),
         "leased is pending"
     );
-    applied(
-        store.mark_delivered(&claimed[0].lease).await,
-        "mark_delivered",
-    );
+    deliver(&*store, &claimed[0]).await;
     assert_eq!(counts(&*store).await, counts_of(2, 1, 0));
-    applied(
-        store.mark_dead(&claimed[1].lease, "max attempts").await,
-        "mark_dead",
-    );
+    kill(&*store, &claimed[1], "max attempts").await;
     assert_eq!(counts(&*store).await, counts_of(1, 1, 1));
     let _ = ok(store.insert(sample("count-b", None, t)).await, "insert");
     assert_eq!(
@@ -701,14 +616,8 @@ pub async fn oldest_pending_follows_pending_since(store: Arc<dyn EventStore>) {
         Some(t - secs(300)),
         "a leased event is still pending"
     );
-    applied(
-        store.mark_delivered(&claimed[0].lease).await,
-        "mark_delivered",
-    );
-    applied(
-        store.mark_dead(&claimed[1].lease, "max attempts").await,
-        "mark_dead",
-    );
+    deliver(&*store, &claimed[0]).await;
+    kill(&*store, &claimed[1], "max attempts").await;
     assert_eq!(
         oldest(store.clone()).await,
         Some(t - secs(100)),
@@ -733,18 +642,9 @@ pub async fn purge_deletes_only_old_delivered_events(store: Arc<dyn EventStore>)
     let new_delivered = insert_new(&*store, sample("purge-new-delivered", None, new)).await;
     let claimed = claim(&*store, new, 10, "w").await;
     assert_eq!(claimed.len(), 4);
-    applied(
-        store.mark_delivered(&claimed[0].lease).await,
-        "mark_delivered",
-    );
-    applied(
-        store.mark_dead(&claimed[1].lease, "status 503").await,
-        "mark_dead",
-    );
-    applied(
-        store.mark_delivered(&claimed[3].lease).await,
-        "mark_delivered",
-    );
+    deliver(&*store, &claimed[0]).await;
+    kill(&*store, &claimed[1], "status 503").await;
+    deliver(&*store, &claimed[3]).await;
     let cut_off = new - secs(60);
     let purged = ok(
         store.purge_delivered(cut_off, cut_off).await,
@@ -765,19 +665,12 @@ pub async fn purge_deletes_only_old_delivered_events(store: Arc<dyn EventStore>)
 /// lease with a late `mark_failed`: the new owner keeps the event to itself.
 pub async fn late_mark_does_not_clobber_a_new_lease(store: Arc<dyn EventStore>) {
     let t = whole_millis_now();
-    let id = insert_new(&*store, sample("clobber", None, t)).await;
-    let lease = secs(10);
-    let slow = ok(store.claim_due(t, 1, lease, "slow").await, "claim_due");
-    assert_eq!(ids_of(&slow), [id]);
-    let fast = ok(
-        store.claim_due(t + secs(11), 1, lease, "fast").await,
-        "claim_due",
-    );
-    assert_eq!(ids_of(&fast), [id]);
+    let (id, slow, fast) = taken_over(&*store, "clobber", t).await;
+    let lease = TAKEN_OVER_LEASE;
     assert!(
         !ok(
             store
-                .mark_failed(&slow[0].lease, t + secs(12), "timeout")
+                .mark_failed(&slow.lease, t + secs(12), "timeout")
                 .await,
             "mark_failed"
         ),
@@ -790,26 +683,19 @@ pub async fn late_mark_does_not_clobber_a_new_lease(store: Arc<dyn EventStore>) 
         "and recorded nothing"
     );
     assert!(
-        ok(
-            store.claim_due(t + secs(13), 1, lease, "third").await,
-            "claim_due"
-        )
-        .is_empty(),
+        claims_nothing(&*store, t + secs(13), 1, lease, "third").await,
         "the late mark left the new owner's lease alone"
     );
-    applied(store.mark_delivered(&fast[0].lease).await, "mark_delivered");
+    deliver(&*store, &fast).await;
 
     // A lease that ran out but that nobody claimed since still holds: its outcome is real.
     let lone = insert_new(&*store, sample("expired-unclaimed", None, t)).await;
-    let claimed = ok(store.claim_due(t, 1, lease, "late").await, "claim_due");
+    let claimed = claim_leased(&*store, t, 1, lease, "late").await;
     assert_eq!(ids_of(&claimed), [lone]);
-    applied(
-        store.mark_delivered(&claimed[0].lease).await,
-        "mark_delivered",
-    );
+    deliver(&*store, &claimed[0]).await;
     // A forged lease (the right owner, another generation) applies to nothing.
     let other = insert_new(&*store, sample("forged", None, t)).await;
-    let claimed = ok(store.claim_due(t, 1, lease, "owner").await, "claim_due");
+    let claimed = claim_leased(&*store, t, 1, lease, "owner").await;
     assert_eq!(ids_of(&claimed), [other]);
     let mut forged = claimed[0].lease.clone();
     forged.generation += 1;
@@ -823,13 +709,10 @@ pub async fn attempts_are_counted_at_claim(store: Arc<dyn EventStore>) {
     let t = whole_millis_now();
     let id = insert_new(&*store, sample("crash-loop", None, t)).await;
     let lease = secs(10);
-    let first = ok(store.claim_due(t, 1, lease, "a").await, "claim_due");
+    let first = claim_leased(&*store, t, 1, lease, "a").await;
     assert_eq!(first[0].event.attempts, 1, "the claim counts the attempt");
     assert_eq!(get_existing(&*store, id).await.attempts, 1);
-    let second = ok(
-        store.claim_due(t + secs(11), 1, lease, "b").await,
-        "claim_due",
-    );
+    let second = claim_leased(&*store, t + secs(11), 1, lease, "b").await;
     assert_eq!(
         second[0].event.attempts, 2,
         "a crashed claimant's attempt counts too"
@@ -843,10 +726,7 @@ pub async fn purged_keys_still_deduplicate(store: Arc<dyn EventStore>) {
     let old = t - secs(3600);
     let id = insert_new(&*store, sample("tombstone", None, old)).await;
     let claimed = claim(&*store, old, 1, "w").await;
-    applied(
-        store.mark_delivered(&claimed[0].lease).await,
-        "mark_delivered",
-    );
+    deliver(&*store, &claimed[0]).await;
     let purged = store.purge_delivered(t - secs(60), t - secs(7200)).await;
     assert_eq!(ok(purged, "purge_delivered"), 1);
     assert!(ok(store.get(id).await, "get").is_none(), "the body is gone");
@@ -894,10 +774,7 @@ pub async fn uids_are_unique_uuid_v7_and_stable(store: Arc<dyn EventStore>) {
         (id, uid),
         "claimed as stored"
     );
-    applied(
-        store.mark_dead(&claimed[0].lease, "gave up").await,
-        "mark_dead",
-    );
+    kill(&*store, &claimed[0], "gave up").await;
     assert!(ok(store.replay(id, t).await, "replay"));
     assert_eq!(
         get_existing(&*store, id).await.uid,
@@ -940,22 +817,16 @@ pub async fn superseded_events_do_not_block_their_order_key(store: Arc<dyn Event
         [new],
         "the later event of K is not held back"
     );
-    applied(store.mark_delivered(&next[0].lease).await, "mark_delivered");
+    deliver(&*store, &next[0]).await;
     let later = insert_new(&*store, sample("sup-3", Some("K"), t)).await;
     let third = claim(&*store, t, 10, "w").await;
     assert_eq!(ids_of(&third), [later]);
-    applied(
-        store.mark_delivered(&third[0].lease).await,
-        "mark_delivered",
-    );
+    deliver(&*store, &third[0]).await;
     let retry = claim(&*store, t + secs(1800), 10, "w").await;
     assert_eq!(ids_of(&retry), [old], "retried when due");
 
     assert_eq!(retry[0].event.attempts, 2);
-    applied(
-        store.mark_delivered(&retry[0].lease).await,
-        "mark_delivered",
-    );
+    deliver(&*store, &retry[0]).await;
 }
 
 /// A store that answers is healthy, before and after it has done some work, and a
@@ -1045,10 +916,70 @@ fn applied(result: Result<bool, StoreError>, operation: &str) {
 
 /// Claims with a 30 s lease.
 async fn claim(store: &dyn EventStore, now: SystemTime, limit: usize, owner: &str) -> Vec<Claimed> {
-    ok(
-        store.claim_due(now, limit, secs(30), owner).await,
-        "claim_due",
-    )
+    claim_leased(store, now, limit, secs(30), owner).await
+}
+
+/// Claims with a `lease` of the check's choosing.
+async fn claim_leased(
+    store: &dyn EventStore,
+    now: SystemTime,
+    limit: usize,
+    lease: Duration,
+    owner: &str,
+) -> Vec<Claimed> {
+    ok(store.claim_due(now, limit, lease, owner).await, "claim_due")
+}
+
+/// The lease [`taken_over`] claims under.
+const TAKEN_OVER_LEASE: Duration = Duration::from_secs(10);
+
+/// A new event of `key`, received at `t`, claimed by "slow" at `t` and, once that lease
+/// ([`TAKEN_OVER_LEASE`]) ran out, by "fast": its id and both claims.
+async fn taken_over(
+    store: &dyn EventStore,
+    key: &str,
+    t: SystemTime,
+) -> (EventId, Claimed, Claimed) {
+    let id = insert_new(store, sample(key, None, t)).await;
+    let lease = TAKEN_OVER_LEASE;
+    let mut slow = claim_leased(store, t, 1, lease, "slow").await;
+    assert_eq!(ids_of(&slow), [id]);
+    let mut fast = claim_leased(store, t + secs(11), 1, lease, "fast").await;
+    assert_eq!(ids_of(&fast), [id]);
+    (id, slow.remove(0), fast.remove(0))
+}
+
+/// Whether a claim finds nothing to lease.
+async fn claims_nothing(
+    store: &dyn EventStore,
+    now: SystemTime,
+    limit: usize,
+    lease: Duration,
+    owner: &str,
+) -> bool {
+    claim_leased(store, now, limit, lease, owner)
+        .await
+        .is_empty()
+}
+
+/// Marks `claimed` delivered under its lease, which must have held.
+async fn deliver(store: &dyn EventStore, claimed: &Claimed) {
+    applied(store.mark_delivered(&claimed.lease).await, "mark_delivered");
+}
+
+/// Marks `claimed` failed under its lease, which must have held.
+async fn fail(store: &dyn EventStore, claimed: &Claimed, next_attempt_at: SystemTime, error: &str) {
+    applied(
+        store
+            .mark_failed(&claimed.lease, next_attempt_at, error)
+            .await,
+        "mark_failed",
+    );
+}
+
+/// Marks `claimed` dead under its lease, which must have held.
+async fn kill(store: &dyn EventStore, claimed: &Claimed, error: &str) {
+    applied(store.mark_dead(&claimed.lease, error).await, "mark_dead");
 }
 
 async fn counts(store: &dyn EventStore) -> Counts {

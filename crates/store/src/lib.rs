@@ -35,6 +35,7 @@ macro_rules! event_columns {
 }
 
 pub mod conformance;
+mod health;
 mod postgres;
 mod sqlite;
 
@@ -185,6 +186,22 @@ pub struct Counts {
     pub delivered: u64,
     /// Dead letters.
     pub dead: u64,
+}
+
+// === impl Counts ===
+
+impl Counts {
+    /// Records `count` events of `status`, as the database spells it; any other spelling
+    /// is passed over (both schemas' CHECK constraints keep them out).
+    pub(crate) fn record(&mut self, status: &str, count: i64) {
+        let count = u64::try_from(count).unwrap_or_default();
+        match Status::parse(status) {
+            Some(Status::Pending) => self.pending = count,
+            Some(Status::Delivered) => self.delivered = count,
+            Some(Status::Dead) => self.dead = count,
+            None => {}
+        }
+    }
 }
 
 /// Whether a store can do its job, as far as it knows without a round trip (readiness

@@ -9,26 +9,26 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod support;
+#[path = "support/test_schema.rs"]
+mod test_schema;
+
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use bytes::Bytes;
 use fincode_store::{
-    EventStore, Health, Inserted, NewEvent, PostgresOptions, PostgresStore, PostgresTls,
-    StoreError, conformance,
+    EventStore, Health, Inserted, PostgresOptions, PostgresStore, PostgresTls, StoreError,
+    conformance,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::Notify;
 
-const DEFAULT_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
+use self::support::event;
+use self::test_schema::{TestSchema, url};
 
 /// The purge's advisory lock class (`schema::PURGE_LOCK_CLASS`), to hold it as another
 /// replica would.
 const PURGE_LOCK_CLASS: i32 = 0x6663_0002;
-
-fn url() -> String {
-    std::env::var("FINCODE_TEST_POSTGRES_URL").unwrap_or_else(|_| DEFAULT_URL.to_owned())
-}
 
 /// `url` with a query parameter added.
 fn with_param(url: &str, param: &str) -> String {
@@ -36,42 +36,9 @@ fn with_param(url: &str, param: &str) -> String {
     format!("{url}{separator}{param}")
 }
 
-/// A plain connection for the test's own look-ups; `None` (said loudly) without a
-/// server, a panic under `CI=true`.
-async fn admin() -> Option<tokio_postgres::Client> {
-    let url = url();
-    match tokio_postgres::connect(&url, tokio_postgres::NoTls).await {
-        Ok((client, connection)) => {
-            tokio::spawn(connection);
-            Some(client)
-        }
-        Err(error) => {
-            assert!(
-                std::env::var("CI").as_deref() != Ok("true"),
-                "no Postgres at {url} ({error}), and CI=true: the Postgres tests must run"
-            );
-            eprintln!(
-                "SKIPPING a Postgres test: no server at {url} ({error}); set \
-                 FINCODE_TEST_POSTGRES_URL to run it"
-            );
-            None
-        }
-    }
-}
-
-/// A fresh schema, dropped (with everything in it) when the test ends, even by a panic.
-struct TestSchema {
-    name: String,
-    admin: tokio_postgres::Client,
-}
+// === impl TestSchema ===
 
 impl TestSchema {
-    async fn new() -> Option<Self> {
-        let admin = admin().await?;
-        let name = format!("fincode_test_{}", uuid::Uuid::now_v7().simple());
-        Some(Self { name, admin })
-    }
-
     fn options(&self, application_name: &str) -> PostgresOptions {
         PostgresOptions {
             url: with_param(&url(), &format!("application_name={application_name}")),
@@ -91,87 +58,25 @@ impl TestSchema {
     }
 }
 
-impl Drop for TestSchema {
-    fn drop(&mut self) {
-        let sql = format!("DROP SCHEMA IF EXISTS {} CASCADE", self.name);
-        // Drop cannot await: a thread with its own runtime and connection does it.
-        let dropped = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            runtime.block_on(async {
-                let (client, connection) = tokio_postgres::connect(&url(), tokio_postgres::NoTls)
-                    .await
-                    .unwrap();
-                tokio::spawn(connection);
-                client.batch_execute(&sql).await.unwrap();
-            });
-        })
-        .join();
-        if dropped.is_err() {
-            eprintln!("could not drop test schema {}", self.name);
-        }
-    }
-}
-
-fn event(key: &str) -> NewEvent {
-    NewEvent {
-        dedupe_key: key.to_owned(),
-        order_key: None,
-        correlation_id: format!("corr-{key}"),
-        body: Bytes::from(format!(r#"{{"Reference":"{key}","Status":"PAID"}}"#)),
-        headers: vec![("content-type".to_owned(), "application/json".to_owned())],
-        received_at: SystemTime::now(),
-    }
+/// A store on a fresh schema, and the schema (dropped when the test ends); `None` without
+/// a server.
+async fn fresh_store() -> Option<(TestSchema, Arc<PostgresStore>)> {
+    let schema = TestSchema::new().await?;
+    let store = schema.store().await;
+    Some((schema, store))
 }
 
 // === conformance ===
 
-/// One test per conformance check, each on its own schema, so a failure names the check.
-macro_rules! conformance_tests {
-    ($($check:ident),* $(,)?) => {
-        $(
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $check() {
-                let Some(schema) = TestSchema::new().await else { return };
-                let store: Arc<dyn EventStore> = schema.store().await;
-                conformance::$check(store).await;
-            }
-        )*
-
-        const COVERED: &[&str] = &[$(stringify!($check)),*];
+/// Runs `check` on a store of its own schema.
+async fn on_a_fresh_schema(check: conformance::Check) {
+    let Some((_schema, store)) = fresh_store().await else {
+        return;
     };
+    check(store).await;
 }
 
-conformance_tests!(
-    insert_then_duplicate,
-    concurrent_inserts_of_one_key,
-    concurrent_distinct_inserts,
-    claim_honours_limit_oldest_first,
-    claim_honours_next_attempt_at,
-    claim_honours_leases,
-    order_key_serialises_delivery,
-    mark_failed_reschedules_and_keeps_bytes,
-    dead_letters_list_and_replay,
-    late_marks_do_not_resurrect,
-    missing_and_empty,
-    counts_follow_transitions,
-    purge_deletes_only_old_delivered_events,
-    late_mark_does_not_clobber_a_new_lease,
-    attempts_are_counted_at_claim,
-    purged_keys_still_deduplicate,
-    uids_are_unique_uuid_v7_and_stable,
-    superseded_events_do_not_block_their_order_key,
-    a_working_store_is_healthy,
-    oldest_pending_follows_pending_since,
-);
-
-#[test]
-fn every_conformance_check_has_a_test() {
-    let checks: Vec<&str> = conformance::CHECKS.iter().map(|(name, _)| *name).collect();
-    assert_eq!(checks, COVERED);
-}
+support::conformance_tests!(on_a_fresh_schema);
 
 // === start-up ===
 
@@ -193,16 +98,8 @@ async fn concurrent_connects_migrate_a_fresh_schema_once() {
         stores.push(connect.await.unwrap().expect("every replica connects"));
     }
     let rows = schema
-        .admin
-        .query(
-            &format!(
-                "SELECT version FROM {}.schema_migrations ORDER BY version",
-                schema.name
-            ),
-            &[],
-        )
-        .await
-        .unwrap();
+        .rows("SELECT version FROM {schema}.schema_migrations ORDER BY version")
+        .await;
     let versions: Vec<i32> = rows.iter().map(|row| row.get(0)).collect();
     let expected: Vec<i32> = (1..=i32::try_from(versions.len()).unwrap()).collect();
     assert!(!versions.is_empty());
@@ -225,18 +122,8 @@ async fn tls_verify_full_connects_and_refuses_a_wrong_ca_or_name() {
     let Some(schema) = TestSchema::new().await else {
         return;
     };
-    let cert_file: String = schema
-        .admin
-        .query_one("SHOW ssl_cert_file", &[])
-        .await
-        .unwrap()
-        .get(0);
-    let ssl: String = schema
-        .admin
-        .query_one("SHOW ssl", &[])
-        .await
-        .unwrap()
-        .get(0);
+    let cert_file: String = schema.value("SHOW ssl_cert_file", &[]).await;
+    let ssl: String = schema.value("SHOW ssl", &[]).await;
     if ssl != "on" || std::fs::metadata(&cert_file).is_err() {
         assert!(
             std::env::var("CI").as_deref() != Ok("true"),
@@ -386,15 +273,12 @@ async fn terminated_backends_are_replaced() {
         task.await.unwrap().unwrap();
     }
     let killed: i64 = schema
-        .admin
-        .query_one(
+        .value(
             "SELECT count(*) FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
              WHERE application_name = $1) AS killed",
             &[&app],
         )
-        .await
-        .unwrap()
-        .get(0);
+        .await;
     assert!(killed >= 1, "the store's backends were found and killed");
 
     let mut outcomes = Vec::new();
@@ -430,10 +314,9 @@ async fn terminated_backends_are_replaced() {
 /// makes it healthy again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_follows_failures_and_recovers() {
-    let Some(schema) = TestSchema::new().await else {
+    let Some((schema, store)) = fresh_store().await else {
         return;
     };
-    let store = schema.store().await;
     assert_eq!(store.health(), Health::Healthy);
     schema
         .admin
@@ -459,10 +342,9 @@ async fn health_follows_failures_and_recovers() {
 /// watcher comes back by itself after its connection is killed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_insert_wakes_another_replicas_watcher() {
-    let Some(schema) = TestSchema::new().await else {
+    let Some((schema, a)) = fresh_store().await else {
         return;
     };
-    let a = schema.store().await;
     let listener_app = format!("{}_b", schema.name);
     let b = PostgresStore::connect(schema.options(&listener_app))
         .await
@@ -470,14 +352,10 @@ async fn an_insert_wakes_another_replicas_watcher() {
     let wake = Arc::new(Notify::new());
     b.watch_inserts(Arc::clone(&wake));
     // The watcher wakes once when its LISTEN is in force.
-    tokio::time::timeout(Duration::from_secs(5), wake.notified())
-        .await
-        .expect("the watcher starts listening");
+    woken(&wake, 5, "the watcher starts listening").await;
 
     a.insert(event("wake-1")).await.unwrap();
-    tokio::time::timeout(Duration::from_secs(1), wake.notified())
-        .await
-        .expect("A's insert wakes B within a second");
+    woken(&wake, 1, "A's insert wakes B within a second").await;
 
     // Kill B's connections, the LISTEN one among them.
     schema
@@ -488,13 +366,21 @@ async fn an_insert_wakes_another_replicas_watcher() {
         )
         .await
         .unwrap();
-    tokio::time::timeout(Duration::from_secs(15), wake.notified())
-        .await
-        .expect("the watcher reconnects (and wakes for what it may have missed)");
+    woken(
+        &wake,
+        15,
+        "the watcher reconnects (and wakes for what it may have missed)",
+    )
+    .await;
     a.insert(event("wake-2")).await.unwrap();
-    tokio::time::timeout(Duration::from_secs(1), wake.notified())
+    woken(&wake, 1, "and hears inserts again").await;
+}
+
+/// Waits for `wake` up to `within_secs`; panics naming `what` did not happen.
+async fn woken(wake: &Notify, within_secs: u64, what: &str) {
+    tokio::time::timeout(Duration::from_secs(within_secs), wake.notified())
         .await
-        .expect("and hears inserts again");
+        .expect(what);
 }
 
 // === purge ===
@@ -503,10 +389,9 @@ async fn an_insert_wakes_another_replicas_watcher() {
 /// nothing and returns at once; after, it purges.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_replica_purges_at_a_time() {
-    let Some(schema) = TestSchema::new().await else {
+    let Some((schema, store)) = fresh_store().await else {
         return;
     };
-    let store = schema.store().await;
     let now = SystemTime::now();
     let mut old = event("old-delivered");
     old.received_at = now - Duration::from_hours(2);
@@ -520,16 +405,7 @@ async fn one_replica_purges_at_a_time() {
     assert!(store.mark_delivered(&claimed[0].lease).await.unwrap());
 
     let cut_off = now - Duration::from_hours(1);
-    let locked: bool = schema
-        .admin
-        .query_one(
-            "SELECT pg_try_advisory_lock($1, hashtext($2))",
-            &[&PURGE_LOCK_CLASS, &schema.name],
-        )
-        .await
-        .unwrap()
-        .get(0);
-    assert!(locked);
+    assert!(take_the_purge_lock(&schema).await);
     assert_eq!(store.purge_delivered(cut_off, cut_off).await.unwrap(), 0);
     assert!(store.get(id).await.unwrap().is_some(), "nothing purged");
     schema
@@ -543,25 +419,29 @@ async fn one_replica_purges_at_a_time() {
     assert_eq!(store.purge_delivered(cut_off, cut_off).await.unwrap(), 1);
     assert!(store.get(id).await.unwrap().is_none());
     // The lock was released: another purge (here, the admin's) can take it.
-    let locked: bool = schema
-        .admin
-        .query_one(
+    assert!(
+        take_the_purge_lock(&schema).await,
+        "the purge released its lock"
+    );
+}
+
+/// Whether the admin connection took `schema`'s purge lock, as another replica purging
+/// would (it holds it until released or disconnected).
+async fn take_the_purge_lock(schema: &TestSchema) -> bool {
+    schema
+        .value(
             "SELECT pg_try_advisory_lock($1, hashtext($2))",
             &[&PURGE_LOCK_CLASS, &schema.name],
         )
         .await
-        .unwrap()
-        .get(0);
-    assert!(locked, "the purge released its lock");
 }
 
 /// Purges in chunks: more rows than one chunk are all deleted, tombstones kept.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn purge_runs_in_chunks() {
-    let Some(schema) = TestSchema::new().await else {
+    let Some((schema, store)) = fresh_store().await else {
         return;
     };
-    let store = schema.store().await;
     let old = SystemTime::now() - Duration::from_hours(2);
     // 2 500 delivered rows, written directly: the chunking is what is under test.
     schema

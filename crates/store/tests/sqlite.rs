@@ -3,6 +3,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod support;
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -10,70 +12,31 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
-use fincode_store::{
-    EventId, EventStore, Inserted, NewEvent, SqliteStore, Status, StoreError, conformance,
-};
+use fincode_store::{EventId, EventStore, Inserted, SqliteStore, Status, StoreError, conformance};
+
+use self::support::event;
 
 fn open(path: &Path) -> Arc<dyn EventStore> {
     Arc::new(SqliteStore::open(path).unwrap())
 }
 
-fn event(key: &str) -> NewEvent {
-    NewEvent {
-        dedupe_key: key.to_owned(),
-        order_key: None,
-        correlation_id: format!("corr-{key}"),
-        body: Bytes::from(format!(r#"{{"Reference":"{key}","Status":"PAID"}}"#)),
-        headers: vec![("content-type".to_owned(), "application/json".to_owned())],
-        received_at: SystemTime::now(),
+/// The path and the detail of a [`StoreError::Open`]; a panic for any other error.
+fn open_failure(error: &StoreError) -> (&str, &str) {
+    match error {
+        StoreError::Open { path, detail, .. } => (path, detail),
+        other => panic!("{other:?}"),
     }
 }
 
 // === conformance ===
 
-/// One test per conformance check, each on its own file, so a failure names the check.
-macro_rules! conformance_tests {
-    ($($check:ident),* $(,)?) => {
-        $(
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $check() {
-                let dir = tempfile::tempdir().unwrap();
-                conformance::$check(open(&dir.path().join("events.db"))).await;
-            }
-        )*
-
-        const COVERED: &[&str] = &[$(stringify!($check)),*];
-    };
+/// Runs `check` on a store in a file of its own.
+async fn on_a_fresh_file(check: conformance::Check) {
+    let dir = tempfile::tempdir().unwrap();
+    check(open(&dir.path().join("events.db"))).await;
 }
 
-conformance_tests!(
-    insert_then_duplicate,
-    concurrent_inserts_of_one_key,
-    concurrent_distinct_inserts,
-    claim_honours_limit_oldest_first,
-    claim_honours_next_attempt_at,
-    claim_honours_leases,
-    order_key_serialises_delivery,
-    mark_failed_reschedules_and_keeps_bytes,
-    dead_letters_list_and_replay,
-    late_marks_do_not_resurrect,
-    missing_and_empty,
-    counts_follow_transitions,
-    purge_deletes_only_old_delivered_events,
-    late_mark_does_not_clobber_a_new_lease,
-    attempts_are_counted_at_claim,
-    purged_keys_still_deduplicate,
-    uids_are_unique_uuid_v7_and_stable,
-    superseded_events_do_not_block_their_order_key,
-    a_working_store_is_healthy,
-    oldest_pending_follows_pending_since,
-);
-
-#[test]
-fn every_conformance_check_has_a_test() {
-    let checks: Vec<&str> = conformance::CHECKS.iter().map(|(name, _)| *name).collect();
-    assert_eq!(checks, COVERED);
-}
+support::conformance_tests!(on_a_fresh_file);
 
 /// `run_all` itself, the entry point the Postgres tests use.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -95,15 +58,8 @@ fn open_in_a_missing_directory_names_the_path_and_a_fix() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("not-mounted").join("events.db");
     let error = SqliteStore::open(&path).unwrap_err();
-    let StoreError::Open {
-        path: named,
-        detail,
-        ..
-    } = &error
-    else {
-        panic!("{error:?}")
-    };
-    assert_eq!(named, &path.display().to_string());
+    let (named, detail) = open_failure(&error);
+    assert_eq!(named, path.display().to_string());
     assert!(detail.contains("does not exist"), "{detail}");
     assert!(detail.contains("store.sqlite_path"), "{detail}");
     assert!(error.to_string().contains(&*path.display().to_string()));
@@ -115,14 +71,7 @@ fn open_in_an_unwritable_directory_names_the_path_and_a_fix() {
     // /proc refuses new files even to root, unlike a chmod-ed directory.
     let path = Path::new("/proc/fincode-sidecar-events.db");
     let error = SqliteStore::open(path).unwrap_err();
-    let StoreError::Open {
-        path: named,
-        detail,
-        ..
-    } = &error
-    else {
-        panic!("{error:?}")
-    };
+    let (named, detail) = open_failure(&error);
     assert_eq!(named, "/proc/fincode-sidecar-events.db");
     assert!(detail.contains("writable"), "{detail}");
     assert!(detail.contains("store.sqlite_path"), "{detail}");
@@ -154,15 +103,8 @@ async fn a_second_open_of_the_same_file_fails_until_the_first_is_closed() {
 
     // A rolling update's new pod on the same volume.
     let error = SqliteStore::open(&path).unwrap_err();
-    let StoreError::Open {
-        path: named,
-        detail,
-        ..
-    } = &error
-    else {
-        panic!("{error:?}")
-    };
-    assert_eq!(named, &path.display().to_string());
+    let (named, detail) = open_failure(&error);
+    assert_eq!(named, path.display().to_string());
     assert!(detail.contains("events.db.lock"), "{detail}");
     assert!(detail.contains("another process"), "{detail}");
     assert!(detail.contains("Recreate"), "{detail}");
@@ -270,13 +212,9 @@ async fn data_survives_reopen() {
     let Inserted::New(delivered) = store.insert(event("delivered")).await.unwrap() else {
         panic!("new")
     };
+    let due = now + Duration::from_secs(1);
     let claimed = store
-        .claim_due(
-            now + Duration::from_secs(1),
-            10,
-            Duration::from_mins(1),
-            "w",
-        )
+        .claim_due(due, 10, Duration::from_mins(1), "w")
         .await
         .unwrap();
     let lease = |id: EventId| &claimed.iter().find(|c| c.event.id == id).unwrap().lease;
@@ -494,27 +432,15 @@ async fn child_inserts_until_killed() {
 async fn reopening_voids_the_leases_of_the_previous_run() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("events.db");
-    let now = SystemTime::now();
+    let due = SystemTime::now() + Duration::from_secs(1);
+    let hour = Duration::from_hours(1);
     let store = open(&path);
     store.insert(event("leased")).await.unwrap();
-    let claimed = store
-        .claim_due(
-            now + Duration::from_secs(1),
-            10,
-            Duration::from_hours(1),
-            "old",
-        )
-        .await
-        .unwrap();
+    let claimed = store.claim_due(due, 10, hour, "old").await.unwrap();
     assert_eq!(claimed.len(), 1);
     assert!(
         store
-            .claim_due(
-                now + Duration::from_secs(1),
-                10,
-                Duration::from_hours(1),
-                "other"
-            )
+            .claim_due(due, 10, hour, "other")
             .await
             .unwrap()
             .is_empty(),
@@ -523,14 +449,6 @@ async fn reopening_voids_the_leases_of_the_previous_run() {
     drop(store);
 
     let store = open(&path);
-    let again = store
-        .claim_due(
-            now + Duration::from_secs(1),
-            10,
-            Duration::from_hours(1),
-            "new",
-        )
-        .await
-        .unwrap();
+    let again = store.claim_due(due, 10, hour, "new").await.unwrap();
     assert_eq!(again.len(), 1, "due again at once after the restart");
 }

@@ -50,13 +50,16 @@ use bytes::Bytes;
 use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, PoolError, RecyclingMethod};
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
-use tokio_postgres::Row;
 use tokio_postgres::types::ToSql;
+use tokio_postgres::{Row, Statement};
 use tokio_postgres_rustls::MakeRustlsConnect;
 
 use self::clock::{Clock, database_millis};
 use self::schema::{MigrateError, ORDER_KEY_LOCK_CLASS, PURGE_LOCK_CLASS, SCHEMA_VERSION};
-use crate::sqlite::codec::{add_millis, decode_headers, encode_headers, from_millis, to_millis};
+use crate::health::LastFailure;
+use crate::sqlite::codec::{
+    InsertRow, add_millis, decode_headers, from_millis, sql_limit, to_millis,
+};
 use crate::{
     Claimed, Counts, EventId, EventStore, Health, Inserted, Lease, NewEvent, Status, StoreError,
     StoredEvent, UNHEALTHY_AFTER_FAILURES,
@@ -143,7 +146,7 @@ pub struct PostgresStore {
     clock: Clock,
     /// Operations failed in a row, and the last failure: for [`EventStore::health`].
     failures: AtomicU32,
-    last_failure: Mutex<Option<String>>,
+    last_failure: LastFailure,
     /// Signalled after each committed insert; the notifier task sends the NOTIFY.
     inserted: Arc<Notify>,
     /// The notifier and LISTEN tasks, aborted on drop.
@@ -219,7 +222,7 @@ impl PostgresStore {
             shown,
             clock: Clock::new(offset),
             failures: AtomicU32::new(0),
-            last_failure: Mutex::new(None),
+            last_failure: LastFailure::default(),
             inserted,
             watchers: Mutex::new(vec![notifier]),
         })
@@ -241,19 +244,24 @@ impl PostgresStore {
         Ok((client, self.clock.offset_ms()))
     }
 
+    /// [`PostgresStore::client`], with `sql` prepared on the connection (from its
+    /// statement cache).
+    async fn prepare(
+        &self,
+        operation: &'static str,
+        sql: &'static str,
+    ) -> Result<(Object, Statement, i64), StoreError> {
+        let (client, offset) = self.client(operation).await?;
+        let statement = client
+            .prepare_cached(sql)
+            .await
+            .map_err(db_error(operation))?;
+        Ok((client, statement, offset))
+    }
+
     /// Counts `result` towards [`EventStore::health`] and passes it on.
     fn observe<T>(&self, result: Result<T, StoreError>) -> Result<T, StoreError> {
-        match &result {
-            Ok(_) => self.failures.store(0, Ordering::Relaxed),
-            Err(error) => {
-                self.failures.fetch_add(1, Ordering::Relaxed);
-                *self
-                    .last_failure
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner) = Some(error.to_string());
-            }
-        }
-        result
+        self.last_failure.observe(&self.failures, result)
     }
 
     async fn insert_once(&self, row: &InsertRow) -> Result<Option<Inserted>, StoreError> {
@@ -316,51 +324,6 @@ impl PostgresStore {
         Ok(outcome)
     }
 
-    async fn claim(
-        &self,
-        now: SystemTime,
-        limit: usize,
-        lease: Duration,
-        owner: &str,
-    ) -> Result<Vec<Claimed>, StoreError> {
-        const OP: &str = "claim_due";
-        if limit == 0 {
-            return Ok(Vec::new());
-        }
-        let (client, offset) = self.client(OP).await?;
-        let now = database_millis(now, offset);
-        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        let lease_until = add_millis(now, lease);
-        let statement = client
-            .prepare_cached(CLAIM_SQL)
-            .await
-            .map_err(db_error(OP))?;
-        let rows = client
-            .query(&statement, &[&now, &limit, &owner, &lease_until])
-            .await
-            .map_err(db_error(OP))?;
-        let mut claimed = Vec::with_capacity(rows.len());
-        for row in &rows {
-            let generation: i64 = row.try_get(13).map_err(db_error(OP))?;
-            let due: i64 = row.try_get(9).map_err(db_error(OP))?;
-            let event = event_from_row(row, offset, OP)?;
-            claimed.push((
-                due,
-                Claimed {
-                    lease: Lease {
-                        event: event.id,
-                        owner: owner.to_owned(),
-                        generation: u64::try_from(generation).unwrap_or_default(),
-                    },
-                    event,
-                },
-            ));
-        }
-        // RETURNING keeps no order: put them back in claim order.
-        claimed.sort_by_key(|(due, claimed)| (*due, claimed.event.id));
-        Ok(claimed.into_iter().map(|(_, claimed)| claimed).collect())
-    }
-
     /// Applies `sql` (an UPDATE fenced by id, owner, generation and pending status, with
     /// `extra` parameters from `$4`) and says whether it changed the event.
     async fn mark(
@@ -370,9 +333,8 @@ impl PostgresStore {
         extra: Extra<'_>,
     ) -> Result<bool, StoreError> {
         const OP: &str = "mark";
-        let (client, offset) = self.client(OP).await?;
+        let (client, statement, offset) = self.prepare(OP, sql).await?;
         let generation = i64::try_from(lease.generation).unwrap_or(i64::MAX);
-        let statement = client.prepare_cached(sql).await.map_err(db_error(OP))?;
         let base: [&(dyn ToSql + Sync); 3] = [&lease.event, &lease.owner, &generation];
         let changed = match extra {
             Extra::None => client.execute(&statement, &base).await,
@@ -404,11 +366,7 @@ impl PostgresStore {
         sql: &'static str,
         params: &[&(dyn ToSql + Sync)],
     ) -> Result<Vec<StoredEvent>, StoreError> {
-        let (client, offset) = self.client(operation).await?;
-        let statement = client
-            .prepare_cached(sql)
-            .await
-            .map_err(db_error(operation))?;
+        let (client, statement, offset) = self.prepare(operation, sql).await?;
         let rows = client
             .query(&statement, params)
             .await
@@ -424,23 +382,19 @@ impl PostgresStore {
         now: SystemTime,
     ) -> Result<u64, StoreError> {
         const OP: &str = "replay";
-        let (client, offset) = self.client(OP).await?;
+        let sql = match target {
+            Some(_) => REPLAY_ONE_SQL,
+            None => REPLAY_ALL_DEAD_SQL,
+        };
+        let (client, statement, offset) = self.prepare(OP, sql).await?;
         let pending_since = to_millis(now);
         let due = database_millis(now, offset);
         let Some(id) = target else {
-            let statement = client
-                .prepare_cached(REPLAY_ALL_DEAD_SQL)
-                .await
-                .map_err(db_error(OP))?;
             return client
                 .execute(&statement, &[&due, &pending_since])
                 .await
                 .map_err(db_error(OP));
         };
-        let statement = client
-            .prepare_cached(REPLAY_ONE_SQL)
-            .await
-            .map_err(db_error(OP))?;
         let found: bool = client
             .query_one(&statement, &[&due, &pending_since, &id])
             .await
@@ -493,11 +447,7 @@ impl PostgresStore {
         operation: &'static str,
         sql: &'static str,
     ) -> Result<Option<i64>, StoreError> {
-        let (client, _) = self.client(operation).await?;
-        let statement = client
-            .prepare_cached(sql)
-            .await
-            .map_err(db_error(operation))?;
+        let (client, statement, _) = self.prepare(operation, sql).await?;
         client
             .query_one(&statement, &[])
             .await
@@ -531,15 +481,7 @@ impl Drop for PostgresStore {
 #[async_trait::async_trait]
 impl EventStore for PostgresStore {
     async fn insert(&self, event: NewEvent) -> Result<Inserted, StoreError> {
-        let row = InsertRow {
-            uid: uuid::Uuid::now_v7(),
-            headers: encode_headers(&event.headers)?,
-            received_at: to_millis(event.received_at),
-            dedupe_key: event.dedupe_key,
-            order_key: event.order_key,
-            correlation_id: event.correlation_id,
-            body: event.body,
-        };
+        let row = InsertRow::new(event)?;
         // A retry only when the row the insert collided with vanished (purged, its key
         // forgotten) between the insert and the look-up: rare, so a few tries suffice.
         for _ in 0..3 {
@@ -562,7 +504,41 @@ impl EventStore for PostgresStore {
         lease: Duration,
         owner: &str,
     ) -> Result<Vec<Claimed>, StoreError> {
-        let result = self.claim(now, limit, lease, owner).await;
+        const OP: &str = "claim_due";
+        let result = async {
+            if limit == 0 {
+                return Ok(Vec::new());
+            }
+            let (client, statement, offset) = self.prepare(OP, CLAIM_SQL).await?;
+            let now = database_millis(now, offset);
+            let limit = sql_limit(limit);
+            let lease_until = add_millis(now, lease);
+            let rows = client
+                .query(&statement, &[&now, &limit, &owner, &lease_until])
+                .await
+                .map_err(db_error(OP))?;
+            let mut claimed = Vec::with_capacity(rows.len());
+            for row in &rows {
+                let generation: i64 = row.try_get(13).map_err(db_error(OP))?;
+                let due: i64 = row.try_get(9).map_err(db_error(OP))?;
+                let event = event_from_row(row, offset, OP)?;
+                claimed.push((
+                    due,
+                    Claimed {
+                        lease: Lease {
+                            event: event.id,
+                            owner: owner.to_owned(),
+                            generation: u64::try_from(generation).unwrap_or_default(),
+                        },
+                        event,
+                    },
+                ));
+            }
+            // RETURNING keeps no order: put them back in claim order.
+            claimed.sort_by_key(|(due, claimed)| (*due, claimed.event.id));
+            Ok(claimed.into_iter().map(|(_, claimed)| claimed).collect())
+        }
+        .await;
         self.observe(result)
     }
 
@@ -607,7 +583,7 @@ impl EventStore for PostgresStore {
         status: Option<Status>,
         limit: usize,
     ) -> Result<Vec<StoredEvent>, StoreError> {
-        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let limit = sql_limit(limit);
         // Two statements rather than `$1 IS NULL OR status = $1`, which would keep the
         // planner from the status index.
         let result = match status {
@@ -634,24 +610,12 @@ impl EventStore for PostgresStore {
     async fn counts(&self) -> Result<Counts, StoreError> {
         const OP: &str = "counts";
         let result = async {
-            let (client, _) = self.client(OP).await?;
-            let statement = client
-                .prepare_cached("SELECT status, COUNT(*) FROM events GROUP BY status")
-                .await
-                .map_err(db_error(OP))?;
+            let (client, statement, _) = self.prepare(OP, COUNTS_SQL).await?;
             let rows = client.query(&statement, &[]).await.map_err(db_error(OP))?;
             let mut counts = Counts::default();
             for row in rows {
                 let status: String = row.try_get(0).map_err(db_error(OP))?;
-                let count: i64 = row.try_get(1).map_err(db_error(OP))?;
-                let count = u64::try_from(count).unwrap_or_default();
-                match Status::parse(&status) {
-                    Some(Status::Pending) => counts.pending = count,
-                    Some(Status::Delivered) => counts.delivered = count,
-                    Some(Status::Dead) => counts.dead = count,
-                    // The CHECK constraint keeps other spellings out.
-                    None => {}
-                }
+                counts.record(&status, row.try_get(1).map_err(db_error(OP))?);
             }
             Ok(counts)
         }
@@ -675,15 +639,10 @@ impl EventStore for PostgresStore {
         }
         let failures = self.failures.load(Ordering::Relaxed);
         if failures >= UNHEALTHY_AFTER_FAILURES {
-            let last = self
-                .last_failure
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .clone()
-                .unwrap_or_default();
             return Health::Unhealthy(format!(
-                "the last {failures} webhook store operations on {} failed: {last}",
-                self.shown
+                "the last {failures} webhook store operations on {} failed: {}",
+                self.shown,
+                self.last_failure.message()
             ));
         }
         Health::Healthy
@@ -793,6 +752,7 @@ const LIST_BY_STATUS_SQL: &str = concat!(
     event_columns!(),
     " FROM events WHERE status = $1 ORDER BY id DESC LIMIT $2"
 );
+const COUNTS_SQL: &str = "SELECT status, COUNT(*) FROM events GROUP BY status";
 const COUNT_PENDING_SQL: &str = "SELECT COUNT(*) FROM events WHERE status = 'pending'";
 const OLDEST_PENDING_SQL: &str = "SELECT MIN(pending_since) FROM events WHERE status = 'pending'";
 
@@ -834,17 +794,6 @@ const FORGET_CHUNK_SQL: &str = "DELETE FROM dedupe_tombstones WHERE dedupe_key I
          SELECT dedupe_key FROM dedupe_tombstones WHERE received_at < $1 LIMIT $2)";
 
 // === helpers ===
-
-/// An event ready to insert.
-struct InsertRow {
-    uid: uuid::Uuid,
-    dedupe_key: String,
-    order_key: Option<String>,
-    correlation_id: String,
-    body: Bytes,
-    headers: Vec<u8>,
-    received_at: i64,
-}
 
 /// A mark's parameters after the fence's three.
 enum Extra<'a> {

@@ -1,5 +1,6 @@
-//! Conversions between the API's types and SQLite columns: times as unix milliseconds,
-//! headers as a length-prefixed blob, rows as [`StoredEvent`]s.
+//! Conversions between the API's types and the columns: times as unix milliseconds,
+//! headers as a length-prefixed blob (both backends), rows as [`StoredEvent`]s (SQLite's;
+//! Postgres decodes its own).
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -7,7 +8,39 @@ use bytes::Bytes;
 use rusqlite::Row;
 use rusqlite::types::Type;
 
-use crate::{Status, StoreError, StoredEvent};
+use crate::{NewEvent, Status, StoreError, StoredEvent};
+
+/// An event ready to insert, encoded by the caller (off SQLite's writer thread, before
+/// Postgres's round trip), as both backends store it.
+pub(crate) struct InsertRow {
+    /// The event's UUIDv7, minted here: see [`StoredEvent::uid`].
+    pub(crate) uid: uuid::Uuid,
+    pub(crate) dedupe_key: String,
+    pub(crate) order_key: Option<String>,
+    pub(crate) correlation_id: String,
+    pub(crate) body: Bytes,
+    /// [`encode_headers`]'s blob.
+    pub(crate) headers: Vec<u8>,
+    /// Unix milliseconds.
+    pub(crate) received_at: i64,
+}
+
+// === impl InsertRow ===
+
+impl InsertRow {
+    /// Mints `event`'s uid and encodes it; fails only on a header over 4 GiB.
+    pub(crate) fn new(event: NewEvent) -> Result<Self, StoreError> {
+        Ok(Self {
+            uid: uuid::Uuid::now_v7(),
+            headers: encode_headers(&event.headers)?,
+            received_at: to_millis(event.received_at),
+            dedupe_key: event.dedupe_key,
+            order_key: event.order_key,
+            correlation_id: event.correlation_id,
+            body: event.body,
+        })
+    }
+}
 
 /// `t` as unix milliseconds (negative before 1970), saturating far outside that range.
 pub(crate) fn to_millis(t: SystemTime) -> i64 {
@@ -33,6 +66,12 @@ pub(crate) fn from_millis(ms: i64) -> SystemTime {
 /// `start + by` in milliseconds, saturating.
 pub(crate) fn add_millis(start: i64, by: Duration) -> i64 {
     start.saturating_add(i64::try_from(by.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// A `LIMIT` (SQL's is a signed 64-bit integer): `limit`, or no limit in effect when it
+/// does not fit.
+pub(crate) fn sql_limit(limit: usize) -> i64 {
+    i64::try_from(limit).unwrap_or(i64::MAX)
 }
 
 /// Headers as `(u32 LE length, bytes)` for each name and value in turn. A blob rather

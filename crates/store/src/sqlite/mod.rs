@@ -20,9 +20,10 @@ use std::time::{Duration, SystemTime};
 use rusqlite::{Connection, OptionalExtension};
 use tokio::sync::{mpsc, oneshot};
 
-use self::codec::{add_millis, encode_headers, event_from_row, io_error, to_millis};
+use self::codec::{InsertRow, add_millis, event_from_row, io_error, sql_limit, to_millis};
 use self::schema::Role;
-use self::writer::{ClaimRequest, Command, InsertRow, Job, Mark, Outcome, Purge, Replay, Reply};
+use self::writer::{ClaimRequest, Command, Job, Mark, Outcome, Purge, Replay};
+use crate::health::LastFailure;
 use crate::{
     Claimed, Counts, EventId, EventStore, Health, Inserted, Lease, NewEvent, Status, StoreError,
     StoredEvent, UNHEALTHY_AFTER_FAILURES,
@@ -101,7 +102,7 @@ pub struct SqliteStore {
     /// read every second must not make a store that stores nothing look healthy.
     write_failures: AtomicU32,
     read_failures: AtomicU32,
-    last_failure: Mutex<Option<String>>,
+    last_failure: LastFailure,
     /// The exclusive lock on `<file>.lock` (see the `lock` module); `None` once closed. Declared
     /// after `writer` so that, on drop, it is released only after the writer has
     /// closed the file.
@@ -168,7 +169,7 @@ impl SqliteStore {
             closed: AtomicBool::new(false),
             write_failures: AtomicU32::new(0),
             read_failures: AtomicU32::new(0),
-            last_failure: Mutex::new(None),
+            last_failure: LastFailure::default(),
             lock: Mutex::new(Some(lock)),
         })
     }
@@ -196,38 +197,17 @@ impl SqliteStore {
             .take();
     }
 
-    /// Sends a command to the writer and waits for its answer (after the commit).
-    async fn write<T>(&self, command: impl FnOnce(Reply<T>) -> Command) -> Result<T, StoreError> {
+    /// Sends `input` to the writer as the command `kind` builds, and waits for its answer
+    /// (after the commit). Counts towards [`EventStore::health`] as a write.
+    async fn write<I, T>(&self, kind: fn(Job<I, T>) -> Command, input: I) -> Result<T, StoreError> {
         let commands = self.commands.as_ref().ok_or(StoreError::Closed)?;
         let (reply, answer) = oneshot::channel();
-        let sent = commands.send(command(reply)).await;
+        let sent = commands.send(kind(Job::new(input, reply))).await;
         let result = match sent {
             Ok(()) => answer.await.unwrap_or(Err(StoreError::Closed)),
             Err(_) => Err(StoreError::Closed),
         };
-        self.observe(&self.write_failures, result)
-    }
-
-    /// Counts `result` towards [`EventStore::health`] in `failures` (writes' or reads')
-    /// and passes it on.
-    fn observe<T>(
-        &self,
-        failures: &AtomicU32,
-        result: Result<T, StoreError>,
-    ) -> Result<T, StoreError> {
-        match &result {
-            Ok(_) => {
-                failures.store(0, Ordering::Relaxed);
-            }
-            Err(error) => {
-                failures.fetch_add(1, Ordering::Relaxed);
-                *self
-                    .last_failure
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner) = Some(error.to_string());
-            }
-        }
-        result
+        self.last_failure.observe(&self.write_failures, result)
     }
 
     /// Records the end of an attempt under `lease`; whether the lease still held.
@@ -236,8 +216,7 @@ impl SqliteStore {
             lease: lease.clone(),
             outcome,
         };
-        self.write(|reply| Command::Mark(Job::new(mark, reply)))
-            .await
+        self.write(Command::Mark, mark).await
     }
 
     /// Runs `query` on the read connection, on a blocking thread.
@@ -257,7 +236,7 @@ impl SqliteStore {
             StoreError::io(operation, format!("the read task failed: {error}")).caused_by(error)
         })
         .and_then(|read| read);
-        self.observe(&self.read_failures, result)
+        self.last_failure.observe(&self.read_failures, result)
     }
 }
 
@@ -285,17 +264,7 @@ impl Drop for SqliteStore {
 #[async_trait::async_trait]
 impl EventStore for SqliteStore {
     async fn insert(&self, event: NewEvent) -> Result<Inserted, StoreError> {
-        let row = InsertRow {
-            uid: uuid::Uuid::now_v7().to_string(),
-            headers: encode_headers(&event.headers)?,
-            received_at: to_millis(event.received_at),
-            dedupe_key: event.dedupe_key,
-            order_key: event.order_key,
-            correlation_id: event.correlation_id,
-            body: event.body,
-        };
-        self.write(|reply| Command::Insert(Job::new(row, reply)))
-            .await
+        self.write(Command::Insert, InsertRow::new(event)?).await
     }
 
     async fn claim_due(
@@ -308,12 +277,11 @@ impl EventStore for SqliteStore {
         let now = to_millis(now);
         let request = ClaimRequest {
             now,
-            limit: i64::try_from(limit).unwrap_or(i64::MAX),
+            limit: sql_limit(limit),
             lease_until: add_millis(now, lease),
             owner: owner.to_owned(),
         };
-        self.write(|reply| Command::Claim(Job::new(request, reply)))
-            .await
+        self.write(Command::Claim, request).await
     }
 
     async fn mark_delivered(&self, lease: &Lease) -> Result<bool, StoreError> {
@@ -369,7 +337,7 @@ impl EventStore for SqliteStore {
         status: Option<Status>,
         limit: usize,
     ) -> Result<Vec<StoredEvent>, StoreError> {
-        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let limit = sql_limit(limit);
         self.read("list", move |conn| {
             // Two statements rather than `?1 IS NULL OR status = ?1`, which would keep
             // SQLite from using the status index.
@@ -389,9 +357,7 @@ impl EventStore for SqliteStore {
             target: Some(id),
             now: to_millis(now),
         };
-        let found = self
-            .write(|reply| Command::Replay(Job::new(replay, reply)))
-            .await?;
+        let found = self.write(Command::Replay, replay).await?;
         Ok(found > 0)
     }
 
@@ -400,8 +366,7 @@ impl EventStore for SqliteStore {
             target: None,
             now: to_millis(now),
         };
-        self.write(|reply| Command::Replay(Job::new(replay, reply)))
-            .await
+        self.write(Command::Replay, replay).await
     }
 
     async fn purge_delivered(
@@ -410,8 +375,7 @@ impl EventStore for SqliteStore {
         forget_keys_before: SystemTime,
     ) -> Result<u64, StoreError> {
         let purge = Purge::new(to_millis(before), to_millis(forget_keys_before));
-        self.write(|reply| Command::Purge(Job::new(purge, reply)))
-            .await
+        self.write(Command::Purge, purge).await
     }
 
     fn health(&self) -> Health {
@@ -433,14 +397,9 @@ impl EventStore for SqliteStore {
             } else {
                 (reads, "reads")
             };
-            let last = self
-                .last_failure
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .clone()
-                .unwrap_or_default();
             return Health::Unhealthy(format!(
-                "the last {failures} webhook store {what} failed: {last}"
+                "the last {failures} webhook store {what} failed: {}",
+                self.last_failure.message()
             ));
         }
         Health::Healthy
@@ -474,15 +433,7 @@ impl EventStore for SqliteStore {
             let mut counts = Counts::default();
             while let Some(row) = rows.next()? {
                 let status: String = row.get(0)?;
-                let count: i64 = row.get(1)?;
-                let count = count as u64;
-                match Status::parse(&status) {
-                    Some(Status::Pending) => counts.pending = count,
-                    Some(Status::Delivered) => counts.delivered = count,
-                    Some(Status::Dead) => counts.dead = count,
-                    // The CHECK constraint keeps other spellings out.
-                    None => {}
-                }
+                counts.record(&status, row.get(1)?);
             }
             Ok(counts)
         })

@@ -9,11 +9,9 @@ use bytes::Bytes;
 use rusqlite::Connection;
 use tokio::sync::oneshot;
 
-use super::codec::{decode_headers, encode_headers, from_millis, to_millis};
+use super::codec::{InsertRow, decode_headers, encode_headers, from_millis, to_millis};
 use super::schema::{JOURNAL_SIZE_LIMIT, Role, SCHEMA_VERSION, open_connection};
-use super::writer::{
-    self, CLAIM_SQL, Command, InsertRow, Job, PURGE_CHUNK, PURGE_CHUNK_IDS, Purge,
-};
+use super::writer::{self, CLAIM_SQL, Command, Job, PURGE_CHUNK, PURGE_CHUNK_IDS, Purge};
 use super::{COUNT_PENDING_SQL, LIST_BY_STATUS_SQL};
 use crate::{Inserted, StoreError};
 
@@ -32,7 +30,7 @@ fn insert_command(key: &str) -> (Command, oneshot::Receiver<Result<Inserted, Sto
         body: Bytes::from_static(b"{}"),
         headers: Vec::new(),
         received_at: 0,
-        uid: uuid::Uuid::now_v7().to_string(),
+        uid: uuid::Uuid::now_v7(),
     };
     (Command::Insert(Job::new(row, reply)), answer)
 }

@@ -1,11 +1,10 @@
 //! The writer thread: the only connection that writes, committing whatever commands
 //! are queued in one transaction (group commit) and answering each after the commit.
 
-use bytes::Bytes;
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use tokio::sync::{mpsc, oneshot};
 
-use super::codec::{event_from_row, io_error};
+use super::codec::{InsertRow, event_from_row, io_error};
 use crate::{Claimed, EventId, Inserted, Lease, StoreError};
 
 /// The most commands committed in one transaction. Bounds the time a batch holds the
@@ -35,29 +34,17 @@ impl<I, O> Job<I, O> {
         }
     }
 
-    fn respond(self, operation: &'static str) {
-        let result = self
-            .output
-            .ok_or_else(|| StoreError::io(operation, "the command was committed without running"));
+    /// Answers the caller: `failure`, or else the output (the command was committed).
+    fn answer(self, operation: &'static str, failure: Option<StoreError>) {
+        let result = match failure {
+            Some(error) => Err(error),
+            None => self.output.ok_or_else(|| {
+                StoreError::io(operation, "the command was committed without running")
+            }),
+        };
         // The caller may have gone (a cancelled request): its command still counts.
         let _ = self.reply.send(result);
     }
-
-    fn fail(self, error: StoreError) {
-        let _ = self.reply.send(Err(error));
-    }
-}
-
-/// An event ready to insert (encoded by the caller, off the writer thread).
-pub(super) struct InsertRow {
-    /// The UUIDv7 text, minted off the writer thread.
-    pub(super) uid: String,
-    pub(super) dedupe_key: String,
-    pub(super) order_key: Option<String>,
-    pub(super) correlation_id: String,
-    pub(super) body: Bytes,
-    pub(super) headers: Vec<u8>,
-    pub(super) received_at: i64,
 }
 
 /// `claim_due`'s arguments, times in unix milliseconds.
@@ -173,28 +160,25 @@ impl Command {
         }
     }
 
+    /// Answers the caller with the output, after the commit.
     fn respond(self) {
-        let operation = self.operation();
-        match self {
-            Self::Insert(job) => job.respond(operation),
-            Self::Claim(job) => job.respond(operation),
-            Self::Mark(job) => job.respond(operation),
-            Self::Replay(job) => job.respond(operation),
-            Self::Purge(job) => job.respond(operation),
-            Self::Close(reply) => {
-                let _ = reply.send(());
-            }
-        }
+        self.answer(None);
     }
 
     fn fail(self, error: StoreError) {
+        self.answer(Some(error));
+    }
+
+    /// Answers the caller: `failure`, or else the output. A close succeeds either way
+    /// (closing an already closed store too).
+    fn answer(self, failure: Option<StoreError>) {
+        let operation = self.operation();
         match self {
-            Self::Insert(job) => job.fail(error),
-            Self::Claim(job) => job.fail(error),
-            Self::Mark(job) => job.fail(error),
-            Self::Replay(job) => job.fail(error),
-            Self::Purge(job) => job.fail(error),
-            // Closing an already closed store succeeds.
+            Self::Insert(job) => job.answer(operation, failure),
+            Self::Claim(job) => job.answer(operation, failure),
+            Self::Mark(job) => job.answer(operation, failure),
+            Self::Replay(job) => job.answer(operation, failure),
+            Self::Purge(job) => job.answer(operation, failure),
             Self::Close(reply) => {
                 let _ = reply.send(());
             }
@@ -340,6 +324,10 @@ fn insert(conn: &Connection, row: &InsertRow) -> rusqlite::Result<Inserted> {
     if let Some(id) = purged {
         return Ok(Inserted::Duplicate(id));
     }
+    // The uid as text, formatted into a stack buffer: no allocation on the one writer
+    // thread.
+    let mut uid = uuid::Uuid::encode_buffer();
+    let uid: &str = row.uid.hyphenated().encode_lower(&mut uid);
     let inserted = conn
         .prepare_cached(
             "INSERT INTO events (dedupe_key, order_key, correlation_id, body, headers, \
@@ -355,7 +343,7 @@ fn insert(conn: &Connection, row: &InsertRow) -> rusqlite::Result<Inserted> {
             &row.body[..],
             row.headers,
             row.received_at,
-            row.uid,
+            uid,
         ])?;
     if inserted == 1 {
         return Ok(Inserted::New(conn.last_insert_rowid()));
