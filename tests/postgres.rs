@@ -135,10 +135,12 @@ async fn two_sidecars_on_one_schema_deliver_each_event_exactly_once() {
     let Some((schema, sandbox, app)) = start().await else {
         return;
     };
-    let a = sidecar(&sandbox, &app.url(), &schema, |b| b).start();
-    a.wait_ready(Duration::from_secs(20)).await;
-    let b = sidecar(&sandbox, &app.url(), &schema, |b| b).start();
-    b.wait_ready(Duration::from_secs(20)).await;
+    let a = sidecar(&sandbox, &app.url(), &schema, |b| b)
+        .start_ready()
+        .await;
+    let b = sidecar(&sandbox, &app.url(), &schema, |b| b)
+        .start_ready()
+        .await;
     assert_ne!(a.webhook_addr(), b.webhook_addr());
 
     // FinCode's retries land on either replica: each event goes to both, at once.
@@ -273,8 +275,9 @@ async fn a_replica_killed_holding_leases_loses_nothing_another_delivers_after_th
                 i64::try_from(IN_FLIGHT).unwrap(),
             )
     };
-    let mut a = sidecar(&sandbox, &hanging.url(), &schema, leases).start();
-    a.wait_ready(Duration::from_secs(20)).await;
+    let mut a = sidecar(&sandbox, &hanging.url(), &schema, leases)
+        .start_ready()
+        .await;
 
     // No event is claimed before it is sent: A's leases end LEASE after this, or later.
     let sending = Instant::now();
@@ -310,8 +313,9 @@ async fn a_replica_killed_holding_leases_loses_nothing_another_delivers_after_th
     );
 
     // B, same schema, delivers to the app that answers.
-    let b = sidecar(&sandbox, &app.url(), &schema, leases).start();
-    b.wait_ready(Duration::from_secs(20)).await;
+    let _b = sidecar(&sandbox, &app.url(), &schema, leases)
+        .start_ready()
+        .await;
     let others: BTreeSet<String> = expected.difference(&held).cloned().collect();
     wait_delivered(&app, &others, Duration::from_secs(20)).await;
     // B must leave A's leased events alone while the leases last.
@@ -421,8 +425,8 @@ async fn backends_terminated_during_ingest_lose_no_acknowledged_event_and_the_si
         b.set("webhooks.lease", "3s")
             .set("webhooks.delivery_timeout", "2s")
     })
-    .start();
-    sidecar.wait_ready(Duration::from_secs(20)).await;
+    .start_ready()
+    .await;
     let pid = sidecar.pid();
     // The sidecar's connections are found, and only they.
     let before = schema
@@ -542,8 +546,7 @@ async fn store_status_reads_the_postgres_queue_of_a_running_sidecar() {
             .set("webhooks.backoff_cap", "1h")
     });
     let config = builder.config_path();
-    let sidecar = builder.start();
-    sidecar.wait_ready(Duration::from_secs(20)).await;
+    let sidecar = builder.start_ready().await;
 
     let sent = sandbox
         .send_webhooks(batch(&sidecar, events(0, 1), 1))

@@ -40,17 +40,14 @@ async fn store_status_reads_the_queue_of_a_running_sidecar_then_of_a_stopped_one
     let sandbox = TestSandbox::start().await;
     let app = TestApp::start().await;
     let dir = tempfile::tempdir().unwrap();
-    let token = sandbox.mint_static_token(Duration::from_hours(1));
     // Failed deliveries wait up to an hour before the next attempt: what the app does not
     // take stays pending for the whole test.
-    let builder = SidecarBuilder::new(&sandbox)
-        .static_token(&token)
+    let builder = SidecarBuilder::with_static_token(&sandbox)
         .webhooks(&app.url(), SECRET, &dir.path().join("events.db"))
         .set("webhooks.backoff_base", "1h")
         .set("webhooks.backoff_cap", "1h");
     let config = builder.config_path();
-    let mut sidecar = builder.start();
-    sidecar.wait_ready(Duration::from_secs(20)).await;
+    let mut sidecar = builder.start_ready().await;
 
     // One event delivered while the app is up; three left pending once it is down.
     send(&sandbox, &sidecar, &["PCN0000000001"]).await;
