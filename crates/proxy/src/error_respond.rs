@@ -190,19 +190,27 @@ mod tests {
         }
     }
 
+    /// One request through `service`, once it is ready.
+    async fn send<S>(service: &mut S) -> S::Response
+    where
+        S: Service<Request<Full<bytes::Bytes>>, Error: std::fmt::Debug>,
+    {
+        service
+            .ready()
+            .await
+            .unwrap()
+            .call(Request::new(Full::default()))
+            .await
+            .unwrap()
+    }
+
     #[tokio::test]
     async fn a_readiness_error_answers_the_next_request_without_calling_the_inner_service() {
         let mut service = ErrorResponderLayer::new().layer(FailsReadinessOnce {
             failed: false,
             calls: 0,
         });
-        let response = service
-            .ready()
-            .await
-            .unwrap()
-            .call(Request::new(Full::default()))
-            .await
-            .unwrap();
+        let response = send(&mut service).await;
         assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(
             response.headers()[SIDECAR_ERROR_HEADER],
@@ -212,13 +220,7 @@ mod tests {
         assert_eq!(service.inner.calls, 0, "an unready service is never called");
 
         // The error was answered once; the service is ready again.
-        let response = service
-            .ready()
-            .await
-            .unwrap()
-            .call(Request::new(Full::default()))
-            .await
-            .unwrap();
+        let response = send(&mut service).await;
         assert_eq!(response.status(), StatusCode::OK);
         assert_eq!(service.inner.calls, 1);
     }

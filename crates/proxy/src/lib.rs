@@ -73,6 +73,7 @@ pub mod reload;
 pub mod retry;
 pub mod routes;
 pub mod shed;
+mod svc;
 pub mod tap;
 mod upstream;
 
