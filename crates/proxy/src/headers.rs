@@ -229,20 +229,18 @@ mod tests {
                  x-correlation-id, traceparent, tracestate, platform, uuid, x-fincode-key",
             ),
         );
-        for name in [
-            "x-idempotency-key",
-            "x-auth-token",
-            "authorization",
-            "x-request-id",
-            "x-correlation-id",
-            "traceparent",
-            "tracestate",
-            "platform",
-            "uuid",
-            "x-fincode-key",
-        ] {
-            headers.insert(name, HeaderValue::from_static("v"));
-        }
+        headers.extend(head(
+            "x-idempotency-key: v
+             x-auth-token: v
+             authorization: v
+             x-request-id: v
+             x-correlation-id: v
+             traceparent: v
+             tracestate: v
+             platform: v
+             uuid: v
+             x-fincode-key: v",
+        ));
         policy().apply(&mut headers);
         assert_eq!(headers.len(), 10, "{headers:?}");
         assert!(!headers.contains_key(header::CONNECTION));
