@@ -45,10 +45,10 @@ use crate::{
 /// sidecar's own calls.
 pub(crate) type ClientLayers = ServiceBuilder<
     Stack<
-        HookLayer<ClientMetricsLayer>,
+        ClientMetricsLayer,
         Stack<
-            HookLayer<ClientSpanLayer>,
-            Stack<HookLayer<HopByHopLayer>, Stack<RewriteLayer, tower::layer::util::Identity>>,
+            ClientSpanLayer,
+            Stack<HopByHopLayer, Stack<RewriteLayer, tower::layer::util::Identity>>,
         >,
     >,
 >;
@@ -59,11 +59,11 @@ pub(crate) fn client(target: Target, spans: Spans) -> ClientLayers {
     let spans = Arc::new(spans);
     ServiceBuilder::new()
         .layer(CheckLayer { check: target })
-        .layer(HookLayer::new(HopByHopLayer))
-        .layer(HookLayer::new(ClientSpanLayer {
+        .layer(HookLayer::new(HopByHop))
+        .layer(HookLayer::new(ClientSpans {
             spans: spans.clone(),
         }))
-        .layer(HookLayer::new(ClientMetricsLayer { spans }))
+        .layer(HookLayer::new(ClientMetrics { spans }))
 }
 
 // === RewriteLayer ===
@@ -84,26 +84,29 @@ impl<B> Check<B> for Target {
 // === HopByHopLayer ===
 
 /// Hop-by-hop hygiene towards FinCode and back.
+pub(crate) type HopByHopLayer = HookLayer<HopByHop>;
+
+/// The steps of [`HopByHopLayer`], on the request and on the response.
 #[derive(Clone, Copy, Debug)]
-pub(crate) struct HopByHopLayer;
+pub(crate) struct HopByHop;
 
-impl<B> OnRequest<B> for HopByHopLayer {
+impl<B> OnRequest<B> for HopByHop {
     type Body = B;
-    type Finish = HopByHopLayer;
+    type Finish = HopByHop;
 
-    fn on_request(&self, mut req: Request<B>) -> (Request<B>, HopByHopLayer) {
+    fn on_request(&self, mut req: Request<B>) -> (Request<B>, HopByHop) {
         strip_fixed(req.headers_mut());
         // The client derives Host / :authority from the URI.
         req.headers_mut().remove(header::HOST);
         // The pooled connection decides the wire version; the app's h2c must not
         // force HTTP/2 on an HTTP/1.1 connection.
         *req.version_mut() = Version::HTTP_11;
-        (req, HopByHopLayer)
+        (req, HopByHop)
     }
 }
 
 /// FinCode's response without its hop-by-hop headers.
-impl<RB> Finish<Result<Response<RB>, SidecarError>> for HopByHopLayer {
+impl<RB> Finish<Result<Response<RB>, SidecarError>> for HopByHop {
     type Output = Result<Response<RB>, SidecarError>;
 
     fn finish(&mut self, result: Self::Output) -> Self::Output {
@@ -118,15 +121,18 @@ impl<RB> Finish<Result<Response<RB>, SidecarError>> for HopByHopLayer {
 // === ClientSpanLayer ===
 
 /// A `traceparent` and a CLIENT span per try.
+pub(crate) type ClientSpanLayer = HookLayer<ClientSpans>;
+
+/// The request step of [`ClientSpanLayer`].
 #[derive(Clone, Debug)]
-pub(crate) struct ClientSpanLayer {
+pub(crate) struct ClientSpans {
     spans: Arc<Spans>,
 }
 
 /// Records the try's span when it ends.
 pub(crate) struct RecordSpan(Option<(ClientSpan, Arc<Spans>)>);
 
-impl<B> OnRequest<B> for ClientSpanLayer {
+impl<B> OnRequest<B> for ClientSpans {
     type Body = B;
     type Finish = RecordSpan;
 
@@ -173,8 +179,11 @@ impl<RB> Finish<Result<Response<RB>, SidecarError>> for RecordSpan {
 // === ClientMetricsLayer ===
 
 /// The client duration per try.
+pub(crate) type ClientMetricsLayer = HookLayer<ClientMetrics>;
+
+/// The request step of [`ClientMetricsLayer`].
 #[derive(Clone, Debug)]
-pub(crate) struct ClientMetricsLayer {
+pub(crate) struct ClientMetrics {
     spans: Arc<Spans>,
 }
 
@@ -191,7 +200,7 @@ struct Try {
     started: Instant,
 }
 
-impl<B> OnRequest<B> for ClientMetricsLayer {
+impl<B> OnRequest<B> for ClientMetrics {
     type Body = B;
     type Finish = Observed;
 

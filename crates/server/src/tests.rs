@@ -401,6 +401,14 @@ impl tokio_rustls::rustls::server::ResolvesServerCert for NoCert {
     }
 }
 
+/// A connection's activity with one request in flight from now, and now.
+fn one_in_flight() -> (Arc<crate::connections::Activity>, tokio::time::Instant) {
+    let activity = Arc::new(crate::connections::Activity::new());
+    let started = tokio::time::Instant::now();
+    activity.request_started();
+    (activity, started)
+}
+
 #[tokio::test(start_paused = true)]
 async fn idle_means_no_request_in_flight_for_the_whole_timeout() {
     use crate::connections::Activity;
@@ -414,9 +422,7 @@ async fn idle_means_no_request_in_flight_for_the_whole_timeout() {
 
     // A request running far longer than both timeouts is never idle; `between` counts
     // from its end.
-    let busy = Arc::new(Activity::new());
-    let started = tokio::time::Instant::now();
-    busy.request_started();
+    let (busy, started) = one_in_flight();
     let ender = {
         let busy = busy.clone();
         tokio::spawn(async move {
@@ -470,9 +476,7 @@ async fn an_http2_client_that_never_reads_its_response_is_closed_after_the_stall
 async fn stalled_means_in_flight_with_no_progress_for_the_whole_timeout() {
     use crate::connections::Activity;
     let stall = Duration::from_secs(10);
-    let activity = Arc::new(Activity::new());
-    let started = tokio::time::Instant::now();
-    activity.request_started();
+    let (activity, started) = one_in_flight();
     // Progress every 5 s for a minute keeps it alive; then it stops.
     let worker = {
         let activity = activity.clone();
