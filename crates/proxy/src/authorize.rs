@@ -13,11 +13,7 @@
 //! Anything else gets FinCode's 401, and the renewed token serves the app's next call:
 //! a payment is never sent twice.
 
-use std::{
-    future::Future,
-    pin::Pin,
-    task::{Context, Poll},
-};
+use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use fincode_auth::Credentials;
@@ -25,7 +21,11 @@ use http::{HeaderMap, Method, Request, Response, StatusCode};
 use http_body_util::{Either, Full};
 use tower::{Layer, Service, ServiceExt};
 
-use crate::{ErrorKind, SidecarError, head::request_from_head};
+use crate::{
+    ErrorKind, SidecarError,
+    head::request_from_head,
+    svc::{BoxResponseFuture, ReplayStack, take_ready},
+};
 
 /// The header that makes a POST safe to send twice: FinCode deduplicates on it.
 pub(crate) const IDEMPOTENCY_KEY: &str = "x-idempotency-key";
@@ -69,16 +69,9 @@ impl<S> Layer<S> for AuthorizeLayer {
 
 // === impl Authorize ===
 
-type BoxResponseFuture<RB> =
-    Pin<Box<dyn Future<Output = Result<Response<RB>, SidecarError>> + Send>>;
-
 impl<S, B, RB> Service<Request<Either<Full<Bytes>, B>>> for Authorize<S>
 where
-    S: Service<Request<Either<Full<Bytes>, B>>, Response = Response<RB>, Error = SidecarError>
-        + Clone
-        + Send
-        + 'static,
-    S::Future: Send,
+    S: ReplayStack<B, Response = Response<RB>>,
     B: Send + 'static,
     RB: Send + 'static,
 {
@@ -91,9 +84,7 @@ where
     }
 
     fn call(&mut self, req: Request<Either<Full<Bytes>, B>>) -> Self::Future {
-        // Take the service that was driven to readiness; leave a clone in its place.
-        let clone = self.inner.clone();
-        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let mut inner = take_ready(&mut self.inner);
         let credentials = self.credentials.clone();
         Box::pin(async move {
             let (mut parts, body) = req.into_parts();

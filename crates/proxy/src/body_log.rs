@@ -9,19 +9,14 @@
 //! The layer is always in the stack so the body types do not depend on configuration;
 //! when off, each frame costs one branch.
 
-use std::{
-    future::Future,
-    pin::Pin,
-    sync::Arc,
-    task::{Context, Poll},
-};
+use std::sync::Arc;
 
 use bytes::BytesMut;
 use fincode_config::{BodyLevel, LogConfig};
 use fincode_redact::Redactor;
+use fincode_server::hook::{Finish, Hooked, OnReady, OnRequest};
 use http::{HeaderMap, Request, Response};
-use pin_project_lite::pin_project;
-use tower::{Layer, Service};
+use tower::Layer;
 
 use crate::tap::{Tap, TapBody};
 
@@ -40,11 +35,13 @@ pub struct BodyLogLayer {
 }
 
 /// Logs request and response bodies, redacted, when enabled.
-#[derive(Clone, Debug)]
-pub struct BodyLog<S> {
-    inner: S,
-    settings: Option<Arc<Settings>>,
-}
+pub type BodyLog<S> = Hooked<S, BodyLogLayer>;
+
+/// Wraps the response body once the head is ready.
+pub type ResponseFuture<F> = OnReady<F, LogResponse>;
+
+/// What the response needs to be logged: the settings, when on.
+pub struct LogResponse(Option<Arc<Settings>>);
 
 // === impl BodyLogLayer ===
 
@@ -67,63 +64,36 @@ impl<S> Layer<S> for BodyLogLayer {
     type Service = BodyLog<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        BodyLog {
-            inner,
-            settings: self.settings.clone(),
-        }
+        Hooked::new(inner, self.clone())
     }
 }
 
-// === impl BodyLog ===
+impl<B> OnRequest<B> for BodyLogLayer {
+    type Body = LoggedBody<B>;
+    type Finish = LogResponse;
 
-impl<S, B, RB> Service<Request<B>> for BodyLog<S>
-where
-    S: Service<Request<LoggedBody<B>>, Response = Response<RB>>,
-{
-    type Response = Response<LoggedBody<RB>>;
-    type Error = S::Error;
-    type Future = ResponseFuture<S::Future>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, req: Request<B>) -> Self::Future {
+    fn on_request(&self, req: Request<B>) -> (Request<LoggedBody<B>>, LogResponse) {
         let capture = self
             .settings
             .as_ref()
             .map(|settings| Capture::new(settings.clone(), "request", req.headers()));
         let req = req.map(|inner| TapBody::new(inner, capture));
-        ResponseFuture {
-            inner: self.inner.call(req),
-            settings: self.settings.clone(),
-        }
+        (req, LogResponse(self.settings.clone()))
     }
 }
 
-pin_project! {
-    /// Wraps the response body once the head is ready.
-    pub struct ResponseFuture<F> {
-        #[pin]
-        inner: F,
-        settings: Option<Arc<Settings>>,
-    }
-}
+// === impl LogResponse ===
 
-impl<F, RB, E> Future for ResponseFuture<F>
-where
-    F: Future<Output = Result<Response<RB>, E>>,
-{
+impl<RB, E> Finish<Result<Response<RB>, E>> for LogResponse {
     type Output = Result<Response<LoggedBody<RB>>, E>;
 
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let this = self.project();
-        let response = std::task::ready!(this.inner.poll(cx))?;
-        let capture = this
-            .settings
+    fn finish(&mut self, result: Result<Response<RB>, E>) -> Self::Output {
+        let response = result?;
+        let capture = self
+            .0
             .take()
             .map(|settings| Capture::new(settings, "response", response.headers()));
-        Poll::Ready(Ok(response.map(|inner| TapBody::new(inner, capture))))
+        Ok(response.map(|inner| TapBody::new(inner, capture)))
     }
 }
 

@@ -22,21 +22,18 @@
 //! correlation), [`Tries`] (written by observe), [`Route`] (written by observe).
 
 use std::{
-    future::Future,
-    pin::Pin,
     sync::Arc,
-    task::{Context, Poll},
     time::{Instant, SystemTime},
 };
 
+use fincode_server::hook::{Finish, HookLayer, OnRequest};
 use fincode_telemetry::{HttpLabels, status_class};
-use futures_util::future::{self, Either};
 use http::{Request, Response, Version, header};
-use pin_project_lite::pin_project;
-use tower::{Layer, Service, ServiceBuilder, layer::util::Stack};
+use tower::{ServiceBuilder, layer::util::Stack};
 
 use crate::{
     SidecarError,
+    check::{Check, CheckLayer},
     correlation::{TRACEPARENT, TraceContext},
     headers::{mark_sensitive, strip_fixed, strip_hop_by_hop},
     observe::{Tries, method_label},
@@ -61,171 +58,85 @@ pub(crate) fn client(target: Target, spans: Spans) -> ClientLayers {
     // Shared: a try holds a reference until it ends, not a copy of every metric family.
     let spans = Arc::new(spans);
     ServiceBuilder::new()
-        .layer(RewriteLayer { target })
-        .layer(HopByHopLayer)
-        .layer(ClientSpanLayer {
+        .layer(CheckLayer { check: target })
+        .layer(HookLayer::new(HopByHop))
+        .layer(HookLayer::new(ClientSpans {
             spans: spans.clone(),
-        })
-        .layer(ClientMetricsLayer { spans })
+        }))
+        .layer(HookLayer::new(ClientMetrics { spans }))
 }
 
 // === RewriteLayer ===
 
-/// Places the app's path under `upstream.base_url`.
-#[derive(Clone, Debug)]
-pub(crate) struct RewriteLayer {
-    target: Target,
-}
+/// Places the app's path under `upstream.base_url`: the check of a [`CheckLayer`] over a
+/// [`Target`].
+pub(crate) type RewriteLayer = CheckLayer<Target>;
 
-/// See [`RewriteLayer`].
-#[derive(Clone, Debug)]
-pub(crate) struct Rewrite<S> {
-    inner: S,
-    target: Target,
-}
+impl<B> Check<B> for Target {
+    type Body = B;
 
-impl<S> Layer<S> for RewriteLayer {
-    type Service = Rewrite<S>;
-
-    fn layer(&self, inner: S) -> Self::Service {
-        Rewrite {
-            inner,
-            target: self.target.clone(),
-        }
-    }
-}
-
-impl<S, B, RB> Service<Request<B>> for Rewrite<S>
-where
-    S: Service<Request<B>, Response = Response<RB>, Error = SidecarError>,
-{
-    type Response = Response<RB>;
-    type Error = SidecarError;
-    type Future = Either<future::Ready<Result<Response<RB>, SidecarError>>, S::Future>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, mut req: Request<B>) -> Self::Future {
-        match self.target.rewrite(req.uri()) {
-            Ok(uri) => {
-                *req.uri_mut() = uri;
-                Either::Right(self.inner.call(req))
-            }
-            Err(error) => Either::Left(future::ready(Err(error))),
-        }
+    fn check(&self, mut req: Request<B>) -> Result<Request<B>, SidecarError> {
+        *req.uri_mut() = self.rewrite(req.uri())?;
+        Ok(req)
     }
 }
 
 // === HopByHopLayer ===
 
 /// Hop-by-hop hygiene towards FinCode and back.
+pub(crate) type HopByHopLayer = HookLayer<HopByHop>;
+
+/// The steps of [`HopByHopLayer`], on the request and on the response.
 #[derive(Clone, Copy, Debug)]
-pub(crate) struct HopByHopLayer;
+pub(crate) struct HopByHop;
 
-/// See [`HopByHopLayer`].
-#[derive(Clone, Debug)]
-pub(crate) struct HopByHop<S> {
-    inner: S,
-}
+impl<B> OnRequest<B> for HopByHop {
+    type Body = B;
+    type Finish = HopByHop;
 
-impl<S> Layer<S> for HopByHopLayer {
-    type Service = HopByHop<S>;
-
-    fn layer(&self, inner: S) -> Self::Service {
-        HopByHop { inner }
-    }
-}
-
-impl<S, B, RB> Service<Request<B>> for HopByHop<S>
-where
-    S: Service<Request<B>, Response = Response<RB>, Error = SidecarError>,
-{
-    type Response = Response<RB>;
-    type Error = SidecarError;
-    type Future = HopByHopFuture<S::Future>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, mut req: Request<B>) -> Self::Future {
+    fn on_request(&self, mut req: Request<B>) -> (Request<B>, HopByHop) {
         strip_fixed(req.headers_mut());
         // The client derives Host / :authority from the URI.
         req.headers_mut().remove(header::HOST);
         // The pooled connection decides the wire version; the app's h2c must not
         // force HTTP/2 on an HTTP/1.1 connection.
         *req.version_mut() = Version::HTTP_11;
-        HopByHopFuture {
-            inner: self.inner.call(req),
-        }
+        (req, HopByHop)
     }
 }
 
-pin_project! {
-    /// FinCode's response without its hop-by-hop headers.
-    #[derive(Debug)]
-    pub(crate) struct HopByHopFuture<F> {
-        #[pin]
-        inner: F,
-    }
-}
+/// FinCode's response without its hop-by-hop headers.
+impl<RB> Finish<Result<Response<RB>, SidecarError>> for HopByHop {
+    type Output = Result<Response<RB>, SidecarError>;
 
-impl<F, RB> Future for HopByHopFuture<F>
-where
-    F: Future<Output = Result<Response<RB>, SidecarError>>,
-{
-    type Output = F::Output;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let mut response = std::task::ready!(self.project().inner.poll(cx))?;
+    fn finish(&mut self, result: Self::Output) -> Self::Output {
+        let mut response = result?;
         strip_hop_by_hop(response.headers_mut());
         // Never indexed by HPACK on the app's h2c connection.
         mark_sensitive(response.headers_mut(), &[header::SET_COOKIE]);
-        Poll::Ready(Ok(response))
+        Ok(response)
     }
 }
 
 // === ClientSpanLayer ===
 
 /// A `traceparent` and a CLIENT span per try.
+pub(crate) type ClientSpanLayer = HookLayer<ClientSpans>;
+
+/// The request step of [`ClientSpanLayer`].
 #[derive(Clone, Debug)]
-pub(crate) struct ClientSpanLayer {
+pub(crate) struct ClientSpans {
     spans: Arc<Spans>,
 }
 
-/// See [`ClientSpanLayer`].
-#[derive(Clone, Debug)]
-pub(crate) struct ClientSpans<S> {
-    inner: S,
-    spans: Arc<Spans>,
-}
+/// Records the try's span when it ends.
+pub(crate) struct RecordSpan(Option<(ClientSpan, Arc<Spans>)>);
 
-impl<S> Layer<S> for ClientSpanLayer {
-    type Service = ClientSpans<S>;
+impl<B> OnRequest<B> for ClientSpans {
+    type Body = B;
+    type Finish = RecordSpan;
 
-    fn layer(&self, inner: S) -> Self::Service {
-        ClientSpans {
-            inner,
-            spans: self.spans.clone(),
-        }
-    }
-}
-
-impl<S, B, RB> Service<Request<B>> for ClientSpans<S>
-where
-    S: Service<Request<B>, Response = Response<RB>, Error = SidecarError>,
-{
-    type Response = Response<RB>;
-    type Error = SidecarError;
-    type Future = ClientSpanFuture<S::Future>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, mut req: Request<B>) -> Self::Future {
+    fn on_request(&self, mut req: Request<B>) -> (Request<B>, RecordSpan) {
         let resend = req.extensions().get::<Tries>().map_or(0, Tries::start);
         // Each try is a span of its own, and FinCode's parent.
         let span = req
@@ -249,92 +160,39 @@ where
                 resend,
                 authority: req.uri().authority().cloned(),
             });
-        ClientSpanFuture {
-            inner: self.inner.call(req),
-            span: span.map(|span| (span, Arc::clone(&self.spans))),
-        }
+        let record = RecordSpan(span.map(|span| (span, Arc::clone(&self.spans))));
+        (req, record)
     }
 }
 
-pin_project! {
-    /// Records the try's span when it ends.
-    pub(crate) struct ClientSpanFuture<F> {
-        #[pin]
-        inner: F,
-        span: Option<(ClientSpan, Arc<Spans>)>,
-    }
-}
+impl<RB> Finish<Result<Response<RB>, SidecarError>> for RecordSpan {
+    type Output = Result<Response<RB>, SidecarError>;
 
-impl<F, RB> Future for ClientSpanFuture<F>
-where
-    F: Future<Output = Result<Response<RB>, SidecarError>>,
-{
-    type Output = F::Output;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let this = self.project();
-        let result = std::task::ready!(this.inner.poll(cx));
-        if let Some((span, spans)) = this.span.take() {
+    fn finish(&mut self, result: Self::Output) -> Self::Output {
+        if let Some((span, spans)) = self.0.take() {
             spans.traces.record(span.finish(&result));
         }
-        Poll::Ready(result)
+        result
     }
 }
 
 // === ClientMetricsLayer ===
 
 /// The client duration per try.
+pub(crate) type ClientMetricsLayer = HookLayer<ClientMetrics>;
+
+/// The request step of [`ClientMetricsLayer`].
 #[derive(Clone, Debug)]
-pub(crate) struct ClientMetricsLayer {
+pub(crate) struct ClientMetrics {
     spans: Arc<Spans>,
 }
 
-/// See [`ClientMetricsLayer`].
-#[derive(Clone, Debug)]
-pub(crate) struct ClientMetrics<S> {
-    inner: S,
-    spans: Arc<Spans>,
-}
+/// What the metrics layer remembers of a try until it ends; observes the try's
+/// duration then.
+pub(crate) struct Observed(Option<Try>);
 
-impl<S> Layer<S> for ClientMetricsLayer {
-    type Service = ClientMetrics<S>;
-
-    fn layer(&self, inner: S) -> Self::Service {
-        ClientMetrics {
-            inner,
-            spans: self.spans.clone(),
-        }
-    }
-}
-
-impl<S, B, RB> Service<Request<B>> for ClientMetrics<S>
-where
-    S: Service<Request<B>, Response = Response<RB>, Error = SidecarError>,
-{
-    type Response = Response<RB>;
-    type Error = SidecarError;
-    type Future = ClientMetricsFuture<S::Future>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, req: Request<B>) -> Self::Future {
-        let observed = self.spans.metrics.is_some().then(|| Observed {
-            spans: Arc::clone(&self.spans),
-            method: method_label(req.method()),
-            route: req.extensions().get::<Route>().map_or(OTHER, |r| r.0),
-            started: Instant::now(),
-        });
-        ClientMetricsFuture {
-            inner: self.inner.call(req),
-            observed,
-        }
-    }
-}
-
-/// What the metrics layer remembers of a try until it ends.
-struct Observed {
+/// A try being measured.
+struct Try {
     /// Holds the metrics (`spans.metrics` is set).
     spans: Arc<Spans>,
     method: &'static str,
@@ -342,25 +200,26 @@ struct Observed {
     started: Instant,
 }
 
-pin_project! {
-    /// Observes the try's duration when it ends.
-    pub(crate) struct ClientMetricsFuture<F> {
-        #[pin]
-        inner: F,
-        observed: Option<Observed>,
+impl<B> OnRequest<B> for ClientMetrics {
+    type Body = B;
+    type Finish = Observed;
+
+    fn on_request(&self, req: Request<B>) -> (Request<B>, Observed) {
+        let observed = self.spans.metrics.is_some().then(|| Try {
+            spans: Arc::clone(&self.spans),
+            method: method_label(req.method()),
+            route: req.extensions().get::<Route>().map_or(OTHER, |r| r.0),
+            started: Instant::now(),
+        });
+        (req, Observed(observed))
     }
 }
 
-impl<F, RB> Future for ClientMetricsFuture<F>
-where
-    F: Future<Output = Result<Response<RB>, SidecarError>>,
-{
-    type Output = F::Output;
+impl<RB> Finish<Result<Response<RB>, SidecarError>> for Observed {
+    type Output = Result<Response<RB>, SidecarError>;
 
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let this = self.project();
-        let result = std::task::ready!(this.inner.poll(cx));
-        if let Some(observed) = this.observed.take() {
+    fn finish(&mut self, result: Self::Output) -> Self::Output {
+        if let Some(observed) = self.0.take() {
             let status_class = match &result {
                 Ok(response) => status_class(response.status().as_u16()),
                 // No answer at all: its own class, so it is not mistaken for a 5xx.
@@ -375,7 +234,7 @@ where
                 metrics.observe_client(&labels, observed.started.elapsed().as_secs_f64());
             }
         }
-        Poll::Ready(result)
+        result
     }
 }
 

@@ -11,16 +11,14 @@
 
 use std::{
     convert::Infallible,
-    future::Future,
-    pin::Pin,
     task::{Context, Poll},
 };
 
 use bytes::Bytes;
+use fincode_server::hook::{Finish, OnReady};
 use futures_util::future;
 use http::{HeaderValue, Request, Response};
 use http_body_util::{Either, Full};
-use pin_project_lite::pin_project;
 use tower::{Layer, Service};
 
 use crate::{ATTEMPTS_HEADER, SidecarError, correlation::RequestId, observe::Tries};
@@ -103,31 +101,29 @@ where
             Some(error) => future::Either::Right(future::ready(Err(error))),
             None => future::Either::Left(self.inner.call(req)),
         };
-        ResponseFuture { inner, id, tries }
+        OnReady::new(inner, Answer { id, tries })
     }
 }
 
-pin_project! {
-    /// Maps the inner result to a response.
-    #[derive(Debug)]
-    pub struct ResponseFuture<F, RB> {
-        // The inner call, or the inner service's readiness error.
-        #[pin]
-        inner: future::Either<F, future::Ready<Result<Response<RB>, SidecarError>>>,
-        id: RequestId,
-        tries: Option<Tries>,
-    }
+/// Maps the inner result to a response: the inner call, or the inner service's
+/// readiness error, then the [`Answer`].
+pub type ResponseFuture<F, RB> =
+    OnReady<future::Either<F, future::Ready<Result<Response<RB>, SidecarError>>>, Answer>;
+
+/// What the answer to a request needs: its correlation id, and its try count.
+#[derive(Debug)]
+pub struct Answer {
+    id: RequestId,
+    tries: Option<Tries>,
 }
 
-impl<F, RB> Future for ResponseFuture<F, RB>
-where
-    F: Future<Output = Result<Response<RB>, SidecarError>>,
-{
+// === impl Answer ===
+
+impl<RB> Finish<Result<Response<RB>, SidecarError>> for Answer {
     type Output = Result<Response<ResponseBody<RB>>, Infallible>;
 
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let this = self.project();
-        let mut response = match std::task::ready!(this.inner.poll(cx)) {
+    fn finish(&mut self, result: Result<Response<RB>, SidecarError>) -> Self::Output {
+        let mut response = match result {
             Ok(response) => response.map(Either::Left),
             Err(error) => {
                 tracing::debug!(
@@ -135,19 +131,19 @@ where
                     detail = error.detail(),
                     "sidecar error"
                 );
-                let mut response = error.to_response::<Full<Bytes>>(this.id.as_str());
+                let mut response = error.to_response::<Full<Bytes>>(self.id.as_str());
                 // The observe layer counts errors by kind from here.
                 response.extensions_mut().insert(error.kind());
                 response.map(Either::Right)
             }
         };
         // Every answer, FinCode's or ours, says how many tries it took.
-        if let Some(tries) = this.tries {
+        if let Some(tries) = &self.tries {
             response
                 .headers_mut()
                 .insert(ATTEMPTS_HEADER, HeaderValue::from(tries.count()));
         }
-        Poll::Ready(Ok(response))
+        Ok(response)
     }
 }
 
@@ -190,19 +186,27 @@ mod tests {
         }
     }
 
+    /// One request through `service`, once it is ready.
+    async fn send<S>(service: &mut S) -> S::Response
+    where
+        S: Service<Request<Full<bytes::Bytes>>, Error: std::fmt::Debug>,
+    {
+        service
+            .ready()
+            .await
+            .unwrap()
+            .call(Request::new(Full::default()))
+            .await
+            .unwrap()
+    }
+
     #[tokio::test]
     async fn a_readiness_error_answers_the_next_request_without_calling_the_inner_service() {
         let mut service = ErrorResponderLayer::new().layer(FailsReadinessOnce {
             failed: false,
             calls: 0,
         });
-        let response = service
-            .ready()
-            .await
-            .unwrap()
-            .call(Request::new(Full::default()))
-            .await
-            .unwrap();
+        let response = send(&mut service).await;
         assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(
             response.headers()[SIDECAR_ERROR_HEADER],
@@ -212,13 +216,7 @@ mod tests {
         assert_eq!(service.inner.calls, 0, "an unready service is never called");
 
         // The error was answered once; the service is ready again.
-        let response = service
-            .ready()
-            .await
-            .unwrap()
-            .call(Request::new(Full::default()))
-            .await
-            .unwrap();
+        let response = send(&mut service).await;
         assert_eq!(response.status(), StatusCode::OK);
         assert_eq!(service.inner.calls, 1);
     }

@@ -14,35 +14,28 @@
 //! path, so `/SecurityManagement//logout` and `/api/v6/services/securitymanagement/logout`
 //! are the same route here as they may be to FinCode.
 
-use std::{
-    sync::Arc,
-    task::{Context, Poll},
-};
+use std::sync::Arc;
 
-use futures_util::future::{Either, Ready, ready};
 use http::Request;
-use tower::{Layer, Service};
 
-use crate::{ErrorKind, SidecarError, path::PathRefused};
+use crate::{
+    ErrorKind, SidecarError,
+    check::{Check, CheckLayer, Checked},
+    path::PathRefused,
+};
 
 /// The FinCode service that issues and revokes tokens.
 const SECURITY_MANAGEMENT: &str = "securitymanagement";
 
 /// Adds [`Guard`] to a stack.
-#[derive(Clone, Debug)]
-pub struct GuardLayer {
-    rules: Arc<Rules>,
-}
+pub type GuardLayer = CheckLayer<Arc<Rules>>;
 
 /// Refuses bad paths and routes reserved for the sidecar.
-#[derive(Clone, Debug)]
-pub struct Guard<S> {
-    inner: S,
-    rules: Arc<Rules>,
-}
+pub type Guard<S> = Checked<S, Arc<Rules>>;
 
+/// What the guard refuses; built by [`GuardLayer::new`].
 #[derive(Debug)]
-struct Rules {
+pub struct Rules {
     /// `upstream.base_url`'s path, without the trailing `/`.
     base_path: String,
     /// Whether the sidecar owns the credentials (security management is refused).
@@ -64,7 +57,7 @@ impl GuardLayer {
         auth_paths: impl IntoIterator<Item = &'a str>,
     ) -> Self {
         Self {
-            rules: Arc::new(Rules {
+            check: Arc::new(Rules {
                 base_path: base_path.trim_end_matches('/').to_owned(),
                 owns_credentials,
                 auth_paths: auth_paths
@@ -76,21 +69,10 @@ impl GuardLayer {
     }
 }
 
-impl<S> Layer<S> for GuardLayer {
-    type Service = Guard<S>;
-
-    fn layer(&self, inner: S) -> Self::Service {
-        Guard {
-            inner,
-            rules: self.rules.clone(),
-        }
-    }
-}
-
 // === impl Rules ===
 
 impl Rules {
-    fn check<B>(&self, req: &Request<B>) -> Result<(), SidecarError> {
+    fn verify<B>(&self, req: &Request<B>) -> Result<(), SidecarError> {
         if let Some(PathRefused(why)) = req.extensions().get::<PathRefused>() {
             return Err(SidecarError::new(ErrorKind::BadPath, why.to_string()));
         }
@@ -122,25 +104,12 @@ impl Rules {
     }
 }
 
-// === impl Guard ===
+impl<B> Check<B> for Rules {
+    type Body = B;
 
-impl<S, B> Service<Request<B>> for Guard<S>
-where
-    S: Service<Request<B>, Error = SidecarError>,
-{
-    type Response = S::Response;
-    type Error = SidecarError;
-    type Future = Either<Ready<Result<S::Response, SidecarError>>, S::Future>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, req: Request<B>) -> Self::Future {
-        match self.rules.check(&req) {
-            Ok(()) => Either::Right(self.inner.call(req)),
-            Err(error) => Either::Left(ready(Err(error))),
-        }
+    fn check(&self, req: Request<B>) -> Result<Request<B>, SidecarError> {
+        self.verify(&req)?;
+        Ok(req)
     }
 }
 
@@ -159,7 +128,7 @@ mod tests {
 
     fn check(rules: &Rules, path: &str) -> Result<(), ErrorKind> {
         let req = Request::put(path).body(()).unwrap();
-        rules.check(&req).map_err(|e| e.kind())
+        rules.verify(&req).map_err(|e| e.kind())
     }
 
     #[test]
@@ -205,7 +174,7 @@ mod tests {
         let mut req = Request::get("/a/..;/b").body(()).unwrap();
         req.extensions_mut()
             .insert(PathRefused(PathError::PathParameter));
-        let error = rules(false).check(&req).unwrap_err();
+        let error = rules(false).verify(&req).unwrap_err();
         assert_eq!(error.kind(), ErrorKind::BadPath);
         assert!(error.detail().contains("';'"), "{}", error.detail());
     }

@@ -181,26 +181,42 @@ mod tests {
         )
     }
 
+    /// A header map from an HTTP head's header lines, `name: value` one a line, in
+    /// order (a repeated name is appended).
+    fn head(lines: &str) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        for line in lines.lines() {
+            let (name, value) = line.trim().split_once(": ").unwrap();
+            headers.append(
+                HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                HeaderValue::from_str(value).unwrap(),
+            );
+        }
+        headers
+    }
+
+    /// Runs `strip` over the head's headers and checks that only `kept` is left.
+    fn assert_only_kept(lines: &str, strip: impl FnOnce(&mut HeaderMap), kept: (&str, &str)) {
+        let mut headers = head(lines);
+        strip(&mut headers);
+        assert_eq!(headers.len(), 1, "{headers:?}");
+        assert_eq!(headers[kept.0], kept.1);
+    }
+
     #[test]
     fn response_side_strips_standard_and_connection_listed_headers() {
-        let mut headers = HeaderMap::new();
-        headers.insert(
-            header::CONNECTION,
-            HeaderValue::from_static("close, x-private"),
+        assert_only_kept(
+            "connection: close, x-private
+             x-private: 1
+             keep-alive: timeout=5
+             te: trailers
+             transfer-encoding: chunked
+             proxy-connection: keep-alive
+             proxy-status: x
+             x-kept: yes",
+            strip_hop_by_hop,
+            ("x-kept", "yes"),
         );
-        headers.insert("x-private", HeaderValue::from_static("1"));
-        headers.insert("keep-alive", HeaderValue::from_static("timeout=5"));
-        headers.insert(header::TE, HeaderValue::from_static("trailers"));
-        headers.insert(
-            header::TRANSFER_ENCODING,
-            HeaderValue::from_static("chunked"),
-        );
-        headers.insert("proxy-connection", HeaderValue::from_static("keep-alive"));
-        headers.insert("proxy-status", HeaderValue::from_static("x"));
-        headers.insert("x-kept", HeaderValue::from_static("yes"));
-        strip_hop_by_hop(&mut headers);
-        assert_eq!(headers.len(), 1, "{headers:?}");
-        assert_eq!(headers["x-kept"], "yes");
     }
 
     #[test]
@@ -213,20 +229,18 @@ mod tests {
                  x-correlation-id, traceparent, tracestate, platform, uuid, x-fincode-key",
             ),
         );
-        for name in [
-            "x-idempotency-key",
-            "x-auth-token",
-            "authorization",
-            "x-request-id",
-            "x-correlation-id",
-            "traceparent",
-            "tracestate",
-            "platform",
-            "uuid",
-            "x-fincode-key",
-        ] {
-            headers.insert(name, HeaderValue::from_static("v"));
-        }
+        headers.extend(head(
+            "x-idempotency-key: v
+             x-auth-token: v
+             authorization: v
+             x-request-id: v
+             x-correlation-id: v
+             traceparent: v
+             tracestate: v
+             platform: v
+             uuid: v
+             x-fincode-key: v",
+        ));
         policy().apply(&mut headers);
         assert_eq!(headers.len(), 10, "{headers:?}");
         assert!(!headers.contains_key(header::CONNECTION));
@@ -234,47 +248,42 @@ mod tests {
 
     #[test]
     fn ingress_strips_connection_listed_and_fixed_hop_by_hop_headers() {
-        let mut headers = HeaderMap::new();
-        headers.append(
-            header::CONNECTION,
-            HeaderValue::from_static("x-a, , bad name"),
+        assert_only_kept(
+            "connection: x-a, , bad name
+             Connection: X-B
+             x-a: 1
+             x-b: 1
+             upgrade: h2c
+             trailer: x
+             proxy-authorization: x
+             proxy-connection: x
+             x-idempotency-key: k",
+            |headers| policy().apply(headers),
+            ("x-idempotency-key", "k"),
         );
-        headers.append(header::CONNECTION, HeaderValue::from_static("X-B"));
-        headers.insert("x-a", HeaderValue::from_static("1"));
-        headers.insert("x-b", HeaderValue::from_static("1"));
-        headers.insert(header::UPGRADE, HeaderValue::from_static("h2c"));
-        headers.insert(header::TRAILER, HeaderValue::from_static("x"));
-        headers.insert(header::PROXY_AUTHORIZATION, HeaderValue::from_static("x"));
-        headers.insert("proxy-connection", HeaderValue::from_static("x"));
-        headers.insert("x-idempotency-key", HeaderValue::from_static("k"));
-        policy().apply(&mut headers);
-        assert_eq!(headers.len(), 1, "{headers:?}");
-        assert_eq!(headers["x-idempotency-key"], "k");
     }
 
     #[test]
     fn upstream_side_strips_only_the_fixed_list() {
-        let mut headers = HeaderMap::new();
-        headers.insert(
-            header::CONNECTION,
-            HeaderValue::from_static("x-idempotency-key"),
+        assert_only_kept(
+            "connection: x-idempotency-key
+             x-idempotency-key: k
+             proxy-authorization: x",
+            strip_fixed,
+            ("x-idempotency-key", "k"),
         );
-        headers.insert("x-idempotency-key", HeaderValue::from_static("k"));
-        headers.insert("proxy-authorization", HeaderValue::from_static("x"));
-        strip_fixed(&mut headers);
-        assert_eq!(headers.len(), 1, "{headers:?}");
-        assert_eq!(headers["x-idempotency-key"], "k");
     }
 
     #[test]
     fn secrets_are_marked_sensitive_and_others_not() {
-        let mut headers = HeaderMap::new();
-        headers.insert("password", HeaderValue::from_static("enc-pin"));
-        headers.append(header::COOKIE, HeaderValue::from_static("a=1"));
-        headers.append(header::COOKIE, HeaderValue::from_static("b=2"));
-        headers.insert("x-fincode-key", HeaderValue::from_static("t"));
-        headers.insert("pin", HeaderValue::from_static("1234"));
-        headers.insert("x-idempotency-key", HeaderValue::from_static("k"));
+        let mut headers = head(
+            "password: enc-pin
+             cookie: a=1
+             cookie: b=2
+             x-fincode-key: t
+             pin: 1234
+             x-idempotency-key: k",
+        );
         policy().apply(&mut headers);
         for (name, value) in &headers {
             assert_eq!(value.is_sensitive(), name != "x-idempotency-key", "{name}");

@@ -50,11 +50,13 @@
 //! | `Tries` | observe | error responder, audit, client span (counts each try) |
 //! | `ReplayBody` | retry (the buffered body) | authorize (replays after a new token) |
 
+pub mod admit;
 pub mod audit;
 pub mod authorize;
 pub mod body_log;
 pub mod breaker;
 pub mod catch_panic;
+pub mod check;
 mod client;
 pub mod correlation;
 mod error;
@@ -71,6 +73,7 @@ pub mod reload;
 pub mod retry;
 pub mod routes;
 pub mod shed;
+mod svc;
 pub mod tap;
 mod upstream;
 

@@ -7,30 +7,27 @@
 //! limit, so the sidecar never buffers an unbounded body and FinCode never receives a
 //! complete oversized one.
 
-use std::task::{Context, Poll};
-
-use futures_util::future::{Either, Ready, ready};
 use http::{Request, header};
 use http_body_util::Limited;
-use tower::{Layer, Service};
 
-use crate::{ErrorKind, SidecarError};
+use crate::{
+    ErrorKind, SidecarError,
+    check::{Check, CheckLayer, Checked},
+};
 
 /// Per-header overhead counted on top of name and value (": " and CRLF), so the limit
 /// means the same as the bytes on the wire for HTTP/1.1.
 const HEADER_OVERHEAD: usize = 4;
 
 /// Adds [`RequestLimits`] to a stack.
-#[derive(Clone, Copy, Debug)]
-pub struct RequestLimitsLayer {
-    max_body: u64,
-    max_head: usize,
-}
+pub type RequestLimitsLayer = CheckLayer<SizeLimits>;
 
 /// Enforces head and body size limits.
-#[derive(Clone, Debug)]
-pub struct RequestLimits<S> {
-    inner: S,
+pub type RequestLimits<S> = Checked<S, SizeLimits>;
+
+/// The head and body size limits; built by [`RequestLimitsLayer::new`].
+#[derive(Clone, Copy, Debug)]
+pub struct SizeLimits {
     max_body: u64,
     max_head: usize,
 }
@@ -40,26 +37,18 @@ pub struct RequestLimits<S> {
 impl RequestLimitsLayer {
     /// Limits in bytes for the body and for the request head (line plus headers).
     pub fn new(max_body: u64, max_head: usize) -> Self {
-        Self { max_body, max_head }
-    }
-}
-
-impl<S> Layer<S> for RequestLimitsLayer {
-    type Service = RequestLimits<S>;
-
-    fn layer(&self, inner: S) -> Self::Service {
-        RequestLimits {
-            inner,
-            max_body: self.max_body,
-            max_head: self.max_head,
+        Self {
+            check: SizeLimits { max_body, max_head },
         }
     }
 }
 
-// === impl RequestLimits ===
+// === impl SizeLimits ===
 
-impl<S> RequestLimits<S> {
-    fn check<B>(&self, req: &Request<B>) -> Result<(), SidecarError> {
+impl<B> Check<B> for SizeLimits {
+    type Body = Limited<B>;
+
+    fn check(&self, req: Request<B>) -> Result<Request<Limited<B>>, SidecarError> {
         let head = req.method().as_str().len()
             + req.uri().path_and_query().map_or(0, |p| p.as_str().len())
             + req
@@ -84,7 +73,9 @@ impl<S> RequestLimits<S> {
         if let Some(len) = declared.filter(|len| *len > self.max_body) {
             return Err(body_too_large(len, self.max_body));
         }
-        Ok(())
+        // `Limited` counts in usize; a limit beyond the address space is no limit.
+        let max = usize::try_from(self.max_body).unwrap_or(usize::MAX);
+        Ok(req.map(|body| Limited::new(body, max)))
     }
 }
 
@@ -96,26 +87,4 @@ pub(crate) fn body_too_large(len: u64, max: u64) -> SidecarError {
             "the request body is {len} bytes or more, over the limit of {max} (limits.max_request_body_bytes)"
         ),
     )
-}
-
-impl<S, B> Service<Request<B>> for RequestLimits<S>
-where
-    S: Service<Request<Limited<B>>, Error = SidecarError>,
-{
-    type Response = S::Response;
-    type Error = SidecarError;
-    type Future = Either<Ready<Result<S::Response, SidecarError>>, S::Future>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, req: Request<B>) -> Self::Future {
-        if let Err(error) = self.check(&req) {
-            return Either::Left(ready(Err(error)));
-        }
-        // `Limited` counts in usize; a limit beyond the address space is no limit.
-        let max = usize::try_from(self.max_body).unwrap_or(usize::MAX);
-        Either::Right(self.inner.call(req.map(|body| Limited::new(body, max))))
-    }
 }

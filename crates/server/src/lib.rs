@@ -40,6 +40,7 @@
 
 mod catch_panic;
 mod connections;
+pub mod hook;
 mod metrics;
 pub mod tls;
 mod track;
@@ -69,6 +70,7 @@ pub use tokio_util::sync::CancellationToken;
 use self::{
     catch_panic::CatchPanic,
     connections::{Connections, Slot},
+    hook::Hooked,
     track::Track,
 };
 pub use self::{
@@ -402,7 +404,13 @@ where
     // From the accept: the TLS handshake, the preface and the first head all count.
     let mut idle = pin!(activity.idle_for(conn.timeouts.first_request, conn.timeouts.idle));
     let stalled = pin!(activity.stalled_for(conn.timeouts.stall));
-    let service = TowerToHyperService::new(Track::new(conn.service, peer, activity.clone()));
+    let service = TowerToHyperService::new(Hooked::new(
+        conn.service,
+        Track {
+            peer,
+            activity: activity.clone(),
+        },
+    ));
     let result = match conn.tls {
         None => {
             let io = TokioIo::new(stream);

@@ -17,10 +17,24 @@ use tokio::{
 
 use super::*;
 
+/// The short timeout the tests wait out.
+const SHORT: Duration = Duration::from_millis(400);
+/// A timeout too long to be what a test sees.
+const LONG: Duration = Duration::from_secs(30);
+
 fn limits(max_connections: usize) -> ListenerLimits {
+    timeouts(SHORT, SHORT, max_connections)
+}
+
+/// [`limits`] with its header-read and idle timeouts chosen.
+fn timeouts(
+    header_read_timeout: Duration,
+    idle_timeout: Duration,
+    max_connections: usize,
+) -> ListenerLimits {
     ListenerLimits {
-        header_read_timeout: Duration::from_millis(400),
-        idle_timeout: Duration::from_millis(400),
+        header_read_timeout,
+        idle_timeout,
         max_connections,
         ..ListenerLimits::default()
     }
@@ -117,8 +131,39 @@ async fn start(limits: ListenerLimits, drain: Duration) -> Running {
     }
 }
 
+/// [`start`] with a drain deadline of a second.
+async fn serve(limits: ListenerLimits) -> Running {
+    start(limits, Duration::from_secs(1)).await
+}
+
 fn get(path: &str) -> String {
     format!("GET {path} HTTP/1.1\r\nhost: test\r\n\r\n")
+}
+
+/// A new connection to `addr` that has sent `GET path`.
+async fn send(addr: SocketAddr, path: &str) -> TcpStream {
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    stream.write_all(get(path).as_bytes()).await.unwrap();
+    stream
+}
+
+/// A connection closed at a 400 ms timeout: not before it, and not long after.
+fn assert_cut_at_the_timeout(closed: Duration) {
+    assert!(
+        closed >= Duration::from_millis(300) && closed < Duration::from_secs(3),
+        "{closed:?}"
+    );
+}
+
+/// Waits for the server to close a client connection (`expect`: what it shows), and
+/// checks that it took at least the 400 ms timeout.
+async fn assert_closed_after_the_timeout<T>(driver: tokio::task::JoinHandle<T>, expect: &str) {
+    let started = Instant::now();
+    let _ = tokio::time::timeout(Duration::from_secs(3), driver)
+        .await
+        .expect(expect)
+        .unwrap();
+    assert!(started.elapsed() >= Duration::from_millis(300));
 }
 
 /// Reads until the response's body (the peer address) arrives or the server closes.
@@ -168,9 +213,8 @@ async fn wait_until(what: &str, mut check: impl AsyncFnMut() -> bool) {
 
 #[tokio::test]
 async fn a_request_is_answered_and_sees_its_peer() {
-    let running = start(limits(8), Duration::from_secs(1)).await;
-    let mut stream = TcpStream::connect(running.addr).await.unwrap();
-    stream.write_all(get("/").as_bytes()).await.unwrap();
+    let running = serve(limits(8)).await;
+    let mut stream = send(running.addr, "/").await;
     let local = stream.local_addr().unwrap().to_string();
     let answer = read_some(&mut stream).await;
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
@@ -184,33 +228,15 @@ async fn a_request_is_answered_and_sees_its_peer() {
 async fn a_silent_connection_is_closed_after_the_header_read_timeout() {
     // Nothing sent: hyper's auto builder is still detecting the protocol, where hyper
     // itself has no timer.
-    let running = start(
-        ListenerLimits {
-            idle_timeout: Duration::from_secs(30),
-            ..limits(8)
-        },
-        Duration::from_secs(1),
-    )
-    .await;
+    let running = serve(timeouts(SHORT, LONG, 8)).await;
     let mut stream = TcpStream::connect(running.addr).await.unwrap();
-    let closed = time_to_close(&mut stream).await;
-    assert!(
-        closed >= Duration::from_millis(300) && closed < Duration::from_secs(3),
-        "{closed:?}"
-    );
+    assert_cut_at_the_timeout(time_to_close(&mut stream).await);
     wait_for("the gauge to drop", || running.metrics.open("test") == 0).await;
 }
 
 #[tokio::test]
 async fn a_trickled_head_is_cut_at_the_header_read_timeout() {
-    let running = start(
-        ListenerLimits {
-            idle_timeout: Duration::from_secs(30),
-            ..limits(8)
-        },
-        Duration::from_secs(1),
-    )
-    .await;
+    let running = serve(timeouts(SHORT, LONG, 8)).await;
     let mut stream = TcpStream::connect(running.addr).await.unwrap();
     let started = Instant::now();
     // A byte every 50 ms: the connection is never silent, the head never complete.
@@ -230,37 +256,17 @@ async fn a_trickled_head_is_cut_at_the_header_read_timeout() {
 
 #[tokio::test]
 async fn an_idle_keep_alive_connection_is_closed_after_the_idle_timeout() {
-    let running = start(
-        ListenerLimits {
-            // hyper would also cut an idle HTTP/1 connection at its header-read timeout;
-            // make that long so the idle timeout is what is seen.
-            header_read_timeout: Duration::from_secs(30),
-            ..limits(8)
-        },
-        Duration::from_secs(1),
-    )
-    .await;
-    let mut stream = TcpStream::connect(running.addr).await.unwrap();
-    stream.write_all(get("/").as_bytes()).await.unwrap();
+    // hyper would also cut an idle HTTP/1 connection at its header-read timeout; make
+    // that long so the idle timeout is what is seen.
+    let running = serve(timeouts(LONG, SHORT, 8)).await;
+    let mut stream = send(running.addr, "/").await;
     assert!(read_some(&mut stream).await.starts_with("HTTP/1.1 200"));
-    let closed = time_to_close(&mut stream).await;
-    assert!(
-        closed >= Duration::from_millis(300) && closed < Duration::from_secs(3),
-        "{closed:?}"
-    );
+    assert_cut_at_the_timeout(time_to_close(&mut stream).await);
 }
 
 #[tokio::test]
 async fn at_the_cap_the_oldest_idle_connection_makes_room() {
-    let running = start(
-        ListenerLimits {
-            header_read_timeout: Duration::from_secs(30),
-            idle_timeout: Duration::from_secs(30),
-            ..limits(2)
-        },
-        Duration::from_secs(1),
-    )
-    .await;
+    let running = serve(timeouts(LONG, LONG, 2)).await;
     let mut oldest = TcpStream::connect(running.addr).await.unwrap();
     wait_for("the first connection", || running.metrics.open("test") == 1).await;
     let _second = TcpStream::connect(running.addr).await.unwrap();
@@ -269,8 +275,7 @@ async fn at_the_cap_the_oldest_idle_connection_makes_room() {
     })
     .await;
 
-    let mut probe = TcpStream::connect(running.addr).await.unwrap();
-    probe.write_all(get("/healthz").as_bytes()).await.unwrap();
+    let mut probe = send(running.addr, "/healthz").await;
     assert!(read_some(&mut probe).await.starts_with("HTTP/1.1 200"));
     assert!(time_to_close(&mut oldest).await < Duration::from_secs(1));
     assert_eq!(running.metrics.rejected("test", "evicted_idle"), 1);
@@ -279,12 +284,10 @@ async fn at_the_cap_the_oldest_idle_connection_makes_room() {
 
 #[tokio::test]
 async fn at_the_cap_with_every_connection_busy_the_new_one_is_closed() {
-    let running = start(limits(2), Duration::from_secs(1)).await;
+    let running = serve(limits(2)).await;
     let mut busy = Vec::new();
     for _ in 0..2 {
-        let mut stream = TcpStream::connect(running.addr).await.unwrap();
-        stream.write_all(get("/slow").as_bytes()).await.unwrap();
-        busy.push(stream);
+        busy.push(send(running.addr, "/slow").await);
     }
     wait_for("two connections", || running.metrics.open("test") == 2).await;
     wait_for("two requests in flight", || running.arrived() == 2).await;
@@ -305,8 +308,7 @@ async fn at_the_cap_with_every_connection_busy_the_new_one_is_closed() {
 #[tokio::test]
 async fn shutdown_lets_a_request_in_flight_finish_and_stops_accepting() {
     let running = start(limits(8), Duration::from_secs(5)).await;
-    let mut stream = TcpStream::connect(running.addr).await.unwrap();
-    stream.write_all(get("/slow").as_bytes()).await.unwrap();
+    let mut stream = send(running.addr, "/slow").await;
     wait_for("the request in flight", || running.arrived() == 1).await;
     running.shutdown.cancel();
     wait_until("no longer accepting", async || {
@@ -325,8 +327,7 @@ async fn shutdown_lets_a_request_in_flight_finish_and_stops_accepting() {
 #[tokio::test]
 async fn a_request_still_running_at_the_drain_deadline_is_cut() {
     let running = start(limits(8), Duration::from_millis(300)).await;
-    let mut stream = TcpStream::connect(running.addr).await.unwrap();
-    stream.write_all(get("/slow").as_bytes()).await.unwrap();
+    let mut stream = send(running.addr, "/slow").await;
     wait_for("the request in flight", || running.arrived() == 1).await;
     let started = Instant::now();
     running.shutdown.cancel();
@@ -340,14 +341,7 @@ async fn a_request_still_running_at_the_drain_deadline_is_cut() {
 
 #[tokio::test]
 async fn an_idle_http2_connection_is_closed_after_the_idle_timeout() {
-    let running = start(
-        ListenerLimits {
-            header_read_timeout: Duration::from_secs(30),
-            ..limits(8)
-        },
-        Duration::from_secs(1),
-    )
-    .await;
+    let running = serve(timeouts(LONG, SHORT, 8)).await;
     let stream = TcpStream::connect(running.addr).await.unwrap();
     let (mut sender, connection) =
         hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
@@ -360,13 +354,7 @@ async fn an_idle_http2_connection_is_closed_after_the_idle_timeout() {
     let response = sender.send_request(request).await.unwrap();
     assert_eq!(response.status(), 200);
     drop(response);
-    let started = Instant::now();
-    tokio::time::timeout(Duration::from_secs(3), driver)
-        .await
-        .expect("the idle HTTP/2 connection was closed")
-        .unwrap()
-        .ok();
-    assert!(started.elapsed() >= Duration::from_millis(300));
+    assert_closed_after_the_timeout(driver, "the idle HTTP/2 connection was closed").await;
     wait_for("the gauge to drop", || running.metrics.open("test") == 0).await;
 }
 
@@ -383,14 +371,8 @@ async fn a_silent_tls_client_is_closed_after_the_header_read_timeout() {
         .unwrap()
         .with_no_client_auth()
         .with_cert_resolver(Arc::new(NoCert));
-        let server = Server::new(
-            "tls",
-            &ListenerLimits {
-                idle_timeout: Duration::from_secs(30),
-                ..limits(8)
-            },
-        )
-        .with_tls(Some(TlsAcceptor::from(Arc::new(config))));
+        let server = Server::new("tls", &timeouts(SHORT, LONG, 8))
+            .with_tls(Some(TlsAcceptor::from(Arc::new(config))));
         tokio::spawn(server.serve(
             listener,
             Echo {
@@ -403,11 +385,7 @@ async fn a_silent_tls_client_is_closed_after_the_header_read_timeout() {
         addr
     };
     let mut stream = TcpStream::connect(running).await.unwrap();
-    let closed = time_to_close(&mut stream).await;
-    assert!(
-        closed >= Duration::from_millis(300) && closed < Duration::from_secs(3),
-        "{closed:?}"
-    );
+    assert_cut_at_the_timeout(time_to_close(&mut stream).await);
 }
 
 /// Never offers a certificate; the handshake never gets that far in the test anyway.
@@ -423,6 +401,14 @@ impl tokio_rustls::rustls::server::ResolvesServerCert for NoCert {
     }
 }
 
+/// A connection's activity with one request in flight from now, and now.
+fn one_in_flight() -> (Arc<crate::connections::Activity>, tokio::time::Instant) {
+    let activity = Arc::new(crate::connections::Activity::new());
+    let started = tokio::time::Instant::now();
+    activity.request_started();
+    (activity, started)
+}
+
 #[tokio::test(start_paused = true)]
 async fn idle_means_no_request_in_flight_for_the_whole_timeout() {
     use crate::connections::Activity;
@@ -436,9 +422,7 @@ async fn idle_means_no_request_in_flight_for_the_whole_timeout() {
 
     // A request running far longer than both timeouts is never idle; `between` counts
     // from its end.
-    let busy = Arc::new(Activity::new());
-    let started = tokio::time::Instant::now();
-    busy.request_started();
+    let (busy, started) = one_in_flight();
     let ender = {
         let busy = busy.clone();
         tokio::spawn(async move {
@@ -457,15 +441,10 @@ async fn idle_means_no_request_in_flight_for_the_whole_timeout() {
 
 #[tokio::test]
 async fn an_http2_client_that_never_reads_its_response_is_closed_after_the_stall_timeout() {
-    let running = start(
-        ListenerLimits {
-            header_read_timeout: Duration::from_secs(30),
-            idle_timeout: Duration::from_secs(30),
-            stall_timeout: Duration::from_millis(500),
-            ..limits(8)
-        },
-        Duration::from_secs(1),
-    )
+    let running = serve(ListenerLimits {
+        stall_timeout: Duration::from_millis(500),
+        ..timeouts(LONG, LONG, 8)
+    })
     .await;
     let stream = TcpStream::connect(running.addr).await.unwrap();
     // A window of 0: the server may send the head but never a byte of the body, while the
@@ -487,13 +466,7 @@ async fn an_http2_client_that_never_reads_its_response_is_closed_after_the_stall
     })
     .await;
 
-    let started = Instant::now();
-    tokio::time::timeout(Duration::from_secs(3), driver)
-        .await
-        .expect("the stalled HTTP/2 connection was closed")
-        .unwrap()
-        .ok();
-    assert!(started.elapsed() >= Duration::from_millis(300));
+    assert_closed_after_the_timeout(driver, "the stalled HTTP/2 connection was closed").await;
     wait_for("the slot to be freed", || running.metrics.open("test") == 0).await;
     assert_eq!(running.metrics.stalled("test"), 1);
     drop(response);
@@ -503,9 +476,7 @@ async fn an_http2_client_that_never_reads_its_response_is_closed_after_the_stall
 async fn stalled_means_in_flight_with_no_progress_for_the_whole_timeout() {
     use crate::connections::Activity;
     let stall = Duration::from_secs(10);
-    let activity = Arc::new(Activity::new());
-    let started = tokio::time::Instant::now();
-    activity.request_started();
+    let (activity, started) = one_in_flight();
     // Progress every 5 s for a minute keeps it alive; then it stops.
     let worker = {
         let activity = activity.clone();
@@ -531,25 +502,12 @@ async fn stalled_means_in_flight_with_no_progress_for_the_whole_timeout() {
 
 #[tokio::test]
 async fn at_the_cap_with_none_idle_the_oldest_unverified_request_makes_room() {
-    let running = start(
-        ListenerLimits {
-            header_read_timeout: Duration::from_secs(30),
-            idle_timeout: Duration::from_secs(30),
-            ..limits(3)
-        },
-        Duration::from_secs(1),
-    )
-    .await;
+    let running = serve(timeouts(LONG, LONG, 3)).await;
     // One busy with a trusted request, two with unverified ones (the older first).
-    let mut busy = TcpStream::connect(running.addr).await.unwrap();
-    busy.write_all(get("/slow").as_bytes()).await.unwrap();
+    let mut busy = send(running.addr, "/slow").await;
     let mut unverified = Vec::new();
     for _ in 0..2 {
-        let mut stream = TcpStream::connect(running.addr).await.unwrap();
-        stream
-            .write_all(get("/unverified").as_bytes())
-            .await
-            .unwrap();
+        let stream = send(running.addr, "/unverified").await;
         wait_for("the connection", || {
             running.metrics.open("test") == 2 + i64::try_from(unverified.len()).unwrap()
         })
@@ -559,8 +517,7 @@ async fn at_the_cap_with_none_idle_the_oldest_unverified_request_makes_room() {
     wait_for("three connections", || running.metrics.open("test") == 3).await;
     wait_for("three requests in flight", || running.arrived() == 3).await;
 
-    let mut probe = TcpStream::connect(running.addr).await.unwrap();
-    probe.write_all(get("/healthz").as_bytes()).await.unwrap();
+    let mut probe = send(running.addr, "/healthz").await;
     assert!(read_some(&mut probe).await.starts_with("HTTP/1.1 200"));
     assert!(time_to_close(&mut unverified[0]).await < Duration::from_secs(1));
     assert_eq!(running.metrics.rejected("test", "evicted_unverified"), 1);
@@ -578,9 +535,8 @@ async fn at_the_cap_with_none_idle_the_oldest_unverified_request_makes_room() {
 
 #[tokio::test]
 async fn a_panicking_handler_answers_500_without_its_message_and_is_counted() {
-    let running = start(limits(8), Duration::from_secs(1)).await;
-    let mut stream = TcpStream::connect(running.addr).await.unwrap();
-    stream.write_all(get("/panic").as_bytes()).await.unwrap();
+    let running = serve(limits(8)).await;
+    let mut stream = send(running.addr, "/panic").await;
     let answer = read_some(&mut stream).await;
     assert!(answer.starts_with("HTTP/1.1 500"), "{answer:?}");
     assert!(!answer.contains("hunter2"), "{answer}");

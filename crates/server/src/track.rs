@@ -3,7 +3,6 @@
 
 use std::{
     convert::Infallible,
-    future::Future,
     net::SocketAddr,
     pin::Pin,
     sync::Arc,
@@ -13,9 +12,11 @@ use std::{
 use http::{Request, Response};
 use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
-use tower::Service;
 
-use crate::connections::Activity;
+use crate::{
+    connections::Activity,
+    hook::{Finish, OnRequest},
+};
 
 /// The client's address, as a request extension.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -36,11 +37,12 @@ pub struct Evictable(Arc<Activity>);
 #[must_use = "the request is evictable only while the guard lives"]
 pub struct EvictableGuard(Arc<Activity>);
 
+/// Counts each request in flight on its connection and hands it the peer: the steps of
+/// the [`Hooked`](crate::hook::Hooked) service every connection's service is wrapped in.
 #[derive(Clone)]
-pub(crate) struct Track<S> {
-    inner: S,
-    peer: SocketAddr,
-    activity: Arc<Activity>,
+pub(crate) struct Track {
+    pub(crate) peer: SocketAddr,
+    pub(crate) activity: Arc<Activity>,
 }
 
 /// Counts one request in flight until dropped.
@@ -79,62 +81,33 @@ impl Drop for EvictableGuard {
 
 // === impl Track ===
 
-impl<S> Track<S> {
-    pub(crate) fn new(inner: S, peer: SocketAddr, activity: Arc<Activity>) -> Self {
-        Self {
-            inner,
-            peer,
-            activity,
-        }
-    }
-}
+impl<B> OnRequest<B> for Track {
+    type Body = B;
+    type Finish = UntilBodyDone;
 
-impl<S, ReqB, B> Service<Request<ReqB>> for Track<S>
-where
-    S: Service<Request<ReqB>, Response = Response<B>, Error = Infallible>,
-{
-    type Response = Response<TrackedBody<B>>;
-    type Error = Infallible;
-    type Future = TrackFuture<S::Future>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, mut req: Request<ReqB>) -> Self::Future {
+    fn on_request(&self, mut req: Request<B>) -> (Request<B>, UntilBodyDone) {
         let in_flight = InFlight::new(self.activity.clone());
         req.extensions_mut().insert(Peer(self.peer));
         req.extensions_mut()
             .insert(Evictable(self.activity.clone()));
-        TrackFuture {
-            inner: self.inner.call(req),
-            in_flight: Some(in_flight),
-        }
+        (req, UntilBodyDone(Some(in_flight)))
     }
 }
 
-pin_project! {
-    pub(crate) struct TrackFuture<F> {
-        #[pin]
-        inner: F,
-        in_flight: Option<InFlight>,
-    }
-}
+/// Hands the request's count to its response body once the head is ready (which is
+/// progress too).
+pub(crate) struct UntilBodyDone(Option<InFlight>);
 
-impl<F, B> Future for TrackFuture<F>
-where
-    F: Future<Output = Result<Response<B>, Infallible>>,
-{
+impl<B> Finish<Result<Response<B>, Infallible>> for UntilBodyDone {
     type Output = Result<Response<TrackedBody<B>>, Infallible>;
 
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let this = self.project();
-        let Ok(response) = std::task::ready!(this.inner.poll(cx));
-        let in_flight = this.in_flight.take();
+    fn finish(&mut self, output: Result<Response<B>, Infallible>) -> Self::Output {
+        let Ok(response) = output;
+        let in_flight = self.0.take();
         if let Some(in_flight) = &in_flight {
             in_flight.0.progress();
         }
-        Poll::Ready(Ok(response.map(|inner| TrackedBody { inner, in_flight })))
+        Ok(response.map(|inner| TrackedBody { inner, in_flight }))
     }
 }
 

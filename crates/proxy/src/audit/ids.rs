@@ -210,49 +210,74 @@ impl<'a> Scanner<'a> {
     fn object(&mut self, found: &mut Found, response: bool, data: bool) -> Option<()> {
         // The objects this one's values are inside: the top, and `data` in it.
         let depth = if data { 2 } else { 1 };
-        self.expect(b'{')?;
-        self.skip_whitespace();
-        if self.peek()? == b'}' {
-            self.at += 1;
-            return Some(());
-        }
-        loop {
-            self.skip_whitespace();
-            let key = self.string()?;
-            let key = if key.escaped {
-                classify(key.decode()?.as_bytes())
-            } else {
-                classify(&key.quoted[1..key.quoted.len() - 1])
-            };
-            self.skip_whitespace();
-            self.expect(b':')?;
-            self.skip_whitespace();
-            match key {
-                Key::Id(name) => self.id(found, name, depth)?,
-                Key::DataId if data && response => self.id(found, "transaction_id", depth)?,
+        self.members(b'{', b'}', |this| {
+            match this.key()? {
+                Key::Id(name) => this.id(found, name, depth)?,
+                Key::DataId if data && response => this.id(found, "transaction_id", depth)?,
                 Key::Status if !data && response => {
-                    if let Scalar::Text(status) = self.scalar(depth)? {
+                    if let Scalar::Text(status) = this.scalar(depth)? {
                         found.failed = status != "SUCCESS";
                         found.succeeded = status == "SUCCESS";
                     }
                 }
                 Key::Code if !data && response => {
-                    found.code = match self.scalar(depth)? {
+                    found.code = match this.scalar(depth)? {
                         Scalar::Text(code) if is_code(&code) => Some(code),
                         Scalar::Text(_) | Scalar::Other => None,
                     };
                 }
-                Key::Data if !data && self.peek()? == b'{' => {
-                    self.object(found, response, true)?;
+                Key::Data if !data && this.peek()? == b'{' => {
+                    this.object(found, response, true)?;
                 }
                 Key::DataId | Key::Status | Key::Code | Key::Data | Key::Other => {
-                    self.skip_value(depth)?;
+                    this.skip_value(depth)?;
                 }
             }
+            Some(())
+        })
+    }
+
+    /// An object member's key, classified, and the `:` after it.
+    fn key(&mut self) -> Option<Key> {
+        let key = self.string()?;
+        let key = if key.escaped {
+            classify(key.decode()?.as_bytes())
+        } else {
+            classify(&key.quoted[1..key.quoted.len() - 1])
+        };
+        self.colon()?;
+        Some(key)
+    }
+
+    /// The `:` between a member's key and its value, with the whitespace around it.
+    fn colon(&mut self) -> Option<()> {
+        self.skip_whitespace();
+        self.expect(b':')?;
+        self.skip_whitespace();
+        Some(())
+    }
+
+    /// The members of an object (`{`, `}`) or an array (`[`, `]`), each read by
+    /// `member` (with the whitespace around it passed over), up to the closing byte.
+    fn members(
+        &mut self,
+        open: u8,
+        close: u8,
+        mut member: impl FnMut(&mut Self) -> Option<()>,
+    ) -> Option<()> {
+        self.expect(open)?;
+        self.skip_whitespace();
+        if self.peek()? == close {
+            self.at += 1;
+            return Some(());
+        }
+        loop {
+            self.skip_whitespace();
+            member(self)?;
             self.skip_whitespace();
             match self.next()? {
                 b',' => {}
-                b'}' => return Some(()),
+                byte if byte == close => return Some(()),
                 _ => return None,
             }
         }
@@ -410,45 +435,13 @@ impl<'a> Scanner<'a> {
             b't' => self.literal(b"true"),
             b'f' => self.literal(b"false"),
             b'n' => self.literal(b"null"),
-            b'{' if depth < MAX_DEPTH => {
-                self.at += 1;
-                self.skip_whitespace();
-                if self.peek()? == b'}' {
-                    self.at += 1;
-                    return Some(());
-                }
-                loop {
-                    self.skip_whitespace();
-                    self.string()?;
-                    self.skip_whitespace();
-                    self.expect(b':')?;
-                    self.skip_whitespace();
-                    self.skip_value(depth + 1)?;
-                    self.skip_whitespace();
-                    match self.next()? {
-                        b',' => {}
-                        b'}' => return Some(()),
-                        _ => return None,
-                    }
-                }
-            }
+            b'{' if depth < MAX_DEPTH => self.members(b'{', b'}', |this| {
+                this.string()?;
+                this.colon()?;
+                this.skip_value(depth + 1)
+            }),
             b'[' if depth < MAX_DEPTH => {
-                self.at += 1;
-                self.skip_whitespace();
-                if self.peek()? == b']' {
-                    self.at += 1;
-                    return Some(());
-                }
-                loop {
-                    self.skip_whitespace();
-                    self.skip_value(depth + 1)?;
-                    self.skip_whitespace();
-                    match self.next()? {
-                        b',' => {}
-                        b']' => return Some(()),
-                        _ => return None,
-                    }
-                }
+                self.members(b'[', b']', |this| this.skip_value(depth + 1))
             }
             _ => None,
         }
@@ -591,15 +584,15 @@ mod tests {
     #[test]
     fn anything_else_gives_nothing_and_never_fails() {
         for body in [
-            &b"not json"[..],
-            b"[1,2]",
-            b"",
-            b"{",
-            b"{\"reference\":",
-            b"{\"data\":[{\"id\":1}],\"reference\":{\"x\":1}}",
-            b"\"text\"",
+            "not json",
+            "[1,2]",
+            "",
+            "{",
+            r#"{"reference":"#,
+            r#"{"data":[{"id":1}],"reference":{"x":1}}"#,
+            r#""text""#,
         ] {
-            let found = scan(body, true);
+            let found = scan(body.as_bytes(), true);
             assert!(found.ids.is_empty(), "{body:?}: {found:?}");
         }
         // What came before a break is kept.

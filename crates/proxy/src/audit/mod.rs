@@ -43,6 +43,7 @@ use crate::{
     correlation::{RequestId, TraceContext},
     observe::{Tries, method_label},
     routes::Route,
+    svc::BoxResponseFuture,
     tap::{Tap, TapBody},
 };
 
@@ -176,7 +177,7 @@ pin_project! {
         },
         /// Closed mode: read, record, commit, answer.
         Closed {
-            inner: Pin<Box<dyn Future<Output = Result<Response<AuditedBody<RB>>, SidecarError>> + Send>>,
+            inner: BoxResponseFuture<AuditedBody<RB>>,
         },
         /// Closed mode with the trail down: refused before anything was sent.
         Refused {

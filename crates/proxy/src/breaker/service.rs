@@ -1,47 +1,28 @@
 //! [`CircuitBreaker`]: asks the [`Breaker`] before each call.
 
-use std::task::{Context, Poll};
-
-use http::{Request, Response};
-use tower::Service;
-
-use super::{
-    Breaker,
-    future::{Kind, ResponseFuture},
+use super::{Breaker, future::Settle};
+use crate::{
+    ErrorKind, SidecarError,
+    admit::{Admission, Admit},
 };
-use crate::SidecarError;
 
 /// Refuses requests while the [`Breaker`] is open and reports each outcome to it.
-#[derive(Clone, Debug)]
-pub struct CircuitBreaker<S> {
-    pub(super) inner: S,
-    pub(super) breaker: Breaker,
-}
+pub type CircuitBreaker<S> = Admit<S, Breaker>;
 
-// === impl CircuitBreaker ===
+// === impl Breaker ===
 
-impl<S, B, RB> Service<Request<B>> for CircuitBreaker<S>
-where
-    S: Service<Request<B>, Response = Response<RB>, Error = SidecarError>,
-{
-    type Response = Response<RB>;
-    type Error = SidecarError;
-    type Future = ResponseFuture<S::Future>;
+impl Admission for Breaker {
+    type Ticket = Settle;
 
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        // Admission is decided per request in `call`, where the refusal can be answered;
-        // readiness is the inner service's.
-        self.inner.poll_ready(cx)
+    fn admit(&self) -> Result<Settle, SidecarError> {
+        self.ticket().map(Settle)
     }
 
-    fn call(&mut self, req: Request<B>) -> Self::Future {
-        let kind = match self.breaker.admit() {
-            Ok(ticket) => Kind::Admitted {
-                future: self.inner.call(req),
-                ticket,
-            },
-            Err(error) => Kind::Refused { error: Some(error) },
-        };
-        ResponseFuture { kind }
+    fn refusal_polled_again() -> Option<SidecarError> {
+        // Polling a finished future is the caller's bug; answer it without a panic.
+        Some(SidecarError::new(
+            ErrorKind::CircuitOpen,
+            "circuit breaker response polled after it completed",
+        ))
     }
 }

@@ -204,7 +204,7 @@ impl Breaker {
     }
 
     /// Lets a request through, or says why not. `Ok(None)` when the breaker is disabled.
-    pub(super) fn admit(&self) -> Result<Option<Ticket>, SidecarError> {
+    pub(super) fn ticket(&self) -> Result<Option<Ticket>, SidecarError> {
         let settings = self.shared.settings.load();
         if !settings.enabled {
             return Ok(None);

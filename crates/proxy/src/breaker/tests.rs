@@ -81,6 +81,12 @@ fn harness(config: &BreakerConfig) -> Harness {
 }
 
 impl Harness {
+    /// Checks the breaker's state; `why` says what the test expects of it.
+    #[track_caller]
+    fn assert_state(&self, expected: State, why: &str) {
+        assert_eq!(self.breaker.state(), expected, "{why}");
+    }
+
     /// Sends one request and waits for the answer.
     async fn send(&mut self, reply: Reply) -> Result<Response<()>, SidecarError> {
         self.start(reply).await.await
@@ -206,11 +212,7 @@ async fn success_resets_the_consecutive_count() {
 async fn does_not_open_below_min_requests() {
     let mut h = harness(&ratio_only());
     h.send_all(&[FAIL; 9]).await;
-    assert_eq!(
-        h.breaker.state(),
-        State::Closed,
-        "9 of 9 failed, but 9 < min_requests"
-    );
+    h.assert_state(State::Closed, "9 of 9 failed, but 9 < min_requests");
 }
 
 #[tokio::test(start_paused = true)]
@@ -221,11 +223,11 @@ async fn opens_on_failure_ratio_over_window() {
         tokio::time::advance(Duration::from_secs(1)).await;
     }
     h.send_all(&[OK, OK]).await;
-    assert_eq!(h.breaker.state(), State::Closed, "4 of 10 failed");
+    h.assert_state(State::Closed, "4 of 10 failed");
     h.send_all(&[FAIL]).await;
-    assert_eq!(h.breaker.state(), State::Closed, "5 of 11 failed");
+    h.assert_state(State::Closed, "5 of 11 failed");
     h.send_all(&[FAIL]).await;
-    assert_eq!(h.breaker.state(), State::Open, "6 of 12 failed");
+    h.assert_state(State::Open, "6 of 12 failed");
     let (_, detail) = refused(h.send(OK).await);
     assert!(
         detail.contains("failed 6 of 12 requests within 10s"),
@@ -239,14 +241,10 @@ async fn old_outcomes_slide_out_of_the_window() {
     h.send_all(&[FAIL; 9]).await;
     tokio::time::advance(Duration::from_secs(11)).await;
     h.send_all(&[FAIL; 9]).await;
-    assert_eq!(
-        h.breaker.state(),
-        State::Closed,
-        "the first 9 left the window"
-    );
+    h.assert_state(State::Closed, "the first 9 left the window");
     tokio::time::advance(Duration::from_secs(5)).await;
     h.send_all(&[FAIL]).await;
-    assert_eq!(h.breaker.state(), State::Open, "10 of 10 failed within 10s");
+    h.assert_state(State::Open, "10 of 10 failed within 10s");
 }
 
 #[tokio::test(start_paused = true)]
@@ -333,11 +331,7 @@ async fn dropped_probe_frees_its_slot() {
     let first = h.start(OK).await;
     let second = h.start(OK).await;
     drop(first);
-    assert_eq!(
-        h.breaker.state(),
-        State::HalfOpen,
-        "a hang-up is neither success nor failure"
-    );
+    h.assert_state(State::HalfOpen, "a hang-up is neither success nor failure");
     let third = h.start(OK).await;
     assert_eq!(h.calls(), 6, "the freed slot admitted another probe");
     refused(h.send(OK).await);
@@ -363,11 +357,7 @@ async fn client_errors_succeed_and_sidecar_errors_are_neutral() {
     ])
     .await;
     h.send_all(&[FAIL, FAIL, Reply::Status(302)]).await;
-    assert_eq!(
-        h.breaker.state(),
-        State::Closed,
-        "4xx and 3xx reset the count"
-    );
+    h.assert_state(State::Closed, "4xx and 3xx reset the count");
     h.send_all(&[FAIL, FAIL]).await;
     for kind in [
         ErrorKind::BodyTooLarge,
@@ -379,17 +369,9 @@ async fn client_errors_succeed_and_sidecar_errors_are_neutral() {
     ] {
         h.send(Reply::Error(kind)).await.unwrap_err();
     }
-    assert_eq!(
-        h.breaker.state(),
-        State::Closed,
-        "neutral errors are not failures"
-    );
+    h.assert_state(State::Closed, "neutral errors are not failures");
     h.send(Reply::Status(500)).await.unwrap();
-    assert_eq!(
-        h.breaker.state(),
-        State::Open,
-        "nor do they reset the count"
-    );
+    h.assert_state(State::Open, "nor do they reset the count");
 }
 
 #[tokio::test(start_paused = true)]
@@ -400,11 +382,7 @@ async fn stale_outcome_from_before_the_trip_is_ignored() {
     tokio::time::advance(Duration::from_secs(15)).await;
     let probe = h.start(OK).await;
     slow_failure.await.unwrap();
-    assert_eq!(
-        h.breaker.state(),
-        State::HalfOpen,
-        "a closed-era failure is not a probe"
-    );
+    h.assert_state(State::HalfOpen, "a closed-era failure is not a probe");
     probe.await.unwrap();
 }
 

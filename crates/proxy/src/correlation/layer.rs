@@ -1,3 +1,4 @@
+use fincode_server::hook::Hooked;
 use tower::Layer;
 
 use super::Correlation;
@@ -5,7 +6,7 @@ use super::Correlation;
 /// Adds [`Correlation`] to a stack.
 #[derive(Clone, Copy, Debug)]
 pub struct CorrelationLayer {
-    sample_ratio: f64,
+    pub(super) sample_ratio: f64,
 }
 
 // === impl CorrelationLayer ===
@@ -21,9 +22,6 @@ impl<S> Layer<S> for CorrelationLayer {
     type Service = Correlation<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        Correlation {
-            inner,
-            sample_ratio: self.sample_ratio,
-        }
+        Hooked::new(inner, *self)
     }
 }

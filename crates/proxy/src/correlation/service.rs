@@ -1,35 +1,23 @@
-use std::{
-    future::Future,
-    pin::Pin,
-    task::{Context, Poll},
-};
-
+use fincode_server::hook::{Finish, Hooked, OnReady, OnRequest};
 use http::{HeaderValue, Request, Response};
-use pin_project_lite::pin_project;
-use tower::Service;
 
-use super::{RequestId, TRACEPARENT, TRACESTATE, TraceContext, X_REQUEST_ID};
+use super::{CorrelationLayer, RequestId, TRACEPARENT, TRACESTATE, TraceContext, X_REQUEST_ID};
 
 /// Stamps the correlation id on the request and echoes it on the response.
-#[derive(Clone, Debug)]
-pub struct Correlation<S> {
-    pub(super) inner: S,
-    pub(super) sample_ratio: f64,
-}
+pub type Correlation<S> = Hooked<S, CorrelationLayer>;
 
-impl<S, B, RB> Service<Request<B>> for Correlation<S>
-where
-    S: Service<Request<B>, Response = Response<RB>>,
-{
-    type Response = Response<RB>;
-    type Error = S::Error;
-    type Future = ResponseFuture<S::Future>;
+/// Echoes the id on the response once it is ready.
+pub type ResponseFuture<F> = OnReady<F, EchoId>;
 
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
-    }
+/// The id to echo on the response.
+#[derive(Debug)]
+pub struct EchoId(Option<HeaderValue>);
 
-    fn call(&mut self, mut req: Request<B>) -> Self::Future {
+impl<B> OnRequest<B> for CorrelationLayer {
+    type Body = B;
+    type Finish = EchoId;
+
+    fn on_request(&self, mut req: Request<B>) -> (Request<B>, EchoId) {
         let id = RequestId::from_headers(req.headers());
         let value = id.header_value().clone();
         req.headers_mut().insert(&X_REQUEST_ID, value.clone());
@@ -41,35 +29,18 @@ where
         }
         req.headers_mut().insert(&TRACEPARENT, trace.traceparent());
         req.extensions_mut().insert(trace);
-        ResponseFuture {
-            inner: self.inner.call(req),
-            id: Some(value),
-        }
+        (req, EchoId(Some(value)))
     }
 }
 
-pin_project! {
-    /// Echoes the id on the response once it is ready.
-    #[derive(Debug)]
-    pub struct ResponseFuture<F> {
-        #[pin]
-        inner: F,
-        id: Option<HeaderValue>,
-    }
-}
-
-impl<F, RB, E> Future for ResponseFuture<F>
-where
-    F: Future<Output = Result<Response<RB>, E>>,
-{
+impl<RB, E> Finish<Result<Response<RB>, E>> for EchoId {
     type Output = Result<Response<RB>, E>;
 
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let this = self.project();
-        let mut response = std::task::ready!(this.inner.poll(cx))?;
-        if let Some(id) = this.id.take() {
+    fn finish(&mut self, result: Self::Output) -> Self::Output {
+        let mut response = result?;
+        if let Some(id) = self.0.take() {
             response.headers_mut().insert(&X_REQUEST_ID, id);
         }
-        Poll::Ready(Ok(response))
+        Ok(response)
     }
 }

@@ -23,8 +23,6 @@
 //! early, `x-sidecar-retry-stopped` saying why.
 
 use std::{
-    future::Future,
-    pin::Pin,
     sync::Arc,
     task::{Context, Poll},
     time::{Duration, SystemTime},
@@ -54,6 +52,7 @@ use crate::{
     head::request_from_head,
     rate_limit::Throttle,
     routes::{OTHER, Route},
+    svc::{BoxResponseFuture, ReplayStack, take_ready},
     upstream::humanize,
 };
 
@@ -302,16 +301,9 @@ impl<S> Layer<S> for RetryLayer {
 
 // === impl Retry ===
 
-type BoxResponseFuture<RB> =
-    Pin<Box<dyn Future<Output = Result<Response<RB>, SidecarError>> + Send>>;
-
 impl<S, B, RB> Service<Request<B>> for Retry<S>
 where
-    S: Service<Request<Either<Full<Bytes>, B>>, Response = Response<RB>, Error = SidecarError>
-        + Clone
-        + Send
-        + 'static,
-    S::Future: Send,
+    S: ReplayStack<B, Response = Response<RB>>,
     B: Body<Data = Bytes> + Send + 'static,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     RB: Send + 'static,
@@ -325,9 +317,11 @@ where
     }
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
-        let clone = self.inner.clone();
-        let inner = std::mem::replace(&mut self.inner, clone);
-        Box::pin(self.policy.load_full().run(inner, req))
+        Box::pin(
+            self.policy
+                .load_full()
+                .run(take_ready(&mut self.inner), req),
+        )
     }
 }
 

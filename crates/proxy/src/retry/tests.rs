@@ -147,6 +147,14 @@ struct Harness {
     registry: Registry,
 }
 
+/// A [`harness`] over [`config`] that mints idempotency keys.
+fn minting_harness() -> Harness {
+    harness(&RetryConfig {
+        mint_idempotency_key: true,
+        ..config()
+    })
+}
+
 fn harness(config: &RetryConfig) -> Harness {
     let throttle = Throttle::default();
     let mut registry = Registry::default();
@@ -272,10 +280,7 @@ async fn a_keyless_post_is_retried_when_the_connection_never_opened() {
 
 #[tokio::test(start_paused = true)]
 async fn minted_keys_make_posts_retryable_and_are_echoed() {
-    let h = harness(&RetryConfig {
-        mint_idempotency_key: true,
-        ..config()
-    });
+    let h = minting_harness();
     let script = Script::new(&[Answer::Status(503)]);
     let (req, _) = request(Method::POST, None, "{}");
     let response = call(&h, &script, req).await.unwrap();
@@ -319,10 +324,7 @@ async fn a_blank_key_is_no_key() {
     }
 
     // With minting: the blank value is replaced by a minted key, as a missing one is.
-    let h = harness(&RetryConfig {
-        mint_idempotency_key: true,
-        ..config()
-    });
+    let h = minting_harness();
     let script = Script::new(&[Answer::Status(503), Answer::Status(503)]);
     let (mut req, tries) = request(Method::POST, Some(""), "{}");
     req.headers_mut()
@@ -342,10 +344,7 @@ async fn a_blank_key_is_no_key() {
 
 #[tokio::test(start_paused = true)]
 async fn conflicting_keys_are_no_key_and_are_not_replaced() {
-    let h = harness(&RetryConfig {
-        mint_idempotency_key: true,
-        ..config()
-    });
+    let h = minting_harness();
     let script = Script::new(&[Answer::Status(503)]);
     let (mut req, tries) = request(Method::POST, Some("order-1"), "{}");
     req.headers_mut()

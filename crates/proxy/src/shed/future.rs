@@ -1,55 +1,26 @@
 //! [`ResponseFuture`]: the refusal, or the admitted call holding its permit.
 
-use std::{
-    future::Future,
-    pin::Pin,
-    task::{Context, Poll},
-};
-
-use http::Response;
-use pin_project_lite::pin_project;
+use fincode_server::hook::Finish;
 use tokio::sync::OwnedSemaphorePermit;
 
-use crate::SidecarError;
+use super::layer::Shedder;
+use crate::admit::AdmitFuture;
 
-pin_project! {
-    /// Holds the permit until the response head is ready (or the app gives up).
-    #[derive(Debug)]
-    pub struct ResponseFuture<F> {
-        #[pin]
-        pub(super) state: State<F>,
-    }
-}
+/// Holds the permit until the response head is ready (or the app gives up).
+pub type ResponseFuture<F> = AdmitFuture<F, Shedder>;
 
-pin_project! {
-    #[project = StateProj]
-    #[derive(Debug)]
-    pub(super) enum State<F> {
-        Admitted { #[pin] inner: F, permit: Option<OwnedSemaphorePermit> },
-        Shed { error: Option<SidecarError> },
-    }
-}
+/// An admitted request's place under the cap, given back when its response head is
+/// ready (or its future is dropped).
+#[derive(Debug)]
+pub struct Permit(pub(super) Option<OwnedSemaphorePermit>);
 
-// === impl ResponseFuture ===
+// === impl Permit ===
 
-impl<F, RB> Future for ResponseFuture<F>
-where
-    F: Future<Output = Result<Response<RB>, SidecarError>>,
-{
-    type Output = F::Output;
+impl<T> Finish<T> for Permit {
+    type Output = T;
 
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        match self.project().state.project() {
-            StateProj::Admitted { inner, permit } => {
-                let output = std::task::ready!(inner.poll(cx));
-                drop(permit.take());
-                Poll::Ready(output)
-            }
-            StateProj::Shed { error } => match error.take() {
-                Some(error) => Poll::Ready(Err(error)),
-                // Polled again after completion.
-                None => Poll::Pending,
-            },
-        }
+    fn finish(&mut self, output: T) -> T {
+        drop(self.0.take());
+        output
     }
 }

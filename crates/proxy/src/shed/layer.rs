@@ -1,23 +1,25 @@
-//! [`LoadShedLayer`]: puts a [`LoadShed`] in front of a service; changes the cap on reload.
+//! [`LoadShedLayer`]: puts a [`LoadShed`](super::LoadShed) in front of a service; changes the cap on reload.
 
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 use prometheus_client::{metrics::counter::Counter, registry::Registry};
 use tokio::sync::Semaphore;
-use tower::Layer;
 
-use super::LoadShed;
+use crate::admit::AdmitLayer;
 
-/// Adds [`LoadShed`] to a stack.
+/// Adds [`LoadShed`](super::LoadShed) to a stack.
 ///
 /// The cap sits behind an [`ArcSwap`] so a config reload can change it
-/// ([`Self::set_max`]): requests admitted before hold permits of the old cap and release
+/// ([`LoadShedLayer::set_max`]): requests admitted before hold permits of the old cap and release
 /// them there, so for as long as they run the two caps add up.
+pub type LoadShedLayer = AdmitLayer<Shedder>;
+
+/// The in-flight cap and the count of requests refused at it.
 #[derive(Clone, Debug)]
-pub struct LoadShedLayer {
-    cap: Arc<ArcSwap<Cap>>,
-    shed: Counter,
+pub struct Shedder {
+    pub(super) cap: Arc<ArcSwap<Cap>>,
+    pub(super) shed: Counter,
 }
 
 /// One in-flight cap: its permits and the number they started at (for the error).
@@ -50,28 +52,19 @@ impl LoadShedLayer {
             shed.clone(),
         );
         Self {
-            cap: Arc::new(ArcSwap::from_pointee(Cap::new(max))),
-            shed,
+            admission: Shedder {
+                cap: Arc::new(ArcSwap::from_pointee(Cap::new(max))),
+                shed,
+            },
         }
     }
 
     /// Applies a reloaded `limits.max_concurrent_requests` to requests that arrive from
     /// now on; an unchanged value keeps the current permits.
     pub fn set_max(&self, max: usize) {
-        if self.cap.load().max != max {
-            self.cap.store(Arc::new(Cap::new(max)));
-        }
-    }
-}
-
-impl<S> Layer<S> for LoadShedLayer {
-    type Service = LoadShed<S>;
-
-    fn layer(&self, inner: S) -> Self::Service {
-        LoadShed {
-            inner,
-            cap: self.cap.clone(),
-            shed: self.shed.clone(),
+        let cap = &self.admission.cap;
+        if cap.load().max != max {
+            cap.store(Arc::new(Cap::new(max)));
         }
     }
 }

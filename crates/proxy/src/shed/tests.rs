@@ -2,19 +2,27 @@ use std::time::Duration;
 
 use http::{Request, Response};
 use prometheus_client::registry::Registry;
-use tower::{Layer, ServiceExt, service_fn};
+use tower::{Layer, Service, ServiceExt, service_fn};
 
 use super::LoadShedLayer;
 use crate::{ErrorKind, SidecarError};
+
+/// An inner service that answers 200 after `delay`.
+fn answers_after(
+    delay: Duration,
+) -> impl Service<Request<()>, Response = Response<()>, Error = SidecarError, Future: Send> + Clone
+{
+    service_fn(move |_req: Request<()>| async move {
+        tokio::time::sleep(delay).await;
+        Ok::<_, SidecarError>(Response::new(()))
+    })
+}
 
 #[tokio::test(start_paused = true)]
 async fn refuses_beyond_the_cap_at_once_and_frees_permits_when_done() {
     let mut registry = Registry::default();
     let layer = LoadShedLayer::new(2, &mut registry);
-    let svc = layer.layer(service_fn(|_req: Request<()>| async {
-        tokio::time::sleep(Duration::from_secs(1)).await;
-        Ok::<_, SidecarError>(Response::new(()))
-    }));
+    let svc = layer.layer(answers_after(Duration::from_secs(1)));
     let first = tokio::spawn(svc.clone().oneshot(Request::new(())));
     let second = tokio::spawn(svc.clone().oneshot(Request::new(())));
     tokio::task::yield_now().await;
@@ -34,10 +42,7 @@ async fn refuses_beyond_the_cap_at_once_and_frees_permits_when_done() {
 #[tokio::test(start_paused = true)]
 async fn a_new_cap_applies_to_requests_that_arrive_after_it() {
     let layer = LoadShedLayer::new(1, &mut Registry::default());
-    let svc = layer.layer(service_fn(|_req: Request<()>| async {
-        tokio::time::sleep(Duration::from_secs(1)).await;
-        Ok::<_, SidecarError>(Response::new(()))
-    }));
+    let svc = layer.layer(answers_after(Duration::from_secs(1)));
     let first = tokio::spawn(svc.clone().oneshot(Request::new(())));
     tokio::task::yield_now().await;
     svc.clone().oneshot(Request::new(())).await.unwrap_err();
@@ -56,10 +61,7 @@ async fn a_new_cap_applies_to_requests_that_arrive_after_it() {
 #[tokio::test(start_paused = true)]
 async fn an_abandoned_request_frees_its_permit() {
     let layer = LoadShedLayer::new(1, &mut Registry::default());
-    let svc = layer.layer(service_fn(|_req: Request<()>| async {
-        tokio::time::sleep(Duration::from_hours(1)).await;
-        Ok::<_, SidecarError>(Response::new(()))
-    }));
+    let svc = layer.layer(answers_after(Duration::from_hours(1)));
     let pending = svc.clone().oneshot(Request::new(()));
     let timed_out = tokio::time::timeout(Duration::from_millis(10), pending).await;
     assert!(timed_out.is_err());
