@@ -566,7 +566,15 @@ async fn connections_are_served_by_a_runtime_per_core_under_one_connection_cap()
         .static_token(&token)
         .env("TOKIO_WORKER_THREADS", "3")
         .set("listeners.egress.max_connections", 4)
-        .start();
+        .start_ready()
+        .await;
+    // The worker threads start beside the port; on a busy machine, a moment after.
+    eventually(
+        Duration::from_secs(10),
+        "three egress threads",
+        async || egress_threads(sidecar.pid()).len() >= 3,
+    )
+    .await;
     let before = egress_threads(sidecar.pid());
     assert_eq!(
         before.keys().collect::<Vec<_>>(),
