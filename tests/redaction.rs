@@ -84,12 +84,14 @@ async fn no_secret_or_personal_data_reaches_logs_spans_or_metrics() {
         "the app gets its bytes untouched"
     );
 
-    // A create-transaction with the same data, and a lookup by card number in the path.
+    // A create-transaction with the same data (and a card number in the app's own
+    // correlation id), and a lookup by card number in the path.
     let created = send(
         &app,
         Request::post(sidecar.url("/transactionmanagement/create-transaction"))
             .header("content-type", "application/json")
             .header("x-idempotency-key", "canary-1")
+            .header("x-request-id", format!("order-{PAN}"))
             .header("password", PIN_HEADER)
             .body(Full::from(body.clone()))
             .unwrap(),

@@ -151,7 +151,10 @@ where
         let tries = Tries::default();
         req.extensions_mut().insert(tries.clone());
         let method = method_label(req.method());
-        let id = req.extensions().get::<RequestId>();
+        let id = req
+            .extensions()
+            .get::<RequestId>()
+            .map(|id| LoggedId::new(&shared.redactor, id));
         let trace = req.extensions().get::<TraceContext>().copied();
         let server_span = trace
             .filter(|trace| trace.is_sampled() && shared.traces.is_enabled())
@@ -159,7 +162,10 @@ where
                 trace,
                 start: SystemTime::now(),
                 path: shared.redactor.url(req.uri().path()),
-                correlation_id: id.map(|id| id.as_str().to_owned()).unwrap_or_default(),
+                correlation_id: id
+                    .as_ref()
+                    .map(|id| id.as_str().to_owned())
+                    .unwrap_or_default(),
                 traces: shared.traces.clone(),
             });
         // The ids are given at creation, not recorded afterwards: the JSON formatter
@@ -168,7 +174,7 @@ where
         // the span is on, so a disabled span still costs one filter check.
         let span = tracing::info_span!(
             "request",
-            correlation_id = id.map(RequestId::as_str),
+            correlation_id = id.as_ref().map(LoggedId::as_str),
             trace_id = trace
                 .as_ref()
                 .map(TraceContext::trace_id_hex_digits)
@@ -181,7 +187,7 @@ where
         // What the access line's span list needs, kept only when the line is written
         // by hand and the span (whose fields it repeats) is on.
         let ids = (shared.access_log.is_some() && !span.is_disabled()).then(|| SpanIds {
-            correlation_id: id.cloned(),
+            correlation_id: id,
             trace,
         });
         // Inner layers see the span as current while they set up the call, too.
@@ -221,8 +227,40 @@ struct Pending {
 
 /// The ids the request span records.
 struct SpanIds {
-    correlation_id: Option<RequestId>,
+    correlation_id: Option<LoggedId>,
     trace: Option<TraceContext>,
+}
+
+/// The correlation id as log lines and traces carry it. An id the app sent is the app's
+/// free text, and the id's charset fits a card number or an email: it passes the
+/// redactor's free-text rules first, as the audit trail's copy does. A minted id is a
+/// UUID the sidecar made and goes as is (no redaction pass on the common path).
+enum LoggedId {
+    /// The id itself: minted, or the app's with nothing to redact (no copy).
+    Clear(RequestId),
+    /// The app's id with a card number, long digit run or email neutralised.
+    Redacted(String),
+}
+
+// === impl LoggedId ===
+
+impl LoggedId {
+    fn new(redactor: &Redactor, id: &RequestId) -> Self {
+        if id.is_minted() {
+            return Self::Clear(id.clone());
+        }
+        match redactor.text(id.as_str()) {
+            Cow::Borrowed(_) => Self::Clear(id.clone()),
+            Cow::Owned(redacted) => Self::Redacted(redacted),
+        }
+    }
+
+    fn as_str(&self) -> &str {
+        match self {
+            Self::Clear(id) => id.as_str(),
+            Self::Redacted(text) => text,
+        }
+    }
 }
 
 /// The app's call, recorded as a SERVER span once the response head is ready.
