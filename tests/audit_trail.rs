@@ -21,7 +21,7 @@ use http_body_util::Full;
 use serde_json::Value;
 use support::{
     BIN, Sidecar, SidecarBuilder, TestSandbox, app_client, audit_records as records,
-    create_transaction, get, run_binary, send, webhook_delivered_and_recorded,
+    create_transaction, get, run_binary, send,
 };
 
 /// Base64 of a fixed 32-byte seed.
@@ -441,15 +441,10 @@ async fn the_canary_no_secret_or_personal_value_in_any_audit_byte_yet_find_works
         .to_owned();
 
     // The delivery's record is written after the app's answer: wait for it to land.
-    webhook_delivered_and_recorded(
-        &sandbox,
-        &sidecar,
-        &app,
-        trail.path(),
-        WEBHOOK_SECRET,
-        fincode_sandbox::transaction_status_event(&reference, "PAID"),
-    )
-    .await;
+    let paid = fincode_sandbox::transaction_status_event(&reference, "PAID");
+    sandbox
+        .deliver_and_record(&sidecar, &app, trail.path(), WEBHOOK_SECRET, paid)
+        .await;
     assert!(sidecar.terminate(Duration::from_secs(15)).await.success());
 
     let bytes = all_bytes(trail.path());

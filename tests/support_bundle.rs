@@ -15,7 +15,7 @@ use http::Request;
 use http_body_util::Full;
 use support::{
     BIN, SidecarBuilder, TestApp, TestSandbox, app_client, assert_no_secrets, get, run_binary,
-    send, tokens_seen, webhook_delivered_and_recorded,
+    send, tokens_seen,
 };
 
 const EMAIL: &str = "bundle-merchant@example.test";
@@ -102,24 +102,19 @@ async fn a_failed_transaction_is_bundled_with_its_attempts_errors_and_webhook_an
     assert_eq!(declined.status, 422);
     sandbox.clear_faults();
 
-    // FinCode's webhook about it, delivered to the app.
-    // The trail is written asynchronously; wait for the last record (the delivery's).
-    webhook_delivered_and_recorded(
-        &sandbox,
-        &sidecar,
-        &app,
-        trail.path(),
-        WEBHOOK_SECRET,
-        serde_json::json!({
-            "eventType": "TRANSACTION_STATUS",
-            "Reference": reference,
-            "Status": "FAILED",
-            "msgCode": "51",
-            "transactionId": id,
-            "beneficiaryFullName": "Jane Beneficiary",
-        }),
-    )
-    .await;
+    // FinCode's webhook about it, delivered to the app; the trail is written
+    // asynchronously, so wait for the last record (the delivery's).
+    let failed = serde_json::json!({
+        "eventType": "TRANSACTION_STATUS",
+        "Reference": reference,
+        "Status": "FAILED",
+        "msgCode": "51",
+        "transactionId": id,
+        "beneficiaryFullName": "Jane Beneficiary",
+    });
+    sandbox
+        .deliver_and_record(&sidecar, &app, trail.path(), WEBHOOK_SECRET, failed)
+        .await;
 
     let mut secrets = vec![PASSWORD, EMAIL, WEBHOOK_SECRET, PAN, HASH_KEY, SIGNING_SEED];
     let tokens = tokens_seen(&sandbox);

@@ -68,6 +68,32 @@ impl TestSandbox {
         let sandbox = Sandbox::start(config).await.expect("sandbox starts");
         Self { sandbox, dir }
     }
+
+    /// FinCode sends `event`, signed with `secret`, to the sidecar's webhook port; the sidecar
+    /// acknowledges it with 200, delivers it to `app`, and its `webhook.delivered` record lands
+    /// in the audit trail in `trail`.
+    pub async fn deliver_and_record(
+        &self,
+        sidecar: &Sidecar,
+        app: &TestApp,
+        trail: &Path,
+        secret: &str,
+        event: serde_json::Value,
+    ) {
+        let sent = self
+            .send_webhooks(fincode_sandbox::SendWebhooks {
+                url: sidecar.webhook_url("/webhooks/fincode"),
+                signing: hmac_signing(secret),
+                events: vec![event],
+                copies: 1,
+                concurrency: 1,
+                ..fincode_sandbox::SendWebhooks::default()
+            })
+            .await;
+        assert_eq!(sent[0].status, Some(200));
+        app.wait_for(1, Duration::from_secs(10)).await;
+        trail_record_lands(trail, "the delivery's audit record", "webhook.delivered").await;
+    }
 }
 
 impl std::ops::Deref for TestSandbox {
@@ -741,32 +767,6 @@ pub async fn trail_record_lands(dir: &Path, what: &str, needle: &str) {
         trail_contains(dir, needle)
     })
     .await;
-}
-
-/// FinCode sends `event`, signed with `secret`, to the sidecar's webhook port; the sidecar
-/// acknowledges it with 200, delivers it to `app`, and its `webhook.delivered` record lands
-/// in the audit trail in `trail`.
-pub async fn webhook_delivered_and_recorded(
-    sandbox: &Sandbox,
-    sidecar: &Sidecar,
-    app: &TestApp,
-    trail: &Path,
-    secret: &str,
-    event: serde_json::Value,
-) {
-    let sent = sandbox
-        .send_webhooks(fincode_sandbox::SendWebhooks {
-            url: sidecar.webhook_url("/webhooks/fincode"),
-            signing: hmac_signing(secret),
-            events: vec![event],
-            copies: 1,
-            concurrency: 1,
-            ..fincode_sandbox::SendWebhooks::default()
-        })
-        .await;
-    assert_eq!(sent[0].status, Some(200));
-    app.wait_for(1, Duration::from_secs(10)).await;
-    trail_record_lands(trail, "the delivery's audit record", "webhook.delivered").await;
 }
 
 /// Every record of every segment of the audit trail in `dir`, in order.
