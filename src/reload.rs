@@ -21,7 +21,7 @@ use std::{
     time::Duration,
 };
 
-use fincode_audit::{Auditor, Kind};
+use fincode_audit::{Auditor, Kind, Record};
 use fincode_config::{Config, Env};
 use fincode_proxy::reload::ProxyReloader;
 use fincode_server::CancellationToken;
@@ -280,16 +280,12 @@ impl Reloader {
                 "config reloaded; some changed keys only take effect after a restart (kubectl rollout restart)"
             );
         }
-        if let Some(auditor) = &self.auditor {
-            auditor
-                .record(Kind::Sidecar, "config.reload")
-                .outcome("success")
-                .detail("trigger", trigger.as_str())
+        self.audit(trigger, Ok(()), |record| {
+            record
                 .detail("config_sha256", digest)
                 .detail("applied", applied)
                 .detail("restart_pending", restart)
-                .write();
-        }
+        });
     }
 
     /// Loads and validates the file as `run` does, environment included. On failure:
@@ -328,15 +324,28 @@ impl Reloader {
             error = %message,
             "config reload refused: the running config is unchanged; fix the file (`fincode-sidecar check`) and reload again"
         );
-        if let Some(auditor) = &self.auditor {
-            auditor
-                .record(Kind::Sidecar, "config.reload")
-                .outcome("failure")
-                .error("invalid_config")
-                .detail("trigger", trigger.as_str())
-                .detail("keys", keys)
-                .write();
-        }
+        self.audit(trigger, Err("invalid_config"), |record| {
+            record.detail("keys", keys)
+        });
+    }
+
+    /// Writes a `config.reload` audit record (when the audit trail is on): its outcome
+    /// (the error kind of a refused reload), its trigger, then what `details` adds.
+    fn audit(
+        &self,
+        trigger: Trigger,
+        outcome: Result<(), &'static str>,
+        details: impl FnOnce(Record) -> Record,
+    ) {
+        let Some(auditor) = &self.auditor else {
+            return;
+        };
+        let record = auditor.record(Kind::Sidecar, "config.reload");
+        let record = match outcome {
+            Ok(()) => record.outcome("success"),
+            Err(kind) => record.outcome("failure").error(kind),
+        };
+        details(record.detail("trigger", trigger.as_str())).write();
     }
 
     fn set_log_level(&self, level: &str) {

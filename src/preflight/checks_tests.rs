@@ -124,6 +124,11 @@ fn production_hosts_are_one_tenant_under_fincode_tech() {
     assert!(!is_production_host("127.0.0.1"));
 }
 
+/// The item [`alerts_item`] makes of `rules` for `kind`, under a placeholder id and line.
+fn alerts(rules: Option<&Rules>, kind: AlertKind) -> Item {
+    alerts_item("x", "s", "l", rules, kind)
+}
+
 #[test]
 fn the_shipped_alert_rules_have_the_checklists_three_alerts() {
     let path = Path::new(concat!(
@@ -143,7 +148,7 @@ fn the_shipped_alert_rules_have_the_checklists_three_alerts() {
         find_alert(&rules, AlertKind::WebhookFailures),
         Some("FincodeWebhookDeliveryFailing")
     );
-    let all = alerts_item("x", "s", "l", Some(&Ok(rules)), AlertKind::Critical);
+    let all = alerts(Some(&Ok(rules)), AlertKind::Critical);
     assert_eq!(all.status, Status::Pass, "{}", all.reason);
 }
 
@@ -157,7 +162,7 @@ fn a_rules_file_without_an_alert_or_not_parsing_fails_with_the_fix() {
     )
     .unwrap();
     let rules = read_alerts(&path);
-    let latency = alerts_item("x", "s", "l", Some(&rules), AlertKind::Latency);
+    let latency = alerts(Some(&rules), AlertKind::Latency);
     assert_eq!(latency.status, Status::Fail, "> 30 is not > 3");
     assert!(
         latency.reason.contains("latency > 3 s"),
@@ -165,20 +170,14 @@ fn a_rules_file_without_an_alert_or_not_parsing_fails_with_the_fix() {
         latency.reason
     );
     std::fs::write(&path, "groups: [unclosed\n").unwrap();
-    let broken = alerts_item(
-        "x",
-        "s",
-        "l",
-        Some(&read_alerts(&path)),
-        AlertKind::ErrorRate,
-    );
+    let broken = alerts(Some(&read_alerts(&path)), AlertKind::ErrorRate);
     assert_eq!(broken.status, Status::Fail);
     assert!(
         broken.reason.contains("does not parse"),
         "{}",
         broken.reason
     );
-    let none = alerts_item("x", "s", "l", None, AlertKind::ErrorRate);
+    let none = alerts(None, AlertKind::ErrorRate);
     assert_eq!(none.status, Status::Manual);
     assert!(none.reason.contains("deploy/prometheus/alerts.yaml"));
 }

@@ -48,6 +48,23 @@ fn problems(dir: &Path) -> Vec<String> {
         .collect()
 }
 
+/// What verification says about a fresh [`trail`] after `tamper` edited the lines of
+/// `segment` in place: each tampering test differs only in that edit.
+fn problems_after_editing(segment: u64, tamper: impl FnOnce(&mut Vec<String>)) -> Vec<String> {
+    let dir = tempfile::tempdir().unwrap();
+    trail(dir.path());
+    let mut seg = lines(dir.path(), segment);
+    tamper(&mut seg);
+    write_lines(dir.path(), segment, &seg);
+    problems(dir.path())
+}
+
+/// Asserts that some finding passes `matches`, showing every finding when none does.
+#[track_caller]
+fn assert_any(found: &[String], matches: impl Fn(&str) -> bool) {
+    assert!(found.iter().any(|f| matches(f)), "{found:?}");
+}
+
 #[test]
 fn an_untouched_trail_verifies_across_segments_and_reopening() {
     let dir = tempfile::tempdir().unwrap();
@@ -76,12 +93,9 @@ fn the_chain_owns_seq_and_prev() {
 
 #[test]
 fn an_edited_byte_is_named_by_segment_line_and_seq() {
-    let dir = tempfile::tempdir().unwrap();
-    trail(dir.path());
-    let mut seg = lines(dir.path(), 1);
-    seg[2] = seg[2].replace("\"n\":1", "\"n\":7");
-    write_lines(dir.path(), 1, &seg);
-    let found = problems(dir.path());
+    let found = problems_after_editing(1, |seg| {
+        seg[2] = seg[2].replace("\"n\":1", "\"n\":7");
+    });
     assert_eq!(found.len(), 1, "{found:?}");
     assert!(
         found[0].starts_with("segment 1 line 3: seq 3 was edited"),
@@ -91,12 +105,9 @@ fn an_edited_byte_is_named_by_segment_line_and_seq() {
 
 #[test]
 fn a_deleted_line_is_named() {
-    let dir = tempfile::tempdir().unwrap();
-    trail(dir.path());
-    let mut seg = lines(dir.path(), 2);
-    seg.remove(2);
-    write_lines(dir.path(), 2, &seg);
-    let found = problems(dir.path());
+    let found = problems_after_editing(2, |seg| {
+        seg.remove(2);
+    });
     assert_eq!(
         found,
         ["segment 2 line 3: seq 9..9 removed (1 record(s) before seq 10)"]
@@ -105,33 +116,19 @@ fn a_deleted_line_is_named() {
 
 #[test]
 fn swapped_lines_are_named() {
-    let dir = tempfile::tempdir().unwrap();
-    trail(dir.path());
-    let mut seg = lines(dir.path(), 1);
-    seg.swap(2, 3);
-    write_lines(dir.path(), 1, &seg);
-    let found = problems(dir.path());
-    assert!(
-        found.iter().any(|f| f.contains("seq 3 is out of order")),
-        "{found:?}"
-    );
+    let found = problems_after_editing(1, |seg| seg.swap(2, 3));
+    assert_any(&found, |f| f.contains("seq 3 is out of order"));
 }
 
 #[test]
 fn an_inserted_forged_line_is_named() {
-    let dir = tempfile::tempdir().unwrap();
-    trail(dir.path());
-    let mut seg = lines(dir.path(), 1);
-    let forged = seg[3].replace("\"n\":2", "\"n\":99");
-    seg.insert(4, forged);
-    write_lines(dir.path(), 1, &seg);
-    let found = problems(dir.path());
-    assert!(
-        found
-            .iter()
-            .any(|f| f.starts_with("segment 1 line 5: seq 4 appears twice")),
-        "{found:?}"
-    );
+    let found = problems_after_editing(1, |seg| {
+        let forged = seg[3].replace("\"n\":2", "\"n\":99");
+        seg.insert(4, forged);
+    });
+    assert_any(&found, |f| {
+        f.starts_with("segment 1 line 5: seq 4 appears twice")
+    });
 }
 
 #[test]
@@ -142,24 +139,16 @@ fn a_dropped_segment_is_named() {
     writer.rotate().unwrap();
     writer.append(&record(11)).unwrap();
     std::fs::remove_file(segment_path(dir.path(), 2)).unwrap();
-    let found = problems(dir.path());
-    assert!(
-        found
-            .iter()
-            .any(|f| f.starts_with("segment 3: segment 2 is missing")),
-        "{found:?}"
-    );
+    assert_any(&problems(dir.path()), |f| {
+        f.starts_with("segment 3: segment 2 is missing")
+    });
     // Dropping the first segment is seen too: the trail no longer starts at genesis.
     let dir = tempfile::tempdir().unwrap();
     trail(dir.path());
     std::fs::remove_file(segment_path(dir.path(), 1)).unwrap();
-    let found = problems(dir.path());
-    assert!(
-        found
-            .iter()
-            .any(|f| f.contains("does not start at the beginning")),
-        "{found:?}"
-    );
+    assert_any(&problems(dir.path()), |f| {
+        f.contains("does not start at the beginning")
+    });
 }
 
 #[test]
@@ -171,8 +160,7 @@ fn a_torn_last_line_is_reported_then_sealed_with_a_recovery_record() {
     let torn = b"{\"seq\":12,\"prev\":\"ab";
     bytes.extend_from_slice(torn);
     std::fs::write(&path, &bytes).unwrap();
-    let found = problems(dir.path());
-    assert!(found.iter().any(|f| f.contains("torn line")), "{found:?}");
+    assert_any(&problems(dir.path()), |f| f.contains("torn line"));
 
     let writer = ChainWriter::open(dir.path()).unwrap();
     drop(writer);
@@ -255,66 +243,43 @@ fn a_replaced_checkpoint_signature_is_named() {
     let original = line["sig"].as_str().unwrap().to_owned();
     seg[last] = seg[last].replace(&original, &forged);
     write_lines(dir.path(), 1, &seg);
-    let found: Vec<String> = verify_signed(dir.path(), &signer.public_key_base64(), &[])
-        .unwrap()
-        .findings
-        .iter()
-        .map(ToString::to_string)
-        .collect();
-    assert!(
-        found
-            .iter()
-            .any(|f| f.contains("checkpoint for seq 5: bad signature")),
-        "{found:?}"
-    );
+    // `signed_problems` verifies with the key of `SEED`, which `signer` holds.
+    assert_any(&signed_problems(dir.path(), &[]), |f| {
+        f.contains("checkpoint for seq 5: bad signature")
+    });
 }
 
 #[test]
 fn a_tail_cut_off_or_rewritten_after_a_logged_checkpoint_is_named() {
-    // Cut off: the files end before the head the log kept.
-    let dir = tempfile::tempdir().unwrap();
-    let (signer, logged) = signed_trail(dir.path());
-    let mut seg = lines(dir.path(), 1);
-    seg.truncate(3);
-    write_lines(dir.path(), 1, &seg);
-    assert!(
-        verify(dir.path()).unwrap().is_intact(),
-        "the chain alone cannot see it"
-    );
-    let found = verify_signed(dir.path(), &signer.public_key_base64(), &[logged]).unwrap();
-    assert!(
-        found
-            .findings
-            .iter()
-            .any(|f| f.problem.contains("truncated")),
-        "{:?}",
-        found.findings
-    );
-
-    // Rewritten consistently: every hash recomputed by a forger who has no signing key.
-    let dir = tempfile::tempdir().unwrap();
-    let (signer, logged) = signed_trail(dir.path());
-    let mut seg = lines(dir.path(), 1);
-    seg.truncate(3);
-    write_lines(dir.path(), 1, &seg);
-    let mut forger = ChainWriter::open(dir.path()).unwrap();
-    for n in 100..110 {
-        forger.append(&record(n)).unwrap();
+    // Cut off: the files end before the head the log kept. Rewritten consistently: every
+    // hash recomputed by a forger who has no signing key.
+    for (rewritten, named) in [
+        (false, "truncated"),
+        (true, "is not the one that was signed"),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let (signer, logged) = signed_trail(dir.path());
+        let mut seg = lines(dir.path(), 1);
+        seg.truncate(3);
+        write_lines(dir.path(), 1, &seg);
+        if rewritten {
+            let mut forger = ChainWriter::open(dir.path()).unwrap();
+            for n in 100..110 {
+                forger.append(&record(n)).unwrap();
+            }
+            forger.flush().unwrap();
+        }
+        assert!(
+            verify(dir.path()).unwrap().is_intact(),
+            "the chain alone cannot see it"
+        );
+        let found = verify_signed(dir.path(), &signer.public_key_base64(), &[logged]).unwrap();
+        assert!(
+            found.findings.iter().any(|f| f.problem.contains(named)),
+            "{:?}",
+            found.findings
+        );
     }
-    forger.flush().unwrap();
-    assert!(
-        verify(dir.path()).unwrap().is_intact(),
-        "the chain alone cannot see it"
-    );
-    let found = verify_signed(dir.path(), &signer.public_key_base64(), &[logged]).unwrap();
-    assert!(
-        found
-            .findings
-            .iter()
-            .any(|f| f.problem.contains("is not the one that was signed")),
-        "{:?}",
-        found.findings
-    );
 }
 
 /// An independent Ed25519 implementation (OpenSSL) accepts our signature over the documented
@@ -881,29 +846,22 @@ fn find_matches_each_filter_and_all_of_them_together() {
         ..Query::default()
     };
 
-    assert_eq!(
-        find_lines(dir.path(), &by(Resource::TransactionId, "hmac:aaaa")),
-        only(&[0, 1])
-    );
-    assert_eq!(
-        find_lines(dir.path(), &by(Resource::TransactionId, "hmac:bbbb")),
-        only(&[2])
-    );
-    assert_eq!(
-        find_lines(dir.path(), &by(Resource::Reference, "hmac:ref1")),
-        only(&[0, 2])
-    );
-    assert_eq!(
-        find_lines(dir.path(), &by(Resource::CustomerCode, "hmac:cust")),
-        only(&[0])
-    );
-    assert_eq!(
-        find_lines(dir.path(), &by(Resource::IdempotencyKey, "hmac:idem")),
-        only(&[0])
-    );
-    // A customer code is never read from the path.
-    assert!(find_lines(dir.path(), &by(Resource::CustomerCode, "hmac:aaaa")).is_empty());
-    assert!(find_lines(dir.path(), &by(Resource::TransactionId, "hmac:none")).is_empty());
+    for (resource, pseudonym, picks) in [
+        (Resource::TransactionId, "hmac:aaaa", &[0, 1][..]),
+        (Resource::TransactionId, "hmac:bbbb", &[2]),
+        (Resource::Reference, "hmac:ref1", &[0, 2]),
+        (Resource::CustomerCode, "hmac:cust", &[0]),
+        (Resource::IdempotencyKey, "hmac:idem", &[0]),
+        // A customer code is never read from the path.
+        (Resource::CustomerCode, "hmac:aaaa", &[]),
+        (Resource::TransactionId, "hmac:none", &[]),
+    ] {
+        assert_eq!(
+            find_lines(dir.path(), &by(resource, pseudonym)),
+            only(picks),
+            "{resource:?} {pseudonym}"
+        );
+    }
     let correlated = Query {
         correlation_id: Some("c-1".into()),
         ..Query::default()

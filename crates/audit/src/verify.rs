@@ -371,16 +371,29 @@ fn checkpoint_of(object: &Map<String, Value>) -> Option<SignedCheckpoint> {
     if object.get("kind").and_then(Value::as_str) != Some("checkpoint") {
         return None;
     }
+    signed_checkpoint(
+        object,
+        ["covers_segment", "covers_seq", "head", "time_ms", "sig"],
+    )
+}
+
+/// The checkpoint whose segment, seq, head, time and signature `object` holds under
+/// `names` (in that order): the trail's checkpoint records and the log's checkpoint lines
+/// carry the same five values under different names.
+fn signed_checkpoint(
+    object: &Map<String, Value>,
+    [segment, seq, head, time_ms, signature]: [&str; 5],
+) -> Option<SignedCheckpoint> {
     let number = |key: &str| object.get(key).and_then(Value::as_u64);
     let text = |key: &str| object.get(key).and_then(Value::as_str).map(str::to_owned);
     Some(SignedCheckpoint {
         checkpoint: Checkpoint {
-            segment: number("covers_segment")?,
-            seq: number("covers_seq")?,
-            head: text("head")?,
-            time_ms: number("time_ms")?,
+            segment: number(segment)?,
+            seq: number(seq)?,
+            head: text(head)?,
+            time_ms: number(time_ms)?,
         },
-        signature: text("sig")?,
+        signature: text(signature)?,
     })
 }
 
@@ -493,15 +506,5 @@ pub fn checkpoint_from_log_line(line: &str) -> Option<SignedCheckpoint> {
     if fields.get("message").and_then(Value::as_str) != Some("audit checkpoint") {
         return None;
     }
-    let number = |key: &str| fields.get(key).and_then(Value::as_u64);
-    let text = |key: &str| fields.get(key).and_then(Value::as_str).map(str::to_owned);
-    Some(SignedCheckpoint {
-        checkpoint: Checkpoint {
-            segment: number("segment")?,
-            seq: number("seq")?,
-            head: text("head")?,
-            time_ms: number("time_ms")?,
-        },
-        signature: text("signature")?,
-    })
+    signed_checkpoint(fields, ["segment", "seq", "head", "time_ms", "signature"])
 }

@@ -464,32 +464,26 @@ impl TokenManager {
     }
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, State> {
-        self.shared
-            .state
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        unpoisoned(self.shared.state.read())
     }
 
     fn write(&self) -> std::sync::RwLockWriteGuard<'_, State> {
-        self.shared
-            .state
-            .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        unpoisoned(self.shared.state.write())
     }
 
     fn flight(&self) -> std::sync::MutexGuard<'_, Option<watch::Receiver<()>>> {
-        self.shared
-            .flight
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        unpoisoned(self.shared.flight.lock())
     }
 
     fn backoff(&self) -> std::sync::MutexGuard<'_, Streak> {
-        self.shared
-            .backoff
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        unpoisoned(self.shared.backoff.lock())
     }
+}
+
+/// The guard of a lock even when a panicking holder poisoned it: authentication goes on
+/// with the last values written rather than failing every request after one panic.
+fn unpoisoned<G>(locked: std::sync::LockResult<G>) -> G {
+    locked.unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 fn header_value(secret: &SecretString) -> Result<HeaderValue, AuthFailure> {

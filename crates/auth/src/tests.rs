@@ -247,16 +247,30 @@ fn temp_dir() -> std::path::PathBuf {
     dir
 }
 
-#[tokio::test(start_paused = true)]
-async fn a_renewal_outlives_the_request_that_started_it() {
+/// Login-mode credentials over a [`SlowFincode`] giving `answers` in turn, with their
+/// config and the directory holding the tenant key (for the test to remove at the end).
+fn login_rig(
+    answers: Vec<(Duration, u16, String)>,
+) -> (
+    std::path::PathBuf,
+    AuthConfig,
+    Arc<SlowFincode>,
+    Credentials,
+) {
     let dir = temp_dir();
     let (config, secrets) = login_config(&dir);
-    let fincode = SlowFincode::new(vec![
+    let fincode = SlowFincode::new(answers);
+    let creds = Credentials::from_config(&config, &secrets, fincode.clone()).unwrap();
+    (dir, config, fincode, creds)
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_renewal_outlives_the_request_that_started_it() {
+    let (dir, config, fincode, creds) = login_rig(vec![
         (Duration::ZERO, 200, issued("t1", "r1")),
         // FinCode consumes r1 at once but answers slowly.
         (Duration::from_secs(5), 200, issued("t2", "r2")),
     ]);
-    let creds = Credentials::from_config(&config, &secrets, fincode.clone()).unwrap();
     let task = creds.start().unwrap();
     tokio::time::sleep(Duration::from_millis(10)).await;
     let mut headers = HeaderMap::new();
@@ -285,8 +299,6 @@ async fn a_renewal_outlives_the_request_that_started_it() {
 
 #[tokio::test(start_paused = true)]
 async fn many_401s_on_a_fresh_token_start_no_renewal() {
-    let dir = temp_dir();
-    let (config, secrets) = login_config(&dir);
     let mut answers = vec![(Duration::ZERO, 200, issued("t0", "r0"))];
     for n in 1..=10 {
         answers.push((
@@ -295,8 +307,7 @@ async fn many_401s_on_a_fresh_token_start_no_renewal() {
             issued(&format!("t{n}"), &format!("r{n}")),
         ));
     }
-    let fincode = SlowFincode::new(answers);
-    let creds = Credentials::from_config(&config, &secrets, fincode.clone()).unwrap();
+    let (dir, config, fincode, creds) = login_rig(answers);
     let task = creds.start().unwrap();
     tokio::time::sleep(Duration::from_millis(10)).await;
 
@@ -330,13 +341,10 @@ async fn many_401s_on_a_fresh_token_start_no_renewal() {
 
 #[tokio::test(start_paused = true)]
 async fn a_locked_account_is_not_hammered_and_is_tried_again_after_the_long_interval() {
-    let dir = temp_dir();
-    let (config, secrets) = login_config(&dir);
-    let fincode = SlowFincode::new(vec![
+    let (dir, _, fincode, creds) = login_rig(vec![
         (Duration::ZERO, 403, "{}".into()),
         (Duration::ZERO, 200, issued("t1", "r1")),
     ]);
-    let creds = Credentials::from_config(&config, &secrets, fincode.clone()).unwrap();
     let task = creds.start().unwrap();
     tokio::time::sleep(Duration::from_millis(10)).await;
     // Half an hour of requests: the backoff (2s .. 5m) would have tried a dozen times.
@@ -365,15 +373,12 @@ async fn a_locked_account_is_not_hammered_and_is_tried_again_after_the_long_inte
 
 #[tokio::test(start_paused = true)]
 async fn status_tells_readiness_whether_a_token_was_ever_held_and_what_is_wrong() {
-    let dir = temp_dir();
-    let (config, secrets) = login_config(&dir);
-    let fincode = SlowFincode::new(vec![
+    let (dir, _, _, creds) = login_rig(vec![
         (Duration::ZERO, 503, "{}".into()),
         (Duration::ZERO, 200, issued("t1", "r1")),
         // The refresh is answered 502, and so is every login after it.
         (Duration::ZERO, 502, "{}".into()),
     ]);
-    let creds = Credentials::from_config(&config, &secrets, fincode.clone()).unwrap();
     let pending = creds.status();
     assert!(!pending.had_token && pending.trouble.is_none());
     let task = creds.start().unwrap();
@@ -428,20 +433,17 @@ fn schedules(events: &Mutex<Vec<AuthEvent>>) -> Vec<(u64, u64)> {
 /// (FinCode's `expires_in`) to tell the tokens apart.
 #[tokio::test(start_paused = true)]
 async fn the_expiry_schedule_follows_login_and_refresh() {
-    let dir = temp_dir();
-    let (config, secrets) = login_config(&dir);
     let answer = |token: &str, refresh: &str, lifetime: u64| {
         format!(
             r#"{{"data":{{"token":"{token}","refresh_token":"{refresh}","expires_in":{lifetime}}}}}"#
         )
     };
-    let fincode = SlowFincode::new(vec![
+    let (dir, config, fincode, creds) = login_rig(vec![
         (Duration::ZERO, 503, "{}".into()),
         (Duration::ZERO, 200, answer("t1", "r1", 3600)),
         (Duration::ZERO, 200, answer("t2", "r2", 7200)),
         (Duration::ZERO, 502, "{}".into()),
     ]);
-    let creds = Credentials::from_config(&config, &secrets, fincode.clone()).unwrap();
     let events = Arc::new(Mutex::new(Vec::new()));
     let seen = events.clone();
     creds.observe(Arc::new(move |event| seen.lock().unwrap().push(event)));
@@ -645,11 +647,16 @@ fn openssl_decrypt(
         mgf1_opt.as_ref(),
     ];
     let output = run_tool("openssl", &args)?;
-    Some(if output.status.success() {
+    Some(answer_of(output))
+}
+
+/// A tool's answer: what it printed when it succeeded, its complaint otherwise.
+fn answer_of(output: std::process::Output) -> Result<String, String> {
+    if output.status.success() {
         Ok(String::from_utf8(output.stdout).unwrap())
     } else {
         Err(String::from_utf8_lossy(&output.stderr).into_owned())
-    })
+    }
 }
 
 /// The Java program FinCode's guide describes (see `tests/java/FincodeOaep.java`), run with
@@ -659,23 +666,13 @@ fn java_oaep(args: &[&std::ffi::OsStr]) -> Option<Result<String, String>> {
     let mut all: Vec<&std::ffi::OsStr> = vec![program.as_ref()];
     all.extend_from_slice(args);
     let output = run_tool("java", &all)?;
-    Some(if output.status.success() {
-        Ok(String::from_utf8(output.stdout).unwrap())
-    } else {
-        Err(String::from_utf8_lossy(&output.stderr).into_owned())
-    })
+    Some(answer_of(output))
 }
 
 #[tokio::test]
 async fn default_login_ciphertext_is_what_openssl_decrypts_as_oaep_sha256_mgf1_sha1() {
     let key = TenantKey::generate();
-    let (_, ciphertext) = first_login(&key.login_config()).await;
-    let Some(sha1) = openssl_decrypt(&key, &ciphertext, "sha1") else {
-        return;
-    };
-    assert_eq!(sha1.as_deref(), Ok(CROSS_CHECK_PASSWORD), "MGF1-SHA1");
-    let sha256 = openssl_decrypt(&key, &ciphertext, "sha256").unwrap();
-    assert!(sha256.is_err(), "must not decrypt as MGF1-SHA256");
+    assert_openssl_decrypts_only_as(&key, &key.login_config(), "sha1", "sha256").await;
 }
 
 #[tokio::test]
@@ -685,13 +682,31 @@ async fn oaep_mgf1_sha256_setting_is_what_openssl_decrypts_as_mgf1_sha256_only()
         oaep_mgf1: fincode_config::OaepMgf1::Sha256,
         ..key.login_config()
     };
-    let (_, ciphertext) = first_login(&config).await;
-    let Some(sha256) = openssl_decrypt(&key, &ciphertext, "sha256") else {
+    assert_openssl_decrypts_only_as(&key, &config, "sha256", "sha1").await;
+}
+
+/// Asserts that openssl decrypts the password of a first login under `config` with OAEP
+/// (SHA-256) and MGF1 hash `mgf1`, and refuses it with `other`; skipped (said loudly)
+/// when openssl is not installed.
+async fn assert_openssl_decrypts_only_as(
+    key: &TenantKey,
+    config: &AuthConfig,
+    mgf1: &str,
+    other: &str,
+) {
+    let (_, ciphertext) = first_login(config).await;
+    let Some(decrypted) = openssl_decrypt(key, &ciphertext, mgf1) else {
         return;
     };
-    assert_eq!(sha256.as_deref(), Ok(CROSS_CHECK_PASSWORD), "MGF1-SHA256");
-    let sha1 = openssl_decrypt(&key, &ciphertext, "sha1").unwrap();
-    assert!(sha1.is_err(), "must not decrypt as MGF1-SHA1");
+    let name = |hash: &str| format!("MGF1-{}", hash.to_uppercase());
+    assert_eq!(
+        decrypted.as_deref(),
+        Ok(CROSS_CHECK_PASSWORD),
+        "{}",
+        name(mgf1)
+    );
+    let refused = openssl_decrypt(key, &ciphertext, other).unwrap();
+    assert!(refused.is_err(), "must not decrypt as {}", name(other));
 }
 
 #[tokio::test]

@@ -167,21 +167,40 @@ impl Report {
         }
     }
 
-    fn check_retry(&mut self, retry: &RetryConfig) {
-        if retry.backoff_cap < retry.backoff_base {
+    /// A `section`'s backoff cap below its base: the first backoff would already exceed
+    /// the cap. `[cap, base]` are the section's defaults, for the fix.
+    fn check_backoff(
+        &mut self,
+        section: &str,
+        base: std::time::Duration,
+        cap: std::time::Duration,
+        [default_cap, default_base]: [&str; 2],
+    ) {
+        if cap < base {
             self.report(
                 Severity::Error,
-                "retry.backoff_cap",
-                Some(toml_duration(retry.backoff_cap)),
+                &format!("{section}.backoff_cap"),
+                Some(toml_duration(cap)),
                 format!(
-                    "is shorter than retry.backoff_base ({}): the first backoff would already \
-                     exceed its cap",
-                    humantime::format_duration(retry.backoff_base)
+                    "is shorter than {section}.backoff_base ({}): the first backoff would \
+                     already exceed its cap",
+                    humantime::format_duration(base)
                 ),
-                "raise retry.backoff_cap or lower retry.backoff_base (the defaults are \"2s\" \
-                 and \"50ms\")",
+                format!(
+                    "raise {section}.backoff_cap or lower {section}.backoff_base (the defaults \
+                     are \"{default_cap}\" and \"{default_base}\")"
+                ),
             );
         }
+    }
+
+    fn check_retry(&mut self, retry: &RetryConfig) {
+        self.check_backoff(
+            "retry",
+            retry.backoff_base,
+            retry.backoff_cap,
+            ["2s", "50ms"],
+        );
         if retry.per_try_timeout > retry.deadline {
             self.report(
                 Severity::Error,
@@ -311,20 +330,12 @@ impl Report {
             ),
             _ => {}
         }
-        if webhooks.backoff_cap < webhooks.backoff_base {
-            self.report(
-                Severity::Error,
-                "webhooks.backoff_cap",
-                Some(toml_duration(webhooks.backoff_cap)),
-                format!(
-                    "is shorter than webhooks.backoff_base ({}): the first backoff would already \
-                     exceed its cap",
-                    humantime::format_duration(webhooks.backoff_base)
-                ),
-                "raise webhooks.backoff_cap or lower webhooks.backoff_base (the defaults are \
-                 \"10m\" and \"1s\")",
-            );
-        }
+        self.check_backoff(
+            "webhooks",
+            webhooks.backoff_base,
+            webhooks.backoff_cap,
+            ["10m", "1s"],
+        );
 
         if !webhooks.enabled {
             return;

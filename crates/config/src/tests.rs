@@ -19,6 +19,11 @@ fn minimal() -> String {
     format!("[upstream]\nbase_url = \"{BASE_URL}\"\n")
 }
 
+/// `minimal()` followed by `extra`.
+fn minimal_and(extra: &str) -> String {
+    format!("{}{extra}", minimal())
+}
+
 fn env(pairs: &[(&str, &str)]) -> Env {
     Env::from_pairs(pairs.iter().copied())
 }
@@ -47,6 +52,24 @@ fn errors(text: &str, vars: &[(&str, &str)]) -> Vec<Problem> {
             .cloned()
             .collect(),
     }
+}
+
+/// The one problem `text` has: at `key`, its message saying `says`.
+#[track_caller]
+fn only_problem(text: &str, key: &str, says: &str) -> Problem {
+    let mut problems = errors(text, &[]);
+    assert_eq!(keys(&problems), [key], "{problems:#?}");
+    assert!(problems[0].message.contains(says), "{}", problems[0]);
+    problems.remove(0)
+}
+
+/// The one problem `text` has once `var` is set to `value`: at `key`, blamed on `var`.
+#[track_caller]
+fn env_problem(text: &str, var: &str, value: &str, key: &str) -> Problem {
+    let mut problems = errors(text, &[(var, value)]);
+    assert_eq!(keys(&problems), [key]);
+    assert_eq!(problems[0].source, Source::Env(var.to_owned()));
+    problems.remove(0)
 }
 
 fn keys(problems: &[Problem]) -> Vec<&str> {
@@ -199,7 +222,7 @@ fn env_overlay_overrides_the_file() {
 #[test]
 fn env_value_of_the_wrong_toml_type_is_retried_as_a_string() {
     // `true` reads as a boolean, but here it is meant as a variable name.
-    let text = format!("{}[auth]\nmode = \"static\"\n", minimal());
+    let text = minimal_and("[auth]\nmode = \"static\"\n");
     let (config, _) = load_ok(&text, &[("FINCODE_SIDECAR__AUTH__TOKEN_ENV", "true")]);
     assert_eq!(config.auth.token_env.as_deref(), Some("true"));
 }
@@ -207,11 +230,9 @@ fn env_value_of_the_wrong_toml_type_is_retried_as_a_string() {
 #[test]
 fn env_problems_name_the_variable() {
     let var = "FINCODE_SIDECAR__UPSTREAM__CONNECT_TIMEOUT";
-    let problems = errors(&minimal(), &[(var, "five")]);
-    assert_eq!(keys(&problems), ["upstream.connect_timeout"]);
-    assert_eq!(problems[0].source, Source::Env(var.to_owned()));
-    assert_eq!(problems[0].value.as_deref(), Some("\"five\""));
-    let shown = problems[0].to_string();
+    let problem = env_problem(&minimal(), var, "five", "upstream.connect_timeout");
+    assert_eq!(problem.value.as_deref(), Some("\"five\""));
+    let shown = problem.to_string();
     assert!(
         shown.starts_with(&format!(
             "error: upstream.connect_timeout (from {var}) = \"five\": expected a duration"
@@ -223,7 +244,7 @@ fn env_problems_name_the_variable() {
 #[test]
 fn malformed_overlay_variables_are_reported() {
     let problems = errors(
-        &format!("{}http2 = true\n", minimal()),
+        &minimal_and("http2 = true\n"),
         &[
             ("FINCODE_SIDECAR__UPSTREAM____HTTP2", "true"),
             ("FINCODE_SIDECAR__UPSTREAM__HTTP2__X", "1"),
@@ -942,15 +963,9 @@ fn each_bad_value_names_its_key_and_what_was_expected() {
         } else {
             format!("{}[{section}]\n{line}\n", minimal())
         };
-        let problems = errors(&text, &[]);
-        assert_eq!(keys(&problems), [*key], "for `{line}`: {problems:#?}");
-        assert!(
-            problems[0].message.contains(expected),
-            "for `{line}`: {}",
-            problems[0]
-        );
-        assert!(!problems[0].fix.is_empty());
-        assert_eq!(problems[0].source, Source::File);
+        let problem = only_problem(&text, key, expected);
+        assert!(!problem.fix.is_empty(), "{problem}");
+        assert_eq!(problem.source, Source::File);
     }
 }
 
@@ -1029,9 +1044,8 @@ fn warnings_ride_along_with_errors() {
 
 #[test]
 fn unknown_keys_get_a_did_you_mean() {
-    let text = format!(
-        "{}ca_fil = \"/x.pem\"\n[listen]\nbase_url = \"x\"\n[upstrem]\nhttp2 = true\n[zzz]\n",
-        minimal()
+    let text = minimal_and(
+        "ca_fil = \"/x.pem\"\n[listen]\nbase_url = \"x\"\n[upstrem]\nhttp2 = true\n[zzz]\n",
     );
     let problems = errors(&text, &[]);
     let find = |key: &str| problems.iter().find(|p| p.key == key).unwrap();
@@ -1188,9 +1202,7 @@ fn syntax_errors_give_line_and_column_without_the_line() {
 #[test]
 fn env_that_creates_a_table_where_a_value_belongs_is_blamed() {
     let var = "FINCODE_SIDECAR__UPSTREAM__HTTP2__X";
-    let problems = errors(&minimal(), &[(var, "1")]);
-    assert_eq!(keys(&problems), ["upstream.http2"]);
-    assert_eq!(problems[0].source, Source::Env(var.to_owned()));
+    env_problem(&minimal(), var, "1", "upstream.http2");
 }
 
 #[test]
@@ -1270,14 +1282,9 @@ fn userinfo_in_base_url_is_refused_without_echo() {
 
 #[test]
 fn ca_file_must_exist_and_hold_a_pem_certificate() {
-    let missing = format!("{}ca_file = \"/nonexistent/ca.pem\"\n", minimal());
-    let problems = errors(&missing, &[]);
-    assert_eq!(keys(&problems), ["upstream.ca_file"]);
-    assert!(problems[0].message.contains("file not found"));
-    assert_eq!(
-        problems[0].value.as_deref(),
-        Some("\"/nonexistent/ca.pem\"")
-    );
+    let missing = minimal_and("ca_file = \"/nonexistent/ca.pem\"\n");
+    let problem = only_problem(&missing, "upstream.ca_file", "file not found");
+    assert_eq!(problem.value.as_deref(), Some("\"/nonexistent/ca.pem\""));
 
     let not_pem = pem_file("this is not a certificate");
     let text = format!("{}ca_file = {:?}\n", minimal(), not_pem.path());
@@ -1300,7 +1307,7 @@ fn ca_file_must_exist_and_hold_a_pem_certificate() {
 
 #[test]
 fn static_mode_needs_token_env() {
-    let text = format!("{}[auth]\nmode = \"static\"\n", minimal());
+    let text = minimal_and("[auth]\nmode = \"static\"\n");
     let problems = errors(&text, &[]);
     assert_eq!(keys(&problems), ["auth.token_env"]);
     assert!(
@@ -1507,10 +1514,7 @@ fn to_toml_string_round_trips() {
 
 #[test]
 fn check_environment_reports_unset_token_variable_without_value() {
-    let text = format!(
-        "{}[auth]\nmode = \"static\"\ntoken_env = \"FINCODE_API_TOKEN\"\n",
-        minimal()
-    );
+    let text = minimal_and("[auth]\nmode = \"static\"\ntoken_env = \"FINCODE_API_TOKEN\"\n");
     let (config, _) = load_ok(&text, &[]);
 
     let problems = config.check_environment(&Env::default());
@@ -1684,7 +1688,7 @@ fn retry_breaker_and_rate_limit_default_when_absent() {
         }
     );
     // Empty sections are the same as absent ones.
-    let text = format!("{}[retry]\n[breaker]\n[rate_limit]\n", minimal());
+    let text = minimal_and("[retry]\n[breaker]\n[rate_limit]\n");
     assert_eq!(load_ok(&text, &[]).0, config);
 }
 
@@ -1796,7 +1800,7 @@ fn routes_replace_the_default_map() {
     assert_eq!(config.rate_limit.per_second, 100);
 
     // An empty table lifts every per-route limit.
-    let text = format!("{}[rate_limit.routes]\n", minimal());
+    let text = minimal_and("[rate_limit.routes]\n");
     assert!(load_ok(&text, &[]).0.rate_limit.routes.is_empty());
 }
 
@@ -1851,14 +1855,8 @@ fn bad_routes_are_refused_under_their_own_key() {
     ];
     for (line, key, expected) in cases {
         let text = format!("{}[rate_limit.routes]\n{line}\n", minimal());
-        let problems = errors(&text, &[]);
-        assert_eq!(keys(&problems), [*key], "for `{line}`: {problems:#?}");
-        assert!(
-            problems[0].message.contains(expected),
-            "for `{line}`: {}",
-            problems[0]
-        );
-        assert!(!problems[0].fix.is_empty());
+        let problem = only_problem(&text, key, expected);
+        assert!(!problem.fix.is_empty(), "{problem}");
     }
 
     // A secret pasted into a route is refused as one, and not echoed.
@@ -1898,23 +1896,17 @@ fn env_overlay_reaches_the_new_sections() {
     assert_eq!(config.rate_limit.routes, RateLimitConfig::default().routes);
 
     let var = "FINCODE_SIDECAR__RETRY__MAX_ATTEMPTS";
-    let problems = errors(&minimal(), &[(var, "50")]);
-    assert_eq!(keys(&problems), ["retry.max_attempts"]);
-    assert_eq!(problems[0].source, Source::Env(var.to_owned()));
-    assert_eq!(problems[0].value.as_deref(), Some("50"));
+    let problem = env_problem(&minimal(), var, "50", "retry.max_attempts");
+    assert_eq!(problem.value.as_deref(), Some("50"));
 }
 
 #[test]
 fn a_transposed_key_gets_a_did_you_mean() {
-    let text = format!("{}[retry]\nmax_attemtps = 5\n", minimal());
-    let problems = errors(&text, &[]);
-    assert_eq!(keys(&problems), ["retry.max_attemtps"]);
-    assert!(
-        problems[0]
-            .message
-            .contains("did you mean `retry.max_attempts`?"),
-        "{}",
-        problems[0]
+    let text = minimal_and("[retry]\nmax_attemtps = 5\n");
+    only_problem(
+        &text,
+        "retry.max_attemtps",
+        "did you mean `retry.max_attempts`?",
     );
 }
 
@@ -1959,7 +1951,7 @@ fn webhooks_and_store_default_when_absent() {
     // Nothing about webhooks to warn of while they are off.
     assert_eq!(keys(&warnings), ["auth.mode"]);
     // Empty sections are the same as absent ones.
-    let text = format!("{}[webhooks]\n[store]\n", minimal());
+    let text = minimal_and("[webhooks]\n[store]\n");
     assert_eq!(load_ok(&text, &[]).0, config);
 }
 
@@ -2099,10 +2091,8 @@ fn allow_lists_take_cidrs_and_plain_addresses_of_both_families() {
     assert_eq!(config.webhooks.trusted_proxies.len(), 2);
 
     // Every bad entry is reported under its own index, and good ones are not.
-    let text = format!(
-        "{}[webhooks]\nallow_ips = [\"bad\", \"10.0.0.0/8\", \"2001:db8::/200\"]\n",
-        minimal()
-    );
+    let text =
+        minimal_and("[webhooks]\nallow_ips = [\"bad\", \"10.0.0.0/8\", \"2001:db8::/200\"]\n");
     let problems = errors(&text, &[]);
     assert_eq!(
         keys(&problems),
@@ -2179,13 +2169,13 @@ fn template_errors_say_where() {
         );
     }
     // An empty pointer means the whole answer.
-    let text = format!("{}[webhooks]\nconfirm_status_pointer = \"\"\n", minimal());
+    let text = minimal_and("[webhooks]\nconfirm_status_pointer = \"\"\n");
     assert_eq!(load_ok(&text, &[]).0.webhooks.confirm_status_pointer, "");
 }
 
 #[test]
 fn enabled_webhooks_need_a_destination_a_signing_secret_and_verification_secrets() {
-    let text = format!("{}[webhooks]\nenabled = true\n", minimal());
+    let text = minimal_and("[webhooks]\nenabled = true\n");
     let problems = errors(&text, &[]);
     assert_eq!(
         keys(&problems),
@@ -2206,10 +2196,7 @@ fn enabled_webhooks_need_a_destination_a_signing_secret_and_verification_secrets
     assert!(problems[2].fix.contains("[\"FINCODE_WEBHOOK_SECRET\"]"));
 
     // The same keys, switched off, are fine: nothing is checked for a listener that never runs.
-    let text = format!(
-        "{}[webhooks]\nenabled = false\nscheme = \"none\"\n",
-        minimal()
-    );
+    let text = minimal_and("[webhooks]\nenabled = false\nscheme = \"none\"\n");
     let (config, warnings) = load_ok(&text, &[]);
     assert_eq!(config.webhooks.scheme, WebhookScheme::None);
     assert_eq!(keys(&warnings), ["auth.mode"]);
@@ -2264,21 +2251,17 @@ fn tls_needs_both_files() {
     let key_line = format!("tls_key_file = {:?}\n", key.path());
 
     let text = format!("{}[webhooks]\n{cert_line}", minimal());
-    let problems = errors(&text, &[]);
-    assert_eq!(keys(&problems), ["webhooks.tls_key_file"]);
-    assert!(
-        problems[0]
-            .message
-            .contains("required when webhooks.tls_cert_file is set")
+    only_problem(
+        &text,
+        "webhooks.tls_key_file",
+        "required when webhooks.tls_cert_file is set",
     );
 
     let text = format!("{}[webhooks]\n{key_line}", minimal());
-    let problems = errors(&text, &[]);
-    assert_eq!(keys(&problems), ["webhooks.tls_cert_file"]);
-    assert!(
-        problems[0]
-            .message
-            .contains("required when webhooks.tls_key_file is set")
+    only_problem(
+        &text,
+        "webhooks.tls_cert_file",
+        "required when webhooks.tls_key_file is set",
     );
 
     let text = format!("{}[webhooks]\n{cert_line}{key_line}", minimal());
@@ -2305,9 +2288,7 @@ fn tls_needs_both_files() {
 #[test]
 fn webhook_listener_cannot_share_a_port_when_enabled() {
     let clash = webhooks_on("listen = \"0.0.0.0:9090\"\n");
-    let problems = errors(&clash, &[]);
-    assert_eq!(keys(&problems), ["webhooks.listen"]);
-    assert!(problems[0].message.contains("clashes with listen.admin"));
+    only_problem(&clash, "webhooks.listen", "clashes with listen.admin");
 
     let clash = webhooks_on("listen = \"127.0.0.1:8080\"\n");
     assert!(
@@ -2317,7 +2298,7 @@ fn webhook_listener_cannot_share_a_port_when_enabled() {
     );
 
     // Off, it binds nothing.
-    let text = format!("{}[webhooks]\nlisten = \"0.0.0.0:9090\"\n", minimal());
+    let text = minimal_and("[webhooks]\nlisten = \"0.0.0.0:9090\"\n");
     load_ok(&text, &[]);
 }
 
@@ -2347,10 +2328,13 @@ fn env_overlay_reaches_webhooks_and_store() {
 
     // A bad item set from a variable is blamed on that variable.
     let var = "FINCODE_SIDECAR__WEBHOOKS__ALLOW_IPS";
-    let problems = errors(&minimal(), &[(var, "[\"10.0.0.0/8\", \"nope\"]")]);
-    assert_eq!(keys(&problems), ["webhooks.allow_ips[1]"]);
-    assert_eq!(problems[0].source, Source::Env(var.to_owned()));
-    assert!(problems[0].to_string().contains(&format!("(from {var})")));
+    let problem = env_problem(
+        &minimal(),
+        var,
+        "[\"10.0.0.0/8\", \"nope\"]",
+        "webhooks.allow_ips[1]",
+    );
+    assert!(problem.to_string().contains(&format!("(from {var})")));
 }
 
 #[test]
@@ -2402,10 +2386,7 @@ fn tpl(text: &str) -> crate::KeyTemplate {
 
 #[test]
 fn oaep_mgf1_and_device_id_are_configurable() {
-    let text = format!(
-        "{}[auth]\noaep_mgf1 = \"sha256\"\ndevice_id = \"device-7\"\n",
-        minimal()
-    );
+    let text = minimal_and("[auth]\noaep_mgf1 = \"sha256\"\ndevice_id = \"device-7\"\n");
     let (config, _) = load_ok(&text, &[]);
     assert_eq!(config.auth.oaep_mgf1, OaepMgf1::Sha256);
     assert_eq!(config.auth.device_id, "device-7");
@@ -2579,10 +2560,7 @@ fn listener_limits_are_validated_and_unknown_ones_named() {
 
 #[test]
 fn unverified_budget_must_hold_one_largest_body() {
-    let text = format!(
-        "{}[webhooks]\nmax_body_bytes = 65536\nmax_unverified_bytes = 1000\n",
-        minimal()
-    );
+    let text = minimal_and("[webhooks]\nmax_body_bytes = 65536\nmax_unverified_bytes = 1000\n");
     let problems = errors(&text, &[]);
     let problem = problems
         .iter()
@@ -2610,9 +2588,8 @@ fn stall_timeouts_must_outlast_the_honest_waits() {
         );
     }
     // Off, or long enough: fine.
-    let text = format!(
-        "{}[listeners.egress]\nstall_timeout = \"45s\"\n[listeners.webhooks]\nstall_timeout = \"0s\"\n",
-        minimal()
+    let text = minimal_and(
+        "[listeners.egress]\nstall_timeout = \"45s\"\n[listeners.webhooks]\nstall_timeout = \"0s\"\n",
     );
     let (config, _) = load_ok(&text, &[]);
     assert_eq!(
@@ -2652,7 +2629,7 @@ fn audit_keys_load_and_an_enabled_trail_needs_both_keys() {
     let missing = config.check_environment(&env(&[("HASH_KEY", "k")]));
     assert_eq!(keys(&missing), ["audit.signing_key_env"]);
 
-    let bare = format!("{}[audit]\nenabled = true\n", minimal());
+    let bare = minimal_and("[audit]\nenabled = true\n");
     assert_eq!(
         keys(&errors(&bare, &[])),
         ["redact.hash_key_env", "audit.signing_key_env"]
@@ -2665,9 +2642,8 @@ fn fincode_config_audit_fsync_never() -> crate::AuditFsync {
 
 #[test]
 fn bad_audit_values_name_their_keys_and_a_short_retention_is_warned_about() {
-    let text = format!(
-        "{}[audit]\nfsync = \"sometimes\"\nqueue = 0\ncheckpoint_every = -1\nretention = \"10s\"\ndir = \"\"\n",
-        minimal()
+    let text = minimal_and(
+        "[audit]\nfsync = \"sometimes\"\nqueue = 0\ncheckpoint_every = -1\nretention = \"10s\"\ndir = \"\"\n",
     );
     assert_eq!(
         keys(&errors(&text, &[])),
@@ -2679,9 +2655,8 @@ fn bad_audit_values_name_their_keys_and_a_short_retention_is_warned_about() {
             "audit.retention"
         ]
     );
-    let short = format!(
-        "{}[redact]\nhash_key_env = \"H\"\n[audit]\nenabled = true\nsigning_key_env = \"S\"\nretention = \"30d\"\n",
-        minimal()
+    let short = minimal_and(
+        "[redact]\nhash_key_env = \"H\"\n[audit]\nenabled = true\nsigning_key_env = \"S\"\nretention = \"30d\"\n",
     );
     let (_, warnings) = load_ok(&short, &[]);
     assert!(keys(&warnings).contains(&"audit.retention"), "{warnings:?}");
@@ -2897,7 +2872,7 @@ fn bad_postgres_store_values_name_their_keys_and_the_fix() {
         );
         assert!(!problems[0].fix.is_empty());
     }
-    let text = format!("{}[store]\nurl = 5432\n", minimal());
+    let text = minimal_and("[store]\nurl = 5432\n");
     let problems = errors(&text, &[]);
     assert_eq!(keys(&problems), ["store.url"]);
     assert!(problems[0].message.contains("expected a URL string"));
@@ -2983,7 +2958,7 @@ fn sqlite_path_and_url_together_are_refused_saying_which_to_drop() {
         problems[0]
     );
     // Also when one of them comes from the environment.
-    let text = format!("{}[store]\nsqlite_path = \"/data/events.db\"\n", minimal());
+    let text = minimal_and("[store]\nsqlite_path = \"/data/events.db\"\n");
     let problems = errors(&text, &[("FINCODE_SIDECAR__STORE__URL", PG_URL)]);
     assert_eq!(keys(&problems), ["store.sqlite_path"]);
 }
@@ -3034,10 +3009,8 @@ fn tls_disabled_is_warned_about_unless_every_host_is_loopback() {
 
 #[test]
 fn postgres_keys_without_a_url_are_ignored_with_a_warning() {
-    let text = format!(
-        "{}[store]\nsqlite_path = \"/data/events.db\"\npool_size = 4\nschema = \"x\"\n",
-        minimal()
-    );
+    let text =
+        minimal_and("[store]\nsqlite_path = \"/data/events.db\"\npool_size = 4\nschema = \"x\"\n");
     let (config, warnings) = load_ok(&text, &[]);
     assert_eq!(
         config.store,
@@ -3051,7 +3024,7 @@ fn postgres_keys_without_a_url_are_ignored_with_a_warning() {
     );
     assert!(warnings[1].message.contains("store.url is not set"));
     // Still checked, so switching to Postgres brings no surprise.
-    let text = format!("{}[store]\npool_size = 0\n", minimal());
+    let text = minimal_and("[store]\npool_size = 0\n");
     assert_eq!(keys(&errors(&text, &[])), ["store.pool_size"]);
 }
 
@@ -3079,9 +3052,7 @@ fn env_overlay_reaches_the_postgres_store_keys() {
     );
     // A bad value set from a variable is blamed on that variable.
     let var = "FINCODE_SIDECAR__STORE__POOL_SIZE";
-    let problems = errors(&postgres(PG_URL, ""), &[(var, "100")]);
-    assert_eq!(keys(&problems), ["store.pool_size"]);
-    assert_eq!(problems[0].source, Source::Env(var.to_owned()));
+    env_problem(&postgres(PG_URL, ""), var, "100", "store.pool_size");
 }
 
 #[test]
@@ -3168,7 +3139,7 @@ fn a_postgres_store_round_trips_and_writes_no_secret() {
 fn shutdown_grace_defaults_to_25s_and_takes_1s_to_10m() {
     let (config, _) = load_ok(&minimal(), &[]);
     assert_eq!(config.shutdown.grace, Duration::from_secs(25));
-    let (config, _) = load_ok(&format!("{}[shutdown]\ngrace = \"40s\"\n", minimal()), &[]);
+    let (config, _) = load_ok(&minimal_and("[shutdown]\ngrace = \"40s\"\n"), &[]);
     assert_eq!(config.shutdown.grace, Duration::from_secs(40));
     for bad in ["\"500ms\"", "\"11m\"", "\"0s\"", "25", "\"soon\""] {
         let problems = errors(&format!("{}[shutdown]\ngrace = {bad}\n", minimal()), &[]);
@@ -3216,7 +3187,7 @@ fn create_limit() -> crate::RouteLimit {
 #[test]
 fn an_unset_hash_key_variable_is_refused_naming_redact_hash_key_env() {
     // The redactor reads the hash key whenever it is named, audit trail or not.
-    let text = format!("{}[redact]\nhash_key_env = \"HASH_KEY\"\n", minimal());
+    let text = minimal_and("[redact]\nhash_key_env = \"HASH_KEY\"\n");
     let (config, _) = load_ok(&text, &[]);
     let problems = config.secrets(&Env::default()).unwrap_err();
     assert_eq!(keys(&problems), ["redact.hash_key_env"]);
@@ -3273,9 +3244,8 @@ fn secrets_reports_every_unset_variable_at_once_and_reads_the_set_ones() {
 fn login_mode_names_each_unset_credential_variable_and_its_key() {
     // Moved from the auth crate, which no longer reads the environment: each login
     // variable is named with the key that names it, never with a value.
-    let text = format!(
-        "{}[auth]\nmode = \"login\"\nemail_env = \"E\"\npassword_env = \"P\"\npublic_key_env = \"K\"\n",
-        minimal()
+    let text = minimal_and(
+        "[auth]\nmode = \"login\"\nemail_env = \"E\"\npassword_env = \"P\"\npublic_key_env = \"K\"\n",
     );
     let (config, _) = load_ok(&text, &[]);
     let problems = config.secrets(&Env::default()).unwrap_err();

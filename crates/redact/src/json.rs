@@ -111,69 +111,56 @@ impl<'a> Scanner<'a> {
     }
 
     fn object(&mut self, depth: usize) -> Result<()> {
-        if depth > MAX_DEPTH {
-            return Err(Invalid);
-        }
-        self.pos += 1; // '{'
-        self.out.push('{');
-        self.skip_ws();
-        if self.peek() == Some(b'}') {
-            self.pos += 1;
-            self.out.push('}');
-            return Ok(());
-        }
-        loop {
-            self.skip_ws();
-            if self.peek() != Some(b'"') {
+        self.container(depth, [b'{', b'}'], |scanner| {
+            scanner.skip_ws();
+            if scanner.peek() != Some(b'"') {
                 return Err(Invalid);
             }
-            let key = self.string()?;
-            write_string(&mut self.out, &text::redact(&key));
-            self.expect(b':')?;
-            self.out.push(':');
-            match self.rules.field(&key) {
-                None => self.value(depth)?,
-                Some(action) => self.apply(action, depth)?,
+            let key = scanner.string()?;
+            write_string(&mut scanner.out, &text::redact(&key));
+            scanner.expect(b':')?;
+            scanner.out.push(':');
+            match scanner.rules.field(&key) {
+                None => scanner.value(depth),
+                Some(action) => scanner.apply(action, depth),
             }
-            self.skip_ws();
-            match self.peek() {
-                Some(b',') => {
-                    self.pos += 1;
-                    self.out.push(',');
-                }
-                Some(b'}') => {
-                    self.pos += 1;
-                    self.out.push('}');
-                    return Ok(());
-                }
-                _ => return Err(Invalid),
-            }
-        }
+        })
     }
 
     fn array(&mut self, depth: usize) -> Result<()> {
+        self.container(depth, [b'[', b']'], |scanner| scanner.value(depth))
+    }
+
+    /// An object or an array, from its `open` byte at `pos` to its `close`: `item` copies
+    /// each member or element, and the punctuation around them is copied here.
+    fn container(
+        &mut self,
+        depth: usize,
+        [open, close]: [u8; 2],
+        mut item: impl FnMut(&mut Self) -> Result<()>,
+    ) -> Result<()> {
         if depth > MAX_DEPTH {
             return Err(Invalid);
         }
-        self.pos += 1; // '['
-        self.out.push('[');
+        self.pos += 1;
+        self.out.push(char::from(open));
         self.skip_ws();
-        if self.peek() == Some(b']') {
+        if self.peek() == Some(close) {
             self.pos += 1;
-            self.out.push(']');
+            self.out.push(char::from(close));
             return Ok(());
         }
         loop {
-            self.value(depth)?;
+            item(self)?;
             self.skip_ws();
             match self.peek() {
                 Some(b',') => {
                     self.pos += 1;
                     self.out.push(',');
                 }
-                Some(b']') => {
+                Some(byte) if byte == close => {
                     self.pos += 1;
-                    self.out.push(']');
+                    self.out.push(char::from(close));
                     return Ok(());
                 }
                 _ => return Err(Invalid),

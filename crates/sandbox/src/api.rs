@@ -25,7 +25,7 @@ use crate::faults::{FaultAction, FaultDecision, FaultPhase};
 use crate::lock;
 use crate::server::ConnAbort;
 use crate::state::{App, CounterCells, LOCKOUT_THRESHOLD, LoggedRequest, SeenRequest};
-use crate::tokens::RefreshError;
+use crate::tokens::{IssuedPair, RefreshError};
 
 /// Where FinCode mounts every service.
 pub(crate) const API_PREFIX: &str = "/api/v6/services";
@@ -349,13 +349,29 @@ fn with_request_id(mut response: Response) -> Response {
 
 async fn login(State(app): State<Arc<App>>, body: Body) -> Response {
     let response = login_inner(&app, body).await;
-    let cell = if response.status().is_success() {
-        &app.counters.logins_ok
+    counted(
+        response,
+        &app.counters.logins_ok,
+        &app.counters.logins_failed,
+    )
+}
+
+/// `response`, counted in `ok` when it is a success and in `failed` otherwise.
+fn counted(response: Response, ok: &AtomicU64, failed: &AtomicU64) -> Response {
+    CounterCells::bump(if response.status().is_success() {
+        ok
     } else {
-        &app.counters.logins_failed
-    };
-    CounterCells::bump(cell);
+        failed
+    });
     response
+}
+
+/// The success answer to a login or a refresh: the token pair just issued.
+fn token_pair(message: &str, pair: &IssuedPair) -> Response {
+    success(
+        message,
+        &json!({"token": pair.token, "refresh_token": pair.refresh_token, "expires_in": pair.expires_in}),
+    )
 }
 
 async fn login_inner(app: &App, body: Body) -> Response {
@@ -383,11 +399,7 @@ async fn login_inner(app: &App, body: Body) -> Response {
         return fincode_error(StatusCode::UNAUTHORIZED, "Invalid email or password");
     }
     lock(&app.failures).remove(email);
-    let pair = app.tokens.issue_pair(email);
-    success(
-        "Login successful",
-        &json!({"token": pair.token, "refresh_token": pair.refresh_token, "expires_in": pair.expires_in}),
-    )
+    token_pair("Login successful", &app.tokens.issue_pair(email))
 }
 
 async fn refresh(State(app): State<Arc<App>>, body: Body) -> Response {
@@ -396,10 +408,7 @@ async fn refresh(State(app): State<Arc<App>>, body: Body) -> Response {
         Ok(value) => match value.get("refresh_token").and_then(Value::as_str) {
             None => validation_error("refresh_token is required"),
             Some(token) => match app.tokens.refresh(token) {
-                Ok(pair) => success(
-                    "Token refreshed",
-                    &json!({"token": pair.token, "refresh_token": pair.refresh_token, "expires_in": pair.expires_in}),
-                ),
+                Ok(pair) => token_pair("Token refreshed", &pair),
                 Err(RefreshError::AlreadyUsed) => {
                     fincode_error(StatusCode::FORBIDDEN, "Token Already Used")
                 }
@@ -409,13 +418,11 @@ async fn refresh(State(app): State<Arc<App>>, body: Body) -> Response {
             },
         },
     };
-    let cell = if response.status().is_success() {
-        &app.counters.refreshes_ok
-    } else {
-        &app.counters.refreshes_failed
-    };
-    CounterCells::bump(cell);
-    response
+    counted(
+        response,
+        &app.counters.refreshes_ok,
+        &app.counters.refreshes_failed,
+    )
 }
 
 async fn logout(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {

@@ -1,5 +1,11 @@
 use super::*;
 
+/// Asserts that the rendered `text` holds `series`, showing all of it when it does not.
+#[track_caller]
+fn assert_has(text: &str, series: &str) {
+    assert!(text.contains(series), "{series} in {text}");
+}
+
 #[test]
 fn renders_observations_with_bounded_labels() {
     let metrics = Metrics::new();
@@ -13,18 +19,16 @@ fn renders_observations_with_bounded_labels() {
     metrics.http.sidecar_error("upstream_timeout");
     metrics.http.transaction(true);
     let text = metrics.render();
-    assert!(text.contains(
-        r#"http_server_request_duration_seconds_count{method="POST",route="/transactionmanagement/create-transaction",status_class="2xx"} 2"#
-    ), "{text}");
-    assert!(text.contains(r#"le="0.025""#), "{text}");
-    assert!(
-        text.contains(r#"fincode_sidecar_errors_total{kind="upstream_timeout"} 1"#),
-        "{text}"
+    assert_has(
+        &text,
+        r#"http_server_request_duration_seconds_count{method="POST",route="/transactionmanagement/create-transaction",status_class="2xx"} 2"#,
     );
-    assert!(
-        text.contains(r#"fincode_transactions_total{outcome="success"} 1"#),
-        "{text}"
+    assert_has(&text, r#"le="0.025""#);
+    assert_has(
+        &text,
+        r#"fincode_sidecar_errors_total{kind="upstream_timeout"} 1"#,
     );
+    assert_has(&text, r#"fincode_transactions_total{outcome="success"} 1"#);
     assert!(text.ends_with("# EOF\n"));
     // Known label values exist before their first event, so alerts see the first one.
     for series in [
@@ -32,7 +36,7 @@ fn renders_observations_with_bounded_labels() {
         r#"fincode_token_refreshes_total{result="failed"} 0"#,
         r#"fincode_logins_total{result="ok"} 0"#,
     ] {
-        assert!(text.contains(series), "{series} in {text}");
+        assert_has(&text, series);
     }
 }
 
@@ -50,18 +54,15 @@ fn login_rejected_is_one_for_the_current_reason_only() {
     let text = metrics.render();
     for reason in ["bad_credentials", "locked", "unknown_user"] {
         let series = format!("fincode_login_rejected{{reason=\"{reason}\"}} 0");
-        assert!(text.contains(&series), "{series} in {text}");
+        assert_has(&text, &series);
     }
     metrics.http.login_rejected(Some("bad_credentials"));
     metrics.http.login_rejected(Some("locked"));
     let text = metrics.render();
-    assert!(
-        text.contains(r#"fincode_login_rejected{reason="locked"} 1"#),
-        "{text}"
-    );
-    assert!(
-        text.contains(r#"fincode_login_rejected{reason="bad_credentials"} 0"#),
-        "{text}"
+    assert_has(&text, r#"fincode_login_rejected{reason="locked"} 1"#);
+    assert_has(
+        &text,
+        r#"fincode_login_rejected{reason="bad_credentials"} 0"#,
     );
     metrics.http.login_rejected(None);
     assert!(
@@ -75,26 +76,17 @@ fn login_rejected_is_one_for_the_current_reason_only() {
 fn the_token_schedule_is_zero_until_known_then_unix_seconds() {
     let metrics = Metrics::new();
     let text = metrics.render();
-    assert!(
-        text.contains("fincode_token_expiry_timestamp_seconds 0\n"),
-        "{text}"
-    );
-    assert!(
-        text.contains("fincode_token_refresh_timestamp_seconds 0\n"),
-        "{text}"
-    );
+    assert_has(&text, "fincode_token_expiry_timestamp_seconds 0\n");
+    assert_has(&text, "fincode_token_refresh_timestamp_seconds 0\n");
     let at = |secs| std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs);
     metrics
         .http
         .token_schedule(Some(at(1_800_003_600)), at(1_800_003_300));
     let text = metrics.render();
-    assert!(
-        text.contains("fincode_token_expiry_timestamp_seconds 1800003600\n"),
-        "{text}"
-    );
-    assert!(
-        text.contains("fincode_token_refresh_timestamp_seconds 1800003300\n"),
-        "{text}"
+    assert_has(&text, "fincode_token_expiry_timestamp_seconds 1800003600\n");
+    assert_has(
+        &text,
+        "fincode_token_refresh_timestamp_seconds 1800003300\n",
     );
     // No token yet (the first login failing): the expiry is unknown again.
     metrics.http.token_schedule(None, at(1_800_000_002));

@@ -16,14 +16,15 @@
 //! the token or loopback admitted it), what, and the answer; refused ones too.
 
 use std::{
+    convert::Infallible,
     net::SocketAddr,
     sync::Arc,
     time::{SystemTime, UNIX_EPOCH},
 };
 
 use axum::{
-    Extension, Router,
-    extract::{Path, Query, State, rejection::QueryRejection},
+    Router,
+    extract::{FromRequestParts, Path, Query, State, rejection::QueryRejection},
     routing::{any, get, post},
 };
 use bytes::Bytes;
@@ -31,7 +32,7 @@ use fincode_audit::Auditor;
 use fincode_redact::Redactor;
 use fincode_server::Peer;
 use fincode_store::{EventStore, Status, StoredEvent};
-use http::{HeaderMap, Method, Response, StatusCode, header};
+use http::{HeaderMap, Method, Response, StatusCode, header, request::Parts};
 use http_body_util::Full;
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
@@ -360,82 +361,93 @@ struct ListQuery {
     limit: Option<String>,
 }
 
-/// The client's address; a request from outside the admin server (none is) counts as
-/// from elsewhere.
-fn peer_of(peer: Option<Extension<Peer>>) -> SocketAddr {
-    peer.map_or(
-        SocketAddr::from(([0, 0, 0, 0], 0)),
-        |Extension(Peer(peer))| peer,
-    )
+/// What [`Admin::admit`] decides on: who sent the request and how. Every handler takes
+/// it first, so no extractor that could reject runs before the caller is admitted.
+struct Asker {
+    peer: SocketAddr,
+    method: Method,
+    headers: HeaderMap,
+}
+
+impl<S: Sync> FromRequestParts<S> for Asker {
+    type Rejection = Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Infallible> {
+        // A request from outside the admin server (none is) counts as from elsewhere.
+        let peer = parts
+            .extensions
+            .get::<Peer>()
+            .map_or(SocketAddr::from(([0, 0, 0, 0], 0)), |Peer(peer)| *peer);
+        Ok(Self {
+            peer,
+            method: parts.method.clone(),
+            headers: parts.headers.clone(),
+        })
+    }
+}
+
+/// The answer to `asker`'s request for `asked` (a replay, or `None` for a read): what
+/// `serve` makes of it once the caller is admitted, 403 otherwise.
+async fn admitted<F>(
+    admin: &Admin,
+    asker: Asker,
+    asked: Option<Replay>,
+    serve: impl FnOnce(Caller) -> F,
+) -> Response<Full<Bytes>>
+where
+    F: Future<Output = Result<Response<Full<Bytes>>, fincode_store::StoreError>>,
+{
+    match admin.admit(&asker.method, &asker.headers, asker.peer, asked) {
+        Ok(caller) => admin.answer(serve(caller).await, caller, asked),
+        Err(why) => forbidden(why),
+    }
 }
 
 async fn list(
     State(admin): State<Admin>,
-    peer: Option<Extension<Peer>>,
-    method: Method,
-    headers: HeaderMap,
+    asker: Asker,
     query: Result<Query<ListQuery>, QueryRejection>,
 ) -> Response<Full<Bytes>> {
-    match admin.admit(&method, &headers, peer_of(peer), None) {
-        Ok(caller) => admin.answer(admin.list(query).await, caller, None),
-        Err(why) => forbidden(why),
-    }
+    admitted(&admin, asker, None, |_| admin.list(query)).await
 }
 
 async fn show(
     State(admin): State<Admin>,
-    peer: Option<Extension<Peer>>,
-    method: Method,
-    headers: HeaderMap,
+    asker: Asker,
     Path(id): Path<String>,
 ) -> Response<Full<Bytes>> {
-    match admin.admit(&method, &headers, peer_of(peer), None) {
-        Ok(caller) => admin.answer(admin.show(&id).await, caller, None),
-        Err(why) => forbidden(why),
-    }
+    admitted(&admin, asker, None, |_| admin.show(&id)).await
 }
 
 async fn replay(
     State(admin): State<Admin>,
-    peer: Option<Extension<Peer>>,
-    method: Method,
-    headers: HeaderMap,
+    asker: Asker,
     Path(id): Path<String>,
 ) -> Response<Full<Bytes>> {
     let asked = Replay::One(id.parse().ok());
-    match admin.admit(&method, &headers, peer_of(peer), Some(asked)) {
-        Ok(caller) => admin.answer(admin.replay(&id, caller).await, caller, Some(asked)),
-        Err(why) => forbidden(why),
-    }
+    admitted(&admin, asker, Some(asked), |caller| {
+        admin.replay(&id, caller)
+    })
+    .await
 }
 
-async fn replay_all(
-    State(admin): State<Admin>,
-    peer: Option<Extension<Peer>>,
-    method: Method,
-    headers: HeaderMap,
-) -> Response<Full<Bytes>> {
-    match admin.admit(&method, &headers, peer_of(peer), Some(Replay::Dead)) {
-        Ok(caller) => admin.answer(admin.replay_all(caller).await, caller, Some(Replay::Dead)),
-        Err(why) => forbidden(why),
-    }
+async fn replay_all(State(admin): State<Admin>, asker: Asker) -> Response<Full<Bytes>> {
+    admitted(&admin, asker, Some(Replay::Dead), |caller| {
+        admin.replay_all(caller)
+    })
+    .await
 }
 
 /// Any other path under `/webhooks/`, or a method its route does not serve: 404 to an
 /// admitted caller.
-async fn no_such_route(
-    State(admin): State<Admin>,
-    peer: Option<Extension<Peer>>,
-    method: Method,
-    headers: HeaderMap,
-) -> Response<Full<Bytes>> {
-    match admin.admit(&method, &headers, peer_of(peer), None) {
-        Ok(_) => reply(
+async fn no_such_route(State(admin): State<Admin>, asker: Asker) -> Response<Full<Bytes>> {
+    admitted(&admin, asker, None, |_| async {
+        Ok(reply(
             StatusCode::NOT_FOUND,
             &json!({"error": "no such webhook route"}),
-        ),
-        Err(why) => forbidden(why),
-    }
+        ))
+    })
+    .await
 }
 
 /// The Bearer token a request carries, if any.
@@ -586,6 +598,18 @@ mod tests {
         )
     }
 
+    fn header_map(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+        pairs
+            .iter()
+            .map(|(name, value)| {
+                (
+                    http::HeaderName::from_static(name),
+                    HeaderValue::from_static(value),
+                )
+            })
+            .collect()
+    }
+
     async fn status(admin: &Admin, peer: &str, bearer: Option<&str>) -> StatusCode {
         let mut headers = HeaderMap::new();
         if let Some(bearer) = bearer {
@@ -692,13 +716,7 @@ mod tests {
         let replay = |peer: &'static str, headers: &'static [(&'static str, &'static str)]| {
             let admin = &admin;
             async move {
-                let mut map = HeaderMap::new();
-                for (name, value) in headers {
-                    map.insert(
-                        http::HeaderName::from_static(name),
-                        HeaderValue::from_static(value),
-                    );
-                }
+                let map = header_map(headers);
                 let response = admin
                     .handle(
                         &Method::POST,
@@ -764,13 +782,7 @@ mod tests {
             |method: Method, path: &'static str, headers: Vec<(&'static str, &'static str)>| {
                 let admin = &admin;
                 async move {
-                    let mut map = HeaderMap::new();
-                    for (name, value) in headers {
-                        map.insert(
-                            http::HeaderName::from_static(name),
-                            HeaderValue::from_static(value),
-                        );
-                    }
+                    let map = header_map(&headers);
                     admin
                         .handle(&method, path, None, &map, "127.0.0.1:5000".parse().unwrap())
                         .await

@@ -9,7 +9,6 @@ use std::{
 };
 
 use bytes::Bytes;
-use fincode_backoff::Backoff;
 use fincode_config::KeyTemplate;
 use fincode_store::{Claimed, EventStore, NewEvent, SqliteStore};
 use http::{HeaderMap, Request, Response, StatusCode};
@@ -214,14 +213,8 @@ async fn a_superseded_event_does_not_block_its_ordering_key() {
         store.clone(),
         deliver,
         Policy {
-            max_attempts: 10,
-            max_age: Duration::from_hours(24),
-            backoff: Backoff::full_jitter(Duration::from_secs(1), Duration::from_mins(1)),
-            backoff_cap: Duration::from_mins(1),
-            concurrency: 4,
-            lease: Duration::from_secs(30),
-            retention: Duration::from_hours(1),
             dedupe_retention: Duration::from_hours(1),
+            ..Policy::for_tests(10)
         },
         WebhookMetrics::register(&mut Registry::default()),
         Arc::new(Notify::new()),

@@ -174,6 +174,24 @@ pub struct Policy {
     pub dedupe_retention: Duration,
 }
 
+/// The policy the tests start from: a day to live, retried after 1 s to a minute, four at
+/// once.
+#[cfg(test)]
+impl Policy {
+    pub(crate) fn for_tests(max_attempts: u32) -> Self {
+        Self {
+            max_attempts,
+            max_age: Duration::from_hours(24),
+            backoff: Backoff::full_jitter(Duration::from_secs(1), Duration::from_mins(1)),
+            backoff_cap: Duration::from_mins(1),
+            concurrency: 4,
+            lease: Duration::from_secs(30),
+            retention: Duration::from_hours(1),
+            dedupe_retention: Duration::from_hours(3),
+        }
+    }
+}
+
 /// Delivers events from `store` through `deliver`.
 #[derive(Debug)]
 pub struct Dispatcher {
@@ -518,20 +536,10 @@ mod tests {
             seen: Mutex::default(),
             clock: Mutex::new(Some(clock)),
         });
-        let policy = Policy {
-            max_attempts,
-            max_age: Duration::from_hours(24),
-            backoff: Backoff::full_jitter(Duration::from_secs(1), Duration::from_mins(1)),
-            backoff_cap: Duration::from_mins(1),
-            concurrency: 4,
-            lease: Duration::from_secs(30),
-            retention: Duration::from_hours(1),
-            dedupe_retention: Duration::from_hours(3),
-        };
         let dispatcher = Dispatcher::new(
             store.clone(),
             app.clone(),
-            policy,
+            Policy::for_tests(max_attempts),
             WebhookMetrics::register(&mut Registry::default()),
             Arc::new(Notify::new()),
             clock,
@@ -730,14 +738,10 @@ mod tests {
             sqlite.clone(),
             Arc::new(App::default()),
             Policy {
-                max_attempts: 3,
                 max_age: Duration::from_hours(1),
-                backoff: Backoff::full_jitter(Duration::from_secs(1), Duration::from_mins(1)),
-                backoff_cap: Duration::from_mins(1),
                 concurrency: 1,
-                lease: Duration::from_secs(30),
-                retention: Duration::from_hours(1),
                 dedupe_retention: Duration::from_hours(1),
+                ..Policy::for_tests(3)
             },
             WebhookMetrics::register(&mut registry),
             Arc::new(Notify::new()),

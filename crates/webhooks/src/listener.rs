@@ -456,6 +456,20 @@ mod tests {
         }
     }
 
+    /// What a fresh [`listener`] answers to `body` posted to its path from loopback.
+    async fn status_of_post<B>(body: B) -> StatusCode
+    where
+        B: http_body::Body<Data = Bytes>,
+        B::Error: std::error::Error + Send + Sync + 'static,
+    {
+        let dir = tempfile::tempdir().unwrap();
+        let request = Request::post("/webhooks/fincode").body(body).unwrap();
+        listener(&dir)
+            .handle(request, "127.0.0.1:9".parse().unwrap())
+            .await
+            .status()
+    }
+
     /// `received_at` comes from the clock the dispatcher reads due times and ages from,
     /// not from another one.
     #[tokio::test(start_paused = true)]
@@ -494,32 +508,21 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_body_that_never_finishes_gets_408_instead_of_holding_the_connection() {
-        let dir = tempfile::tempdir().unwrap();
-        let listener = listener(&dir);
         let stalled = StreamBody::new(futures_util::stream::pending::<
             Result<Frame<Bytes>, Infallible>,
         >());
-        let request = Request::post("/webhooks/fincode").body(stalled).unwrap();
-        let response = listener
-            .handle(request, "127.0.0.1:9".parse().unwrap())
-            .await;
-        assert_eq!(response.status(), StatusCode::REQUEST_TIMEOUT);
+        assert_eq!(status_of_post(stalled).await, StatusCode::REQUEST_TIMEOUT);
     }
 
     #[tokio::test]
     async fn a_chunked_body_over_the_limit_is_413_however_it_is_sent() {
-        let dir = tempfile::tempdir().unwrap();
-        let listener = listener(&dir);
         let chunks = futures_util::stream::iter(
             (0..8).map(|_| Ok::<_, Infallible>(Frame::data(Bytes::from(vec![b'x'; 200])))),
         );
-        let request = Request::post("/webhooks/fincode")
-            .body(StreamBody::new(chunks))
-            .unwrap();
-        let response = listener
-            .handle(request, "127.0.0.1:9".parse().unwrap())
-            .await;
-        assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE);
+        assert_eq!(
+            status_of_post(StreamBody::new(chunks)).await,
+            StatusCode::PAYLOAD_TOO_LARGE
+        );
     }
 
     #[tokio::test]

@@ -20,6 +20,13 @@ const HMAC_SHA512_HEX: &str = "fb2ccf6b1f81c41a2572f3f58176cce67cbcb3e9e871efece
                                44979104fcc92d5f26089071922edae5686f7c3e2138da287be6e63391cef38b";
 const HMAC_SHA512_BASE64: &str = "+yzPax+BxBolcvP1gXbM5ny8s+noce/s6txAk15q6XlEl5EE/MktXyYIkHGSLtrl\
                                   aG98PiE42ih75uYzkc7ziw==";
+/// Every algorithm and encoding with its answer over `BODY`.
+const HMAC_KNOWN_ANSWERS: [(Algorithm, Encoding, &str); 4] = [
+    (Algorithm::Sha256, Encoding::Hex, HMAC_SHA256_HEX),
+    (Algorithm::Sha256, Encoding::Base64, HMAC_SHA256_BASE64),
+    (Algorithm::Sha512, Encoding::Hex, HMAC_SHA512_HEX),
+    (Algorithm::Sha512, Encoding::Base64, HMAC_SHA512_BASE64),
+];
 /// HMAC-SHA256 of the empty body.
 const HMAC_SHA256_HEX_EMPTY: &str =
     "2260b8412c9f8ecfe5723719fedbce9c3a28a130f45cf25a81f5dfd2767240d7";
@@ -86,6 +93,16 @@ fn hmac_scheme(algorithm: Algorithm, encoding: Encoding, prefix: &str) -> Scheme
     }
 }
 
+/// A verifier of `hmac_scheme(algorithm, encoding, prefix)` that knows `HMAC_SECRET`.
+fn hmac_verifier(algorithm: Algorithm, encoding: Encoding, prefix: &str) -> Verifier {
+    verifier(hmac_scheme(algorithm, encoding, prefix), &[HMAC_SECRET])
+}
+
+/// `value` in the header `hmac_scheme` reads.
+fn hmac_header(value: &str) -> HeaderMap {
+    headers(&[("x-fincode-signature", value)])
+}
+
 fn stripe() -> Scheme {
     Scheme::Stripe {
         header: DEFAULT_STRIPE_HEADER,
@@ -132,15 +149,9 @@ fn signed(scheme: &Scheme, secret_text: &str, body: &[u8], now: u64, id: &str) -
 
 #[test]
 fn hmac_known_answers_verify() {
-    let cases = [
-        (Algorithm::Sha256, Encoding::Hex, HMAC_SHA256_HEX),
-        (Algorithm::Sha256, Encoding::Base64, HMAC_SHA256_BASE64),
-        (Algorithm::Sha512, Encoding::Hex, HMAC_SHA512_HEX),
-        (Algorithm::Sha512, Encoding::Base64, HMAC_SHA512_BASE64),
-    ];
-    for (algorithm, encoding, tag) in cases {
+    for (algorithm, encoding, tag) in HMAC_KNOWN_ANSWERS {
         let v = verifier(hmac_scheme(algorithm, encoding, ""), &[HMAC_SECRET]);
-        let h = headers(&[("x-fincode-signature", tag)]);
+        let h = hmac_header(tag);
         assert_eq!(
             v.verify(&h, BODY, at(0)),
             Ok(()),
@@ -156,13 +167,7 @@ fn hmac_known_answers_verify() {
 
 #[test]
 fn hmac_sign_reproduces_known_answers_with_prefix() {
-    let cases = [
-        (Algorithm::Sha256, Encoding::Hex, HMAC_SHA256_HEX),
-        (Algorithm::Sha256, Encoding::Base64, HMAC_SHA256_BASE64),
-        (Algorithm::Sha512, Encoding::Hex, HMAC_SHA512_HEX),
-        (Algorithm::Sha512, Encoding::Base64, HMAC_SHA512_BASE64),
-    ];
-    for (algorithm, encoding, tag) in cases {
+    for (algorithm, encoding, tag) in HMAC_KNOWN_ANSWERS {
         let scheme = hmac_scheme(algorithm, encoding, "sha=");
         let out = sign(&scheme, &secret(HMAC_SECRET), BODY, at(0), "ignored").unwrap();
         assert_eq!(out.len(), 1);
@@ -170,33 +175,27 @@ fn hmac_sign_reproduces_known_answers_with_prefix() {
         assert_eq!(out[0].1, format!("sha={tag}").as_str());
         assert!(out[0].1.is_sensitive());
         let v = verifier(scheme, &[HMAC_SECRET]);
-        let h = headers(&[("x-fincode-signature", &format!("sha={tag}"))]);
+        let h = hmac_header(&format!("sha={tag}"));
         assert_eq!(v.verify(&h, BODY, at(0)), Ok(()));
     }
 }
 
 #[test]
 fn hmac_hex_accepts_upper_case() {
-    let v = verifier(
-        hmac_scheme(Algorithm::Sha256, Encoding::Hex, ""),
-        &[HMAC_SECRET],
-    );
-    let h = headers(&[("x-fincode-signature", &HMAC_SHA256_HEX.to_ascii_uppercase())]);
+    let v = hmac_verifier(Algorithm::Sha256, Encoding::Hex, "");
+    let h = hmac_header(&HMAC_SHA256_HEX.to_ascii_uppercase());
     assert_eq!(v.verify(&h, BODY, at(0)), Ok(()));
 }
 
 #[test]
 fn hmac_empty_body_and_one_mib_body() {
-    let v = verifier(
-        hmac_scheme(Algorithm::Sha256, Encoding::Hex, ""),
-        &[HMAC_SECRET],
-    );
-    let h = headers(&[("x-fincode-signature", HMAC_SHA256_HEX_EMPTY)]);
+    let v = hmac_verifier(Algorithm::Sha256, Encoding::Hex, "");
+    let h = hmac_header(HMAC_SHA256_HEX_EMPTY);
     assert_eq!(v.verify(&h, b"", at(0)), Ok(()));
     assert_eq!(v.verify(&h, b" ", at(0)), Err(Rejection::BadSignature));
 
     let body = mib_body();
-    let h = headers(&[("x-fincode-signature", HMAC_SHA256_HEX_MIB)]);
+    let h = hmac_header(HMAC_SHA256_HEX_MIB);
     assert_eq!(v.verify(&h, &body, at(0)), Ok(()));
     assert_eq!(
         v.verify(&h, &flipped(&body, body.len() - 1), at(0)),
@@ -210,15 +209,9 @@ fn hmac_empty_body_and_one_mib_body() {
 
 #[test]
 fn hmac_malformed_headers() {
-    let v = verifier(
-        hmac_scheme(Algorithm::Sha256, Encoding::Hex, "sha256="),
-        &[HMAC_SECRET],
-    );
+    let v = hmac_verifier(Algorithm::Sha256, Encoding::Hex, "sha256=");
     let good = format!("sha256={HMAC_SHA256_HEX}");
-    assert_eq!(
-        v.verify(&headers(&[("x-fincode-signature", &good)]), BODY, at(0)),
-        Ok(())
-    );
+    assert_eq!(v.verify(&hmac_header(&good), BODY, at(0)), Ok(()));
 
     assert_eq!(
         v.verify(&HeaderMap::new(), BODY, at(0)),
@@ -244,7 +237,7 @@ fn hmac_malformed_headers() {
     ];
     for value in &malformed {
         assert_eq!(
-            v.verify(&headers(&[("x-fincode-signature", value)]), BODY, at(0)),
+            v.verify(&hmac_header(value), BODY, at(0)),
             Err(Rejection::MalformedSignature),
             "{value:?}"
         );
@@ -275,10 +268,7 @@ fn hmac_malformed_headers() {
 
 #[test]
 fn hmac_base64_malformed() {
-    let v = verifier(
-        hmac_scheme(Algorithm::Sha256, Encoding::Base64, ""),
-        &[HMAC_SECRET],
-    );
+    let v = hmac_verifier(Algorithm::Sha256, Encoding::Base64, "");
     for value in [
         "KVq1tXTUw8Owhq0iiTqzYfgoqwKODHOrJd1Dd6wICpw", // padding missing
         "KVq1tXTUw8Owhq0iiTqzYfgoqwKODHOrJd1Dd6wICp!=", // not base64
@@ -286,7 +276,7 @@ fn hmac_base64_malformed() {
         HMAC_SHA256_HEX,                               // hex where base64 is configured
     ] {
         assert_eq!(
-            v.verify(&headers(&[("x-fincode-signature", value)]), BODY, at(0)),
+            v.verify(&hmac_header(value), BODY, at(0)),
             Err(Rejection::MalformedSignature),
             "{value:?}"
         );
@@ -565,7 +555,7 @@ fn rotation_second_secret_matches_for_every_scheme() {
             hmac_scheme(Algorithm::Sha256, Encoding::Hex, ""),
             "old-secret",
             HMAC_SECRET,
-            headers(&[("x-fincode-signature", HMAC_SHA256_HEX)]),
+            hmac_header(HMAC_SHA256_HEX),
             BODY,
             0,
         ),
@@ -722,11 +712,8 @@ fn zero_tolerance_accepts_only_the_same_second() {
 
 #[test]
 fn hmac_and_shared_secret_ignore_the_clock() {
-    let v = verifier(
-        hmac_scheme(Algorithm::Sha256, Encoding::Hex, ""),
-        &[HMAC_SECRET],
-    );
-    let h = headers(&[("x-fincode-signature", HMAC_SHA256_HEX)]);
+    let v = hmac_verifier(Algorithm::Sha256, Encoding::Hex, "");
+    let h = hmac_header(HMAC_SHA256_HEX);
     assert_eq!(v.verify(&h, BODY, at(u64::from(u32::MAX))), Ok(()));
 }
 
@@ -818,36 +805,30 @@ fn debug_redacts_secrets() {
 
 #[test]
 fn sign_errors() {
-    assert!(matches!(
-        sign(
+    for (secret_text, id, invalid_id) in [
+        (SPEC_SECRET, "", true),
+        (SPEC_SECRET, "msg 1", true),
+        ("not-whsec", "msg_1", false),
+    ] {
+        let error = sign(
             &Scheme::StandardWebhooks,
-            &secret(SPEC_SECRET),
+            &secret(secret_text),
             BODY,
             at(T),
-            ""
-        ),
-        Err(VerifierError::InvalidMessageId)
-    ));
-    assert!(matches!(
-        sign(
-            &Scheme::StandardWebhooks,
-            &secret(SPEC_SECRET),
-            BODY,
-            at(T),
-            "msg 1"
-        ),
-        Err(VerifierError::InvalidMessageId)
-    ));
-    assert!(matches!(
-        sign(
-            &Scheme::StandardWebhooks,
-            &secret("not-whsec"),
-            BODY,
-            at(T),
-            "msg_1"
-        ),
-        Err(VerifierError::NotStandardWebhooksSecret { position: 1 })
-    ));
+            id,
+        );
+        if invalid_id {
+            assert!(
+                matches!(error, Err(VerifierError::InvalidMessageId)),
+                "{id:?}"
+            );
+        } else {
+            assert!(matches!(
+                error,
+                Err(VerifierError::NotStandardWebhooksSecret { position: 1 })
+            ));
+        }
+    }
     let before_epoch = SystemTime::UNIX_EPOCH - Duration::from_secs(1);
     assert!(matches!(
         sign(&stripe(), &secret(STRIPE_SECRET), BODY, before_epoch, ""),
