@@ -23,6 +23,13 @@ async fn logged_in(sandbox: &TestSandbox, builder: SidecarBuilder) -> Sidecar {
     builder.login(sandbox, EMAIL, PASSWORD).start_ready().await
 }
 
+/// The app lists transactions through `sidecar` and FinCode answers 200: the sidecar holds
+/// a token FinCode accepts.
+async fn assert_transactions_answer(app: &AppClient, sidecar: &Sidecar) {
+    let response = get(app, &sidecar.url("/transactionmanagement/transactions")).await;
+    assert_eq!(response.status, 200, "{response:?}");
+}
+
 /// These tests make FinCode forget a token seconds after it was issued; by default such a
 /// 401 does not renew it (`auth.renew_on_401_min_age`, see
 /// `many_401s_on_a_fresh_token_start_no_refresh`).
@@ -123,8 +130,7 @@ async fn a_401_is_renewed_and_replayed_once_but_an_unkeyed_post_is_sent_once() {
 
     // GET: replayed with the new token, the app sees 200.
     sandbox.expire_access_tokens();
-    let response = get(&app, &sidecar.url("/transactionmanagement/transactions")).await;
-    assert_eq!(response.status, 200);
+    assert_transactions_answer(&app, &sidecar).await;
     assert_eq!(
         count_requests(&sandbox, "GET", "/transactionmanagement/transactions"),
         2
@@ -151,8 +157,7 @@ async fn a_401_is_renewed_and_replayed_once_but_an_unkeyed_post_is_sent_once() {
         "sent once"
     );
     // The token was renewed meanwhile: the app's next call is authenticated.
-    let next = get(&app, &sidecar.url("/transactionmanagement/transactions")).await;
-    assert_eq!(next.status, 200);
+    assert_transactions_answer(&app, &sidecar).await;
     assert_eq!(sandbox.counters().refreshes_ok, 3);
 }
 
@@ -303,8 +308,7 @@ async fn oaep_mgf1_sha256_is_refused_by_a_fincode_that_decrypts_like_java_and_wo
         SidecarBuilder::new(&sha256_sandbox).set("auth.oaep_mgf1", "sha256"),
     )
     .await;
-    let response = get(&app, &sidecar.url("/transactionmanagement/transactions")).await;
-    assert_eq!(response.status, 200);
+    assert_transactions_answer(&app, &sidecar).await;
     assert_eq!(sha256_sandbox.counters().logins_failed, 0);
 }
 
@@ -488,8 +492,7 @@ async fn after_a_first_token_fincode_trouble_shows_in_the_readyz_body_not_its_st
         assert!(std::time::Instant::now() < deadline, "{ready:?}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let response = get(&app, &sidecar.url("/transactionmanagement/transactions")).await;
-    assert_eq!(response.status, 200);
+    assert_transactions_answer(&app, &sidecar).await;
 }
 
 #[tokio::test]

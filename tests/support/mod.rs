@@ -539,8 +539,11 @@ pub async fn eventually(
     }
 }
 
+/// The app's HTTP client.
+pub type AppClient = Client<HttpConnector, Full<Bytes>>;
+
 /// A plain-HTTP client, as the app uses to call the sidecar.
-pub fn app_client() -> Client<HttpConnector, Full<Bytes>> {
+pub fn app_client() -> AppClient {
     Client::builder(TokioExecutor::new()).build_http()
 }
 
