@@ -30,6 +30,17 @@ use fincode_config::{Config, ConfigError, Env, Severity};
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// Turns transparent huge pages off for this process (`PR_SET_THP_DISABLE`), for hosts
+/// whose THP mode is `always`: there the kernel backs any 2 MiB-aligned stretch of the
+/// allocator's memory with a huge page at its first touch, and a sidecar whose working set
+/// is a few MiB becomes resident in 2 MiB steps, in every pod. (In `madvise` mode the
+/// `no_thp` build of mimalloc already keeps them away.) The cost is a few more TLB misses,
+/// which `benches/load.sh` did not show (`benches/README.md`). Best effort: a kernel
+/// without the call keeps its default.
+fn no_huge_pages() {
+    let _ = rustix::thread::disable_transparent_huge_pages(true);
+}
+
 /// Where `run` and `check` look for the config when `--config` is not given.
 const DEFAULT_CONFIG: &str = "/etc/fincode-sidecar/config.toml";
 
@@ -87,6 +98,7 @@ enum Command {
 
 fn main() -> ExitCode {
     panic_hook::install();
+    no_huge_pages();
     let cli = Cli::parse();
     match cli.command.unwrap_or(Command::Run) {
         Command::Check => check(&cli.config),

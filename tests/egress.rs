@@ -628,3 +628,28 @@ async fn connections_are_served_by_a_runtime_per_core_under_one_connection_cap()
     assert_eq!(connections, 4, "{metrics}");
     drop(open);
 }
+
+/// A sidecar runs in every pod, so its resident memory counts once per replica: the
+/// process turns transparent huge pages off before it allocates much, or the kernel
+/// makes every 2 MiB stretch of the allocator's memory resident at its first touch
+/// (8 MiB at start and 20 MiB more under load on this machine, `benches/README.md`).
+#[tokio::test]
+async fn the_process_runs_without_transparent_huge_pages() {
+    let sandbox = TestSandbox::start().await;
+    let sidecar = SidecarBuilder::with_static_token(&sandbox)
+        .start_ready()
+        .await;
+    let status = std::fs::read_to_string(format!("/proc/{}/status", sidecar.pid())).unwrap();
+    let Some(line) = status.lines().find(|line| line.starts_with("THP_enabled:")) else {
+        eprintln!("SKIPPED: this kernel does not report THP_enabled in /proc/<pid>/status");
+        return;
+    };
+    assert_eq!(line.split_whitespace().nth(1), Some("0"), "{line}");
+    let huge: u64 = std::fs::read_to_string(format!("/proc/{}/smaps_rollup", sidecar.pid()))
+        .unwrap()
+        .lines()
+        .find_map(|line| line.strip_prefix("AnonHugePages:"))
+        .and_then(|rest| rest.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0);
+    assert_eq!(huge, 0, "anonymous memory in huge pages: {huge} KiB");
+}

@@ -81,13 +81,16 @@ pub fn normalise(path: &str) -> Result<Cow<'_, str>, PathError> {
     if bytes.first() != Some(&b'/') {
         return Err(PathError::NotAbsolute);
     }
-    let mut rewrite = false;
+    let (mut rewrite, mut dots) = (false, false);
     let mut i = 0;
     while i < bytes.len() {
         match bytes[i] {
             b'\\' => return Err(PathError::Backslash),
             b';' => return Err(PathError::PathParameter),
             b'/' if bytes.get(i + 1) == Some(&b'/') => rewrite = true,
+            // Encoded dots are refused (`check_escape`), so only plain dot segments are
+            // left to find; `bytes[0]` is the `/` checked above.
+            b'.' if i > 0 && bytes[i - 1] == b'/' => dots |= is_dot_segment(&bytes[i..]),
             b'%' => {
                 let decoded = escape_at(bytes, i).ok_or(PathError::MalformedEscape)?;
                 check_escape(decoded)?;
@@ -98,11 +101,7 @@ pub fn normalise(path: &str) -> Result<Cow<'_, str>, PathError> {
         }
         i += 1;
     }
-    // Encoded dots are refused above, so only plain dot segments are left to find.
-    if path
-        .split('/')
-        .any(|segment| segment == "." || segment == "..")
-    {
+    if dots {
         return Err(PathError::DotSegment);
     }
     if !rewrite {
@@ -143,6 +142,15 @@ pub(crate) fn strip_base<'a>(path: &'a str, base: &str) -> Option<&'a str> {
     let head = path.get(..base.len())?;
     let rest = &path[base.len()..];
     (head.eq_ignore_ascii_case(base) && (rest.is_empty() || rest.starts_with('/'))).then_some(rest)
+}
+
+/// Whether `rest`, which starts with a `.` right after a `/`, is a whole `.` or `..`
+/// segment (followed by `/` or the end).
+fn is_dot_segment(rest: &[u8]) -> bool {
+    matches!(
+        rest,
+        [b'.'] | [b'.', b'/', ..] | [b'.', b'.'] | [b'.', b'.', b'/', ..]
+    )
 }
 
 /// The byte `%XY` at `at` stands for, if `X` and `Y` are hex digits.

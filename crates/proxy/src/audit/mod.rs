@@ -276,7 +276,9 @@ impl Pending {
             };
         }
         if let Some(trace) = &self.trace {
-            record = record.trace_id(&trace.trace_id_hex());
+            // Hex digits are ASCII; the array spares an allocation per record.
+            let digits = trace.trace_id_hex_digits();
+            record = record.trace_id(std::str::from_utf8(&digits).unwrap_or_default());
         }
         if let Some(peer) = self.peer {
             record = record.peer(peer);

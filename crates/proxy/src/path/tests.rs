@@ -145,6 +145,18 @@ proptest! {
         }
     }
 
+    /// A path with a plain `.` or `..` segment (read by splitting on `/`) and nothing else
+    /// wrong is refused as a dot segment, and one without is not.
+    #[test]
+    fn dot_segments_are_found_as_splitting_finds_them(path in path_strategy()) {
+        let has_dots = path.split('/').any(|s| s == "." || s == "..");
+        match normalise(&path) {
+            Err(PathError::DotSegment) => prop_assert!(has_dots, "{path}"),
+            Ok(_) => prop_assert!(!has_dots, "{path}"),
+            Err(_) => {}
+        }
+    }
+
     #[test]
     fn any_string_is_handled_without_panicking(path in "\\PC*") {
         let _ = normalise(&path);
