@@ -31,11 +31,26 @@ pub const CREATE_TRANSACTION: &str = fincode_config::CREATE_TRANSACTION_ROUTE;
 #[derive(Clone, Debug)]
 pub struct RouteTable {
     base_path: String,
+    /// Each template and its segments (the empty one before the leading `/` included),
+    /// split once here rather than on every request.
+    templates: Vec<(&'static str, Segments<'static>)>,
 }
 
 /// The route template of a request, stored in its extensions by the observe layer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Route(pub &'static str);
+
+/// No template has more segments than this (`""`, `transactionmanagement`,
+/// `transactions`, `{id}`); a path with more is `other` without a comparison.
+const MAX_SEGMENTS: usize = 4;
+
+/// A path's segments as `split('/')` gives them, when there are at most
+/// [`MAX_SEGMENTS`].
+#[derive(Clone, Copy, Debug, Default)]
+struct Segments<'a> {
+    parts: [&'a [u8]; MAX_SEGMENTS],
+    len: usize,
+}
 
 // === impl RouteTable ===
 
@@ -45,54 +60,62 @@ impl RouteTable {
     pub fn new(base_path: &str) -> Self {
         Self {
             base_path: base_path.trim_end_matches('/').to_owned(),
+            templates: TEMPLATES
+                .iter()
+                .map(|template| {
+                    let segments = Segments::of(template);
+                    debug_assert!(segments.is_some(), "{template} has too many segments");
+                    (*template, segments.unwrap_or_default())
+                })
+                .collect(),
         }
     }
 
     /// The template for `path`, or [`OTHER`]; letter case is ignored.
+    ///
+    /// Segment by segment, in any ASCII letter case (as the guard reads paths): a path
+    /// that FinCode may route like a template must count, and be limited, as that
+    /// template. The path is split once, by bytes: `str::split` against every template
+    /// cost about 5 000 instructions a request (`benches/README.md`).
     pub fn template(&self, path: &str) -> &'static str {
         let path = crate::path::strip_base(path, &self.base_path).unwrap_or(path);
-        let path = path.trim_end_matches('/');
-        TEMPLATES
-            .iter()
-            .find(|template| matches(template, path))
-            .copied()
-            .unwrap_or(OTHER)
-    }
-}
-
-/// Segment by segment, in any ASCII letter case (as the guard reads paths): a path that
-/// FinCode may route like a template must count, and be limited, as that template.
-///
-/// Byte slices rather than `str::split`: this runs against every template on every
-/// request, and `split`'s searcher cost about 5 000 instructions a request where the
-/// comparison itself needs a few hundred (`benches/README.md`).
-fn matches(template: &str, path: &str) -> bool {
-    let (mut want, mut got) = (template.as_bytes(), path.as_bytes());
-    loop {
-        let (w, want_rest) = segment(want);
-        let (g, got_rest) = segment(got);
-        let same = if w == b"{id}" {
-            !g.is_empty()
-        } else {
-            w.eq_ignore_ascii_case(g)
+        let Some(got) = Segments::of(path.trim_end_matches('/')) else {
+            return OTHER;
         };
-        if !same {
-            return false;
-        }
-        match (want_rest, got_rest) {
-            (None, None) => return true,
-            (Some(w), Some(g)) => (want, got) = (w, g),
-            _ => return false,
-        }
+        self.templates
+            .iter()
+            .find(|(_, want)| want.matched_by(&got))
+            .map_or(OTHER, |(template, _)| template)
     }
 }
 
-/// The bytes up to the first `/`, and what follows it (`None` when there is no `/`): one
-/// step of `split('/')`.
-fn segment(bytes: &[u8]) -> (&[u8], Option<&[u8]>) {
-    match bytes.iter().position(|byte| *byte == b'/') {
-        Some(at) => (&bytes[..at], Some(&bytes[at + 1..])),
-        None => (bytes, None),
+// === impl Segments ===
+
+impl<'a> Segments<'a> {
+    /// `path` split on `/`, or `None` when it has more than [`MAX_SEGMENTS`] segments.
+    fn of(path: &'a str) -> Option<Self> {
+        let mut segments = Self::default();
+        for part in path.as_bytes().split(|byte| *byte == b'/') {
+            *segments.parts.get_mut(segments.len)? = part;
+            segments.len += 1;
+        }
+        Some(segments)
+    }
+
+    /// Whether these, a template's segments, match `got`'s: as many, and each the same in
+    /// any ASCII letter case, `{id}` standing for any non-empty segment.
+    fn matched_by(&self, got: &Segments<'_>) -> bool {
+        self.len == got.len
+            && self.parts[..self.len]
+                .iter()
+                .zip(&got.parts[..got.len])
+                .all(|(want, got)| {
+                    if *want == b"{id}" {
+                        !got.is_empty()
+                    } else {
+                        want.eq_ignore_ascii_case(got)
+                    }
+                })
     }
 }
 
@@ -100,22 +123,32 @@ fn segment(bytes: &[u8]) -> (&[u8], Option<&[u8]>) {
 mod tests {
     use super::*;
 
-    /// The plain `split('/')` reading the byte-slice matcher replaced.
-    fn split_reading(template: &str, path: &str) -> bool {
-        let (mut want, mut got) = (template.split('/'), path.split('/'));
-        loop {
-            match (want.next(), got.next()) {
-                (None, None) => return true,
-                (Some("{id}"), Some(segment)) if !segment.is_empty() => {}
-                (Some(w), Some(g)) if w.eq_ignore_ascii_case(g) => {}
-                _ => return false,
+    /// The plain `split('/')` reading, template by template, that the table's one split
+    /// of the path replaced.
+    fn split_template(path: &str) -> &'static str {
+        let path = crate::path::strip_base(path, "/api/v6/services").unwrap_or(path);
+        let path = path.trim_end_matches('/');
+        let matches = |template: &str| {
+            let (mut want, mut got) = (template.split('/'), path.split('/'));
+            loop {
+                match (want.next(), got.next()) {
+                    (None, None) => return true,
+                    (Some("{id}"), Some(segment)) if !segment.is_empty() => {}
+                    (Some(w), Some(g)) if w.eq_ignore_ascii_case(g) => {}
+                    _ => return false,
+                }
             }
-        }
+        };
+        templates()
+            .iter()
+            .find(|template| matches(template))
+            .copied()
+            .unwrap_or(OTHER)
     }
 
-    /// The byte-slice matcher against the `split('/')` reading it replaced.
     #[test]
-    fn matching_agrees_with_splitting_on_slashes() {
+    fn the_table_agrees_with_splitting_on_slashes() {
+        let table = RouteTable::new("/api/v6/services");
         let paths = [
             "",
             "/",
@@ -127,44 +160,38 @@ mod tests {
             "/transactionmanagement/transactions/x",
             "/transactionmanagement/transactions//",
             "/transactionmanagement/transactions/x/",
+            "/transactionmanagement/transactions/x/y",
             "/TRANSACTIONMANAGEMENT/Transactions/é",
             "transactionmanagement/transactions/x",
             "/transactionmanagement/create-transaction",
             "/transactionmanagement/create-transaction/x",
+            "/api/v6/services/sandbox/ping",
+            "/api/v6/services//sandbox/ping",
             "/customer",
             "/é/é",
         ];
-        for template in templates() {
-            for path in paths {
-                assert_eq!(
-                    matches(template, path),
-                    split_reading(template, path),
-                    "{template} {path}"
-                );
-            }
+        for path in paths {
+            assert_eq!(table.template(path), split_template(path), "{path}");
         }
     }
 
     proptest::proptest! {
-        /// Paths made of the templates' own segments, empty ones and odd ones, in any case.
+        /// Paths made of the templates' own segments, the base path's, empty ones and odd
+        /// ones, in any case.
         #[test]
-        fn matching_agrees_with_splitting_on_any_path(
+        fn the_table_agrees_with_splitting_on_any_path(
             segments in proptest::collection::vec(
                 proptest::sample::select(vec![
                     "", "transactionmanagement", "Transactions", "create-transaction",
-                    "CUSTOMER", "x", "é", "{id}", "webhook",
+                    "CUSTOMER", "x", "é", "{id}", "webhook", "sandbox", "PING", "api", "v6",
+                    "services",
                 ]),
-                0..6,
+                0..8,
             ),
         ) {
             let path = segments.join("/");
-            for template in templates() {
-                proptest::prop_assert_eq!(
-                    matches(template, &path),
-                    split_reading(template, &path),
-                    "{} {}", template, path
-                );
-            }
+            let table = RouteTable::new("/api/v6/services");
+            proptest::prop_assert_eq!(table.template(&path), split_template(&path), "{}", path);
         }
     }
 
