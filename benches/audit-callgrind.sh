@@ -20,8 +20,9 @@
 #
 # The upstream is nginx over TLS serving the same responses as load.sh; the client is one
 # Python keep-alive connection (requests one after another, so every request does the same
-# work). Prints Ir per request off and on, and the ratio; with KEEP=1 the callgrind files stay
-# in the printed directory for `callgrind_annotate --inclusive=yes`.
+# work; FRESH=1 opens a new connection for each request instead). Prints Ir per request off
+# and on, and the ratio; with KEEP=1 the callgrind files stay in the printed directory for
+# `callgrind_annotate --inclusive=yes`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -68,15 +69,20 @@ sidecar_config "$OFF_PORT" "$OFF_ADMIN" "$LOG_LEVEL" >"$DIR/off.toml"
 audit_secrets
 export BENCH_FINCODE_TOKEN=bench-token
 
-# One keep-alive connection, requests one after another; exits non-zero on any non-2xx.
+# One keep-alive connection, requests one after another (with FRESH=1, a new connection for
+# each request, closed after its response); exits non-zero on any non-2xx.
 cat >"$DIR/client.py" <<'PY'
-import http.client, sys
+import http.client, os, sys
 port, kind, n = int(sys.argv[1]), sys.argv[2], int(sys.argv[3])
+fresh = os.environ.get("FRESH") == "1"
 conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
 body = ('{"amount":125000,"currency":"NGN","reference":"PCN-ORDER-88231",'
         '"customer_code":"CUST-000931","narration":"Order 88231 checkout",'
         '"callback_url":"https://shop.example/fincode/callback","payment_methods":["CARD","BANK"]}')
 for _ in range(n):
+    if fresh:
+        conn.close()
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
     if kind == "ping":
         conn.request("GET", "/sandbox/ping")
     elif kind == "get":
@@ -96,7 +102,11 @@ wait_port "https://127.0.0.1:$UPSTREAM_PORT/" "upstream nginx" 600 0.2
 # Total Ir in a callgrind dump file (the "summary:" or "totals:" line).
 total_ir() { awk '/^(summary|totals):/ {print $2; exit}' "$1"; }
 
-echo "valgrind --tool=callgrind; $N requests per kind after $WARM warm-up, one keep-alive connection"
+if [[ "${FRESH:-}" == 1 ]]; then
+  echo "valgrind --tool=callgrind; $N requests per kind after $WARM warm-up, a new connection each"
+else
+  echo "valgrind --tool=callgrind; $N requests per kind after $WARM warm-up, one keep-alive connection"
+fi
 printf '%-7s %14s %14s %9s\n' request "off Ir/req" "on Ir/req" "on/off"
 declare -A IR
 for kind in $AUDIT_REQUEST; do

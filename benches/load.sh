@@ -254,26 +254,30 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
 CLK_TCK=$(getconf CLK_TCK)
 # CPU time the process has used (utime + stime, every thread, live and exited), in ticks.
 cpu_ticks() { awk '{ sub(/^.*\) /, ""); print $12 + $13 }' "/proc/$1/stat"; }
+# The user-space part of it (utime), to tell the proxy's own work from the kernel's.
+user_ticks() { awk '{ sub(/^.*\) /, ""); print $12 }' "/proc/$1/stat"; }
 
-declare -A RPS P50 P99 CPU_US
+declare -A RPS P50 P99 CPU_US USER_PCT
 # run NAME URL [PID]: a warm-up, then the measured wrk run; with PID, that process's CPU
 # (utime + stime over the measured run) per request served, in µs.
 run() {
-  local name=$1 url=$2 pid=${3:-} before=0 after=0 out
+  local name=$1 url=$2 pid=${3:-} before=0 after=0 user_before=0 user_after=0 out
   wrk -t1 -c"$CONNECTIONS" -d2s "$url" >/dev/null # warm-up: fill the pools
-  [[ -n "$pid" ]] && before=$(cpu_ticks "$pid")
+  [[ -n "$pid" ]] && before=$(cpu_ticks "$pid") user_before=$(user_ticks "$pid")
   out=$(wrk -t1 -c"$CONNECTIONS" -d"$DURATION" --latency "$url")
-  [[ -n "$pid" ]] && after=$(cpu_ticks "$pid")
+  [[ -n "$pid" ]] && after=$(cpu_ticks "$pid") user_after=$(user_ticks "$pid")
   if echo "$out" | grep -q "Non-2xx"; then
     echo "error: $name answered non-2xx:" >&2; echo "$out" >&2; exit 1
   fi
   RPS[$name]=$(echo "$out" | awk '/Requests\/sec/ {print $2}')
   P50[$name]=$(to_ms "$(echo "$out" | awk '$1 == "50%" {print $2}')")
   P99[$name]=$(to_ms "$(echo "$out" | awk '$1 == "99%" {print $2}')")
-  CPU_US[$name]="-"
+  CPU_US[$name]="-" USER_PCT[$name]="-"
   if [[ -n "$pid" ]]; then
     CPU_US[$name]=$(awk -v t=$((after - before)) -v hz="$CLK_TCK" \
       -v n="$(echo "$out" | awk '/requests in/ {print $1}')" 'BEGIN { printf "%.2f", t / hz * 1e6 / n }')
+    USER_PCT[$name]=$(awk -v u=$((user_after - user_before)) -v t=$((after - before)) \
+      'BEGIN { if (t > 0) printf "%.0f", 100 * u / t; else print "-" }')
   fi
 }
 
@@ -422,7 +426,7 @@ rss_kib() { awk '/VmHWM/ {print $2}' "/proc/$1/status" 2>/dev/null || echo "?"; 
 
 echo
 echo "wrk -t1 -c$CONNECTIONS -d$DURATION --latency, $(nproc) cores, loopback, TLS upstream (HTTP/1.1 keep-alive)"
-printf '%-12s %12s %10s %10s %12s %12s\n' target "req/s" "p50 ms" "p99 ms" "peak RSS" "CPU us/req"
+printf '%-12s %12s %10s %10s %12s %12s %8s\n' target "req/s" "p50 ms" "p99 ms" "peak RSS" "CPU us/req" "user %"
 names=(direct sidecar sidecar-info full full-1t)
 [[ -n "$BASELINE_BIN" ]] && names+=(baseline)
 names+=(nginx haproxy)
@@ -437,7 +441,7 @@ for name in "${names[@]}"; do
     haproxy) rss="$(rss_kib "$HAPROXY_PID") KiB" ;;
     *) rss="-" ;;
   esac
-  printf '%-12s %12s %10s %10s %12s %12s\n' "$name" "${RPS[$name]}" "${P50[$name]}" "${P99[$name]}" "$rss" "${CPU_US[$name]}"
+  printf '%-12s %12s %10s %10s %12s %12s %8s\n' "$name" "${RPS[$name]}" "${P50[$name]}" "${P99[$name]}" "$rss" "${CPU_US[$name]}" "${USER_PCT[$name]}"
 done
 echo
 echo "CPU/request full/haproxy         $(ratio "${CPU_US[full]}" "${CPU_US[haproxy]}")  (every feature on; target <= 1.0, aim 0.8)"

@@ -287,7 +287,7 @@ impl Server {
             };
             match &mut placement {
                 Placement::Here(service) => {
-                    tracker.spawn(connection(conn(service.clone()), stream, peer));
+                    tracker.spawn(Box::pin(connection(conn(service.clone()), stream, peer)));
                 }
                 Placement::Spread { workers, next } => {
                     let Some((runtime, service)) = workers.get(*next % workers.len().max(1)) else {
@@ -302,7 +302,10 @@ impl Server {
                     let conn = conn(service.clone());
                     runtime.spawn(tracker.track_future(async move {
                         match TcpStream::from_std(stream) {
-                            Ok(stream) => connection(conn, stream, peer).await,
+                            // Boxed: a connection's future (hyper's connection and
+                            // the whole service stack) is kilobytes, and unboxed every
+                            // wrapper on the way into the worker's task moved all of it.
+                            Ok(stream) => Box::pin(connection(conn, stream, peer)).await,
                             Err(error) => {
                                 tracing::warn!(listener = name, %peer, %error, "could not hand the connection to a worker");
                             }
