@@ -7,8 +7,9 @@
 #   LOG_LEVEL=info SIDES=off BIN=/path/to/fincode-sidecar bash benches/audit-callgrind.sh
 #
 # LOG_LEVEL sets `log.level` (default warn: no access lines; info writes one per request);
-# SIDES runs only `off` or `on`; BIN measures a given binary (another commit's build, to
-# compare two builds side by side) instead of building this checkout.
+# SIDES runs only `off` or `on`; HAPROXY=1 also counts haproxy forwarding ping; BIN measures
+# a given binary (another commit's build, to compare two builds side by side) instead of
+# building this checkout.
 #
 # Why instructions: on this shared two-core machine CPU time per request moves with whatever else
 # runs, and under saturation (benches/load.sh AUDIT_COMPARE=1) it also folds in the scheduling
@@ -32,6 +33,7 @@ AUDIT_REQUEST="${AUDIT_REQUEST:-ping get create}"
 LOG_LEVEL="${LOG_LEVEL:-warn}"
 SIDES="${SIDES:-off on}"
 UPSTREAM_PORT=18543 OFF_PORT=18180 ON_PORT=18184 OFF_ADMIN=19190 ON_ADMIN=19192
+HAPROXY_PORT=18182
 
 # shellcheck source=benches/lib.sh
 source benches/lib.sh
@@ -134,4 +136,38 @@ for kind in $AUDIT_REQUEST; do
   fi
   printf '%-7s %14s %14s %9s\n' "$kind" "${IR[off]:--}" "${IR[on]:--}" "$ratio"
 done
+# HAPROXY=1: the same count for haproxy (one thread, `http-reuse always`, verifying the
+# upstream's certificate as load.sh's does) forwarding ping to the same upstream, for scale.
+if [[ "${HAPROXY:-}" == 1 ]]; then
+  need_tools haproxy
+  cat >"$DIR/haproxy.cfg" <<CONF
+global
+    nbthread 1
+defaults
+    mode http
+    option http-keep-alive
+    timeout connect 5s
+    timeout client 30s
+    timeout server 30s
+frontend app
+    bind 127.0.0.1:$HAPROXY_PORT
+    default_backend fincode
+backend fincode
+    http-reuse always
+    server s1 127.0.0.1:$UPSTREAM_PORT ssl verify required ca-file $DIR/ca.pem sni str(127.0.0.1)
+CONF
+  valgrind --tool=callgrind --callgrind-out-file="$DIR/cg.haproxy.%p" \
+    haproxy -f "$DIR/haproxy.cfg" -db >"$DIR/haproxy.log" 2>&1 &
+  pid=$!
+  PIDS+=("$pid")
+  wait_port "http://127.0.0.1:$HAPROXY_PORT/" "haproxy (see $DIR/haproxy.log)" 600 0.2
+  python3 "$DIR/client.py" "$HAPROXY_PORT" ping "$WARM"
+  callgrind_control -z "$pid" >/dev/null
+  python3 "$DIR/client.py" "$HAPROXY_PORT" ping "$N"
+  callgrind_control -d haproxy "$pid" >/dev/null
+  dump=$(ls "$DIR"/cg.haproxy."$pid".* | grep -v "\.$pid$" | head -1)
+  printf '%-7s %14s  (haproxy, ping)\n' ping "$(awk -v ir="$(total_ir "$dump")" -v n="$N" 'BEGIN { printf "%.0f", ir / n }')"
+  kill -TERM "$pid"
+  wait "$pid" 2>/dev/null || true
+fi
 if [[ -n "${KEEP:-}" ]]; then echo "callgrind files: $DIR"; fi
