@@ -140,22 +140,7 @@ done
 # upstream's certificate as load.sh's does) forwarding ping to the same upstream, for scale.
 if [[ "${HAPROXY:-}" == 1 ]]; then
   need_tools haproxy
-  cat >"$DIR/haproxy.cfg" <<CONF
-global
-    nbthread 1
-defaults
-    mode http
-    option http-keep-alive
-    timeout connect 5s
-    timeout client 30s
-    timeout server 30s
-frontend app
-    bind 127.0.0.1:$HAPROXY_PORT
-    default_backend fincode
-backend fincode
-    http-reuse always
-    server s1 127.0.0.1:$UPSTREAM_PORT ssl verify required ca-file $DIR/ca.pem sni str(127.0.0.1)
-CONF
+  haproxy_config "$HAPROXY_PORT" >"$DIR/haproxy.cfg"
   valgrind --tool=callgrind --callgrind-out-file="$DIR/cg.haproxy.%p" \
     haproxy -f "$DIR/haproxy.cfg" -db >"$DIR/haproxy.log" 2>&1 &
   pid=$!

@@ -122,3 +122,26 @@ per_second = 0
 routes = {}
 CONF
 }
+
+# haproxy's config for these benchmarks: one thread, keep-alive both ways, `http-reuse always`
+# to the TLS upstream on $UPSTREAM_PORT (its certificate verified against $DIR/ca.pem),
+# listening on port $1.
+haproxy_config() {
+  cat <<CONF
+global
+    nbthread 1
+    maxconn 4096
+defaults
+    mode http
+    option http-keep-alive
+    timeout connect 5s
+    timeout client 30s
+    timeout server 30s
+frontend app
+    bind 127.0.0.1:$1
+    default_backend fincode
+backend fincode
+    http-reuse always
+    server s1 127.0.0.1:$UPSTREAM_PORT ssl verify required ca-file $DIR/ca.pem sni str(127.0.0.1)
+CONF
+}

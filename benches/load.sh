@@ -142,23 +142,7 @@ if [[ -z "$AUDIT_COMPARE" ]]; then
 fi
 
 # --- haproxy ----------------------------------------------------------------------------
-cat >"$DIR/haproxy.cfg" <<CONF
-global
-    nbthread 1
-    maxconn 4096
-defaults
-    mode http
-    option http-keep-alive
-    timeout connect 5s
-    timeout client 30s
-    timeout server 30s
-frontend app
-    bind 127.0.0.1:$HAPROXY_PORT
-    default_backend fincode
-backend fincode
-    http-reuse always
-    server s1 127.0.0.1:$UPSTREAM_PORT ssl verify required ca-file $DIR/ca.pem sni str(127.0.0.1)
-CONF
+haproxy_config "$HAPROXY_PORT" >"$DIR/haproxy.cfg"
 if [[ -z "$AUDIT_COMPARE" ]]; then
   haproxy -f "$DIR/haproxy.cfg" -db >/dev/null 2>&1 & PIDS+=($!)
   HAPROXY_PID=$!
