@@ -175,6 +175,16 @@ async fn every_app_call_is_recorded_with_who_what_when_and_its_outcome() {
         fetch["resources"]["path_id"],
         pseudonym(&reference).as_str()
     );
+    // The answer names the transaction by the reference it was fetched by (its
+    // pseudonym taken over from `path_id`), and by its id.
+    assert_eq!(
+        fetch["resources"]["reference"],
+        pseudonym(&reference).as_str()
+    );
+    assert_eq!(
+        fetch["resources"]["transaction_id"],
+        pseudonym(&id).as_str()
+    );
     assert_eq!(fetch["outcome"], "success");
 
     let forbidden = calls[2];

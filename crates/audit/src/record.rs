@@ -325,6 +325,36 @@ impl Record {
         self
     }
 
+    /// Records under `name` the pseudonym already recorded under `earlier`: for an id the
+    /// caller knows to be the same clear value (a transaction's id in the path and in
+    /// FinCode's answer), without computing its HMAC twice. Nothing when `earlier` is not
+    /// in the record.
+    pub fn resource_as(mut self, name: &'static str, earlier: &'static str) -> Self {
+        // Members are `"name":"value"`, written by `resource` alone: names are this
+        // crate's callers' constants and values are pseudonyms (`hmac:` and hex, or
+        // `[REDACTED]`), so no quote inside either.
+        let resources = &self.resources;
+        let value = resources.match_indices(earlier).find_map(|(at, _)| {
+            // The name is a whole member name: quoted, first or after a comma.
+            let opening = at.checked_sub(1)?;
+            let member = resources[opening..].starts_with('"')
+                && (opening == 0 || resources[..opening].ends_with(','));
+            let start = at + earlier.len() + 3;
+            let len = resources[at + earlier.len()..]
+                .strip_prefix("\":\"")?
+                .find('"')?;
+            member.then_some(start..start + len)
+        });
+        if let Some(value) = value {
+            self.resources.push(',');
+            json::push_key(&mut self.resources, name);
+            self.resources.push('"');
+            self.resources.extend_from_within(value);
+            self.resources.push('"');
+        }
+        self
+    }
+
     /// Whether it worked: `success`, `failure` (FinCode or the app said no), `error` (the
     /// sidecar answered itself), or an event's own word.
     pub fn outcome(mut self, outcome: &'static str) -> Self {

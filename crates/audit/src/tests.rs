@@ -994,15 +994,23 @@ fn the_writer_deletes_old_segments_records_it_and_signed_verification_passes() {
     assert!(report.is_intact(), "{:?}", report.findings);
 }
 
-#[test]
-fn a_record_holds_pseudonyms_and_redacted_text_never_the_clear_values() {
-    let dir = tempfile::tempdir().unwrap();
-    let (log, thread) =
-        AuditLog::start(writer_config(dir.path()), None, Box::new(|_, _| {})).unwrap();
+/// An auditor over a writer on `dir`, with a fixed hash key, on behalf of `actor`.
+fn keyed_auditor(
+    dir: &std::path::Path,
+    actor: Option<&str>,
+) -> (Auditor, AuditLog, std::thread::JoinHandle<()>) {
+    let (log, thread) = AuditLog::start(writer_config(dir), None, Box::new(|_, _| {})).unwrap();
     let redactor = fincode_redact::Redactor::builder()
         .hash_key(b"0123456789abcdef0123456789abcdef".to_vec().into())
         .build();
-    let auditor = Auditor::new(log.clone(), redactor, Some("checkout".into()), false);
+    let auditor = Auditor::new(log.clone(), redactor, actor.map(str::to_owned), false);
+    (auditor, log, thread)
+}
+
+#[test]
+fn a_record_holds_pseudonyms_and_redacted_text_never_the_clear_values() {
+    let dir = tempfile::tempdir().unwrap();
+    let (auditor, log, thread) = keyed_auditor(dir.path(), Some("checkout"));
     let record = auditor
         .record(Kind::Http, "POST /transactionmanagement/create-transaction")
         .correlation_id("req-1")
@@ -1079,4 +1087,44 @@ fn a_second_writer_on_the_same_trail_is_refused_while_the_first_holds_it() {
     first.stop();
     first_thread.join().unwrap();
     assert!(verify(dir.path()).unwrap().is_intact());
+}
+
+/// `resource_as` copies the pseudonym recorded under a whole member name (not one that
+/// merely contains it, nor a value), and adds nothing when that name is absent: the same
+/// record as computing the HMAC again.
+#[test]
+fn a_resource_recorded_as_an_earlier_one_has_its_pseudonym() {
+    let dir = tempfile::tempdir().unwrap();
+    let (auditor, log, thread) = keyed_auditor(dir.path(), None);
+    let call = || auditor.record(Kind::Http, "GET /transactionmanagement/transactions/{id}");
+
+    let copied = call()
+        .resource("id", "not-this-one")
+        .resource("path_id", "TXN-7")
+        .resource_as("transaction_id", "path_id")
+        .resource_as("reference", "id")
+        .into_map();
+    let computed = call()
+        .resource("id", "not-this-one")
+        .resource("path_id", "TXN-7")
+        .resource("transaction_id", "TXN-7")
+        .resource("reference", "not-this-one")
+        .into_map();
+    assert_eq!(copied["resources"], computed["resources"]);
+
+    // `id` is inside `path_id` and `_id` ends other names: only a whole name counts.
+    let absent = call()
+        .resource("path_id", "TXN-7")
+        .resource_as("transaction_id", "id")
+        .resource_as("reference", "_id")
+        .resource_as("customer_code", "missing")
+        .into_map();
+    assert_eq!(
+        absent["resources"],
+        json!({"path_id": auditor.pseudonym("TXN-7")})
+    );
+    let none = call().resource_as("transaction_id", "path_id").into_map();
+    assert!(!none.contains_key("resources"), "{none:?}");
+    log.stop();
+    thread.join().unwrap();
 }

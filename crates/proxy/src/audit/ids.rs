@@ -55,7 +55,11 @@ const MAX_DEPTH: usize = 127;
 /// object gives nothing; a body that breaks off keeps what was found before the break.
 pub fn scan(body: &[u8], response: bool) -> Found {
     let mut found = Found::default();
-    let mut scanner = Scanner { bytes: body, at: 0 };
+    let mut scanner = Scanner {
+        bytes: body,
+        at: 0,
+        non_ascii: false,
+    };
     scanner.skip_whitespace();
     if scanner.peek() != Some(b'{') {
         return found;
@@ -65,7 +69,9 @@ pub fn scan(body: &[u8], response: bool) -> Found {
             scanner.skip_whitespace();
             scanner.at == body.len()
         }
-        && std::str::from_utf8(body).is_ok();
+        // Outside strings the grammar allows ASCII only, so a body whose strings held
+        // no byte above 0x7f is ASCII, hence UTF-8: only the others are checked whole.
+        && (!scanner.non_ascii || std::str::from_utf8(body).is_ok());
     found.succeeded = whole && found.succeeded;
     // A code is an error's only when the envelope says it failed (`code` may come first).
     if !found.failed {
@@ -183,6 +189,9 @@ fn run_enders(word: u64) -> u64 {
 struct Scanner<'a> {
     bytes: &'a [u8],
     at: usize,
+    /// A byte above 0x7f was seen in a string (or next to one: the flag may be set
+    /// needlessly, never missed), so the body's UTF-8 must be checked.
+    non_ascii: bool,
 }
 
 // === impl Scanner ===
@@ -337,7 +346,11 @@ impl<'a> Scanner<'a> {
             while let Some(word) = bytes.get(at..at + 8)
                 && let Ok(word) = <[u8; 8]>::try_from(word)
             {
-                let enders = run_enders(u64::from_le_bytes(word));
+                let word = u64::from_le_bytes(word);
+                // The whole word, even past the run's end: a needless flag costs one
+                // UTF-8 check, a missed one would pass invalid bytes.
+                self.non_ascii |= word & 0x8080_8080_8080_8080 != 0;
+                let enders = run_enders(word);
                 if enders != 0 {
                     at += (enders.trailing_zeros() / 8) as usize;
                     break;
@@ -349,6 +362,7 @@ impl<'a> Scanner<'a> {
                 && byte != b'\\'
                 && byte >= 0x20
             {
+                self.non_ascii |= byte > 0x7f;
                 at += 1;
             }
             self.at = at;
@@ -872,6 +886,40 @@ mod tests {
             assert!(
                 serde_json::from_slice::<serde_json::Value>(body).is_err(),
                 "the test's own body is valid: {}",
+                String::from_utf8_lossy(body)
+            );
+        }
+    }
+
+    /// UTF-8 is checked only when a string held a byte above 0x7f: such a byte in an
+    /// eight-byte word, in the bytes after the last whole word, in a key, or right after a
+    /// string's end must still be caught, and valid multi-byte text must still pass.
+    #[test]
+    fn bytes_above_ascii_are_checked_wherever_they_sit() {
+        for (body, valid) in [
+            (
+                &b"{\"status\":\"SUCCESS\",\"a\":\"abcdefgh\xffijklmnop\"}"[..],
+                false,
+            ),
+            (b"{\"status\":\"SUCCESS\",\"a\":\"ab\xc3\"}", false),
+            (b"{\"status\":\"SUCCESS\",\"a\xed\xa0\x80\":1}", false),
+            (b"{\"status\":\"SUCCESS\",\"a\":\"\xf0\x9f\x98\"}", false),
+            (
+                b"{\"status\":\"SUCCESS\",\"a\":\"\xc3\xbc\xe2\x9c\x93 caf\xc3\xa9\"}",
+                true,
+            ),
+            (b"{\"status\":\"SUCCESS\",\"\xc3\xbcn\":\"x\"}", true),
+        ] {
+            assert_eq!(
+                scan(body, true).succeeded,
+                valid,
+                "{}",
+                String::from_utf8_lossy(body)
+            );
+            assert_eq!(
+                serde_json::from_slice::<serde_json::Value>(body).is_ok(),
+                valid,
+                "the test's own verdict: {}",
                 String::from_utf8_lossy(body)
             );
         }
