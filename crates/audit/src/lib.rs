@@ -22,7 +22,7 @@
 //!
 //! [`AuditLog`] is the writer: a bounded queue the request path never waits on (or, for
 //! `audit.fail_closed`, a commit that resolves once the record is on disk), a thread that
-//! writes batches with one fsync each (group commit), checkpoints every N records or T
+//! writes batches and syncs them together (group commit, [`SYNC_EVERY`]), checkpoints every N records or T
 //! seconds and at rotation and stop, rotation by size and age, retention that deletes
 //! whole old segments and records it ([`ChainWriter::apply_retention`]), and `gap` records
 //! counting what a full queue or an unwritable trail lost.
@@ -47,7 +47,9 @@ pub use self::verify::{
     Finding, Report, SignedCheckpoint, checkpoint_from_log_line, checkpoints_from_log, verify,
     verify_signed,
 };
-pub use self::writer::{AuditLog, CheckpointSink, Fsync, Unavailable, WriterConfig, WriterStats};
+pub use self::writer::{
+    AuditLog, CheckpointSink, Fsync, SYNC_EVERY, Unavailable, WriterConfig, WriterStats,
+};
 
 #[cfg(test)]
 mod tests;

@@ -1128,3 +1128,86 @@ fn a_resource_recorded_as_an_earlier_one_has_its_pseudonym() {
     log.stop();
     thread.join().unwrap();
 }
+
+/// Group commit: fail-open records are in the file as soon as their batch is written (a
+/// crash of the process cannot take them back), share one fsync per `SYNC_EVERY`, and are
+/// synced within it even when nothing follows; a committed record is synced before its
+/// commit resolves.
+#[test]
+fn fail_open_records_share_an_fsync_and_a_committed_one_is_synced_before_it_resolves() {
+    use std::time::{Duration, Instant};
+
+    use crate::SYNC_EVERY;
+
+    let dir = tempfile::tempdir().unwrap();
+    let (log, thread) =
+        AuditLog::start(writer_config(dir.path()), None, Box::new(|_, _| {})).unwrap();
+    let syncs = || log.stats().syncs.get();
+    let written = || log.stats().written.get();
+    let wait_for = |what: &str, done: &dyn Fn() -> bool| {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !done() {
+            assert!(Instant::now() < deadline, "timed out waiting for {what}");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    };
+
+    // Ten records, each its own write (the writer lingers 5 ms after a write).
+    let started = Instant::now();
+    for n in 0..10 {
+        assert!(log.record(record(n)));
+        let target = n + 1;
+        wait_for("the write", &|| written() >= target);
+    }
+    let burst = started.elapsed();
+    // In the file at once...
+    let in_file = lines(dir.path(), 1)
+        .iter()
+        .filter(|line| line.contains(r#""kind":"request""#))
+        .count();
+    assert_eq!(in_file, 10);
+    // ...with at most one fsync per SYNC_EVERY since the first write (and one to spare).
+    let allowed = 2 + (burst.as_millis() / SYNC_EVERY.as_millis()) as u64;
+    let synced = syncs();
+    assert!(
+        synced <= allowed && (synced < 10 || burst > SYNC_EVERY * 5),
+        "{synced} fsyncs for 10 writes in {burst:?}"
+    );
+
+    // An idle trail settles: once what was written is synced, no more fsyncs.
+    let mut settled = syncs();
+    for _ in 0..20 {
+        std::thread::sleep(SYNC_EVERY * 3);
+        if syncs() == settled {
+            break;
+        }
+        settled = syncs();
+    }
+    std::thread::sleep(SYNC_EVERY * 3);
+    assert_eq!(
+        syncs(),
+        settled,
+        "an idle trail is not synced again and again"
+    );
+
+    // One record and nothing after it: written at once, not synced with its write, and
+    // synced within SYNC_EVERY all the same.
+    let quiet = Instant::now();
+    assert!(log.record(record(10)));
+    wait_for("the write", &|| written() >= 11);
+    // (A sync cannot be due before SYNC_EVERY after the write, which came after `quiet`.)
+    let (synced, after) = (syncs(), quiet.elapsed());
+    if after < SYNC_EVERY {
+        assert_eq!(synced, settled, "a lone fail-open write was synced at once");
+    }
+    wait_for("the overdue sync", &|| syncs() > settled);
+    assert!(quiet.elapsed() < SYNC_EVERY + Duration::from_secs(1));
+
+    // A committed record: its batch is synced before the commit resolves.
+    let before = syncs();
+    block_on(log.commit(record(11))).unwrap();
+    assert!(syncs() > before, "the commit resolved before its fsync");
+    log.stop();
+    thread.join().unwrap();
+    assert!(verify(dir.path()).unwrap().is_intact());
+}

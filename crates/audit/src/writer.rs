@@ -1,5 +1,6 @@
 //! The writer thread: records are queued without blocking the request path and written
-//! in batches, one fsync per batch (group commit). A full queue never blocks a payment:
+//! in batches (group commit), each batch holding a committed record synced before its
+//! commit resolves, the others synced within [`SYNC_EVERY`]. A full queue never blocks a payment:
 //! the record is counted as lost, and a `gap` record saying how many is written as soon as
 //! there is room, so the trail shows where it is incomplete instead of hiding it.
 //!
@@ -36,10 +37,19 @@ use crate::{
 };
 
 /// How long a batch may wait for more records after the last write when no one waits for
-/// a commit: under load, one write and one fsync then carry every record that arrived in
-/// that time (at most 200 fsyncs a second), instead of a handful each. Fail-open records
-/// are not durable before their batch anyway; committed ones do not linger.
+/// a commit: under load, one write then carries every record that arrived in that time
+/// (at most 200 writes a second), instead of a handful each. Fail-open records are not
+/// durable before their batch anyway; committed ones do not linger.
 const LINGER: Duration = Duration::from_millis(5);
+
+/// How long records no one waits for (fail-open) may stay written but not synced. Once
+/// written they survive a crash of the process (they are in the kernel's page cache);
+/// only a crash of the machine within this window can lose them. An fsync costs about
+/// 80 µs of CPU here whatever it carries (`benches/README.md`), so under load one per
+/// [`SYNC_EVERY`] instead of one per write takes that out of the per-record cost, as
+/// PostgreSQL's `wal_writer_delay` does for asynchronous commits. A batch holding a
+/// committed record, a signed checkpoint, a rotation or the stop is synced at once.
+pub const SYNC_EVERY: Duration = Duration::from_millis(50);
 
 /// Records written in one batch at most, so a checkpoint or a stop is never far behind.
 const MAX_BATCH: usize = 4096;
@@ -56,7 +66,8 @@ const REOPEN_EVERY: Duration = Duration::from_secs(1);
 /// When the writer forces the data to disk (`audit.fsync`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Fsync {
-    /// Once per batch: a committed record is on disk when its commit resolves.
+    /// Group commit: a committed record is on disk when its commit resolves, and every
+    /// other record is synced within [`SYNC_EVERY`] of being written.
     #[default]
     Batch,
     /// Never: the OS writes back when it likes. A crash of the machine (not only the
@@ -114,6 +125,8 @@ pub struct WriterStats {
     pub lost: Counter,
     /// Batches whose write or fsync failed.
     pub failures: Counter,
+    /// Fsyncs of the trail (fewer than batches under fail-open load; see [`SYNC_EVERY`]).
+    pub syncs: Counter,
     /// Signed checkpoints made.
     pub checkpoints: Counter,
     /// Segments deleted by retention.
@@ -122,7 +135,7 @@ pub struct WriterStats {
     pub queue_depth: Gauge,
     /// 1 while the trail can be written, 0 while it cannot.
     pub available: Gauge,
-    /// Seconds to write and fsync one batch.
+    /// Seconds to write (and fsync, when due) one batch.
     pub write_seconds: Histogram,
 }
 
@@ -132,6 +145,7 @@ impl Default for WriterStats {
             written: Counter::default(),
             lost: Counter::default(),
             failures: Counter::default(),
+            syncs: Counter::default(),
             checkpoints: Counter::default(),
             deleted_segments: Counter::default(),
             queue_depth: Gauge::default(),
@@ -163,6 +177,11 @@ impl WriterStats {
             self.failures.clone(),
         );
         audit.register(
+            "syncs",
+            "Fsyncs of the audit trail (group commit: one carries many batches under fail-open load)",
+            self.syncs.clone(),
+        );
+        audit.register(
             "checkpoints",
             "Signed audit checkpoints",
             self.checkpoints.clone(),
@@ -184,7 +203,7 @@ impl WriterStats {
         );
         audit.register(
             "write_seconds",
-            "Time to write and fsync one batch of audit records",
+            "Time to write (and fsync, when due) one batch of audit records",
             self.write_seconds.clone(),
         );
     }
@@ -244,6 +263,8 @@ impl AuditLog {
             shared: shared.clone(),
             since_checkpoint: 0,
             last_checkpoint: Instant::now(),
+            unsynced_since: None,
+            sync_due: false,
             last_retention: None,
             last_open_attempt: None,
             last_error_logged: None,
@@ -356,6 +377,10 @@ struct Thread {
     shared: Arc<Shared>,
     since_checkpoint: u64,
     last_checkpoint: Instant,
+    /// When the oldest record written but not yet synced was written.
+    unsynced_since: Option<Instant>,
+    /// Something was written that must be synced with its batch (a signed checkpoint).
+    sync_due: bool,
     last_retention: Option<Instant>,
     last_open_attempt: Option<Instant>,
     last_error_logged: Option<Instant>,
@@ -409,7 +434,13 @@ impl Thread {
             .max(Duration::from_millis(10));
         let mut last_write = Instant::now();
         loop {
-            let first = match inbox.recv_timeout(tick) {
+            // Written records are synced within SYNC_EVERY even when no more arrive.
+            let wait = self.unsynced_since.map_or(tick, |since| {
+                (since + SYNC_EVERY)
+                    .saturating_duration_since(Instant::now())
+                    .min(tick)
+            });
+            let first = match inbox.recv_timeout(wait) {
                 Ok(message) => Some(message),
                 Err(RecvTimeoutError::Timeout) => None,
                 Err(RecvTimeoutError::Disconnected) => Some(Message::Stop),
@@ -431,7 +462,7 @@ impl Thread {
                 .stats
                 .queue_depth
                 .dec_by(i64::try_from(batch.records.len()).unwrap_or(i64::MAX));
-            let ok = self.write_batch(&batch.records, stop);
+            let ok = self.write_batch(&batch.records, !batch.waiters.is_empty(), stop);
             if !batch.records.is_empty() {
                 last_write = Instant::now();
             }
@@ -444,15 +475,16 @@ impl Thread {
         }
     }
 
-    /// Writes `batch` (and whatever is due: gap, checkpoint, rotation, retention);
-    /// `false` when it is not in the trail.
-    fn write_batch(&mut self, batch: &[Payload], stopping: bool) -> bool {
+    /// Writes `batch` (and whatever is due: gap, checkpoint, rotation, retention), synced
+    /// when `waited_for` (it holds a committed record) or a sync is due; `false` when it
+    /// is not in the trail.
+    fn write_batch(&mut self, batch: &[Payload], waited_for: bool, stopping: bool) -> bool {
         if self.chain.is_none() && !self.reopen() {
             self.lose(batch.len());
             return false;
         }
         let started = Instant::now();
-        match self.write(batch, stopping) {
+        match self.write(batch, waited_for, stopping) {
             Ok(()) => {
                 if !batch.is_empty() {
                     self.shared
@@ -468,6 +500,8 @@ impl Thread {
                 self.lose(batch.len());
                 // Whatever half-line the failure left is sealed by the reopen.
                 self.chain = None;
+                self.unsynced_since = None;
+                self.sync_due = false;
                 self.set_available(false);
                 false
             }
@@ -558,9 +592,14 @@ impl Thread {
         self.shared.stats.available.set(i64::from(available));
     }
 
-    fn write(&mut self, batch: &[Payload], stopping: bool) -> Result<(), ChainError> {
+    fn write(
+        &mut self,
+        batch: &[Payload],
+        waited_for: bool,
+        stopping: bool,
+    ) -> Result<(), ChainError> {
         let lost = self.shared.lost_since_gap.swap(0, Ordering::Relaxed);
-        let result = self.append_all(lost, batch, stopping);
+        let result = self.append_all(lost, batch, waited_for, stopping);
         if result.is_err() {
             // Not written after all: the next gap record counts them again.
             self.shared
@@ -574,6 +613,7 @@ impl Thread {
         &mut self,
         lost: u64,
         batch: &[Payload],
+        waited_for: bool,
         stopping: bool,
     ) -> Result<(), ChainError> {
         let Some(chain) = self.chain.as_mut() else {
@@ -611,10 +651,20 @@ impl Thread {
         if due || rotate || stopping {
             self.checkpoint()?;
         }
+        self.chain_mut()?.flush()?;
         if self.config.fsync == Fsync::Batch {
-            self.chain_mut()?.sync()?;
-        } else {
-            self.chain_mut()?.flush()?;
+            let wrote = lost > 0 || !batch.is_empty() || self.sync_due;
+            if wrote && self.unsynced_since.is_none() {
+                self.unsynced_since = Some(Instant::now());
+            }
+            let overdue = self
+                .unsynced_since
+                .is_some_and(|since| since.elapsed() >= SYNC_EVERY);
+            if self.unsynced_since.is_some()
+                && (waited_for || self.sync_due || rotate || stopping || overdue)
+            {
+                self.sync()?;
+            }
         }
         self.shared.stats.written.inc_by(batch.len() as u64);
         if rotate {
@@ -652,8 +702,17 @@ impl Thread {
             .inc_by(deleted.len() as u64);
         self.checkpoint()?;
         if self.config.fsync == Fsync::Batch {
-            self.chain_mut()?.sync()?;
+            self.sync()?;
         }
+        Ok(())
+    }
+
+    /// Syncs what was written (and whatever `flush` has not written yet).
+    fn sync(&mut self) -> Result<(), ChainError> {
+        self.chain_mut()?.sync()?;
+        self.unsynced_since = None;
+        self.sync_due = false;
+        self.shared.stats.syncs.inc();
         Ok(())
     }
 
@@ -674,6 +733,9 @@ impl Thread {
             return Ok(());
         };
         let (checkpoint, signature) = chain.checkpoint(signer, now_ms())?;
+        // A signed head goes to disk with its batch: the log's copy of it must not name
+        // lines a crash of the machine could take back.
+        self.sync_due = true;
         self.shared.stats.checkpoints.inc();
         (self.sink)(&checkpoint, &signature);
         Ok(())

@@ -919,7 +919,8 @@ pub struct AuditConfig {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum AuditFsync {
-    /// One fsync per batch of records (group commit).
+    /// Group commit: batches are written at once and synced together, at most 50 ms
+    /// later, or before a committed record's commit resolves.
     #[default]
     Batch,
     /// Never: the OS writes back when it likes (tmpfs, throwaway trails).
