@@ -42,6 +42,10 @@
 #           transaction JSON whose id, reference and customer code become pseudonyms;
 #   create  POST /transactionmanagement/create-transaction with a JSON body and an
 #           X-Idempotency-Key (both read for ids), answered with the same transaction JSON.
+# AUDIT_RATE=N loads both sidecars at N requests/s with examples/loadgen.rs (open loop)
+# instead of saturating them with wrk: the same requests at the same pace on both sides, so
+# the ratio is the audit's own work, without the extra wake-ups a slower, saturated side
+# pays per request. p99 is then loadgen's (from when each request was due).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -57,6 +61,7 @@ AUDIT_COMPARE="${AUDIT_COMPARE:-}"
 AUDIT_PORT=18084 AUDIT_ADMIN_PORT=19092
 ROUNDS="${ROUNDS:-3}"
 AUDIT_REQUEST="${AUDIT_REQUEST:-ping}"
+AUDIT_RATE="${AUDIT_RATE:-}"
 if [[ -n "$AUDIT_COMPARE" ]]; then
   for mix in $AUDIT_REQUEST; do
     case $mix in ping | get | create) ;; *)
@@ -277,18 +282,29 @@ wrk.body = '{"amount":125000,"currency":"NGN","reference":"PCN-ORDER-88231",'
   .. '"customer_code":"CUST-000931","narration":"Order 88231 checkout",'
   .. '"callback_url":"https://shop.example/fincode/callback","payment_methods":["CARD","BANK"]}'
 LUA
-  # The path and extra wrk arguments of one request kind (see AUDIT_REQUEST above).
+  # The same create request for loadgen (AUDIT_RATE): its body, its headers.
+  printf '%s' '{"amount":125000,"currency":"NGN","reference":"PCN-ORDER-88231",''"customer_code":"CUST-000931","narration":"Order 88231 checkout",''"callback_url":"https://shop.example/fincode/callback","payment_methods":["CARD","BANK"]}' \
+    >"$DIR/create.json"
+  # The path and extra wrk (and loadgen) arguments of one request kind (see AUDIT_REQUEST above).
   request() {
     case $1 in
-      ping) REQ_PATH=/sandbox/ping REQ_ARGS=() ;;
-      get) REQ_PATH=/transactionmanagement/transactions/TXN-20261130-0000421337 REQ_ARGS=() ;;
-      create) REQ_PATH=/transactionmanagement/create-transaction REQ_ARGS=(-s "$DIR/create.lua") ;;
+      ping) REQ_PATH=/sandbox/ping REQ_ARGS=() GEN_ARGS=() ;;
+      get) REQ_PATH=/transactionmanagement/transactions/TXN-20261130-0000421337 REQ_ARGS=() GEN_ARGS=() ;;
+      create)
+        REQ_PATH=/transactionmanagement/create-transaction REQ_ARGS=(-s "$DIR/create.lua")
+        GEN_ARGS=(--body-file "$DIR/create.json" --header "Content-Type: application/json"
+          --header "X-Idempotency-Key: bench-order-88231-attempt-1")
+        ;;
     esac
   }
   ANSWERED=0 ON_RUNS=0 # responses wrk got from the "on" sidecar, and its wrk runs (warm-ups too)
   # Warm-up, then the measured run with the process's CPU read before and after.
   measure() {
     local side=$1 pid=$2 url=$3 warm out before after
+    if [[ -n "$AUDIT_RATE" ]]; then
+      measure_rate "$@"
+      return
+    fi
     warm=$(wrk -t1 -c"$CONNECTIONS" -d2s "${REQ_ARGS[@]}" "$url")
     before=$(cpu_ticks "$pid")
     out=$(wrk -t1 -c"$CONNECTIONS" -d"$DURATION" --latency "${REQ_ARGS[@]}" "$url")
@@ -306,10 +322,38 @@ LUA
       ON_RUNS=$((ON_RUNS + 2))
     fi
   }
+  # measure at AUDIT_RATE requests/s with examples/loadgen.rs (open loop, CONNECTIONS
+  # keep-alive connections): both sidecars serve the same requests at the same pace, so
+  # the CPU per request compares the work itself, not two throughputs (at saturation the
+  # slower side also pays more wake-ups per request, which widens the gap it measures).
+  measure_rate() {
+    local side=$1 pid=$2 url=$3 warm out before after
+    warm=$("$LOADGEN" --url "$url" --rate "$AUDIT_RATE" --duration 2s --warmup 0s \
+      --connections "$CONNECTIONS" "${GEN_ARGS[@]}") || {
+      echo "error: loadgen against the sidecar with audit $side failed: $warm" >&2; exit 1; }
+    before=$(cpu_ticks "$pid")
+    out=$("$LOADGEN" --url "$url" --rate "$AUDIT_RATE" --duration "$DURATION" --warmup 0s \
+      --connections "$CONNECTIONS" "${GEN_ARGS[@]}") || {
+      echo "error: loadgen against the sidecar with audit $side failed: $out" >&2; exit 1; }
+    after=$(cpu_ticks "$pid")
+    M_REQS=$(echo "$out" | awk '{print $2}')
+    M_RPS=$(echo "$out" | awk '{print $6}')
+    M_P99=$(echo "$out" | awk '{print $12}')
+    M_CPU_US=$(awk -v t=$((after - before)) -v hz="$CLK_TCK" -v n="$M_REQS" \
+      'BEGIN { printf "%.2f", t / hz * 1e6 / n }')
+    if [[ $side == on ]]; then
+      ANSWERED=$((ANSWERED + M_REQS + $(echo "$warm" | awk '{print $2}')))
+      ON_RUNS=$((ON_RUNS + 2))
+    fi
+  }
 
   echo
   echo "audit off: pid $SIDECAR_PID, audit on: pid $AUDIT_PID (fsync = \"${AUDIT_FSYNC:-batch}\", trail in $DIR/audit)"
-  echo "wrk -t1 -c$CONNECTIONS -d$DURATION --latency (after a 2 s warm-up each), $(nproc) cores, loopback, TLS upstream, CLK_TCK $CLK_TCK"
+  if [[ -n "$AUDIT_RATE" ]]; then
+    echo "loadgen --rate $AUDIT_RATE --connections $CONNECTIONS --duration $DURATION (after a 2 s warm-up each; open loop, the same pace on both sides), $(nproc) cores, loopback, TLS upstream, CLK_TCK $CLK_TCK"
+  else
+    echo "wrk -t1 -c$CONNECTIONS -d$DURATION --latency (after a 2 s warm-up each), $(nproc) cores, loopback, TLS upstream, CLK_TCK $CLK_TCK"
+  fi
   declare -A CPU RPSR P99R
   for mix in $AUDIT_REQUEST; do
     request "$mix"
@@ -358,7 +402,7 @@ LUA
   echo "audit trail of the \"on\" sidecar (stopped with SIGTERM, exit $stopped):"
   sed 's/^/  /' "$DIR/verify.out"
   echo "  audit verify --public-key --checkpoints <its log>: exit $verified"
-  echo "  http records $http_records; responses counted by wrk $ANSWERED ($ON_RUNS runs, warm-ups included) + 1 start-up probe;" \
+  echo "  http records $http_records; responses counted by the client $ANSWERED ($ON_RUNS runs, warm-ups included) + 1 start-up probe;" \
     "difference $((http_records - ANSWERED - 1)) (calls in flight when wrk stops are recorded too: at most $((CONNECTIONS * ON_RUNS)))"
   echo "  fincode_audit_records_written_total ${written:-?} (all kinds), fincode_audit_records_lost_total ${lost:-?}," \
     "batches (one write + fsync each) ${batches:-?}, $(ratio "${written:-0}" "${batches:-1}") records per batch"

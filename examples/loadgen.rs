@@ -14,9 +14,13 @@
 //!     --rate 2000 --duration 10s --connections 32
 //! ```
 //!
+//! `--body-file F` sends a POST with that body instead of a GET, and `--header 'Name: value'`
+//! (repeatable) adds headers (`benches/load.sh`'s create-transaction mix).
+//!
 //! Prints one line: `requests N errors E rate R p50_ms A p90_ms B p99_ms C p999_ms D max_ms M`.
 
 use std::{
+    path::PathBuf,
     process::ExitCode,
     sync::{
         Arc,
@@ -27,7 +31,7 @@ use std::{
 
 use bytes::Bytes;
 use clap::Parser;
-use http_body_util::{BodyExt as _, Empty};
+use http_body_util::{BodyExt as _, Full};
 use hyper_util::rt::TokioIo;
 use tokio::{net::TcpStream, time::Instant};
 
@@ -48,6 +52,61 @@ struct Args {
     /// Unmeasured time at the same rate first, so pools and caches are warm.
     #[arg(long, value_parser = humantime::parse_duration, default_value = "2s")]
     warmup: Duration,
+    /// Send a POST with this file's bytes as the body (a GET without it).
+    #[arg(long)]
+    body_file: Option<PathBuf>,
+    /// A request header, `Name: value`; repeatable.
+    #[arg(long = "header")]
+    headers: Vec<String>,
+}
+
+/// What every request of the run is: method, path, headers and body.
+struct Template {
+    method: http::Method,
+    path: String,
+    headers: http::HeaderMap,
+    body: Bytes,
+}
+
+impl Template {
+    fn from_args(args: &Args, authority: &str, path: String) -> Result<Self, String> {
+        let mut headers = http::HeaderMap::new();
+        let host = http::HeaderValue::from_str(authority).map_err(|e| format!("--url: {e}"))?;
+        headers.insert(http::header::HOST, host);
+        for header in &args.headers {
+            let (name, value) = header
+                .split_once(':')
+                .ok_or_else(|| format!("--header {header:?}: expected `Name: value`"))?;
+            let name = http::HeaderName::from_bytes(name.trim().as_bytes())
+                .map_err(|e| format!("--header {header:?}: {e}"))?;
+            let value = http::HeaderValue::from_str(value.trim())
+                .map_err(|e| format!("--header {header:?}: {e}"))?;
+            headers.append(name, value);
+        }
+        let (method, body) = match &args.body_file {
+            Some(file) => {
+                let body = std::fs::read(file)
+                    .map_err(|e| format!("--body-file {}: {e}", file.display()))?;
+                (http::Method::POST, Bytes::from(body))
+            }
+            None => (http::Method::GET, Bytes::new()),
+        };
+        Ok(Self {
+            method,
+            path,
+            headers,
+            body,
+        })
+    }
+
+    fn request(&self) -> Result<http::Request<Full<Bytes>>, http::Error> {
+        let mut request = http::Request::builder()
+            .method(self.method.clone())
+            .uri(self.path.as_str())
+            .body(Full::new(self.body.clone()))?;
+        *request.headers_mut() = self.headers.clone();
+        Ok(request)
+    }
 }
 
 fn main() -> ExitCode {
@@ -110,6 +169,7 @@ async fn run(args: &Args) -> Result<(), String> {
         .path_and_query()
         .map_or("/", http::uri::PathAndQuery::as_str)
         .to_owned();
+    let template = Arc::new(Template::from_args(args, &authority, path)?);
     let interval = Duration::from_secs(1) / args.rate;
     let per_second = u64::from(args.rate);
     let measured_from = per_second * args.warmup.as_millis() as u64 / 1000;
@@ -123,9 +183,10 @@ async fn run(args: &Args) -> Result<(), String> {
     });
     let mut workers = Vec::new();
     for _ in 0..args.connections {
-        let (schedule, authority, path) = (schedule.clone(), authority.clone(), path.clone());
+        let (schedule, authority, template) =
+            (schedule.clone(), authority.clone(), template.clone());
         workers.push(tokio::spawn(async move {
-            worker(&schedule, &authority, &path).await
+            worker(&schedule, &authority, &template).await
         }));
     }
     let (mut latencies, mut errors) = (Vec::with_capacity(total as usize), 0u64);
@@ -162,7 +223,7 @@ async fn run(args: &Args) -> Result<(), String> {
 
 /// One keep-alive connection: takes due requests off the schedule until it ends; the
 /// measured latencies and the failures.
-async fn worker(schedule: &Schedule, authority: &str, path: &str) -> (Vec<Duration>, u64) {
+async fn worker(schedule: &Schedule, authority: &str, template: &Template) -> (Vec<Duration>, u64) {
     let (mut latencies, mut errors) = (Vec::new(), 0);
     let mut sender = None;
     while let Some((index, due)) = schedule.take() {
@@ -174,10 +235,7 @@ async fn worker(schedule: &Schedule, authority: &str, path: &str) -> (Vec<Durati
             errors += 1;
             continue;
         };
-        let request = http::Request::get(path)
-            .header(http::header::HOST, authority)
-            .body(Empty::<Bytes>::new());
-        let ok = match request {
+        let ok = match template.request() {
             Ok(request) => match open.send_request(request).await {
                 Ok(response) => {
                     let status = response.status();
@@ -199,7 +257,7 @@ async fn worker(schedule: &Schedule, authority: &str, path: &str) -> (Vec<Durati
     (latencies, errors)
 }
 
-async fn connect(authority: &str) -> Option<hyper::client::conn::http1::SendRequest<Empty<Bytes>>> {
+async fn connect(authority: &str) -> Option<hyper::client::conn::http1::SendRequest<Full<Bytes>>> {
     let stream = TcpStream::connect(authority).await.ok()?;
     stream.set_nodelay(true).ok()?;
     let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
