@@ -387,6 +387,7 @@ LUA
   written=$(echo "$metrics" | awk '$1 == "fincode_audit_records_written_total" {print $2}')
   lost=$(echo "$metrics" | awk '$1 == "fincode_audit_records_lost_total" {print $2}')
   batches=$(echo "$metrics" | awk '$1 == "fincode_audit_write_seconds_count" {print $2}')
+  syncs=$(echo "$metrics" | awk '$1 == "fincode_audit_syncs_total" {print $2}')
   # How much of the trail the page cache still holds (the writer hands synced pages back).
   trail_bytes=$(du -cb "$DIR"/audit/*.jsonl | awk 'END {print $1}')
   cached_bytes=$(fincore -b -n -o RES "$DIR"/audit/*.jsonl 2>/dev/null | awk '{s += $1} END {print s + 0}')
@@ -405,7 +406,7 @@ LUA
   echo "  http records $http_records; responses counted by the client $ANSWERED ($ON_RUNS runs, warm-ups included) + 1 start-up probe;" \
     "difference $((http_records - ANSWERED - 1)) (calls in flight when wrk stops are recorded too: at most $((CONNECTIONS * ON_RUNS)))"
   echo "  fincode_audit_records_written_total ${written:-?} (all kinds), fincode_audit_records_lost_total ${lost:-?}," \
-    "batches (one write + fsync each) ${batches:-?}, $(ratio "${written:-0}" "${batches:-1}") records per batch"
+    "batches (one write each) ${batches:-?}, $(ratio "${written:-0}" "${batches:-1}") records per batch; fsyncs ${syncs:-?}"
   echo "  trail ${trail_bytes:-?} bytes, of which in the page cache while running: ${cached_bytes:-?} bytes (fincore)"
   if ((verified != 0)); then
     echo "error: the audit trail does not verify" >&2
