@@ -119,14 +119,15 @@ impl Auditor {
     /// A new record of an app call, its action `{method} {route}`: both are the sidecar's
     /// own bounded labels (a method name, a route template), so they need no redaction.
     pub fn record_call(&self, method: &'static str, route: &'static str) -> Record {
-        let mut action = String::with_capacity(method.len() + 1 + route.len());
-        action.push_str(method);
-        action.push(' ');
-        action.push_str(route);
-        self.start(Kind::Http, &action)
+        self.start_parts(Kind::Http, &[method, " ", route])
     }
 
     fn start(&self, kind: Kind, action: &str) -> Record {
+        self.start_parts(kind, &[action])
+    }
+
+    /// A new record whose action is `action`'s parts joined (no string built for it).
+    fn start_parts(&self, kind: Kind, action: &[&str]) -> Record {
         let now = SystemTime::now();
         let mut record = Record {
             auditor: self.clone(),
@@ -146,7 +147,7 @@ impl Auditor {
         record.key("time_ms");
         record.fields.push_str(itoa::Buffer::new().format(ms));
         record.key("action");
-        json::push_str(&mut record.fields, action);
+        json::push_strs(&mut record.fields, action);
         if let Some(id) = &self.inner.actor {
             record.actor.reserve(id.len() + 40);
             json::push_key(&mut record.actor, "id");
@@ -319,8 +320,13 @@ impl Record {
                 self.resources.push(',');
             }
             json::push_key(&mut self.resources, name);
-            let pseudonym = self.auditor.pseudonym(clear);
-            json::push_str(&mut self.resources, &pseudonym);
+            // `hmac:` and hex digits, or `[REDACTED]`: nothing to escape.
+            self.resources.push('"');
+            self.auditor
+                .inner
+                .redactor
+                .push_pseudonym(&mut self.resources, clear);
+            self.resources.push('"');
         }
         self
     }
@@ -423,15 +429,17 @@ impl Record {
     }
 
     fn into_parts(mut self) -> (Auditor, String) {
-        if !self.actor.is_empty() {
-            let actor = std::mem::take(&mut self.actor);
-            self.key("actor");
-            let _ = write!(self.fields, "{{{actor}}}");
-        }
-        if !self.resources.is_empty() {
-            let resources = std::mem::take(&mut self.resources);
-            self.key("resources");
-            let _ = write!(self.fields, "{{{resources}}}");
+        for (key, members) in [
+            ("actor", std::mem::take(&mut self.actor)),
+            ("resources", std::mem::take(&mut self.resources)),
+        ] {
+            if !members.is_empty() {
+                self.key(key);
+                self.fields.reserve(members.len() + 2);
+                self.fields.push('{');
+                self.fields.push_str(&members);
+                self.fields.push('}');
+            }
         }
         (self.auditor, self.fields)
     }

@@ -141,6 +141,12 @@ impl Redactor {
         self.rules.pseudonym(value)
     }
 
+    /// [`Self::pseudonym`] appended to `out`, without a `String` of its own (the audit
+    /// trail writes several per record). Its text never needs JSON escaping.
+    pub fn push_pseudonym(&self, out: &mut String, value: &str) {
+        self.rules.push_pseudonym(out, value);
+    }
+
     /// A URL or path with query: sensitive parameters' values replaced, everything else
     /// through the free-text rules (after percent-decoding, so an encoded `@` or digits
     /// are still found). The fragment is dropped.

@@ -204,10 +204,18 @@ impl Rules {
 
     /// The pseudonym for `value`, or `[REDACTED]` without a key.
     pub(crate) fn pseudonym(&self, value: &str) -> String {
+        let mut out = String::with_capacity(5 + 16);
+        self.push_pseudonym(&mut out, value);
+        out
+    }
+
+    /// Appends the pseudonym for `value` (or `[REDACTED]` without a key) to `out`.
+    pub(crate) fn push_pseudonym(&self, out: &mut String, value: &str) {
         // HMAC takes keys of any length, so `keyed` is set whenever a key is; without
         // one, never leak.
         let Some(keyed) = &self.keyed else {
-            return REDACTED.to_owned();
+            out.push_str(REDACTED);
+            return;
         };
         let mut mac = keyed.clone();
         mac.update(value.as_bytes());
@@ -215,10 +223,8 @@ impl Rules {
         let mut digits = [0_u8; 16];
         // 8 bytes fill 16 digits exactly; hex digits are ASCII.
         let _ = hex::encode_to_slice(&digest[..8], &mut digits);
-        let mut out = String::with_capacity(5 + 16);
         out.push_str("hmac:");
         out.push_str(std::str::from_utf8(&digits).unwrap_or_default());
-        out
     }
 }
 
