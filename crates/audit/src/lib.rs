@@ -22,10 +22,11 @@
 //!
 //! [`AuditLog`] is the writer: a bounded queue the request path never waits on (or, for
 //! `audit.fail_closed`, a commit that resolves once the record is on disk), a thread that
-//! writes batches and syncs them together (group commit, [`SYNC_EVERY`]), checkpoints every N records or T
-//! seconds and at rotation and stop, rotation by size and age, retention that deletes
-//! whole old segments and records it ([`ChainWriter::apply_retention`]), and `gap` records
-//! counting what a full queue or an unwritable trail lost.
+//! writes batches and syncs them together (group commit, [`SYNC_EVERY`]), checkpoints
+//! every N records or T seconds and at rotation and stop, rotation by size and age,
+//! retention that deletes whole old segments and records it
+//! ([`ChainWriter::apply_retention`]), and `gap` records counting what a full queue or an
+//! unwritable trail lost.
 //!
 //! [`Auditor`] is the one door records go through: it stamps time and actor, and passes
 //! every value through the redactor, resource ids becoming keyed pseudonyms, which

@@ -1,8 +1,9 @@
 //! The writer thread: records are queued without blocking the request path and written
-//! in batches (group commit), each batch holding a committed record synced before its
-//! commit resolves, the others synced within [`SYNC_EVERY`]. A full queue never blocks a payment:
-//! the record is counted as lost, and a `gap` record saying how many is written as soon as
-//! there is room, so the trail shows where it is incomplete instead of hiding it.
+//! in batches (group commit): a batch holding a committed record is synced before the
+//! commit resolves, the others within [`SYNC_EVERY`]. A full queue never blocks a
+//! payment: the record is counted as lost, and a `gap` record saying how many is written
+//! as soon as there is room, so the trail shows where it is incomplete instead of hiding
+//! it.
 //!
 //! A record can also be *committed*: its sender waits until the batch holding it is on
 //! disk (`audit.fail_closed`). A trail that cannot be written (directory unwritable, disk
