@@ -460,6 +460,14 @@ mod tests {
         ms.to_string()
     }
 
+    /// Half-up rounding to whole microseconds done on the decimal digits as text: an
+    /// implementation that shares nothing with `push_millis` but the definition.
+    fn decimal_latency(nanos: u64) -> String {
+        let micros = (u128::from(nanos) + 500) / 1000;
+        let text = format!("{}.{:03}", micros / 1000, micros % 1000);
+        text.trim_end_matches('0').trim_end_matches('.').to_owned()
+    }
+
     fn latency_text(latency: Duration) -> String {
         let mut out = String::new();
         push_millis(&mut out, latency);
@@ -478,6 +486,8 @@ mod tests {
             (1_500, "0.002"),
             (0, "0"),
             (12_345_678_900, "12345.679"),
+            // A tie f64 gets wrong (CI found it): half a microsecond rounds up.
+            (67_590_266_646_500, "67590266.647"),
         ] {
             assert_eq!(
                 latency_text(Duration::from_nanos(nanos)),
@@ -497,7 +507,19 @@ mod tests {
         }
 
         #[test]
-        fn latency_matches_the_float_formula(nanos in 0_u64..86_400_000_000_000) {
+        fn latency_is_exact_half_up_rounding(nanos in 0_u64..86_400_000_000_000) {
+            let latency = Duration::from_nanos(nanos);
+            prop_assert_eq!(latency_text(latency), decimal_latency(nanos));
+        }
+
+        /// Away from a tie the float formula and ours agree; at an exact half
+        /// microsecond (`nanos % 1000 == 500`) f64 cannot hold the tie (`x.5` in
+        /// microseconds lands a hair either side) and rounds either way, so there
+        /// the exact decimal above is the reference.
+        #[test]
+        fn latency_matches_the_float_formula_away_from_a_tie(
+            nanos in (0_u64..86_400_000_000_000).prop_filter("a tie", |n| n % 1000 != 500)
+        ) {
             let latency = Duration::from_nanos(nanos);
             prop_assert_eq!(latency_text(latency), float_latency(latency));
         }
