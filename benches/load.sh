@@ -42,6 +42,10 @@
 #           transaction JSON whose id, reference and customer code become pseudonyms;
 #   create  POST /transactionmanagement/create-transaction with a JSON body and an
 #           X-Idempotency-Key (both read for ids), answered with the same transaction JSON.
+# AUDIT_BASE picks the config both sidecars share: "full" (the default; DESIGN.md section 7's
+# measure, every feature on: log.level info with an access line per request, traces sampled
+# at 1 % to a local OTLP sink, metrics) or "warn" (no access log, no traces). Both write
+# their logs to a file in the temp dir (the "on" one's keeps the checkpoint lines).
 # AUDIT_RATE=N loads both sidecars at N requests/s with examples/loadgen.rs (open loop)
 # instead of saturating them with wrk: the same requests at the same pace on both sides, so
 # the ratio is the audit's own work, without the extra wake-ups a slower, saturated side
@@ -62,7 +66,13 @@ AUDIT_PORT=18084 AUDIT_ADMIN_PORT=19092
 ROUNDS="${ROUNDS:-3}"
 AUDIT_REQUEST="${AUDIT_REQUEST:-ping}"
 AUDIT_RATE="${AUDIT_RATE:-}"
+AUDIT_BASE="${AUDIT_BASE:-full}"
 if [[ -n "$AUDIT_COMPARE" ]]; then
+  case $AUDIT_BASE in full | warn) ;; *)
+    echo "error: AUDIT_BASE: unknown base config $AUDIT_BASE (full or warn)" >&2
+    exit 2
+    ;;
+  esac
   for mix in $AUDIT_REQUEST; do
     case $mix in ping | get | create) ;; *)
       echo "error: AUDIT_REQUEST: unknown request $mix (ping, get or create)" >&2
@@ -154,7 +164,29 @@ if [[ -z "$AUDIT_COMPARE" ]]; then
 fi
 
 # --- the sidecar (static-token mode: credential injection on, as in production) --------
-sidecar_config "$SIDECAR_PORT" "$ADMIN_PORT" >"$DIR/sidecar.toml"
+# The traces section of "every feature on": 1 % of requests sampled, exported to the sink.
+traces_config() {
+  cat <<CONF
+[traces]
+otlp_endpoint = "http://127.0.0.1:$OTLP_PORT/v1/traces"
+sample_ratio = 0.01
+CONF
+}
+# AUDIT_COMPARE's two sidecars share one base config (AUDIT_BASE): "full", DESIGN.md
+# section 7's measure of CPU per request (every feature on, the access log included: info,
+# traces at 1 %), or "warn" (no access log, no traces: the proxy's bare cost, against which
+# the audit's share is largest).
+audit_base_config() { # PORT ADMIN_PORT
+  case $AUDIT_BASE in
+    full) sidecar_config "$1" "$2" info; traces_config ;;
+    warn) sidecar_config "$1" "$2" warn ;;
+  esac
+}
+if [[ -n "$AUDIT_COMPARE" ]]; then
+  audit_base_config "$SIDECAR_PORT" "$ADMIN_PORT" >"$DIR/sidecar.toml"
+else
+  sidecar_config "$SIDECAR_PORT" "$ADMIN_PORT" >"$DIR/sidecar.toml"
+fi
 BENCH_FINCODE_TOKEN=bench-token "$BIN" run --config "$DIR/sidecar.toml" >"$DIR/sidecar.log" 2>&1 &
 PIDS+=($!)
 SIDECAR_PID=$!
@@ -174,11 +206,7 @@ if [[ -z "$AUDIT_COMPARE" ]]; then
   full_config() { # PORT ADMIN_PORT NAME
     sidecar_config "$1" "$2" info
     audit_config "$DIR/audit-$3"
-    cat <<CONF
-[traces]
-otlp_endpoint = "http://127.0.0.1:$OTLP_PORT/v1/traces"
-sample_ratio = 0.01
-CONF
+    traces_config
   }
   full_config "$FULL_PORT" "$FULL_ADMIN_PORT" full >"$DIR/full.toml"
   full_config "$FULL1_PORT" "$FULL1_ADMIN_PORT" full-1t >"$DIR/full-1t.toml"
@@ -204,7 +232,7 @@ fi
 if [[ -n "$AUDIT_COMPARE" ]]; then
   audit_secrets
   {
-    sidecar_config "$AUDIT_PORT" "$AUDIT_ADMIN_PORT"
+    audit_base_config "$AUDIT_PORT" "$AUDIT_ADMIN_PORT"
     audit_config "$DIR/audit" "${AUDIT_FSYNC:-batch}"
   } >"$DIR/audit.toml"
   # Its log keeps the checkpoint lines that `audit verify --checkpoints` checks against.
@@ -349,6 +377,9 @@ LUA
 
   echo
   echo "audit off: pid $SIDECAR_PID, audit on: pid $AUDIT_PID (fsync = \"${AUDIT_FSYNC:-batch}\", trail in $DIR/audit)"
+  echo "base config of both (AUDIT_BASE): $AUDIT_BASE ($(
+    [[ $AUDIT_BASE == full ]] && echo 'log.level info: an access line per request to a log file; traces at 1 % to the OTLP sink' ||
+      echo 'log.level warn: no access log; no traces'))"
   if [[ -n "$AUDIT_RATE" ]]; then
     echo "loadgen --rate $AUDIT_RATE --connections $CONNECTIONS --duration $DURATION (after a 2 s warm-up each; open loop, the same pace on both sides), $(nproc) cores, loopback, TLS upstream, CLK_TCK $CLK_TCK"
   else
