@@ -34,7 +34,8 @@
 # rounds (3 by default) to cancel drift. For each run it prints requests/s, p99 and the
 # sidecar's CPU per request: utime+stime of its process (/proc/<pid>/stat, all threads,
 # the audit writer included) over the measured wrk run, divided by the requests wrk
-# completed. Then the median on/off ratio, and whether the "on" trail verifies (after a
+# completed; its user-space part (utime) beside it, and the `audit-writer` thread's own CPU
+# per request in the "on" process. Then the median on/off ratio, and whether the "on" trail verifies (after a
 # graceful stop) with a record per request served. nginx-as-proxy and haproxy do not run.
 # AUDIT_REQUEST picks the request, one or several in turn (default "ping"):
 #   ping    GET /sandbox/ping, a fixed 34-byte JSON: no ids for the audit layer to find;
@@ -273,6 +274,16 @@ CLK_TCK=$(getconf CLK_TCK)
 cpu_ticks() { awk '{ sub(/^.*\) /, ""); print $12 + $13 }' "/proc/$1/stat"; }
 # The user-space part of it (utime), to tell the proxy's own work from the kernel's.
 user_ticks() { awk '{ sub(/^.*\) /, ""); print $12 }' "/proc/$1/stat"; }
+# CPU time (utime + stime, in ticks) of process $1's threads named $2 (`audit-writer`).
+thread_ticks() {
+  local task total=0
+  for task in /proc/"$1"/task/*; do
+    if [[ $(cat "$task/comm" 2>/dev/null) == "$2" ]]; then
+      total=$((total + $(awk '{ sub(/^.*\) /, ""); print $12 + $13 }' "$task/stat")))
+    fi
+  done
+  echo "$total"
+}
 
 declare -A RPS P50 P99 CPU_US USER_PCT
 # run NAME URL [PID]: a warm-up, then the measured wrk run; with PID, that process's CPU
@@ -328,15 +339,15 @@ LUA
   ANSWERED=0 ON_RUNS=0 # responses wrk got from the "on" sidecar, and its wrk runs (warm-ups too)
   # Warm-up, then the measured run with the process's CPU read before and after.
   measure() {
-    local side=$1 pid=$2 url=$3 warm out before after
+    local side=$1 pid=$2 url=$3 warm out before after user_before user_after writer_before writer_after
     if [[ -n "$AUDIT_RATE" ]]; then
       measure_rate "$@"
       return
     fi
     warm=$(wrk -t1 -c"$CONNECTIONS" -d2s "${REQ_ARGS[@]}" "$url")
-    before=$(cpu_ticks "$pid")
+    before=$(cpu_ticks "$pid") user_before=$(user_ticks "$pid") writer_before=$(thread_ticks "$pid" audit-writer)
     out=$(wrk -t1 -c"$CONNECTIONS" -d"$DURATION" --latency "${REQ_ARGS[@]}" "$url")
-    after=$(cpu_ticks "$pid")
+    after=$(cpu_ticks "$pid") user_after=$(user_ticks "$pid") writer_after=$(thread_ticks "$pid" audit-writer)
     if echo "$warm$out" | grep -q "Non-2xx"; then
       echo "error: the sidecar with audit $side answered non-2xx:" >&2; echo "$out" >&2; exit 1
     fi
@@ -344,6 +355,10 @@ LUA
     M_RPS=$(echo "$out" | awk '/Requests\/sec/ {print $2}')
     M_P99=$(to_ms "$(echo "$out" | awk '$1 == "99%" {print $2}')")
     M_CPU_US=$(awk -v t=$((after - before)) -v hz="$CLK_TCK" -v n="$M_REQS" \
+      'BEGIN { printf "%.2f", t / hz * 1e6 / n }')
+    M_USER_US=$(awk -v t=$((user_after - user_before)) -v hz="$CLK_TCK" -v n="$M_REQS" \
+      'BEGIN { printf "%.2f", t / hz * 1e6 / n }')
+    M_WRITER_US=$(awk -v t=$((writer_after - writer_before)) -v hz="$CLK_TCK" -v n="$M_REQS" \
       'BEGIN { printf "%.2f", t / hz * 1e6 / n }')
     if [[ $side == on ]]; then
       ANSWERED=$((ANSWERED + M_REQS + $(echo "$warm" | awk '/requests in/ {print $1}')))
@@ -355,19 +370,23 @@ LUA
   # the CPU per request compares the work itself, not two throughputs (at saturation the
   # slower side also pays more wake-ups per request, which widens the gap it measures).
   measure_rate() {
-    local side=$1 pid=$2 url=$3 warm out before after
+    local side=$1 pid=$2 url=$3 warm out before after user_before user_after writer_before writer_after
     warm=$("$LOADGEN" --url "$url" --rate "$AUDIT_RATE" --duration 2s --warmup 0s \
       --connections "$CONNECTIONS" "${GEN_ARGS[@]}") || {
       echo "error: loadgen against the sidecar with audit $side failed: $warm" >&2; exit 1; }
-    before=$(cpu_ticks "$pid")
+    before=$(cpu_ticks "$pid") user_before=$(user_ticks "$pid") writer_before=$(thread_ticks "$pid" audit-writer)
     out=$("$LOADGEN" --url "$url" --rate "$AUDIT_RATE" --duration "$DURATION" --warmup 0s \
       --connections "$CONNECTIONS" "${GEN_ARGS[@]}") || {
       echo "error: loadgen against the sidecar with audit $side failed: $out" >&2; exit 1; }
-    after=$(cpu_ticks "$pid")
+    after=$(cpu_ticks "$pid") user_after=$(user_ticks "$pid") writer_after=$(thread_ticks "$pid" audit-writer)
     M_REQS=$(echo "$out" | awk '{print $2}')
     M_RPS=$(echo "$out" | awk '{print $6}')
     M_P99=$(echo "$out" | awk '{print $12}')
     M_CPU_US=$(awk -v t=$((after - before)) -v hz="$CLK_TCK" -v n="$M_REQS" \
+      'BEGIN { printf "%.2f", t / hz * 1e6 / n }')
+    M_USER_US=$(awk -v t=$((user_after - user_before)) -v hz="$CLK_TCK" -v n="$M_REQS" \
+      'BEGIN { printf "%.2f", t / hz * 1e6 / n }')
+    M_WRITER_US=$(awk -v t=$((writer_after - writer_before)) -v hz="$CLK_TCK" -v n="$M_REQS" \
       'BEGIN { printf "%.2f", t / hz * 1e6 / n }')
     if [[ $side == on ]]; then
       ANSWERED=$((ANSWERED + M_REQS + $(echo "$warm" | awk '{print $2}')))
@@ -385,13 +404,13 @@ LUA
   else
     echo "wrk -t1 -c$CONNECTIONS -d$DURATION --latency (after a 2 s warm-up each), $(nproc) cores, loopback, TLS upstream, CLK_TCK $CLK_TCK"
   fi
-  declare -A CPU RPSR P99R
+  declare -A CPU USR WRITER RPSR P99R
   for mix in $AUDIT_REQUEST; do
     request "$mix"
     echo
     echo "request $mix: ${REQ_ARGS[*]:+(${REQ_ARGS[*]}) }$REQ_PATH"
-    printf '%-5s %-7s %10s %9s %8s %10s %9s %8s %9s\n' round order "off req/s" "off us/req" "off p99" \
-      "on req/s" "on us/req" "on p99" "cpu on/off"
+    printf '%-5s %-7s %10s %9s %8s %8s %10s %9s %8s %8s %8s %9s\n' round order "off req/s" "off us/req" "off user" "off p99" \
+      "on req/s" "on us/req" "on user" "writer" "on p99" "cpu on/off"
     ratios=() offs=() ons=() rps_ratios=()
     for round in $(seq 1 "$ROUNDS"); do
       if ((round % 2)); then order=(off on); else order=(on off); fi
@@ -401,13 +420,13 @@ LUA
         else
           measure on "$AUDIT_PID" "http://127.0.0.1:$AUDIT_PORT$REQ_PATH"
         fi
-        CPU[$side]=$M_CPU_US RPSR[$side]=$M_RPS P99R[$side]=$M_P99
+        CPU[$side]=$M_CPU_US USR[$side]=$M_USER_US WRITER[$side]=$M_WRITER_US RPSR[$side]=$M_RPS P99R[$side]=$M_P99
       done
       r=$(ratio "${CPU[on]}" "${CPU[off]}")
       ratios+=("$r") offs+=("${CPU[off]}") ons+=("${CPU[on]}")
       rps_ratios+=("$(ratio "${RPSR[on]}" "${RPSR[off]}")")
-      printf '%-5s %-7s %10s %9s %8s %10s %9s %8s %9s\n' "$round" "${order[0]},${order[1]}" \
-        "${RPSR[off]}" "${CPU[off]}" "${P99R[off]}" "${RPSR[on]}" "${CPU[on]}" "${P99R[on]}" "$r"
+      printf '%-5s %-7s %10s %9s %8s %8s %10s %9s %8s %8s %8s %9s\n' "$round" "${order[0]},${order[1]}" \
+        "${RPSR[off]}" "${CPU[off]}" "${USR[off]}" "${P99R[off]}" "${RPSR[on]}" "${CPU[on]}" "${USR[on]}" "${WRITER[on]}" "${P99R[on]}" "$r"
     done
     echo "median over $ROUNDS rounds ($mix): CPU per request off $(median "${offs[@]}") µs, on $(median "${ons[@]}") µs;" \
       "CPU on/off $(median "${ratios[@]}") (target <= 1.10); req/s on/off $(median "${rps_ratios[@]}")"
@@ -481,6 +500,11 @@ fresh() {
 }
 fresh direct "https://127.0.0.1:$UPSTREAM_PORT/api/v6/services/sandbox/ping"
 fresh full "http://127.0.0.1:$FULL_PORT/sandbox/ping"
+# The same new plain-TCP connection per request through haproxy and the warn sidecar: what
+# a proxy that pools its upstream reaches here, wrk's and the kernel's connection work
+# included (the ceiling the ratio above can reach on this machine).
+fresh haproxy "http://127.0.0.1:$HAPROXY_PORT/api/v6/services/sandbox/ping"
+fresh sidecar "http://127.0.0.1:$SIDECAR_PORT/sandbox/ping"
 
 rss_kib() { awk '/VmHWM/ {print $2}' "/proc/$1/status" 2>/dev/null || echo "?"; }
 
@@ -523,6 +547,8 @@ echo
 echo "new connection per request: wrk -t1 -c$CONNECTIONS -d$DURATION -H 'Connection: close'"
 echo "direct over fresh TLS ${FRESH_RPS[direct]} req/s, through the full sidecar ${FRESH_RPS[full]} req/s:" \
   "$(ratio "${FRESH_RPS[full]}" "${FRESH_RPS[direct]}")x (target >= 3)"
+echo "  the same through haproxy ${FRESH_RPS[haproxy]} req/s ($(ratio "${FRESH_RPS[haproxy]}" "${FRESH_RPS[direct]}")x)," \
+  "through the warn sidecar ${FRESH_RPS[sidecar]} req/s ($(ratio "${FRESH_RPS[sidecar]}" "${FRESH_RPS[direct]}")x)"
 echo
 echo "throughput sidecar/nginx   $(ratio "${RPS[sidecar]}" "${RPS[nginx]}")  (target >= 1.2)"
 echo "throughput sidecar/haproxy $(ratio "${RPS[sidecar]}" "${RPS[haproxy]}")  (target >= 1.0)"
