@@ -505,6 +505,7 @@ fresh full "http://127.0.0.1:$FULL_PORT/sandbox/ping"
 # included (the ceiling the ratio above can reach on this machine).
 fresh haproxy "http://127.0.0.1:$HAPROXY_PORT/api/v6/services/sandbox/ping"
 fresh sidecar "http://127.0.0.1:$SIDECAR_PORT/sandbox/ping"
+[[ -n "$BASELINE_BIN" ]] && fresh baseline "http://127.0.0.1:$BASELINE_PORT/sandbox/ping"
 
 rss_kib() { awk '/VmHWM/ {print $2}' "/proc/$1/status" 2>/dev/null || echo "?"; }
 
@@ -549,6 +550,10 @@ echo "direct over fresh TLS ${FRESH_RPS[direct]} req/s, through the full sidecar
   "$(ratio "${FRESH_RPS[full]}" "${FRESH_RPS[direct]}")x (target >= 3)"
 echo "  the same through haproxy ${FRESH_RPS[haproxy]} req/s ($(ratio "${FRESH_RPS[haproxy]}" "${FRESH_RPS[direct]}")x)," \
   "through the warn sidecar ${FRESH_RPS[sidecar]} req/s ($(ratio "${FRESH_RPS[sidecar]}" "${FRESH_RPS[direct]}")x)"
+if [[ -n "$BASELINE_BIN" ]]; then
+  echo "  through the baseline build (warn) ${FRESH_RPS[baseline]} req/s ($(ratio "${FRESH_RPS[baseline]}" "${FRESH_RPS[direct]}")x);" \
+    "this build / baseline $(ratio "${FRESH_RPS[sidecar]}" "${FRESH_RPS[baseline]}")"
+fi
 echo
 echo "throughput sidecar/nginx   $(ratio "${RPS[sidecar]}" "${RPS[nginx]}")  (target >= 1.2)"
 echo "throughput sidecar/haproxy $(ratio "${RPS[sidecar]}" "${RPS[haproxy]}")  (target >= 1.0)"

@@ -47,8 +47,16 @@ mod track;
 mod workers;
 
 use std::{
-    convert::Infallible, error::Error as StdError, future::Future, net::SocketAddr, pin::pin,
-    sync::Arc, time::Duration,
+    convert::Infallible,
+    error::Error as StdError,
+    future::Future,
+    net::SocketAddr,
+    pin::pin,
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::Duration,
 };
 
 use bytes::Bytes;
@@ -207,11 +215,11 @@ impl Server {
             .await;
     }
 
-    /// As [`Server::serve`], but each accepted connection is handed, in turn, to one of
+    /// As [`Server::serve`], but connections are accepted and served on each of
     /// `workers`: a runtime ([`Workers`]) and the service copy connections on it use
-    /// (with its own upstream pool, so a request never leaves its thread). Accepting, the
-    /// connection cap and the drain stay here, shared by all of them. With no workers
-    /// every connection is closed at once.
+    /// (with its own upstream pool, so a request never leaves its thread). The listening
+    /// socket, the connection cap and the drain are one, shared by all of them. With no
+    /// workers nothing is accepted (clients wait in the kernel's queue) until shutdown.
     pub async fn serve_on<S, B>(
         self,
         listener: TcpListener,
@@ -222,19 +230,14 @@ impl Server {
         S: ConnectionService<B>,
         B: ResponseBody,
     {
-        self.serve_placed(
-            listener,
-            Placement::Spread { workers, next: 0 },
-            shutdown,
-            drain,
-        )
-        .await;
+        self.serve_placed(listener, Placement::Spread(workers), shutdown, drain)
+            .await;
     }
 
     async fn serve_placed<S, B>(
         self,
         listener: TcpListener,
-        mut placement: Placement<S>,
+        placement: Placement<S>,
         shutdown: CancellationToken,
         drain: Duration,
     ) where
@@ -242,24 +245,148 @@ impl Server {
         B: ResponseBody,
     {
         let name = self.name;
-        let builder = Arc::new(self.builder());
-        let connections =
-            Connections::new(self.limits.max_connections, self.metrics.for_listener(name));
         let listener_metrics = self.metrics.for_listener(name);
-        let catch_panics = self.catch_panics;
-        let wrap = |service| CatchPanic::new(service, listener_metrics.clone(), catch_panics);
-        let tracker = TaskTracker::new();
-        // Cancelled when the drain deadline passes: every connection closes at once.
-        let force = CancellationToken::new();
-        let timeouts = Timeouts {
-            first_request: self.limits.header_read_timeout,
-            idle: self.limits.idle_timeout,
-            stall: self.limits.stall_timeout,
+        let accepting = Arc::new(Accepting {
+            name,
+            builder: Arc::new(self.builder()),
+            tls: self.tls.clone(),
+            connections: Connections::new(
+                self.limits.max_connections,
+                self.metrics.for_listener(name),
+            ),
+            listener_metrics,
+            catch_panics: self.catch_panics,
+            tracker: TaskTracker::new(),
+            force: CancellationToken::new(),
+            timeouts: Timeouts {
+                first_request: self.limits.header_read_timeout,
+                idle: self.limits.idle_timeout,
+                stall: self.limits.stall_timeout,
+            },
+            shutdown: shutdown.clone(),
+        });
+        match placement {
+            Placement::Here(service) => {
+                let here = Spread::new(vec![(tokio::runtime::Handle::current(), service)]);
+                accepting.run(listener, 0, here).await;
+            }
+            Placement::Spread(workers) => {
+                Self::accept_on(&accepting, listener, workers, &shutdown).await;
+            }
+        }
+        let tracker = &accepting.tracker;
+        tracker.close();
+        if tokio::time::timeout(drain, tracker.wait()).await.is_err() {
+            tracing::warn!(
+                listener = name,
+                ?drain,
+                open = tracker.len(),
+                "requests still running after the drain period; closing their connections"
+            );
+            accepting.force.cancel();
+            let _ = tokio::time::timeout(FORCE_CLOSE_GRACE, tracker.wait()).await;
+        }
+    }
+
+    /// Runs an accept loop on each worker, on its own copy (`dup`) of `listener`'s socket,
+    /// until `shutdown`; returns once every loop has stopped accepting.
+    ///
+    /// Why each worker accepts for itself: a connection accepted on one runtime and handed
+    /// to another is registered with two reactors and costs the handing-over thread a
+    /// wake-up of the other (two `epoll_ctl` calls, an `eventfd` write and a context
+    /// switch per connection). Sharing the one listening socket, not binding one
+    /// `SO_REUSEPORT` socket per worker, keeps the port this process's alone: no other
+    /// process can join it and take a share of the connections. The kernel hands each
+    /// connection to one `accept`; a worker that woke for it too finds the queue empty.
+    /// Whoever wakes first may find many connections queued (a client pool opening 32 at
+    /// once): a worker already serving more than the least busy one hands the new
+    /// connection over to it, so the connections stay spread (see [`Spread`]).
+    async fn accept_on<S, B>(
+        accepting: &Arc<Accepting>,
+        listener: TcpListener,
+        workers: Vec<(tokio::runtime::Handle, S)>,
+        shutdown: &CancellationToken,
+    ) where
+        S: ConnectionService<B>,
+        B: ResponseBody,
+    {
+        let name = accepting.name;
+        let listener = match listener.into_std() {
+            Ok(listener) => listener,
+            Err(error) => {
+                tracing::error!(listener = name, %error, "could not take the listening socket from the runtime; nothing is accepted");
+                shutdown.cancelled().await;
+                return;
+            }
         };
+        let spread = Spread::new(workers);
+        let loops = TaskTracker::new();
+        for (me, (runtime, _)) in spread.workers.iter().enumerate() {
+            let copy = match listener.try_clone() {
+                Ok(copy) => copy,
+                Err(error) => {
+                    tracing::error!(listener = name, %error, "could not share the listening socket with a worker");
+                    continue;
+                }
+            };
+            let accepting = accepting.clone();
+            let spread = spread.clone();
+            runtime.spawn(loops.track_future(async move {
+                // Registered with this worker's reactor: its connections are born here.
+                match TcpListener::from_std(copy) {
+                    Ok(listener) => accepting.run(listener, me, spread).await,
+                    Err(error) => {
+                        tracing::error!(listener = name, %error, "a worker could not listen");
+                    }
+                }
+            }));
+        }
+        loops.close();
+        loops.wait().await;
+        if !shutdown.is_cancelled() {
+            // Every worker's loop ended (their runtimes stopped, or none could listen):
+            // the port stays bound, so clients queue rather than find it closed.
+            tracing::error!(listener = name, "no worker accepts connections");
+            shutdown.cancelled().await;
+        }
+        // The last copy of the socket: the port closes here.
+        drop(listener);
+    }
+}
+
+/// What the accept loops of one listener share: one connection cap, one set of tasks to
+/// drain, one set of settings.
+struct Accepting {
+    name: &'static str,
+    builder: Arc<auto::Builder<TokioExecutor>>,
+    tls: Option<TlsAcceptor>,
+    connections: Connections,
+    listener_metrics: metrics::ListenerMetrics,
+    catch_panics: bool,
+    /// Every connection's task, wherever it runs.
+    tracker: TaskTracker,
+    /// Cancelled when the drain deadline passes: every connection closes at once.
+    force: CancellationToken,
+    timeouts: Timeouts,
+    shutdown: CancellationToken,
+}
+
+// === impl Accepting ===
+
+impl Accepting {
+    /// Accepts on `listener` until shutdown, as worker `me` of `spread`: each connection
+    /// runs on this worker's runtime, or on the least busy worker's when this one serves
+    /// more connections than that one (see [`Spread::place`]).
+    async fn run<S, B>(&self, listener: TcpListener, me: usize, spread: Spread<S>)
+    where
+        S: ConnectionService<B>,
+        B: ResponseBody,
+    {
+        let name = self.name;
         loop {
             let (stream, peer) = tokio::select! {
                 biased;
-                () = shutdown.cancelled() => break,
+                () = self.shutdown.cancelled() => break,
                 accepted = listener.accept() => match accepted {
                     Ok(accepted) => accepted,
                     Err(error) => {
@@ -270,48 +397,53 @@ impl Server {
                     }
                 },
             };
-            let Some(slot) = connections.admit(&force) else {
+            let Some(slot) = self.connections.admit(&self.force) else {
                 tracing::debug!(listener = name, %peer, "connection cap reached and every connection busy; closed");
                 continue;
             };
             let _ = stream.set_nodelay(true);
             let at_cap = slot.at_cap();
-            let conn = |service| Conn {
-                builder: builder.clone(),
+            let worker = spread.place(me);
+            let Some((runtime, service)) = spread.workers.get(worker) else {
+                continue;
+            };
+            let conn = Conn {
+                builder: self.builder.clone(),
                 tls: self.tls.clone(),
-                service: wrap(service),
+                service: CatchPanic::new(
+                    service.clone(),
+                    self.listener_metrics.clone(),
+                    self.catch_panics,
+                ),
                 slot,
-                timeouts,
-                shutdown: shutdown.clone(),
+                timeouts: self.timeouts,
+                shutdown: self.shutdown.clone(),
                 name,
             };
-            match &mut placement {
-                Placement::Here(service) => {
-                    tracker.spawn(Box::pin(connection(conn(service.clone()), stream, peer)));
-                }
-                Placement::Spread { workers, next } => {
-                    let Some((runtime, service)) = workers.get(*next % workers.len().max(1)) else {
-                        continue;
-                    };
-                    *next = next.wrapping_add(1);
-                    // The socket leaves this runtime's reactor and joins the worker's, so
-                    // its readiness events wake the worker directly.
-                    let Ok(stream) = stream.into_std() else {
-                        continue;
-                    };
-                    let conn = conn(service.clone());
-                    runtime.spawn(tracker.track_future(async move {
-                        match TcpStream::from_std(stream) {
-                            // Boxed: a connection's future (hyper's connection and
-                            // the whole service stack) is kilobytes, and unboxed every
-                            // wrapper on the way into the worker's task moved all of it.
-                            Ok(stream) => Box::pin(connection(conn, stream, peer)).await,
-                            Err(error) => {
-                                tracing::warn!(listener = name, %peer, %error, "could not hand the connection to a worker");
-                            }
+            let open = spread.open(worker);
+            if worker == me {
+                // Boxed: a connection's future (hyper's connection and the whole service
+                // stack) is kilobytes, and unboxed every wrapper on the way into its task
+                // moved all of it.
+                self.tracker.spawn(Box::pin(async move {
+                    let _open = open;
+                    connection(conn, stream, peer).await;
+                }));
+            } else {
+                // The socket leaves this runtime's reactor and joins the other worker's,
+                // so its readiness events wake that worker directly.
+                let Ok(stream) = stream.into_std() else {
+                    continue;
+                };
+                runtime.spawn(self.tracker.track_future(async move {
+                    let _open = open;
+                    match TcpStream::from_std(stream) {
+                        Ok(stream) => Box::pin(connection(conn, stream, peer)).await,
+                        Err(error) => {
+                            tracing::warn!(listener = name, %peer, %error, "could not hand the connection to a worker");
                         }
-                    }));
-                }
+                    }
+                }));
             }
             if at_cap {
                 // Under a flood the accept queue is long and this loop never waits; give
@@ -320,18 +452,67 @@ impl Server {
                 tokio::task::yield_now().await;
             }
         }
-        drop(listener);
-        tracker.close();
-        if tokio::time::timeout(drain, tracker.wait()).await.is_err() {
-            tracing::warn!(
-                listener = name,
-                ?drain,
-                open = tracker.len(),
-                "requests still running after the drain period; closing their connections"
-            );
-            force.cancel();
-            let _ = tokio::time::timeout(FORCE_CLOSE_GRACE, tracker.wait()).await;
+    }
+}
+
+/// The workers a listener's connections run on, and how many each serves now.
+///
+/// Every worker accepts, and the one that woke first for a burst of connections would
+/// otherwise keep all of them (and its core all their work, the other idle). So a worker
+/// keeps a connection it accepted only while it serves no more than one connection over
+/// the least busy worker; else it hands the connection to that worker. Steady traffic
+/// that opens and closes connections is then served where it is accepted, and a burst is
+/// spread as round-robin would spread it.
+/// Each accept loop has its own copy (a service need not be shared between threads);
+/// the counts are one.
+#[derive(Clone)]
+struct Spread<S> {
+    workers: Vec<(tokio::runtime::Handle, S)>,
+    /// Connections each worker serves (placed there and not yet ended).
+    open: Arc<[Arc<AtomicUsize>]>,
+}
+
+// === impl Spread ===
+
+impl<S> Spread<S> {
+    fn new(workers: Vec<(tokio::runtime::Handle, S)>) -> Self {
+        let open = workers.iter().map(|_| Arc::default()).collect();
+        Self { workers, open }
+    }
+
+    /// Where a connection worker `me` accepted goes: `me`, unless it serves more than one
+    /// connection over the least busy worker.
+    fn place(&self, me: usize) -> usize {
+        let load = |worker: usize| {
+            self.open
+                .get(worker)
+                .map_or(usize::MAX, |open| open.load(Ordering::Relaxed))
+        };
+        let (least, fewest) = (0..self.open.len())
+            .map(|worker| (worker, load(worker)))
+            .min_by_key(|(_, open)| *open)
+            .unwrap_or((me, 0));
+        if load(me) > fewest.saturating_add(1) {
+            least
+        } else {
+            me
         }
+    }
+
+    /// Counts a connection on `worker` until the returned guard drops.
+    fn open(&self, worker: usize) -> Option<OpenConnection> {
+        let open = self.open.get(worker)?.clone();
+        open.fetch_add(1, Ordering::Relaxed);
+        Some(OpenConnection(open))
+    }
+}
+
+/// One connection counted on its worker (see [`Spread`]).
+struct OpenConnection(Arc<AtomicUsize>);
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -368,15 +549,12 @@ impl<B> ResponseBody for B where
 {
 }
 
-/// Where accepted connections run.
+/// Where connections are accepted and run.
 enum Placement<S> {
-    /// On the accepting runtime, all with clones of one service.
+    /// On the calling runtime, all with clones of one service.
     Here(S),
-    /// Handed to each worker runtime in turn, with that worker's service.
-    Spread {
-        workers: Vec<(tokio::runtime::Handle, S)>,
-        next: usize,
-    },
+    /// On each worker runtime, with that worker's service (see [`Server::accept_on`]).
+    Spread(Vec<(tokio::runtime::Handle, S)>),
 }
 
 #[derive(Clone, Copy)]

@@ -1,6 +1,7 @@
 //! Real sockets on loopback, with short timeouts.
 
 use std::{
+    num::NonZeroUsize,
     sync::{
         Arc,
         atomic::{AtomicUsize, Ordering},
@@ -71,6 +72,14 @@ impl Service<Request<Incoming>> for Echo {
                     drop(gate.acquire().await);
                 }
                 "/panic" => panic!("a handler bug with a secret: hunter2"),
+                // Where the request is served: the thread's name.
+                "/thread" => {
+                    let name = std::thread::current()
+                        .name()
+                        .unwrap_or("unnamed")
+                        .to_owned();
+                    return Ok(Response::new(Full::new(Bytes::from(name))));
+                }
                 // A sender not yet trusted: evictable while it waits.
                 "/unverified" => {
                     let _evictable = req.extensions().get::<Evictable>().map(Evictable::mark);
@@ -105,6 +114,16 @@ impl Running {
 }
 
 async fn start(limits: ListenerLimits, drain: Duration) -> Running {
+    start_with(None, limits, drain).await
+}
+
+/// [`start`], with connections accepted and served on `workers` (each its own [`Echo`]
+/// sharing one gate).
+async fn start_on(workers: &Workers, limits: ListenerLimits, drain: Duration) -> Running {
+    start_with(Some(workers), limits, drain).await
+}
+
+async fn start_with(workers: Option<&Workers>, limits: ListenerLimits, drain: Duration) -> Running {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let metrics = ConnectionMetrics::default();
@@ -112,15 +131,21 @@ async fn start(limits: ListenerLimits, drain: Duration) -> Running {
     let arrived = Arc::new(AtomicUsize::new(0));
     let shutdown = CancellationToken::new();
     let server = Server::new("test", &limits).with_metrics(metrics.clone());
-    let served = tokio::spawn(server.serve(
-        listener,
-        Echo {
-            gate: gate.clone(),
-            arrived: arrived.clone(),
-        },
-        shutdown.clone(),
-        drain,
-    ));
+    let echo = || Echo {
+        gate: gate.clone(),
+        arrived: arrived.clone(),
+    };
+    let served = match workers {
+        None => tokio::spawn(server.serve(listener, echo(), shutdown.clone(), drain)),
+        Some(workers) => {
+            let services = workers
+                .handles()
+                .iter()
+                .map(|handle| (handle.clone(), echo()))
+                .collect();
+            tokio::spawn(server.serve_on(listener, services, shutdown.clone(), drain))
+        }
+    };
     Running {
         addr,
         metrics,
@@ -308,6 +333,12 @@ async fn at_the_cap_with_every_connection_busy_the_new_one_is_closed() {
 #[tokio::test]
 async fn shutdown_lets_a_request_in_flight_finish_and_stops_accepting() {
     let running = start(limits(8), Duration::from_secs(5)).await;
+    assert_shutdown_drains_and_closes_the_port(running).await;
+}
+
+/// With a request in flight on `running` (5 s drain), shutdown: the port refuses new
+/// connections at once, the request still gets its answer, and `serve` returns.
+async fn assert_shutdown_drains_and_closes_the_port(running: Running) {
     let mut stream = send(running.addr, "/slow").await;
     wait_for("the request in flight", || running.arrived() == 1).await;
     running.shutdown.cancel();
@@ -544,4 +575,118 @@ async fn a_panicking_handler_answers_500_without_its_message_and_is_counted() {
     // The connection, and the listener, keep serving.
     stream.write_all(get("/").as_bytes()).await.unwrap();
     assert!(read_some(&mut stream).await.starts_with("HTTP/1.1 200"));
+}
+
+/// Two worker runtimes, on threads `egress-test-0` and `egress-test-1`.
+fn two_workers() -> Workers {
+    Workers::start(NonZeroUsize::new(2).unwrap(), "egress-test").unwrap()
+}
+
+/// Shuts `running` down, waits for it, then stops `workers`.
+async fn stop_both(running: Running, workers: Workers) {
+    running.shutdown.cancel();
+    running.served.await.unwrap();
+    workers.stop().await;
+}
+
+/// The name of the thread that served a request on a new connection to `addr`.
+async fn served_by(addr: SocketAddr) -> String {
+    let mut stream = send(addr, "/thread").await;
+    let answer = read_some(&mut stream).await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    answer.rsplit("\r\n").next().unwrap_or_default().to_owned()
+}
+
+/// Keeps worker `index`'s thread busy (not yielding) for `busy`.
+fn occupy(workers: &Workers, index: usize, busy: Duration) {
+    workers.handles()[index].spawn(async move { std::thread::sleep(busy) });
+}
+
+#[tokio::test]
+async fn every_worker_accepts_and_serves_its_own_connections() {
+    let workers = two_workers();
+    let running = start_on(&workers, limits(8), Duration::from_secs(1)).await;
+    // With one worker's thread held up, the other accepts every new connection, and
+    // serves it on its own thread; then the other way round.
+    for (held, serving) in [(0, "egress-test-1"), (1, "egress-test-0")] {
+        occupy(&workers, held, Duration::from_millis(1500));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        for _ in 0..3 {
+            // One connection at a time (the last one closed): the accepting worker keeps it.
+            wait_for("no connection open", || running.metrics.open("test") == 0).await;
+            assert_eq!(served_by(running.addr).await, serving);
+        }
+        // The held worker catches up (on connections it woke for too, and found taken).
+        tokio::time::sleep(Duration::from_millis(1600)).await;
+    }
+    stop_both(running, workers).await;
+}
+
+#[tokio::test]
+async fn workers_share_one_connection_cap() {
+    let workers = two_workers();
+    let running = start_on(&workers, limits(2), Duration::from_secs(1)).await;
+    // Each busy connection accepted by a different worker.
+    let mut busy = Vec::new();
+    for held in [0, 1] {
+        occupy(&workers, held, Duration::from_millis(500));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        busy.push(send(running.addr, "/slow").await);
+        wait_for("the request in flight", || running.arrived() == busy.len()).await;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    wait_for("two connections", || running.metrics.open("test") == 2).await;
+
+    // Whichever worker accepts the third, the cap is the listener's: closed at once.
+    let mut refused = TcpStream::connect(running.addr).await.unwrap();
+    assert!(time_to_close(&mut refused).await < Duration::from_secs(1));
+    assert_eq!(running.metrics.rejected("test", "full"), 1);
+    running.gate.add_permits(2);
+    for stream in &mut busy {
+        assert!(read_some(stream).await.starts_with("HTTP/1.1 200"));
+    }
+    stop_both(running, workers).await;
+}
+
+#[tokio::test]
+async fn on_workers_shutdown_stops_accepting_everywhere_and_drains() {
+    let workers = two_workers();
+    let running = start_on(&workers, limits(8), Duration::from_secs(5)).await;
+    // Every worker's copy of the listening socket is closed: the port refuses.
+    assert_shutdown_drains_and_closes_the_port(running).await;
+    workers.stop().await;
+}
+
+#[tokio::test]
+async fn a_burst_accepted_by_one_worker_is_spread_over_both() {
+    let workers = two_workers();
+    let running = start_on(&workers, timeouts(LONG, LONG, 64), Duration::from_secs(1)).await;
+    // Worker 1 is held while eight connections arrive: worker 0 accepts them all, keeps
+    // a connection while it serves at most one more than worker 1, and hands the others
+    // over (they are answered once worker 1 is free): kept, kept, handed, kept, handed,
+    // kept, handed, kept.
+    occupy(&workers, 1, Duration::from_millis(800));
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let mut streams = Vec::new();
+    for _ in 0..8 {
+        streams.push(send(running.addr, "/thread").await);
+    }
+    let mut served = std::collections::BTreeMap::<String, usize>::new();
+    for stream in &mut streams {
+        let answer = read_some(stream).await;
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+        let thread = answer.rsplit("\r\n").next().unwrap_or_default().to_owned();
+        *served.entry(thread).or_default() += 1;
+    }
+    assert_eq!(
+        served,
+        [
+            ("egress-test-0".to_owned(), 5),
+            ("egress-test-1".to_owned(), 3)
+        ]
+        .into(),
+        "the connections by the worker that served them"
+    );
+    drop(streams);
+    stop_both(running, workers).await;
 }

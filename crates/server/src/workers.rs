@@ -1,5 +1,5 @@
 //! Thread per core: a set of single-threaded tokio runtimes, each on its own OS thread,
-//! that a listener hands its accepted connections to in turn.
+//! each accepting and serving connections of a listener they share.
 //!
 //! Why: a proxied request is two sockets (the app's and FinCode's) and two tasks (the
 //! app connection's and the pooled upstream connection's). On the work-stealing runtime
@@ -10,10 +10,10 @@
 //! accept to response, as nginx workers and Pingora's do. `benches/README.md` has the
 //! numbers behind the choice.
 //!
-//! The accept loop itself stays in one place (one listener, one connection cap, one
-//! drain); only the connection's task moves, once, when it is accepted. Handing over a
-//! connection rather than binding one `SO_REUSEPORT` socket per thread also keeps a second
-//! process from silently sharing the port.
+//! Each runtime accepts on its own copy of the one listening socket, so a connection is
+//! served where it was accepted (see `Server::serve_on`); the connection cap and the drain
+//! stay one per listener. Sharing the socket rather than binding one `SO_REUSEPORT`
+//! socket per thread also keeps a second process from silently sharing the port.
 
 use std::{io, num::NonZeroUsize, thread::JoinHandle};
 
