@@ -459,10 +459,10 @@ impl EgressProxy {
 
     /// Serves the app on `listener` with `server`'s limits (`[listeners.egress]`) until
     /// `shutdown` is cancelled, then drains. With `workers` (see [`fincode_server::Workers`]),
-    /// each accepted connection is handed to one of those runtimes in turn, and each runtime
-    /// has its own copy of the stack with its own upstream pool, so a request and the
-    /// upstream connection it uses stay on one thread; without, everything runs on the
-    /// calling runtime with one pool.
+    /// each of those runtimes accepts connections and serves them (see
+    /// `fincode_server::Server::serve_on`), with its own copy of the stack and its own
+    /// upstream pool, so a request and the upstream connection it uses stay on one
+    /// thread; without, everything runs on the calling runtime with one pool.
     pub async fn serve(
         self,
         server: fincode_server::Server,
