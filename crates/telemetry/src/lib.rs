@@ -11,6 +11,7 @@
 
 mod access_log;
 mod http_metrics;
+mod span_fields;
 mod traces;
 
 use std::sync::{Arc, Mutex};
@@ -21,11 +22,12 @@ use tracing_subscriber::{
     EnvFilter,
     fmt::{
         MakeWriter, SubscriberBuilder,
-        format::{Format, Json, JsonFields},
+        format::{Format, Json},
     },
 };
 
 pub use self::access_log::{AccessLog, DEFAULT_CAPACITY, flush_access_log};
+pub use self::span_fields::JsonSpanFields;
 
 pub use self::http_metrics::{DURATION_BUCKETS, HttpLabels, HttpMetrics, status_class};
 pub use self::traces::{OtlpHttpClient, SpanRecord, Traces, TracesError};
@@ -128,7 +130,7 @@ pub fn init_logging(config: &LogConfig) -> Option<LogLevel> {
 pub fn json_subscriber<W>(
     level: &str,
     writer: W,
-) -> SubscriberBuilder<JsonFields, Format<Json>, EnvFilter, W>
+) -> SubscriberBuilder<JsonSpanFields, Format<Json>, EnvFilter, W>
 where
     W: for<'writer> MakeWriter<'writer> + Send + Sync + 'static,
 {
@@ -141,6 +143,8 @@ where
         .flatten_event(true)
         .with_current_span(false)
         .with_span_list(true)
+        // The same span objects as `.json()`'s own field formatter, built for less.
+        .fmt_fields(JsonSpanFields)
 }
 
 /// `level` as an `EnvFilter`, unless `RUST_LOG` overrides it.
