@@ -128,3 +128,25 @@ fn the_timestamp_is_tracings() {
     assert_eq!(&stamp[10..11], "T");
     assert!(stamp.ends_with('Z'));
 }
+
+#[test]
+fn the_timestamp_is_written_as_tracings_timer_writes_it() {
+    use tracing_subscriber::fmt::{format::Writer, time::FormatTime};
+    // Both read the clock, so take the pair again if a second turned between them.
+    for _ in 0..100 {
+        let mut tracing = String::new();
+        tracing_subscriber::fmt::time::SystemTime
+            .format_time(&mut Writer::new(&mut tracing))
+            .unwrap();
+        let mut ours = String::new();
+        super::push_timestamp(&mut ours);
+        if ours[..19] == tracing[..19] {
+            assert_eq!(ours.len(), tracing.len(), "{ours} {tracing}");
+            assert!(ours >= tracing, "{ours} {tracing}");
+            assert_eq!(ours.as_bytes()[19], b'.');
+            assert!(ours.ends_with('Z') && ours[20..26].bytes().all(|b| b.is_ascii_digit()));
+            return;
+        }
+    }
+    panic!("the two clocks never agreed to the second");
+}
