@@ -31,13 +31,15 @@ impl<'writer> FormatFields<'writer> for JsonSpanFields {
         let mut members = Members::default();
         fields.record(&mut members);
         writer.write_char('{')?;
-        writer.write_str(&members.text())?;
+        writer.write_str(members.text())?;
         writer.write_char('}')
     }
 
     /// Fields recorded after the span was created join its object; a key recorded again
     /// appears twice, and the later one wins when the object is read (as `JsonFields`'
-    /// merge has it).
+    /// merge has it). Unlike that merge, a span with a field name that needs escaping
+    /// keeps what is recorded into it (`JsonFields` cannot read such a name back, and
+    /// drops the record).
     fn add_fields(
         &self,
         current: &'writer mut FormattedFields<Self>,
@@ -59,7 +61,7 @@ impl<'writer> FormatFields<'writer> for JsonSpanFields {
             object.clear();
             object.push('{');
         }
-        object.push_str(&members.text());
+        object.push_str(members.text());
         object.push('}');
         Ok(())
     }
@@ -76,9 +78,10 @@ impl Members {
         self.out.is_empty()
     }
 
-    /// What was written: `serde_json` writes UTF-8.
-    fn text(&self) -> std::borrow::Cow<'_, str> {
-        String::from_utf8_lossy(&self.out)
+    /// What was written: names and `serde_json`'s output, UTF-8 (so never the empty
+    /// fallback).
+    fn text(&self) -> &str {
+        std::str::from_utf8(&self.out).unwrap_or_default()
     }
 
     /// Writes `"name":value`.
@@ -86,9 +89,20 @@ impl Members {
         if !self.out.is_empty() {
             self.out.push(b',');
         }
-        // Writing into a `Vec` cannot fail, and these values always serialise.
-        let _ = serde_json::to_writer(&mut self.out, name);
+        // A field's name is nearly always an identifier, with nothing to escape.
+        if name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'.')
+        {
+            self.out.push(b'"');
+            self.out.extend_from_slice(name.as_bytes());
+            self.out.push(b'"');
+        } else {
+            // Writing into a `Vec` cannot fail.
+            let _ = serde_json::to_writer(&mut self.out, name);
+        }
         self.out.push(b':');
+        // These values always serialise.
         let _ = serde_json::to_writer(&mut self.out, value);
     }
 }
@@ -209,6 +223,10 @@ mod tests {
             tracing::warn!(answer = 42, "inside two");
             // Into a span created with no value yet.
             empty.record("status", 503_u64);
+            // A name with something to escape (never recorded into afterwards:
+            // `JsonFields` cannot read such a name back to merge, and drops the record).
+            let named = tracing::info_span!("named", "a \"quoted\" name" = 1);
+            let _named = named.enter();
             tracing::error!("inside three");
         };
         let lines = Lines::default();
@@ -229,5 +247,6 @@ mod tests {
         assert_eq!(ours[2][0]["nan"], serde_json::Value::Null);
         assert_eq!(ours[2][0]["type"], "\"raw\"");
         assert_eq!(ours[2][1]["status"], 503);
+        assert_eq!(ours[2][2]["a \"quoted\" name"], 1);
     }
 }
