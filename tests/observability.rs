@@ -255,6 +255,55 @@ async fn every_log_line_is_one_json_object_whatever_the_input() {
     assert!(output.contains("\"access\""), "access lines were logged");
 }
 
+#[tokio::test]
+async fn a_line_logged_while_a_request_is_served_carries_its_span() {
+    let sandbox = TestSandbox::start().await;
+    let route = "/transactionmanagement/transactions";
+    let mut sidecar = SidecarBuilder::with_static_token(&sandbox)
+        .set("log.level", "debug")
+        .set("rate_limit.per_second", 1000)
+        .set("rate_limit.max_wait", "0s")
+        .route_rate_limit(route, 1, 1)
+        .start_ready()
+        .await;
+    let app = app_client();
+    let call = |id: &'static str| {
+        send(
+            &app,
+            Request::get(sidecar.url(route))
+                .header("x-request-id", id)
+                .body(Full::default())
+                .unwrap(),
+        )
+    };
+    assert_eq!(call("span-fields-1").await.status, 200);
+    // Refused by the route's rate limit, inside the request: its "sidecar error" line.
+    call("span-fields-2")
+        .await
+        .assert_problem(429, "rate_limited");
+    assert!(sidecar.terminate(Duration::from_secs(30)).await.success());
+    let output = sidecar.output();
+    let line = output
+        .lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .find(|line| line["message"] == "sidecar error")
+        .unwrap_or_else(|| panic!("no sidecar error line: {output}"));
+    assert_eq!(line["error.kind"], "rate_limited", "{line}");
+    // The request span's fields, as the JSON span list shows them (the span fields'
+    // own formatter, in the real binary).
+    let span = &line["spans"][0];
+    assert_eq!(span["name"], "request", "{line}");
+    assert_eq!(span["correlation_id"], "span-fields-2", "{line}");
+    assert_eq!(span["method"], "GET", "{line}");
+    assert_eq!(span["route"], route, "{line}");
+    assert!(
+        span["trace_id"]
+            .as_str()
+            .is_some_and(|id| id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit())),
+        "{line}"
+    );
+}
+
 /// The sidecar's config for exporting to `receiver` with a short batch delay.
 fn exporting(builder: SidecarBuilder, receiver: &OtlpReceiver) -> SidecarBuilder {
     builder
