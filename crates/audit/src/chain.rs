@@ -365,28 +365,14 @@ impl ChainWriter {
     /// Appends `record` as the next line; returns its seq. Written, not yet synced: call
     /// [`Self::sync`] once per batch (group commit).
     pub fn append(&mut self, record: &Map<String, Value>) -> Result<u64, ChainError> {
-        for reserved in ["seq", "prev"] {
-            if record.contains_key(reserved) {
-                return Err(ChainError::ReservedField(reserved));
-            }
-        }
-        let mut fields = String::new();
-        for (key, value) in record {
-            if !fields.is_empty() {
-                fields.push(',');
-            }
-            fields.push_str(&Value::from(key.as_str()).to_string());
-            fields.push(':');
-            fields.push_str(&value.to_string());
-        }
-        Ok(self.append_fields(&fields))
+        Ok(self.append_fields(map_fields(record)?.as_bytes()))
     }
 
     /// Appends a record given as its JSON object's members without the braces
     /// (`"kind":"http","status":200`), as [`crate::Record`] builds it; returns its seq.
     /// The members must not include `seq` or `prev`. Buffered until [`Self::flush`] or
     /// [`Self::sync`], so a batch costs one `write`.
-    pub fn append_fields(&mut self, fields: &str) -> u64 {
+    pub fn append_fields(&mut self, fields: &[u8]) -> u64 {
         let seq = self.next_seq;
         // `seq` and `prev` first, then the record's fields: the line is what is hashed,
         // so it is built once here and never re-serialised.
@@ -399,7 +385,7 @@ impl ChainWriter {
         self.buf.push(b'"');
         if !fields.is_empty() {
             self.buf.push(b',');
-            self.buf.extend_from_slice(fields.as_bytes());
+            self.buf.extend_from_slice(fields);
         }
         self.buf.push(b'}');
         // The new `prev`, written over the old one's allocation.
@@ -497,6 +483,26 @@ impl ChainWriter {
         *self = next;
         Ok(())
     }
+}
+
+/// `record`'s members without the braces, as [`ChainWriter::append_fields`] takes them;
+/// a record may not set the chain's own `seq` or `prev`.
+pub(crate) fn map_fields(record: &Map<String, Value>) -> Result<String, ChainError> {
+    for reserved in ["seq", "prev"] {
+        if record.contains_key(reserved) {
+            return Err(ChainError::ReservedField(reserved));
+        }
+    }
+    let mut fields = String::new();
+    for (key, value) in record {
+        if !fields.is_empty() {
+            fields.push(',');
+        }
+        fields.push_str(&Value::from(key.as_str()).to_string());
+        fields.push(':');
+        fields.push_str(&value.to_string());
+    }
+    Ok(fields)
 }
 
 /// The `time_ms` of a segment header line, if it has one.

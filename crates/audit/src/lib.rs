@@ -35,6 +35,7 @@
 mod chain;
 mod checkpoint;
 mod find;
+mod inbox;
 pub mod json;
 mod record;
 mod verify;

@@ -412,14 +412,14 @@ impl Record {
     /// record will say so).
     pub fn write(self) -> bool {
         let (auditor, fields) = self.into_parts();
-        auditor.log().record_fields(fields)
+        auditor.log().record_fields(&fields)
     }
 
     /// Queues the record and resolves once it is on disk; [`Unavailable`] when the trail
     /// cannot take it.
     pub fn commit(self) -> impl Future<Output = Result<(), Unavailable>> + Send + use<> {
         let (auditor, fields) = self.into_parts();
-        auditor.log().commit_fields(fields)
+        auditor.log().commit_fields(&fields, true)
     }
 
     /// The record as it would be written (without `seq`/`prev`).

@@ -385,7 +385,7 @@ fn the_writer_writes_every_record_signs_checkpoints_and_a_last_one_at_stop() {
     )
     .unwrap();
     for n in 0..250 {
-        assert!(log.record(record(n)));
+        assert!(log.record(&record(n)));
     }
     log.stop();
     thread.join().unwrap();
@@ -406,7 +406,7 @@ fn a_full_queue_loses_records_only_into_a_gap_record_that_counts_them() {
     let mut config = writer_config(dir.path());
     config.queue = 1;
     let (log, thread) = AuditLog::start(config, None, Box::new(|_, _| {})).unwrap();
-    let accepted = (0..5000).filter(|n| log.record(record(*n))).count();
+    let accepted = (0..5000).filter(|n| log.record(&record(*n))).count();
     log.stop();
     thread.join().unwrap();
     let lost = log.stats().lost.get();
@@ -429,6 +429,36 @@ fn a_full_queue_loses_records_only_into_a_gap_record_that_counts_them() {
 }
 
 #[test]
+fn a_record_setting_the_chains_own_fields_is_refused_and_counted_and_the_rest_are_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let (log, thread) =
+        AuditLog::start(writer_config(dir.path()), None, Box::new(|_, _| {})).unwrap();
+    assert!(log.record(&record(1)));
+    let mut forged = record(2);
+    forged.insert("seq".into(), 1.into());
+    assert!(!log.record(&forged), "a record may not set seq");
+    let mut forged = record(3);
+    forged.insert("prev".into(), "00".into());
+    assert_eq!(block_on(log.commit(&forged)), Err(Unavailable));
+    assert!(log.record(&record(4)));
+    log.stop();
+    thread.join().unwrap();
+    assert!(
+        !log.record(&record(5)),
+        "after the stop nothing is taken in"
+    );
+    assert_eq!(log.stats().lost.get(), 3);
+    let records = all_records(dir.path());
+    let numbers: Vec<_> = records
+        .iter()
+        .filter(|r| r["kind"] == "request")
+        .map(|r| r["n"].clone())
+        .collect();
+    assert_eq!(numbers, [json!(1), json!(4)]);
+    assert!(verify(dir.path()).unwrap().is_intact());
+}
+
+#[test]
 fn the_writer_rotates_by_size_and_the_chain_holds_across_segments() {
     let dir = tempfile::tempdir().unwrap();
     let mut config = writer_config(dir.path());
@@ -437,7 +467,7 @@ fn the_writer_rotates_by_size_and_the_chain_holds_across_segments() {
     let public = signer.public_key_base64();
     let (log, thread) = AuditLog::start(config, Some(signer), Box::new(|_, _| {})).unwrap();
     for n in 0..200 {
-        assert!(log.record(record(n)));
+        assert!(log.record(&record(n)));
         if n % 20 == 0 {
             std::thread::sleep(std::time::Duration::from_millis(2));
         }
@@ -907,7 +937,7 @@ fn a_committed_record_is_on_disk_when_its_commit_resolves() {
     let (log, thread) =
         AuditLog::start(writer_config(dir.path()), None, Box::new(|_, _| {})).unwrap();
     assert!(log.is_available());
-    block_on(log.commit(record(1))).unwrap();
+    block_on(log.commit(&record(1))).unwrap();
     // Read while the writer still runs: the record is already in the file.
     let text = std::fs::read_to_string(segment_path(dir.path(), 1)).unwrap();
     assert!(text.contains("\"n\":1"), "{text}");
@@ -925,8 +955,8 @@ fn an_unwritable_trail_refuses_commits_counts_losses_and_recovers_with_a_gap_rec
     let (log, thread) = AuditLog::start(writer_config(&dir), None, Box::new(|_, _| {})).unwrap();
     assert!(!log.is_available());
     assert_eq!(log.stats().available.get(), 0);
-    assert_eq!(block_on(log.commit(record(1))), Err(Unavailable));
-    assert!(log.record(record(2)), "queued, to be lost by the writer");
+    assert_eq!(block_on(log.commit(&record(1))), Err(Unavailable));
+    assert!(log.record(&record(2)), "queued, to be lost by the writer");
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
     while log.stats().lost.get() < 2 {
         assert!(std::time::Instant::now() < deadline, "losses not counted");
@@ -940,7 +970,7 @@ fn an_unwritable_trail_refuses_commits_counts_losses_and_recovers_with_a_gap_rec
         assert!(std::time::Instant::now() < deadline, "never recovered");
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
-    block_on(log.commit(record(3))).unwrap();
+    block_on(log.commit(&record(3))).unwrap();
     log.stop();
     thread.join().unwrap();
     let records = all_records(&dir);
@@ -983,7 +1013,7 @@ fn the_writer_deletes_old_segments_records_it_and_signed_verification_passes() {
     let mut config = writer_config(dir.path());
     config.retention = Some(std::time::Duration::from_hours(24 * 400));
     let (log, thread) = AuditLog::start(config, Some(signer), Box::new(|_, _| {})).unwrap();
-    block_on(log.commit(record(99))).unwrap();
+    block_on(log.commit(&record(99))).unwrap();
     log.stop();
     thread.join().unwrap();
     assert!(!segment_path(dir.path(), 1).exists());
@@ -1080,8 +1110,8 @@ fn a_second_writer_on_the_same_trail_is_refused_while_the_first_holds_it() {
     let (second, second_thread) =
         AuditLog::start(writer_config(dir.path()), None, Box::new(|_, _| {})).unwrap();
     assert!(!second.is_available(), "two writers on one trail");
-    assert_eq!(block_on(second.commit(record(1))), Err(Unavailable));
-    block_on(first.commit(record(2))).unwrap();
+    assert_eq!(block_on(second.commit(&record(1))), Err(Unavailable));
+    block_on(first.commit(&record(2))).unwrap();
     second.stop();
     second_thread.join().unwrap();
     first.stop();
@@ -1155,7 +1185,7 @@ fn fail_open_records_share_an_fsync_and_a_committed_one_is_synced_before_it_reso
     // Ten records, each its own write (the writer lingers 5 ms after a write).
     let started = Instant::now();
     for n in 0..10 {
-        assert!(log.record(record(n)));
+        assert!(log.record(&record(n)));
         let target = n + 1;
         wait_for("the write", &|| written() >= target);
     }
@@ -1193,7 +1223,7 @@ fn fail_open_records_share_an_fsync_and_a_committed_one_is_synced_before_it_reso
     // One record and nothing after it: written at once, not synced with its write, and
     // synced within SYNC_EVERY all the same.
     let quiet = Instant::now();
-    assert!(log.record(record(10)));
+    assert!(log.record(&record(10)));
     wait_for("the write", &|| written() >= 11);
     // (A sync cannot be due before SYNC_EVERY after the write, which came after `quiet`.)
     let (synced, after) = (syncs(), quiet.elapsed());
@@ -1205,7 +1235,7 @@ fn fail_open_records_share_an_fsync_and_a_committed_one_is_synced_before_it_reso
 
     // A committed record: its batch is synced before the commit resolves.
     let before = syncs();
-    block_on(log.commit(record(11))).unwrap();
+    block_on(log.commit(&record(11))).unwrap();
     assert!(syncs() > before, "the commit resolved before its fsync");
     log.stop();
     thread.join().unwrap();

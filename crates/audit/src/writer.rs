@@ -12,14 +12,14 @@
 //! write again.
 //!
 //! A dedicated thread, not a tokio task: writes and fsync block, and the request path
-//! must not wait behind them.
+//! must not wait behind them. Records reach it through [`Inbox`], one shared buffer.
 
 use std::{
+    ops::Range,
     path::PathBuf,
     sync::{
         Arc,
         atomic::{AtomicBool, AtomicU64, Ordering},
-        mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TryRecvError, TrySendError},
     },
     thread::JoinHandle,
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
@@ -33,8 +33,9 @@ use serde_json::{Map, Value};
 use tokio::sync::oneshot;
 
 use crate::{
-    chain::{ChainError, ChainWriter},
+    chain::{ChainError, ChainWriter, map_fields},
     checkpoint::{Checkpoint, Signer},
+    inbox::{Inbox, Queued},
 };
 
 /// How long a batch may wait for more records after the last write when no one waits for
@@ -215,23 +216,22 @@ impl WriterStats {
 #[error("the audit trail cannot be written")]
 pub struct Unavailable;
 
-enum Message {
-    Record(Payload, Option<oneshot::Sender<bool>>),
-    Stop,
-}
-
-/// A record as queued: a map (the chain's own records, tests), or the JSON members
-/// [`crate::Record`] already built.
-enum Payload {
-    Map(Map<String, Value>),
-    Fields(String),
-}
-
 /// The handle the sidecar records through. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct AuditLog {
-    queue: SyncSender<Message>,
+    queue: Arc<Sender>,
     shared: Arc<Shared>,
+}
+
+/// The senders' side of the inbox: when the last [`AuditLog`] goes, the writer writes
+/// what is queued and stops, as it does when asked to.
+#[derive(Debug)]
+struct Sender(Arc<Inbox>);
+
+impl Drop for Sender {
+    fn drop(&mut self) {
+        self.0.stop();
+    }
 }
 
 #[derive(Debug, Default)]
@@ -255,7 +255,8 @@ impl AuditLog {
         sink: CheckpointSink,
     ) -> Result<(Self, JoinHandle<()>), ChainError> {
         let shared = Arc::new(Shared::default());
-        let (queue, inbox) = mpsc::sync_channel(config.queue.max(1));
+        let inbox = Arc::new(Inbox::new(config.queue));
+        let queue = Arc::new(Sender(inbox.clone()));
         let mut thread = Thread {
             chain: None,
             config,
@@ -284,39 +285,40 @@ impl AuditLog {
 
     /// Queues `record` without blocking. `false` when it is lost (queue full, writer
     /// stopped): counted, and a gap record will say so.
-    pub fn record(&self, record: Map<String, Value>) -> bool {
-        self.send(Payload::Map(record), None)
+    pub fn record(&self, record: &Map<String, Value>) -> bool {
+        match map_fields(record) {
+            Ok(fields) => self.record_fields(&fields),
+            Err(error) => self.refuse(&error),
+        }
     }
 
     /// [`Self::record`] for a record already built as JSON members (no braces).
-    pub(crate) fn record_fields(&self, fields: String) -> bool {
-        self.send(Payload::Fields(fields), None)
+    pub(crate) fn record_fields(&self, fields: &str) -> bool {
+        self.send(fields.as_bytes(), None)
     }
 
     /// Queues `record` and resolves once it is written and synced (per `audit.fsync`);
     /// [`Unavailable`] at once when the trail cannot be written or the queue is full.
     pub fn commit(
         &self,
-        record: Map<String, Value>,
+        record: &Map<String, Value>,
     ) -> impl Future<Output = Result<(), Unavailable>> + Send + use<> {
-        self.commit_payload(Payload::Map(record))
+        let fields = map_fields(record).map_err(|error| self.refuse(&error));
+        self.commit_fields(fields.as_deref().unwrap_or_default(), fields.is_ok())
     }
 
-    /// [`Self::commit`] for a record already built as JSON members (no braces).
+    /// [`Self::commit`] for a record already built as JSON members (no braces), queued
+    /// only when `valid`.
     pub(crate) fn commit_fields(
         &self,
-        fields: String,
-    ) -> impl Future<Output = Result<(), Unavailable>> + Send + use<> {
-        self.commit_payload(Payload::Fields(fields))
-    }
-
-    fn commit_payload(
-        &self,
-        payload: Payload,
+        fields: &str,
+        valid: bool,
     ) -> impl Future<Output = Result<(), Unavailable>> + Send + use<> {
         let (done, written) = oneshot::channel();
-        let queued = if self.is_available() {
-            self.send(payload, Some(done))
+        let queued = if !valid {
+            false
+        } else if self.is_available() {
+            self.send(fields.as_bytes(), Some(done))
         } else {
             self.lose();
             false
@@ -332,17 +334,23 @@ impl AuditLog {
         }
     }
 
-    fn send(&self, record: Payload, done: Option<oneshot::Sender<bool>>) -> bool {
+    fn send(&self, fields: &[u8], done: Option<oneshot::Sender<bool>>) -> bool {
         let stats = &self.shared.stats;
         stats.queue_depth.inc();
-        match self.queue.try_send(Message::Record(record, done)) {
-            Ok(()) => true,
-            Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
-                stats.queue_depth.dec();
-                self.lose();
-                false
-            }
+        if self.queue.0.push(fields, done).is_ok() {
+            return true;
         }
+        stats.queue_depth.dec();
+        self.lose();
+        false
+    }
+
+    /// A record that cannot be a line of the trail (it sets `seq` or `prev`): a bug of
+    /// the caller, logged, counted as lost, and never allowed to fail a batch.
+    fn refuse(&self, error: &ChainError) -> bool {
+        tracing::error!(%error, "audit record refused");
+        self.lose();
+        false
     }
 
     /// Counts a record that will not be in the trail; the next gap record says so.
@@ -364,8 +372,8 @@ impl AuditLog {
     /// Asks the writer to write what is queued, sign a last checkpoint and stop; join the
     /// thread handle to wait for it.
     pub fn stop(&self) {
-        // Blocking send: the stop must come after everything already queued.
-        let _ = self.queue.send(Message::Stop);
+        // Everything already queued is taken with the stop.
+        self.queue.0.stop();
     }
 }
 
@@ -389,51 +397,15 @@ struct Thread {
     lock: Option<std::fs::File>,
 }
 
-/// Records taken from the queue for one write, and who waits for them.
-#[derive(Default)]
-struct Batch {
-    records: Vec<Payload>,
-    waiters: Vec<oneshot::Sender<bool>>,
-}
-
-impl Batch {
-    /// Takes what is queued, up to [`MAX_BATCH`]; `true` when asked to stop.
-    fn drain(&mut self, inbox: &Receiver<Message>) -> bool {
-        while self.records.len() < MAX_BATCH {
-            match inbox.try_recv() {
-                Ok(message) => {
-                    if self.take(message) {
-                        return true;
-                    }
-                }
-                Err(TryRecvError::Empty) => return false,
-                Err(TryRecvError::Disconnected) => return true,
-            }
-        }
-        false
-    }
-
-    /// Adds `message`; `true` when it asks the writer to stop.
-    fn take(&mut self, message: Message) -> bool {
-        match message {
-            Message::Record(record, done) => {
-                self.records.push(record);
-                self.waiters.extend(done);
-                false
-            }
-            Message::Stop => true,
-        }
-    }
-}
-
 impl Thread {
-    fn run(mut self, inbox: &Receiver<Message>) {
+    fn run(mut self, inbox: &Inbox) {
         let tick = self
             .config
             .checkpoint_interval
             .min(REOPEN_EVERY)
             .max(Duration::from_millis(10));
         let mut last_write = Instant::now();
+        let mut batch = Queued::default();
         loop {
             // Written records are synced within SYNC_EVERY even when no more arrive.
             let wait = self.unsynced_since.map_or(tick, |since| {
@@ -441,35 +413,43 @@ impl Thread {
                     .saturating_duration_since(Instant::now())
                     .min(tick)
             });
-            let first = match inbox.recv_timeout(wait) {
-                Ok(message) => Some(message),
-                Err(RecvTimeoutError::Timeout) => None,
-                Err(RecvTimeoutError::Disconnected) => Some(Message::Stop),
-            };
-            let mut batch = Batch::default();
-            let mut stop = first.is_some_and(|message| batch.take(message));
-            // Whatever else is queued joins the batch; then, unless someone waits for a
-            // commit, the writer sleeps until LINGER after its last write and takes what
-            // arrived meanwhile, so that under load one write and one fsync carry many
-            // records. Sleeping, not waiting on the queue: a blocked receiver costs every
-            // sender a wake-up and a context switch, a sleeping one costs them nothing.
-            stop = stop || batch.drain(inbox);
+            let pending = inbox.wait(wait);
+            // Unless someone waits for a commit, the writer sleeps until LINGER after its
+            // last write and takes what arrived meanwhile, so that under load one write
+            // and one fsync carry many records. Sleeping, not waiting on the inbox: a
+            // waiting writer costs the next sender a wake-up, a sleeping one costs
+            // senders nothing.
             let linger = (last_write + LINGER).saturating_duration_since(Instant::now());
-            if !stop && !batch.records.is_empty() && batch.waiters.is_empty() && !linger.is_zero() {
+            if pending.records > 0 && !pending.committing && !pending.stop && !linger.is_zero() {
                 std::thread::sleep(linger);
-                stop = batch.drain(inbox);
             }
+            inbox.take(&mut batch);
+            let stop = batch.stop;
             self.shared
                 .stats
                 .queue_depth
-                .dec_by(i64::try_from(batch.records.len()).unwrap_or(i64::MAX));
-            let ok = self.write_batch(&batch.records, !batch.waiters.is_empty(), stop);
-            if !batch.records.is_empty() {
+                .dec_by(i64::try_from(batch.len()).unwrap_or(i64::MAX));
+            let committing = !batch.waiters.is_empty();
+            // At most MAX_BATCH records a write, so a checkpoint or a rotation is never
+            // far behind however much was queued.
+            let mut ok = true;
+            let mut start = 0;
+            loop {
+                let end = (start + MAX_BATCH).min(batch.len());
+                let last = end == batch.len();
+                ok &= self.write_batch(&batch, start..end, committing, stop && last);
+                if last {
+                    break;
+                }
+                start = end;
+            }
+            if batch.len() > 0 {
                 last_write = Instant::now();
             }
-            for done in batch.waiters {
+            for done in batch.waiters.drain(..) {
                 let _ = done.send(ok);
             }
+            batch.clear();
             if stop {
                 return;
             }
@@ -479,15 +459,22 @@ impl Thread {
     /// Writes `batch` (and whatever is due: gap, checkpoint, rotation, retention), synced
     /// when `waited_for` (it holds a committed record) or a sync is due; `false` when it
     /// is not in the trail.
-    fn write_batch(&mut self, batch: &[Payload], waited_for: bool, stopping: bool) -> bool {
+    fn write_batch(
+        &mut self,
+        batch: &Queued,
+        records: Range<usize>,
+        waited_for: bool,
+        stopping: bool,
+    ) -> bool {
+        let count = records.len();
         if self.chain.is_none() && !self.reopen() {
-            self.lose(batch.len());
+            self.lose(count);
             return false;
         }
         let started = Instant::now();
-        match self.write(batch, waited_for, stopping) {
+        match self.write(batch, records, waited_for, stopping) {
             Ok(()) => {
-                if !batch.is_empty() {
+                if count > 0 {
                     self.shared
                         .stats
                         .write_seconds
@@ -497,8 +484,8 @@ impl Thread {
             }
             Err(error) => {
                 self.shared.stats.failures.inc();
-                tracing::error!(%error, records = batch.len(), "audit write failed; the records are counted in a gap record");
-                self.lose(batch.len());
+                tracing::error!(%error, records = count, "audit write failed; the records are counted in a gap record");
+                self.lose(count);
                 // Whatever half-line the failure left is sealed by the reopen.
                 self.chain = None;
                 self.unsynced_since = None;
@@ -595,12 +582,13 @@ impl Thread {
 
     fn write(
         &mut self,
-        batch: &[Payload],
+        batch: &Queued,
+        records: Range<usize>,
         waited_for: bool,
         stopping: bool,
     ) -> Result<(), ChainError> {
         let lost = self.shared.lost_since_gap.swap(0, Ordering::Relaxed);
-        let result = self.append_all(lost, batch, waited_for, stopping);
+        let result = self.append_all(lost, batch, records, waited_for, stopping);
         if result.is_err() {
             // Not written after all: the next gap record counts them again.
             self.shared
@@ -613,10 +601,12 @@ impl Thread {
     fn append_all(
         &mut self,
         lost: u64,
-        batch: &[Payload],
+        batch: &Queued,
+        records: Range<usize>,
         waited_for: bool,
         stopping: bool,
     ) -> Result<(), ChainError> {
+        let count = records.len();
         let Some(chain) = self.chain.as_mut() else {
             return Ok(());
         };
@@ -627,16 +617,8 @@ impl Thread {
             gap.insert("time_ms".into(), now_ms().into());
             chain.append(&gap)?;
         }
-        for record in batch {
-            let chain = self.chain_mut()?;
-            match record {
-                Payload::Map(map) => {
-                    chain.append(map)?;
-                }
-                Payload::Fields(fields) => {
-                    chain.append_fields(fields);
-                }
-            }
+        for index in records {
+            self.chain_mut()?.append_fields(batch.record(index));
             self.since_checkpoint += 1;
             // Every N records, even inside one large batch.
             if self.since_checkpoint >= self.config.checkpoint_every {
@@ -654,7 +636,7 @@ impl Thread {
         }
         self.chain_mut()?.flush()?;
         if self.config.fsync == Fsync::Batch {
-            let wrote = lost > 0 || !batch.is_empty() || self.sync_due;
+            let wrote = lost > 0 || count > 0 || self.sync_due;
             if wrote && self.unsynced_since.is_none() {
                 self.unsynced_since = Some(Instant::now());
             }
@@ -667,7 +649,7 @@ impl Thread {
                 self.sync()?;
             }
         }
-        self.shared.stats.written.inc_by(batch.len() as u64);
+        self.shared.stats.written.inc_by(count as u64);
         if rotate {
             self.chain_mut()?.rotate()?;
         }
