@@ -11,14 +11,14 @@
 
 use std::sync::Arc;
 
-use bytes::BytesMut;
+use bytes::Bytes;
 use fincode_config::{BodyLevel, LogConfig};
 use fincode_redact::Redactor;
 use fincode_server::hook::{Finish, Hooked, OnReady, OnRequest};
 use http::{HeaderMap, Request, Response};
 use tower::Layer;
 
-use crate::tap::{Tap, TapBody};
+use crate::tap::{BodyCopy, Tap, TapBody};
 
 /// What body logging needs, shared by every request.
 #[derive(Debug)]
@@ -103,8 +103,7 @@ pub struct Capture {
     direction: &'static str,
     /// The redacted headers, as a JSON object.
     headers: String,
-    copy: BytesMut,
-    too_large: bool,
+    kept: BodyCopy,
     /// The request's span: response bodies are polled after the request future is done.
     span: tracing::Span,
 }
@@ -116,33 +115,20 @@ impl Capture {
             settings,
             direction,
             headers,
-            copy: BytesMut::new(),
-            too_large: false,
+            kept: BodyCopy::default(),
             span: tracing::Span::current(),
-        }
-    }
-
-    fn keep(&mut self, data: &[u8]) {
-        if self.too_large {
-            return;
-        }
-        if self.copy.len() + data.len() > self.settings.max_bytes {
-            self.too_large = true;
-            self.copy = BytesMut::new();
-        } else {
-            self.copy.extend_from_slice(data);
         }
     }
 
     fn log(self) {
         let _entered = self.span.enter();
-        let body = if self.too_large {
+        let body = if self.kept.too_large() {
             format!(
                 "[not logged: larger than log.max_body_bytes = {}]",
                 self.settings.max_bytes
             )
         } else {
-            self.settings.redactor.json(&self.copy)
+            self.settings.redactor.json(self.kept.bytes())
         };
         let (direction, headers) = (self.direction, self.headers.as_str());
         // tracing needs the level at compile time.
@@ -180,8 +166,9 @@ fn redacted_headers(redactor: &Redactor, headers: &HeaderMap) -> String {
 pub type LoggedBody<B> = TapBody<B, Capture>;
 
 impl Tap for Capture {
-    fn data(&mut self, data: &[u8]) -> bool {
-        self.keep(data);
+    fn data(&mut self, data: &Bytes) -> bool {
+        // Past the limit, the end still logs that it was too large.
+        self.kept.push(data, self.settings.max_bytes);
         true
     }
 
@@ -192,7 +179,7 @@ impl Tap for Capture {
     fn abandoned(self) {
         // An empty body may never be polled: log it when it goes away. A partly read one
         // is incomplete and not logged.
-        if self.copy.is_empty() && !self.too_large {
+        if self.kept.is_empty() && !self.kept.too_large() {
             self.log();
         }
     }

@@ -19,7 +19,7 @@ use std::{
     time::{Instant, SystemTime},
 };
 
-use bytes::BytesMut;
+use bytes::Bytes;
 use fincode_audit::json::{push_key, push_str};
 use fincode_redact::Redactor;
 use fincode_telemetry::{
@@ -34,7 +34,7 @@ use crate::{
     ErrorKind,
     correlation::{RequestId, TraceContext},
     routes::{CREATE_TRANSACTION, OTHER, Route, RouteTable},
-    tap::{Tap, TapBody},
+    tap::{BodyCopy, Tap, TapBody},
 };
 
 /// Largest create-transaction response inspected for its business outcome.
@@ -392,7 +392,7 @@ impl Pending {
             TapBody::new(
                 body,
                 watch.then(|| Outcome {
-                    copy: BytesMut::new(),
+                    kept: BodyCopy::default(),
                     envelope,
                     metrics: metrics.clone(),
                 }),
@@ -528,23 +528,19 @@ pub type OutcomeBody<B> = TapBody<B, Outcome>;
 /// outcome (`"status": "SUCCESS"`) when it ends.
 #[derive(Debug)]
 pub struct Outcome {
-    copy: BytesMut,
+    kept: BodyCopy,
     /// The audit layer's verdict on this body, when that layer scans it: then no copy.
     envelope: Option<crate::audit::Envelope>,
     metrics: HttpMetrics,
 }
 
 impl Tap for Outcome {
-    fn data(&mut self, data: &[u8]) -> bool {
+    fn data(&mut self, data: &Bytes) -> bool {
         if self.envelope.is_some() {
             return true;
         }
         // Too large to be FinCode's answer to a create: not counted.
-        if self.copy.len() + data.len() > MAX_OUTCOME_BODY {
-            return false;
-        }
-        self.copy.extend_from_slice(data);
-        true
+        self.kept.push(data, MAX_OUTCOME_BODY)
     }
 
     fn end(self) {
@@ -556,7 +552,9 @@ impl Tap for Outcome {
                     self.metrics.transaction(succeeded);
                 }
             }
-            None => self.metrics.transaction(is_business_success(&self.copy)),
+            None => self
+                .metrics
+                .transaction(is_business_success(self.kept.bytes())),
         }
     }
 

@@ -28,7 +28,7 @@ use std::{
     time::Instant,
 };
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use fincode_audit::{Auditor, Record};
 use http::{HeaderMap, HeaderValue, Request, Response};
 use http_body::Body;
@@ -44,7 +44,7 @@ use crate::{
     observe::{Tries, method_label},
     routes::Route,
     svc::BoxResponseFuture,
-    tap::{Tap, TapBody},
+    tap::{BodyCopy, Tap, TapBody},
 };
 
 /// Ids a request body's tap found, handed to the record once that body ended.
@@ -144,8 +144,7 @@ where
             let found = Arc::new(Mutex::new(Vec::new()));
             pending.request_ids = Some(found.clone());
             RequestIds {
-                copy: BytesMut::new(),
-                too_large: false,
+                kept: BodyCopy::default(),
                 found,
             }
         });
@@ -330,8 +329,7 @@ impl Pending {
             envelope,
             status,
             error,
-            copy: BytesMut::new(),
-            too_large: false,
+            kept: BodyCopy::default(),
         }
     }
 
@@ -406,21 +404,21 @@ impl Envelope {
 /// Watches the request body for resource ids.
 #[derive(Debug)]
 pub struct RequestIds {
-    copy: BytesMut,
-    too_large: bool,
+    kept: BodyCopy,
     found: FoundIds,
 }
 
 impl Tap for RequestIds {
-    fn data(&mut self, data: &[u8]) -> bool {
-        keep(&mut self.copy, &mut self.too_large, data)
+    fn data(&mut self, data: &Bytes) -> bool {
+        self.kept.push(data, MAX_ID_BODY);
+        true
     }
 
     fn end(self) {
-        if self.too_large || self.copy.is_empty() {
+        if self.kept.is_empty() {
             return;
         }
-        let ids = ids::scan(&self.copy, false).ids;
+        let ids = ids::scan(self.kept.bytes(), false).ids;
         if let Ok(mut found) = self.found.lock() {
             found.extend(ids);
         }
@@ -442,8 +440,7 @@ pub struct ResponseRecord {
     path_id: Option<String>,
     status: u16,
     error: Option<ErrorKind>,
-    copy: BytesMut,
-    too_large: bool,
+    kept: BodyCopy,
 }
 
 impl ResponseRecord {
@@ -451,9 +448,9 @@ impl ResponseRecord {
     fn finish(&mut self) -> Option<Record> {
         let mut record = self.record.take()?;
         let mut business_failure = false;
-        if !self.too_large {
+        if !self.kept.too_large() {
             // An empty body is no success either (the scan of nothing says so).
-            let found = ids::scan(&self.copy, true);
+            let found = ids::scan(self.kept.bytes(), true);
             business_failure = found.failed;
             self.envelope.0.get_or_init(|| found.succeeded);
             // FinCode's error code, for `support-bundle`'s "error response": the scan
@@ -488,9 +485,9 @@ impl ResponseRecord {
 }
 
 impl Tap for ResponseRecord {
-    fn data(&mut self, data: &[u8]) -> bool {
+    fn data(&mut self, data: &Bytes) -> bool {
         // Never stop watching: the record is written at the end whatever the size.
-        keep(&mut self.copy, &mut self.too_large, data);
+        self.kept.push(data, MAX_ID_BODY);
         true
     }
 
@@ -520,20 +517,6 @@ impl Drop for ResponseRecord {
             record.detail("response", "unknown").write();
         }
     }
-}
-
-/// Keeps a bounded copy; `true` while within the bound.
-fn keep(copy: &mut BytesMut, too_large: &mut bool, data: &[u8]) -> bool {
-    if *too_large {
-        return true;
-    }
-    if copy.len() + data.len() > MAX_ID_BODY {
-        *too_large = true;
-        *copy = BytesMut::new();
-    } else {
-        copy.extend_from_slice(data);
-    }
-    true
 }
 
 /// The `{id}` segment of a templated path, if the route has one.
