@@ -459,6 +459,28 @@ fn a_record_setting_the_chains_own_fields_is_refused_and_counted_and_the_rest_ar
 }
 
 #[test]
+fn when_the_last_handle_goes_the_writer_writes_what_was_queued_and_stops() {
+    let dir = tempfile::tempdir().unwrap();
+    let (log, thread) =
+        AuditLog::start(writer_config(dir.path()), None, Box::new(|_, _| {})).unwrap();
+    let second = log.clone();
+    assert!(log.record(&record(1)));
+    drop(log);
+    assert!(
+        second.record(&record(2)),
+        "one handle left: still taking records"
+    );
+    drop(second);
+    thread.join().unwrap();
+    let numbers: Vec<_> = all_records(dir.path())
+        .iter()
+        .filter(|r| r["kind"] == "request")
+        .map(|r| r["n"].clone())
+        .collect();
+    assert_eq!(numbers, [json!(1), json!(2)]);
+}
+
+#[test]
 fn the_writer_rotates_by_size_and_the_chain_holds_across_segments() {
     let dir = tempfile::tempdir().unwrap();
     let mut config = writer_config(dir.path());
