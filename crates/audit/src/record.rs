@@ -419,7 +419,7 @@ impl Record {
     /// cannot take it.
     pub fn commit(self) -> impl Future<Output = Result<(), Unavailable>> + Send + use<> {
         let (auditor, fields) = self.into_parts();
-        auditor.log().commit_fields(&fields, true)
+        auditor.log().commit_fields(&fields)
     }
 
     /// The record as it would be written (without `seq`/`prev`).

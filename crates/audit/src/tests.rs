@@ -428,6 +428,15 @@ fn a_full_queue_loses_records_only_into_a_gap_record_that_counts_them() {
     assert!(verify(dir.path()).unwrap().is_intact());
 }
 
+/// The `n` of each test request record in the trail at `dir`, in order.
+fn request_numbers(dir: &Path) -> Vec<Value> {
+    all_records(dir)
+        .iter()
+        .filter(|r| r["kind"] == "request")
+        .map(|r| r["n"].clone())
+        .collect()
+}
+
 #[test]
 fn a_record_setting_the_chains_own_fields_is_refused_and_counted_and_the_rest_are_written() {
     let dir = tempfile::tempdir().unwrap();
@@ -448,13 +457,7 @@ fn a_record_setting_the_chains_own_fields_is_refused_and_counted_and_the_rest_ar
         "after the stop nothing is taken in"
     );
     assert_eq!(log.stats().lost.get(), 3);
-    let records = all_records(dir.path());
-    let numbers: Vec<_> = records
-        .iter()
-        .filter(|r| r["kind"] == "request")
-        .map(|r| r["n"].clone())
-        .collect();
-    assert_eq!(numbers, [json!(1), json!(4)]);
+    assert_eq!(request_numbers(dir.path()), [json!(1), json!(4)]);
     assert!(verify(dir.path()).unwrap().is_intact());
 }
 
@@ -472,12 +475,7 @@ fn when_the_last_handle_goes_the_writer_writes_what_was_queued_and_stops() {
     );
     drop(second);
     thread.join().unwrap();
-    let numbers: Vec<_> = all_records(dir.path())
-        .iter()
-        .filter(|r| r["kind"] == "request")
-        .map(|r| r["n"].clone())
-        .collect();
-    assert_eq!(numbers, [json!(1), json!(2)]);
+    assert_eq!(request_numbers(dir.path()), [json!(1), json!(2)]);
 }
 
 #[test]

@@ -303,35 +303,33 @@ impl AuditLog {
         &self,
         record: &Map<String, Value>,
     ) -> impl Future<Output = Result<(), Unavailable>> + Send + use<> {
-        let fields = map_fields(record).map_err(|error| self.refuse(&error));
-        self.commit_fields(fields.as_deref().unwrap_or_default(), fields.is_ok())
+        let written = match map_fields(record) {
+            Ok(fields) => self.queue_commit(fields.as_bytes()),
+            Err(error) => {
+                self.refuse(&error);
+                None
+            }
+        };
+        written_or_unavailable(written)
     }
 
-    /// [`Self::commit`] for a record already built as JSON members (no braces), queued
-    /// only when `valid`.
+    /// [`Self::commit`] for a record already built as JSON members (no braces).
     pub(crate) fn commit_fields(
         &self,
         fields: &str,
-        valid: bool,
     ) -> impl Future<Output = Result<(), Unavailable>> + Send + use<> {
-        let (done, written) = oneshot::channel();
-        let queued = if !valid {
-            false
-        } else if self.is_available() {
-            self.send(fields.as_bytes(), Some(done))
-        } else {
+        written_or_unavailable(self.queue_commit(fields.as_bytes()))
+    }
+
+    /// Queues a record someone waits for: the writer's answer, or `None` when it was not
+    /// queued (the trail unavailable or the queue full; counted as lost).
+    fn queue_commit(&self, fields: &[u8]) -> Option<oneshot::Receiver<bool>> {
+        if !self.is_available() {
             self.lose();
-            false
-        };
-        async move {
-            if !queued {
-                return Err(Unavailable);
-            }
-            match written.await {
-                Ok(true) => Ok(()),
-                Ok(false) | Err(_) => Err(Unavailable),
-            }
+            return None;
         }
+        let (done, written) = oneshot::channel();
+        self.send(fields, Some(done)).then_some(written)
     }
 
     fn send(&self, fields: &[u8], done: Option<oneshot::Sender<bool>>) -> bool {
@@ -722,6 +720,20 @@ impl Thread {
         self.shared.stats.checkpoints.inc();
         (self.sink)(&checkpoint, &signature);
         Ok(())
+    }
+}
+
+/// Resolves once the writer says the record is written: [`Unavailable`] when it was not
+/// queued, not written, or the writer went away.
+async fn written_or_unavailable(
+    written: Option<oneshot::Receiver<bool>>,
+) -> Result<(), Unavailable> {
+    match written {
+        Some(written) => match written.await {
+            Ok(true) => Ok(()),
+            Ok(false) | Err(_) => Err(Unavailable),
+        },
+        None => Err(Unavailable),
     }
 }
 
