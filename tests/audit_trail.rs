@@ -17,7 +17,8 @@ use bytes::Bytes;
 use fincode_audit::Signer;
 use fincode_redact::Redactor;
 use http::Request;
-use http_body_util::Full;
+use http_body_util::{BodyExt as _, Full, StreamBody};
+use hyper::body::Frame;
 use serde_json::Value;
 use support::{
     BIN, Sidecar, SidecarBuilder, TestSandbox, app_client, audit_records as records,
@@ -527,4 +528,50 @@ async fn the_canary_no_secret_or_personal_value_in_any_audit_byte_yet_find_works
         "{text}"
     );
     std::fs::remove_file(&log).unwrap();
+}
+
+/// A request body that arrives in several chunks is joined before it is read for ids
+/// (only a one-chunk body is kept by reference, `BodyCopy`). FinCode refuses this create
+/// (no idempotency key) with an answer that names nothing, so the customer code in the
+/// record can only have come from the request's joined chunks.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_body_sent_in_chunks_is_read_whole_for_its_ids() {
+    let sandbox = TestSandbox::start().await;
+    let token = sandbox.mint_static_token(Duration::from_hours(1));
+    let trail = tempfile::tempdir().unwrap();
+    let mut sidecar = audited(SidecarBuilder::new(&sandbox), trail.path())
+        .static_token(&token)
+        .start();
+    let body = r#"{"amount":100,"customer_code":"CUST-CHUNKED-42"}"#;
+    // Cut inside the code, so that no chunk holds it whole.
+    let cut = body.find("CHUNKED").unwrap();
+    let chunks = [&body[..cut], &body[cut..cut + 4], &body[cut + 4..]]
+        .map(|part| Ok::<_, std::io::Error>(Frame::data(Bytes::from(part))));
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http();
+    let response = client
+        .request(
+            Request::post(sidecar.url("/transactionmanagement/create-transaction"))
+                .header("content-type", "application/json")
+                .body(StreamBody::new(futures_util::stream::iter(chunks)))
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 422);
+    let answer = response.into_body().collect().await.unwrap().to_bytes();
+    assert!(
+        !String::from_utf8_lossy(&answer).contains("CUST-CHUNKED-42"),
+        "the answer must not name the customer, or it could be where the record found it"
+    );
+
+    assert!(sidecar.terminate(Duration::from_secs(15)).await.success());
+    let records = records(trail.path());
+    let calls = http_records(&records);
+    assert_eq!(calls.len(), 1, "{calls:#?}");
+    assert_eq!(calls[0]["outcome"], "failure");
+    assert_eq!(
+        calls[0]["resources"]["customer_code"],
+        pseudonym("CUST-CHUNKED-42").as_str()
+    );
 }
