@@ -32,9 +32,10 @@
 //! 15. the client layers (`client.rs`), per try (inside retry): the path placed under
 //!     `upstream.base_url`, hop-by-hop headers both ways, a `traceparent` and CLIENT
 //!     span per try, the client duration.
-//! 16. the upstream client: pooled rustls, HTTP/2 by ALPN, HTTPS only, timeouts. Each
-//!     egress worker runtime has its own copy of this stack and its own pool
-//!     ([`fincode_server::Workers`]); every layer's state is shared between the copies.
+//! 16. the upstream client: rustls, HTTP/2 by ALPN, HTTPS only, timeouts, over its own
+//!     connection pool (`pool.rs`: a short vector per worker, no hashing, no task per
+//!     request). Each egress worker runtime has its own copy of this stack and its own
+//!     pool ([`fincode_server::Workers`]); every layer's state is shared between the copies.
 //!
 //! Request extensions, who writes them and who reads them (responses carry
 //! [`ErrorKind`], written by the error responder and `catch_panic`, read by observe
@@ -68,6 +69,7 @@ pub mod ingress;
 pub mod limits;
 pub mod observe;
 pub mod path;
+mod pool;
 pub mod rate_limit;
 pub mod reload;
 pub mod retry;

@@ -1,5 +1,6 @@
 //! The upstream client: pooled keep-alive connections to FinCode over rustls, HTTP/2
-//! when ALPN offers it, HTTPS only.
+//! when ALPN offers it, HTTPS only. The connections are [`crate::pool`]'s, one pool per
+//! egress worker.
 //!
 //! This is the innermost service of the egress stack: it bounds the wait for the
 //! response head and classifies failures into [`SidecarError`]s an app can act on. The
@@ -29,20 +30,17 @@ use fincode_telemetry::{HttpMetrics, KeyValue, SpanKind, SpanRecord, Traces};
 use http::{Request, Response, Uri, uri};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
-use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
-use hyper_util::{
-    client::legacy::{Client, connect::HttpConnector},
-    rt::{TokioExecutor, TokioTimer},
-};
+use hyper_rustls::HttpsConnectorBuilder;
+use hyper_util::client::legacy::connect::HttpConnector;
 use tower::Service;
 
 use crate::{
-    BuildError, ErrorKind, SidecarError, correlation::TraceContext, limits::body_too_large, path,
+    BuildError, ErrorKind, SidecarError,
+    correlation::TraceContext,
+    limits::body_too_large,
+    path,
+    pool::{self, Connector, Pool, PoolError},
 };
-
-/// HTTP/2 header lists from FinCode up to this size are accepted (hyper's default is
-/// 16 KiB, which a large JWT plus tracing headers can approach).
-const H2_MAX_HEADER_LIST: u32 = 64 * 1024;
 
 /// Where requests go: the scheme and authority of `upstream.base_url` and the path
 /// prefix every app path is placed under.
@@ -74,6 +72,11 @@ impl Target {
     /// FinCode's host and port.
     pub(crate) fn authority(&self) -> &uri::Authority {
         &self.authority
+    }
+
+    /// An empty connection pool to this target's origin.
+    fn pool<B>(&self, connector: Connector, settings: pool::Settings) -> Pool<B> {
+        Pool::new(connector, settings, &self.scheme, &self.authority)
     }
 
     /// The upstream URI for the app's request URI. The app may call either the path
@@ -114,8 +117,6 @@ impl Target {
     }
 }
 
-type Connector = HttpsConnector<HttpConnector>;
-
 /// The pooled HTTPS client to FinCode, as a tower service. One `Arc` inside: the stack
 /// is cloned per request.
 #[derive(Debug)]
@@ -125,10 +126,10 @@ pub(crate) struct Upstream<B> {
 
 #[derive(Debug)]
 struct Inner<B> {
-    client: Client<Connector, B>,
-    /// What [`Upstream::with_own_pool`] builds another client from.
+    pool: Pool<B>,
+    /// What [`Upstream::with_own_pool`] builds another pool from.
     connector: Connector,
-    pool: PoolSettings,
+    settings: pool::Settings,
     target: Target,
     request_timeout: Duration,
     connect_timeout: Duration,
@@ -183,15 +184,15 @@ where
             builder.enable_http1().wrap_connector(http)
         };
 
-        let pool = PoolSettings {
+        let settings = pool::Settings {
             idle_timeout: config.pool_idle_timeout,
-            max_idle_per_host: config.pool_max_idle_per_host,
+            max_idle: config.pool_max_idle_per_host,
         };
         Ok(Self {
             inner: Arc::new(Inner {
-                client: pool.client(connector.clone()),
+                pool: target.pool(connector.clone(), settings),
                 connector,
-                pool,
+                settings,
                 target,
                 request_timeout: config.request_timeout,
                 connect_timeout: config.connect_timeout,
@@ -208,51 +209,22 @@ impl<B> Upstream<B> {
     }
 }
 
-impl<B> Upstream<B>
-where
-    B: http_body::Body + Send + 'static,
-    B::Data: Send,
-{
+impl<B> Upstream<B> {
     /// The same client with a connection pool of its own (empty at first): for a worker
     /// thread, whose requests then only ever use connections that thread drives.
     pub(crate) fn with_own_pool(&self) -> Self {
         let inner = &self.inner;
         Self {
             inner: Arc::new(Inner {
-                client: inner.pool.client(inner.connector.clone()),
+                pool: inner.target.pool(inner.connector.clone(), inner.settings),
                 connector: inner.connector.clone(),
-                pool: inner.pool,
+                settings: inner.settings,
                 target: inner.target.clone(),
                 request_timeout: inner.request_timeout,
                 connect_timeout: inner.connect_timeout,
                 max_body: inner.max_body,
             }),
         }
-    }
-}
-
-/// The pool's settings, kept to build a worker's own pool from.
-#[derive(Clone, Copy, Debug)]
-struct PoolSettings {
-    idle_timeout: Duration,
-    max_idle_per_host: usize,
-}
-
-impl PoolSettings {
-    fn client<B>(self, connector: Connector) -> Client<Connector, B>
-    where
-        B: http_body::Body + Send + 'static,
-        B::Data: Send,
-    {
-        Client::builder(TokioExecutor::new())
-            .pool_timer(TokioTimer::new())
-            .timer(TokioTimer::new())
-            .pool_idle_timeout(self.idle_timeout)
-            .pool_max_idle_per_host(self.max_idle_per_host)
-            .http2_max_header_list_size(H2_MAX_HEADER_LIST)
-            .http2_keep_alive_interval(Duration::from_secs(20))
-            .http2_keep_alive_while_idle(true)
-            .build(connector)
     }
 }
 
@@ -266,27 +238,28 @@ where
     type Future = Pin<Box<dyn Future<Output = Result<Response<Incoming>, SidecarError>> + Send>>;
 
     fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        // The legacy client queues internally and is always ready.
+        // The pool connects on demand and is always ready.
         Poll::Ready(Ok(()))
     }
 
     /// Sends `req` as it is: the layers of [`crate::client`] have already placed it
     /// under the base URL and cleaned its headers.
     fn call(&mut self, req: Request<B>) -> Self::Future {
-        let response = self.inner.client.request(req);
         let this = self.clone();
-        Box::pin(async move { this.send(response).await })
+        Box::pin(async move { this.send(req).await })
     }
 }
 
-impl<B> Upstream<B> {
-    async fn send(
-        &self,
-        response: hyper_util::client::legacy::ResponseFuture,
-    ) -> Result<Response<Incoming>, SidecarError> {
+impl<B> Upstream<B>
+where
+    B: http_body::Body<Data = Bytes> + Send + 'static + Unpin,
+    B::Error: Into<Box<dyn StdError + Send + Sync>>,
+{
+    async fn send(&self, req: Request<B>) -> Result<Response<Incoming>, SidecarError> {
         let this = self;
         {
-            match tokio::time::timeout(this.inner.request_timeout, response).await {
+            match tokio::time::timeout(this.inner.request_timeout, this.inner.pool.send(req)).await
+            {
                 Err(_elapsed) => Err(SidecarError::new(
                     ErrorKind::UpstreamTimeout,
                     format!(
@@ -366,7 +339,7 @@ impl ClientSpan {
 impl<B> Upstream<B> {
     /// Names the cause of a client failure in words an operator can act on, and keeps
     /// the client's error as the result's source.
-    fn classify(&self, error: hyper_util::client::legacy::Error) -> SidecarError {
+    fn classify(&self, error: PoolError) -> SidecarError {
         classify(
             &error,
             error.is_connect(),
