@@ -192,7 +192,9 @@ where
             let now = Instant::now();
             let (conn, reused) = match self.shared.checkout(now) {
                 Some(conn) => (conn, true),
-                None => (self.connect().await?, false),
+                // Boxed: a connect's state (TCP, TLS, HTTP/2 handshakes) is kilobytes,
+                // and every request's future would otherwise carry, and move, that room.
+                None => (Box::pin(self.connect()).await?, false),
             };
             let sent = match conn {
                 Conn::H1(mut sender) => {
