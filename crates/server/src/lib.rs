@@ -41,6 +41,7 @@
 mod catch_panic;
 mod connections;
 pub mod hook;
+mod in_place;
 mod metrics;
 pub mod tls;
 mod track;
@@ -51,7 +52,7 @@ use std::{
     error::Error as StdError,
     future::Future,
     net::SocketAddr,
-    pin::pin,
+    pin::{Pin, pin},
     sync::{
         Arc,
         atomic::{AtomicUsize, Ordering},
@@ -66,7 +67,6 @@ use hyper::body::Incoming;
 use hyper_util::{
     rt::{TokioExecutor, TokioIo, TokioTimer},
     server::{conn::auto, graceful::GracefulConnection},
-    service::TowerToHyperService,
 };
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
@@ -585,7 +585,8 @@ where
     // From the accept: the TLS handshake, the preface and the first head all count.
     let mut idle = pin!(activity.idle_for(conn.timeouts.first_request, conn.timeouts.idle));
     let stalled = pin!(activity.stalled_for(conn.timeouts.stall));
-    let service = TowerToHyperService::new(Hooked::new(
+    // Called in place, not cloned per request (see `in_place`).
+    let service = in_place::InPlace::new(Hooked::new(
         conn.service,
         Track {
             peer,
@@ -596,7 +597,7 @@ where
         None => {
             let io = TokioIo::new(stream);
             drive(
-                conn.builder.serve_connection(io, service),
+                Box::pin(conn.builder.serve_connection(io, service)),
                 idle,
                 stalled,
                 &conn.slot,
@@ -619,7 +620,7 @@ where
                 }
             };
             drive(
-                conn.builder.serve_connection(TokioIo::new(stream), service),
+                Box::pin(conn.builder.serve_connection(TokioIo::new(stream), service)),
                 idle,
                 stalled,
                 &conn.slot,
@@ -650,8 +651,12 @@ enum Ended {
 /// Polls `connection` until it ends, the listener shuts down (graceful: finish what is in
 /// flight), it idles out or stalls, or its slot is taken back (evicted at the cap, or the
 /// drain deadline passed).
+///
+/// The connection (hyper's state and the service stack, kilobytes) comes boxed: built
+/// once where it stays, instead of moved into this future and pinned again, a copy of
+/// every byte each time, for every connection.
 async fn drive<C>(
-    connection: C,
+    mut connection: Pin<Box<C>>,
     mut idle: std::pin::Pin<&mut impl Future<Output = ()>>,
     mut stalled: std::pin::Pin<&mut impl Future<Output = ()>>,
     slot: &Slot,
@@ -661,7 +666,6 @@ where
     C: GracefulConnection,
     C::Error: Into<BoxError>,
 {
-    let mut connection = pin!(connection);
     let mut closing = false;
     loop {
         tokio::select! {

@@ -67,12 +67,12 @@ impl<'writer> FormatFields<'writer> for JsonSpanFields {
     }
 }
 
-/// Whether JSON needs any byte of `text` escaped (`"`, `\\` and control characters, as
+/// Whether JSON needs any byte of `text` escaped (`"`, `\` and control characters, as
 /// RFC 8259 and `serde_json` have it): one pass without branches per byte.
 fn needs_escape(text: &str) -> bool {
-    text.bytes().fold(false, |dirty, b| {
-        dirty | (b < 0x20) | (b == b'"') | (b == b'\\')
-    })
+    text.bytes().fold(0_u8, |dirty, b| {
+        dirty | u8::from(b < 0x20) | u8::from(b == b'"') | u8::from(b == b'\\')
+    }) != 0
 }
 
 /// The members of the object, `"key":value` joined by commas.
