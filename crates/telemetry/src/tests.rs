@@ -96,3 +96,43 @@ fn the_token_schedule_is_zero_until_known_then_unix_seconds() {
             .contains("fincode_token_expiry_timestamp_seconds 0\n")
     );
 }
+
+/// The per-thread series cache: each registry counts only its own observations, the
+/// same label text at another address is the same series, and more label sets than the
+/// cache holds are all counted.
+#[test]
+fn durations_land_in_their_own_family_and_series_whatever_the_cache_holds() {
+    let count = |text: &str, route: &str| -> u64 {
+        let prefix = format!(
+            r#"http_client_request_duration_seconds_count{{method="GET",route="{route}",status_class="2xx"}} "#
+        );
+        text.lines()
+            .find_map(|line| line.strip_prefix(prefix.as_str()))
+            .map_or(0, |n| n.parse().unwrap())
+    };
+    let labels = |route: &'static str| HttpLabels {
+        method: "GET",
+        route,
+        status_class: "2xx",
+    };
+    let (first, second) = (Metrics::new(), Metrics::new());
+    first.http.observe_client(&labels("/a"), 0.1);
+    second.http.observe_client(&labels("/a"), 0.1);
+    second.http.observe_client(&labels("/a"), 0.1);
+    // The same text at another address.
+    let copy: &'static str = Box::leak(String::from("/a").into_boxed_str());
+    first.http.observe_client(&labels(copy), 0.1);
+    // Twice the cache's size of distinct routes, then "/a" again.
+    let routes: Vec<&'static str> = (0..128)
+        .map(|n| &*Box::leak(format!("/r{n}").into_boxed_str()))
+        .collect();
+    for route in &routes {
+        first.http.observe_client(&labels(route), 0.1);
+    }
+    first.http.observe_client(&labels("/a"), 0.1);
+    let (first, second) = (first.render(), second.render());
+    assert_eq!(count(&first, "/a"), 3);
+    assert_eq!(count(&second, "/a"), 2);
+    assert!(routes.iter().all(|route| count(&first, route) == 1));
+    assert_eq!(count(&second, "/r5"), 0);
+}
