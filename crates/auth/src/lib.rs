@@ -46,7 +46,11 @@ use self::{
 
 /// Headers that carry a credential; the app can never set them when the sidecar owns
 /// credentials.
-const CREDENTIAL_HEADERS: [&str; 3] = ["x-auth-token", "authorization", "proxy-authorization"];
+const CREDENTIAL_HEADERS: [HeaderName; 3] = [
+    HeaderName::from_static("x-auth-token"),
+    http::header::AUTHORIZATION,
+    http::header::PROXY_AUTHORIZATION,
+];
 
 /// A boxed future, for the object-safe [`Transport`].
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -337,7 +341,9 @@ struct Inner {
 #[derive(Debug, Clone)]
 enum Source {
     None,
-    Static(SecretString),
+    /// The token as the header value it is sent as, made (and checked) once; marked
+    /// sensitive, so `Debug` and hyper's HPACK never show or index it.
+    Static(HeaderValue),
     Login(TokenManager),
 }
 
@@ -375,12 +381,14 @@ impl Credentials {
             AuthMode::None => Source::None,
             AuthMode::Static => {
                 let value = resolved(secrets.api_token.as_ref(), "auth.token_env")?;
-                // Validate once here so that building the header per request cannot fail.
-                if HeaderValue::from_str(value.expose_secret()).is_err() {
+                // Made once here: a token that is no header value is refused at start,
+                // and a request only clones the value.
+                let Ok(mut value) = HeaderValue::from_str(value.expose_secret()) else {
                     return Err(AuthError::InvalidToken {
                         var: config.token_env.clone().unwrap_or_default(),
                     });
-                }
+                };
+                value.set_sensitive(true);
                 Source::Static(value)
             }
             AuthMode::Login => {
@@ -480,21 +488,20 @@ impl Credentials {
     pub async fn apply(&self, headers: &mut HeaderMap) -> Result<Grant, AuthFailure> {
         let (value, grant) = match &self.inner.source {
             Source::None => (None, Grant(0)),
-            Source::Static(token) => {
-                let mut value = HeaderValue::from_str(token.expose_secret()).map_err(|_| {
-                    AuthFailure::Config("the static token is not a header value".into())
-                })?;
-                value.set_sensitive(true);
-                (Some(value), Grant(0))
-            }
+            Source::Static(value) => (Some(value.clone()), Grant(0)),
             Source::Login(manager) => {
                 let (value, generation) = manager.current().await?;
                 (Some(value), Grant(generation))
             }
         };
         if let Some(value) = value {
-            for name in CREDENTIAL_HEADERS {
-                headers.remove(name);
+            // An app rarely sends credentials of its own: one look over the names finds
+            // out, instead of a hashed removal per credential header for every request.
+            let app_sent = headers.keys().any(|name| CREDENTIAL_HEADERS.contains(name));
+            if app_sent {
+                for name in &CREDENTIAL_HEADERS {
+                    headers.remove(name);
+                }
             }
             headers.insert(self.inner.header.clone(), value);
         }

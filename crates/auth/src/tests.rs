@@ -54,7 +54,10 @@ async fn static_token_replaces_app_credentials() {
     let mut headers = HeaderMap::new();
     headers.insert("x-auth-token", HeaderValue::from_static("app-token"));
     headers.insert("authorization", HeaderValue::from_static("Bearer app"));
+    headers.append("authorization", HeaderValue::from_static("Bearer twice"));
+    headers.insert("proxy-authorization", HeaderValue::from_static("Basic app"));
     creds.apply(&mut headers).await.unwrap();
+    assert!(headers.get("proxy-authorization").is_none());
     assert_eq!(headers.get_all("x-auth-token").iter().count(), 1);
     assert_eq!(headers["x-auth-token"], "CANARY-tok-123");
     assert!(headers["x-auth-token"].is_sensitive());
@@ -62,6 +65,12 @@ async fn static_token_replaces_app_credentials() {
     assert_eq!(headers["platform"], "fincode");
     assert!(creds.is_ready());
     assert!(!creds.renews_tokens());
+    // Only a header the token does not replace itself.
+    let mut headers = HeaderMap::new();
+    headers.insert("proxy-authorization", HeaderValue::from_static("Basic app"));
+    creds.apply(&mut headers).await.unwrap();
+    assert!(headers.get("proxy-authorization").is_none());
+    assert_eq!(headers["x-auth-token"], "CANARY-tok-123");
 }
 
 /// An unset variable is `Config::secrets`' to report, naming it (see the config crate's
