@@ -213,7 +213,11 @@ where
                 Ok(response) => return Ok(response),
                 Err(mut error) => match error.take_message() {
                     // Handed back unsent by a connection that had served before: it
-                    // closed as it was picked. Another connection, same request.
+                    // closed as it was picked. Another connection, same request. The loop
+                    // ends: hyper hands a request back only from a connection whose task
+                    // has gone (a checked-out sender is ready, so it accepts), and a
+                    // closed sender is never checked out again; at worst every pooled
+                    // one is passed once, then a fresh connection answers or fails.
                     Some(unsent) if reused => {
                         tracing::debug!(
                             "a pooled connection to FinCode closed before the request was written; sending it on another"
