@@ -653,3 +653,50 @@ async fn the_process_runs_without_transparent_huge_pages() {
         .unwrap_or(0);
     assert_eq!(huge, 0, "anonymous memory in huge pages: {huge} KiB");
 }
+
+/// The sidecar's own connection pool, over real TLS to the sandbox: requests one after
+/// another reuse one connection to FinCode, over HTTP/1.1 and over HTTP/2, and with
+/// `upstream.pool_max_idle_per_host = 0` every request is a new TLS connection (so the
+/// count below does see connections).
+#[tokio::test]
+async fn requests_reuse_pooled_tls_connections_to_fincode_unless_pooling_is_off() {
+    for (http2, max_idle) in [(false, 64), (true, 64), (false, 0)] {
+        let sandbox = TestSandbox::start().await;
+        let sidecar = SidecarBuilder::new(&sandbox)
+            .set("upstream.http2", http2)
+            .set("upstream.pool_max_idle_per_host", max_idle)
+            .start_ready()
+            .await;
+        let app = app_client();
+        let before = sandbox.counters().connections;
+        for _ in 0..20 {
+            let response = send(
+                &app,
+                Request::get(sidecar.url("/sandbox/ping"))
+                    .body(Full::default())
+                    .unwrap(),
+            )
+            .await;
+            assert_eq!(response.status, 200);
+        }
+        let made = sandbox.counters().connections - before;
+        let version = if http2 { "HTTP/2.0" } else { "HTTP/1.1" };
+        assert!(
+            sandbox.requests().iter().all(|r| r.version == version),
+            "every request went over {version}"
+        );
+        if max_idle == 0 {
+            assert!(
+                made >= 20,
+                "pooling off: {made} TLS connections for 20 requests"
+            );
+        } else {
+            // One app connection is served by one worker, which keeps one connection
+            // (a second only if a request overtook the first connection's going idle).
+            assert!(
+                made <= 2,
+                "http2 = {http2}: {made} TLS connections for 20 requests"
+            );
+        }
+    }
+}
