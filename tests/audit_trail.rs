@@ -41,6 +41,12 @@ fn audited(builder: SidecarBuilder, dir: &Path) -> SidecarBuilder {
         .env("TEST_REDACT_HASH_KEY", HASH_KEY)
 }
 
+/// A sidecar with the trail in `dir`, holding a static token the sandbox minted.
+fn audited_with_token(sandbox: &TestSandbox, dir: &Path) -> SidecarBuilder {
+    let token = sandbox.mint_static_token(Duration::from_hours(1));
+    audited(SidecarBuilder::new(sandbox), dir).static_token(&token)
+}
+
 fn pseudonym(value: &str) -> String {
     Redactor::builder()
         .hash_key(HASH_KEY.as_bytes().to_vec().into())
@@ -79,6 +85,7 @@ fn http_records(records: &[Value]) -> Vec<&Value> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_app_call_is_recorded_with_who_what_when_and_its_outcome() {
     let sandbox = TestSandbox::start().await;
+    // Minted here: the token is one of the canaries looked for in the trail below.
     let token = sandbox.mint_static_token(Duration::from_hours(1));
     let trail = tempfile::tempdir().unwrap();
     let mut sidecar = audited(SidecarBuilder::new(&sandbox), trail.path())
@@ -231,11 +238,9 @@ fn unwritable_dir(base: &Path) -> PathBuf {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fail_closed_with_an_unwritable_trail_refuses_calls_and_fincode_sees_nothing() {
     let sandbox = TestSandbox::start().await;
-    let token = sandbox.mint_static_token(Duration::from_hours(1));
     let base = tempfile::tempdir().unwrap();
-    let sidecar = audited(SidecarBuilder::new(&sandbox), &unwritable_dir(base.path()))
+    let sidecar = audited_with_token(&sandbox, &unwritable_dir(base.path()))
         .set("audit.fail_closed", true)
-        .static_token(&token)
         .start();
     let client = app_client();
     let before = sandbox.counters().requests_total;
@@ -265,11 +270,8 @@ async fn fail_closed_with_an_unwritable_trail_refuses_calls_and_fincode_sees_not
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fail_open_with_an_unwritable_trail_proceeds_and_counts_the_loss() {
     let sandbox = TestSandbox::start().await;
-    let token = sandbox.mint_static_token(Duration::from_hours(1));
     let base = tempfile::tempdir().unwrap();
-    let sidecar = audited(SidecarBuilder::new(&sandbox), &unwritable_dir(base.path()))
-        .static_token(&token)
-        .start();
+    let sidecar = audited_with_token(&sandbox, &unwritable_dir(base.path())).start();
     let client = app_client();
     let response = send(
         &client,
@@ -338,12 +340,10 @@ async fn load(sidecar: &Sidecar, workers: usize, stop: Arc<Mutex<bool>>) -> Vec<
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_under_load_leaves_a_verifiable_trail_with_every_answered_call() {
     let sandbox = TestSandbox::start().await;
-    let token = sandbox.mint_static_token(Duration::from_hours(1));
     let trail = tempfile::tempdir().unwrap();
-    let mut sidecar = audited(SidecarBuilder::new(&sandbox), trail.path())
+    let mut sidecar = audited_with_token(&sandbox, trail.path())
         .set("audit.fail_closed", true)
         .set("log.level", "info")
-        .static_token(&token)
         .start();
 
     let stop = Arc::new(Mutex::new(false));
@@ -537,11 +537,8 @@ async fn the_canary_no_secret_or_personal_value_in_any_audit_byte_yet_find_works
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_request_body_sent_in_chunks_is_read_whole_for_its_ids() {
     let sandbox = TestSandbox::start().await;
-    let token = sandbox.mint_static_token(Duration::from_hours(1));
     let trail = tempfile::tempdir().unwrap();
-    let mut sidecar = audited(SidecarBuilder::new(&sandbox), trail.path())
-        .static_token(&token)
-        .start();
+    let mut sidecar = audited_with_token(&sandbox, trail.path()).start();
     let body = r#"{"amount":100,"customer_code":"CUST-CHUNKED-42"}"#;
     // Cut inside the code, so that no chunk holds it whole.
     let cut = body.find("CHUNKED").unwrap();
