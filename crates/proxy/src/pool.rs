@@ -187,7 +187,6 @@ where
     /// Sends `req` (its URI absolute, under the pool's origin) on a pooled connection or
     /// a new one, and resolves with FinCode's response head.
     pub(crate) async fn send(&self, mut req: Request<B>) -> Result<Response<Incoming>, PoolError> {
-        let absolute = req.uri().clone();
         loop {
             let now = Instant::now();
             let (conn, reused) = match self.shared.checkout(now) {
@@ -223,7 +222,9 @@ where
                             "a pooled connection to FinCode closed before the request was written; sending it on another"
                         );
                         req = unsent;
-                        *req.uri_mut() = absolute.clone();
+                        // HTTP/1 took it to origin form; the next connection may be
+                        // HTTP/2, which needs the scheme and authority again.
+                        absolute_form(req.uri_mut(), &self.shared.origin);
                     }
                     _ => return Err(PoolError::Exchange(error.into_error())),
                 },
@@ -406,6 +407,21 @@ fn host_header(scheme: &uri::Scheme, authority: &uri::Authority) -> HeaderValue 
     };
     // An `Authority` holds only bytes a header value may hold.
     HeaderValue::from_str(&text).unwrap_or_else(|_| HeaderValue::from_static("localhost"))
+}
+
+/// `uri` under `origin`'s scheme and authority when it is in origin form (the reverse
+/// of [`origin_form`], for a request sent again); an absolute URI stays as it is.
+fn absolute_form(uri: &mut Uri, origin: &Uri) {
+    if uri.scheme().is_some() {
+        return;
+    }
+    let mut parts = uri::Parts::default();
+    parts.scheme = origin.scheme().cloned();
+    parts.authority = origin.authority().cloned();
+    parts.path_and_query = uri.path_and_query().cloned();
+    if let Ok(absolute) = Uri::from_parts(parts) {
+        *uri = absolute;
+    }
 }
 
 /// The request target of an HTTP/1 request to an origin server: the path and query

@@ -321,3 +321,21 @@ fn origin_form_keeps_the_path_and_query_only() {
         assert_eq!(uri, origin, "{absolute}");
     }
 }
+
+#[test]
+fn absolute_form_undoes_origin_form_under_the_pools_origin() {
+    let origin: http::Uri = "https://acme.fincode.tech:8443/".parse().unwrap();
+    for absolute in [
+        "https://acme.fincode.tech:8443/api/v6/x?y=1",
+        "https://acme.fincode.tech:8443/",
+    ] {
+        let mut uri: http::Uri = absolute.parse().unwrap();
+        super::origin_form(&mut uri);
+        super::absolute_form(&mut uri, &origin);
+        assert_eq!(uri, absolute);
+    }
+    // Already absolute: left alone.
+    let mut uri: http::Uri = "http://other.example/z".parse().unwrap();
+    super::absolute_form(&mut uri, &origin);
+    assert_eq!(uri, "http://other.example/z");
+}
