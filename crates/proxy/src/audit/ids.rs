@@ -140,6 +140,16 @@ fn classify(key: &[u8]) -> Key {
     }
 }
 
+/// What the envelope's `status` says.
+enum Verdict {
+    /// `"SUCCESS"`.
+    Success,
+    /// Another string, or an integer.
+    Other,
+    /// `null`, a float, a boolean, an object or an array: nothing either way.
+    Silent,
+}
+
 /// A value where an id or the status may be.
 enum Scalar {
     /// A string (decoded) or an integer (as serde_json prints it).
@@ -225,12 +235,11 @@ impl<'a> Scanner<'a> {
             match this.key()? {
                 Key::Id(name) => this.id(found, name, depth)?,
                 Key::DataId if data && response => this.id(found, "transaction_id", depth)?,
-                Key::Status if !data && response => {
-                    if let Scalar::Text(status) = this.scalar(depth)? {
-                        found.failed = status != "SUCCESS";
-                        found.succeeded = status == "SUCCESS";
-                    }
-                }
+                Key::Status if !data && response => match this.status(depth)? {
+                    Verdict::Success => (found.failed, found.succeeded) = (false, true),
+                    Verdict::Other => (found.failed, found.succeeded) = (true, false),
+                    Verdict::Silent => {}
+                },
                 Key::Code if !data && response => {
                     found.code = match this.scalar(depth)? {
                         Scalar::Text(code) if is_code(&code) => Some(code),
@@ -302,6 +311,30 @@ impl<'a> Scanner<'a> {
             found.ids.push((name, value));
         }
         Some(())
+    }
+
+    /// What the envelope's `status` says, read as [`Self::scalar`] reads it, without
+    /// copying the usual unescaped ASCII word.
+    fn status(&mut self, depth: usize) -> Option<Verdict> {
+        if self.peek()? != b'"' {
+            return Some(match self.scalar(depth)? {
+                Scalar::Text(_) => Verdict::Other,
+                Scalar::Other => Verdict::Silent,
+            });
+        }
+        let text = self.string()?;
+        let inner = &text.quoted[1..text.quoted.len() - 1];
+        let success = if !text.escaped && inner.is_ascii() {
+            inner == b"SUCCESS"
+        } else {
+            // What `scalar` does: an escape, or bytes that may not be UTF-8.
+            text.decode()? == "SUCCESS"
+        };
+        Some(if success {
+            Verdict::Success
+        } else {
+            Verdict::Other
+        })
     }
 
     /// A string or an integer as text, or [`Scalar::Other`] for any other value
@@ -600,6 +633,29 @@ mod tests {
         ] {
             assert!(!scan(body, true).succeeded, "{body:?}");
         }
+    }
+
+    #[test]
+    fn the_status_is_read_as_json_means_it_whatever_its_spelling() {
+        // An escaped `SUCCESS` is still one; the plain word is compared as bytes.
+        let escaped = scan(br#"{"status":"SUCC\u0045SS"}"#, true);
+        assert!(escaped.succeeded && !escaped.failed);
+        // A number or a non-ASCII word is a status that is not `SUCCESS`.
+        for body in [
+            &br#"{"status":200}"#[..],
+            "{\"status\":\"S\u{00dc}CCESS\"}".as_bytes(),
+        ] {
+            let found = scan(body, true);
+            assert!(found.failed && !found.succeeded, "{body:?}");
+        }
+        // `null` or an object says nothing either way.
+        for body in [&br#"{"status":null}"#[..], br#"{"status":{"a":1}}"#] {
+            let found = scan(body, true);
+            assert!(!found.failed && !found.succeeded, "{body:?}");
+        }
+        // Invalid UTF-8 in the status makes the body malformed, as before.
+        let invalid = scan(b"{\"status\":\"S\xffS\",\"data\":{\"id\":\"T\"}}", true);
+        assert!(invalid.ids.is_empty() && !invalid.succeeded);
     }
 
     #[test]

@@ -29,7 +29,7 @@ use std::{
 };
 
 use bytes::Bytes;
-use fincode_audit::{Auditor, Record};
+use fincode_audit::{Auditor, Record, trim_id};
 use http::{HeaderMap, HeaderValue, Request, Response};
 use http_body::Body;
 use http_body_util::{BodyExt as _, Either, Full};
@@ -42,7 +42,7 @@ use crate::{
     ErrorKind, SidecarError,
     correlation::{RequestId, TraceContext},
     observe::{Tries, method_label},
-    routes::Route,
+    routes::{CREATE_TRANSACTION, Route},
     svc::BoxResponseFuture,
     tap::{BodyCopy, Tap, TapBody},
 };
@@ -314,11 +314,16 @@ impl Pending {
             .error(kind.code())
     }
 
-    /// The response's record, to be completed by its body; the response carries the
-    /// [`Envelope`] the scan of that body will fill in.
+    /// The response's record, to be completed by its body; a create-transaction
+    /// response carries the [`Envelope`] the scan of that body will fill in.
     fn on_body<RB>(self, response: &mut Response<RB>) -> ResponseRecord {
-        let envelope = Envelope::default();
-        response.extensions_mut().insert(envelope.clone());
+        // Only the observe layer's create-transaction count reads the verdict: other
+        // routes spare the allocation and the extension map.
+        let envelope = (self.route == CREATE_TRANSACTION).then(|| {
+            let envelope = Envelope::default();
+            response.extensions_mut().insert(envelope.clone());
+            envelope
+        });
         let status = response.status().as_u16();
         let error = response.extensions().get::<ErrorKind>().copied();
         let (record, request_ids) = self.record_with_ids(Some(response.headers()));
@@ -432,8 +437,9 @@ impl Tap for RequestIds {
 #[derive(Debug)]
 pub struct ResponseRecord {
     record: Option<Record>,
-    /// Where the scan's verdict on FinCode's envelope goes, for the observe layer.
-    envelope: Envelope,
+    /// Where the scan's verdict on FinCode's envelope goes, for the observe layer
+    /// (create-transaction only).
+    envelope: Option<Envelope>,
     /// Ids the request carried, already in the record.
     request_ids: FoundIdList,
     /// The path's id, clear, already in the record as `path_id`.
@@ -452,7 +458,9 @@ impl ResponseRecord {
             // An empty body is no success either (the scan of nothing says so).
             let found = ids::scan(self.kept.bytes(), true);
             business_failure = found.failed;
-            self.envelope.0.get_or_init(|| found.succeeded);
+            if let Some(envelope) = &self.envelope {
+                envelope.0.get_or_init(|| found.succeeded);
+            }
             // FinCode's error code, for `support-bundle`'s "error response": the scan
             // keeps it only from a failed answer, and only as a short upper-case word.
             if let Some(code) = found.code {
@@ -468,7 +476,7 @@ impl ResponseRecord {
                 {
                     // A transaction fetched by its id is named by that id in the answer
                     // too: one HMAC for both.
-                    record = if self.path_id.as_deref().map(str::trim) == Some(value.trim()) {
+                    record = if self.path_id.as_deref().map(trim_id) == Some(trim_id(&value)) {
                         record.resource_as(name, "path_id")
                     } else {
                         record.resource(name, &value)
