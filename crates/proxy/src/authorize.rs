@@ -7,7 +7,8 @@
 //! A token issued moments ago is not renewed (`auth.renew_on_401_min_age`), and then
 //! nothing is replayed: the 401 has another cause.
 //! Replay needs the body again: the retry layer above keeps small bodies of requests
-//! that may be sent twice ([`ReplayBody`]). Only requests that are safe to send twice
+//! that may be sent twice ([`ReplayBody`]; none for an empty body, which is replayed
+//! as empty). Only requests that are safe to send twice
 //! are replayed: idempotent methods, and POST/PATCH carrying one usable
 //! `X-Idempotency-Key` (a blank key is no key).
 //! Anything else gets FinCode's 401, and the renewed token serves the app's next call:
@@ -18,6 +19,7 @@ use std::task::{Context, Poll};
 use bytes::Bytes;
 use fincode_auth::Credentials;
 use http::{HeaderMap, Method, Request, Response, StatusCode};
+use http_body::Body as _;
 use http_body_util::{Either, Full};
 use tower::{Layer, Service, ServiceExt};
 
@@ -95,7 +97,13 @@ where
 
             let replay = (credentials.renews_tokens()
                 && may_send_twice(&parts.method, &parts.headers))
-            .then(|| parts.extensions.get::<ReplayBody>().cloned())
+            .then(|| {
+                parts.extensions.get::<ReplayBody>().cloned().or_else(|| {
+                    // The retry layer keeps no copy of an empty body: an ended body is one.
+                    matches!(&body, Either::Left(full) if full.is_end_stream())
+                        .then(|| ReplayBody(Bytes::new()))
+                })
+            })
             .flatten()
             // One more try of the same request in logs and traces.
             .map(|body| request_from_head(&parts, Either::Left(Full::new(body.0))));

@@ -288,6 +288,7 @@ impl EgressProxy {
                 breaker::Breaker::new(&config.breaker, upstream_host, &mut registry),
                 retry::RetryLayer::new(
                     &config.retry,
+                    config.upstream.request_timeout,
                     throttle,
                     config.rate_limit.upstream_backoff,
                     &mut registry,

@@ -131,7 +131,6 @@ struct Inner<B> {
     connector: Connector,
     settings: pool::Settings,
     target: Target,
-    request_timeout: Duration,
     connect_timeout: Duration,
     max_body: u64,
 }
@@ -194,7 +193,6 @@ where
                 connector,
                 settings,
                 target,
-                request_timeout: config.request_timeout,
                 connect_timeout: config.connect_timeout,
                 max_body,
             }),
@@ -220,7 +218,6 @@ impl<B> Upstream<B> {
                 connector: inner.connector.clone(),
                 settings: inner.settings,
                 target: inner.target.clone(),
-                request_timeout: inner.request_timeout,
                 connect_timeout: inner.connect_timeout,
                 max_body: inner.max_body,
             }),
@@ -255,23 +252,16 @@ where
     B: http_body::Body<Data = Bytes> + Send + 'static + Unpin,
     B::Error: Into<Box<dyn StdError + Send + Sync>>,
 {
+    /// No timer here: every caller bounds the exchange already (the retry layer each
+    /// try, by `retry.per_try_timeout` and `upstream.request_timeout`; the login
+    /// transport and the readiness probe the whole exchange, by `upstream.request_timeout`),
+    /// and a second timer per request would only cost.
     async fn send(&self, req: Request<B>) -> Result<Response<Incoming>, SidecarError> {
-        let this = self;
-        {
-            match tokio::time::timeout(this.inner.request_timeout, this.inner.pool.send(req)).await
-            {
-                Err(_elapsed) => Err(SidecarError::new(
-                    ErrorKind::UpstreamTimeout,
-                    format!(
-                        "FinCode ({}) sent no response within {} (upstream.request_timeout)",
-                        this.inner.target.authority,
-                        humanize(this.inner.request_timeout)
-                    ),
-                )),
-                Ok(Err(error)) => Err(this.classify(error)),
-                Ok(Ok(response)) => Ok(response),
-            }
-        }
+        self.inner
+            .pool
+            .send(req)
+            .await
+            .map_err(|error| self.classify(error))
     }
 }
 

@@ -174,6 +174,10 @@ struct Policy {
     max_attempts: u32,
     backoff: Backoff,
     per_try_timeout: Duration,
+    /// `upstream.request_timeout`: it bounds each try too (the upstream client keeps no
+    /// timer of its own, so a try costs one timer, not two). Fixed at start, as that key
+    /// needs a restart.
+    request_timeout: Duration,
     deadline: Duration,
     retry_after_cap: Duration,
     budget: TpsBudget,
@@ -220,15 +224,18 @@ pub struct PendingPolicy(Arc<Policy>);
 impl RetryLayer {
     /// The policy from `config`. FinCode's 429s are reported to `throttle` (with
     /// `upstream_backoff` when they carry no `Retry-After`), so the rate limiter holds
-    /// that route for everyone.
+    /// that route for everyone. Each try is bounded by `retry.per_try_timeout` and
+    /// `request_timeout` (`upstream.request_timeout`), whichever is shorter.
     pub fn new(
         config: &RetryConfig,
+        request_timeout: Duration,
         throttle: Throttle,
         upstream_backoff: Duration,
         registry: &mut Registry,
     ) -> Self {
         let policy = Policy::build(
             config,
+            request_timeout,
             throttle,
             upstream_backoff,
             Metrics::register(registry),
@@ -245,6 +252,7 @@ impl RetryLayer {
         let current = self.policy.load();
         PendingPolicy(Arc::new(Policy::build(
             config,
+            current.request_timeout,
             current.throttle.clone(),
             upstream_backoff,
             current.metrics.clone(),
@@ -262,6 +270,7 @@ impl RetryLayer {
 impl Policy {
     fn build(
         config: &RetryConfig,
+        request_timeout: Duration,
         throttle: Throttle,
         upstream_backoff: Duration,
         metrics: Metrics,
@@ -276,6 +285,7 @@ impl Policy {
             max_attempts: config.max_attempts.max(1),
             backoff: Backoff::full_jitter(config.backoff_base, config.backoff_cap),
             per_try_timeout: config.per_try_timeout,
+            request_timeout,
             deadline: config.deadline,
             retry_after_cap: config.retry_after_cap,
             budget: TpsBudget::new(window, config.budget_min_per_second, ratio),
@@ -333,6 +343,23 @@ struct Failure {
 }
 
 impl Policy {
+    /// How long the next try may take, and the settings that say so (for the error):
+    /// `retry.per_try_timeout` or `upstream.request_timeout`, whichever is shorter, and
+    /// never past the call's `deadline`.
+    fn try_bound(&self, deadline: Instant) -> (Duration, &'static str) {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let (limit, key) = if self.request_timeout < self.per_try_timeout {
+            (self.request_timeout, "upstream.request_timeout")
+        } else {
+            (self.per_try_timeout, "retry.per_try_timeout")
+        };
+        if left < limit {
+            (left, "retry.deadline")
+        } else {
+            (limit, key)
+        }
+    }
+
     async fn run<S, B, RB>(
         self: Arc<Self>,
         mut inner: S,
@@ -355,22 +382,31 @@ impl Policy {
         // nothing is sent to FinCode until the whole body is in. Its own kind (408
         // body_timeout), not upstream_timeout: the breaker and the FinCode alerts must
         // not blame FinCode for an app's slow upload.
-        let kept = tokio::time::timeout_at(deadline, keep(body, self.max_replay_body))
-            .await
-            .map_err(|_elapsed| {
-                SidecarError::new(
-                    ErrorKind::RequestBodyTimeout,
-                    format!(
-                        "the app did not finish sending the request body within {} \
+        let kept = if body.is_end_stream() {
+            // Nothing more can arrive (a GET): no timer to set and clear.
+            keep(body, self.max_replay_body).await?
+        } else {
+            tokio::time::timeout_at(deadline, keep(body, self.max_replay_body))
+                .await
+                .map_err(|_elapsed| {
+                    SidecarError::new(
+                        ErrorKind::RequestBodyTimeout,
+                        format!(
+                            "the app did not finish sending the request body within {} \
                          (retry.deadline); nothing was sent to FinCode",
-                        humanize(self.deadline)
-                    ),
-                )
-                .unsent()
-            })??;
+                            humanize(self.deadline)
+                        ),
+                    )
+                    .unsent()
+                })??
+        };
         let (bytes, mut stream) = match kept {
             Kept::Bytes(bytes) => {
-                head.extensions.insert(ReplayBody(bytes.clone()));
+                // An empty body needs no copy: the auth layer replays an ended body as
+                // empty (see `authorize`).
+                if !bytes.is_empty() {
+                    head.extensions.insert(ReplayBody(bytes.clone()));
+                }
                 (Some(bytes), None)
             }
             Kept::Stream(body) => (None, Some(body)),
@@ -392,9 +428,7 @@ impl Policy {
                     ));
                 }
             };
-            let per_try = self
-                .per_try_timeout
-                .min(deadline.saturating_duration_since(Instant::now()));
+            let (per_try, keys) = self.try_bound(deadline);
             let result = match tokio::time::timeout(per_try, async {
                 inner.ready().await?.call(request).await
             })
@@ -404,7 +438,7 @@ impl Policy {
                 Err(_elapsed) => Err(SidecarError::new(
                     ErrorKind::UpstreamTimeout,
                     format!(
-                        "FinCode sent no response within {} (retry.per_try_timeout, retry.deadline)",
+                        "FinCode sent no response within {} ({keys})",
                         humanize(per_try)
                     ),
                 )),

@@ -156,10 +156,16 @@ fn minting_harness() -> Harness {
 }
 
 fn harness(config: &RetryConfig) -> Harness {
+    harness_with_request_timeout(config, Duration::from_secs(30))
+}
+
+/// A [`harness`] whose `upstream.request_timeout` is `request_timeout`.
+fn harness_with_request_timeout(config: &RetryConfig, request_timeout: Duration) -> Harness {
     let throttle = Throttle::default();
     let mut registry = Registry::default();
     let layer = RetryLayer::new(
         config,
+        request_timeout,
         throttle.clone(),
         Duration::from_secs(1),
         &mut registry,
@@ -466,6 +472,35 @@ async fn no_try_starts_or_runs_past_the_deadline() {
     let response = error.to_response::<Full<Bytes>>("id");
     assert_eq!(response.headers()[RETRY_STOPPED_HEADER], "deadline");
     assert!(metric(&h, "fincode_retries_total{reason=\"timeout\"} 1") || tries.count() > 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_try_is_bounded_by_the_shorter_of_per_try_timeout_and_request_timeout() {
+    // (retry.per_try_timeout, upstream.request_timeout, retry.deadline): the try ends at
+    // the shortest, and the error names the setting that ended it.
+    for (per_try, request_timeout, deadline, ends, key) in [
+        (10, 3, 30, 3, "upstream.request_timeout"),
+        (2, 3, 30, 2, "retry.per_try_timeout"),
+        (10, 8, 5, 5, "retry.deadline"),
+    ] {
+        let h = harness_with_request_timeout(
+            &RetryConfig {
+                per_try_timeout: Duration::from_secs(per_try),
+                deadline: Duration::from_secs(deadline),
+                max_attempts: 1,
+                ..config()
+            },
+            Duration::from_secs(request_timeout),
+        );
+        let script = Script::new(&[Answer::Hang]);
+        let (req, tries) = request(Method::GET, None, "");
+        let started = Instant::now();
+        let error = call(&h, &script, req).await.unwrap_err();
+        assert_eq!(started.elapsed(), Duration::from_secs(ends), "{key}");
+        assert_eq!(error.kind(), ErrorKind::UpstreamTimeout);
+        assert!(error.to_string().contains(key), "{key}: {error}");
+        assert_eq!(tries.count(), 1);
+    }
 }
 
 #[tokio::test(start_paused = true)]
