@@ -45,8 +45,9 @@ use self::{
 };
 
 /// Headers that carry a credential; the app can never set them when the sidecar owns
-/// credentials.
-const CREDENTIAL_HEADERS: [HeaderName; 3] = [
+/// credentials. A `static`, not a `const`: a `const` array of `HeaderName`s is built and
+/// dropped at every use, and this one is read for every header of every request.
+static CREDENTIAL_HEADERS: [HeaderName; 3] = [
     HeaderName::from_static("x-auth-token"),
     http::header::AUTHORIZATION,
     http::header::PROXY_AUTHORIZATION,

@@ -16,8 +16,10 @@
 
 use http::{HeaderMap, HeaderName, header};
 
-/// Headers that are always connection-specific (plus every `Proxy-*` header).
-const HOP_BY_HOP: [HeaderName; 8] = [
+/// Headers that are always connection-specific (plus every `Proxy-*` header). A `static`:
+/// a `const` array of `HeaderName`s is built and dropped again at every use, and this one
+/// is read for every header of every request.
+static HOP_BY_HOP: [HeaderName; 8] = [
     header::CONNECTION,
     header::TE,
     header::TRAILER,
