@@ -44,7 +44,7 @@ mod writer;
 pub use self::chain::{ChainError, ChainWriter, GENESIS, SEGMENT_PREFIX, segment_path};
 pub use self::checkpoint::{Checkpoint, KeyError, Signer, public_key_pem, verify_signature};
 pub use self::find::{Query, Resource, find};
-pub use self::record::{Auditor, Kind, Record, trim_id};
+pub use self::record::{Auditor, Fraction, Kind, Record, push_rfc3339, trim_id};
 pub use self::verify::{
     Finding, Report, SignedCheckpoint, checkpoint_from_log_line, checkpoints_from_log, verify,
     verify_signed,

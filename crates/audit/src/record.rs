@@ -192,10 +192,27 @@ fn push_millis(out: &mut String, latency: Duration) {
 }
 
 /// Writes `ms` since the epoch as a quoted RFC 3339 UTC time with milliseconds
-/// (`"2026-11-29T23:48:32.882Z"`), the same text as `humantime::format_rfc3339_millis`,
-/// without the formatting machinery (every record carries one).
+/// (`"2026-11-29T23:48:32.882Z"`), the same text as `humantime::format_rfc3339_millis`.
 fn push_utc_millis(out: &mut String, ms: u64) {
-    let (secs, millis) = (ms / 1000, ms % 1000);
+    out.push('"');
+    push_rfc3339(out, Duration::from_millis(ms), Fraction::Millis);
+    out.push('"');
+}
+
+/// How many fractional digits of a second [`push_rfc3339`] writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fraction {
+    /// Three (`humantime::format_rfc3339_millis`; the trail's `time`).
+    Millis,
+    /// Six (`humantime::format_rfc3339_micros`; `tracing`'s JSON timestamps).
+    Micros,
+}
+
+/// Writes `since_epoch` (UTC) as RFC 3339 with `fraction`'s digits, truncated, and no
+/// quotes (`2026-11-29T23:48:32.882Z`): the text `humantime` gives, without the
+/// formatting machinery, for every audit record and every access line.
+pub fn push_rfc3339(out: &mut String, since_epoch: Duration, fraction: Fraction) {
+    let secs = since_epoch.as_secs();
     let (days, of_day) = (secs / 86_400, secs % 86_400);
     // Days to a civil date (Howard Hinnant's `civil_from_days`), for days >= 0.
     let z = days + 719_468;
@@ -208,22 +225,32 @@ fn push_utc_millis(out: &mut String, ms: u64) {
     let day = day_of_year - (153 * mp + 2) / 5 + 1;
     let month = if mp < 10 { mp + 3 } else { mp - 9 };
     let year = year_of_era + era * 400 + u64::from(month <= 2);
-    let mut text = *b"\"0000-00-00T00:00:00.000Z\"";
+    let mut text = *b"0000-00-00T00:00:00.000000Z";
     let mut put = |at: usize, width: usize, mut value: u64| {
         for slot in text[at..at + width].iter_mut().rev() {
             *slot = b'0' + (value % 10) as u8;
             value /= 10;
         }
     };
-    put(1, 4, year);
-    put(6, 2, month);
-    put(9, 2, day);
-    put(12, 2, of_day / 3600);
-    put(15, 2, of_day / 60 % 60);
-    put(18, 2, of_day % 60);
-    put(21, 3, millis);
+    put(0, 4, year);
+    put(5, 2, month);
+    put(8, 2, day);
+    put(11, 2, of_day / 3600);
+    put(14, 2, of_day / 60 % 60);
+    put(17, 2, of_day % 60);
+    let len = match fraction {
+        Fraction::Millis => {
+            put(20, 3, u64::from(since_epoch.subsec_millis()));
+            text[23] = b'Z';
+            24
+        }
+        Fraction::Micros => {
+            put(20, 6, u64::from(since_epoch.subsec_micros()));
+            27
+        }
+    };
     // Only ASCII digits were written over ASCII.
-    out.push_str(std::str::from_utf8(&text).unwrap_or("\"1970-01-01T00:00:00.000Z\""));
+    out.push_str(std::str::from_utf8(&text[..len]).unwrap_or("1970-01-01T00:00:00Z"));
 }
 
 /// One record being filled in; [`Record::write`] or [`Record::commit`] sends it.
@@ -517,6 +544,14 @@ mod tests {
     }
 
     proptest! {
+        #[test]
+        fn rfc3339_micros_match_humantime(micros in 0_u64..253_402_300_799_999_999) {
+            let at = Duration::from_micros(micros);
+            let mut out = String::new();
+            super::push_rfc3339(&mut out, at, super::Fraction::Micros);
+            prop_assert_eq!(out, humantime::format_rfc3339_micros(UNIX_EPOCH + at).to_string());
+        }
+
         #[test]
         fn trim_id_is_str_trim(id in "[ \\t\\n\u{a0}\u{2003}a-z0-9\u{e9}-]{0,12}") {
             prop_assert_eq!(super::trim_id(&id), id.trim());

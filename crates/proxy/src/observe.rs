@@ -20,7 +20,7 @@ use std::{
 };
 
 use bytes::Bytes;
-use fincode_audit::json::{push_key, push_str};
+use fincode_audit::json::push_str;
 use fincode_redact::Redactor;
 use fincode_telemetry::{
     AccessLog, HttpLabels, HttpMetrics, KeyValue, SpanKind, SpanRecord, Traces, status_class,
@@ -440,55 +440,56 @@ impl AccessLine {
     /// order (`level`, `message`, the event's fields as declared, `target`, then the
     /// span list with the span's fields sorted by name and its `name` last), absent
     /// options left out as it does, numbers formatted by the crates `serde_json` uses.
+    /// Member names are written as literals, `"name":` whole.
     fn write_json(&self, span: Option<(&SpanIds, &str, &str)>, out: &mut String) {
         let mut int = itoa::Buffer::new();
         out.push_str("\"level\":\"INFO\",\"message\":\"access\",");
-        push_key(out, "status");
+        out.push_str("\"status\":");
         out.push_str(int.format(self.status));
         out.push(',');
-        push_key(out, "upstream_status");
+        out.push_str("\"upstream_status\":");
         out.push_str(int.format(self.upstream_status));
         out.push(',');
-        push_key(out, "latency_ms");
+        out.push_str("\"latency_ms\":");
         if self.latency_ms.is_finite() {
             out.push_str(zmij::Buffer::new().format_finite(self.latency_ms));
         } else {
             out.push_str("null");
         }
         out.push(',');
-        push_key(out, "attempts");
+        out.push_str("\"attempts\":");
         out.push_str(int.format(self.attempts));
         out.push(',');
         if let Some(bytes) = self.request_bytes {
-            push_key(out, "request_bytes");
+            out.push_str("\"request_bytes\":");
             out.push_str(int.format(bytes));
             out.push(',');
         }
         if let Some(bytes) = self.response_bytes {
-            push_key(out, "response_bytes");
+            out.push_str("\"response_bytes\":");
             out.push_str(int.format(bytes));
             out.push(',');
         }
-        push_key(out, "error");
+        out.push_str("\"error\":");
         push_str(out, self.error);
         out.push(',');
-        push_key(out, "target");
+        out.push_str("\"target\":");
         push_str(out, ACCESS_TARGET);
         if let Some((ids, method, route)) = span {
             out.push_str(",\"spans\":[{");
             if let Some(id) = &ids.correlation_id {
-                push_key(out, "correlation_id");
+                out.push_str("\"correlation_id\":");
                 push_str(out, id.as_str());
                 out.push(',');
             }
-            push_key(out, "method");
+            out.push_str("\"method\":");
             push_str(out, method);
             out.push(',');
-            push_key(out, "route");
+            out.push_str("\"route\":");
             push_str(out, route);
             out.push(',');
             if let Some(trace) = &ids.trace {
-                push_key(out, "trace_id");
+                out.push_str("\"trace_id\":");
                 let digits = trace.trace_id_hex_digits();
                 push_str(out, std::str::from_utf8(&digits).unwrap_or_default());
                 out.push(',');

@@ -31,7 +31,7 @@ impl<'writer> FormatFields<'writer> for JsonSpanFields {
         // Room for the request span's four fields (about 130 bytes) at once: growing
         // from empty took four reallocations per span.
         let mut members = Members {
-            out: Vec::with_capacity(192),
+            out: String::with_capacity(192),
         };
         fields.record(&mut members);
         writer.write_char('{')?;
@@ -79,10 +79,11 @@ fn needs_escape(text: &str) -> bool {
     }) != 0
 }
 
-/// The members of the object, `"key":value` joined by commas.
+/// The members of the object, `"key":value` joined by commas. A `String` written with
+/// `push_str` only, so the text needs no UTF-8 check afterwards.
 #[derive(Default)]
 struct Members {
-    out: Vec<u8>,
+    out: String,
 }
 
 impl Members {
@@ -90,46 +91,45 @@ impl Members {
         self.out.is_empty()
     }
 
-    /// What was written: names and `serde_json`'s output, UTF-8 (so never the empty
-    /// fallback).
+    /// What was written.
     fn text(&self) -> &str {
-        std::str::from_utf8(&self.out).unwrap_or_default()
+        &self.out
     }
 
     /// Writes `"name":"value"` for a string with nothing to escape.
     fn member_raw(&mut self, name: &str, value: &str) {
         self.name(name);
         self.out.reserve(value.len() + 2);
-        self.out.push(b'"');
-        self.out.extend_from_slice(value.as_bytes());
-        self.out.push(b'"');
+        self.out.push('"');
+        self.out.push_str(value);
+        self.out.push('"');
     }
 
     /// Writes `"name":value`.
     fn member(&mut self, name: &str, value: &(impl serde::Serialize + ?Sized)) {
         self.name(name);
-        // These values always serialise.
-        let _ = serde_json::to_writer(&mut self.out, value);
+        // These values always serialise; the request span has none of them.
+        self.out
+            .push_str(&serde_json::to_string(value).unwrap_or_default());
     }
 
     /// Writes `"name":`, after a comma unless it is the first member.
     fn name(&mut self, name: &str) {
+        // Room for the name, its quotes, the colon and the comma before it.
+        self.out.reserve(name.len() + 4);
         if !self.out.is_empty() {
-            self.out.push(b',');
+            self.out.push(',');
         }
         // A field's name is nearly always an identifier, with nothing to escape.
-        if name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'.')
-        {
-            self.out.push(b'"');
-            self.out.extend_from_slice(name.as_bytes());
-            self.out.push(b'"');
+        if needs_escape(name) {
+            self.out
+                .push_str(&serde_json::to_string(name).unwrap_or_default());
         } else {
-            // Writing into a `Vec` cannot fail.
-            let _ = serde_json::to_writer(&mut self.out, name);
+            self.out.push('"');
+            self.out.push_str(name);
+            self.out.push('"');
         }
-        self.out.push(b':');
+        self.out.push(':');
     }
 }
 

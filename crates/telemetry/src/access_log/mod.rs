@@ -204,17 +204,16 @@ pub fn flush_access_log(timeout: Duration) {
 }
 
 /// The time now as `tracing_subscriber`'s JSON lines write it (RFC 3339, UTC, six
-/// fractional digits: `2026-11-30T03:56:20.123456Z`). Written by `humantime`, which puts
-/// the digits in place, where `tracing_subscriber`'s timer formats seven integers through
-/// `fmt` (about 1 500 instructions a line); `tests` check the two agree.
+/// fractional digits: `2026-11-30T03:56:20.123456Z`), with the digits put in place
+/// (`fincode_audit::push_rfc3339`, checked against `humantime`), where
+/// `tracing_subscriber`'s timer formats seven integers through `fmt` (about 1 500
+/// instructions a line) and `humantime`'s `Display` about 550; `tests` check it agrees
+/// with `tracing`'s.
 fn push_timestamp(out: &mut String) {
-    use std::fmt::Write as _;
-    // Writing into a String cannot fail.
-    let _ = write!(
-        out,
-        "{}",
-        humantime::format_rfc3339_micros(std::time::SystemTime::now())
-    );
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    fincode_audit::push_rfc3339(out, now, fincode_audit::Fraction::Micros);
 }
 
 // === impl Shared ===
