@@ -30,16 +30,21 @@ pub trait Tap {
 
 pin_project! {
     /// `inner` with `tap` watching it; without a tap each frame costs one branch.
+    ///
+    /// The tap is boxed: a body is moved with its request or response through every
+    /// layer, and a tap's state (a body copy, a record being built) is a few hundred
+    /// bytes that would be copied along each time; a box is one pointer, allocated only
+    /// for a body that is watched.
     pub struct TapBody<B, T: Tap> {
         #[pin]
         inner: B,
-        tap: Option<T>,
+        tap: Option<Box<T>>,
     }
 
     impl<B, T: Tap> PinnedDrop for TapBody<B, T> {
         fn drop(this: Pin<&mut Self>) {
             if let Some(tap) = this.project().tap.take() {
-                tap.abandoned();
+                (*tap).abandoned();
             }
         }
     }
@@ -48,7 +53,10 @@ pin_project! {
 impl<B, T: Tap> TapBody<B, T> {
     /// `inner`, watched by `tap` when there is one.
     pub fn new(inner: B, tap: Option<T>) -> Self {
-        Self { inner, tap }
+        Self {
+            inner,
+            tap: tap.map(Box::new),
+        }
     }
 }
 
@@ -90,17 +98,17 @@ where
                 if this.inner.is_end_stream()
                     && let Some(tap) = this.tap.take()
                 {
-                    tap.end();
+                    (*tap).end();
                 }
             }
             None => {
                 if let Some(tap) = this.tap.take() {
-                    tap.end();
+                    (*tap).end();
                 }
             }
             Some(Err(_)) => {
                 if let Some(tap) = this.tap.take() {
-                    tap.failed();
+                    (*tap).failed();
                 }
             }
         }
