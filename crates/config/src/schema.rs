@@ -181,7 +181,8 @@ pub struct UpstreamConfig {
     #[serde(serialize_with = "humantime_serde::serialize")]
     #[serde(deserialize_with = "via::<PositiveDuration, _, _>")]
     pub connect_timeout: Duration,
-    /// How long to wait for FinCode's response head once the request is sent.
+    /// How long to wait for FinCode's response head once the request is sent; for the
+    /// app's calls, each try is bounded by the shorter of this and `retry.per_try_timeout`.
     #[serde(serialize_with = "humantime_serde::serialize")]
     #[serde(deserialize_with = "via::<PositiveDuration, _, _>")]
     pub request_timeout: Duration,
