@@ -33,7 +33,7 @@ use tracing::{Instrument, instrument::Instrumented};
 use crate::{
     ErrorKind,
     correlation::{RequestId, TraceContext},
-    routes::{CREATE_TRANSACTION, OTHER, Route, RouteTable},
+    routes::{OTHER, Route, RouteTable, outcome_counted},
     tap::{BodyCopy, Tap, TapBody},
 };
 
@@ -383,7 +383,7 @@ impl Pending {
             Some(_) => {}
             None => line.emit(),
         }
-        let watch = self.route == CREATE_TRANSACTION && error.is_none();
+        let watch = outcome_counted(self.route) && error.is_none();
         let envelope = response
             .extensions()
             .get::<crate::audit::Envelope>()

@@ -27,6 +27,13 @@ pub const OTHER: &str = "other";
 /// The create-transaction route, whose business outcome is counted.
 pub const CREATE_TRANSACTION: &str = fincode_config::CREATE_TRANSACTION_ROUTE;
 
+/// Whether FinCode's business outcome (`"status"` in the answer) is counted for `route`:
+/// the observe layer counts it, and the audit layer hands that layer its scan's verdict
+/// for exactly these routes.
+pub fn outcome_counted(route: &str) -> bool {
+    route == CREATE_TRANSACTION
+}
+
 /// Maps request paths to route templates.
 #[derive(Clone, Debug)]
 pub struct RouteTable {

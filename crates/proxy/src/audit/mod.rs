@@ -42,7 +42,7 @@ use crate::{
     ErrorKind, SidecarError,
     correlation::{RequestId, TraceContext},
     observe::{Tries, method_label},
-    routes::{CREATE_TRANSACTION, Route},
+    routes::{Route, outcome_counted},
     svc::BoxResponseFuture,
     tap::{BodyCopy, Tap, TapBody},
 };
@@ -317,9 +317,9 @@ impl Pending {
     /// The response's record, to be completed by its body; a create-transaction
     /// response carries the [`Envelope`] the scan of that body will fill in.
     fn on_body<RB>(self, response: &mut Response<RB>) -> ResponseRecord {
-        // Only the observe layer's create-transaction count reads the verdict: other
-        // routes spare the allocation and the extension map.
-        let envelope = (self.route == CREATE_TRANSACTION).then(|| {
+        // Only the observe layer's outcome count reads the verdict: other routes spare
+        // the allocation and the extension map.
+        let envelope = outcome_counted(self.route).then(|| {
             let envelope = Envelope::default();
             response.extensions_mut().insert(envelope.clone());
             envelope
