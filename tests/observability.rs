@@ -490,6 +490,62 @@ async fn a_replayed_try_carries_its_resend_count_and_a_sidecar_error_its_kind() 
     );
 }
 
+/// A try the retry layer's per-try bound ended (its future dropped, FinCode still silent)
+/// is a CLIENT span and a client duration all the same: the slowest tries are the ones
+/// an operator must see.
+#[tokio::test]
+async fn a_try_ended_by_the_per_try_timeout_is_still_a_span_and_a_duration() {
+    let receiver = OtlpReceiver::start().await;
+    let sandbox = TestSandbox::start().await;
+    let sidecar = exporting(
+        SidecarBuilder::with_static_token(&sandbox)
+            .set("retry.per_try_timeout", "300ms")
+            .set("retry.max_attempts", 2),
+        &receiver,
+    )
+    .start_ready()
+    .await;
+    let app = app_client();
+    sandbox.add_fault(
+        fincode_sandbox::FaultRule::latency(Duration::from_secs(3))
+            .times(2)
+            .path_prefix("/sandbox/ping"),
+    );
+    let slow = get(&app, &sidecar.url("/sandbox/ping")).await;
+    slow.assert_problem(504, "upstream_timeout");
+    assert_eq!(slow.header("x-sidecar-attempts"), Some("2"));
+
+    let spans = receiver.wait_for(3, Duration::from_secs(10)).await;
+    let server = spans
+        .iter()
+        .find(|s| s.kind == SpanKind::Server)
+        .expect("the app's call");
+    assert_eq!(server.attr("error.type"), Some("upstream_timeout"));
+    let tries: Vec<&ReceivedSpan> = spans
+        .iter()
+        .filter(|s| s.kind == SpanKind::Client && s.trace_id == server.trace_id)
+        .collect();
+    assert_eq!(tries.len(), 2, "one CLIENT span per try: {spans:#?}");
+    for try_ in &tries {
+        assert_eq!(try_.parent_span_id, server.span_id);
+        assert_eq!(try_.attr("error.type"), Some("cancelled"));
+        assert_eq!(try_.attr("http.response.status_code"), None);
+        assert!(try_.error);
+    }
+
+    let metrics = get(&app, &sidecar.admin_url("/metrics")).await;
+    let text = String::from_utf8(metrics.body.to_vec()).unwrap();
+    let unanswered: u64 = scrape(&text)
+        .iter()
+        .filter(|(series, _)| {
+            series.starts_with("http_client_request_duration_seconds_count{")
+                && series.contains(r#"status_class="error""#)
+        })
+        .map(|(_, count)| count)
+        .sum();
+    assert_eq!(unanswered, 2, "{text}");
+}
+
 #[tokio::test]
 async fn access_lines_follow_the_live_level_and_the_last_ones_survive_shutdown() {
     let sandbox = TestSandbox::start().await;

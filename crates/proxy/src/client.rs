@@ -9,10 +9,11 @@
 //!    `Set-Cookie` is marked sensitive.
 //! 3. [`ClientSpanLayer`]: each try is a span of its own and FinCode's parent: a fresh
 //!    span id in `traceparent`, and the CLIENT span it names recorded when the try ends
-//!    (sampled, with traces on). The header and the span share the id, so they are one
+//!    (sampled, with traces on), also when it is dropped unanswered (`error.type`
+//!    `cancelled`: the retry layer's per-try bound ran out, or the app went away). The header and the span share the id, so they are one
 //!    layer; the try counter ([`Tries`]) is advanced here too.
 //! 4. [`ClientMetricsLayer`]: the client duration per try, by method, route and status
-//!    class (`error` when no response came).
+//!    class (`error` when no response came, the try dropped unanswered included).
 //!
 //! They are generic layers (no boxing): the egress stack puts them inside retry, so each
 //! try is rewritten, traced and measured on its own. The auth transport and the
@@ -38,7 +39,7 @@ use crate::{
     headers::{mark_sensitive, strip_fixed, strip_hop_by_hop},
     observe::{Tries, method_label},
     routes::{OTHER, Route},
-    upstream::{ClientSpan, Spans, Target},
+    upstream::{CANCELLED, ClientSpan, Spans, Target, TryEnd},
 };
 
 /// The client layers in their order, for the egress stack (inside retry) and for the
@@ -176,6 +177,17 @@ impl<RB> Finish<Result<Response<RB>, SidecarError>> for RecordSpan {
     }
 }
 
+impl Drop for RecordSpan {
+    /// A try dropped before it ended (the retry layer's per-try bound ran out, or the
+    /// app's call went away) is still a span: the slowest tries are the ones a trace
+    /// must not lose.
+    fn drop(&mut self) {
+        if let Some((span, spans)) = self.0.take() {
+            spans.traces.record(span.end(TryEnd::Failed(CANCELLED)));
+        }
+    }
+}
+
 // === ClientMetricsLayer ===
 
 /// The client duration per try.
@@ -215,26 +227,45 @@ impl<B> OnRequest<B> for ClientMetrics {
     }
 }
 
+/// The client duration's class of a try that got no answer at all: its own, so it is
+/// not mistaken for a 5xx.
+const NO_ANSWER: &str = "error";
+
 impl<RB> Finish<Result<Response<RB>, SidecarError>> for Observed {
     type Output = Result<Response<RB>, SidecarError>;
 
     fn finish(&mut self, result: Self::Output) -> Self::Output {
         if let Some(observed) = self.0.take() {
-            let status_class = match &result {
+            observed.observe(match &result {
                 Ok(response) => status_class(response.status().as_u16()),
-                // No answer at all: its own class, so it is not mistaken for a 5xx.
-                Err(_) => "error",
-            };
-            let labels = HttpLabels {
-                method: observed.method,
-                route: observed.route,
-                status_class,
-            };
-            if let Some(metrics) = &observed.spans.metrics {
-                metrics.observe_client(&labels, observed.started.elapsed().as_secs_f64());
-            }
+                Err(_) => NO_ANSWER,
+            });
         }
         result
+    }
+}
+
+impl Drop for Observed {
+    /// A try dropped before it ended (the retry layer's per-try bound ran out, or the
+    /// app's call went away) is observed too, as no answer: leaving it out would hide
+    /// exactly the slowest tries from the client duration.
+    fn drop(&mut self) {
+        if let Some(observed) = self.0.take() {
+            observed.observe(NO_ANSWER);
+        }
+    }
+}
+
+impl Try {
+    fn observe(self, status_class: &'static str) {
+        let labels = HttpLabels {
+            method: self.method,
+            route: self.route,
+            status_class,
+        };
+        if let Some(metrics) = &self.spans.metrics {
+            metrics.observe_client(&labels, self.started.elapsed().as_secs_f64());
+        }
     }
 }
 

@@ -139,3 +139,53 @@ async fn fincodes_hop_by_hop_headers_stay_behind_and_its_cookies_are_sensitive()
     assert!(headers[header::SET_COOKIE].is_sensitive());
     assert_eq!(headers[header::CONTENT_TYPE], "application/json");
 }
+
+/// A try dropped before FinCode answered (the retry layer's per-try bound ran out) still
+/// has its duration observed, as no answer; one that got an answer is observed once.
+#[tokio::test]
+async fn a_try_dropped_unanswered_is_observed_as_no_answer() {
+    let metrics = fincode_telemetry::Metrics::new();
+    let spans = Spans {
+        metrics: Some(metrics.http.clone()),
+        ..Spans::default()
+    };
+    let target =
+        Target::new(&"https://acme.fincode.tech/api/v6/services".parse().unwrap()).unwrap();
+    // Answers a ping at once; anything else never.
+    let inner = service_fn(|req: Request<()>| async move {
+        if req.uri().path().ends_with("/ping") {
+            Ok::<_, SidecarError>(Response::new(()))
+        } else {
+            std::future::pending().await
+        }
+    });
+    let mut service = client(target, spans).service(inner);
+    let trace = TraceContext::from_headers(&HeaderMap::new(), 1.0);
+    let tries = Tries::default();
+    let stalled = service
+        .ready()
+        .await
+        .unwrap()
+        .call(request("/payments", trace, &tries));
+    let ended = tokio::time::timeout(std::time::Duration::from_millis(20), stalled).await;
+    assert!(ended.is_err(), "FinCode never answers this one");
+    service
+        .ready()
+        .await
+        .unwrap()
+        .call(request("/ping", trace, &tries))
+        .await
+        .unwrap();
+
+    let text = metrics.render();
+    let count = |class: &str| {
+        let prefix = format!(
+            r#"http_client_request_duration_seconds_count{{method="GET",route="other",status_class="{class}"}} "#
+        );
+        text.lines()
+            .find_map(|line| line.strip_prefix(prefix.as_str()))
+            .map(str::to_owned)
+    };
+    assert_eq!(count("error").as_deref(), Some("1"), "{text}");
+    assert_eq!(count("2xx").as_deref(), Some("1"), "{text}");
+}

@@ -277,10 +277,34 @@ pub(crate) struct ClientSpan {
     pub(crate) authority: Option<uri::Authority>,
 }
 
+/// How a try ended, as its CLIENT span says.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum TryEnd {
+    /// FinCode answered with this status.
+    Answered(http::StatusCode),
+    /// No answer: the sidecar's error kind (`upstream_unreachable`...), or
+    /// [`CANCELLED`] for a try dropped before it ended.
+    Failed(&'static str),
+}
+
+/// `error.type` of a try whose future was dropped before FinCode answered: the retry
+/// layer's per-try bound ran out (`retry.per_try_timeout`, `upstream.request_timeout`
+/// or `retry.deadline`; the call's own span then says `upstream_timeout`), or the
+/// app's call went away.
+pub(crate) const CANCELLED: &str = "cancelled";
+
 impl ClientSpan {
     /// The span with the semantic-convention attributes: `error.type` is the sidecar's
     /// error kind when no response came, or the status code for a 4xx/5xx answer.
     pub(crate) fn finish<RB>(self, result: &Result<Response<RB>, SidecarError>) -> SpanRecord {
+        self.end(match result {
+            Ok(response) => TryEnd::Answered(response.status()),
+            Err(error) => TryEnd::Failed(error.kind().code()),
+        })
+    }
+
+    /// The span of a try that ended as `end` says.
+    pub(crate) fn end(self, end: TryEnd) -> SpanRecord {
         let (host, port) = self.authority.as_ref().map_or(("", 443), |authority| {
             (authority.host(), authority.port_u16().unwrap_or(443))
         });
@@ -296,9 +320,8 @@ impl ClientSpan {
                 i64::from(self.resend),
             ));
         }
-        let error: Option<Cow<'static, str>> = match result {
-            Ok(response) => {
-                let status = response.status();
+        let error: Option<Cow<'static, str>> = match end {
+            TryEnd::Answered(status) => {
                 attributes.push(KeyValue::new(
                     "http.response.status_code",
                     i64::from(status.as_u16()),
@@ -306,7 +329,7 @@ impl ClientSpan {
                 (status.is_client_error() || status.is_server_error())
                     .then(|| Cow::Owned(status.as_str().to_owned()))
             }
-            Err(error) => Some(Cow::Borrowed(error.kind().code())),
+            TryEnd::Failed(kind) => Some(Cow::Borrowed(kind)),
         };
         if let Some(kind) = &error {
             attributes.push(KeyValue::new("error.type", kind.clone()));
