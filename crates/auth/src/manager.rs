@@ -56,6 +56,9 @@ pub(crate) struct RenewalPolicy {
 /// A token in use, with the times that govern it.
 struct Token {
     access: SecretString,
+    /// `access` as the header every request carries, made once when the token is
+    /// installed (a JWT is hundreds of bytes to check and copy), or why it cannot be one.
+    header: Result<HeaderValue, AuthFailure>,
     refresh: Option<SecretString>,
     issued_at: Instant,
     expires_at: Instant,
@@ -140,7 +143,7 @@ impl TokenManager {
                 let state = self.read();
                 match &state.token {
                     Some(token) if Instant::now() < token.expires_at => {
-                        return header_value(&token.access).map(|v| (v, state.generation));
+                        return token.header.clone().map(|v| (v, state.generation));
                     }
                     // Nothing yet and the background login has not failed: say so
                     // rather than queue requests behind a login that may take a while.
@@ -393,6 +396,7 @@ impl TokenManager {
         let expires_wall = wall + issued.lifetime;
         let renews_wall = wall + issued.lifetime.saturating_sub(lead);
         let token = Token {
+            header: header_value(&issued.access),
             access: issued.access,
             refresh: issued.refresh,
             issued_at: now,

@@ -203,6 +203,35 @@ async fn failed_logins_back_off_and_a_success_makes_it_ready() {
     std::fs::remove_dir_all(dir).ok();
 }
 
+/// A token that cannot be a header value (a control character in it) is never sent: each
+/// request fails with the cause, as often as it is asked, and nothing is echoed.
+#[tokio::test(start_paused = true)]
+async fn a_token_that_is_no_header_value_fails_every_request_and_is_never_sent() {
+    let dir = temp_dir();
+    let (config, secrets) = login_config(&dir);
+    let transport = Arc::new(Scripted {
+        calls: Mutex::default(),
+        answers: Mutex::new(vec![(
+            200,
+            r#"{"data":{"token":"CANARY\u0001tok","refresh_token":"r1","expires_in":3600}}"#.into(),
+        )]),
+    });
+    let creds = Credentials::from_config(&config, &secrets, transport.clone()).unwrap();
+    let task = creds.start().unwrap();
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    for _ in 0..2 {
+        let mut headers = HeaderMap::new();
+        let err = creds.apply(&mut headers).await.unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains("not a valid header value"), "{text}");
+        assert!(!text.contains("CANARY"), "{text}");
+        assert!(!headers.contains_key("x-auth-token"));
+    }
+    assert_eq!(transport.calls.lock().unwrap().len(), 1, "one login");
+    task.abort();
+    std::fs::remove_dir_all(dir).ok();
+}
+
 // --- token lifecycle: renewals outlive requests, no 401 storms, rejected logins ---
 
 /// A FinCode whose answers each take a while: `(delay, status, body)` per call, in order.
