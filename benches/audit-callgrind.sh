@@ -7,6 +7,8 @@
 #   LOG_LEVEL=info SIDES=off BIN=/path/to/fincode-sidecar bash benches/audit-callgrind.sh
 #
 # LOG_LEVEL sets `log.level` (default warn: no access lines; info writes one per request);
+# AUTH_MODE=login runs the sidecar in login mode (the mode config.example.toml recommends:
+# the upstream answers the login with a JWT-sized token) instead of static-token mode;
 # SIDES runs only `off` or `on`; HAPROXY=1 also counts haproxy forwarding ping; BIN measures
 # a given binary (another commit's build, to compare two builds side by side) instead of
 # building this checkout.
@@ -121,6 +123,8 @@ for kind in $AUDIT_REQUEST; do
     pid=$!
     PIDS+=("$pid")
     wait_port "http://127.0.0.1:$admin/healthz" "sidecar ($side, see $DIR/$side.log)" 600 0.2
+    # Logged in (AUTH_MODE=login) before the first request.
+    for _ in $(seq 600); do curl -sf -o /dev/null "http://127.0.0.1:$admin/readyz" && break; sleep 0.2; done
     python3 "$DIR/client.py" "$port" "$kind" "$WARM"
     callgrind_control -z "$pid" >/dev/null
     python3 "$DIR/client.py" "$port" "$kind" "$N"

@@ -25,6 +25,22 @@ make_certs() {
   printf 'subjectAltName=IP:127.0.0.1\n' >"$dir/san.ext"
   openssl x509 -req -in "$dir/leaf.csr" -CA "$dir/ca.pem" -CAkey "$dir/ca.key" -CAcreateserial \
     -days 2 -extfile "$dir/san.ext" -out "$dir/leaf.pem" 2>/dev/null
+  # The tenant key pair FinCode's dashboard would show, for AUTH_MODE=login: the sidecar
+  # encrypts the login password to tenant.pub; the upstream never decrypts it.
+  openssl genrsa -out "$dir/tenant.key" 2048 2>/dev/null
+  openssl rsa -in "$dir/tenant.key" -pubout -out "$dir/tenant.pub" 2>/dev/null
+}
+
+# FinCode's login answer for AUTH_MODE=login: a JWT-shaped access token of the usual size
+# (header, claims with an exp an hour ahead, signature), a refresh token, and its lifetime.
+login_json() {
+  local claims
+  b64() { openssl base64 -A | tr '+/' '-_' | tr -d '='; }
+  claims=$(printf '{"sub":"ops@merchant.test","tenant":"bench","roles":["MERCHANT_ADMIN"],"iat":%d,"exp":%d}' \
+    "$(date +%s)" "$(($(date +%s) + 3600))" | b64)
+  printf '{"status":"SUCCESS","data":{"token":"%s.%s.%s","refresh_token":"%s","expires_in":3600}}' \
+    "$(printf '{"alg":"RS256","typ":"JWT"}' | b64)" "$claims" \
+    "$(head -c 256 /dev/urandom | b64)" "$(head -c 48 /dev/urandom | b64)"
 }
 
 # A 533-byte FinCode-shaped transaction: an id, a reference and a customer code for the
@@ -92,6 +108,10 @@ upstream_server() {
         listen 127.0.0.1:$1 ssl;
         ssl_certificate $DIR/leaf.pem; ssl_certificate_key $DIR/leaf.key;
         location / { default_type application/json; return 200 '{"status":"SUCCESS","data":"pong"}'; }
+        location = /api/v6/services/securitymanagement/login {
+            default_type application/json;
+            return 200 '$(login_json)';
+        }
         location /api/v6/services/transactionmanagement/ {
             default_type application/json;
             return 200 '$(transaction_json)';
@@ -100,8 +120,32 @@ upstream_server() {
 CONF
 }
 
+# The login credentials AUTH_MODE=login reads (the bench's own; nothing checks them).
+export BENCH_FINCODE_EMAIL=ops@merchant.test BENCH_FINCODE_PASSWORD=bench-password-not-secret
+
+# The `[auth]` section: static-token mode (the default), or with AUTH_MODE=login FinCode's
+# login (the password encrypted to $DIR/tenant.pub, the token from the upstream's login
+# answer, renewed ahead of its expiry), the mode config.example.toml recommends.
+auth_config() {
+  if [[ "${AUTH_MODE:-static}" == login ]]; then
+    cat <<CONF
+[auth]
+mode = "login"
+email_env = "BENCH_FINCODE_EMAIL"
+password_env = "BENCH_FINCODE_PASSWORD"
+public_key_file = "$DIR/tenant.pub"
+CONF
+  else
+    cat <<CONF
+[auth]
+mode = "static"
+token_env = "BENCH_FINCODE_TOKEN"
+CONF
+  fi
+}
+
 # The sidecar's config for these benchmarks: egress on port $1, admin on $2, `log.level`
-# ${3:-warn}, static-token mode against the TLS upstream on $UPSTREAM_PORT. Retries, the
+# ${3:-warn}, [auth] from `auth_config`, against the TLS upstream on $UPSTREAM_PORT. Retries, the
 # breaker and load shedding stay on at their defaults. The local rate limit is off: its
 # whole point is to cap throughput below what these benchmarks measure.
 sidecar_config() {
@@ -112,9 +156,7 @@ admin = "127.0.0.1:$2"
 [upstream]
 base_url = "https://127.0.0.1:$UPSTREAM_PORT/api/v6/services"
 ca_file = "$DIR/ca.pem"
-[auth]
-mode = "static"
-token_env = "BENCH_FINCODE_TOKEN"
+$(auth_config)
 [log]
 level = "${3:-warn}"
 [rate_limit]
