@@ -3,38 +3,37 @@
 //! sidecar's credentials and static headers (`platform`, `uuid`...).
 //!
 //! In login mode a 401 from FinCode means our token was rejected: the layer renews it
-//! (single flight, see `fincode_auth`) and replays the request once with the new token.
-//! A token issued moments ago is not renewed (`auth.renew_on_401_min_age`), and then
-//! nothing is replayed: the 401 has another cause.
-//! Replay needs the body again: the retry layer above keeps small bodies of requests
-//! that may be sent twice ([`ReplayBody`]; none for an empty body, which is replayed
-//! as empty). Only requests that are safe to send twice
-//! are replayed: idempotent methods, and POST/PATCH carrying one usable
-//! `X-Idempotency-Key` (a blank key is no key).
-//! Anything else gets FinCode's 401, and the renewed token serves the app's next call:
-//! a payment is never sent twice.
+//! (single flight, see `fincode_auth`) and, when the request is safe to send twice
+//! (idempotent methods, and POST/PATCH carrying one usable `X-Idempotency-Key`; a blank
+//! key is no key), marks FinCode's 401 [`Renewed`]. The retry layer above, the one place
+//! that sends a request again, then sends that try once more: with the new token (this
+//! layer applies the current one to every request), from the head and body it already
+//! keeps, so nothing here copies the request. A token issued moments ago is not renewed
+//! (`auth.renew_on_401_min_age`), and then nothing is marked: the 401 has another cause.
+//! Anything not marked gets FinCode's 401, and the renewed token serves the app's next
+//! call: a payment is never sent twice.
 
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use fincode_auth::Credentials;
 use http::{HeaderMap, Method, Request, Response, StatusCode};
-use http_body::Body as _;
 use http_body_util::{Either, Full};
-use tower::{Layer, Service, ServiceExt};
+use tower::{Layer, Service};
 
 use crate::{
     ErrorKind, SidecarError,
-    head::request_from_head,
     svc::{BoxResponseFuture, ReplayStack, take_ready},
 };
 
 /// The header that makes a POST safe to send twice: FinCode deduplicates on it.
 pub(crate) const IDEMPOTENCY_KEY: &str = "x-idempotency-key";
 
-/// The request body, kept by the retry layer so the request can be sent again.
-#[derive(Clone, Debug)]
-pub(crate) struct ReplayBody(pub(crate) Bytes);
+/// On FinCode's 401, in the response's extensions: the token it rejected was renewed and
+/// the request is safe to send twice, so the retry layer sends the try once more (see
+/// the module docs). Never set outside login mode.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Renewed;
 
 /// Adds [`Authorize`] to a stack.
 #[derive(Clone, Debug)]
@@ -89,44 +88,28 @@ where
         let mut inner = take_ready(&mut self.inner);
         let credentials = self.credentials.clone();
         Box::pin(async move {
-            let (mut parts, body) = req.into_parts();
+            let mut req = req;
             let grant = credentials
-                .apply(&mut parts.headers)
+                .apply(req.headers_mut())
                 .await
                 .map_err(|failure| SidecarError::new(ErrorKind::AuthFailed, failure.to_string()))?;
+            let renews = credentials.renews_tokens();
+            let replayable = renews && may_send_twice(req.method(), req.headers());
 
-            let replay = (credentials.renews_tokens()
-                && may_send_twice(&parts.method, &parts.headers))
-            .then(|| {
-                parts.extensions.get::<ReplayBody>().cloned().or_else(|| {
-                    // The retry layer keeps no copy of an empty body: an ended body is one.
-                    matches!(&body, Either::Left(full) if full.is_end_stream())
-                        .then(|| ReplayBody(Bytes::new()))
-                })
-            })
-            .flatten()
-            // One more try of the same request in logs and traces.
-            .map(|body| request_from_head(&parts, Either::Left(Full::new(body.0))));
-
-            let response = inner.call(Request::from_parts(parts, body)).await?;
-            if response.status() != StatusCode::UNAUTHORIZED || !credentials.renews_tokens() {
+            let mut response = inner.call(req).await?;
+            if response.status() != StatusCode::UNAUTHORIZED || !renews {
                 return Ok(response);
             }
             // No newer token (this one is too young to be stale, or renewal failed): a
             // replay would carry the same token and meet the same 401.
             let renewed = credentials.rejected(grant).await;
             tracing::info!(renewed, "FinCode answered 401 to the sidecar's token");
-            let Some(mut request) = replay.filter(|_| renewed) else {
-                // Not safe (or not possible) to send again: the app sees the 401 and
-                // its next call carries the renewed token.
-                return Ok(response);
-            };
-            drop(response);
-            credentials
-                .apply(request.headers_mut())
-                .await
-                .map_err(|failure| SidecarError::new(ErrorKind::AuthFailed, failure.to_string()))?;
-            inner.ready().await?.call(request).await
+            // Not safe (or not worth it) to send again: the app sees the 401 and its next
+            // call carries the renewed token.
+            if renewed && replayable {
+                response.extensions_mut().insert(Renewed);
+            }
+            Ok(response)
         })
     }
 }

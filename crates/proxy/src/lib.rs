@@ -39,7 +39,8 @@
 //!
 //! Request extensions, who writes them and who reads them (responses carry
 //! [`ErrorKind`], written by the error responder and `catch_panic`, read by observe
-//! and audit):
+//! and audit; and on FinCode's 401, `Renewed`, written by authorize when it renewed
+//! the token, read by retry, which sends that try once more):
 //!
 //! | extension | written by | read by |
 //! |---|---|---|
@@ -49,7 +50,6 @@
 //! | `TraceContext` | correlation | observe, audit, client span |
 //! | `Route` | observe | audit, rate limit, retry, client metrics |
 //! | `Tries` | observe | error responder, audit, client span (counts each try) |
-//! | `ReplayBody` | retry (the buffered body) | authorize (replays after a new token) |
 
 pub mod admit;
 pub mod audit;

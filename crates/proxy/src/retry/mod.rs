@@ -48,7 +48,7 @@ use tower::{
 
 use crate::{
     ErrorKind, SidecarError,
-    authorize::{IDEMPOTENCY_KEY, IdempotencyKey, ReplayBody, may_send_twice},
+    authorize::{IDEMPOTENCY_KEY, IdempotencyKey, Renewed, may_send_twice},
     head::request_from_head,
     rate_limit::Throttle,
     routes::{OTHER, Route},
@@ -401,19 +401,14 @@ impl Policy {
                 })??
         };
         let (bytes, mut stream) = match kept {
-            Kept::Bytes(bytes) => {
-                // An empty body needs no copy: the auth layer replays an ended body as
-                // empty (see `authorize`).
-                if !bytes.is_empty() {
-                    head.extensions.insert(ReplayBody(bytes.clone()));
-                }
-                (Some(bytes), None)
-            }
+            Kept::Bytes(bytes) => (Some(bytes), None),
             Kept::Stream(body) => (None, Some(body)),
         };
         self.budget.deposit();
 
         let mut attempt = 1;
+        // Whether this attempt already sent its try again after a renewed token.
+        let mut renewed_once = false;
         loop {
             let request = match (&bytes, stream.take()) {
                 (Some(bytes), _) => {
@@ -443,6 +438,19 @@ impl Policy {
                     ),
                 )),
             };
+            // FinCode rejected the token, the authorize layer renewed it, and the
+            // request is safe to send twice: the same try once more, now carrying the
+            // new token. Not a retry (no backoff, no budget, the same attempt), and once
+            // per attempt, so a token FinCode keeps refusing cannot loop.
+            if let Ok(response) = &result
+                && response.extensions().get::<Renewed>().is_some()
+                && !renewed_once
+                && resendable
+                && bytes.is_some()
+            {
+                renewed_once = true;
+                continue;
+            }
             let Some(failure) = classify(&result) else {
                 break finish(result, None, minted.as_ref());
             };
@@ -468,6 +476,7 @@ impl Policy {
                     drop(result);
                     tokio::time::sleep(delay).await;
                     attempt += 1;
+                    renewed_once = false;
                 }
             }
         }

@@ -28,6 +28,9 @@ enum Answer {
     Reset,
     /// No answer for an hour.
     Hang,
+    /// FinCode's 401, after which the authorize layer renewed the token and found the
+    /// request safe to send twice (it marks the response [`Renewed`]).
+    Renewed401,
 }
 
 /// A try as the inner service saw it.
@@ -35,7 +38,6 @@ enum Answer {
 struct Seen {
     key: Option<String>,
     body: Bytes,
-    replay_body: bool,
     at: Instant,
 }
 
@@ -78,12 +80,10 @@ impl Script {
                     .headers()
                     .get(IDEMPOTENCY_KEY)
                     .map(|v| v.to_str().unwrap().to_owned());
-                let replay_body = req.extensions().get::<ReplayBody>().is_some();
                 let body = req.into_body().collect().await.unwrap().to_bytes();
                 script.seen.lock().unwrap().push(Seen {
                     key,
                     body,
-                    replay_body,
                     at: Instant::now(),
                 });
                 let answer = script
@@ -107,6 +107,11 @@ impl Script {
                     Answer::Hang => {
                         tokio::time::sleep(Duration::from_hours(1)).await;
                         Ok(response(200, None))
+                    }
+                    Answer::Renewed401 => {
+                        let mut response = response(401, None);
+                        response.extensions_mut().insert(Renewed);
+                        Ok(response)
                     }
                 }
             }
@@ -239,7 +244,6 @@ async fn keyed_posts_are_retried_with_the_same_body_and_key() {
     for seen in script.seen() {
         assert_eq!(seen.key.as_deref(), Some("k-1"));
         assert_eq!(seen.body, "{\"amount\":1}");
-        assert!(seen.replay_body, "the authorize layer can replay a 401");
     }
 }
 
@@ -381,7 +385,6 @@ async fn streamed_bodies_are_sent_once() {
     assert_eq!(tries.count(), 1);
     assert_eq!(response.headers()[RETRY_STOPPED_HEADER], "body_too_large");
     assert_eq!(script.seen()[0].body, "{\"big\":true}");
-    assert!(!script.seen()[0].replay_body);
 
     // Declared over retry.max_replay_body: streamed as well.
     let big: &'static str = Box::leak("x".repeat(2000).into_boxed_str());
@@ -645,4 +648,65 @@ async fn stalled_app_bodies_never_open_the_breaker() {
     let (req, _tries) = request(Method::POST, Some("key-2"), "{}");
     let service = BreakerLayer::new(breaker.clone()).layer(h.layer.layer(script.clone().service()));
     assert_eq!(service.oneshot(req).await.unwrap().status(), 200);
+}
+
+/// A 401 the authorize layer marked (token renewed, request safe to send twice) is sent
+/// again at once with the same head and body, as part of the same attempt: no backoff,
+/// no retry counted, and once per attempt, so a token FinCode keeps refusing cannot loop.
+#[tokio::test(start_paused = true)]
+async fn a_renewed_401_is_sent_again_once_in_the_same_attempt() {
+    let h = harness(&config());
+    let script = Script::new(&[Answer::Renewed401, Answer::Status(200)]);
+    let (req, tries) = request(Method::POST, Some("k-401"), "{\"amount\":1}");
+    let started = Instant::now();
+    let response = call(&h, &script, req).await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(tries.count(), 2);
+    let seen = script.seen();
+    assert_eq!(seen.len(), 2);
+    for seen in &seen {
+        assert_eq!(seen.key.as_deref(), Some("k-401"));
+        assert_eq!(seen.body, "{\"amount\":1}");
+        assert_eq!(seen.at, started, "no backoff before the replay");
+    }
+    let mut text = String::new();
+    prometheus_client::encoding::text::encode(&mut text, &h.registry).unwrap();
+    assert!(
+        text.lines()
+            .filter(|l| l.starts_with("fincode_retries_total{"))
+            .all(|l| l.ends_with(" 0")),
+        "not a retry: {text}"
+    );
+
+    // Refused again after the replay: FinCode's 401 goes to the app (401 is no reason
+    // to retry), after two tries, not a loop.
+    let script = Script::new(&[Answer::Renewed401, Answer::Renewed401, Answer::Status(200)]);
+    let (req, tries) = request(Method::GET, None, "");
+    let response = call(&h, &script, req).await.unwrap();
+    assert_eq!(response.status(), 401);
+    assert_eq!(tries.count(), 2);
+    assert_eq!(script.seen().len(), 2);
+}
+
+/// The retry layer's own checks hold even when a 401 is marked: a keyless POST, or a
+/// streamed body, is never sent twice.
+#[tokio::test(start_paused = true)]
+async fn a_renewed_401_is_never_sent_again_when_the_request_may_not_be() {
+    let h = harness(&config());
+    let script = Script::new(&[Answer::Renewed401, Answer::Status(200)]);
+    let (req, _) = request(Method::POST, None, "{\"amount\":1}");
+    let response = call(&h, &script, req).await.unwrap();
+    assert_eq!(response.status(), 401);
+    assert_eq!(script.seen().len(), 1, "a payment is never sent twice");
+
+    let script = Script::new(&[Answer::Renewed401, Answer::Status(200)]);
+    let (mut req, _) = request(Method::PUT, None, "");
+    *req.body_mut() = streamed("{\"big\":true}");
+    let response = call(&h, &script, req).await.unwrap();
+    assert_eq!(response.status(), 401);
+    assert_eq!(
+        script.seen().len(),
+        1,
+        "a streamed body cannot be sent again"
+    );
 }
