@@ -487,14 +487,41 @@ impl Credentials {
 
     /// Puts our credentials on an outgoing request, replacing any the app sent.
     pub async fn apply(&self, headers: &mut HeaderMap) -> Result<Grant, AuthFailure> {
+        if let Some(applied) = self.apply_now(headers) {
+            return applied;
+        }
+        match &self.inner.source {
+            // The token expired: wait for its renewal.
+            Source::Login(manager) => {
+                let (value, generation) = manager.current().await?;
+                self.put(headers, Some(value));
+                Ok(Grant(generation))
+            }
+            // `apply_now` always answers in these modes.
+            Source::None | Source::Static(_) => Ok(Grant(0)),
+        }
+    }
+
+    /// [`Self::apply`] without waiting: `None` when it would have to wait (login mode,
+    /// with the token expired and a renewal to wait for), so the caller awaits `apply`.
+    /// The common case needs no future at all: static and none modes always answer, and
+    /// login mode does whenever an unexpired token is held.
+    pub fn apply_now(&self, headers: &mut HeaderMap) -> Option<Result<Grant, AuthFailure>> {
         let (value, grant) = match &self.inner.source {
             Source::None => (None, Grant(0)),
             Source::Static(value) => (Some(value.clone()), Grant(0)),
-            Source::Login(manager) => {
-                let (value, generation) = manager.current().await?;
-                (Some(value), Grant(generation))
-            }
+            Source::Login(manager) => match manager.current_now()? {
+                Ok((value, generation)) => (Some(value), Grant(generation)),
+                Err(failure) => return Some(Err(failure)),
+            },
         };
+        self.put(headers, value);
+        Some(Ok(grant))
+    }
+
+    /// Our credential header (when there is one) and the static headers, replacing the
+    /// app's credentials.
+    fn put(&self, headers: &mut HeaderMap, value: Option<HeaderValue>) {
         if let Some(value) = value {
             // An app rarely sends credentials of its own: one look over the names finds
             // out, instead of a hashed removal per credential header for every request.
@@ -509,7 +536,6 @@ impl Credentials {
         for (name, value) in &self.inner.extra_headers {
             headers.insert(name.clone(), value.clone());
         }
-        Ok(grant)
     }
 
     /// FinCode rejected the token of `grant` with 401: renew it (single flight), unless

@@ -139,23 +139,32 @@ impl TokenManager {
     /// token has expired (single flight); fails with the cause when there is none.
     pub(crate) async fn current(&self) -> Result<(HeaderValue, u64), AuthFailure> {
         for _ in 0..2 {
-            let seen = {
-                let state = self.read();
-                match &state.token {
-                    Some(token) if Instant::now() < token.expires_at => {
-                        return token.header.clone().map(|v| (v, state.generation));
-                    }
-                    // Nothing yet and the background login has not failed: say so
-                    // rather than queue requests behind a login that may take a while.
-                    None if matches!(state.failure, AuthFailure::Pending) => {
-                        return Err(AuthFailure::Pending);
-                    }
-                    _ => state.generation,
-                }
+            let seen = match self.held() {
+                Ok(answer) => return answer,
+                Err(seen) => seen,
             };
             self.renew(seen).await;
         }
         Err(self.read().failure.clone())
+    }
+
+    /// [`Self::current`] when it needs no renewal; `None` when it would wait for one.
+    pub(crate) fn current_now(&self) -> Option<Result<(HeaderValue, u64), AuthFailure>> {
+        self.held().ok()
+    }
+
+    /// What `current` answers without renewing, or the generation to renew.
+    fn held(&self) -> Result<Result<(HeaderValue, u64), AuthFailure>, u64> {
+        let state = self.read();
+        match &state.token {
+            Some(token) if Instant::now() < token.expires_at => {
+                Ok(token.header.clone().map(|v| (v, state.generation)))
+            }
+            // Nothing yet and the background login has not failed: say so rather than
+            // queue requests behind a login that may take a while.
+            None if matches!(state.failure, AuthFailure::Pending) => Ok(Err(AuthFailure::Pending)),
+            _ => Err(state.generation),
+        }
     }
 
     /// FinCode answered 401 to a request carrying generation `seen`: renew once, unless

@@ -335,6 +335,43 @@ async fn a_renewal_outlives_the_request_that_started_it() {
     std::fs::remove_dir_all(dir).ok();
 }
 
+/// `apply_now` answers at once while the token is unexpired and gives way (`None`) once
+/// it has expired with its renewal still in flight; `apply` then waits for the renewal.
+#[tokio::test(start_paused = true)]
+async fn apply_now_answers_while_the_token_lasts_and_gives_way_to_a_renewal() {
+    let (dir, config, fincode, creds) = login_rig(vec![
+        (
+            Duration::ZERO,
+            200,
+            r#"{"data":{"token":"t1","refresh_token":"r1","expires_in":4}}"#.into(),
+        ),
+        // The refresh (due half-way through t1's life) is answered after t1 expired.
+        (Duration::from_secs(10), 200, issued("t2", "r2")),
+    ]);
+    let task = creds.start().unwrap();
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    let mut headers = HeaderMap::new();
+    let grant = creds
+        .apply_now(&mut headers)
+        .expect("t1 is at hand")
+        .unwrap();
+    assert_eq!(token_of(&headers), "t1");
+
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let mut headers = HeaderMap::new();
+    assert!(creds.apply_now(&mut headers).is_none(), "t1 expired");
+    assert!(!headers.contains_key("x-auth-token"), "nothing applied");
+    let renewed = creds.apply(&mut headers).await.unwrap();
+    assert_eq!(token_of(&headers), "t2");
+    assert_ne!(renewed, grant);
+    assert_eq!(
+        fincode.calls(),
+        [config.login_path.as_str(), config.refresh_path.as_str()]
+    );
+    task.abort();
+    std::fs::remove_dir_all(dir).ok();
+}
+
 #[tokio::test(start_paused = true)]
 async fn many_401s_on_a_fresh_token_start_no_renewal() {
     let mut answers = vec![(Duration::ZERO, 200, issued("t0", "r0"))];

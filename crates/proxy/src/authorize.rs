@@ -13,12 +13,17 @@
 //! Anything not marked gets FinCode's 401, and the renewed token serves the app's next
 //! call: a payment is never sent twice.
 
-use std::task::{Context, Poll};
+use std::{
+    future::Future,
+    pin::Pin,
+    task::{Context, Poll},
+};
 
 use bytes::Bytes;
-use fincode_auth::Credentials;
+use fincode_auth::{AuthFailure, Credentials, Grant};
 use http::{HeaderMap, Method, Request, Response, StatusCode};
 use http_body_util::{Either, Full};
+use pin_project_lite::pin_project;
 use tower::{Layer, Service};
 
 use crate::{
@@ -78,39 +83,151 @@ where
 {
     type Response = Response<RB>;
     type Error = SidecarError;
-    type Future = BoxResponseFuture<RB>;
+    type Future = ResponseFuture<S::Future, RB>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, req: Request<Either<Full<Bytes>, B>>) -> Self::Future {
-        let mut inner = take_ready(&mut self.inner);
-        let credentials = self.credentials.clone();
-        Box::pin(async move {
-            let mut req = req;
-            let grant = credentials
-                .apply(req.headers_mut())
-                .await
-                .map_err(|failure| SidecarError::new(ErrorKind::AuthFailed, failure.to_string()))?;
-            let renews = credentials.renews_tokens();
-            let replayable = renews && may_send_twice(req.method(), req.headers());
+    fn call(&mut self, mut req: Request<Either<Full<Bytes>, B>>) -> Self::Future {
+        // The common case: the credential is at hand (static and none modes always, login
+        // mode while its token is unexpired), so the call goes straight to the inner
+        // service and its future is this one's, with nothing allocated.
+        match self.credentials.apply_now(req.headers_mut()) {
+            Some(Ok(grant)) => ResponseFuture::Sending {
+                watch: Watch::new(&self.credentials, grant, &req),
+                inner: self.inner.call(req),
+            },
+            Some(Err(failure)) => ResponseFuture::Failed {
+                error: Some(auth_failed(&failure)),
+            },
+            None => {
+                // The token expired: wait for its renewal, on the ready service (a fresh
+                // clone stays behind for the next call).
+                let mut inner = take_ready(&mut self.inner);
+                let credentials = self.credentials.clone();
+                ResponseFuture::Boxed {
+                    inner: Box::pin(async move {
+                        let grant = credentials
+                            .apply(req.headers_mut())
+                            .await
+                            .map_err(|failure| auth_failed(&failure))?;
+                        let watch = Watch::new(&credentials, grant, &req);
+                        let response = inner.call(req).await?;
+                        match watch {
+                            Some(watch) if response.status() == StatusCode::UNAUTHORIZED => {
+                                Ok(watch.rejected(response).await)
+                            }
+                            _ => Ok(response),
+                        }
+                    }),
+                }
+            }
+        }
+    }
+}
 
-            let mut response = inner.call(req).await?;
-            if response.status() != StatusCode::UNAUTHORIZED || !renews {
-                return Ok(response);
-            }
-            // No newer token (this one is too young to be stale, or renewal failed): a
-            // replay would carry the same token and meet the same 401.
-            let renewed = credentials.rejected(grant).await;
-            tracing::info!(renewed, "FinCode answered 401 to the sidecar's token");
-            // Not safe (or not worth it) to send again: the app sees the 401 and its next
-            // call carries the renewed token.
-            if renewed && replayable {
-                response.extensions_mut().insert(Renewed);
-            }
-            Ok(response)
+fn auth_failed(failure: &AuthFailure) -> SidecarError {
+    SidecarError::new(ErrorKind::AuthFailed, failure.to_string())
+}
+
+/// What a call in login mode needs should FinCode answer 401: the token it carried, and
+/// whether it may be sent twice.
+pub struct Watch {
+    credentials: Credentials,
+    grant: Grant,
+    replayable: bool,
+}
+
+impl Watch {
+    /// A watch for a request carrying `grant`; `None` outside login mode (a 401 is only
+    /// passed on there: no token to renew).
+    fn new<B>(credentials: &Credentials, grant: Grant, req: &Request<B>) -> Option<Self> {
+        credentials.renews_tokens().then(|| Self {
+            credentials: credentials.clone(),
+            grant,
+            replayable: may_send_twice(req.method(), req.headers()),
         })
+    }
+
+    /// FinCode answered `response` (a 401): renew the token it rejected, and mark the
+    /// answer [`Renewed`] when a newer token is held and the request may be sent again.
+    async fn rejected<RB>(self, mut response: Response<RB>) -> Response<RB> {
+        // No newer token (this one is too young to be stale, or renewal failed): a
+        // replay would carry the same token and meet the same 401.
+        let renewed = self.credentials.rejected(self.grant).await;
+        tracing::info!(renewed, "FinCode answered 401 to the sidecar's token");
+        // Not safe (or not worth it) to send again: the app sees the 401 and its next
+        // call carries the renewed token.
+        if renewed && self.replayable {
+            response.extensions_mut().insert(Renewed);
+        }
+        response
+    }
+}
+
+impl std::fmt::Debug for Watch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Watch")
+            .field("grant", &self.grant)
+            .field("replayable", &self.replayable)
+            .finish_non_exhaustive()
+    }
+}
+
+pin_project! {
+    /// The call: the inner future itself while the credential was at hand; boxed only
+    /// to wait for a token, or to renew one FinCode answered 401 to.
+    // pin-project-lite takes no doc comments on variant fields.
+    #[allow(missing_docs)]
+    #[project = Projected]
+    pub enum ResponseFuture<F, RB> {
+        Sending {
+            #[pin]
+            inner: F,
+            watch: Option<Watch>,
+        },
+        Boxed {
+            inner: BoxResponseFuture<RB>,
+        },
+        Failed {
+            error: Option<SidecarError>,
+        },
+    }
+}
+
+impl<F, RB> Future for ResponseFuture<F, RB>
+where
+    F: Future<Output = Result<Response<RB>, SidecarError>>,
+    RB: Send + 'static,
+{
+    type Output = Result<Response<RB>, SidecarError>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        loop {
+            match self.as_mut().project() {
+                Projected::Sending { inner, watch } => {
+                    let response = match std::task::ready!(inner.poll(cx)) {
+                        Ok(response) => response,
+                        Err(error) => return Poll::Ready(Err(error)),
+                    };
+                    match watch.take() {
+                        Some(watch) if response.status() == StatusCode::UNAUTHORIZED => {
+                            let renewing =
+                                Box::pin(async move { Ok(watch.rejected(response).await) });
+                            self.set(Self::Boxed { inner: renewing });
+                        }
+                        _ => return Poll::Ready(Ok(response)),
+                    }
+                }
+                Projected::Boxed { inner } => return inner.as_mut().poll(cx),
+                Projected::Failed { error } => {
+                    return Poll::Ready(Err(error.take().unwrap_or_else(|| {
+                        SidecarError::new(ErrorKind::Internal, "polled after completion")
+                    })));
+                }
+            }
+        }
     }
 }
 
