@@ -57,73 +57,87 @@ impl Limits {
         })
     }
 
-    /// Waits for the request's turn, or says how long the app should wait instead.
-    pub(super) async fn admit(&self, route: &'static str) -> Result<(), SidecarError> {
+    /// A request's turn without waiting: [`Look::Go`] (a token taken from each bucket
+    /// that applies), or why it must wait. Almost every request goes at once, with no
+    /// future to build for it.
+    pub(super) fn look(&self, route: &'static str) -> Look {
+        // FinCode asked for a pause on this route.
+        if let Some(until) = self.throttle.paused_until(route) {
+            return Look::Paused(until);
+        }
+        // The route's bucket first (it is the tighter one), then the global one. A token
+        // taken from the route bucket while the global one is empty is spent: the route
+        // then runs slightly under its rate, never over it.
+        let buckets = self
+            .routes
+            .get(route)
+            .into_iter()
+            .map(|bucket| (bucket, "rate_limit.routes"))
+            .chain(
+                self.global
+                    .iter()
+                    .map(|bucket| (bucket, "rate_limit.per_second")),
+            );
+        for (bucket, key) in buckets {
+            if let Err(not_until) = bucket.check() {
+                return Look::Full(not_until.wait_time_from(TokioClock.now()), key);
+            }
+        }
+        Look::Go
+    }
+
+    /// Waits for the request's turn after `first` said it must wait, or says how long
+    /// the app should wait instead.
+    pub(super) async fn admit_after(
+        &self,
+        route: &'static str,
+        mut look: Look,
+    ) -> Result<(), SidecarError> {
         let started = Instant::now();
         let give_up = started + self.max_wait;
         let mut waited = None;
         loop {
-            // FinCode asked for a pause on this route.
-            if let Some(until) = self.throttle.paused_until(route) {
-                if until > give_up {
-                    self.metrics
-                        .rejected
-                        .get_or_create(&CauseLabel { cause: "upstream" })
-                        .inc();
-                    let after = until - Instant::now();
-                    return Err(SidecarError::new(
-                        ErrorKind::RateLimited,
-                        format!(
-                            "FinCode answered 429 on this route and asked for a pause; try again in {}",
-                            humanize(after)
-                        ),
-                    )
-                    .with_retry_after(after));
+            match look {
+                Look::Go => break,
+                Look::Paused(until) => {
+                    if until > give_up {
+                        self.metrics
+                            .rejected
+                            .get_or_create(&CauseLabel { cause: "upstream" })
+                            .inc();
+                        let after = until - Instant::now();
+                        return Err(SidecarError::new(
+                            ErrorKind::RateLimited,
+                            format!(
+                                "FinCode answered 429 on this route and asked for a pause; try again in {}",
+                                humanize(after)
+                            ),
+                        )
+                        .with_retry_after(after));
+                    }
+                    waited.get_or_insert("upstream");
+                    tokio::time::sleep_until(until).await;
                 }
-                waited.get_or_insert("upstream");
-                tokio::time::sleep_until(until).await;
-                continue;
-            }
-            // The route's bucket first (it is the tighter one), then the global one. A
-            // token taken from the route bucket while the global one is empty is spent:
-            // the route then runs slightly under its rate, never over it.
-            let buckets = self
-                .routes
-                .get(route)
-                .into_iter()
-                .map(|bucket| (bucket, "rate_limit.routes"))
-                .chain(
-                    self.global
-                        .iter()
-                        .map(|bucket| (bucket, "rate_limit.per_second")),
-                );
-            let mut wait = None;
-            for (bucket, key) in buckets {
-                if let Err(not_until) = bucket.check() {
-                    wait = Some((not_until.wait_time_from(TokioClock.now()), key));
-                    break;
+                Look::Full(wait, key) => {
+                    if Instant::now() + wait > give_up {
+                        self.metrics
+                            .rejected
+                            .get_or_create(&CauseLabel { cause: "local" })
+                            .inc();
+                        return Err(SidecarError::new(
+                            ErrorKind::RateLimited,
+                            format!(
+                                "over the sidecar's rate limit ({key}); try again in {}, or raise the limit",
+                                humanize(wait)
+                            ),
+                        )
+                        .with_retry_after(wait));
+                    }
+                    waited.get_or_insert("local");
+                    tokio::time::sleep(wait).await;
                 }
             }
-            let Some((wait, key)) = wait else {
-                break;
-            };
-            let now = Instant::now();
-            if now + wait > give_up {
-                self.metrics
-                    .rejected
-                    .get_or_create(&CauseLabel { cause: "local" })
-                    .inc();
-                return Err(SidecarError::new(
-                    ErrorKind::RateLimited,
-                    format!(
-                        "over the sidecar's rate limit ({key}); try again in {}, or raise the limit",
-                        humanize(wait)
-                    ),
-                )
-                .with_retry_after(wait));
-            }
-            waited.get_or_insert("local");
-            tokio::time::sleep(wait).await;
+            look = self.look(route);
         }
         if let Some(cause) = waited {
             self.metrics
@@ -136,6 +150,17 @@ impl Limits {
         }
         Ok(())
     }
+}
+
+/// What [`Limits::look`] saw.
+#[derive(Clone, Copy, Debug)]
+pub(super) enum Look {
+    /// The request goes now.
+    Go,
+    /// FinCode paused the route until then.
+    Paused(Instant),
+    /// A bucket (named by its setting) has a token again after this wait.
+    Full(Duration, &'static str),
 }
 
 fn quota(rate: NonZeroU32, burst: u32) -> Quota {

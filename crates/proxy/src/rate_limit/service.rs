@@ -1,20 +1,20 @@
 //! [`RateLimit`]: waits for each request's turn before calling the inner service.
 
 use std::{
-    future::Future,
-    pin::Pin,
     sync::Arc,
     task::{Context, Poll},
 };
 
 use arc_swap::ArcSwap;
+use futures_util::future::Either;
 use http::{Request, Response};
 use tower::{Service, ServiceExt};
 
-use super::limits::Limits;
+use super::limits::{Limits, Look};
 use crate::{
     SidecarError,
     routes::{OTHER, Route},
+    svc::{BoxResponseFuture, take_ready},
 };
 
 /// Paces requests by the local buckets and FinCode's 429s.
@@ -34,20 +34,25 @@ where
 {
     type Response = Response<RB>;
     type Error = SidecarError;
-    type Future = Pin<Box<dyn Future<Output = Result<Response<RB>, SidecarError>> + Send>>;
+    type Future = Either<S::Future, BoxResponseFuture<RB>>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
     }
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
-        let clone = self.inner.clone();
-        let inner = std::mem::replace(&mut self.inner, clone);
-        let limits = self.limits.load_full();
         let route = req.extensions().get::<Route>().map_or(OTHER, |r| r.0);
-        Box::pin(async move {
-            limits.admit(route).await?;
+        let look = self.limits.load().look(route);
+        if let Look::Go = look {
+            // Its turn now (almost every request): straight to the inner service, which
+            // `poll_ready` made ready, with nothing allocated.
+            return Either::Left(self.inner.call(req));
+        }
+        let inner = take_ready(&mut self.inner);
+        let limits = self.limits.load_full();
+        Either::Right(Box::pin(async move {
+            limits.admit_after(route, look).await?;
             inner.oneshot(req).await
-        })
+        }))
     }
 }

@@ -158,3 +158,24 @@ async fn fincode_429_pauses_the_route_within_max_wait_and_refuses_beyond() {
     let response = err.to_response::<http_body_util::Full<bytes::Bytes>>("id");
     assert_eq!(response.headers()["retry-after"], "30");
 }
+
+/// A pause that ended clears the throttle's "any pause" flag, and a pause set after that
+/// is seen again: the flag never hides a pause.
+#[tokio::test(start_paused = true)]
+async fn a_pause_after_the_last_one_ended_holds_again() {
+    let throttle = Throttle::default();
+    let svc = service(config(0, 1, Duration::from_secs(5)), throttle.clone());
+    for round in 0..2 {
+        throttle.pause(CREATE, Duration::from_secs(1));
+        let started = Instant::now();
+        svc.clone().oneshot(request(CREATE)).await.unwrap();
+        assert!(
+            started.elapsed() >= Duration::from_secs(1),
+            "round {round}: held"
+        );
+        // The pause ended: the next request goes at once (and the flag is cleared).
+        let started = Instant::now();
+        svc.clone().oneshot(request(CREATE)).await.unwrap();
+        assert_eq!(started.elapsed(), Duration::ZERO, "round {round}: free");
+    }
+}

@@ -2,7 +2,10 @@
 
 use std::{
     collections::HashMap,
-    sync::{Arc, Mutex, PoisonError},
+    sync::{
+        Arc, Mutex, PoisonError,
+        atomic::{AtomicBool, Ordering},
+    },
     time::Duration,
 };
 
@@ -13,6 +16,9 @@ use tokio::time::Instant;
 #[derive(Clone, Debug, Default)]
 pub struct Throttle {
     until: Arc<Mutex<HashMap<&'static str, Instant>>>,
+    /// Whether `until` may hold a pause: almost never, so a request's look at the pauses
+    /// costs one shared read, not a lock both workers take and a clock read.
+    any: Arc<AtomicBool>,
 }
 
 // === impl Throttle ===
@@ -25,19 +31,28 @@ impl Throttle {
         let mut map = self.until.lock().unwrap_or_else(PoisonError::into_inner);
         let entry = map.entry(route).or_insert(until);
         *entry = (*entry).max(until);
+        self.any.store(true, Ordering::Release);
     }
 
     /// When `route` may be called again, if FinCode asked for a pause that has not ended.
     pub(super) fn paused_until(&self, route: &'static str) -> Option<Instant> {
+        if !self.any.load(Ordering::Acquire) {
+            return None;
+        }
         let now = Instant::now();
         let mut map = self.until.lock().unwrap_or_else(PoisonError::into_inner);
-        match map.get(route) {
+        let paused = match map.get(route) {
             Some(until) if *until > now => Some(*until),
             Some(_) => {
                 map.remove(route);
                 None
             }
             None => None,
+        };
+        // Cleared under the lock that `pause` sets it under, so a pause is never hidden.
+        if map.is_empty() {
+            self.any.store(false, Ordering::Release);
         }
+        paused
     }
 }

@@ -346,8 +346,8 @@ impl Policy {
     /// How long the next try may take, and the settings that say so (for the error):
     /// `retry.per_try_timeout` or `upstream.request_timeout`, whichever is shorter, and
     /// never past the call's `deadline`.
-    fn try_bound(&self, deadline: Instant) -> (Duration, &'static str) {
-        let left = deadline.saturating_duration_since(Instant::now());
+    fn try_bound(&self, deadline: Instant, now: Instant) -> (Duration, &'static str) {
+        let left = deadline.saturating_duration_since(now);
         let (limit, key) = if self.request_timeout < self.per_try_timeout {
             (self.request_timeout, "upstream.request_timeout")
         } else {
@@ -423,8 +423,10 @@ impl Policy {
                     ));
                 }
             };
-            let (per_try, keys) = self.try_bound(deadline);
-            let result = match tokio::time::timeout(per_try, async {
+            // One clock read for both the bound and its timer.
+            let now = Instant::now();
+            let (per_try, keys) = self.try_bound(deadline, now);
+            let result = match tokio::time::timeout_at(now + per_try, async {
                 inner.ready().await?.call(request).await
             })
             .await
