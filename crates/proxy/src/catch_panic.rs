@@ -20,6 +20,7 @@ use std::{
     future::Future,
     panic::AssertUnwindSafe,
     pin::Pin,
+    sync::Arc,
     task::{Context, Poll},
     time::Instant,
 };
@@ -42,14 +43,16 @@ use crate::{
 /// Adds [`CatchPanic`] to a stack.
 #[derive(Clone, Debug)]
 pub struct CatchPanicLayer {
-    metrics: HttpMetrics,
+    metrics: Arc<HttpMetrics>,
 }
 
 /// Answers 500 problem+json when the inner service panics.
 #[derive(Clone, Debug)]
 pub struct CatchPanic<S> {
     inner: S,
-    metrics: HttpMetrics,
+    /// Behind one `Arc`: every response future holds it, and `HttpMetrics` is a dozen
+    /// shared counts to touch on each clone and drop.
+    metrics: Arc<HttpMetrics>,
 }
 
 // === impl CatchPanicLayer ===
@@ -57,7 +60,9 @@ pub struct CatchPanic<S> {
 impl CatchPanicLayer {
     /// Counts the panics' 500s into `metrics`.
     pub fn new(metrics: HttpMetrics) -> Self {
-        Self { metrics }
+        Self {
+            metrics: Arc::new(metrics),
+        }
     }
 }
 
@@ -112,7 +117,7 @@ pin_project! {
         id: Option<RequestId>,
         method: &'static str,
         started: Instant,
-        metrics: HttpMetrics,
+        metrics: Arc<HttpMetrics>,
     }
 }
 

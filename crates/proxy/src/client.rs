@@ -59,7 +59,11 @@ pub(crate) fn client(target: Target, spans: Spans) -> ClientLayers {
     // Shared: a try holds a reference until it ends, not a copy of every metric family.
     let spans = Arc::new(spans);
     ServiceBuilder::new()
-        .layer(CheckLayer { check: target })
+        // Shared: the stack below retry is cloned for every call, and a `Target` holds a
+        // `String` and an authority to copy.
+        .layer(CheckLayer {
+            check: Arc::new(target),
+        })
         .layer(HookLayer::new(HopByHop))
         .layer(HookLayer::new(ClientSpans {
             spans: spans.clone(),
@@ -71,7 +75,7 @@ pub(crate) fn client(target: Target, spans: Spans) -> ClientLayers {
 
 /// Places the app's path under `upstream.base_url`: the check of a [`CheckLayer`] over a
 /// [`Target`].
-pub(crate) type RewriteLayer = CheckLayer<Target>;
+pub(crate) type RewriteLayer = CheckLayer<Arc<Target>>;
 
 impl<B> Check<B> for Target {
     type Body = B;
