@@ -141,15 +141,35 @@ impl<RB> Finish<Result<Response<RB>, SidecarError>> for Answer {
         if let Some(tries) = &self.tries {
             response
                 .headers_mut()
-                .insert(ATTEMPTS_HEADER, HeaderValue::from(tries.count()));
+                .insert(ATTEMPTS_HEADER, count_value(tries.count()));
         }
         Ok(response)
     }
 }
 
+/// A count as a header value: the usual single digits from static text (no formatting,
+/// nothing allocated on every answer), anything else formatted.
+fn count_value(count: u32) -> HeaderValue {
+    const DIGITS: [&str; 10] = ["0", "1", "2", "3", "4", "5", "6", "7", "8", "9"];
+    usize::try_from(count)
+        .ok()
+        .and_then(|n| DIGITS.get(n))
+        .map_or_else(
+            || HeaderValue::from(count),
+            |digit| HeaderValue::from_static(digit),
+        )
+}
+
 #[cfg(test)]
 mod tests {
     use std::task::{Context, Poll};
+
+    #[test]
+    fn counts_read_as_their_decimal_text() {
+        for count in [0, 1, 9, 10, 11, 123, u32::MAX] {
+            assert_eq!(super::count_value(count), count.to_string().as_str());
+        }
+    }
 
     use http::{Request, Response, StatusCode};
     use http_body_util::Full;
