@@ -5,7 +5,7 @@
 //! In login mode a 401 from FinCode means our token was rejected: the layer renews it
 //! (single flight, see `fincode_auth`) and, when the request is safe to send twice
 //! (idempotent methods, and POST/PATCH carrying one usable `X-Idempotency-Key`; a blank
-//! key is no key), marks FinCode's 401 [`Renewed`]. The retry layer above, the one place
+//! key is no key), marks FinCode's 401 `Renewed`. The retry layer above, the one place
 //! that sends a request again, then sends that try once more: with the new token (this
 //! layer applies the current one to every request), from the head and body it already
 //! keeps, so nothing here copies the request. A token issued moments ago is not renewed

@@ -19,8 +19,9 @@
 //! try is rewritten, traced and measured on its own. The auth transport and the
 //! preflight probe use the same layers (see [`client`]) without spans or metrics.
 //!
-//! Request extensions they read (none writes one): [`TraceContext`] (written by
-//! correlation), [`Tries`] (written by observe), [`Route`] (written by observe).
+//! Request extensions they read (none writes one): [`Correlated`] (written by
+//! correlation: the trace context) and [`Counted`] (written by observe: the tries, which
+//! the span layer advances, and the route).
 
 use std::{
     sync::Arc,
@@ -35,10 +36,9 @@ use tower::{ServiceBuilder, layer::util::Stack};
 use crate::{
     SidecarError,
     check::{Check, CheckLayer},
-    correlation::{TRACEPARENT, TraceContext},
+    correlation::{Correlated, TRACEPARENT, TraceContext},
     headers::{mark_sensitive, strip_fixed, strip_hop_by_hop},
-    observe::{Tries, method_label},
-    routes::{OTHER, Route},
+    observe::{Counted, method_label},
     upstream::{CANCELLED, ClientSpan, Spans, Target, TryEnd},
 };
 
@@ -142,12 +142,15 @@ impl<B> OnRequest<B> for ClientSpans {
     type Finish = RecordSpan;
 
     fn on_request(&self, mut req: Request<B>) -> (Request<B>, RecordSpan) {
-        let resend = req.extensions().get::<Tries>().map_or(0, Tries::start);
+        let resend = req
+            .extensions()
+            .get::<Counted>()
+            .map_or(0, |counted| counted.tries.start());
         // Each try is a span of its own, and FinCode's parent.
         let span = req
             .extensions()
-            .get::<TraceContext>()
-            .copied()
+            .get::<Correlated>()
+            .map(|correlated| correlated.trace)
             .map(|trace| {
                 let span_id = TraceContext::new_span_id();
                 req.headers_mut()
@@ -224,7 +227,7 @@ impl<B> OnRequest<B> for ClientMetrics {
         let observed = self.spans.metrics.is_some().then(|| Try {
             spans: Arc::clone(&self.spans),
             method: method_label(req.method()),
-            route: req.extensions().get::<Route>().map_or(OTHER, |r| r.0),
+            route: Counted::route_of(req.extensions()),
             started: Instant::now(),
         });
         (req, Observed(observed))

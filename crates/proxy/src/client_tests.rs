@@ -9,8 +9,9 @@ use tower::{Service, ServiceExt, service_fn};
 use super::client;
 use crate::{
     ErrorKind, SidecarError,
-    correlation::{TRACEPARENT, TraceContext},
-    observe::Tries,
+    correlation::{Correlated, RequestId, TRACEPARENT, TraceContext},
+    observe::{Counted, Tries},
+    routes::OTHER,
     upstream::{Spans, Target},
 };
 
@@ -57,8 +58,14 @@ fn request(path: &str, trace: TraceContext, tries: &Tries) -> Request<()> {
         .header("keep-alive", "timeout=5")
         .body(())
         .unwrap();
-    req.extensions_mut().insert(trace);
-    req.extensions_mut().insert(tries.clone());
+    req.extensions_mut().insert(Correlated {
+        id: RequestId::mint(),
+        trace,
+    });
+    req.extensions_mut().insert(Counted {
+        route: OTHER,
+        tries: tries.clone(),
+    });
     req
 }
 

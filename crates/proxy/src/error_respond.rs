@@ -21,7 +21,11 @@ use http::{HeaderValue, Request, Response};
 use http_body_util::{Either, Full};
 use tower::{Layer, Service};
 
-use crate::{ATTEMPTS_HEADER, SidecarError, correlation::RequestId, observe::Tries};
+use crate::{
+    ATTEMPTS_HEADER, SidecarError,
+    correlation::{Correlated, RequestId},
+    observe::{Counted, Tries},
+};
 
 /// A response body: FinCode's streamed through, or one the sidecar wrote.
 pub type ResponseBody<B> = Either<B, Full<Bytes>>;
@@ -92,10 +96,12 @@ where
     fn call(&mut self, req: Request<B>) -> Self::Future {
         let id = req
             .extensions()
-            .get::<RequestId>()
-            .cloned()
-            .unwrap_or_else(RequestId::mint);
-        let tries = req.extensions().get::<Tries>().cloned();
+            .get::<Correlated>()
+            .map_or_else(RequestId::mint, |c| c.id.clone());
+        let tries = req
+            .extensions()
+            .get::<Counted>()
+            .map(|counted| counted.tries.clone());
         // The inner service was not made ready: it must not be called.
         let inner = match self.not_ready.take() {
             Some(error) => future::Either::Right(future::ready(Err(error))),

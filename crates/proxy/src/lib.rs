@@ -46,10 +46,11 @@
 //! |---|---|---|
 //! | `fincode_server::Peer` | the server, per connection | audit |
 //! | `PathRefused` | ingress | guard |
-//! | `RequestId` | correlation | observe, error responder, audit |
-//! | `TraceContext` | correlation | observe, audit, client span |
-//! | `Route` | observe | audit, rate limit, retry, client metrics |
-//! | `Tries` | observe | error responder, audit, client span (counts each try) |
+//! | `Correlated` (the `RequestId` and the `TraceContext`) | correlation | observe, error responder, audit, client span (the trace) |
+//! | `Counted` (the route template and the `Tries`) | observe | audit, rate limit, retry, client metrics (the route); error responder, audit, client span (the tries: it counts each try) |
+//!
+//! Each layer's facts travel as one extension: every extension is an allocation, and the
+//! retry layer copies the whole map for every try.
 
 pub mod admit;
 pub mod audit;

@@ -32,8 +32,8 @@ use tracing::{Instrument, instrument::Instrumented};
 
 use crate::{
     ErrorKind,
-    correlation::{RequestId, TraceContext},
-    routes::{OTHER, Route, RouteTable, outcome_counted},
+    correlation::{Correlated, RequestId, TraceContext},
+    routes::{OTHER, RouteTable, outcome_counted},
     tap::{BodyCopy, Tap, TapBody},
 };
 
@@ -46,6 +46,29 @@ const MAX_OUTCOME_BODY: usize = 64 * 1024;
 /// `http.request.resend_count` agree however many layers sent the request again.
 #[derive(Clone, Debug, Default)]
 pub struct Tries(Arc<AtomicU32>);
+
+/// What the observe layer puts on each request for the layers below, as one extension
+/// (each extension is an allocation, and the retry layer copies them all for every try):
+/// the route template the call is counted under, and its tries.
+#[derive(Clone, Debug)]
+pub struct Counted {
+    /// The route template ([`OTHER`] when none matched).
+    pub route: &'static str,
+    /// The call's tries.
+    pub tries: Tries,
+}
+
+// === impl Counted ===
+
+impl Counted {
+    /// The route the request with `extensions` is counted under ([`OTHER`] when the
+    /// observe layer did not see it).
+    pub fn route_of(extensions: &http::Extensions) -> &'static str {
+        extensions
+            .get::<Self>()
+            .map_or(OTHER, |counted| counted.route)
+    }
+}
 
 // === impl Tries ===
 
@@ -147,15 +170,15 @@ where
     fn call(&mut self, mut req: Request<B>) -> Self::Future {
         let shared = &self.shared;
         let route = shared.routes.template(req.uri().path());
-        req.extensions_mut().insert(Route(route));
         let tries = Tries::default();
-        req.extensions_mut().insert(tries.clone());
+        req.extensions_mut().insert(Counted {
+            route,
+            tries: tries.clone(),
+        });
         let method = method_label(req.method());
-        let id = req
-            .extensions()
-            .get::<RequestId>()
-            .map(|id| LoggedId::new(&shared.redactor, id));
-        let trace = req.extensions().get::<TraceContext>().copied();
+        let correlated = req.extensions().get::<Correlated>();
+        let id = correlated.map(|c| LoggedId::new(&shared.redactor, &c.id));
+        let trace = correlated.map(|c| c.trace);
         let server_span = trace
             .filter(|trace| trace.is_sampled() && shared.traces.is_enabled())
             .map(|trace| ServerSpan {

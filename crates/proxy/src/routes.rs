@@ -43,10 +43,6 @@ pub struct RouteTable {
     templates: Vec<(&'static str, Segments<'static>)>,
 }
 
-/// The route template of a request, stored in its extensions by the observe layer.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Route(pub &'static str);
-
 /// No template has more segments than this (`""`, `transactionmanagement`,
 /// `transactions`, `{id}`); a path with more is `other` without a comparison.
 const MAX_SEGMENTS: usize = 4;

@@ -40,9 +40,9 @@ pub mod ids;
 
 use crate::{
     ErrorKind, SidecarError,
-    correlation::{RequestId, TraceContext},
-    observe::{Tries, method_label},
-    routes::{Route, outcome_counted},
+    correlation::{Correlated, RequestId, TraceContext},
+    observe::{Counted, Tries, method_label},
+    routes::outcome_counted,
     svc::BoxResponseFuture,
     tap::{BodyCopy, Tap, TapBody},
 };
@@ -237,20 +237,20 @@ pub struct Pending {
 impl Pending {
     fn new<B>(auditor: Auditor, req: &Request<B>) -> Self {
         let extensions = req.extensions();
-        let route = extensions
-            .get::<Route>()
-            .map_or(crate::routes::OTHER, |r| r.0);
+        let counted = extensions.get::<Counted>();
+        let correlated = extensions.get::<Correlated>();
+        let route = counted.map_or(crate::routes::OTHER, |c| c.route);
         Self {
             auditor,
             started: Instant::now(),
             method: method_label(req.method()),
             route,
             path_id: path_id(route, req.uri().path()),
-            correlation_id: extensions.get::<RequestId>().cloned(),
-            trace: extensions.get::<TraceContext>().copied(),
+            correlation_id: correlated.map(|c| c.id.clone()),
+            trace: correlated.map(|c| c.trace),
             peer: extensions.get::<fincode_server::Peer>().map(|peer| peer.0),
             idempotency_key: req.headers().get(&IDEMPOTENCY_KEY).cloned(),
-            tries: extensions.get::<Tries>().cloned(),
+            tries: counted.map(|c| c.tries.clone()),
             request_ids: None,
         }
     }

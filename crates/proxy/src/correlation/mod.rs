@@ -55,7 +55,18 @@ fn uuid_v7() -> uuid::Uuid {
     uuid::Builder::from_unix_timestamp_millis(stamp >> 12, &random).into_uuid()
 }
 
-/// The request's correlation id, stored in request extensions.
+/// What the correlation layer puts on each request for the layers below, as one
+/// extension: each extension is an allocation, and the retry layer copies them all for
+/// every try.
+#[derive(Clone, Debug)]
+pub struct Correlated {
+    /// The correlation id.
+    pub id: RequestId,
+    /// The trace the call belongs to, with the sidecar's span in it.
+    pub trace: TraceContext,
+}
+
+/// The request's correlation id (in [`Correlated`]).
 #[derive(Clone, Debug)]
 pub struct RequestId {
     value: HeaderValue,

@@ -1,7 +1,9 @@
 use fincode_server::hook::{Finish, Hooked, OnReady, OnRequest};
 use http::{HeaderValue, Request, Response};
 
-use super::{CorrelationLayer, RequestId, TRACEPARENT, TRACESTATE, TraceContext, X_REQUEST_ID};
+use super::{
+    Correlated, CorrelationLayer, RequestId, TRACEPARENT, TRACESTATE, TraceContext, X_REQUEST_ID,
+};
 
 /// Stamps the correlation id on the request and echoes it on the response.
 pub type Correlation<S> = Hooked<S, CorrelationLayer>;
@@ -21,14 +23,13 @@ impl<B> OnRequest<B> for CorrelationLayer {
         let id = RequestId::from_headers(req.headers());
         let value = id.header_value().clone();
         req.headers_mut().insert(&X_REQUEST_ID, value.clone());
-        req.extensions_mut().insert(id);
         let trace = TraceContext::from_headers(req.headers(), self.sample_ratio);
         if trace.parent_span_id.is_none() {
             // tracestate only means something alongside the traceparent it came with.
             req.headers_mut().remove(&TRACESTATE);
         }
         req.headers_mut().insert(&TRACEPARENT, trace.traceparent());
-        req.extensions_mut().insert(trace);
+        req.extensions_mut().insert(Correlated { id, trace });
         (req, EchoId(Some(value)))
     }
 }

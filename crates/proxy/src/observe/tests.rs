@@ -16,7 +16,7 @@ use tower::{Layer, Service, ServiceExt};
 use super::ObserveLayer;
 use crate::{
     ErrorKind,
-    correlation::{RequestId, TraceContext},
+    correlation::{Correlated, RequestId, TraceContext},
     routes::RouteTable,
 };
 
@@ -135,8 +135,10 @@ fn access_lines_with(
             HeaderValue::from_static(bytes),
         );
     }
-    request.extensions_mut().insert(id.clone());
-    request.extensions_mut().insert(trace);
+    request.extensions_mut().insert(Correlated {
+        id: id.clone(),
+        trace,
+    });
 
     let subscriber = fincode_telemetry::json_subscriber(level, {
         let out = tracing_out.clone();

@@ -13,7 +13,7 @@ use tower::{Service, ServiceExt};
 use super::limits::{Limits, Look};
 use crate::{
     SidecarError,
-    routes::{OTHER, Route},
+    observe::Counted,
     svc::{BoxResponseFuture, take_ready},
 };
 
@@ -41,7 +41,7 @@ where
     }
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
-        let route = req.extensions().get::<Route>().map_or(OTHER, |r| r.0);
+        let route = Counted::route_of(req.extensions());
         let look = self.limits.load().look(route);
         if let Look::Go = look {
             // Its turn now (almost every request): straight to the inner service, which

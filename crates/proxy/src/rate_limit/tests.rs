@@ -9,7 +9,8 @@ use tower::{Layer, Service, ServiceExt, service_fn};
 use super::{RateLimitLayer, Throttle};
 use crate::{
     ErrorKind, SidecarError,
-    routes::{OTHER, Route},
+    observe::{Counted, Tries},
+    routes::OTHER,
 };
 
 const CREATE: &str = "/transactionmanagement/create-transaction";
@@ -38,7 +39,10 @@ fn service(
 
 fn request(route: &'static str) -> Request<()> {
     let mut req = Request::new(());
-    req.extensions_mut().insert(Route(route));
+    req.extensions_mut().insert(Counted {
+        route,
+        tries: Tries::default(),
+    });
     req
 }
 

@@ -50,8 +50,8 @@ use crate::{
     ErrorKind, SidecarError,
     authorize::{IDEMPOTENCY_KEY, IdempotencyKey, Renewed, may_send_twice},
     head::request_from_head,
+    observe::Counted,
     rate_limit::Throttle,
-    routes::{OTHER, Route},
     svc::{BoxResponseFuture, ReplayStack, take_ready},
     upstream::humanize,
 };
@@ -374,7 +374,7 @@ impl Policy {
         // The head each try is built from (`request_from_head`).
         let (mut head, body) = req.into_parts();
         let minted = self.mint_key(&mut head);
-        let route = head.extensions.get::<Route>().map_or(OTHER, |r| r.0);
+        let route = Counted::route_of(&head.extensions);
         let resendable = may_send_twice(&head.method, &head.headers);
 
         // The app's body arrives under the deadline too: a trickling app cannot hold a

@@ -12,7 +12,7 @@ use hyper::body::Frame;
 use tower::service_fn;
 
 use super::*;
-use crate::observe::Tries;
+use crate::observe::{Counted, Tries};
 
 type AppBody = BoxBody<Bytes, Infallible>;
 
@@ -73,8 +73,8 @@ impl Script {
         service_fn(move |req: Request<Either<Full<Bytes>, AppBody>>| {
             let script = script.clone();
             async move {
-                if let Some(tries) = req.extensions().get::<Tries>() {
-                    tries.start();
+                if let Some(counted) = req.extensions().get::<Counted>() {
+                    counted.tries.start();
                 }
                 let key = req
                     .headers()
@@ -191,9 +191,10 @@ fn request(method: Method, key: Option<&str>, body: &'static str) -> (Request<Ap
             .insert(IDEMPOTENCY_KEY, HeaderValue::from_str(key).unwrap());
     }
     let tries = Tries::default();
-    req.extensions_mut().insert(tries.clone());
-    req.extensions_mut()
-        .insert(Route("/transactionmanagement/create-transaction"));
+    req.extensions_mut().insert(Counted {
+        route: "/transactionmanagement/create-transaction",
+        tries: tries.clone(),
+    });
     (req, tries)
 }
 
