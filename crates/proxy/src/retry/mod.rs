@@ -443,12 +443,14 @@ impl Policy {
             // FinCode rejected the token, the authorize layer renewed it, and the
             // request is safe to send twice: the same try once more, now carrying the
             // new token. Not a retry (no backoff, no budget, the same attempt), and once
-            // per attempt, so a token FinCode keeps refusing cannot loop.
+            // per attempt, so a token FinCode keeps refusing cannot loop; never started at
+            // or past the call's deadline, as no retry is.
             if let Ok(response) = &result
                 && response.extensions().get::<Renewed>().is_some()
                 && !renewed_once
                 && resendable
                 && bytes.is_some()
+                && Instant::now() < deadline
             {
                 renewed_once = true;
                 continue;

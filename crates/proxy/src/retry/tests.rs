@@ -31,6 +31,8 @@ enum Answer {
     /// FinCode's 401, after which the authorize layer renewed the token and found the
     /// request safe to send twice (it marks the response [`Renewed`]).
     Renewed401,
+    /// The same, answered after this many seconds.
+    Renewed401After(u64),
 }
 
 /// A try as the inner service saw it.
@@ -108,15 +110,22 @@ impl Script {
                         tokio::time::sleep(Duration::from_hours(1)).await;
                         Ok(response(200, None))
                     }
-                    Answer::Renewed401 => {
-                        let mut response = response(401, None);
-                        response.extensions_mut().insert(Renewed);
-                        Ok(response)
+                    Answer::Renewed401 => Ok(renewed_401()),
+                    Answer::Renewed401After(secs) => {
+                        tokio::time::sleep(Duration::from_secs(secs)).await;
+                        Ok(renewed_401())
                     }
                 }
             }
         })
     }
+}
+
+/// FinCode's 401 as the authorize layer marks it after renewing the token.
+fn renewed_401() -> Response<()> {
+    let mut response = response(401, None);
+    response.extensions_mut().insert(Renewed);
+    response
 }
 
 fn response(status: u16, retry_after: Option<u64>) -> Response<()> {
@@ -710,4 +719,20 @@ async fn a_renewed_401_is_never_sent_again_when_the_request_may_not_be() {
         1,
         "a streamed body cannot be sent again"
     );
+}
+
+/// A marked 401 that arrives as the call's deadline is reached is not sent again: like a
+/// retry, the replay never starts at or past `retry.deadline`.
+#[tokio::test(start_paused = true)]
+async fn a_renewed_401_at_the_deadline_is_not_sent_again() {
+    let h = harness(&RetryConfig {
+        per_try_timeout: Duration::from_secs(2),
+        deadline: Duration::from_secs(2),
+        ..config()
+    });
+    let script = Script::new(&[Answer::Renewed401After(2), Answer::Status(200)]);
+    let (req, _) = request(Method::GET, None, "");
+    let response = call(&h, &script, req).await.unwrap();
+    assert_eq!(response.status(), 401);
+    assert_eq!(script.seen().len(), 1);
 }
