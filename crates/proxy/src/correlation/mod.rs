@@ -4,8 +4,8 @@
 //! request extensions for inner layers, and echoed on the response, including on
 //! errors the sidecar makes.
 //!
-//! It also continues (or starts) the W3C trace context and sends FinCode a
-//! `traceparent` naming the sidecar's span.
+//! It also continues (or starts) the W3C trace context; the client layers send FinCode a
+//! `traceparent` naming each try's span, a child of the sidecar's.
 //!
 //! This is the outermost layer so that nothing below it ever runs without an id.
 

@@ -1,9 +1,7 @@
 use fincode_server::hook::{Finish, Hooked, OnReady, OnRequest};
 use http::{HeaderValue, Request, Response};
 
-use super::{
-    Correlated, CorrelationLayer, RequestId, TRACEPARENT, TRACESTATE, TraceContext, X_REQUEST_ID,
-};
+use super::{Correlated, CorrelationLayer, RequestId, TRACESTATE, TraceContext, X_REQUEST_ID};
 
 /// Stamps the correlation id on the request and echoes it on the response.
 pub type Correlation<S> = Hooked<S, CorrelationLayer>;
@@ -28,7 +26,8 @@ impl<B> OnRequest<B> for CorrelationLayer {
             // tracestate only means something alongside the traceparent it came with.
             req.headers_mut().remove(&TRACESTATE);
         }
-        req.headers_mut().insert(&TRACEPARENT, trace.traceparent());
+        // No `traceparent` here: the client layers write one per try, naming that try's
+        // span, over whatever the app sent (a request refused before then never leaves).
         req.extensions_mut().insert(Correlated { id, trace });
         (req, EchoId(Some(value)))
     }
