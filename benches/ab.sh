@@ -25,21 +25,7 @@ source benches/lib.sh
 need_tools wrk nginx openssl
 scratch_dir
 make_certs "$DIR"
-cat >"$DIR/upstream.conf" <<CONF
-daemon off;
-worker_processes 1;
-pid $DIR/upstream.pid;
-error_log $DIR/upstream.err warn;
-events { worker_connections 1024; }
-http {
-    access_log off;
-    client_body_temp_path $DIR/body; proxy_temp_path $DIR/proxy;
-    fastcgi_temp_path $DIR/fcgi; uwsgi_temp_path $DIR/uwsgi; scgi_temp_path $DIR/scgi;
-    keepalive_requests 1000000;
-$(upstream_server "$UPSTREAM_PORT")
-}
-CONF
-nginx -p "$DIR" -c "$DIR/upstream.conf" & PIDS+=($!)
+start_upstream
 wait_port "https://127.0.0.1:$UPSTREAM_PORT/" "upstream nginx"
 
 export BENCH_FINCODE_TOKEN=bench-token

@@ -78,6 +78,27 @@ wait_port() {
   exit 1
 }
 
+# Starts the TLS upstream alone (one nginx worker serving `upstream_server` on
+# $UPSTREAM_PORT, keep-alive without a request limit), added to PIDS.
+start_upstream() {
+  cat >"$DIR/upstream.conf" <<CONF
+daemon off;
+worker_processes 1;
+pid $DIR/upstream.pid;
+error_log $DIR/upstream.err warn;
+events { worker_connections 1024; }
+http {
+    access_log off;
+    client_body_temp_path $DIR/body; proxy_temp_path $DIR/proxy;
+    fastcgi_temp_path $DIR/fcgi; uwsgi_temp_path $DIR/uwsgi; scgi_temp_path $DIR/scgi;
+    keepalive_requests 1000000;
+$(upstream_server "$UPSTREAM_PORT")
+}
+CONF
+  nginx -p "$DIR" -c "$DIR/upstream.conf" &
+  PIDS+=($!)
+}
+
 # The audit trail's secrets, in the environment only (never printed): random unless set.
 audit_secrets() {
   export BENCH_AUDIT_SIGNING_KEY="${BENCH_AUDIT_SIGNING_KEY:-$(openssl rand -base64 32)}"
