@@ -16,8 +16,9 @@
 # Then two more measurements:
 # - fixed rate: p50/p99 at RATE requests/s (default 2000, well below any proxy's
 #   saturation) over 32 keep-alive connections, with `examples/loadgen.rs` (an open-loop
-#   client: latency counts from when a request was due, as wrk2 does), for full, nginx
-#   and haproxy;
+#   client: latency counts from when a request was due, as wrk2 does, unless its
+#   connection was idle then: the client's own 1 ms timer tick is not the proxy's), for
+#   full, nginx and haproxy;
 # - new connection per request: wrk with `Connection: close`, direct to the upstream over a
 #   fresh TLS handshake each time, and through the full sidecar (a fresh plain TCP
 #   connection; the sidecar keeps its TLS pool).
@@ -50,7 +51,7 @@
 # AUDIT_RATE=N loads both sidecars at N requests/s with examples/loadgen.rs (open loop)
 # instead of saturating them with wrk: the same requests at the same pace on both sides, so
 # the ratio is the audit's own work, without the extra wake-ups a slower, saturated side
-# pays per request. p99 is then loadgen's (from when each request was due).
+# pays per request. p99 is then loadgen's (see examples/loadgen.rs for what it counts).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
