@@ -4,12 +4,15 @@
 #   bash benches/ab.sh <old fincode-sidecar> <new fincode-sidecar>
 #   LEVEL=info AUTH_MODE=login ROUNDS=9 bash benches/ab.sh old new
 #   LEVEL=info AUDIT=1 KIND=get bash benches/ab.sh old new
+#   CLOSE=1 bash benches/ab.sh old new     # a new connection per request
 #
 # Both sidecars run at once against the same TLS upstream (nginx, as in load.sh), with the
 # same config (`log.level` LEVEL, default warn; AUTH_MODE=login for login mode; AUDIT=1 adds
 # the audit trail); each round is `wrk -t1 -c32 -d5s` against one and then the other (the order
 # alternates), and a build's CPU per request is the utime + stime of its process over its
-# round (from /proc/<pid>/stat) divided by the requests served. Prints each round and the
+# round (from /proc/<pid>/stat) divided by the requests served; with CLOSE=1 wrk sends
+# `Connection: close`, so every request comes on a new connection (as load.sh's
+# new-connection row does). Prints each round and the
 # median of the per-round new/old ratios. Why rounds and not one load.sh run: on this shared
 # two-core host, ten-second rows taken one after the other move by 10 % against each other;
 # alternating five-second rounds see the same host conditions for both builds.
@@ -46,12 +49,14 @@ done
 
 path=/sandbox/ping
 if [[ $KIND == get ]]; then path=/transactionmanagement/transactions/TXN-20261130-0000421337; fi
+WRK_ARGS=()
+if [[ -n "${CLOSE:-}" ]]; then WRK_ARGS=(-H 'Connection: close'); fi
 cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
 # One round against port $1 (process $2): CPU µs per request.
 round() {
   local before after out requests
   before=$(cpu_ticks "$2")
-  out=$(wrk -t1 -c32 -d5s "http://127.0.0.1:$1$path")
+  out=$(wrk -t1 -c32 -d5s "${WRK_ARGS[@]}" "http://127.0.0.1:$1$path")
   after=$(cpu_ticks "$2")
   requests=$(awk '/requests in/ { print $1 }' <<<"$out")
   awk -v c=$((after - before)) -v n="$requests" -v hz="$(getconf CLK_TCK)" \
@@ -59,9 +64,9 @@ round() {
 }
 
 # Warm-up: pools filled, caches warm.
-wrk -t1 -c32 -d2s "http://127.0.0.1:19080$path" >/dev/null
-wrk -t1 -c32 -d2s "http://127.0.0.1:19081$path" >/dev/null
-echo "CPU per request, $KIND, log.level $LEVEL${AUTH_MODE:+, auth $AUTH_MODE}${AUDIT:+, audit on}: old $OLD, new $NEW"
+wrk -t1 -c32 -d2s "${WRK_ARGS[@]}" "http://127.0.0.1:19080$path" >/dev/null
+wrk -t1 -c32 -d2s "${WRK_ARGS[@]}" "http://127.0.0.1:19081$path" >/dev/null
+echo "CPU per request, $KIND, log.level $LEVEL${AUTH_MODE:+, auth $AUTH_MODE}${AUDIT:+, audit on}${CLOSE:+, a new connection per request}: old $OLD, new $NEW"
 ratios=()
 for i in $(seq "$ROUNDS"); do
   if ((i % 2)); then

@@ -6,10 +6,11 @@
 //!
 //! - **Header-read timeout**: hyper's, for HTTP/1 heads (it also restarts between
 //!   keep-alive requests). hyper ignores it without a timer, so one is always installed.
-//! - **Protocol detection / first request**: the auto builder reads a preface before it
-//!   knows HTTP/1 from HTTP/2, and hyper puts no timer on that. A connection that has not
-//!   started a request within `header_read_timeout` of being accepted (TLS handshake,
-//!   preface and HTTP/2 SETTINGS included) is closed here.
+//! - **Protocol detection / first request**: a plain connection's first bytes are peeked
+//!   at to tell HTTP/1 from HTTP/2 (`sniff`); when they do not decide it yet, and on TLS,
+//!   the auto builder reads a preface before it knows. hyper puts no timer on either. A
+//!   connection that has not started a request within `header_read_timeout` of being
+//!   accepted (TLS handshake, preface and HTTP/2 SETTINGS included) is closed here.
 //! - **Idle timeout**: a connection with no request in flight for `idle_timeout` is
 //!   closed, HTTP/1 and HTTP/2 alike.
 //! - **Stall timeout**: a connection whose requests in flight make no progress (no new
@@ -43,6 +44,7 @@ mod connections;
 pub mod hook;
 mod in_place;
 mod metrics;
+mod sniff;
 pub mod tls;
 mod track;
 mod workers;
@@ -248,7 +250,11 @@ impl Server {
         let listener_metrics = self.metrics.for_listener(name);
         let accepting = Arc::new(Accepting {
             name,
-            builder: Arc::new(self.builder()),
+            builders: Arc::new(Builders {
+                http1: self.builder().http1_only(),
+                http2: self.builder().http2_only(),
+                auto: self.builder(),
+            }),
             tls: self.tls.clone(),
             connections: Connections::new(
                 self.limits.max_connections,
@@ -358,7 +364,7 @@ impl Server {
 /// drain, one set of settings.
 struct Accepting {
     name: &'static str,
-    builder: Arc<auto::Builder<TokioExecutor>>,
+    builders: Arc<Builders>,
     tls: Option<TlsAcceptor>,
     connections: Connections,
     listener_metrics: metrics::ListenerMetrics,
@@ -408,7 +414,7 @@ impl Accepting {
                 continue;
             };
             let conn = Conn {
-                builder: self.builder.clone(),
+                builders: self.builders.clone(),
                 tls: self.tls.clone(),
                 service: CatchPanic::new(
                     service.clone(),
@@ -564,9 +570,28 @@ struct Timeouts {
     stall: Duration,
 }
 
+/// The listener's connection builders, configured alike: one per protocol a plain
+/// connection's first bytes can decide (see `sniff`), and the auto builder that reads
+/// them itself (TLS, and the undecided).
+struct Builders {
+    auto: auto::Builder<TokioExecutor>,
+    http1: auto::Builder<TokioExecutor>,
+    http2: auto::Builder<TokioExecutor>,
+}
+
+impl Builders {
+    fn for_protocol(&self, protocol: Option<sniff::Protocol>) -> &auto::Builder<TokioExecutor> {
+        match protocol {
+            Some(sniff::Protocol::Http1) => &self.http1,
+            Some(sniff::Protocol::Http2) => &self.http2,
+            None => &self.auto,
+        }
+    }
+}
+
 /// What one connection's task needs.
 struct Conn<S> {
-    builder: Arc<auto::Builder<TokioExecutor>>,
+    builders: Arc<Builders>,
     tls: Option<TlsAcceptor>,
     service: S,
     slot: Slot,
@@ -595,9 +620,21 @@ where
     ));
     let result = match conn.tls {
         None => {
+            // HTTP/1 or HTTP/2 from the first bytes, left in the socket for hyper's
+            // first read (see `sniff`); bounded like a TLS handshake.
+            let protocol = tokio::select! {
+                protocol = sniff::sniff(&stream) => protocol,
+                () = &mut idle => return,
+                () = conn.slot.closed() => return,
+                () = conn.shutdown.cancelled() => return,
+            };
             let io = TokioIo::new(stream);
             drive(
-                Box::pin(conn.builder.serve_connection(io, service)),
+                Box::pin(
+                    conn.builders
+                        .for_protocol(protocol)
+                        .serve_connection(io, service),
+                ),
                 idle,
                 stalled,
                 &conn.slot,
@@ -620,7 +657,11 @@ where
                 }
             };
             drive(
-                Box::pin(conn.builder.serve_connection(TokioIo::new(stream), service)),
+                Box::pin(
+                    conn.builders
+                        .auto
+                        .serve_connection(TokioIo::new(stream), service),
+                ),
                 idle,
                 stalled,
                 &conn.slot,

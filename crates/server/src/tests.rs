@@ -251,8 +251,8 @@ async fn a_request_is_answered_and_sees_its_peer() {
 
 #[tokio::test]
 async fn a_silent_connection_is_closed_after_the_header_read_timeout() {
-    // Nothing sent: hyper's auto builder is still detecting the protocol, where hyper
-    // itself has no timer.
+    // Nothing sent: the protocol is not known yet (the first bytes are awaited), where
+    // hyper itself has no timer.
     let running = serve(timeouts(SHORT, LONG, 8)).await;
     let mut stream = TcpStream::connect(running.addr).await.unwrap();
     assert_cut_at_the_timeout(time_to_close(&mut stream).await);
@@ -368,6 +368,43 @@ async fn a_request_still_running_at_the_drain_deadline_is_cut() {
         .unwrap();
     assert!(started.elapsed() < Duration::from_secs(2));
     assert!(time_to_close(&mut stream).await < Duration::from_secs(1));
+}
+
+#[tokio::test]
+async fn a_head_whose_first_byte_does_not_decide_the_protocol_is_still_answered() {
+    // `P` starts POST and PUT as well as HTTP/2's preface: the first bytes seen leave
+    // the protocol open, and the auto builder reads on.
+    let running = serve(limits(8)).await;
+    let mut stream = TcpStream::connect(running.addr).await.unwrap();
+    stream.write_all(b"P").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    stream
+        .write_all(b"OST / HTTP/1.1\r\nhost: test\r\ncontent-length: 0\r\n\r\n")
+        .await
+        .unwrap();
+    let answer = read_some(&mut stream).await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+}
+
+#[tokio::test]
+async fn an_http2_preface_split_in_two_is_still_answered() {
+    let running = serve(limits(8)).await;
+    let mut stream = TcpStream::connect(running.addr).await.unwrap();
+    let preface = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+    stream.write_all(&preface[..10]).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    stream.write_all(&preface[10..]).await.unwrap();
+    // The client's SETTINGS (empty): the server answers with its own SETTINGS frame.
+    stream
+        .write_all(&[0, 0, 0, 4, 0, 0, 0, 0, 0])
+        .await
+        .unwrap();
+    let mut frame = [0_u8; 9];
+    tokio::time::timeout(Duration::from_secs(5), stream.read_exact(&mut frame))
+        .await
+        .expect("no HTTP/2 answer within 5 s")
+        .unwrap();
+    assert_eq!(frame[3], 4, "a SETTINGS frame first: {frame:?}");
 }
 
 #[tokio::test]
