@@ -119,15 +119,15 @@ impl Auditor {
     /// A new record of an app call, its action `{method} {route}`: both are the sidecar's
     /// own bounded labels (a method name, a route template), so they need no redaction.
     pub fn record_call(&self, method: &'static str, route: &'static str) -> Record {
-        self.start_parts(Kind::Http, &[method, " ", route])
+        self.start_parts(Kind::Http, &[method, " ", route], Action::Plain)
     }
 
     fn start(&self, kind: Kind, action: &str) -> Record {
-        self.start_parts(kind, &[action])
+        self.start_parts(kind, &[action], Action::Text)
     }
 
     /// A new record whose action is `action`'s parts joined (no string built for it).
-    fn start_parts(&self, kind: Kind, action: &[&str]) -> Record {
+    fn start_parts(&self, kind: Kind, action: &[&str], form: Action) -> Record {
         let now = SystemTime::now();
         let mut record = Record {
             auditor: self.clone(),
@@ -137,7 +137,7 @@ impl Auditor {
             resources: String::new(),
         };
         record.key("kind");
-        json::push_str(&mut record.fields, kind.as_str());
+        json::push_plain(&mut record.fields, kind.as_str());
         let ms = now
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_millis());
@@ -147,7 +147,10 @@ impl Auditor {
         record.key("time_ms");
         record.fields.push_str(itoa::Buffer::new().format(ms));
         record.key("action");
-        json::push_strs(&mut record.fields, action);
+        match form {
+            Action::Plain => json::push_plains(&mut record.fields, action),
+            Action::Text => json::push_strs(&mut record.fields, action),
+        }
         if let Some(id) = &self.inner.actor {
             record.actor.reserve(id.len() + 40);
             json::push_key(&mut record.actor, "id");
@@ -155,6 +158,15 @@ impl Auditor {
         }
         record
     }
+}
+
+/// What a record's action is made of.
+#[derive(Clone, Copy)]
+enum Action {
+    /// The sidecar's own labels (a method name, a route template): nothing to escape.
+    Plain,
+    /// Redacted text, which may hold anything.
+    Text,
 }
 
 /// `id` without the whitespace around it, as `str::trim` has it, with the common case (an
@@ -303,7 +315,7 @@ impl Record {
     /// so it skips the redactor's free-text pass (which every app-supplied id takes).
     pub fn minted_correlation_id(mut self, id: &str) -> Self {
         self.key("correlation_id");
-        json::push_str(&mut self.fields, id);
+        json::push_plain(&mut self.fields, id);
         self
     }
 
@@ -312,7 +324,7 @@ impl Record {
     pub fn trace_id(mut self, id: &str) -> Self {
         if id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit()) {
             self.key("trace_id");
-            json::push_str(&mut self.fields, id);
+            json::push_plain(&mut self.fields, id);
         }
         self
     }
@@ -411,7 +423,7 @@ impl Record {
     /// sidecar answered itself), or an event's own word.
     pub fn outcome(mut self, outcome: &'static str) -> Self {
         self.key("outcome");
-        json::push_str(&mut self.fields, outcome);
+        json::push_plain(&mut self.fields, outcome);
         self
     }
 
@@ -436,7 +448,7 @@ impl Record {
     /// reason: a bounded word, never free text from outside.
     pub fn error(mut self, kind: &'static str) -> Self {
         self.key("error");
-        json::push_str(&mut self.fields, kind);
+        json::push_plain(&mut self.fields, kind);
         self
     }
 

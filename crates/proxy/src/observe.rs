@@ -20,7 +20,7 @@ use std::{
 };
 
 use bytes::Bytes;
-use fincode_audit::json::push_str;
+use fincode_audit::json::{push_plain, push_str};
 use fincode_redact::Redactor;
 use fincode_telemetry::{
     AccessLog, HttpLabels, HttpMetrics, KeyValue, SpanKind, SpanRecord, Traces, status_class,
@@ -497,7 +497,7 @@ impl AccessLine {
         push_str(out, self.error);
         out.push(',');
         out.push_str("\"target\":");
-        push_str(out, ACCESS_TARGET);
+        push_plain(out, ACCESS_TARGET);
         if let Some((ids, method, route)) = span {
             out.push_str(",\"spans\":[{");
             if let Some(id) = &ids.correlation_id {
@@ -505,16 +505,17 @@ impl AccessLine {
                 push_str(out, id.as_str());
                 out.push(',');
             }
+            // The sidecar's own labels and hex digits: nothing to escape.
             out.push_str("\"method\":");
-            push_str(out, method);
+            push_plain(out, method);
             out.push(',');
             out.push_str("\"route\":");
-            push_str(out, route);
+            push_plain(out, route);
             out.push(',');
             if let Some(trace) = &ids.trace {
                 out.push_str("\"trace_id\":");
                 let digits = trace.trace_id_hex_digits();
-                push_str(out, std::str::from_utf8(&digits).unwrap_or_default());
+                push_plain(out, std::str::from_utf8(&digits).unwrap_or_default());
                 out.push(',');
             }
             out.push_str("\"name\":\"request\"}]");
