@@ -18,7 +18,7 @@
 #   saturation) over 32 keep-alive connections, with `examples/loadgen.rs` (an open-loop
 #   client: latency counts from when a request was due, as wrk2 does, unless its
 #   connection was idle then: the client's own 1 ms timer tick is not the proxy's), for
-#   full, nginx and haproxy;
+#   full, full-1t, nginx and haproxy taking turns over FIXED_ROUNDS rounds (medians);
 # - new connection per request: wrk with `Connection: close`, direct to the upstream over a
 #   fresh TLS handshake each time, and through the full sidecar (a fresh plain TCP
 #   connection; the sidecar keeps its TLS pool).
@@ -479,17 +479,38 @@ fi
 run nginx "http://127.0.0.1:$NGINX_PORT/api/v6/services/sandbox/ping" "${nginx_worker:-$NGINX_PROXY_PID}"
 run haproxy "http://127.0.0.1:$HAPROXY_PORT/api/v6/services/sandbox/ping" "$HAPROXY_PID"
 
-# fixed NAME URL: p50/p99 at RATE requests/s over 32 keep-alive connections (open loop).
-declare -A FIXED_P50 FIXED_P99
-fixed() {
-  local out
-  out=$("$LOADGEN" --url "$2" --rate "$RATE" --duration "$DURATION" --connections 32)
-  FIXED_P50[$1]=$(echo "$out" | awk '{for (i = 1; i < NF; i++) if ($i == "p50_ms") print $(i + 1)}')
-  FIXED_P99[$1]=$(echo "$out" | awk '{for (i = 1; i < NF; i++) if ($i == "p99_ms") print $(i + 1)}')
-}
-fixed full "http://127.0.0.1:$FULL_PORT/sandbox/ping"
-fixed nginx "http://127.0.0.1:$NGINX_PORT/api/v6/services/sandbox/ping"
-fixed haproxy "http://127.0.0.1:$HAPROXY_PORT/api/v6/services/sandbox/ping"
+# fixed NAME URL: p50/p99 at RATE requests/s over 32 keep-alive connections (open loop),
+# FIXED_ROUNDS rounds (default 3) of DURATION/FIXED_ROUNDS each, the proxies taking turns
+# within a round: on this shared host a 10-second row taken after another sees different
+# conditions, so each proxy's p50/p99 is the median of its rounds and the p99 ratios are
+# medians of the per-round ratios (the same host minutes for both).
+FIXED_ROUNDS="${FIXED_ROUNDS:-3}"
+FIXED_NAMES=(full full-1t nginx haproxy)
+declare -A FIXED_URL=(
+  [full]="http://127.0.0.1:$FULL_PORT/sandbox/ping"
+  [full-1t]="http://127.0.0.1:$FULL1_PORT/sandbox/ping"
+  [nginx]="http://127.0.0.1:$NGINX_PORT/api/v6/services/sandbox/ping"
+  [haproxy]="http://127.0.0.1:$HAPROXY_PORT/api/v6/services/sandbox/ping"
+)
+declare -A FIXED_P50S FIXED_P99S FIXED_RATIOS FIXED_P50 FIXED_P99
+fixed_seconds=$(awk -v d="${DURATION%s}" -v r="$FIXED_ROUNDS" 'BEGIN { s = int(d / r); print (s < 2 ? 2 : s) }')
+median() { tr ' ' '\n' | grep -v '^$' | sort -n | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
+for ((round = 1; round <= FIXED_ROUNDS; round++)); do
+  declare -A ROUND_P99=()
+  for name in "${FIXED_NAMES[@]}"; do
+    out=$("$LOADGEN" --url "${FIXED_URL[$name]}" --rate "$RATE" --duration "${fixed_seconds}s" --connections 32)
+    FIXED_P50S[$name]+=" $(echo "$out" | awk '{for (i = 1; i < NF; i++) if ($i == "p50_ms") print $(i + 1)}')"
+    ROUND_P99[$name]=$(echo "$out" | awk '{for (i = 1; i < NF; i++) if ($i == "p99_ms") print $(i + 1)}')
+    FIXED_P99S[$name]+=" ${ROUND_P99[$name]}"
+  done
+  for name in full full-1t; do
+    FIXED_RATIOS[$name]+=" $(ratio "${ROUND_P99[$name]}" "${ROUND_P99[haproxy]}")"
+  done
+done
+for name in "${FIXED_NAMES[@]}"; do
+  FIXED_P50[$name]=$(median <<<"${FIXED_P50S[$name]}")
+  FIXED_P99[$name]=$(median <<<"${FIXED_P99S[$name]}")
+done
 
 # fresh NAME URL: requests/s when every request opens a new connection (wrk reconnects after
 # `Connection: close`; over https that is a full TLS handshake each time).
@@ -539,12 +560,13 @@ echo "throughput full/haproxy     $(ratio "${RPS[full]}" "${RPS[haproxy]}")  (ta
 echo "throughput full/nginx       $(ratio "${RPS[full]}" "${RPS[nginx]}")  (target >= 1.2)"
 echo "peak RSS full/haproxy       $(ratio "$(rss_kib "$FULL_PID")" "$(rss_kib "$HAPROXY_PID")")  (target <= 2.0)"
 echo
-echo "fixed rate: $RATE req/s over 32 keep-alive connections for $DURATION (examples/loadgen.rs, open loop)"
-printf '%-12s %10s %10s\n' target "p50 ms" "p99 ms"
-for name in full nginx haproxy; do
-  printf '%-12s %10s %10s\n' "$name" "${FIXED_P50[$name]}" "${FIXED_P99[$name]}"
+echo "fixed rate: $RATE req/s over 32 keep-alive connections, $FIXED_ROUNDS rounds of ${fixed_seconds}s each, in turns (examples/loadgen.rs, open loop)"
+printf '%-12s %10s %10s   %s\n' target "p50 ms" "p99 ms" "p99 of each round"
+for name in "${FIXED_NAMES[@]}"; do
+  printf '%-12s %10s %10s  %s\n' "$name" "${FIXED_P50[$name]}" "${FIXED_P99[$name]}" "${FIXED_P99S[$name]}"
 done
-echo "p99 at $RATE req/s full/haproxy $(ratio "${FIXED_P99[full]}" "${FIXED_P99[haproxy]}")  (target <= 1.0)"
+echo "p99 at $RATE req/s full/haproxy $(median <<<"${FIXED_RATIOS[full]}")  (target <= 1.0; median of the rounds:${FIXED_RATIOS[full]})"
+echo "p99 at $RATE req/s full-1t/haproxy $(median <<<"${FIXED_RATIOS[full-1t]}")  (one worker thread; rounds:${FIXED_RATIOS[full-1t]})"
 echo
 echo "new connection per request: wrk -t1 -c$CONNECTIONS -d$DURATION -H 'Connection: close'"
 echo "direct over fresh TLS ${FRESH_RPS[direct]} req/s, through the full sidecar ${FRESH_RPS[full]} req/s:" \
