@@ -89,6 +89,28 @@ mod tests {
         }
     }
 
+    proptest::proptest! {
+        /// Against the definition: bytes that start the preface (or are all of it) decide
+        /// nothing or HTTP/2; any other bytes are HTTP/1.
+        #[test]
+        fn bytes_decide_http2_only_as_the_preface(
+            seen in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..40),
+            cut in 0_usize..=24,
+        ) {
+            let expected_any = if seen.is_empty() {
+                None
+            } else if seen.len() <= H2_PREFACE.len() && H2_PREFACE[..seen.len()] == seen[..] {
+                (seen.len() == H2_PREFACE.len()).then_some(Protocol::Http2)
+            } else {
+                Some(Protocol::Http1)
+            };
+            proptest::prop_assert_eq!(decide(&seen), expected_any);
+            // Every start of the preface waits for more; the whole of it is HTTP/2.
+            let expected_start = (cut == H2_PREFACE.len()).then_some(Protocol::Http2);
+            proptest::prop_assert_eq!(decide(&H2_PREFACE[..cut]), expected_start);
+        }
+    }
+
     /// A connected pair of sockets on loopback: (client, server's side).
     async fn pair() -> (TcpStream, TcpStream) {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
