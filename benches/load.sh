@@ -21,7 +21,8 @@
 #   full, full-1t, nginx and haproxy taking turns over FIXED_ROUNDS rounds (medians);
 # - new connection per request: wrk with `Connection: close`, direct to the upstream over a
 #   fresh TLS handshake each time, and through the full sidecar (a fresh plain TCP
-#   connection; the sidecar keeps its TLS pool).
+#   connection; the sidecar keeps its TLS pool), haproxy and the warn sidecar, in turns over
+#   the same FIXED_ROUNDS rounds (medians).
 # Everything binds 127.0.0.1 only and is stopped on exit.
 #
 #   bash benches/load.sh                 # DURATION=10s CONNECTIONS=32 by default
@@ -512,22 +513,39 @@ for name in "${FIXED_NAMES[@]}"; do
   FIXED_P99[$name]=$(median <<<"${FIXED_P99S[$name]}")
 done
 
-# fresh NAME URL: requests/s when every request opens a new connection (wrk reconnects after
-# `Connection: close`; over https that is a full TLS handshake each time).
-declare -A FRESH_RPS
-fresh() {
-  local out
-  out=$(wrk -t1 -c"$CONNECTIONS" -d"$DURATION" -H "Connection: close" "$2")
-  FRESH_RPS[$1]=$(echo "$out" | awk '/Requests\/sec/ {print $2}')
-}
-fresh direct "https://127.0.0.1:$UPSTREAM_PORT/api/v6/services/sandbox/ping"
-fresh full "http://127.0.0.1:$FULL_PORT/sandbox/ping"
-# The same new plain-TCP connection per request through haproxy and the warn sidecar: what
-# a proxy that pools its upstream reaches here, wrk's and the kernel's connection work
-# included (the ceiling the ratio above can reach on this machine).
-fresh haproxy "http://127.0.0.1:$HAPROXY_PORT/api/v6/services/sandbox/ping"
-fresh sidecar "http://127.0.0.1:$SIDECAR_PORT/sandbox/ping"
-[[ -n "$BASELINE_BIN" ]] && fresh baseline "http://127.0.0.1:$BASELINE_PORT/sandbox/ping"
+# fresh: requests/s when every request opens a new connection (wrk reconnects after
+# `Connection: close`; over https that is a full TLS handshake each time): direct to the
+# upstream, and the same new plain-TCP connection per request through full, haproxy and the
+# warn sidecar (what a proxy that pools its upstream reaches here, wrk's and the kernel's
+# connection work included: the ceiling the ratio can reach on this machine). In turns over
+# FIXED_ROUNDS rounds, as the fixed-rate rows: each target's req/s is the median of its
+# rounds, each ratio to direct the median of the per-round ratios.
+FRESH_NAMES=(direct full haproxy sidecar)
+[[ -n "$BASELINE_BIN" ]] && FRESH_NAMES+=(baseline)
+declare -A FRESH_URL=(
+  [direct]="https://127.0.0.1:$UPSTREAM_PORT/api/v6/services/sandbox/ping"
+  [full]="http://127.0.0.1:$FULL_PORT/sandbox/ping"
+  [haproxy]="http://127.0.0.1:$HAPROXY_PORT/api/v6/services/sandbox/ping"
+  [sidecar]="http://127.0.0.1:$SIDECAR_PORT/sandbox/ping"
+  [baseline]="http://127.0.0.1:$BASELINE_PORT/sandbox/ping"
+)
+declare -A FRESH_ALL FRESH_RATIOS FRESH_RPS FRESH_X
+for ((round = 1; round <= FIXED_ROUNDS; round++)); do
+  declare -A ROUND_RPS=()
+  for name in "${FRESH_NAMES[@]}"; do
+    out=$(wrk -t1 -c"$CONNECTIONS" -d"${fixed_seconds}s" -H "Connection: close" "${FRESH_URL[$name]}")
+    ROUND_RPS[$name]=$(echo "$out" | awk '/Requests\/sec/ {print $2}')
+    FRESH_ALL[$name]+=" ${ROUND_RPS[$name]}"
+  done
+  for name in "${FRESH_NAMES[@]}"; do
+    FRESH_RATIOS[$name]+=" $(ratio "${ROUND_RPS[$name]}" "${ROUND_RPS[direct]}")"
+  done
+  [[ -n "$BASELINE_BIN" ]] && FRESH_RATIOS[this_vs_baseline]+=" $(ratio "${ROUND_RPS[sidecar]}" "${ROUND_RPS[baseline]}")"
+done
+for name in "${FRESH_NAMES[@]}"; do
+  FRESH_RPS[$name]=$(median <<<"${FRESH_ALL[$name]}")
+  FRESH_X[$name]=$(median <<<"${FRESH_RATIOS[$name]}")
+done
 
 rss_kib() { awk '/VmHWM/ {print $2}' "/proc/$1/status" 2>/dev/null || echo "?"; }
 
@@ -568,14 +586,14 @@ done
 echo "p99 at $RATE req/s full/haproxy $(median <<<"${FIXED_RATIOS[full]}")  (target <= 1.0; median of the rounds:${FIXED_RATIOS[full]})"
 echo "p99 at $RATE req/s full-1t/haproxy $(median <<<"${FIXED_RATIOS[full-1t]}")  (one worker thread; rounds:${FIXED_RATIOS[full-1t]})"
 echo
-echo "new connection per request: wrk -t1 -c$CONNECTIONS -d$DURATION -H 'Connection: close'"
+echo "new connection per request: wrk -t1 -c$CONNECTIONS -d${fixed_seconds}s -H 'Connection: close', $FIXED_ROUNDS rounds in turns (medians)"
 echo "direct over fresh TLS ${FRESH_RPS[direct]} req/s, through the full sidecar ${FRESH_RPS[full]} req/s:" \
-  "$(ratio "${FRESH_RPS[full]}" "${FRESH_RPS[direct]}")x (target >= 3)"
-echo "  the same through haproxy ${FRESH_RPS[haproxy]} req/s ($(ratio "${FRESH_RPS[haproxy]}" "${FRESH_RPS[direct]}")x)," \
-  "through the warn sidecar ${FRESH_RPS[sidecar]} req/s ($(ratio "${FRESH_RPS[sidecar]}" "${FRESH_RPS[direct]}")x)"
+  "${FRESH_X[full]}x (target >= 3; rounds:${FRESH_RATIOS[full]})"
+echo "  the same through haproxy ${FRESH_RPS[haproxy]} req/s (${FRESH_X[haproxy]}x; rounds:${FRESH_RATIOS[haproxy]})," \
+  "through the warn sidecar ${FRESH_RPS[sidecar]} req/s (${FRESH_X[sidecar]}x; rounds:${FRESH_RATIOS[sidecar]})"
 if [[ -n "$BASELINE_BIN" ]]; then
-  echo "  through the baseline build (warn) ${FRESH_RPS[baseline]} req/s ($(ratio "${FRESH_RPS[baseline]}" "${FRESH_RPS[direct]}")x);" \
-    "this build / baseline $(ratio "${FRESH_RPS[sidecar]}" "${FRESH_RPS[baseline]}")"
+  echo "  through the baseline build (warn) ${FRESH_RPS[baseline]} req/s (${FRESH_X[baseline]}x);" \
+    "this build / baseline $(median <<<"${FRESH_RATIOS[this_vs_baseline]}")"
 fi
 echo
 echo "throughput sidecar/nginx   $(ratio "${RPS[sidecar]}" "${RPS[nginx]}")  (target >= 1.2)"
