@@ -572,3 +572,59 @@ async fn a_request_body_sent_in_chunks_is_read_whole_for_its_ids() {
         pseudonym("CUST-CHUNKED-42").as_str()
     );
 }
+
+/// An app whose own client gives up while FinCode is still working on a call (it closes
+/// the connection) must not take the call's record with it: FinCode may act on the call
+/// anyway, so the trail needs it, with FinCode's answer. The sidecar finishes the call
+/// (HTTP/1 half-close: a client's EOF mid-call is not a reason to drop it) and records it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_the_app_hangs_up_on_is_still_recorded_with_fincodes_answer() {
+    use tokio::io::AsyncWriteExt as _;
+
+    let sandbox = TestSandbox::start().await;
+    let trail = tempfile::tempdir().unwrap();
+    let mut sidecar = audited_with_token(&sandbox, trail.path())
+        .start_ready()
+        .await;
+    sandbox.add_fault(fincode_sandbox::FaultRule::latency(Duration::from_millis(800)).times(1));
+    let body =
+        r#"{"amount":100,"currency":"NGN","reference":"order-hangup","customer_code":"CUST-7"}"#;
+    let request = format!(
+        "POST /transactionmanagement/create-transaction HTTP/1.1\r\nhost: sidecar\r\n\
+         content-type: application/json\r\nx-idempotency-key: hangup-1\r\n\
+         content-length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let mut app = tokio::net::TcpStream::connect(sidecar.egress_addr())
+        .await
+        .unwrap();
+    app.write_all(request.as_bytes()).await.unwrap();
+    support::eventually(
+        Duration::from_secs(10),
+        "the call held at FinCode",
+        async || sandbox.counters().faults_applied.latency >= 1,
+    )
+    .await;
+    // The app gives up: its socket closes while FinCode holds the call.
+    drop(app);
+    // FinCode answers after its latency; then the record is written.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(sidecar.terminate(Duration::from_secs(15)).await.success());
+
+    let records = records(trail.path());
+    let calls = http_records(&records);
+    assert_eq!(calls.len(), 1, "{calls:#?}");
+    let call = calls[0];
+    assert_eq!(
+        call["action"],
+        "POST /transactionmanagement/create-transaction"
+    );
+    assert_eq!(call["status"], 200, "FinCode's answer: {call:#}");
+    assert_eq!(
+        call["resources"]["customer_code"],
+        pseudonym("CUST-7").as_str()
+    );
+    // FinCode's answer was read: the transaction it created is named.
+    assert!(call["resources"]["transaction_id"].is_string(), "{call:#}");
+    assert_eq!(verify(trail.path()).0, Some(0));
+}

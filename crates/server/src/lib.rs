@@ -45,6 +45,7 @@ pub mod hook;
 mod in_place;
 mod metrics;
 mod sniff;
+mod socket;
 pub mod tls;
 mod track;
 mod workers;
@@ -70,7 +71,7 @@ use hyper_util::{
     rt::{TokioExecutor, TokioIo, TokioTimer},
     server::{conn::auto, graceful::GracefulConnection},
 };
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::task::TaskTracker;
 use tower::Service;
@@ -81,6 +82,7 @@ use self::{
     catch_panic::CatchPanic,
     connections::{Connections, Slot},
     hook::Hooked,
+    socket::{Listener, Socket},
     track::Track,
 };
 pub use self::{
@@ -185,6 +187,12 @@ impl Server {
         builder
             .http1()
             .timer(TokioTimer::new())
+            // A client's EOF while its request is in flight does not drop the request:
+            // the egress call may already be at FinCode, and its answer must still reach
+            // the audit trail, the logs and the metrics. hyper otherwise reads the socket
+            // during every request to spot that EOF, which also forces each new
+            // connection into the reactor (see `socket`).
+            .half_close(true)
             .header_read_timeout(limits.header_read_timeout)
             .max_buf_size(self.max_header_bytes.max(MIN_H1_BUFFER));
         builder
@@ -274,7 +282,13 @@ impl Server {
         match placement {
             Placement::Here(service) => {
                 let here = Spread::new(vec![(tokio::runtime::Handle::current(), service)]);
-                accepting.run(listener, 0, here).await;
+                match listener.into_std().and_then(Listener::new) {
+                    Ok(listener) => accepting.run(listener, 0, here).await,
+                    Err(error) => {
+                        tracing::error!(listener = name, %error, "could not watch the listening socket; nothing is accepted");
+                        shutdown.cancelled().await;
+                    }
+                }
             }
             Placement::Spread(workers) => {
                 Self::accept_on(&accepting, listener, workers, &shutdown).await;
@@ -339,7 +353,7 @@ impl Server {
             let spread = spread.clone();
             runtime.spawn(loops.track_future(async move {
                 // Registered with this worker's reactor: its connections are born here.
-                match TcpListener::from_std(copy) {
+                match Listener::new(copy) {
                     Ok(listener) => accepting.run(listener, me, spread).await,
                     Err(error) => {
                         tracing::error!(listener = name, %error, "a worker could not listen");
@@ -383,7 +397,7 @@ impl Accepting {
     /// Accepts on `listener` until shutdown, as worker `me` of `spread`: each connection
     /// runs on this worker's runtime, or on the least busy worker's when this one serves
     /// more connections than that one (see [`Spread::place`]).
-    async fn run<S, B>(&self, listener: TcpListener, me: usize, spread: Spread<S>)
+    async fn run<S, B>(&self, listener: Listener, me: usize, spread: Spread<S>)
     where
         S: ConnectionService<B>,
         B: ResponseBody,
@@ -436,19 +450,11 @@ impl Accepting {
                     connection(conn, stream, peer).await;
                 }));
             } else {
-                // The socket leaves this runtime's reactor and joins the other worker's,
-                // so its readiness events wake that worker directly.
-                let Ok(stream) = stream.into_std() else {
-                    continue;
-                };
+                // Not yet registered anywhere (see `socket`): if it ever waits, it joins
+                // the other worker's reactor, so its readiness events wake that worker.
                 runtime.spawn(self.tracker.track_future(async move {
                     let _open = open;
-                    match TcpStream::from_std(stream) {
-                        Ok(stream) => Box::pin(connection(conn, stream, peer)).await,
-                        Err(error) => {
-                            tracing::warn!(listener = name, %peer, %error, "could not hand the connection to a worker");
-                        }
-                    }
+                    Box::pin(connection(conn, stream, peer)).await;
                 }));
             }
             if at_cap {
@@ -601,7 +607,7 @@ struct Conn<S> {
 }
 
 /// Serves one connection; the slot it holds is given back when this returns.
-async fn connection<S, B>(conn: Conn<S>, stream: TcpStream, peer: SocketAddr)
+async fn connection<S, B>(conn: Conn<S>, mut stream: Socket, peer: SocketAddr)
 where
     S: ConnectionService<B>,
     B: ResponseBody,
@@ -623,7 +629,7 @@ where
             // HTTP/1 or HTTP/2 from the first bytes, left in the socket for hyper's
             // first read (see `sniff`); bounded like a TLS handshake.
             let protocol = tokio::select! {
-                protocol = sniff::sniff(&stream) => protocol,
+                protocol = sniff::sniff(&mut stream) => protocol,
                 () = &mut idle => return,
                 () = conn.slot.closed() => return,
                 () = conn.shutdown.cancelled() => return,

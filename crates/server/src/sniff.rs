@@ -15,7 +15,7 @@
 //! the preface such as `PRI * HT`), the auto builder decides as before: peeking again
 //! would only find the same bytes until more arrive.
 
-use tokio::net::TcpStream;
+use crate::socket::Socket;
 
 /// The HTTP/2 connection preface (RFC 9113, 3.4): what a prior-knowledge client sends
 /// first, and what no HTTP/1 request starts with.
@@ -32,7 +32,7 @@ pub(crate) enum Protocol {
 /// socket; waits for the first bytes. `None` when they do not decide it (see the module
 /// docs), when the client closed without sending, or when the peek failed: the caller
 /// leaves those to the auto builder, which reads and reports them itself.
-pub(crate) async fn sniff(stream: &TcpStream) -> Option<Protocol> {
+pub(crate) async fn sniff(stream: &mut Socket) -> Option<Protocol> {
     let mut seen = [0_u8; H2_PREFACE.len()];
     let len = stream.peek(&mut seen).await.ok()?;
     decide(&seen[..len])
@@ -57,12 +57,10 @@ pub(crate) fn decide(seen: &[u8]) -> Option<Protocol> {
 mod tests {
     use std::time::Duration;
 
-    use tokio::{
-        io::{AsyncReadExt as _, AsyncWriteExt as _},
-        net::{TcpListener, TcpStream},
-    };
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
     use super::{H2_PREFACE, Protocol, decide, sniff};
+    use crate::socket::tests::pair;
 
     #[test]
     fn the_first_bytes_decide_as_far_as_they_go() {
@@ -111,22 +109,12 @@ mod tests {
         }
     }
 
-    /// A connected pair of sockets on loopback: (client, server's side).
-    async fn pair() -> (TcpStream, TcpStream) {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let client = TcpStream::connect(listener.local_addr().unwrap())
-            .await
-            .unwrap();
-        let (server, _) = listener.accept().await.unwrap();
-        (client, server)
-    }
-
     #[tokio::test]
     async fn a_sniffed_request_is_still_in_the_socket_for_the_first_read() {
         let (mut client, mut server) = pair().await;
         let request = b"GET /sandbox/ping HTTP/1.1\r\nhost: x\r\n\r\n";
         client.write_all(request).await.unwrap();
-        assert_eq!(sniff(&server).await, Some(Protocol::Http1));
+        assert_eq!(sniff(&mut server).await, Some(Protocol::Http1));
         // One read finds the whole head: the peek took nothing out.
         let mut read = vec![0_u8; 8192];
         let mut len = 0;
@@ -138,26 +126,26 @@ mod tests {
 
     #[tokio::test]
     async fn a_preface_is_http2_and_a_split_one_is_left_undecided() {
-        let (mut client, server) = pair().await;
+        let (mut client, mut server) = pair().await;
         client.write_all(&H2_PREFACE[..8]).await.unwrap();
         // Wait until the first part is there: the peek returns what has arrived.
         let mut first = [0_u8; 8];
         while server.peek(&mut first).await.unwrap() < 8 {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
-        assert_eq!(sniff(&server).await, None);
+        assert_eq!(sniff(&mut server).await, None);
         client.write_all(&H2_PREFACE[8..]).await.unwrap();
         let mut whole = [0_u8; 24];
         while server.peek(&mut whole).await.unwrap() < 24 {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
-        assert_eq!(sniff(&server).await, Some(Protocol::Http2));
+        assert_eq!(sniff(&mut server).await, Some(Protocol::Http2));
     }
 
     #[tokio::test]
     async fn a_client_that_closes_without_sending_is_left_undecided() {
-        let (client, server) = pair().await;
+        let (client, mut server) = pair().await;
         drop(client);
-        assert_eq!(sniff(&server).await, None);
+        assert_eq!(sniff(&mut server).await, None);
     }
 }

@@ -250,6 +250,20 @@ async fn a_request_is_answered_and_sees_its_peer() {
 }
 
 #[tokio::test]
+async fn a_client_that_closes_its_sending_side_mid_request_still_gets_the_answer() {
+    // The client's EOF arrives while the request is in flight: the request is not
+    // dropped (its call may already be at FinCode), and its answer is still sent.
+    let running = serve(limits(8)).await;
+    let mut stream = send(running.addr, "/slow").await;
+    wait_for("the request in flight", || running.arrived() == 1).await;
+    stream.shutdown().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    running.gate.add_permits(1);
+    let answer = read_some(&mut stream).await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+}
+
+#[tokio::test]
 async fn a_silent_connection_is_closed_after_the_header_read_timeout() {
     // Nothing sent: the protocol is not known yet (the first bytes are awaited), where
     // hyper itself has no timer.
