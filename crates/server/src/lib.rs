@@ -312,9 +312,9 @@ impl Server {
     /// until `shutdown`; returns once every loop has stopped accepting.
     ///
     /// Why each worker accepts for itself: a connection accepted on one runtime and handed
-    /// to another is registered with two reactors and costs the handing-over thread a
-    /// wake-up of the other (two `epoll_ctl` calls, an `eventfd` write and a context
-    /// switch per connection). Sharing the one listening socket, not binding one
+    /// to another costs the handing-over thread a wake-up of the other (an `eventfd`
+    /// write and a context switch per connection; it is not yet registered with either
+    /// reactor, see `socket`). Sharing the one listening socket, not binding one
     /// `SO_REUSEPORT` socket per worker, keeps the port this process's alone: no other
     /// process can join it and take a share of the connections. The kernel hands each
     /// connection to one `accept`; a worker that woke for it too finds the queue empty.
