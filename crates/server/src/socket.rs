@@ -60,15 +60,44 @@ impl Listener {
         Ok(Self { fd })
     }
 
-    /// The next connection and its peer's address.
+    /// The next connection and its peer's address. An error is the listener's (out of
+    /// file descriptors, say): one connection's own failure before it was accepted (its
+    /// client reset it while it queued) is passed over, not returned, so the caller's
+    /// back-off for listener errors cannot be triggered by any client at will.
     pub(crate) async fn accept(&self) -> io::Result<(Socket, SocketAddr)> {
         loop {
             let mut ready = self.fd.readable().await?;
-            if let Ok(accepted) = ready.try_io(|fd| accept(fd.get_ref())) {
-                return accepted;
+            match ready.try_io(|fd| accept(fd.get_ref())) {
+                Ok(Err(error)) if lost_before_accept(&error) => {}
+                Ok(accepted) => return accepted,
+                Err(_would_block) => {}
             }
         }
     }
+}
+
+/// Whether `accept` failed for one queued connection rather than for the listener: Linux
+/// passes a connection's pending network error on as `accept`'s own, and asks callers to
+/// treat those (and a connection aborted in the queue) as "try again" (accept(2)).
+fn lost_before_accept(error: &io::Error) -> bool {
+    use rustix::io::Errno;
+    Errno::from_io_error(error).is_some_and(|errno| {
+        [
+            Errno::CONNABORTED,
+            Errno::INTR,
+            Errno::PROTO,
+            Errno::NOPROTOOPT,
+            Errno::HOSTDOWN,
+            Errno::NONET,
+            Errno::HOSTUNREACH,
+            Errno::OPNOTSUPP,
+            Errno::NETDOWN,
+            Errno::NETUNREACH,
+            // A firewall rule refusing the connection.
+            Errno::PERM,
+        ]
+        .contains(&errno)
+    })
 }
 
 /// One `accept4`, the new socket non-blocking and close-on-exec from the start.
@@ -269,6 +298,30 @@ pub(crate) mod tests {
         while socket.peek(&mut seen).await.unwrap() < len {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
+    }
+
+    #[test]
+    fn a_connection_lost_in_the_queue_is_not_a_listener_error() {
+        use rustix::io::Errno;
+        for lost in [
+            Errno::CONNABORTED,
+            Errno::PROTO,
+            Errno::NETUNREACH,
+            Errno::PERM,
+        ] {
+            assert!(lost_before_accept(&io::Error::from(lost)), "{lost:?}");
+        }
+        // Out of descriptors or memory: the listener's, for the caller to back off on.
+        for own in [
+            Errno::MFILE,
+            Errno::NFILE,
+            Errno::NOBUFS,
+            Errno::NOMEM,
+            Errno::BADF,
+        ] {
+            assert!(!lost_before_accept(&io::Error::from(own)), "{own:?}");
+        }
+        assert!(!lost_before_accept(&io::Error::other("not an OS error")));
     }
 
     #[tokio::test]
