@@ -421,7 +421,6 @@ impl Accepting {
                 tracing::debug!(listener = name, %peer, "connection cap reached and every connection busy; closed");
                 continue;
             };
-            let _ = stream.set_nodelay(true);
             let at_cap = slot.at_cap();
             let worker = spread.place(me);
             let Some((runtime, service)) = spread.workers.get(worker) else {

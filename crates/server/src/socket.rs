@@ -47,9 +47,15 @@ pub(crate) struct Listener {
 }
 
 impl Listener {
-    /// Watches `listener` (made non-blocking) from the current runtime's reactor.
+    /// Watches `listener` (made non-blocking) from the current runtime's reactor. Its
+    /// connections have `TCP_NODELAY` set: a response is one write, and Nagle's algorithm
+    /// would hold the next one on a kept-alive connection for the client's delayed ACK.
     pub(crate) fn new(listener: std::net::TcpListener) -> io::Result<Self> {
         listener.set_nonblocking(true)?;
+        // Linux copies it from the listening socket to every socket accepted from it (a
+        // test checks), which spares a `setsockopt` per connection; elsewhere `accept` sets
+        // it on each.
+        rustix::net::sockopt::set_tcp_nodelay(&listener, true)?;
         // tokio 1.54 deprecated the safe constructor for its successor, an `unsafe fn`
         // (this workspace forbids `unsafe`), because an `AsRawFd` may change or close its
         // descriptor while registered. The `AsyncFd` owns this `std` listener, which owns
@@ -105,6 +111,8 @@ fn accept(listener: &std::net::TcpListener) -> io::Result<(Socket, SocketAddr)> 
     let (fd, addr) =
         rustix::net::acceptfrom_with(listener, SocketFlags::NONBLOCK | SocketFlags::CLOEXEC)?;
     let stream = std::net::TcpStream::from(fd);
+    #[cfg(not(target_os = "linux"))]
+    stream.set_nodelay(true)?;
     let peer = match addr.and_then(|addr| SocketAddr::try_from(addr).ok()) {
         Some(peer) => peer,
         None => stream.peer_addr()?,
@@ -131,15 +139,6 @@ impl Socket {
     pub(crate) fn accepted(stream: std::net::TcpStream) -> Self {
         Self {
             state: State::Direct(stream),
-        }
-    }
-
-    /// Sets `TCP_NODELAY`.
-    pub(crate) fn set_nodelay(&self, nodelay: bool) -> io::Result<()> {
-        match &self.state {
-            State::Direct(stream) => stream.set_nodelay(nodelay),
-            State::Registered(stream) => stream.set_nodelay(nodelay),
-            State::Lost => Err(lost()),
         }
     }
 
@@ -322,6 +321,15 @@ pub(crate) mod tests {
             assert!(!lost_before_accept(&io::Error::from(own)), "{own:?}");
         }
         assert!(!lost_before_accept(&io::Error::other("not an OS error")));
+    }
+
+    #[tokio::test]
+    async fn an_accepted_socket_has_nodelay_from_the_listener() {
+        let (_client, server) = pair().await;
+        let State::Direct(stream) = &server.state else {
+            panic!("not registered before any I/O");
+        };
+        assert!(stream.nodelay().unwrap());
     }
 
     #[tokio::test]
