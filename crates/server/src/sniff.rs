@@ -1,5 +1,5 @@
 //! Which protocol a plain-TCP connection speaks (HTTP/1 or HTTP/2 with prior knowledge,
-//! "h2c"), read off its first bytes while they stay in the socket.
+//! "h2c"), read off its first bytes, which stay the connection's.
 //!
 //! Why not hyper-util's auto builder, which finds out by itself: it *reads* up to the
 //! 24 bytes of the HTTP/2 preface and hands them back to hyper as a prefix. hyper's first
@@ -7,13 +7,14 @@
 //! hyper grows its 8 KiB read buffer to 16 KiB (a reallocation that copies all 8 KiB)
 //! before it reads the rest. On every new connection that is an extra allocation, an
 //! 8 KiB copy into cold memory and twice the read buffer for the connection's life
-//! (`benches/README.md`, issue 14, new connections). A peek (`MSG_PEEK`, one call in
-//! place of that read) leaves the bytes where hyper's first read finds the whole head;
-//! the builder is then told the protocol and reads nothing itself.
+//! (`benches/README.md`, issue 14, new connections). Here the connection's first read
+//! takes whatever has arrived, up to a page ([`Socket::first_bytes`]), and hyper's first
+//! read is handed all of it: the whole head when it came in one piece; the builder is
+//! told the protocol and reads nothing itself.
 //!
 //! When the bytes that have arrived do not decide it (nothing yet, or a split start of
-//! the preface such as `PRI * HT`), the auto builder decides as before: peeking again
-//! would only find the same bytes until more arrive.
+//! the preface such as `PRI * HT`), the auto builder decides as before, reading those
+//! bytes and then the rest from the connection.
 
 use crate::socket::Socket;
 
@@ -28,14 +29,14 @@ pub(crate) enum Protocol {
     Http2,
 }
 
-/// The protocol of `stream` from what it has received, without taking it out of the
-/// socket; waits for the first bytes. `None` when they do not decide it (see the module
-/// docs), when the client closed without sending, or when the peek failed: the caller
+/// The protocol of `stream` from what it has received (which its next reads return
+/// again); waits for the first bytes. `None` when they do not decide it (see the module
+/// docs), when the client closed without sending, or when the read failed: the caller
 /// leaves those to the auto builder, which reads and reports them itself.
 pub(crate) async fn sniff(stream: &mut Socket) -> Option<Protocol> {
-    let mut seen = [0_u8; H2_PREFACE.len()];
-    let len = stream.peek(&mut seen).await.ok()?;
-    decide(&seen[..len])
+    let seen = stream.first_bytes().await.ok()?;
+    // A preface may arrive with the client's first frames behind it.
+    decide(&seen[..seen.len().min(H2_PREFACE.len())])
 }
 
 /// The protocol `seen` (a connection's first bytes, possibly not all of them) decides:
@@ -109,37 +110,56 @@ mod tests {
         }
     }
 
+    /// Waits until `len` bytes have arrived at `server`, without reading them.
+    async fn arrived(server: &mut crate::socket::Socket, len: usize) {
+        let mut seen = vec![0_u8; len];
+        while server.peek(&mut seen).await.unwrap() < len {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    /// Reads `server` to its end.
+    async fn rest(server: &mut crate::socket::Socket) -> Vec<u8> {
+        let mut read = Vec::new();
+        server.read_to_end(&mut read).await.unwrap();
+        read
+    }
+
     #[tokio::test]
-    async fn a_sniffed_request_is_still_in_the_socket_for_the_first_read() {
+    async fn a_sniffed_head_is_returned_whole_by_the_first_read() {
         let (mut client, mut server) = pair().await;
         let request = b"GET /sandbox/ping HTTP/1.1\r\nhost: x\r\n\r\n";
         client.write_all(request).await.unwrap();
+        arrived(&mut server, request.len()).await;
         assert_eq!(sniff(&mut server).await, Some(Protocol::Http1));
-        // One read finds the whole head: the peek took nothing out.
+        // hyper's first read: the whole head at once, as if the sniff had read nothing.
         let mut read = vec![0_u8; 8192];
-        let mut len = 0;
-        while len < request.len() {
-            len += server.read(&mut read[len..]).await.unwrap();
-        }
+        let len = server.read(&mut read).await.unwrap();
         assert_eq!(&read[..len], request);
     }
 
     #[tokio::test]
-    async fn a_preface_is_http2_and_a_split_one_is_left_undecided() {
+    async fn a_split_preface_is_left_undecided_and_read_on_whole() {
         let (mut client, mut server) = pair().await;
         client.write_all(&H2_PREFACE[..8]).await.unwrap();
-        // Wait until the first part is there: the peek returns what has arrived.
-        let mut first = [0_u8; 8];
-        while server.peek(&mut first).await.unwrap() < 8 {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
+        arrived(&mut server, 8).await;
         assert_eq!(sniff(&mut server).await, None);
         client.write_all(&H2_PREFACE[8..]).await.unwrap();
-        let mut whole = [0_u8; 24];
-        while server.peek(&mut whole).await.unwrap() < 24 {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
+        drop(client);
+        assert_eq!(rest(&mut server).await, H2_PREFACE);
+    }
+
+    #[tokio::test]
+    async fn a_preface_with_frames_behind_it_is_http2_and_nothing_is_lost() {
+        let (mut client, mut server) = pair().await;
+        // The preface and an empty SETTINGS frame in one write.
+        let mut sent = H2_PREFACE.to_vec();
+        sent.extend_from_slice(&[0, 0, 0, 4, 0, 0, 0, 0, 0]);
+        client.write_all(&sent).await.unwrap();
+        arrived(&mut server, sent.len()).await;
         assert_eq!(sniff(&mut server).await, Some(Protocol::Http2));
+        drop(client);
+        assert_eq!(rest(&mut server).await, sent);
     }
 
     #[tokio::test]
@@ -147,5 +167,6 @@ mod tests {
         let (client, mut server) = pair().await;
         drop(client);
         assert_eq!(sniff(&mut server).await, None);
+        assert!(rest(&mut server).await.is_empty());
     }
 }

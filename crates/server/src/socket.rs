@@ -32,7 +32,7 @@ use std::{
 
 use rustix::net::SocketFlags;
 use tokio::{
-    io::{AsyncRead, AsyncWrite, Interest, ReadBuf, unix::AsyncFd},
+    io::{AsyncRead, AsyncReadExt as _, AsyncWrite, Interest, ReadBuf, unix::AsyncFd},
     net::TcpStream,
 };
 
@@ -123,6 +123,15 @@ fn accept(listener: &std::net::TcpListener) -> io::Result<(Socket, SocketAddr)> 
 /// An accepted connection's socket; see the module docs.
 pub(crate) struct Socket {
     state: State,
+    /// The bytes [`Socket::first_bytes`] read, handed out by the next reads before
+    /// anything else is read from the socket.
+    first: Option<First>,
+}
+
+/// Bytes read ahead, and how many of them were handed out.
+struct First {
+    bytes: Vec<u8>,
+    taken: usize,
 }
 
 enum State {
@@ -139,11 +148,41 @@ impl Socket {
     pub(crate) fn accepted(stream: std::net::TcpStream) -> Self {
         Self {
             state: State::Direct(stream),
+            first: None,
         }
+    }
+
+    /// What has arrived (up to a page), waiting for the first bytes or the end if nothing
+    /// has; empty at the end. The bytes stay the connection's: the next reads return them
+    /// first, so whoever reads the connection finds them as if never read (the head whole,
+    /// when it came in one piece). One read, where a peek and then a read took two calls.
+    /// Called before anything else reads the socket.
+    pub(crate) async fn first_bytes(&mut self) -> io::Result<&[u8]> {
+        if self.first.is_none() {
+            let mut bytes = vec![0_u8; DIRECT_READ];
+            let direct = match &self.state {
+                State::Direct(stream) => match (&*stream).read(&mut bytes) {
+                    Err(error) if must_wait(&error) => None,
+                    done => Some(done),
+                },
+                State::Registered(_) | State::Lost => None,
+            };
+            let read = match direct {
+                Some(done) => done?,
+                None => self.registered()?.read(&mut bytes).await?,
+            };
+            bytes.truncate(read);
+            self.first = Some(First { bytes, taken: 0 });
+        }
+        Ok(self
+            .first
+            .as_ref()
+            .map_or(&[][..], |first| &first.bytes[first.taken..]))
     }
 
     /// Reads what has arrived into `buf` without taking it out of the socket, waiting for
     /// the first bytes (or the end) if nothing has.
+    #[cfg(test)]
     pub(crate) async fn peek(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         if let State::Direct(stream) = &self.state {
             match stream.peek(buf) {
@@ -194,6 +233,17 @@ impl AsyncRead for Socket {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
+        if let Some(first) = &mut this.first {
+            let ahead = &first.bytes[first.taken..];
+            let give = ahead.len().min(buf.remaining());
+            buf.put_slice(&ahead[..give]);
+            first.taken += give;
+            if first.taken == first.bytes.len() {
+                this.first = None;
+            }
+            // An empty read-ahead is the end, as a read of nothing would say.
+            return Poll::Ready(Ok(()));
+        }
         if let State::Direct(stream) = &this.state {
             let want = buf.remaining().min(DIRECT_READ);
             match (&*stream).read(buf.initialize_unfilled_to(want)) {
@@ -385,6 +435,28 @@ pub(crate) mod tests {
             .unwrap();
         assert!(!seen.is_empty());
         assert_eq!(seen, read);
+    }
+
+    #[tokio::test]
+    async fn first_bytes_wait_for_the_client_and_are_read_again() {
+        let (mut client, mut server) = pair().await;
+        let reader = tokio::spawn(async move {
+            let first = server.first_bytes().await.unwrap().to_vec();
+            let mut again = Vec::new();
+            server.read_to_end(&mut again).await.unwrap();
+            (first, again)
+        });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        client.write_all(b"early").await.unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        client.write_all(b" and late").await.unwrap();
+        drop(client);
+        let (first, again) = tokio::time::timeout(Duration::from_secs(5), reader)
+            .await
+            .expect("the bytes woke the first read")
+            .unwrap();
+        assert_eq!(first, b"early");
+        assert_eq!(again, b"early and late");
     }
 
     #[tokio::test]
