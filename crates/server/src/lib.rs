@@ -352,7 +352,7 @@ impl Server {
             let accepting = accepting.clone();
             let spread = spread.clone();
             runtime.spawn(loops.track_future(async move {
-                // Registered with this worker's reactor: its connections are born here.
+                // Watched by this worker's reactor: its connections are born here.
                 match Listener::new(copy) {
                     Ok(listener) => accepting.run(listener, me, spread).await,
                     Err(error) => {
@@ -625,8 +625,8 @@ where
     ));
     let result = match conn.tls {
         None => {
-            // HTTP/1 or HTTP/2 from the first bytes, left in the socket for hyper's
-            // first read (see `sniff`); bounded like a TLS handshake.
+            // HTTP/1 or HTTP/2 from the first bytes, which hyper's first read is then
+            // handed (see `sniff`); bounded like a TLS handshake.
             let protocol = tokio::select! {
                 protocol = sniff::sniff(&mut stream) => protocol,
                 () = &mut idle => return,
