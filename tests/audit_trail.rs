@@ -573,6 +573,43 @@ async fn a_request_body_sent_in_chunks_is_read_whole_for_its_ids() {
     );
 }
 
+/// An audited sidecar before a sandbox that will hold the next call for 800 ms.
+async fn audited_before_a_slow_fincode() -> (TestSandbox, tempfile::TempDir, Sidecar) {
+    let sandbox = TestSandbox::start().await;
+    let trail = tempfile::tempdir().unwrap();
+    let sidecar = audited_with_token(&sandbox, trail.path())
+        .start_ready()
+        .await;
+    sandbox.add_fault(fincode_sandbox::FaultRule::latency(Duration::from_millis(800)).times(1));
+    (sandbox, trail, sidecar)
+}
+
+/// Waits until the sandbox's latency fault holds a call: the call is at FinCode.
+async fn held_at_fincode(sandbox: &TestSandbox) {
+    support::eventually(
+        Duration::from_secs(10),
+        "the call held at FinCode",
+        async || sandbox.counters().faults_applied.latency >= 1,
+    )
+    .await;
+}
+
+/// Once FinCode's held call has been answered (its latency is 800 ms), stops the sidecar
+/// and returns the trail's one app-call record, a create-transaction.
+async fn the_one_create_after_fincode_answered(sidecar: &mut Sidecar, trail: &Path) -> Value {
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(sidecar.terminate(Duration::from_secs(15)).await.success());
+    let records = records(trail);
+    let calls = http_records(&records);
+    assert_eq!(calls.len(), 1, "{calls:#?}");
+    let call = calls[0].clone();
+    assert_eq!(
+        call["action"],
+        "POST /transactionmanagement/create-transaction"
+    );
+    call
+}
+
 /// An app whose own client gives up while FinCode is still working on a call (it closes
 /// the connection) must not take the call's record with it: FinCode may act on the call
 /// anyway, so the trail needs it, with FinCode's answer. The sidecar finishes the call
@@ -581,12 +618,7 @@ async fn a_request_body_sent_in_chunks_is_read_whole_for_its_ids() {
 async fn a_call_the_app_hangs_up_on_is_still_recorded_with_fincodes_answer() {
     use tokio::io::AsyncWriteExt as _;
 
-    let sandbox = TestSandbox::start().await;
-    let trail = tempfile::tempdir().unwrap();
-    let mut sidecar = audited_with_token(&sandbox, trail.path())
-        .start_ready()
-        .await;
-    sandbox.add_fault(fincode_sandbox::FaultRule::latency(Duration::from_millis(800)).times(1));
+    let (sandbox, trail, mut sidecar) = audited_before_a_slow_fincode().await;
     let body =
         r#"{"amount":100,"currency":"NGN","reference":"order-hangup","customer_code":"CUST-7"}"#;
     let request = format!(
@@ -599,26 +631,10 @@ async fn a_call_the_app_hangs_up_on_is_still_recorded_with_fincodes_answer() {
         .await
         .unwrap();
     app.write_all(request.as_bytes()).await.unwrap();
-    support::eventually(
-        Duration::from_secs(10),
-        "the call held at FinCode",
-        async || sandbox.counters().faults_applied.latency >= 1,
-    )
-    .await;
+    held_at_fincode(&sandbox).await;
     // The app gives up: its socket closes while FinCode holds the call.
     drop(app);
-    // FinCode answers after its latency; then the record is written.
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    assert!(sidecar.terminate(Duration::from_secs(15)).await.success());
-
-    let records = records(trail.path());
-    let calls = http_records(&records);
-    assert_eq!(calls.len(), 1, "{calls:#?}");
-    let call = calls[0];
-    assert_eq!(
-        call["action"],
-        "POST /transactionmanagement/create-transaction"
-    );
+    let call = the_one_create_after_fincode_answered(&mut sidecar, trail.path()).await;
     assert_eq!(call["status"], 200, "FinCode's answer: {call:#}");
     assert_eq!(
         call["resources"]["customer_code"],
@@ -626,5 +642,31 @@ async fn a_call_the_app_hangs_up_on_is_still_recorded_with_fincodes_answer() {
     );
     // FinCode's answer was read: the transaction it created is named.
     assert!(call["resources"]["transaction_id"].is_string(), "{call:#}");
+    assert_eq!(verify(trail.path()).0, Some(0));
+}
+
+/// An HTTP/2 app that cancels its call (resets the stream) while FinCode holds it drops the
+/// call in the sidecar; its record is still written, of unknown outcome: FinCode may have
+/// acted on it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_the_app_cancels_over_http2_is_recorded_as_of_unknown_outcome() {
+    let (sandbox, trail, mut sidecar) = audited_before_a_slow_fincode().await;
+    let request = create_transaction(
+        &sidecar,
+        Some("cancel-1"),
+        r#"{"amount":100,"customer_code":"CUST-8"}"#,
+    );
+    let call = tokio::spawn(async move { support::app_client_h2c().request(request).await });
+    held_at_fincode(&sandbox).await;
+    // The app gives up: its stream is reset while FinCode holds the call.
+    call.abort();
+    let call = the_one_create_after_fincode_answered(&mut sidecar, trail.path()).await;
+    assert_eq!(call["outcome"], "unknown", "{call:#}");
+    assert_eq!(call["response"], "abandoned", "{call:#}");
+    assert!(call.get("status").is_none(), "{call:#}");
+    assert_eq!(
+        call["resources"]["idempotency_key"],
+        pseudonym("cancel-1").as_str()
+    );
     assert_eq!(verify(trail.path()).0, Some(0));
 }

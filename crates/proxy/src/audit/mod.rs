@@ -122,7 +122,7 @@ where
         let Some(auditor) = &self.auditor else {
             return ResponseFuture::Open {
                 inner: self.inner.call(req.map(|body| TapBody::new(body, None))),
-                pending: None,
+                pending: Unanswered(None),
             };
         };
         if auditor.fail_closed() && !auditor.is_available() {
@@ -156,7 +156,7 @@ where
         } else {
             ResponseFuture::Open {
                 inner,
-                pending: Some(pending),
+                pending: Unanswered(Some(pending)),
             }
         }
     }
@@ -172,7 +172,7 @@ pin_project! {
         Open {
             #[pin]
             inner: F,
-            pending: Option<Pending>,
+            pending: Unanswered,
         },
         /// Closed mode: read, record, commit, answer.
         Closed {
@@ -213,6 +213,34 @@ where
             Projected::Refused { error } => Poll::Ready(Err(error.take().unwrap_or_else(|| {
                 SidecarError::new(ErrorKind::Internal, "polled after completion")
             }))),
+        }
+    }
+}
+
+/// A call's [`Pending`] until its answer (or its error) is in. Dropped before that (the
+/// app reset its HTTP/2 stream, or its connection was closed at the drain deadline), it
+/// still writes the call's record, of unknown outcome: the call may be at FinCode
+/// already, and the trail must not lose it. (An HTTP/1 app that hangs up does not drop
+/// its call: the server lets it finish.)
+#[derive(Debug)]
+pub struct Unanswered(Option<Pending>);
+
+// === impl Unanswered ===
+
+impl Unanswered {
+    fn take(&mut self) -> Option<Pending> {
+        self.0.take()
+    }
+}
+
+impl Drop for Unanswered {
+    fn drop(&mut self) {
+        if let Some(pending) = self.0.take() {
+            pending
+                .record(None)
+                .outcome("unknown")
+                .detail("response", "abandoned")
+                .write();
         }
     }
 }
@@ -345,10 +373,15 @@ impl Pending {
         RB: Body<Data = Bytes>,
         RB::Error: Into<BoxError>,
     {
+        let mut unanswered = Unanswered(Some(self));
         let response = match inner.await {
             Ok(response) => response,
             Err(error) => {
-                let committed = self.on_error(&error).commit().await;
+                let record = unanswered.take().map(|pending| pending.on_error(&error));
+                let committed = match record {
+                    Some(record) => record.commit().await,
+                    None => Ok(()),
+                };
                 if committed.is_err() {
                     tracing::error!("audit record of a refused call could not be committed");
                 }
@@ -366,14 +399,24 @@ impl Pending {
                 "FinCode's response broke off before it was complete; FinCode may have \
                  acted on the call, so check its status before sending it again",
             );
-            let committed = self.on_error(&error).commit().await;
+            let record = unanswered.take().map(|pending| pending.on_error(&error));
+            let committed = match record {
+                Some(record) => record.commit().await,
+                None => Ok(()),
+            };
             if committed.is_err() {
                 tracing::error!("audit record of a broken response could not be committed");
             }
             return Err(error);
         };
         let mut response = Response::from_parts(parts, ());
-        let mut tap = self.on_body(&mut response);
+        let Some(pending) = unanswered.take() else {
+            return Err(SidecarError::new(
+                ErrorKind::Internal,
+                "a call answered twice",
+            ));
+        };
+        let mut tap = pending.on_body(&mut response);
         tap.data(&body);
         if let Some(record) = tap.finish()
             && record.commit().await.is_err()
