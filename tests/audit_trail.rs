@@ -670,3 +670,40 @@ async fn a_call_the_app_cancels_over_http2_is_recorded_as_of_unknown_outcome() {
     );
     assert_eq!(verify(trail.path()).0, Some(0));
 }
+
+/// A call still at FinCode when the drain's grace ends is cut with its connection; its
+/// record is still in the trail, of unknown outcome, before the trail is closed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_cut_at_the_drain_deadline_is_recorded_as_of_unknown_outcome() {
+    let sandbox = TestSandbox::start().await;
+    let trail = tempfile::tempdir().unwrap();
+    let mut sidecar = audited_with_token(&sandbox, trail.path())
+        .set("shutdown.grace", "1s")
+        .start_ready()
+        .await;
+    sandbox.add_fault(fincode_sandbox::FaultRule::latency(Duration::from_secs(8)).times(1));
+    let request = create_transaction(
+        &sidecar,
+        Some("drain-1"),
+        r#"{"amount":100,"customer_code":"CUST-9"}"#,
+    );
+    let call = tokio::spawn(async move { send(&app_client(), request).await });
+    held_at_fincode(&sandbox).await;
+    assert!(sidecar.terminate(Duration::from_secs(6)).await.success());
+    call.abort();
+
+    let records = records(trail.path());
+    let calls = http_records(&records);
+    assert_eq!(calls.len(), 1, "{calls:#?}");
+    assert_eq!(calls[0]["outcome"], "unknown", "{:#}", calls[0]);
+    assert_eq!(calls[0]["response"], "abandoned", "{:#}", calls[0]);
+    // The trail was closed after the record: the stop is the last sidecar event.
+    let last_sidecar = records
+        .iter()
+        .rev()
+        .find(|r| r["kind"] == "sidecar")
+        .unwrap();
+    assert_eq!(last_sidecar["action"], "sidecar.stop");
+    assert!(last_sidecar["seq"].as_u64() > calls[0]["seq"].as_u64());
+    assert_eq!(verify(trail.path()).0, Some(0));
+}
