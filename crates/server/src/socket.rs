@@ -32,7 +32,7 @@ use std::{
 
 use rustix::net::SocketFlags;
 use tokio::{
-    io::{AsyncRead, AsyncReadExt as _, AsyncWrite, Interest, ReadBuf, unix::AsyncFd},
+    io::{AsyncRead, AsyncWrite, Interest, ReadBuf, unix::AsyncFd},
     net::TcpStream,
 };
 
@@ -158,21 +158,26 @@ impl Socket {
     /// when it came in one piece). One read, where a peek and then a read took two calls.
     /// Called before anything else reads the socket.
     pub(crate) async fn first_bytes(&mut self) -> io::Result<&[u8]> {
-        if self.first.is_none() {
+        while self.first.is_none() {
             let mut bytes = vec![0_u8; DIRECT_READ];
-            let direct = match &self.state {
-                State::Direct(stream) => match (&*stream).read(&mut bytes) {
-                    Err(error) if must_wait(&error) => None,
-                    done => Some(done),
-                },
-                State::Registered(_) | State::Lost => None,
+            let read = match &self.state {
+                State::Direct(stream) => (&*stream).read(&mut bytes),
+                State::Registered(stream) => stream.try_read(&mut bytes),
+                State::Lost => Err(lost()),
             };
-            let read = match direct {
-                Some(done) => done?,
-                None => self.registered()?.read(&mut bytes).await?,
-            };
-            bytes.truncate(read);
-            self.first = Some(First { bytes, taken: 0 });
+            match read {
+                Ok(read) => {
+                    bytes.truncate(read);
+                    self.first = Some(First { bytes, taken: 0 });
+                }
+                Err(error) if must_wait(&error) => {
+                    // Nothing yet: wait without the buffer, so a client that connects and
+                    // says nothing holds no page here until the first-request timeout.
+                    drop(bytes);
+                    self.registered()?.readable().await?;
+                }
+                Err(error) => return Err(error),
+            }
         }
         Ok(self
             .first
