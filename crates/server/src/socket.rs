@@ -219,6 +219,28 @@ impl Socket {
     }
 }
 
+impl Socket {
+    /// A write: `direct` on the socket while it is unregistered, and through the reactor
+    /// (`registered`) once it is or once the direct one would block.
+    fn poll_send(
+        &mut self,
+        cx: &mut Context<'_>,
+        direct: impl FnOnce(&std::net::TcpStream) -> io::Result<usize>,
+        registered: impl FnOnce(Pin<&mut TcpStream>, &mut Context<'_>) -> Poll<io::Result<usize>>,
+    ) -> Poll<io::Result<usize>> {
+        if let State::Direct(stream) = &self.state {
+            match direct(stream) {
+                Err(error) if must_wait(&error) => {}
+                done => return Poll::Ready(done),
+            }
+        }
+        match self.registered() {
+            Ok(stream) => registered(Pin::new(stream), cx),
+            Err(error) => Poll::Ready(Err(error)),
+        }
+    }
+}
+
 /// A call that would block (or was interrupted) waits for the reactor.
 fn must_wait(error: &io::Error) -> bool {
     matches!(
@@ -273,17 +295,11 @@ impl AsyncWrite for Socket {
         cx: &mut Context<'_>,
         data: &[u8],
     ) -> Poll<io::Result<usize>> {
-        let this = self.get_mut();
-        if let State::Direct(stream) = &this.state {
-            match (&*stream).write(data) {
-                Err(error) if must_wait(&error) => {}
-                done => return Poll::Ready(done),
-            }
-        }
-        match this.registered() {
-            Ok(stream) => Pin::new(stream).poll_write(cx, data),
-            Err(error) => Poll::Ready(Err(error)),
-        }
+        self.get_mut().poll_send(
+            cx,
+            |stream| (&*stream).write(data),
+            |stream, cx| stream.poll_write(cx, data),
+        )
     }
 
     fn poll_write_vectored(
@@ -291,17 +307,11 @@ impl AsyncWrite for Socket {
         cx: &mut Context<'_>,
         data: &[IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        let this = self.get_mut();
-        if let State::Direct(stream) = &this.state {
-            match (&*stream).write_vectored(data) {
-                Err(error) if must_wait(&error) => {}
-                done => return Poll::Ready(done),
-            }
-        }
-        match this.registered() {
-            Ok(stream) => Pin::new(stream).poll_write_vectored(cx, data),
-            Err(error) => Poll::Ready(Err(error)),
-        }
+        self.get_mut().poll_send(
+            cx,
+            |stream| (&*stream).write_vectored(data),
+            |stream, cx| stream.poll_write_vectored(cx, data),
+        )
     }
 
     fn is_write_vectored(&self) -> bool {
