@@ -231,6 +231,16 @@ impl Unanswered {
     fn take(&mut self) -> Option<Pending> {
         self.0.take()
     }
+
+    /// Closed mode: the call ends in `error` (its record replaces the abandoned one) and
+    /// the record is committed; logs `what` when it could not be.
+    async fn commit_error(&mut self, error: &SidecarError, what: &str) {
+        if let Some(pending) = self.take()
+            && pending.on_error(error).commit().await.is_err()
+        {
+            tracing::error!("audit record of {what} could not be committed");
+        }
+    }
 }
 
 impl Drop for Unanswered {
@@ -377,14 +387,7 @@ impl Pending {
         let response = match inner.await {
             Ok(response) => response,
             Err(error) => {
-                let record = unanswered.take().map(|pending| pending.on_error(&error));
-                let committed = match record {
-                    Some(record) => record.commit().await,
-                    None => Ok(()),
-                };
-                if committed.is_err() {
-                    tracing::error!("audit record of a refused call could not be committed");
-                }
+                unanswered.commit_error(&error, "a refused call").await;
                 return Err(error);
             }
         };
@@ -399,14 +402,7 @@ impl Pending {
                 "FinCode's response broke off before it was complete; FinCode may have \
                  acted on the call, so check its status before sending it again",
             );
-            let record = unanswered.take().map(|pending| pending.on_error(&error));
-            let committed = match record {
-                Some(record) => record.commit().await,
-                None => Ok(()),
-            };
-            if committed.is_err() {
-                tracing::error!("audit record of a broken response could not be committed");
-            }
+            unanswered.commit_error(&error, "a broken response").await;
             return Err(error);
         };
         let mut response = Response::from_parts(parts, ());
